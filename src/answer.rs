@@ -1,0 +1,69 @@
+//! The whole decision for one parsed message: find the rule, render its reply, write the
+//! reply XML. Shared by the server, `explain` and `test`, so they cannot disagree.
+
+use crate::render::{self, RenderError};
+use crate::rules::{Action, RuleSet, Subject};
+use crate::wire::{self, Message, Reply, ReplyHeader};
+
+/// What the rules say about one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer with `xml`, a passive reply rendered by `rule`.
+    Replied {
+        rule: String,
+        reply: Reply,
+        xml: String,
+    },
+    /// Answer `success`: `rule` says to ignore the message, or no rule matched (`None`).
+    Ignored { rule: Option<String> },
+    /// Answer `success`: `rule` matched but its template failed at render time.
+    Failed { rule: String, error: RenderError },
+}
+
+impl Outcome {
+    /// The name of the rule that decided, if any.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Outcome::Replied { rule, .. } | Outcome::Failed { rule, .. } => Some(rule),
+            Outcome::Ignored { rule } => rule.as_deref(),
+        }
+    }
+
+    /// The body WeChat gets in plaintext mode: the reply XML, or `success`.
+    pub fn body(&self) -> &str {
+        match self {
+            Outcome::Replied { xml, .. } => xml,
+            _ => "success",
+        }
+    }
+}
+
+/// Runs `rules` on `message`. `now` is the reply's `CreateTime` (unix seconds).
+pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
+    let subject = Subject::new(message);
+    let Some(found) = rules.find(&subject) else {
+        return Outcome::Ignored { rule: None };
+    };
+    let rule = found.rule.name().to_owned();
+    let spec = match found.rule.action() {
+        Action::Ignore => return Outcome::Ignored { rule: Some(rule) },
+        Action::Reply(spec) => spec,
+    };
+    let data = render::context(message, &found);
+    match render::render_reply(rules, spec, &data) {
+        // An empty text would show as a blank bubble or an error; say nothing instead.
+        Ok(Reply::Text { content }) if content.trim().is_empty() => {
+            Outcome::Ignored { rule: Some(rule) }
+        }
+        Ok(reply) => {
+            let header = ReplyHeader {
+                to_user: message.from_user(),
+                from_user: message.to_user(),
+                create_time: now,
+            };
+            let xml = wire::write_reply(&header, &reply);
+            Outcome::Replied { rule, reply, xml }
+        }
+        Err(error) => Outcome::Failed { rule, error },
+    }
+}

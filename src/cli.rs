@@ -1,0 +1,404 @@
+//! The command line: `serve` (the default), `check`, `explain` and `test`. Errors get
+//! their context here and are printed once, with their causes; exit codes follow sysexits
+//! (78 = the rules are invalid).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::answer::{answer, Outcome};
+use crate::clock::{Clock, SystemClock};
+use crate::reload::{self, Control, Live};
+use crate::rules::{self, Loaded, RuleError, Sources, Subject};
+use crate::server::{self, AppState, Options};
+use crate::settings::Secrets;
+use crate::wire::Message;
+
+/// Exit code for invalid rules (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+/// Answers WeChat Official Account pushes from a YAML rules file.
+#[derive(Debug, Parser)]
+#[command(name = "wxrules", version, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the rules over HTTP (the default). Secrets come from WXRULES_TOKEN, and for
+    /// safe mode WXRULES_APPID and WXRULES_AES_KEY.
+    Serve(ServeArgs),
+    /// Check the rules and templates; exit 0 when valid, 78 with every error otherwise.
+    Check {
+        #[command(flatten)]
+        sources: SourceArgs,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Show which rule answers a message, why, and the reply XML.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SourceArgs {
+    /// The rules file.
+    #[arg(long, default_value = "rules/rules.yaml")]
+    rules: PathBuf,
+    /// The directory of `NAME.hbs` templates.
+    #[arg(long, default_value = "templates")]
+    templates: PathBuf,
+}
+
+impl SourceArgs {
+    fn sources(&self) -> Sources {
+        Sources {
+            rules: self.rules.clone(),
+            templates: self.templates.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Refuse requests whose timestamp is more than this many seconds from now (0 = off).
+    #[arg(long, default_value_t = 300)]
+    max_age: u64,
+    /// Log lines as text or JSON.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["message", "text", "event"])))]
+struct ExplainArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// A message XML file, as WeChat posts it.
+    message: Option<PathBuf>,
+    /// A text message with this content.
+    #[arg(long)]
+    text: Option<String>,
+    /// An event with this name (subscribe, CLICK, SCAN, …).
+    #[arg(long)]
+    event: Option<String>,
+    /// The event's EventKey.
+    #[arg(long, requires = "event")]
+    event_key: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command and returns the process exit code; prints errors with their causes.
+pub fn run(args: Args) -> ExitCode {
+    let result = match args.command {
+        None => serve(&args.serve),
+        Some(Command::Serve(serve_args)) => serve(&serve_args),
+        Some(Command::Check {
+            sources,
+            deny_warnings,
+        }) => check(&sources.sources(), deny_warnings),
+        Some(Command::Explain(explain_args)) => explain(&explain_args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WXRULES_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Prints each error (and warning) on its own line to stderr.
+fn report(errors: &[RuleError], label: &str) {
+    for e in errors {
+        eprintln!("{label}: {e}");
+    }
+}
+
+fn load_or_report(sources: &Sources) -> Result<Loaded, ExitCode> {
+    rules::load(sources).map_err(|e| {
+        report(&e.0, "error");
+        eprintln!(
+            "{}: {} error{}",
+            sources.rules.display(),
+            e.0.len(),
+            if e.0.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    let loaded = match load_or_report(sources) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    report(&loaded.warnings, "warning");
+    let rules = &loaded.rules;
+    if deny_warnings && !loaded.warnings.is_empty() {
+        eprintln!(
+            "{}: {} warning(s), denied by --deny-warnings",
+            sources.rules.display(),
+            loaded.warnings.len()
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    println!(
+        "ok: {} rules, {} templates, digest {} ({})",
+        rules.rules().len(),
+        rules.template_count(),
+        rules.digest(),
+        sources.rules.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::from_env()?;
+    init_tracing(args.log_format);
+    let sources = args.sources.sources();
+    let loaded = match load_or_report(&sources) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(event = "rules_warning", warning = %w);
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let live = Arc::new(Live::new(sources, loaded.rules, Arc::clone(&clock)));
+    let state = AppState {
+        live: Arc::clone(&live),
+        secrets: Arc::new(secrets),
+        clock,
+        options: Options {
+            max_age: args.max_age,
+            ..Options::default()
+        },
+    };
+    let listen = args.listen;
+    let workers = args.workers;
+    actix_web::rt::System::new()
+        .block_on(async move { run_server(state, live, listen, workers).await })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_server(
+    state: AppState,
+    live: Arc<Live>,
+    listen: SocketAddr,
+    workers: Option<usize>,
+) -> anyhow::Result<()> {
+    use actix_web::{App, HttpServer};
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let app_state = state.clone();
+    let mut http = HttpServer::new(move || {
+        let state = app_state.clone();
+        App::new().configure(move |cfg| server::configure(cfg, state))
+    })
+    // wxrules handles SIGINT/SIGTERM itself (graceful) and SIGHUP (reload).
+    .disable_signals()
+    .shutdown_timeout(10);
+    if let Some(n) = workers {
+        http = http.workers(n);
+    }
+    let http = http
+        .bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?
+        .run();
+    let handle = http.handle();
+
+    let snapshot = live.snapshot();
+    tracing::info!(
+        event = "server_started",
+        listen = %listen,
+        rules = snapshot.rules.rules().len(),
+        digest = snapshot.rules.digest(),
+        path = %live.sources().rules.display(),
+    );
+    drop(snapshot);
+
+    let (controls, receiver) = tokio::sync::mpsc::channel(16);
+    let reloader = actix_web::rt::spawn(reload::run(live, receiver));
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let stopper = {
+        let controls = controls.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!(event = "reload_requested", signal = "SIGHUP");
+                        // A full channel already holds a pending reload.
+                        let _ = controls.try_send(Control::Reload);
+                    }
+                    _ = term.recv() => break "SIGTERM",
+                    _ = int.recv() => break "SIGINT",
+                }
+            }
+        })
+    };
+    tokio::select! {
+        result = http => result.context("server failed")?,
+        signal = stopper => {
+            let signal = signal.unwrap_or("signal");
+            tracing::info!(event = "shutting_down", signal, "answering requests in flight, then exiting");
+            handle.stop(true).await;
+        }
+    }
+    let _ = controls.send(Control::Stop).await;
+    let _ = reloader.await;
+    tracing::info!(event = "server_stopped");
+    Ok(())
+}
+
+fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let sources = args.sources.sources();
+    let loaded = match load_or_report(&sources) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let now = SystemClock.now();
+    let xml = match (&args.message, &args.text, &args.event) {
+        (Some(path), _, _) => read_message(path)?,
+        (_, Some(text), _) => synthetic_text(text, now),
+        (_, _, Some(event)) => synthetic_event(event, args.event_key.as_deref(), now),
+        _ => bail!("give a message file, --text or --event"),
+    };
+    let message = Message::parse(xml.as_bytes()).context("the message does not parse")?;
+    let rules = &loaded.rules;
+    let subject = Subject::new(&message);
+    let found = rules.find(&subject);
+    let outcome = answer(rules, &message, now);
+    let rules_path = sources.rules.display().to_string();
+
+    if args.json {
+        let value = serde_json::json!({
+            "rule": found.as_ref().map(|m| serde_json::json!({
+                "name": m.rule.name(),
+                "file": rules_path,
+                "line": m.rule.line(),
+                "criteria": m.rule.describe(&subject).into_iter()
+                    .map(|(c, held)| serde_json::json!({"criterion": c, "held": held}))
+                    .collect::<Vec<_>>(),
+                "captures": m.captures.iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
+            })),
+            "outcome": match &outcome {
+                Outcome::Replied { .. } => "replied",
+                Outcome::Ignored { .. } => "ignored",
+                Outcome::Failed { .. } => "error",
+            },
+            "error": match &outcome {
+                Outcome::Failed { error, .. } => Some(error.to_string()),
+                _ => None,
+            },
+            "body": outcome.body(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    match &found {
+        None => println!("no rule matched"),
+        Some(m) => {
+            println!("rule: {} ({}:{})", m.rule.name(), rules_path, m.rule.line());
+            let criteria = m.rule.describe(&subject);
+            if criteria.is_empty() {
+                println!("  (no criteria: matches every message)");
+            }
+            for (criterion, held) in criteria {
+                println!("  {} {criterion}", if held { "✓" } else { "✗" });
+            }
+            if !m.captures.is_empty() {
+                println!("captures:");
+                for (k, v) in &m.captures {
+                    println!("  {k} = {v:?}");
+                }
+            }
+        }
+    }
+    match &outcome {
+        Outcome::Replied { reply, xml, .. } => {
+            println!("reply ({}):", reply.msg_type());
+            println!("{xml}");
+        }
+        Outcome::Ignored { rule: Some(rule) } => {
+            println!("ignored by rule `{rule}`: answers `success`");
+        }
+        Outcome::Ignored { rule: None } => println!("ignored (no rule): answers `success`"),
+        Outcome::Failed { error, .. } => {
+            println!("render error: {error}");
+            println!("answers `success`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_message(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn xml_text(s: &str) -> String {
+    let mut out = String::new();
+    crate::wire::push_cdata(&mut out, s);
+    out
+}
+
+fn synthetic_text(text: &str, now: u64) -> String {
+    format!(
+        "<xml><ToUserName>gh_explain</ToUserName><FromUserName>o_explain_user</FromUserName>\
+         <CreateTime>{now}</CreateTime><MsgType>text</MsgType><Content>{}</Content>\
+         <MsgId>1</MsgId></xml>",
+        xml_text(text)
+    )
+}
+
+fn synthetic_event(event: &str, key: Option<&str>, now: u64) -> String {
+    let key = key
+        .map(|k| format!("<EventKey>{}</EventKey>", xml_text(k)))
+        .unwrap_or_default();
+    format!(
+        "<xml><ToUserName>gh_explain</ToUserName><FromUserName>o_explain_user</FromUserName>\
+         <CreateTime>{now}</CreateTime><MsgType>event</MsgType><Event>{}</Event>{key}</xml>",
+        xml_text(event)
+    )
+}

@@ -1,0 +1,27 @@
+//! wxrules answers a WeChat Official Account's message and event pushes from a YAML rules
+//! file that ops teams edit and hot-reload.
+//!
+//! # Layout
+//! - [`wire`]: WeChat XML in (`Message`) and out (`Reply`, `write_reply`).
+//! - [`crypto`]: request signatures and safe-mode AES.
+//! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
+//! - [`render`]: handlebars templates → `Reply`.
+//! - [`answer`]: match + render + write for one message, shared by server and CLI.
+//! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.
+//! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
+//! - [`settings`]: secrets from the environment; [`clock`]: the time source.
+//! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
+
+pub mod answer;
+pub mod cli;
+pub mod clock;
+pub mod crypto;
+pub mod reload;
+pub mod render;
+pub mod rules;
+pub mod server;
+pub mod settings;
+pub mod wire;
+
+pub use answer::{answer, Outcome};
+pub use rules::{RuleSet, Sources};

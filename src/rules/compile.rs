@@ -1,0 +1,539 @@
+//! Raw rules → `RuleSet`: read the files, type every rule, build matchers, regexes and
+//! templates, resolve template names, and collect every error with its file:line:col.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use regex::RegexBuilder;
+use sha1::{Digest, Sha1};
+
+use super::locate::Positions;
+use super::matcher::{Criteria, Field, Index, Pattern, StrMatcher, Test};
+use super::schema::{
+    self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawStr, RawWhen,
+};
+use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
+use super::{RuleSet, Sources, Tpl};
+use crate::render;
+
+/// WeChat accepts at most 8 articles in one news reply.
+pub(crate) const MAX_ARTICLES: usize = 8;
+
+/// Loads and compiles the rules file and templates directory of `sources`.
+///
+/// Returns every error found (unreadable file, YAML syntax, unknown key, duplicate name, bad
+/// regex, missing or broken template), each with file, line and column; nothing partial.
+pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
+    let fail = |path: &Path, message: String| {
+        LoadError(vec![RuleError {
+            location: Location::new(path, None),
+            rule: None,
+            message,
+        }])
+    };
+    let source = fs::read_to_string(&sources.rules)
+        .map_err(|e| fail(&sources.rules, format!("cannot read rules file: {e}")))?;
+    let files = read_templates(&sources.templates)
+        .map_err(|e| fail(&sources.templates, format!("cannot read templates: {e}")))?;
+    compile(&sources.rules, &source, &files)
+}
+
+/// One template file: its name (path under the directory, without `.hbs`), its path and text.
+struct TemplateFile {
+    name: String,
+    path: PathBuf,
+    text: String,
+}
+
+fn read_templates(dir: &Path) -> std::io::Result<Vec<TemplateFile>> {
+    let mut files = Vec::new();
+    if !dir.exists() {
+        return Ok(files);
+    }
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "hbs") {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
+                let name = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let text = fs::read_to_string(&path)?;
+                files.push(TemplateFile { name, path, text });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// What compiling one rule needs to know and where it reports.
+struct Compiler<'a> {
+    file: &'a Path,
+    positions: Positions,
+    templates: Handlebars<'static>,
+    known_templates: HashSet<String>,
+    used_templates: HashSet<String>,
+    errors: Vec<RuleError>,
+    inline_count: usize,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, rule: Option<&str>, at: Option<(usize, usize)>, message: String) {
+        self.errors.push(RuleError {
+            location: Location::new(self.file, at),
+            rule: rule.map(str::to_owned),
+            message,
+        });
+    }
+}
+
+fn compile(
+    file: &Path,
+    source: &str,
+    template_files: &[TemplateFile],
+) -> Result<Loaded, LoadError> {
+    let mut c = Compiler {
+        file,
+        positions: Positions::index(source),
+        templates: render::registry(),
+        known_templates: HashSet::new(),
+        used_templates: HashSet::new(),
+        errors: Vec::new(),
+        inline_count: 0,
+    };
+    for t in template_files {
+        match c.templates.register_template_string(&t.name, &t.text) {
+            Ok(()) => {
+                c.known_templates.insert(t.name.clone());
+            }
+            Err(e) => {
+                c.errors.push(RuleError {
+                    location: Location::new(&t.path, e.pos()),
+                    rule: None,
+                    message: format!("template does not compile: {}", e.reason()),
+                });
+                // Known, so references to it do not also report "not found".
+                c.known_templates.insert(t.name.clone());
+            }
+        }
+    }
+
+    let raw = match schema::parse_file(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let at = e.position.or_else(|| c.positions.key(&e.path));
+            c.error(None, at, e.message);
+            return Err(LoadError(c.errors));
+        }
+    };
+
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, value) in raw.rules.into_iter().enumerate() {
+        let base = format!("rules[{i}]");
+        let rule_at = c.positions.value(&base);
+        // Read the name first, so that errors in a rule that does not type still name it.
+        let loose_name = value
+            .get("name")
+            .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
+            .map(|n| n.0);
+        let fingerprint = {
+            let mut h = std::hash::DefaultHasher::new();
+            value.hash(&mut h);
+            h.finish()
+        };
+        let raw_rule = match schema::parse_rule(value) {
+            Ok(r) => r,
+            Err(e) => {
+                let path = if e.path == "." {
+                    base.clone()
+                } else {
+                    format!("{base}.{}", e.path)
+                };
+                let at = if e.message.starts_with("unknown field") {
+                    unknown_field_key(&e.message)
+                        .and_then(|k| c.positions.key(&format!("{path}.{k}")))
+                        .or_else(|| c.positions.key(&path))
+                } else {
+                    c.positions.value(&path)
+                };
+                c.error(loose_name.as_deref(), at, e.message);
+                continue;
+            }
+        };
+        let name = raw_rule.name.0;
+        if name.trim().is_empty() {
+            c.error(None, rule_at, "rule name is empty".into());
+            continue;
+        }
+        if let Some(first) = names.get(&name) {
+            let first_line = *first;
+            let at = c.positions.value(&format!("{base}.name"));
+            c.error(
+                Some(&name),
+                at,
+                format!("duplicate rule name (first used on line {first_line})"),
+            );
+            continue;
+        }
+        let line = rule_at.map_or(0, |(l, _)| l);
+        names.insert(name.clone(), line);
+        let errors_before = c.errors.len();
+        let when = compile_when(&mut c, &name, &base, raw_rule.when);
+        let action = match (raw_rule.reply, raw_rule.ignore) {
+            (Some(_), true) => {
+                c.error(
+                    Some(&name),
+                    rule_at,
+                    "a rule has either `reply` or `ignore: true`, not both".into(),
+                );
+                None
+            }
+            (None, false) => {
+                c.error(
+                    Some(&name),
+                    rule_at,
+                    "a rule needs `reply` or `ignore: true`".into(),
+                );
+                None
+            }
+            (None, true) => Some(Action::Ignore),
+            (Some(reply), false) => {
+                compile_reply(&mut c, &name, &format!("{base}.reply"), reply).map(Action::Reply)
+            }
+        };
+        if let (Some(action), true) = (action, c.errors.len() == errors_before) {
+            rules.push(Rule {
+                name,
+                line,
+                fingerprint,
+                when,
+                action,
+            });
+        }
+    }
+
+    if !c.errors.is_empty() {
+        return Err(LoadError(c.errors));
+    }
+
+    let mut warnings = Vec::new();
+    for t in template_files {
+        if !c.used_templates.contains(&t.name) {
+            warnings.push(RuleError {
+                location: Location::new(&t.path, None),
+                rule: None,
+                message: format!("template `{}` is not used by any rule", t.name),
+            });
+        }
+    }
+
+    let mut templates = Sha1::new();
+    for t in template_files {
+        templates.update(t.name.as_bytes());
+        templates.update([0]);
+        templates.update(t.text.as_bytes());
+        templates.update([0]);
+    }
+    let templates_digest = short_hex(&templates.finalize());
+    let digest = short_hex(
+        &Sha1::new_with_prefix(source)
+            .chain_update(&templates_digest)
+            .finalize(),
+    );
+
+    let index = Index::build(&rules);
+    Ok(Loaded {
+        rules: RuleSet {
+            rules,
+            index,
+            templates: c.templates,
+            digest,
+            templates_digest,
+            template_count: template_files.len(),
+        },
+        warnings,
+    })
+}
+
+/// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.
+fn short_hex(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key named in serde's "unknown field `x`, expected …".
+fn unknown_field_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn compile_when(c: &mut Compiler<'_>, rule: &str, base: &str, when: RawWhen) -> Criteria {
+    let mut tests = Vec::new();
+    let named = [
+        ("msg_type", Field::MsgType, when.msg_type),
+        ("event", Field::Event, when.event),
+        ("event_key", Field::EventKey, when.event_key),
+        ("keyword", Field::Keyword, when.keyword),
+        ("status", Field::Status, when.status),
+    ];
+    let fields: BTreeMap<_, _> = when.fields;
+    let all = named
+        .into_iter()
+        .filter_map(|(key, field, m)| m.map(|m| (format!("{base}.when.{key}"), field, m)))
+        .chain(fields.into_iter().map(|(path, m)| {
+            (
+                format!("{base}.when.fields.{path}"),
+                Field::Path(path.clone()),
+                m,
+            )
+        }));
+    for (path, field, raw) in all {
+        if let Field::Path(p) = &field {
+            if p.is_empty() || p.split('.').any(str::is_empty) {
+                let at = c.positions.key(&path);
+                c.error(Some(rule), at, format!("`{p}` is not a field path"));
+                continue;
+            }
+        }
+        if let Some(matcher) = compile_matcher(c, rule, &path, &field, raw) {
+            tests.push(Test { field, matcher });
+        }
+    }
+    Criteria { tests }
+}
+
+fn compile_matcher(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    path: &str,
+    field: &Field,
+    raw: RawMatcher,
+) -> Option<StrMatcher> {
+    let alternatives: Vec<(String, RawAlternative)> = match raw {
+        RawMatcher::One(s) => vec![(path.to_owned(), RawAlternative::One(s))],
+        RawMatcher::Op(op) => vec![(path.to_owned(), RawAlternative::Op(op))],
+        RawMatcher::Any(list) => {
+            if list.is_empty() {
+                let at = c.positions.value(path);
+                c.error(Some(rule), at, "empty list matches nothing".into());
+                return None;
+            }
+            list.into_iter()
+                .enumerate()
+                .map(|(i, a)| (format!("{path}[{i}]"), a))
+                .collect()
+        }
+    };
+    let mut patterns = Vec::new();
+    let mut ok = true;
+    for (at_path, alternative) in alternatives {
+        match alternative {
+            RawAlternative::One(s) => patterns.push(Pattern::Exact(normalize(field, &s.0))),
+            RawAlternative::Op(op) => ok &= compile_op(c, rule, &at_path, field, op, &mut patterns),
+        }
+    }
+    ok.then_some(StrMatcher { patterns })
+}
+
+/// Folds case for the fields that ignore it, and trims keywords as messages are trimmed.
+fn normalize(field: &Field, s: &str) -> String {
+    match field {
+        Field::Keyword => s.trim().to_ascii_lowercase(),
+        f if f.folds_case() => s.to_ascii_lowercase(),
+        _ => s.to_owned(),
+    }
+}
+
+fn compile_op(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    path: &str,
+    field: &Field,
+    op: RawOp,
+    patterns: &mut Vec<Pattern>,
+) -> bool {
+    let given: Vec<(&str, OneOrMany)> = [
+        ("exact", op.exact),
+        ("prefix", op.prefix),
+        ("contains", op.contains),
+        ("regex", op.regex),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    if given.len() != 1 {
+        let at = c.positions.value(path);
+        c.error(
+            Some(rule),
+            at,
+            "a matcher map takes exactly one of `exact`, `prefix`, `contains`, `regex`".into(),
+        );
+        return false;
+    }
+    let mut ok = true;
+    for (kind, values) in given {
+        let many = matches!(values, OneOrMany::Many(_));
+        for (i, value) in values.into_vec().into_iter().enumerate() {
+            let at_path = if many {
+                format!("{path}.{kind}[{i}]")
+            } else {
+                format!("{path}.{kind}")
+            };
+            match kind {
+                "exact" => patterns.push(Pattern::Exact(normalize(field, &value))),
+                "prefix" => patterns.push(Pattern::Prefix(normalize(field, &value))),
+                "contains" => {
+                    if value.trim().is_empty() {
+                        let at = c.positions.value(&at_path);
+                        c.error(Some(rule), at, "`contains` needs a non-empty string".into());
+                        ok = false;
+                    }
+                    patterns.push(Pattern::Contains(normalize(field, &value)));
+                }
+                _ => match RegexBuilder::new(&value)
+                    .case_insensitive(field.folds_case())
+                    .size_limit(1 << 20)
+                    .build()
+                {
+                    Ok(re) => patterns.push(Pattern::Regex(re)),
+                    Err(e) => {
+                        let at = c.positions.value(&at_path);
+                        let reason = e.to_string().replace('\n', " ");
+                        c.error(Some(rule), at, format!("invalid regex: {reason}"));
+                        ok = false;
+                    }
+                },
+            }
+        }
+    }
+    ok
+}
+
+fn compile_reply(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    path: &str,
+    reply: RawReply,
+) -> Option<ReplySpec> {
+    // Every failure below records an error, so the count tells whether this reply is good.
+    let errors_before = c.errors.len();
+    let s = |c: &mut Compiler<'_>, key: &str, raw: Option<RawStr>| -> Tpl {
+        raw.and_then(|raw| compile_str(c, rule, &format!("{path}.{key}"), raw))
+            .unwrap_or(Tpl::Literal(String::new()))
+    };
+    let spec = match reply {
+        RawReply::Text(t) => ReplySpec::Text(s(c, "text", Some(t))),
+        RawReply::Image(m) => ReplySpec::Image(s(c, "image.media_id", Some(m.media_id))),
+        RawReply::Voice(m) => ReplySpec::Voice(s(c, "voice.media_id", Some(m.media_id))),
+        RawReply::Video(v) => ReplySpec::Video {
+            media_id: s(c, "video.media_id", Some(v.media_id)),
+            title: s(c, "video.title", v.title),
+            description: s(c, "video.description", v.description),
+        },
+        RawReply::Music(m) => ReplySpec::Music {
+            title: s(c, "music.title", m.title),
+            description: s(c, "music.description", m.description),
+            music_url: s(c, "music.music_url", m.music_url),
+            hq_music_url: s(c, "music.hq_music_url", m.hq_music_url),
+            thumb_media_id: s(c, "music.thumb_media_id", Some(m.thumb_media_id)),
+        },
+        RawReply::News(articles) => {
+            if articles.is_empty() || articles.len() > MAX_ARTICLES {
+                let at = c.positions.value(&format!("{path}.news"));
+                c.error(
+                    Some(rule),
+                    at,
+                    format!(
+                        "a news reply has 1 to {MAX_ARTICLES} articles, this one has {}",
+                        articles.len()
+                    ),
+                );
+            }
+            let specs = articles
+                .into_iter()
+                .enumerate()
+                .map(|(i, a): (usize, RawArticle)| ArticleSpec {
+                    title: s(c, &format!("news[{i}].title"), Some(a.title)),
+                    description: s(c, &format!("news[{i}].description"), a.description),
+                    pic_url: s(c, &format!("news[{i}].pic_url"), a.pic_url),
+                    url: s(c, &format!("news[{i}].url"), a.url),
+                })
+                .collect();
+            ReplySpec::News(specs)
+        }
+        RawReply::TransferCustomerService(t) => {
+            let account = t.and_then(|t| t.kf_account);
+            let account = account.map(|a| s(c, "transfer_customer_service.kf_account", Some(a)));
+            ReplySpec::TransferCustomerService(account)
+        }
+        RawReply::OneOf(choices) => {
+            if choices.is_empty() {
+                let at = c.positions.value(&format!("{path}.one_of"));
+                c.error(Some(rule), at, "`one_of` needs at least one reply".into());
+            }
+            let specs = choices
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, choice)| {
+                    compile_reply(c, rule, &format!("{path}.one_of[{i}]"), choice)
+                })
+                .collect();
+            ReplySpec::OneOf(specs)
+        }
+    };
+    (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// An inline string becomes a literal when it has no `{{`, else a compiled template; a
+/// `{ template: NAME }` must name a file of the templates directory.
+fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
+    match raw {
+        RawStr::Inline(text) if !text.0.contains("{{") => Some(Tpl::Literal(text.0)),
+        RawStr::Inline(text) => {
+            c.inline_count += 1;
+            let name = format!("{rule}#{}", c.inline_count);
+            match c.templates.register_template_string(&name, &text.0) {
+                Ok(()) => Some(Tpl::Template(name)),
+                Err(e) => {
+                    let at = c.positions.value(path);
+                    let within = e
+                        .pos()
+                        .map(|(l, col)| format!(" (template line {l}, column {col})"))
+                        .unwrap_or_default();
+                    c.error(
+                        Some(rule),
+                        at,
+                        format!("template does not compile: {}{within}", e.reason()),
+                    );
+                    None
+                }
+            }
+        }
+        RawStr::File(r) => {
+            if c.known_templates.contains(&r.template) {
+                c.used_templates.insert(r.template.clone());
+                Some(Tpl::Template(r.template))
+            } else {
+                let at = c.positions.value(&format!("{path}.template"));
+                c.error(
+                    Some(rule),
+                    at,
+                    format!(
+                        "template `{}` not found (no file {}.hbs in the templates directory)",
+                        r.template, r.template
+                    ),
+                );
+                None
+            }
+        }
+    }
+}

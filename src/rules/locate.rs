@@ -1,0 +1,189 @@
+//! Line and column of every key and value of a YAML document, by path
+//! (`rules[3].when.keyword.regex`). serde_yaml has no spans, so semantic errors found
+//! after parsing are located through this index, built from yaml-rust2's marked events.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// 1-based line and column.
+pub(crate) type Position = (usize, usize);
+
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    keys: HashMap<String, Position>,
+    values: HashMap<String, Position>,
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+        /// No key seen yet: the parser marks a block mapping at its first `:`, so the
+        /// mapping's position is taken from its first key instead.
+        first: bool,
+    },
+    Seq { path: String, next: usize },
+}
+
+#[derive(Default)]
+struct Walker {
+    stack: Vec<Frame>,
+    positions: Positions,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Walker {
+    /// Where the next node goes: its path, or `None` when it is a mapping key.
+    fn place(&mut self, mark: Marker, scalar: Option<&str>) -> Option<String> {
+        let at = (mark.line(), mark.col() + 1);
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                self.positions.values.entry(p.clone()).or_insert(at);
+                Some(p)
+            }
+            Some(Frame::Map { path, key, first }) => match key.take() {
+                None => {
+                    if std::mem::take(first) {
+                        self.positions.values.insert(path.clone(), at);
+                    }
+                    let k = scalar.unwrap_or("?");
+                    let p = join(path, k);
+                    self.positions.keys.entry(p).or_insert(at);
+                    *key = Some(k.to_owned());
+                    None
+                }
+                Some(k) => {
+                    let p = join(path, &k);
+                    self.positions.values.entry(p.clone()).or_insert(at);
+                    Some(p)
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        match event {
+            Event::Scalar(value, ..) => {
+                self.place(mark, Some(&value));
+            }
+            Event::Alias(_) => {
+                self.place(mark, Some("*"));
+            }
+            Event::MappingStart(..) => {
+                let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+                let path = self.place(mark, None).unwrap_or_default();
+                if is_key {
+                    // A complex key: give it a value slot so the stack stays in step.
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = Some("?".into());
+                    }
+                }
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    first: true,
+                });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.place(mark, None).unwrap_or_default();
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Positions {
+    /// Indexes `source`; a document that does not parse gives an empty index (the YAML
+    /// error itself is reported by serde_yaml, with its own position).
+    pub(crate) fn index(source: &str) -> Positions {
+        let mut walker = Walker::default();
+        let mut parser = Parser::new_from_str(source);
+        match parser.load(&mut walker, false) {
+            Ok(()) => walker.positions,
+            Err(_) => Positions::default(),
+        }
+    }
+
+    /// The position of the value at `path`, or of the nearest ancestor that has one.
+    pub(crate) fn value(&self, path: &str) -> Option<Position> {
+        self.nearest(path, &self.values)
+    }
+
+    /// The position of the key that names `path` (for "unknown field" errors), else of the
+    /// nearest ancestor.
+    pub(crate) fn key(&self, path: &str) -> Option<Position> {
+        self.keys
+            .get(path)
+            .copied()
+            .or_else(|| self.nearest(path, &self.values))
+    }
+
+    fn nearest(&self, path: &str, map: &HashMap<String, Position>) -> Option<Position> {
+        let mut path = path;
+        loop {
+            if let Some(at) = map.get(path) {
+                return Some(*at);
+            }
+            let cut = path.rfind(['.', '['])?;
+            path = &path[..cut];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+rules:
+  - name: a
+    when: { keyword: [x, y] }
+  - name: b
+    when:
+      keyword:
+        regex: '(('
+";
+
+    #[test]
+    fn finds_keys_and_values_by_path() {
+        let p = Positions::index(DOC);
+        assert_eq!(p.value("rules[0]"), Some((2, 5)));
+        assert_eq!(p.key("rules[0].name"), Some((2, 5)));
+        assert_eq!(p.value("rules[0].name"), Some((2, 11)));
+        assert_eq!(p.value("rules[0].when.keyword[1]"), Some((3, 26)));
+        assert_eq!(p.value("rules[1].when.keyword.regex"), Some((7, 16)));
+        assert_eq!(p.key("rules[1].when.keyword.regex"), Some((7, 9)));
+    }
+
+    #[test]
+    fn falls_back_to_the_nearest_ancestor() {
+        let p = Positions::index(DOC);
+        assert_eq!(p.value("rules[1].when.keyword.regex[3]"), Some((7, 16)));
+        assert_eq!(p.key("rules[1].when.nothing"), Some((6, 7)));
+        assert_eq!(p.value("rules[0].when"), Some((3, 13)));
+        assert_eq!(p.value("elsewhere"), None);
+    }
+
+    #[test]
+    fn broken_yaml_gives_an_empty_index() {
+        assert_eq!(Positions::index("a: [").value("a"), None);
+    }
+}

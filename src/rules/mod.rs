@@ -1,0 +1,220 @@
+//! Rules: load `rules.yaml` and `templates/`, compile them into a `RuleSet`, and find the
+//! rule that answers a message. The only module that knows the YAML schema. `load` is the
+//! one entry point used by start-up, reload, `check`, `explain` and `test`.
+
+mod compile;
+mod locate;
+mod matcher;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+
+pub use compile::load;
+pub use matcher::{Captures, Match, Subject};
+
+pub(crate) use matcher::Criteria;
+
+/// Where the rules come from: the rules file and the templates directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    pub rules: PathBuf,
+    pub templates: PathBuf,
+}
+
+/// A compiled, valid rule set: the rules in file order, their indexes and their templates.
+/// Immutable; a reload builds a new one.
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) index: matcher::Index,
+    pub(crate) templates: Handlebars<'static>,
+    pub(crate) digest: String,
+    pub(crate) templates_digest: String,
+    pub(crate) template_count: usize,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("templates", &self.template_count)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl RuleSet {
+    /// The rules in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// A hash of the rules file and every template, to tell versions apart.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// A hash of the template files alone.
+    pub fn templates_digest(&self) -> &str {
+        &self.templates_digest
+    }
+
+    /// How many template files were loaded.
+    pub fn template_count(&self) -> usize {
+        self.template_count
+    }
+
+    /// The compiled templates, for rendering.
+    pub fn templates(&self) -> &Handlebars<'static> {
+        &self.templates
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub(crate) name: String,
+    pub(crate) line: usize,
+    pub(crate) fingerprint: u64,
+    pub(crate) when: Criteria,
+    pub(crate) action: Action,
+}
+
+impl Rule {
+    /// The rule's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The line of the rules file where the rule starts.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// A hash of the rule as written, to tell which rules a reload changed.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// What the rule does when it matches.
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+
+    /// Describes each criterion and whether it holds for `subject`, for `explain`.
+    pub fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {
+        self.when.describe(subject)
+    }
+}
+
+/// What a matching rule does.
+#[derive(Debug)]
+pub enum Action {
+    /// Answer `success`: no reply.
+    Ignore,
+    Reply(ReplySpec),
+}
+
+/// A reply whose strings are still templates.
+#[derive(Debug)]
+pub enum ReplySpec {
+    Text(Tpl),
+    Image(Tpl),
+    Voice(Tpl),
+    Video {
+        media_id: Tpl,
+        title: Tpl,
+        description: Tpl,
+    },
+    Music {
+        title: Tpl,
+        description: Tpl,
+        music_url: Tpl,
+        hq_music_url: Tpl,
+        thumb_media_id: Tpl,
+    },
+    News(Vec<ArticleSpec>),
+    TransferCustomerService(Option<Tpl>),
+    OneOf(Vec<ReplySpec>),
+}
+
+/// One news article whose strings are still templates.
+#[derive(Debug)]
+pub struct ArticleSpec {
+    pub title: Tpl,
+    pub description: Tpl,
+    pub pic_url: Tpl,
+    pub url: Tpl,
+}
+
+/// A string of a reply: fixed text, or the name of a compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tpl {
+    Literal(String),
+    Template(String),
+}
+
+/// A place in a file, 1-based; line and column are 0 when only the file is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    fn new(path: &Path, at: Option<(usize, usize)>) -> Location {
+        let (line, column) = at.unwrap_or((0, 0));
+        Location {
+            path: path.to_owned(),
+            line,
+            column,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem in the rules or templates: where, which rule, what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {}{message}", rule.as_ref().map(|r| format!("rule `{r}`: ")).unwrap_or_default())]
+pub struct RuleError {
+    pub location: Location,
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+/// Every error found while loading; the rule set was not built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub Vec<RuleError>);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A loaded rule set and the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub rules: RuleSet,
+    pub warnings: Vec<RuleError>,
+}

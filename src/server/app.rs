@@ -1,0 +1,55 @@
+//! The route table and the state every worker shares. `main` and the tests build the App
+//! through the same `configure`.
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use super::handlers;
+use crate::clock::Clock;
+use crate::reload::Live;
+use crate::settings::Secrets;
+
+/// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Request-handling options that are not secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Refuse requests whose `timestamp` is further than this from now; 0 turns it off.
+    pub max_age: u64,
+    pub body_limit: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_age: 300,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// What handlers share. Built once, outside the per-worker factory, and cloned into each
+/// worker: the live rules are one `ArcSwap`, not one copy per worker.
+#[derive(Clone)]
+pub struct AppState {
+    /// The rules being served; replaced whole by a reload.
+    pub live: Arc<Live>,
+    pub secrets: Arc<Secrets>,
+    pub clock: Arc<dyn Clock>,
+    pub options: Options,
+}
+
+/// Registers the routes and the body limit on an App.
+pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
+    let limit = state.options.body_limit;
+    cfg.app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(limit))
+        .service(
+            web::resource("/wechat")
+                .route(web::get().to(handlers::verify_url))
+                .route(web::post().to(handlers::receive)),
+        )
+        .route("/healthz", web::get().to(handlers::healthz));
+}

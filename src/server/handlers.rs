@@ -1,0 +1,195 @@
+//! The handlers: URL check, message push, health. Thin: extract, call the library, map the
+//! error. A request takes one rules snapshot and keeps it to the end.
+
+use std::time::Instant;
+
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
+use rand::distributions::{Alphanumeric, DistString};
+use serde::Deserialize;
+
+use super::{AppState, ServiceError};
+use crate::answer::{answer, Outcome};
+use crate::crypto::{sign, verify_signature, SignatureError};
+use crate::wire::{self, Message};
+
+/// The query WeChat appends to the server URL.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WechatQuery {
+    signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+    encrypt_type: Option<String>,
+    msg_signature: Option<String>,
+}
+
+fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, SignatureError> {
+    v.as_deref().ok_or(SignatureError::Missing(name))
+}
+
+impl AppState {
+    /// Checks `signature` over (token, timestamp, nonce) and the replay window.
+    fn verify_plain(&self, q: &WechatQuery) -> Result<(), ServiceError> {
+        let timestamp = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
+        let signature = required(&q.signature, "signature")?;
+        verify_signature(signature, &[self.secrets.token(), timestamp, nonce])?;
+        self.check_fresh(timestamp)
+    }
+
+    fn check_fresh(&self, timestamp: &str) -> Result<(), ServiceError> {
+        let max_age = self.options.max_age;
+        if max_age == 0 {
+            return Ok(());
+        }
+        let stale = || ServiceError::Stale(timestamp.chars().take(20).collect());
+        let sent: u64 = timestamp.parse().map_err(|_| stale())?;
+        if self.clock.now().abs_diff(sent) > max_age {
+            return Err(stale());
+        }
+        Ok(())
+    }
+}
+
+/// `GET /wechat`: the URL check of the MP console; answers `echostr` when signed.
+pub(crate) async fn verify_url(
+    state: web::Data<AppState>,
+    query: web::Query<WechatQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    if let Err(e) = state.verify_plain(&query) {
+        tracing::warn!(event = "url_check_refused", reason = %e);
+        return Err(e);
+    }
+    let echostr = query.echostr.clone().unwrap_or_default();
+    tracing::info!(event = "url_check_passed");
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body(echostr))
+}
+
+/// How the request came, and so how the answer goes back.
+enum Mode {
+    Plain,
+    Safe,
+}
+
+/// `POST /wechat`: verify, decrypt if needed, parse, answer.
+pub(crate) async fn receive(
+    state: web::Data<AppState>,
+    query: web::Query<WechatQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ServiceError> {
+    let started = Instant::now();
+    let result = decode(&state, &query, &body);
+    let (message, mode) = match result {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e);
+            return Err(e);
+        }
+    };
+
+    // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
+    let snapshot = state.live.snapshot();
+    let now = state.clock.now();
+    let outcome = answer(&snapshot.rules, &message, now);
+    log_outcome(&message, &outcome, started);
+
+    let body = match (&outcome, mode) {
+        (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(&state, xml, now),
+        _ => outcome.body().to_owned(),
+    };
+    let content_type = match outcome {
+        Outcome::Replied { .. } => ContentType::xml(),
+        _ => ContentType::plaintext(),
+    };
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
+}
+
+/// Verifies the request and turns its body into a message.
+fn decode(state: &AppState, q: &WechatQuery, body: &[u8]) -> Result<(Message, Mode), ServiceError> {
+    let safe = q.encrypt_type.as_deref() == Some("aes");
+    let cipher = match (safe, state.secrets.cipher()) {
+        (false, _) => None,
+        (true, Some(cipher)) => Some(cipher),
+        (true, None) => {
+            // Compatible mode also carries the plain fields: answer those plainly rather
+            // than lose the message; a safe-mode-only body cannot be read.
+            state.verify_plain(q)?;
+            return match Message::parse(body) {
+                Ok(m) => {
+                    tracing::warn!(event = "encrypted_without_key", "answering the plain fields of a compatible-mode push; set WXRULES_AES_KEY to answer encrypted");
+                    Ok((m, Mode::Plain))
+                }
+                Err(_) => Err(ServiceError::NoKey),
+            };
+        }
+    };
+    let Some(cipher) = cipher else {
+        state.verify_plain(q)?;
+        return Ok((Message::parse(body)?, Mode::Plain));
+    };
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let nonce = required(&q.nonce, "nonce")?;
+    let msg_signature = required(&q.msg_signature, "msg_signature")?;
+    let encrypt = wire::parse_encrypted(body)?;
+    verify_signature(
+        msg_signature,
+        &[state.secrets.token(), timestamp, nonce, &encrypt],
+    )?;
+    state.check_fresh(timestamp)?;
+    let inner = cipher.decrypt(&encrypt)?;
+    let message = Message::parse(&inner)?;
+    Ok((message, Mode::Safe))
+}
+
+/// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
+fn encrypt_reply(state: &AppState, xml: &str, now: u64) -> String {
+    let Some(cipher) = state.secrets.cipher() else {
+        return "success".to_owned();
+    };
+    let encrypt = cipher.encrypt(xml.as_bytes());
+    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+    let signature = sign(&[state.secrets.token(), &now.to_string(), &nonce, &encrypt]);
+    wire::write_encrypted(&encrypt, &signature, now, &nonce)
+}
+
+fn log_outcome(message: &Message, outcome: &Outcome, started: Instant) {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let msg_type = message.msg_type();
+    let event = message.event().unwrap_or("");
+    let msg_id = message.msg_id().unwrap_or("");
+    let rule = outcome.rule().unwrap_or("");
+    tracing::debug!(from_user = message.from_user(), msg_id, "message_received");
+    match outcome {
+        Outcome::Replied { reply, .. } => tracing::info!(
+            event = "message_handled",
+            outcome = "replied",
+            rule,
+            msg_type,
+            wx_event = event,
+            msg_id,
+            reply = reply.msg_type(),
+            us = micros
+        ),
+        Outcome::Ignored { .. } => tracing::info!(
+            event = "message_handled",
+            outcome = "ignored",
+            rule,
+            msg_type,
+            wx_event = event,
+            msg_id,
+            us = micros
+        ),
+        Outcome::Failed { error, .. } => tracing::error!(
+            event = "render_failed", outcome = "error", rule, msg_type, wx_event = event,
+            msg_id, error = %error, us = micros
+        ),
+    }
+}
+
+/// `GET /healthz`: which rules are live and how the last reload went.
+pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.live.health())
+}

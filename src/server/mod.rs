@@ -1,0 +1,9 @@
+//! The HTTP face of wxrules: routes, request handling and the mapping of errors to status
+//! codes. The only module that imports actix_web.
+
+mod app;
+mod error;
+mod handlers;
+
+pub use app::{configure, AppState, Options, DEFAULT_BODY_LIMIT};
+pub use error::ServiceError;

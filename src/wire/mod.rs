@@ -1,0 +1,67 @@
+//! WeChat XML in and out: the pushed message as a tree of named fields, and the passive
+//! reply as bytes. No crypto, no rules, no actix; WeChat field names live here.
+
+mod inbound;
+mod outbound;
+
+pub use inbound::{parse_encrypted, Message, WireError, MAX_DEPTH};
+pub use outbound::{write_encrypted, write_reply, Article, Reply, ReplyHeader};
+
+/// Appends `text` to `out` as one or more CDATA sections, so that any user text survives.
+///
+/// `]]>` would end a CDATA section early, so it is split across two sections; characters
+/// that XML 1.0 forbids anywhere (most C0 controls, lone surrogates cannot occur in `str`)
+/// are dropped rather than producing a document WeChat would reject.
+pub fn push_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    let mut rest = text;
+    while let Some(at) = rest.find("]]>") {
+        push_xml_chars(out, &rest[..at + 2]);
+        out.push_str("]]><![CDATA[");
+        rest = &rest[at + 2..];
+    }
+    push_xml_chars(out, rest);
+    out.push_str("]]>");
+}
+
+fn push_xml_chars(out: &mut String, text: &str) {
+    if text.chars().all(is_xml_char) {
+        out.push_str(text);
+    } else {
+        out.extend(text.chars().filter(|&c| is_xml_char(c)));
+    }
+}
+
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cdata(s: &str) -> String {
+        let mut out = String::new();
+        push_cdata(&mut out, s);
+        out
+    }
+
+    #[test]
+    fn cdata_plain_text_is_wrapped_verbatim() {
+        assert_eq!(cdata("a < b & c 😀"), "<![CDATA[a < b & c 😀]]>");
+    }
+
+    #[test]
+    fn cdata_terminator_is_split() {
+        assert_eq!(cdata("x]]>y"), "<![CDATA[x]]]]><![CDATA[>y]]>");
+        assert_eq!(
+            cdata("]]>]]>"),
+            "<![CDATA[]]]]><![CDATA[>]]]]><![CDATA[>]]>"
+        );
+    }
+
+    #[test]
+    fn cdata_drops_characters_xml_forbids() {
+        assert_eq!(cdata("a\u{0}b\u{1b}c\td"), "<![CDATA[abc\td]]>");
+    }
+}
