@@ -13,7 +13,8 @@ use sha1::{Digest, Sha1};
 use super::locate::Positions;
 use super::matcher::{Criteria, Field, Index, Pattern, StrMatcher, Test};
 use super::schema::{
-    self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawStr, RawWhen,
+    self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawReplyKind, RawStr,
+    RawWhen, REPLY_KINDS,
 };
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
 use super::{RuleSet, Sources, Tpl};
@@ -66,7 +67,14 @@ fn read_templates(dir: &Path) -> std::io::Result<Vec<TemplateFile>> {
                     .map(|c| c.as_os_str().to_string_lossy())
                     .collect::<Vec<_>>()
                     .join("/");
-                let text = fs::read_to_string(&path)?;
+                let mut text = fs::read_to_string(&path)?;
+                // Editors end files with a newline; a reply should not.
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
                 files.push(TemplateFile { name, path, text });
             }
         }
@@ -426,27 +434,40 @@ fn compile_reply(
 ) -> Option<ReplySpec> {
     // Every failure below records an error, so the count tells whether this reply is good.
     let errors_before = c.errors.len();
+    let reply = match reply.kind() {
+        Ok(kind) => kind,
+        Err(n) => {
+            let at = c.positions.value(path);
+            let given = if n == 0 { "none" } else { "several" };
+            c.error(
+                Some(rule),
+                at,
+                format!("a reply takes exactly one of {REPLY_KINDS}; {given} given"),
+            );
+            return None;
+        }
+    };
     let s = |c: &mut Compiler<'_>, key: &str, raw: Option<RawStr>| -> Tpl {
         raw.and_then(|raw| compile_str(c, rule, &format!("{path}.{key}"), raw))
             .unwrap_or(Tpl::Literal(String::new()))
     };
     let spec = match reply {
-        RawReply::Text(t) => ReplySpec::Text(s(c, "text", Some(t))),
-        RawReply::Image(m) => ReplySpec::Image(s(c, "image.media_id", Some(m.media_id))),
-        RawReply::Voice(m) => ReplySpec::Voice(s(c, "voice.media_id", Some(m.media_id))),
-        RawReply::Video(v) => ReplySpec::Video {
+        RawReplyKind::Text(t) => ReplySpec::Text(s(c, "text", Some(t))),
+        RawReplyKind::Image(m) => ReplySpec::Image(s(c, "image.media_id", Some(m.media_id))),
+        RawReplyKind::Voice(m) => ReplySpec::Voice(s(c, "voice.media_id", Some(m.media_id))),
+        RawReplyKind::Video(v) => ReplySpec::Video {
             media_id: s(c, "video.media_id", Some(v.media_id)),
             title: s(c, "video.title", v.title),
             description: s(c, "video.description", v.description),
         },
-        RawReply::Music(m) => ReplySpec::Music {
+        RawReplyKind::Music(m) => ReplySpec::Music {
             title: s(c, "music.title", m.title),
             description: s(c, "music.description", m.description),
             music_url: s(c, "music.music_url", m.music_url),
             hq_music_url: s(c, "music.hq_music_url", m.hq_music_url),
             thumb_media_id: s(c, "music.thumb_media_id", Some(m.thumb_media_id)),
         },
-        RawReply::News(articles) => {
+        RawReplyKind::News(articles) => {
             if articles.is_empty() || articles.len() > MAX_ARTICLES {
                 let at = c.positions.value(&format!("{path}.news"));
                 c.error(
@@ -470,12 +491,13 @@ fn compile_reply(
                 .collect();
             ReplySpec::News(specs)
         }
-        RawReply::TransferCustomerService(t) => {
-            let account = t.and_then(|t| t.kf_account);
-            let account = account.map(|a| s(c, "transfer_customer_service.kf_account", Some(a)));
+        RawReplyKind::TransferCustomerService(t) => {
+            let account = t
+                .kf_account
+                .map(|a| s(c, "transfer_customer_service.kf_account", Some(a)));
             ReplySpec::TransferCustomerService(account)
         }
-        RawReply::OneOf(choices) => {
+        RawReplyKind::OneOf(choices) => {
             if choices.is_empty() {
                 let at = c.positions.value(&format!("{path}.one_of"));
                 c.error(Some(rule), at, "`one_of` needs at least one reply".into());

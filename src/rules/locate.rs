@@ -24,7 +24,10 @@ enum Frame {
         /// mapping's position is taken from its first key instead.
         first: bool,
     },
-    Seq { path: String, next: usize },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

@@ -115,17 +115,66 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 /// A reply, written as a one-key map: `{ text: … }`, `{ news: [...] }`, `{ one_of: [...] }`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum RawReply {
+/// serde_yaml reads externally tagged enums only from YAML tags, so the keys are optional
+/// fields here and `RawReply::kind` checks that exactly one is given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReply {
+    text: Option<RawStr>,
+    image: Option<RawMedia>,
+    voice: Option<RawMedia>,
+    video: Option<RawVideo>,
+    music: Option<RawMusic>,
+    news: Option<Vec<RawArticle>>,
+    #[serde(default, deserialize_with = "present")]
+    transfer_customer_service: Option<RawTransfer>,
+    one_of: Option<Vec<RawReply>>,
+}
+
+/// `transfer_customer_service:` with no value means the same as `{}`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawTransfer>, D::Error> {
+    Ok(Some(
+        Option::<RawTransfer>::deserialize(d)?.unwrap_or_default(),
+    ))
+}
+
+/// The one kind of reply a `RawReply` gives.
+#[derive(Debug)]
+pub(crate) enum RawReplyKind {
     Text(RawStr),
     Image(RawMedia),
     Voice(RawMedia),
     Video(RawVideo),
     Music(RawMusic),
     News(Vec<RawArticle>),
-    TransferCustomerService(Option<RawTransfer>),
+    TransferCustomerService(RawTransfer),
     OneOf(Vec<RawReply>),
+}
+
+/// The reply keys, in the order they are documented.
+pub(crate) const REPLY_KINDS: &str =
+    "`text`, `image`, `voice`, `video`, `music`, `news`, `transfer_customer_service`, `one_of`";
+
+impl RawReply {
+    /// The reply's kind, or how many kinds were given when that is not exactly one.
+    pub(crate) fn kind(self) -> Result<RawReplyKind, usize> {
+        let mut kinds: Vec<RawReplyKind> = Vec::with_capacity(1);
+        kinds.extend(self.text.map(RawReplyKind::Text));
+        kinds.extend(self.image.map(RawReplyKind::Image));
+        kinds.extend(self.voice.map(RawReplyKind::Voice));
+        kinds.extend(self.video.map(RawReplyKind::Video));
+        kinds.extend(self.music.map(RawReplyKind::Music));
+        kinds.extend(self.news.map(RawReplyKind::News));
+        kinds.extend(
+            self.transfer_customer_service
+                .map(RawReplyKind::TransferCustomerService),
+        );
+        kinds.extend(self.one_of.map(RawReplyKind::OneOf));
+        match kinds.len() {
+            1 => kinds.pop().ok_or(0),
+            n => Err(n),
+        }
+    }
 }
 
 /// A string field of a reply: inline handlebars, or `{ template: NAME }` for
@@ -176,7 +225,7 @@ pub(crate) struct RawArticle {
     pub(crate) url: Option<RawStr>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTransfer {
     pub(crate) kf_account: Option<RawStr>,

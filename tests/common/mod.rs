@@ -1,0 +1,145 @@
+//! Shared test helpers: the real App built through `server::configure`, WeChat-style
+//! signing, and the fixtures under `tests/data`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test, App};
+use wxrules::clock::FixedClock;
+use wxrules::reload::Live;
+use wxrules::rules::{self, Sources};
+use wxrules::server::{self, AppState, Options};
+use wxrules::settings::Secrets;
+
+pub const TOKEN: &str = "test-token";
+/// The fixed "now" of every test: 2026-11-27T00:00:00Z.
+pub const NOW: u64 = 1_795_737_600;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shipped() -> Sources {
+    Sources {
+        rules: root().join("rules/rules.yaml"),
+        templates: root().join("templates"),
+    }
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = root()
+        .join("tests/data/messages")
+        .join(format!("{name}.xml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// WeChat's signature over (token, timestamp, nonce[, encrypt]).
+pub fn sign(parts: &[&str]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut sorted = parts.to_vec();
+    sorted.sort_unstable();
+    let digest = Sha1::digest(sorted.concat().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The query string WeChat would append for a plaintext push at `NOW`.
+pub fn signed_query() -> String {
+    let ts = NOW.to_string();
+    let nonce = "1320562132";
+    format!(
+        "timestamp={ts}&nonce={nonce}&signature={}&openid=oUser",
+        sign(&[TOKEN, &ts, nonce])
+    )
+}
+
+pub fn state_for(sources: Sources, secrets: Secrets, options: Options) -> AppState {
+    let loaded = rules::load(&sources).unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
+    let clock = Arc::new(FixedClock(NOW));
+    AppState {
+        live: Arc::new(Live::new(sources, loaded.rules, clock.clone())),
+        secrets: Arc::new(secrets),
+        clock,
+        options,
+    }
+}
+
+pub fn plain_state(sources: Sources) -> AppState {
+    state_for(
+        sources,
+        Secrets::new(TOKEN, None).unwrap(),
+        Options::default(),
+    )
+}
+
+/// The real App, as `main` builds it.
+pub async fn app(
+    state: AppState,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+    test::init_service(App::new().configure(move |cfg| server::configure(cfg, state))).await
+}
+
+/// Posts `body` to `/wechat?{query}`; returns status and body text.
+pub async fn post<S>(app: &S, query: &str, body: impl Into<Vec<u8>>) -> (u16, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let req = test::TestRequest::post()
+        .uri(&format!("/wechat?{query}"))
+        .insert_header(("content-type", "text/xml"))
+        .set_payload(body.into())
+        .to_request();
+    let resp = test::call_service(app, req).await;
+    let status = resp.status().as_u16();
+    let body = test::read_body(resp).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A directory with its own copy of rules and templates, for tests that write them.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "wxrules-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Scratch {
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    pub fn sources(&self) -> Sources {
+        Sources {
+            rules: self.dir.join("rules.yaml"),
+            templates: self.dir.join("templates"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
