@@ -127,7 +127,7 @@ fn compile(
                 c.errors.push(RuleError {
                     location: Location::new(&t.path, e.pos()),
                     rule: None,
-                    message: format!("template does not compile: {}", e.reason()),
+                    message: format!("template does not compile: {}", template_reason(&e)),
                 });
                 // Known, so references to it do not also report "not found".
                 c.known_templates.insert(t.name.clone());
@@ -167,10 +167,14 @@ fn compile(
                 } else {
                     format!("{base}.{}", e.path)
                 };
-                let at = if e.message.starts_with("unknown field") {
-                    unknown_field_key(&e.message)
-                        .and_then(|k| c.positions.key(&format!("{path}.{k}")))
-                        .or_else(|| c.positions.key(&path))
+                let at = if let Some(key) = unknown_field_key(&e.message) {
+                    // serde_path_to_error's path may or may not end with the unknown key.
+                    let key_path = if path.ends_with(&format!(".{key}")) {
+                        path.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    c.positions.key(&key_path)
                 } else {
                     c.positions.value(&path)
                 };
@@ -271,6 +275,25 @@ fn compile(
         },
         warnings,
     })
+}
+
+/// The regex crate's syntax errors draw the pattern over several lines; the last line
+/// says what is wrong, and the error's position already points at the pattern.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or(&text);
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
+}
+
+/// handlebars reports a syntax error as the list of tokens its grammar expected there; an
+/// operator needs the likely cause instead.
+fn template_reason(e: &handlebars::TemplateError) -> String {
+    let reason = e.reason().to_string();
+    if reason.starts_with("invalid handlebars syntax") {
+        "invalid handlebars syntax: an unclosed `{{#block}}`, or unbalanced `{{ }}`".to_owned()
+    } else {
+        reason
+    }
 }
 
 /// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.
@@ -415,7 +438,7 @@ fn compile_op(
                     Ok(re) => patterns.push(Pattern::Regex(re)),
                     Err(e) => {
                         let at = c.positions.value(&at_path);
-                        let reason = e.to_string().replace('\n', " ");
+                        let reason = regex_reason(&e);
                         c.error(Some(rule), at, format!("invalid regex: {reason}"));
                         ok = false;
                     }
@@ -534,7 +557,7 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
                     c.error(
                         Some(rule),
                         at,
-                        format!("template does not compile: {}{within}", e.reason()),
+                        format!("template does not compile: {}{within}", template_reason(&e)),
                     );
                     None
                 }

@@ -44,7 +44,7 @@ pub(crate) struct RawWhen {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a string, a list, or a map with one of `exact`, `prefix`, `contains`, `regex`"
+    expecting = "expected a string, a list, or a map with one of `exact`, `prefix`, `contains`, `regex`"
 )]
 pub(crate) enum RawMatcher {
     One(Scalar),
@@ -56,7 +56,7 @@ pub(crate) enum RawMatcher {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a string or a map with one of `exact`, `prefix`, `contains`, `regex`"
+    expecting = "expected a string or a map with one of `exact`, `prefix`, `contains`, `regex`"
 )]
 pub(crate) enum RawAlternative {
     One(Scalar),
@@ -74,7 +74,7 @@ pub(crate) struct RawOp {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a string or a list of strings")]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 pub(crate) enum OneOrMany {
     One(Scalar),
     Many(Vec<Scalar>),
@@ -96,7 +96,7 @@ pub(crate) struct Scalar(pub(crate) String);
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged, expecting = "a string")]
+        #[serde(untagged, expecting = "expected a string")]
         enum Any {
             Str(String),
             Int(i64),
@@ -180,7 +180,7 @@ impl RawReply {
 /// A string field of a reply: inline handlebars, or `{ template: NAME }` for
 /// `templates/NAME.hbs`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a string or `{ template: NAME }`")]
+#[serde(untagged, expecting = "expected a string or `{ template: NAME }`")]
 pub(crate) enum RawStr {
     Inline(Scalar),
     File(RawTemplateRef),

@@ -1,0 +1,186 @@
+//! The `wxrules` binary: `check` against golden error output, `explain`, and start-up
+//! refusals. Run with `UPDATE_GOLDEN=1` to rewrite the `check.stderr` files.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn wxrules(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WXRULES_TOKEN")
+        .env_remove("WXRULES_AES_KEY")
+        .env_remove("WXRULES_APPID")
+        .output()
+        .expect("run wxrules")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Prints expected and actual as blocks, so a mismatch reads at a glance.
+fn assert_golden(path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected != actual {
+        panic!(
+            "\n{} differs\n--- expected ---\n{expected}--- actual ---\n{actual}----------------\n(UPDATE_GOLDEN=1 rewrites it)",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_rules() {
+    let out = wxrules(&root(), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("ok: 23 rules, 6 templates, digest "),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("(rules/rules.yaml)"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_column() {
+    let bad = root().join("tests/data/rules/bad");
+    let mut cases: Vec<_> = std::fs::read_dir(&bad)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 9, "cases: {cases:?}");
+    for case in cases {
+        let out = wxrules(
+            &case,
+            &["check", "--rules", "rules.yaml", "--templates", "templates"],
+        );
+        assert_eq!(out.status.code(), Some(78), "{}", case.display());
+        assert_eq!(text(&out.stdout), "", "{}", case.display());
+        assert_golden(&case.join("check.stderr"), &text(&out.stderr));
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_names_it() {
+    let out = wxrules(&root(), &["check", "--rules", "rules/nope.yaml"]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: rules/nope.yaml: cannot read rules file: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_without_a_token_is_a_one_line_error() {
+    let out = wxrules(&root(), &["--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: environment variable WXRULES_TOKEN is not set\n"
+    );
+}
+
+#[test]
+fn serve_refuses_invalid_rules() {
+    let case = root().join("tests/data/rules/bad/duplicate_name");
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(["serve", "--rules", "rules.yaml", "--listen", "127.0.0.1:0"])
+        .current_dir(&case)
+        .env("WXRULES_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out.stderr).contains(
+        "error: rules.yaml:8:11: rule `price`: duplicate rule name (first used on line 2)"
+    ));
+}
+
+#[test]
+fn serve_refuses_a_bad_aes_key_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(root())
+        .env("WXRULES_TOKEN", "t")
+        .env("WXRULES_APPID", "wx1")
+        .env("WXRULES_AES_KEY", "tooShort")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("error: WXRULES_AES_KEY: "), "{stderr}");
+    assert!(!stderr.contains("tooShort"), "the key leaked: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn explain_a_text_names_the_rule_criteria_captures_and_reply() {
+    let out = wxrules(&root(), &["explain", "--text", "订单 20261127001"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("rule: order-status (rules/rules.yaml:130)"));
+    assert_eq!(lines.next(), Some("  ✓ keyword = \"订单 20261127001\""));
+    assert_eq!(lines.next(), Some("captures:"));
+    assert!(stdout.contains("  order = \"20261127001\"\n"), "{stdout}");
+    assert!(stdout.contains("reply (text):\n<xml><ToUserName><![CDATA[o_explain_user]]></ToUserName>"));
+    assert!(stdout.contains("<Content><![CDATA[订单 20261127001 正在查询，结果将通过服务通知发送给您。]]></Content></xml>"));
+}
+
+#[test]
+fn explain_an_event_and_a_file() {
+    let out = wxrules(&root(), &["explain", "--event", "TEMPLATESENDJOBFINISH"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    // No Status field: the three per-status rules do not hold; the catch-all for events does.
+    assert!(stdout.starts_with("rule: other-events (rules/rules.yaml:"), "{stdout}");
+    assert!(stdout.ends_with("ignored by rule `other-events`: answers `success`\n"), "{stdout}");
+
+    let out = wxrules(
+        &root(),
+        &["explain", "tests/data/messages/event_templatesendjobfinish_user_block.xml"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("rule: template-blocked (rules/rules.yaml:"), "{stdout}");
+    assert!(stdout.contains("  ✓ status = \"failed:user block\"\n"), "{stdout}");
+}
+
+#[test]
+fn explain_json_is_machine_readable() {
+    let out = wxrules(
+        &root(),
+        &["explain", "--event", "CLICK", "--event-key", "CONTACT_US", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "replied");
+    assert_eq!(v["rule"]["name"], "menu-contact");
+    assert_eq!(v["rule"]["criteria"][1]["criterion"], "event_key = \"CONTACT_US\"");
+    assert_eq!(v["rule"]["criteria"][1]["held"], true);
+    assert!(v["body"].as_str().unwrap().contains("<MsgType><![CDATA[news]]></MsgType>"));
+}
+
+#[test]
+fn explain_of_a_message_no_rule_takes() {
+    let scratch = Scratch::new("cli-nomatch");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: only-clicks\n    when: { event: CLICK }\n    ignore: true\n",
+    );
+    let out = wxrules(&scratch.dir, &["explain", "--rules", "rules.yaml", "--text", "hi"]);
+    assert_eq!(
+        text(&out.stdout),
+        "no rule matched\nignored (no rule): answers `success`\n"
+    );
+}
