@@ -156,3 +156,108 @@ fn render_str(rules: &RuleSet, tpl: &Tpl, data: &Value) -> Result<String, Render
             }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::compile::compile_yaml;
+    use crate::rules::{Action, Subject};
+
+    const SUBSCRIBE: &str = "<xml><ToUserName>gh</ToUserName><FromUserName>o_user</FromUserName>\
+        <CreateTime>1</CreateTime><MsgType>event</MsgType><Event>subscribe</Event>\
+        <EventKey>qrscene_shop-7</EventKey></xml>";
+
+    /// Renders the reply of a one-rule set (`when: {}`) for `xml`.
+    fn render(reply: &str, xml: &str) -> Result<Reply, RenderError> {
+        let yaml = format!("rules:\n  - name: r\n    reply: {reply}\n");
+        let rules = compile_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+        let message = Message::parse(xml.as_bytes()).unwrap();
+        let found = rules.find(&Subject::new(&message)).unwrap();
+        let Action::Reply(spec) = found.rule.action() else {
+            panic!("not a reply")
+        };
+        render_reply(&rules, spec, &context(&message, &found))
+    }
+
+    fn content(reply: &str, xml: &str) -> String {
+        match render(reply, xml).unwrap() {
+            Reply::Text { content } => content,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_helpers_and_no_html_escaping() {
+        assert_eq!(
+            content("{ text: '{{FromUserName}} <&>' }", SUBSCRIBE),
+            "o_user <&>"
+        );
+        assert_eq!(
+            content(
+                "{ text: '{{strip_prefix EventKey \"qrscene_\"}}' }",
+                SUBSCRIBE
+            ),
+            "shop-7"
+        );
+        assert_eq!(
+            content(
+                "{ text: '{{default Ticket \"none\"}}/{{default Event \"none\"}}' }",
+                SUBSCRIBE
+            ),
+            "none/subscribe"
+        );
+        assert_eq!(content("{ text: 'rule {{rule}}' }", SUBSCRIBE), "rule r");
+        assert_eq!(
+            content(
+                "{ text: '{{#if Ticket}}t{{else}}no ticket{{/if}}' }",
+                SUBSCRIBE
+            ),
+            "no ticket"
+        );
+    }
+
+    #[test]
+    fn strict_mode_turns_a_misspelt_field_into_an_error() {
+        let err = render("{ text: 'hi {{FromUsername}}' }", SUBSCRIBE).unwrap_err();
+        assert_eq!(err.template, "r#1");
+        assert!(err.reason.contains("FromUsername"), "{}", err.reason);
+    }
+
+    #[test]
+    fn every_string_of_every_reply_type_renders() {
+        let reply = render(
+            "{ news: [{ title: '{{Event}}', description: d, pic_url: '{{EventKey}}', url: u }] }",
+            SUBSCRIBE,
+        )
+        .unwrap();
+        assert_eq!(
+            reply,
+            Reply::News {
+                articles: vec![Article {
+                    title: "subscribe".into(),
+                    description: "d".into(),
+                    pic_url: "qrscene_shop-7".into(),
+                    url: "u".into(),
+                }]
+            }
+        );
+        assert_eq!(
+            render(
+                "{ transfer_customer_service: { kf_account: 'kf{{Event}}@x' } }",
+                SUBSCRIBE
+            )
+            .unwrap(),
+            Reply::TransferCustomerService {
+                kf_account: Some("kfsubscribe@x".into())
+            }
+        );
+        assert_eq!(
+            render("{ video: { media_id: '{{Event}}' } }", SUBSCRIBE).unwrap(),
+            Reply::Video {
+                media_id: "subscribe".into(),
+                title: String::new(),
+                description: String::new()
+            }
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The `wxrules` binary: `check` against golden error output, `explain`, and start-up
 //! refusals. Run with `UPDATE_GOLDEN=1` to rewrite the `check.stderr` files.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -47,7 +48,10 @@ fn check_accepts_the_shipped_rules() {
         stdout.starts_with("ok: 23 rules, 6 templates, digest "),
         "{stdout}"
     );
-    assert!(stdout.trim_end().ends_with("(rules/rules.yaml)"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("(rules/rules.yaml)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -130,11 +134,16 @@ fn explain_a_text_names_the_rule_criteria_captures_and_reply() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
     let mut lines = stdout.lines();
-    assert_eq!(lines.next(), Some("rule: order-status (rules/rules.yaml:130)"));
+    assert_eq!(
+        lines.next(),
+        Some("rule: order-status (rules/rules.yaml:130)")
+    );
     assert_eq!(lines.next(), Some("  ✓ keyword = \"订单 20261127001\""));
     assert_eq!(lines.next(), Some("captures:"));
     assert!(stdout.contains("  order = \"20261127001\"\n"), "{stdout}");
-    assert!(stdout.contains("reply (text):\n<xml><ToUserName><![CDATA[o_explain_user]]></ToUserName>"));
+    assert!(
+        stdout.contains("reply (text):\n<xml><ToUserName><![CDATA[o_explain_user]]></ToUserName>")
+    );
     assert!(stdout.contains("<Content><![CDATA[订单 20261127001 正在查询，结果将通过服务通知发送给您。]]></Content></xml>"));
 }
 
@@ -144,31 +153,59 @@ fn explain_an_event_and_a_file() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     // No Status field: the three per-status rules do not hold; the catch-all for events does.
-    assert!(stdout.starts_with("rule: other-events (rules/rules.yaml:"), "{stdout}");
-    assert!(stdout.ends_with("ignored by rule `other-events`: answers `success`\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("rule: other-events (rules/rules.yaml:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("ignored by rule `other-events`: answers `success`\n"),
+        "{stdout}"
+    );
 
     let out = wxrules(
         &root(),
-        &["explain", "tests/data/messages/event_templatesendjobfinish_user_block.xml"],
+        &[
+            "explain",
+            "tests/data/messages/event_templatesendjobfinish_user_block.xml",
+        ],
     );
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("rule: template-blocked (rules/rules.yaml:"), "{stdout}");
-    assert!(stdout.contains("  ✓ status = \"failed:user block\"\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("rule: template-blocked (rules/rules.yaml:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  ✓ status = \"failed:user block\"\n"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn explain_json_is_machine_readable() {
     let out = wxrules(
         &root(),
-        &["explain", "--event", "CLICK", "--event-key", "CONTACT_US", "--json"],
+        &[
+            "explain",
+            "--event",
+            "CLICK",
+            "--event-key",
+            "CONTACT_US",
+            "--json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["outcome"], "replied");
     assert_eq!(v["rule"]["name"], "menu-contact");
-    assert_eq!(v["rule"]["criteria"][1]["criterion"], "event_key = \"CONTACT_US\"");
+    assert_eq!(
+        v["rule"]["criteria"][1]["criterion"],
+        "event_key = \"CONTACT_US\""
+    );
     assert_eq!(v["rule"]["criteria"][1]["held"], true);
-    assert!(v["body"].as_str().unwrap().contains("<MsgType><![CDATA[news]]></MsgType>"));
+    assert!(v["body"]
+        .as_str()
+        .unwrap()
+        .contains("<MsgType><![CDATA[news]]></MsgType>"));
 }
 
 #[test]
@@ -178,7 +215,10 @@ fn explain_of_a_message_no_rule_takes() {
         "rules.yaml",
         "rules:\n  - name: only-clicks\n    when: { event: CLICK }\n    ignore: true\n",
     );
-    let out = wxrules(&scratch.dir, &["explain", "--rules", "rules.yaml", "--text", "hi"]);
+    let out = wxrules(
+        &scratch.dir,
+        &["explain", "--rules", "rules.yaml", "--text", "hi"],
+    );
     assert_eq!(
         text(&out.stdout),
         "no rule matched\nignored (no rule): answers `success`\n"

@@ -1,5 +1,6 @@
 //! Pushes through the real App, signed as WeChat signs: every fixture kind, every shipped
 //! rule, every reply type, and the answers to bad requests.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

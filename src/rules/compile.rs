@@ -582,3 +582,9 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
         }
     }
 }
+
+/// Compiles rules from a string, with no template files; for unit tests.
+#[cfg(test)]
+pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
+    compile(Path::new("rules.yaml"), yaml, &[]).map(|l| l.rules)
+}

@@ -293,3 +293,293 @@ impl RuleSet {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::compile::compile_yaml;
+
+    fn text(content: &str) -> String {
+        format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName>\
+             <CreateTime>1</CreateTime><MsgType>text</MsgType>\
+             <Content><![CDATA[{content}]]></Content><MsgId>1</MsgId></xml>"
+        )
+    }
+
+    fn event(name: &str, extra: &str) -> String {
+        format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName>\
+             <CreateTime>1</CreateTime><MsgType>event</MsgType><Event>{name}</Event>{extra}</xml>"
+        )
+    }
+
+    /// Compiles `when` (one rule named `r`, behind a rule that never matches so that file
+    /// order is exercised too) and checks whether `xml` matches it, and with which captures.
+    fn check(when: &str, xml: &str, expect: Option<&[(&str, &str)]>) {
+        let yaml = format!(
+            "rules:\n  - name: never\n    when: {{ msg_type: never }}\n    ignore: true\n  \
+             - name: r\n    when: {when}\n    ignore: true\n"
+        );
+        let rules = compile_yaml(&yaml).unwrap_or_else(|e| panic!("{when}: {e}"));
+        let message = Message::parse(xml.as_bytes()).unwrap();
+        let subject = Subject::new(&message);
+        let found = rules.find(&subject);
+        let linear = rules.find_linear(&subject);
+        assert_eq!(
+            found.as_ref().map(|m| (m.index, &m.captures)),
+            linear.as_ref().map(|m| (m.index, &m.captures)),
+            "index and linear scan disagree for {when}"
+        );
+        let got = found.map(|m| {
+            assert_eq!(m.rule.name(), "r");
+            m.captures
+        });
+        let expect = expect.map(|caps| {
+            caps.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(got, expect, "when: {when}\nxml: {xml}");
+    }
+
+    const HIT: Option<&[(&str, &str)]> = Some(&[]);
+
+    #[test]
+    fn exact_keyword_is_trimmed_and_ignores_ascii_case() {
+        check("{ keyword: price }", &text("price"), HIT);
+        check("{ keyword: price }", &text("  PRICE\n"), HIT);
+        check("{ keyword: Price }", &text("price"), HIT);
+        check("{ keyword: price }", &text("prices"), None);
+        check("{ keyword: 价格 }", &text("价格"), HIT);
+        check("{ keyword: \" 价格 \" }", &text("价格"), HIT);
+        check("{ keyword: { exact: [a, b] } }", &text("B"), HIT);
+    }
+
+    #[test]
+    fn a_list_is_any_of() {
+        check("{ keyword: [价格, price] }", &text("price"), HIT);
+        check("{ keyword: [价格, price] }", &text("价格"), HIT);
+        check("{ keyword: [价格, price] }", &text("cost"), None);
+        check("{ keyword: [a, { prefix: x }] }", &text("xyz"), HIT);
+    }
+
+    #[test]
+    fn prefix_and_contains() {
+        check("{ keyword: { prefix: 订单 } }", &text("订单 123"), HIT);
+        check("{ keyword: { prefix: 订单 } }", &text("我的订单"), None);
+        check(
+            "{ keyword: { contains: [优惠, 折扣] } }",
+            &text("有折扣吗"),
+            HIT,
+        );
+        check(
+            "{ keyword: { contains: COUPON } }",
+            &text("any coupon?"),
+            HIT,
+        );
+        check("{ keyword: { contains: 优惠 } }", &text("价格"), None);
+        check(
+            "{ event_key: { prefix: qrscene_ } }",
+            &event("subscribe", "<EventKey>qrscene_7</EventKey>"),
+            HIT,
+        );
+        check(
+            "{ event_key: { prefix: qrscene_ } }",
+            &event("subscribe", "<EventKey>last_trade_no_1</EventKey>"),
+            None,
+        );
+    }
+
+    #[test]
+    fn regex_searches_unless_anchored_and_captures() {
+        check(
+            "{ keyword: { regex: '^订单\\s*(?P<order>\\d{6,20})$' } }",
+            &text("订单 123456"),
+            Some(&[("0", "订单 123456"), ("1", "123456"), ("order", "123456")]),
+        );
+        check(
+            "{ keyword: { regex: '^订单\\s*(\\d{6,20})$' } }",
+            &text("我的订单 123456"),
+            None,
+        );
+        check(
+            "{ keyword: { regex: '\\d{3}' } }",
+            &text("ab 123 cd"),
+            Some(&[("0", "123")]),
+        );
+        check(
+            "{ keyword: { regex: '^hello$' } }",
+            &text("HELLO"),
+            Some(&[("0", "HELLO")]),
+        );
+        check(
+            "{ keyword: { regex: ['^x(\\d)$', '^y(\\d)$'] } }",
+            &text("y7"),
+            Some(&[("0", "y7"), ("1", "7")]),
+        );
+        // An optional group that did not take part is absent, not empty.
+        check(
+            "{ keyword: { regex: '^a(b)?$' } }",
+            &text("a"),
+            Some(&[("0", "a")]),
+        );
+    }
+
+    #[test]
+    fn msg_type_and_event_ignore_case_event_key_and_status_do_not() {
+        check("{ msg_type: TEXT }", &text("x"), HIT);
+        check("{ msg_type: [image, text] }", &text("x"), HIT);
+        check("{ event: scan }", &event("SCAN", ""), HIT);
+        check("{ event: SUBSCRIBE }", &event("subscribe", ""), HIT);
+        check(
+            "{ event_key: contact_us }",
+            &event("CLICK", "<EventKey>CONTACT_US</EventKey>"),
+            None,
+        );
+        check(
+            "{ event_key: CONTACT_US }",
+            &event("CLICK", "<EventKey>CONTACT_US</EventKey>"),
+            HIT,
+        );
+        check(
+            "{ status: \"failed:user block\" }",
+            &event(
+                "TEMPLATESENDJOBFINISH",
+                "<Status>failed:user block</Status>",
+            ),
+            HIT,
+        );
+        check(
+            "{ status: \"failed: system failed\" }",
+            &event(
+                "TEMPLATESENDJOBFINISH",
+                "<Status>failed:user block</Status>",
+            ),
+            None,
+        );
+        check(
+            "{ status: success }",
+            &event("TEMPLATESENDJOBFINISH", "<Status>Success</Status>"),
+            None,
+        );
+    }
+
+    #[test]
+    fn yaml_numbers_match_as_text() {
+        check(
+            "{ event_key: 123 }",
+            &event("SCAN", "<EventKey>123</EventKey>"),
+            HIT,
+        );
+        check("{ keyword: [1, 2.5, true] }", &text("2.5"), HIT);
+    }
+
+    #[test]
+    fn keyword_reads_voice_recognition_and_nothing_else() {
+        let voice = "<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName>\
+             <CreateTime>1</CreateTime><MsgType>voice</MsgType><MediaId>m</MediaId>\
+             <Recognition><![CDATA[价格]]></Recognition></xml>";
+        check("{ keyword: 价格 }", voice, HIT);
+        check(
+            "{ keyword: { regex: '.*' } }",
+            &event("subscribe", ""),
+            None,
+        );
+        check(
+            "{ msg_type: event, keyword: { prefix: '' } }",
+            &event("subscribe", ""),
+            None,
+        );
+    }
+
+    #[test]
+    fn fields_reach_nested_and_listed_values() {
+        let scan = event(
+            "scancode_waitmsg",
+            "<ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>https://x</ScanResult></ScanCodeInfo>\
+             <SendPicsInfo><PicList><item><PicMd5Sum>abc</PicMd5Sum></item></PicList></SendPicsInfo>",
+        );
+        check("{ fields: { ScanCodeInfo.ScanType: qrcode } }", &scan, HIT);
+        check(
+            "{ fields: { ScanCodeInfo.ScanResult: { prefix: 'https://' } } }",
+            &scan,
+            HIT,
+        );
+        check(
+            "{ fields: { SendPicsInfo.PicList.0.PicMd5Sum: abc } }",
+            &scan,
+            HIT,
+        );
+        check("{ fields: { ScanCodeInfo.Missing: x } }", &scan, None);
+        check("{ fields: { ScanCodeInfo: x } }", &scan, None);
+        // Field values keep their case.
+        check("{ fields: { ScanCodeInfo.ScanType: QRCODE } }", &scan, None);
+    }
+
+    #[test]
+    fn all_criteria_must_hold() {
+        let sub = event("subscribe", "<EventKey>qrscene_9</EventKey>");
+        check(
+            "{ event: subscribe, event_key: { prefix: qrscene_ } }",
+            &sub,
+            HIT,
+        );
+        check(
+            "{ event: SCAN, event_key: { prefix: qrscene_ } }",
+            &sub,
+            None,
+        );
+        check("{ event: subscribe, event_key: other }", &sub, None);
+        check("{}", &sub, HIT);
+    }
+
+    #[test]
+    fn first_rule_in_file_order_wins_across_index_buckets() {
+        let yaml = "rules:\n\
+            - { name: catch-text, when: { msg_type: text }, ignore: true }\n\
+            - { name: exact, when: { keyword: price }, ignore: true }\n\
+            - { name: any, when: {}, ignore: true }\n";
+        let rules = compile_yaml(yaml).unwrap();
+        let xml = text("price");
+        let message = Message::parse(xml.as_bytes()).unwrap();
+        let found = rules.find(&Subject::new(&message)).unwrap();
+        assert_eq!(found.rule.name(), "catch-text");
+        let xml = event("CLICK", "");
+        let message = Message::parse(xml.as_bytes()).unwrap();
+        assert_eq!(
+            rules.find(&Subject::new(&message)).unwrap().rule.name(),
+            "any"
+        );
+    }
+
+    #[test]
+    fn index_finds_exact_keywords_among_thousands() {
+        let mut yaml = String::from("rules:\n");
+        for i in 0..5000 {
+            yaml.push_str(&format!(
+                "  - {{ name: k{i}, when: {{ keyword: kw{i} }}, ignore: true }}\n"
+            ));
+        }
+        yaml.push_str("  - { name: tail, when: { keyword: { contains: kw } }, ignore: true }\n");
+        let rules = compile_yaml(&yaml).unwrap();
+        for (content, rule) in [
+            ("kw0", "k0"),
+            ("KW4999", "k4999"),
+            ("kw5000", "tail"),
+            ("x", ""),
+        ] {
+            let xml = text(content);
+            let message = Message::parse(xml.as_bytes()).unwrap();
+            let subject = Subject::new(&message);
+            let found = rules.find(&subject).map(|m| m.rule.name().to_owned());
+            assert_eq!(found.as_deref().unwrap_or(""), rule);
+            assert_eq!(
+                found,
+                rules
+                    .find_linear(&subject)
+                    .map(|m| m.rule.name().to_owned())
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! rule that answers a message. The only module that knows the YAML schema. `load` is the
 //! one entry point used by start-up, reload, `check`, `explain` and `test`.
 
-mod compile;
+pub(crate) mod compile;
 mod locate;
 mod matcher;
 mod schema;

@@ -181,6 +181,7 @@ mod tests {
     const HEAD: &str = "<xml><ToUserName><![CDATA[toUser]]></ToUserName>\
         <FromUserName><![CDATA[fromUser]]></FromUserName><CreateTime>12345678</CreateTime>";
 
+    #[allow(clippy::needless_pass_by_value)]
     fn check(reply: Reply, rest: &str) {
         assert_eq!(write_reply(&HEADER, &reply), format!("{HEAD}{rest}"));
     }

@@ -1,6 +1,6 @@
 //! Shared test helpers: the real App built through `server::configure`, WeChat-style
 //! signing, and the fixtures under `tests/data`.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
