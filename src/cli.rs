@@ -302,7 +302,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         (_, _, Some(event)) => synthetic_event(event, args.event_key.as_deref(), now),
         _ => bail!("give a message file, --text or --event"),
     };
-    let message = Message::parse(xml.as_bytes()).context("the message does not parse")?;
+    let message = parse_for_explain(&xml)?;
     let rules = &loaded.rules;
     let subject = Subject::new(&message);
     let found = rules.find(&subject);
@@ -371,6 +371,29 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and
+/// AppID of `WXRULES_AES_KEY` and `WXRULES_APPID`. No signature is checked: there is no query.
+fn parse_for_explain(xml: &str) -> anyhow::Result<Message> {
+    let plain = Message::parse(xml.as_bytes());
+    let Ok(encrypt) = crate::wire::parse_encrypted(xml.as_bytes()) else {
+        return plain.context("the message does not parse");
+    };
+    if let Ok(message) = plain {
+        // Compatible mode: the signed, encrypted copy is the one that counts, when a key is set.
+        if std::env::var_os("WXRULES_AES_KEY").is_none() {
+            return Ok(message);
+        }
+    }
+    let secrets = Secrets::from_env().context("decrypting an encrypted message")?;
+    let cipher = secrets
+        .cipher()
+        .context("an encrypted message needs WXRULES_AES_KEY and WXRULES_APPID")?;
+    let inner = cipher
+        .decrypt(&encrypt)
+        .context("the encrypted message does not decrypt")?;
+    Message::parse(&inner).context("the decrypted message does not parse")
 }
 
 fn read_message(path: &Path) -> anyhow::Result<String> {

@@ -224,3 +224,35 @@ fn explain_of_a_message_no_rule_takes() {
         "no rule matched\nignored (no rule): answers `success`\n"
     );
 }
+
+#[test]
+fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
+    let file = "tests/data/messages/safe_python_sample.xml";
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(["explain", file])
+        .current_dir(root())
+        .env("WXRULES_TOKEN", "spamtest")
+        .env("WXRULES_APPID", "wx2c2769f8efd9abc2")
+        .env(
+            "WXRULES_AES_KEY",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        )
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("rule: to-human (rules/rules.yaml:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  ✓ msg_type = \"text\"\n"), "{stdout}");
+    assert!(stdout.contains("<ToUserName><![CDATA[oyORnuP8q7ou2gfYjqLzSIWZf0rs]]></ToUserName>"));
+
+    // Without the key it says what is missing.
+    let out = wxrules(&root(), &["explain", file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: decrypting an encrypted message: environment variable WXRULES_TOKEN is not set\n"
+    );
+}
