@@ -240,14 +240,20 @@ async fn run_server(
     }
     let http = http
         .bind(listen)
-        .with_context(|| format!("cannot listen on {listen}"))?
-        .run();
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // With port 0 the system picks the port: log the one actually bound.
+    let bound = http
+        .addrs()
+        .first()
+        .map_or_else(|| listen.to_string(), ToString::to_string);
+    let http = http.run();
     let handle = http.handle();
 
     let snapshot = live.snapshot();
     tracing::info!(
         event = "server_started",
-        listen = %listen,
+        listen = %bound,
+        pid = std::process::id(),
         rules = snapshot.rules.rules().len(),
         digest = snapshot.rules.digest(),
         path = %live.sources().rules.display(),

@@ -150,7 +150,7 @@ impl Live {
     pub fn reload(&self) -> ReloadOutcome {
         let _serial = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
-        let outcome = match rules::load(&self.sources) {
+        let outcome = match load_settled(&self.sources) {
             Ok(loaded) => {
                 let old = self.current.load_full();
                 let changes = Changes::between(&old.rules, &loaded.rules);
@@ -198,6 +198,27 @@ impl Live {
             reloads_applied: self.applied.load(Ordering::Relaxed),
             reloads_rejected: self.rejected.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Loads the rules, again if the rules file changed while it was read: an editor that
+/// truncates and rewrites in place can be caught half-way, and a half-written file may
+/// still parse.
+fn load_settled(sources: &Sources) -> Result<rules::Loaded, LoadError> {
+    let stamp = || {
+        std::fs::metadata(&sources.rules)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut attempts = 0;
+    loop {
+        let before = stamp();
+        let result = rules::load(sources);
+        attempts += 1;
+        if stamp() == before || attempts == 4 {
+            return result;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
