@@ -9,6 +9,7 @@
 //! - [`answer`]: match + render + write for one message, shared by server and CLI.
 //! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
+//! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
 //! - [`settings`]: secrets from the environment; [`clock`]: the time source.
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
@@ -16,6 +17,7 @@ pub mod answer;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod metrics;
 pub mod reload;
 pub mod render;
 pub mod rules;

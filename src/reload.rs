@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::rules::{self, LoadError, RuleSet, Sources};
 
 /// What the control loop is asked to do.
@@ -111,6 +112,7 @@ pub struct Live {
     rejected: AtomicU64,
     /// Serializes reloads, so that the last one started is the last one swapped in.
     reloading: Mutex<()>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Live {
@@ -125,6 +127,8 @@ impl std::fmt::Debug for Live {
 impl Live {
     pub fn new(sources: Sources, rules: RuleSet, clock: Arc<dyn Clock>) -> Live {
         let loaded_at = clock.now();
+        let metrics = Metrics::new();
+        metrics.set_rules_loaded(rules.rules().len());
         Live {
             current: ArcSwap::from_pointee(Snapshot { rules, loaded_at }),
             sources,
@@ -133,7 +137,13 @@ impl Live {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             reloading: Mutex::new(()),
+            metrics,
         }
+    }
+
+    /// The server's metrics; reloads are counted here.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The version to use for one whole request.
@@ -183,6 +193,10 @@ impl Live {
             },
         };
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
+        self.metrics.observe_reload(
+            matches!(outcome, ReloadOutcome::Applied { .. }),
+            self.current.load().rules.rules().len(),
+        );
         outcome
     }
 

@@ -51,5 +51,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::get().to(handlers::verify_url))
                 .route(web::post().to(handlers::receive)),
         )
-        .route("/healthz", web::get().to(handlers::healthz));
+        .route("/healthz", web::get().to(handlers::healthz))
+        .route("/metrics", web::get().to(handlers::metrics));
 }

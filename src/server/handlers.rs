@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{AppState, ServiceError};
 use crate::answer::{answer, Outcome};
 use crate::crypto::{sign, verify_signature, SignatureError};
+use crate::metrics::RequestOutcome;
 use crate::wire::{self, Message};
 
 /// The query WeChat appends to the server URL.
@@ -78,15 +79,28 @@ enum Mode {
 pub(crate) async fn receive(
     state: web::Data<AppState>,
     query: web::Query<WechatQuery>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ServiceError> {
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
     let started = Instant::now();
-    let result = decode(&state, &query, &body);
-    let (message, mode) = match result {
+    let metrics = state.live.metrics();
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            // Over the size limit (413) or a broken upload.
+            tracing::warn!(event = "request_refused", kind = "bad_request", reason = %e);
+            metrics.observe_refused(RequestOutcome::BadRequest);
+            return Err(e);
+        }
+    };
+    let (message, mode) = match decode(&state, &query, &body) {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e);
-            return Err(e);
+            metrics.observe_refused(match e {
+                ServiceError::Signature(_) | ServiceError::Stale(_) => RequestOutcome::BadSignature,
+                _ => RequestOutcome::BadRequest,
+            });
+            return Err(e.into());
         }
     };
 
@@ -94,16 +108,19 @@ pub(crate) async fn receive(
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
     let outcome = answer(&snapshot.rules, &message, now);
-    log_outcome(&message, &outcome, started);
 
     let body = match (&outcome, mode) {
         (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(&state, xml, now),
         _ => outcome.body().to_owned(),
     };
-    let content_type = match outcome {
-        Outcome::Replied { .. } => ContentType::xml(),
-        _ => ContentType::plaintext(),
+    let (counted, content_type) = match outcome {
+        Outcome::Replied { .. } => (RequestOutcome::Replied, ContentType::xml()),
+        Outcome::Ignored { .. } => (RequestOutcome::Ignored, ContentType::plaintext()),
+        Outcome::Failed { .. } => (RequestOutcome::Error, ContentType::plaintext()),
     };
+    let elapsed = started.elapsed();
+    metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
+    log_outcome(&message, &outcome, elapsed);
     Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
@@ -155,8 +172,8 @@ fn encrypt_reply(state: &AppState, xml: &str, now: u64) -> String {
     wire::write_encrypted(&encrypt, &signature, now, &nonce)
 }
 
-fn log_outcome(message: &Message, outcome: &Outcome, started: Instant) {
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+fn log_outcome(message: &Message, outcome: &Outcome, elapsed: std::time::Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let msg_type = message.msg_type();
     let event = message.event().unwrap_or("");
     let msg_id = message.msg_id().unwrap_or("");
@@ -187,6 +204,13 @@ fn log_outcome(message: &Message, outcome: &Outcome, started: Instant) {
             msg_id, error = %error, us = micros
         ),
     }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.live.metrics().render())
 }
 
 /// `GET /healthz`: which rules are live and how the last reload went.

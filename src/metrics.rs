@@ -1,0 +1,191 @@
+//! Prometheus metrics, named `wxrules_…`: requests by outcome, hits per rule, latency,
+//! reloads by outcome, rules loaded. One `Metrics` per server; no IO here, the server
+//! exposes `render()` at `GET /metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// How a request ended, as counted in `wxrules_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// A reply was sent.
+    Replied,
+    /// `success`: an ignore rule, or no rule.
+    Ignored,
+    /// 403: bad or missing signature, or a stale timestamp.
+    BadSignature,
+    /// 400/413: the body is not a usable message.
+    BadRequest,
+    /// `success` after a template failed at render time.
+    Error,
+    /// A WeChat retry answered from the dedup store.
+    Retry,
+}
+
+impl RequestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Replied => "replied",
+            RequestOutcome::Ignored => "ignored",
+            RequestOutcome::BadSignature => "bad_signature",
+            RequestOutcome::BadRequest => "bad_request",
+            RequestOutcome::Error => "error",
+            RequestOutcome::Retry => "retry",
+        }
+    }
+}
+
+/// The server's metrics and the registry they are exposed from.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    rule_hits: IntCounterVec,
+    latency: HistogramVec,
+    reloads: IntCounterVec,
+    rules_loaded: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+// Registering fixed, distinct metric names on a fresh registry cannot fail; a failure
+// here is a programming error caught by every test that builds a server.
+#[allow(clippy::expect_used)]
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("wxrules_requests_total", "POST /wechat requests by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let rule_hits = IntCounterVec::new(
+            Opts::new("wxrules_rule_hits_total", "Messages answered by each rule"),
+            &["rule"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "wxrules_request_duration_seconds",
+                "Time from a verified request to its answer",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+                5.0,
+            ]),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("wxrules_reloads_total", "Rule reloads by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let rules_loaded = IntGauge::new("wxrules_rules_loaded", "Rules in the live rule set")
+            .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rule_hits.clone()),
+            Box::new(latency.clone()),
+            Box::new(reloads.clone()),
+            Box::new(rules_loaded.clone()),
+        ] {
+            registry.register(m).expect("distinct metric names");
+        }
+        // Outcomes show up as 0 before they first happen, so rates and alerts work at once.
+        for outcome in ["applied", "rejected"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        for outcome in [
+            RequestOutcome::Replied,
+            RequestOutcome::Ignored,
+            RequestOutcome::BadSignature,
+            RequestOutcome::BadRequest,
+            RequestOutcome::Error,
+        ] {
+            requests.with_label_values(&[outcome.as_str()]);
+        }
+        Metrics {
+            registry,
+            requests,
+            rule_hits,
+            latency,
+            reloads,
+            rules_loaded,
+        }
+    }
+
+    /// Counts one request; `rule` is the rule that decided, if any.
+    pub fn observe_request(&self, outcome: RequestOutcome, rule: Option<&str>, seconds: f64) {
+        let label = [outcome.as_str()];
+        self.requests.with_label_values(&label).inc();
+        if let Some(rule) = rule {
+            self.rule_hits.with_label_values(&[rule]).inc();
+        }
+        if !matches!(
+            outcome,
+            RequestOutcome::BadSignature | RequestOutcome::BadRequest
+        ) {
+            self.latency.with_label_values(&label).observe(seconds);
+        }
+    }
+
+    /// Counts a request refused before the rules ran.
+    pub fn observe_refused(&self, outcome: RequestOutcome) {
+        self.requests.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Counts a reload; `rules` is the size of the set now serving.
+    pub fn observe_reload(&self, applied: bool, rules: usize) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.reloads.with_label_values(&[outcome]).inc();
+        self.set_rules_loaded(rules);
+    }
+
+    pub fn set_rules_loaded(&self, rules: usize) {
+        self.rules_loaded
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(4096);
+        // Encoding into a Vec only fails on metric families that cannot occur here.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_the_exposition() {
+        let m = Metrics::new();
+        m.observe_request(RequestOutcome::Replied, Some("price"), 0.0002);
+        m.observe_request(RequestOutcome::Replied, Some("price"), 0.0002);
+        m.observe_request(RequestOutcome::Ignored, None, 0.0001);
+        m.observe_refused(RequestOutcome::BadSignature);
+        m.observe_reload(false, 3);
+        let text = m.render();
+        for line in [
+            "wxrules_requests_total{outcome=\"replied\"} 2",
+            "wxrules_requests_total{outcome=\"ignored\"} 1",
+            "wxrules_requests_total{outcome=\"bad_signature\"} 1",
+            "wxrules_requests_total{outcome=\"error\"} 0",
+            "wxrules_rule_hits_total{rule=\"price\"} 2",
+            "wxrules_reloads_total{outcome=\"rejected\"} 1",
+            "wxrules_reloads_total{outcome=\"applied\"} 0",
+            "wxrules_rules_loaded 3",
+            "wxrules_request_duration_seconds_count{outcome=\"replied\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+}
