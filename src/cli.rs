@@ -46,6 +46,13 @@ enum Command {
     },
     /// Show which rule answers a message, why, and the reply XML.
     Explain(ExplainArgs),
+    /// Run ops-written cases (CASES.yaml) against the rules; exit 1 if any fails.
+    Test {
+        #[command(flatten)]
+        sources: SourceArgs,
+        /// The cases file: a top-level `cases:` list.
+        cases: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +129,7 @@ pub fn run(args: Args) -> ExitCode {
             deny_warnings,
         }) => check(&sources.sources(), deny_warnings),
         Some(Command::Explain(explain_args)) => explain(&explain_args),
+        Some(Command::Test { sources, cases }) => test(&sources.sources(), &cases),
     };
     match result {
         Ok(code) => code,
@@ -189,6 +197,25 @@ fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match load_or_report(sources) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let cases = crate::cases::read(cases_path)?;
+    let base = cases_path.parent().unwrap_or(Path::new("."));
+    let report = crate::cases::run(&loaded.rules, &cases, base);
+    for (name, why) in &report.failed {
+        println!("FAIL {name}: {why}");
+    }
+    println!("{} passed, {} failed", report.passed, report.failed.len());
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env()?;
     init_tracing(args.log_format);
@@ -227,6 +254,13 @@ async fn run_server(
     use actix_web::{App, HttpServer};
     use tokio::signal::unix::{signal, SignalKind};
 
+    // Install the handlers before anything can announce the server: a SIGHUP that arrives
+    // before them would take the default action and kill the process, and `server_started`
+    // is what ops and tests wait for before they signal.
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+
     let app_state = state.clone();
     let mut http = HttpServer::new(move || {
         let state = app_state.clone();
@@ -262,9 +296,6 @@ async fn run_server(
 
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
     let reloader = actix_web::rt::spawn(reload::run(live, receiver));
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let stopper = {
         let controls = controls.clone();
         actix_web::rt::spawn(async move {

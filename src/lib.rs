@@ -11,9 +11,11 @@
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
 //! - [`settings`]: secrets from the environment; [`clock`]: the time source.
+//! - [`cases`]: `wxrules test`, ops-written cases run through `answer`.
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
 pub mod answer;
+pub mod cases;
 pub mod cli;
 pub mod clock;
 pub mod crypto;

@@ -152,7 +152,12 @@ fn render_str(rules: &RuleSet, tpl: &Tpl, data: &Value) -> Result<String, Render
             .render(name, data)
             .map_err(|e| RenderError {
                 template: name.clone(),
-                reason: e.reason().to_string(),
+                reason: match e.reason() {
+                    RenderErrorReason::MissingVariable(Some(path)) => {
+                        format!("the message has no field `{path}`")
+                    }
+                    other => other.to_string(),
+                },
             }),
     }
 }

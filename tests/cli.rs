@@ -256,3 +256,51 @@ fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
         "error: decrypting an encrypted message: environment variable WXRULES_TOKEN is not set\n"
     );
 }
+
+#[test]
+fn test_runs_the_shipped_cases() {
+    let out = wxrules(&root(), &["test", "rules/tests.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.ends_with(" passed, 0 failed\n"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
+fn test_names_each_failure_and_ends_with_the_counts() {
+    let out = wxrules(&root(), &["test", "tests/data/cases/failing.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let head = "<xml><ToUserName><![CDATA[o_wxrules_test_user]]></ToUserName>\
+        <FromUserName><![CDATA[gh_wxrules_test]]></FromUserName><CreateTime>1700000000</CreateTime>\
+        <MsgType><![CDATA[text]]></MsgType>";
+    let expected = format!(
+        "FAIL wrong rule: expected rule `help`, got rule `price`\n\
+         FAIL wrong text: expected the reply to contain \"Goodbye\", got: {head}\
+         <Content><![CDATA[欢迎关注！回复「价格」查看本周价格，回复「帮助」查看全部功能。]]></Content></xml>\n\
+         FAIL expected silence: expected `success`, got a reply: {head}\
+         <Content><![CDATA[您可以回复：\n「价格」查看本周价格\n「订单 单号」查询订单\n「优惠」查看优惠活动\n\
+         其他问题请直接留言，客服会尽快回复。]]></Content></xml>\n\
+         FAIL expected no rule: expected no rule, got rule `scan-qr`; the reply failed to render: \
+         template `scan-qr#1` failed: the message has no field `EventKey`\n\
+         FAIL no expectation: no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`\n\
+         1 passed, 5 failed\n"
+    );
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
+fn test_reports_a_broken_cases_file_with_its_position() {
+    let scratch = Scratch::new("cli-cases");
+    scratch.write("cases.yaml", "cases:\n  - name: x\n    txet: hi\n");
+    let cases = scratch.path("cases.yaml");
+    let out = wxrules(&root(), &["test", cases.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {}:3:5: cases[0]: unknown field `txet`",
+            cases.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,294 @@
+//! `wxrules test`: ops-written cases for the rules. Parses `CASES.yaml`, builds each case's
+//! message, runs it through `answer` exactly as the server would, and reports what differed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::answer::{answer, Outcome};
+use crate::rules::{RuleSet, Subject};
+use crate::wire::{push_cdata, Message};
+
+/// Why the cases file cannot be used (as opposed to a case that fails).
+#[derive(Debug, thiserror::Error)]
+pub enum CasesError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    cases: Vec<Case>,
+}
+
+/// One case: a message, and what the rules must do with it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    /// A text message with this `Content`.
+    #[serde(default)]
+    text: Option<String>,
+    /// An event with this `Event`.
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    event_key: Option<String>,
+    /// A message file, relative to the cases file.
+    #[serde(default)]
+    xml: Option<PathBuf>,
+    /// Any other fields (`MsgType`, `Status`, `ScanCodeInfo.ScanType`, …), added to or
+    /// replacing those above; dotted names become nested elements.
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    /// The rule that must decide (`null`: no rule may match).
+    #[serde(default, deserialize_with = "some")]
+    rule: Option<Option<String>>,
+    /// The reply XML must contain this text.
+    #[serde(default)]
+    reply_contains: Option<String>,
+    /// The reply's MsgType (`text`, `news`, …).
+    #[serde(default)]
+    reply_type: Option<String>,
+    /// `true`: the answer must be `success`; `false`: it must be a reply.
+    #[serde(default)]
+    ignore: Option<bool>,
+}
+
+fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// The result of running every case.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: usize,
+    /// `(case name, what differed)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Reads and parses a cases file.
+pub fn read(path: &Path) -> Result<Vec<Case>, CasesError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CasesError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_yaml::from_str::<CasesFile>(&text)
+        .map(|f| f.cases)
+        .map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            let message = match message.find(" at line ") {
+                Some(at) => message[..at].to_owned(),
+                None => message,
+            };
+            CasesError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })
+}
+
+/// Runs `cases` (read from a file in `base`) against `rules`. Replies are dated with the
+/// message's own CreateTime, so that reports are stable.
+pub fn run(rules: &RuleSet, cases: &[Case], base: &Path) -> Report {
+    let mut report = Report::default();
+    for case in cases {
+        match check(rules, case, base) {
+            Ok(()) => report.passed += 1,
+            Err(why) => report.failed.push((case.name.clone(), why)),
+        }
+    }
+    report
+}
+
+fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
+    if case.rule.is_none()
+        && case.reply_contains.is_none()
+        && case.reply_type.is_none()
+        && case.ignore.is_none()
+    {
+        return Err(
+            "no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`".into(),
+        );
+    }
+    let xml = build_message(case, base)?;
+    let message =
+        Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
+    let outcome = answer(rules, &message, message.create_time());
+    let decided = rules
+        .find(&Subject::new(&message))
+        .map(|m| m.rule.name().to_owned());
+    let shown = |r: &Option<String>| {
+        r.as_deref()
+            .map_or("no rule".to_owned(), |r| format!("rule `{r}`"))
+    };
+    let mut problems = Vec::new();
+    if let Some(expected) = &case.rule {
+        if *expected != decided {
+            problems.push(format!(
+                "expected {}, got {}",
+                shown(expected),
+                shown(&decided)
+            ));
+        }
+    }
+    if let Outcome::Failed { error, .. } = &outcome {
+        problems.push(format!("the reply failed to render: {error}"));
+    }
+    let replied = matches!(outcome, Outcome::Replied { .. });
+    match case.ignore {
+        Some(true) if replied => problems.push(format!(
+            "expected `success`, got a reply: {}",
+            outcome.body()
+        )),
+        Some(false) if !replied => problems.push("expected a reply, got `success`".to_owned()),
+        _ => {}
+    }
+    if let Some(part) = &case.reply_contains {
+        if !replied {
+            problems.push(format!(
+                "expected a reply containing {part:?}, got `success`"
+            ));
+        } else if !outcome.body().contains(part.as_str()) {
+            problems.push(format!(
+                "expected the reply to contain {part:?}, got: {}",
+                outcome.body()
+            ));
+        }
+    }
+    if let (Some(kind), Outcome::Replied { reply, .. }) = (&case.reply_type, &outcome) {
+        if reply.msg_type() != kind {
+            problems.push(format!(
+                "expected a {kind} reply, got a {} reply",
+                reply.msg_type()
+            ));
+        }
+    } else if let Some(kind) = &case.reply_type {
+        problems.push(format!("expected a {kind} reply, got `success`"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The message XML a case describes.
+fn build_message(case: &Case, base: &Path) -> Result<String, String> {
+    let given = [
+        case.text.is_some(),
+        case.event.is_some(),
+        case.xml.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err("give one of `text`, `event` and `xml`".into());
+    }
+    if let Some(file) = &case.xml {
+        if !case.fields.is_empty() {
+            return Err("`fields` cannot be combined with `xml`".into());
+        }
+        let path = base.join(file);
+        return std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()));
+    }
+    let mut fields: Vec<(String, String)> = vec![
+        ("ToUserName".into(), "gh_wxrules_test".into()),
+        ("FromUserName".into(), "o_wxrules_test_user".into()),
+        ("CreateTime".into(), "1700000000".into()),
+    ];
+    if let Some(text) = &case.text {
+        fields.push(("MsgType".into(), "text".into()));
+        fields.push(("Content".into(), text.clone()));
+        fields.push(("MsgId".into(), "1".into()));
+    } else if let Some(event) = &case.event {
+        fields.push(("MsgType".into(), "event".into()));
+        fields.push(("Event".into(), event.clone()));
+    }
+    if let Some(key) = &case.event_key {
+        fields.push(("EventKey".into(), key.clone()));
+    }
+    for (name, value) in &case.fields {
+        fields.retain(|(n, _)| n != name);
+        fields.push((name.clone(), value.clone()));
+    }
+    if !fields.iter().any(|(n, _)| n == "MsgType") {
+        return Err("no message: give `text`, `event`, `xml`, or `fields` with a `MsgType`".into());
+    }
+    Ok(to_xml(&fields))
+}
+
+/// Writes flat `(dotted name, value)` pairs as nested XML elements.
+fn to_xml(fields: &[(String, String)]) -> String {
+    #[derive(Default)]
+    struct Node {
+        text: Option<String>,
+        children: Vec<(String, Node)>,
+    }
+    fn insert(node: &mut Node, path: &[&str], value: &str) {
+        let Some((first, rest)) = path.split_first() else {
+            node.text = Some(value.to_owned());
+            return;
+        };
+        let at = match node.children.iter().position(|(n, _)| n == first) {
+            Some(at) => at,
+            None => {
+                node.children.push(((*first).to_owned(), Node::default()));
+                node.children.len() - 1
+            }
+        };
+        insert(&mut node.children[at].1, rest, value);
+    }
+    fn write(out: &mut String, name: &str, node: &Node) {
+        let _ = write!(out, "<{name}>");
+        if node.children.is_empty() {
+            push_cdata(out, node.text.as_deref().unwrap_or(""));
+        }
+        for (child, n) in &node.children {
+            write(out, child, n);
+        }
+        let _ = write!(out, "</{name}>");
+    }
+    let mut root = Node::default();
+    for (name, value) in fields {
+        let path: Vec<&str> = name.split('.').collect();
+        insert(&mut root, &path, value);
+    }
+    let mut out = String::new();
+    write(&mut out, "xml", &root);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_fields_become_nested_elements() {
+        let xml = to_xml(&[
+            ("MsgType".into(), "event".into()),
+            ("ScanCodeInfo.ScanType".into(), "qrcode".into()),
+            ("ScanCodeInfo.ScanResult".into(), "a]]>b".into()),
+        ]);
+        assert_eq!(
+            xml,
+            "<xml><MsgType><![CDATA[event]]></MsgType><ScanCodeInfo><ScanType><![CDATA[qrcode]]></ScanType>\
+             <ScanResult><![CDATA[a]]]]><![CDATA[>b]]></ScanResult></ScanCodeInfo></xml>"
+        );
+    }
+}
