@@ -177,13 +177,15 @@ fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    report(&loaded.warnings, "warning");
+    let mut warnings = loaded.warnings;
+    warnings.extend(rules::lint(&loaded.rules, &sources.rules));
+    report(&warnings, "warning");
     let rules = &loaded.rules;
-    if deny_warnings && !loaded.warnings.is_empty() {
+    if deny_warnings && !warnings.is_empty() {
         eprintln!(
             "{}: {} warning(s), denied by --deny-warnings",
             sources.rules.display(),
-            loaded.warnings.len()
+            warnings.len()
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }

@@ -304,3 +304,23 @@ fn test_reports_a_broken_cases_file_with_its_position() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_warns_about_likely_mistakes_and_can_deny_them() {
+    let case = root().join("tests/data/rules/warn");
+    let args = ["check", "--rules", "rules.yaml", "--templates", "templates"];
+    let out = wxrules(&case, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ok: 11 rules, 1 templates"));
+    assert_golden(&case.join("check.stderr"), &text(&out.stderr));
+    let stderr = text(&out.stderr);
+    // The issue's own example: a keyword rule after a catch-all names both rules.
+    assert!(stderr.contains(
+        "rule `too-late`: unreachable: every message it matches is answered first by rule `to-human` (line 29)"
+    ));
+
+    let out = wxrules(&case, &[&args[..], &["--deny-warnings"]].concat());
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(text(&out.stdout), "");
+    assert!(text(&out.stderr).ends_with("rules.yaml: 8 warning(s), denied by --deny-warnings\n"));
+}

@@ -197,7 +197,7 @@ fn compile(
             );
             continue;
         }
-        let line = rule_at.map_or(0, |(l, _)| l);
+        let (line, column) = rule_at.unwrap_or((0, 0));
         names.insert(name.clone(), line);
         let errors_before = c.errors.len();
         let when = compile_when(&mut c, &name, &base, raw_rule.when);
@@ -227,6 +227,7 @@ fn compile(
             rules.push(Rule {
                 name,
                 line,
+                column,
                 fingerprint,
                 when,
                 action,

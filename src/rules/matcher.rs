@@ -240,6 +240,33 @@ impl Index {
         index
     }
 
+    /// The earlier rules that may answer some message `rule` matches: those filed under
+    /// one of its exact values, and those filed under none. Sorted and unique.
+    pub(crate) fn coverers(&self, rule: &Rule) -> Vec<usize> {
+        let mut ids: Vec<u32> = self.rest.clone();
+        for test in &rule.when.tests {
+            let map = match test.field {
+                Field::Keyword => &self.keyword,
+                Field::EventKey => &self.event_key,
+                Field::Event => &self.event,
+                Field::MsgType => &self.msg_type,
+                _ => continue,
+            };
+            for key in test.matcher.exact_only().unwrap_or_default() {
+                ids.extend(map.get(key).into_iter().flatten());
+            }
+        }
+        // A rule filed under msg_type covers rules that only imply their type.
+        if !rule.when.tests.iter().any(|t| t.field == Field::MsgType) {
+            for ty in ["text", "voice", "event"] {
+                ids.extend(self.msg_type.get(ty).into_iter().flatten());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|i| i as usize).collect()
+    }
+
     /// The rules that may match, as ascending lists; every other rule cannot match.
     fn candidates<'a>(&'a self, subject: &Subject<'_>) -> [&'a [u32]; 5] {
         let get = |map: &'a HashMap<String, Vec<u32>>, key: Option<&str>| {

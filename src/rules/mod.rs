@@ -3,6 +3,7 @@
 //! one entry point used by start-up, reload, `check`, `explain` and `test`.
 
 pub(crate) mod compile;
+mod lint;
 mod locate;
 mod matcher;
 mod schema;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 
 pub use compile::load;
+pub use lint::lint;
 pub use matcher::{Captures, Match, Subject};
 
 pub(crate) use matcher::Criteria;
@@ -77,6 +79,7 @@ impl RuleSet {
 pub struct Rule {
     pub(crate) name: String,
     pub(crate) line: usize,
+    pub(crate) column: usize,
     pub(crate) fingerprint: u64,
     pub(crate) when: Criteria,
     pub(crate) action: Action,

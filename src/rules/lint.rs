@@ -1,0 +1,266 @@
+//! Warnings about valid rules that are probably mistakes: rules an earlier rule makes
+//! unreachable, one exact keyword in two rules, news replies WeChat will cut, and event or
+//! message types WeChat does not send. `check` reports them; `--deny-warnings` fails on them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use super::matcher::{Field, Pattern, StrMatcher};
+use super::{Action, Location, ReplySpec, Rule, RuleError, RuleSet};
+
+/// Event names WeChat pushes to an Official Account's server URL, lower-cased.
+const KNOWN_EVENTS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "scan",
+    "location",
+    "click",
+    "view",
+    "view_miniprogram",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "templatesendjobfinish",
+    "masssendjobfinish",
+    "publishjobfinish",
+    "merchant_order",
+    "qualification_verify_success",
+    "qualification_verify_fail",
+    "naming_verify_success",
+    "naming_verify_fail",
+    "annual_renew",
+    "verify_expired",
+    "subscribe_msg_popup_event",
+    "subscribe_msg_change_event",
+    "subscribe_msg_sent_event",
+    "kf_create_session",
+    "kf_close_session",
+    "kf_switch_session",
+    "user_get_card",
+    "user_del_card",
+    "user_consume_card",
+    "user_enter_session_from_card",
+    "card_pass_check",
+    "card_not_pass_check",
+    "user_view_card",
+    "poi_check_notify",
+    "wificonnected",
+    "shakearoundusershake",
+    "user_enter_tempsession",
+];
+
+/// Message types WeChat pushes, lower-cased.
+const KNOWN_MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "event",
+    "file",
+    "miniprogrampage",
+];
+
+/// Past this many rule pairs, the unreachable-rule analysis is skipped (and says so).
+const PAIR_BUDGET: usize = 20_000_000;
+
+/// The warnings for `rules`, loaded from `path`.
+pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
+    let mut out = Vec::new();
+    let warn = |rule: &Rule, message: String| RuleError {
+        location: Location::new(path, Some((rule.line, rule.column)).filter(|(l, _)| *l > 0)),
+        rule: Some(rule.name.clone()),
+        message,
+    };
+    unknown_names(rules, &mut |r, m| out.push(warn(r, m)));
+    duplicate_keywords(rules, &mut |r, m| out.push(warn(r, m)));
+    long_news(rules, &mut |r, m| out.push(warn(r, m)));
+    unreachable(rules, path, &mut out);
+    out.sort_by_key(|w| w.location.line);
+    out
+}
+
+fn exacts(m: &StrMatcher) -> impl Iterator<Item = &str> {
+    m.patterns.iter().filter_map(|p| match p {
+        Pattern::Exact(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn unknown_names(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
+    for rule in &rules.rules {
+        for test in &rule.when.tests {
+            let (known, what) = match test.field {
+                Field::Event => (KNOWN_EVENTS, "event"),
+                Field::MsgType => (KNOWN_MSG_TYPES, "message type"),
+                _ => continue,
+            };
+            for name in exacts(&test.matcher) {
+                if known.contains(&name) {
+                    continue;
+                }
+                let nearest = known
+                    .iter()
+                    .map(|k| (strsim::levenshtein(k, name), *k))
+                    .min()
+                    .filter(|(d, _)| *d <= 2)
+                    .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                warn(
+                    rule,
+                    format!("WeChat sends no {what} named `{name}`{nearest}"),
+                );
+            }
+        }
+    }
+}
+
+fn duplicate_keywords(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
+    let mut first: HashMap<&str, &Rule> = HashMap::new();
+    for rule in &rules.rules {
+        let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) else {
+            continue;
+        };
+        let mine: BTreeSet<&str> = exacts(&test.matcher).collect();
+        for keyword in mine {
+            match first.get(keyword) {
+                Some(earlier) => warn(
+                    rule,
+                    format!(
+                        "keyword `{keyword}` is also an exact keyword of rule `{}` (line {})",
+                        earlier.name, earlier.line
+                    ),
+                ),
+                None => {
+                    first.insert(keyword, rule);
+                }
+            }
+        }
+    }
+}
+
+fn long_news(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
+    fn most_articles(spec: &ReplySpec) -> usize {
+        match spec {
+            ReplySpec::News(a) => a.len(),
+            ReplySpec::OneOf(choices) => choices.iter().map(most_articles).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    for rule in &rules.rules {
+        let Action::Reply(spec) = &rule.action else {
+            continue;
+        };
+        let n = most_articles(spec);
+        // Replies to events may carry up to 8 articles; replies to what a user sends, one.
+        let events_only = implied_msg_types(rule).is_some_and(|t| t == ["event"]);
+        if n > 1 && !events_only {
+            warn(
+                rule,
+                format!("a news reply to a user's message shows only 1 article; this one has {n}"),
+            );
+        }
+    }
+}
+
+/// The message types a rule can match, when its criteria pin them down.
+fn implied_msg_types(rule: &Rule) -> Option<Vec<&str>> {
+    let tests = &rule.when.tests;
+    if let Some(t) = tests.iter().find(|t| t.field == Field::MsgType) {
+        let all: Option<Vec<&str>> = t
+            .matcher
+            .patterns
+            .iter()
+            .map(|p| match p {
+                Pattern::Exact(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        if all.is_some() {
+            return all;
+        }
+    }
+    if tests
+        .iter()
+        .any(|t| t.field == Field::Event || t.field == Field::Status)
+    {
+        return Some(vec!["event"]);
+    }
+    if tests.iter().any(|t| t.field == Field::Keyword) {
+        return Some(vec!["text", "voice"]);
+    }
+    None
+}
+
+/// Whether every value `b` matches is also matched by `a`.
+fn matcher_covers(a: &StrMatcher, b: &StrMatcher) -> bool {
+    b.patterns.iter().all(|pb| {
+        a.patterns.iter().any(|pa| match (pa, pb) {
+            (Pattern::Exact(x), Pattern::Exact(y)) => x == y,
+            (Pattern::Prefix(p), Pattern::Exact(y) | Pattern::Prefix(y)) => {
+                y.starts_with(p.as_str())
+            }
+            (
+                Pattern::Contains(c),
+                Pattern::Exact(y) | Pattern::Prefix(y) | Pattern::Contains(y),
+            ) => y.contains(c.as_str()),
+            (Pattern::Regex(r), Pattern::Exact(y)) => r.is_match(y),
+            (Pattern::Regex(r), Pattern::Regex(s)) => r.as_str() == s.as_str(),
+            _ => false,
+        })
+    })
+}
+
+/// Whether every message `b` matches is answered by `a` first.
+fn covers(a: &Rule, b: &Rule) -> bool {
+    a.when.tests.iter().all(|ta| {
+        let same_field = b
+            .when
+            .tests
+            .iter()
+            .any(|tb| tb.field == ta.field && matcher_covers(&ta.matcher, &tb.matcher));
+        same_field
+            || (ta.field == Field::MsgType
+                && implied_msg_types(b).is_some_and(|types| {
+                    types.iter().all(|t| exacts(&ta.matcher).any(|e| e == *t))
+                }))
+    })
+}
+
+fn unreachable(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
+    let list = &rules.rules;
+    let mut pairs = 0usize;
+    for (j, b) in list.iter().enumerate() {
+        // Only an earlier rule that the index would also try for b's messages can cover b.
+        let candidates = rules.index.coverers(b);
+        pairs += candidates.len();
+        if pairs > PAIR_BUDGET {
+            out.push(RuleError {
+                location: Location::new(path, None),
+                rule: None,
+                message: "too many rules without an exact criterion: the unreachable-rule check was skipped".into(),
+            });
+            return;
+        }
+        let found = candidates
+            .into_iter()
+            .filter(|&i| i < j)
+            .filter_map(|i| list.get(i))
+            .find(|a| covers(a, b));
+        if let Some(a) = found {
+            out.push(RuleError {
+                location: Location::new(path, Some((b.line, b.column)).filter(|(l, _)| *l > 0)),
+                rule: Some(b.name.clone()),
+                message: format!(
+                    "unreachable: every message it matches is answered first by rule `{}` (line {})",
+                    a.name, a.line
+                ),
+            });
+        }
+    }
+}
