@@ -46,6 +46,8 @@ enum Command {
     },
     /// Show which rule answers a message, why, and the reply XML.
     Explain(ExplainArgs),
+    /// Print the JSON Schema of the rules file (shipped as rules/rules.schema.json).
+    Schema,
     /// Run ops-written cases (CASES.yaml) against the rules; exit 1 if any fails.
     Test {
         #[command(flatten)]
@@ -130,6 +132,10 @@ pub fn run(args: Args) -> ExitCode {
         }) => check(&sources.sources(), deny_warnings),
         Some(Command::Explain(explain_args)) => explain(&explain_args),
         Some(Command::Test { sources, cases }) => test(&sources.sources(), &cases),
+        Some(Command::Schema) => {
+            print!("{}", rules::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -282,7 +288,7 @@ async fn run_server(
         .addrs()
         .first()
         .map_or_else(|| listen.to_string(), ToString::to_string);
-    let http = http.run();
+    let mut http = http.run();
     let handle = http.handle();
 
     let snapshot = live.snapshot();
@@ -314,12 +320,18 @@ async fn run_server(
             }
         })
     };
+    // The server is polled by reference: dropping it would force its workers down and cut
+    // the requests in flight, so it must be driven on until the graceful stop completes.
     tokio::select! {
-        result = http => result.context("server failed")?,
+        result = &mut http => result.context("server failed")?,
         signal = stopper => {
             let signal = signal.unwrap_or("signal");
             tracing::info!(event = "shutting_down", signal, "answering requests in flight, then exiting");
-            handle.stop(true).await;
+            // `stop` sends its command at once; the server future carries it out, waiting
+            // up to the shutdown timeout for connections to finish.
+            let stopped = handle.stop(true);
+            http.await.context("server failed")?;
+            stopped.await;
         }
     }
     let _ = controls.send(Control::Stop).await;

@@ -136,7 +136,7 @@ fn explain_a_text_names_the_rule_criteria_captures_and_reply() {
     let mut lines = stdout.lines();
     assert_eq!(
         lines.next(),
-        Some("rule: order-status (rules/rules.yaml:130)")
+        Some("rule: order-status (rules/rules.yaml:131)")
     );
     assert_eq!(lines.next(), Some("  ✓ keyword = \"订单 20261127001\""));
     assert_eq!(lines.next(), Some("captures:"));

@@ -15,6 +15,11 @@ use handlebars::Handlebars;
 
 pub use compile::load;
 pub use lint::lint;
+
+/// The JSON Schema of `rules.yaml`, generated from the types that parse it.
+pub fn json_schema() -> String {
+    schema::json_schema()
+}
 pub use matcher::{Captures, Match, Subject};
 
 pub(crate) use matcher::Criteria;
