@@ -324,3 +324,11 @@ fn check_warns_about_likely_mistakes_and_can_deny_them() {
     assert_eq!(text(&out.stdout), "");
     assert!(text(&out.stderr).ends_with("rules.yaml: 8 warning(s), denied by --deny-warnings\n"));
 }
+
+#[test]
+fn schema_prints_the_shipped_schema() {
+    let out = wxrules(&root(), &["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let shipped = std::fs::read_to_string(root().join("rules/rules.schema.json")).unwrap();
+    assert_eq!(text(&out.stdout), shipped);
+}
