@@ -6,7 +6,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use regex::Regex;
+use aho_corasick::AhoCorasick;
+use regex::{Regex, RegexSet, RegexSetBuilder};
 
 use super::{Rule, RuleSet};
 use crate::wire::Message;
@@ -193,57 +194,139 @@ pub struct Match<'r> {
     pub captures: Captures,
 }
 
-/// Which rules can match, keyed by exact values. A rule sits in exactly one place: under
-/// the most selective criterion that only has exact patterns, or in `rest`.
+/// Which rules can match a message, so that `find` only tries those.
+///
+/// A rule with a `keyword` criterion is filed under each of its keyword patterns: exact ones
+/// in a hash map, prefixes and substrings in one Aho-Corasick automaton, regexes in one
+/// `RegexSet`. Any other rule is filed under its most selective criterion that has only
+/// exact patterns (event key, event, message type), or in `rest`. A rule can only match
+/// a message that finds it through one of these, so the candidates, tried in file order,
+/// give the same first match as trying every rule.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     keyword: HashMap<String, Vec<u32>>,
+    /// Prefix and substring keywords: pattern i belongs to rule `partial_rules[i]`.
+    partial: Option<AhoCorasick>,
+    partial_rules: Vec<(u32, PartialKind)>,
+    /// Keyword regexes: pattern i belongs to rule `regex_rules[i]`.
+    regexes: Option<RegexSet>,
+    regex_rules: Vec<u32>,
     event_key: HashMap<String, Vec<u32>>,
     event: HashMap<String, Vec<u32>>,
     msg_type: HashMap<String, Vec<u32>>,
     rest: Vec<u32>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartialKind {
+    Prefix,
+    Contains,
+}
+
+/// The candidates of one message: sorted rule ids from each part of the index.
+pub(crate) struct Candidates<'a> {
+    lists: [&'a [u32]; 5],
+    /// Rules found by the automaton and the regex set, sorted and unique.
+    found: Vec<u32>,
+    next_found: usize,
+}
+
 impl Index {
     pub(crate) fn build(rules: &[Rule]) -> Index {
         let mut index = Index::default();
+        let mut partial_patterns: Vec<&str> = Vec::new();
+        let mut regex_patterns: Vec<&str> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            let anchor = [
-                Field::Keyword,
-                Field::EventKey,
-                Field::Event,
-                Field::MsgType,
-            ]
-            .into_iter()
-            .find_map(|field| {
-                let test = rule.when.tests.iter().find(|t| t.field == field)?;
-                Some((field, test.matcher.exact_only()?))
-            });
+            if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
+                // An empty prefix matches everything: such a rule is tried for every message.
+                let empty = test.matcher.patterns.iter().any(
+                    |p| matches!(p, Pattern::Prefix(s) | Pattern::Contains(s) if s.is_empty()),
+                );
+                if !empty {
+                    for pattern in &test.matcher.patterns {
+                        match pattern {
+                            Pattern::Exact(s) => {
+                                push_unique(index.keyword.entry(s.clone()).or_default(), id)
+                            }
+                            Pattern::Prefix(s) => {
+                                partial_patterns.push(s);
+                                index.partial_rules.push((id, PartialKind::Prefix));
+                            }
+                            Pattern::Contains(s) => {
+                                partial_patterns.push(s);
+                                index.partial_rules.push((id, PartialKind::Contains));
+                            }
+                            Pattern::Regex(re) => {
+                                regex_patterns.push(re.as_str());
+                                index.regex_rules.push(id);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+            let anchor = [Field::EventKey, Field::Event, Field::MsgType]
+                .into_iter()
+                .find_map(|field| {
+                    let test = rule.when.tests.iter().find(|t| t.field == field)?;
+                    Some((field, test.matcher.exact_only()?))
+                });
             let Some((field, keys)) = anchor else {
                 index.rest.push(id);
                 continue;
             };
             let map = match field {
-                Field::Keyword => &mut index.keyword,
                 Field::EventKey => &mut index.event_key,
                 Field::Event => &mut index.event,
                 _ => &mut index.msg_type,
             };
             for key in keys {
-                let ids = map.entry(key.to_owned()).or_default();
-                if ids.last() != Some(&id) {
-                    ids.push(id);
-                }
+                push_unique(map.entry(key.to_owned()).or_default(), id);
+            }
+        }
+        if !partial_patterns.is_empty() {
+            match AhoCorasick::new(&partial_patterns) {
+                Ok(ac) => index.partial = Some(ac),
+                Err(_) => index.unindex_partial(),
+            }
+        }
+        if !regex_patterns.is_empty() {
+            // Keyword regexes are compiled case-insensitive; the set must agree.
+            match RegexSetBuilder::new(&regex_patterns)
+                .case_insensitive(true)
+                .size_limit(64 << 20)
+                .build()
+            {
+                Ok(set) => index.regexes = Some(set),
+                Err(_) => index.unindex_regexes(),
             }
         }
         index
+    }
+
+    /// Too many patterns for one automaton: those rules are tried for every message.
+    fn unindex_partial(&mut self) {
+        let ids = std::mem::take(&mut self.partial_rules);
+        self.rest.extend(ids.into_iter().map(|(id, _)| id));
+        self.rest.sort_unstable();
+        self.rest.dedup();
+    }
+
+    fn unindex_regexes(&mut self) {
+        let ids = std::mem::take(&mut self.regex_rules);
+        self.rest.extend(ids);
+        self.rest.sort_unstable();
+        self.rest.dedup();
     }
 
     /// The earlier rules that may answer some message `rule` matches: those filed under
     /// one of its exact values, and those filed under none. Sorted and unique.
     pub(crate) fn coverers(&self, rule: &Rule) -> Vec<usize> {
         let mut ids: Vec<u32> = self.rest.clone();
+        // Prefix, substring and regex keyword rules can cover exact or narrower keywords.
+        ids.extend(self.partial_rules.iter().map(|(id, _)| *id));
+        ids.extend(self.regex_rules.iter().copied());
         for test in &rule.when.tests {
             let map = match test.field {
                 Field::Keyword => &self.keyword,
@@ -267,34 +350,89 @@ impl Index {
         ids.into_iter().map(|i| i as usize).collect()
     }
 
-    /// The rules that may match, as ascending lists; every other rule cannot match.
-    fn candidates<'a>(&'a self, subject: &Subject<'_>) -> [&'a [u32]; 5] {
+    /// The rules that may match `subject`; every other rule cannot match it.
+    fn candidates<'a>(&'a self, subject: &Subject<'_>) -> Candidates<'a> {
         let get = |map: &'a HashMap<String, Vec<u32>>, key: Option<&str>| {
             key.and_then(|k| map.get(k)).map_or(&[][..], Vec::as_slice)
         };
-        [
-            get(&self.keyword, subject.keyword_folded.as_deref()),
-            get(&self.event_key, subject.message.text("EventKey")),
-            get(&self.event, subject.event.as_deref()),
-            get(&self.msg_type, Some(&subject.msg_type)),
-            &self.rest,
-        ]
+        let mut found = Vec::new();
+        if let (Some(folded), Some(ac)) = (subject.keyword_folded.as_deref(), &self.partial) {
+            for m in ac.find_overlapping_iter(folded) {
+                if let Some(&(id, kind)) = self.partial_rules.get(m.pattern().as_usize()) {
+                    if kind == PartialKind::Contains || m.start() == 0 {
+                        found.push(id);
+                    }
+                }
+            }
+        }
+        if let (Some(raw), Some(set)) = (subject.keyword, &self.regexes) {
+            found.extend(
+                set.matches(raw)
+                    .into_iter()
+                    .filter_map(|i| self.regex_rules.get(i).copied()),
+            );
+        }
+        found.sort_unstable();
+        found.dedup();
+        Candidates {
+            lists: [
+                get(&self.keyword, subject.keyword_folded.as_deref()),
+                get(&self.event_key, subject.message.text("EventKey")),
+                get(&self.event, subject.event.as_deref()),
+                get(&self.msg_type, Some(&subject.msg_type)),
+                &self.rest,
+            ],
+            found,
+            next_found: 0,
+        }
+    }
+}
+
+fn push_unique(ids: &mut Vec<u32>, id: u32) {
+    if ids.last() != Some(&id) {
+        ids.push(id);
+    }
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = u32;
+
+    /// The next candidate in file order: the smallest head of the sorted lists. A keyword
+    /// rule with exact and partial patterns can be both listed and found; it comes once.
+    fn next(&mut self) -> Option<u32> {
+        let found = self.found.get(self.next_found).copied();
+        let listed = self
+            .lists
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, list)| list.first().map(|&id| (slot, id)))
+            .min_by_key(|&(_, id)| id);
+        match (found, listed) {
+            (Some(f), Some((_, l))) if f < l => {
+                self.next_found += 1;
+                Some(f)
+            }
+            (Some(f), None) => {
+                self.next_found += 1;
+                Some(f)
+            }
+            (f, Some((slot, l))) => {
+                self.lists[slot] = &self.lists[slot][1..];
+                if f == Some(l) {
+                    self.next_found += 1;
+                }
+                Some(l)
+            }
+            (None, None) => None,
+        }
     }
 }
 
 impl RuleSet {
     /// The first rule in file order whose criteria all hold, with its captures.
     pub fn find(&self, subject: &Subject<'_>) -> Option<Match<'_>> {
-        let mut lists = self.index.candidates(subject);
         let mut captures = Vec::new();
-        // Merge the ascending candidate lists, trying rules in file order.
-        loop {
-            let (slot, id) = lists
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, list)| list.first().map(|&id| (slot, id)))
-                .min_by_key(|&(_, id)| id)?;
-            lists[slot] = &lists[slot][1..];
+        for id in self.index.candidates(subject) {
             let index = id as usize;
             let rule = self.rules.get(index)?;
             if rule.when.matches(subject, &mut captures) {
@@ -305,6 +443,7 @@ impl RuleSet {
                 });
             }
         }
+        None
     }
 
     /// The same answer as `find`, by trying every rule in order; the reference the index is

@@ -6,6 +6,8 @@ pub(crate) mod compile;
 mod lint;
 mod locate;
 mod matcher;
+#[cfg(test)]
+mod proptests;
 mod schema;
 
 use std::fmt;

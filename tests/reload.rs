@@ -1,0 +1,1112 @@
+//! The real `wxrules` binary under real signals: SIGHUP reloads (inline replies, templates,
+//! broken files, both ways editors save, bursts of signals), SIGTERM with requests in flight,
+//! and a load test that reloads 24 times under continuous traffic. Each test runs its own
+//! server on `127.0.0.1:0` with its own files; every wait is bounded by `WAIT`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{sign, Scratch, TOKEN};
+use serde_json::Value;
+
+/// The longest any wait on the server may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+const BASE_RULES: &str = r#"rules:
+  - name: hello
+    when: { keyword: hi }
+    reply: { text: "hello v1" }
+  - name: greet
+    when: { keyword: greet }
+    reply: { text: { template: greet } }
+  - name: fallback
+    reply: { text: "fallback" }
+"#;
+
+const GREET_V1: &str = "greet v1 to {{FromUserName}}\n";
+
+/// A scratch directory holding `BASE_RULES` and `templates/greet.hbs`.
+fn base(tag: &str) -> Scratch {
+    let scratch = Scratch::new(tag);
+    scratch
+        .write("rules.yaml", BASE_RULES)
+        .write("templates/greet.hbs", GREET_V1);
+    scratch
+}
+
+// ---------------------------------------------------------------------------------------
+// Saving files the way editors do.
+
+#[derive(Debug, Clone, Copy)]
+enum Save {
+    /// Write a temporary file next to the target, then rename it over the target (vim's
+    /// default on most systems, most IDEs, `sed -i`, config management).
+    Rename,
+    /// Truncate the target and write into it (nano, `cat >`, vim with `backupcopy=yes`).
+    InPlace,
+}
+
+fn save(path: &Path, text: &str, style: Save) {
+    match style {
+        Save::Rename => {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let tmp = path.with_file_name(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        Save::InPlace => {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        }
+    }
+}
+
+/// The digest the server will report for the files as they are now.
+fn digest_of(scratch: &Scratch) -> String {
+    let loaded = wxrules::rules::load(&scratch.sources()).unwrap();
+    loaded.rules.digest().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// The server's log: JSON lines read from its stderr on a thread.
+
+/// The server's log events, parsed. `message_handled` lines are only counted, because the
+/// load test writes tens of thousands of them.
+#[derive(Default)]
+struct Log {
+    events: Mutex<Vec<Value>>,
+    changed: Condvar,
+    closed: AtomicBool,
+    handled: AtomicU64,
+}
+
+impl Log {
+    fn read_from(self: &Arc<Log>, stderr: impl Read + Send + 'static) {
+        let log = Arc::clone(self);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(r#""event":"message_handled""#) {
+                    log.handled.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                log.lock().push(event);
+                log.changed.notify_all();
+            }
+            log.closed.store(true, Ordering::SeqCst);
+            // Take the lock so that no waiter misses the wake-up.
+            drop(log.lock());
+            log.changed.notify_all();
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `check` returns something for the events so far, for at most `WAIT`.
+    fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        let mut events = self.lock();
+        loop {
+            if let Some(found) = check(&events) {
+                return found;
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                panic!(
+                    "the server exited while waiting for {what}; log:\n{}",
+                    dump(&events)
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "waited {WAIT:?} for {what} in vain; log:\n{}",
+                    dump(&events)
+                );
+            }
+            events = self
+                .changed
+                .wait_timeout(events, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn event_name(e: &Value) -> &str {
+    e["event"].as_str().unwrap_or("")
+}
+
+/// The one line that ends each reload: `rules_reloaded`, or the `rules_reload_rejected`
+/// summary (the one with an `errors` count).
+fn is_outcome(e: &Value) -> bool {
+    match event_name(e) {
+        "rules_reloaded" => true,
+        "rules_reload_rejected" => e.get("errors").is_some(),
+        _ => false,
+    }
+}
+
+fn dump(events: &[Value]) -> String {
+    let skip = events.len().saturating_sub(60);
+    events[skip..].iter().map(|e| format!("  {e}\n")).collect()
+}
+
+/// What one reload did, from the log.
+#[derive(Debug)]
+struct Reload {
+    /// `rules_reloaded` or `rules_reload_rejected`.
+    event: String,
+    /// The whole outcome line.
+    line: Value,
+    /// The `error` of each `rules_reload_rejected` line before the summary.
+    errors: Vec<String>,
+}
+
+impl Reload {
+    fn assert_applied(&self) -> &Reload {
+        assert_eq!(self.event, "rules_reloaded", "{self:?}");
+        self
+    }
+
+    fn assert_rejected(&self) -> &Reload {
+        assert_eq!(self.event, "rules_reload_rejected", "{self:?}");
+        assert!(!self.errors.is_empty(), "{self:?}");
+        assert_eq!(
+            self.line["errors"].as_u64(),
+            Some(self.errors.len() as u64),
+            "{self:?}"
+        );
+        self
+    }
+
+    /// A `Debug`-formatted list field of `rules_reloaded` (`added`, `removed`, `changed`).
+    fn names(&self, field: &str) -> Vec<String> {
+        let text = self.line[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{self:?}"));
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{field} = {text:?}: {e}"))
+    }
+}
+
+/// Asserts `error` reads `PATH:LINE:COL: rule `RULE`: …`.
+fn assert_located(error: &str, path: &Path, line: usize, column: usize, rule: Option<&str>) {
+    let at = format!("{}:{line}:{column}: ", path.display());
+    assert!(error.starts_with(&at), "`{error}` should start with `{at}`");
+    if let Some(rule) = rule {
+        let named = format!("{at}rule `{rule}`: ");
+        assert!(error.starts_with(&named), "`{error}` should name `{rule}`");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process.
+
+/// The real binary, serving a scratch directory. Killed on drop if it still runs; when a
+/// test fails, its log is printed.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Log>,
+}
+
+impl Server {
+    fn start(scratch: &Scratch) -> Server {
+        let sources = scratch.sources();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .arg("serve")
+            .arg("--rules")
+            .arg(&sources.rules)
+            .arg("--templates")
+            .arg(&sources.templates)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--max-age", "0", "--workers", "2"])
+            .env("WXRULES_TOKEN", TOKEN)
+            .env("WXRULES_LOG", "info")
+            .env_remove("WXRULES_AES_KEY")
+            .env_remove("WXRULES_APPID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wxrules");
+        let log = Arc::new(Log::default());
+        log.read_from(child.stderr.take().unwrap());
+        let pid = child.id();
+        let started = log.wait_until("server_started", |events| {
+            events
+                .iter()
+                .find(|e| event_name(e) == "server_started")
+                .cloned()
+        });
+        assert_eq!(started["pid"].as_u64(), Some(u64::from(pid)), "{started}");
+        let addr: SocketAddr = started["listen"].as_str().unwrap().parse().unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{started}");
+        Server { child, addr, log }
+    }
+
+    /// Sends a real signal with kill(1).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn outcomes(&self) -> usize {
+        self.log.lock().iter().filter(|e| is_outcome(e)).count()
+    }
+
+    /// Sends SIGHUP and waits for the reload it causes.
+    fn reload(&self) -> Reload {
+        let before = self.outcomes();
+        self.signal("HUP");
+        self.reload_after(before)
+    }
+
+    /// Waits for the reload that ends after the first `before` ones.
+    fn reload_after(&self, before: usize) -> Reload {
+        self.log.wait_until("the outcome of a reload", |events| {
+            let (at, line) = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| is_outcome(e))
+                .nth(before)?;
+            let start = events[..at]
+                .iter()
+                .rposition(is_outcome)
+                .map_or(0, |i| i + 1);
+            let errors = events[start..at]
+                .iter()
+                .filter(|e| event_name(e) == "rules_reload_rejected")
+                .filter_map(|e| e["error"].as_str().map(str::to_owned))
+                .collect();
+            Some(Reload {
+                event: event_name(line).to_owned(),
+                line: line.clone(),
+                errors,
+            })
+        })
+    }
+
+    /// Waits until a reload has applied exactly these files.
+    fn wait_for_digest(&self, digest: &str) {
+        self.log
+            .wait_until(&format!("rules_reloaded with digest {digest}"), |events| {
+                events
+                    .iter()
+                    .any(|e| event_name(e) == "rules_reloaded" && e["digest"] == digest)
+                    .then_some(())
+            });
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.log
+            .lock()
+            .iter()
+            .filter(|e| event_name(e) == event)
+            .count()
+    }
+
+    /// Posts a signed text message on a new connection; returns the status and body.
+    fn post(&self, content: &str) -> (u16, String) {
+        let mut client = Client::connect(self.addr);
+        client
+            .send(
+                "POST",
+                &signed_target(),
+                text_message(content).as_bytes(),
+                true,
+            )
+            .unwrap()
+    }
+
+    /// The text reply to `content`, which must be a 200.
+    fn reply(&self, content: &str) -> String {
+        let (status, body) = self.post(content);
+        assert_eq!(status, 200, "{body}");
+        content_of(&body)
+            .unwrap_or_else(|| panic!("not a text reply: {body}"))
+            .to_owned()
+    }
+
+    fn health(&self) -> Value {
+        let (status, body) = Client::connect(self.addr)
+            .send("GET", "/healthz", b"", true)
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the server exited; log:\n{}",
+            dump(&self.log.lock())
+        );
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", dump(&self.log.lock()));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A small HTTP/1.1 client over std::net, loopback only.
+
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        assert!(addr.ip().is_loopback());
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn write_head(&mut self, method: &str, target: &str, length: usize, close: bool) {
+        let connection = if close { "close" } else { "keep-alive" };
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n\
+             Content-Length: {length}\r\nConnection: {connection}\r\n\r\n"
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.flush().unwrap();
+    }
+
+    /// Sends one request and reads its response. With `close`, the server closes the
+    /// connection after answering; otherwise the connection can carry the next request.
+    fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        close: bool,
+    ) -> io::Result<(u16, String)> {
+        let connection = if close { "close" } else { "keep-alive" };
+        let mut request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n\
+             Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.reader.get_mut().write_all(&request)?;
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> io::Result<(u16, String)> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+        let mut length = None;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(bad("connection closed in the headers".into()));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                return Err(bad(format!("bad header {header:?}")));
+            };
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad(format!("unsupported {header:?}")));
+            }
+        }
+        let length = length.ok_or_else(|| bad("no content-length".into()))?;
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// A fresh nonce for each request, and a MsgId that is never repeated, so that no dedup
+/// of WeChat's retries can answer from an older rules version.
+static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn signed_target() -> String {
+    let ts = now().to_string();
+    let nonce = SEQUENCE.fetch_add(1, Ordering::Relaxed).to_string();
+    format!(
+        "/wechat?timestamp={ts}&nonce={nonce}&signature={}&openid=oUser",
+        sign(&[TOKEN, &ts, &nonce])
+    )
+}
+
+fn text_message(content: &str) -> String {
+    let msg_id = u64::from(std::process::id()) << 32 | SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName>\
+         <FromUserName><![CDATA[oUser]]></FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>",
+        now()
+    )
+}
+
+/// The `Content` of a text reply.
+fn content_of(body: &str) -> Option<&str> {
+    let start = body.find("<Content><![CDATA[")? + "<Content><![CDATA[".len();
+    let end = start + body[start..].find("]]></Content>")?;
+    Some(&body[start..end])
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn changed_inline_reply_is_served_after_sighup() {
+    let scratch = base("inline");
+    let mut server = Server::start(&scratch);
+    assert_eq!(server.reply("hi"), "hello v1");
+
+    save(
+        &scratch.path("rules.yaml"),
+        &BASE_RULES.replace("hello v1", "hello v2"),
+        Save::Rename,
+    );
+    let reload = server.reload();
+    reload.assert_applied();
+    assert_eq!(reload.names("changed"), ["hello"]);
+    assert_eq!(server.reply("hi"), "hello v2");
+    assert_eq!(server.reply("greet"), "greet v1 to oUser");
+
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "applied", "{health}");
+    assert_eq!(health["digest"], reload.line["digest"], "{health}");
+    assert_eq!(
+        health["digest"].as_str(),
+        Some(digest_of(&scratch).as_str())
+    );
+    assert_eq!(health["reloads_applied"], 1, "{health}");
+    server.assert_alive();
+}
+
+#[test]
+fn changed_template_is_served_after_sighup() {
+    let scratch = base("template");
+    let mut server = Server::start(&scratch);
+    assert_eq!(server.reply("greet"), "greet v1 to oUser");
+
+    save(
+        &scratch.path("templates/greet.hbs"),
+        "greet v2, {{FromUserName}}!\n",
+        Save::Rename,
+    );
+    let reload = server.reload();
+    reload.assert_applied();
+    assert_eq!(reload.line["templates_changed"], true, "{:?}", reload);
+    assert!(reload.names("changed").is_empty(), "{reload:?}");
+    assert_eq!(server.reply("greet"), "greet v2, oUser!");
+    assert_eq!(server.reply("hi"), "hello v1");
+    server.assert_alive();
+}
+
+#[test]
+fn broken_rules_file_keeps_the_old_rules_until_fixed() {
+    let scratch = base("broken");
+    let rules = scratch.path("rules.yaml");
+    let mut server = Server::start(&scratch);
+    let old_digest = server.health()["digest"].clone();
+
+    // A YAML syntax error: a stray `}` on line 4, column 32.
+    let bad_yaml = BASE_RULES.replace(
+        r#"reply: { text: "hello v1" }"#,
+        r#"reply: { text: "hello v2" }}"#,
+    );
+    save(&rules, &bad_yaml, Save::Rename);
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert_eq!(reload.errors.len(), 1, "{reload:?}");
+    assert_located(&reload.errors[0], &rules, 4, 32, None);
+    server.assert_alive();
+    assert_eq!(server.reply("hi"), "hello v1");
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
+    assert_eq!(
+        health["last_reload"]["errors"],
+        serde_json::json!(reload.errors),
+        "{health}"
+    );
+    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_eq!(health["rules"], 3, "{health}");
+    assert_eq!(health["reloads_rejected"], 1, "{health}");
+
+    // Valid YAML, but a rule that does not compile: the error names the rule.
+    let bad_regex = BASE_RULES.replace("keyword: hi }", "keyword: { regex: '^hi(' } }");
+    save(&rules, &bad_regex, Save::InPlace);
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert_located(&reload.errors[0], &rules, 3, 31, Some("hello"));
+    assert!(reload.errors[0].contains("invalid regex"), "{reload:?}");
+    server.assert_alive();
+    assert_eq!(server.reply("hi"), "hello v1");
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
+    assert_eq!(
+        health["last_reload"]["errors"],
+        serde_json::json!(reload.errors),
+        "{health}"
+    );
+    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_eq!(health["reloads_rejected"], 2, "{health}");
+
+    // Fixed: the next SIGHUP applies it.
+    save(
+        &rules,
+        &BASE_RULES.replace("hello v1", "hello v3"),
+        Save::Rename,
+    );
+    server.reload().assert_applied();
+    assert_eq!(server.reply("hi"), "hello v3");
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "applied", "{health}");
+    assert_eq!(health["last_reload"]["errors"], serde_json::json!([]));
+    assert_ne!(health["digest"], old_digest, "{health}");
+    assert_eq!(health["reloads_applied"], 1, "{health}");
+    assert_eq!(health["reloads_rejected"], 2, "{health}");
+    server.assert_alive();
+}
+
+#[test]
+fn missing_template_keeps_the_old_rules_until_restored() {
+    let scratch = base("missing");
+    let rules = scratch.path("rules.yaml");
+    let greet = scratch.path("templates/greet.hbs");
+    let mut server = Server::start(&scratch);
+    let old_digest = server.health()["digest"].clone();
+
+    // The template is gone, and another rule changed in the same edit: nothing applies.
+    std::fs::remove_file(&greet).unwrap();
+    save(
+        &rules,
+        &BASE_RULES.replace("hello v1", "hello v2"),
+        Save::Rename,
+    );
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert_eq!(reload.errors.len(), 1, "{reload:?}");
+    // `greet` in `{ template: greet }` is on line 7, column 32.
+    assert_located(&reload.errors[0], &rules, 7, 32, Some("greet"));
+    assert!(
+        reload.errors[0].contains("template `greet` not found"),
+        "{reload:?}"
+    );
+    server.assert_alive();
+    // The old rule set is whole: its compiled template still answers.
+    assert_eq!(server.reply("greet"), "greet v1 to oUser");
+    assert_eq!(server.reply("hi"), "hello v1");
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
+    assert_eq!(
+        health["last_reload"]["errors"],
+        serde_json::json!(reload.errors),
+        "{health}"
+    );
+    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_eq!(health["templates"], 1, "{health}");
+
+    // Restored (with new text): the next SIGHUP applies both edits.
+    save(&greet, "greet v2 to {{FromUserName}}", Save::InPlace);
+    server.reload().assert_applied();
+    assert_eq!(server.reply("greet"), "greet v2 to oUser");
+    assert_eq!(server.reply("hi"), "hello v2");
+    let health = server.health();
+    assert_eq!(health["last_reload"]["outcome"], "applied", "{health}");
+    assert_eq!(
+        health["digest"].as_str(),
+        Some(digest_of(&scratch).as_str())
+    );
+    server.assert_alive();
+}
+
+#[test]
+fn rename_and_in_place_saves_both_reload() {
+    let scratch = base("save");
+    let rules = scratch.path("rules.yaml");
+    let greet = scratch.path("templates/greet.hbs");
+    let mut server = Server::start(&scratch);
+
+    let steps = [
+        (Save::Rename, Save::InPlace, 2),
+        (Save::InPlace, Save::Rename, 3),
+        (Save::Rename, Save::Rename, 4),
+        (Save::InPlace, Save::InPlace, 5),
+    ];
+    for (rules_style, template_style, v) in steps {
+        save(
+            &rules,
+            &BASE_RULES.replace("hello v1", &format!("hello v{v}")),
+            rules_style,
+        );
+        save(&greet, &format!("greet v{v}"), template_style);
+        server.reload().assert_applied();
+        assert_eq!(server.reply("hi"), format!("hello v{v}"), "{rules_style:?}");
+        assert_eq!(
+            server.reply("greet"),
+            format!("greet v{v}"),
+            "{template_style:?}"
+        );
+    }
+
+    // An editor that writes in place in two pieces, with a SIGHUP landing between them:
+    // whatever the first reload saw, the SIGHUP after the save leaves the whole file live.
+    let full = BASE_RULES.replace("hello v1", "hello v6, written in two pieces");
+    let (head, tail) = full.split_at(full.find("v6").unwrap() + 1);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&rules)
+        .unwrap();
+    file.write_all(head.as_bytes()).unwrap();
+    file.flush().unwrap();
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(30));
+    file.write_all(tail.as_bytes()).unwrap();
+    drop(file);
+    server.signal("HUP");
+    server.wait_for_digest(&digest_of(&scratch));
+    assert_eq!(server.reply("hi"), "hello v6, written in two pieces");
+    server.assert_alive();
+}
+
+#[test]
+fn quick_sighups_end_with_the_newest_file_live() {
+    let scratch = base("burst");
+    let rules = scratch.path("rules.yaml");
+    let mut server = Server::start(&scratch);
+
+    for round in 0..5 {
+        let (older, newer) = (2 * round + 2, 2 * round + 3);
+        save(
+            &rules,
+            &BASE_RULES.replace("hello v1", &format!("hello v{older}")),
+            Save::Rename,
+        );
+        server.signal("HUP");
+        save(
+            &rules,
+            &BASE_RULES.replace("hello v1", &format!("hello v{newer}")),
+            Save::InPlace,
+        );
+        server.signal("HUP");
+        let newest = digest_of(&scratch);
+        server.wait_for_digest(&newest);
+        assert_eq!(server.reply("hi"), format!("hello v{newer}"));
+        assert_eq!(server.health()["digest"].as_str(), Some(newest.as_str()));
+    }
+    // The kernel merges a signal that arrives while the same one is pending, so a burst
+    // may be seen as fewer SIGHUPs; each round was seen at least once.
+    let requested = server.count("reload_requested");
+    assert!((5..=10).contains(&requested), "{requested}");
+    server.assert_alive();
+}
+
+#[test]
+fn sighup_right_after_start_reloads_rather_than_kills() {
+    // `server_started` is what ops (and these tests) wait for before signalling; the
+    // handlers must already be installed when it is logged.
+    for _ in 0..3 {
+        let scratch = base("early");
+        let mut server = Server::start(&scratch);
+        server.reload().assert_applied();
+        server.assert_alive();
+        assert_eq!(server.reply("hi"), "hello v1");
+    }
+}
+
+#[test]
+fn reload_log_names_added_removed_and_changed_rules() {
+    let scratch = base("changes");
+    let mut server = Server::start(&scratch);
+
+    let edited = r#"rules:
+  - name: hello
+    when: { keyword: [hi, hello] }
+    reply: { text: "hello v1" }
+  - name: price
+    when: { keyword: price }
+    reply: { text: "99" }
+  - name: fallback
+    reply: { text: "fallback" }
+"#;
+    save(&scratch.path("rules.yaml"), edited, Save::Rename);
+    let reload = server.reload();
+    reload.assert_applied();
+    assert_eq!(reload.names("added"), ["price"]);
+    assert_eq!(reload.names("removed"), ["greet"]);
+    assert_eq!(reload.names("changed"), ["hello"]);
+    assert_eq!(reload.line["rules"], 3);
+    assert_eq!(reload.line["templates_changed"], false);
+    assert_eq!(
+        reload.line["path"].as_str(),
+        Some(scratch.path("rules.yaml").to_str().unwrap())
+    );
+    let digest = reload.line["digest"].as_str().unwrap();
+    assert_eq!(digest, digest_of(&scratch));
+    assert_eq!(server.health()["digest"], digest);
+    assert_eq!(server.reply("price"), "99");
+    // `greet` is gone: its keyword now falls through to `fallback`.
+    assert_eq!(server.reply("greet"), "fallback");
+
+    // A reload of unchanged files applies and says that nothing changed.
+    let reload = server.reload();
+    reload.assert_applied();
+    for field in ["added", "removed", "changed"] {
+        assert!(reload.names(field).is_empty(), "{reload:?}");
+    }
+    assert_eq!(reload.line["digest"], digest);
+    server.assert_alive();
+}
+
+#[test]
+fn sigterm_answers_requests_in_flight_then_exits_0() {
+    const CLIENTS: usize = 8;
+    let scratch = base("term");
+    let mut server = Server::start(&scratch);
+    let addr = server.addr;
+
+    // Each client sends its headers and waits; the body follows only once the server is
+    // shutting down, so every request is in flight when SIGTERM lands.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut go = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        go.push(go_tx);
+        let ready = ready_tx.clone();
+        clients.push(std::thread::spawn(move || {
+            let body = text_message(if i % 2 == 0 { "hi" } else { "greet" });
+            let mut client = Client::connect(addr);
+            // A whole first request proves that the server has accepted this connection.
+            let first = client.send(
+                "POST",
+                &signed_target(),
+                text_message("hi").as_bytes(),
+                false,
+            );
+            assert_eq!(first.unwrap().0, 200);
+            client.write_head("POST", &signed_target(), body.len(), true);
+            ready.send(()).unwrap();
+            go_rx.recv_timeout(WAIT).unwrap();
+            let stream = client.reader.get_mut();
+            stream.write_all(body.as_bytes()).unwrap();
+            stream.flush().unwrap();
+            client.read_response()
+        }));
+    }
+    for _ in 0..CLIENTS {
+        ready_rx.recv_timeout(WAIT).unwrap();
+    }
+    // Give the server a moment to read the headers.
+    std::thread::sleep(Duration::from_millis(200));
+
+    server.signal("TERM");
+    server.log.wait_until("shutting_down", |events| {
+        events
+            .iter()
+            .any(|e| event_name(e) == "shutting_down" && e["signal"] == "SIGTERM")
+            .then_some(())
+    });
+    // Let the graceful stop get under way before the bodies arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    for tx in &go {
+        tx.send(()).unwrap();
+    }
+
+    for (i, client) in clients.into_iter().enumerate() {
+        let (status, body) = client
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(status, 200, "client {i}: {body}");
+        let want = if i % 2 == 0 {
+            "hello v1"
+        } else {
+            "greet v1 to oUser"
+        };
+        assert_eq!(content_of(&body), Some(want), "client {i}: {body}");
+    }
+
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(server.count("server_stopped"), 1);
+    assert_eq!(
+        server.log.handled.load(Ordering::Relaxed),
+        2 * CLIENTS as u64
+    );
+}
+
+/// Rules version `i` of the load test: every valid version answers `v{i}`, inline and
+/// through its own template `v{i}.hbs`, around filler rules that shift with each version.
+fn load_rules(i: usize, broken: Option<usize>) -> String {
+    let mut y = String::from("rules:\n");
+    for j in i..i + 20 {
+        y.push_str(&format!(
+            "  - {{ name: kw{j}, when: {{ keyword: [kw{j}, k{j}] }}, reply: {{ text: \"kw {j}\" }} }}\n"
+        ));
+    }
+    let inline = match broken {
+        Some(0) => format!("\"v{i}"), // an unterminated string: bad YAML
+        _ => format!("\"v{i}\""),
+    };
+    let keyword = match broken {
+        Some(2) => "{ regex: '^(inline' }".to_owned(), // a regex that does not compile
+        _ => "inline".to_owned(),
+    };
+    y.push_str(&format!(
+        "  - name: inline\n    when: {{ keyword: {keyword} }}\n    reply: {{ text: {inline} }}\n"
+    ));
+    // With `broken == Some(1)` the template `v{i}` is never written: a missing template.
+    y.push_str(&format!(
+        "  - name: template\n    when: {{ keyword: template }}\n    reply: {{ text: {{ template: \"v{i}\" }} }}\n"
+    ));
+    y
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    ok: u64,
+    failures: u64,
+    examples: Vec<String>,
+    per_version: BTreeMap<usize, u64>,
+}
+
+impl Tally {
+    fn fail(&mut self, what: String) {
+        self.failures += 1;
+        if self.examples.len() < 10 {
+            self.examples.push(what);
+        }
+    }
+}
+
+#[test]
+fn reloads_under_load_serve_exactly_one_version() {
+    const RELOADS: usize = 24;
+    const CLIENTS: usize = 4;
+    // A third of the versions are broken, in three ways by turns.
+    let broken = |i: usize| (i > 0 && i % 3 == 0).then_some((i / 3) % 3);
+    let valid = move |k: usize| k <= RELOADS && broken(k).is_none();
+
+    let scratch = Scratch::new("load");
+    scratch
+        .write("rules.yaml", &load_rules(0, None))
+        .write("templates/v0.hbs", "v0\n");
+    let server = Server::start(&scratch);
+    let addr = server.addr;
+    let started = Instant::now();
+
+    // The newest valid version whose files have begun to be written.
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (written, stop) = (Arc::clone(&written), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut tally = Tally::default();
+                let mut client = Client::connect(addr);
+                let mut last = 0;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let content = if tally.requests % 2 == 0 {
+                        "inline"
+                    } else {
+                        "template"
+                    };
+                    tally.requests += 1;
+                    let sent = client.send(
+                        "POST",
+                        &signed_target(),
+                        text_message(content).as_bytes(),
+                        false,
+                    );
+                    let (status, body) = match sent {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            tally.fail(format!("client {c}: {e}"));
+                            client = Client::connect(addr);
+                            continue;
+                        }
+                    };
+                    let version = content_of(&body)
+                        .and_then(|t| t.strip_prefix('v'))
+                        .and_then(|n| n.parse::<usize>().ok());
+                    match version {
+                        Some(k)
+                            if status == 200
+                                && valid(k)
+                                && k >= last
+                                && k <= written.load(Ordering::SeqCst) =>
+                        {
+                            last = k;
+                            tally.ok += 1;
+                            *tally.per_version.entry(k).or_default() += 1;
+                        }
+                        _ => tally.fail(format!(
+                            "client {c}, after v{last}: {content} → {status} {body}"
+                        )),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+
+    let rules = scratch.path("rules.yaml");
+    let (mut applied, mut rejected, mut live) = (0, 0, 0);
+    let mut live_digest = Value::Null;
+    for i in 1..=RELOADS {
+        let style = if i % 2 == 0 {
+            Save::Rename
+        } else {
+            Save::InPlace
+        };
+        if broken(i).is_none() {
+            save(
+                &scratch.path(&format!("templates/v{i}.hbs")),
+                &format!("v{i}\n"),
+                Save::Rename,
+            );
+            written.store(i, Ordering::SeqCst);
+        }
+        save(&rules, &load_rules(i, broken(i)), style);
+        let reload = server.reload();
+        if broken(i).is_some() {
+            reload.assert_rejected();
+            rejected += 1;
+        } else {
+            reload.assert_applied();
+            applied += 1;
+            live = i;
+            live_digest = reload.line["digest"].clone();
+        }
+        // The main thread sees the version it expects, right after the reload.
+        assert_eq!(
+            server.reply("inline"),
+            format!("v{live}"),
+            "after reload {i}"
+        );
+        assert_eq!(
+            server.reply("template"),
+            format!("v{live}"),
+            "after reload {i}"
+        );
+        // Let the clients post on this version for a while.
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    stop.store(true, Ordering::SeqCst);
+
+    let mut total = Tally::default();
+    let mut per_client = Vec::new();
+    for client in clients {
+        let tally = client.join().unwrap();
+        per_client.push(tally.requests);
+        total.requests += tally.requests;
+        total.ok += tally.ok;
+        total.failures += tally.failures;
+        total.examples.extend(tally.examples);
+        for (k, n) in tally.per_version {
+            *total.per_version.entry(k).or_default() += n;
+        }
+    }
+    let versions: Vec<String> = total
+        .per_version
+        .iter()
+        .map(|(k, n)| format!("v{k}={n}"))
+        .collect();
+    // Written to the process's stderr directly, so that it shows in the test output (and
+    // the CI log) even when the test harness captures `println!`.
+    let report = format!(
+        "load: {} requests from {CLIENTS} clients {per_client:?} in {:.1} s over {RELOADS} \
+         SIGHUPs ({applied} applied, {rejected} rejected): {} answered 200 with exactly one \
+         valid version's reply, {} failed; replies per version: {}",
+        total.requests,
+        started.elapsed().as_secs_f64(),
+        total.ok,
+        total.failures,
+        versions.join(" ")
+    );
+    println!("{report}");
+    writeln!(io::stderr().lock(), "{report}").unwrap();
+
+    assert_eq!(total.failures, 0, "{report}\n{:#?}", total.examples);
+    assert_eq!(total.ok, total.requests);
+    assert!(per_client.iter().all(|&n| n > 0), "{report}");
+    assert!(total.per_version.len() > 1, "{report}");
+    assert_eq!((applied, rejected), (16, 8));
+    let health = server.health();
+    assert_eq!(health["reloads_applied"], 16, "{health}");
+    assert_eq!(health["reloads_rejected"], 8, "{health}");
+    assert_eq!(health["digest"], live_digest, "{health}");
+    assert!(server.log.handled.load(Ordering::Relaxed) >= total.requests);
+}
