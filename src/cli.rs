@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::answer::{answer, Outcome};
 use crate::clock::{Clock, SystemClock};
+use crate::dedup::{self, Dedup};
 use crate::reload::{self, Control, Live};
 use crate::rules::{self, Loaded, RuleError, Sources, Subject};
 use crate::server::{self, AppState, Options};
@@ -92,6 +93,14 @@ struct ServeArgs {
     /// Refuse requests whose timestamp is more than this many seconds from now (0 = off).
     #[arg(long, default_value_t = 300)]
     max_age: u64,
+    /// Where answers are kept so that WeChat's retries get the same answer: `memory` (this
+    /// process) or `redis://host:port[/db]` (shared by every instance).
+    #[arg(
+        long,
+        default_value = "memory",
+        value_name = "memory|redis://host:port[/db]"
+    )]
+    dedup: dedup::Store,
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -149,8 +158,11 @@ pub fn run(args: Args) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WXRULES_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -237,6 +249,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let live = Arc::new(Live::new(sources, loaded.rules, Arc::clone(&clock)));
+    let dedup = Dedup::new(
+        dedup::Config {
+            store: args.dedup.clone(),
+            ..dedup::Config::default()
+        },
+        live.metrics().clone(),
+    );
     let state = AppState {
         live: Arc::clone(&live),
         secrets: Arc::new(secrets),
@@ -245,6 +264,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             max_age: args.max_age,
             ..Options::default()
         },
+        dedup: Arc::new(dedup),
     };
     let listen = args.listen;
     let workers = args.workers;
@@ -291,6 +311,9 @@ async fn run_server(
     let mut http = http.run();
     let handle = http.handle();
 
+    // Reach Redis now, so its state shows in the log before the first push; a Redis that is
+    // down is logged and retried, never fatal: the in-process store stands in.
+    state.dedup.connect().await;
     let snapshot = live.snapshot();
     tracing::info!(
         event = "server_started",
@@ -299,6 +322,7 @@ async fn run_server(
         rules = snapshot.rules.rules().len(),
         digest = snapshot.rules.digest(),
         path = %live.sources().rules.display(),
+        dedup = %state.dedup.store(),
     );
     drop(snapshot);
 

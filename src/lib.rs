@@ -7,6 +7,7 @@
 //! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
 //! - [`render`]: handlebars templates → `Reply`.
 //! - [`answer`]: match + render + write for one message, shared by server and CLI.
+//! - [`dedup`]: WeChat retries answered once: the in-process or Redis store of answers.
 //! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
@@ -19,6 +20,7 @@ pub mod cases;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod dedup;
 pub mod metrics;
 pub mod reload;
 pub mod render;

@@ -1,9 +1,10 @@
 //! Prometheus metrics, named `wxrules_…`: requests by outcome, hits per rule, latency,
-//! reloads by outcome, rules loaded. One `Metrics` per server; no IO here, the server
+//! reloads by outcome, rules loaded, retries answered by the dedup store. One `Metrics` per server; no IO here, the server
 //! exposes `render()` at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// How a request ended, as counted in `wxrules_requests_total{outcome}`.
@@ -21,6 +22,8 @@ pub enum RequestOutcome {
     Error,
     /// A WeChat retry answered from the dedup store.
     Retry,
+    /// `success` because the answer could not be had within the deadline.
+    Deadline,
 }
 
 impl RequestOutcome {
@@ -32,6 +35,7 @@ impl RequestOutcome {
             RequestOutcome::BadRequest => "bad_request",
             RequestOutcome::Error => "error",
             RequestOutcome::Retry => "retry",
+            RequestOutcome::Deadline => "deadline",
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct Metrics {
     latency: HistogramVec,
     reloads: IntCounterVec,
     rules_loaded: IntGauge,
+    dedup_hits: IntCounterVec,
+    dedup_fallbacks: IntCounter,
 }
 
 impl Default for Metrics {
@@ -88,12 +94,27 @@ impl Metrics {
         .expect("valid metric");
         let rules_loaded = IntGauge::new("wxrules_rules_loaded", "Rules in the live rule set")
             .expect("valid metric");
+        let dedup_hits = IntCounterVec::new(
+            Opts::new(
+                "wxrules_dedup_hits_total",
+                "Retries answered from the dedup store, by store",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        let dedup_fallbacks = IntCounter::new(
+            "wxrules_dedup_fallbacks_total",
+            "Requests deduplicated in process because Redis was unavailable",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rule_hits.clone()),
             Box::new(latency.clone()),
             Box::new(reloads.clone()),
             Box::new(rules_loaded.clone()),
+            Box::new(dedup_hits.clone()),
+            Box::new(dedup_fallbacks.clone()),
         ] {
             registry.register(m).expect("distinct metric names");
         }
@@ -107,8 +128,13 @@ impl Metrics {
             RequestOutcome::BadSignature,
             RequestOutcome::BadRequest,
             RequestOutcome::Error,
+            RequestOutcome::Retry,
+            RequestOutcome::Deadline,
         ] {
             requests.with_label_values(&[outcome.as_str()]);
+        }
+        for store in ["memory", "redis"] {
+            dedup_hits.with_label_values(&[store]);
         }
         Metrics {
             registry,
@@ -117,6 +143,8 @@ impl Metrics {
             latency,
             reloads,
             rules_loaded,
+            dedup_hits,
+            dedup_fallbacks,
         }
     }
 
@@ -138,6 +166,17 @@ impl Metrics {
     /// Counts a request refused before the rules ran.
     pub fn observe_refused(&self, outcome: RequestOutcome) {
         self.requests.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Counts a retry answered from the dedup store (`memory` or `redis`); the request
+    /// itself is counted by `observe_request` with `RequestOutcome::Retry`.
+    pub fn observe_dedup_hit(&self, store: &str) {
+        self.dedup_hits.with_label_values(&[store]).inc();
+    }
+
+    /// Counts a request deduplicated in process because Redis was unavailable.
+    pub fn observe_dedup_fallback(&self) {
+        self.dedup_fallbacks.inc();
     }
 
     /// Counts a reload; `rules` is the size of the set now serving.
@@ -173,6 +212,9 @@ mod tests {
         m.observe_request(RequestOutcome::Ignored, None, 0.0001);
         m.observe_refused(RequestOutcome::BadSignature);
         m.observe_reload(false, 3);
+        m.observe_request(RequestOutcome::Retry, None, 0.0001);
+        m.observe_dedup_hit("redis");
+        m.observe_dedup_fallback();
         let text = m.render();
         for line in [
             "wxrules_requests_total{outcome=\"replied\"} 2",
@@ -184,6 +226,12 @@ mod tests {
             "wxrules_reloads_total{outcome=\"applied\"} 0",
             "wxrules_rules_loaded 3",
             "wxrules_request_duration_seconds_count{outcome=\"replied\"} 2",
+            "wxrules_requests_total{outcome=\"retry\"} 1",
+            "wxrules_requests_total{outcome=\"deadline\"} 0",
+            "wxrules_rule_hits_total{rule=\"price\"} 2",
+            "wxrules_dedup_hits_total{store=\"redis\"} 1",
+            "wxrules_dedup_hits_total{store=\"memory\"} 0",
+            "wxrules_dedup_fallbacks_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

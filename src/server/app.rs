@@ -2,16 +2,21 @@
 //! through the same `configure`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 
 use super::handlers;
 use crate::clock::Clock;
+use crate::dedup::Dedup;
 use crate::reload::Live;
 use crate::settings::Secrets;
 
 /// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// How long a push may take, from its arrival to its answer, before wxrules gives up and
+/// answers `success`: well within WeChat's 5 s, leaving room for the network both ways.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Request-handling options that are not secrets.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +24,8 @@ pub struct Options {
     /// Refuse requests whose `timestamp` is further than this from now; 0 turns it off.
     pub max_age: u64,
     pub body_limit: usize,
+    /// The time budget of one push (dedup included); past it the answer is `success`.
+    pub deadline: Duration,
 }
 
 impl Default for Options {
@@ -26,6 +33,7 @@ impl Default for Options {
         Options {
             max_age: 300,
             body_limit: DEFAULT_BODY_LIMIT,
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -39,6 +47,9 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
     pub clock: Arc<dyn Clock>,
     pub options: Options,
+    /// Answers already given, so a WeChat retry gets the same bytes without the rules
+    /// running again; shared by every worker (and, with Redis, every instance).
+    pub dedup: Arc<Dedup>,
 }
 
 /// Registers the routes and the body limit on an App.

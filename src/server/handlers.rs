@@ -1,7 +1,8 @@
 //! The handlers: URL check, message push, health. Thin: extract, call the library, map the
 //! error. A request takes one rules snapshot and keeps it to the end.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use super::{AppState, ServiceError};
 use crate::answer::{answer, Outcome};
 use crate::crypto::{sign, verify_signature, SignatureError};
+use crate::dedup::{Answer, Claim, Key};
 use crate::metrics::RequestOutcome;
 use crate::wire::{self, Message};
 
@@ -75,7 +77,7 @@ enum Mode {
     Safe,
 }
 
-/// `POST /wechat`: verify, decrypt if needed, parse, answer.
+/// `POST /wechat`: verify, decrypt if needed, parse, dedup, answer.
 pub(crate) async fn receive(
     state: web::Data<AppState>,
     query: web::Query<WechatQuery>,
@@ -104,6 +106,46 @@ pub(crate) async fn receive(
         }
     };
 
+    // A WeChat retry of a push already answered gets that answer again, and one arriving
+    // while the first attempt is still being answered waits for it. The wait (and a slow
+    // Redis) is bounded by the deadline, so the answer still leaves within WeChat's 5 s.
+    let deadline = tokio::time::Instant::from_std(started + state.options.deadline);
+    let key = Key::for_message(&message);
+    let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
+        Ok(Claim::First(ticket)) => ticket,
+        Ok(Claim::Answered { answer, store }) => {
+            let elapsed = started.elapsed();
+            metrics.observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
+            tracing::info!(
+                event = "retry_answered",
+                store = store.as_str(),
+                rule = answer.rule.as_deref().unwrap_or(""),
+                msg_type = message.msg_type(),
+                wx_event = message.event().unwrap_or(""),
+                msg_id = message.msg_id().unwrap_or(""),
+                us = micros(elapsed)
+            );
+            return Ok(HttpResponse::Ok()
+                .content_type(answer.content_type.as_str())
+                .body(answer.body.clone()));
+        }
+        Err(_) => {
+            let elapsed = started.elapsed();
+            metrics.observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
+            tracing::warn!(
+                event = "deadline_exceeded",
+                stage = "dedup",
+                msg_type = message.msg_type(),
+                msg_id = message.msg_id().unwrap_or(""),
+                us = micros(elapsed),
+                "an earlier attempt at this push did not answer in time; answering `success`"
+            );
+            return Ok(HttpResponse::Ok()
+                .content_type(ContentType::plaintext())
+                .body("success"));
+        }
+    };
+
     // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
@@ -118,10 +160,29 @@ pub(crate) async fn receive(
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, ContentType::plaintext()),
         Outcome::Failed { .. } => (RequestOutcome::Error, ContentType::plaintext()),
     };
+    // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
+    let stored = Arc::new(Answer {
+        content_type: content_type.to_string(),
+        body,
+        rule: outcome.rule().map(str::to_owned),
+    });
+    if tokio::time::timeout_at(deadline, ticket.complete(Arc::clone(&stored)))
+        .await
+        .is_err()
+    {
+        // The answer is ready: send it; only its copy for retries is missing.
+        tracing::warn!(
+            event = "deadline_exceeded",
+            stage = "dedup_store",
+            msg_id = message.msg_id().unwrap_or("")
+        );
+    }
     let elapsed = started.elapsed();
     metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
     log_outcome(&message, &outcome, elapsed);
-    Ok(HttpResponse::Ok().content_type(content_type).body(body))
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .body(stored.body.clone()))
 }
 
 /// Verifies the request and turns its body into a message.
@@ -172,8 +233,12 @@ fn encrypt_reply(state: &AppState, xml: &str, now: u64) -> String {
     wire::write_encrypted(&encrypt, &signature, now, &nonce)
 }
 
-fn log_outcome(message: &Message, outcome: &Outcome, elapsed: std::time::Duration) {
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
+    let micros = micros(elapsed);
     let msg_type = message.msg_type();
     let event = message.event().unwrap_or("");
     let msg_id = message.msg_id().unwrap_or("");

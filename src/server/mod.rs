@@ -5,5 +5,5 @@ mod app;
 mod error;
 mod handlers;
 
-pub use app::{configure, AppState, Options, DEFAULT_BODY_LIMIT};
+pub use app::{configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE};
 pub use error::ServiceError;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, App};
 use wxrules::clock::FixedClock;
+use wxrules::dedup::{self, Dedup};
 use wxrules::reload::Live;
 use wxrules::rules::{self, Sources};
 use wxrules::server::{self, AppState, Options};
@@ -54,14 +55,33 @@ pub fn signed_query() -> String {
     )
 }
 
+/// A state without dedup: these tests send one fixture (one MsgId) many times and count
+/// every answer. `tests/dedup.rs` builds its states with `state_with_dedup`.
 pub fn state_for(sources: Sources, secrets: Secrets, options: Options) -> AppState {
+    state_with_dedup(sources, secrets, options, None)
+}
+
+/// A state whose retries are deduplicated as `config` says (`None`: no dedup at all).
+pub fn state_with_dedup(
+    sources: Sources,
+    secrets: Secrets,
+    options: Options,
+    config: Option<dedup::Config>,
+) -> AppState {
     let loaded = rules::load(&sources).unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let clock = Arc::new(FixedClock(NOW));
+    let live = Arc::new(Live::new(sources, loaded.rules, clock.clone()));
+    let metrics = live.metrics().clone();
+    let dedup = match config {
+        Some(config) => Dedup::new(config, metrics),
+        None => Dedup::off(metrics),
+    };
     AppState {
-        live: Arc::new(Live::new(sources, loaded.rules, clock.clone())),
+        live,
         secrets: Arc::new(secrets),
         clock,
         options,
+        dedup: Arc::new(dedup),
     }
 }
 

@@ -1,0 +1,816 @@
+//! Dedup of WeChat retries: the first attempt at a push runs the rules, and every retry of
+//! it (same MsgId, or same sender + CreateTime for events) gets the same answer, byte for
+//! byte, from a store: in process (`memory`) or shared by every instance (`redis://…`).
+//! Knows nothing of HTTP; a Redis that is down or slow degrades to the in-process store.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
+
+use crate::metrics::Metrics;
+use crate::wire::Message;
+
+/// Every key starts with this, then the account (`ToUserName`).
+pub const KEY_PREFIX: &str = "wxrules:dedup:";
+/// How long an answer is kept: WeChat retries three times, 5 s apart, so 30 s covers the
+/// whole window with room for clock skew and a slow first attempt.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// How many answers the in-process store keeps at most; the oldest go first.
+pub const DEFAULT_CAPACITY: u64 = 100_000;
+/// The longest one Redis command (or connect) may take before Redis counts as down.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// While Redis is down, how often one request tries it again.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a Redis claim lasts before its answer is stored: past WeChat's own 5 s wait, a
+/// first attempt that died (its instance crashed) no longer blocks the next retry.
+pub const PENDING_TTL: Duration = Duration::from_secs(5);
+/// How often a waiter asks Redis whether another instance has answered yet.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The Redis value of a key whose first attempt is still being answered.
+const PENDING: &[u8] = b"pending";
+
+/// A `--dedup` value that is neither `memory` nor a usable `redis://` URL. The messages do
+/// not repeat the value: it may carry a password.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("expected `memory` or `redis://host:port[/db]`")]
+    Unknown,
+    #[error("not a valid Redis URL: expected `redis://[:password@]host:port[/db]`")]
+    BadUrl,
+}
+
+/// Where answers are kept: the value of `--dedup`.
+#[derive(Clone, Default)]
+pub enum Store {
+    /// In this process only (the default).
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance; the in-process store stands in while it is down.
+    Redis(RedisUrl),
+}
+
+/// A parsed `redis://` URL. Shown without its password.
+#[derive(Clone)]
+pub struct RedisUrl {
+    client: redis::Client,
+}
+
+impl RedisUrl {
+    /// `host:port/db`: what logs may show.
+    pub fn redacted(&self) -> String {
+        let info = self.client.get_connection_info();
+        format!("{}/{}", info.addr, info.redis.db)
+    }
+}
+
+impl FromStr for Store {
+    type Err = DedupError;
+
+    fn from_str(s: &str) -> Result<Store, DedupError> {
+        if s == "memory" {
+            return Ok(Store::Memory);
+        }
+        if !s.starts_with("redis://") {
+            return Err(DedupError::Unknown);
+        }
+        let client = redis::Client::open(s).map_err(|_| DedupError::BadUrl)?;
+        Ok(Store::Redis(RedisUrl { client }))
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Store::Memory => f.write_str("memory"),
+            Store::Redis(url) => write!(f, "redis://{}", url.redacted()),
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// How the store behaves; `Config::default()` is `--dedup memory` with the defaults above.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: Store,
+    pub ttl: Duration,
+    pub capacity: u64,
+    pub command_timeout: Duration,
+    pub retry_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            store: Store::Memory,
+            ttl: DEFAULT_TTL,
+            capacity: DEFAULT_CAPACITY,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+}
+
+/// The answer given to a push, exactly as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub content_type: String,
+    pub body: String,
+    /// The rule that decided, for the retry's log line.
+    pub rule: Option<String>,
+}
+
+impl Answer {
+    fn encode(&self) -> String {
+        serde_json::json!({
+            "content_type": self.content_type,
+            "body": self.body,
+            "rule": self.rule,
+        })
+        .to_string()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Answer> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(Answer {
+            content_type: value.get("content_type")?.as_str()?.to_owned(),
+            body: value.get("body")?.as_str()?.to_owned(),
+            rule: value.get("rule")?.as_str().map(str::to_owned),
+        })
+    }
+}
+
+/// Which store answered a retry, as in `wxrules_dedup_hits_total{store}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Redis,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Redis => "redis",
+        }
+    }
+}
+
+/// The dedup key of one push, namespaced by account:
+/// `wxrules:dedup:<ToUserName>:msg:<MsgId>` for messages,
+/// `wxrules:dedup:<ToUserName>:event:<FromUserName>:<CreateTime>:<Event>:<EventKey>[:<MsgID>]`
+/// for events. `%` and `:` inside a part are escaped, so parts cannot run together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub fn for_message(message: &Message) -> Key {
+        let mut key = String::with_capacity(96);
+        key.push_str(KEY_PREFIX);
+        push_part(&mut key, message.to_user());
+        let create_time = message.create_time().to_string();
+        if message.msg_type().eq_ignore_ascii_case("event") {
+            key.push_str(":event");
+            for part in [
+                message.from_user(),
+                &create_time,
+                message.event().unwrap_or_default(),
+                message.text("EventKey").unwrap_or_default(),
+            ] {
+                key.push(':');
+                push_part(&mut key, part);
+            }
+            // Template and mass-send reports carry their job's MsgID: two reports to one
+            // user in the same second stay apart.
+            if let Some(id) = message.msg_id() {
+                key.push(':');
+                push_part(&mut key, id);
+            }
+        } else if let Some(id) = message.msg_id() {
+            key.push_str(":msg:");
+            push_part(&mut key, id);
+        } else {
+            // WeChat gives every message a MsgId; should one come without, fall back to
+            // what identifies an event.
+            key.push_str(":other");
+            for part in [message.from_user(), &create_time, message.msg_type()] {
+                key.push(':');
+                push_part(&mut key, part);
+            }
+        }
+        Key(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn push_part(key: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            c => key.push(c),
+        }
+    }
+}
+
+/// What `claim` found.
+pub enum Claim<'a> {
+    /// No attempt has answered this push: run the rules, then `Ticket::complete`.
+    First(Ticket<'a>),
+    /// An earlier attempt answered it (or was answering it, and this call waited).
+    Answered { answer: Arc<Answer>, store: Tier },
+}
+
+/// The state of one key in the in-process store.
+#[derive(Debug, Clone)]
+enum SlotState {
+    Pending,
+    Done(Arc<Answer>),
+    /// The first attempt went away without answering (its future was dropped).
+    Abandoned,
+}
+
+/// One key's entry in the in-process store. Waiters subscribe to it; the first attempt
+/// holds it through a `SlotGuard` and publishes the answer, or `Abandoned` when dropped.
+#[derive(Debug)]
+struct Slot {
+    state: watch::Sender<SlotState>,
+}
+
+impl Slot {
+    fn pending() -> Arc<Slot> {
+        Arc::new(Slot {
+            state: watch::Sender::new(SlotState::Pending),
+        })
+    }
+}
+
+/// The first attempt's hold on its slot. Dropping it unanswered releases the waiters, who
+/// then try to claim the key themselves, so a cancelled request never strands a retry.
+struct SlotGuard {
+    slot: Arc<Slot>,
+    finished: bool,
+}
+
+impl SlotGuard {
+    fn finish(&mut self, answer: Arc<Answer>) {
+        self.finished = true;
+        self.slot.state.send_replace(SlotState::Done(answer));
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.slot.state.send_replace(SlotState::Abandoned);
+        }
+    }
+}
+
+/// The right, and the duty, to answer a push first. Dropping it without `complete` lets
+/// the next attempt run the rules.
+#[must_use = "a ticket dropped without `complete` stores nothing for the retries"]
+pub struct Ticket<'a> {
+    dedup: &'a Dedup,
+    key: Key,
+    guard: Option<SlotGuard>,
+    /// This attempt holds the key in Redis too, and stores the answer there.
+    in_redis: bool,
+}
+
+impl Ticket<'_> {
+    /// Stores the answer: at once in process (waking the waiters here), then in Redis,
+    /// bounded by the command timeout. A failed Redis write is logged, not returned: the
+    /// answer goes out either way.
+    pub async fn complete(mut self, answer: Arc<Answer>) {
+        if let Some(guard) = &mut self.guard {
+            guard.finish(Arc::clone(&answer));
+        }
+        if !self.in_redis {
+            return;
+        }
+        if let Some(link) = &self.dedup.redis {
+            link.store(&self.key, &answer, self.dedup.config.ttl).await;
+        }
+    }
+}
+
+/// The Redis side: one shared connection, or none while Redis is down.
+struct RedisLink {
+    url: RedisUrl,
+    command_timeout: Duration,
+    retry_after: Duration,
+    state: Mutex<LinkState>,
+}
+
+struct LinkState {
+    conn: Option<ConnectionManager>,
+    /// Redis failed and has not answered since: the warning was logged once.
+    down: bool,
+    /// While there is no connection, nobody tries to make one before this.
+    next_try: Instant,
+}
+
+/// What Redis said about a key.
+enum RedisClaim {
+    First,
+    Answered(Arc<Answer>),
+    /// Down, failing or slow: dedup in process for this request.
+    Unavailable,
+}
+
+impl RedisLink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        // The state is a few plain fields, valid after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `op` on the shared connection. A connection that fails may only be stale (Redis
+    /// restarted, a proxy dropped it): one fresh connection is tried before Redis counts as
+    /// down. `None` means "dedup in process this time".
+    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let conn = self.connection().await?;
+        let first_error = match op(conn).await {
+            Ok(value) => return Some(value),
+            Err(e) => e,
+        };
+        tracing::debug!(event = "dedup_redis_retry", error = first_error);
+        let conn = self.reconnect().await?;
+        match op(conn).await {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.mark_down(&e);
+                None
+            }
+        }
+    }
+
+    /// The shared connection, making it when there is none and it is time to try.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        {
+            let mut state = self.lock();
+            if let Some(conn) = &state.conn {
+                return Some(conn.clone());
+            }
+            let now = Instant::now();
+            if now < state.next_try {
+                return None;
+            }
+            // This request tries; the others dedup in process meanwhile.
+            state.next_try = now + self.retry_after;
+        }
+        self.connect().await
+    }
+
+    /// Drops the shared connection and makes a new one now, unless another request is at
+    /// it already.
+    async fn reconnect(&self) -> Option<ConnectionManager> {
+        {
+            let mut state = self.lock();
+            state.conn = None;
+            let now = Instant::now();
+            if state.down && now < state.next_try {
+                return None;
+            }
+            state.next_try = now + self.retry_after;
+        }
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Option<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(self.command_timeout)
+            .set_response_timeout(self.command_timeout);
+        let connect = ConnectionManager::new_with_config(self.url.client.clone(), config);
+        let conn = match timeout(self.command_timeout * 2, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                self.mark_down(&e.to_string());
+                return None;
+            }
+            Err(_) => {
+                self.mark_down("connect timed out");
+                return None;
+            }
+        };
+        let mut state = self.lock();
+        let redis = self.url.redacted();
+        if state.down {
+            state.down = false;
+            tracing::info!(event = "dedup_redis_recovered", redis);
+        } else {
+            tracing::info!(event = "dedup_redis_connected", redis);
+        }
+        state.conn = Some(conn.clone());
+        Some(conn)
+    }
+
+    /// Drops the connection and warns, once per outage.
+    fn mark_down(&self, error: &str) {
+        let mut state = self.lock();
+        state.conn = None;
+        state.next_try = Instant::now() + self.retry_after;
+        if !state.down {
+            state.down = true;
+            tracing::warn!(
+                event = "dedup_redis_down",
+                redis = %self.url.redacted(),
+                error,
+                "deduplicating retries in process until Redis answers again"
+            );
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.lock().down
+    }
+
+    /// Takes the key (`SET NX PX`), or waits for the answer of whoever has it.
+    async fn claim(&self, key: &Key) -> RedisClaim {
+        self.run(|conn| self.claim_on(conn, key))
+            .await
+            .unwrap_or(RedisClaim::Unavailable)
+    }
+
+    /// Stores the answer under `key` for the TTL.
+    async fn store(&self, key: &Key, answer: &Answer, ttl: Duration) {
+        let value = answer.encode();
+        self.run(|mut conn| {
+            let mut set = redis::cmd("SET");
+            set.arg(key.as_str()).arg(&value).arg("PX").arg(millis(ttl));
+            async move { self.bounded(set.query_async::<()>(&mut conn)).await }
+        })
+        .await;
+    }
+
+    /// One try of `claim`. While another attempt holds the key, polls until its answer is
+    /// there; the caller's deadline bounds the wait.
+    async fn claim_on(&self, mut conn: ConnectionManager, key: &Key) -> Result<RedisClaim, String> {
+        loop {
+            let mut set = redis::cmd("SET");
+            set.arg(key.as_str())
+                .arg(PENDING)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(PENDING_TTL));
+            if self
+                .bounded(set.query_async::<Option<String>>(&mut conn))
+                .await?
+                .is_some()
+            {
+                return Ok(RedisClaim::First);
+            }
+            loop {
+                let mut get = redis::cmd("GET");
+                get.arg(key.as_str());
+                match self
+                    .bounded(get.query_async::<Option<Vec<u8>>>(&mut conn))
+                    .await?
+                {
+                    // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
+                    None => break,
+                    Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
+                    Some(value) => {
+                        if let Some(answer) = Answer::decode(&value) {
+                            return Ok(RedisClaim::Answered(Arc::new(answer)));
+                        }
+                        // Not ours to read (another version wrote it): answer afresh and
+                        // overwrite it.
+                        // The key of an event holds an OpenID: debug level only.
+                        tracing::warn!(event = "dedup_value_unreadable");
+                        tracing::debug!(event = "dedup_value_unreadable", key = key.as_str());
+                        return Ok(RedisClaim::First);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one command under the command timeout.
+    async fn bounded<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        match timeout(self.command_timeout, command).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("command timed out".to_owned()),
+        }
+    }
+}
+
+/// The retry store of one server: in process, plus Redis when configured. Shared by all
+/// workers (`Arc<Dedup>` in the server state).
+pub struct Dedup {
+    config: Config,
+    /// `None` only for `Dedup::off`.
+    memory: Option<Cache<Key, Arc<Slot>>>,
+    redis: Option<RedisLink>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedup")
+            .field("store", &self.config.store)
+            .field("enabled", &self.memory.is_some())
+            .finish()
+    }
+}
+
+impl Dedup {
+    /// A store as configured. Makes no connection: Redis is reached on first use (or by
+    /// `connect`), so a Redis that is down at start-up does not stop the server.
+    pub fn new(config: Config, metrics: Metrics) -> Dedup {
+        let memory = Cache::builder()
+            .max_capacity(config.capacity)
+            .time_to_live(config.ttl)
+            .build();
+        let redis = match &config.store {
+            Store::Memory => None,
+            Store::Redis(url) => Some(RedisLink {
+                url: url.clone(),
+                command_timeout: config.command_timeout,
+                retry_after: config.retry_after,
+                state: Mutex::new(LinkState {
+                    conn: None,
+                    down: false,
+                    next_try: Instant::now(),
+                }),
+            }),
+        };
+        Dedup {
+            config,
+            memory: Some(memory),
+            redis,
+            metrics,
+        }
+    }
+
+    /// No dedup at all: every attempt runs the rules. For tests that send one fixture many
+    /// times and count every answer.
+    pub fn off(metrics: Metrics) -> Dedup {
+        Dedup {
+            config: Config::default(),
+            memory: None,
+            redis: None,
+            metrics,
+        }
+    }
+
+    /// What `--dedup` said, without secrets.
+    pub fn store(&self) -> &Store {
+        &self.config.store
+    }
+
+    /// Connects to Redis now, if configured (at start-up, to log the outcome early).
+    /// Returns whether Redis is usable; a failure is logged and retried on later requests.
+    pub async fn connect(&self) -> bool {
+        match &self.redis {
+            Some(link) => link.connection().await.is_some(),
+            None => true,
+        }
+    }
+
+    /// Whether Redis is configured and currently counted as down.
+    pub fn redis_down(&self) -> bool {
+        self.redis.as_ref().is_some_and(RedisLink::is_down)
+    }
+
+    /// Claims `key` for this attempt, or finds the answer another attempt gave (waiting
+    /// for it while that attempt is still being answered). Never fails: a Redis that is
+    /// down or slow is counted and stood in for by the in-process store. Unbounded while
+    /// waiting for another attempt: callers wrap it in their deadline.
+    pub async fn claim(&self, key: &Key) -> Claim<'_> {
+        let Some(memory) = &self.memory else {
+            return Claim::First(Ticket {
+                dedup: self,
+                key: key.clone(),
+                guard: None,
+                in_redis: false,
+            });
+        };
+        let mut guard = match claim_local(memory, key).await {
+            Ok(guard) => guard,
+            Err(answer) => {
+                self.metrics.observe_dedup_hit(Tier::Memory.as_str());
+                return Claim::Answered {
+                    answer,
+                    store: Tier::Memory,
+                };
+            }
+        };
+        let in_redis = match &self.redis {
+            None => false,
+            Some(link) => match link.claim(key).await {
+                RedisClaim::First => true,
+                RedisClaim::Answered(answer) => {
+                    // Retries that reach this process from now on are answered locally.
+                    guard.finish(Arc::clone(&answer));
+                    self.metrics.observe_dedup_hit(Tier::Redis.as_str());
+                    return Claim::Answered {
+                        answer,
+                        store: Tier::Redis,
+                    };
+                }
+                RedisClaim::Unavailable => {
+                    self.metrics.observe_dedup_fallback();
+                    false
+                }
+            },
+        };
+        Claim::First(Ticket {
+            dedup: self,
+            key: key.clone(),
+            guard: Some(guard),
+            in_redis,
+        })
+    }
+}
+
+/// Claims `key` in process: `Ok` holds it for this attempt, `Err` is the answer of an
+/// earlier one (waited for if still pending).
+async fn claim_local(memory: &Cache<Key, Arc<Slot>>, key: &Key) -> Result<SlotGuard, Arc<Answer>> {
+    loop {
+        let mine = Slot::pending();
+        // moka runs one initializer per key at a time: of concurrent attempts, exactly one
+        // sees its own slot inserted (`is_fresh`); the others get that slot.
+        let entry = memory
+            .entry_by_ref(key)
+            .or_insert_with(async { Arc::clone(&mine) })
+            .await;
+        if entry.is_fresh() {
+            return Ok(SlotGuard {
+                slot: mine,
+                finished: false,
+            });
+        }
+        let theirs = entry.into_value();
+        let mut waiting = theirs.state.subscribe();
+        let state = waiting
+            .wait_for(|s| !matches!(s, SlotState::Pending))
+            .await
+            .map(|s| s.clone());
+        if let Ok(SlotState::Done(answer)) = state {
+            return Err(answer);
+        }
+        // Abandoned (or evicted): take the key over, unless another waiter already did.
+        let taken = memory
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(e) if !Arc::ptr_eq(e.value(), &theirs) => Op::Nop,
+                    _ => Op::Put(Arc::clone(&mine)),
+                };
+                async move { op }
+            })
+            .await;
+        if matches!(taken, CompResult::Inserted(_) | CompResult::ReplacedWith(_)) {
+            return Ok(SlotGuard {
+                slot: mine,
+                finished: false,
+            });
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(xml: &str) -> Message {
+        Message::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn answer(body: &str) -> Arc<Answer> {
+        Arc::new(Answer {
+            content_type: "text/xml".into(),
+            body: body.into(),
+            rule: Some("r".into()),
+        })
+    }
+
+    const TEXT: &str = "<xml><ToUserName>gh_a</ToUserName><FromUserName>o:1</FromUserName>\
+        <CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>hi</Content>\
+        <MsgId>42</MsgId></xml>";
+    const CLICK: &str = "<xml><ToUserName>gh_a</ToUserName><FromUserName>o1</FromUserName>\
+        <CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>CLICK</Event>\
+        <EventKey>K:1</EventKey></xml>";
+
+    #[test]
+    fn keys_are_namespaced_by_account_and_escape_separators() {
+        assert_eq!(
+            Key::for_message(&message(TEXT)).as_str(),
+            "wxrules:dedup:gh_a:msg:42"
+        );
+        assert_eq!(
+            Key::for_message(&message(CLICK)).as_str(),
+            "wxrules:dedup:gh_a:event:o1:1700000000:CLICK:K%3A1"
+        );
+        let other_account = TEXT.replace("gh_a", "gh_b");
+        assert_ne!(
+            Key::for_message(&message(TEXT)),
+            Key::for_message(&message(&other_account))
+        );
+    }
+
+    #[test]
+    fn store_parses_memory_and_redis_urls_and_hides_passwords() {
+        assert!(matches!("memory".parse::<Store>(), Ok(Store::Memory)));
+        let store: Store = "redis://:s3cret@127.0.0.1:6380/2".parse().unwrap();
+        assert_eq!(store.to_string(), "redis://127.0.0.1:6380/2");
+        assert!(!format!("{store:?}").contains("s3cret"));
+        let err = "memcached://x".parse::<Store>().unwrap_err().to_string();
+        assert!(err.contains("expected `memory` or `redis://"), "{err}");
+        assert!("redis://host:notaport".parse::<Store>().is_err());
+    }
+
+    #[test]
+    fn answers_survive_the_redis_encoding() {
+        let a = Answer {
+            content_type: "text/plain; charset=utf-8".into(),
+            body: "<xml>\"]]>\n😀</xml>".into(),
+            rule: None,
+        };
+        assert_eq!(Answer::decode(a.encode().as_bytes()), Some(a));
+        assert_eq!(Answer::decode(PENDING), None);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_for_the_first_attempt_and_gets_its_answer() {
+        let dedup = Dedup::new(Config::default(), Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("the first attempt must get the ticket");
+        };
+        let retry = dedup.claim(&key);
+        tokio::pin!(retry);
+        // The retry is still waiting while the first attempt has not answered.
+        assert!(timeout(Duration::from_millis(20), &mut retry)
+            .await
+            .is_err());
+        ticket.complete(answer("first")).await;
+        let Claim::Answered { answer: got, store } = retry.await else {
+            panic!("the retry must get the first answer");
+        };
+        assert_eq!((got.body.as_str(), store), ("first", Tier::Memory));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_attempt_hands_the_key_to_a_waiter() {
+        let dedup = Dedup::new(Config::default(), Metrics::new());
+        let key = Key::for_message(&message(CLICK));
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("first");
+        };
+        let retry = dedup.claim(&key);
+        tokio::pin!(retry);
+        assert!(timeout(Duration::from_millis(20), &mut retry)
+            .await
+            .is_err());
+        drop(ticket);
+        let Claim::First(second) = retry.await else {
+            panic!("the waiter must take over the abandoned key");
+        };
+        second.complete(answer("second")).await;
+        assert!(matches!(
+            dedup.claim(&key).await,
+            Claim::Answered { answer, .. } if answer.body == "second"
+        ));
+    }
+
+    #[tokio::test]
+    async fn off_never_answers_from_a_store() {
+        let dedup = Dedup::off(Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        for _ in 0..2 {
+            let Claim::First(ticket) = dedup.claim(&key).await else {
+                panic!("off must always run the rules");
+            };
+            ticket.complete(answer("x")).await;
+        }
+    }
+}
