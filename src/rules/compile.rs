@@ -7,11 +7,10 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
-use regex::RegexBuilder;
 use sha1::{Digest, Sha1};
 
-use super::locate::Positions;
-use super::matcher::{Criteria, Field, Index, Pattern, StrMatcher, Test};
+use super::locate::LazyPositions;
+use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
 use super::schema::{
     self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawReplyKind, RawStr,
     RawWhen, REPLY_KINDS,
@@ -86,7 +85,7 @@ fn read_templates(dir: &Path) -> std::io::Result<Vec<TemplateFile>> {
 /// What compiling one rule needs to know and where it reports.
 struct Compiler<'a> {
     file: &'a Path,
-    positions: Positions,
+    positions: LazyPositions<'a>,
     templates: Handlebars<'static>,
     known_templates: HashSet<String>,
     used_templates: HashSet<String>,
@@ -111,7 +110,7 @@ fn compile(
 ) -> Result<Loaded, LoadError> {
     let mut c = Compiler {
         file,
-        positions: Positions::index(source),
+        positions: LazyPositions::new(source),
         templates: render::registry(),
         known_templates: HashSet::new(),
         used_templates: HashSet::new(),
@@ -144,11 +143,12 @@ fn compile(
         }
     };
 
+    let spans = rule_spans(source, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, value) in raw.rules.into_iter().enumerate() {
         let base = format!("rules[{i}]");
-        let rule_at = c.positions.value(&base);
+        let rule_at = c.positions.rule(i);
         // Read the name first, so that errors in a rule that does not type still name it.
         let loose_name = value
             .get("name")
@@ -156,7 +156,11 @@ fn compile(
             .map(|n| n.0);
         let fingerprint = {
             let mut h = std::hash::DefaultHasher::new();
-            value.hash(&mut h);
+            match spans.get(i) {
+                // The rule's own text: cheaper to hash than its parsed tree.
+                Some(text) => text.hash(&mut h),
+                None => value.hash(&mut h),
+            }
             h.finish()
         };
         let raw_rule = match schema::parse_rule(value) {
@@ -278,14 +282,6 @@ fn compile(
     })
 }
 
-/// The regex crate's syntax errors draw the pattern over several lines; the last line
-/// says what is wrong, and the error's position already points at the pattern.
-fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    let last = text.lines().last().unwrap_or(&text);
-    last.strip_prefix("error: ").unwrap_or(last).to_owned()
-}
-
 /// handlebars reports a syntax error as the list of tokens its grammar expected there; an
 /// operator needs the likely cause instead.
 fn template_reason(e: &handlebars::TemplateError) -> String {
@@ -295,6 +291,31 @@ fn template_reason(e: &handlebars::TemplateError) -> String {
     } else {
         reason
     }
+}
+
+/// The source text of each rule: from its first line to the next rule's first line.
+fn rule_spans(source: &str, lines: impl Iterator<Item = usize>) -> Vec<&str> {
+    let mut line_starts = vec![0];
+    line_starts.extend(source.match_indices('\n').map(|(at, _)| at + 1));
+    let offset = |line: usize| {
+        line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(source.len())
+    };
+    let starts: Vec<usize> = lines.map(offset).collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(source.len())
+                .max(start);
+            source.get(start..end).unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.
@@ -431,15 +452,20 @@ fn compile_op(
                     }
                     patterns.push(Pattern::Contains(normalize(field, &value)));
                 }
-                _ => match RegexBuilder::new(&value)
-                    .case_insensitive(field.folds_case())
-                    .size_limit(1 << 20)
-                    .build()
-                {
-                    Ok(re) => patterns.push(Pattern::Regex(re)),
-                    Err(e) => {
+                _ => match LazyRegex::new(&value, field.folds_case()) {
+                    // Keyword regexes are found through the index's RegexSet and compiled on
+                    // first use; the others are tried on every candidate, so compile now.
+                    Ok(re) if *field == Field::Keyword => patterns.push(Pattern::Regex(re)),
+                    Ok(re) => match re.compile() {
+                        Ok(()) => patterns.push(Pattern::Regex(re)),
+                        Err(reason) => {
+                            let at = c.positions.value(&at_path);
+                            c.error(Some(rule), at, format!("invalid regex: {reason}"));
+                            ok = false;
+                        }
+                    },
+                    Err(reason) => {
                         let at = c.positions.value(&at_path);
-                        let reason = regex_reason(&e);
                         c.error(Some(rule), at, format!("invalid regex: {reason}"));
                         ok = false;
                     }

@@ -209,7 +209,7 @@ fn matcher_covers(a: &StrMatcher, b: &StrMatcher) -> bool {
                 Pattern::Contains(c),
                 Pattern::Exact(y) | Pattern::Prefix(y) | Pattern::Contains(y),
             ) => y.contains(c.as_str()),
-            (Pattern::Regex(r), Pattern::Exact(y)) => r.is_match(y),
+            (Pattern::Regex(r), Pattern::Exact(y)) => r.get().is_some_and(|r| r.is_match(y)),
             (Pattern::Regex(r), Pattern::Regex(s)) => r.as_str() == s.as_str(),
             _ => false,
         })

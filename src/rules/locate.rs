@@ -113,6 +113,89 @@ impl MarkedEventReceiver for Walker {
     }
 }
 
+/// Records where each item of the top-level `rules:` list starts (its first key).
+#[derive(Default)]
+struct RuleStarts {
+    depth: usize,
+    /// Depth 2 is inside the `rules:` sequence; a mapping there is a rule.
+    pending: bool,
+    starts: Vec<Position>,
+}
+
+impl MarkedEventReceiver for RuleStarts {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let at = (mark.line(), mark.col() + 1);
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if self.depth == 2 {
+                    // A block mapping is marked at its first `:`; take its first key instead.
+                    self.pending = matches!(event, Event::MappingStart(..));
+                    if !self.pending {
+                        self.starts.push(at);
+                    }
+                }
+                self.depth += 1;
+            }
+            Event::MappingEnd | Event::SequenceEnd => self.depth = self.depth.saturating_sub(1),
+            Event::Scalar(..) | Event::Alias(_) => {
+                if self.depth == 2 {
+                    self.starts.push(at);
+                } else if self.depth == 3 && self.pending {
+                    self.pending = false;
+                    self.starts.push(at);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Positions for one load: the start of every rule at once (every load needs them), and
+/// the full index of every path only when an error needs it.
+pub(crate) struct LazyPositions<'a> {
+    source: &'a str,
+    rules: Vec<Position>,
+    full: std::cell::OnceCell<Positions>,
+}
+
+impl<'a> LazyPositions<'a> {
+    pub(crate) fn new(source: &'a str) -> LazyPositions<'a> {
+        let mut starts = RuleStarts::default();
+        let mut parser = Parser::new_from_str(source);
+        let rules = match parser.load(&mut starts, false) {
+            Ok(()) => starts.starts,
+            Err(_) => Vec::new(),
+        };
+        LazyPositions {
+            source,
+            rules,
+            full: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Where rule `i` starts.
+    pub(crate) fn rule(&self, i: usize) -> Option<Position> {
+        self.rules.get(i).copied()
+    }
+
+    /// The 1-based line where each rule starts, in order.
+    pub(crate) fn rule_lines(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rules.iter().map(|(line, _)| *line)
+    }
+
+    fn full(&self) -> &Positions {
+        self.full.get_or_init(|| Positions::index(self.source))
+    }
+
+    pub(crate) fn value(&self, path: &str) -> Option<Position> {
+        self.full().value(path)
+    }
+
+    pub(crate) fn key(&self, path: &str) -> Option<Position> {
+        self.full().key(path)
+    }
+}
+
 impl Positions {
     /// Indexes `source`; a document that does not parse gives an empty index (the YAML
     /// error itself is reported by serde_yaml, with its own position).
@@ -183,6 +266,18 @@ rules:
         assert_eq!(p.key("rules[1].when.nothing"), Some((6, 7)));
         assert_eq!(p.value("rules[0].when"), Some((3, 13)));
         assert_eq!(p.value("elsewhere"), None);
+    }
+
+    #[test]
+    fn rule_starts_agree_with_the_full_index() {
+        let doc = format!("{DOC}  - plain\n  - [a, b]\n");
+        let lazy = LazyPositions::new(&doc);
+        let full = Positions::index(&doc);
+        for i in 0..4 {
+            assert_eq!(lazy.rule(i), full.value(&format!("rules[{i}]")), "rule {i}");
+        }
+        assert_eq!(lazy.rule(4), None);
+        assert_eq!(lazy.rule_lines().collect::<Vec<_>>(), [2, 4, 8, 9]);
     }
 
     #[test]

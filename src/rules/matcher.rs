@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aho_corasick::AhoCorasick;
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use std::sync::OnceLock;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::{Rule, RuleSet};
 use crate::wire::Message;
@@ -50,7 +52,77 @@ pub(crate) enum Pattern {
     Exact(String),
     Prefix(String),
     Contains(String),
-    Regex(Regex),
+    Regex(LazyRegex),
+}
+
+/// A regex whose syntax was checked at load, compiled on first use.
+///
+/// Compiling costs about 0.1 ms and tens of KiB per regex; a rule set with thousands of
+/// regexes would spend seconds and hundreds of MiB at every load on regexes that may never
+/// be tried. Keyword regexes are found through the index's `RegexSet`, so a regex is only
+/// compiled once a message could match it (for its captures). `wxrules check` compiles
+/// them all.
+#[derive(Debug)]
+pub(crate) struct LazyRegex {
+    pattern: String,
+    case_insensitive: bool,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+/// The size limit of one compiled regex.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl LazyRegex {
+    /// Checks the syntax now; the error says what is wrong.
+    pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Result<LazyRegex, String> {
+        regex_syntax::ParserBuilder::new()
+            .case_insensitive(case_insensitive)
+            .build()
+            .parse(pattern)
+            .map_err(|e| last_line(&e.to_string()))?;
+        Ok(LazyRegex {
+            pattern: pattern.to_owned(),
+            case_insensitive,
+            compiled: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Compiles now, for `check`: the error a later first use would meet.
+    pub(crate) fn compile(&self) -> Result<(), String> {
+        self.build().map(drop)
+    }
+
+    fn build(&self) -> Result<Regex, String> {
+        RegexBuilder::new(&self.pattern)
+            .case_insensitive(self.case_insensitive)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| last_line(&e.to_string()))
+    }
+
+    /// The compiled regex; `None` (never matching) if it is too big to compile, which
+    /// `check` reports and the log says once.
+    pub(crate) fn get(&self) -> Option<&Regex> {
+        self.compiled
+            .get_or_init(|| match self.build() {
+                Ok(re) => Some(re),
+                Err(error) => {
+                    tracing::error!(event = "regex_compile_failed", pattern = %self.pattern, %error);
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// regex errors draw the pattern over several lines; the last line says what is wrong.
+pub(crate) fn last_line(text: &str) -> String {
+    let last = text.lines().last().unwrap_or(text);
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 /// Any-of a list of patterns.
@@ -129,8 +201,8 @@ impl StrMatcher {
             Pattern::Exact(s) => folded == s,
             Pattern::Prefix(s) => folded.starts_with(s.as_str()),
             Pattern::Contains(s) => folded.contains(s.as_str()),
-            Pattern::Regex(re) => match re.captures(raw) {
-                Some(caps) => {
+            Pattern::Regex(lazy) => match lazy.get().and_then(|re| Some((re, re.captures(raw)?))) {
+                Some((re, caps)) => {
                     for (i, name) in re.capture_names().enumerate() {
                         if let Some(m) = caps.get(i) {
                             captures.push((i.to_string(), m.as_str().to_owned()));
@@ -295,7 +367,7 @@ impl Index {
             // Keyword regexes are compiled case-insensitive; the set must agree.
             match RegexSetBuilder::new(&regex_patterns)
                 .case_insensitive(true)
-                .size_limit(64 << 20)
+                .size_limit(256 << 20)
                 .build()
             {
                 Ok(set) => index.regexes = Some(set),
