@@ -134,8 +134,8 @@ fn compile(
         }
     }
 
-    let raw = match schema::parse_file(source) {
-        Ok(raw) => raw,
+    let inputs = match parse_rules(source) {
+        Ok(inputs) => inputs,
         Err(e) => {
             let at = e.position.or_else(|| c.positions.key(&e.path));
             c.error(None, at, e.message);
@@ -144,28 +144,14 @@ fn compile(
     };
 
     let spans = rule_spans(source, c.positions.rule_lines());
-    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut rules = Vec::with_capacity(inputs.len());
     let mut names: HashMap<String, usize> = HashMap::new();
-    for (i, value) in raw.rules.into_iter().enumerate() {
+    for (i, input) in inputs.into_iter().enumerate() {
         let base = format!("rules[{i}]");
         let rule_at = c.positions.rule(i);
-        // Read the name first, so that errors in a rule that does not type still name it.
-        let loose_name = value
-            .get("name")
-            .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
-            .map(|n| n.0);
-        let fingerprint = {
-            let mut h = std::hash::DefaultHasher::new();
-            match spans.get(i) {
-                // The rule's own text: cheaper to hash than its parsed tree.
-                Some(text) => text.hash(&mut h),
-                None => value.hash(&mut h),
-            }
-            h.finish()
-        };
-        let raw_rule = match schema::parse_rule(value) {
-            Ok(r) => r,
-            Err(e) => {
+        let raw_rule = match input {
+            RuleInput::Typed(r) => r,
+            RuleInput::Failed { name, error: e } => {
                 let path = if e.path == "." {
                     base.clone()
                 } else {
@@ -182,9 +168,16 @@ fn compile(
                 } else {
                     c.positions.value(&path)
                 };
-                c.error(loose_name.as_deref(), at, e.message);
+                c.error(name.as_deref(), at, e.message);
                 continue;
             }
+        };
+        let fingerprint = {
+            // The rule's own text: a change anywhere in it is a changed rule.
+            let mut h = std::hash::DefaultHasher::new();
+            spans.get(i).hash(&mut h);
+            raw_rule.name.0.hash(&mut h);
+            h.finish()
         };
         let name = raw_rule.name.0;
         if name.trim().is_empty() {
@@ -291,6 +284,41 @@ fn template_reason(e: &handlebars::TemplateError) -> String {
     } else {
         reason
     }
+}
+
+/// One rule as read from the file: typed, or the reason it is not (with its name when
+/// that much could be read).
+enum RuleInput {
+    Typed(schema::RawRule),
+    Failed {
+        name: Option<String>,
+        error: schema::YamlError,
+    },
+}
+
+/// Types every rule. The whole file is typed in one pass when it can be (the usual case,
+/// and the fast one); otherwise each rule is typed on its own, so that every broken rule
+/// is reported, not only the first.
+fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
+    if let Some(rules) = schema::parse_typed(source) {
+        return Ok(rules.into_iter().map(RuleInput::Typed).collect());
+    }
+    let raw = schema::parse_file(source)?;
+    Ok(raw
+        .rules
+        .into_iter()
+        .map(|value| {
+            // Read the name first, so that errors in a rule that does not type still name it.
+            let name = value
+                .get("name")
+                .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
+                .map(|n| n.0);
+            match schema::parse_rule(value) {
+                Ok(rule) => RuleInput::Typed(rule),
+                Err(error) => RuleInput::Failed { name, error },
+            }
+        })
+        .collect())
 }
 
 /// The source text of each rule: from its first line to the next rule's first line.

@@ -305,6 +305,19 @@ pub(crate) fn json_schema() -> String {
     text
 }
 
+/// The whole file, typed in one pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedFile {
+    rules: Vec<RawRule>,
+}
+
+/// Types the whole file in one pass, or `None` if anything in it is wrong (then
+/// `parse_file` and `parse_rule` find every error).
+pub(crate) fn parse_typed(source: &str) -> Option<Vec<RawRule>> {
+    serde_yaml::from_str::<TypedFile>(source).ok().map(|f| f.rules)
+}
+
 /// Parses the outer file structure.
 pub(crate) fn parse_file(source: &str) -> Result<RawFile, YamlError> {
     let de = serde_yaml::Deserializer::from_str(source);
