@@ -49,8 +49,12 @@ pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
         Action::Ignore => return Outcome::Ignored { rule: Some(rule) },
         Action::Reply(spec) => spec,
     };
-    let data = render::context(message, &found);
-    match render::render_reply(rules, spec, &data) {
+    let scope = render::Scope {
+        message,
+        rule: &rule,
+        captures: &found.captures,
+    };
+    match render::render_reply(rules, spec, &scope) {
         // An empty text would show as a blank bubble or an error; say nothing instead.
         Ok(Reply::Text { content }) if content.trim().is_empty() => {
             Outcome::Ignored { rule: Some(rule) }

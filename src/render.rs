@@ -4,10 +4,12 @@
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
+use std::cell::OnceCell;
+
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use crate::rules::{ArticleSpec, Match, ReplySpec, RuleSet, Tpl};
+use crate::rules::{ArticleSpec, Captures, ReplySpec, RuleSet, Tpl};
 use crate::wire::{Article, Message, Reply};
 
 /// A template failed at render time (for example a field the message lacks, in strict mode).
@@ -66,27 +68,229 @@ fn default(
     Ok(())
 }
 
-/// The data templates see: every message field under its WeChat name, plus `captures`
-/// (regex groups by number and by name) and `rule` (the matched rule's name).
-pub fn context(message: &Message, found: &Match<'_>) -> Value {
-    let mut fields = message.fields().clone();
-    add_extras(&mut fields, found);
-    Value::Object(fields)
+/// What a reply is rendered from: the message, the matched rule's name and its captures.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub message: &'a Message,
+    pub rule: &'a str,
+    pub captures: &'a Captures,
 }
 
-fn add_extras(fields: &mut Map<String, Value>, found: &Match<'_>) {
-    let captures: Map<String, Value> = found
-        .captures
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    fields.insert("captures".into(), Value::Object(captures));
-    fields.insert("rule".into(), Value::String(found.rule.name().to_owned()));
+impl Scope<'_> {
+    /// The data handlebars templates see: every message field under its WeChat name, plus
+    /// `captures` (regex groups by number and by name) and `rule` (the matched rule's name).
+    pub fn context(&self) -> Value {
+        let mut fields = self.message.fields().clone();
+        let captures: Map<String, Value> = self
+            .captures
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        fields.insert("captures".into(), Value::Object(captures));
+        fields.insert("rule".into(), Value::String(self.rule.to_owned()));
+        Value::Object(fields)
+    }
+
+    /// The value at a parsed path, as `context()` would give it.
+    fn resolve(&self, parts: &[String]) -> Option<Resolved<'_>> {
+        let (first, rest) = parts.split_first()?;
+        match first.as_str() {
+            "captures" => match rest {
+                [] => Some(Resolved::Object),
+                [name] => {
+                    // Later groups of the same name win, as when the map is built.
+                    let found = self.captures.iter().rev().find(|(k, _)| k == name)?;
+                    Some(Resolved::Str(&found.1))
+                }
+                _ => None,
+            },
+            "rule" => rest.is_empty().then_some(Resolved::Str(self.rule)),
+            _ => {
+                let mut value = self.message.fields().get(first)?;
+                for part in rest {
+                    value = match value {
+                        Value::Object(map) => map.get(part)?,
+                        Value::Array(list) => list.get(part.parse::<usize>().ok()?)?,
+                        _ => return None,
+                    };
+                }
+                Some(Resolved::Json(value))
+            }
+        }
+    }
 }
 
-/// Renders `spec` against `data`. A `one_of` picks one choice at random.
-pub fn render_reply(rules: &RuleSet, spec: &ReplySpec, data: &Value) -> Result<Reply, RenderError> {
-    let s = |t: &Tpl| render_str(rules, t, data);
+enum Resolved<'a> {
+    Str(&'a str),
+    Json(&'a Value),
+    Object,
+}
+
+/// A template made only of text and `{{dotted.path}}` references, the common case
+/// (`"订单 {{captures.order}} 正在查询"`). It renders without handlebars, from the message
+/// itself: no template context is built and no registry entry is kept, which matters at
+/// hundreds of thousands of rules. Its output is the one handlebars (strict, no escaping)
+/// gives; a property test holds the two to that. Anything else is left to handlebars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simple {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Text(String),
+    /// The path as written, and its parts (`captures.[1]` → `captures`, `1`).
+    Var {
+        path: String,
+        parts: Vec<String>,
+    },
+}
+
+/// Names handlebars treats as helpers (built-in and ours): `{{name}}` calls them.
+const HELPERS: &[&str] = &[
+    "if",
+    "unless",
+    "each",
+    "with",
+    "lookup",
+    "raw",
+    "log",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "and",
+    "or",
+    "not",
+    "len",
+    "strip_prefix",
+    "default",
+    "this",
+    "else",
+];
+
+/// `Some` when `text` is a simple template; `None` leaves it to handlebars.
+pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
+    let mut segments = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let before = &rest[..open];
+        // `\{{` escapes a mustache in handlebars; keep such templates there.
+        if before.ends_with('\\') {
+            return None;
+        }
+        if !before.is_empty() {
+            segments.push(Segment::Text(before.to_owned()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let inner = &after[..close];
+        let path = inner.trim();
+        if inner.starts_with(['{', '#', '/', '>', '!', '^', '&', '~', '*']) || inner.ends_with('~')
+        {
+            return None;
+        }
+        let parts = parse_path(path)?;
+        if parts.len() == 1 && HELPERS.contains(&parts[0].as_str()) {
+            return None;
+        }
+        segments.push(Segment::Var {
+            path: path.to_owned(),
+            parts,
+        });
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest.to_owned()));
+    }
+    Some(Simple { segments })
+}
+
+/// `a.b`, `captures.[1]`, `PicList.0.PicMd5Sum`: identifiers, numbers or `[literal]`s.
+fn parse_path(path: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    for part in path.split('.') {
+        let name = match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            Some(literal) if !literal.is_empty() && !literal.contains(['[', ']']) => literal,
+            Some(_) => return None,
+            None => part,
+        };
+        let first = name.chars().next()?;
+        let plain = name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        if !plain || (parts.is_empty() && !(first.is_alphabetic() || first == '_')) {
+            return None;
+        }
+        parts.push(name.to_owned());
+    }
+    Some(parts)
+}
+
+impl Simple {
+    fn render(&self, scope: &Scope<'_>, name: &str) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Var { path, parts } => match scope.resolve(parts) {
+                    Some(Resolved::Str(s)) => out.push_str(s),
+                    Some(Resolved::Json(v)) => json_render(v, &mut out),
+                    Some(Resolved::Object) => out.push_str("[object]"),
+                    None => {
+                        return Err(RenderError {
+                            template: name.to_owned(),
+                            reason: format!("the message has no field `{path}`"),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A JSON value as handlebars prints it.
+fn json_render(value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Null => {}
+        Value::Array(list) => {
+            out.push('[');
+            for (i, v) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                json_render(v, out);
+            }
+            out.push(']');
+        }
+        Value::Object(_) => out.push_str("[object]"),
+    }
+}
+
+/// Renders `spec` for `scope`. A `one_of` picks one choice at random.
+pub fn render_reply(
+    rules: &RuleSet,
+    spec: &ReplySpec,
+    scope: &Scope<'_>,
+) -> Result<Reply, RenderError> {
+    // Built only if a handlebars template needs it, once for all the reply's strings.
+    let context = OnceCell::new();
+    render_spec(rules, spec, scope, &context)
+}
+
+fn render_spec(
+    rules: &RuleSet,
+    spec: &ReplySpec,
+    scope: &Scope<'_>,
+    context: &OnceCell<Value>,
+) -> Result<Reply, RenderError> {
+    let s = |t: &Tpl| render_str(rules, t, scope, context);
     Ok(match spec {
         ReplySpec::Text(t) => Reply::Text { content: s(t)? },
         ReplySpec::Image(t) => Reply::Image { media_id: s(t)? },
@@ -132,7 +336,7 @@ pub fn render_reply(rules: &RuleSet, spec: &ReplySpec, data: &Value) -> Result<R
         ReplySpec::OneOf(choices) => {
             let pick = rand::thread_rng().gen_range(0..choices.len().max(1));
             match choices.get(pick) {
-                Some(choice) => render_reply(rules, choice, data)?,
+                Some(choice) => render_spec(rules, choice, scope, context)?,
                 None => {
                     return Err(RenderError {
                         template: "one_of".into(),
@@ -144,12 +348,18 @@ pub fn render_reply(rules: &RuleSet, spec: &ReplySpec, data: &Value) -> Result<R
     })
 }
 
-fn render_str(rules: &RuleSet, tpl: &Tpl, data: &Value) -> Result<String, RenderError> {
+fn render_str(
+    rules: &RuleSet,
+    tpl: &Tpl,
+    scope: &Scope<'_>,
+    context: &OnceCell<Value>,
+) -> Result<String, RenderError> {
     match tpl {
         Tpl::Literal(s) => Ok(s.clone()),
+        Tpl::Simple(simple) => simple.render(scope, scope.rule),
         Tpl::Template(name) => rules
             .templates()
-            .render(name, data)
+            .render(name, context.get_or_init(|| scope.context()))
             .map_err(|e| RenderError {
                 template: name.clone(),
                 reason: match e.reason() {
@@ -159,6 +369,77 @@ fn render_str(rules: &RuleSet, tpl: &Tpl, data: &Value) -> Result<String, Render
                     other => other.to_string(),
                 },
             }),
+    }
+}
+
+#[cfg(test)]
+mod simple_equals_handlebars {
+    //! Property test: a simple template renders exactly as handlebars renders it.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PIECES: &[&str] = &[
+        "hi ",
+        "订单 ",
+        " ",
+        "}}",
+        "{",
+        "]]>",
+        "<&>",
+        "{{Event}}",
+        "{{ EventKey }}",
+        "{{FromUserName}}",
+        "{{captures.order}}",
+        "{{captures.[1]}}",
+        "{{captures.[0]}}",
+        "{{captures}}",
+        "{{rule}}",
+        "{{Missing}}",
+        "{{ScanCodeInfo.ScanType}}",
+        "{{ScanCodeInfo}}",
+        "{{PicList}}",
+        "{{PicList.0.Md5}}",
+        "{{PicList.[1].Md5}}",
+        "{{PicList.2.Md5}}",
+        "{{Event.x}}",
+        "{{captures.none}}",
+        "{{Empty}}",
+        "{{rule.x}}",
+    ];
+
+    const XML: &str = "<xml><ToUserName>gh</ToUserName><FromUserName>o_1</FromUserName>\
+        <CreateTime>1</CreateTime><MsgType>event</MsgType><Event>scancode_push</Event>\
+        <EventKey>k &amp; 1</EventKey><Empty/><ScanCodeInfo><ScanType>qrcode</ScanType>\
+        </ScanCodeInfo><PicList><item><Md5>a</Md5></item><item><Md5>b</Md5></item></PicList></xml>";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn renders_the_same(pieces in prop::collection::vec(prop::sample::select(PIECES), 1..6)) {
+            let text = pieces.concat();
+            let Some(simple) = parse_simple(&text) else {
+                return Ok(());
+            };
+            let message = Message::parse(XML.as_bytes()).unwrap();
+            let captures: Captures = vec![
+                ("0".into(), "订单 42".into()),
+                ("1".into(), "42".into()),
+                ("order".into(), "41".into()),
+                ("order".into(), "42".into()),
+            ];
+            let scope = Scope { message: &message, rule: "r", captures: &captures };
+            let mut hb = registry();
+            hb.register_template_string("t", &text).unwrap();
+            let expected = hb.render("t", &scope.context()).map_err(|e| e.reason().to_string());
+            let got = simple.render(&scope, "t").map_err(|e| e.reason);
+            match (&expected, &got) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "template {:?}", text),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "template {:?}: handlebars {:?}, simple {:?}", text, expected, got),
+            }
+        }
     }
 }
 
@@ -181,7 +462,12 @@ mod tests {
         let Action::Reply(spec) = found.rule.action() else {
             panic!("not a reply")
         };
-        render_reply(&rules, spec, &context(&message, &found))
+        let scope = Scope {
+            message: &message,
+            rule: found.rule.name(),
+            captures: &found.captures,
+        };
+        render_reply(&rules, spec, &scope)
     }
 
     fn content(reply: &str, xml: &str) -> String {
@@ -224,8 +510,47 @@ mod tests {
     #[test]
     fn strict_mode_turns_a_misspelt_field_into_an_error() {
         let err = render("{ text: 'hi {{FromUsername}}' }", SUBSCRIBE).unwrap_err();
+        assert_eq!(err.template, "r");
+        assert_eq!(err.reason, "the message has no field `FromUsername`");
+        // The same through handlebars (a block makes it a handlebars template).
+        let err = render(
+            "{ text: '{{#if Event}}hi {{FromUsername}}{{/if}}' }",
+            SUBSCRIBE,
+        )
+        .unwrap_err();
         assert_eq!(err.template, "r#1");
-        assert!(err.reason.contains("FromUsername"), "{}", err.reason);
+        assert_eq!(err.reason, "the message has no field `FromUsername`");
+    }
+
+    #[test]
+    fn simple_templates_are_recognised() {
+        for simple in [
+            "hi {{FromUserName}}",
+            "{{ captures.order }}",
+            "{{captures.[1]}}",
+            "{{SendPicsInfo.PicList.0.PicMd5Sum}}",
+            "a }} b {{Event}}",
+        ] {
+            assert!(parse_simple(simple).is_some(), "{simple}");
+        }
+        for complex in [
+            "{{#if Event}}x{{/if}}",
+            "{{{Content}}}",
+            "{{!comment}}",
+            "{{> partial}}",
+            "{{~Event}}",
+            "{{Event~}}",
+            "{{strip_prefix EventKey \"q\"}}",
+            "{{this}}",
+            "{{len}}",
+            "\\\\{{Event}}",
+            "{{@index}}",
+            "{{../x}}",
+            "{{a b}}",
+            "unclosed {{Event",
+        ] {
+            assert!(parse_simple(complex).is_none(), "{complex}");
+        }
     }
 
     #[test]

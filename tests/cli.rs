@@ -281,7 +281,7 @@ fn test_names_each_failure_and_ends_with_the_counts() {
          <Content><![CDATA[您可以回复：\n「价格」查看本周价格\n「订单 单号」查询订单\n「优惠」查看优惠活动\n\
          其他问题请直接留言，客服会尽快回复。]]></Content></xml>\n\
          FAIL expected no rule: expected no rule, got rule `scan-qr`; the reply failed to render: \
-         template `scan-qr#1` failed: the message has no field `EventKey`\n\
+         template `scan-qr` failed: the message has no field `EventKey`\n\
          FAIL no expectation: no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`\n\
          1 passed, 5 failed\n"
     );

@@ -598,6 +598,9 @@ fn compile_reply(
 fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
     match raw {
         RawStr::Inline(text) if !text.0.contains("{{") => Some(Tpl::Literal(text.0)),
+        RawStr::Inline(text) if render::parse_simple(&text.0).is_some() => {
+            render::parse_simple(&text.0).map(Tpl::Simple)
+        }
         RawStr::Inline(text) => {
             c.inline_count += 1;
             let name = format!("{rule}#{}", c.inline_count);

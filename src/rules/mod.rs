@@ -159,10 +159,12 @@ pub struct ArticleSpec {
     pub url: Tpl,
 }
 
-/// A string of a reply: fixed text, or the name of a compiled template.
+/// A string of a reply: fixed text, a simple template (text and `{{field}}`s), or the name
+/// of a compiled handlebars template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tpl {
     Literal(String),
+    Simple(crate::render::Simple),
     Template(String),
 }
 

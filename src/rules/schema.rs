@@ -315,7 +315,9 @@ struct TypedFile {
 /// Types the whole file in one pass, or `None` if anything in it is wrong (then
 /// `parse_file` and `parse_rule` find every error).
 pub(crate) fn parse_typed(source: &str) -> Option<Vec<RawRule>> {
-    serde_yaml::from_str::<TypedFile>(source).ok().map(|f| f.rules)
+    serde_yaml::from_str::<TypedFile>(source)
+        .ok()
+        .map(|f| f.rules)
 }
 
 /// Parses the outer file structure.
