@@ -150,7 +150,7 @@ fn compile(
         let base = format!("rules[{i}]");
         let rule_at = c.positions.rule(i);
         let raw_rule = match input {
-            RuleInput::Typed(r) => r,
+            RuleInput::Typed(r) => *r,
             RuleInput::Failed { name, error: e } => {
                 let path = if e.path == "." {
                     base.clone()
@@ -289,7 +289,7 @@ fn template_reason(e: &handlebars::TemplateError) -> String {
 /// One rule as read from the file: typed, or the reason it is not (with its name when
 /// that much could be read).
 enum RuleInput {
-    Typed(schema::RawRule),
+    Typed(Box<schema::RawRule>),
     Failed {
         name: Option<String>,
         error: schema::YamlError,
@@ -301,7 +301,10 @@ enum RuleInput {
 /// is reported, not only the first.
 fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
     if let Some(rules) = schema::parse_typed(source) {
-        return Ok(rules.into_iter().map(RuleInput::Typed).collect());
+        return Ok(rules
+            .into_iter()
+            .map(|r| RuleInput::Typed(Box::new(r)))
+            .collect());
     }
     let raw = schema::parse_file(source)?;
     Ok(raw
@@ -314,7 +317,7 @@ fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
                 .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
                 .map(|n| n.0);
             match schema::parse_rule(value) {
-                Ok(rule) => RuleInput::Typed(rule),
+                Ok(rule) => RuleInput::Typed(Box::new(rule)),
                 Err(error) => RuleInput::Failed { name, error },
             }
         })
