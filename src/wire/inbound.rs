@@ -24,6 +24,12 @@ pub enum WireError {
     TooDeep,
     #[error("missing required field `{0}`")]
     Missing(&'static str),
+    /// A field that must be one leaf appears twice, which would hide it from rules and
+    /// dedup (a list has no single value) while the push still looked valid.
+    #[error("field `{0}` appears more than once")]
+    Duplicate(&'static str),
+    #[error("field `{0}` has child elements, expected text")]
+    NotText(&'static str),
     #[error("field `{field}` is not a number: `{value}`")]
     NotANumber { field: &'static str, value: String },
 }
@@ -46,8 +52,9 @@ impl Message {
     /// Parses the XML body WeChat posts (`<xml>…</xml>`).
     ///
     /// Fails on anything that is not one well-formed element tree with the common fields
-    /// (`ToUserName`, `FromUserName`, `CreateTime`, `MsgType`); `CreateTime` and a
-    /// `MsgId`/`MsgID`, when present, must be unsigned 64-bit numbers.
+    /// (`ToUserName`, `FromUserName`, `CreateTime`, `MsgType`), each once and as text;
+    /// `CreateTime` and a `MsgId`/`MsgID`, when present, must be unsigned 64-bit numbers,
+    /// and they and `Event` may appear only once.
     pub fn parse(body: &[u8]) -> Result<Message, WireError> {
         let fields = parse_tree(body)?;
         let message = Message {
@@ -55,10 +62,11 @@ impl Message {
             fields,
         };
         for name in ["ToUserName", "FromUserName", "MsgType"] {
-            if message.text(name).is_none() {
+            if message.leaf(name)?.is_none() {
                 return Err(WireError::Missing(name));
             }
         }
+        message.leaf("Event")?;
         let create_time = message
             .number("CreateTime")?
             .ok_or(WireError::Missing("CreateTime"))?;
@@ -70,8 +78,18 @@ impl Message {
         })
     }
 
+    /// The text of a field that must be a single leaf when present.
+    fn leaf(&self, field: &'static str) -> Result<Option<&str>, WireError> {
+        match self.fields.get(field) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(Value::Array(_)) => Err(WireError::Duplicate(field)),
+            Some(_) => Err(WireError::NotText(field)),
+        }
+    }
+
     fn number(&self, field: &'static str) -> Result<Option<u64>, WireError> {
-        let Some(text) = self.text(field) else {
+        let Some(text) = self.leaf(field)? else {
             return Ok(None);
         };
         text.trim()
@@ -155,6 +173,8 @@ pub fn parse_encrypted(body: &[u8]) -> Result<String, WireError> {
     let mut fields = parse_tree(body)?;
     match fields.remove("Encrypt") {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::Array(_)) => Err(WireError::Duplicate("Encrypt")),
+        Some(Value::Object(_)) => Err(WireError::NotText("Encrypt")),
         _ => Err(WireError::Missing("Encrypt")),
     }
 }
@@ -359,6 +379,30 @@ mod tests {
             format!("elements nested deeper than {MAX_DEPTH} levels")
         );
         assert!(err("<xml><a>1</a></xml><xml></xml>").starts_with("malformed XML"));
+    }
+
+    #[test]
+    fn common_fields_must_be_single_leaves() {
+        let twice = TEXT.replace("<MsgId>", "<MsgId>1</MsgId><MsgId>");
+        assert_eq!(err(&twice), "field `MsgId` appears more than once");
+        let twice = TEXT.replace("<ToUserName>", "<ToUserName>a</ToUserName><ToUserName>");
+        assert_eq!(err(&twice), "field `ToUserName` appears more than once");
+        let nested = TEXT.replace("<![CDATA[text]]>", "<a>text</a>");
+        assert_eq!(
+            err(&nested),
+            "field `MsgType` has child elements, expected text"
+        );
+        let events = TEXT.replace("<MsgId>", "<Event>a</Event><Event>b</Event><MsgId>");
+        assert_eq!(err(&events), "field `Event` appears more than once");
+        // Other fields may repeat: they become lists.
+        let tags = TEXT.replace("<MsgId>", "<Tag>1</Tag><Tag>2</Tag><MsgId>");
+        assert!(Message::parse(tags.as_bytes()).is_ok());
+        assert_eq!(
+            parse_encrypted(b"<xml><Encrypt>a</Encrypt><Encrypt>b</Encrypt></xml>")
+                .unwrap_err()
+                .to_string(),
+            "field `Encrypt` appears more than once"
+        );
     }
 
     #[test]
