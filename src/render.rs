@@ -139,11 +139,8 @@ pub struct Simple {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Text(String),
-    /// The path as written, and its parts (`captures.[1]` → `captures`, `1`).
-    Var {
-        path: String,
-        parts: Vec<String>,
-    },
+    /// A path's parts (`captures.[1]` → `captures`, `1`).
+    Var(Vec<String>),
 }
 
 /// Names handlebars treats as helpers (built-in and ours): `{{name}}` calls them.
@@ -196,10 +193,7 @@ pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
         if parts.len() == 1 && HELPERS.contains(&parts[0].as_str()) {
             return None;
         }
-        segments.push(Segment::Var {
-            path: path.to_owned(),
-            parts,
-        });
+        segments.push(Segment::Var(parts));
         rest = &after[close + 2..];
     }
     if !rest.is_empty() {
@@ -235,14 +229,14 @@ impl Simple {
         for segment in &self.segments {
             match segment {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Var { path, parts } => match scope.resolve(parts) {
+                Segment::Var(parts) => match scope.resolve(parts) {
                     Some(Resolved::Str(s)) => out.push_str(s),
                     Some(Resolved::Json(v)) => json_render(v, &mut out),
                     Some(Resolved::Object) => out.push_str("[object]"),
                     None => {
                         return Err(RenderError {
                             template: name.to_owned(),
-                            reason: format!("the message has no field `{path}`"),
+                            reason: format!("the message has no field `{}`", parts.join(".")),
                         })
                     }
                 },
@@ -295,27 +289,17 @@ fn render_spec(
         ReplySpec::Text(t) => Reply::Text { content: s(t)? },
         ReplySpec::Image(t) => Reply::Image { media_id: s(t)? },
         ReplySpec::Voice(t) => Reply::Voice { media_id: s(t)? },
-        ReplySpec::Video {
-            media_id,
-            title,
-            description,
-        } => Reply::Video {
-            media_id: s(media_id)?,
-            title: s(title)?,
-            description: s(description)?,
+        ReplySpec::Video(v) => Reply::Video {
+            media_id: s(&v.media_id)?,
+            title: s(&v.title)?,
+            description: s(&v.description)?,
         },
-        ReplySpec::Music {
-            title,
-            description,
-            music_url,
-            hq_music_url,
-            thumb_media_id,
-        } => Reply::Music {
-            title: s(title)?,
-            description: s(description)?,
-            music_url: s(music_url)?,
-            hq_music_url: s(hq_music_url)?,
-            thumb_media_id: s(thumb_media_id)?,
+        ReplySpec::Music(m) => Reply::Music {
+            title: s(&m.title)?,
+            description: s(&m.description)?,
+            music_url: s(&m.music_url)?,
+            hq_music_url: s(&m.hq_music_url)?,
+            thumb_media_id: s(&m.thumb_media_id)?,
         },
         ReplySpec::News(articles) => Reply::News {
             articles: articles

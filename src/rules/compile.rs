@@ -16,7 +16,7 @@ use super::schema::{
     RawWhen, REPLY_KINDS,
 };
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
-use super::{RuleSet, Sources, Tpl};
+use super::{MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
 use crate::render;
 
 /// WeChat accepts at most 8 articles in one news reply.
@@ -108,9 +108,18 @@ fn compile(
     source: &str,
     template_files: &[TemplateFile],
 ) -> Result<Loaded, LoadError> {
+    // The two YAML passes (typing the rules; finding where each starts) are independent:
+    // run them side by side. The typing pass allocates most, so it stays on this thread,
+    // whose allocator arena the rule set lives in.
+    let (positions, parsed) = std::thread::scope(|scope| {
+        let starts = scope.spawn(|| LazyPositions::new(source));
+        let parsed = parse_rules(source);
+        let positions = starts.join().unwrap_or_else(|_| LazyPositions::new(source));
+        (positions, parsed)
+    });
     let mut c = Compiler {
         file,
-        positions: LazyPositions::new(source),
+        positions,
         templates: render::registry(),
         known_templates: HashSet::new(),
         used_templates: HashSet::new(),
@@ -134,7 +143,7 @@ fn compile(
         }
     }
 
-    let inputs = match parse_rules(source) {
+    let inputs = match parsed {
         Ok(inputs) => inputs,
         Err(e) => {
             let at = e.position.or_else(|| c.positions.key(&e.path));
@@ -486,9 +495,11 @@ fn compile_op(
                 _ => match LazyRegex::new(&value, field.folds_case()) {
                     // Keyword regexes are found through the index's RegexSet and compiled on
                     // first use; the others are tried on every candidate, so compile now.
-                    Ok(re) if *field == Field::Keyword => patterns.push(Pattern::Regex(re)),
+                    Ok(re) if *field == Field::Keyword => {
+                        patterns.push(Pattern::Regex(Box::new(re)))
+                    }
                     Ok(re) => match re.compile() {
-                        Ok(()) => patterns.push(Pattern::Regex(re)),
+                        Ok(()) => patterns.push(Pattern::Regex(Box::new(re))),
                         Err(reason) => {
                             let at = c.positions.value(&at_path);
                             c.error(Some(rule), at, format!("invalid regex: {reason}"));
@@ -536,18 +547,18 @@ fn compile_reply(
         RawReplyKind::Text(t) => ReplySpec::Text(s(c, "text", Some(t))),
         RawReplyKind::Image(m) => ReplySpec::Image(s(c, "image.media_id", Some(m.media_id))),
         RawReplyKind::Voice(m) => ReplySpec::Voice(s(c, "voice.media_id", Some(m.media_id))),
-        RawReplyKind::Video(v) => ReplySpec::Video {
+        RawReplyKind::Video(v) => ReplySpec::Video(Box::new(VideoSpec {
             media_id: s(c, "video.media_id", Some(v.media_id)),
             title: s(c, "video.title", v.title),
             description: s(c, "video.description", v.description),
-        },
-        RawReplyKind::Music(m) => ReplySpec::Music {
+        })),
+        RawReplyKind::Music(m) => ReplySpec::Music(Box::new(MusicSpec {
             title: s(c, "music.title", m.title),
             description: s(c, "music.description", m.description),
             music_url: s(c, "music.music_url", m.music_url),
             hq_music_url: s(c, "music.hq_music_url", m.hq_music_url),
             thumb_media_id: s(c, "music.thumb_media_id", Some(m.thumb_media_id)),
-        },
+        })),
         RawReplyKind::News(articles) => {
             if articles.is_empty() || articles.len() > MAX_ARTICLES {
                 let at = c.positions.value(&format!("{path}.news"));

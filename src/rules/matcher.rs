@@ -52,7 +52,7 @@ pub(crate) enum Pattern {
     Exact(String),
     Prefix(String),
     Contains(String),
-    Regex(LazyRegex),
+    Regex(Box<LazyRegex>),
 }
 
 /// A regex whose syntax was checked at load, compiled on first use.
