@@ -195,6 +195,12 @@ fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let errors = rules::compile_regexes(&loaded.rules, &sources.rules);
+    if !errors.is_empty() {
+        report(&errors, "error");
+        eprintln!("{}: {} error(s)", sources.rules.display(), errors.len());
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     let mut warnings = loaded.warnings;
     warnings.extend(rules::lint(&loaded.rules, &sources.rules));
     report(&warnings, "warning");

@@ -69,6 +69,32 @@ const KNOWN_MSG_TYPES: &[&str] = &[
 /// Past this many rule pairs, the unreachable-rule analysis is skipped (and says so).
 const PAIR_BUDGET: usize = 20_000_000;
 
+/// Compiles every regex that loading only syntax-checked (keyword regexes are compiled on
+/// first use); a regex too big to compile is an error here, as it would be at start-up if
+/// regexes were compiled eagerly.
+pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
+    let mut errors = Vec::new();
+    for rule in &rules.rules {
+        for test in &rule.when.tests {
+            for pattern in &test.matcher.patterns {
+                if let Pattern::Regex(re) = pattern {
+                    if let Err(reason) = re.compile() {
+                        errors.push(RuleError {
+                            location: Location::new(
+                                path,
+                                Some((rule.line, rule.column)).filter(|(l, _)| *l > 0),
+                            ),
+                            rule: Some(rule.name.clone()),
+                            message: format!("invalid regex `{}`: {reason}", re.as_str()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
 /// The warnings for `rules`, loaded from `path`.
 pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     let mut out = Vec::new();

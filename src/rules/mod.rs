@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 
 pub use compile::load;
-pub use lint::lint;
+pub use lint::{compile_regexes, lint};
 
 /// The JSON Schema of `rules.yaml`, generated from the types that parse it.
 pub fn json_schema() -> String {
