@@ -1,11 +1,14 @@
-//! Criterion benchmarks: loading rule sets, matching as rule sets grow, and the whole
-//! answer for one message. `cargo bench --bench match`.
+//! Criterion benchmarks: loading rule sets (up to 100,000 rules), matching as rule sets
+//! grow (10 to 100,000 rules), and the whole answer for one message, in plaintext and in
+//! safe mode. `cargo bench --bench match`; `benches/load.sh` measures the server.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use wxrules::crypto::{sign, verify_signature, Cipher};
 use wxrules::rules::{self, RuleSet, Sources, Subject};
-use wxrules::wire::Message;
+use wxrules::wire::{self, Message};
+use wxrules::Outcome;
 
 /// A rule set of `n` rules shaped like a real account's: mostly exact keywords, some
 /// partial keywords and regexes, menu keys, then the usual catch-alls.
@@ -63,7 +66,8 @@ fn text(content: &str) -> Message {
 fn bench_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
-    for n in [100, 1_000, 10_000] {
+    // 100,000 rules take over a second a load: criterion warns and takes ten samples anyway.
+    for n in [100, 1_000, 10_000, 100_000] {
         let sources = write_rules(n);
         group.bench_with_input(BenchmarkId::from_parameter(n), &sources, |b, s| {
             b.iter(|| rules::load(black_box(s)).expect("load"))
@@ -72,19 +76,24 @@ fn bench_load(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_find(c: &mut Criterion) {
-    let mut group = c.benchmark_group("find");
-    for n in [10, 1_000, 10_000] {
+/// The hits and the miss of `find`, each near the end of an `n`-rule file: the worst case
+/// for a linear scan.
+fn find_cases(n: usize) -> [(&'static str, Message); 4] {
+    let last = |k: usize| (0..n).rev().find(|i| i % 10 == k).unwrap_or(0);
+    [
+        ("exact", text(&format!("kw{}", last(0)))),
+        ("contains", text(&format!("some part{}x here", last(6)))),
+        ("regex", text(&format!("re{}-42", last(7)))),
+        ("miss", text("nothing matches this")),
+    ]
+}
+
+fn bench_find_in(c: &mut Criterion, group_name: &str, sizes: &[usize], samples: usize) {
+    let mut group = c.benchmark_group(group_name);
+    group.sample_size(samples);
+    for &n in sizes {
         let rules = load(n);
-        // Hits near the end of the file are the worst case for a linear scan.
-        let last = |k: usize| (0..n).rev().find(|i| i % 10 == k).unwrap_or(0);
-        let cases = [
-            ("exact", text(&format!("kw{}", last(0)))),
-            ("contains", text(&format!("some part{}x here", last(6)))),
-            ("regex", text(&format!("re{}-42", last(7)))),
-            ("miss", text("nothing matches this")),
-        ];
-        for (name, message) in &cases {
+        for (name, message) in &find_cases(n) {
             group.bench_with_input(BenchmarkId::new(*name, n), message, |b, m| {
                 b.iter(|| {
                     let subject = Subject::new(black_box(m));
@@ -94,6 +103,15 @@ fn bench_find(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+fn bench_find(c: &mut Criterion) {
+    bench_find_in(c, "find", &[10, 1_000, 10_000], 100);
+}
+
+/// The same cases at 100,000 rules, apart: building the set takes seconds.
+fn bench_find_100k(c: &mut Criterion) {
+    bench_find_in(c, "find_100000", &[100_000], 20);
 }
 
 fn bench_answer(c: &mut Criterion) {
@@ -111,5 +129,64 @@ fn bench_answer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_load, bench_find, bench_answer);
+const TOKEN: &str = "bench-token";
+/// The official samples' EncodingAESKey and AppID.
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const APP_ID: &str = "wx2c2769f8efd9abc2";
+const TIMESTAMP: &str = "1795737600";
+const NONCE: &str = "1320562132";
+
+/// What the server does with one push, without HTTP: check the signature, (decrypt,) parse,
+/// match, render, write (and encrypt and sign the reply), at 1,000 rules.
+fn bench_pipeline(c: &mut Criterion) {
+    let rules = load(1_000);
+    let cipher = Cipher::new(AES_KEY, APP_ID).expect("bench key");
+    let xml = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName>\
+               <CreateTime>1795737600</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+               <Content><![CDATA[kw500]]></Content><MsgId>1234567890123456</MsgId></xml>";
+    let signature = sign(&[TOKEN, TIMESTAMP, NONCE]);
+    let encrypt = cipher.encrypt(xml.as_bytes());
+    let msg_signature = sign(&[TOKEN, TIMESTAMP, NONCE, &encrypt]);
+    let sealed = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    let now = 1_795_737_600;
+
+    let mut group = c.benchmark_group("pipeline");
+    group.bench_function("plain/1000", |b| {
+        b.iter(|| {
+            verify_signature(&signature, &[TOKEN, TIMESTAMP, NONCE]).expect("signature");
+            let message = Message::parse(black_box(xml.as_bytes())).expect("parse");
+            wxrules::answer(&rules, &message, now).body().len()
+        })
+    });
+    group.bench_function("safe/1000", |b| {
+        b.iter(|| {
+            let encrypt = wire::parse_encrypted(black_box(sealed.as_bytes())).expect("envelope");
+            verify_signature(&msg_signature, &[TOKEN, TIMESTAMP, NONCE, &encrypt])
+                .expect("msg_signature");
+            let inner = cipher.decrypt(&encrypt).expect("decrypt");
+            let message = Message::parse(&inner).expect("parse");
+            match wxrules::answer(&rules, &message, now) {
+                Outcome::Replied { xml, .. } => {
+                    let reply = cipher.encrypt(xml.as_bytes());
+                    let nonce = "b3n6PpVvXgDq3kZl";
+                    let signature = sign(&[TOKEN, TIMESTAMP, nonce, &reply]);
+                    wire::write_encrypted(&reply, &signature, now, nonce).len()
+                }
+                other => panic!("bench message not replied: {other:?}"),
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_load,
+    bench_find,
+    bench_find_100k,
+    bench_answer,
+    bench_pipeline
+);
 criterion_main!(benches);
