@@ -79,25 +79,9 @@ fn state(scratch: &Scratch, store: &str) -> AppState {
     )
 }
 
-async fn scrape<S>(app: &S) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
-    let req = actix_web::test::TestRequest::get()
-        .uri("/metrics")
-        .to_request();
-    String::from_utf8(actix_web::test::call_and_read_body(app, req).await.to_vec()).unwrap()
-}
-
 /// The value of the sample named exactly `series` (0 when absent).
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    common::sample(text, series).unwrap_or(0.0)
 }
 
 const LUCKY_HITS: &str = "wxrules_rule_hits_total{rule=\"lucky\"}";

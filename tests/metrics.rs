@@ -6,33 +6,6 @@ mod common;
 use actix_web::test;
 use common::*;
 
-async fn scrape<S>(app: &S) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
-    let req = test::TestRequest::get().uri("/metrics").to_request();
-    let resp = test::call_service(app, req).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
-}
-
-/// The value of the sample whose name and labels are exactly `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[actix_web::test]
 async fn per_rule_and_per_outcome_counts_are_exact() {
     let app = app(plain_state(shipped())).await;
@@ -67,6 +40,15 @@ async fn per_rule_and_per_outcome_counts_are_exact() {
     let (status, _) = post(&app, &signed_query(), vec![b'x'; 70 * 1024]).await;
     assert_eq!(status, 413);
 
+    let req = test::TestRequest::get().uri("/metrics").to_request();
+    let resp = test::call_service(&app, req).await;
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     let m = scrape(&app).await;
     let expect = [
         ("wxrules_rule_hits_total{rule=\"price\"}", 3.0),

@@ -163,3 +163,18 @@ impl Drop for Scratch {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `GET /metrics` of `app`, as text.
+pub async fn scrape<S>(app: &S) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let req = test::TestRequest::get().uri("/metrics").to_request();
+    String::from_utf8(test::call_and_read_body(app, req).await.to_vec()).unwrap()
+}
+
+/// The value of the Prometheus sample whose name and labels are exactly `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
