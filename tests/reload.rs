@@ -222,6 +222,18 @@ fn assert_located(error: &str, path: &Path, line: usize, column: usize, rule: Op
 
 /// The real binary, serving a scratch directory. Killed on drop if it still runs; when a
 /// test fails, its log is printed.
+/// `/healthz` after a rejected reload: the errors it shows are the logged ones, and the
+/// digest is still that of the rules being served.
+fn assert_health_shows_rejected(health: &Value, reload: &Reload, old_digest: &Value) {
+    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
+    assert_eq!(
+        health["last_reload"]["errors"],
+        serde_json::json!(reload.errors),
+        "{health}"
+    );
+    assert_eq!(&health["digest"], old_digest, "{health}");
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -590,13 +602,7 @@ fn broken_rules_file_keeps_the_old_rules_until_fixed() {
     server.assert_alive();
     assert_eq!(server.reply("hi"), "hello v1");
     let health = server.health();
-    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
-    assert_eq!(
-        health["last_reload"]["errors"],
-        serde_json::json!(reload.errors),
-        "{health}"
-    );
-    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_health_shows_rejected(&health, &reload, &old_digest);
     assert_eq!(health["rules"], 3, "{health}");
     assert_eq!(health["reloads_rejected"], 1, "{health}");
 
@@ -610,13 +616,7 @@ fn broken_rules_file_keeps_the_old_rules_until_fixed() {
     server.assert_alive();
     assert_eq!(server.reply("hi"), "hello v1");
     let health = server.health();
-    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
-    assert_eq!(
-        health["last_reload"]["errors"],
-        serde_json::json!(reload.errors),
-        "{health}"
-    );
-    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_health_shows_rejected(&health, &reload, &old_digest);
     assert_eq!(health["reloads_rejected"], 2, "{health}");
 
     // Fixed: the next SIGHUP applies it.
@@ -665,13 +665,7 @@ fn missing_template_keeps_the_old_rules_until_restored() {
     assert_eq!(server.reply("greet"), "greet v1 to oUser");
     assert_eq!(server.reply("hi"), "hello v1");
     let health = server.health();
-    assert_eq!(health["last_reload"]["outcome"], "rejected", "{health}");
-    assert_eq!(
-        health["last_reload"]["errors"],
-        serde_json::json!(reload.errors),
-        "{health}"
-    );
-    assert_eq!(health["digest"], old_digest, "{health}");
+    assert_health_shows_rejected(&health, &reload, &old_digest);
     assert_eq!(health["templates"], 1, "{health}");
 
     // Restored (with new text): the next SIGHUP applies both edits.
