@@ -2,14 +2,13 @@
 //! message, runs it through `answer` exactly as the server would, and reports what differed.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::answer::{answer, Outcome};
 use crate::rules::{RuleSet, Subject};
-use crate::wire::{push_cdata, Message};
+use crate::wire::{write_fields, Message};
 
 /// Why the cases file cannot be used (as opposed to a case that fails).
 #[derive(Debug, thiserror::Error)]
@@ -230,65 +229,5 @@ fn build_message(case: &Case, base: &Path) -> Result<String, String> {
     if !fields.iter().any(|(n, _)| n == "MsgType") {
         return Err("no message: give `text`, `event`, `xml`, or `fields` with a `MsgType`".into());
     }
-    Ok(to_xml(&fields))
-}
-
-/// Writes flat `(dotted name, value)` pairs as nested XML elements.
-fn to_xml(fields: &[(String, String)]) -> String {
-    #[derive(Default)]
-    struct Node {
-        text: Option<String>,
-        children: Vec<(String, Node)>,
-    }
-    fn insert(node: &mut Node, path: &[&str], value: &str) {
-        let Some((first, rest)) = path.split_first() else {
-            node.text = Some(value.to_owned());
-            return;
-        };
-        let at = match node.children.iter().position(|(n, _)| n == first) {
-            Some(at) => at,
-            None => {
-                node.children.push(((*first).to_owned(), Node::default()));
-                node.children.len() - 1
-            }
-        };
-        insert(&mut node.children[at].1, rest, value);
-    }
-    fn write(out: &mut String, name: &str, node: &Node) {
-        let _ = write!(out, "<{name}>");
-        if node.children.is_empty() {
-            push_cdata(out, node.text.as_deref().unwrap_or(""));
-        }
-        for (child, n) in &node.children {
-            write(out, child, n);
-        }
-        let _ = write!(out, "</{name}>");
-    }
-    let mut root = Node::default();
-    for (name, value) in fields {
-        let path: Vec<&str> = name.split('.').collect();
-        insert(&mut root, &path, value);
-    }
-    let mut out = String::new();
-    write(&mut out, "xml", &root);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dotted_fields_become_nested_elements() {
-        let xml = to_xml(&[
-            ("MsgType".into(), "event".into()),
-            ("ScanCodeInfo.ScanType".into(), "qrcode".into()),
-            ("ScanCodeInfo.ScanResult".into(), "a]]>b".into()),
-        ]);
-        assert_eq!(
-            xml,
-            "<xml><MsgType><![CDATA[event]]></MsgType><ScanCodeInfo><ScanType><![CDATA[qrcode]]></ScanType>\
-             <ScanResult><![CDATA[a]]]]><![CDATA[>b]]></ScanResult></ScanCodeInfo></xml>"
-        );
-    }
+    Ok(write_fields(&fields))
 }

@@ -387,8 +387,15 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     let xml = match (&args.message, &args.text, &args.event) {
         (Some(path), _, _) => read_message(path)?,
-        (_, Some(text), _) => synthetic_text(text, now),
-        (_, _, Some(event)) => synthetic_event(event, args.event_key.as_deref(), now),
+        (_, Some(text), _) => synthetic(
+            &[("MsgType", "text"), ("Content", text), ("MsgId", "1")],
+            now,
+        ),
+        (_, _, Some(event)) => {
+            let mut kind = vec![("MsgType", "event"), ("Event", event.as_str())];
+            kind.extend(args.event_key.as_deref().map(|k| ("EventKey", k)));
+            synthetic(&kind, now)
+        }
         _ => bail!("give a message file, --text or --event"),
     };
     let message = parse_for_explain(&xml)?;
@@ -489,28 +496,17 @@ fn read_message(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn xml_text(s: &str) -> String {
-    let mut out = String::new();
-    crate::wire::push_cdata(&mut out, s);
-    out
-}
-
-fn synthetic_text(text: &str, now: u64) -> String {
-    format!(
-        "<xml><ToUserName>gh_explain</ToUserName><FromUserName>o_explain_user</FromUserName>\
-         <CreateTime>{now}</CreateTime><MsgType>text</MsgType><Content>{}</Content>\
-         <MsgId>1</MsgId></xml>",
-        xml_text(text)
-    )
-}
-
-fn synthetic_event(event: &str, key: Option<&str>, now: u64) -> String {
-    let key = key
-        .map(|k| format!("<EventKey>{}</EventKey>", xml_text(k)))
-        .unwrap_or_default();
-    format!(
-        "<xml><ToUserName>gh_explain</ToUserName><FromUserName>o_explain_user</FromUserName>\
-         <CreateTime>{now}</CreateTime><MsgType>event</MsgType><Event>{}</Event>{key}</xml>",
-        xml_text(event)
-    )
+/// A message for `explain --text` / `--event`, as WeChat would send it.
+fn synthetic(kind: &[(&str, &str)], now: u64) -> String {
+    let now = now.to_string();
+    let fields: Vec<(String, String)> = [
+        ("ToUserName", "gh_explain"),
+        ("FromUserName", "o_explain_user"),
+        ("CreateTime", now.as_str()),
+    ]
+    .iter()
+    .chain(kind)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    crate::wire::write_fields(&fields)
 }

@@ -224,7 +224,8 @@ fn parse_path(path: &str) -> Option<Vec<String>> {
 }
 
 impl Simple {
-    fn render(&self, scope: &Scope<'_>, name: &str) -> Result<String, RenderError> {
+    /// Errors name the rule, which is what an inline template belongs to.
+    fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
         let mut out = String::new();
         for segment in &self.segments {
             match segment {
@@ -235,7 +236,7 @@ impl Simple {
                     Some(Resolved::Object) => out.push_str("[object]"),
                     None => {
                         return Err(RenderError {
-                            template: name.to_owned(),
+                            template: scope.rule.to_owned(),
                             reason: format!("the message has no field `{}`", parts.join(".")),
                         })
                     }
@@ -340,7 +341,7 @@ fn render_str(
 ) -> Result<String, RenderError> {
     match tpl {
         Tpl::Literal(s) => Ok(s.clone()),
-        Tpl::Simple(simple) => simple.render(scope, scope.rule),
+        Tpl::Simple(simple) => simple.render(scope),
         Tpl::Template(name) => rules
             .templates()
             .render(name, context.get_or_init(|| scope.context()))
@@ -417,7 +418,7 @@ mod simple_equals_handlebars {
             let mut hb = registry();
             hb.register_template_string("t", &text).unwrap();
             let expected = hb.render("t", &scope.context()).map_err(|e| e.reason().to_string());
-            let got = simple.render(&scope, "t").map_err(|e| e.reason);
+            let got = simple.render(&scope).map_err(|e| e.reason);
             match (&expected, &got) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "template {:?}", text),
                 (Err(_), Err(_)) => {}

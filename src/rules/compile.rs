@@ -607,15 +607,16 @@ fn compile_reply(
     (c.errors.len() == errors_before).then_some(spec)
 }
 
-/// An inline string becomes a literal when it has no `{{`, else a compiled template; a
+/// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
+/// references fields, else a compiled handlebars template; a
 /// `{ template: NAME }` must name a file of the templates directory.
 fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
     match raw {
         RawStr::Inline(text) if !text.0.contains("{{") => Some(Tpl::Literal(text.0)),
-        RawStr::Inline(text) if render::parse_simple(&text.0).is_some() => {
-            render::parse_simple(&text.0).map(Tpl::Simple)
-        }
         RawStr::Inline(text) => {
+            if let Some(simple) = render::parse_simple(&text.0) {
+                return Some(Tpl::Simple(simple));
+            }
             c.inline_count += 1;
             let name = format!("{rule}#{}", c.inline_count);
             match c.templates.register_template_string(&name, &text.0) {

@@ -149,11 +149,13 @@ pub(crate) async fn receive(
     // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
-    let outcome = answer(&snapshot.rules, &message, now);
+    let mut outcome = answer(&snapshot.rules, &message, now);
 
-    let body = match (&outcome, mode) {
+    let body = match (&mut outcome, mode) {
         (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(&state, xml, now),
-        _ => outcome.body().to_owned(),
+        // The XML is not needed past this point: move it rather than copy it.
+        (Outcome::Replied { xml, .. }, Mode::Plain) => std::mem::take(xml),
+        _ => "success".to_owned(),
     };
     let (counted, content_type) = match outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, ContentType::xml()),

@@ -168,6 +168,49 @@ fn element(out: &mut String, name: &str, text: &str) {
     out.push('>');
 }
 
+/// Writes flat `(dotted name, value)` pairs as a message document, nested elements for
+/// dotted names (`ScanCodeInfo.ScanType`): how `explain` and `wxrules test` build the
+/// messages they describe.
+pub fn write_fields(fields: &[(String, String)]) -> String {
+    #[derive(Default)]
+    struct Node {
+        text: Option<String>,
+        children: Vec<(String, Node)>,
+    }
+    fn insert(node: &mut Node, path: &[&str], value: &str) {
+        let Some((first, rest)) = path.split_first() else {
+            node.text = Some(value.to_owned());
+            return;
+        };
+        let at = match node.children.iter().position(|(n, _)| n == first) {
+            Some(at) => at,
+            None => {
+                node.children.push(((*first).to_owned(), Node::default()));
+                node.children.len() - 1
+            }
+        };
+        insert(&mut node.children[at].1, rest, value);
+    }
+    fn write(out: &mut String, name: &str, node: &Node) {
+        let _ = write!(out, "<{name}>");
+        if node.children.is_empty() {
+            push_cdata(out, node.text.as_deref().unwrap_or(""));
+        }
+        for (child, n) in &node.children {
+            write(out, child, n);
+        }
+        let _ = write!(out, "</{name}>");
+    }
+    let mut root = Node::default();
+    for (name, value) in fields {
+        let path: Vec<&str> = name.split('.').collect();
+        insert(&mut root, &path, value);
+    }
+    let mut out = String::new();
+    write(&mut out, "xml", &root);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +329,20 @@ mod tests {
             },
             "<MsgType><![CDATA[transfer_customer_service]]></MsgType>\
              <TransInfo><KfAccount><![CDATA[test1@test]]></KfAccount></TransInfo></xml>",
+        );
+    }
+
+    #[test]
+    fn dotted_fields_become_nested_elements() {
+        let xml = write_fields(&[
+            ("MsgType".into(), "event".into()),
+            ("ScanCodeInfo.ScanType".into(), "qrcode".into()),
+            ("ScanCodeInfo.ScanResult".into(), "a]]>b".into()),
+        ]);
+        assert_eq!(
+            xml,
+            "<xml><MsgType><![CDATA[event]]></MsgType><ScanCodeInfo><ScanType><![CDATA[qrcode]]></ScanType>\
+             <ScanResult><![CDATA[a]]]]><![CDATA[>b]]></ScanResult></ScanCodeInfo></xml>"
         );
     }
 }
