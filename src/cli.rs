@@ -155,18 +155,16 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a writer thread, so a request never waits on a write(2); the
-/// returned guard flushes what is queued when it is dropped, at exit. The queue blocks
-/// rather than drops lines when full: an operator must never miss a reload error.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr in batches written by a background thread (`logsink`), so a request
+/// never waits on a write(2); the returned guard writes what is pending when it is dropped,
+/// at exit. Nothing is dropped: an operator must never miss a reload error.
+fn init_tracing(format: LogFormat) -> anyhow::Result<crate::logsink::FlushGuard<std::io::Stderr>> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WXRULES_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files would keep the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("wxrules-log")
-        .finish(std::io::stderr());
+    let (writer, guard) = crate::logsink::batched(std::io::stderr(), "wxrules-log")
+        .context("starting the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -175,7 +173,7 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Prints each error (and warning) on its own line to stderr.
@@ -252,7 +250,7 @@ fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env()?;
-    let _log_guard = init_tracing(args.log_format);
+    let _log_guard = init_tracing(args.log_format)?;
     let sources = args.sources.sources();
     let loaded = match load_or_report(&sources) {
         Ok(loaded) => loaded,

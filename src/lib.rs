@@ -12,6 +12,7 @@
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
 //! - [`settings`]: secrets from the environment; [`clock`]: the time source.
+//! - [`logsink`]: the batching log writer behind `tracing` in `serve`.
 //! - [`cases`]: `wxrules test`, ops-written cases run through `answer`.
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod dedup;
+pub mod logsink;
 pub mod metrics;
 pub mod reload;
 pub mod render;
