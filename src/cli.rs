@@ -340,6 +340,19 @@ async fn run_server(
 
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
     let reloader = actix_web::rt::spawn(reload::run(live, receiver));
+    // Expired answers already count as absent; sweeping them gives their memory back. It
+    // runs here on the control thread, not on a worker.
+    let sweeper = {
+        let dedup = Arc::clone(&state.dedup);
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(dedup.ttl());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                dedup.sweep();
+            }
+        })
+    };
     let stopper = {
         let controls = controls.clone();
         actix_web::rt::spawn(async move {
@@ -370,6 +383,7 @@ async fn run_server(
             stopped.await;
         }
     }
+    sweeper.abort();
     let _ = controls.send(Control::Stop).await;
     let _ = reloader.await;
     tracing::info!(event = "server_stopped");

@@ -8,10 +8,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
+use quick_cache::Weighter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
 use crate::metrics::Metrics;
@@ -22,8 +21,12 @@ pub const KEY_PREFIX: &str = "wxrules:dedup:";
 /// How long an answer is kept: WeChat retries three times, 5 s apart, so 30 s covers the
 /// whole window with room for clock skew and a slow first attempt.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
-/// How many answers the in-process store keeps at most; the oldest go first.
-pub const DEFAULT_CAPACITY: u64 = 100_000;
+/// How many bytes of answers (keys, bodies and bookkeeping) the in-process store keeps at
+/// most; the coldest go first. 64 MiB holds 30 s of about 2,000 answers a second.
+pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+/// What one stored answer costs besides its key and body: the entry, the `Arc`, the
+/// content type and the rule name, rounded up.
+const ENTRY_OVERHEAD: u64 = 160;
 /// The longest one Redis command (or connect) may take before Redis counts as down.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// While Redis is down, how often one request tries it again.
@@ -105,6 +108,7 @@ impl fmt::Debug for Store {
 pub struct Config {
     pub store: Store,
     pub ttl: Duration,
+    /// Bytes, as weighed by `Answer::weight`.
     pub capacity: u64,
     pub command_timeout: Duration,
     pub retry_after: Duration,
@@ -132,6 +136,15 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// What keeping this answer costs in the in-process store, in bytes, roughly.
+    fn weight(&self, key: &Key) -> u64 {
+        let bytes = key.0.len()
+            + self.body.len()
+            + self.content_type.len()
+            + self.rule.as_ref().map_or(0, String::len);
+        u64::try_from(bytes).unwrap_or(u64::MAX) + ENTRY_OVERHEAD
+    }
+
     fn encode(&self) -> String {
         serde_json::json!({
             "content_type": self.content_type,
@@ -235,50 +248,38 @@ pub enum Claim<'a> {
     Answered { answer: Arc<Answer>, store: Tier },
 }
 
-/// The state of one key in the in-process store.
+/// An answer in the in-process store, and when it was stored: older than the TTL, it
+/// counts as absent.
 #[derive(Debug, Clone)]
-enum SlotState {
-    Pending,
-    Done(Arc<Answer>),
-    /// The first attempt went away without answering (its future was dropped).
-    Abandoned,
+struct Stored {
+    answer: Arc<Answer>,
+    at: Instant,
 }
 
-/// One key's entry in the in-process store. Waiters subscribe to it; the first attempt
-/// holds it through a `SlotGuard` and publishes the answer, or `Abandoned` when dropped.
-#[derive(Debug)]
-struct Slot {
-    state: watch::Sender<SlotState>,
-}
+/// Weighs entries by their bytes, so the capacity bounds memory, not a count.
+#[derive(Debug, Clone, Copy)]
+struct ByBytes;
 
-impl Slot {
-    fn pending() -> Arc<Slot> {
-        Arc::new(Slot {
-            state: watch::Sender::new(SlotState::Pending),
-        })
+impl Weighter<Key, Stored> for ByBytes {
+    fn weight(&self, key: &Key, stored: &Stored) -> u64 {
+        stored.answer.weight(key)
     }
 }
 
-/// The first attempt's hold on its slot. Dropping it unanswered releases the waiters, who
-/// then try to claim the key themselves, so a cancelled request never strands a retry.
-struct SlotGuard {
-    slot: Arc<Slot>,
-    finished: bool,
-}
+type Hasher = foldhash::fast::RandomState;
+/// The in-process store. quick_cache keeps, per key being answered, a placeholder that later
+/// attempts wait on: of concurrent attempts exactly one gets its guard, and a guard dropped
+/// without an answer passes to a waiter, so a cancelled request never strands a retry.
+type Memory = Cache<Key, Stored, ByBytes, Hasher>;
+/// The first attempt's hold on its key in process.
+type Guard<'a> = PlaceholderGuard<'a, Key, Stored, ByBytes, Hasher, DefaultLifecycle<Key, Stored>>;
 
-impl SlotGuard {
-    fn finish(&mut self, answer: Arc<Answer>) {
-        self.finished = true;
-        self.slot.state.send_replace(SlotState::Done(answer));
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.slot.state.send_replace(SlotState::Abandoned);
-        }
-    }
+fn store_in(guard: Guard<'_>, answer: Arc<Answer>) {
+    // `Err` means the placeholder was evicted meanwhile: that answer is simply not kept.
+    let _ = guard.insert(Stored {
+        answer,
+        at: Instant::now(),
+    });
 }
 
 /// The right, and the duty, to answer a push first. Dropping it without `complete` lets
@@ -287,7 +288,7 @@ impl Drop for SlotGuard {
 pub struct Ticket<'a> {
     dedup: &'a Dedup,
     key: Key,
-    guard: Option<SlotGuard>,
+    guard: Option<Guard<'a>>,
     /// This attempt holds the key in Redis too, and stores the answer there.
     in_redis: bool,
 }
@@ -297,8 +298,8 @@ impl Ticket<'_> {
     /// bounded by the command timeout. A failed Redis write is logged, not returned: the
     /// answer goes out either way.
     pub async fn complete(mut self, answer: Arc<Answer>) {
-        if let Some(guard) = &mut self.guard {
-            guard.finish(Arc::clone(&answer));
+        if let Some(guard) = self.guard.take() {
+            store_in(guard, Arc::clone(&answer));
         }
         if !self.in_redis {
             return;
@@ -523,7 +524,7 @@ impl RedisLink {
 pub struct Dedup {
     config: Config,
     /// `None` only for `Dedup::off`.
-    memory: Option<Cache<Key, Arc<Slot>, foldhash::fast::RandomState>>,
+    memory: Option<Memory>,
     redis: Option<RedisLink>,
     metrics: Metrics,
 }
@@ -541,13 +542,7 @@ impl Dedup {
     /// A store as configured. Makes no connection: Redis is reached on first use (or by
     /// `connect`), so a Redis that is down at start-up does not stop the server.
     pub fn new(config: Config, metrics: Metrics) -> Dedup {
-        // Keys are built from verified pushes only, so a fast non-keyed-by-attacker hash is
-        // safe; SipHash and rehashing were a quarter of a request's CPU under load.
-        let memory = Cache::builder()
-            .max_capacity(config.capacity)
-            .initial_capacity(usize::try_from(config.capacity.min(1 << 16)).unwrap_or(1 << 16))
-            .time_to_live(config.ttl)
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        let memory = memory_store(config.capacity);
         let redis = match &config.store {
             Store::Memory => None,
             Store::Redis(url) => Some(RedisLink {
@@ -594,6 +589,27 @@ impl Dedup {
         }
     }
 
+    /// Drops the in-process answers older than the TTL. They already count as absent; this
+    /// gives their memory back. The server calls it every TTL, off the request path.
+    pub fn sweep(&self) {
+        if let Some(memory) = &self.memory {
+            let ttl = self.config.ttl;
+            memory.retain(|_, stored| stored.at.elapsed() < ttl);
+        }
+    }
+
+    /// How many answers the in-process store holds, and their weight in bytes.
+    pub fn stored(&self) -> (usize, u64) {
+        self.memory
+            .as_ref()
+            .map_or((0, 0), |memory| (memory.len(), memory.weight()))
+    }
+
+    /// How often `sweep` should run.
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
+    }
+
     /// Whether Redis is configured and currently counted as down.
     pub fn redis_down(&self) -> bool {
         self.redis.as_ref().is_some_and(RedisLink::is_down)
@@ -612,7 +628,7 @@ impl Dedup {
                 in_redis: false,
             });
         };
-        let mut guard = match claim_local(memory, key).await {
+        let guard = match claim_local(memory, key, self.config.ttl).await {
             Ok(guard) => guard,
             Err(answer) => {
                 self.metrics.observe_dedup_hit(Tier::Memory.as_str());
@@ -628,7 +644,7 @@ impl Dedup {
                 RedisClaim::First => true,
                 RedisClaim::Answered(answer) => {
                     // Retries that reach this process from now on are answered locally.
-                    guard.finish(Arc::clone(&answer));
+                    store_in(guard, Arc::clone(&answer));
                     self.metrics.observe_dedup_hit(Tier::Redis.as_str());
                     return Claim::Answered {
                         answer,
@@ -650,51 +666,46 @@ impl Dedup {
     }
 }
 
+/// The in-process store, holding up to `capacity` bytes of answers.
+fn memory_store(capacity: u64) -> Memory {
+    // About 1 KiB an answer: enough to size the shards, not a limit.
+    let estimated_items = usize::try_from(capacity / 1024)
+        .unwrap_or(usize::MAX)
+        .max(64);
+    // Keys are built from verified pushes only, so a fast hash not keyed against attackers
+    // is safe; SipHash was a tenth of a request's CPU under load.
+    Cache::with(
+        estimated_items,
+        capacity,
+        ByBytes,
+        Hasher::default(),
+        DefaultLifecycle::default(),
+    )
+}
+
 /// Claims `key` in process: `Ok` holds it for this attempt, `Err` is the answer of an
-/// earlier one (waited for if still pending).
-async fn claim_local(
-    memory: &Cache<Key, Arc<Slot>, foldhash::fast::RandomState>,
+/// earlier one (waited for if still being answered). An answer older than `ttl` is
+/// replaced, as if absent.
+async fn claim_local<'a>(
+    memory: &'a Memory,
     key: &Key,
-) -> Result<SlotGuard, Arc<Answer>> {
+    ttl: Duration,
+) -> Result<Guard<'a>, Arc<Answer>> {
     loop {
-        let mine = Slot::pending();
-        // moka runs one initializer per key at a time: of concurrent attempts, exactly one
-        // sees its own slot inserted (`is_fresh`); the others get that slot.
-        let entry = memory
-            .entry_by_ref(key)
-            .or_insert_with(async { Arc::clone(&mine) })
-            .await;
-        if entry.is_fresh() {
-            return Ok(SlotGuard {
-                slot: mine,
-                finished: false,
-            });
-        }
-        let theirs = entry.into_value();
-        let mut waiting = theirs.state.subscribe();
-        let state = waiting
-            .wait_for(|s| !matches!(s, SlotState::Pending))
-            .await
-            .map(|s| s.clone());
-        if let Ok(SlotState::Done(answer)) = state {
-            return Err(answer);
-        }
-        // Abandoned (or evicted): take the key over, unless another waiter already did.
-        let taken = memory
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(e) if !Arc::ptr_eq(e.value(), &theirs) => Op::Nop,
-                    _ => Op::Put(Arc::clone(&mine)),
-                };
-                async move { op }
+        let found = memory
+            .entry_async(key, |_, stored| {
+                if stored.at.elapsed() < ttl {
+                    EntryAction::Retain(Arc::clone(&stored.answer))
+                } else {
+                    EntryAction::ReplaceWithGuard
+                }
             })
             .await;
-        if matches!(taken, CompResult::Inserted(_) | CompResult::ReplacedWith(_)) {
-            return Ok(SlotGuard {
-                slot: mine,
-                finished: false,
-            });
+        match found {
+            EntryResult::Retained(answer) => return Err(answer),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => return Ok(guard),
+            // Neither is asked for (no `Remove` action, no timeout): look again.
+            EntryResult::Removed(..) | EntryResult::Timeout => {}
         }
     }
 }
@@ -806,6 +817,86 @@ mod tests {
             dedup.claim(&key).await,
             Claim::Answered { answer, .. } if answer.body == "second"
         ));
+    }
+
+    #[tokio::test]
+    async fn of_many_concurrent_attempts_exactly_one_answers_and_all_get_its_answer() {
+        let dedup = Arc::new(Dedup::new(Config::default(), Metrics::new()));
+        let key = Key::for_message(&message(TEXT));
+        let mut attempts = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (dedup, key) = (Arc::clone(&dedup), key.clone());
+            attempts.spawn(async move {
+                match dedup.claim(&key).await {
+                    Claim::First(ticket) => {
+                        // Let the others queue up behind this attempt first.
+                        tokio::task::yield_now().await;
+                        ticket.complete(answer(&format!("from {i}"))).await;
+                        (true, format!("from {i}"))
+                    }
+                    Claim::Answered { answer, .. } => (false, answer.body.clone()),
+                }
+            });
+        }
+        let results = attempts.join_all().await;
+        let firsts: Vec<_> = results.iter().filter(|(first, _)| *first).collect();
+        assert_eq!(firsts.len(), 1, "{results:?}");
+        assert!(results.iter().all(|(_, body)| *body == firsts[0].1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_the_ttl_counts_as_absent_and_sweep_drops_it() {
+        let config = Config {
+            ttl: Duration::from_millis(50),
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("first");
+        };
+        ticket.complete(answer("old")).await;
+        assert!(matches!(dedup.claim(&key).await, Claim::Answered { .. }));
+        let other = Key::for_message(&message(CLICK));
+        let Claim::First(ticket) = dedup.claim(&other).await else {
+            panic!("first");
+        };
+        ticket.complete(answer("other")).await;
+        assert_eq!(dedup.stored().0, 2);
+
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        dedup.sweep();
+        assert_eq!(dedup.stored(), (0, 0), "sweep keeps nothing expired");
+        // Expired before a sweep, too: the next attempt answers afresh.
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("an expired answer must not be served");
+        };
+        ticket.complete(answer("new")).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("an expired answer must not be served");
+        };
+        drop(ticket);
+    }
+
+    #[tokio::test]
+    async fn the_store_stays_within_its_byte_capacity() {
+        let config = Config {
+            capacity: 256 * 1024,
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let body = "x".repeat(1024);
+        for id in 0..2000 {
+            let xml = TEXT.replace("<MsgId>42", &format!("<MsgId>{id}"));
+            let Claim::First(ticket) = dedup.claim(&Key::for_message(&message(&xml))).await else {
+                panic!("every MsgId is new");
+            };
+            ticket.complete(answer(&body)).await;
+        }
+        let (count, bytes) = dedup.stored();
+        assert!(bytes <= 256 * 1024, "{bytes} bytes stored");
+        assert!(count > 50, "only {count} answers kept");
     }
 
     #[tokio::test]
