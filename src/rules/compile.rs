@@ -87,7 +87,9 @@ struct Compiler<'a> {
     file: &'a Path,
     positions: LazyPositions<'a>,
     templates: Handlebars<'static>,
-    known_templates: HashSet<String>,
+    /// Each template file by name, in the form a reply uses it: a literal or a `Simple`
+    /// template when it is one (rendered without handlebars), else the registered template.
+    known_templates: HashMap<String, Tpl>,
     used_templates: HashSet<String>,
     errors: Vec<RuleError>,
     inline_count: usize,
@@ -121,7 +123,7 @@ fn compile(
         file,
         positions,
         templates: render::registry(),
-        known_templates: HashSet::new(),
+        known_templates: HashMap::new(),
         used_templates: HashSet::new(),
         errors: Vec::new(),
         inline_count: 0,
@@ -129,7 +131,9 @@ fn compile(
     for t in template_files {
         match c.templates.register_template_string(&t.name, &t.text) {
             Ok(()) => {
-                c.known_templates.insert(t.name.clone());
+                // Still registered: handlebars templates may use it as a partial.
+                let tpl = fast_form(&t.text).unwrap_or_else(|| Tpl::Template(t.name.clone()));
+                c.known_templates.insert(t.name.clone(), tpl);
             }
             Err(e) => {
                 c.errors.push(RuleError {
@@ -138,7 +142,8 @@ fn compile(
                     message: format!("template does not compile: {}", template_reason(&e)),
                 });
                 // Known, so references to it do not also report "not found".
-                c.known_templates.insert(t.name.clone());
+                c.known_templates
+                    .insert(t.name.clone(), Tpl::Template(t.name.clone()));
             }
         }
     }
@@ -612,10 +617,9 @@ fn compile_reply(
 /// `{ template: NAME }` must name a file of the templates directory.
 fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
     match raw {
-        RawStr::Inline(text) if !text.0.contains("{{") => Some(Tpl::Literal(text.0)),
         RawStr::Inline(text) => {
-            if let Some(simple) = render::parse_simple(&text.0) {
-                return Some(Tpl::Simple(simple));
+            if let Some(fast) = fast_form(&text.0) {
+                return Some(fast);
             }
             c.inline_count += 1;
             let name = format!("{rule}#{}", c.inline_count);
@@ -637,9 +641,10 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
             }
         }
         RawStr::File(r) => {
-            if c.known_templates.contains(&r.template) {
-                c.used_templates.insert(r.template.clone());
-                Some(Tpl::Template(r.template))
+            if let Some(tpl) = c.known_templates.get(&r.template) {
+                let tpl = tpl.clone();
+                c.used_templates.insert(r.template);
+                Some(tpl)
             } else {
                 let at = c.positions.value(&format!("{path}.template"));
                 c.error(
@@ -656,8 +661,55 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
     }
 }
 
+/// A template's text as a literal (no `{{` at all) or a `Simple` template, when it is one:
+/// both render exactly as handlebars would, without it.
+fn fast_form(text: &str) -> Option<Tpl> {
+    if !text.contains("{{") {
+        return Some(Tpl::Literal(text.to_owned()));
+    }
+    render::parse_simple(text).map(Tpl::Simple)
+}
+
 /// Compiles rules from a string, with no template files; for unit tests.
 #[cfg(test)]
 pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
     compile(Path::new("rules.yaml"), yaml, &[]).map(|l| l.rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_files_take_the_fastest_form_that_renders_the_same() {
+        let file = |name: &str, text: &str| TemplateFile {
+            name: name.to_owned(),
+            path: PathBuf::from(format!("templates/{name}.hbs")),
+            text: text.to_owned(),
+        };
+        let yaml = "rules:
+  - { name: a, when: { keyword: a }, reply: { text: { template: plain } } }
+  - { name: b, when: { keyword: b }, reply: { text: { template: fields } } }
+  - { name: c, when: { keyword: c }, reply: { text: { template: blocks } } }
+";
+        let files = [
+            file("plain", "价格：¥99/月"),
+            file("fields", "hi {{FromUserName}}"),
+            file("blocks", "{{#if Content}}yes{{/if}}"),
+        ];
+        let rules = compile(Path::new("rules.yaml"), yaml, &files)
+            .unwrap()
+            .rules;
+        let texts: Vec<&Tpl> = rules
+            .rules()
+            .iter()
+            .map(|r| match &r.action {
+                Action::Reply(ReplySpec::Text(tpl)) => tpl,
+                other => panic!("unexpected action {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts[0], &Tpl::Literal("价格：¥99/月".to_owned()));
+        assert!(matches!(texts[1], Tpl::Simple(_)), "{:?}", texts[1]);
+        assert_eq!(texts[2], &Tpl::Template("blocks".to_owned()));
+    }
 }
