@@ -66,7 +66,28 @@ pub(crate) enum Pattern {
 pub(crate) struct LazyRegex {
     pattern: String,
     case_insensitive: bool,
+    /// Literals one of which every match starts with, when there are few and none is
+    /// short: the index finds such a regex with one automaton over all of them instead of
+    /// asking a `RegexSet`.
+    prefixes: Option<Box<[Box<[u8]>]>>,
     compiled: OnceLock<Option<Regex>>,
+}
+
+/// At most this many prefix literals per regex (case-insensitive letters multiply them).
+const MAX_PREFIXES: usize = 64;
+/// Shorter prefixes would make a regex a candidate for too many messages.
+const MIN_PREFIX: usize = 2;
+
+/// The literals every match of `hir` starts with (regex-syntax's prefix extractor, the one
+/// the regex crate's own prefilters use), if usable for the index.
+fn required_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[Box<[u8]>]>> {
+    let seq = regex_syntax::hir::literal::Extractor::new().extract(hir);
+    // `None`: some match can start with anything.
+    let literals = seq.literals()?;
+    let usable = !literals.is_empty()
+        && literals.len() <= MAX_PREFIXES
+        && literals.iter().all(|l| l.as_bytes().len() >= MIN_PREFIX);
+    usable.then(|| literals.iter().map(|l| l.as_bytes().into()).collect())
 }
 
 /// The size limit of one compiled regex.
@@ -75,7 +96,7 @@ pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 impl LazyRegex {
     /// Checks the syntax now; the error says what is wrong.
     pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Result<LazyRegex, String> {
-        regex_syntax::ParserBuilder::new()
+        let hir = regex_syntax::ParserBuilder::new()
             .case_insensitive(case_insensitive)
             .build()
             .parse(pattern)
@@ -83,6 +104,7 @@ impl LazyRegex {
         Ok(LazyRegex {
             pattern: pattern.to_owned(),
             case_insensitive,
+            prefixes: required_prefixes(&hir),
             compiled: OnceLock::new(),
         })
     }
@@ -280,8 +302,12 @@ pub(crate) struct Index {
     /// Prefix and substring keywords: pattern i belongs to rule `partial_rules[i]`.
     partial: Option<AhoCorasick>,
     partial_rules: Vec<(u32, PartialKind)>,
-    /// Keyword regexes, in sets of `REGEX_CHUNK`: pattern j of set k belongs to rule
-    /// `regex_rules[k * REGEX_CHUNK + j]`.
+    /// Keyword regexes with required prefixes: one automaton over every prefix; pattern i
+    /// belongs to rule `prefix_rules[i]`. A rule found is a candidate: its regex decides.
+    prefixes: Option<AhoCorasick>,
+    prefix_rules: Vec<u32>,
+    /// The other keyword regexes, in sets of `REGEX_CHUNK`: pattern j of set k belongs to
+    /// rule `regex_rules[k * REGEX_CHUNK + j]`.
     regexes: Vec<RegexSet>,
     regex_rules: Vec<u32>,
     event_key: HashMap<String, Vec<u32>>,
@@ -312,6 +338,7 @@ impl Index {
         let mut index = Index::default();
         let mut partial_patterns: Vec<&str> = Vec::new();
         let mut regex_patterns: Vec<&str> = Vec::new();
+        let mut prefix_patterns: Vec<&[u8]> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
             if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
@@ -333,10 +360,18 @@ impl Index {
                                 partial_patterns.push(s);
                                 index.partial_rules.push((id, PartialKind::Contains));
                             }
-                            Pattern::Regex(re) => {
-                                regex_patterns.push(re.as_str());
-                                index.regex_rules.push(id);
-                            }
+                            Pattern::Regex(re) => match &re.prefixes {
+                                Some(prefixes) => {
+                                    for prefix in prefixes.iter() {
+                                        prefix_patterns.push(prefix);
+                                        index.prefix_rules.push(id);
+                                    }
+                                }
+                                None => {
+                                    regex_patterns.push(re.as_str());
+                                    index.regex_rules.push(id);
+                                }
+                            },
                         }
                     }
                     continue;
@@ -367,6 +402,15 @@ impl Index {
                 Err(_) => index.unindex_partial(),
             }
         }
+        if !prefix_patterns.is_empty() {
+            match AhoCorasick::new(&prefix_patterns) {
+                Ok(ac) => index.prefixes = Some(ac),
+                Err(_) => {
+                    let ids = std::mem::take(&mut index.prefix_rules);
+                    index.unindex(ids);
+                }
+            }
+        }
         // Keyword regexes are compiled case-insensitive; the sets must agree. One set of
         // thousands of patterns outgrows its lazy DFA and falls back to the PikeVM (tens of
         // µs per message); small sets stay on the DFA, and `is_match` on each is ~100 ns.
@@ -389,13 +433,15 @@ impl Index {
     /// Too many patterns for one automaton: those rules are tried for every message.
     fn unindex_partial(&mut self) {
         let ids = std::mem::take(&mut self.partial_rules);
-        self.rest.extend(ids.into_iter().map(|(id, _)| id));
-        self.rest.sort_unstable();
-        self.rest.dedup();
+        self.unindex(ids.into_iter().map(|(id, _)| id).collect());
     }
 
     fn unindex_regexes(&mut self) {
         let ids = std::mem::take(&mut self.regex_rules);
+        self.unindex(ids);
+    }
+
+    fn unindex(&mut self, ids: Vec<u32>) {
         self.rest.extend(ids);
         self.rest.sort_unstable();
         self.rest.dedup();
@@ -408,6 +454,7 @@ impl Index {
         // Prefix, substring and regex keyword rules can cover exact or narrower keywords.
         ids.extend(self.partial_rules.iter().map(|(id, _)| *id));
         ids.extend(self.regex_rules.iter().copied());
+        ids.extend(self.prefix_rules.iter().copied());
         for test in &rule.when.tests {
             let map = match test.field {
                 Field::Keyword => &self.keyword,
@@ -445,6 +492,12 @@ impl Index {
                     }
                 }
             }
+        }
+        if let (Some(raw), Some(ac)) = (subject.keyword, &self.prefixes) {
+            found.extend(
+                ac.find_overlapping_iter(raw)
+                    .filter_map(|m| self.prefix_rules.get(m.pattern().as_usize()).copied()),
+            );
         }
         if let Some(raw) = subject.keyword {
             for (k, set) in self.regexes.iter().enumerate() {
@@ -547,6 +600,37 @@ impl RuleSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn regexes_with_long_enough_required_prefixes_get_them() {
+        let prefixes = |pattern: &str| {
+            LazyRegex::new(pattern, true).unwrap().prefixes.map(|p| {
+                let mut all: Vec<String> = p
+                    .iter()
+                    .map(|l| String::from_utf8(l.to_vec()).unwrap())
+                    .collect();
+                all.sort();
+                all
+            })
+        };
+        // Case-insensitive: every casing, including the Kelvin sign for `k`.
+        assert_eq!(
+            prefixes("^k1-(?P<n>\\d+)$"),
+            Some(vec!["K1-".into(), "k1-".into(), "\u{212A}1-".into()])
+        );
+        assert_eq!(
+            prefixes("订单|价格"),
+            Some(vec!["价格".into(), "订单".into()])
+        );
+        // Too short, or no required start at all: left to the regex sets.
+        assert_eq!(prefixes("^a"), None);
+        assert_eq!(prefixes("\\d+"), None);
+        assert_eq!(prefixes(".*ab"), None);
+        // An optional part: both starts, in every casing.
+        let both = prefixes("(ab)?cd").unwrap();
+        assert_eq!(both.len(), 20);
+        assert!(both.contains(&"abcd".to_owned()) && both.contains(&"cD".to_owned()));
+    }
+
     use super::*;
     use crate::rules::compile::compile_yaml;
 

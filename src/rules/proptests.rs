@@ -8,11 +8,37 @@ use super::compile::compile_yaml;
 use super::Subject;
 use crate::wire::Message;
 
-const WORDS: &[&str] = &["a", "b", "ab", "BA", "价格", "x1", "订单 12", " a "];
+// "\u{212A}1" starts with the Kelvin sign, which case-insensitive regexes match as `k`.
+const WORDS: &[&str] = &[
+    "a",
+    "b",
+    "ab",
+    "BA",
+    "价格",
+    "x1",
+    "订单 12",
+    " a ",
+    "\u{212A}1",
+];
 const EVENTS: &[&str] = &["subscribe", "SCAN", "CLICK", "unsubscribe"];
 const KEYS: &[&str] = &["qrscene_1", "qrscene_2", "K1", "k1", "1"];
 const TYPES: &[&str] = &["text", "event", "voice", "TEXT"];
-const REGEXES: &[&str] = &["^a", "b$", "a.?b", "(?P<n>\\\\d+)", "^价", "x(1)?"];
+/// Regexes without a required prefix of two bytes or more (`^a`, `b$`, `a.?b`, `\d+`,
+/// `x(1)?`) go to the index's `RegexSet`s; the others are found by their prefixes.
+const REGEXES: &[&str] = &[
+    "^a",
+    "b$",
+    "a.?b",
+    "(?P<n>\\\\d+)",
+    "^价",
+    "x(1)?",
+    "ab",
+    "^BA(?P<n>\\\\d*)",
+    "订单\\\\s*(?P<id>\\\\d+)$",
+    "价格|x1",
+    "(ab|ba)+",
+    "k1",
+];
 
 fn word(list: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(list).prop_map(|w| format!("{w:?}"))
