@@ -159,7 +159,7 @@ fn compile(
 
     let spans = rule_spans(source, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, input) in inputs.into_iter().enumerate() {
         let base = format!("rules[{i}]");
         let rule_at = c.positions.rule(i);

@@ -4,7 +4,12 @@
 //! that trying every rule in order would give.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// The index's maps. Their keys come from the rules file, not from requests: a request only
+/// looks up, and cannot lengthen the probe chains of a map it does not fill, so a fast hash
+/// (randomly seeded) is safe.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 use aho_corasick::AhoCorasick;
 use std::sync::OnceLock;
