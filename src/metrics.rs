@@ -51,6 +51,8 @@ pub struct Metrics {
     rules_loaded: IntGauge,
     dedup_hits: IntCounterVec,
     dedup_fallbacks: IntCounter,
+    dedup_stored: IntGauge,
+    dedup_stored_bytes: IntGauge,
 }
 
 impl Default for Metrics {
@@ -107,6 +109,16 @@ impl Metrics {
             "Requests deduplicated in process because Redis was unavailable",
         )
         .expect("valid metric"); // ok: fixed definitions
+        let dedup_stored = IntGauge::new(
+            "wxrules_dedup_stored_answers",
+            "Answers in the in-process dedup store (expired ones until the next sweep)",
+        )
+        .expect("valid metric"); // ok: fixed definitions
+        let dedup_stored_bytes = IntGauge::new(
+            "wxrules_dedup_stored_bytes",
+            "Weight of the in-process dedup store, in bytes; capped at 64 MiB",
+        )
+        .expect("valid metric"); // ok: fixed definitions
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rule_hits.clone()),
@@ -115,6 +127,8 @@ impl Metrics {
             Box::new(rules_loaded.clone()),
             Box::new(dedup_hits.clone()),
             Box::new(dedup_fallbacks.clone()),
+            Box::new(dedup_stored.clone()),
+            Box::new(dedup_stored_bytes.clone()),
         ] {
             registry.register(m).expect("distinct metric names"); // ok: fixed names
         }
@@ -145,6 +159,8 @@ impl Metrics {
             rules_loaded,
             dedup_hits,
             dedup_fallbacks,
+            dedup_stored,
+            dedup_stored_bytes,
         }
     }
 
@@ -189,6 +205,14 @@ impl Metrics {
     pub fn set_rules_loaded(&self, rules: usize) {
         self.rules_loaded
             .set(i64::try_from(rules).unwrap_or(i64::MAX));
+    }
+
+    /// The size of the in-process dedup store, read when `/metrics` is scraped.
+    pub fn set_dedup_stored(&self, answers: usize, bytes: u64) {
+        self.dedup_stored
+            .set(i64::try_from(answers).unwrap_or(i64::MAX));
+        self.dedup_stored_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus' text exposition format.

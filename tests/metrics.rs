@@ -107,3 +107,35 @@ async fn render_errors_are_counted_under_their_rule() {
         Some(3.0)
     );
 }
+
+#[actix_web::test]
+async fn the_dedup_store_size_is_exposed() {
+    let state = state_with_dedup(
+        shipped(),
+        wxrules::settings::Secrets::new(TOKEN, None).unwrap(),
+        wxrules::server::Options::default(),
+        Some(wxrules::dedup::Config::default()),
+    );
+    let app = app(state).await;
+    let m = scrape(&app).await;
+    assert_eq!(sample(&m, "wxrules_dedup_stored_answers"), Some(0.0));
+    assert_eq!(sample(&m, "wxrules_dedup_stored_bytes"), Some(0.0));
+    let text = fixture("msg_text");
+    for id in ["1", "2", "3"] {
+        let xml = text.replace("1234567890123456", id);
+        assert_ne!(xml, text, "the fixture's MsgId changed");
+        let (status, _) = post(&app, &signed_query(), xml.clone()).await;
+        assert_eq!(status, 200);
+    }
+    // A retry is answered from the store and stores nothing new.
+    let (status, _) = post(&app, &signed_query(), text.replace("1234567890123456", "1")).await;
+    assert_eq!(status, 200);
+    let m = scrape(&app).await;
+    assert_eq!(sample(&m, "wxrules_dedup_stored_answers"), Some(3.0));
+    assert_eq!(
+        sample(&m, "wxrules_dedup_hits_total{store=\"memory\"}"),
+        Some(1.0)
+    );
+    let bytes = sample(&m, "wxrules_dedup_stored_bytes").unwrap();
+    assert!((300.0..64.0 * 1024.0 * 1024.0).contains(&bytes), "{bytes}");
+}

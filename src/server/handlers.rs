@@ -275,9 +275,12 @@ fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let metrics = state.live.metrics();
+    let (answers, bytes) = state.dedup.stored();
+    metrics.set_dedup_stored(answers, bytes);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.live.metrics().render())
+        .body(metrics.render())
 }
 
 /// `GET /healthz`: which rules are live and how the last reload went.
