@@ -22,11 +22,14 @@ pub const KEY_PREFIX: &str = "wxrules:dedup:";
 /// whole window with room for clock skew and a slow first attempt.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// How many bytes of answers (keys, bodies and bookkeeping) the in-process store keeps at
-/// most; the coldest go first. 64 MiB holds 30 s of about 2,000 answers a second.
+/// most; the coldest go first. 64 MiB holds about 80,000 answers of 400 bytes: 30 s of
+/// 2,600 answers a second.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
-/// What one stored answer costs besides its key and body: the entry, the `Arc`, the
-/// content type and the rule name, rounded up.
-const ENTRY_OVERHEAD: u64 = 160;
+/// What one stored answer costs besides the bytes of its strings: the cache entry and
+/// its table slot, the `Arc`, and the allocator's headers and rounding for five blocks.
+/// Measured: 124,017 answers weighed without it grew the RSS by 98 MiB, 830 bytes each,
+/// about 450 more than their strings.
+const ENTRY_OVERHEAD: u64 = 448;
 /// The longest one Redis command (or connect) may take before Redis counts as down.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// While Redis is down, how often one request tries it again.
