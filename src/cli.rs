@@ -156,8 +156,9 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 /// Logs go to stderr in batches written by a background thread (`logsink`), so a request
-/// never waits on a write(2); the returned guard writes what is pending when it is dropped,
-/// at exit. Nothing is dropped: an operator must never miss a reload error.
+/// does not wait on a write(2) unless stderr falls 1 MiB behind; the returned guard writes
+/// what is pending when it is dropped, at exit. Nothing is dropped: an operator must never
+/// miss a reload error.
 fn init_tracing(format: LogFormat) -> anyhow::Result<crate::logsink::FlushGuard<std::io::Stderr>> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WXRULES_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
-use quick_cache::Weighter;
+use quick_cache::{OptionsBuilder, Weighter};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::{timeout, Instant};
 
@@ -278,7 +278,9 @@ type Memory = Cache<Key, Stored, ByBytes, Hasher>;
 type Guard<'a> = PlaceholderGuard<'a, Key, Stored, ByBytes, Hasher, DefaultLifecycle<Key, Stored>>;
 
 fn store_in(guard: Guard<'_>, answer: Arc<Answer>) {
-    // `Err` means the placeholder was evicted meanwhile: that answer is simply not kept.
+    // `Err` means the placeholder was removed meanwhile (nothing here removes one); an
+    // answer heavier than a shard is dropped with `Ok`. Either way it is not kept, and the
+    // answer still goes out.
     let _ = guard.insert(Stored {
         answer,
         at: Instant::now(),
@@ -675,15 +677,35 @@ fn memory_store(capacity: u64) -> Memory {
     let estimated_items = usize::try_from(capacity / 1024)
         .unwrap_or(usize::MAX)
         .max(64);
+    // quick_cache keeps nothing heavier than about one shard, and a waiter then finds no
+    // answer and runs the rules again: keep shards of 1 MiB or more (16 times the largest
+    // request), however many cores set the default count.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let by_size = usize::try_from(capacity >> 20).unwrap_or(usize::MAX).max(1);
+    let shards = (cores * 4).min(by_size).max(1);
+    let options = OptionsBuilder::new()
+        .estimated_items_capacity(estimated_items)
+        .weight_capacity(capacity)
+        .shards(shards)
+        .build();
     // Keys are built from verified pushes only, so a fast hash not keyed against attackers
     // is safe; SipHash was a tenth of a request's CPU under load.
-    Cache::with(
-        estimated_items,
-        capacity,
-        ByBytes,
-        Hasher::default(),
-        DefaultLifecycle::default(),
-    )
+    match options {
+        Ok(options) => Cache::with_options(
+            options,
+            ByBytes,
+            Hasher::default(),
+            DefaultLifecycle::default(),
+        ),
+        // Only a builder missing a field fails, and every field is set above.
+        Err(_) => Cache::with(
+            estimated_items,
+            capacity,
+            ByBytes,
+            Hasher::default(),
+            DefaultLifecycle::default(),
+        ),
+    }
 }
 
 /// Claims `key` in process: `Ok` holds it for this attempt, `Err` is the answer of an
@@ -900,6 +922,29 @@ mod tests {
         let (count, bytes) = dedup.stored();
         assert!(bytes <= 256 * 1024, "{bytes} bytes stored");
         assert!(count > 50, "only {count} answers kept");
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_in_a_small_store_still_reaches_the_waiting_retry() {
+        let config = Config {
+            capacity: 64 * 1024,
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let Claim::First(ticket) = dedup.claim(&key).await else {
+            panic!("first");
+        };
+        let retry = dedup.claim(&key);
+        tokio::pin!(retry);
+        assert!(timeout(Duration::from_millis(20), &mut retry)
+            .await
+            .is_err());
+        ticket.complete(answer(&"x".repeat(40 * 1024))).await;
+        assert!(
+            matches!(retry.await, Claim::Answered { .. }),
+            "the retry must get the first answer, not run the rules again"
+        );
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@
 //! under load that thread took a quarter of the process's CPU in context switches. Here
 //! only the first line of a batch wakes the thread, which then lets lines gather for
 //! [`GATHER`] and writes them with one call. Nothing is ever dropped: a batch that reaches
-//! [`MAX_PENDING`] bytes is written at once by the thread that filled it, and dropping the
-//! [`FlushGuard`] writes what is left.
+//! [`MAX_PENDING`] bytes (stderr is slower than the lines come) is written by the thread
+//! that filled it, which then waits on that write, and dropping the [`FlushGuard`] writes
+//! what is left.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long the writer thread lets lines gather after the first line of a batch: the
-/// longest a line waits before it reaches stderr.
+/// How long the writer thread lets lines gather after the first line of a batch. A line
+/// reaches stderr this long after it is logged, plus the time of the write before it.
 pub const GATHER: Duration = Duration::from_millis(10);
 /// A batch this big is written by the thread that logged its last line, so memory stays
 /// bounded however fast lines come.

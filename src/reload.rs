@@ -38,8 +38,9 @@ pub enum ReloadOutcome {
     Applied {
         rules: usize,
         changes: Changes,
-        /// The rules replaced, freed when the outcome is dropped: after it is logged,
-        /// since freeing 100,000 rules takes a tenth of a second.
+        /// The rules replaced. Requests in flight may still hold them; `run` frees them
+        /// on its blocking thread once those are done (`release`), since freeing 100,000
+        /// rules takes a tenth of a second that no request should wait.
         replaced: Arc<Snapshot>,
     },
     /// The files have errors; the old rules keep serving.
@@ -271,6 +272,21 @@ pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
     }
 }
 
+/// How long `release` waits for requests to let go of replaced rules: past the request
+/// deadline (3 s), with room.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Frees replaced rules on this (blocking) thread: waits, for `RELEASE_WAIT` at most, for the
+/// requests still using them to finish, so that the last of them, on a worker, does not pay
+/// for freeing them.
+fn release(replaced: Arc<Snapshot>) {
+    let until = std::time::Instant::now() + RELEASE_WAIT;
+    while Arc::strong_count(&replaced) > 1 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(replaced);
+}
+
 /// The control loop: each `Reload` loads off the async workers and swaps on success;
 /// reloads requested while one runs are coalesced into one more. Ends on `Stop` or when
 /// every sender is gone.
@@ -288,6 +304,9 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>) {
         match tokio::task::spawn_blocking(move || {
             let outcome = worker.reload();
             log_outcome(&worker, &outcome);
+            if let ReloadOutcome::Applied { replaced, .. } = outcome {
+                release(replaced);
+            }
         })
         .await
         {

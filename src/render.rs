@@ -134,6 +134,9 @@ enum Resolved<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Simple {
     segments: Vec<Segment>,
+    /// The template file it came from; `None` for an inline template, whose errors name
+    /// its rule.
+    file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +202,10 @@ pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
     if !rest.is_empty() {
         segments.push(Segment::Text(rest.to_owned()));
     }
-    Some(Simple { segments })
+    Some(Simple {
+        segments,
+        file: None,
+    })
 }
 
 /// `a.b`, `captures.[1]`, `PicList.0.PicMd5Sum`: identifiers, numbers or `[literal]`s.
@@ -224,7 +230,15 @@ fn parse_path(path: &str) -> Option<Vec<String>> {
 }
 
 impl Simple {
-    /// Errors name the rule, which is what an inline template belongs to.
+    /// The same template, read from the template file `name`: its errors name the file.
+    pub(crate) fn read_from(self, name: &str) -> Simple {
+        Simple {
+            file: Some(name.to_owned()),
+            ..self
+        }
+    }
+
+    /// Errors name the template file, or the rule an inline template belongs to.
     fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
         let mut out = String::new();
         for segment in &self.segments {
@@ -236,7 +250,7 @@ impl Simple {
                     Some(Resolved::Object) => out.push_str("[object]"),
                     None => {
                         return Err(RenderError {
-                            template: scope.rule.to_owned(),
+                            template: self.file.as_deref().unwrap_or(scope.rule).to_owned(),
                             reason: format!("the message has no field `{}`", parts.join(".")),
                         })
                     }

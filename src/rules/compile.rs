@@ -132,7 +132,11 @@ fn compile(
         match c.templates.register_template_string(&t.name, &t.text) {
             Ok(()) => {
                 // Still registered: handlebars templates may use it as a partial.
-                let tpl = fast_form(&t.text).unwrap_or_else(|| Tpl::Template(t.name.clone()));
+                let tpl = match fast_form(&t.text) {
+                    Some(Tpl::Simple(simple)) => Tpl::Simple(simple.read_from(&t.name)),
+                    Some(fast) => fast,
+                    None => Tpl::Template(t.name.clone()),
+                };
                 c.known_templates.insert(t.name.clone(), tpl);
             }
             Err(e) => {
@@ -711,5 +715,35 @@ mod tests {
         assert_eq!(texts[0], &Tpl::Literal("价格：¥99/月".to_owned()));
         assert!(matches!(texts[1], Tpl::Simple(_)), "{:?}", texts[1]);
         assert_eq!(texts[2], &Tpl::Template("blocks".to_owned()));
+    }
+
+    #[test]
+    fn a_simple_template_file_names_itself_in_render_errors() {
+        let files = [TemplateFile {
+            name: "greeting".to_owned(),
+            path: PathBuf::from("templates/greeting.hbs"),
+            text: "hi {{Missing}}".to_owned(),
+        }];
+        let yaml = "rules:
+  - { name: file, when: { keyword: a }, reply: { text: { template: greeting } } }
+  - { name: inline, when: { keyword: b }, reply: { text: \"hi {{Missing}}\" } }
+";
+        let rules = compile(Path::new("rules.yaml"), yaml, &files)
+            .unwrap()
+            .rules;
+        let failed = |keyword: &str| {
+            let xml = format!(
+                "<xml><ToUserName>t</ToUserName><FromUserName>f</FromUserName>\
+                 <CreateTime>1</CreateTime><MsgType>text</MsgType>\
+                 <Content>{keyword}</Content><MsgId>1</MsgId></xml>"
+            );
+            let message = crate::wire::Message::parse(xml.as_bytes()).unwrap();
+            match crate::answer::answer(&rules, &message, 1) {
+                crate::answer::Outcome::Failed { error, .. } => error.template,
+                _ => panic!("the template must fail"),
+            }
+        };
+        assert_eq!(failed("a"), "greeting");
+        assert_eq!(failed("b"), "inline");
     }
 }

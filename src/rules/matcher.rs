@@ -304,13 +304,11 @@ pub struct Match<'r> {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     keyword: HashMap<String, Vec<u32>>,
-    /// Prefix and substring keywords: pattern i belongs to rule `partial_rules[i]`.
-    partial: Option<AhoCorasick>,
-    partial_rules: Vec<(u32, PartialKind)>,
-    /// Keyword regexes with required prefixes: one automaton over every prefix; pattern i
-    /// belongs to rule `prefix_rules[i]`. A rule found is a candidate: its regex decides.
-    prefixes: Option<AhoCorasick>,
-    prefix_rules: Vec<u32>,
+    /// Prefix and substring keywords (case-folded), each literal once, with its rules.
+    partial: Literals<(u32, PartialKind)>,
+    /// The required prefixes of keyword regexes. A rule found is a candidate: its regex
+    /// decides.
+    prefixes: Literals<u32>,
     /// The other keyword regexes, in sets of `REGEX_CHUNK`: pattern j of set k belongs to
     /// rule `regex_rules[k * REGEX_CHUNK + j]`.
     regexes: Vec<RegexSet>,
@@ -323,6 +321,94 @@ pub(crate) struct Index {
 
 /// Keyword regexes per `RegexSet`.
 const REGEX_CHUNK: usize = 64;
+
+/// Literals searched with one Aho-Corasick automaton, each literal once, with what it
+/// belongs to. Rules often share a literal (`contains: 优惠` in many rules, or regexes all
+/// starting `^价格`): one pattern per rule would report every occurrence once per rule, and
+/// a message repeating the literal would cost occurrences × rules.
+#[derive(Debug)]
+struct Literals<T> {
+    automaton: Option<AhoCorasick>,
+    /// Literal i belongs to `owners[starts[i]..starts[i + 1]]`, in file order.
+    starts: Vec<usize>,
+    owners: Vec<T>,
+}
+
+impl<T> Default for Literals<T> {
+    fn default() -> Self {
+        Literals {
+            automaton: None,
+            starts: Vec::new(),
+            owners: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Literals<T> {
+    /// One automaton over the distinct literals of `entries`. `Err` gives back every owner
+    /// when the automaton cannot be built (too many patterns).
+    fn build(entries: Vec<(&[u8], T)>) -> Result<Literals<T>, Vec<T>> {
+        if entries.is_empty() {
+            return Ok(Literals::default());
+        }
+        let mut ids: HashMap<&[u8], usize> = HashMap::default();
+        let mut patterns: Vec<&[u8]> = Vec::new();
+        let mut owned: Vec<(usize, T)> = Vec::with_capacity(entries.len());
+        for (literal, owner) in entries {
+            let id = *ids.entry(literal).or_insert_with(|| {
+                patterns.push(literal);
+                patterns.len() - 1
+            });
+            owned.push((id, owner));
+        }
+        // Stable: each literal's owners stay in file order.
+        owned.sort_by_key(|&(id, _)| id);
+        let mut starts = Vec::with_capacity(patterns.len() + 1);
+        for (at, &(id, _)) in owned.iter().enumerate() {
+            while starts.len() <= id {
+                starts.push(at);
+            }
+        }
+        starts.push(owned.len());
+        let owners: Vec<T> = owned.into_iter().map(|(_, owner)| owner).collect();
+        match AhoCorasick::new(&patterns) {
+            Ok(automaton) => Ok(Literals {
+                automaton: Some(automaton),
+                starts,
+                owners,
+            }),
+            Err(_) => Err(owners),
+        }
+    }
+
+    fn owners_of(&self, literal: usize) -> &[T] {
+        match (self.starts.get(literal), self.starts.get(literal + 1)) {
+            (Some(&from), Some(&to)) => self.owners.get(from..to).unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    /// The literals found in `haystack`, each once, with whether it was found at the
+    /// start: an overlapping search reports every occurrence, kept bounded here.
+    fn found_in(&self, haystack: &str) -> Vec<(usize, bool)> {
+        let Some(automaton) = &self.automaton else {
+            return Vec::new();
+        };
+        let mut hits: Vec<(usize, bool)> = Vec::new();
+        let mut compact_at = 1024;
+        for m in automaton.find_overlapping_iter(haystack) {
+            hits.push((m.pattern().as_usize(), m.start() == 0));
+            if hits.len() >= compact_at {
+                hits.sort_unstable();
+                hits.dedup();
+                compact_at = (hits.len() * 2).max(1024);
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartialKind {
@@ -341,9 +427,9 @@ pub(crate) struct Candidates<'a> {
 impl Index {
     pub(crate) fn build(rules: &[Rule]) -> Index {
         let mut index = Index::default();
-        let mut partial_patterns: Vec<&str> = Vec::new();
+        let mut partial_patterns: Vec<(&[u8], (u32, PartialKind))> = Vec::new();
         let mut regex_patterns: Vec<&str> = Vec::new();
-        let mut prefix_patterns: Vec<&[u8]> = Vec::new();
+        let mut prefix_patterns: Vec<(&[u8], u32)> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
             if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
@@ -358,18 +444,15 @@ impl Index {
                                 push_unique(index.keyword.entry(s.clone()).or_default(), id)
                             }
                             Pattern::Prefix(s) => {
-                                partial_patterns.push(s);
-                                index.partial_rules.push((id, PartialKind::Prefix));
+                                partial_patterns.push((s.as_bytes(), (id, PartialKind::Prefix)));
                             }
                             Pattern::Contains(s) => {
-                                partial_patterns.push(s);
-                                index.partial_rules.push((id, PartialKind::Contains));
+                                partial_patterns.push((s.as_bytes(), (id, PartialKind::Contains)));
                             }
                             Pattern::Regex(re) => match &re.prefixes {
                                 Some(prefixes) => {
                                     for prefix in prefixes.iter() {
-                                        prefix_patterns.push(prefix);
-                                        index.prefix_rules.push(id);
+                                        prefix_patterns.push((prefix, id));
                                     }
                                 }
                                 None => {
@@ -401,20 +484,13 @@ impl Index {
                 push_unique(map.entry(key.to_owned()).or_default(), id);
             }
         }
-        if !partial_patterns.is_empty() {
-            match AhoCorasick::new(&partial_patterns) {
-                Ok(ac) => index.partial = Some(ac),
-                Err(_) => index.unindex_partial(),
-            }
+        match Literals::build(partial_patterns) {
+            Ok(partial) => index.partial = partial,
+            Err(owners) => index.unindex(owners.into_iter().map(|(id, _)| id).collect()),
         }
-        if !prefix_patterns.is_empty() {
-            match AhoCorasick::new(&prefix_patterns) {
-                Ok(ac) => index.prefixes = Some(ac),
-                Err(_) => {
-                    let ids = std::mem::take(&mut index.prefix_rules);
-                    index.unindex(ids);
-                }
-            }
+        match Literals::build(prefix_patterns) {
+            Ok(prefixes) => index.prefixes = prefixes,
+            Err(owners) => index.unindex(owners),
         }
         // Keyword regexes are compiled case-insensitive; the sets must agree. One set of
         // thousands of patterns outgrows its lazy DFA and falls back to the PikeVM (tens of
@@ -435,17 +511,12 @@ impl Index {
         index
     }
 
-    /// Too many patterns for one automaton: those rules are tried for every message.
-    fn unindex_partial(&mut self) {
-        let ids = std::mem::take(&mut self.partial_rules);
-        self.unindex(ids.into_iter().map(|(id, _)| id).collect());
-    }
-
     fn unindex_regexes(&mut self) {
         let ids = std::mem::take(&mut self.regex_rules);
         self.unindex(ids);
     }
 
+    /// Too many patterns for one automaton: those rules are tried for every message.
     fn unindex(&mut self, ids: Vec<u32>) {
         self.rest.extend(ids);
         self.rest.sort_unstable();
@@ -457,9 +528,9 @@ impl Index {
     pub(crate) fn coverers(&self, rule: &Rule) -> Vec<usize> {
         let mut ids: Vec<u32> = self.rest.clone();
         // Prefix, substring and regex keyword rules can cover exact or narrower keywords.
-        ids.extend(self.partial_rules.iter().map(|(id, _)| *id));
+        ids.extend(self.partial.owners.iter().map(|(id, _)| *id));
         ids.extend(self.regex_rules.iter().copied());
-        ids.extend(self.prefix_rules.iter().copied());
+        ids.extend(self.prefixes.owners.iter().copied());
         for test in &rule.when.tests {
             let map = match test.field {
                 Field::Keyword => &self.keyword,
@@ -489,20 +560,19 @@ impl Index {
             key.and_then(|k| map.get(k)).map_or(&[][..], Vec::as_slice)
         };
         let mut found = Vec::new();
-        if let (Some(folded), Some(ac)) = (subject.keyword_folded.as_deref(), &self.partial) {
-            for m in ac.find_overlapping_iter(folded) {
-                if let Some(&(id, kind)) = self.partial_rules.get(m.pattern().as_usize()) {
-                    if kind == PartialKind::Contains || m.start() == 0 {
+        if let Some(folded) = subject.keyword_folded.as_deref() {
+            for (literal, at_start) in self.partial.found_in(folded) {
+                for &(id, kind) in self.partial.owners_of(literal) {
+                    if kind == PartialKind::Contains || at_start {
                         found.push(id);
                     }
                 }
             }
         }
-        if let (Some(raw), Some(ac)) = (subject.keyword, &self.prefixes) {
-            found.extend(
-                ac.find_overlapping_iter(raw)
-                    .filter_map(|m| self.prefix_rules.get(m.pattern().as_usize()).copied()),
-            );
+        if let Some(raw) = subject.keyword {
+            for (literal, _) in self.prefixes.found_in(raw) {
+                found.extend_from_slice(self.prefixes.owners_of(literal));
+            }
         }
         if let Some(raw) = subject.keyword {
             for (k, set) in self.regexes.iter().enumerate() {
@@ -605,6 +675,22 @@ impl RuleSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_literals_are_searched_once_and_report_each_owner_once() {
+        let entries: Vec<(&[u8], u32)> = (0..2000)
+            .map(|id| ("订单".as_bytes(), id))
+            .chain([("价格".as_bytes(), 7)])
+            .collect();
+        let literals = Literals::build(entries).unwrap();
+        assert_eq!(literals.owners_of(0).len(), 2000);
+        assert_eq!(literals.owners_of(1), &[7]);
+        // 20,000 occurrences: one hit anywhere and one at the start, not 20,000 × 2,000.
+        let hits = literals.found_in(&"订单".repeat(20_000));
+        assert_eq!(hits, vec![(0, false), (0, true)]);
+        assert_eq!(literals.found_in("x价格"), vec![(1, false)]);
+        assert!(literals.found_in("nothing").is_empty());
+    }
+
     #[test]
     fn regexes_with_long_enough_required_prefixes_get_them() {
         let prefixes = |pattern: &str| {
