@@ -755,6 +755,26 @@ mod tests {
         })
     }
 
+    /// Claims `key`, which must be this attempt's to answer.
+    async fn first<'a>(dedup: &'a Dedup, key: &Key, why: &str) -> Ticket<'a> {
+        match dedup.claim(key).await {
+            Claim::First(ticket) => ticket,
+            Claim::Answered { .. } => panic!("{why}"),
+        }
+    }
+
+    /// Starts a retry of `key` and checks that it waits (for an attempt still answering).
+    async fn waiting_retry<'a>(
+        dedup: &'a Dedup,
+        key: &'a Key,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Claim<'a>> + 'a>> {
+        let mut retry = Box::pin(dedup.claim(key));
+        assert!(timeout(Duration::from_millis(20), &mut retry)
+            .await
+            .is_err());
+        retry
+    }
+
     const TEXT: &str = "<xml><ToUserName>gh_a</ToUserName><FromUserName>o:1</FromUserName>\
         <CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>hi</Content>\
         <MsgId>42</MsgId></xml>";
@@ -805,15 +825,9 @@ mod tests {
     async fn a_retry_waits_for_the_first_attempt_and_gets_its_answer() {
         let dedup = Dedup::new(Config::default(), Metrics::new());
         let key = Key::for_message(&message(TEXT));
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("the first attempt must get the ticket");
-        };
-        let retry = dedup.claim(&key);
-        tokio::pin!(retry);
+        let ticket = first(&dedup, &key, "the first attempt must get the ticket").await;
         // The retry is still waiting while the first attempt has not answered.
-        assert!(timeout(Duration::from_millis(20), &mut retry)
-            .await
-            .is_err());
+        let retry = waiting_retry(&dedup, &key).await;
         ticket.complete(answer("first")).await;
         let Claim::Answered { answer: got, store } = retry.await else {
             panic!("the retry must get the first answer");
@@ -825,14 +839,8 @@ mod tests {
     async fn an_abandoned_attempt_hands_the_key_to_a_waiter() {
         let dedup = Dedup::new(Config::default(), Metrics::new());
         let key = Key::for_message(&message(CLICK));
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("first");
-        };
-        let retry = dedup.claim(&key);
-        tokio::pin!(retry);
-        assert!(timeout(Duration::from_millis(20), &mut retry)
-            .await
-            .is_err());
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
+        let retry = waiting_retry(&dedup, &key).await;
         drop(ticket);
         let Claim::First(second) = retry.await else {
             panic!("the waiter must take over the abandoned key");
@@ -877,15 +885,11 @@ mod tests {
         };
         let dedup = Dedup::new(config, Metrics::new());
         let key = Key::for_message(&message(TEXT));
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("first");
-        };
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
         ticket.complete(answer("old")).await;
         assert!(matches!(dedup.claim(&key).await, Claim::Answered { .. }));
         let other = Key::for_message(&message(CLICK));
-        let Claim::First(ticket) = dedup.claim(&other).await else {
-            panic!("first");
-        };
+        let ticket = first(&dedup, &other, "a new key is this attempt's to answer").await;
         ticket.complete(answer("other")).await;
         assert_eq!(dedup.stored().0, 2);
 
@@ -893,14 +897,10 @@ mod tests {
         dedup.sweep();
         assert_eq!(dedup.stored(), (0, 0), "sweep keeps nothing expired");
         // Expired before a sweep, too: the next attempt answers afresh.
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("an expired answer must not be served");
-        };
+        let ticket = first(&dedup, &key, "an expired answer must not be served").await;
         ticket.complete(answer("new")).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("an expired answer must not be served");
-        };
+        let ticket = first(&dedup, &key, "an expired answer must not be served").await;
         drop(ticket);
     }
 
@@ -914,9 +914,12 @@ mod tests {
         let body = "x".repeat(1024);
         for id in 0..2000 {
             let xml = TEXT.replace("<MsgId>42", &format!("<MsgId>{id}"));
-            let Claim::First(ticket) = dedup.claim(&Key::for_message(&message(&xml))).await else {
-                panic!("every MsgId is new");
-            };
+            let ticket = first(
+                &dedup,
+                &Key::for_message(&message(&xml)),
+                "every MsgId is new",
+            )
+            .await;
             ticket.complete(answer(&body)).await;
         }
         let (count, bytes) = dedup.stored();
@@ -932,14 +935,8 @@ mod tests {
         };
         let dedup = Dedup::new(config, Metrics::new());
         let key = Key::for_message(&message(TEXT));
-        let Claim::First(ticket) = dedup.claim(&key).await else {
-            panic!("first");
-        };
-        let retry = dedup.claim(&key);
-        tokio::pin!(retry);
-        assert!(timeout(Duration::from_millis(20), &mut retry)
-            .await
-            .is_err());
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
+        let retry = waiting_retry(&dedup, &key).await;
         ticket.complete(answer(&"x".repeat(40 * 1024))).await;
         assert!(
             matches!(retry.await, Claim::Answered { .. }),
@@ -952,9 +949,7 @@ mod tests {
         let dedup = Dedup::off(Metrics::new());
         let key = Key::for_message(&message(TEXT));
         for _ in 0..2 {
-            let Claim::First(ticket) = dedup.claim(&key).await else {
-                panic!("off must always run the rules");
-            };
+            let ticket = first(&dedup, &key, "off must always run the rules").await;
             ticket.complete(answer("x")).await;
         }
     }
