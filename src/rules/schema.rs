@@ -5,8 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// A wxrules rules file (`rules/rules.yaml`).
 // Rules stay untyped here so that each one can be checked on its own and every broken rule
@@ -59,12 +63,8 @@ pub(crate) struct RawWhen {
 }
 
 /// A string matcher: `"x"` (exact), `[a, b]` (any of), or `{prefix|contains|regex|exact: …}`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "expected a string, a list, or a map with one of `exact`, `prefix`, `contains`, `regex`"
-)]
-#[schemars(rename = "Matcher")]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged, rename = "Matcher")]
 pub(crate) enum RawMatcher {
     One(Scalar),
     Any(Vec<RawAlternative>),
@@ -72,12 +72,8 @@ pub(crate) enum RawMatcher {
 }
 
 /// One element of a matcher list.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "expected a string or a map with one of `exact`, `prefix`, `contains`, `regex`"
-)]
-#[schemars(rename = "Alternative")]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged, rename = "Alternative")]
 pub(crate) enum RawAlternative {
     One(Scalar),
     Op(RawOp),
@@ -98,8 +94,8 @@ pub(crate) struct RawOp {
     pub(crate) regex: Option<OneOrMany>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "expected a string or a list of strings")]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum OneOrMany {
     One(Scalar),
     Many(Vec<Scalar>),
@@ -128,27 +124,6 @@ impl JsonSchema for Scalar {
             "description": "Text; YAML numbers and booleans count as their text.",
             "type": ["string", "number", "boolean"]
         })
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged, expecting = "expected a string")]
-        enum Any {
-            Str(String),
-            Int(i64),
-            UInt(u64),
-            Float(f64),
-            Bool(bool),
-        }
-        Ok(Scalar(match Any::deserialize(d)? {
-            Any::Str(s) => s,
-            Any::Int(n) => n.to_string(),
-            Any::UInt(n) => n.to_string(),
-            Any::Float(n) => n.to_string(),
-            Any::Bool(b) => b.to_string(),
-        }))
     }
 }
 
@@ -229,9 +204,8 @@ impl RawReply {
 
 /// A string field of a reply: inline handlebars, or `{ template: NAME }` for
 /// `templates/NAME.hbs`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "expected a string or `{ template: NAME }`")]
-#[schemars(rename = "TemplateString")]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged, rename = "TemplateString")]
 pub(crate) enum RawStr {
     Inline(Scalar),
     File(RawTemplateRef),
@@ -287,6 +261,170 @@ pub(crate) struct RawArticle {
 #[schemars(rename = "Transfer")]
 pub(crate) struct RawTransfer {
     pub(crate) kf_account: Option<RawStr>,
+}
+
+// The types above that may be written in more than one form (a scalar, a list, a map)
+// read that form from the one event serde_yaml hands them, through `Form`: no buffering
+// and retrying as `#[serde(untagged)]` does, which was a third of the time to load a large
+// file. A wrong form is reported as "expected …"; an error inside the chosen form keeps
+// its own message and path.
+
+/// How a type reads each form of YAML node; a form left out is a type error.
+trait Form: Sized {
+    /// What the type takes, after "expected ".
+    const EXPECTING: &'static str;
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        let _ = text;
+        Err(wrong_form::<Self, E>())
+    }
+
+    fn seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        let _ = seq;
+        Err(wrong_form::<Self, A::Error>())
+    }
+
+    fn map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let _ = map;
+        Err(wrong_form::<Self, A::Error>())
+    }
+}
+
+fn wrong_form<T: Form, E: de::Error>() -> E {
+    E::custom(format_args!("expected {}", T::EXPECTING))
+}
+
+struct FormVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Form> Visitor<'de> for FormVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        T::scalar(v.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<T, E> {
+        T::scalar(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        T::scalar(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        T::scalar(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        T::scalar(v.to_string())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        T::scalar(v.to_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Err(wrong_form::<T, E>())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<T, E> {
+        Err(wrong_form::<T, E>())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        T::seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::map(map)
+    }
+}
+
+/// `Deserialize` through `Form`, for each type that has one.
+macro_rules! deserialize_by_form {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(FormVisitor(PhantomData))
+            }
+        }
+    )*};
+}
+
+deserialize_by_form!(Scalar, OneOrMany, RawMatcher, RawAlternative, RawStr);
+
+fn from_seq<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: A) -> Result<T, A::Error> {
+    T::deserialize(de::value::SeqAccessDeserializer::new(seq))
+}
+
+fn from_map<'de, T: Deserialize<'de>, A: MapAccess<'de>>(map: A) -> Result<T, A::Error> {
+    T::deserialize(de::value::MapAccessDeserializer::new(map))
+}
+
+impl Form for Scalar {
+    const EXPECTING: &'static str = "a string";
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        Ok(Scalar(text))
+    }
+}
+
+impl Form for OneOrMany {
+    const EXPECTING: &'static str = "a string or a list of strings";
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        Ok(OneOrMany::One(Scalar(text)))
+    }
+
+    fn seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        from_seq(seq).map(OneOrMany::Many)
+    }
+}
+
+impl Form for RawMatcher {
+    const EXPECTING: &'static str =
+        "a string, a list, or a map with one of `exact`, `prefix`, `contains`, `regex`";
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        Ok(RawMatcher::One(Scalar(text)))
+    }
+
+    fn seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        from_seq(seq).map(RawMatcher::Any)
+    }
+
+    fn map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        from_map(map).map(RawMatcher::Op)
+    }
+}
+
+impl Form for RawAlternative {
+    const EXPECTING: &'static str =
+        "a string or a map with one of `exact`, `prefix`, `contains`, `regex`";
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        Ok(RawAlternative::One(Scalar(text)))
+    }
+
+    fn map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        from_map(map).map(RawAlternative::Op)
+    }
+}
+
+impl Form for RawStr {
+    const EXPECTING: &'static str = "a string or `{ template: NAME }`";
+
+    fn scalar<E: de::Error>(text: String) -> Result<Self, E> {
+        Ok(RawStr::Inline(Scalar(text)))
+    }
+
+    fn map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        from_map(map).map(RawStr::File)
+    }
 }
 
 /// A YAML error with its 1-based position, if serde_yaml knows it.
@@ -348,5 +486,74 @@ fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(at) => message[..at].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T: for<'de> Deserialize<'de>>(yaml: &str) -> Result<T, String> {
+        serde_yaml::from_str(yaml).map_err(|e| strip_location(&e.to_string()))
+    }
+
+    #[test]
+    fn scalars_of_any_type_read_as_their_text() {
+        for (yaml, text) in [("x", "x"), ("'007'", "007"), ("123", "123"), ("-4", "-4")] {
+            assert_eq!(read::<Scalar>(yaml).unwrap().0, text);
+        }
+        assert_eq!(read::<Scalar>("1.5").unwrap().0, "1.5");
+        assert_eq!(read::<Scalar>("true").unwrap().0, "true");
+        for wrong in ["~", "[a]", "{a: b}"] {
+            assert_eq!(read::<Scalar>(wrong).unwrap_err(), "expected a string");
+        }
+    }
+
+    #[test]
+    fn each_form_reads_into_its_variant() {
+        assert!(matches!(read::<RawMatcher>("x"), Ok(RawMatcher::One(Scalar(s))) if s == "x"));
+        let Ok(RawMatcher::Any(list)) = read::<RawMatcher>("[a, {prefix: b}]") else {
+            panic!("a list is `Any`");
+        };
+        assert!(
+            matches!(&list[..], [RawAlternative::One(_), RawAlternative::Op(op)]
+            if matches!(&op.prefix, Some(OneOrMany::One(Scalar(s))) if s == "b"))
+        );
+        assert!(matches!(
+            read::<RawMatcher>("{regex: [a, b]}"),
+            Ok(RawMatcher::Op(RawOp { regex: Some(OneOrMany::Many(v)), .. })) if v.len() == 2
+        ));
+        assert!(matches!(read::<RawStr>("hi {{x}}"), Ok(RawStr::Inline(_))));
+        assert!(matches!(
+            read::<RawStr>("{template: welcome}"),
+            Ok(RawStr::File(RawTemplateRef { template })) if template == "welcome"
+        ));
+    }
+
+    #[test]
+    fn a_wrong_form_says_what_is_expected() {
+        let any = "expected a string, a list, or a map with one of `exact`, `prefix`, `contains`, `regex`";
+        assert_eq!(read::<RawMatcher>("~").unwrap_err(), any);
+        assert_eq!(
+            read::<Vec<RawAlternative>>("[[a]]").unwrap_err(),
+            // serde_yaml names where, inside the list.
+            ".[0]: expected a string or a map with one of `exact`, `prefix`, `contains`, `regex`"
+        );
+        assert_eq!(
+            read::<OneOrMany>("{a: b}").unwrap_err(),
+            "expected a string or a list of strings"
+        );
+        assert_eq!(
+            read::<RawStr>("[a]").unwrap_err(),
+            "expected a string or `{ template: NAME }`"
+        );
+    }
+
+    #[test]
+    fn an_error_inside_a_form_keeps_its_own_message() {
+        let e = read::<RawMatcher>("{prefx: a}").unwrap_err();
+        assert!(e.starts_with("unknown field `prefx`"), "{e}");
+        let e = read::<RawStr>("{template: x, extra: y}").unwrap_err();
+        assert!(e.starts_with("unknown field `extra`"), "{e}");
     }
 }
