@@ -15,6 +15,7 @@ use super::schema::{
     self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawReplyKind, RawStr,
     RawWhen, REPLY_KINDS,
 };
+use super::split::{self, LineIndex};
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
 use super::{MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
 use crate::render;
@@ -110,15 +111,17 @@ fn compile(
     source: &str,
     template_files: &[TemplateFile],
 ) -> Result<Loaded, LoadError> {
-    // The two YAML passes (typing the rules; finding where each starts) are independent:
-    // run them side by side. The typing pass allocates most, so it stays on this thread,
-    // whose allocator arena the rule set lives in.
-    let (positions, parsed) = std::thread::scope(|scope| {
-        let starts = scope.spawn(|| LazyPositions::new(source));
-        let parsed = parse_rules(source);
-        let positions = starts.join().unwrap_or_else(|_| LazyPositions::new(source));
-        (positions, parsed)
-    });
+    // The outline pass finds where each rule starts; in a plain file (the usual case) the
+    // rules are then typed in pieces on every core, else the file is typed whole.
+    let positions = LazyPositions::new(source);
+    let lines = LineIndex::new(source);
+    let parsed = match positions
+        .plain_rule_starts()
+        .and_then(|starts| split::type_rules(source, &lines, starts))
+    {
+        Some(rules) => Ok(rules.into_iter().map(RuleInput::Typed).collect()),
+        None => parse_rules(source),
+    };
     let mut c = Compiler {
         file,
         positions,
@@ -161,14 +164,14 @@ fn compile(
         }
     };
 
-    let spans = rule_spans(source, c.positions.rule_lines());
+    let spans = rule_spans(source, &lines, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
     let mut names: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, input) in inputs.into_iter().enumerate() {
         let base = format!("rules[{i}]");
         let rule_at = c.positions.rule(i);
         let raw_rule = match input {
-            RuleInput::Typed(r) => *r,
+            RuleInput::Typed(r) => r,
             RuleInput::Failed { name, error: e } => {
                 let path = if e.path == "." {
                     base.clone()
@@ -306,8 +309,12 @@ fn template_reason(e: &handlebars::TemplateError) -> String {
 
 /// One rule as read from the file: typed, or the reason it is not (with its name when
 /// that much could be read).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every rule is typed: boxing them would only add an allocation each"
+)]
 enum RuleInput {
-    Typed(Box<schema::RawRule>),
+    Typed(schema::RawRule),
     Failed {
         name: Option<String>,
         error: schema::YamlError,
@@ -319,10 +326,7 @@ enum RuleInput {
 /// is reported, not only the first.
 fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
     if let Some(rules) = schema::parse_typed(source) {
-        return Ok(rules
-            .into_iter()
-            .map(|r| RuleInput::Typed(Box::new(r)))
-            .collect());
+        return Ok(rules.into_iter().map(RuleInput::Typed).collect());
     }
     let raw = schema::parse_file(source)?;
     Ok(raw
@@ -335,7 +339,7 @@ fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
                 .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
                 .map(|n| n.0);
             match schema::parse_rule(value) {
-                Ok(rule) => RuleInput::Typed(Box::new(rule)),
+                Ok(rule) => RuleInput::Typed(rule),
                 Err(error) => RuleInput::Failed { name, error },
             }
         })
@@ -343,16 +347,12 @@ fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
 }
 
 /// The source text of each rule: from its first line to the next rule's first line.
-fn rule_spans(source: &str, lines: impl Iterator<Item = usize>) -> Vec<&str> {
-    let mut line_starts = vec![0];
-    line_starts.extend(source.match_indices('\n').map(|(at, _)| at + 1));
-    let offset = |line: usize| {
-        line_starts
-            .get(line.saturating_sub(1))
-            .copied()
-            .unwrap_or(source.len())
-    };
-    let starts: Vec<usize> = lines.map(offset).collect();
+fn rule_spans<'a>(
+    source: &'a str,
+    index: &LineIndex,
+    lines: impl Iterator<Item = usize>,
+) -> Vec<&'a str> {
+    let starts: Vec<usize> = lines.map(|line| index.offset(line, source)).collect();
     starts
         .iter()
         .enumerate()
@@ -440,7 +440,9 @@ fn compile_matcher(
     for (at_path, alternative) in alternatives {
         match alternative {
             RawAlternative::One(s) => patterns.push(Pattern::Exact(normalize(field, &s.0))),
-            RawAlternative::Op(op) => ok &= compile_op(c, rule, &at_path, field, op, &mut patterns),
+            RawAlternative::Op(op) => {
+                ok &= compile_op(c, rule, &at_path, field, *op, &mut patterns)
+            }
         }
     }
     ok.then_some(StrMatcher { patterns })
@@ -683,6 +685,34 @@ pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_file_reports_each_broken_rule_where_it_is() {
+        let mut yaml = String::from("rules:\n");
+        for i in 0..5_000 {
+            let key = if i == 3_210 || i == 4_999 {
+                "ignroe"
+            } else {
+                "ignore"
+            };
+            yaml.push_str(&format!(
+                "  - {{ name: r{i}, when: {{ keyword: k{i} }}, {key}: true }}\n"
+            ));
+        }
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), &yaml, &[]) else {
+            panic!("two rules have an unknown key");
+        };
+        let found: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("rules.yaml:3212:46: rule `r3210`: unknown field `ignroe`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("rules.yaml:5001:46: rule `r4999`: unknown field `ignroe`"),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn template_files_take_the_fastest_form_that_renders_the_same() {

@@ -113,37 +113,102 @@ impl MarkedEventReceiver for Walker {
     }
 }
 
-/// Records where each item of the top-level `rules:` list starts (its first key).
-#[derive(Default)]
-struct RuleStarts {
+/// One pass over the document: where each item of the top-level `rules:` list starts (its
+/// first key), and whether the file is plain enough for its rules to be typed apart.
+struct Outline {
     depth: usize,
-    /// Depth 2 is inside the `rules:` sequence; a mapping there is a rule.
-    pending: bool,
+    /// Depth 2 is inside the `rules:` sequence; a mapping there is a rule. Set while the
+    /// first key of such a mapping is awaited, with the mapping's own mark.
+    pending: Option<Position>,
     starts: Vec<Position>,
+    /// Still plain: one document, a top-level mapping with the one key `rules`, a list of
+    /// mappings under it, and no anchor, alias or tag anywhere.
+    plain: bool,
+    documents: usize,
+    /// Nodes seen directly in the top-level mapping: keys and values alternate.
+    top_nodes: usize,
 }
 
-impl MarkedEventReceiver for RuleStarts {
+impl Default for Outline {
+    fn default() -> Self {
+        Outline {
+            depth: 0,
+            pending: None,
+            starts: Vec::new(),
+            plain: true,
+            documents: 0,
+            top_nodes: 0,
+        }
+    }
+}
+
+impl Outline {
+    /// Checks a node's place against the plain shape.
+    fn node(&mut self, mapping: bool, sequence: bool, key: Option<&str>) {
+        let fits = match self.depth {
+            0 => mapping,
+            1 => {
+                self.top_nodes += 1;
+                match self.top_nodes {
+                    1 => key == Some("rules"),
+                    2 => sequence,
+                    _ => false,
+                }
+            }
+            2 => mapping,
+            _ => true,
+        };
+        self.plain &= fits;
+    }
+}
+
+impl Outline {
+    /// A node that is a whole rule (not a mapping), or the first key of a rule mapping,
+    /// marks where that rule starts.
+    fn item_node(&mut self, at: Position) {
+        if self.depth == 2 || (self.depth == 3 && self.pending.take().is_some()) {
+            self.starts.push(at);
+        }
+    }
+}
+
+impl MarkedEventReceiver for Outline {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let at = (mark.line(), mark.col() + 1);
         match event {
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                if self.depth == 2 {
+            Event::DocumentStart => {
+                self.documents += 1;
+                self.plain &= self.documents == 1;
+            }
+            Event::MappingStart(anchor, ref tag) | Event::SequenceStart(anchor, ref tag) => {
+                let mapping = matches!(event, Event::MappingStart(..));
+                self.plain &= anchor == 0 && tag.is_none();
+                self.node(mapping, !mapping, None);
+                if self.depth == 2 && mapping {
                     // A block mapping is marked at its first `:`; take its first key instead.
-                    self.pending = matches!(event, Event::MappingStart(..));
-                    if !self.pending {
-                        self.starts.push(at);
-                    }
+                    self.pending = Some(at);
+                } else {
+                    self.item_node(at);
                 }
                 self.depth += 1;
             }
-            Event::MappingEnd | Event::SequenceEnd => self.depth = self.depth.saturating_sub(1),
-            Event::Scalar(..) | Event::Alias(_) => {
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.depth = self.depth.saturating_sub(1);
+                // An empty mapping (`- {}`) has no first key: it starts at its own mark.
                 if self.depth == 2 {
-                    self.starts.push(at);
-                } else if self.depth == 3 && self.pending {
-                    self.pending = false;
-                    self.starts.push(at);
+                    if let Some(own) = self.pending.take() {
+                        self.starts.push(own);
+                    }
                 }
+            }
+            Event::Scalar(ref value, _, anchor, ref tag) => {
+                self.plain &= anchor == 0 && tag.is_none();
+                self.node(false, false, Some(value));
+                self.item_node(at);
+            }
+            Event::Alias(_) => {
+                self.plain = false;
+                self.item_node(at);
             }
             _ => {}
         }
@@ -155,22 +220,33 @@ impl MarkedEventReceiver for RuleStarts {
 pub(crate) struct LazyPositions<'a> {
     source: &'a str,
     rules: Vec<Position>,
+    /// The file is plain (see `plain_rule_starts`).
+    plain: bool,
     full: std::cell::OnceCell<Positions>,
 }
 
 impl<'a> LazyPositions<'a> {
     pub(crate) fn new(source: &'a str) -> LazyPositions<'a> {
-        let mut starts = RuleStarts::default();
+        let mut outline = Outline::default();
         let mut parser = Parser::new_from_str(source);
-        let rules = match parser.load(&mut starts, false) {
-            Ok(()) => starts.starts,
-            Err(_) => Vec::new(),
+        // Every document, so that a second one (which serde_yaml refuses) is seen.
+        let (rules, plain) = match parser.load(&mut outline, true) {
+            Ok(()) => (outline.starts, outline.plain && outline.documents == 1),
+            Err(_) => (Vec::new(), false),
         };
         LazyPositions {
             source,
             rules,
+            plain,
             full: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Where each rule starts, when the file is plain: one document whose only key is
+    /// `rules`, a list of mappings, and no anchor, alias or tag (which could tie one rule
+    /// to another). Such a file's rules can be typed apart.
+    pub(crate) fn plain_rule_starts(&self) -> Option<&[Position]> {
+        self.plain.then_some(&self.rules[..])
     }
 
     /// Where rule `i` starts.
@@ -278,6 +354,50 @@ rules:
         }
         assert_eq!(lazy.rule(4), None);
         assert_eq!(lazy.rule_lines().collect::<Vec<_>>(), [2, 4, 8, 9]);
+    }
+
+    #[test]
+    fn an_empty_rule_starts_at_its_braces() {
+        let lazy = LazyPositions::new("rules:\n  - {}\n  - name: b\n");
+        assert_eq!(lazy.rule_lines().collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(lazy.rule(0), Some((2, 5)));
+    }
+
+    #[test]
+    fn only_a_plain_file_may_be_typed_apart() {
+        let plain =
+            "# comment\nrules:\n  - name: a\n    when: { keyword: [x, '1'] }\n  - { name: b }\n";
+        assert_eq!(
+            LazyPositions::new(plain).plain_rule_starts(),
+            Some(&[(3, 5), (5, 7)][..])
+        );
+        assert_eq!(
+            LazyPositions::new("---\nrules: []\n...\n").plain_rule_starts(),
+            Some(&[][..])
+        );
+        for tangled in [
+            // Anchors, aliases and tags can tie one rule to another.
+            "rules:\n  - &a { name: a }\n",
+            "rules:\n  - { name: a, when: &w { keyword: x } }\n  - { name: b, when: *w }\n",
+            "rules:\n  - { name: !!str a }\n",
+            "rules: !!seq\n  - { name: a }\n",
+            // Another shape than one `rules:` list of mappings.
+            "rules:\n  - { name: a }\nversion: 2\n",
+            "version: 2\nrules:\n  - { name: a }\n",
+            "rules:\n  - plain\n",
+            "rules:\n  - [a]\n",
+            "rules: { a: 1 }\n",
+            "- rules\n",
+            "rules:\n  - { name: a }\n---\nrules:\n  - { name: b }\n",
+            // Not YAML.
+            "rules: [",
+        ] {
+            assert_eq!(
+                LazyPositions::new(tangled).plain_rule_starts(),
+                None,
+                "{tangled}"
+            );
+        }
     }
 
     #[test]

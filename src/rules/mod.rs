@@ -9,6 +9,7 @@ mod matcher;
 #[cfg(test)]
 mod proptests;
 mod schema;
+mod split;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The YAML shape of `rules.yaml`, as written by people. These raw types are the only
 //! ones that derive `Deserialize`; `compile` turns them into the types the server uses.
-//! serde_yaml is called from `parse_file` and `parse_rule` only, so that swapping in a
-//! fork is a one-line change.
+//! serde_yaml is called from the `parse_*` functions only, so that swapping in a fork is
+//! a small change.
 
 use std::collections::BTreeMap;
 
@@ -68,7 +68,8 @@ pub(crate) struct RawWhen {
 pub(crate) enum RawMatcher {
     One(Scalar),
     Any(Vec<RawAlternative>),
-    Op(RawOp),
+    // Boxed, as below: a rule holds five matchers, each mostly a short string.
+    Op(Box<RawOp>),
 }
 
 /// One element of a matcher list.
@@ -76,7 +77,7 @@ pub(crate) enum RawMatcher {
 #[schemars(untagged, rename = "Alternative")]
 pub(crate) enum RawAlternative {
     One(Scalar),
-    Op(RawOp),
+    Op(Box<RawOp>),
 }
 
 /// `{prefix: …}` and friends; each takes one string or a list.
@@ -141,9 +142,9 @@ pub(crate) struct RawReply {
     /// A voice reply.
     voice: Option<RawMedia>,
     /// A video reply.
-    video: Option<RawVideo>,
+    video: Option<Box<RawVideo>>,
     /// A music reply.
-    music: Option<RawMusic>,
+    music: Option<Box<RawMusic>>,
     /// A news (articles) reply: 1 to 8 articles; replies to user messages show only 1.
     #[schemars(length(min = 1, max = 8))]
     news: Option<Vec<RawArticle>>,
@@ -169,8 +170,8 @@ pub(crate) enum RawReplyKind {
     Text(RawStr),
     Image(RawMedia),
     Voice(RawMedia),
-    Video(RawVideo),
-    Music(RawMusic),
+    Video(Box<RawVideo>),
+    Music(Box<RawMusic>),
     News(Vec<RawArticle>),
     TransferCustomerService(RawTransfer),
     OneOf(Vec<RawReply>),
@@ -458,6 +459,13 @@ pub(crate) fn parse_typed(source: &str) -> Option<Vec<RawRule>> {
         .map(|f| f.rules)
 }
 
+/// Types one piece of the `rules:` list cut out by `split`: a list of rules, read as a
+/// document of its own. `None` if it does not type (the whole file is then typed again,
+/// which reports every error).
+pub(crate) fn parse_piece(text: &str) -> Option<Vec<RawRule>> {
+    serde_yaml::from_str(text).ok()
+}
+
 /// Parses the outer file structure.
 pub(crate) fn parse_file(source: &str) -> Result<RawFile, YamlError> {
     let de = serde_yaml::Deserializer::from_str(source);
@@ -521,7 +529,7 @@ mod tests {
         );
         assert!(matches!(
             read::<RawMatcher>("{regex: [a, b]}"),
-            Ok(RawMatcher::Op(RawOp { regex: Some(OneOrMany::Many(v)), .. })) if v.len() == 2
+            Ok(RawMatcher::Op(op)) if matches!(&op.regex, Some(OneOrMany::Many(v)) if v.len() == 2)
         ));
         assert!(matches!(read::<RawStr>("hi {{x}}"), Ok(RawStr::Inline(_))));
         assert!(matches!(

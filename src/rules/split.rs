@@ -1,0 +1,224 @@
+//! Types a large rules file in pieces, on every core. serde_yaml reads a whole document
+//! into an event list before typing it: slow and memory-hungry at 100,000 rules. A plain
+//! file's `rules:` list (see `LazyPositions::plain_rule_starts`) is cut at the lines where
+//! rules start, and each piece of a thousand rules is typed as a document of its own.
+
+use std::num::NonZero;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::locate::Position;
+use super::schema::{self, RawRule};
+
+/// Rules per piece: few enough that a piece's event list stays small, enough that
+/// handing out pieces costs nothing.
+const PIECE: usize = 1_000;
+
+/// Below this many rules the file is typed whole: a second thread would not pay.
+const MIN_RULES: usize = 2 * PIECE;
+
+/// The byte offset where each line starts.
+pub(crate) struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    pub(crate) fn new(source: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(at, _)| at + 1));
+        LineIndex(starts)
+    }
+
+    /// Where 1-based `line` starts; past the end, the end of `source`.
+    pub(crate) fn offset(&self, line: usize, source: &str) -> usize {
+        self.0
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(source.len())
+    }
+}
+
+/// Types the rules of a plain file in pieces, side by side. `None` when the file is small,
+/// when a rule does not start its own line after `- `, or when any piece fails to type or
+/// gives another number of rules than it holds: the caller then types the file whole,
+/// which also finds every error.
+pub(crate) fn type_rules(
+    source: &str,
+    lines: &LineIndex,
+    starts: &[Position],
+) -> Option<Vec<RawRule>> {
+    if starts.len() < MIN_RULES {
+        return None;
+    }
+    let cuts = cuts(source, lines, starts)?;
+    let pieces: Vec<(&str, usize)> = cuts
+        .chunks(PIECE)
+        .enumerate()
+        .map(|(k, piece)| {
+            let start = piece[0];
+            let end = cuts.get((k + 1) * PIECE).copied().unwrap_or(source.len());
+            (source.get(start..end).unwrap_or_default(), piece.len())
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // Each worker takes the next piece until none is left or one has failed.
+    let work = || {
+        let mut done = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(text, count)) = pieces.get(k) else {
+                break;
+            };
+            match schema::parse_piece(text) {
+                Some(rules) if rules.len() == count => done.push((k, rules)),
+                _ => failed.store(true, Ordering::Relaxed),
+            }
+        }
+        done
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZero::get)
+        .min(pieces.len());
+    let mut typed: Vec<(usize, Vec<RawRule>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => all.extend(done),
+                Err(_) => failed.store(true, Ordering::Relaxed),
+            }
+        }
+        all
+    });
+    if failed.load(Ordering::Relaxed) || typed.len() != pieces.len() {
+        return None;
+    }
+    typed.sort_unstable_by_key(|(k, _)| *k);
+    let mut rules = Vec::with_capacity(starts.len());
+    for (_, piece) in typed {
+        rules.extend(piece);
+    }
+    Some(rules)
+}
+
+/// The byte offset of the line each rule starts on, when every rule starts a line of its
+/// own as `- key` or `- { key`, with every `-` in the same column.
+fn cuts(source: &str, lines: &LineIndex, starts: &[Position]) -> Option<Vec<usize>> {
+    let mut cuts = Vec::with_capacity(starts.len());
+    let mut dash = None;
+    let mut previous = 0;
+    for &(line, column) in starts {
+        if line <= previous {
+            return None;
+        }
+        previous = line;
+        let start = lines.offset(line, source);
+        let text = source.get(start..)?;
+        let before: usize = text
+            .char_indices()
+            .nth(column.checked_sub(1)?)
+            .map(|(at, _)| at)?;
+        let at = item_dash(text.get(..before)?)?;
+        if *dash.get_or_insert(at) != at {
+            return None;
+        }
+        cuts.push(start);
+    }
+    Some(cuts)
+}
+
+/// The column of the `-` when `prefix` (the text before a rule's first key) is spaces, a
+/// `-`, spaces and at most one `{` with spaces after it.
+fn item_dash(prefix: &str) -> Option<usize> {
+    let rest = prefix.trim_end_matches(' ');
+    let rest = rest.strip_suffix('{').unwrap_or(rest).trim_end_matches(' ');
+    let indent = rest.strip_suffix('-')?;
+    (indent.bytes().all(|b| b == b' ') && rest.len() < prefix.len()).then_some(indent.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::locate::LazyPositions;
+
+    /// Rule `i` of a file that mixes every style a rule may be written in.
+    fn rule(i: usize) -> String {
+        match i % 6 {
+            0 => format!(
+                "  - {{ name: r{i}, when: {{ keyword: [k{i}, {i}] }}, reply: {{ text: \"hi {i}\" }} }}\n"
+            ),
+            1 => format!(
+                "  - name: r{i}\n    when:\n      msg_type: event\n      event_key: {{ prefix: qrscene_{i} }}\n    reply:\n      text: |\n        - not a rule {i}\n        rules:\n\n  # a comment between rules\n"
+            ),
+            2 => format!(
+                "  - name: r{i}\n    when: {{ keyword: {{ regex: '^a{i}-(\\d+)$' }} }}\n    reply:\n      news:\n        - title: \"t {i}\"\n          url: https://example.com/{i}\n"
+            ),
+            3 => format!("  - {{ name: r{i},\n      ignore: true }}\n"),
+            4 => format!("  -   name: r{i}\n      ignore: true\n"),
+            _ => format!(
+                "  - name: \"r{i}\"  # trailing comment\n    reply: {{ voice: {{ media_id: m{i} }} }}\n    when: {{ fields: {{ ScanCodeInfo.ScanType: qrcode }} }}\n"
+            ),
+        }
+    }
+
+    fn file(rules: usize) -> String {
+        let mut text = String::from("# wxrules\nrules:\n");
+        text.extend((0..rules).map(rule));
+        text.push_str("# the end\n");
+        text
+    }
+
+    fn split(source: &str) -> Option<Vec<RawRule>> {
+        let positions = LazyPositions::new(source);
+        let starts = positions.plain_rule_starts()?;
+        type_rules(source, &LineIndex::new(source), starts)
+    }
+
+    #[test]
+    fn pieces_type_to_what_the_whole_file_types_to() {
+        let source = file(2 * PIECE + 345);
+        let pieces = split(&source).expect("a plain file is typed in pieces");
+        let whole = schema::parse_typed(&source).expect("the file types");
+        assert_eq!(pieces.len(), 2 * PIECE + 345);
+        assert_eq!(format!("{pieces:?}"), format!("{whole:?}"));
+    }
+
+    #[test]
+    fn anything_unusual_leaves_the_file_to_be_typed_whole() {
+        // Small.
+        assert!(split(&file(MIN_RULES - 1)).is_none());
+        // A rule that does not type, far into the file.
+        let broken =
+            file(3 * PIECE).replace("r2499,\n      ignore: true", "r2499,\n      ignore: maybe");
+        assert_ne!(broken, file(3 * PIECE));
+        assert!(split(&broken).is_none());
+        assert!(schema::parse_typed(&broken).is_none());
+        // A flow list: rules do not start their own line after `- `.
+        let mut flow = String::from("rules: [\n");
+        for i in 0..MIN_RULES {
+            flow.push_str(&format!("  {{ name: r{i}, ignore: true }},\n"));
+        }
+        flow.push_str("]\n");
+        assert!(LazyPositions::new(&flow).plain_rule_starts().is_some());
+        assert!(split(&flow).is_none());
+        assert_eq!(schema::parse_typed(&flow).map(|r| r.len()), Some(MIN_RULES));
+    }
+
+    #[test]
+    fn a_rule_is_cut_only_at_a_dash_of_the_list() {
+        assert_eq!(item_dash("  - "), Some(2));
+        assert_eq!(item_dash("- "), Some(0));
+        assert_eq!(item_dash("  -   "), Some(2));
+        assert_eq!(item_dash("  - { "), Some(2));
+        assert_eq!(item_dash("  - {"), Some(2));
+        assert_eq!(item_dash("  { "), None);
+        assert_eq!(item_dash("  - - "), None);
+        assert_eq!(item_dash("  - ? "), None);
+        assert_eq!(item_dash("x - "), None);
+        assert_eq!(item_dash("\t- "), None);
+        let source = "rules:\n  - a: 1\n  - b: 2\n   - c: 3\n";
+        let lines = LineIndex::new(source);
+        assert_eq!(cuts(source, &lines, &[(2, 5), (3, 5)]), Some(vec![7, 16]));
+        // Not in one column; two rules on one line.
+        assert_eq!(cuts(source, &lines, &[(2, 5), (4, 6)]), None);
+        assert_eq!(cuts(source, &lines, &[(2, 5), (2, 9)]), None);
+    }
+}
