@@ -18,7 +18,9 @@
 # safe-mode requests are precomputed by benches/wrk/make_safe.py, enough for no repeats).
 # For each wxrules instance it also reports the start-up time (launch to /healthz
 # answering), the time of a SIGHUP reload (signal to `rules_reloaded` in the log), and
-# VmRSS once started and after the run; retries seen come from /metrics.
+# memory: VmRSS at /healthz, again SETTLE (2) s later once jemalloc has handed back what
+# loading freed, the peak (VmHWM) by then, after the run, and SETTLE s after the reload;
+# retries seen come from /metrics.
 #
 #   benches/load.sh                          # 8 runs of 15 s
 #   DURATION=5 WORKLOADS="shipped safe" benches/load.sh
@@ -69,6 +71,9 @@ trap cleanup EXIT
 now_ns() { date +%s%N; }
 ms_since() { echo $((($(now_ns) - $1) / 1000000)); }
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+peak_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# jemalloc hands freed pages back within about a second (.cargo/config.toml).
+SETTLE=2
 
 # The signed query of every plaintext request: sha1(sorted([token, timestamp, nonce])).
 signature=$(printf '%s\n' "$TOKEN" "$TIMESTAMP" "$NONCE" | LC_ALL=C sort | tr -d '\n' | sha1sum | cut -d' ' -f1)
@@ -207,7 +212,7 @@ plain_body() {
 }
 
 rows=()
-row() { # row WORKLOAD RULES REQUESTS RPS P50 P99 STARTUP RELOAD RSS0 RSS1 RETRIES
+row() { # row WORKLOAD RULES REQUESTS RPS P50 P99 STARTUP RELOAD RSS0 RSS_SETTLED PEAK RSS1 RSS_RELOADED RETRIES
     rows+=("$(printf '%s\t' "$@")")
 }
 
@@ -217,7 +222,7 @@ run_baseline() {
     local rss0
     rss0=$(rss_mib "$pid")
     drive "$1" benches/wrk/plain.lua "$plain_path" price 1000000000
-    row "$1" - "$requests" "$rps" "$p50" "$p99" "$startup_ms" - "$rss0" "$(rss_mib "$pid")" -
+    row "$1" - "$requests" "$rps" "$p50" "$p99" "$startup_ms" - "$rss0" - "$(peak_mib "$pid")" "$(rss_mib "$pid")" - -
     stop
 }
 
@@ -229,16 +234,21 @@ run_wxrules() {
     start "$name" env WXRULES_TOKEN="$TOKEN" WXRULES_LOG="$server_log" "${server_env[@]}" \
         "$wxrules" serve --rules "$dir/rules.yaml" --templates "$dir/templates" \
         --max-age 0 --workers "$WORKERS"
-    local rss0
+    local rss0 rss_settled peak
     rss0=$(rss_mib "$pid")
+    sleep "$SETTLE"
+    rss_settled=$(rss_mib "$pid")
+    peak=$(peak_mib "$pid")
     check "$expected" "$check_path" "$check_body"
     drive "$name" "$script" "$@"
-    local rss1 retries replied
+    local rss1 rss_reloaded retries replied
     rss1=$(rss_mib "$pid")
     retries=$(metric retry)
     replied=$(metric replied)
     reload
-    row "$name" "$count" "$requests" "$rps" "$p50" "$p99" "$startup_ms" "$reload_ms" "$rss0" "$rss1" "$retries"
+    sleep "$SETTLE"
+    rss_reloaded=$(rss_mib "$pid")
+    row "$name" "$count" "$requests" "$rps" "$p50" "$p99" "$startup_ms" "$reload_ms" "$rss0" "$rss_settled" "$peak" "$rss1" "$rss_reloaded" "$retries"
     echo "$name: $replied replied, $retries retries, $(wc -l <"$log") log lines" >&2
     stop
 }
@@ -305,11 +315,11 @@ printf '%s\n' "${rows[@]}" | awk -F'\t' '
     $1 ~ /^baseline/ { brps += $4; bp99 += $6; nb++ }
     END {
         brps /= nb; bp99 /= nb
-        print "| workload | rules | requests | req/s | p50 ms | p99 ms | × baseline req/s | × baseline p99 | start-up ms | reload ms | RSS start MiB | RSS after MiB | retries |"
-        print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        print "| workload | rules | requests | req/s | p50 ms | p99 ms | × baseline req/s | × baseline p99 | start-up ms | reload ms | RSS start MiB | RSS settled MiB | peak MiB | RSS after run MiB | RSS after reload MiB | retries |"
+        print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         for (i = 1; i <= NR; i++) {
             split(line[i], f, "\t")
-            printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s |\n", \
-                f[1], f[2], f[3], f[4], f[5], f[6], f[4] / brps, f[6] / bp99, f[7], f[8], f[9], f[10], f[11]
+            printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
+                f[1], f[2], f[3], f[4], f[5], f[6], f[4] / brps, f[6] / bp99, f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14]
         }
     }'
