@@ -20,7 +20,8 @@
 # answering), the time of a SIGHUP reload (signal to `rules_reloaded` in the log), and
 # memory: VmRSS at /healthz, again SETTLE (2) s later once jemalloc has handed back what
 # loading freed, the peak (VmHWM) by then, after the run, and SETTLE s after the reload;
-# retries seen come from /metrics.
+# retries seen come from /metrics. A second table gives each server's CPU time per request
+# over the run (user and system, from /proc/PID/stat).
 #
 #   benches/load.sh                          # 8 runs of 15 s
 #   DURATION=5 WORKLOADS="shipped safe" benches/load.sh
@@ -72,6 +73,9 @@ now_ns() { date +%s%N; }
 ms_since() { echo $((($(now_ns) - $1) / 1000000)); }
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 peak_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# CPU time a process has used, user and system, in clock ticks.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+ticks_per_s=$(getconf CLK_TCK)
 # jemalloc hands freed pages back within about a second (.cargo/config.toml).
 SETTLE=2
 
@@ -181,10 +185,16 @@ to_ms() { awk -v v="$1" 'BEGIN {
 drive() {
     local name=$1 script=$2 out="$work/$1.wrk"
     shift 2
+    local before after
+    before=$(cpu_ticks "$pid")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" \
         "http://127.0.0.1:$port" -- "$@" >"$out"
+    after=$(cpu_ticks "$pid")
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
     requests=$(awk '/ requests in / { print $1 }' "$out")
+    # The server's CPU per request, in µs: user, then system (the kernel's TCP work).
+    cpu=$(echo "$before $after" | awk -v n="$requests" -v hz="$ticks_per_s" \
+        '{ printf "%.2f\t%.2f", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n }')
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     local bad errors
@@ -212,8 +222,8 @@ plain_body() {
 }
 
 rows=()
-row() { # row WORKLOAD RULES REQUESTS RPS P50 P99 STARTUP RELOAD RSS0 RSS_SETTLED PEAK RSS1 RSS_RELOADED RETRIES
-    rows+=("$(printf '%s\t' "$@")")
+row() { # row WORKLOAD RULES REQUESTS RPS P50 P99 STARTUP RELOAD RSS0 RSS_SETTLED PEAK RSS1 RSS_RELOADED RETRIES; adds $cpu
+    rows+=("$(printf '%s\t' "$@")$cpu")
 }
 
 run_baseline() {
@@ -321,5 +331,12 @@ printf '%s\n' "${rows[@]}" | awk -F'\t' '
             split(line[i], f, "\t")
             printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", \
                 f[1], f[2], f[3], f[4], f[5], f[6], f[4] / brps, f[6] / bp99, f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14]
+        }
+        print ""
+        print "| workload | server CPU per request, user µs | system µs | total µs |"
+        print "| --- | ---: | ---: | ---: |"
+        for (i = 1; i <= NR; i++) {
+            split(line[i], f, "\t")
+            printf "| %s | %.2f | %.2f | %.2f |\n", f[1], f[15], f[16], f[15] + f[16]
         }
     }'
