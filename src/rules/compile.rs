@@ -503,7 +503,7 @@ fn compile_op(
                     }
                     patterns.push(Pattern::Contains(normalize(field, &value)));
                 }
-                _ => match LazyRegex::new(&value, field.folds_case()) {
+                _ => match LazyRegex::new(&value, field.folds_case(), *field == Field::Keyword) {
                     // Keyword regexes are found through the index's RegexSet and compiled on
                     // first use; the others are tried on every candidate, so compile now.
                     Ok(re) if *field == Field::Keyword => {

@@ -99,8 +99,13 @@ fn required_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[Box<[u8]>]>> {
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 impl LazyRegex {
-    /// Checks the syntax now; the error says what is wrong.
-    pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Result<LazyRegex, String> {
+    /// Checks the syntax now; the error says what is wrong. `indexed`: the regex is a
+    /// keyword's, found through the index, which needs its required prefixes.
+    pub(crate) fn new(
+        pattern: &str,
+        case_insensitive: bool,
+        indexed: bool,
+    ) -> Result<LazyRegex, String> {
         let hir = regex_syntax::ParserBuilder::new()
             .case_insensitive(case_insensitive)
             .build()
@@ -109,7 +114,11 @@ impl LazyRegex {
         Ok(LazyRegex {
             pattern: pattern.to_owned(),
             case_insensitive,
-            prefixes: required_prefixes(&hir),
+            prefixes: if indexed {
+                required_prefixes(&hir)
+            } else {
+                None
+            },
             compiled: OnceLock::new(),
         })
     }
@@ -694,14 +703,17 @@ mod tests {
     #[test]
     fn regexes_with_long_enough_required_prefixes_get_them() {
         let prefixes = |pattern: &str| {
-            LazyRegex::new(pattern, true).unwrap().prefixes.map(|p| {
-                let mut all: Vec<String> = p
-                    .iter()
-                    .map(|l| String::from_utf8(l.to_vec()).unwrap())
-                    .collect();
-                all.sort();
-                all
-            })
+            LazyRegex::new(pattern, true, true)
+                .unwrap()
+                .prefixes
+                .map(|p| {
+                    let mut all: Vec<String> = p
+                        .iter()
+                        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+                        .collect();
+                    all.sort();
+                    all
+                })
         };
         // Case-insensitive: every casing, including the Kelvin sign for `k`.
         assert_eq!(
