@@ -44,16 +44,30 @@ pub(crate) fn type_rules(
     lines: &LineIndex,
     starts: &[Position],
 ) -> Option<Vec<RawRule>> {
-    if starts.len() < MIN_RULES {
+    type_in_pieces(source, lines, starts, PIECE, MIN_RULES)
+}
+
+/// `type_rules` with the piece size and threshold given (tests cut small files finely).
+fn type_in_pieces(
+    source: &str,
+    lines: &LineIndex,
+    starts: &[Position],
+    piece_rules: usize,
+    min_rules: usize,
+) -> Option<Vec<RawRule>> {
+    if starts.len() < min_rules || piece_rules == 0 {
         return None;
     }
     let cuts = cuts(source, lines, starts)?;
     let pieces: Vec<(&str, usize)> = cuts
-        .chunks(PIECE)
+        .chunks(piece_rules)
         .enumerate()
         .map(|(k, piece)| {
             let start = piece[0];
-            let end = cuts.get((k + 1) * PIECE).copied().unwrap_or(source.len());
+            let end = cuts
+                .get((k + 1) * piece_rules)
+                .copied()
+                .unwrap_or(source.len());
             (source.get(start..end).unwrap_or_default(), piece.len())
         })
         .collect();
@@ -136,6 +150,8 @@ fn item_dash(prefix: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::rules::locate::LazyPositions;
 
@@ -220,5 +236,95 @@ mod tests {
         // Not in one column; two rules on one line.
         assert_eq!(cuts(source, &lines, &[(2, 5), (4, 6)]), None);
         assert_eq!(cuts(source, &lines, &[(2, 5), (2, 9)]), None);
+    }
+
+    /// Text that YAML reads in many ways: indicators, comment and document markers, quotes,
+    /// a list dash, `rules:` itself, CJK and the Kelvin sign.
+    const BITS: &[&str] = &[
+        "a",
+        "- x",
+        "rules:",
+        "# c",
+        "'",
+        "\"",
+        "{",
+        "}",
+        ": ",
+        "价格",
+        "\u{212A}1",
+        "---",
+        "...",
+        " ",
+        "-",
+        "?",
+        "*a",
+        "&b",
+        "!t",
+        "%",
+        "@",
+        "`",
+        "|",
+        ">",
+    ];
+
+    /// One rule in one of several styles, its strings made of `bits`.
+    fn styled(i: usize, style: u8, indent: &str, bits: &[&str]) -> String {
+        let text: String = bits.concat();
+        let single = format!("'{}'", text.replace('\'', "''"));
+        let double = format!("{:?}", text);
+        let lines: Vec<&str> = bits.iter().map(|b| b.trim_end()).collect();
+        let d = indent;
+        // The last two styles are rare: a bare flow mapping, and a rule whose first key is on
+        // the line after its dash (which is not cut: the whole file is typed).
+        let style = if style >= 28 { style } else { style % 7 };
+        match style {
+            0 => format!("{d}- {{ name: r{i}, when: {{ keyword: [{single}, x] }}, reply: {{ text: {double} }} }}\n"),
+            1 => {
+                let body: String = lines.iter().map(|l| format!("{d}        {l}\n")).collect();
+                format!("{d}- name: r{i}\n{d}  when:\n{d}    keyword: {single}\n{d}  reply:\n{d}    text: |\n{body}")
+            }
+            2 => format!("{d}- name: r{i}\n\n{d}# {text}\n{d}  ignore: true\n  # between\n\n"),
+            3 => format!("{d}- {{ name: r{i},\n{d}    when: {{ event_key: {{ prefix: {single} }} }},\n{d}    ignore: true }}\n"),
+            4 => format!("{d}- name: r{i}\n{d}  reply: {{ text: \"{}\n{d}    more\" }}\n", text.replace(['\\', '"'], "")),
+            5 => format!("{d}- name: r{i}\n{d}  reply:\n{d}    text: plain\n{d}      continued\n"),
+            6 => format!("{d}-   name: \"r{i}\"   # {text}\n{d}    reply: {{ voice: {{ media_id: {single} }} }}\n"),
+            28 => format!("{d}- {{name: r{i}}}\n"),
+            _ => format!("{d}-\n{d}  name: r{i}\n"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Cut after every rule or every few: the pieces type to what the whole file
+        /// types to, or the file is left to be typed whole.
+        #[test]
+        fn pieces_agree_with_the_whole_file(
+            rules in prop::collection::vec(
+                (0u8..30, prop::collection::vec(prop::sample::select(BITS), 0..4)),
+                1..12,
+            ),
+            indent in prop::sample::select(&["", "  ", "    "][..]),
+            piece in 1usize..4,
+            crlf in any::<bool>(),
+        ) {
+            let mut source = String::from("# generated\nrules:\n");
+            for (i, (style, bits)) in rules.iter().enumerate() {
+                source.push_str(&styled(i, *style, indent, bits));
+            }
+            if crlf {
+                source = source.replace('\n', "\r\n");
+            }
+            let positions = LazyPositions::new(&source);
+            let whole = schema::parse_typed(&source);
+            if let Some(starts) = positions.plain_rule_starts() {
+                let lines = LineIndex::new(&source);
+                if let Some(pieces) = type_in_pieces(&source, &lines, starts, piece, 1) {
+                    let whole = whole.as_ref();
+                    prop_assert!(whole.is_some(), "pieces typed, the whole file did not:\n{}", source);
+                    prop_assert_eq!(format!("{pieces:?}"), format!("{:?}", whole.unwrap_or(&Vec::new())), "{}", source);
+                }
+            }
+        }
     }
 }
