@@ -687,6 +687,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_with_a_byte_order_mark_keeps_its_error_positions() {
+        let yaml = "\u{feff}rules:\n  - name: a\n    ignroe: true\n";
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), yaml, &[]) else {
+            panic!("an unknown key");
+        };
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("rules.yaml:3:5: rule `a`: unknown field"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
     fn a_large_file_reports_each_broken_rule_where_it_is() {
         let mut yaml = String::from("rules:\n");
         for i in 0..5_000 {

@@ -227,6 +227,8 @@ pub(crate) struct LazyPositions<'a> {
 
 impl<'a> LazyPositions<'a> {
     pub(crate) fn new(source: &'a str) -> LazyPositions<'a> {
+        // yaml-rust2 does not skip a byte-order mark; editors do not count it as a column.
+        let source = source.strip_prefix('\u{feff}').unwrap_or(source);
         let mut outline = Outline::default();
         let mut parser = Parser::new_from_str(source);
         // Every document, so that a second one (which serde_yaml refuses) is seen.
