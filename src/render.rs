@@ -80,7 +80,7 @@ impl Scope<'_> {
     /// The data handlebars templates see: every message field under its WeChat name, plus
     /// `captures` (regex groups by number and by name) and `rule` (the matched rule's name).
     pub fn context(&self) -> Value {
-        let mut fields = self.message.fields().clone();
+        let mut fields = self.message.to_fields();
         let captures: Map<String, Value> = self
             .captures
             .iter()
@@ -106,6 +106,11 @@ impl Scope<'_> {
             },
             "rule" => rest.is_empty().then_some(Resolved::Str(self.rule)),
             _ => {
+                // A leaf or a missing field is read without building the message's object.
+                match self.message.top_level(first)? {
+                    Some(text) if rest.is_empty() => return Some(Resolved::Str(text)),
+                    _ => {}
+                }
                 let mut value = self.message.fields().get(first)?;
                 for part in rest {
                     value = match value {

@@ -1,8 +1,14 @@
-//! Parses a pushed message into a tree of fields named as WeChat names them.
+//! Parses a pushed message into fields named as WeChat names them.
 //!
-//! The tree is a JSON object so that templates see it as-is: a leaf element is a string,
-//! an element with children is an object, a repeated element (or a container of `<item>`s,
-//! as in `PicList`) is a list. Nothing is dropped, so unknown message kinds stay routable.
+//! The body is read once into a flat list of its elements (names and texts in one buffer):
+//! the fields a request reads (`MsgType`, `Content`, `EventKey`, …) are found there without
+//! building anything. Templates see the message as a JSON object, built from that list on
+//! first use: a leaf element is a string, an element with children is an object, a repeated
+//! element (or a container of `<item>`s, as in `PicList`) is a list. Nothing is dropped, so
+//! unknown message kinds stay routable.
+
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -35,17 +41,19 @@ pub enum WireError {
 }
 
 /// One pushed message or event, with every field reachable by its WeChat name.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Message {
-    fields: Map<String, Value>,
+    document: Document,
     create_time: u64,
+    /// The fields as a JSON object, built on first use (templates, nested paths).
+    tree: OnceLock<Map<String, Value>>,
 }
 
-/// An element being read: its name, its children so far and its text so far.
-struct Open {
-    name: String,
-    children: Vec<(String, Value)>,
-    text: String,
+/// Two messages are equal when their fields are.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.create_time == other.create_time && self.fields() == other.fields()
+    }
 }
 
 impl Message {
@@ -56,10 +64,10 @@ impl Message {
     /// `CreateTime` and a `MsgId`/`MsgID`, when present, must be unsigned 64-bit numbers,
     /// and they and `Event` may appear only once.
     pub fn parse(body: &[u8]) -> Result<Message, WireError> {
-        let fields = parse_tree(body)?;
         let message = Message {
+            document: Document::parse(body)?,
             create_time: 0,
-            fields,
+            tree: OnceLock::new(),
         };
         for name in ["ToUserName", "FromUserName", "MsgType"] {
             if message.leaf(name)?.is_none() {
@@ -80,12 +88,7 @@ impl Message {
 
     /// The text of a field that must be a single leaf when present.
     fn leaf(&self, field: &'static str) -> Result<Option<&str>, WireError> {
-        match self.fields.get(field) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(Value::Array(_)) => Err(WireError::Duplicate(field)),
-            Some(_) => Err(WireError::NotText(field)),
-        }
+        self.document.field(field).leaf(field)
     }
 
     fn number(&self, field: &'static str) -> Result<Option<u64>, WireError> {
@@ -103,14 +106,20 @@ impl Message {
 
     /// The string value of a top-level field, if it is present and a leaf.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).and_then(Value::as_str)
+        match self.document.field(name) {
+            Shape::Text(text) => Some(text),
+            _ => None,
+        }
     }
 
     /// The string value at a dotted path (`ScanCodeInfo.ScanResult`, `PicList.0.PicMd5Sum`).
     pub fn lookup(&self, path: &str) -> Option<&str> {
+        if !path.contains('.') {
+            return self.text(path);
+        }
         let mut parts = path.split('.');
         let first = parts.next()?;
-        let mut value = self.fields.get(first)?;
+        let mut value = self.fields().get(first)?;
         for part in parts {
             value = match value {
                 Value::Object(map) => map.get(part)?,
@@ -157,24 +166,42 @@ impl Message {
         self.text("Content").or_else(|| self.text("Recognition"))
     }
 
-    /// All fields, for templates.
+    /// All fields as a JSON object, for templates; built on the first call.
     pub fn fields(&self) -> &Map<String, Value> {
-        &self.fields
+        self.tree.get_or_init(|| self.document.tree())
+    }
+
+    /// All fields as a JSON object of its own (the one `fields` keeps, copied, if built).
+    pub fn to_fields(&self) -> Map<String, Value> {
+        match self.tree.get() {
+            Some(tree) => tree.clone(),
+            None => self.document.tree(),
+        }
+    }
+
+    /// Whether a top-level field is present, and its text when it is one leaf: what
+    /// `fields()[name]` would show, without building the object.
+    pub fn top_level(&self, name: &str) -> Option<Option<&str>> {
+        match self.document.field(name) {
+            Shape::Absent => None,
+            Shape::Text(text) => Some(Some(text)),
+            Shape::List | Shape::Object => Some(None),
+        }
     }
 
     /// Gives up the fields, so a template context can be built without copying them.
     pub fn into_fields(self) -> Map<String, Value> {
-        self.fields
+        match self.tree.into_inner() {
+            Some(tree) => tree,
+            None => self.document.tree(),
+        }
     }
 }
 
 /// Reads the `<Encrypt>` payload of a safe- or compatible-mode body.
 pub fn parse_encrypted(body: &[u8]) -> Result<String, WireError> {
-    let mut fields = parse_tree(body)?;
-    match fields.remove("Encrypt") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::Array(_)) => Err(WireError::Duplicate("Encrypt")),
-        Some(Value::Object(_)) => Err(WireError::NotText("Encrypt")),
+    match Document::parse(body)?.field("Encrypt").leaf("Encrypt")? {
+        Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
         _ => Err(WireError::Missing("Encrypt")),
     }
 }
@@ -183,82 +210,254 @@ fn malformed(e: impl std::fmt::Display) -> WireError {
     WireError::Malformed(e.to_string())
 }
 
-fn parse_tree(body: &[u8]) -> Result<Map<String, Value>, WireError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(WireError::Empty);
-    }
-    let mut reader = Reader::from_reader(body);
-    reader.config_mut().check_end_names = true;
-    let mut stack: Vec<Open> = Vec::new();
-    let mut root: Option<Value> = None;
-    loop {
-        let event = reader.read_event().map_err(malformed)?;
-        match event {
-            Event::Start(start) => {
-                if root.is_some() {
-                    return Err(malformed("content after the root element"));
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(WireError::TooDeep);
-                }
-                stack.push(Open {
-                    name: element_name(start.name().as_ref())?,
-                    children: Vec::new(),
-                    text: String::new(),
-                });
-            }
-            Event::Empty(start) => {
-                let name = element_name(start.name().as_ref())?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push((name, Value::String(String::new()))),
-                    None if root.is_none() => root = Some(Value::Object(Map::new())),
-                    None => return Err(malformed("content after the root element")),
-                }
-            }
-            Event::End(_) => {
-                let Some(open) = stack.pop() else {
-                    return Err(malformed("unexpected end tag"));
-                };
-                let value = close(open.children, open.text);
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push((open.name, value)),
-                    None => root = Some(value),
-                }
-            }
-            Event::Text(text) => {
-                let text = text.unescape().map_err(malformed)?;
-                match stack.last_mut() {
-                    Some(open) => open.text.push_str(&text),
-                    None if text.trim().is_empty() => {}
-                    None => return Err(malformed("text outside the root element")),
-                }
-            }
-            Event::CData(data) => {
-                let Some(open) = stack.last_mut() else {
-                    return Err(malformed("CDATA outside the root element"));
-                };
-                let text = std::str::from_utf8(&data).map_err(malformed)?;
-                open.text.push_str(text);
-            }
-            Event::DocType(_) => return Err(WireError::Doctype),
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
-            Event::Eof => break,
+/// A body read into a flat list: every element below the root, in document order.
+#[derive(Debug, Clone)]
+struct Document {
+    /// Element names and texts, back to back.
+    buf: String,
+    nodes: Vec<Node>,
+    /// The root was written `<xml/>`: no fields, but a valid (empty) object.
+    empty_root: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    name: Range<usize>,
+    /// The element's text (kept whole for a leaf; an element with children has none).
+    text: Range<usize>,
+    /// The index after its last descendant: `end == index + 1` for a leaf.
+    end: usize,
+}
+
+/// What a top-level field is in the JSON object of the message.
+#[derive(Debug, Clone, Copy)]
+enum Shape<'a> {
+    Absent,
+    Text(&'a str),
+    /// Repeated, or a container of `<item>`s.
+    List,
+    Object,
+}
+
+impl<'a> Shape<'a> {
+    /// The text of a field that must be one leaf when present.
+    fn leaf(self, field: &'static str) -> Result<Option<&'a str>, WireError> {
+        match self {
+            Shape::Absent => Ok(None),
+            Shape::Text(text) => Ok(Some(text)),
+            Shape::List => Err(WireError::Duplicate(field)),
+            Shape::Object => Err(WireError::NotText(field)),
         }
-    }
-    if !stack.is_empty() {
-        return Err(malformed("unexpected end of document"));
-    }
-    match root {
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(malformed("the root element has no child elements")),
-        None => Err(malformed("no root element")),
     }
 }
 
-fn element_name(raw: &[u8]) -> Result<String, WireError> {
-    std::str::from_utf8(raw)
-        .map(str::to_owned)
-        .map_err(malformed)
+impl Document {
+    fn parse(body: &[u8]) -> Result<Document, WireError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(WireError::Empty);
+        }
+        let mut reader = Reader::from_reader(body);
+        reader.config_mut().check_end_names = true;
+        let mut doc = Document {
+            buf: String::with_capacity(body.len()),
+            nodes: Vec::with_capacity(16),
+            empty_root: false,
+        };
+        // The elements open below the root, by index; and the root's own state.
+        let mut open: Vec<usize> = Vec::with_capacity(MAX_DEPTH);
+        let (mut root_open, mut root_done) = (false, false);
+        loop {
+            let event = reader.read_event().map_err(malformed)?;
+            match event {
+                Event::Start(start) => {
+                    if root_done {
+                        return Err(malformed("content after the root element"));
+                    }
+                    if open.len() + usize::from(root_open) >= MAX_DEPTH {
+                        return Err(WireError::TooDeep);
+                    }
+                    let qname = start.name();
+                    let name = element_name(qname.as_ref())?;
+                    if root_open {
+                        open.push(doc.push(name));
+                    } else {
+                        root_open = true;
+                    }
+                }
+                Event::Empty(start) => {
+                    let qname = start.name();
+                    let name = element_name(qname.as_ref())?;
+                    if root_open {
+                        let at = doc.push(name);
+                        doc.nodes[at].end = at + 1;
+                    } else if !root_done {
+                        root_done = true;
+                        doc.empty_root = true;
+                    } else {
+                        return Err(malformed("content after the root element"));
+                    }
+                }
+                Event::End(_) => {
+                    if let Some(at) = open.pop() {
+                        doc.nodes[at].end = doc.nodes.len();
+                    } else if root_open {
+                        root_open = false;
+                        root_done = true;
+                    } else {
+                        return Err(malformed("unexpected end tag"));
+                    }
+                }
+                Event::Text(text) => {
+                    let text = text.unescape().map_err(malformed)?;
+                    if root_open {
+                        doc.push_text(open.last().copied(), &text);
+                    } else if !text.trim().is_empty() {
+                        return Err(malformed("text outside the root element"));
+                    }
+                }
+                Event::CData(data) => {
+                    if !root_open {
+                        return Err(malformed("CDATA outside the root element"));
+                    }
+                    let text = std::str::from_utf8(&data).map_err(malformed)?;
+                    doc.push_text(open.last().copied(), text);
+                }
+                Event::DocType(_) => return Err(WireError::Doctype),
+                Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+                Event::Eof => break,
+            }
+        }
+        if root_open {
+            return Err(malformed("unexpected end of document"));
+        }
+        if !root_done {
+            return Err(malformed("no root element"));
+        }
+        // The root must read as an object: not a bare text, not a list of `<item>`s.
+        let mut top = doc.top().peekable();
+        if !doc.empty_root && (top.peek().is_none() || top.all(|i| doc.name(i) == "item")) {
+            return Err(malformed("the root element has no child elements"));
+        }
+        Ok(doc)
+    }
+
+    /// Adds an element, open (its `end` is set when it closes).
+    fn push(&mut self, name: &str) -> usize {
+        let start = self.buf.len();
+        self.buf.push_str(name);
+        let end = self.buf.len();
+        self.nodes.push(Node {
+            name: start..end,
+            text: end..end,
+            end: 0,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Adds text to the open element `at`, while it has no children (after that its text
+    /// is not used) and is not the root (whose text is not used either).
+    fn push_text(&mut self, at: Option<usize>, text: &str) {
+        let Some(at) = at else { return };
+        if at + 1 == self.nodes.len() {
+            self.buf.push_str(text);
+            self.nodes[at].text.end = self.buf.len();
+        }
+    }
+
+    fn name(&self, at: usize) -> &str {
+        self.buf
+            .get(self.nodes[at].name.clone())
+            .unwrap_or_default()
+    }
+
+    fn text(&self, at: usize) -> &str {
+        self.buf
+            .get(self.nodes[at].text.clone())
+            .unwrap_or_default()
+    }
+
+    /// The children of the root, in order.
+    fn top(&self) -> Children<'_> {
+        Children {
+            nodes: &self.nodes,
+            next: 0,
+            end: self.nodes.len(),
+        }
+    }
+
+    /// The children of element `at`, in order.
+    fn children(&self, at: usize) -> Children<'_> {
+        Children {
+            nodes: &self.nodes,
+            next: at + 1,
+            end: self.nodes[at].end,
+        }
+    }
+
+    /// What the top-level field `name` is in the message's JSON object.
+    fn field(&self, name: &str) -> Shape<'_> {
+        let mut found = self.top().filter(|&i| self.name(i) == name);
+        let Some(at) = found.next() else {
+            return Shape::Absent;
+        };
+        if found.next().is_some() {
+            return Shape::List;
+        }
+        let mut children = self.children(at).peekable();
+        if children.peek().is_none() {
+            Shape::Text(self.text(at))
+        } else if children.all(|i| self.name(i) == "item") {
+            Shape::List
+        } else {
+            Shape::Object
+        }
+    }
+
+    /// The JSON value of element `at`.
+    fn value(&self, at: usize) -> Value {
+        let children = self
+            .children(at)
+            .map(|i| (self.name(i).to_owned(), self.value(i)))
+            .collect();
+        close(children, self.text(at).to_owned())
+    }
+
+    /// The message as a JSON object.
+    fn tree(&self) -> Map<String, Value> {
+        let children = self
+            .top()
+            .map(|i| (self.name(i).to_owned(), self.value(i)))
+            .collect();
+        match close(children, String::new()) {
+            Value::Object(map) => map,
+            // `parse` refused any other root.
+            _ => Map::new(),
+        }
+    }
+}
+
+/// The children of one element: the nodes one level below it, skipping their descendants.
+struct Children<'a> {
+    nodes: &'a [Node],
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for Children<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.next >= self.end {
+            return None;
+        }
+        let at = self.next;
+        self.next = self.nodes.get(at).map_or(self.end, |n| n.end.max(at + 1));
+        Some(at)
+    }
+}
+
+fn element_name(raw: &[u8]) -> Result<&str, WireError> {
+    std::str::from_utf8(raw).map_err(malformed)
 }
 
 /// Turns a closed element into its value: text for a leaf, a list for a container of
@@ -423,5 +622,222 @@ mod tests {
         let at = TEXT.find("this").unwrap();
         body[at] = 0xff;
         assert!(Message::parse(&body).is_err());
+    }
+}
+
+/// The parser this module had before the flat `Document`: it built the JSON tree directly.
+/// Kept as the reference the property test holds `Document` to.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    /// An element being read: its name, its children so far and its text so far.
+    struct Open {
+        name: String,
+        children: Vec<(String, Value)>,
+        text: String,
+    }
+
+    pub(super) fn parse_tree(body: &[u8]) -> Result<Map<String, Value>, WireError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(WireError::Empty);
+        }
+        let mut reader = Reader::from_reader(body);
+        reader.config_mut().check_end_names = true;
+        let mut stack: Vec<Open> = Vec::new();
+        let mut root: Option<Value> = None;
+        loop {
+            let event = reader.read_event().map_err(malformed)?;
+            match event {
+                Event::Start(start) => {
+                    if root.is_some() {
+                        return Err(malformed("content after the root element"));
+                    }
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(WireError::TooDeep);
+                    }
+                    stack.push(Open {
+                        name: element_name(start.name().as_ref())?.to_owned(),
+                        children: Vec::new(),
+                        text: String::new(),
+                    });
+                }
+                Event::Empty(start) => {
+                    let name = element_name(start.name().as_ref())?.to_owned();
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push((name, Value::String(String::new()))),
+                        None if root.is_none() => root = Some(Value::Object(Map::new())),
+                        None => return Err(malformed("content after the root element")),
+                    }
+                }
+                Event::End(_) => {
+                    let Some(open) = stack.pop() else {
+                        return Err(malformed("unexpected end tag"));
+                    };
+                    let value = close(open.children, open.text);
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push((open.name, value)),
+                        None => root = Some(value),
+                    }
+                }
+                Event::Text(text) => {
+                    let text = text.unescape().map_err(malformed)?;
+                    match stack.last_mut() {
+                        Some(open) => open.text.push_str(&text),
+                        None if text.trim().is_empty() => {}
+                        None => return Err(malformed("text outside the root element")),
+                    }
+                }
+                Event::CData(data) => {
+                    let Some(open) = stack.last_mut() else {
+                        return Err(malformed("CDATA outside the root element"));
+                    };
+                    let text = std::str::from_utf8(&data).map_err(malformed)?;
+                    open.text.push_str(text);
+                }
+                Event::DocType(_) => return Err(WireError::Doctype),
+                Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+                Event::Eof => break,
+            }
+        }
+        if !stack.is_empty() {
+            return Err(malformed("unexpected end of document"));
+        }
+        match root {
+            Some(Value::Object(map)) => Ok(map),
+            Some(_) => Err(malformed("the root element has no child elements")),
+            None => Err(malformed("no root element")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod equivalence {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAMES: &[&str] = &[
+        "ToUserName",
+        "FromUserName",
+        "CreateTime",
+        "MsgType",
+        "Event",
+        "MsgId",
+        "Content",
+        "Encrypt",
+        "item",
+        "Tag",
+        "A",
+    ];
+    const TEXTS: &[&str] = &[
+        "",
+        " ",
+        "x",
+        "1348831860",
+        "a &lt; b &amp; c",
+        "价格",
+        "\n  ",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Xml {
+        Element(&'static str, Vec<Xml>),
+        Empty(&'static str),
+        Text(&'static str),
+        CData(&'static str),
+    }
+
+    impl Xml {
+        fn write(&self, out: &mut String) {
+            match self {
+                Xml::Element(name, children) => {
+                    out.push_str(&format!("<{name}>"));
+                    for child in children {
+                        child.write(out);
+                    }
+                    out.push_str(&format!("</{name}>"));
+                }
+                Xml::Empty(name) => out.push_str(&format!("<{name}/>")),
+                Xml::Text(text) => out.push_str(text),
+                Xml::CData(text) => out.push_str(&format!("<![CDATA[{text}]]>")),
+            }
+        }
+    }
+
+    fn xml() -> impl Strategy<Value = Xml> {
+        let leaf = prop_oneof![
+            prop::sample::select(NAMES).prop_map(Xml::Empty),
+            prop::sample::select(TEXTS).prop_map(Xml::Text),
+            prop::sample::select(TEXTS).prop_map(Xml::CData),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            (
+                prop::sample::select(NAMES),
+                prop::collection::vec(inner, 0..6),
+            )
+                .prop_map(|(name, children)| Xml::Element(name, children))
+        })
+    }
+
+    /// What `field` tells, in the terms of the reference's JSON object.
+    fn shape_as_json(shape: Shape<'_>) -> Option<&'static str> {
+        match shape {
+            Shape::Absent => None,
+            Shape::Text(_) => Some("string"),
+            Shape::List => Some("array"),
+            Shape::Object => Some("object"),
+        }
+    }
+
+    fn json_kind(value: Option<&Value>) -> Option<&'static str> {
+        value.map(|v| match v {
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            _ => "object",
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The flat document accepts and refuses exactly what the tree parser did, with the
+        /// same reason, and gives the same JSON object and the same top-level fields.
+        #[test]
+        fn document_reads_bodies_as_the_tree_parser_did(
+            before in prop_oneof![
+                6 => prop::sample::select(&["", "<?xml version=\"1.0\"?>", " \n", "<!-- c -->"][..]),
+                1 => prop::sample::select(&["junk", "<![CDATA[x]]>", "</x>"][..]),
+            ],
+            children in prop::collection::vec(xml(), 0..8),
+            bare_root in any::<bool>(),
+            after in prop_oneof![
+                6 => prop::sample::select(&["", "\n", "<!-- c -->"][..]),
+                1 => prop::sample::select(&["junk", "<xml/>", "<a></a>", "</x>"][..]),
+            ],
+        ) {
+            let mut body = String::from(before);
+            if bare_root && children.is_empty() {
+                body.push_str("<xml/>");
+            } else {
+                Xml::Element("xml", children).write(&mut body);
+            }
+            body.push_str(after);
+            let old = reference::parse_tree(body.as_bytes());
+            let new = Document::parse(body.as_bytes());
+            match (old, new) {
+                (Err(old), Err(new)) => prop_assert_eq!(old.to_string(), new.to_string(), "{}", body),
+                (Ok(old), Ok(new)) => {
+                    prop_assert_eq!(&new.tree(), &old, "{}", body);
+                    for name in NAMES {
+                        prop_assert_eq!(shape_as_json(new.field(name)), json_kind(old.get(*name)), "{} in {}", name, body);
+                        if let (Shape::Text(text), Some(Value::String(old))) = (new.field(name), old.get(*name)) {
+                            prop_assert_eq!(text, old.as_str());
+                        }
+                    }
+                }
+                (old, new) => prop_assert!(false, "{body}: old {old:?}, new {new:?}"),
+            }
+        }
     }
 }
