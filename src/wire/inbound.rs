@@ -40,10 +40,27 @@ pub enum WireError {
     NotANumber { field: &'static str, value: String },
 }
 
+/// The top-level fields every request reads (the signature of the message, routing,
+/// dedup, the log line), found in one pass at parse time.
+const COMMON: [&str; 10] = [
+    "ToUserName",
+    "FromUserName",
+    "CreateTime",
+    "MsgType",
+    "Event",
+    "EventKey",
+    "MsgId",
+    "MsgID",
+    "Content",
+    "Recognition",
+];
+
 /// One pushed message or event, with every field reachable by its WeChat name.
 #[derive(Debug, Clone)]
 pub struct Message {
     document: Document,
+    /// What each of `COMMON` is, in that order.
+    common: [Slot; COMMON.len()],
     create_time: u64,
     /// The fields as a JSON object, built on first use (templates, nested paths).
     tree: OnceLock<Map<String, Value>>,
@@ -64,8 +81,10 @@ impl Message {
     /// `CreateTime` and a `MsgId`/`MsgID`, when present, must be unsigned 64-bit numbers,
     /// and they and `Event` may appear only once.
     pub fn parse(body: &[u8]) -> Result<Message, WireError> {
+        let document = Document::parse(body)?;
         let message = Message {
-            document: Document::parse(body)?,
+            common: document.slots(&COMMON),
+            document,
             create_time: 0,
             tree: OnceLock::new(),
         };
@@ -88,7 +107,15 @@ impl Message {
 
     /// The text of a field that must be a single leaf when present.
     fn leaf(&self, field: &'static str) -> Result<Option<&str>, WireError> {
-        self.document.field(field).leaf(field)
+        self.shape(field).leaf(field)
+    }
+
+    /// What the top-level field `name` is; from the parse-time pass for a common field.
+    fn shape(&self, name: &str) -> Shape<'_> {
+        match COMMON.iter().position(|&c| c == name) {
+            Some(at) => self.document.shape(&self.common[at]),
+            None => self.document.field(name),
+        }
     }
 
     fn number(&self, field: &'static str) -> Result<Option<u64>, WireError> {
@@ -106,7 +133,7 @@ impl Message {
 
     /// The string value of a top-level field, if it is present and a leaf.
     pub fn text(&self, name: &str) -> Option<&str> {
-        match self.document.field(name) {
+        match self.shape(name) {
             Shape::Text(text) => Some(text),
             _ => None,
         }
@@ -182,7 +209,7 @@ impl Message {
     /// Whether a top-level field is present, and its text when it is one leaf: what
     /// `fields()[name]` would show, without building the object.
     pub fn top_level(&self, name: &str) -> Option<Option<&str>> {
-        match self.document.field(name) {
+        match self.shape(name) {
             Shape::Absent => None,
             Shape::Text(text) => Some(Some(text)),
             Shape::List | Shape::Object => Some(None),
@@ -227,6 +254,15 @@ struct Node {
     text: Range<usize>,
     /// The index after its last descendant: `end == index + 1` for a leaf.
     end: usize,
+}
+
+/// A `Shape` kept apart from its document: the text as a range of the buffer.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    Absent,
+    Text(Range<usize>),
+    List,
+    Object,
 }
 
 /// What a top-level field is in the JSON object of the message.
@@ -396,20 +432,46 @@ impl Document {
 
     /// What the top-level field `name` is in the message's JSON object.
     fn field(&self, name: &str) -> Shape<'_> {
-        let mut found = self.top().filter(|&i| self.name(i) == name);
-        let Some(at) = found.next() else {
-            return Shape::Absent;
-        };
-        if found.next().is_some() {
-            return Shape::List;
+        let [slot] = self.slots(&[name]);
+        self.shape(&slot)
+    }
+
+    /// What each top-level field of `names` is, in one pass over the fields.
+    fn slots<const N: usize>(&self, names: &[&str; N]) -> [Slot; N] {
+        // Per name: how many fields have it, and the first.
+        let mut found = [(0usize, 0usize); N];
+        for i in self.top() {
+            let name = self.name(i);
+            if let Some(at) = names.iter().position(|&n| n == name) {
+                let (count, first) = &mut found[at];
+                if *count == 0 {
+                    *first = i;
+                }
+                *count += 1;
+            }
         }
-        let mut children = self.children(at).peekable();
-        if children.peek().is_none() {
-            Shape::Text(self.text(at))
-        } else if children.all(|i| self.name(i) == "item") {
-            Shape::List
-        } else {
-            Shape::Object
+        found.map(|(count, at)| match count {
+            0 => Slot::Absent,
+            1 => {
+                let mut children = self.children(at).peekable();
+                if children.peek().is_none() {
+                    Slot::Text(self.nodes[at].text.clone())
+                } else if children.all(|i| self.name(i) == "item") {
+                    Slot::List
+                } else {
+                    Slot::Object
+                }
+            }
+            _ => Slot::List,
+        })
+    }
+
+    fn shape(&self, slot: &Slot) -> Shape<'_> {
+        match slot {
+            Slot::Absent => Shape::Absent,
+            Slot::Text(text) => Shape::Text(self.buf.get(text.clone()).unwrap_or_default()),
+            Slot::List => Shape::List,
+            Slot::Object => Shape::Object,
         }
     }
 
@@ -829,6 +891,11 @@ mod equivalence {
                 (Err(old), Err(new)) => prop_assert_eq!(old.to_string(), new.to_string(), "{}", body),
                 (Ok(old), Ok(new)) => {
                     prop_assert_eq!(&new.tree(), &old, "{}", body);
+                    // All common fields in one pass, as `Message` reads them.
+                    let common = new.slots(&COMMON);
+                    for (slot, name) in common.iter().zip(COMMON) {
+                        prop_assert_eq!(shape_as_json(new.shape(slot)), json_kind(old.get(name)), "{} in {}", name, body);
+                    }
                     for name in NAMES {
                         prop_assert_eq!(shape_as_json(new.field(name)), json_kind(old.get(*name)), "{} in {}", name, body);
                         if let (Shape::Text(text), Some(Value::String(old))) = (new.field(name), old.get(*name)) {
