@@ -26,15 +26,20 @@ pub fn push_cdata(out: &mut String, text: &str) {
 
 fn push_xml_chars(out: &mut String, text: &str) {
     // The forbidden characters are C0 controls (bytes below 0x20, but for tab, LF and CR)
-    // and U+FFFE/U+FFFF (UTF-8 EF BF BE/BF). A byte scan clears most text, such as a
-    // safe-mode reply's base64, without decoding it; text with a 0xEF byte is decoded.
+    // and U+FFFE/U+FFFF (UTF-8 EF BF BE/BF): byte scans clear text without decoding it.
     let bytes = text.as_bytes();
-    let clean = no_controls(bytes) && (!bytes.contains(&0xEF) || text.chars().all(is_xml_char));
-    if clean {
+    if no_controls(bytes) && !has_noncharacter(bytes) {
         out.push_str(text);
     } else {
         out.extend(text.chars().filter(|&c| is_xml_char(c)));
     }
+}
+
+/// Whether U+FFFE or U+FFFF is in `bytes` (UTF-8).
+fn has_noncharacter(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(0xEF, bytes).any(|at| {
+        bytes.get(at + 1) == Some(&0xBF) && matches!(bytes.get(at + 2), Some(0xBE | 0xBF))
+    })
 }
 
 /// No byte below 0x20 but tab, LF and CR. Folded without branches, in blocks, so that the
