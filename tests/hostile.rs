@@ -585,6 +585,20 @@ fn odd_xml_rows() -> Vec<Row> {
         ),
         row("comment splitting a keyword", text_with("价<!-- 格 -->格"), 200, REPLY),
         row("duplicate Content", dup("Content"), 200, REPLY),
+        row(
+            "a query parameter given twice",
+            message("<Content>hi</Content>"),
+            400,
+            "query: parameter `timestamp` given more than once",
+        )
+        .query(format!("{}&timestamp=1", signed_query())),
+        row(
+            "a percent-encoded query value",
+            message("<Content>hi</Content>"),
+            200,
+            REPLY,
+        )
+        .query(signed_query().replace("nonce=1320562132", "nonce=132056213%32")),
         row("duplicate ToUserName", dup("ToUserName"), 400, &twice("ToUserName")),
         row("duplicate FromUserName", dup("FromUserName"), 400, &twice("FromUserName")),
         row("duplicate CreateTime", dup("CreateTime"), 400, &twice("CreateTime")),

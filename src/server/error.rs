@@ -24,6 +24,9 @@ pub enum ServiceError {
     /// An encrypted push while no EncodingAESKey is configured: 400.
     #[error("encrypted request, but WXRULES_AES_KEY and WXRULES_APPID are not set")]
     NoKey,
+    /// A query that cannot be read as WeChat's (a parameter given twice): 400.
+    #[error("query: {0}")]
+    Query(String),
 }
 
 impl ServiceError {
@@ -40,9 +43,10 @@ impl ResponseError for ServiceError {
     fn status_code(&self) -> StatusCode {
         match self {
             ServiceError::Signature(_) | ServiceError::Stale(_) => StatusCode::FORBIDDEN,
-            ServiceError::Wire(_) | ServiceError::Crypto(_) | ServiceError::NoKey => {
-                StatusCode::BAD_REQUEST
-            }
+            ServiceError::Wire(_)
+            | ServiceError::Crypto(_)
+            | ServiceError::NoKey
+            | ServiceError::Query(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -1,13 +1,13 @@
 //! The handlers: URL check, message push, health. Thin: extract, call the library, map the
 //! error. A request takes one rules snapshot and keeps it to the end.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::ContentType;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
-use serde::Deserialize;
 
 use super::{AppState, ServiceError};
 use crate::answer::{answer, Outcome};
@@ -16,18 +16,49 @@ use crate::dedup::{Answer, Claim, Key};
 use crate::metrics::RequestOutcome;
 use crate::wire::{self, Message};
 
-/// The query WeChat appends to the server URL.
-#[derive(Debug, Deserialize)]
-pub(crate) struct WechatQuery {
-    signature: Option<String>,
-    timestamp: Option<String>,
-    nonce: Option<String>,
-    echostr: Option<String>,
-    encrypt_type: Option<String>,
-    msg_signature: Option<String>,
+/// The query WeChat appends to the server URL; the values borrow from it unless they
+/// are percent-encoded. Other parameters (`openid`, …) are ignored.
+#[derive(Debug, Default)]
+pub(crate) struct WechatQuery<'a> {
+    signature: Option<Cow<'a, str>>,
+    timestamp: Option<Cow<'a, str>>,
+    nonce: Option<Cow<'a, str>>,
+    echostr: Option<Cow<'a, str>>,
+    encrypt_type: Option<Cow<'a, str>>,
+    msg_signature: Option<Cow<'a, str>>,
 }
 
-fn required<'a>(v: &'a Option<String>, name: &'static str) -> Result<&'a str, SignatureError> {
+impl<'a> WechatQuery<'a> {
+    /// Reads a query string (`application/x-www-form-urlencoded`); a parameter given twice
+    /// is refused, since which one was signed cannot be told.
+    pub(crate) fn parse(query: &'a str) -> Result<WechatQuery<'a>, ServiceError> {
+        let mut q = WechatQuery::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "signature" => &mut q.signature,
+                "timestamp" => &mut q.timestamp,
+                "nonce" => &mut q.nonce,
+                "echostr" => &mut q.echostr,
+                "encrypt_type" => &mut q.encrypt_type,
+                "msg_signature" => &mut q.msg_signature,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(ServiceError::Query(format!(
+                    "parameter `{}` given more than once",
+                    key.chars().take(20).collect::<String>()
+                )));
+            }
+            *slot = Some(value);
+        }
+        Ok(q)
+    }
+}
+
+fn required<'a>(
+    v: &'a Option<Cow<'_, str>>,
+    name: &'static str,
+) -> Result<&'a str, SignatureError> {
     v.as_deref().ok_or(SignatureError::Missing(name))
 }
 
@@ -58,13 +89,19 @@ impl AppState {
 /// `GET /wechat`: the URL check of the MP console; answers `echostr` when signed.
 pub(crate) async fn verify_url(
     state: web::Data<AppState>,
-    query: web::Query<WechatQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ServiceError> {
-    if let Err(e) = state.verify_plain(&query) {
-        tracing::warn!(event = "url_check_refused", reason = %e);
-        return Err(e);
-    }
-    let echostr = query.echostr.clone().unwrap_or_default();
+    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
+        state.verify_plain(&query)?;
+        Ok(query.echostr.map(Cow::into_owned).unwrap_or_default())
+    });
+    let echostr = match checked {
+        Ok(echostr) => echostr,
+        Err(e) => {
+            tracing::warn!(event = "url_check_refused", reason = %e);
+            return Err(e);
+        }
+    };
     tracing::info!(event = "url_check_passed");
     Ok(HttpResponse::Ok()
         .content_type(ContentType::plaintext())
@@ -80,7 +117,7 @@ enum Mode {
 /// `POST /wechat`: verify, decrypt if needed, parse, dedup, answer.
 pub(crate) async fn receive(
     state: web::Data<AppState>,
-    query: web::Query<WechatQuery>,
+    req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let started = Instant::now();
@@ -94,7 +131,9 @@ pub(crate) async fn receive(
             return Err(e);
         }
     };
-    let (message, mode) = match decode(&state, &query, &body) {
+    let decoded =
+        WechatQuery::parse(req.query_string()).and_then(|query| decode(&state, &query, &body));
+    let (message, mode) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e);
