@@ -133,7 +133,8 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub content_type: String,
-    pub body: String,
+    /// Shared, not copied, by each response that sends it.
+    pub body: bytestring::ByteString,
     /// The rule that decided, for the retry's log line.
     pub rule: Option<String>,
 }
@@ -151,7 +152,7 @@ impl Answer {
     fn encode(&self) -> String {
         serde_json::json!({
             "content_type": self.content_type,
-            "body": self.body,
+            "body": &*self.body,
             "rule": self.rule,
         })
         .to_string()
@@ -161,7 +162,7 @@ impl Answer {
         let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
         Some(Answer {
             content_type: value.get("content_type")?.as_str()?.to_owned(),
-            body: value.get("body")?.as_str()?.to_owned(),
+            body: value.get("body")?.as_str()?.into(),
             rule: value.get("rule")?.as_str().map(str::to_owned),
         })
     }
@@ -832,7 +833,7 @@ mod tests {
         let Claim::Answered { answer: got, store } = retry.await else {
             panic!("the retry must get the first answer");
         };
-        assert_eq!((got.body.as_str(), store), ("first", Tier::Memory));
+        assert_eq!((&*got.body, store), ("first", Tier::Memory));
     }
 
     #[tokio::test]
@@ -867,7 +868,7 @@ mod tests {
                         ticket.complete(answer(&format!("from {i}"))).await;
                         (true, format!("from {i}"))
                     }
-                    Claim::Answered { answer, .. } => (false, answer.body.clone()),
+                    Claim::Answered { answer, .. } => (false, answer.body.to_string()),
                 }
             });
         }

@@ -204,7 +204,7 @@ pub(crate) async fn receive(
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     let stored = Arc::new(Answer {
         content_type: content_type.to_string(),
-        body,
+        body: body.into(),
         rule: outcome.rule().map(str::to_owned),
     });
     if tokio::time::timeout_at(deadline, ticket.complete(Arc::clone(&stored)))
