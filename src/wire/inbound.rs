@@ -860,6 +860,15 @@ mod equivalence {
         })
     }
 
+    #[test]
+    fn an_unknown_entity_is_refused_alike() {
+        let body = b"<xml><ToUserName>&bad;</ToUserName></xml>";
+        let old = reference::parse_tree(body).unwrap_err().to_string();
+        let new = Document::parse(body).unwrap_err().to_string();
+        assert_eq!(old, new);
+        assert!(new.starts_with("malformed XML"), "{new}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
