@@ -949,7 +949,7 @@ fn reloads_under_load_serve_exactly_one_version() {
     const RELOADS: usize = 24;
     const CLIENTS: usize = 4;
     // A third of the versions are broken, in three ways by turns.
-    let broken = |i: usize| (i > 0 && i % 3 == 0).then_some((i / 3) % 3);
+    let broken = |i: usize| (i > 0 && i.is_multiple_of(3)).then_some((i / 3) % 3);
     let valid = move |k: usize| k <= RELOADS && broken(k).is_none();
 
     let scratch = Scratch::new("load");
