@@ -10,7 +10,7 @@ use rand::Rng;
 use serde_json::{Map, Value};
 
 use crate::rules::{ArticleSpec, Captures, ReplySpec, RuleSet, Tpl};
-use crate::wire::{Article, Message, Reply};
+use crate::wire::{Article, FieldRef, Message, Reply};
 
 /// A template failed at render time (for example a field the message lacks, in strict mode).
 #[derive(Debug, thiserror::Error)]
@@ -105,22 +105,10 @@ impl Scope<'_> {
                 _ => None,
             },
             "rule" => rest.is_empty().then_some(Resolved::Str(self.rule)),
-            _ => {
-                // A leaf or a missing field is read without building the message's object.
-                match self.message.top_level(first)? {
-                    Some(text) if rest.is_empty() => return Some(Resolved::Str(text)),
-                    _ => {}
-                }
-                let mut value = self.message.fields().get(first)?;
-                for part in rest {
-                    value = match value {
-                        Value::Object(map) => map.get(part)?,
-                        Value::Array(list) => list.get(part.parse::<usize>().ok()?)?,
-                        _ => return None,
-                    };
-                }
-                Some(Resolved::Json(value))
-            }
+            _ => match self.message.get(parts.iter().map(String::as_str))? {
+                FieldRef::Text(text) => Some(Resolved::Str(text)),
+                FieldRef::Json(value) => Some(Resolved::Json(value)),
+            },
         }
     }
 }

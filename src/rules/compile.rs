@@ -352,7 +352,7 @@ fn rule_spans<'a>(
     index: &LineIndex,
     lines: impl Iterator<Item = usize>,
 ) -> Vec<&'a str> {
-    let starts: Vec<usize> = lines.map(|line| index.offset(line, source)).collect();
+    let starts: Vec<usize> = lines.map(|line| index.offset(line)).collect();
     starts
         .iter()
         .enumerate()

@@ -115,31 +115,19 @@ impl MarkedEventReceiver for Walker {
 
 /// One pass over the document: where each item of the top-level `rules:` list starts (its
 /// first key), and whether the file is plain enough for its rules to be typed apart.
+#[derive(Default)]
 struct Outline {
     depth: usize,
     /// Depth 2 is inside the `rules:` sequence; a mapping there is a rule. Set while the
     /// first key of such a mapping is awaited, with the mapping's own mark.
     pending: Option<Position>,
     starts: Vec<Position>,
-    /// Still plain: one document, a top-level mapping with the one key `rules`, a list of
-    /// mappings under it, and no anchor, alias or tag anywhere.
-    plain: bool,
+    /// No longer plain, which is one document, a top-level mapping with the one key
+    /// `rules`, a list of mappings under it, and no anchor, alias or tag anywhere.
+    tangled: bool,
     documents: usize,
     /// Nodes seen directly in the top-level mapping: keys and values alternate.
     top_nodes: usize,
-}
-
-impl Default for Outline {
-    fn default() -> Self {
-        Outline {
-            depth: 0,
-            pending: None,
-            starts: Vec::new(),
-            plain: true,
-            documents: 0,
-            top_nodes: 0,
-        }
-    }
 }
 
 impl Outline {
@@ -158,11 +146,9 @@ impl Outline {
             2 => mapping,
             _ => true,
         };
-        self.plain &= fits;
+        self.tangled |= !fits;
     }
-}
 
-impl Outline {
     /// A node that is a whole rule (not a mapping), or the first key of a rule mapping,
     /// marks where that rule starts.
     fn item_node(&mut self, at: Position) {
@@ -176,13 +162,10 @@ impl MarkedEventReceiver for Outline {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let at = (mark.line(), mark.col() + 1);
         match event {
-            Event::DocumentStart => {
-                self.documents += 1;
-                self.plain &= self.documents == 1;
-            }
+            Event::DocumentStart => self.documents += 1,
             Event::MappingStart(anchor, ref tag) | Event::SequenceStart(anchor, ref tag) => {
                 let mapping = matches!(event, Event::MappingStart(..));
-                self.plain &= anchor == 0 && tag.is_none();
+                self.tangled |= anchor != 0 || tag.is_some();
                 self.node(mapping, !mapping, None);
                 if self.depth == 2 && mapping {
                     // A block mapping is marked at its first `:`; take its first key instead.
@@ -202,12 +185,12 @@ impl MarkedEventReceiver for Outline {
                 }
             }
             Event::Scalar(ref value, _, anchor, ref tag) => {
-                self.plain &= anchor == 0 && tag.is_none();
+                self.tangled |= anchor != 0 || tag.is_some();
                 self.node(false, false, Some(value));
                 self.item_node(at);
             }
             Event::Alias(_) => {
-                self.plain = false;
+                self.tangled = true;
                 self.item_node(at);
             }
             _ => {}
@@ -233,7 +216,7 @@ impl<'a> LazyPositions<'a> {
         let mut parser = Parser::new_from_str(source);
         // Every document, so that a second one (which serde_yaml refuses) is seen.
         let (rules, plain) = match parser.load(&mut outline, true) {
-            Ok(()) => (outline.starts, outline.plain && outline.documents == 1),
+            Ok(()) => (outline.starts, !outline.tangled && outline.documents == 1),
             Err(_) => (Vec::new(), false),
         };
         LazyPositions {

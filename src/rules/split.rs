@@ -19,22 +19,28 @@ const PIECE: usize = 1_000;
 /// Below this many rules the file is typed whole: a second thread would not pay.
 const MIN_RULES: usize = 2 * PIECE;
 
-/// The byte offset where each line starts.
-pub(crate) struct LineIndex(Vec<usize>);
+/// The byte offset where each line of a text starts.
+pub(crate) struct LineIndex {
+    starts: Vec<usize>,
+    len: usize,
+}
 
 impl LineIndex {
     pub(crate) fn new(source: &str) -> LineIndex {
         let mut starts = vec![0];
         starts.extend(source.match_indices('\n').map(|(at, _)| at + 1));
-        LineIndex(starts)
+        LineIndex {
+            starts,
+            len: source.len(),
+        }
     }
 
-    /// Where 1-based `line` starts; past the end, the end of `source`.
-    pub(crate) fn offset(&self, line: usize, source: &str) -> usize {
-        self.0
+    /// Where 1-based `line` starts; past the end, the end of the text.
+    pub(crate) fn offset(&self, line: usize) -> usize {
+        self.starts
             .get(line.saturating_sub(1))
             .copied()
-            .unwrap_or(source.len())
+            .unwrap_or(self.len)
     }
 }
 
@@ -148,7 +154,7 @@ fn cuts(source: &str, lines: &LineIndex, starts: &[Position]) -> Option<Vec<usiz
             return None;
         }
         previous = line;
-        let start = lines.offset(line, source);
+        let start = lines.offset(line);
         let text = source.get(start..)?;
         let before: usize = text
             .char_indices()

@@ -55,6 +55,13 @@ const COMMON: [&str; 10] = [
     "Recognition",
 ];
 
+/// A field found by `Message::get`: a leaf's text, or its value in the JSON object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldRef<'a> {
+    Text(&'a str),
+    Json(&'a Value),
+}
+
 /// One pushed message or event, with every field reachable by its WeChat name.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -111,7 +118,7 @@ impl Message {
     }
 
     /// What the top-level field `name` is; from the parse-time pass for a common field.
-    fn shape(&self, name: &str) -> Shape<'_> {
+    fn shape(&self, name: &str) -> Shape<&str> {
         match COMMON.iter().position(|&c| c == name) {
             Some(at) => self.document.shape(&self.common[at]),
             None => self.document.field(name),
@@ -141,11 +148,22 @@ impl Message {
 
     /// The string value at a dotted path (`ScanCodeInfo.ScanResult`, `PicList.0.PicMd5Sum`).
     pub fn lookup(&self, path: &str) -> Option<&str> {
-        if !path.contains('.') {
-            return self.text(path);
+        match self.get(path.split('.'))? {
+            FieldRef::Text(text) => Some(text),
+            FieldRef::Json(value) => value.as_str(),
         }
-        let mut parts = path.split('.');
+    }
+
+    /// The field at a path of names and list indexes, as templates see it. A top-level
+    /// leaf (or a missing field) is read without building the JSON object.
+    pub fn get<'p>(&self, path: impl IntoIterator<Item = &'p str>) -> Option<FieldRef<'_>> {
+        let mut parts = path.into_iter().peekable();
         let first = parts.next()?;
+        match self.shape(first) {
+            Shape::Absent => return None,
+            Shape::Text(text) if parts.peek().is_none() => return Some(FieldRef::Text(text)),
+            _ => {}
+        }
         let mut value = self.fields().get(first)?;
         for part in parts {
             value = match value {
@@ -154,7 +172,7 @@ impl Message {
                 _ => return None,
             };
         }
-        value.as_str()
+        Some(FieldRef::Json(value))
     }
 
     /// The account the message was sent to (`ToUserName`, a `gh_…` id).
@@ -205,24 +223,6 @@ impl Message {
             None => self.document.tree(),
         }
     }
-
-    /// Whether a top-level field is present, and its text when it is one leaf: what
-    /// `fields()[name]` would show, without building the object.
-    pub fn top_level(&self, name: &str) -> Option<Option<&str>> {
-        match self.shape(name) {
-            Shape::Absent => None,
-            Shape::Text(text) => Some(Some(text)),
-            Shape::List | Shape::Object => Some(None),
-        }
-    }
-
-    /// Gives up the fields, so a template context can be built without copying them.
-    pub fn into_fields(self) -> Map<String, Value> {
-        match self.tree.into_inner() {
-            Some(tree) => tree,
-            None => self.document.tree(),
-        }
-    }
 }
 
 /// Reads the `<Encrypt>` payload of a safe- or compatible-mode body.
@@ -256,26 +256,20 @@ struct Node {
     end: usize,
 }
 
-/// A `Shape` kept apart from its document: the text as a range of the buffer.
+/// What a top-level field is in the JSON object of the message: its text is a `&str`,
+/// or, kept apart from its document (`Slot`), a range of the document's buffer.
 #[derive(Debug, Clone, PartialEq)]
-enum Slot {
+enum Shape<T> {
     Absent,
-    Text(Range<usize>),
-    List,
-    Object,
-}
-
-/// What a top-level field is in the JSON object of the message.
-#[derive(Debug, Clone, Copy)]
-enum Shape<'a> {
-    Absent,
-    Text(&'a str),
+    Text(T),
     /// Repeated, or a container of `<item>`s.
     List,
     Object,
 }
 
-impl<'a> Shape<'a> {
+type Slot = Shape<Range<usize>>;
+
+impl<'a> Shape<&'a str> {
     /// The text of a field that must be one leaf when present.
     fn leaf(self, field: &'static str) -> Result<Option<&'a str>, WireError> {
         match self {
@@ -431,7 +425,7 @@ impl Document {
     }
 
     /// What the top-level field `name` is in the message's JSON object.
-    fn field(&self, name: &str) -> Shape<'_> {
+    fn field(&self, name: &str) -> Shape<&str> {
         let [slot] = self.slots(&[name]);
         self.shape(&slot)
     }
@@ -451,27 +445,27 @@ impl Document {
             }
         }
         found.map(|(count, at)| match count {
-            0 => Slot::Absent,
+            0 => Shape::Absent,
             1 => {
                 let mut children = self.children(at).peekable();
                 if children.peek().is_none() {
-                    Slot::Text(self.nodes[at].text.clone())
+                    Shape::Text(self.nodes[at].text.clone())
                 } else if children.all(|i| self.name(i) == "item") {
-                    Slot::List
+                    Shape::List
                 } else {
-                    Slot::Object
+                    Shape::Object
                 }
             }
-            _ => Slot::List,
+            _ => Shape::List,
         })
     }
 
-    fn shape(&self, slot: &Slot) -> Shape<'_> {
+    fn shape(&self, slot: &Slot) -> Shape<&str> {
         match slot {
-            Slot::Absent => Shape::Absent,
-            Slot::Text(text) => Shape::Text(self.buf.get(text.clone()).unwrap_or_default()),
-            Slot::List => Shape::List,
-            Slot::Object => Shape::Object,
+            Shape::Absent => Shape::Absent,
+            Shape::Text(text) => Shape::Text(self.buf.get(text.clone()).unwrap_or_default()),
+            Shape::List => Shape::List,
+            Shape::Object => Shape::Object,
         }
     }
 
@@ -843,7 +837,7 @@ mod equivalence {
     }
 
     /// What `field` tells, in the terms of the reference's JSON object.
-    fn shape_as_json(shape: Shape<'_>) -> Option<&'static str> {
+    fn shape_as_json(shape: &Shape<&str>) -> Option<&'static str> {
         match shape {
             Shape::Absent => None,
             Shape::Text(_) => Some("string"),
@@ -903,10 +897,10 @@ mod equivalence {
                     // All common fields in one pass, as `Message` reads them.
                     let common = new.slots(&COMMON);
                     for (slot, name) in common.iter().zip(COMMON) {
-                        prop_assert_eq!(shape_as_json(new.shape(slot)), json_kind(old.get(name)), "{} in {}", name, body);
+                        prop_assert_eq!(shape_as_json(&new.shape(slot)), json_kind(old.get(name)), "{} in {}", name, body);
                     }
                     for name in NAMES {
-                        prop_assert_eq!(shape_as_json(new.field(name)), json_kind(old.get(*name)), "{} in {}", name, body);
+                        prop_assert_eq!(shape_as_json(&new.field(name)), json_kind(old.get(*name)), "{} in {}", name, body);
                         if let (Shape::Text(text), Some(Value::String(old))) = (new.field(name), old.get(*name)) {
                             prop_assert_eq!(text, old.as_str());
                         }

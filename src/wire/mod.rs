@@ -4,7 +4,7 @@
 mod inbound;
 mod outbound;
 
-pub use inbound::{parse_encrypted, Message, WireError, MAX_DEPTH};
+pub use inbound::{parse_encrypted, FieldRef, Message, WireError, MAX_DEPTH};
 pub use outbound::{write_encrypted, write_fields, write_reply, Article, Reply, ReplyHeader};
 
 /// Appends `text` to `out` as one or more CDATA sections, so that any user text survives.
