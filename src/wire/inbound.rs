@@ -41,7 +41,8 @@ pub enum WireError {
 }
 
 /// The top-level fields every request reads (the signature of the message, routing,
-/// dedup, the log line), found in one pass at parse time.
+/// dedup, the log line), found in one pass at parse time. The accessors below read them
+/// by index.
 const COMMON: [&str; 10] = [
     "ToUserName",
     "FromUserName",
@@ -54,6 +55,14 @@ const COMMON: [&str; 10] = [
     "Content",
     "Recognition",
 ];
+const TO_USER: usize = 0;
+const FROM_USER: usize = 1;
+const MSG_TYPE: usize = 3;
+const EVENT: usize = 4;
+const MSG_ID: usize = 6;
+const MSG_ID_UPPER: usize = 7;
+const CONTENT: usize = 8;
+const RECOGNITION: usize = 9;
 
 /// A field found by `Message::get`: a leaf's text, or its value in the JSON object.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,24 +184,32 @@ impl Message {
         Some(FieldRef::Json(value))
     }
 
+    /// The text of `COMMON[at]`, straight from the parse-time pass.
+    fn common_text(&self, at: usize) -> Option<&str> {
+        match self.document.shape(self.common.get(at)?) {
+            Shape::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
     /// The account the message was sent to (`ToUserName`, a `gh_…` id).
     pub fn to_user(&self) -> &str {
-        self.text("ToUserName").unwrap_or_default()
+        self.common_text(TO_USER).unwrap_or_default()
     }
 
     /// The user who sent it (`FromUserName`, an OpenID).
     pub fn from_user(&self) -> &str {
-        self.text("FromUserName").unwrap_or_default()
+        self.common_text(FROM_USER).unwrap_or_default()
     }
 
     /// `MsgType` as sent (`text`, `event`, …).
     pub fn msg_type(&self) -> &str {
-        self.text("MsgType").unwrap_or_default()
+        self.common_text(MSG_TYPE).unwrap_or_default()
     }
 
     /// `Event`, for `MsgType` event.
     pub fn event(&self) -> Option<&str> {
-        self.text("Event")
+        self.common_text(EVENT)
     }
 
     /// `CreateTime`, unix seconds.
@@ -202,13 +219,15 @@ impl Message {
 
     /// `MsgId` of a normal message (`MsgID` in some events), as sent.
     pub fn msg_id(&self) -> Option<&str> {
-        self.text("MsgId").or_else(|| self.text("MsgID"))
+        self.common_text(MSG_ID)
+            .or_else(|| self.common_text(MSG_ID_UPPER))
     }
 
     /// The text keyword rules read: a text message's `Content`, else a voice message's
     /// `Recognition`.
     pub fn keyword_text(&self) -> Option<&str> {
-        self.text("Content").or_else(|| self.text("Recognition"))
+        self.common_text(CONTENT)
+            .or_else(|| self.common_text(RECOGNITION))
     }
 
     /// All fields as a JSON object, for templates; built on the first call.
@@ -549,6 +568,23 @@ mod tests {
         <FromUserName><![CDATA[fromUser]]></FromUserName><CreateTime>1348831860</CreateTime>\
         <MsgType><![CDATA[text]]></MsgType><Content><![CDATA[this is a test]]></Content>\
         <MsgId>1234567890123456</MsgId></xml>";
+
+    #[test]
+    fn common_field_indexes_name_their_fields() {
+        let named = [
+            (TO_USER, "ToUserName"),
+            (FROM_USER, "FromUserName"),
+            (MSG_TYPE, "MsgType"),
+            (EVENT, "Event"),
+            (MSG_ID, "MsgId"),
+            (MSG_ID_UPPER, "MsgID"),
+            (CONTENT, "Content"),
+            (RECOGNITION, "Recognition"),
+        ];
+        for (at, name) in named {
+            assert_eq!(COMMON[at], name);
+        }
+    }
 
     #[test]
     fn parses_common_fields() {
