@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::answer::{answer, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
+use crate::logline::{LineFormat, Lines};
 use crate::reload::{self, Control, Live};
 use crate::rules::{self, Loaded, RuleError, Sources, Subject};
 use crate::server::{self, AppState, Options};
@@ -160,20 +161,25 @@ pub fn run(args: Args) -> ExitCode {
 /// what is pending when it is dropped, at exit. Nothing is dropped: an operator must never
 /// miss a reload error.
 fn init_tracing(format: LogFormat) -> anyhow::Result<crate::logsink::FlushGuard<std::io::Stderr>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("WXRULES_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: journald and log files would keep the escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = match format {
+        // Colours only on a terminal: journald and log files would keep the escape codes.
+        LogFormat::Text => LineFormat::Text {
+            ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        },
+        LogFormat::Json => LineFormat::Json,
+    };
     let (writer, guard) = crate::logsink::batched(std::io::stderr(), "wxrules-log")
         .context("starting the log writer thread")?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(Lines::new(format, writer))
+        .try_init()
+        .context("installing the logger")?;
     Ok(guard)
 }
 

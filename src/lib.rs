@@ -12,7 +12,8 @@
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
 //! - [`settings`]: secrets from the environment; [`clock`]: the time source.
-//! - [`logsink`]: the batching log writer behind `tracing` in `serve`.
+//! - [`logline`]: the `tracing` layer that formats log lines; [`logsink`]: the batching
+//!   writer behind it in `serve`.
 //! - [`cases`]: `wxrules test`, ops-written cases run through `answer`.
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod dedup;
+pub mod logline;
 pub mod logsink;
 pub mod metrics;
 pub mod reload;

@@ -14,8 +14,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
-
 /// How long the writer thread lets lines gather after the first line of a batch. A line
 /// reaches stderr this long after it is logged, plus the time of the write before it.
 pub const GATHER: Duration = Duration::from_millis(10);
@@ -105,28 +103,15 @@ impl<W: Write> Shared<W> {
     }
 }
 
-/// The `MakeWriter` handed to tracing-subscriber: each event's formatted line is appended
-/// to the pending batch.
+/// The writing end: each call appends one formatted line to the pending batch.
 pub struct BatchWriter<W> {
     shared: Arc<Shared<W>>,
 }
 
-impl<W: Write> Write for &BatchWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.shared.append(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a, W: Write + 'a> MakeWriter<'a> for BatchWriter<W> {
-    type Writer = &'a BatchWriter<W>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self
+impl<W: Write> BatchWriter<W> {
+    /// Appends `line` (which ends with its newline) to the pending batch.
+    pub fn append(&self, line: &[u8]) {
+        self.shared.append(line);
     }
 }
 
@@ -210,8 +195,7 @@ mod tests {
     }
 
     fn log(writer: &BatchWriter<Recorder>, line: &str) {
-        let mut w = writer.make_writer();
-        w.write_all(line.as_bytes()).unwrap();
+        writer.append(line.as_bytes());
     }
 
     #[test]

@@ -1,0 +1,573 @@
+//! The log line: the `tracing` layer that formats each event, as text or JSON, into a
+//! per-thread buffer and hands it to the batching sink ([`crate::logsink`]).
+//!
+//! Its lines are those of tracing-subscriber's `fmt` layer (the `Full` text format, and the
+//! JSON format with `flatten_event(true)`), which the README documents and a test here
+//! holds it to. It exists because a request's `message_handled` line went through `fmt`'s
+//! general machinery (styled pieces painted even without colours, every string value
+//! formatted through `Debug`, a calendar computed per line) for about 1.5 µs of the
+//! request's CPU. Here a line writes its bytes straight out: string values are escaped
+//! only when they need it, and the timestamp's date and time of day are worked out once
+//! per second per thread.
+//!
+//! wxrules opens no spans, so lines carry no span context. Events of the `log` crate are
+//! written under their own target, without the `log.*` fields the bridge adds (`fmt`'s
+//! JSON format keeps those).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::{Context, Layer};
+
+use crate::logsink::BatchWriter;
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `2026-11-27T08:28:57.500426Z  INFO target: name="value" n=1`
+    Text {
+        /// Colours, for a terminal.
+        ansi: bool,
+    },
+    /// `{"timestamp":"…","level":"INFO","name":"value","n":1,"target":"…"}`
+    Json,
+}
+
+/// The layer: formats every event it is given and appends the line to `out`.
+pub struct Lines<W: Write> {
+    format: LineFormat,
+    out: BatchWriter<W>,
+}
+
+impl<W: Write> Lines<W> {
+    pub fn new(format: LineFormat, out: BatchWriter<W>) -> Lines<W> {
+        Lines { format, out }
+    }
+}
+
+/// A line bigger than this is not kept as the thread's buffer after it is written.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+impl<S, W> Layer<S> for Lines<W>
+where
+    S: Subscriber,
+    W: Write + Send + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+        }
+        let write = |line: &mut Vec<u8>| {
+            line.clear();
+            write_line(self.format, SystemTime::now(), event, line);
+            self.out.append(line);
+        };
+        // An event logged while a line is being formatted (from a `Debug` impl), or after
+        // the thread's buffer is gone, gets a buffer of its own.
+        let reused = BUFFER.try_with(|buffer| {
+            let Ok(mut line) = buffer.try_borrow_mut() else {
+                return false;
+            };
+            write(&mut line);
+            if line.capacity() > KEEP_BUFFER {
+                *line = Vec::with_capacity(512);
+            }
+            true
+        });
+        if reused != Ok(true) {
+            write(&mut Vec::new());
+        }
+    }
+}
+
+/// Writes `event`'s line, newline included, into `out`.
+pub fn write_line(format: LineFormat, now: SystemTime, event: &Event<'_>, out: &mut Vec<u8>) {
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    match format {
+        LineFormat::Text { ansi } => {
+            let style = Style { ansi };
+            style.dimmed(out, |out| write_timestamp(out, now));
+            out.push(b' ');
+            style.level(out, *meta.level());
+            out.push(b' ');
+            style.dimmed(out, |out| out.extend_from_slice(meta.target().as_bytes()));
+            style.dimmed(out, |out| out.push(b':'));
+            out.push(b' ');
+            event.record(&mut TextFields {
+                out,
+                style,
+                first: true,
+            });
+        }
+        LineFormat::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            write_timestamp(out, now);
+            out.extend_from_slice(b"\",\"level\":\"");
+            out.extend_from_slice(level_name(*meta.level()).as_bytes());
+            out.push(b'"');
+            event.record(&mut JsonFields { out });
+            out.extend_from_slice(b",\"target\":");
+            json_string(out, meta.target());
+            out.push(b'}');
+        }
+    }
+    out.push(b'\n');
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+thread_local! {
+    /// The second last formatted by this thread, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
+}
+
+/// `2026-11-27T08:28:57.500426Z`: RFC 3339 in UTC, to the microsecond, as `fmt` writes it.
+fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let cached = SECOND.try_with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs {
+            *cell = (secs, date_and_time(secs));
+        }
+        cell.1
+    });
+    let prefix = cached.unwrap_or_else(|_| date_and_time(secs));
+    out.extend_from_slice(&prefix);
+    out.push(b'.');
+    push_digits(out, since.subsec_micros(), 6);
+    out.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time, in UTC.
+fn date_and_time(secs: u64) -> [u8; 19] {
+    let at = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut text = Vec::with_capacity(19);
+    push_digits(&mut text, u32::try_from(at.year()).unwrap_or(0), 4);
+    text.push(b'-');
+    push_digits(&mut text, u32::from(u8::from(at.month())), 2);
+    text.push(b'-');
+    push_digits(&mut text, u32::from(at.day()), 2);
+    text.push(b'T');
+    push_digits(&mut text, u32::from(at.hour()), 2);
+    text.push(b':');
+    push_digits(&mut text, u32::from(at.minute()), 2);
+    text.push(b':');
+    push_digits(&mut text, u32::from(at.second()), 2);
+    let mut fixed = [b'0'; 19];
+    fixed.copy_from_slice(&text[..19]);
+    fixed
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// The colours of the text format on a terminal: those of `fmt`.
+#[derive(Clone, Copy)]
+struct Style {
+    ansi: bool,
+}
+
+impl Style {
+    fn paint(self, out: &mut Vec<u8>, style: nu_ansi_term::Style, body: impl FnOnce(&mut Vec<u8>)) {
+        if self.ansi {
+            let _ = write!(out, "{}", style.prefix());
+            body(out);
+            let _ = write!(out, "{}", style.suffix());
+        } else {
+            body(out);
+        }
+    }
+
+    fn dimmed(self, out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+        self.paint(out, nu_ansi_term::Style::new().dimmed(), body);
+    }
+
+    /// The level, right-aligned in five columns.
+    fn level(self, out: &mut Vec<u8>, level: Level) {
+        use nu_ansi_term::Color;
+        let color = match level {
+            Level::TRACE => Color::Purple,
+            Level::DEBUG => Color::Blue,
+            Level::INFO => Color::Green,
+            Level::WARN => Color::Yellow,
+            Level::ERROR => Color::Red,
+        };
+        self.paint(out, color.normal(), |out| {
+            let _ = write!(out, "{:>5}", level_name(level));
+        });
+    }
+}
+
+/// Fields the `log` bridge adds: already read into the line's target.
+fn is_log_metadata(field: &Field) -> bool {
+    field.name().starts_with("log.")
+}
+
+/// A field's name as written: `r#type` is `type`.
+fn field_name(field: &Field) -> &str {
+    let name = field.name();
+    name.strip_prefix("r#").unwrap_or(name)
+}
+
+/// The text format's fields: the message bare, then `name=value` pairs, space-separated;
+/// strings quoted and escaped as `Debug` does.
+struct TextFields<'a> {
+    out: &'a mut Vec<u8>,
+    style: Style,
+    first: bool,
+}
+
+impl TextFields<'_> {
+    /// Starts a field: a space unless it is the first, then `name=` unless it is the message.
+    fn start(&mut self, field: &Field) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b' ');
+        }
+        if field.name() == "message" {
+            return;
+        }
+        let name = field_name(field);
+        self.style
+            .paint(self.out, nu_ansi_term::Style::new().italic(), |out| {
+                out.extend_from_slice(name.as_bytes());
+            });
+        self.style.dimmed(self.out, |out| out.push(b'='));
+    }
+}
+
+impl Visit for TextFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.start(field);
+        if field.name() == "message" {
+            self.out.extend_from_slice(value.as_bytes());
+        } else if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `Debug` writes for printable ASCII without quotes or backslashes.
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        } else {
+            let _ = write!(self.out, "{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.start(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.start(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.start(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.start(field);
+        let _ = write!(self.out, "{value:?}");
+    }
+}
+
+/// The JSON format's fields: `,"name":value` each, strings and `Debug` output as JSON
+/// strings, numbers and booleans bare.
+struct JsonFields<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.out.push(b',');
+        json_string(self.out, field_name(field));
+        self.out.push(b':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.key(field);
+        json_string(self.out, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        // serde_json writes a non-finite number as `null`, as `fmt` does.
+        let _ = serde_json::to_writer(&mut *self.out, &value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if is_log_metadata(field) {
+            return;
+        }
+        self.key(field);
+        let _ = serde_json::to_writer(&mut *self.out, &format_args!("{value:?}"));
+    }
+}
+
+/// `value` as a JSON string, escaped by serde_json.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::logsink::batched;
+
+    /// Everything written, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    use std::io;
+
+    /// The events wxrules logs, and values that need escaping.
+    fn emit() {
+        tracing::info!(
+            event = "message_handled",
+            outcome = "replied",
+            rule = "price",
+            msg_type = "text",
+            wx_event = "",
+            msg_id = "1234567890123456",
+            reply = "text",
+            us = 41_u64
+        );
+        tracing::warn!(
+            event = "deadline_exceeded",
+            stage = "dedup",
+            us = 3_000_001_u64,
+            "an earlier attempt at this push did not answer in time; answering `success`"
+        );
+        let reason = "rules.yaml:3:7: unknown field `replly`";
+        tracing::error!(event = "rules_reload_rejected", reason = %reason, errors = 2_u64);
+        tracing::info!(
+            quote = "say \"hi\"",
+            backslash = r"C:\rules",
+            newline = "a\nb\tc",
+            control = "\u{1}\u{7f}",
+            chinese = "你好，世界",
+            empty = "",
+            negative = -5_i64,
+            flag = true,
+            ratio = 0.25_f64,
+            debug = ?vec!["a", "b"],
+            r#type = "raw"
+        );
+        tracing::debug!(from_user = "oUser", "message_received");
+        tracing::info!("a message with \"quotes\" and {} args", 2);
+        let workers = 2;
+        tracing_log::format_trace(
+            &log::Record::builder()
+                .args(format_args!("starting {workers} workers"))
+                .level(log::Level::Info)
+                .target("actix_server::builder")
+                .module_path_static(Some("actix_server::builder"))
+                .file_static(Some("builder.rs"))
+                .line(Some(7))
+                .build(),
+        )
+        .unwrap();
+    }
+
+    /// Lines with their timestamps replaced, and trailing spaces (which `fmt` leaves
+    /// where it skips a `log` field) removed.
+    fn normalized(text: &str) -> Vec<String> {
+        let stamp = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").unwrap();
+        text.lines()
+            .map(|line| stamp.replace(line, "<time>").trim_end().to_owned())
+            .collect()
+    }
+
+    fn ours(format: LineFormat) -> Vec<String> {
+        let out = Captured::default();
+        let (writer, guard) = batched(out.clone(), "test-log").unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with(Lines::new(format, writer));
+        tracing::subscriber::with_default(subscriber, emit);
+        drop(guard);
+        normalized(&out.text())
+    }
+
+    fn fmts(json: bool, ansi: bool) -> Vec<String> {
+        let out = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .with_ansi(ansi)
+            .with_writer({
+                let out = out.clone();
+                move || out.clone()
+            });
+        if json {
+            tracing::subscriber::with_default(builder.json().flatten_event(true).finish(), emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        normalized(&out.text())
+    }
+
+    #[test]
+    fn text_lines_are_those_of_fmt() {
+        let ours = ours(LineFormat::Text { ansi: false });
+        assert_eq!(ours.len(), 7);
+        assert_eq!(ours, fmts(false, false));
+        assert_eq!(
+            ours[0],
+            r#"<time>  INFO wxrules::logline::tests: event="message_handled" outcome="replied" rule="price" msg_type="text" wx_event="" msg_id="1234567890123456" reply="text" us=41"#
+        );
+        assert_eq!(
+            ours[6],
+            "<time>  INFO actix_server::builder: starting 2 workers"
+        );
+    }
+
+    #[test]
+    fn coloured_text_lines_are_those_of_fmt() {
+        assert_eq!(ours(LineFormat::Text { ansi: true }), fmts(false, true));
+    }
+
+    #[test]
+    fn json_lines_are_those_of_fmt() {
+        let ours = ours(LineFormat::Json);
+        let fmts = fmts(true, false);
+        // The last is the `log` record, whose `log.*` fields `fmt` keeps in JSON.
+        assert_eq!(ours[..6], fmts[..6]);
+        assert_eq!(
+            ours[6],
+            r#"{"timestamp":"<time>","level":"INFO","message":"starting 2 workers","target":"actix_server::builder"}"#
+        );
+        for line in &ours {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert_eq!(
+            ours[2],
+            r#"{"timestamp":"<time>","level":"ERROR","event":"rules_reload_rejected","reason":"rules.yaml:3:7: unknown field `replly`","errors":2,"target":"wxrules::logline::tests"}"#
+        );
+    }
+
+    fn stamp(secs: u64, micros: u32) -> String {
+        let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into());
+        let mut out = Vec::new();
+        write_timestamp(&mut out, at);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_to_the_microsecond() {
+        assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(1_795_737_600, 500_426), "2026-11-27T00:00:00.500426Z");
+        // The same second again comes from the thread's cache.
+        assert_eq!(stamp(1_795_737_600, 7), "2026-11-27T00:00:00.000007Z");
+        assert_eq!(stamp(951_782_400, 999_999), "2000-02-29T00:00:00.999999Z");
+        assert_eq!(stamp(4_102_444_799, 1), "2099-12-31T23:59:59.000001Z");
+    }
+
+    #[test]
+    fn a_value_that_logs_while_it_is_formatted_leaves_its_line_whole() {
+        struct Nested;
+        impl fmt::Debug for Nested {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // tracing drops an event logged inside another's dispatch.
+                tracing::info!(event = "inner");
+                f.write_str("outer value")
+            }
+        }
+        let out = Captured::default();
+        let (writer, guard) = batched(out.clone(), "test-log").unwrap();
+        let subscriber = tracing_subscriber::registry().with(Lines::new(LineFormat::Json, writer));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(event = "outer", value = ?Nested);
+            tracing::info!(event = "after");
+        });
+        drop(guard);
+        let lines = normalized(&out.text());
+        assert_eq!(
+            lines,
+            [
+                r#"{"timestamp":"<time>","level":"INFO","event":"outer","value":"outer value","target":"wxrules::logline::tests"}"#,
+                r#"{"timestamp":"<time>","level":"INFO","event":"after","target":"wxrules::logline::tests"}"#
+            ]
+        );
+    }
+}
