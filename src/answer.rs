@@ -1,6 +1,8 @@
 //! The whole decision for one parsed message: find the rule, render its reply, write the
 //! reply XML. Shared by the server, `explain` and `test`, so they cannot disagree.
 
+use std::sync::Arc;
+
 use crate::render::{self, RenderError};
 use crate::rules::{Action, RuleSet, Subject};
 use crate::wire::{self, Message, Reply, ReplyHeader};
@@ -10,22 +12,27 @@ use crate::wire::{self, Message, Reply, ReplyHeader};
 pub enum Outcome {
     /// Answer with `xml`, a passive reply rendered by `rule`.
     Replied {
-        rule: String,
+        rule: Arc<str>,
         reply: Reply,
         xml: String,
     },
     /// Answer `success`: `rule` says to ignore the message, or no rule matched (`None`).
-    Ignored { rule: Option<String> },
+    Ignored { rule: Option<Arc<str>> },
     /// Answer `success`: `rule` matched but its template failed at render time.
-    Failed { rule: String, error: RenderError },
+    Failed { rule: Arc<str>, error: RenderError },
 }
 
 impl Outcome {
     /// The name of the rule that decided, if any.
     pub fn rule(&self) -> Option<&str> {
+        self.shared_rule().map(|rule| &**rule)
+    }
+
+    /// The same name, shared with the rule set.
+    pub fn shared_rule(&self) -> Option<&Arc<str>> {
         match self {
             Outcome::Replied { rule, .. } | Outcome::Failed { rule, .. } => Some(rule),
-            Outcome::Ignored { rule } => rule.as_deref(),
+            Outcome::Ignored { rule } => rule.as_ref(),
         }
     }
 
@@ -44,7 +51,7 @@ pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
     let Some(found) = rules.find(&subject) else {
         return Outcome::Ignored { rule: None };
     };
-    let rule = found.rule.name().to_owned();
+    let rule = Arc::clone(&found.rule.name);
     let spec = match found.rule.action() {
         Action::Ignore => return Outcome::Ignored { rule: Some(rule) },
         Action::Reply(spec) => spec,

@@ -3,6 +3,7 @@
 //! byte, from a store: in process (`memory`) or shared by every instance (`redis://…`).
 //! Knows nothing of HTTP; a Redis that is down or slow degrades to the in-process store.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -132,11 +133,12 @@ impl Default for Config {
 /// The answer given to a push, exactly as it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    pub content_type: String,
+    /// One of the two the server sends, or as read back from Redis.
+    pub content_type: Cow<'static, str>,
     /// Shared, not copied, by each response that sends it.
     pub body: bytestring::ByteString,
     /// The rule that decided, for the retry's log line.
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
 }
 
 impl Answer {
@@ -145,7 +147,7 @@ impl Answer {
         let bytes = key.0.len()
             + self.body.len()
             + self.content_type.len()
-            + self.rule.as_ref().map_or(0, String::len);
+            + self.rule.as_ref().map_or(0, |rule| rule.len());
         u64::try_from(bytes).unwrap_or(u64::MAX) + ENTRY_OVERHEAD
     }
 
@@ -153,7 +155,7 @@ impl Answer {
         serde_json::json!({
             "content_type": self.content_type,
             "body": &*self.body,
-            "rule": self.rule,
+            "rule": self.rule.as_deref(),
         })
         .to_string()
     }
@@ -161,9 +163,9 @@ impl Answer {
     fn decode(bytes: &[u8]) -> Option<Answer> {
         let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
         Some(Answer {
-            content_type: value.get("content_type")?.as_str()?.to_owned(),
+            content_type: value.get("content_type")?.as_str()?.to_owned().into(),
             body: value.get("body")?.as_str()?.into(),
-            rule: value.get("rule")?.as_str().map(str::to_owned),
+            rule: value.get("rule")?.as_str().map(Arc::from),
         })
     }
 }
@@ -293,10 +295,9 @@ fn store_in(guard: Guard<'_>, answer: Arc<Answer>) {
 #[must_use = "a ticket dropped without `complete` stores nothing for the retries"]
 pub struct Ticket<'a> {
     dedup: &'a Dedup,
-    key: Key,
     guard: Option<Guard<'a>>,
-    /// This attempt holds the key in Redis too, and stores the answer there.
-    in_redis: bool,
+    /// The key, when this attempt holds it in Redis too and stores the answer there.
+    in_redis: Option<Key>,
 }
 
 impl Ticket<'_> {
@@ -307,11 +308,11 @@ impl Ticket<'_> {
         if let Some(guard) = self.guard.take() {
             store_in(guard, Arc::clone(&answer));
         }
-        if !self.in_redis {
+        let Some(key) = self.in_redis.take() else {
             return;
-        }
+        };
         if let Some(link) = &self.dedup.redis {
-            link.store(&self.key, &answer, self.dedup.config.ttl).await;
+            link.store(&key, &answer, self.dedup.config.ttl).await;
         }
     }
 }
@@ -629,9 +630,8 @@ impl Dedup {
         let Some(memory) = &self.memory else {
             return Claim::First(Ticket {
                 dedup: self,
-                key: key.clone(),
                 guard: None,
-                in_redis: false,
+                in_redis: None,
             });
         };
         let guard = match claim_local(memory, key, self.config.ttl).await {
@@ -645,9 +645,9 @@ impl Dedup {
             }
         };
         let in_redis = match &self.redis {
-            None => false,
+            None => None,
             Some(link) => match link.claim(key).await {
-                RedisClaim::First => true,
+                RedisClaim::First => Some(key.clone()),
                 RedisClaim::Answered(answer) => {
                     // Retries that reach this process from now on are answered locally.
                     store_in(guard, Arc::clone(&answer));
@@ -659,13 +659,12 @@ impl Dedup {
                 }
                 RedisClaim::Unavailable => {
                     self.metrics.observe_dedup_fallback();
-                    false
+                    None
                 }
             },
         };
         Claim::First(Ticket {
             dedup: self,
-            key: key.clone(),
             guard: Some(guard),
             in_redis,
         })

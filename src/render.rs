@@ -233,7 +233,17 @@ impl Simple {
 
     /// Errors name the template file, or the rule an inline template belongs to.
     fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
-        let mut out = String::new();
+        // Sized for the text and a short value per field, so a typical reply is written
+        // without growing the buffer.
+        let estimate = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(t) => t.len(),
+                Segment::Var(_) => 32,
+            })
+            .sum();
+        let mut out = String::with_capacity(estimate);
         for segment in &self.segments {
             match segment {
                 Segment::Text(t) => out.push_str(t),

@@ -243,7 +243,7 @@ fn compile(
         };
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
-                name,
+                name: name.into(),
                 line,
                 column,
                 fingerprint,

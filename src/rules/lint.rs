@@ -84,7 +84,7 @@ pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
                                 path,
                                 Some((rule.line, rule.column)).filter(|(l, _)| *l > 0),
                             ),
-                            rule: Some(rule.name.clone()),
+                            rule: Some(rule.name.to_string()),
                             message: format!("invalid regex `{}`: {reason}", re.as_str()),
                         });
                     }
@@ -100,7 +100,7 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     let mut out = Vec::new();
     let warn = |rule: &Rule, message: String| RuleError {
         location: Location::new(path, Some((rule.line, rule.column)).filter(|(l, _)| *l > 0)),
-        rule: Some(rule.name.clone()),
+        rule: Some(rule.name.to_string()),
         message,
     };
     unknown_names(rules, &mut |r, m| out.push(warn(r, m)));
@@ -281,7 +281,7 @@ fn unreachable(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
         if let Some(a) = found {
             out.push(RuleError {
                 location: Location::new(path, Some((b.line, b.column)).filter(|(l, _)| *l > 0)),
-                rule: Some(b.name.clone()),
+                rule: Some(b.name.to_string()),
                 message: format!(
                     "unreachable: every message it matches is answered first by rule `{}` (line {})",
                     a.name, a.line

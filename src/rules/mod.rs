@@ -13,6 +13,7 @@ mod split;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use handlebars::Handlebars;
 
@@ -85,7 +86,8 @@ impl RuleSet {
 /// One compiled rule.
 #[derive(Debug)]
 pub struct Rule {
-    pub(crate) name: String,
+    /// Shared with each outcome and stored answer it decides, rather than copied.
+    pub(crate) name: Arc<str>,
     pub(crate) line: usize,
     pub(crate) column: usize,
     pub(crate) fingerprint: u64,

@@ -33,7 +33,7 @@ impl<'a> WechatQuery<'a> {
     /// is refused, since which one was signed cannot be told.
     pub(crate) fn parse(query: &'a str) -> Result<WechatQuery<'a>, ServiceError> {
         let mut q = WechatQuery::default();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        for (key, value) in query_pairs(query) {
             let slot = match key.as_ref() {
                 "signature" => &mut q.signature,
                 "timestamp" => &mut q.timestamp,
@@ -53,6 +53,27 @@ impl<'a> WechatQuery<'a> {
         }
         Ok(q)
     }
+}
+
+/// The query's `(name, value)` pairs, decoded as `application/x-www-form-urlencoded`.
+/// WeChat's query has nothing to decode (hex, digits, letters), and such a query is split
+/// in place; one with `%` or `+` goes through `form_urlencoded`.
+fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let plain = memchr::memchr2(b'%', b'+', query.as_bytes()).is_none();
+    let split = plain.then(|| {
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (Cow::Borrowed(key), Cow::Borrowed(value))
+            })
+    });
+    let decoded = (!plain).then(|| form_urlencoded::parse(query.as_bytes()));
+    split
+        .into_iter()
+        .flatten()
+        .chain(decoded.into_iter().flatten())
 }
 
 fn required<'a>(
@@ -107,6 +128,10 @@ pub(crate) async fn verify_url(
         .content_type(ContentType::plaintext())
         .body(echostr))
 }
+
+/// The content types of answers: a reply, or `success`.
+const XML: &str = "text/xml";
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 /// How the request came, and so how the answer goes back.
 enum Mode {
@@ -165,7 +190,7 @@ pub(crate) async fn receive(
                 us = micros(elapsed)
             );
             return Ok(HttpResponse::Ok()
-                .content_type(answer.content_type.as_str())
+                .content_type(&*answer.content_type)
                 .body(answer.body.clone()));
         }
         Err(_) => {
@@ -197,15 +222,15 @@ pub(crate) async fn receive(
         _ => "success".to_owned(),
     };
     let (counted, content_type) = match outcome {
-        Outcome::Replied { .. } => (RequestOutcome::Replied, ContentType::xml()),
-        Outcome::Ignored { .. } => (RequestOutcome::Ignored, ContentType::plaintext()),
-        Outcome::Failed { .. } => (RequestOutcome::Error, ContentType::plaintext()),
+        Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
+        Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
+        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     let stored = Arc::new(Answer {
-        content_type: content_type.to_string(),
+        content_type: content_type.into(),
         body: body.into(),
-        rule: outcome.rule().map(str::to_owned),
+        rule: outcome.shared_rule().cloned(),
     });
     if tokio::time::timeout_at(deadline, ticket.complete(Arc::clone(&stored)))
         .await
@@ -325,4 +350,39 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /healthz`: which rules are live and how the last reload went.
 pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.live.health())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Split in place or decoded, the pairs are those `form_urlencoded` reads.
+        #[test]
+        fn query_pairs_are_those_of_form_urlencoded(query in "[ab=&%+2Fé]{0,24}") {
+            let ours: Vec<_> = query_pairs(&query).collect();
+            let theirs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn wechat_query_is_read_in_place() {
+        let q = WechatQuery::parse(
+            "signature=0f9d&timestamp=1409304348&nonce=xxxxxx&openid=o1&encrypt_type=aes&msg_signature=ab",
+        )
+        .unwrap();
+        assert!(matches!(q.signature, Some(Cow::Borrowed("0f9d"))));
+        assert!(matches!(q.nonce, Some(Cow::Borrowed("xxxxxx"))));
+        assert!(matches!(q.encrypt_type, Some(Cow::Borrowed("aes"))));
+        assert!(q.echostr.is_none());
+        let q = WechatQuery::parse("echostr=a%2Bb+c&nonce=").unwrap();
+        assert_eq!(q.echostr.as_deref(), Some("a+b c"));
+        assert_eq!(q.nonce.as_deref(), Some(""));
+        assert!(WechatQuery::parse("nonce=1&nonce=2").is_err());
+    }
 }

@@ -57,6 +57,39 @@ pub struct ReplyHeader<'a> {
 }
 
 impl Reply {
+    /// The bytes of its texts, plus the markup beyond 256 bytes that its type needs.
+    fn text_len(&self) -> usize {
+        match self {
+            Reply::Text { content } => content.len(),
+            Reply::Image { media_id } | Reply::Voice { media_id } => media_id.len(),
+            Reply::Video {
+                media_id,
+                title,
+                description,
+            } => 96 + media_id.len() + title.len() + description.len(),
+            Reply::Music {
+                title,
+                description,
+                music_url,
+                hq_music_url,
+                thumb_media_id,
+            } => {
+                160 + title.len()
+                    + description.len()
+                    + music_url.len()
+                    + hq_music_url.len()
+                    + thumb_media_id.len()
+            }
+            Reply::News { articles } => articles
+                .iter()
+                .map(|a| 150 + a.title.len() + a.description.len() + a.pic_url.len() + a.url.len())
+                .sum(),
+            Reply::TransferCustomerService { kf_account } => {
+                kf_account.as_ref().map_or(0, String::len)
+            }
+        }
+    }
+
     /// The `MsgType` of this reply.
     pub fn msg_type(&self) -> &'static str {
         match self {
@@ -73,7 +106,12 @@ impl Reply {
 
 /// Serializes `reply` as the passive-reply XML document WeChat documents for its type.
 pub fn write_reply(header: &ReplyHeader<'_>, reply: &Reply) -> String {
-    let mut out = String::with_capacity(256);
+    // The markup: under 256 bytes for most types, more for video, music and each news
+    // article (`text_len`). With the texts, the buffer does not grow unless a text holds
+    // `]]>`; a test checks each type.
+    let mut out = String::with_capacity(
+        256 + header.to_user.len() + header.from_user.len() + reply.text_len(),
+    );
     out.push_str("<xml>");
     element(&mut out, "ToUserName", header.to_user);
     element(&mut out, "FromUserName", header.from_user);
@@ -226,7 +264,11 @@ mod tests {
 
     #[allow(clippy::needless_pass_by_value)]
     fn check(reply: Reply, rest: &str) {
-        assert_eq!(write_reply(&HEADER, &reply), format!("{HEAD}{rest}"));
+        let xml = write_reply(&HEADER, &reply);
+        assert_eq!(xml, format!("{HEAD}{rest}"));
+        // Written into the buffer as first sized: it never had to grow.
+        let sized = 256 + HEADER.to_user.len() + HEADER.from_user.len() + reply.text_len();
+        assert_eq!(xml.capacity(), sized, "{xml}");
     }
 
     fn s(v: &str) -> String {
