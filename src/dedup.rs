@@ -198,12 +198,13 @@ impl Key {
         let mut key = String::with_capacity(96);
         key.push_str(KEY_PREFIX);
         push_part(&mut key, message.to_user());
-        let create_time = message.create_time().to_string();
+        // Messages, nearly every push, are keyed by MsgId alone.
+        let create_time = || message.create_time().to_string();
         if message.msg_type().eq_ignore_ascii_case("event") {
             key.push_str(":event");
             for part in [
                 message.from_user(),
-                &create_time,
+                &create_time(),
                 message.event().unwrap_or_default(),
                 message.text("EventKey").unwrap_or_default(),
             ] {
@@ -223,7 +224,7 @@ impl Key {
             // WeChat gives every message a MsgId; should one come without, fall back to
             // what identifies an event.
             key.push_str(":other");
-            for part in [message.from_user(), &create_time, message.msg_type()] {
+            for part in [message.from_user(), &create_time(), message.msg_type()] {
                 key.push(':');
                 push_part(&mut key, part);
             }
@@ -237,6 +238,10 @@ impl Key {
 }
 
 fn push_part(key: &mut String, part: &str) {
+    if memchr::memchr2(b'%', b':', part.as_bytes()).is_none() {
+        key.push_str(part);
+        return;
+    }
     for c in part.chars() {
         match c {
             '%' => key.push_str("%25"),
@@ -791,6 +796,11 @@ mod tests {
         assert_eq!(
             Key::for_message(&message(CLICK)).as_str(),
             "wxrules:dedup:gh_a:event:o1:1700000000:CLICK:K%3A1"
+        );
+        let escaped = CLICK.replace("K:1", "50%:x");
+        assert_eq!(
+            Key::for_message(&message(&escaped)).as_str(),
+            "wxrules:dedup:gh_a:event:o1:1700000000:CLICK:50%25%3Ax"
         );
         let other_account = TEXT.replace("gh_a", "gh_b");
         assert_ne!(

@@ -286,12 +286,12 @@ impl Visit for TextFields<'_> {
             return;
         }
         self.start(field);
-        let _ = write!(self.out, "{value}");
+        push_number(self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.start(field);
-        let _ = write!(self.out, "{value}");
+        push_number(self.out, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -336,12 +336,12 @@ impl Visit for JsonFields<'_> {
             return;
         }
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        push_number(self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        push_number(self.out, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -362,6 +362,11 @@ impl Visit for JsonFields<'_> {
         self.key(field);
         let _ = serde_json::to_writer(&mut *self.out, &format_args!("{value:?}"));
     }
+}
+
+/// An integer in decimal, formatted by itoa rather than `fmt`.
+fn push_number(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// `value` as a JSON string, escaped by serde_json.

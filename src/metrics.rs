@@ -3,8 +3,8 @@
 //! exposes `render()` at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// How a request ended, as counted in `wxrules_requests_total{outcome}`.
@@ -27,6 +27,24 @@ pub enum RequestOutcome {
 }
 
 impl RequestOutcome {
+    const ALL: [RequestOutcome; 7] = [
+        RequestOutcome::Replied,
+        RequestOutcome::Ignored,
+        RequestOutcome::BadSignature,
+        RequestOutcome::BadRequest,
+        RequestOutcome::Error,
+        RequestOutcome::Retry,
+        RequestOutcome::Deadline,
+    ];
+
+    /// Whether the request was verified, and so its latency is observed.
+    fn timed(self) -> bool {
+        !matches!(
+            self,
+            RequestOutcome::BadSignature | RequestOutcome::BadRequest
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RequestOutcome::Replied => "replied",
@@ -44,15 +62,16 @@ impl RequestOutcome {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
     rule_hits: IntCounterVec,
-    latency: HistogramVec,
     reloads: IntCounterVec,
     rules_loaded: IntGauge,
     dedup_hits: IntCounterVec,
     dedup_fallbacks: IntCounter,
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
+    /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
+    /// its counters by index instead of hashing labels.
+    by_outcome: [(IntCounter, Option<Histogram>); 7],
 }
 
 impl Default for Metrics {
@@ -136,52 +155,43 @@ impl Metrics {
         for outcome in ["applied", "rejected"] {
             reloads.with_label_values(&[outcome]);
         }
-        for outcome in [
-            RequestOutcome::Replied,
-            RequestOutcome::Ignored,
-            RequestOutcome::BadSignature,
-            RequestOutcome::BadRequest,
-            RequestOutcome::Error,
-            RequestOutcome::Retry,
-            RequestOutcome::Deadline,
-        ] {
-            requests.with_label_values(&[outcome.as_str()]);
-        }
+        // Latencies show up as 0 too, for each outcome that is timed.
+        let by_outcome = RequestOutcome::ALL.map(|outcome| {
+            let label = [outcome.as_str()];
+            let timed = outcome.timed().then(|| latency.with_label_values(&label));
+            (requests.with_label_values(&label), timed)
+        });
         for store in ["memory", "redis"] {
             dedup_hits.with_label_values(&[store]);
         }
         Metrics {
             registry,
-            requests,
             rule_hits,
-            latency,
             reloads,
             rules_loaded,
             dedup_hits,
             dedup_fallbacks,
             dedup_stored,
             dedup_stored_bytes,
+            by_outcome,
         }
     }
 
     /// Counts one request; `rule` is the rule that decided, if any.
     pub fn observe_request(&self, outcome: RequestOutcome, rule: Option<&str>, seconds: f64) {
-        let label = [outcome.as_str()];
-        self.requests.with_label_values(&label).inc();
+        let (count, latency) = &self.by_outcome[outcome as usize];
+        count.inc();
         if let Some(rule) = rule {
             self.rule_hits.with_label_values(&[rule]).inc();
         }
-        if !matches!(
-            outcome,
-            RequestOutcome::BadSignature | RequestOutcome::BadRequest
-        ) {
-            self.latency.with_label_values(&label).observe(seconds);
+        if let Some(latency) = latency {
+            latency.observe(seconds);
         }
     }
 
     /// Counts a request refused before the rules ran.
     pub fn observe_refused(&self, outcome: RequestOutcome) {
-        self.requests.with_label_values(&[outcome.as_str()]).inc();
+        self.by_outcome[outcome as usize].0.inc();
     }
 
     /// Counts a retry answered from the dedup store (`memory` or `redis`); the request
@@ -227,6 +237,38 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_outcome_indexes_its_own_series() {
+        for (i, outcome) in RequestOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i);
+        }
+        let m = Metrics::new();
+        m.observe_request(RequestOutcome::Deadline, None, 0.5);
+        m.observe_refused(RequestOutcome::BadSignature);
+        let text = m.render();
+        assert!(
+            text.contains("wxrules_requests_total{outcome=\"deadline\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxrules_requests_total{outcome=\"bad_signature\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxrules_requests_total{outcome=\"replied\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxrules_request_duration_seconds_count{outcome=\"deadline\"} 1"),
+            "{text}"
+        );
+        // Refused requests are not timed.
+        assert!(
+            !text.contains("wxrules_request_duration_seconds_count{outcome=\"bad_signature\"}"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn counts_show_up_in_the_exposition() {
