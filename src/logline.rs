@@ -217,9 +217,14 @@ impl Style {
             Level::WARN => Color::Yellow,
             Level::ERROR => Color::Red,
         };
-        self.paint(out, color.normal(), |out| {
-            let _ = write!(out, "{:>5}", level_name(level));
-        });
+        let padded = match level {
+            Level::TRACE => "TRACE",
+            Level::DEBUG => "DEBUG",
+            Level::INFO => " INFO",
+            Level::WARN => " WARN",
+            Level::ERROR => "ERROR",
+        };
+        self.paint(out, color.normal(), |out| out.extend_from_slice(padded.as_bytes()));
     }
 }
 
