@@ -195,9 +195,9 @@ struct Style {
 impl Style {
     fn paint(self, out: &mut Vec<u8>, style: nu_ansi_term::Style, body: impl FnOnce(&mut Vec<u8>)) {
         if self.ansi {
-            let _ = write!(out, "{}", style.prefix());
+            push_fmt(out, format_args!("{}", style.prefix()));
             body(out);
-            let _ = write!(out, "{}", style.suffix());
+            push_fmt(out, format_args!("{}", style.suffix()));
         } else {
             body(out);
         }
@@ -224,7 +224,9 @@ impl Style {
             Level::WARN => " WARN",
             Level::ERROR => "ERROR",
         };
-        self.paint(out, color.normal(), |out| out.extend_from_slice(padded.as_bytes()));
+        self.paint(out, color.normal(), |out| {
+            out.extend_from_slice(padded.as_bytes())
+        });
     }
 }
 
@@ -272,7 +274,7 @@ impl Visit for TextFields<'_> {
         }
         self.start(field);
         if field.name() == "message" {
-            self.out.extend_from_slice(value.as_bytes());
+            push_message(self.out, value);
         } else if value
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -282,7 +284,7 @@ impl Visit for TextFields<'_> {
             self.out.extend_from_slice(value.as_bytes());
             self.out.push(b'"');
         } else {
-            let _ = write!(self.out, "{value:?}");
+            push_fmt(self.out, format_args!("{value:?}"));
         }
     }
 
@@ -301,7 +303,8 @@ impl Visit for TextFields<'_> {
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.start(field);
-        let _ = write!(self.out, "{value}");
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -309,7 +312,41 @@ impl Visit for TextFields<'_> {
             return;
         }
         self.start(field);
-        let _ = write!(self.out, "{value:?}");
+        if field.name() == "message" {
+            push_message(self.out, &text_of(format_args!("{value:?}")));
+        } else {
+            push_fmt(self.out, format_args!("{value:?}"));
+        }
+    }
+
+    /// `name=error`, then `name.sources=[source, …]` if it has sources, as `fmt` writes it.
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.start(field);
+        push_message(self.out, &text_of(format_args!("{value}")));
+        let Some(mut source) = value.source() else {
+            return;
+        };
+        self.out.push(b' ');
+        let italic = nu_ansi_term::Style::new().italic();
+        let name = field.name();
+        self.style.paint(self.out, italic, |out| {
+            out.extend_from_slice(name.as_bytes())
+        });
+        self.style
+            .paint(self.out, italic, |out| out.extend_from_slice(b".sources"));
+        self.style.dimmed(self.out, |out| out.push(b'='));
+        self.out.push(b'[');
+        loop {
+            push_message(self.out, &text_of(format_args!("{source}")));
+            match source.source() {
+                Some(next) => {
+                    self.out.extend_from_slice(b", ");
+                    source = next;
+                }
+                None => break,
+            }
+        }
+        self.out.push(b']');
     }
 }
 
@@ -322,7 +359,8 @@ struct JsonFields<'a> {
 impl JsonFields<'_> {
     fn key(&mut self, field: &Field) {
         self.out.push(b',');
-        json_string(self.out, field_name(field));
+        // `fmt`'s flattened JSON writes the name as given (tracing's macros already drop `r#`).
+        json_string(self.out, field.name());
         self.out.push(b':');
     }
 }
@@ -351,7 +389,8 @@ impl Visit for JsonFields<'_> {
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -365,7 +404,57 @@ impl Visit for JsonFields<'_> {
             return;
         }
         self.key(field);
-        let _ = serde_json::to_writer(&mut *self.out, &format_args!("{value:?}"));
+        json_string(self.out, &text_of(format_args!("{value:?}")));
+    }
+}
+
+/// `args` appended as text. A `Debug` or `Display` impl that fails leaves what it wrote:
+/// a log line never panics (`io::Write::write_fmt` would).
+fn push_fmt(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
+    struct Bytes<'a>(&'a mut Vec<u8>);
+    impl fmt::Write for Bytes<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = fmt::write(&mut Bytes(out), args);
+}
+
+/// `args` as a `String`; a failing impl leaves what it wrote.
+fn text_of(args: fmt::Arguments<'_>) -> String {
+    let mut text = String::new();
+    let _ = fmt::Write::write_fmt(&mut text, args);
+    text
+}
+
+/// A message (or error) as `fmt` writes it: the characters a terminal would act on (ESC,
+/// BEL, BS, FF, DEL and the C1 controls) spelled out, so a logged value cannot drive the
+/// terminal that shows the log.
+fn push_message(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // C1 controls are U+0080..U+009F: 0xC2 then 0x80..=0x9F in UTF-8.
+    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
+        matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f)
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    });
+    if clean {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\x1b' => out.extend_from_slice(b"\\x1b"),
+            '\x07' => out.extend_from_slice(b"\\x07"),
+            '\x08' => out.extend_from_slice(b"\\x08"),
+            '\x0c' => out.extend_from_slice(b"\\x0c"),
+            '\x7f' => out.extend_from_slice(b"\\x7f"),
+            '\u{80}'..='\u{9f}' => push_fmt(out, format_args!("\\u{{{:x}}}", u32::from(c))),
+            c => {
+                let mut utf8 = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
     }
 }
 
@@ -446,6 +535,21 @@ mod tests {
         );
         tracing::debug!(from_user = "oUser", "message_received");
         tracing::info!("a message with \"quotes\" and {} args", 2);
+        // Terminal controls in a message are spelled out; in a quoted value `Debug` does it.
+        tracing::warn!(
+            value = "esc \u{1b}[31m",
+            "esc \u{1b}[31m bel \u{7} del \u{7f} c1 \u{9b} ok é"
+        );
+        tracing::info!(message = "bs \u{8} ff \u{c}", n = 1_u64);
+        let failure = Failure("outer \u{1b}", Some(Box::new(Failure("inner", None))));
+        tracing::error!(
+            error = &failure as &(dyn std::error::Error + 'static),
+            alone = &Failure("no sources", None) as &(dyn std::error::Error + 'static),
+            big = u128::MAX,
+            small = i128::MIN,
+            nan = f64::NAN,
+            infinite = f64::INFINITY
+        );
         let workers = 2;
         tracing_log::format_trace(
             &log::Record::builder()
@@ -460,13 +564,41 @@ mod tests {
         .unwrap();
     }
 
-    /// Lines with their timestamps replaced, and trailing spaces (which `fmt` leaves
-    /// where it skips a `log` field) removed.
+    /// An error with an optional source.
+    #[derive(Debug)]
+    struct Failure(&'static str, Option<Box<Failure>>);
+
+    impl fmt::Display for Failure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failure {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    /// The events `emit` logs; the last is the `log` crate's record.
+    const EVENTS: usize = 10;
+
+    /// Lines with their timestamps replaced.
     fn normalized(text: &str) -> Vec<String> {
         let stamp = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").unwrap();
         text.lines()
-            .map(|line| stamp.replace(line, "<time>").trim_end().to_owned())
+            .map(|line| stamp.replace(line, "<time>").into_owned())
             .collect()
+    }
+
+    /// Ours must equal `fmt`'s lines, but for the `log` record's: `fmt` leaves a space
+    /// there for each `log.*` field it skips.
+    fn assert_text_equal(ours: &[String], fmts: &[String]) {
+        assert_eq!(ours.len(), EVENTS);
+        assert_eq!(ours[..EVENTS - 1], fmts[..EVENTS - 1]);
+        assert_eq!(ours[EVENTS - 1], fmts[EVENTS - 1].trim_end());
     }
 
     fn ours(format: LineFormat) -> Vec<String> {
@@ -500,21 +632,30 @@ mod tests {
     #[test]
     fn text_lines_are_those_of_fmt() {
         let ours = ours(LineFormat::Text { ansi: false });
-        assert_eq!(ours.len(), 7);
-        assert_eq!(ours, fmts(false, false));
+        assert_text_equal(&ours, &fmts(false, false));
         assert_eq!(
             ours[0],
             r#"<time>  INFO wxrules::logline::tests: event="message_handled" outcome="replied" rule="price" msg_type="text" wx_event="" msg_id="1234567890123456" reply="text" us=41"#
         );
         assert_eq!(
             ours[6],
+            r#"<time>  WARN wxrules::logline::tests: esc \x1b[31m bel \x07 del \x7f c1 \u{9b} ok é value="esc \u{1b}[31m""#
+        );
+        assert_eq!(
+            ours[8],
+            "<time> ERROR wxrules::logline::tests: error=outer \\x1b error.sources=[inner] \
+             alone=no sources big=340282366920938463463374607431768211455 \
+             small=-170141183460469231731687303715884105728 nan=NaN infinite=inf"
+        );
+        assert_eq!(
+            ours[9],
             "<time>  INFO actix_server::builder: starting 2 workers"
         );
     }
 
     #[test]
     fn coloured_text_lines_are_those_of_fmt() {
-        assert_eq!(ours(LineFormat::Text { ansi: true }), fmts(false, true));
+        assert_text_equal(&ours(LineFormat::Text { ansi: true }), &fmts(false, true));
     }
 
     #[test]
@@ -522,9 +663,10 @@ mod tests {
         let ours = ours(LineFormat::Json);
         let fmts = fmts(true, false);
         // The last is the `log` record, whose `log.*` fields `fmt` keeps in JSON.
-        assert_eq!(ours[..6], fmts[..6]);
+        assert_eq!(ours.len(), EVENTS);
+        assert_eq!(ours[..EVENTS - 1], fmts[..EVENTS - 1]);
         assert_eq!(
-            ours[6],
+            ours[EVENTS - 1],
             r#"{"timestamp":"<time>","level":"INFO","message":"starting 2 workers","target":"actix_server::builder"}"#
         );
         for line in &ours {
