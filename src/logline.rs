@@ -59,29 +59,35 @@ where
     W: Write + Send + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        thread_local! {
-            static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
-        }
-        let write = |line: &mut Vec<u8>| {
-            line.clear();
+        with_buffer(|line| {
             write_line(self.format, SystemTime::now(), event, line);
             self.out.append(line);
-        };
-        // An event logged while a line is being formatted (from a `Debug` impl), or after
-        // the thread's buffer is gone, gets a buffer of its own.
-        let reused = BUFFER.try_with(|buffer| {
-            let Ok(mut line) = buffer.try_borrow_mut() else {
-                return false;
-            };
-            write(&mut line);
-            if line.capacity() > KEEP_BUFFER {
-                *line = Vec::with_capacity(512);
-            }
-            true
         });
-        if reused != Ok(true) {
-            write(&mut Vec::new());
+    }
+}
+
+/// Runs `f` on the thread's line buffer, emptied. An event logged while a line is being
+/// formatted (a `Debug` impl that logs, under the global dispatcher, which does not guard
+/// against re-entry), or after the thread's buffer is gone, gets a buffer of its own.
+fn with_buffer(f: impl FnOnce(&mut Vec<u8>)) {
+    thread_local! {
+        static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+    }
+    let mut f = Some(f);
+    let _ = BUFFER.try_with(|buffer| {
+        let Ok(mut line) = buffer.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        if let Some(f) = f.take() {
+            f(&mut line);
         }
+        if line.capacity() > KEEP_BUFFER {
+            *line = Vec::with_capacity(512);
+        }
+    });
+    if let Some(f) = f {
+        f(&mut Vec::new());
     }
 }
 
@@ -693,6 +699,24 @@ mod tests {
         assert_eq!(stamp(1_795_737_600, 7), "2026-11-27T00:00:00.000007Z");
         assert_eq!(stamp(951_782_400, 999_999), "2000-02-29T00:00:00.999999Z");
         assert_eq!(stamp(4_102_444_799, 1), "2099-12-31T23:59:59.000001Z");
+    }
+
+    #[test]
+    fn a_line_formatted_inside_another_gets_its_own_buffer() {
+        let mut lines = Vec::new();
+        with_buffer(|outer| {
+            outer.extend_from_slice(b"outer ");
+            with_buffer(|inner| {
+                assert!(inner.is_empty());
+                inner.extend_from_slice(b"inner");
+                lines.push(inner.clone());
+            });
+            outer.extend_from_slice(b"line");
+            lines.push(outer.clone());
+        });
+        // The thread's buffer comes back empty.
+        with_buffer(|again| lines.push(again.clone()));
+        assert_eq!(lines, [&b"inner"[..], b"outer line", b""]);
     }
 
     #[test]
