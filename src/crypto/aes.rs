@@ -10,7 +10,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 
 /// Length of an EncodingAESKey: 32 key bytes in base64, without its one `=`.
 const KEY_CHARS: usize = 43;
@@ -48,6 +48,9 @@ type Decryptor = cbc::Decryptor<Aes256>;
 pub struct Cipher {
     /// `base64(EncodingAESKey + "=")`. Its first 16 bytes are also the IV.
     key: [u8; 32],
+    /// AES-256 with `key`'s round keys expanded once: each request clones it rather than
+    /// expanding them again.
+    aes: Aes256,
     /// Appended to every plaintext and checked on every decrypt. Not a secret.
     app_id: String,
 }
@@ -107,6 +110,7 @@ impl Cipher {
         match KEY_BASE64.decode_slice(format!("{encoding_aes_key}="), &mut key) {
             Ok(32) => Ok(Cipher {
                 key,
+                aes: Aes256::new(&key.into()),
                 app_id: app_id.to_owned(),
             }),
             _ => Err(KeyError::NotBase64 {
@@ -194,11 +198,11 @@ impl Cipher {
     }
 
     fn encryptor(&self) -> Encryptor {
-        Encryptor::new(&self.key.into(), &self.iv().into())
+        Encryptor::inner_iv_init(self.aes.clone(), &self.iv().into())
     }
 
     fn decryptor(&self) -> Decryptor {
-        Decryptor::new(&self.key.into(), &self.iv().into())
+        Decryptor::inner_iv_init(self.aes.clone(), &self.iv().into())
     }
 
     fn iv(&self) -> [u8; 16] {
