@@ -92,7 +92,7 @@ fn with_buffer(f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Writes `event`'s line, newline included, into `out`.
-pub fn write_line(format: LineFormat, now: SystemTime, event: &Event<'_>, out: &mut Vec<u8>) {
+fn write_line(format: LineFormat, now: SystemTime, event: &Event<'_>, out: &mut Vec<u8>) {
     let normalized = event.normalized_metadata();
     let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
     match format {
@@ -223,15 +223,10 @@ impl Style {
             Level::WARN => Color::Yellow,
             Level::ERROR => Color::Red,
         };
-        let padded = match level {
-            Level::TRACE => "TRACE",
-            Level::DEBUG => "DEBUG",
-            Level::INFO => " INFO",
-            Level::WARN => " WARN",
-            Level::ERROR => "ERROR",
-        };
+        let name = level_name(level);
         self.paint(out, color.normal(), |out| {
-            out.extend_from_slice(padded.as_bytes())
+            out.resize(out.len() + 5 - name.len(), b' ');
+            out.extend_from_slice(name.as_bytes());
         });
     }
 }

@@ -130,6 +130,9 @@ pub struct Simple {
     /// The template file it came from; `None` for an inline template, whose errors name
     /// its rule.
     file: Option<String>,
+    /// The output's likely size, worked out at load: the text, plus a short value per
+    /// field. A typical reply is written without growing its buffer.
+    capacity: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,9 +198,17 @@ pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
     if !rest.is_empty() {
         segments.push(Segment::Text(rest.to_owned()));
     }
+    let capacity = segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Text(t) => t.len(),
+            Segment::Var(_) => 32,
+        })
+        .sum();
     Some(Simple {
         segments,
         file: None,
+        capacity,
     })
 }
 
@@ -233,17 +244,7 @@ impl Simple {
 
     /// Errors name the template file, or the rule an inline template belongs to.
     fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
-        // Sized for the text and a short value per field, so a typical reply is written
-        // without growing the buffer.
-        let estimate = self
-            .segments
-            .iter()
-            .map(|segment| match segment {
-                Segment::Text(t) => t.len(),
-                Segment::Var(_) => 32,
-            })
-            .sum();
-        let mut out = String::with_capacity(estimate);
+        let mut out = String::with_capacity(self.capacity);
         for segment in &self.segments {
             match segment {
                 Segment::Text(t) => out.push_str(t),

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
@@ -124,9 +123,7 @@ pub(crate) async fn verify_url(
         }
     };
     tracing::info!(event = "url_check_passed");
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::plaintext())
-        .body(echostr))
+    Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
 }
 
 /// The content types of answers: a reply, or `success`.
@@ -204,9 +201,7 @@ pub(crate) async fn receive(
                 us = micros(elapsed),
                 "an earlier attempt at this push did not answer in time; answering `success`"
             );
-            return Ok(HttpResponse::Ok()
-                .content_type(ContentType::plaintext())
-                .body("success"));
+            return Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body("success"));
         }
     };
 
