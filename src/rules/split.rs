@@ -251,11 +251,7 @@ mod tests {
     /// Pieces typed from `source`, cut every `piece` rules, must be what the whole file
     /// types to; declining is allowed.
     fn agrees(source: &str, piece: usize) -> Result<(), String> {
-        let positions = LazyPositions::new(source);
-        let Some(starts) = positions.plain_rule_starts() else {
-            return Ok(());
-        };
-        let Some(pieces) = type_in_pieces(source, &LineIndex::new(source), starts, piece, 1) else {
+        let Some(pieces) = split_with(source, piece) else {
             return Ok(());
         };
         match schema::parse_typed(source) {
