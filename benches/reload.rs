@@ -99,6 +99,7 @@ fn bench_reload(c: &mut Criterion) {
             b.iter(|| match black_box(live).reload() {
                 ReloadOutcome::Applied { rules, .. } => rules,
                 ReloadOutcome::Rejected(e) => panic!("bench reload rejected: {e}"),
+                other => panic!("bench reload: {other:?}"),
             })
         });
         let _ = std::fs::remove_dir_all(sources.rules.parent().expect("bench dir"));

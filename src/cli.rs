@@ -20,8 +20,47 @@ use crate::server::{self, AppState, Options};
 use crate::settings::Secrets;
 use crate::wire::Message;
 
+/// How long a client has to send a request's head (line and headers).
+const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// File descriptors kept back from connections: the listener, the log, Redis, reloads.
+const RESERVED_FILES: u64 = 256;
+
+/// The open-connection cap: `wanted`, lowered to what the open-file limit allows once it
+/// is raised as far as the hard limit lets. Each connection holds a descriptor; running
+/// out of them ("Too many open files") would fail every accept, valid pushes included,
+/// where a cap only makes new connections wait.
+fn connection_cap(wanted: u32) -> usize {
+    let wanted = u64::from(wanted);
+    let files = match rlimit::increase_nofile_limit(wanted + RESERVED_FILES) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(event = "file_limit_unknown", error = %e);
+            return usize::try_from(wanted).unwrap_or(usize::MAX);
+        }
+    };
+    let cap = wanted.min(files.saturating_sub(RESERVED_FILES).max(1));
+    if cap < wanted {
+        tracing::warn!(
+            event = "connections_capped",
+            wanted,
+            cap,
+            open_files = files,
+            "the open-file limit allows fewer connections than --max-connections"
+        );
+    }
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// How long the exit waits for a reload in progress.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Exit code for invalid rules (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+
+/// The most HTTP workers `--workers` accepts: each is a thread with its own event loop, and
+/// past a few per core they only add memory and context switches.
+const MAX_WORKERS: i64 = 256;
 
 /// Answers WeChat Official Account pushes from a YAML rules file.
 #[derive(Debug, Parser)]
@@ -105,9 +144,13 @@ struct ServeArgs {
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// HTTP worker threads (default: one per core).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Open connections at most, over all workers; past it new connections wait in the
+    /// listen queue. Lowered to fit the open-file limit (raised to its hard limit at start).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// HTTP worker threads (default: one per core), 1 to 256.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -258,6 +301,32 @@ fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env()?;
     let _log_guard = init_tracing(args.log_format)?;
+    actix_web::rt::System::new().block_on(serve_on(args, secrets))
+}
+
+/// Signal streams, installed before anything else. A SIGHUP that arrives before its
+/// handler takes the default action and kills the process, so they come before the first
+/// load (which can take a second with 100,000 rules): a SIGHUP then is a reload once the
+/// server runs. `server_started`, which ops and tests wait for, comes later still.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+}
+
+async fn serve_on(args: &ServeArgs, secrets: Secrets) -> anyhow::Result<ExitCode> {
+    let signals = Signals::install()?;
     let sources = args.sources.sources();
     let loaded = match load_or_report(&sources) {
         Ok(loaded) => loaded,
@@ -285,40 +354,44 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         },
         dedup: Arc::new(dedup),
     };
-    let listen = args.listen;
-    let workers = args.workers;
-    actix_web::rt::System::new()
-        .block_on(async move { run_server(state, live, listen, workers).await })?;
+    run_server(state, live, args, signals).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_server(
     state: AppState,
     live: Arc<Live>,
-    listen: SocketAddr,
-    workers: Option<usize>,
+    args: &ServeArgs,
+    signals: Signals,
 ) -> anyhow::Result<()> {
     use actix_web::{App, HttpServer};
-    use tokio::signal::unix::{signal, SignalKind};
 
-    // Install the handlers before anything can announce the server: a SIGHUP that arrives
-    // before them would take the default action and kill the process, and `server_started`
-    // is what ops and tests wait for before they signal.
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
+    let listen = args.listen;
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let connections = connection_cap(args.max_connections);
     let app_state = state.clone();
-    let mut http = HttpServer::new(move || {
+    let http = HttpServer::new(move || {
         let state = app_state.clone();
         App::new().configure(move |cfg| server::configure(cfg, state))
     })
     // wxrules handles SIGINT/SIGTERM itself (graceful) and SIGHUP (reload).
     .disable_signals()
-    .shutdown_timeout(10);
-    if let Some(n) = workers {
-        http = http.workers(n);
-    }
+    .shutdown_timeout(10)
+    .workers(workers)
+    // actix's cap is per worker.
+    .max_connections(connections.div_ceil(workers).max(1))
+    // The request head must arrive in this time (the body has `Options::body_timeout`),
+    // and a closing client gets this long to go.
+    .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1));
     let http = http
         .bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -342,11 +415,14 @@ async fn run_server(
         digest = snapshot.rules.digest(),
         path = %live.sources().rules.display(),
         dedup = %state.dedup.store(),
+        workers,
+        max_connections = connections,
+        safe_mode = state.secrets.cipher().is_some(),
     );
     drop(snapshot);
 
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
-    let reloader = actix_web::rt::spawn(reload::run(live, receiver));
+    let reloader = actix_web::rt::spawn(reload::run(live, receiver, reload::RELOAD_TIMEOUT));
     // Expired answers already count as absent; sweeping them gives their memory back. It
     // runs here on the control thread, not on a worker.
     let sweeper = {
@@ -391,8 +467,15 @@ async fn run_server(
         }
     }
     sweeper.abort();
-    let _ = controls.send(Control::Stop).await;
-    let _ = reloader.await;
+    // A reload in progress may finish, briefly; one stuck on a file that never answers
+    // must not keep the process from exiting (its thread is detached).
+    let _ = controls.try_send(Control::Stop);
+    if tokio::time::timeout(STOP_WAIT, reloader).await.is_err() {
+        tracing::warn!(
+            event = "reload_abandoned",
+            "a reload was still running at exit"
+        );
+    }
     tracing::info!(event = "server_stopped");
     Ok(())
 }

@@ -24,11 +24,13 @@ pub enum RequestOutcome {
     Retry,
     /// `success` because the answer could not be had within the deadline.
     Deadline,
+    /// 408: the body did not arrive in time.
+    Timeout,
 }
 
 impl RequestOutcome {
     /// Every outcome, in `index` order.
-    const ALL: [RequestOutcome; 7] = [
+    const ALL: [RequestOutcome; 8] = [
         RequestOutcome::Replied,
         RequestOutcome::Ignored,
         RequestOutcome::BadSignature,
@@ -36,6 +38,7 @@ impl RequestOutcome {
         RequestOutcome::Error,
         RequestOutcome::Retry,
         RequestOutcome::Deadline,
+        RequestOutcome::Timeout,
     ];
 
     /// Its place in `ALL` and in `Metrics::by_outcome`. The match has no wildcard, so a new
@@ -50,6 +53,7 @@ impl RequestOutcome {
             RequestOutcome::Error => 4,
             RequestOutcome::Retry => 5,
             RequestOutcome::Deadline => 6,
+            RequestOutcome::Timeout => 7,
         }
     }
 
@@ -57,7 +61,7 @@ impl RequestOutcome {
     fn timed(self) -> bool {
         !matches!(
             self,
-            RequestOutcome::BadSignature | RequestOutcome::BadRequest
+            RequestOutcome::BadSignature | RequestOutcome::BadRequest | RequestOutcome::Timeout
         )
     }
 
@@ -70,6 +74,7 @@ impl RequestOutcome {
             RequestOutcome::Error => "error",
             RequestOutcome::Retry => "retry",
             RequestOutcome::Deadline => "deadline",
+            RequestOutcome::Timeout => "timeout",
         }
     }
 }

@@ -3,8 +3,9 @@
 //! into load + compile off the request path and a swap on success only.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -45,6 +46,11 @@ pub enum ReloadOutcome {
     },
     /// The files have errors; the old rules keep serving.
     Rejected(LoadError),
+    /// The load did not finish in time (a hung file system): the old rules keep serving,
+    /// and whatever the load gives if it ever finishes is thrown away.
+    TimedOut { after: Duration },
+    /// Thrown away: a newer reload is live, or this one had already timed out.
+    Superseded,
 }
 
 /// Rule names added, removed and changed by a reload, for the log.
@@ -92,9 +98,15 @@ pub struct LastReload {
     /// `applied` or `rejected`.
     pub outcome: &'static str,
     pub at: u64,
-    /// The errors of a rejected reload, as `file:line:col: …`.
+    /// How many errors the reload had.
+    pub error_count: usize,
+    /// The first `HEALTH_ERRORS` of them, as `file:line:col: …`.
     pub errors: Vec<String>,
 }
+
+/// `/healthz` lists this many of a rejected reload's errors (the log has them all): a file
+/// with 50,000 broken rules must not make the health check megabytes long.
+pub const HEALTH_ERRORS: usize = 20;
 
 /// What `/healthz` shows.
 #[derive(Debug, Serialize)]
@@ -117,8 +129,13 @@ pub struct Live {
     last: Mutex<Option<LastReload>>,
     applied: AtomicU64,
     rejected: AtomicU64,
-    /// Serializes reloads, so that the last one started is the last one swapped in.
-    reloading: Mutex<()>,
+    /// Numbers each reload as it starts.
+    started: AtomicU64,
+    /// The number of the reload whose rules are live. Loads run unserialized (a load stuck
+    /// on a hung file system must not hold up the next one); the swap happens under this
+    /// lock, and only for a reload newer than the live one, so that the last one started
+    /// wins and a late finisher never replaces newer rules.
+    swapped: Mutex<u64>,
     metrics: Metrics,
 }
 
@@ -143,7 +160,8 @@ impl Live {
             last: Mutex::new(None),
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            reloading: Mutex::new(()),
+            started: AtomicU64::new(0),
+            swapped: Mutex::new(0),
             metrics,
         }
     }
@@ -165,10 +183,23 @@ impl Live {
     /// Loads the files again and swaps the result in if it is valid. Blocking: call it off
     /// the request path. A rejected reload changes nothing that requests see.
     pub fn reload(&self) -> ReloadOutcome {
-        let _serial = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_unless(&Verdict::default())
+    }
+
+    /// `reload`, but one whose `verdict` the control loop gave up on (it ran past its time
+    /// and was reported as timed out) changes nothing, and says so.
+    fn reload_unless(&self, verdict: &Verdict) -> ReloadOutcome {
+        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let loaded = load_settled(&self.sources);
         let now = self.clock.now();
-        let outcome = match load_settled(&self.sources) {
+        let outcome = match loaded {
             Ok(loaded) => {
+                let mut swapped = self.swapped.lock().unwrap_or_else(|e| e.into_inner());
+                if !verdict.decide() || *swapped > number {
+                    // Already reported as timed out, or a newer reload is live.
+                    return ReloadOutcome::Superseded;
+                }
+                *swapped = number;
                 let old = self.current.load_full();
                 let changes = Changes::between(&old.rules, &loaded.rules);
                 let count = loaded.rules.rules().len();
@@ -176,6 +207,7 @@ impl Live {
                     rules: loaded.rules,
                     loaded_at: now,
                 }));
+                drop(swapped);
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 ReloadOutcome::Applied {
                     rules: count,
@@ -183,29 +215,58 @@ impl Live {
                     replaced: old,
                 }
             }
+            Err(_) if !verdict.decide() => return ReloadOutcome::Superseded,
             Err(errors) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 ReloadOutcome::Rejected(errors)
             }
         };
-        let last = match &outcome {
-            ReloadOutcome::Applied { .. } => LastReload {
-                outcome: "applied",
-                at: now,
-                errors: Vec::new(),
-            },
-            ReloadOutcome::Rejected(e) => LastReload {
-                outcome: "rejected",
-                at: now,
-                errors: e.0.iter().map(ToString::to_string).collect(),
-            },
+        self.record(&outcome, now);
+        outcome
+    }
+
+    /// Keeps the outcome for `/healthz` and counts it.
+    fn record(&self, outcome: &ReloadOutcome, now: u64) {
+        let (name, errors) = match outcome {
+            ReloadOutcome::Applied { .. } => ("applied", &[][..]),
+            ReloadOutcome::Rejected(e) => ("rejected", &e.0[..]),
+            ReloadOutcome::TimedOut { .. } => ("timed_out", &[][..]),
+            ReloadOutcome::Superseded => return,
+        };
+        let mut listed: Vec<String> = errors
+            .iter()
+            .take(HEALTH_ERRORS)
+            .map(ToString::to_string)
+            .collect();
+        if let ReloadOutcome::TimedOut { after } = outcome {
+            listed.push(format!(
+                "the reload did not finish within {} s (a file that cannot be read?); the previous rules keep serving",
+                after.as_secs()
+            ));
+        }
+        let last = LastReload {
+            outcome: name,
+            at: now,
+            error_count: errors.len().max(listed.len()),
+            errors: listed,
         };
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
         self.metrics.observe_reload(
             matches!(outcome, ReloadOutcome::Applied { .. }),
             self.current.load().rules.rules().len(),
         );
-        outcome
+    }
+
+    /// Reports a reload that ran past `after` as timed out, and abandons its load; `None`
+    /// if the load reached its outcome first (it reports that itself).
+    fn time_out(&self, verdict: &Verdict, after: Duration) -> Option<ReloadOutcome> {
+        if !verdict.abandon() {
+            return None;
+        }
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let outcome = ReloadOutcome::TimedOut { after };
+        self.record(&outcome, self.clock.now());
+        Some(outcome)
     }
 
     pub fn health(&self) -> Health {
@@ -225,8 +286,23 @@ impl Live {
 
 /// Loads the rules, again if the rules file changed while it was read: an editor that
 /// truncates and rewrites in place can be caught half-way, and a half-written file may
-/// still parse.
+/// still parse. A file that fails is read once more after a pause before it is rejected:
+/// caught between the truncate and the write, it is empty (or cut short) with a size and
+/// time that do not change while it is read, and a rejection would fire the alert for a
+/// file that was fine a moment later.
 fn load_settled(sources: &Sources) -> Result<rules::Loaded, LoadError> {
+    let result = load_unchanged(sources);
+    if result.is_ok() {
+        return result;
+    }
+    std::thread::sleep(REREAD_AFTER);
+    load_unchanged(sources)
+}
+
+/// How long a failed load waits before its second read.
+const REREAD_AFTER: Duration = Duration::from_millis(100);
+
+fn load_unchanged(sources: &Sources) -> Result<rules::Loaded, LoadError> {
     let stamp = || {
         std::fs::metadata(&sources.rules)
             .ok()
@@ -240,7 +316,7 @@ fn load_settled(sources: &Sources) -> Result<rules::Loaded, LoadError> {
         if stamp() == before || attempts == 4 {
             return result;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -269,6 +345,15 @@ pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
                 "reload rejected; the previous rules keep serving"
             );
         }
+        ReloadOutcome::TimedOut { after } => tracing::error!(
+            event = "rules_reload_timed_out",
+            path,
+            seconds = after.as_secs(),
+            "the reload did not finish in time (a file that cannot be read?); the previous rules keep serving"
+        ),
+        ReloadOutcome::Superseded => {
+            tracing::info!(event = "rules_reload_superseded", path, "a late reload's result was thrown away");
+        }
     }
 }
 
@@ -287,10 +372,47 @@ fn release(replaced: Arc<Snapshot>) {
     drop(replaced);
 }
 
-/// The control loop: each `Reload` loads off the async workers and swaps on success;
+/// Which side has the last word on one reload: the load, when it reaches its outcome, or
+/// the control loop, when it gives up waiting. Whichever comes first wins; the other then
+/// reports nothing, so a reload is never both applied and timed out.
+#[derive(Debug, Default)]
+struct Verdict(AtomicU8);
+
+impl Verdict {
+    const OPEN: u8 = 0;
+    const DECIDED: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// The load reached its outcome; false if it was abandoned first.
+    fn decide(&self) -> bool {
+        self.settle(Self::DECIDED)
+    }
+
+    /// The loop gives up waiting; false if the load decided first.
+    fn abandon(&self) -> bool {
+        self.settle(Self::ABANDONED)
+    }
+
+    fn settle(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(Self::OPEN, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// How long a reload may take before it is reported as timed out. Loading 100,000 rules
+/// takes under a second; only a file system that hangs gets near this.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control loop: each `Reload` loads on a thread of its own and swaps on success;
 /// reloads requested while one runs are coalesced into one more. Ends on `Stop` or when
 /// every sender is gone.
-pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>) {
+///
+/// The load runs on a plain detached thread, not tokio's blocking pool: a load stuck in a
+/// read that never returns (a hung NFS mount) is reported after `timeout` and abandoned,
+/// and cannot keep the process from exiting, where the runtime would wait for its
+/// blocking pool forever at shutdown.
+pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout: Duration) {
     while let Some(control) = controls.recv().await {
         if control == Control::Stop {
             break;
@@ -301,17 +423,30 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>) {
             stop |= next == Control::Stop;
         }
         let worker = Arc::clone(&live);
-        match tokio::task::spawn_blocking(move || {
-            let outcome = worker.reload();
-            log_outcome(&worker, &outcome);
-            if let ReloadOutcome::Applied { replaced, .. } = outcome {
-                release(replaced);
+        let verdict = Arc::new(Verdict::default());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("wxrules-reload".into())
+            .spawn({
+                let verdict = Arc::clone(&verdict);
+                move || {
+                    let outcome = worker.reload_unless(&verdict);
+                    log_outcome(&worker, &outcome);
+                    // Nobody waits any more if it timed out; the outcome is logged anyway.
+                    let _ = done.send(());
+                    if let ReloadOutcome::Applied { replaced, .. } = outcome {
+                        release(replaced);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(event = "rules_reload_failed", error = %e);
+            continue;
+        }
+        if tokio::time::timeout(timeout, finished).await.is_err() {
+            if let Some(outcome) = live.time_out(&verdict, timeout) {
+                log_outcome(&live, &outcome);
             }
-        })
-        .await
-        {
-            Ok(()) => {}
-            Err(e) => tracing::error!(event = "rules_reload_failed", error = %e),
         }
         if stop {
             break;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::web;
 
-use super::handlers;
+use super::{body, handlers};
 use crate::clock::Clock;
 use crate::dedup::Dedup;
 use crate::reload::Live;
@@ -18,12 +18,19 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// answers `success`: well within WeChat's 5 s, leaving room for the network both ways.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
 
+/// How long a push's body may take to arrive once its headers have (actix bounds the
+/// headers themselves, `client_request_timeout`). A real push is a few KiB sent at once.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Request-handling options that are not secrets.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Refuse requests whose `timestamp` is further than this from now; 0 turns it off.
     pub max_age: u64,
     pub body_limit: usize,
+    /// The time the body has to arrive in full, from the start of the handler; past it,
+    /// 408 and the connection is closed.
+    pub body_timeout: Duration,
     /// The time budget of one push (dedup included); past it the answer is `success`.
     pub deadline: Duration,
 }
@@ -33,6 +40,7 @@ impl Default for Options {
         Options {
             max_age: 300,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             deadline: DEFAULT_DEADLINE,
         }
     }
@@ -58,10 +66,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     cfg.app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
         .service(
-            web::resource("/wechat")
-                .route(web::get().to(handlers::verify_url))
-                .route(web::post().to(handlers::receive)),
-        )
-        .route("/healthz", web::get().to(handlers::healthz))
-        .route("/metrics", web::get().to(handlers::metrics));
+            // One scope over every route, so that the body bounds hold for all of them,
+            // unknown paths (404) included.
+            web::scope("")
+                .wrap(actix_web::middleware::from_fn(body::bound_chunked))
+                .service(
+                    web::resource("/wechat")
+                        .route(web::get().to(handlers::verify_url))
+                        .route(web::post().to(handlers::receive)),
+                )
+                .route("/healthz", web::get().to(handlers::healthz))
+                .route("/metrics", web::get().to(handlers::metrics)),
+        );
 }

@@ -27,6 +27,15 @@ pub enum ServiceError {
     /// A query that cannot be read as WeChat's (a parameter given twice): 400.
     #[error("query: {0}")]
     Query(String),
+    /// The body is over the limit: 413.
+    #[error("body over {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body did not arrive in time: 408, and the connection is closed.
+    #[error("body not received in time")]
+    BodyTimeout,
+    /// The upload broke off or is malformed (chunked framing): 400.
+    #[error("body: {0}")]
+    Body(String),
 }
 
 impl ServiceError {
@@ -34,6 +43,8 @@ impl ServiceError {
     pub fn kind(&self) -> &'static str {
         match self {
             ServiceError::Signature(_) | ServiceError::Stale(_) => "bad_signature",
+            ServiceError::BodyTooLarge(_) => "too_large",
+            ServiceError::BodyTimeout => "timeout",
             _ => "bad_request",
         }
     }
@@ -46,7 +57,10 @@ impl ResponseError for ServiceError {
             ServiceError::Wire(_)
             | ServiceError::Crypto(_)
             | ServiceError::NoKey
-            | ServiceError::Query(_) => StatusCode::BAD_REQUEST,
+            | ServiceError::Query(_)
+            | ServiceError::Body(_) => StatusCode::BAD_REQUEST,
+            ServiceError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -55,6 +69,12 @@ impl ResponseError for ServiceError {
         match self {
             // Nothing to learn for whoever forged the request.
             ServiceError::Signature(_) | ServiceError::Stale(_) => response.finish(),
+            // The rest of the body may still come: the connection cannot be reused. No
+            // body: actix closes at once after an empty response (with a body, it would
+            // first wait for the rest of a chunked upload; `handlers::receive`).
+            ServiceError::BodyTooLarge(_) | ServiceError::BodyTimeout => {
+                response.force_close().finish()
+            }
             _ => response
                 .content_type("text/plain; charset=utf-8")
                 .body(self.to_string()),

@@ -2,13 +2,14 @@
 //! error. A request takes one rules snapshot and keeps it to the end.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
-use super::{AppState, ServiceError};
+use super::{body, AppState, ServiceError};
 use crate::answer::{answer, Outcome};
 use crate::crypto::{sign, verify_signature, SignatureError};
 use crate::dedup::{Answer, Claim, Key};
@@ -118,12 +119,90 @@ pub(crate) async fn verify_url(
     let echostr = match checked {
         Ok(echostr) => echostr,
         Err(e) => {
-            tracing::warn!(event = "url_check_refused", reason = %e);
+            state.live.metrics().observe_refused(refused_as(&e));
+            REFUSALS.log_url_check(&e);
             return Err(e);
         }
     };
     tracing::info!(event = "url_check_passed");
     Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
+}
+
+/// Counts a refused push, and logs it within the rate limit.
+pub(crate) fn count_refused(state: &AppState, e: &ServiceError) {
+    REFUSALS.log(e);
+    state.live.metrics().observe_refused(refused_as(e));
+}
+
+/// How a refused request is counted.
+fn refused_as(e: &ServiceError) -> RequestOutcome {
+    match e {
+        ServiceError::Signature(_) | ServiceError::Stale(_) => RequestOutcome::BadSignature,
+        ServiceError::BodyTimeout => RequestOutcome::Timeout,
+        _ => RequestOutcome::BadRequest,
+    }
+}
+
+/// The log lines of refused requests, rate-limited: anyone can send unsigned requests, as
+/// fast as the network allows, and one line each would let them flood the log (and stall
+/// valid pushes behind a slow log sink). The metrics count every refusal.
+static REFUSALS: RefusalLog = RefusalLog::new();
+
+/// Refused requests logged per second, at most; the first line after a quiet spell says
+/// how many were left out.
+const REFUSALS_PER_SECOND: u32 = 20;
+
+struct RefusalLog {
+    /// The second (since the Unix epoch) that `logged` counts.
+    second: AtomicU64,
+    logged: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl RefusalLog {
+    const fn new() -> RefusalLog {
+        RefusalLog {
+            second: AtomicU64::new(0),
+            logged: AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this refusal gets a line, and if so how many were left out before it. Races
+    /// between threads at a second's turn may let a few more lines through; none is lost
+    /// from the count.
+    fn admit(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let second = self.second.load(Ordering::Relaxed);
+        if now != second
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.logged.store(0, Ordering::Relaxed);
+        }
+        if self.logged.fetch_add(1, Ordering::Relaxed) < REFUSALS_PER_SECOND {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn log(&self, e: &ServiceError) {
+        if let Some(suppressed) = self.admit() {
+            tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e, suppressed);
+        }
+    }
+
+    fn log_url_check(&self, e: &ServiceError) {
+        if let Some(suppressed) = self.admit() {
+            tracing::warn!(event = "url_check_refused", reason = %e, suppressed);
+        }
+    }
 }
 
 /// The content types of answers: a reply, or `success`.
@@ -140,17 +219,21 @@ enum Mode {
 pub(crate) async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let started = Instant::now();
     let metrics = state.live.metrics();
-    let body = match body {
+    let mut payload = payload;
+    let body = match body::read(&state, &req, &mut payload, started).await {
         Ok(body) => body,
         Err(e) => {
-            // Over the size limit (413) or a broken upload.
-            tracing::warn!(event = "request_refused", kind = "bad_request", reason = %e);
-            metrics.observe_refused(RequestOutcome::BadRequest);
-            return Err(e);
+            // Over the size limit (413), too slow (408), or a broken upload (400).
+            count_refused(&state, &e);
+            let mut response = actix_web::ResponseError::error_response(&e);
+            response
+                .extensions_mut()
+                .insert(body::Unread(payload.into_inner()));
+            return Ok(response);
         }
     };
     let decoded =
@@ -158,11 +241,7 @@ pub(crate) async fn receive(
     let (message, mode) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
-            tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e);
-            metrics.observe_refused(match e {
-                ServiceError::Signature(_) | ServiceError::Stale(_) => RequestOutcome::BadSignature,
-                _ => RequestOutcome::BadRequest,
-            });
+            count_refused(&state, &e);
             return Err(e.into());
         }
     };

@@ -2,8 +2,11 @@
 //! codes. The only module that imports actix_web.
 
 mod app;
+mod body;
 mod error;
 mod handlers;
 
-pub use app::{configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_DEADLINE};
+pub use app::{
+    configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_DEADLINE,
+};
 pub use error::ServiceError;
