@@ -81,10 +81,23 @@ pub struct Report {
 
 /// Reads and parses a cases file.
 pub fn read(path: &Path) -> Result<Vec<Case>, CasesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CasesError::Read {
-        path: path.to_owned(),
-        source,
+    let text = crate::rules::read_text(path, crate::rules::MAX_RULES_FILE).map_err(|source| {
+        CasesError::Read {
+            path: path.to_owned(),
+            source,
+        }
     })?;
+    if let Some((line, column)) = crate::rules::too_deep(&text) {
+        return Err(CasesError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: format!(
+                "nested more than {} levels deep",
+                crate::rules::MAX_YAML_DEPTH
+            ),
+        });
+    }
     serde_yaml::from_str::<CasesFile>(&text)
         .map(|f| f.cases)
         .map_err(|e| {
@@ -203,7 +216,7 @@ fn build_message(case: &Case, base: &Path) -> Result<String, String> {
             return Err("`fields` cannot be combined with `xml`".into());
         }
         let path = base.join(file);
-        return std::fs::read_to_string(&path)
+        return crate::rules::read_text(&path, crate::rules::MAX_TEMPLATE_FILE)
             .map_err(|e| format!("cannot read {}: {e}", path.display()));
     }
     let mut fields: Vec<(String, String)> = vec![

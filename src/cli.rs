@@ -328,6 +328,7 @@ impl Signals {
 async fn serve_on(args: &ServeArgs, secrets: Secrets) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
     let sources = args.sources.sources();
+    tracing::info!(event = "rules_loading", path = %sources.rules.display());
     let loaded = match load_or_report(&sources) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -595,7 +596,8 @@ fn parse_for_explain(xml: &str) -> anyhow::Result<Message> {
 }
 
 fn read_message(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    rules::read_text(path, rules::MAX_TEMPLATE_FILE)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A message for `explain --text` / `--event`, as WeChat would send it.

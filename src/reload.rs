@@ -119,6 +119,8 @@ pub struct Health {
     pub last_reload: Option<LastReload>,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    /// Reloads reading files now; one that stays is stuck (it timed out, and is ignored).
+    pub reloads_running: u64,
 }
 
 /// The rules being served, and where they come from.
@@ -131,6 +133,8 @@ pub struct Live {
     rejected: AtomicU64,
     /// Numbers each reload as it starts.
     started: AtomicU64,
+    /// Loads running now: more than one, or one for long, is a load stuck on a file.
+    running: AtomicU64,
     /// The number of the reload whose rules are live. Loads run unserialized (a load stuck
     /// on a hung file system must not hold up the next one); the swap happens under this
     /// lock, and only for a reload newer than the live one, so that the last one started
@@ -161,6 +165,7 @@ impl Live {
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             started: AtomicU64::new(0),
+            running: AtomicU64::new(0),
             swapped: Mutex::new(0),
             metrics,
         }
@@ -189,8 +194,10 @@ impl Live {
     /// `reload`, but one whose `verdict` the control loop gave up on (it ran past its time
     /// and was reported as timed out) changes nothing, and says so.
     fn reload_unless(&self, verdict: &Verdict) -> ReloadOutcome {
-        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let loaded = load_settled(&self.sources);
+        self.running.fetch_sub(1, Ordering::SeqCst);
         let now = self.clock.now();
         let outcome = match loaded {
             Ok(loaded) => {
@@ -280,6 +287,7 @@ impl Live {
             last_reload: self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             reloads_applied: self.applied.load(Ordering::Relaxed),
             reloads_rejected: self.rejected.load(Ordering::Relaxed),
+            reloads_running: self.running.load(Ordering::Relaxed),
         }
     }
 }
@@ -451,5 +459,103 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout
         if stop {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+
+    /// A scratch rules file of `n` rules, and its loaded set.
+    fn scratch(tag: &str, n: usize) -> (std::path::PathBuf, Sources) {
+        let dir = std::env::temp_dir().join(format!("wxrules-reload-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        let mut yaml = String::from("rules:\n");
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "  - name: r{i}\n    when: {{ keyword: k{i} }}\n    reply: {{ text: \"{i}\" }}\n"
+            ));
+        }
+        std::fs::write(dir.join("rules.yaml"), yaml).unwrap();
+        let sources = Sources {
+            rules: dir.join("rules.yaml"),
+            templates: dir.join("templates"),
+        };
+        (dir, sources)
+    }
+
+    /// A reload that outlives its timeout is reported as timed out, keeps the old rules,
+    /// and is thrown away when it finishes; the next reload applies as usual.
+    #[tokio::test]
+    async fn a_reload_past_its_timeout_is_abandoned_and_the_next_one_applies() {
+        let (dir, sources) = scratch("timeout", 3);
+        let loaded = rules::load(&sources).unwrap();
+        let live = Arc::new(Live::new(
+            sources.clone(),
+            loaded.rules,
+            Arc::new(FixedClock(1)),
+        ));
+        let before = live.snapshot().rules.digest().to_owned();
+        // 20,000 rules take far longer than a millisecond to load.
+        let (_, bigger) = scratch("timeout", 20_000);
+        assert_eq!(bigger, sources);
+
+        let (controls, receiver) = mpsc::channel(4);
+        controls.send(Control::Reload).await.unwrap();
+        controls.send(Control::Stop).await.unwrap();
+        run(Arc::clone(&live), receiver, Duration::from_millis(1)).await;
+        let health = live.health();
+        let last = health.last_reload.unwrap();
+        assert_eq!(last.outcome, "timed_out");
+        assert!(
+            last.errors[0].contains("did not finish within"),
+            "{:?}",
+            last.errors
+        );
+        assert_eq!(health.reloads_rejected, 1);
+        assert_eq!(live.snapshot().rules.digest(), before);
+
+        // The abandoned load finishes on its own thread and changes nothing.
+        let waited = std::time::Instant::now();
+        while live.started.load(Ordering::SeqCst) == 0 && waited.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while live.health().reloads_running > 0 && waited.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(live.health().reloads_running, 0);
+        assert_eq!(live.snapshot().rules.digest(), before);
+        assert_eq!(live.health().reloads_applied, 0);
+        assert_eq!(live.health().last_reload.unwrap().outcome, "timed_out");
+
+        let (controls, receiver) = mpsc::channel(4);
+        controls.send(Control::Reload).await.unwrap();
+        controls.send(Control::Stop).await.unwrap();
+        run(Arc::clone(&live), receiver, RELOAD_TIMEOUT).await;
+        assert_eq!(live.health().last_reload.unwrap().outcome, "applied");
+        assert_eq!(live.snapshot().rules.rules().len(), 20_000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn health_lists_the_first_errors_and_counts_them_all() {
+        let (dir, sources) = scratch("many-errors", 1);
+        let loaded = rules::load(&sources).unwrap();
+        let live = Live::new(sources.clone(), loaded.rules, Arc::new(FixedClock(1)));
+        let mut yaml = String::from("rules:\n");
+        for i in 0..500 {
+            yaml.push_str(&format!(
+                "  - name: r{i}\n    when: {{ keyword: k }}\n    ignroe: true\n"
+            ));
+        }
+        std::fs::write(&sources.rules, yaml).unwrap();
+        assert!(matches!(live.reload(), ReloadOutcome::Rejected(e) if e.0.len() == 500));
+        let last = live.health().last_reload.unwrap();
+        assert_eq!(last.error_count, 500);
+        assert_eq!(last.errors.len(), HEALTH_ERRORS);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -161,6 +161,7 @@ fn is_outcome(e: &Value) -> bool {
     match event_name(e) {
         "rules_reloaded" => true,
         "rules_reload_rejected" => e.get("errors").is_some(),
+        "rules_reload_timed_out" => true,
         _ => false,
     }
 }
@@ -242,6 +243,12 @@ struct Server {
 
 impl Server {
     fn start(scratch: &Scratch) -> Server {
+        Server::start_with(scratch, |_, _| {})
+    }
+
+    /// `start`, calling `early` with the process and its log once it runs and before it
+    /// has logged `server_started`.
+    fn start_with(scratch: &Scratch, early: impl FnOnce(&Child, &Arc<Log>)) -> Server {
         let sources = scratch.sources();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("serve")
@@ -262,6 +269,7 @@ impl Server {
             .expect("start wxrules");
         let log = Arc::new(Log::default());
         log.read_from(child.stderr.take().unwrap());
+        early(&child, &log);
         let pid = child.id();
         let started = log.wait_until("server_started", |events| {
             events
@@ -1103,4 +1111,123 @@ fn reloads_under_load_serve_exactly_one_version() {
     assert_eq!(health["reloads_rejected"], 8, "{health}");
     assert_eq!(health["digest"], live_digest, "{health}");
     assert!(server.log.handled.load(Ordering::Relaxed) >= total.requests);
+}
+
+// ---------------------------------------------------------------------------------------
+// Files that are not what they seem, and signals at awkward times (issue 19's probe).
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    assert!(made.success());
+}
+
+/// A FIFO among the templates wedged the reload thread for good (later SIGHUPs were logged
+/// and never applied), and a rules file or template linked to /dev/zero or /dev/urandom grew
+/// until the OOM killer came. Now each is refused with its path, and the next reload of
+/// good files applies.
+#[test]
+fn fifos_and_devices_are_refused_and_later_reloads_still_apply() {
+    let scratch = base("devices");
+    let mut server = Server::start(&scratch);
+    let rules = scratch.path("rules.yaml");
+    let saved = scratch.path("rules.saved");
+
+    let fifo = scratch.path("templates/x.hbs");
+    mkfifo(&fifo);
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert_eq!(
+        reload.errors[0],
+        format!(
+            "{}: cannot read templates: is not a regular file (a FIFO, a device or a socket)",
+            fifo.display()
+        )
+    );
+    std::fs::remove_file(&fifo).unwrap();
+
+    for device in ["/dev/zero", "/dev/urandom"] {
+        std::fs::rename(&rules, &saved).unwrap();
+        std::os::unix::fs::symlink(device, &rules).unwrap();
+        let reload = server.reload();
+        reload.assert_rejected();
+        assert!(
+            reload.errors[0].contains("cannot read rules file: is not a regular file"),
+            "{reload:?}"
+        );
+        std::fs::remove_file(&rules).unwrap();
+        std::fs::rename(&saved, &rules).unwrap();
+
+        let template = scratch.path("templates/dev.hbs");
+        std::os::unix::fs::symlink(device, &template).unwrap();
+        server.reload().assert_rejected();
+        std::fs::remove_file(&template).unwrap();
+    }
+    let big = scratch.path("templates/big.hbs");
+    std::fs::write(&big, "x".repeat(wxrules::rules::MAX_TEMPLATE_FILE as usize + 1)).unwrap();
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert!(reload.errors[0].contains("over the size limit"), "{reload:?}");
+    std::fs::remove_file(&big).unwrap();
+
+    assert_eq!(server.reply("hi"), "hello v1");
+    server.reload().assert_applied();
+    assert_eq!(server.health()["reloads_running"], 0);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+}
+
+/// Two directories linking to each other made the walk exponential (`check` hung too);
+/// now each directory is walked once.
+#[test]
+fn symlink_loops_among_the_templates_end() {
+    let scratch = base("loops");
+    for dir in ["a", "b"] {
+        std::fs::create_dir_all(scratch.path(&format!("templates/{dir}"))).unwrap();
+    }
+    for (from, to) in [("a/a", "../a"), ("a/b", "../b"), ("b/a", "../a"), ("b/b", "../b")] {
+        std::os::unix::fs::symlink(to, scratch.path(&format!("templates/{from}"))).unwrap();
+    }
+    let mut server = Server::start(&scratch);
+    server.reload().assert_applied();
+    server.assert_alive();
+    let check = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .arg("check")
+        .arg("--rules")
+        .arg(scratch.path("rules.yaml"))
+        .arg("--templates")
+        .arg(scratch.path("templates"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+}
+
+/// A SIGHUP during the first load killed the process (exit 129, nothing logged): the
+/// handlers were installed after the load. Now a SIGHUP then becomes a reload once the
+/// server runs.
+#[test]
+fn sighup_during_the_initial_load_is_a_reload_not_a_kill() {
+    let scratch = Scratch::new("hup-during-load");
+    let mut yaml = String::from("rules:\n");
+    // Enough rules that the first load takes a while in a debug build.
+    for i in 0..20_000 {
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    when: {{ keyword: k{i} }}\n    reply: {{ text: \"{i}\" }}\n"
+        ));
+    }
+    yaml.push_str("  - name: hello\n    when: { keyword: hi }\n    reply: { text: \"hello v1\" }\n");
+    scratch.write("rules.yaml", &yaml);
+    let mut server = Server::start_with(&scratch, |child, log| {
+        log.wait_until("rules_loading", |events| {
+            events.iter().any(|e| event_name(e) == "rules_loading").then_some(())
+        });
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    // The SIGHUP during the load is served as a reload after the start.
+    server.reload_after(0).assert_applied();
+    server.assert_alive();
+    assert_eq!(server.reply("hi"), "hello v1");
 }

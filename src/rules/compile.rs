@@ -2,15 +2,15 @@
 //! templates, resolve template names, and collect every error with its file:line:col.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use handlebars::Handlebars;
 use sha1::{Digest, Sha1};
 
-use super::locate::LazyPositions;
+use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
+use super::read::{self, TemplateFile};
 use super::schema::{
     self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawReplyKind, RawStr,
     RawWhen, REPLY_KINDS,
@@ -35,52 +35,11 @@ pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
             message,
         }])
     };
-    let source = fs::read_to_string(&sources.rules)
+    let source = read::read_text(&sources.rules, read::MAX_RULES_FILE)
         .map_err(|e| fail(&sources.rules, format!("cannot read rules file: {e}")))?;
-    let files = read_templates(&sources.templates)
-        .map_err(|e| fail(&sources.templates, format!("cannot read templates: {e}")))?;
+    let files = read::read_templates(&sources.templates)
+        .map_err(|e| fail(&e.path, format!("cannot read templates: {}", e.error)))?;
     compile(&sources.rules, &source, &files)
-}
-
-/// One template file: its name (path under the directory, without `.hbs`), its path and text.
-struct TemplateFile {
-    name: String,
-    path: PathBuf,
-    text: String,
-}
-
-fn read_templates(dir: &Path) -> std::io::Result<Vec<TemplateFile>> {
-    let mut files = Vec::new();
-    if !dir.exists() {
-        return Ok(files);
-    }
-    let mut pending = vec![dir.to_owned()];
-    while let Some(current) = pending.pop() {
-        for entry in fs::read_dir(&current)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "hbs") {
-                let rel = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
-                let name = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let mut text = fs::read_to_string(&path)?;
-                // Editors end files with a newline; a reply should not.
-                if text.ends_with('\n') {
-                    text.pop();
-                    if text.ends_with('\r') {
-                        text.pop();
-                    }
-                }
-                files.push(TemplateFile { name, path, text });
-            }
-        }
-    }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
 }
 
 /// What compiling one rule needs to know and where it reports.
@@ -114,6 +73,15 @@ fn compile(
     // The outline pass finds where each rule starts; in a plain file (the usual case) the
     // rules are then typed in pieces on every core, else the file is typed whole.
     let positions = LazyPositions::new(source);
+    if let Some(at) = positions.too_deep() {
+        return Err(LoadError(vec![RuleError {
+            location: Location::new(file, Some(at)),
+            rule: None,
+            message: format!(
+                "nested more than {MAX_YAML_DEPTH} levels deep; a rule needs a handful"
+            ),
+        }]));
+    }
     let lines = LineIndex::new(source);
     let parsed = match positions
         .plain_rule_starts()
@@ -685,6 +653,7 @@ pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn a_file_with_a_byte_order_mark_keeps_its_error_positions() {
@@ -696,6 +665,44 @@ mod tests {
             errors[0]
                 .to_string()
                 .starts_with("rules.yaml:3:5: rule `a`: unknown field"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// 64,000 nested flow sequences took serde_yaml 31 s to reject; the outline pass now
+    /// stops at the 65th level, before serde_yaml sees the file.
+    #[test]
+    fn deep_flow_nesting_is_refused_before_serde_yaml_reads_it() {
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let yaml = format!(
+                "rules:\n  - name: a\n    extra: {}1{}\n    ignore: true\n",
+                open.repeat(64_000),
+                close.repeat(64_000)
+            );
+            let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+                panic!("nesting 64,000 deep");
+            };
+            assert_eq!(errors.len(), 1);
+            assert!(
+                errors[0].to_string().starts_with("rules.yaml:3:")
+                    && errors[0].message
+                        == "nested more than 64 levels deep; a rule needs a handful",
+                "{}",
+                errors[0]
+            );
+        }
+        // At the limit it is read, and the unknown key reported as usual.
+        let yaml = format!(
+            "rules:\n  - name: a\n    extra: {}1{}\n    ignore: true\n",
+            "[".repeat(MAX_YAML_DEPTH - 3),
+            "]".repeat(MAX_YAML_DEPTH - 3)
+        );
+        let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+            panic!("an unknown key");
+        };
+        assert!(
+            errors[0].message.starts_with("unknown field `extra`"),
             "{}",
             errors[0]
         );

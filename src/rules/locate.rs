@@ -10,6 +10,11 @@ use yaml_rust2::scanner::Marker;
 /// 1-based line and column.
 pub(crate) type Position = (usize, usize);
 
+/// The deepest nesting of mappings and sequences a rules or cases file may have. A rule
+/// needs six levels; yaml-rust2's and libyaml's scanners both take time in the square of
+/// the depth, which is negligible up to here.
+pub const MAX_YAML_DEPTH: usize = 64;
+
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
     keys: HashMap<String, Position>,
@@ -205,6 +210,7 @@ pub(crate) struct LazyPositions<'a> {
     rules: Vec<Position>,
     /// The file is plain (see `plain_rule_starts`).
     plain: bool,
+    too_deep: Option<Position>,
     full: std::cell::OnceCell<Positions>,
 }
 
@@ -214,17 +220,49 @@ impl<'a> LazyPositions<'a> {
         let source = source.strip_prefix('\u{feff}').unwrap_or(source);
         let mut outline = Outline::default();
         let mut parser = Parser::new_from_str(source);
-        // Every document, so that a second one (which serde_yaml refuses) is seen.
-        let (rules, plain) = match parser.load(&mut outline, true) {
-            Ok(()) => (outline.starts, !outline.tangled && outline.documents == 1),
-            Err(_) => (Vec::new(), false),
+        // Every document, so that a second one (which serde_yaml refuses) is seen. The
+        // events are pulled one by one rather than through `load`, so that the pass can stop
+        // at the first node nested too deep.
+        let mut too_deep = None;
+        let read = loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break true,
+                Ok((event, mark)) => {
+                    outline.on_event(event, mark);
+                    if outline.depth > MAX_YAML_DEPTH {
+                        too_deep = Some((mark.line(), mark.col() + 1));
+                        break false;
+                    }
+                }
+                // The scanner reads ahead of the events, and refuses flow nesting past 255
+                // levels on its own (a `u8` counter) before the events get that deep.
+                Err(e) if e.info() == "recursion limit exceeded" => {
+                    let mark = e.marker();
+                    too_deep = Some((mark.line(), mark.col() + 1));
+                    break false;
+                }
+                Err(_) => break false,
+            }
+        };
+        let (rules, plain) = if read {
+            (outline.starts, !outline.tangled && outline.documents == 1)
+        } else {
+            (Vec::new(), false)
         };
         LazyPositions {
             source,
             rules,
             plain,
+            too_deep,
             full: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Where the document first nests deeper than `MAX_YAML_DEPTH`, if it does. Such a file
+    /// must not reach serde_yaml, whose scanner takes time in the square of the depth
+    /// (64,000 nested `[` take half a minute).
+    pub(crate) fn too_deep(&self) -> Option<Position> {
+        self.too_deep
     }
 
     /// Where each rule starts, when the file is plain: one document whose only key is

@@ -8,6 +8,7 @@ mod locate;
 mod matcher;
 #[cfg(test)]
 mod proptests;
+mod read;
 mod schema;
 mod split;
 
@@ -19,6 +20,15 @@ use handlebars::Handlebars;
 
 pub use compile::load;
 pub use lint::{compile_regexes, lint};
+pub use locate::MAX_YAML_DEPTH;
+pub(crate) use read::read_text;
+pub use read::{MAX_RULES_FILE, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES};
+
+/// Where `yaml` first nests deeper than `MAX_YAML_DEPTH`, if it does: to be checked before
+/// serde_yaml reads any other YAML file (cases), as `load` does for the rules.
+pub(crate) fn too_deep(yaml: &str) -> Option<(usize, usize)> {
+    locate::LazyPositions::new(yaml).too_deep()
+}
 
 /// The JSON Schema of `rules.yaml`, generated from the types that parse it.
 pub fn json_schema() -> String {
