@@ -313,17 +313,13 @@ impl Visit for TextFields<'_> {
             return;
         }
         self.start(field);
-        if field.name() == "message" {
-            push_message(self.out, &text_of(format_args!("{value:?}")));
-        } else {
-            push_fmt(self.out, format_args!("{value:?}"));
-        }
+        push_escaped(self.out, format_args!("{value:?}"));
     }
 
     /// `name=error`, then `name.sources=[source, …]` if it has sources, as `fmt` writes it.
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.start(field);
-        push_message(self.out, &text_of(format_args!("{value}")));
+        push_escaped(self.out, format_args!("{value}"));
         let Some(mut source) = value.source() else {
             return;
         };
@@ -338,7 +334,7 @@ impl Visit for TextFields<'_> {
         self.style.dimmed(self.out, |out| out.push(b'='));
         self.out.push(b'[');
         loop {
-            push_message(self.out, &text_of(format_args!("{source}")));
+            push_escaped(self.out, format_args!("{source}"));
             match source.source() {
                 Some(next) => {
                     self.out.extend_from_slice(b", ");
@@ -429,14 +425,17 @@ fn text_of(args: fmt::Arguments<'_>) -> String {
     text
 }
 
-/// A message (or error) as `fmt` writes it: the characters a terminal would act on (ESC,
-/// BEL, BS, FF, DEL and the C1 controls) spelled out, so a logged value cannot drive the
-/// terminal that shows the log.
+/// A message, an error or a value written with `%`, with every control character spelled
+/// out: the ones a terminal would act on (ESC, BEL, BS, FF, DEL, the C1 controls) as `fmt`
+/// does, and also line breaks, tabs and the rest of C0, which `fmt` leaves raw. A value
+/// that came from a request (a parse error quoting the body) can then neither drive the
+/// terminal that shows the log nor start a forged line of its own.
 fn push_message(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
     // C1 controls are U+0080..U+009F: 0xC2 then 0x80..=0x9F in UTF-8.
+    let bytes = text.as_bytes();
     let clean = !bytes.iter().enumerate().any(|(i, &b)| {
-        matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f)
+        b < 0x20
+            || b == 0x7f
             || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
     });
     if clean {
@@ -445,11 +444,10 @@ fn push_message(out: &mut Vec<u8>, text: &str) {
     }
     for c in text.chars() {
         match c {
-            '\x1b' => out.extend_from_slice(b"\\x1b"),
-            '\x07' => out.extend_from_slice(b"\\x07"),
-            '\x08' => out.extend_from_slice(b"\\x08"),
-            '\x0c' => out.extend_from_slice(b"\\x0c"),
-            '\x7f' => out.extend_from_slice(b"\\x7f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\0'..='\x1f' | '\x7f' => push_fmt(out, format_args!("\\x{:02x}", u32::from(c))),
             '\u{80}'..='\u{9f}' => push_fmt(out, format_args!("\\u{{{:x}}}", u32::from(c))),
             c => {
                 let mut utf8 = [0; 4];
@@ -457,6 +455,19 @@ fn push_message(out: &mut Vec<u8>, text: &str) {
             }
         }
     }
+}
+
+/// `args` appended with `push_message`'s escaping; no allocation when it has nothing to
+/// escape.
+fn push_escaped(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
+    struct Escaping<'a>(&'a mut Vec<u8>);
+    impl fmt::Write for Escaping<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            push_message(self.0, s);
+            Ok(())
+        }
+    }
+    let _ = fmt::write(&mut Escaping(out), args);
 }
 
 /// An integer in decimal, formatted by itoa rather than `fmt`.
@@ -651,6 +662,30 @@ mod tests {
         assert_eq!(
             ours[9],
             "<time>  INFO actix_server::builder: starting 2 workers"
+        );
+    }
+
+    /// `fmt` writes a `%` value's line breaks raw: a parse error quoting a request body
+    /// (`…</xml\n<forged>…`) started a forged line. Ours spells every control out.
+    #[test]
+    fn text_values_and_messages_cannot_break_the_line() {
+        let out = Captured::default();
+        let (writer, guard) = batched(out.clone(), "test-log").unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(Lines::new(LineFormat::Text { ansi: false }, writer));
+        tracing::subscriber::with_default(subscriber, || {
+            let reason =
+                "mismatched `xml\n2026-11-30T00:00:00.000000Z  INFO forged: \u{1b}[2J\r\t\u{0}`";
+            tracing::warn!(event = "request_refused", reason = %reason, "refused\n{}", "forged");
+        });
+        drop(guard);
+        let text = out.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.ends_with(
+                "refused\\nforged event=\"request_refused\" reason=mismatched `xml\\n2026-11-30T00:00:00.000000Z  INFO forged: \\x1b[2J\\r\\t\\x00`\n"
+            ),
+            "{text}"
         );
     }
 

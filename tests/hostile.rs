@@ -692,6 +692,22 @@ fn safe_rows() -> Vec<Row> {
             "",
         )
         .query(safe_query("other")),
+        // The probe's log injection: with a key set, this unsigned body was parsed (and its
+        // parse error, newline and all, logged) before the signature was checked.
+        row(
+            "unsigned malformed envelope (a forged log line)",
+            "<xml><Encrypt>x</Encrypt></xml\n2026-11-30T00:00:00Z  INFO forged \u{1b}[2J<forged>>",
+            403,
+            "",
+        )
+        .query(safe_query("other")),
+        row(
+            "signed Encrypt is not the XML's",
+            "<xml><!-- <Encrypt>QUFB</Encrypt> --><Encrypt>QkJC</Encrypt></xml>",
+            400,
+            "the signed `Encrypt` is not the element the XML holds",
+        )
+        .query(safe_query("QUFB")),
         row(
             "Encrypt, no msg_signature",
             no_encrypt.replace("</Encrypt>", "QUFB</Encrypt>"),

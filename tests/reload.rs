@@ -1117,7 +1117,10 @@ fn reloads_under_load_serve_exactly_one_version() {
 // Files that are not what they seem, and signals at awkward times (issue 19's probe).
 
 fn mkfifo(path: &Path) {
-    let made = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
     assert!(made.success());
 }
 
@@ -1163,10 +1166,17 @@ fn fifos_and_devices_are_refused_and_later_reloads_still_apply() {
         std::fs::remove_file(&template).unwrap();
     }
     let big = scratch.path("templates/big.hbs");
-    std::fs::write(&big, "x".repeat(wxrules::rules::MAX_TEMPLATE_FILE as usize + 1)).unwrap();
+    std::fs::write(
+        &big,
+        "x".repeat(wxrules::rules::MAX_TEMPLATE_FILE as usize + 1),
+    )
+    .unwrap();
     let reload = server.reload();
     reload.assert_rejected();
-    assert!(reload.errors[0].contains("over the size limit"), "{reload:?}");
+    assert!(
+        reload.errors[0].contains("over the size limit"),
+        "{reload:?}"
+    );
     std::fs::remove_file(&big).unwrap();
 
     assert_eq!(server.reply("hi"), "hello v1");
@@ -1184,7 +1194,12 @@ fn symlink_loops_among_the_templates_end() {
     for dir in ["a", "b"] {
         std::fs::create_dir_all(scratch.path(&format!("templates/{dir}"))).unwrap();
     }
-    for (from, to) in [("a/a", "../a"), ("a/b", "../b"), ("b/a", "../a"), ("b/b", "../b")] {
+    for (from, to) in [
+        ("a/a", "../a"),
+        ("a/b", "../b"),
+        ("b/a", "../a"),
+        ("b/b", "../b"),
+    ] {
         std::os::unix::fs::symlink(to, scratch.path(&format!("templates/{from}"))).unwrap();
     }
     let mut server = Server::start(&scratch);
@@ -1214,11 +1229,16 @@ fn sighup_during_the_initial_load_is_a_reload_not_a_kill() {
             "  - name: r{i}\n    when: {{ keyword: k{i} }}\n    reply: {{ text: \"{i}\" }}\n"
         ));
     }
-    yaml.push_str("  - name: hello\n    when: { keyword: hi }\n    reply: { text: \"hello v1\" }\n");
+    yaml.push_str(
+        "  - name: hello\n    when: { keyword: hi }\n    reply: { text: \"hello v1\" }\n",
+    );
     scratch.write("rules.yaml", &yaml);
     let mut server = Server::start_with(&scratch, |child, log| {
         log.wait_until("rules_loading", |events| {
-            events.iter().any(|e| event_name(e) == "rules_loading").then_some(())
+            events
+                .iter()
+                .any(|e| event_name(e) == "rules_loading")
+                .then_some(())
         });
         let status = Command::new("kill")
             .args(["-HUP", &child.id().to_string()])

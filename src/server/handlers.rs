@@ -351,12 +351,18 @@ fn decode(state: &AppState, q: &WechatQuery, body: &[u8]) -> Result<(Message, Mo
     let timestamp = required(&q.timestamp, "timestamp")?;
     let nonce = required(&q.nonce, "nonce")?;
     let msg_signature = required(&q.msg_signature, "msg_signature")?;
-    let encrypt = wire::parse_encrypted(body)?;
+    // The signature first, over the `Encrypt` text found by a plain search: nothing of an
+    // unsigned body is parsed, and so nothing of it reaches an error or the log.
+    let signed = wire::find_encrypt(body);
     verify_signature(
         msg_signature,
-        &[state.secrets.token(), timestamp, nonce, &encrypt],
+        &[state.secrets.token(), timestamp, nonce, signed],
     )?;
     state.check_fresh(timestamp)?;
+    let encrypt = wire::parse_encrypted(body)?;
+    if encrypt != signed {
+        return Err(wire::WireError::EncryptMismatch.into());
+    }
     let inner = cipher.decrypt(&encrypt)?;
     let message = Message::parse(&inner)?;
     Ok((message, Mode::Safe))

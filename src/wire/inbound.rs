@@ -38,6 +38,9 @@ pub enum WireError {
     NotText(&'static str),
     #[error("field `{field}` is not a number: `{value}`")]
     NotANumber { field: &'static str, value: String },
+    /// The signed `Encrypt` (found by a plain search) is not the one the XML holds.
+    #[error("the signed `Encrypt` is not the element the XML holds")]
+    EncryptMismatch,
 }
 
 /// The top-level fields every request reads (the signature of the message, routing,
@@ -245,6 +248,27 @@ impl Message {
 }
 
 /// Reads the `<Encrypt>` payload of a safe- or compatible-mode body.
+/// The text of the first `<Encrypt>…</Encrypt>` in `body` (a CDATA section's content when it
+/// is one), found without parsing: what a safe-mode push's `msg_signature` is checked over
+/// before anything else of the body is trusted or logged. `""` when there is none. A
+/// verified push is then parsed in full (`parse_encrypted`), which must find the same text.
+pub fn find_encrypt(body: &[u8]) -> &str {
+    const OPEN: &[u8] = b"<Encrypt>";
+    const CLOSE: &[u8] = b"</Encrypt>";
+    let Some(start) = memchr::memmem::find(body, OPEN).map(|i| i + OPEN.len()) else {
+        return "";
+    };
+    let Some(len) = memchr::memmem::find(&body[start..], CLOSE) else {
+        return "";
+    };
+    let raw = &body[start..start + len];
+    let text = raw
+        .strip_prefix(b"<![CDATA[")
+        .and_then(|t| t.strip_suffix(b"]]>"))
+        .unwrap_or(raw);
+    std::str::from_utf8(text).unwrap_or("")
+}
+
 pub fn parse_encrypted(body: &[u8]) -> Result<String, WireError> {
     match Document::parse(body)?.field("Encrypt").leaf("Encrypt")? {
         Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
