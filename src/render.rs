@@ -5,6 +5,7 @@ use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
 use std::cell::OnceCell;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{Map, Value};
@@ -360,18 +361,87 @@ fn render_str(
     match tpl {
         Tpl::Literal(s) => Ok(s.clone()),
         Tpl::Simple(simple) => simple.render(scope),
-        Tpl::Template(name) => rules
-            .templates()
-            .render(name, context.get_or_init(|| scope.context()))
-            .map_err(|e| RenderError {
+        Tpl::Template(name) => {
+            let mut out = Bounded::new();
+            let rendered = rules.templates().render_to_write(
+                name,
+                context.get_or_init(|| scope.context()),
+                &mut out,
+            );
+            let fail = |reason: String| RenderError {
                 template: name.clone(),
-                reason: match e.reason() {
+                reason,
+            };
+            if let Some(over) = out.over {
+                return Err(fail(over.to_string()));
+            }
+            rendered.map_err(|e| {
+                fail(match e.reason() {
                     RenderErrorReason::MissingVariable(Some(path)) => {
                         format!("the message has no field `{path}`")
                     }
                     other => other.to_string(),
-                },
-            }),
+                })
+            })?;
+            String::from_utf8(out.bytes).map_err(|_| fail("the output is not UTF-8".into()))
+        }
+    }
+}
+
+/// The most one handlebars template may write. WeChat shows a few KiB of a reply; the
+/// loops of a template over a pushed list could otherwise write megabytes.
+pub const MAX_RENDERED: usize = 64 * 1024;
+/// The longest one handlebars template may take to render, checked at each write. A
+/// render takes microseconds; the deadline answers a push well within WeChat's 5 s.
+pub const MAX_RENDER_TIME: Duration = Duration::from_millis(250);
+
+/// Why a render was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Overrun {
+    #[error("the output passed {MAX_RENDERED} bytes")]
+    Size,
+    #[error("rendering took over {} ms", MAX_RENDER_TIME.as_millis())]
+    Time,
+}
+
+/// A render's output, refusing to grow past `MAX_RENDERED` or to go on past
+/// `MAX_RENDER_TIME`: the first write past either fails, which stops handlebars.
+struct Bounded {
+    bytes: Vec<u8>,
+    started: Instant,
+    writes: u32,
+    over: Option<Overrun>,
+}
+
+impl Bounded {
+    fn new() -> Bounded {
+        Bounded {
+            bytes: Vec::new(),
+            started: Instant::now(),
+            writes: 0,
+            over: None,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes = self.writes.wrapping_add(1);
+        if self.bytes.len() + buf.len() > MAX_RENDERED {
+            self.over = Some(Overrun::Size);
+        } else if self.writes.is_multiple_of(64) && self.started.elapsed() > MAX_RENDER_TIME {
+            // The clock is read every 64th write: a write costs far less than reading it.
+            self.over = Some(Overrun::Time);
+        }
+        if let Some(over) = self.over {
+            return Err(std::io::Error::other(over));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -523,6 +593,39 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.template, "r#1");
         assert_eq!(err.reason, "the message has no field `FromUsername`");
+    }
+
+    /// Nested loops over a pushed list rendered 2.9 MB in 3 s; the output is cut at
+    /// `MAX_RENDERED` and the render fails (the push answers `success`).
+    #[test]
+    fn a_render_stops_at_its_size_bound() {
+        let items = "<item><PicMd5Sum>0123456789abcdef</PicMd5Sum></item>".repeat(200);
+        let xml = format!(
+            "<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName>\
+             <CreateTime>1</CreateTime><MsgType>event</MsgType><Event>pic_weixin</Event>\
+             <SendPicsInfo><Count>200</Count><PicList>{items}</PicList></SendPicsInfo></xml>"
+        );
+        let loops = "'{{#each SendPicsInfo.PicList}}{{#each ../SendPicsInfo.PicList}}\
+                     {{PicMd5Sum}}{{/each}}{{/each}}'";
+        let err = render(&format!("{{ text: {loops} }}"), &xml).unwrap_err();
+        assert_eq!(err.reason, "the output passed 65536 bytes");
+        // One loop is well within the bound.
+        let one = "'{{#each SendPicsInfo.PicList}}{{PicMd5Sum}}{{/each}}'";
+        assert_eq!(content(&format!("{{ text: {one} }}"), &xml).len(), 3200);
+    }
+
+    #[test]
+    fn a_render_stops_at_its_time_bound() {
+        use std::io::Write;
+        let mut out = Bounded::new();
+        out.started -= MAX_RENDER_TIME * 2;
+        let writes = (0..64).map(|_| out.write(b"x")).collect::<Vec<_>>();
+        assert!(writes[..63].iter().all(Result::is_ok));
+        assert_eq!(
+            writes[63].as_ref().unwrap_err().to_string(),
+            "rendering took over 250 ms"
+        );
+        assert_eq!(out.over, Some(Overrun::Time));
     }
 
     #[test]

@@ -1251,3 +1251,38 @@ fn sighup_during_the_initial_load_is_a_reload_not_a_kill() {
     server.assert_alive();
     assert_eq!(server.reply("hi"), "hello v1");
 }
+
+/// The probe's crash: `price.hbs` = `A {{> help}}`, `help.hbs` = `B {{> price}}` passed
+/// `check`, went live on SIGHUP, and the first push that rendered it overflowed the stack
+/// (exit 134, and again after every restart). Now the reload is rejected with the cycle,
+/// the old rules keep serving, and a fresh start refuses the files.
+#[test]
+fn partials_that_include_each_other_are_rejected_not_rendered() {
+    let scratch = base("partials");
+    let mut server = Server::start(&scratch);
+    scratch
+        .write("templates/greet.hbs", "A {{> help}}")
+        .write("templates/help.hbs", "B {{> greet}}");
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert_eq!(
+        reload.errors,
+        [format!(
+            "{}:1:3: partials include each other, so it can never finish rendering: help → greet → help",
+            scratch.path("templates/help.hbs").display()
+        )]
+    );
+    assert_eq!(server.reply("greet"), "greet v1 to oUser");
+    server.assert_alive();
+
+    let start = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .arg("--rules")
+        .arg(scratch.path("rules.yaml"))
+        .arg("--templates")
+        .arg(scratch.path("templates"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("WXRULES_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(start.status.code(), Some(78), "{start:?}");
+}

@@ -16,6 +16,7 @@ use super::schema::{
     RawWhen, REPLY_KINDS,
 };
 use super::split::{self, LineIndex};
+use super::templates::{self, MAX_TEMPLATE_NESTING};
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
 use super::{MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
 use crate::render;
@@ -53,6 +54,9 @@ struct Compiler<'a> {
     used_templates: HashSet<String>,
     errors: Vec<RuleError>,
     inline_count: usize,
+    /// Each inline handlebars template registered, by its registry name: its rule and the
+    /// YAML path of its string, where its errors point.
+    inline_templates: HashMap<String, (String, String)>,
 }
 
 impl Compiler<'_> {
@@ -98,8 +102,20 @@ fn compile(
         used_templates: HashSet::new(),
         errors: Vec::new(),
         inline_count: 0,
+        inline_templates: HashMap::new(),
     };
     for t in template_files {
+        if let Some(at) = templates::too_deep(&t.text) {
+            c.errors.push(RuleError {
+                location: Location::new(&t.path, Some(at)),
+                rule: None,
+                message: too_deep_message(),
+            });
+            // Known, so references to it do not also report "not found".
+            c.known_templates
+                .insert(t.name.clone(), Tpl::Template(t.name.clone()));
+            continue;
+        }
         match c.templates.register_template_string(&t.name, &t.text) {
             Ok(()) => {
                 // Still registered: handlebars templates may use it as a partial.
@@ -221,6 +237,7 @@ fn compile(
         }
     }
 
+    check_partials(&mut c, template_files);
     if !c.errors.is_empty() {
         return Err(LoadError(c.errors));
     }
@@ -262,6 +279,35 @@ fn compile(
         },
         warnings,
     })
+}
+
+fn too_deep_message() -> String {
+    format!("template nests blocks or subexpressions more than {MAX_TEMPLATE_NESTING} levels deep")
+}
+
+/// Reports every registered template that cannot render (`rules::templates::problems`):
+/// a template file's at its file, line and column; an inline template's at its rule.
+fn check_partials(c: &mut Compiler<'_>, template_files: &[TemplateFile]) {
+    let files: HashMap<&str, &Path> = template_files
+        .iter()
+        .map(|t| (t.name.as_str(), t.path.as_path()))
+        .collect();
+    for problem in templates::problems(&c.templates) {
+        if let Some(path) = files.get(problem.template.as_str()) {
+            c.errors.push(RuleError {
+                location: Location::new(path, problem.at),
+                rule: None,
+                message: problem.message,
+            });
+        } else if let Some((rule, path)) = c.inline_templates.get(&problem.template).cloned() {
+            let at = c.positions.value(&path);
+            let within = problem
+                .at
+                .map(|(l, col)| format!(" (template line {l}, column {col})"))
+                .unwrap_or_default();
+            c.error(Some(&rule), at, format!("{}{within}", problem.message));
+        }
+    }
 }
 
 /// handlebars reports a syntax error as the list of tokens its grammar expected there; an
@@ -595,10 +641,20 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
             if let Some(fast) = fast_form(&text.0) {
                 return Some(fast);
             }
+            if let Some((l, col)) = templates::too_deep(&text.0) {
+                let at = c.positions.value(path);
+                let message = format!("{} (template line {l}, column {col})", too_deep_message());
+                c.error(Some(rule), at, message);
+                return None;
+            }
             c.inline_count += 1;
             let name = format!("{rule}#{}", c.inline_count);
             match c.templates.register_template_string(&name, &text.0) {
-                Ok(()) => Some(Tpl::Template(name)),
+                Ok(()) => {
+                    c.inline_templates
+                        .insert(name.clone(), (rule.to_owned(), path.to_owned()));
+                    Some(Tpl::Template(name))
+                }
                 Err(e) => {
                     let at = c.positions.value(path);
                     let within = e

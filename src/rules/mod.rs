@@ -11,6 +11,7 @@ mod proptests;
 mod read;
 mod schema;
 mod split;
+mod templates;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use lint::{compile_regexes, lint};
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use read::read_text;
 pub use read::{MAX_RULES_FILE, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES};
+pub use templates::{MAX_RENDER_DEPTH, MAX_TEMPLATE_NESTING};
 
 /// Where `yaml` first nests deeper than `MAX_YAML_DEPTH`, if it does: to be checked before
 /// serde_yaml reads any other YAML file (cases), as `load` does for the rules.

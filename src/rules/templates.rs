@@ -1,0 +1,459 @@
+//! What a template must be to render, checked at load so that start-up, reload and `check`
+//! refuse what could only fail (or crash) later: nesting that handlebars' recursive parser
+//! and renderer cannot take on a thread's stack, and partials (`{{> name}}`) that do not
+//! exist, include themselves, or nest too deep. No IO; the registry is only read.
+
+use std::collections::{HashMap, HashSet};
+
+use handlebars::template::{Parameter, Template, TemplateElement};
+use handlebars::Handlebars;
+use serde_json::Value;
+
+/// The deepest nesting of blocks (`{{#if}}`, `{{#each}}`, …) or subexpressions within one
+/// template. handlebars parses and renders them by recursion: a thousand nested blocks
+/// took 0.4 s to parse and overflowed a thread's stack when rendered.
+pub const MAX_TEMPLATE_NESTING: usize = 32;
+/// The deepest a render may go, counting blocks and partials along every chain of
+/// `{{> partial}}`s: a bound on the renderer's recursion, and so on its stack.
+pub const MAX_RENDER_DEPTH: usize = 64;
+
+/// 1-based line and column within a template.
+pub(crate) type TemplateAt = Option<(usize, usize)>;
+
+/// Where `text` nests blocks or subexpressions deeper than `MAX_TEMPLATE_NESTING`, if it
+/// does: to be checked before handlebars parses it. A scan of the mustaches, not a parse:
+/// it counts `{{#…}}`, `{{^…}}` and `{{/…}}` outside comments and `(` inside mustaches,
+/// which can only overcount (in a raw block), never miss a level.
+pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut blocks = 0usize;
+    let mut i = 0;
+    while let Some(found) = memchr::memmem::find(&bytes[i..], b"{{") {
+        let open = i + found;
+        if open > 0 && bytes[open - 1] == b'\\' {
+            i = open + 2;
+            continue;
+        }
+        let mut j = open + 2;
+        while bytes.get(j).is_some_and(|b| *b == b'{' || *b == b'~') {
+            j += 1;
+        }
+        // A comment ends at `--}}` or `}}`; nothing in it counts.
+        if bytes.get(j) == Some(&b'!') {
+            let end: &[u8] = if bytes[j..].starts_with(b"!--") {
+                b"--}}"
+            } else {
+                b"}}"
+            };
+            i = memchr::memmem::find(&bytes[j..], end).map_or(bytes.len(), |e| j + e + end.len());
+            continue;
+        }
+        match bytes.get(j) {
+            Some(b'#') => blocks += 1,
+            // `{{^}}` alone is `else`; `{{^name}}` opens an inverse block.
+            Some(b'^') if bytes.get(j + 1).is_some_and(|b| *b != b'}' && *b != b'~') => {
+                blocks += 1;
+            }
+            Some(b'/') => blocks = blocks.saturating_sub(1),
+            _ => {}
+        }
+        let close = memchr::memmem::find(&bytes[j..], b"}}").map_or(bytes.len(), |e| j + e);
+        let mut parens = 0usize;
+        let mut deepest = 0usize;
+        for b in &bytes[j..close] {
+            match b {
+                b'(' => {
+                    parens += 1;
+                    deepest = deepest.max(parens);
+                }
+                b')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if blocks > MAX_TEMPLATE_NESTING || deepest > MAX_TEMPLATE_NESTING {
+            return Some(position(text, open));
+        }
+        i = close.max(open + 2);
+    }
+    None
+}
+
+/// 1-based line and column (in characters) of byte `at`.
+fn position(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// A template that cannot render as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// The registered template it is in.
+    pub(crate) template: String,
+    pub(crate) at: TemplateAt,
+    pub(crate) message: String,
+}
+
+/// A partial included somewhere in a template.
+struct Include {
+    name: String,
+    at: TemplateAt,
+    /// Blocks around the include, within its template.
+    depth: usize,
+    /// `{{#> name}}fallback{{/name}}`: handlebars renders the fallback when `name` does not
+    /// exist.
+    has_fallback: bool,
+}
+
+/// What one template, or one `{{#*inline}}` partial of it, holds.
+#[derive(Default)]
+struct Body {
+    includes: Vec<Include>,
+    /// Its deepest block nesting.
+    depth: usize,
+}
+
+/// A template's own body and its inline partials' bodies.
+#[derive(Default)]
+struct Outline {
+    main: Body,
+    inline: HashMap<String, Body>,
+    problems: Vec<(TemplateAt, String)>,
+}
+
+/// A partial reference resolved: a registered template, or an inline partial of one.
+type Node = (String, Option<String>);
+
+/// Every template of `hb` that cannot render: a partial that does not exist (and has no
+/// fallback block), a partial name that is not written out (`{{> (lookup …)}}` cannot be
+/// checked), partials that include each other, and chains of partials and blocks deeper
+/// than `MAX_RENDER_DEPTH`. Inline partials resolve within their template, as handlebars
+/// finds them first; other names are registered templates.
+pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
+    let templates = hb.get_templates();
+    let mut names: Vec<&String> = templates.keys().collect();
+    names.sort();
+    let mut outlines = HashMap::new();
+    let mut found = Vec::new();
+    for name in &names {
+        let mut outline = Outline::default();
+        walk(&templates[*name], 0, None, &mut outline);
+        for (at, message) in outline.problems.drain(..) {
+            found.push(Problem {
+                template: (*name).clone(),
+                at,
+                message,
+            });
+        }
+        outlines.insert((*name).clone(), outline);
+    }
+    let body = |node: &Node| -> Option<&Body> {
+        let outline = outlines.get(&node.0)?;
+        match &node.1 {
+            None => Some(&outline.main),
+            Some(inline) => outline.inline.get(inline),
+        }
+    };
+    let resolve = |from: &Node, include: &Include| -> Option<Node> {
+        let outline = outlines.get(&from.0)?;
+        if outline.inline.contains_key(&include.name) {
+            Some((from.0.clone(), Some(include.name.clone())))
+        } else if templates.contains_key(&include.name) {
+            Some((include.name.clone(), None))
+        } else {
+            None
+        }
+    };
+
+    // Missing partials, then cycles and depth by a depth-first walk over every node.
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in &names {
+        nodes.push(((*name).clone(), None));
+        let mut inline: Vec<&String> = outlines[*name].inline.keys().collect();
+        inline.sort();
+        nodes.extend(
+            inline
+                .into_iter()
+                .map(|i| ((*name).clone(), Some(i.clone()))),
+        );
+    }
+    for node in &nodes {
+        let Some(b) = body(node) else { continue };
+        for include in &b.includes {
+            if resolve(node, include).is_none() && !include.has_fallback {
+                found.push(Problem {
+                    template: node.0.clone(),
+                    at: include.at,
+                    message: format!(
+                        "partial `{}` not found (no template file {}.hbs, no inline partial of that name)",
+                        include.name, include.name
+                    ),
+                });
+            }
+        }
+    }
+    let mut depth: HashMap<Node, usize> = HashMap::new();
+    let mut reported: HashSet<Vec<Node>> = HashSet::new();
+    for node in &nodes {
+        let mut path = Vec::new();
+        measure(
+            node,
+            &body,
+            &resolve,
+            &mut depth,
+            &mut path,
+            &mut |cycle, at| {
+                let mut key = cycle.to_vec();
+                key.sort();
+                if reported.insert(key) {
+                    // Told from the node whose include closes the cycle (the last one), where
+                    // `at` points.
+                    let last = cycle.len() - 1;
+                    let names: Vec<String> = cycle[last..]
+                        .iter()
+                        .chain(&cycle[..=last])
+                        .map(label)
+                        .collect();
+                    found.push(Problem {
+                        template: cycle[last].0.clone(),
+                        at,
+                        message: format!(
+                            "partials include each other, so it can never finish rendering: {}",
+                            names.join(" → ")
+                        ),
+                    });
+                }
+            },
+        );
+    }
+    for node in &nodes {
+        if node.1.is_none() && depth.get(node).is_some_and(|d| *d > MAX_RENDER_DEPTH) {
+            found.push(Problem {
+                template: node.0.clone(),
+                at: None,
+                message: format!(
+                    "blocks and partials nest more than {MAX_RENDER_DEPTH} levels deep when rendered"
+                ),
+            });
+        }
+    }
+    found
+}
+
+fn label(node: &Node) -> String {
+    match &node.1 {
+        None => node.0.clone(),
+        Some(inline) => format!("{}#*inline \"{inline}\"", node.0),
+    }
+}
+
+/// The render depth of `node` (its blocks, plus the partials it includes at their depth),
+/// memoized in `depth`; a partial already on `path` is a cycle, reported to `cycle` and
+/// counted as no deeper (so the walk ends).
+fn measure<'b>(
+    node: &Node,
+    body: &impl Fn(&Node) -> Option<&'b Body>,
+    resolve: &impl Fn(&Node, &Include) -> Option<Node>,
+    depth: &mut HashMap<Node, usize>,
+    path: &mut Vec<Node>,
+    cycle: &mut impl FnMut(&[Node], TemplateAt),
+) -> usize {
+    if let Some(d) = depth.get(node) {
+        return *d;
+    }
+    let Some(b) = body(node) else { return 0 };
+    path.push(node.clone());
+    let mut deepest = b.depth;
+    for include in &b.includes {
+        let Some(target) = resolve(node, include) else {
+            continue;
+        };
+        if let Some(start) = path.iter().position(|n| *n == target) {
+            cycle(&path[start..], include.at);
+            continue;
+        }
+        let below = measure(&target, body, resolve, depth, path, cycle);
+        deepest = deepest.max(include.depth + 1 + below);
+    }
+    path.pop();
+    depth.insert(node.clone(), deepest);
+    deepest
+}
+
+/// The static name of a partial: `{{> name}}`, `{{> dir/name}}`, `{{> "name"}}`.
+fn partial_name(p: &Parameter) -> Option<String> {
+    match p {
+        Parameter::Literal(Value::String(s)) => Some(s.clone()),
+        other => other.as_name().map(str::to_owned),
+    }
+}
+
+/// Collects includes, inline partials and block depth of `t` (at block `depth`) into
+/// `outline`, under the inline partial `inline` when inside one.
+fn walk(t: &Template, depth: usize, inline: Option<&str>, outline: &mut Outline) {
+    for (i, element) in t.elements.iter().enumerate() {
+        let at = t.mapping.get(i).map(|m| (m.0, m.1));
+        let body = match inline {
+            None => &mut outline.main,
+            Some(name) => outline.inline.entry(name.to_owned()).or_default(),
+        };
+        body.depth = body.depth.max(depth);
+        match element {
+            TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+                let block = matches!(element, TemplateElement::PartialBlock(_));
+                match partial_name(&d.name) {
+                    Some(name) if name == "@partial-block" => {}
+                    Some(name) => body.includes.push(Include {
+                        name,
+                        at,
+                        depth,
+                        has_fallback: block && d.template.is_some(),
+                    }),
+                    None => outline.problems.push((
+                        at,
+                        "a partial's name must be written out (`{{> name}}`), so that it can be checked"
+                            .into(),
+                    )),
+                }
+                if let Some(inner) = &d.template {
+                    walk(inner, depth + 1, inline, outline);
+                }
+            }
+            TemplateElement::DecoratorBlock(d) | TemplateElement::DecoratorExpression(d) => {
+                let is_inline = d.name.as_name() == Some("inline");
+                let name = d.params.first().and_then(partial_name);
+                match (is_inline, name, &d.template) {
+                    (true, Some(name), Some(inner)) => {
+                        outline.inline.entry(name.clone()).or_default();
+                        walk(inner, 0, Some(&name), outline);
+                    }
+                    (_, _, Some(inner)) => walk(inner, depth + 1, inline, outline),
+                    _ => {}
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                for inner in [&h.template, &h.inverse].into_iter().flatten() {
+                    walk(inner, depth + 1, inline, outline);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(templates: &[(&str, &str)]) -> Handlebars<'static> {
+        let mut hb = crate::render::registry();
+        for (name, text) in templates {
+            hb.register_template_string(name, text).unwrap();
+        }
+        hb
+    }
+
+    fn messages(templates: &[(&str, &str)]) -> Vec<String> {
+        problems(&registry(templates))
+            .into_iter()
+            .map(|p| {
+                let at = p.at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+                format!("{}{at}: {}", p.template, p.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partials_that_include_each_other_are_found() {
+        // The probe's crash: `price` and `help` include each other.
+        assert_eq!(
+            messages(&[("price", "A {{> help}}"), ("help", "B {{> price}}")]),
+            ["price:1:3: partials include each other, so it can never finish rendering: price → help → price"]
+        );
+        assert_eq!(
+            messages(&[("self", "x {{#if a}}{{> self}}{{/if}}")]),
+            ["self:1:12: partials include each other, so it can never finish rendering: self → self"]
+        );
+        assert_eq!(
+            messages(&[
+                ("a", "{{> b}}"),
+                ("b", "{{> c}}"),
+                ("c", "{{#each x}}{{> a}}{{/each}}"),
+            ]),
+            ["c:1:12: partials include each other, so it can never finish rendering: c → a → b → c"]
+        );
+        // An inline partial that includes itself.
+        assert_eq!(
+            messages(&[("t", "{{#*inline \"row\"}}{{> row}}{{/inline}}{{> row}}")]),
+            ["t:1:19: partials include each other, so it can never finish rendering: t#*inline \"row\" → t#*inline \"row\""]
+        );
+    }
+
+    #[test]
+    fn missing_and_unwritten_partial_names_are_found() {
+        assert_eq!(
+            messages(&[("t", "hi\n  {{> nope}}")]),
+            ["t:2:3: partial `nope` not found (no template file nope.hbs, no inline partial of that name)"]
+        );
+        assert_eq!(
+            messages(&[("t", "{{> (lookup this \"x\")}}")]),
+            ["t:1:1: a partial's name must be written out (`{{> name}}`), so that it can be checked"]
+        );
+    }
+
+    #[test]
+    fn what_can_render_passes() {
+        assert!(messages(&[
+            ("layout", "<{{> @partial-block}}>"),
+            ("page", "{{#> layout}}body {{> footer}}{{/layout}}"),
+            ("footer", "f"),
+            ("fallback", "{{#> absent}}shown instead{{/absent}}"),
+            (
+                "inline",
+                "{{#*inline \"item\"}}- {{this}}{{/inline}}{{#each list}}{{> item}}{{/each}}"
+            ),
+            ("sub/dir", "{{> footer}}"),
+            ("uses_sub", "{{> sub/dir}}"),
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn chains_of_partials_are_bounded_in_depth() {
+        // p0 includes p1, … p64 includes p65: 65 levels; from p1 on, 64.
+        let mut chain: Vec<(String, String)> = (0..=MAX_RENDER_DEPTH)
+            .map(|i| (format!("p{i}"), format!("{{{{> p{}}}}}", i + 1)))
+            .collect();
+        chain.push((format!("p{}", MAX_RENDER_DEPTH + 1), "end".into()));
+        let refs: Vec<(&str, &str)> = chain
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let found = messages(&refs);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0],
+            "p0: blocks and partials nest more than 64 levels deep when rendered"
+        );
+        assert!(messages(&refs[1..]).is_empty());
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing() {
+        let ok = format!("{}x{}", "{{#if a}}".repeat(32), "{{/if}}".repeat(32));
+        assert_eq!(too_deep(&ok), None);
+        let deep = format!("{}x{}", "{{#if a}}".repeat(1000), "{{/if}}".repeat(1000));
+        assert_eq!(too_deep(&deep), Some((1, 33 * 9 - 8)));
+        let parens = format!("{{{{x {}y{}}}}}", "(lookup ".repeat(40), ")".repeat(40));
+        assert_eq!(too_deep(&parens), Some((1, 1)));
+        // Comments, escapes and `else` do not count.
+        let quiet = format!(
+            "{{{{!-- {} --}}}}{}\\{{{{#if}}}}{{{{^}}}}",
+            "{{#if a}}".repeat(100),
+            "{{#if a}}{{else}}{{/if}}".repeat(100)
+        );
+        assert_eq!(too_deep(&quiet), None);
+        assert_eq!(too_deep("{{^a}}x{{/a}}{{~#b}}{{/b}}"), None);
+    }
+}
