@@ -332,3 +332,24 @@ fn schema_prints_the_shipped_schema() {
     let shipped = std::fs::read_to_string(root().join("rules/rules.schema.json")).unwrap();
     assert_eq!(text(&out.stdout), shipped);
 }
+
+/// `--workers 0` and `--workers 100000` panicked with a backtrace; a number out of range is
+/// a usage error (exit 2) naming the flag and the range, before anything starts.
+#[test]
+fn out_of_range_numbers_are_usage_errors() {
+    for (flag, value, range) in [
+        ("--workers", "0", "1..=256"),
+        ("--workers", "100000", "1..=256"),
+        ("--max-connections", "0", "1..=1000000"),
+    ] {
+        let out = wxrules(&root(), &[flag, value, "--listen", "127.0.0.1:0"]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("error: invalid value '{value}' for '{flag} <")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("not in {range}")), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

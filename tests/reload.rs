@@ -1286,3 +1286,26 @@ fn partials_that_include_each_other_are_rejected_not_rendered() {
         .unwrap();
     assert_eq!(start.status.code(), Some(78), "{start:?}");
 }
+
+/// `(a{1000}){1000}` passed a reload (only its syntax was checked) and `check` alone
+/// refused it; the loader the two share now refuses it for both.
+#[test]
+fn a_regex_too_big_to_compile_is_rejected_on_reload() {
+    let scratch = base("big-regex");
+    let mut server = Server::start(&scratch);
+    let rules = BASE_RULES.replace(
+        "  - name: fallback",
+        "  - name: huge\n    when: { keyword: { regex: '(a{1000}){1000}' } }\n    reply: { text: never }\n  - name: fallback",
+    );
+    save(&scratch.path("rules.yaml"), &rules, Save::Rename);
+    let reload = server.reload();
+    reload.assert_rejected();
+    assert!(
+        reload.errors[0].ends_with(
+            "rule `huge`: invalid regex: Compiled regex exceeds size limit of 1048576 bytes."
+        ),
+        "{reload:?}"
+    );
+    assert_eq!(server.reply("hi"), "hello v1");
+    server.assert_alive();
+}

@@ -95,6 +95,36 @@ fn required_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[Box<[u8]>]>> {
     usable.then(|| literals.iter().map(|l| l.as_bytes().into()).collect())
 }
 
+/// The longest regex pattern accepted, in bytes. A megabyte-long alternation took a second
+/// to refuse at the size limit, at every load.
+pub const MAX_REGEX_LEN: usize = 16 * 1024;
+
+/// Regexes heavier than this (`weight`) are compiled at load. Everyday keyword regexes
+/// (`^订单\s*(\d{6,20})$`, 1,509) stay lazy; `(a{1000}){1000}` (two million) does not.
+/// Measured, a unit of weight compiles to 30-odd bytes (`\w{40}`, 32,800, is over the
+/// 1 MiB limit); below this bound a lazy regex is far from the limit.
+const EAGER_WEIGHT: u64 = 2_000;
+
+/// A rough, generous measure of what `hir` compiles to: literal bytes, class ranges, each
+/// bounded repetition counted as many times as it can repeat. Cheap: one walk of the HIR.
+fn weight(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(literal) => literal.0.len() as u64,
+        HirKind::Class(Class::Unicode(class)) => class.ranges().len() as u64,
+        HirKind::Class(Class::Bytes(class)) => class.ranges().len() as u64,
+        HirKind::Repetition(rep) => {
+            let copies = u64::from(rep.max.unwrap_or(rep.min).max(rep.min)) + 1;
+            weight(&rep.sub).saturating_mul(copies)
+        }
+        HirKind::Capture(capture) => weight(&capture.sub),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => {
+            subs.iter().map(weight).fold(0, u64::saturating_add)
+        }
+    }
+}
+
 /// The size limit of one compiled regex.
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -106,12 +136,18 @@ impl LazyRegex {
         case_insensitive: bool,
         indexed: bool,
     ) -> Result<LazyRegex, String> {
+        if pattern.len() > MAX_REGEX_LEN {
+            return Err(format!(
+                "the pattern is {} bytes, over the limit of {MAX_REGEX_LEN}; a long list of words is a keyword list, not a regex",
+                pattern.len()
+            ));
+        }
         let hir = regex_syntax::ParserBuilder::new()
             .case_insensitive(case_insensitive)
             .build()
             .parse(pattern)
             .map_err(|e| last_line(&e.to_string()))?;
-        Ok(LazyRegex {
+        let lazy = LazyRegex {
             pattern: pattern.to_owned(),
             case_insensitive,
             prefixes: if indexed {
@@ -120,7 +156,15 @@ impl LazyRegex {
                 None
             },
             compiled: OnceLock::new(),
-        })
+        };
+        // A regex that may be big is compiled now, under the size limit, so that one too big
+        // is a load error (start-up, reload and `check` alike) rather than a worker blocked
+        // on its first use and a rule that never matches. The rest stay lazy.
+        if weight(&hir) > EAGER_WEIGHT {
+            let compiled = lazy.build()?;
+            let _ = lazy.compiled.set(Some(compiled));
+        }
+        Ok(lazy)
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -684,6 +728,37 @@ impl RuleSet {
 
 #[cfg(test)]
 mod tests {
+    /// `(a{1000}){1000}` or a megabyte alternation went live on SIGHUP (only the syntax was
+    /// checked): RSS grew by up to 210 MB, the first matching push blocked a worker for a
+    /// second, and the rule never matched. The loader now refuses them as `check` does.
+    #[test]
+    fn regexes_too_big_to_compile_are_refused_at_load() {
+        use super::LazyRegex;
+        let err = LazyRegex::new("(a{1000}){1000}", true, true).unwrap_err();
+        assert_eq!(err, "Compiled regex exceeds size limit of 1048576 bytes.");
+        let err = LazyRegex::new(r"\w{1000}\w{1000}", true, false).unwrap_err();
+        assert_eq!(err, "Compiled regex exceeds size limit of 1048576 bytes.");
+        let words: Vec<String> = (0..100_000).map(|i| format!("word{i}")).collect();
+        let err = LazyRegex::new(&words.join("|"), true, true).unwrap_err();
+        assert!(
+            err.starts_with("the pattern is 988889 bytes, over the limit of 16384"),
+            "{err}"
+        );
+        // Everyday regexes stay lazy: nothing compiled until a message needs one.
+        for pattern in [
+            r"^订单\s*(?P<order>\d{6,20})$",
+            r"^re12-(\d+)$",
+            r"(?i)[a-z]{1,100}",
+        ] {
+            let lazy = LazyRegex::new(pattern, true, true).unwrap();
+            assert!(lazy.compiled.get().is_none(), "{pattern}");
+        }
+        // A heavy one that fits is compiled once, at load; one that does not is an error.
+        let heavy = LazyRegex::new(r"\w{3}", true, false).unwrap();
+        assert!(matches!(heavy.compiled.get(), Some(Some(_))));
+        assert!(LazyRegex::new(r"\w{40}", true, false).is_err());
+    }
+
     #[test]
     fn shared_literals_are_searched_once_and_report_each_owner_once() {
         let entries: Vec<(&[u8], u32)> = (0..2000)
