@@ -36,7 +36,7 @@ pub(crate) fn too_deep(yaml: &str) -> Option<(usize, usize)> {
 pub fn json_schema() -> String {
     schema::json_schema()
 }
-pub use matcher::{Captures, Match, Subject};
+pub use matcher::{Captures, Match, Subject, MAX_REGEX_LEN};
 
 pub(crate) use matcher::Criteria;
 
