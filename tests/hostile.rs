@@ -997,3 +997,126 @@ fn framing_over_a_real_socket() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(status, 200, "a good push after the hostile ones");
 }
+
+/// What a client that stops sending gets: the status, and whether the server closed the
+/// connection (rather than keep it for the rest of a body that never comes).
+fn stalled(addr: std::net::SocketAddr, head: &str, sent: &[u8]) -> (u16, bool) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // Far past the body timeout of these tests: a server that hangs fails here.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .unwrap();
+    stream.write_all(sent).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let status = String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, closed)
+}
+
+/// A body that stops or trickles, before any signature check, held its connection for
+/// minutes (the probe's 20,000 of them exhausted the file descriptors). Now every route
+/// answers 408 once the body timeout has passed, and closes the connection; a chunked
+/// body left unread by a route that ignores bodies included.
+#[test]
+fn slow_and_stalled_bodies_get_408_and_a_closed_connection_on_every_route() {
+    let mut state = safe_state();
+    state.options.body_timeout = Duration::from_millis(500);
+    let server = Listening::start(state);
+    let head = |line: &str, framing: &str| {
+        format!("{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n{framing}")
+    };
+    let post = format!("POST /wechat?{}", signed_query());
+    let cases: Vec<(&str, String, &[u8])> = vec![
+        (
+            "POST, Content-Length 1000, 5 bytes sent",
+            head(&post, "Content-Length: 1000"),
+            b"<xml>",
+        ),
+        (
+            "POST, chunked, stopped mid-chunk",
+            head(&post, "Transfer-Encoding: chunked"),
+            b"100\r\nabc",
+        ),
+        (
+            "POST, chunked, stopped in a size line",
+            head(&post, "Transfer-Encoding: chunked"),
+            b"10",
+        ),
+        (
+            "GET /healthz, chunked, stopped",
+            head("GET /healthz", "Transfer-Encoding: chunked"),
+            b"100\r\nabc",
+        ),
+        (
+            "GET /wechat, chunked, stopped",
+            head("GET /wechat", "Transfer-Encoding: chunked"),
+            b"100\r\nabc",
+        ),
+        (
+            "POST /nowhere, chunked, stopped",
+            head("POST /nowhere", "Transfer-Encoding: chunked"),
+            b"100\r\nabc",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, head, sent) in &cases {
+        let (status, closed) = stalled(server.addr, head, sent);
+        if (status, closed) != (408, true) {
+            failures.push(format!("{name}: got {status}, closed: {closed}"));
+        }
+    }
+    // One byte every 200 ms: never done within the timeout.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(format!("{}\r\n\r\n", head(&post, "Content-Length: 100")).as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stream.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        if let Ok(n) = stream.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        stream.set_nonblocking(false).unwrap();
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    if !answer.starts_with("HTTP/1.1 408") {
+        failures.push(format!("one byte every 200 ms: got {answer:?}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The server still answers a good push.
+    let good = message("<Content>hi</Content>");
+    let status = server.exchange(
+        &format!(
+            "{}Content-Length: {}\r\nConnection: close",
+            head(&post, ""),
+            good.len()
+        ),
+        good.as_bytes(),
+    );
+    assert_eq!(status, 200);
+}

@@ -243,12 +243,17 @@ struct Server {
 
 impl Server {
     fn start(scratch: &Scratch) -> Server {
-        Server::start_with(scratch, |_, _| {})
+        Server::launch(scratch, &[], |_, _| {})
     }
 
     /// `start`, calling `early` with the process and its log once it runs and before it
     /// has logged `server_started`.
     fn start_with(scratch: &Scratch, early: impl FnOnce(&Child, &Arc<Log>)) -> Server {
+        Server::launch(scratch, &[], early)
+    }
+
+    /// `start_with`, with more command-line arguments.
+    fn launch(scratch: &Scratch, args: &[&str], early: impl FnOnce(&Child, &Arc<Log>)) -> Server {
         let sources = scratch.sources();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("serve")
@@ -258,6 +263,7 @@ impl Server {
             .arg(&sources.templates)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--max-age", "0", "--workers", "2"])
+            .args(args)
             .env("WXRULES_TOKEN", TOKEN)
             .env("WXRULES_LOG", "info")
             .env_remove("WXRULES_AES_KEY")
@@ -1308,4 +1314,96 @@ fn a_regex_too_big_to_compile_is_rejected_on_reload() {
     );
     assert_eq!(server.reply("hi"), "hello v1");
     server.assert_alive();
+}
+
+/// Open sockets of process `pid`.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The probe held ~20,000 connections open with unsigned, stalled bodies until the server
+/// ran out of file descriptors and valid pushes timed out. Now an unsigned push is refused
+/// before its body is read, so it holds nothing; clients that stall in their headers are
+/// cut off by the head timeout; and the server never holds more connections than its cap
+/// (fitted under the open-file limit), so it recovers and answers pushes again.
+#[test]
+fn stalled_connections_stay_under_the_cap_and_the_server_recovers() {
+    const CAP: usize = 16;
+    let scratch = base("cap");
+    let server = Server::launch(&scratch, &["--max-connections", "16"], |_, _| {});
+    let started = server
+        .log
+        .lock()
+        .iter()
+        .find(|e| event_name(e) == "server_started")
+        .cloned()
+        .unwrap();
+    assert_eq!(started["max_connections"], CAP);
+    let pid = server.child.id();
+    // The listener, the signal pipes and the like.
+    let idle = sockets(pid);
+
+    // Unsigned bodies that stop: each is refused at once, its body never awaited.
+    for _ in 0..(CAP * 4) {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(b"POST /wechat?signature=x&timestamp=1&nonce=2 HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n<xml>")
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 403");
+    }
+    assert_eq!(server.reply("hi"), "hello v1");
+
+    // Heads that stop half-way: the server holds at most CAP of them.
+    let mut flood = Vec::new();
+    for _ in 0..(CAP * 2) {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let _ = stream.write_all(b"POST /wechat HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        flood.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let open = sockets(pid);
+    assert!(open <= idle + CAP, "{open} sockets open, {idle} when idle");
+    // Cut off by the head timeout (5 s) batch by batch, they leave; pushes are answered.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut status = 0;
+    while Instant::now() < until {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let body = text_message("hi");
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            signed_target(),
+            body.len()
+        );
+        let mut answer = String::new();
+        if stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+        {
+            status = answer
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if status == 200 {
+                break;
+            }
+        }
+    }
+    assert_eq!(status, 200);
+    assert!(sockets(pid) <= idle + CAP);
+    drop(flood);
 }

@@ -209,6 +209,14 @@ impl RefusalLog {
 const XML: &str = "text/xml";
 const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
+/// Whether the query's `signature` (and timestamp) was checked before the body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryCheck {
+    Done,
+    /// A safe-mode push without `signature`: only `msg_signature`, over the body, can tell.
+    Pending,
+}
+
 /// How the request came, and so how the answer goes back.
 enum Mode {
     Plain,
@@ -223,6 +231,28 @@ pub(crate) async fn receive(
 ) -> Result<HttpResponse, actix_web::Error> {
     let started = Instant::now();
     let metrics = state.live.metrics();
+    // The query's signature is checked before the body is read whenever the query has one
+    // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
+    // sign is answered 403 at once, and cannot hold the connection by sending its body
+    // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
+    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
+        let early = query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes");
+        if early {
+            state.verify_plain(&query)?;
+        }
+        Ok(if early {
+            QueryCheck::Done
+        } else {
+            QueryCheck::Pending
+        })
+    });
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            count_refused(&state, &e);
+            return Err(e.into());
+        }
+    };
     let mut payload = payload;
     let body = match body::read(&state, &req, &mut payload, started).await {
         Ok(body) => body,
@@ -236,8 +266,8 @@ pub(crate) async fn receive(
             return Ok(response);
         }
     };
-    let decoded =
-        WechatQuery::parse(req.query_string()).and_then(|query| decode(&state, &query, &body));
+    let decoded = WechatQuery::parse(req.query_string())
+        .and_then(|query| decode(&state, &query, checked, &body));
     let (message, mode) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -326,7 +356,16 @@ pub(crate) async fn receive(
 }
 
 /// Verifies the request and turns its body into a message.
-fn decode(state: &AppState, q: &WechatQuery, body: &[u8]) -> Result<(Message, Mode), ServiceError> {
+fn decode(
+    state: &AppState,
+    q: &WechatQuery,
+    checked: QueryCheck,
+    body: &[u8],
+) -> Result<(Message, Mode), ServiceError> {
+    let verify_plain = || match checked {
+        QueryCheck::Done => Ok(()),
+        QueryCheck::Pending => state.verify_plain(q),
+    };
     let safe = q.encrypt_type.as_deref() == Some("aes");
     let cipher = match (safe, state.secrets.cipher()) {
         (false, _) => None,
@@ -334,7 +373,7 @@ fn decode(state: &AppState, q: &WechatQuery, body: &[u8]) -> Result<(Message, Mo
         (true, None) => {
             // Compatible mode also carries the plain fields: answer those plainly rather
             // than lose the message; a safe-mode-only body cannot be read.
-            state.verify_plain(q)?;
+            verify_plain()?;
             return match Message::parse(body) {
                 Ok(m) => {
                     tracing::warn!(event = "encrypted_without_key", "answering the plain fields of a compatible-mode push; set WXRULES_AES_KEY to answer encrypted");
@@ -345,7 +384,7 @@ fn decode(state: &AppState, q: &WechatQuery, body: &[u8]) -> Result<(Message, Mo
         }
     };
     let Some(cipher) = cipher else {
-        state.verify_plain(q)?;
+        verify_plain()?;
         return Ok((Message::parse(body)?, Mode::Plain));
     };
     let timestamp = required(&q.timestamp, "timestamp")?;
