@@ -134,9 +134,14 @@ struct ServeArgs {
     #[arg(long, default_value_t = 300)]
     max_age: u64,
     /// Where answers are kept so that WeChat's retries get the same answer: `memory` (this
-    /// process) or `redis://host:port[/db]` (shared by every instance).
+    /// process) or `redis://[:password@]host:port[/db]` (shared by every instance). Also
+    /// `--dedup`. Give a URL with a password in WXRULES_STORE rather than on the command
+    /// line, which `ps` shows.
     #[arg(
-        long,
+        long = "store",
+        visible_alias = "dedup",
+        env = "WXRULES_STORE",
+        hide_env_values = true,
         default_value = "memory",
         value_name = "memory|redis://host:port[/db]"
     )]

@@ -4,12 +4,19 @@
 //! A per-line queue (tracing-appender's) woke its writer thread for every request's line:
 //! under load that thread took a quarter of the process's CPU in context switches. Here
 //! only the first line of a batch wakes the thread, which then lets lines gather for
-//! [`GATHER`] and writes them with one call. Nothing is ever dropped: a batch that reaches
-//! [`MAX_PENDING`] bytes (stderr is slower than the lines come) is written by the thread
-//! that filled it, which then waits on that write, and dropping the [`FlushGuard`] writes
-//! what is left.
+//! [`GATHER`] and writes them with one call; only that thread ever writes. A batch that
+//! reaches [`MAX_PENDING`] bytes (lines come faster than they are written) wakes it at
+//! once, and a thread with another line waits for it to take the batch.
+//!
+//! A log that cannot be written must not stop the server: when stderr stalls (journald
+//! paused, a pipe nobody reads) the writer thread is stuck in its write, the batch fills,
+//! and a thread with a line waits [`STALL`] at most, once; from then until the stuck write
+//! ends, lines are dropped and counted ([`dropped`], the metric
+//! `wxrules_log_lines_dropped_total`), never waited for. Dropping the [`FlushGuard`]
+//! writes what is left.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,15 +24,32 @@ use std::time::Duration;
 /// How long the writer thread lets lines gather after the first line of a batch. A line
 /// reaches stderr this long after it is logged, plus the time of the write before it.
 pub const GATHER: Duration = Duration::from_millis(10);
-/// A batch this big is written by the thread that logged its last line, so memory stays
+/// A batch this big makes a thread with another line wait for the writer thread, so memory stays
 /// bounded however fast lines come.
 pub const MAX_PENDING: usize = 1 << 20;
+
+/// How long a thread with a line waits for a stuck write to make room, before the sink
+/// counts as stalled and drops lines instead.
+pub const STALL: Duration = Duration::from_millis(250);
+
+/// Lines dropped because the output stalled, since the start (all sinks of the process).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines were dropped because the log output stalled.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 
 /// Lines not yet written.
 struct Pending {
     lines: Vec<u8>,
     /// The guard was dropped: no writer thread any more; every line is written at once.
     closed: bool,
+    /// A write was stuck past `STALL`: lines for a full batch are dropped at once until a
+    /// batch is taken again.
+    stalled: bool,
+    /// A thread waits for room: the writer thread takes the batch without gathering.
+    want_room: bool,
 }
 
 /// The output and a spare buffer, swapped with the pending one so that neither side
@@ -39,6 +63,8 @@ struct Shared<W> {
     pending: Mutex<Pending>,
     /// Signalled when a line lands in an empty batch, or at close.
     ready: Condvar,
+    /// Signalled when a batch is taken for writing, which leaves room for lines.
+    taken: Condvar,
     /// Taken before `pending` whenever both are held: batches reach `out` in order.
     output: Mutex<Output<W>>,
 }
@@ -55,7 +81,13 @@ impl<W: Write> Shared<W> {
         let mut output = lock(&self.output);
         let Output { out, spare } = &mut *output;
         spare.clear();
-        std::mem::swap(&mut lock(&self.pending).lines, spare);
+        {
+            let mut pending = lock(&self.pending);
+            std::mem::swap(&mut pending.lines, spare);
+            pending.stalled = false;
+            pending.want_room = false;
+        }
+        self.taken.notify_all();
         if spare.is_empty() {
             return;
         }
@@ -69,18 +101,40 @@ impl<W: Write> Shared<W> {
 
     fn append(&self, line: &[u8]) {
         let mut pending = lock(&self.pending);
+        let fits = |p: &Pending| p.lines.len() + line.len() <= MAX_PENDING || p.lines.is_empty();
+        if !pending.closed && !fits(&pending) {
+            if pending.stalled {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // Only the writer thread writes; it is woken now, past its gathering pause, and
+            // this thread waits for it to take the batch, `STALL` at most.
+            pending.want_room = true;
+            self.ready.notify_one();
+            let (waited, _) = self
+                .taken
+                .wait_timeout_while(pending, STALL, |p| !fits(p) && !p.stalled && !p.closed)
+                .unwrap_or_else(PoisonError::into_inner);
+            pending = waited;
+            if !pending.closed && !fits(&pending) {
+                pending.stalled = true;
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         let was_empty = pending.lines.is_empty();
         pending.lines.extend_from_slice(line);
-        let write_now = pending.closed || pending.lines.len() >= MAX_PENDING;
+        let closed = pending.closed;
         drop(pending);
-        if write_now {
+        if closed {
             self.flush();
         } else if was_empty {
             self.ready.notify_one();
         }
     }
 
-    /// The writer thread: sleeps until a batch starts, lets it gather, writes it.
+    /// The writer thread: sleeps until a batch starts, lets it gather (less if a thread
+    /// waits for room), writes it.
     fn run(&self) {
         loop {
             let mut pending = lock(&self.pending);
@@ -90,11 +144,15 @@ impl<W: Write> Shared<W> {
                     .wait(pending)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            if !pending.closed {
+                pending = self
+                    .ready
+                    .wait_timeout_while(pending, GATHER, |p| !p.want_room && !p.closed)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
             let closed = pending.closed;
             drop(pending);
-            if !closed {
-                std::thread::sleep(GATHER);
-            }
             self.flush();
             if closed {
                 return;
@@ -145,8 +203,11 @@ pub fn batched<W: Write + Send + 'static>(
         pending: Mutex::new(Pending {
             lines: Vec::with_capacity(64 * 1024),
             closed: false,
+            stalled: false,
+            want_room: false,
         }),
         ready: Condvar::new(),
+        taken: Condvar::new(),
         output: Mutex::new(Output {
             out,
             spare: Vec::with_capacity(64 * 1024),
@@ -236,7 +297,7 @@ mod tests {
         let out = Recorder::default();
         let (writer, guard) = batched(out.clone(), "test-log").unwrap();
         let writer = Arc::new(writer);
-        // Long lines, so that batches pass MAX_PENDING and writers write inline too.
+        // Long lines, so that batches pass MAX_PENDING and writers wait for room too.
         let pad = "x".repeat(4000);
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -263,5 +324,64 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [1000; 4]);
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+
+    /// An output whose writes block until it is let go, as a paused journald's pipe does.
+    #[derive(Clone)]
+    struct Stuck {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        written: Arc<Mutex<usize>>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (open, opened) = &*self.open;
+            let mut open = lock(open);
+            while !*open {
+                open = opened.wait(open).unwrap_or_else(PoisonError::into_inner);
+            }
+            *lock(&self.written) += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The probe: with stderr stalled, a flood of refused requests' lines stalled valid
+    /// pushes behind the log. Now loggers wait `STALL` once, then drop and count.
+    #[test]
+    fn a_stalled_output_drops_lines_instead_of_blocking_the_loggers() {
+        let out = Stuck {
+            open: Arc::new((Mutex::new(false), Condvar::new())),
+            written: Arc::new(Mutex::new(0)),
+        };
+        let (writer, guard) = batched(out.clone(), "test-log").unwrap();
+        let line = format!("{}\n", "x".repeat(1000));
+        let before = dropped();
+        // 20 MiB of lines against a 1 MiB batch and an output that takes nothing. Before,
+        // the thread that filled a batch wrote it itself, and this loop never ended.
+        for _ in 0..20_000 {
+            writer.append(line.as_bytes());
+        }
+        let lost = dropped() - before;
+        assert!(lost > 15_000, "{lost} dropped");
+        // Let the output go: what was kept is written, later lines are kept again.
+        {
+            let (open, opened) = &*out.open;
+            *lock(open) = true;
+            opened.notify_all();
+        }
+        drop(guard);
+        let written = *lock(&out.written);
+        assert!(
+            written >= MAX_PENDING && written < 3 * MAX_PENDING,
+            "{written}"
+        );
     }
 }

@@ -90,6 +90,9 @@ pub struct Metrics {
     dedup_fallbacks: IntCounter,
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
+    log_dropped: IntCounter,
+    /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
+    log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
     /// its counters by index instead of hashing labels.
     by_outcome: [(IntCounter, Option<Histogram>); RequestOutcome::ALL.len()],
@@ -159,8 +162,14 @@ impl Metrics {
             "Weight of the in-process dedup store, in bytes; capped at 64 MiB",
         )
         .expect("valid metric"); // ok: fixed definitions
+        let log_dropped = IntCounter::new(
+            "wxrules_log_lines_dropped_total",
+            "Log lines dropped because the log output (stderr) stalled",
+        )
+        .expect("valid metric"); // ok: fixed definitions
         for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(rule_hits.clone()),
             Box::new(latency.clone()),
             Box::new(reloads.clone()),
@@ -194,6 +203,8 @@ impl Metrics {
             dedup_fallbacks,
             dedup_stored,
             dedup_stored_bytes,
+            log_dropped,
+            log_catch_up: Default::default(),
             by_outcome,
         }
     }
@@ -248,6 +259,16 @@ impl Metrics {
 
     /// The metrics in Prometheus' text exposition format.
     pub fn render(&self) -> String {
+        // The log sink counts its drops itself; the counter catches up at each scrape.
+        {
+            let _one = self
+                .log_catch_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let dropped = crate::logsink::dropped();
+            self.log_dropped
+                .inc_by(dropped.saturating_sub(self.log_dropped.get()));
+        }
         let mut out = Vec::with_capacity(4096);
         // Encoding into a Vec only fails on metric families that cannot occur here.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -628,7 +628,7 @@ fn a_bad_dedup_flag_is_a_one_line_error_naming_it() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let first = stderr.lines().next().unwrap_or_default();
         assert!(
-            first.starts_with("error: invalid value") && first.contains("--dedup"),
+            first.starts_with("error: invalid value") && first.contains("--store"),
             "{stderr}"
         );
     }
@@ -641,9 +641,43 @@ fn the_server_starts_with_redis_down_and_says_so() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--dedup"])
-        .arg(format!("redis://127.0.0.1:{port}/3"))
+    let url = format!("redis://127.0.0.1:{port}/3");
+    let lines = first_lines(Command::new(env!("CARGO_BIN_EXE_wxrules")).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dedup",
+        &url,
+    ]));
+    assert!(lines.contains("dedup_redis_down"), "{lines}");
+    assert!(lines.contains(&url), "{lines}");
+}
+
+/// A Redis URL with a password is taken from WXRULES_STORE (the command line shows in
+/// `ps`), and the password shows nowhere in the log.
+#[test]
+fn the_store_url_with_its_password_comes_from_the_environment() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lines = first_lines(
+        Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env(
+                "WXRULES_STORE",
+                format!("redis://:s3cret-pw@127.0.0.1:{port}/2"),
+            ),
+    );
+    assert!(lines.contains("dedup_redis_down"), "{lines}");
+    assert!(lines.contains(&format!("127.0.0.1:{port}/2")), "{lines}");
+    assert!(!lines.contains("s3cret-pw"), "{lines}");
+}
+
+/// Runs the server until it logs `server_started` (20 s at most); its log lines.
+fn first_lines(command: &mut Command) -> String {
+    let mut child = command
         .current_dir(root())
         .env("WXRULES_TOKEN", TOKEN)
         .env("WXRULES_LOG", "info")
@@ -672,9 +706,5 @@ fn the_server_starts_with_redis_down_and_says_so() {
     let _ = child.wait();
     let lines = lines.join().unwrap().join("\n");
     assert!(lines.contains("server_started"), "{lines}");
-    assert!(lines.contains("dedup_redis_down"), "{lines}");
-    assert!(
-        lines.contains(&format!("redis://127.0.0.1:{port}/3")),
-        "{lines}"
-    );
+    lines
 }
