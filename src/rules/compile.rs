@@ -43,6 +43,21 @@ pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
     compile(&sources.rules, &source, &files)
 }
 
+/// Loads and compiles rules and templates held in memory, as `load` does files: `yaml` as if
+/// read from `rules.yaml`, and each `(name, text)` as `templates/NAME.hbs`. For fuzzing,
+/// tests and anything that builds rules without a directory.
+pub fn load_str(yaml: &str, templates: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+    let files: Vec<TemplateFile> = templates
+        .iter()
+        .map(|(name, text)| TemplateFile {
+            name: (*name).to_owned(),
+            path: Path::new("templates").join(format!("{name}.hbs")),
+            text: (*text).to_owned(),
+        })
+        .collect();
+    compile(Path::new("rules.yaml"), yaml, &files)
+}
+
 /// What compiling one rule needs to know and where it reports.
 struct Compiler<'a> {
     file: &'a Path,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use handlebars::Handlebars;
 
-pub use compile::load;
+pub use compile::{load, load_str};
 pub use lint::{compile_regexes, lint};
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use read::read_text;
