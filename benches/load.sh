@@ -25,6 +25,11 @@
 #
 #   benches/load.sh                          # 8 runs of 15 s
 #   DURATION=5 WORKLOADS="shipped safe" benches/load.sh
+#   BEFORE=/path/to/older/wxrules benches/load.sh   # each workload also on an older build
+#
+# With BEFORE, every workload runs on this build and then on BEFORE's (rows `NAME` and
+# `NAME-before`), back to back, so that a change is measured against the build before it
+# in the same run.
 #
 # Variables: DURATION (s, 15), WORKERS (server worker threads, 1: wrk needs the other core
 # of a 2-core machine), THREADS (wrk threads, 1), CONNECTIONS (32), WORKLOADS (the list
@@ -57,6 +62,8 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --bins --quiet
 wxrules=target/release/wxrules
+current=$wxrules
+BEFORE=${BEFORE:-}
 baseline=target/release/baseline
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/wxrules-load.XXXXXX")
@@ -273,8 +280,10 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; server workers: $WORKERS; WX
 
 run_baseline baseline
 shipped_rps=""
-for w in $WORKLOADS; do
-    echo "== $w" >&2
+# run_workload W SUFFIX: workload W on $wxrules, its rows named W + SUFFIX.
+run_workload() {
+    local w=$1 suffix=$2
+    echo "== $w$suffix" >&2
     server_env=()
     server_log=$SERVER_LOG
     check_path=$plain_path
@@ -282,12 +291,12 @@ for w in $WORKLOADS; do
     shipped | nolog)
         [ "$w" = shipped ] || server_log=warn,wxrules::cli=info,wxrules::reload=info
         check_body=$(plain_body price 2)
-        run_wxrules "$w" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
-        [ "$w" = nolog ] || shipped_rps=$rps
+        run_wxrules "$w$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
+        [ "$w$suffix" != shipped ] || shipped_rps=$rps
         ;;
     retry)
         check_body=$(plain_body price 1000000000)
-        run_wxrules retry "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000 fixed
+        run_wxrules "retry$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000 fixed
         ;;
     safe)
         n=$SAFE_REQUESTS
@@ -302,21 +311,31 @@ for w in $WORKLOADS; do
         check_body=$(head -1 "$work/safe.txt" | cut -f2)
         sed -i 1d "$work/safe.txt"
         server_env=(WXRULES_APPID="$APP_ID" WXRULES_AES_KEY="$AES_KEY")
-        run_wxrules safe "$shipped" "$shipped_count" "<Encrypt>" benches/wrk/safe.lua "$work/safe.txt"
+        run_wxrules "safe$suffix" "$shipped" "$shipped_count" "<Encrypt>" benches/wrk/safe.lua "$work/safe.txt"
         rm -f "$work/safe.txt"
         ;;
     [0-9]*)
         dir=$(rules_file "$w")
         keyword=$(last_keyword "$w")
         check_body=$(plain_body "$keyword" 2)
-        run_wxrules "$w" "$dir" "$((w + 1))" "reply ${keyword#kw} to oBenchUser" benches/wrk/plain.lua "$plain_path" "$keyword" 1000000000
+        run_wxrules "$w$suffix" "$dir" "$((w + 1))" "reply ${keyword#kw} to oBenchUser" benches/wrk/plain.lua "$plain_path" "$keyword" 1000000000
         ;;
     *)
         echo "unknown workload $w" >&2
         exit 2
         ;;
     esac
+}
+
+for w in $WORKLOADS; do
+    wxrules=$current
+    run_workload "$w" ""
+    if [ -n "$BEFORE" ]; then
+        wxrules=$BEFORE
+        run_workload "$w" -before
+    fi
 done
+wxrules=$current
 run_baseline baseline-end
 
 # The table: ratios against the mean of the two baseline runs.

@@ -150,7 +150,8 @@ struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Open connections at most, over all workers; past it new connections wait in the
-    /// listen queue. Lowered to fit the open-file limit (raised to its hard limit at start).
+    /// listen queue. Lowered to fit the open-file limit, which is raised at start to fit it
+    /// (up to the hard limit).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
     /// HTTP worker threads (default: one per core), 1 to 256.
