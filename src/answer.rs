@@ -10,11 +10,13 @@ use crate::wire::{self, Message, Reply, ReplyHeader};
 /// What the rules say about one message.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Answer with `xml`, a passive reply rendered by `rule`.
+    /// Answer with `xml`, a passive reply rendered by `rule`; then send `sends` (the rule's
+    /// `send:` list, rendered, each one or its render error) through the customer-service API.
     Replied {
         rule: Arc<str>,
         reply: Reply,
         xml: String,
+        sends: Vec<Result<Reply, RenderError>>,
     },
     /// Answer `success`: `rule` says to ignore the message, or no rule matched (`None`).
     Ignored { rule: Option<Arc<str>> },
@@ -73,7 +75,20 @@ pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
                 create_time: now,
             };
             let xml = wire::write_reply(&header, &reply);
-            Outcome::Replied { rule, reply, xml }
+            // Rendered now, with the same context, so that they say what the passive
+            // reply saw; sent later by the outbox. A rule without `send:` pays nothing.
+            let sends = found
+                .rule
+                .send()
+                .iter()
+                .map(|spec| render::render_reply(rules, spec, &scope))
+                .collect();
+            Outcome::Replied {
+                rule,
+                reply,
+                xml,
+                sends,
+            }
         }
         Err(error) => Outcome::Failed { rule, error },
     }

@@ -14,6 +14,7 @@ use crate::answer::{answer, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
 use crate::logline::{LineFormat, Lines};
+use crate::outbox::Outbox;
 use crate::reload::{self, Control, Live};
 use crate::rules::{self, Loaded, RuleError, Sources, Subject};
 use crate::server::{self, AppState, Options};
@@ -51,6 +52,9 @@ fn connection_cap(wanted: u32) -> usize {
     }
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
+
+/// How long the exit lets the outbox send what it holds.
+const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long the exit waits for a reload in progress.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -154,6 +158,11 @@ struct ServeArgs {
     /// (up to the hard limit).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// WeChat's API, for customer-service messages (`send:`): the real one, or an
+    /// IP-whitelisted proxy in front of it. Credentials come from WXRULES_APPID and
+    /// WXRULES_APPSECRET.
+    #[arg(long, env = "WXRULES_WECHAT_API", default_value = crate::wechat_api::DEFAULT_BASE, value_name = "URL")]
+    wechat_api: String,
     /// HTTP worker threads (default: one per core), 1 to 256.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
     workers: Option<u16>,
@@ -306,8 +315,9 @@ fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env()?;
+    let credentials = crate::settings::api_credentials()?;
     let _log_guard = init_tracing(args.log_format)?;
-    actix_web::rt::System::new().block_on(serve_on(args, secrets))
+    actix_web::rt::System::new().block_on(serve_on(args, secrets, credentials))
 }
 
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its
@@ -331,7 +341,11 @@ impl Signals {
     }
 }
 
-async fn serve_on(args: &ServeArgs, secrets: Secrets) -> anyhow::Result<ExitCode> {
+async fn serve_on(
+    args: &ServeArgs,
+    secrets: Secrets,
+    credentials: Option<crate::wechat_api::Credentials>,
+) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
     let sources = args.sources.sources();
     tracing::info!(event = "rules_loading", path = %sources.rules.display());
@@ -351,7 +365,20 @@ async fn serve_on(args: &ServeArgs, secrets: Secrets) -> anyhow::Result<ExitCode
         },
         live.metrics().clone(),
     );
+    let metrics = live.metrics().clone();
+    let api = crate::wechat_api::Api::new(&args.wechat_api, credentials, metrics.clone())
+        .context("the WeChat API client")?;
+    let (outbox, senders) = if api.can_send() {
+        let (outbox, senders) =
+            Outbox::start(&Arc::new(api), crate::outbox::Config::default(), metrics);
+        (outbox, Some(senders))
+    } else {
+        (Outbox::disabled(metrics), None)
+    };
+    live.set_sending(senders.is_some());
+    reload::warn_unsendable(&live);
     let state = AppState {
+        outbox: Arc::new(outbox),
         live: Arc::clone(&live),
         secrets: Arc::new(secrets),
         clock,
@@ -361,7 +388,7 @@ async fn serve_on(args: &ServeArgs, secrets: Secrets) -> anyhow::Result<ExitCode
         },
         dedup: Arc::new(dedup),
     };
-    run_server(state, live, args, signals).await?;
+    run_server(state, live, args, signals, senders).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -370,6 +397,7 @@ async fn run_server(
     live: Arc<Live>,
     args: &ServeArgs,
     signals: Signals,
+    senders: Option<crate::outbox::Senders>,
 ) -> anyhow::Result<()> {
     use actix_web::{App, HttpServer};
 
@@ -425,6 +453,8 @@ async fn run_server(
         workers,
         max_connections = connections,
         safe_mode = state.secrets.cipher().is_some(),
+        wechat_api = %args.wechat_api,
+        sends = live.sending(),
     );
     drop(snapshot);
 
@@ -471,6 +501,18 @@ async fn run_server(
             let stopped = handle.stop(true);
             http.await.context("server failed")?;
             stopped.await;
+        }
+    }
+    // What the outbox holds gets a few seconds to go out; the rest is lost, and said so.
+    state.outbox.close();
+    if let Some(senders) = senders {
+        let left = senders.drain(OUTBOX_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                event = "outbox_abandoned",
+                messages = left,
+                "customer-service messages still queued at exit are lost"
+            );
         }
     }
     sweeper.abort();

@@ -26,11 +26,13 @@ pub mod dedup;
 pub mod logline;
 pub mod logsink;
 pub mod metrics;
+pub mod outbox;
 pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod server;
 pub mod settings;
+pub mod wechat_api;
 pub mod wire;
 
 pub use answer::{answer, Outcome};

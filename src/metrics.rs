@@ -3,8 +3,8 @@
 //! exposes `render()` at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// How a request ended, as counted in `wxrules_requests_total{outcome}`.
@@ -91,6 +91,9 @@ pub struct Metrics {
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
     log_dropped: IntCounter,
+    api_calls: IntCounterVec,
+    outbox: IntGaugeVec,
+    outbox_results: IntCounterVec,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
     log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
@@ -167,8 +170,35 @@ impl Metrics {
             "Log lines dropped because the log output (stderr) stalled",
         )
         .expect("valid metric"); // ok: fixed definitions
+        let api_calls = IntCounterVec::new(
+            Opts::new(
+                "wxrules_wechat_api_calls_total",
+                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, bad_answer, no_credentials)",
+            ),
+            &["api", "outcome"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
+        let outbox = IntGaugeVec::new(
+            Opts::new(
+                "wxrules_outbox_messages",
+                "Customer-service messages in the outbox now, by state (queued: waiting or being sent; retrying: waiting to be tried again)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
+        let outbox_results = IntCounterVec::new(
+            Opts::new(
+                "wxrules_outbox_results_total",
+                "Customer-service messages by how they ended: sent, failed (a final errcode, or retried past the limit), refused (outbox full or closing), unsendable (no AppSecret)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
         for m in [
             Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(api_calls.clone()),
+            Box::new(outbox.clone()),
+            Box::new(outbox_results.clone()),
             Box::new(requests.clone()),
             Box::new(rule_hits.clone()),
             Box::new(latency.clone()),
@@ -194,6 +224,12 @@ impl Metrics {
         for store in ["memory", "redis"] {
             dedup_hits.with_label_values(&[store]);
         }
+        for state in ["queued", "retrying"] {
+            outbox.with_label_values(&[state]);
+        }
+        for outcome in ["sent", "failed", "refused", "unsendable"] {
+            outbox_results.with_label_values(&[outcome]);
+        }
         Metrics {
             registry,
             rule_hits,
@@ -204,9 +240,27 @@ impl Metrics {
             dedup_stored,
             dedup_stored_bytes,
             log_dropped,
+            api_calls,
+            outbox,
+            outbox_results,
             log_catch_up: Default::default(),
             by_outcome,
         }
+    }
+
+    /// Counts one call to WeChat's API.
+    pub fn observe_api_call(&self, api: &str, outcome: &str) {
+        self.api_calls.with_label_values(&[api, outcome]).inc();
+    }
+
+    /// Moves `n` messages into (positive) or out of (negative) an outbox state.
+    pub fn outbox_state(&self, state: &str, n: i64) {
+        self.outbox.with_label_values(&[state]).add(n);
+    }
+
+    /// Counts `n` messages that ended as `outcome` (sent, failed, refused, unsendable).
+    pub fn outbox_result(&self, outcome: &str, n: u64) {
+        self.outbox_results.with_label_values(&[outcome]).inc_by(n);
     }
 
     /// Counts one request; `rule` is the rule that decided, if any.

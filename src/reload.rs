@@ -131,6 +131,8 @@ pub struct Live {
     last: Mutex<Option<LastReload>>,
     applied: AtomicU64,
     rejected: AtomicU64,
+    /// Customer-service messages can be sent (an AppSecret is configured).
+    sending: std::sync::atomic::AtomicBool,
     /// Numbers each reload as it starts.
     started: AtomicU64,
     /// Loads running now: more than one, or one for long, is a load stuck on a file.
@@ -164,11 +166,21 @@ impl Live {
             last: Mutex::new(None),
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            sending: std::sync::atomic::AtomicBool::new(false),
             started: AtomicU64::new(0),
             running: AtomicU64::new(0),
             swapped: Mutex::new(0),
             metrics,
         }
+    }
+
+    /// Says whether the server can send customer-service messages (`send:`).
+    pub fn set_sending(&self, sending: bool) {
+        self.sending.store(sending, Ordering::Relaxed);
+    }
+
+    pub fn sending(&self) -> bool {
+        self.sending.load(Ordering::Relaxed)
     }
 
     /// The server's metrics; reloads are counted here.
@@ -328,11 +340,36 @@ fn load_unchanged(sources: &Sources) -> Result<rules::Loaded, LoadError> {
     }
 }
 
+/// Rules with `send:` on a server that cannot send: warned at start-up and after each
+/// reload that applies; each such message is counted (`unsendable`) when it comes.
+pub fn warn_unsendable(live: &Live) {
+    if live.sending() {
+        return;
+    }
+    let snapshot = live.snapshot();
+    let rules: Vec<&str> = snapshot
+        .rules
+        .rules()
+        .iter()
+        .filter(|r| !r.send().is_empty())
+        .map(|r| r.name())
+        .collect();
+    if !rules.is_empty() {
+        tracing::warn!(
+            event = "sends_unconfigured",
+            rules = ?rules,
+            "rules with `send:` need WXRULES_APPID and WXRULES_APPSECRET; their passive replies go out, their `send:` messages do not"
+        );
+    }
+}
+
 /// Logs a reload's outcome with stable event names.
 pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
     let path = live.sources().rules.display().to_string();
     match outcome {
-        ReloadOutcome::Applied { rules, changes, .. } => tracing::info!(
+        ReloadOutcome::Applied { rules, changes, .. } => {
+            warn_unsendable(live);
+            tracing::info!(
             event = "rules_reloaded",
             rules,
             path,
@@ -341,7 +378,8 @@ pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
             removed = ?changes.removed,
             changed = ?changes.changed,
             templates_changed = changes.templates_changed,
-        ),
+            );
+        }
         ReloadOutcome::Rejected(errors) => {
             for e in &errors.0 {
                 tracing::error!(event = "rules_reload_rejected", path, error = %e);

@@ -1,5 +1,6 @@
 //! Settings from the environment: the Token and, for safe mode, the AppID and
-//! EncodingAESKey. Validated once at start-up; `Debug` never shows a secret.
+//! EncodingAESKey; for WeChat's API, the AppID and AppSecret. Validated once at start-up;
+//! `Debug` never shows a secret.
 
 use std::fmt;
 
@@ -16,6 +17,21 @@ pub enum SettingsError {
     AppIdMissing,
     #[error("WXRULES_AES_KEY: {0}")]
     Key(#[from] KeyError),
+    #[error("WXRULES_APPSECRET is set but WXRULES_APPID is not: the API needs both")]
+    ApiAppIdMissing,
+}
+
+/// The API credentials from `WXRULES_APPID` and `WXRULES_APPSECRET`: `None` without an
+/// AppSecret (the server then answers passively only, and says so).
+pub fn api_credentials() -> Result<Option<crate::wechat_api::Credentials>, SettingsError> {
+    let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("WXRULES_APPID"), var("WXRULES_APPSECRET")) {
+        (Some(appid), Some(secret)) => {
+            Ok(Some(crate::wechat_api::Credentials::new(&appid, &secret)))
+        }
+        (None, Some(_)) => Err(SettingsError::ApiAppIdMissing),
+        (_, None) => Ok(None),
+    }
 }
 
 /// The account's secrets.

@@ -240,6 +240,7 @@ fn compile(
                 compile_reply(&mut c, &name, &format!("{base}.reply"), reply).map(Action::Reply)
             }
         };
+        let send = compile_send(&mut c, &name, &base, raw_rule.send);
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
                 name: name.into(),
@@ -248,6 +249,7 @@ fn compile(
                 fingerprint,
                 when,
                 action,
+                send,
             });
         }
     }
@@ -650,6 +652,50 @@ fn compile_reply(
 /// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
 /// references fields, else a compiled handlebars template; a
 /// `{ template: NAME }` must name a file of the templates directory.
+/// A rule's `send:` list: replies the customer-service API can carry.
+fn compile_send(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    base: &str,
+    raw: Vec<RawReply>,
+) -> Box<[ReplySpec]> {
+    let mut specs = Vec::with_capacity(raw.len());
+    for (i, reply) in raw.into_iter().enumerate() {
+        let path = format!("{base}.send[{i}]");
+        let Some(spec) = compile_reply(c, rule, &path, reply) else {
+            continue;
+        };
+        if let Some(why) = unsendable(&spec) {
+            let at = c.positions.value(&path);
+            c.error(
+                Some(rule),
+                at,
+                format!(
+                    "`send` takes text, image, voice, video, music or news of one article; {why}"
+                ),
+            );
+            continue;
+        }
+        specs.push(spec);
+    }
+    specs.into_boxed_slice()
+}
+
+/// Why the customer-service API cannot carry `spec`, if it cannot.
+fn unsendable(spec: &ReplySpec) -> Option<String> {
+    match spec {
+        ReplySpec::TransferCustomerService(_) => {
+            Some("`transfer_customer_service` is a passive reply only".into())
+        }
+        ReplySpec::News(articles) if articles.len() > 1 => Some(format!(
+            "this news has {} articles (WeChat sends one)",
+            articles.len()
+        )),
+        ReplySpec::OneOf(choices) => choices.iter().find_map(unsendable),
+        _ => None,
+    }
+}
+
 fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
     match raw {
         RawStr::Inline(text) => {

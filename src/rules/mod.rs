@@ -105,6 +105,8 @@ pub struct Rule {
     pub(crate) fingerprint: u64,
     pub(crate) when: Criteria,
     pub(crate) action: Action,
+    /// Replies to send through the customer-service API after the passive one, in order.
+    pub(crate) send: Box<[ReplySpec]>,
 }
 
 impl Rule {
@@ -126,6 +128,11 @@ impl Rule {
     /// What the rule does when it matches.
     pub fn action(&self) -> &Action {
         &self.action
+    }
+
+    /// What it sends after its passive reply (`send:`), in order.
+    pub fn send(&self) -> &[ReplySpec] {
+        &self.send
     }
 
     /// Describes each criterion and whether it holds for `subject`, for `explain`.

@@ -40,6 +40,11 @@ pub(crate) struct RawRule {
     /// `true`: answer `success` (no reply).
     #[serde(default)]
     pub(crate) ignore: bool,
+    /// More messages, sent after the passive reply through WeChat's customer-service API,
+    /// in order: text, image, voice, video, music, or news of one article (or a `one_of`
+    /// of those). Needs WXRULES_APPID and WXRULES_APPSECRET.
+    #[serde(default)]
+    pub(crate) send: Vec<RawReply>,
 }
 
 /// The criteria of a rule; all given ones must hold.

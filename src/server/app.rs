@@ -9,6 +9,7 @@ use actix_web::web;
 use super::{body, handlers};
 use crate::clock::Clock;
 use crate::dedup::Dedup;
+use crate::outbox::Outbox;
 use crate::reload::Live;
 use crate::settings::Secrets;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     /// Answers already given, so a WeChat retry gets the same bytes without the rules
     /// running again; shared by every worker (and, with Redis, every instance).
     pub dedup: Arc<Dedup>,
+    /// Where a rule's `send:` messages are queued for the customer-service API.
+    pub outbox: Arc<Outbox>,
 }
 
 /// Registers the routes and the body limit on an App.

@@ -14,6 +14,7 @@ use crate::answer::{answer, Outcome};
 use crate::crypto::{sign, verify_signature, SignatureError};
 use crate::dedup::{Answer, Claim, Key};
 use crate::metrics::RequestOutcome;
+use crate::wechat_api::CustomMessage;
 use crate::wire::{self, Message};
 
 /// The query WeChat appends to the server URL; the values borrow from it unless they
@@ -318,6 +319,11 @@ pub(crate) async fn receive(
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
     let mut outcome = answer(&snapshot.rules, &message, now);
+    if let Outcome::Replied { rule, sends, .. } = &mut outcome {
+        if !sends.is_empty() {
+            queue_sends(&state, rule, &message, std::mem::take(sends));
+        }
+    }
 
     let body = match (&mut outcome, mode) {
         (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(&state, xml, now),
@@ -405,6 +411,41 @@ fn decode(
     let inner = cipher.decrypt(&encrypt)?;
     let message = Message::parse(&inner)?;
     Ok((message, Mode::Safe))
+}
+
+/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
+/// by the outbox). Never waits: the network is the outbox's business.
+fn queue_sends(
+    state: &AppState,
+    rule: &Arc<str>,
+    message: &Message,
+    sends: Vec<Result<wire::Reply, crate::render::RenderError>>,
+) {
+    let mut messages = Vec::with_capacity(sends.len());
+    for send in sends {
+        let built = send.map_err(|e| e.to_string()).and_then(|reply| {
+            CustomMessage::new(message.from_user(), reply).map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(m) => messages.push(m),
+            Err(error) => tracing::error!(
+                event = "send_render_failed",
+                rule = &**rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                %error
+            ),
+        }
+    }
+    let count = messages.len();
+    if let Err(why) = state.outbox.enqueue(rule, messages) {
+        tracing::warn!(
+            event = "outbox_refused",
+            rule = &**rule,
+            messages = count,
+            msg_id = message.msg_id().unwrap_or(""),
+            reason = %why
+        );
+    }
 }
 
 /// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.

@@ -61,8 +61,30 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// An OpenID as logs and the dashboard show it: its first 4 and last 2 characters
+/// (`oAbC…yz`), enough to tell users apart in one page, not to find one.
+pub fn mask_openid(openid: &str) -> String {
+    let chars: Vec<char> = openid.chars().collect();
+    if chars.len() <= 6 {
+        return "…".to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}…{tail}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn openids_are_masked_to_their_ends() {
+        assert_eq!(
+            super::mask_openid("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+            "oUpF…6o"
+        );
+        assert_eq!(super::mask_openid("short"), "…");
+        assert_eq!(super::mask_openid("用户一二三四五六"), "用户一二…五六");
+    }
+
     use super::*;
 
     fn cdata(s: &str) -> String {

@@ -2,6 +2,8 @@
 //! signing, and the fixtures under `tests/data`.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod fake_wechat;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, App};
 use wxrules::clock::FixedClock;
 use wxrules::dedup::{self, Dedup};
+use wxrules::outbox::Outbox;
 use wxrules::reload::Live;
 use wxrules::rules::{self, Sources};
 use wxrules::server::{self, AppState, Options};
@@ -77,6 +80,7 @@ pub fn state_with_dedup(
         None => Dedup::off(metrics),
     };
     AppState {
+        outbox: Arc::new(Outbox::disabled(live.metrics().clone())),
         live,
         secrets: Arc::new(secrets),
         clock,

@@ -1,0 +1,318 @@
+//! The outbox: customer-service messages waiting to go out through WeChat's API, and the
+//! tasks that send them. A push only queues (never waits on the network); the messages of
+//! one push go out in order, and so do all of one user's, each user being served by one
+//! shard. Failed sends are retried with backoff while WeChat may still take them; final
+//! errcodes are not.
+//!
+//! This is the in-process outbox: bounded, and what it holds when the process dies is lost
+//! (on SIGTERM it drains for a few seconds and logs what is left).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::wechat_api::{Api, CustomMessage, Disposition};
+use crate::wire::mask_openid;
+
+/// How the outbox behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Senders working at once; a user always goes to the same one.
+    pub shards: usize,
+    /// Messages held at most; a push whose messages do not fit is refused (logged, counted).
+    pub capacity: usize,
+    /// The first wait before a retry, doubled each time up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// A message not sent this long after it was queued is given up (failed).
+    pub give_up_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 8,
+            capacity: 10_000,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The messages of one push, for one user.
+#[derive(Debug)]
+struct Job {
+    rule: Arc<str>,
+    messages: Vec<CustomMessage>,
+    queued_at: Instant,
+}
+
+/// Why messages were not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the outbox is full ({0} messages)")]
+    Full(usize),
+    #[error("the server is stopping")]
+    Closing,
+    #[error(
+        "no AppSecret configured (WXRULES_APPSECRET): customer-service messages cannot be sent"
+    )]
+    NoCredentials,
+}
+
+/// The queue side, shared by every request handler.
+#[derive(Debug)]
+pub struct Outbox {
+    shards: Vec<mpsc::UnboundedSender<Job>>,
+    queued: Arc<AtomicUsize>,
+    closing: AtomicBool,
+    capacity: usize,
+    can_send: bool,
+    metrics: Metrics,
+}
+
+/// The sending side: the shard tasks, and how to stop them.
+#[derive(Debug)]
+pub struct Senders {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Starts the shard tasks on the current tokio runtime, sending through `api`.
+    pub fn start(api: &Arc<Api>, config: Config, metrics: Metrics) -> (Outbox, Senders) {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (stop, stopping) = watch::channel(false);
+        let mut shards = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..config.shards.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            shards.push(tx);
+            let shard = Shard {
+                api: Arc::clone(api),
+                config,
+                metrics: metrics.clone(),
+                queued: Arc::clone(&queued),
+            };
+            tasks.push(tokio::spawn(shard.run(rx, stopping.clone())));
+        }
+        let outbox = Outbox {
+            shards,
+            queued: Arc::clone(&queued),
+            closing: AtomicBool::new(false),
+            capacity: config.capacity,
+            can_send: api.can_send(),
+            metrics,
+        };
+        (
+            outbox,
+            Senders {
+                tasks,
+                stop,
+                queued,
+            },
+        )
+    }
+
+    /// An outbox that sends nothing: every message is refused as unsendable (counted). For
+    /// a server without an AppSecret, and for tests that do not send.
+    pub fn disabled(metrics: Metrics) -> Outbox {
+        Outbox {
+            shards: Vec::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            closing: AtomicBool::new(false),
+            capacity: 0,
+            can_send: false,
+            metrics,
+        }
+    }
+
+    /// Queues `messages` (all to one user) in order, after whatever that user has queued.
+    /// Never waits. Refused when the outbox is full, stopping, or cannot send at all; the
+    /// refusal is counted, and the caller logs it.
+    pub fn enqueue(&self, rule: &Arc<str>, messages: Vec<CustomMessage>) -> Result<(), Refused> {
+        let n = messages.len();
+        let Some(first) = messages.first() else {
+            return Ok(());
+        };
+        let refuse = |why: Refused| {
+            let outcome = match why {
+                Refused::NoCredentials => "unsendable",
+                _ => "refused",
+            };
+            self.metrics.outbox_result(outcome, n as u64);
+            Err(why)
+        };
+        if !self.can_send {
+            return refuse(Refused::NoCredentials);
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return refuse(Refused::Closing);
+        }
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return refuse(Refused::Full(self.capacity));
+        }
+        let shard = &self.shards[shard_of(&first.touser, self.shards.len())];
+        let job = Job {
+            rule: Arc::clone(rule),
+            messages,
+            queued_at: Instant::now(),
+        };
+        if shard.send(job).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return refuse(Refused::Closing);
+        }
+        self.metrics.outbox_state("queued", n as i64);
+        Ok(())
+    }
+
+    /// Messages queued and not yet sent or given up.
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses new messages from now on (the server is stopping).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+}
+
+impl Senders {
+    /// Sends what is queued for `within` at most, then stops the tasks. Returns how many
+    /// messages were left unsent.
+    pub async fn drain(self, within: Duration) -> usize {
+        let _ = self.stop.send(true);
+        let all = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, all).await;
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// The shard that serves `openid`: the same one every time, so one user's messages keep
+/// their order.
+fn shard_of(openid: &str, shards: usize) -> usize {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(openid);
+    (hash % shards as u64) as usize
+}
+
+struct Shard {
+    api: Arc<Api>,
+    config: Config,
+    metrics: Metrics,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Shard {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => self.deliver(job).await,
+                    None => return,
+                },
+                changed = stop.changed() => if changed.is_err() {
+                    break;
+                },
+            }
+        }
+        // Stopping: send what is already queued (the drain bounds how long).
+        while let Ok(job) = jobs.try_recv() {
+            self.deliver(job).await;
+        }
+    }
+
+    async fn deliver(&self, job: Job) {
+        for message in job.messages {
+            self.send_one(&job.rule, &message, job.queued_at).await;
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.outbox_state("queued", -1);
+        }
+    }
+
+    /// Sends `message`, retrying what may succeed later until `give_up_after`.
+    async fn send_one(&self, rule: &str, message: &CustomMessage, queued_at: Instant) {
+        let give_up = queued_at + self.config.give_up_after;
+        let mut delay = self.config.backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match self.api.send_custom(message).await {
+                Ok(()) => {
+                    self.metrics.outbox_result("sent", 1);
+                    tracing::info!(
+                        event = "message_sent",
+                        rule,
+                        kind = message.kind(),
+                        attempts,
+                        ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+                    );
+                    tracing::debug!(event = "message_sent", to_user = %message.touser);
+                    return;
+                }
+                Err(e) => e,
+            };
+            let retry =
+                error.disposition() == Disposition::Retry && Instant::now() + delay < give_up;
+            if !retry {
+                self.metrics.outbox_result("failed", 1);
+                tracing::error!(
+                    event = "message_failed",
+                    rule,
+                    kind = message.kind(),
+                    user = %mask_openid(&message.touser),
+                    errcode = error.errcode(),
+                    error = %error,
+                    attempts,
+                    "not sent; not retried"
+                );
+                return;
+            }
+            tracing::warn!(
+                event = "message_retry",
+                rule,
+                kind = message.kind(),
+                errcode = error.errcode(),
+                error = %error,
+                attempts,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+            );
+            self.metrics.outbox_state("retrying", 1);
+            tokio::time::sleep(delay).await;
+            self.metrics.outbox_state("retrying", -1);
+            delay = (delay * 2).min(self.config.max_backoff);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_always_has_the_same_shard() {
+        let a = shard_of("oUserA", 8);
+        for _ in 0..10 {
+            assert_eq!(shard_of("oUserA", 8), a);
+        }
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| shard_of(&format!("oUser{i}"), 8))
+            .collect();
+        assert!(spread.len() > 4, "{spread:?}");
+    }
+}

@@ -1,0 +1,357 @@
+//! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`) and
+//! customer-service messages (`message/custom/send`). It knows nothing of rules: it sends
+//! the messages it is handed. The AppSecret and access tokens never leave this module, in
+//! errors or logs.
+//!
+//! The HTTP client is reqwest (rustls, ring): tokio-based, so its futures run on any of
+//! the server's runtimes and are `Send` (awc's are not, and tie a connection pool to one
+//! actix worker); it keeps connections alive and bounds every call in time.
+
+mod custom;
+mod token;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use custom::{CustomMessage, Unsendable};
+use token::TokenCache;
+
+use crate::metrics::Metrics;
+
+/// WeChat's API host; `--wechat-api` points elsewhere (a proxy, or a test's fake).
+pub const DEFAULT_BASE: &str = "https://api.weixin.qq.com";
+/// How long one API call may take, connection included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The account's AppID and AppSecret. `Debug` shows the AppID only.
+#[derive(Clone)]
+pub struct Credentials {
+    pub appid: String,
+    secret: Arc<str>,
+}
+
+impl Credentials {
+    pub fn new(appid: &str, secret: &str) -> Credentials {
+        Credentials {
+            appid: appid.to_owned(),
+            secret: secret.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("appid", &self.appid)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why an API call failed. The messages quote WeChat's errcode and errmsg, never a token
+/// or the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No AppSecret: nothing can be sent.
+    #[error("no AppSecret configured (WXRULES_APPSECRET)")]
+    NoCredentials,
+    /// The call did not get an answer: connection refused, reset, timed out.
+    #[error("network: {0}")]
+    Network(String),
+    /// An HTTP status other than 200.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// WeChat answered with an error code.
+    #[error("errcode {errcode}: {errmsg}")]
+    Wechat { errcode: i64, errmsg: String },
+    /// An answer that is not the JSON WeChat documents.
+    #[error("unexpected answer: {0}")]
+    Answer(String),
+}
+
+/// What to do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later: the network, a 5xx, errcode -1 (system busy), a token that could
+    /// not be had (it may come back: an IP added to the whitelist, a secret corrected).
+    Retry,
+    /// Never try again: the user cannot receive it (45015: silent for 48 h; 43004: not a
+    /// follower), it is refused for good (40003: not this account's user; 45047: too many
+    /// messages to this user), or WeChat says the request itself is wrong.
+    Final,
+}
+
+impl ApiError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            ApiError::NoCredentials | ApiError::Answer(_) => Disposition::Final,
+            ApiError::Network(_) => Disposition::Retry,
+            ApiError::Status(status) if *status >= 500 || *status == 429 => Disposition::Retry,
+            ApiError::Status(_) => Disposition::Final,
+            ApiError::Wechat { errcode, .. } => match errcode {
+                -1 | 45009 => Disposition::Retry,
+                // Token errors outlive one refresh only when the credentials or the
+                // whitelist are wrong; an operator can fix those.
+                40001 | 40014 | 42001 | 40125 | 40164 | 40013 | 41002 | 41004 => Disposition::Retry,
+                _ => Disposition::Final,
+            },
+        }
+    }
+
+    /// The errcode, for logs and metrics.
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            ApiError::Wechat { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+
+    /// A short stable name for the `outcome` label of `wxrules_wechat_api_calls_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::NoCredentials => "no_credentials",
+            ApiError::Network(_) => "network",
+            ApiError::Status(_) => "http_status",
+            ApiError::Wechat { .. } => "errcode",
+            ApiError::Answer(_) => "bad_answer",
+        }
+    }
+}
+
+/// The errcodes that mean "this access token is no good": refresh it, retry the call once.
+const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
+
+/// WeChat's error answer (and the `errcode: 0` of a success).
+#[derive(Debug, Deserialize)]
+struct Status {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// The API client of one account.
+#[derive(Debug)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    credentials: Option<Credentials>,
+    token: TokenCache,
+    metrics: Metrics,
+}
+
+impl Api {
+    /// A client for `base` (`DEFAULT_BASE` in production). Without credentials every call
+    /// fails with `ApiError::NoCredentials`.
+    pub fn new(
+        base: &str,
+        credentials: Option<Credentials>,
+        metrics: Metrics,
+    ) -> Result<Api, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wxrules/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Network(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Api {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            credentials,
+            token: TokenCache::default(),
+            metrics,
+        })
+    }
+
+    /// Whether an AppSecret is configured.
+    pub fn can_send(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// The base URL calls go to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one customer-service message. An answer that says the token is no good
+    /// refreshes it and retries the call once.
+    pub async fn send_custom(&self, message: &CustomMessage) -> Result<(), ApiError> {
+        let token = self.access_token().await?;
+        match self.post_custom(&token, message).await {
+            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
+                tracing::warn!(
+                    event = "token_rejected",
+                    errcode,
+                    "refreshing the access token"
+                );
+                let fresh = self.refresh_token(Some(&token)).await?;
+                self.post_custom(&fresh, message).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post_custom(&self, token: &str, message: &CustomMessage) -> Result<(), ApiError> {
+        let url = format!("{}/cgi-bin/message/custom/send", self.base);
+        let result = self
+            .call::<Status>(
+                self.http
+                    .post(url)
+                    .query(&[("access_token", token)])
+                    .json(message),
+            )
+            .await
+            .and_then(|status| match status.errcode {
+                0 => Ok(()),
+                errcode => Err(ApiError::Wechat {
+                    errcode,
+                    errmsg: status.errmsg,
+                }),
+            });
+        self.metrics
+            .observe_api_call("custom_send", outcome(&result));
+        result
+    }
+
+    /// The cached access token, fetched when there is none or it is about to expire.
+    pub async fn access_token(&self) -> Result<Arc<str>, ApiError> {
+        if let Some(token) = self.token.current() {
+            return Ok(token);
+        }
+        self.refresh_token(None).await
+    }
+
+    /// Fetches a token, one fetch at a time: a caller that waited for another's fetch uses
+    /// its result. `rejected`: the token WeChat just refused; a fetch that gives it back
+    /// again is repeated with `force_refresh`.
+    async fn refresh_token(&self, rejected: Option<&str>) -> Result<Arc<str>, ApiError> {
+        let credentials = self.credentials.as_ref().ok_or(ApiError::NoCredentials)?;
+        let _one = self.token.refreshing().await;
+        if let Some(token) = self.token.current() {
+            if rejected != Some(&*token) {
+                return Ok(token);
+            }
+        }
+        let mut fetched = self.fetch_token(credentials, false).await;
+        if let (Ok((token, _)), Some(rejected)) = (&fetched, rejected) {
+            if **token == *rejected {
+                fetched = self.fetch_token(credentials, true).await;
+            }
+        }
+        match fetched {
+            Ok((token, expires_in)) => {
+                self.token.store(Arc::clone(&token), expires_in);
+                tracing::info!(event = "token_refreshed", expires_in = expires_in.as_secs());
+                Ok(token)
+            }
+            Err(e) => {
+                self.token.clear();
+                tracing::error!(
+                    event = "token_failed",
+                    errcode = e.errcode(),
+                    error = %e,
+                    "cannot get an access token; check WXRULES_APPID, WXRULES_APPSECRET and the IP whitelist (40164)"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        credentials: &Credentials,
+        force: bool,
+    ) -> Result<(Arc<str>, Duration), ApiError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+            #[serde(default)]
+            errcode: i64,
+            #[serde(default)]
+            errmsg: String,
+        }
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": credentials.appid,
+            "secret": &*credentials.secret,
+            "force_refresh": force,
+        });
+        let url = format!("{}/cgi-bin/stable_token", self.base);
+        let result = self
+            .call::<Answer>(self.http.post(url).json(&body))
+            .await
+            .and_then(|answer| match (answer.errcode, answer.access_token) {
+                (0, Some(token)) if !token.is_empty() => Ok((
+                    Arc::<str>::from(token),
+                    Duration::from_secs(answer.expires_in.unwrap_or(7200)),
+                )),
+                (0, _) => Err(ApiError::Answer("no access_token in the answer".into())),
+                (errcode, _) => Err(ApiError::Wechat {
+                    errcode,
+                    errmsg: answer.errmsg,
+                }),
+            });
+        self.metrics
+            .observe_api_call("stable_token", outcome(&result));
+        result
+    }
+
+    /// Sends a request and reads its JSON answer. Errors never carry the URL (its query
+    /// holds the access token).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(describe(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ApiError::Status(status.as_u16()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Network(describe(&e)))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Answer(format!("not JSON: {e}")))
+    }
+}
+
+fn outcome<T>(result: &Result<T, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    }
+}
+
+/// A reqwest error without its URL (which may carry the access token).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

@@ -1,0 +1,199 @@
+//! A fake of WeChat's API on 127.0.0.1, for the tests: `POST /cgi-bin/stable_token` and
+//! `POST /cgi-bin/message/custom/send`, answering with WeChat's documented JSON and errcodes
+//! (40125 for a wrong secret, 40001/42001 for a token that is no good, `{"errcode":0,
+//! "errmsg":"ok"}` for a delivered message). A test can script the next answers of
+//! `custom/send`, expire the token, and read what was delivered, in order.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+pub const APPID: &str = "wx_fake_appid";
+pub const SECRET: &str = "fake-app-secret-0123456789";
+
+/// The next answer of `custom/send`, instead of delivering.
+#[derive(Debug, Clone, Copy)]
+pub enum Scripted {
+    /// `{"errcode": N, "errmsg": …}` with HTTP 200.
+    Errcode(i64),
+    /// An HTTP status with an empty body.
+    Status(u16),
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    token_calls: AtomicUsize,
+    send_calls: AtomicUsize,
+    issued: AtomicUsize,
+    /// The token that works now, if any.
+    valid: Mutex<Option<String>>,
+    script: Mutex<VecDeque<Scripted>>,
+    /// Delivered messages, in the order they came.
+    delivered: Mutex<Vec<Value>>,
+}
+
+pub struct FakeWechat {
+    pub addr: SocketAddr,
+    pub state: Arc<FakeState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeWechat {
+    /// Starts the fake on a free loopback port.
+    pub fn start() -> FakeWechat {
+        FakeWechat::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Starts the fake on `listener` (a test that has the API "down" first binds its
+    /// port later).
+    pub fn start_on(listener: TcpListener) -> FakeWechat {
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.ip().is_loopback());
+        let state = Arc::new(FakeState::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::from(Arc::clone(&shared)))
+                        .route("/cgi-bin/stable_token", web::post().to(stable_token))
+                        .route("/cgi-bin/message/custom/send", web::post().to(custom_send))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .unwrap()
+                .run();
+                tx.send(server.handle()).unwrap();
+                server.await
+            })
+        });
+        let handle = rx.recv().unwrap();
+        FakeWechat {
+            addr,
+            state,
+            handle,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many times `stable_token` was called.
+    pub fn token_calls(&self) -> usize {
+        self.state.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// How many times `custom/send` was called, delivered or not.
+    pub fn send_calls(&self) -> usize {
+        self.state.send_calls.load(Ordering::SeqCst)
+    }
+
+    /// The next answers of `custom/send`, in order.
+    pub fn script(&self, answers: &[Scripted]) {
+        self.state.script.lock().unwrap().extend(answers);
+    }
+
+    /// The token stops working (as after its 2 hours): the next call gets 42001.
+    pub fn expire_token(&self) {
+        *self.state.valid.lock().unwrap() = None;
+    }
+
+    /// The messages delivered so far.
+    pub fn delivered(&self) -> Vec<Value> {
+        self.state.delivered.lock().unwrap().clone()
+    }
+
+    /// Waits (10 s at most) until `n` messages have been delivered; returns them. Async:
+    /// the outbox under test runs on the test's own runtime.
+    pub async fn wait_delivered(&self, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let delivered = self.delivered();
+            if delivered.len() >= n || Instant::now() > until {
+                return delivered;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn stop(self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(false));
+    }
+}
+
+fn errcode(code: i64, msg: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"errcode": code, "errmsg": msg}))
+}
+
+async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> HttpResponse {
+    state.token_calls.fetch_add(1, Ordering::SeqCst);
+    if body["grant_type"] != "client_credential" {
+        return errcode(40002, "invalid grant_type");
+    }
+    if body["appid"] != APPID {
+        return errcode(40013, "invalid appid");
+    }
+    if body["secret"] != SECRET {
+        return errcode(40125, "invalid appsecret");
+    }
+    let force = body["force_refresh"].as_bool().unwrap_or(false);
+    let mut valid = state.valid.lock().unwrap();
+    if force || valid.is_none() {
+        let n = state.issued.fetch_add(1, Ordering::SeqCst);
+        *valid = Some(format!("ACCESS_TOKEN_{n}"));
+    }
+    HttpResponse::Ok().json(json!({"access_token": valid.clone(), "expires_in": 7200}))
+}
+
+async fn custom_send(
+    state: web::Data<FakeState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    state.send_calls.fetch_add(1, Ordering::SeqCst);
+    let token = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .unwrap_or("")
+        .to_owned();
+    let valid = state.valid.lock().unwrap().clone();
+    match valid {
+        None => return errcode(42001, "access_token expired"),
+        Some(valid) if valid != token => {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            )
+        }
+        Some(_) => {}
+    }
+    if let Some(next) = state.script.lock().unwrap().pop_front() {
+        return match next {
+            Scripted::Errcode(-1) => errcode(-1, "system error"),
+            Scripted::Errcode(45015) => errcode(
+                45015,
+                "response out of time limit or subscription is canceled",
+            ),
+            Scripted::Errcode(code) => errcode(code, "scripted"),
+            Scripted::Status(status) => {
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+            }
+        };
+    }
+    let body = body.into_inner();
+    let kind = body["msgtype"].as_str().unwrap_or("");
+    if body["touser"].as_str().is_none_or(str::is_empty) || body[kind].is_null() {
+        return errcode(44002, "empty post data");
+    }
+    state.delivered.lock().unwrap().push(body);
+    errcode(0, "ok")
+}

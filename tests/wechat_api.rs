@@ -1,0 +1,322 @@
+//! Customer-service messages end to end: a rule's `send:` through the real App, the
+//! in-process outbox and the API client, to a fake of WeChat's API on 127.0.0.1
+//! (`common::fake_wechat`). Tokens, token errors, final and retried errcodes, the API down
+//! for a while, order per user, and WeChat's retries of a push.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_wechat::{FakeWechat, Scripted, APPID, SECRET};
+use common::*;
+use serde_json::Value;
+use wxrules::dedup;
+use wxrules::outbox::{self, Outbox, Senders};
+use wxrules::server::{AppState, Options};
+use wxrules::settings::Secrets;
+use wxrules::wechat_api::{Api, Credentials};
+
+const RULES: &str = r#"rules:
+  - name: stores
+    when: { keyword: 门店 }
+    reply: { text: "静安店" }
+    send:
+      - { text: "第一条 to {{FromUserName}}" }
+      - { image: { media_id: MEDIA_1 } }
+      - news: [ { title: 门店, description: 地址, url: "https://example.com/a", pic_url: "https://example.com/a.jpg" } ]
+  - name: one
+    when: { keyword: one }
+    reply: { text: passive }
+    send: [ { text: "one more" } ]
+"#;
+
+/// Retries a few milliseconds apart, so that the tests stay short.
+fn quick() -> outbox::Config {
+    outbox::Config {
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(30),
+        ..outbox::Config::default()
+    }
+}
+
+/// The server's state, its outbox sending to `base` with the fake's credentials.
+fn state(scratch: &Scratch, base: &str, config: outbox::Config) -> (AppState, Senders) {
+    let mut state = state_with_dedup(
+        scratch.sources(),
+        Secrets::new(TOKEN, None).unwrap(),
+        Options::default(),
+        Some(dedup::Config::default()),
+    );
+    let metrics = state.live.metrics().clone();
+    let api = Api::new(base, Some(Credentials::new(APPID, SECRET)), metrics.clone()).unwrap();
+    let (outbox, senders) = Outbox::start(&Arc::new(api), config, metrics);
+    state.outbox = Arc::new(outbox);
+    (state, senders)
+}
+
+fn scratch(tag: &str) -> Scratch {
+    let scratch = Scratch::new(tag);
+    scratch.write("rules.yaml", RULES);
+    scratch
+}
+
+/// A text push from `user`, with its own MsgId.
+fn push(user: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_account]]></ToUserName>\
+         <FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>{NOW}</CreateTime>\
+         <MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+fn texts(delivered: &[Value]) -> Vec<String> {
+    delivered
+        .iter()
+        .map(|m| match m["msgtype"].as_str().unwrap() {
+            "text" => m["text"]["content"].as_str().unwrap().to_owned(),
+            kind => kind.to_owned(),
+        })
+        .collect()
+}
+
+fn metric(state: &AppState, series: &str) -> f64 {
+    sample(&state.live.metrics().render(), series).unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn a_rules_send_list_goes_out_after_the_passive_reply_in_order_with_one_token() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("send-order");
+    let (state, senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    let (status, body) = post(&app, &signed_query(), push("oUserA", "门店", 1)).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<Content><![CDATA[静安店]]></Content>"),
+        "{body}"
+    );
+    // Many pushes, one token.
+    for i in 0..20 {
+        post(
+            &app,
+            &signed_query(),
+            push(&format!("oUser{i}"), "one", 100 + i),
+        )
+        .await;
+    }
+    let delivered = fake.wait_delivered(23).await;
+    assert_eq!(delivered.len(), 23);
+    let a: Vec<&Value> = delivered
+        .iter()
+        .filter(|m| m["touser"] == "oUserA")
+        .collect();
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[0]["text"]["content"], "第一条 to oUserA");
+    assert_eq!(a[1]["image"]["media_id"], "MEDIA_1");
+    assert_eq!(
+        a[2]["news"]["articles"][0]["picurl"],
+        "https://example.com/a.jpg"
+    );
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(
+        metric(&state, r#"wxrules_outbox_results_total{outcome="sent"}"#),
+        23.0
+    );
+    assert_eq!(
+        metric(
+            &state,
+            r#"wxrules_wechat_api_calls_total{api="stable_token",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
+}
+
+#[actix_web::test]
+async fn an_expired_token_is_refreshed_and_the_call_retried_once() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("expired");
+    let (state, _senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    post(&app, &signed_query(), push("oUserA", "one", 1)).await;
+    assert_eq!(fake.wait_delivered(1).await.len(), 1);
+    fake.expire_token();
+    post(&app, &signed_query(), push("oUserA", "one", 2)).await;
+    assert_eq!(fake.wait_delivered(2).await.len(), 2);
+    // The second send was refused (42001), the token fetched again, the send retried.
+    assert_eq!(fake.token_calls(), 2);
+    assert_eq!(fake.send_calls(), 3);
+    assert_eq!(
+        metric(&state, r#"wxrules_outbox_results_total{outcome="sent"}"#),
+        2.0
+    );
+}
+
+#[actix_web::test]
+async fn a_final_errcode_is_one_attempt_and_a_failure() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("final");
+    let (state, senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    fake.script(&[Scripted::Errcode(45015)]);
+    post(&app, &signed_query(), push("oSilentUser", "one", 1)).await;
+    // A later message of the same user is sent after it: the failure did not block it.
+    post(&app, &signed_query(), push("oSilentUser", "one", 2)).await;
+    assert_eq!(fake.wait_delivered(1).await.len(), 1);
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
+    assert_eq!(fake.send_calls(), 2);
+    assert_eq!(
+        metric(&state, r#"wxrules_outbox_results_total{outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &state,
+            r#"wxrules_wechat_api_calls_total{api="custom_send",outcome="errcode"}"#
+        ),
+        1.0
+    );
+}
+
+#[actix_web::test]
+async fn server_errors_and_errcode_minus_one_are_retried_then_delivered_once() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("retried");
+    let (state, _senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    fake.script(&[
+        Scripted::Status(500),
+        Scripted::Errcode(-1),
+        Scripted::Status(503),
+    ]);
+    post(&app, &signed_query(), push("oUserA", "one", 1)).await;
+    let delivered = fake.wait_delivered(1).await;
+    assert_eq!(texts(&delivered), ["one more"]);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.delivered().len(), 1);
+    assert_eq!(fake.send_calls(), 4);
+    assert_eq!(
+        metric(&state, r#"wxrules_outbox_results_total{outcome="sent"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&state, r#"wxrules_outbox_results_total{outcome="failed"}"#),
+        0.0
+    );
+}
+
+#[actix_web::test]
+async fn messages_wait_while_the_api_is_down_and_go_when_it_returns() {
+    // A port with nothing behind it yet: every call is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let scratch = scratch("down");
+    let (state, _senders) = state(&scratch, &base, quick());
+    let app = app(state.clone()).await;
+    post(&app, &signed_query(), push("oUserA", "门店", 1)).await;
+    post(&app, &signed_query(), push("oUserA", "one", 2)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        metric(
+            &state,
+            r#"wxrules_wechat_api_calls_total{api="stable_token",outcome="network"}"#
+        ) >= 2.0
+    );
+    let fake = FakeWechat::start_on(
+        std::net::TcpListener::bind(base.trim_start_matches("http://")).unwrap(),
+    );
+    let delivered = fake.wait_delivered(4).await;
+    assert_eq!(
+        texts(&delivered),
+        ["第一条 to oUserA", "image", "news", "one more"]
+    );
+}
+
+#[actix_web::test]
+async fn each_users_messages_keep_their_order_under_concurrency() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("per-user");
+    let (state, _senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    // Some failures on the way, which delay the users they hit.
+    fake.script(&[
+        Scripted::Status(502),
+        Scripted::Errcode(-1),
+        Scripted::Status(500),
+    ]);
+    let mut id = 1000;
+    for round in 0..3 {
+        for user in 0..10 {
+            let content = if round == 1 { "one" } else { "门店" };
+            post(
+                &app,
+                &signed_query(),
+                push(&format!("oUser{user}"), content, id),
+            )
+            .await;
+            id += 1;
+        }
+    }
+    let delivered = fake.wait_delivered(70).await;
+    assert_eq!(delivered.len(), 70);
+    for user in 0..10 {
+        let mine: Vec<Value> = delivered
+            .iter()
+            .filter(|m| m["touser"] == format!("oUser{user}"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            texts(&mine),
+            [
+                &format!("第一条 to oUser{user}"),
+                "image",
+                "news",
+                "one more",
+                &format!("第一条 to oUser{user}"),
+                "image",
+                "news",
+            ],
+            "oUser{user}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_wechat_retry_of_a_push_sends_nothing_twice() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("retry");
+    let (state, senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    let first = post(&app, &signed_query(), push("oUserA", "门店", 77)).await;
+    let again = post(&app, &signed_query(), push("oUserA", "门店", 77)).await;
+    assert_eq!(first, again);
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
+    assert_eq!(fake.delivered().len(), 3);
+}
+
+#[actix_web::test]
+async fn without_an_app_secret_the_passive_reply_still_goes_and_sends_are_counted() {
+    let scratch = scratch("no-secret");
+    let state = state_with_dedup(
+        scratch.sources(),
+        Secrets::new(TOKEN, None).unwrap(),
+        Options::default(),
+        None,
+    );
+    let app = app(state.clone()).await;
+    let (status, body) = post(&app, &signed_query(), push("oUserA", "门店", 1)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("静安店"), "{body}");
+    assert_eq!(
+        metric(
+            &state,
+            r#"wxrules_outbox_results_total{outcome="unsendable"}"#
+        ),
+        3.0
+    );
+}
