@@ -26,6 +26,7 @@
 #   benches/load.sh                          # 8 runs of 15 s
 #   DURATION=5 WORKLOADS="shipped safe" benches/load.sh
 #   BEFORE=/path/to/older/wxrules benches/load.sh   # each workload also on an older build
+#   WXRULES=/path/to/wxrules ...                     # serve that binary instead of this build
 #
 # With BEFORE, every workload runs on this build and then on BEFORE's (rows `NAME` and
 # `NAME-before`), back to back, so that a change is measured against the build before it
@@ -61,7 +62,7 @@ if ! command -v wrk >/dev/null; then
     $sudo apt-get install -y wrk >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y wrk >/dev/null; }
 fi
 cargo build --release --bins --quiet
-wxrules=target/release/wxrules
+wxrules=${WXRULES:-target/release/wxrules}
 current=$wxrules
 BEFORE=${BEFORE:-}
 baseline=target/release/baseline

@@ -579,6 +579,17 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 _ => None,
             },
             "body": outcome.body(),
+            "sends": match &outcome {
+                Outcome::Replied { sends, .. } => sends
+                    .iter()
+                    .map(|send| match send {
+                        Ok(reply) => crate::wechat_api::CustomMessage::new("o_explain_user", reply.clone())
+                            .map_or(serde_json::Value::Null, |m| serde_json::to_value(m).unwrap_or_default()),
+                        Err(e) => serde_json::json!({"error": e.to_string()}),
+                    })
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -604,9 +615,27 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     match &outcome {
-        Outcome::Replied { reply, xml, .. } => {
+        Outcome::Replied {
+            reply, xml, sends, ..
+        } => {
             println!("reply ({}):", reply.msg_type());
             println!("{xml}");
+            if !sends.is_empty() {
+                println!("then sent through the customer-service API, in order:");
+            }
+            for (i, send) in sends.iter().enumerate() {
+                match send
+                    .as_ref()
+                    .map_err(ToString::to_string)
+                    .and_then(|reply| {
+                        crate::wechat_api::CustomMessage::new("o_explain_user", reply.clone())
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| serde_json::to_string(&m).map_err(|e| e.to_string()))
+                    }) {
+                    Ok(json) => println!("  {}. {json}", i + 1),
+                    Err(error) => println!("  {}. not sent: {error}", i + 1),
+                }
+            }
         }
         Outcome::Ignored { rule: Some(rule) } => {
             println!("ignored by rule `{rule}`: answers `success`");

@@ -1040,42 +1040,63 @@ fn slow_and_stalled_bodies_get_408_and_a_closed_connection_on_every_route() {
         format!("{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n{framing}")
     };
     let post = format!("POST /wechat?{}", signed_query());
-    let cases: Vec<(&str, String, &[u8])> = vec![
+    let unsigned = "POST /wechat?signature=x&timestamp=1&nonce=2";
+    let chunked = "Transfer-Encoding: chunked";
+    let cases: Vec<(&str, String, &[u8], u16)> = vec![
         (
             "POST, Content-Length 1000, 5 bytes sent",
             head(&post, "Content-Length: 1000"),
             b"<xml>",
+            408,
         ),
         (
             "POST, chunked, stopped mid-chunk",
-            head(&post, "Transfer-Encoding: chunked"),
+            head(&post, chunked),
             b"100\r\nabc",
+            408,
         ),
         (
             "POST, chunked, stopped in a size line",
-            head(&post, "Transfer-Encoding: chunked"),
+            head(&post, chunked),
             b"10",
+            408,
         ),
         (
             "GET /healthz, chunked, stopped",
-            head("GET /healthz", "Transfer-Encoding: chunked"),
+            head("GET /healthz", chunked),
             b"100\r\nabc",
+            408,
         ),
         (
             "GET /wechat, chunked, stopped",
-            head("GET /wechat", "Transfer-Encoding: chunked"),
+            head("GET /wechat", chunked),
             b"100\r\nabc",
+            408,
         ),
         (
             "POST /nowhere, chunked, stopped",
-            head("POST /nowhere", "Transfer-Encoding: chunked"),
+            head("POST /nowhere", chunked),
             b"100\r\nabc",
+            408,
+        ),
+        // Unsigned: refused before the body is read, at once.
+        (
+            "POST unsigned, Content-Length 1000, stopped",
+            head(unsigned, "Content-Length: 1000"),
+            b"<xml>",
+            403,
+        ),
+        (
+            "POST unsigned, chunked, stopped",
+            head(unsigned, chunked),
+            b"100\r\nabc",
+            403,
         ),
     ];
     let mut failures = Vec::new();
-    for (name, head, sent) in &cases {
+    for (name, head, sent, expected) in &cases {
         let (status, closed) = stalled(server.addr, head, sent);
-        if (status, closed) != (408, true) {
+        if (status, closed) != (*expected, true) {
             failures.push(format!("{name}: got {status}, closed: {closed}"));
         }
     }

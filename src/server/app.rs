@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
+use actix_web::{guard, web};
 
 use super::{body, handlers};
 use crate::clock::Clock;
@@ -68,16 +68,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let limit = state.options.body_limit;
     cfg.app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(limit))
+        // The push path bounds its body itself (`body::read`); the guard lets every other
+        // request of `/wechat` reach the scope below.
         .service(
-            // One scope over every route, so that the body bounds hold for all of them,
-            // unknown paths (404) included.
+            web::resource("/wechat")
+                .guard(guard::Post())
+                .route(web::post().to(handlers::receive)),
+        )
+        .service(
+            // One scope over every other route, so that the body bounds hold for all of
+            // them, unknown paths (404) included.
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(body::bound_chunked))
-                .service(
-                    web::resource("/wechat")
-                        .route(web::get().to(handlers::verify_url))
-                        .route(web::post().to(handlers::receive)),
-                )
+                .route("/wechat", web::get().to(handlers::verify_url))
                 .route("/healthz", web::get().to(handlers::healthz))
                 .route("/metrics", web::get().to(handlers::metrics)),
         );

@@ -2,11 +2,12 @@
 //! headers and then trickles its body, or stops, holds a connection (and a file
 //! descriptor) for `Options::body_timeout` at most, signed or not.
 //!
-//! actix reads a body only when a handler asks. Two cases need care. `POST /wechat` reads
-//! its `Content-Length` body through `read`, under the deadline. A chunked body is read here
-//! by `bound_chunked`, on any route, before the handler: a handler that leaves a chunked
-//! body unread (any other route) or gives up on one makes actix drain the rest before the
-//! next request, with no time limit at all.
+//! actix reads a body only when a handler asks, and a chunked body that a handler leaves
+//! unread makes actix drain the rest before the next request, with no time limit at all.
+//! `POST /wechat` reads its body through `read`, under the deadline, and refuses through
+//! `refuse_unread`, which makes actix close instead of drain. Every other route is wrapped
+//! in `bound_chunked`, which reads a chunked body before the handler (the push path does
+//! not pay for the middleware).
 
 use actix_web::body::{BodyStream, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -56,7 +57,28 @@ async fn read_stream<B: MessageBody>(
 
 /// A body not read to its end, kept with the response that refuses it. While its reader
 /// lives, actix closes the connection after an empty response rather than drain the rest.
-pub(crate) struct Unread(#[allow(dead_code, reason = "held, never read")] pub(crate) Payload);
+struct Unread(#[allow(dead_code, reason = "held, never read")] Payload);
+
+/// The response refusing a request whose body was not read to its end: `e`'s, keeping the
+/// body's reader, and empty when the body is chunked (actix decides whether to drain after
+/// a response with a body, when the reader is gone), so that the connection is closed
+/// rather than kept for a rest that may never come.
+pub(crate) fn refuse_unread(
+    e: &ServiceError,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> actix_web::HttpResponse {
+    let mut response = e.error_response();
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        response = actix_web::HttpResponse::build(response.status())
+            .force_close()
+            .finish();
+    }
+    response
+        .extensions_mut()
+        .insert(Unread(payload.into_inner()));
+    response
+}
 
 /// Middleware: reads a chunked body in full, within the bounds, before any handler runs,
 /// and hands it on in memory; refuses it (413, 408, 400) otherwise. Other requests pass

@@ -237,21 +237,19 @@ pub(crate) async fn receive(
     // sign is answered 403 at once, and cannot hold the connection by sending its body
     // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
     let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
-        let early = query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes");
-        if early {
+        let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
             state.verify_plain(&query)?;
-        }
-        Ok(if early {
             QueryCheck::Done
         } else {
             QueryCheck::Pending
-        })
+        };
+        Ok((query, checked))
     });
-    let checked = match checked {
+    let (query, checked) = match checked {
         Ok(checked) => checked,
         Err(e) => {
             count_refused(&state, &e);
-            return Err(e.into());
+            return Ok(body::refuse_unread(&e, &req, payload));
         }
     };
     let mut payload = payload;
@@ -260,15 +258,10 @@ pub(crate) async fn receive(
         Err(e) => {
             // Over the size limit (413), too slow (408), or a broken upload (400).
             count_refused(&state, &e);
-            let mut response = actix_web::ResponseError::error_response(&e);
-            response
-                .extensions_mut()
-                .insert(body::Unread(payload.into_inner()));
-            return Ok(response);
+            return Ok(body::refuse_unread(&e, &req, payload));
         }
     };
-    let decoded = WechatQuery::parse(req.query_string())
-        .and_then(|query| decode(&state, &query, checked, &body));
+    let decoded = decode(&state, &query, checked, &body);
     let (message, mode) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
