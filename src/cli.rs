@@ -366,8 +366,12 @@ async fn serve_on(
         live.metrics().clone(),
     );
     let metrics = live.metrics().clone();
-    let api = crate::wechat_api::Api::new(&args.wechat_api, credentials, metrics.clone())
+    let mut api = crate::wechat_api::Api::new(&args.wechat_api, credentials, metrics.clone())
         .context("the WeChat API client")?;
+    // With Redis, the access token is shared: one fetch for every instance.
+    if let Some(redis) = dedup.redis() {
+        api = api.share_tokens(redis);
+    }
     let (outbox, senders) = if api.can_send() {
         let (outbox, senders) =
             Outbox::start(&Arc::new(api), crate::outbox::Config::default(), metrics);

@@ -6,13 +6,16 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{OptionsBuilder, Weighter};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::time::{timeout, Instant};
+use redis::aio::ConnectionManager;
+
+use tokio::time::Instant;
+
+use crate::store::Redis;
 
 use crate::metrics::Metrics;
 use crate::wire::Message;
@@ -322,22 +325,6 @@ impl Ticket<'_> {
     }
 }
 
-/// The Redis side: one shared connection, or none while Redis is down.
-struct RedisLink {
-    url: RedisUrl,
-    command_timeout: Duration,
-    retry_after: Duration,
-    state: Mutex<LinkState>,
-}
-
-struct LinkState {
-    conn: Option<ConnectionManager>,
-    /// Redis failed and has not answered since: the warning was logged once.
-    down: bool,
-    /// While there is no connection, nobody tries to make one before this.
-    next_try: Instant,
-}
-
 /// What Redis said about a key.
 enum RedisClaim {
     First,
@@ -346,117 +333,8 @@ enum RedisClaim {
     Unavailable,
 }
 
-impl RedisLink {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        // The state is a few plain fields, valid after any panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `op` on the shared connection. A connection that fails may only be stale (Redis
-    /// restarted, a proxy dropped it): one fresh connection is tried before Redis counts as
-    /// down. `None` means "dedup in process this time".
-    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: std::future::Future<Output = Result<T, String>>,
-    {
-        let conn = self.connection().await?;
-        let first_error = match op(conn).await {
-            Ok(value) => return Some(value),
-            Err(e) => e,
-        };
-        tracing::debug!(event = "dedup_redis_retry", error = first_error);
-        let conn = self.reconnect().await?;
-        match op(conn).await {
-            Ok(value) => Some(value),
-            Err(e) => {
-                self.mark_down(&e);
-                None
-            }
-        }
-    }
-
-    /// The shared connection, making it when there is none and it is time to try.
-    async fn connection(&self) -> Option<ConnectionManager> {
-        {
-            let mut state = self.lock();
-            if let Some(conn) = &state.conn {
-                return Some(conn.clone());
-            }
-            let now = Instant::now();
-            if now < state.next_try {
-                return None;
-            }
-            // This request tries; the others dedup in process meanwhile.
-            state.next_try = now + self.retry_after;
-        }
-        self.connect().await
-    }
-
-    /// Drops the shared connection and makes a new one now, unless another request is at
-    /// it already.
-    async fn reconnect(&self) -> Option<ConnectionManager> {
-        {
-            let mut state = self.lock();
-            state.conn = None;
-            let now = Instant::now();
-            if state.down && now < state.next_try {
-                return None;
-            }
-            state.next_try = now + self.retry_after;
-        }
-        self.connect().await
-    }
-
-    async fn connect(&self) -> Option<ConnectionManager> {
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(self.command_timeout)
-            .set_response_timeout(self.command_timeout);
-        let connect = ConnectionManager::new_with_config(self.url.client.clone(), config);
-        let conn = match timeout(self.command_timeout * 2, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                self.mark_down(&e.to_string());
-                return None;
-            }
-            Err(_) => {
-                self.mark_down("connect timed out");
-                return None;
-            }
-        };
-        let mut state = self.lock();
-        let redis = self.url.redacted();
-        if state.down {
-            state.down = false;
-            tracing::info!(event = "dedup_redis_recovered", redis);
-        } else {
-            tracing::info!(event = "dedup_redis_connected", redis);
-        }
-        state.conn = Some(conn.clone());
-        Some(conn)
-    }
-
-    /// Drops the connection and warns, once per outage.
-    fn mark_down(&self, error: &str) {
-        let mut state = self.lock();
-        state.conn = None;
-        state.next_try = Instant::now() + self.retry_after;
-        if !state.down {
-            state.down = true;
-            tracing::warn!(
-                event = "dedup_redis_down",
-                redis = %self.url.redacted(),
-                error,
-                "deduplicating retries in process until Redis answers again"
-            );
-        }
-    }
-
-    fn is_down(&self) -> bool {
-        self.lock().down
-    }
-
+/// The dedup commands, on the shared Redis link.
+impl Redis {
     /// Takes the key (`SET NX PX`), or waits for the answer of whoever has it.
     async fn claim(&self, key: &Key) -> RedisClaim {
         self.run(|conn| self.claim_on(conn, key))
@@ -517,18 +395,6 @@ impl RedisLink {
             }
         }
     }
-
-    /// Runs one command under the command timeout.
-    async fn bounded<T>(
-        &self,
-        command: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, String> {
-        match timeout(self.command_timeout, command).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("command timed out".to_owned()),
-        }
-    }
 }
 
 /// The retry store of one server: in process, plus Redis when configured. Shared by all
@@ -537,7 +403,7 @@ pub struct Dedup {
     config: Config,
     /// `None` only for `Dedup::off`.
     memory: Option<Memory>,
-    redis: Option<RedisLink>,
+    redis: Option<Arc<Redis>>,
     metrics: Metrics,
 }
 
@@ -557,16 +423,12 @@ impl Dedup {
         let memory = memory_store(config.capacity);
         let redis = match &config.store {
             Store::Memory => None,
-            Store::Redis(url) => Some(RedisLink {
-                url: url.clone(),
-                command_timeout: config.command_timeout,
-                retry_after: config.retry_after,
-                state: Mutex::new(LinkState {
-                    conn: None,
-                    down: false,
-                    next_try: Instant::now(),
-                }),
-            }),
+            Store::Redis(url) => Some(Arc::new(Redis::new(
+                url.client.clone(),
+                url.redacted(),
+                config.command_timeout,
+                config.retry_after,
+            ))),
         };
         Dedup {
             config,
@@ -622,9 +484,15 @@ impl Dedup {
         self.config.ttl
     }
 
+    /// The Redis link, when configured: shared with what else keeps state in Redis (the
+    /// access token).
+    pub fn redis(&self) -> Option<Arc<Redis>> {
+        self.redis.clone()
+    }
+
     /// Whether Redis is configured and currently counted as down.
     pub fn redis_down(&self) -> bool {
-        self.redis.as_ref().is_some_and(RedisLink::is_down)
+        self.redis.as_ref().is_some_and(|redis| redis.is_down())
     }
 
     /// Claims `key` for this attempt, or finds the answer another attempt gave (waiting
@@ -774,7 +642,7 @@ mod tests {
         key: &'a Key,
     ) -> std::pin::Pin<Box<impl std::future::Future<Output = Claim<'a>> + 'a>> {
         let mut retry = Box::pin(dedup.claim(key));
-        assert!(timeout(Duration::from_millis(20), &mut retry)
+        assert!(tokio::time::timeout(Duration::from_millis(20), &mut retry)
             .await
             .is_err());
         retry

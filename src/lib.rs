@@ -32,6 +32,7 @@ pub mod render;
 pub mod rules;
 pub mod server;
 pub mod settings;
+pub mod store;
 pub mod wechat_api;
 pub mod wire;
 

@@ -8,10 +8,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::redis_server::RedisServer;
 use common::*;
 use wxrules::dedup::{self, Claim, Key};
 use wxrules::server::{AppState, Options};
@@ -90,85 +91,6 @@ const RETRIES: &str = "wxrules_requests_total{outcome=\"retry\"}";
 const MEMORY_HITS: &str = "wxrules_dedup_hits_total{store=\"memory\"}";
 const REDIS_HITS: &str = "wxrules_dedup_hits_total{store=\"redis\"}";
 const FALLBACKS: &str = "wxrules_dedup_fallbacks_total";
-
-/// A `redis-server` of this test's own, on a free loopback port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { port, child: None };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run `redis-server` ({e}): these tests need it installed \
-                     (`apt-get install -y redis-server`; .ci/run installs it)"
-                )
-            });
-        self.child = Some(child);
-        let started = Instant::now();
-        while !self.answers_ping() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server on port {} did not answer PING within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
-        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[actix_web::test]
 async fn in_memory_a_retry_gets_the_same_bytes_and_the_rule_runs_once() {

@@ -121,6 +121,8 @@ async fn a_rules_send_list_goes_out_after_the_passive_reply_in_order_with_one_to
         a[2]["news"]["articles"][0]["picurl"],
         "https://example.com/a.jpg"
     );
+    // Drained first: a message is counted once its answer is read, after the fake has it.
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
     assert_eq!(fake.token_calls(), 1);
     assert_eq!(
         metric(&state, r#"wxrules_outbox_results_total{outcome="sent"}"#),
@@ -133,20 +135,20 @@ async fn a_rules_send_list_goes_out_after_the_passive_reply_in_order_with_one_to
         ),
         1.0
     );
-    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
 }
 
 #[actix_web::test]
 async fn an_expired_token_is_refreshed_and_the_call_retried_once() {
     let fake = FakeWechat::start();
     let scratch = scratch("expired");
-    let (state, _senders) = state(&scratch, &fake.base(), quick());
+    let (state, senders) = state(&scratch, &fake.base(), quick());
     let app = app(state.clone()).await;
     post(&app, &signed_query(), push("oUserA", "one", 1)).await;
     assert_eq!(fake.wait_delivered(1).await.len(), 1);
     fake.expire_token();
     post(&app, &signed_query(), push("oUserA", "one", 2)).await;
     assert_eq!(fake.wait_delivered(2).await.len(), 2);
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
     // The second send was refused (42001), the token fetched again, the send retried.
     assert_eq!(fake.token_calls(), 2);
     assert_eq!(fake.send_calls(), 3);
@@ -186,7 +188,7 @@ async fn a_final_errcode_is_one_attempt_and_a_failure() {
 async fn server_errors_and_errcode_minus_one_are_retried_then_delivered_once() {
     let fake = FakeWechat::start();
     let scratch = scratch("retried");
-    let (state, _senders) = state(&scratch, &fake.base(), quick());
+    let (state, senders) = state(&scratch, &fake.base(), quick());
     let app = app(state.clone()).await;
     fake.script(&[
         Scripted::Status(500),
@@ -196,7 +198,7 @@ async fn server_errors_and_errcode_minus_one_are_retried_then_delivered_once() {
     post(&app, &signed_query(), push("oUserA", "one", 1)).await;
     let delivered = fake.wait_delivered(1).await;
     assert_eq!(texts(&delivered), ["one more"]);
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
     assert_eq!(fake.delivered().len(), 1);
     assert_eq!(fake.send_calls(), 4);
     assert_eq!(
@@ -318,5 +320,71 @@ async fn without_an_app_secret_the_passive_reply_still_goes_and_sends_are_counte
             r#"wxrules_outbox_results_total{outcome="unsendable"}"#
         ),
         3.0
+    );
+}
+
+/// With `--store redis://…`, the instances of one account share the access token: the
+/// first fetches it (under a short lock), the others read it from Redis. When WeChat
+/// expires it, one instance fetches the next and the others find it there.
+#[actix_web::test]
+async fn instances_sharing_redis_fetch_one_token_in_all() {
+    use common::redis_server::RedisServer;
+    use wxrules::metrics::Metrics;
+    use wxrules::wechat_api::CustomMessage;
+    use wxrules::wire::Reply;
+
+    let redis = RedisServer::start();
+    let fake = FakeWechat::start();
+    let instance = || {
+        let link = wxrules::store::Redis::new(
+            ::redis::Client::open(redis.url()).unwrap(),
+            "test".into(),
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+        );
+        Api::new(
+            &fake.base(),
+            Some(Credentials::new(APPID, SECRET)),
+            Metrics::new(),
+        )
+        .unwrap()
+        .share_tokens(Arc::new(link))
+    };
+    let (a, b, c) = (instance(), instance(), instance());
+    let (ta, tb, tc) = tokio::join!(a.access_token(), b.access_token(), c.access_token());
+    let token = ta.unwrap();
+    assert_eq!(tb.unwrap(), token);
+    assert_eq!(tc.unwrap(), token);
+    assert_eq!(fake.token_calls(), 1);
+    let message = |i: usize| {
+        CustomMessage::new(
+            "oUserA",
+            Reply::Text {
+                content: format!("m{i}"),
+            },
+        )
+        .unwrap()
+    };
+    for i in 0..5 {
+        a.send_custom(&message(i)).await.unwrap();
+        b.send_custom(&message(i)).await.unwrap();
+    }
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(fake.delivered().len(), 10);
+
+    fake.expire_token();
+    a.send_custom(&message(10)).await.unwrap();
+    b.send_custom(&message(11)).await.unwrap();
+    c.send_custom(&message(12)).await.unwrap();
+    // `a` met 42001 and fetched the next token; `b` and `c` met it too and read it from
+    // Redis.
+    assert_eq!(fake.token_calls(), 2);
+    assert_eq!(fake.delivered().len(), 13);
+    assert_eq!(
+        redis
+            .get(&format!("wxrules:token:{APPID}"))
+            .as_deref()
+            .map(str::len),
+        Some(14)
     );
 }

@@ -524,6 +524,18 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_logged_twenty_a_second_and_the_rest_counted() {
+        let log = RefusalLog::new();
+        let admitted: Vec<Option<u64>> = (0..25).map(|_| log.admit()).collect();
+        assert!(admitted[..20].iter().all(|a| *a == Some(0)), "{admitted:?}");
+        assert!(admitted[20..].iter().all(Option::is_none), "{admitted:?}");
+        // The next second's first line says how many were left out.
+        log.second.store(0, Ordering::Relaxed);
+        assert_eq!(log.admit(), Some(5));
+        assert_eq!(log.admit(), Some(0));
+    }
+
+    #[test]
     fn wechat_query_is_read_in_place() {
         let q = WechatQuery::parse(
             "signature=0f9d&timestamp=1409304348&nonce=xxxxxx&openid=o1&encrypt_type=aes&msg_signature=ab",

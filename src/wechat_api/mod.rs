@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
-use token::TokenCache;
+use token::{usable, Shared, TokenCache};
 
 use crate::metrics::Metrics;
 
@@ -140,6 +140,8 @@ pub struct Api {
     base: String,
     credentials: Option<Credentials>,
     token: TokenCache,
+    /// With `--store redis://…`: the token shared by every instance.
+    shared: Option<Shared>,
     metrics: Metrics,
 }
 
@@ -163,8 +165,19 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             credentials,
             token: TokenCache::default(),
+            shared: None,
             metrics,
         })
+    }
+
+    /// Shares the access token through `redis` with every instance of the account: one
+    /// fetch for all of them. Without credentials there is nothing to share.
+    pub fn share_tokens(mut self, redis: Arc<crate::store::Redis>) -> Api {
+        self.shared = self
+            .credentials
+            .as_ref()
+            .map(|c| Shared::new(redis, &c.appid));
+        self
     }
 
     /// Whether an AppSecret is configured.
@@ -236,6 +249,25 @@ impl Api {
                 return Ok(token);
             }
         }
+        // Another instance may have fetched one (or be fetching it now).
+        let mut locked = false;
+        if let Some(shared) = &self.shared {
+            if let Some((token, left)) = shared.get().await {
+                if rejected != Some(&*token) {
+                    self.token.store(Arc::clone(&token), left);
+                    return Ok(token);
+                }
+            }
+            locked = shared.lock().await;
+            if !locked {
+                if let Some((token, left)) = shared.wait(rejected).await {
+                    self.token.store(Arc::clone(&token), left);
+                    return Ok(token);
+                }
+                // The other fetch did not deliver in time: fetch here (`stable_token`
+                // gives every caller the same token, so this costs nobody theirs).
+            }
+        }
         let mut fetched = self.fetch_token(credentials, false).await;
         if let (Ok((token, _)), Some(rejected)) = (&fetched, rejected) {
             if **token == *rejected {
@@ -244,12 +276,19 @@ impl Api {
         }
         match fetched {
             Ok((token, expires_in)) => {
-                self.token.store(Arc::clone(&token), expires_in);
+                let usable = usable(expires_in);
+                self.token.store(Arc::clone(&token), usable);
+                if let Some(shared) = &self.shared {
+                    shared.put(&token, usable).await;
+                }
                 tracing::info!(event = "token_refreshed", expires_in = expires_in.as_secs());
                 Ok(token)
             }
             Err(e) => {
                 self.token.clear();
+                if let (Some(shared), true) = (&self.shared, locked) {
+                    shared.unlock().await;
+                }
                 tracing::error!(
                     event = "token_failed",
                     errcode = e.errcode(),

@@ -1,5 +1,6 @@
 //! The access token of one account, cached until shortly before it expires, with one
-//! refresh at a time. `Debug` never shows the token.
+//! refresh at a time in this process, and, with Redis, one for all instances (`Shared`).
+//! `Debug` never shows the token.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,13 +39,8 @@ impl TokenCache {
         self.refresh.lock().await
     }
 
-    /// Keeps `token`, good for `expires_in` as WeChat says (7,200 s); a short-lived token
-    /// is used for half its life.
-    pub(super) fn store(&self, token: Arc<str>, expires_in: Duration) {
-        let usable = expires_in
-            .checked_sub(MARGIN)
-            .filter(|d| *d >= expires_in / 2)
-            .unwrap_or(expires_in / 2);
+    /// Keeps `token` for `usable` (see `usable`).
+    pub(super) fn store(&self, token: Arc<str>, usable: Duration) {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((token, Instant::now() + usable));
     }
@@ -62,14 +58,140 @@ mod tests {
     fn a_token_is_used_until_shortly_before_it_expires_and_never_shown() {
         let cache = TokenCache::default();
         assert!(cache.current().is_none());
-        cache.store("t0ken-secret".into(), Duration::from_secs(7200));
+        cache.store("t0ken-secret".into(), usable(Duration::from_secs(7200)));
+        assert_eq!(usable(Duration::from_secs(7200)), Duration::from_secs(6900));
+        assert_eq!(usable(Duration::from_secs(400)), Duration::from_secs(200));
         assert_eq!(cache.current().as_deref(), Some("t0ken-secret"));
         assert!(!format!("{cache:?}").contains("t0ken"));
         // Expired already (a zero lifetime): not used.
-        cache.store("gone".into(), Duration::ZERO);
+        cache.store("gone".into(), usable(Duration::ZERO));
         assert!(cache.current().is_none());
-        cache.store("t".into(), Duration::from_secs(7200));
+        cache.store("t".into(), usable(Duration::from_secs(7200)));
         cache.clear();
         assert!(cache.current().is_none());
     }
+}
+
+/// The token shared through Redis by every instance of one account (`--store redis://…`):
+/// `wxrules:token:APPID` holds it for its usable life, and `wxrules:token:APPID:lock`, taken
+/// with `SET NX PX`, lets one instance fetch while the others wait for what it stores.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) redis: Arc<crate::store::Redis>,
+    key: String,
+    lock: String,
+}
+
+/// How long the fetch lock lasts: past one API call's timeout, so that an instance that
+/// died holding it does not hold the others up for long.
+const LOCK_FOR: Duration = Duration::from_secs(15);
+/// How long an instance waits for another's fetch before it fetches itself.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+impl Shared {
+    pub(super) fn new(redis: Arc<crate::store::Redis>, appid: &str) -> Shared {
+        Shared {
+            redis,
+            key: format!("wxrules:token:{appid}"),
+            lock: format!("wxrules:token:{appid}:lock"),
+        }
+    }
+
+    /// The shared token and how long it is still good for, if there is one.
+    pub(super) async fn get(&self) -> Option<(Arc<str>, Duration)> {
+        let found = self
+            .redis
+            .run(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(&self.key).cmd("PTTL").arg(&self.key);
+                async move {
+                    self.redis
+                        .bounded(pipe.query_async::<(Option<String>, i64)>(&mut conn))
+                        .await
+                }
+            })
+            .await?;
+        match found {
+            (Some(token), ttl) if ttl > 0 && !token.is_empty() => Some((
+                token.into(),
+                Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Takes the fetch lock; false when another instance holds it (or Redis is away).
+    pub(super) async fn lock(&self) -> bool {
+        self.redis
+            .run(|mut conn| {
+                let mut set = redis::cmd("SET");
+                set.arg(&self.lock)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(u64::try_from(LOCK_FOR.as_millis()).unwrap_or(u64::MAX));
+                async move {
+                    self.redis
+                        .bounded(set.query_async::<Option<String>>(&mut conn))
+                        .await
+                }
+            })
+            .await
+            .flatten()
+            .is_some()
+    }
+
+    /// Stores a fresh token for `usable`, and lets the lock go.
+    pub(super) async fn put(&self, token: &str, usable: Duration) {
+        let millis = u64::try_from(usable.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.redis
+            .run(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&self.key)
+                    .arg(token)
+                    .arg("PX")
+                    .arg(millis)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(&self.lock)
+                    .ignore();
+                async move { self.redis.bounded(pipe.query_async::<()>(&mut conn)).await }
+            })
+            .await;
+    }
+
+    /// Lets the lock go without a token (the fetch failed).
+    pub(super) async fn unlock(&self) {
+        self.redis
+            .run(|mut conn| {
+                let mut del = redis::cmd("DEL");
+                del.arg(&self.lock);
+                async move { self.redis.bounded(del.query_async::<()>(&mut conn)).await }
+            })
+            .await;
+    }
+
+    /// Waits for another instance's fetch: the token it stores, unless it is `rejected`.
+    pub(super) async fn wait(&self, rejected: Option<&str>) -> Option<(Arc<str>, Duration)> {
+        let until = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(POLL_EVERY).await;
+            if let Some((token, ttl)) = self.get().await {
+                if rejected != Some(&*token) {
+                    return Some((token, ttl));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// How long a token that WeChat says lasts `expires_in` is used.
+pub(super) fn usable(expires_in: Duration) -> Duration {
+    expires_in
+        .checked_sub(MARGIN)
+        .filter(|d| *d >= expires_in / 2)
+        .unwrap_or(expires_in / 2)
 }

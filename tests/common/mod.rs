@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod fake_wechat;
+pub mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
