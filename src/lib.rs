@@ -8,6 +8,9 @@
 //! - [`render`]: handlebars templates → `Reply`.
 //! - [`answer`]: match + render + write for one message, shared by server and CLI.
 //! - [`dedup`]: WeChat retries answered once: the in-process or Redis store of answers.
+//! - [`store`]: the one Redis link, shared by dedup and the access token.
+//! - [`wechat_api`]: WeChat's HTTP API: the access token and customer-service messages.
+//! - [`outbox`]: customer-service messages queued by pushes and sent in the background.
 //! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.

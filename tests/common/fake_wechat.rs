@@ -111,14 +111,18 @@ impl FakeWechat {
         self.state.delivered.lock().unwrap().clone()
     }
 
+    /// How many messages were delivered so far.
+    pub fn delivered_count(&self) -> usize {
+        self.state.delivered.lock().unwrap().len()
+    }
+
     /// Waits (10 s at most) until `n` messages have been delivered; returns them. Async:
     /// the outbox under test runs on the test's own runtime.
     pub async fn wait_delivered(&self, n: usize) -> Vec<Value> {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            let delivered = self.delivered();
-            if delivered.len() >= n || Instant::now() > until {
-                return delivered;
+            if self.delivered_count() >= n || Instant::now() > until {
+                return self.delivered();
             }
             actix_web::rt::time::sleep(Duration::from_millis(5)).await;
         }
