@@ -388,3 +388,74 @@ async fn instances_sharing_redis_fetch_one_token_in_all() {
         Some(14)
     );
 }
+
+/// Everything sent, through every path that logs (a token fetch, a rejected token, a
+/// retry, a final failure, a bad secret), at debug level: the AppSecret and the access
+/// tokens appear nowhere in the log, nor in the metrics.
+#[actix_web::test]
+async fn the_app_secret_and_access_tokens_never_reach_the_log_or_the_metrics() {
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Logs::default();
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .finish(),
+    );
+    let fake = FakeWechat::start();
+    let scratch = scratch("secrets");
+    let (state, senders) = state(&scratch, &fake.base(), quick());
+    let app = app(state.clone()).await;
+    post(&app, &signed_query(), push("oUserA", "one", 1)).await;
+    fake.wait_delivered(1).await;
+    fake.expire_token();
+    fake.script(&[Scripted::Status(500), Scripted::Errcode(45015)]);
+    post(&app, &signed_query(), push("oUserA", "one", 2)).await;
+    assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
+    // A wrong secret: the token request fails with 40125.
+    let wrong = Api::new(
+        &fake.base(),
+        Some(Credentials::new(APPID, "not-the-secret-xyz")),
+        state.live.metrics().clone(),
+    )
+    .unwrap();
+    let err = wrong.access_token().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(40125));
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for event in [
+        "token_refreshed",
+        "token_rejected",
+        "message_retry",
+        "message_failed",
+        "token_failed",
+    ] {
+        assert!(text.contains(event), "no {event} in:\n{text}");
+    }
+    let metrics = state.live.metrics().render();
+    for secret in [SECRET, "not-the-secret-xyz", "ACCESS_TOKEN_"] {
+        assert!(!text.contains(secret), "`{secret}` in the log:\n{text}");
+        assert!(!metrics.contains(secret), "`{secret}` in the metrics");
+        assert!(!format!("{err:?} {err}").contains(secret));
+    }
+    // The user is masked where a failure is logged at warning level or above.
+    let failed = text.lines().find(|l| l.contains("message_failed")).unwrap();
+    assert!(
+        failed.contains("user=…") && !failed.contains("oUserA"),
+        "{failed}"
+    );
+}
