@@ -21,6 +21,18 @@ use crate::server::{self, AppState, Options};
 use crate::settings::Secrets;
 use crate::wire::Message;
 
+/// `url` without a `user:password@` part, for the log.
+fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let authority_end = url[scheme..].find('/').map_or(url.len(), |i| scheme + i);
+    match url[scheme..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme], &url[scheme + at + 1..]).into(),
+        None => url.into(),
+    }
+}
+
 /// How long a client has to send a request's head (line and headers).
 const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -149,7 +161,7 @@ struct ServeArgs {
         default_value = "memory",
         value_name = "memory|redis://host:port[/db]"
     )]
-    dedup: dedup::Store,
+    dedup: String,
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -314,10 +326,18 @@ fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    // Read here rather than by clap, whose error would repeat the value, password and all.
+    let store: dedup::Store = match args.dedup.parse() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: invalid value for '--store' (WXRULES_STORE): {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let secrets = Secrets::from_env()?;
     let credentials = crate::settings::api_credentials()?;
     let _log_guard = init_tracing(args.log_format)?;
-    actix_web::rt::System::new().block_on(serve_on(args, secrets, credentials))
+    actix_web::rt::System::new().block_on(serve_on(args, store, secrets, credentials))
 }
 
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its
@@ -343,6 +363,7 @@ impl Signals {
 
 async fn serve_on(
     args: &ServeArgs,
+    store: dedup::Store,
     secrets: Secrets,
     credentials: Option<crate::wechat_api::Credentials>,
 ) -> anyhow::Result<ExitCode> {
@@ -360,7 +381,7 @@ async fn serve_on(
     let live = Arc::new(Live::new(sources, loaded.rules, Arc::clone(&clock)));
     let dedup = Dedup::new(
         dedup::Config {
-            store: args.dedup.clone(),
+            store,
             ..dedup::Config::default()
         },
         live.metrics().clone(),
@@ -457,7 +478,7 @@ async fn run_server(
         workers,
         max_connections = connections,
         safe_mode = state.secrets.cipher().is_some(),
-        wechat_api = %args.wechat_api,
+        wechat_api = %without_userinfo(&args.wechat_api),
         sends = live.sending(),
     );
     drop(snapshot);
@@ -694,4 +715,24 @@ fn synthetic(kind: &[(&str, &str)], now: u64) -> String {
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     crate::wire::write_fields(&fields)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_url_has_no_password() {
+        use super::without_userinfo;
+        assert_eq!(
+            without_userinfo("https://api.weixin.qq.com"),
+            "https://api.weixin.qq.com"
+        );
+        assert_eq!(
+            without_userinfo("http://u:p@proxy:8080/x@y"),
+            "http://***@proxy:8080/x@y"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:1/a"),
+            "http://127.0.0.1:1/a"
+        );
+    }
 }

@@ -84,7 +84,6 @@ impl<W: Write> Shared<W> {
         {
             let mut pending = lock(&self.pending);
             std::mem::swap(&mut pending.lines, spare);
-            pending.stalled = false;
             pending.want_room = false;
         }
         self.taken.notify_all();
@@ -93,6 +92,9 @@ impl<W: Write> Shared<W> {
         }
         // A log that cannot be written (stderr closed) has nowhere to report it.
         let _ = out.write_all(spare).and_then(|()| out.flush());
+        // Only a write that ends says the output moves again: loggers pay `STALL` once
+        // per stall, not once per batch of a slow output.
+        lock(&self.pending).stalled = false;
         // A burst can leave a huge buffer behind: do not keep it.
         if spare.capacity() > MAX_PENDING * 2 {
             *spare = Vec::new();
@@ -179,17 +181,31 @@ impl<W: Write> BatchWriter<W> {
 pub struct FlushGuard<W: Write> {
     shared: Arc<Shared<W>>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the writer thread ends.
+    ended: Option<std::sync::mpsc::Receiver<()>>,
 }
+
+/// How long the exit waits for the writer thread to write what is left. A stalled stderr
+/// must not keep the process from exiting.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 impl<W: Write> Drop for FlushGuard<W> {
     fn drop(&mut self) {
         lock(&self.shared.pending).closed = true;
         self.shared.ready.notify_one();
-        if let Some(thread) = self.thread.take() {
-            // The thread only writes; should it have panicked, write what is left here.
-            if thread.join().is_err() {
-                self.shared.flush();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // `ended` hangs up when the thread returns (or panics); past `EXIT_WAIT` it is
+        // stuck in a write and is left behind.
+        if let Some(ended) = self.ended.take() {
+            if ended.recv_timeout(EXIT_WAIT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                return;
             }
+        }
+        // The thread only writes; should it have panicked, write what is left here.
+        if thread.join().is_err() {
+            self.shared.flush();
         }
     }
 }
@@ -213,9 +229,13 @@ pub fn batched<W: Write + Send + 'static>(
             spare: Vec::with_capacity(64 * 1024),
         }),
     });
+    let (alive, ended) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new().name(name.to_owned()).spawn({
         let shared = Arc::clone(&shared);
-        move || shared.run()
+        move || {
+            let _alive = alive;
+            shared.run();
+        }
     })?;
     Ok((
         BatchWriter {
@@ -224,6 +244,7 @@ pub fn batched<W: Write + Send + 'static>(
         FlushGuard {
             shared,
             thread: Some(thread),
+            ended: Some(ended),
         },
     ))
 }

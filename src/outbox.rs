@@ -165,11 +165,13 @@ impl Outbox {
             messages,
             queued_at: Instant::now(),
         };
+        // Counted before the send: the shard may take and send it at once.
+        self.metrics.outbox_state("queued", n as i64);
         if shard.send(job).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.metrics.outbox_state("queued", -(n as i64));
             return refuse(Refused::Closing);
         }
-        self.metrics.outbox_state("queued", n as i64);
         Ok(())
     }
 

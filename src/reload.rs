@@ -206,10 +206,13 @@ impl Live {
     /// `reload`, but one whose `verdict` the control loop gave up on (it ran past its time
     /// and was reported as timed out) changes nothing, and says so.
     fn reload_unless(&self, verdict: &Verdict) -> ReloadOutcome {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let loaded = load_settled(&self.sources);
-        self.running.fetch_sub(1, Ordering::SeqCst);
+        let loaded = {
+            // Counted down however the load ends, a panic included.
+            let _running = Running::enter(&self.running);
+            let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            (number, load_settled(&self.sources))
+        };
+        let (number, loaded) = loaded;
         let now = self.clock.now();
         let outcome = match loaded {
             Ok(loaded) => {
@@ -418,6 +421,22 @@ fn release(replaced: Arc<Snapshot>) {
     drop(replaced);
 }
 
+/// One load in `Live::running` while it lives.
+struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    fn enter(count: &'a AtomicU64) -> Running<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Which side has the last word on one reload: the load, when it reaches its outcome, or
 /// the control loop, when it gives up waiting. Whichever comes first wins; the other then
 /// reports nothing, so a reload is never both applied and timed out.
@@ -468,6 +487,18 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout
         while let Ok(next) = controls.try_recv() {
             stop |= next == Control::Stop;
         }
+        // A load abandoned earlier is still stuck in a read: another would only get stuck
+        // behind it (and one thread per SIGHUP would pile up). Say so, and wait for it.
+        if live.running.load(Ordering::SeqCst) > 0 {
+            tracing::error!(
+                event = "rules_reload_skipped",
+                "an earlier reload is still stuck reading files; not starting another"
+            );
+            if stop {
+                break;
+            }
+            continue;
+        }
         let worker = Arc::clone(&live);
         let verdict = Arc::new(Verdict::default());
         let (done, finished) = tokio::sync::oneshot::channel();
@@ -489,9 +520,17 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout
             tracing::error!(event = "rules_reload_failed", error = %e);
             continue;
         }
-        if tokio::time::timeout(timeout, finished).await.is_err() {
-            if let Some(outcome) = live.time_out(&verdict, timeout) {
-                log_outcome(&live, &outcome);
+        match tokio::time::timeout(timeout, finished).await {
+            Ok(Ok(())) => {}
+            // The thread ended without saying how: it panicked.
+            Ok(Err(_)) => tracing::error!(
+                event = "rules_reload_failed",
+                "the reload ended without an outcome; the previous rules keep serving"
+            ),
+            Err(_) => {
+                if let Some(outcome) = live.time_out(&verdict, timeout) {
+                    log_outcome(&live, &outcome);
+                }
             }
         }
         if stop {

@@ -540,7 +540,12 @@ async fn a_safe_mode_retry_gets_the_same_encrypted_bytes() {
 
 #[test]
 fn a_bad_dedup_flag_is_a_one_line_error_naming_it() {
-    for bad in ["memcached://x", "redis://host:notaport"] {
+    // The last one has a password: the error must not repeat the value.
+    for bad in [
+        "memcached://x",
+        "redis://host:notaport",
+        "rediss://:s3cret-pw@host:6379",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .args(["serve", "--dedup", bad])
             .env("WXRULES_TOKEN", TOKEN)
@@ -548,6 +553,7 @@ fn a_bad_dedup_flag_is_a_one_line_error_naming_it() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("s3cret"), "{stderr}");
         let first = stderr.lines().next().unwrap_or_default();
         assert!(
             first.starts_with("error: invalid value") && first.contains("--store"),

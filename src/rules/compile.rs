@@ -240,6 +240,15 @@ fn compile(
                 compile_reply(&mut c, &name, &format!("{base}.reply"), reply).map(Action::Reply)
             }
         };
+        if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
+            let at = c.positions.key(&format!("{base}.send"));
+            c.error(
+                Some(&name),
+                at,
+                "`send` goes out after a passive reply: a rule with `ignore: true` cannot send"
+                    .into(),
+            );
+        }
         let send = compile_send(&mut c, &name, &base, raw_rule.send);
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
@@ -822,6 +831,32 @@ mod tests {
             errors[0].message.starts_with("unknown field `extra`"),
             "{}",
             errors[0]
+        );
+    }
+
+    #[test]
+    fn send_takes_what_the_customer_service_api_carries() {
+        let ok = "rules:\n  - name: a\n    reply: { text: hi }\n    send: [ { text: more }, { image: { media_id: M } }, { one_of: [ { voice: { media_id: V } } ] } ]\n";
+        let rules = compile_yaml(ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rules.rules()[0].send().len(), 3);
+        for (send, says) in [
+            ("[ { transfer_customer_service: {} } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; `transfer_customer_service` is a passive reply only"),
+            ("[ { news: [ { title: a }, { title: b } ] } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; this news has 2 articles (WeChat sends one)"),
+            ("[ { one_of: [ { text: x }, { transfer_customer_service: {} } ] } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; `transfer_customer_service` is a passive reply only"),
+        ] {
+            let yaml = format!("rules:\n  - name: a\n    reply: {{ text: hi }}\n    send: {send}\n");
+            let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+                panic!("{send} loaded");
+            };
+            assert_eq!(errors[0].to_string(), says);
+        }
+        let ignored = "rules:\n  - name: a\n    ignore: true\n    send: [ { text: more } ]\n";
+        let Err(LoadError(errors)) = compile_yaml(ignored) else {
+            panic!("ignore + send loaded");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "rules.yaml:4:5: rule `a`: `send` goes out after a passive reply: a rule with `ignore: true` cannot send"
         );
     }
 

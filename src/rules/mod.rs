@@ -23,7 +23,9 @@ pub use compile::{load, load_str};
 pub use lint::{compile_regexes, lint};
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use read::read_text;
-pub use read::{MAX_RULES_FILE, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES};
+pub use read::{
+    MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
+};
 pub use templates::{MAX_RENDER_DEPTH, MAX_TEMPLATE_NESTING};
 
 /// Where `yaml` first nests deeper than `MAX_YAML_DEPTH`, if it does: to be checked before

@@ -4,9 +4,9 @@
 //! looping and stops at a depth and a file count. The one place rules IO happens.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The largest rules file read: 100,000 rules take about 15 MiB.
@@ -15,6 +15,8 @@ pub const MAX_RULES_FILE: u64 = 64 << 20;
 pub const MAX_TEMPLATE_FILE: u64 = 1 << 20;
 /// The most template files read from one directory tree.
 pub const MAX_TEMPLATE_FILES: usize = 10_000;
+/// The most bytes of templates read in all.
+pub const MAX_TEMPLATES_TOTAL: u64 = 64 << 20;
 /// The deepest directory under `templates/` that is read (`templates/a/b/…`).
 pub const MAX_TEMPLATE_DEPTH: usize = 8;
 
@@ -24,8 +26,13 @@ pub(crate) fn read_text(path: &Path, cap: u64) -> io::Result<String> {
     let meta = fs::metadata(path)?;
     check_regular(&meta)?;
     check_size(meta.len(), cap)?;
-    // The type is checked before opening: opening a FIFO blocks until a writer comes.
-    let file = File::open(path)?;
+    // The type is checked before opening: opening a FIFO blocks until a writer comes. And
+    // opened without blocking, in case it was swapped for one in between; a regular file
+    // reads the same either way.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
     // Checked again on the open file, which is what is read, in case it was replaced.
     let opened = file.metadata()?;
     check_regular(&opened)?;
@@ -87,6 +94,7 @@ pub(crate) fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, WalkError>
         move |error| WalkError { path, error }
     };
     let mut seen = HashSet::new();
+    let mut total = 0u64;
     let mut pending = vec![(dir.to_owned(), 0)];
     while let Some((current, depth)) = pending.pop() {
         let meta = fs::metadata(&current).map_err(at(&current))?;
@@ -129,6 +137,15 @@ pub(crate) fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, WalkError>
                     .collect::<Vec<_>>()
                     .join("/");
                 let mut text = read_text(&path, MAX_TEMPLATE_FILE).map_err(at(&path))?;
+                total += text.len() as u64;
+                if total > MAX_TEMPLATES_TOTAL {
+                    return Err(WalkError {
+                        path: dir.to_owned(),
+                        error: invalid(format!(
+                            "holds more than {MAX_TEMPLATES_TOTAL} bytes of templates"
+                        )),
+                    });
+                }
                 // Editors end files with a newline; a reply should not.
                 if text.ends_with('\n') {
                     text.pop();

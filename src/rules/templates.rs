@@ -22,20 +22,24 @@ pub(crate) type TemplateAt = Option<(usize, usize)>;
 
 /// Where `text` nests blocks or subexpressions deeper than `MAX_TEMPLATE_NESTING`, if it
 /// does: to be checked before handlebars parses it. A scan of the mustaches, not a parse:
-/// it counts `{{#…}}`, `{{^…}}` and `{{/…}}` outside comments and `(` inside mustaches,
-/// which can only overcount (in a raw block), never miss a level.
+/// it counts `{{#…}}` and `{{^name}}` openings, each `{{else name …}}` link of a chain (an
+/// `else if` chain nests one block in the last), `{{/…}}` closings, and `(` inside
+/// mustaches. Whitespace may follow `{{` and `~`, as handlebars allows. Escapes (`\{{`)
+/// are counted too, and mustaches inside a raw block: the scan can overcount, never miss a
+/// level.
 pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
-    let mut blocks = 0usize;
+    // Each open block: 1, plus its `else name` links; `depth` is their sum.
+    let mut frames: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
     let mut i = 0;
     while let Some(found) = memchr::memmem::find(&bytes[i..], b"{{") {
         let open = i + found;
-        if open > 0 && bytes[open - 1] == b'\\' {
-            i = open + 2;
-            continue;
-        }
         let mut j = open + 2;
-        while bytes.get(j).is_some_and(|b| *b == b'{' || *b == b'~') {
+        while bytes
+            .get(j)
+            .is_some_and(|b| *b == b'{' || *b == b'~' || b.is_ascii_whitespace())
+        {
             j += 1;
         }
         // A comment ends at `--}}` or `}}`; nothing in it counts.
@@ -48,13 +52,34 @@ pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
             i = memchr::memmem::find(&bytes[j..], end).map_or(bytes.len(), |e| j + e + end.len());
             continue;
         }
-        match bytes.get(j) {
-            Some(b'#') => blocks += 1,
-            // `{{^}}` alone is `else`; `{{^name}}` opens an inverse block.
-            Some(b'^') if bytes.get(j + 1).is_some_and(|b| *b != b'}' && *b != b'~') => {
-                blocks += 1;
+        let named = |k: usize| {
+            let mut k = k;
+            while bytes.get(k).is_some_and(u8::is_ascii_whitespace) {
+                k += 1;
             }
-            Some(b'/') => blocks = blocks.saturating_sub(1),
+            bytes.get(k).is_some_and(|b| *b != b'}' && *b != b'~')
+        };
+        match bytes.get(j) {
+            Some(b'#') => {
+                frames.push(1);
+                depth += 1;
+            }
+            // `{{^}}` alone is `else`; `{{^name}}` opens an inverse block.
+            Some(b'^') if named(j + 1) => {
+                frames.push(1);
+                depth += 1;
+            }
+            Some(b'/') => depth -= frames.pop().unwrap_or(0),
+            // `{{else if x}}`: one more level inside the open block.
+            _ if bytes[j..].starts_with(b"else")
+                && bytes.get(j + 4).is_some_and(u8::is_ascii_whitespace)
+                && named(j + 4) =>
+            {
+                if let Some(top) = frames.last_mut() {
+                    *top += 1;
+                    depth += 1;
+                }
+            }
             _ => {}
         }
         let close = memchr::memmem::find(&bytes[j..], b"}}").map_or(bytes.len(), |e| j + e);
@@ -70,7 +95,7 @@ pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
                 _ => {}
             }
         }
-        if blocks > MAX_TEMPLATE_NESTING || deepest > MAX_TEMPLATE_NESTING {
+        if depth > MAX_TEMPLATE_NESTING || deepest > MAX_TEMPLATE_NESTING {
             return Some(position(text, open));
         }
         i = close.max(open + 2);
@@ -155,15 +180,36 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
             Some(inline) => outline.inline.get(inline),
         }
     };
-    let resolve = |from: &Node, include: &Include| -> Option<Node> {
-        let outline = outlines.get(&from.0)?;
-        if outline.inline.contains_key(&include.name) {
-            Some((from.0.clone(), Some(include.name.clone())))
-        } else if templates.contains_key(&include.name) {
-            Some((include.name.clone(), None))
-        } else {
-            None
+    // At render time handlebars looks a partial up among the inline partials of every
+    // enclosing block first (a caller's too: `{{#> layout}}{{#*inline "nav"}}…`), then among
+    // the registered templates. Which caller is not known here, so an include may reach
+    // any of them: its template's inline partial of that name, the template of that name,
+    // and every other template's inline partial of that name. Cycles and depth are judged
+    // over all of them, which can only be stricter than what a render meets.
+    let mut inline_by_name: HashMap<&str, Vec<Node>> = HashMap::new();
+    for name in &names {
+        let mut inline: Vec<&String> = outlines[*name].inline.keys().collect();
+        inline.sort();
+        for i in inline {
+            inline_by_name
+                .entry(i.as_str())
+                .or_default()
+                .push(((*name).clone(), Some(i.clone())));
         }
+    }
+    let resolve = |from: &Node, include: &Include| -> Vec<Node> {
+        let mut targets = Vec::new();
+        if templates.contains_key(&include.name) {
+            targets.push((include.name.clone(), None));
+        }
+        if let Some(inline) = inline_by_name.get(include.name.as_str()) {
+            // Its own template's first: it wins when the include is in that template.
+            let (own, others): (Vec<&Node>, Vec<&Node>) =
+                inline.iter().partition(|n| n.0 == from.0);
+            targets.splice(0..0, own.into_iter().cloned());
+            targets.extend(others.into_iter().cloned());
+        }
+        targets
     };
 
     // Missing partials, then cycles and depth by a depth-first walk over every node.
@@ -181,7 +227,7 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
     for node in &nodes {
         let Some(b) = body(node) else { continue };
         for include in &b.includes {
-            if resolve(node, include).is_none() && !include.has_fallback {
+            if resolve(node, include).is_empty() && !include.has_fallback {
                 found.push(Problem {
                     template: node.0.clone(),
                     at: include.at,
@@ -254,7 +300,7 @@ fn label(node: &Node) -> String {
 fn measure<'b>(
     node: &Node,
     body: &impl Fn(&Node) -> Option<&'b Body>,
-    resolve: &impl Fn(&Node, &Include) -> Option<Node>,
+    resolve: &impl Fn(&Node, &Include) -> Vec<Node>,
     depth: &mut HashMap<Node, usize>,
     path: &mut Vec<Node>,
     cycle: &mut impl FnMut(&[Node], TemplateAt),
@@ -266,15 +312,14 @@ fn measure<'b>(
     path.push(node.clone());
     let mut deepest = b.depth;
     for include in &b.includes {
-        let Some(target) = resolve(node, include) else {
-            continue;
-        };
-        if let Some(start) = path.iter().position(|n| *n == target) {
-            cycle(&path[start..], include.at);
-            continue;
+        for target in resolve(node, include) {
+            if let Some(start) = path.iter().position(|n| *n == target) {
+                cycle(&path[start..], include.at);
+                continue;
+            }
+            let below = measure(&target, body, resolve, depth, path, cycle);
+            deepest = deepest.max(include.depth + 1 + below);
         }
-        let below = measure(&target, body, resolve, depth, path, cycle);
-        deepest = deepest.max(include.depth + 1 + below);
     }
     path.pop();
     depth.insert(node.clone(), deepest);
@@ -415,8 +460,19 @@ mod tests {
             ),
             ("sub/dir", "{{> footer}}"),
             ("uses_sub", "{{> sub/dir}}"),
+            // handlebars' own case: a layout uses an inline partial its caller defines.
+            ("t4", "{{#> t5}}{{#*inline \"nav\"}}menu{{/inline}}{{/t5}}"),
+            ("t5", "include {{> nav}}"),
         ])
         .is_empty());
+        // The same, where the caller's inline partial includes the layout again: a cycle.
+        assert_eq!(
+            messages(&[
+                ("t4", "{{#> t5}}{{#*inline \"nav\"}}{{> t5}}{{/inline}}{{/t5}}"),
+                ("t5", "include {{> nav}}"),
+            ]),
+            ["t4:1:28: partials include each other, so it can never finish rendering: t4#*inline \"nav\" → t5 → t4#*inline \"nav\""]
+        );
     }
 
     #[test]
@@ -447,13 +503,26 @@ mod tests {
         assert_eq!(too_deep(&deep), Some((1, 33 * 9 - 8)));
         let parens = format!("{{{{x {}y{}}}}}", "(lookup ".repeat(40), ")".repeat(40));
         assert_eq!(too_deep(&parens), Some((1, 1)));
-        // Comments, escapes and `else` do not count.
+        // Comments and a plain `else` do not count.
         let quiet = format!(
-            "{{{{!-- {} --}}}}{}\\{{{{#if}}}}{{{{^}}}}",
+            "{{{{!-- {} --}}}}{}{{{{^}}}}",
             "{{#if a}}".repeat(100),
-            "{{#if a}}{{else}}{{/if}}".repeat(100)
+            "{{#if a}}{{else}}{{/if}}{{#if b}}{{ else }}{{/if}}".repeat(100)
         );
         assert_eq!(too_deep(&quiet), None);
         assert_eq!(too_deep("{{^a}}x{{/a}}{{~#b}}{{/b}}"), None);
+        // What the first version missed: a space after `{{` or `~`, a double backslash
+        // (only one escapes), and `else if` chains, which nest.
+        for deep in [
+            "{{ #if a}}".repeat(40),
+            "{{~ #if a}}".repeat(40),
+            "\\\\{{#if a}}".repeat(40),
+            format!("{{{{#if a}}}}{}{{{{/if}}}}", "{{else if b}}".repeat(40)),
+            format!("{{{{#if a}}}}{}{{{{/if}}}}", "{{ else  if b }}".repeat(40)),
+        ] {
+            assert!(too_deep(&deep).is_some(), "{deep}");
+        }
+        let chain = format!("{{{{#if a}}}}{}{{{{/if}}}}", "{{else if b}}".repeat(20));
+        assert_eq!(too_deep(&chain.repeat(10)), None);
     }
 }

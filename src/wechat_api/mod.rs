@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
-use token::{usable, Shared, TokenCache};
+use token::{usable, Lock, Shared, TokenCache};
 
 use crate::metrics::Metrics;
 
@@ -75,8 +75,8 @@ pub enum ApiError {
 /// What to do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Try again later: the network, a 5xx, errcode -1 (system busy), a token that could
-    /// not be had (it may come back: an IP added to the whitelist, a secret corrected).
+    /// Try again later: the network, a 5xx, an answer that is not WeChat's JSON (a proxy's
+    /// page), errcode -1 (system busy), a token that could not be had (it may come back: an IP added to the whitelist, a secret corrected).
     Retry,
     /// Never try again: the user cannot receive it (45015: silent for 48 h; 43004: not a
     /// follower), it is refused for good (40003: not this account's user; 45047: too many
@@ -87,8 +87,9 @@ pub enum Disposition {
 impl ApiError {
     pub fn disposition(&self) -> Disposition {
         match self {
-            ApiError::NoCredentials | ApiError::Answer(_) => Disposition::Final,
-            ApiError::Network(_) => Disposition::Retry,
+            ApiError::NoCredentials => Disposition::Final,
+            // Not WeChat's JSON: a proxy's error page, most likely; it may come back.
+            ApiError::Network(_) | ApiError::Answer(_) => Disposition::Retry,
             ApiError::Status(status) if *status >= 500 || *status == 429 => Disposition::Retry,
             ApiError::Status(_) => Disposition::Final,
             ApiError::Wechat { errcode, .. } => match errcode {
@@ -258,14 +259,18 @@ impl Api {
                     return Ok(token);
                 }
             }
-            locked = shared.lock().await;
-            if !locked {
-                if let Some((token, left)) = shared.wait(rejected).await {
-                    self.token.store(Arc::clone(&token), left);
-                    return Ok(token);
+            match shared.lock().await {
+                Lock::Taken => locked = true,
+                Lock::HeldByOther => {
+                    if let Some((token, left)) = shared.wait(rejected).await {
+                        self.token.store(Arc::clone(&token), left);
+                        return Ok(token);
+                    }
+                    // The other fetch did not deliver in time: fetch here (`stable_token`
+                    // gives every caller the same token, so this costs nobody theirs).
                 }
-                // The other fetch did not deliver in time: fetch here (`stable_token`
-                // gives every caller the same token, so this costs nobody theirs).
+                // Redis is away: fetch here at once.
+                Lock::Unavailable => {}
             }
         }
         let mut fetched = self.fetch_token(credentials, false).await;
@@ -329,7 +334,8 @@ impl Api {
             .and_then(|answer| match (answer.errcode, answer.access_token) {
                 (0, Some(token)) if !token.is_empty() => Ok((
                     Arc::<str>::from(token),
-                    Duration::from_secs(answer.expires_in.unwrap_or(7200)),
+                    // WeChat says 7,200; an answer that says more is not believed.
+                    Duration::from_secs(answer.expires_in.unwrap_or(7200).min(7200)),
                 )),
                 (0, _) => Err(ApiError::Answer("no access_token in the answer".into())),
                 (errcode, _) => Err(ApiError::Wechat {

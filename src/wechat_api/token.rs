@@ -6,6 +6,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// The longest a token is kept, whatever an answer says: WeChat's tokens last 2 hours.
+const MAX_LIFE: Duration = Duration::from_secs(2 * 7200);
+
 /// A token is used until this long before WeChat says it expires, so that a call made
 /// just before the end does not carry a token that expires on the way.
 const MARGIN: Duration = Duration::from_secs(300);
@@ -41,8 +44,11 @@ impl TokenCache {
 
     /// Keeps `token` for `usable` (see `usable`).
     pub(super) fn store(&self, token: Arc<str>, usable: Duration) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((token, Instant::now() + usable));
+        // `usable` comes from an answer (WeChat's, a proxy's, Redis'): never trusted to fit.
+        let until = Instant::now()
+            .checked_add(usable.min(MAX_LIFE))
+            .unwrap_or_else(Instant::now);
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, until));
     }
 
     pub(super) fn clear(&self) {
@@ -80,7 +86,23 @@ pub(super) struct Shared {
     pub(super) redis: Arc<crate::store::Redis>,
     key: String,
     lock: String,
+    /// This instance's value in the lock, so that only it frees the lock.
+    owner: String,
 }
+
+/// What taking the fetch lock came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lock {
+    Taken,
+    /// Another instance is fetching: wait for its token.
+    HeldByOther,
+    /// Redis did not answer: fetch here, at once.
+    Unavailable,
+}
+
+/// Deletes the lock only if it holds this instance's value.
+const UNLOCK: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// How long the fetch lock lasts: past one API call's timeout, so that an instance that
 /// died holding it does not hold the others up for long.
@@ -91,10 +113,12 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 
 impl Shared {
     pub(super) fn new(redis: Arc<crate::store::Redis>, appid: &str) -> Shared {
+        use rand::distributions::{Alphanumeric, DistString};
         Shared {
             redis,
             key: format!("wxrules:token:{appid}"),
             lock: format!("wxrules:token:{appid}:lock"),
+            owner: Alphanumeric.sample_string(&mut rand::thread_rng(), 16),
         }
     }
 
@@ -121,13 +145,14 @@ impl Shared {
         }
     }
 
-    /// Takes the fetch lock; false when another instance holds it (or Redis is away).
-    pub(super) async fn lock(&self) -> bool {
-        self.redis
+    /// Takes the fetch lock under this instance's own value.
+    pub(super) async fn lock(&self) -> Lock {
+        let taken = self
+            .redis
             .run(|mut conn| {
                 let mut set = redis::cmd("SET");
                 set.arg(&self.lock)
-                    .arg("1")
+                    .arg(&self.owner)
                     .arg("NX")
                     .arg("PX")
                     .arg(u64::try_from(LOCK_FOR.as_millis()).unwrap_or(u64::MAX));
@@ -137,38 +162,37 @@ impl Shared {
                         .await
                 }
             })
-            .await
-            .flatten()
-            .is_some()
+            .await;
+        match taken {
+            Some(Some(_)) => Lock::Taken,
+            Some(None) => Lock::HeldByOther,
+            None => Lock::Unavailable,
+        }
     }
 
-    /// Stores a fresh token for `usable`, and lets the lock go.
+    /// Stores a fresh token for `usable`, and lets the lock go if it is still ours.
     pub(super) async fn put(&self, token: &str, usable: Duration) {
-        let millis = u64::try_from(usable.as_millis()).unwrap_or(u64::MAX).max(1);
+        let millis = u64::try_from(usable.min(MAX_LIFE).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.redis
             .run(|mut conn| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(&self.key)
-                    .arg(token)
-                    .arg("PX")
-                    .arg(millis)
-                    .ignore()
-                    .cmd("DEL")
-                    .arg(&self.lock)
-                    .ignore();
-                async move { self.redis.bounded(pipe.query_async::<()>(&mut conn)).await }
+                let mut set = redis::cmd("SET");
+                set.arg(&self.key).arg(token).arg("PX").arg(millis);
+                async move { self.redis.bounded(set.query_async::<()>(&mut conn)).await }
             })
             .await;
+        self.unlock().await;
     }
 
-    /// Lets the lock go without a token (the fetch failed).
+    /// Lets the lock go, if it is still ours: a fetch that outlived the lock must not
+    /// free another instance's.
     pub(super) async fn unlock(&self) {
         self.redis
             .run(|mut conn| {
-                let mut del = redis::cmd("DEL");
-                del.arg(&self.lock);
-                async move { self.redis.bounded(del.query_async::<()>(&mut conn)).await }
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(UNLOCK).arg(1).arg(&self.lock).arg(&self.owner);
+                async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
             })
             .await;
     }
@@ -178,6 +202,9 @@ impl Shared {
         let until = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(POLL_EVERY).await;
+            if self.redis.is_down() {
+                return None;
+            }
             if let Some((token, ttl)) = self.get().await {
                 if rejected != Some(&*token) {
                     return Some((token, ttl));
