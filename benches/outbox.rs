@@ -49,7 +49,7 @@ fn outbox(c: &mut Criterion) {
                         let message =
                             CustomMessage::new(&format!("oBenchUser{}", i % USERS), reply)
                                 .expect("text is sendable");
-                        outbox.enqueue(&rule, vec![message]).expect("room");
+                        outbox.enqueue(&rule, vec![message]).await.expect("room");
                     }
                     while fake.delivered_count() < before + MESSAGES {
                         actix_web::rt::time::sleep(Duration::from_millis(1)).await;

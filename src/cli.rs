@@ -387,6 +387,7 @@ async fn serve_on(
         live.metrics().clone(),
     );
     let metrics = live.metrics().clone();
+    let appid = credentials.as_ref().map(|c| c.appid.clone());
     let mut api = crate::wechat_api::Api::new(&args.wechat_api, credentials, metrics.clone())
         .context("the WeChat API client")?;
     // With Redis, the access token is shared: one fetch for every instance.
@@ -394,8 +395,15 @@ async fn serve_on(
         api = api.share_tokens(redis);
     }
     let (outbox, senders) = if api.can_send() {
-        let (outbox, senders) =
-            Outbox::start(&Arc::new(api), crate::outbox::Config::default(), metrics);
+        let api = Arc::new(api);
+        let config = crate::outbox::Config::default();
+        let (outbox, senders) = match (dedup.redis(), appid) {
+            // With Redis the outbox is shared by the instances, and survives them.
+            (Some(redis), Some(appid)) => {
+                Outbox::start_shared(&api, config, &metrics, &redis, &appid)
+            }
+            _ => Outbox::start(&api, config, metrics),
+        };
         (outbox, Some(senders))
     } else {
         (Outbox::disabled(metrics), None)

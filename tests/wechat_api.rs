@@ -459,3 +459,123 @@ async fn the_app_secret_and_access_tokens_never_reach_the_log_or_the_metrics() {
         "{failed}"
     );
 }
+
+/// A `wxrules serve` process with the API and Redis configured; its log is read until it
+/// has started.
+struct Instance {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Instance {
+    fn start(scratch: &Scratch, redis: &str, api: &str) -> Instance {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .arg("--rules")
+            .arg(scratch.path("rules.yaml"))
+            .arg("--templates")
+            .arg(scratch.path("templates"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--max-age",
+                "0",
+                "--log-format",
+                "json",
+            ])
+            .args(["--store", redis, "--wechat-api", api])
+            .env("WXRULES_TOKEN", TOKEN)
+            .env("WXRULES_APPID", APPID)
+            .env("WXRULES_APPSECRET", SECRET)
+            .env("WXRULES_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("server_started") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let started: Value = serde_json::from_str(&line).unwrap();
+        let addr = started["listen"].as_str().unwrap().parse().unwrap();
+        Instance { child, addr }
+    }
+
+    /// Posts a signed push; its status.
+    fn push(&self, body: &str) -> u16 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!(
+            "POST /wechat?{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            signed_query(),
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no drain, no goodbye.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// With `--store redis://…` the outbox is a Redis Stream: messages queued by an instance
+/// that is then killed (SIGKILL) are delivered by another, once each and in order.
+#[test]
+fn messages_queued_by_a_killed_instance_are_delivered_by_another() {
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    // WeChat fails every send for now: the first instance can only keep retrying.
+    fake.script(&[Scripted::Status(500); 100_000]);
+    let scratch = scratch("killed");
+    let mut first = Instance::start(&scratch, &redis.url(), &fake.base());
+    assert_eq!(first.push(&push("oUserKilled", "门店", 9001)), 200);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.send_calls() == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the first instance never tried"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+    fake.clear_script();
+    let _second = Instance::start(&scratch, &redis.url(), &fake.base());
+    // The second takes the shard once the dead one's lease lapses.
+    let until = std::time::Instant::now() + wxrules::outbox::LEASE + Duration::from_secs(20);
+    while fake.delivered_count() < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = fake.delivered();
+    assert_eq!(
+        texts(&delivered),
+        ["第一条 to oUserKilled", "image", "news"],
+        "{delivered:?}"
+    );
+}

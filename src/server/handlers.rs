@@ -314,7 +314,7 @@ pub(crate) async fn receive(
     let mut outcome = answer(&snapshot.rules, &message, now);
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
-            queue_sends(&state, rule, &message, std::mem::take(sends));
+            queue_sends(&state, rule, &message, std::mem::take(sends)).await;
         }
     }
 
@@ -408,7 +408,7 @@ fn decode(
 
 /// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
 /// by the outbox). Never waits: the network is the outbox's business.
-fn queue_sends(
+async fn queue_sends(
     state: &AppState,
     rule: &Arc<str>,
     message: &Message,
@@ -430,7 +430,7 @@ fn queue_sends(
         }
     }
     let count = messages.len();
-    if let Err(why) = state.outbox.enqueue(rule, messages) {
+    if let Err(why) = state.outbox.enqueue(rule, messages).await {
         tracing::warn!(
             event = "outbox_refused",
             rule = &**rule,

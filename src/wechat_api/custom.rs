@@ -1,12 +1,12 @@
 //! Customer-service messages (`/cgi-bin/message/custom/send`) in WeChat's JSON, made from the
 //! same `Reply` a passive answer is.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::wire::Reply;
 
 /// One message to one user, as the API takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomMessage {
     pub touser: String,
     #[serde(flatten)]
@@ -14,7 +14,7 @@ pub struct CustomMessage {
 }
 
 /// The message itself: `"msgtype": "text", "text": {…}`, and so on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msgtype", rename_all = "lowercase")]
 pub enum Body {
     Text { text: Text },
@@ -25,24 +25,24 @@ pub enum Body {
     News { news: News },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Text {
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Media {
     pub media_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Video {
     pub media_id: String,
     pub title: String,
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Music {
     pub title: String,
     pub description: String,
@@ -51,12 +51,12 @@ pub struct Music {
     pub thumb_media_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct News {
     pub articles: Vec<Article>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Article {
     pub title: String,
     pub description: String,

@@ -101,6 +101,11 @@ impl FakeWechat {
         self.state.script.lock().unwrap().extend(answers);
     }
 
+    /// Forgets the scripted answers not given yet: messages are delivered again.
+    pub fn clear_script(&self) {
+        self.state.script.lock().unwrap().clear();
+    }
+
     /// The token stops working (as after its 2 hours): the next call gets 42001.
     pub fn expire_token(&self) {
         *self.state.valid.lock().unwrap() = None;

@@ -4,8 +4,14 @@
 //! shard. Failed sends are retried with backoff while WeChat may still take them; final
 //! errcodes are not.
 //!
-//! This is the in-process outbox: bounded, and what it holds when the process dies is lost
-//! (on SIGTERM it drains for a few seconds and logs what is left).
+//! In process (the default) it is bounded, and what it holds when the process dies is lost
+//! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
+//! Redis Stream per shard (`stream`): any instance delivers, nothing is lost when one
+//! dies; while Redis is away, pushes queue in process.
+
+mod stream;
+
+pub use stream::LEASE;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -68,6 +74,8 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Outbox {
     shards: Vec<mpsc::UnboundedSender<Job>>,
+    /// With Redis: the shard streams, tried before the in-process queues.
+    streams: Vec<Arc<stream::Stream>>,
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     capacity: usize,
@@ -103,6 +111,7 @@ impl Outbox {
         }
         let outbox = Outbox {
             shards,
+            streams: Vec::new(),
             queued: Arc::clone(&queued),
             closing: AtomicBool::new(false),
             capacity: config.capacity,
@@ -119,11 +128,50 @@ impl Outbox {
         )
     }
 
+    /// The outbox in Redis: as `start`, plus one stream per shard in `redis` for the account
+    /// `account`, read by this instance while it holds the shard's lease. The in-process
+    /// shards stay for when Redis is away.
+    pub fn start_shared(
+        api: &Arc<Api>,
+        config: Config,
+        metrics: &Metrics,
+        redis: &Arc<crate::store::Redis>,
+        account: &str,
+    ) -> (Outbox, Senders) {
+        use rand::distributions::{Alphanumeric, DistString};
+        let (mut outbox, mut senders) = Outbox::start(api, config, metrics.clone());
+        let consumer = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
+        for i in 0..config.shards.max(1) {
+            let stream = Arc::new(stream::Stream::new(
+                Arc::clone(redis),
+                account,
+                i,
+                &consumer,
+            ));
+            let stopping = senders.stop.subscribe();
+            senders.tasks.push(tokio::spawn(
+                Arc::clone(&stream).keep_lease(stopping.clone()),
+            ));
+            let shard = Shard {
+                api: Arc::clone(api),
+                config,
+                metrics: metrics.clone(),
+                queued: Arc::new(AtomicUsize::new(0)),
+            };
+            senders.tasks.push(tokio::spawn(
+                shard.run_stream(Arc::clone(&stream), stopping),
+            ));
+            outbox.streams.push(stream);
+        }
+        (outbox, senders)
+    }
+
     /// An outbox that sends nothing: every message is refused as unsendable (counted). For
     /// a server without an AppSecret, and for tests that do not send.
     pub fn disabled(metrics: Metrics) -> Outbox {
         Outbox {
             shards: Vec::new(),
+            streams: Vec::new(),
             queued: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
             capacity: 0,
@@ -135,7 +183,31 @@ impl Outbox {
     /// Queues `messages` (all to one user) in order, after whatever that user has queued.
     /// Never waits. Refused when the outbox is full, stopping, or cannot send at all; the
     /// refusal is counted, and the caller logs it.
-    pub fn enqueue(&self, rule: &Arc<str>, messages: Vec<CustomMessage>) -> Result<(), Refused> {
+    pub async fn enqueue(
+        &self,
+        rule: &Arc<str>,
+        messages: Vec<CustomMessage>,
+    ) -> Result<(), Refused> {
+        let Some(first) = messages.first() else {
+            return Ok(());
+        };
+        if self.can_send && !self.closing.load(Ordering::Acquire) && !self.streams.is_empty() {
+            let stream = &self.streams[shard_of(&first.touser, self.streams.len())];
+            let job = stream::StoredJob {
+                rule: rule.to_string(),
+                messages,
+                queued_at_ms: unix_millis(),
+            };
+            if stream.add(&job).await {
+                return Ok(());
+            }
+            // Redis is away: this push's messages wait in process instead.
+            return self.enqueue_here(rule, job.messages);
+        }
+        self.enqueue_here(rule, messages)
+    }
+
+    fn enqueue_here(&self, rule: &Arc<str>, messages: Vec<CustomMessage>) -> Result<(), Refused> {
         let n = messages.len();
         let Some(first) = messages.first() else {
             return Ok(());
@@ -205,6 +277,12 @@ impl Senders {
     }
 }
 
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The shard that serves `openid`: the same one every time, so one user's messages keep
 /// their order.
 fn shard_of(openid: &str, shards: usize) -> usize {
@@ -236,6 +314,53 @@ impl Shard {
         // Stopping: send what is already queued (the drain bounds how long).
         while let Ok(job) = jobs.try_recv() {
             self.deliver(job).await;
+        }
+    }
+
+    /// Sends what the shard's stream holds while this instance owns the shard: first what
+    /// earlier owners left pending, then new entries, each acknowledged once sent or given up.
+    async fn run_stream(self, stream: Arc<stream::Stream>, mut stop: watch::Receiver<bool>) {
+        let mut owned = false;
+        while !*stop.borrow() {
+            if !stream.owned() {
+                owned = false;
+                tokio::select! {
+                    () = tokio::time::sleep(stream::Stream::idle_poll()) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let entries = if owned {
+                stream.read().await
+            } else {
+                owned = true;
+                stream.ensure_group().await;
+                let mut entries = stream.claim().await;
+                entries.extend(stream.read().await);
+                entries
+            };
+            if entries.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(stream::Stream::idle_poll()) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            for entry in entries {
+                match stream::job_of(&entry) {
+                    Some(job) => {
+                        let age =
+                            Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));
+                        let queued_at =
+                            Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                        for message in &job.messages {
+                            self.send_one(&job.rule, message, queued_at).await;
+                        }
+                    }
+                    None => tracing::error!(event = "outbox_entry_unreadable", id = %entry.id),
+                }
+                stream.done(&entry.id).await;
+            }
         }
     }
 

@@ -1,0 +1,268 @@
+//! The outbox in Redis (`--store redis://…`): one Redis Stream per shard, read through a
+//! consumer group. A shard has one owner at a time among the instances, by a lease
+//! (`…:owner`, 10 s, renewed every 3 s while its instance lives), so one user's messages
+//! go out in order whichever instance queued them. An entry is acknowledged and deleted
+//! once sent or given up; an instance that dies leaves its entries pending, and the next
+//! owner of the shard claims them (`XAUTOCLAIM`) before reading new ones. Delivery is at
+//! least once: a message sent just before its instance died is sent again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Redis;
+use crate::wechat_api::CustomMessage;
+
+/// The consumer group every instance reads through.
+const GROUP: &str = "senders";
+/// How long a shard's lease lasts without renewal: how long a dead instance's messages wait.
+pub const LEASE: Duration = Duration::from_secs(10);
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How often an owner with nothing to send looks again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Entries read at once.
+const BATCH: usize = 16;
+
+/// Renews the lease only if it holds this instance's value.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
+/// Deletes the lease only if it holds this instance's value.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// One push's messages as the stream keeps them.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StoredJob {
+    pub(super) rule: String,
+    pub(super) messages: Vec<CustomMessage>,
+    /// Unix milliseconds when it was queued.
+    pub(super) queued_at_ms: u64,
+}
+
+/// One shard's stream.
+#[derive(Debug)]
+pub(super) struct Stream {
+    redis: Arc<Redis>,
+    key: String,
+    lease: String,
+    /// This instance's name in the group and its value in the lease.
+    consumer: String,
+    /// The lease is ours now.
+    owned: AtomicBool,
+}
+
+impl Stream {
+    pub(super) fn new(redis: Arc<Redis>, account: &str, shard: usize, consumer: &str) -> Stream {
+        let key = format!("wxrules:outbox:{account}:{shard}");
+        Stream {
+            redis,
+            lease: format!("{key}:owner"),
+            key,
+            consumer: consumer.to_owned(),
+            owned: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds a job; false when Redis did not take it (the caller queues it in process).
+    pub(super) async fn add(&self, job: &StoredJob) -> bool {
+        let Ok(json) = serde_json::to_string(job) else {
+            return false;
+        };
+        self.redis
+            .run(|mut conn| {
+                let mut add = redis::cmd("XADD");
+                add.arg(&self.key).arg("*").arg("job").arg(&json);
+                async move {
+                    self.redis
+                        .bounded(add.query_async::<String>(&mut conn))
+                        .await
+                }
+            })
+            .await
+            .is_some()
+    }
+
+    pub(super) fn owned(&self) -> bool {
+        self.owned.load(Ordering::Acquire)
+    }
+
+    /// Takes or renews the lease; true if this instance owns the shard now, and whether it
+    /// has just taken it.
+    pub(super) async fn hold(&self) -> (bool, bool) {
+        let millis = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
+        let had = self.owned();
+        let owned = if had {
+            self.redis
+                .run(|mut conn| {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(RENEW)
+                        .arg(1)
+                        .arg(&self.lease)
+                        .arg(&self.consumer)
+                        .arg(millis);
+                    async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
+                })
+                .await
+                == Some(1)
+        } else {
+            self.redis
+                .run(|mut conn| {
+                    let mut set = redis::cmd("SET");
+                    set.arg(&self.lease)
+                        .arg(&self.consumer)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(millis);
+                    async move {
+                        self.redis
+                            .bounded(set.query_async::<Option<String>>(&mut conn))
+                            .await
+                    }
+                })
+                .await
+                .flatten()
+                .is_some()
+        };
+        self.owned.store(owned, Ordering::Release);
+        (owned, owned && !had)
+    }
+
+    /// Keeps the lease while the instance lives: a task of its own, so that a long send
+    /// does not let it lapse.
+    pub(super) async fn keep_lease(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            self.hold().await;
+            tokio::select! {
+                () = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Stopping: another instance may take the shard at once rather than after `LEASE`
+        // (what this one had not acknowledged, it claims).
+        if self.owned.swap(false, Ordering::AcqRel) {
+            self.release().await;
+        }
+    }
+
+    async fn release(&self) {
+        self.redis
+            .run(|mut conn| {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(RELEASE)
+                    .arg(1)
+                    .arg(&self.lease)
+                    .arg(&self.consumer);
+                async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
+            })
+            .await;
+    }
+
+    /// Creates the group (and the stream) if they are not there yet.
+    pub(super) async fn ensure_group(&self) {
+        self.redis
+            .run(|mut conn| {
+                let mut create = redis::cmd("XGROUP");
+                create
+                    .arg("CREATE")
+                    .arg(&self.key)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM");
+                async move {
+                    match self
+                        .redis
+                        .bounded(create.query_async::<()>(&mut conn))
+                        .await
+                    {
+                        // BUSYGROUP: it exists already.
+                        Err(e) if e.contains("BUSYGROUP") => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Claims every entry left pending by earlier owners, oldest first.
+    pub(super) async fn claim(&self) -> Vec<StreamId> {
+        self.redis
+            .run(|mut conn| {
+                let mut claim = redis::cmd("XAUTOCLAIM");
+                claim
+                    .arg(&self.key)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(1000);
+                async move {
+                    self.redis
+                        .bounded(claim.query_async::<StreamAutoClaimReply>(&mut conn))
+                        .await
+                }
+            })
+            .await
+            .map(|reply| reply.claimed)
+            .unwrap_or_default()
+    }
+
+    /// New entries, oldest first (none when there are none or Redis is away).
+    pub(super) async fn read(&self) -> Vec<StreamId> {
+        self.redis
+            .run(|mut conn| {
+                let mut read = redis::cmd("XREADGROUP");
+                read.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("STREAMS")
+                    .arg(&self.key)
+                    .arg(">");
+                async move {
+                    self.redis
+                        .bounded(read.query_async::<Option<StreamReadReply>>(&mut conn))
+                        .await
+                }
+            })
+            .await
+            .flatten()
+            .map(|reply| reply.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default()
+    }
+
+    /// The entry is done with: acknowledged and deleted.
+    pub(super) async fn done(&self, id: &str) {
+        self.redis
+            .run(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XACK")
+                    .arg(&self.key)
+                    .arg(GROUP)
+                    .arg(id)
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(&self.key)
+                    .arg(id)
+                    .ignore();
+                async move { self.redis.bounded(pipe.query_async::<()>(&mut conn)).await }
+            })
+            .await;
+    }
+
+    pub(super) const fn idle_poll() -> Duration {
+        IDLE_POLL
+    }
+}
+
+/// The job of an entry, if it reads as one.
+pub(super) fn job_of(entry: &StreamId) -> Option<StoredJob> {
+    match entry.map.get("job")? {
+        redis::Value::BulkString(bytes) => serde_json::from_slice(bytes).ok(),
+        _ => None,
+    }
+}
