@@ -26,13 +26,6 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Entries read at once.
 const BATCH: usize = 16;
 
-/// Renews the lease only if it holds this instance's value.
-const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
-
-/// Deletes the lease only if it holds this instance's value.
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
 /// One push's messages as the stream keeps them.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct StoredJob {
@@ -89,45 +82,17 @@ impl Stream {
         self.owned.load(Ordering::Acquire)
     }
 
-    /// Takes or renews the lease; true if this instance owns the shard now, and whether it
-    /// has just taken it.
-    pub(super) async fn hold(&self) -> (bool, bool) {
-        let millis = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
-        let had = self.owned();
-        let owned = if had {
-            self.redis
-                .run(|mut conn| {
-                    let mut eval = redis::cmd("EVAL");
-                    eval.arg(RENEW)
-                        .arg(1)
-                        .arg(&self.lease)
-                        .arg(&self.consumer)
-                        .arg(millis);
-                    async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
-                })
-                .await
-                == Some(1)
+    /// Takes or renews the lease; true if this instance owns the shard now.
+    pub(super) async fn hold(&self) -> bool {
+        let owned = if self.owned() {
+            self.redis.renew(&self.lease, &self.consumer, LEASE).await
         } else {
             self.redis
-                .run(|mut conn| {
-                    let mut set = redis::cmd("SET");
-                    set.arg(&self.lease)
-                        .arg(&self.consumer)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis);
-                    async move {
-                        self.redis
-                            .bounded(set.query_async::<Option<String>>(&mut conn))
-                            .await
-                    }
-                })
+                .try_lock(&self.lease, &self.consumer, LEASE)
                 .await
-                .flatten()
-                .is_some()
-        };
+        } == Some(true);
         self.owned.store(owned, Ordering::Release);
-        (owned, owned && !had)
+        owned
     }
 
     /// Keeps the lease while the instance lives: a task of its own, so that a long send
@@ -148,16 +113,7 @@ impl Stream {
     }
 
     async fn release(&self) {
-        self.redis
-            .run(|mut conn| {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(RELEASE)
-                    .arg(1)
-                    .arg(&self.lease)
-                    .arg(&self.consumer);
-                async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
-            })
-            .await;
+        self.redis.unlock(&self.lease, &self.consumer).await;
     }
 
     /// Creates the group (and the stream) if they are not there yet.

@@ -9,6 +9,16 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::{timeout, Instant};
 
+/// Extends a lock only if it holds the caller's value.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes a lock only if it holds the caller's value.
+const UNLOCK: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// One shared connection to Redis, or none while Redis is down.
 pub struct Redis {
     client: redis::Client,
@@ -163,6 +173,50 @@ impl Redis {
     /// Whether Redis is counted as down now.
     pub fn is_down(&self) -> bool {
         self.lock().down
+    }
+
+    /// Takes the lock `key` for `owner` (`SET NX PX`): `Some(true)` taken, `Some(false)` held
+    /// by another, `None` when Redis did not answer.
+    pub async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Option<bool> {
+        self.run(|mut conn| {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(owner).arg("NX").arg("PX").arg(millis(ttl));
+            async move {
+                self.bounded(set.query_async::<Option<String>>(&mut conn))
+                    .await
+            }
+        })
+        .await
+        .map(|set| set.is_some())
+    }
+
+    /// Extends the lock `key` by `ttl` if `owner` still holds it: `Some(true)` when it does.
+    pub async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Option<bool> {
+        self.if_owner(RENEW, key, owner, Some(ttl)).await
+    }
+
+    /// Lets the lock `key` go if `owner` still holds it; never another's.
+    pub async fn unlock(&self, key: &str, owner: &str) {
+        self.if_owner(UNLOCK, key, owner, None).await;
+    }
+
+    async fn if_owner(
+        &self,
+        script: &str,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Option<bool> {
+        self.run(|mut conn| {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(script).arg(1).arg(key).arg(owner);
+            if let Some(ttl) = ttl {
+                eval.arg(millis(ttl));
+            }
+            async move { self.bounded(eval.query_async::<i64>(&mut conn)).await }
+        })
+        .await
+        .map(|done| done == 1)
     }
 
     /// Runs one command under the command timeout.

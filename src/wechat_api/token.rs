@@ -100,10 +100,6 @@ pub(super) enum Lock {
     Unavailable,
 }
 
-/// Deletes the lock only if it holds this instance's value.
-const UNLOCK: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
 /// How long the fetch lock lasts: past one API call's timeout, so that an instance that
 /// died holding it does not hold the others up for long.
 const LOCK_FOR: Duration = Duration::from_secs(15);
@@ -147,25 +143,9 @@ impl Shared {
 
     /// Takes the fetch lock under this instance's own value.
     pub(super) async fn lock(&self) -> Lock {
-        let taken = self
-            .redis
-            .run(|mut conn| {
-                let mut set = redis::cmd("SET");
-                set.arg(&self.lock)
-                    .arg(&self.owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(u64::try_from(LOCK_FOR.as_millis()).unwrap_or(u64::MAX));
-                async move {
-                    self.redis
-                        .bounded(set.query_async::<Option<String>>(&mut conn))
-                        .await
-                }
-            })
-            .await;
-        match taken {
-            Some(Some(_)) => Lock::Taken,
-            Some(None) => Lock::HeldByOther,
+        match self.redis.try_lock(&self.lock, &self.owner, LOCK_FOR).await {
+            Some(true) => Lock::Taken,
+            Some(false) => Lock::HeldByOther,
             None => Lock::Unavailable,
         }
     }
@@ -188,13 +168,7 @@ impl Shared {
     /// Lets the lock go, if it is still ours: a fetch that outlived the lock must not
     /// free another instance's.
     pub(super) async fn unlock(&self) {
-        self.redis
-            .run(|mut conn| {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(UNLOCK).arg(1).arg(&self.lock).arg(&self.owner);
-                async move { self.redis.bounded(eval.query_async::<i64>(&mut conn)).await }
-            })
-            .await;
+        self.redis.unlock(&self.lock, &self.owner).await;
     }
 
     /// Waits for another instance's fetch: the token it stores, unless it is `rejected`.
