@@ -25,7 +25,7 @@ const RULES: &str = r#"rules:
     send:
       - { text: "第一条 to {{FromUserName}}" }
       - { image: { media_id: MEDIA_1 } }
-      - news: [ { title: 门店, description: 地址, url: "https://example.com/a", pic_url: "https://example.com/a.jpg" } ]
+      - news: [ { title: 门店, description: 地址, url: "http://127.0.0.1/a", pic_url: "http://127.0.0.1/a.jpg" } ]
   - name: one
     when: { keyword: one }
     reply: { text: passive }
@@ -119,7 +119,7 @@ async fn a_rules_send_list_goes_out_after_the_passive_reply_in_order_with_one_to
     assert_eq!(a[1]["image"]["media_id"], "MEDIA_1");
     assert_eq!(
         a[2]["news"]["articles"][0]["picurl"],
-        "https://example.com/a.jpg"
+        "http://127.0.0.1/a.jpg"
     );
     // Drained first: a message is counted once its answer is read, after the fake has it.
     assert_eq!(senders.drain(Duration::from_secs(5)).await, 0);
