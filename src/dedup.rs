@@ -320,7 +320,7 @@ impl Ticket<'_> {
             return;
         };
         if let Some(link) = &self.dedup.redis {
-            link.store(&key, &answer, self.dedup.config.ttl).await;
+            redis_store(link, &key, &answer, self.dedup.config.ttl).await;
         }
     }
 }
@@ -333,64 +333,69 @@ enum RedisClaim {
     Unavailable,
 }
 
-/// The dedup commands, on the shared Redis link.
-impl Redis {
-    /// Takes the key (`SET NX PX`), or waits for the answer of whoever has it.
-    async fn claim(&self, key: &Key) -> RedisClaim {
-        self.run(|conn| self.claim_on(conn, key))
-            .await
-            .unwrap_or(RedisClaim::Unavailable)
-    }
+// The dedup commands, on the shared Redis link.
 
-    /// Stores the answer under `key` for the TTL.
-    async fn store(&self, key: &Key, answer: &Answer, ttl: Duration) {
-        let value = answer.encode();
-        self.run(|mut conn| {
+/// Takes the key (`SET NX PX`), or waits for the answer of whoever has it.
+async fn redis_claim(redis: &Redis, key: &Key) -> RedisClaim {
+    redis
+        .run(|conn| claim_on(redis, conn, key))
+        .await
+        .unwrap_or(RedisClaim::Unavailable)
+}
+
+/// Stores the answer under `key` for the TTL.
+async fn redis_store(redis: &Redis, key: &Key, answer: &Answer, ttl: Duration) {
+    let value = answer.encode();
+    redis
+        .run(|mut conn| {
             let mut set = redis::cmd("SET");
             set.arg(key.as_str()).arg(&value).arg("PX").arg(millis(ttl));
-            async move { self.bounded(set.query_async::<()>(&mut conn)).await }
+            async move { redis.bounded(set.query_async::<()>(&mut conn)).await }
         })
         .await;
-    }
+}
 
-    /// One try of `claim`. While another attempt holds the key, polls until its answer is
-    /// there; the caller's deadline bounds the wait.
-    async fn claim_on(&self, mut conn: ConnectionManager, key: &Key) -> Result<RedisClaim, String> {
+/// One try of `claim`. While another attempt holds the key, polls until its answer is
+/// there; the caller's deadline bounds the wait.
+async fn claim_on(
+    redis: &Redis,
+    mut conn: ConnectionManager,
+    key: &Key,
+) -> Result<RedisClaim, String> {
+    loop {
+        let mut set = redis::cmd("SET");
+        set.arg(key.as_str())
+            .arg(PENDING)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(PENDING_TTL));
+        if redis
+            .bounded(set.query_async::<Option<String>>(&mut conn))
+            .await?
+            .is_some()
+        {
+            return Ok(RedisClaim::First);
+        }
         loop {
-            let mut set = redis::cmd("SET");
-            set.arg(key.as_str())
-                .arg(PENDING)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(PENDING_TTL));
-            if self
-                .bounded(set.query_async::<Option<String>>(&mut conn))
+            let mut get = redis::cmd("GET");
+            get.arg(key.as_str());
+            match redis
+                .bounded(get.query_async::<Option<Vec<u8>>>(&mut conn))
                 .await?
-                .is_some()
             {
-                return Ok(RedisClaim::First);
-            }
-            loop {
-                let mut get = redis::cmd("GET");
-                get.arg(key.as_str());
-                match self
-                    .bounded(get.query_async::<Option<Vec<u8>>>(&mut conn))
-                    .await?
-                {
-                    // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
-                    None => break,
-                    Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
-                    Some(value) => {
-                        if let Some(answer) = Answer::decode(&value) {
-                            return Ok(RedisClaim::Answered(Arc::new(answer)));
-                        }
-                        // Not ours to read (another version wrote it): answer afresh and
-                        // overwrite it.
-                        // The key of an event holds an OpenID: debug level only.
-                        tracing::warn!(event = "dedup_value_unreadable");
-                        tracing::debug!(event = "dedup_value_unreadable", key = key.as_str());
-                        return Ok(RedisClaim::First);
+                // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
+                None => break,
+                Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
+                Some(value) => {
+                    if let Some(answer) = Answer::decode(&value) {
+                        return Ok(RedisClaim::Answered(Arc::new(answer)));
                     }
+                    // Not ours to read (another version wrote it): answer afresh and
+                    // overwrite it.
+                    // The key of an event holds an OpenID: debug level only.
+                    tracing::warn!(event = "dedup_value_unreadable");
+                    tracing::debug!(event = "dedup_value_unreadable", key = key.as_str());
+                    return Ok(RedisClaim::First);
                 }
             }
         }
@@ -519,7 +524,7 @@ impl Dedup {
         };
         let in_redis = match &self.redis {
             None => None,
-            Some(link) => match link.claim(key).await {
+            Some(link) => match redis_claim(link, key).await {
                 RedisClaim::First => Some(key.clone()),
                 RedisClaim::Answered(answer) => {
                     // Retries that reach this process from now on are answered locally.

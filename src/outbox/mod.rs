@@ -247,15 +247,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// Messages queued and not yet sent or given up.
-    pub fn len(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Refuses new messages from now on (the server is stopping).
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);

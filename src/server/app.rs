@@ -63,11 +63,10 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
 }
 
-/// Registers the routes and the body limit on an App.
+/// Registers the routes on an App. Body limits are `Options::body_limit`, applied by
+/// `server::body` (no route uses actix's own body extractors).
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
-    let limit = state.options.body_limit;
     cfg.app_data(web::Data::new(state))
-        .app_data(web::PayloadConfig::new(limit))
         // The push path bounds its body itself (`body::read`); the guard lets every other
         // request of `/wechat` reach the scope below.
         .service(
