@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::call::{CallFailure, CallResult, Decided};
 use crate::render::{self, RenderError};
-use crate::rules::{Action, RuleSet, Subject};
+use crate::rules::{Action, Match, ReplySpec, RuleSet, Subject};
 use crate::wire::{self, Message, Reply, ReplyHeader};
 
 /// What the rules say about one message.
@@ -47,49 +48,175 @@ impl Outcome {
     }
 }
 
-/// Runs `rules` on `message`. `now` is the reply's `CreateTime` (unix seconds).
-pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
+/// What the rules say before any call: the outcome, or the rule whose service must be asked.
+#[derive(Debug)]
+pub enum Decision<'r> {
+    Done(Outcome),
+    /// The rule has a `call`: make it, then `after_call` (or `holding`, if it is late).
+    Call(Match<'r>),
+}
+
+/// Runs `rules` on `message` up to a call. `now` is the reply's `CreateTime` (unix seconds).
+pub fn decide<'r>(rules: &'r RuleSet, message: &Message, now: u64) -> Decision<'r> {
     let subject = Subject::new(message);
     let Some(found) = rules.find(&subject) else {
-        return Outcome::Ignored { rule: None };
+        return Decision::Done(Outcome::Ignored { rule: None });
     };
+    if found.rule.call().is_some() {
+        return Decision::Call(found);
+    }
+    Decision::Done(respond(rules, message, &found, None, now))
+}
+
+/// Runs `rules` on `message` where no call can be made: a rule with a `call` answers as if
+/// its call had failed (its `on_error`, or `success`). For benchmarks and embedders; the
+/// server, `explain` and `test` use `decide` and `after_call`.
+pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
+    match decide(rules, message, now) {
+        Decision::Done(outcome) => outcome,
+        Decision::Call(found) => after_call(
+            rules,
+            message,
+            &found,
+            &CallResult::Failed(CallFailure::Stubbed("no call is made here".into())),
+            now,
+        ),
+    }
+}
+
+/// The outcome once `found`'s call has ended with `result`: the service's own reply or
+/// `ignore`; else the rule's reply rendered with `call`; on failure its `on_error`.
+pub fn after_call(
+    rules: &RuleSet,
+    message: &Message,
+    found: &Match<'_>,
+    result: &CallResult,
+    now: u64,
+) -> Outcome {
+    let rule = Arc::clone(&found.rule.name);
+    match result {
+        CallResult::Answered(answered) => match &answered.decided {
+            Some(Decided::Ignore) => Outcome::Ignored { rule: Some(rule) },
+            Some(Decided::Reply(reply)) => {
+                let scope = scope_of(message, &rule, found, Some(&answered.value));
+                let sends = render_sends(rules, found, &scope);
+                replied(rule, reply.clone(), message, now, sends)
+            }
+            None => respond(rules, message, found, Some(&answered.value), now),
+        },
+        CallResult::Failed(_) => {
+            let on_error = found.rule.call().and_then(|call| call.on_error());
+            render_alone(rules, message, found, on_error, now)
+        }
+    }
+}
+
+/// The answer of a push whose call has not returned by `late.after`: the holding reply, or
+/// `success`.
+pub fn holding(rules: &RuleSet, message: &Message, found: &Match<'_>, now: u64) -> Outcome {
+    let reply = found
+        .rule
+        .call()
+        .and_then(|call| call.late())
+        .and_then(|late| late.reply());
+    render_alone(rules, message, found, reply, now)
+}
+
+/// `spec` rendered without `call` and without the rule's `send:`; `None` is `success`.
+fn render_alone(
+    rules: &RuleSet,
+    message: &Message,
+    found: &Match<'_>,
+    spec: Option<&ReplySpec>,
+    now: u64,
+) -> Outcome {
+    let rule = Arc::clone(&found.rule.name);
+    let Some(spec) = spec else {
+        return Outcome::Ignored { rule: Some(rule) };
+    };
+    let scope = scope_of(message, &rule, found, None);
+    match render::render_reply(rules, spec, &scope) {
+        Ok(reply) => replied(rule, reply, message, now, Vec::new()),
+        Err(error) => Outcome::Failed { rule, error },
+    }
+}
+
+fn scope_of<'a>(
+    message: &'a Message,
+    rule: &'a str,
+    found: &'a Match<'_>,
+    call: Option<&'a serde_json::Value>,
+) -> render::Scope<'a> {
+    render::Scope {
+        message,
+        rule,
+        captures: &found.captures,
+        call,
+    }
+}
+
+/// The rule's reply (and `send:` list) rendered for `message`, with `call` when it has one.
+fn respond(
+    rules: &RuleSet,
+    message: &Message,
+    found: &Match<'_>,
+    call: Option<&serde_json::Value>,
+    now: u64,
+) -> Outcome {
     let rule = Arc::clone(&found.rule.name);
     let spec = match found.rule.action() {
         Action::Ignore => return Outcome::Ignored { rule: Some(rule) },
         Action::Reply(spec) => spec,
     };
-    let scope = render::Scope {
-        message,
-        rule: &rule,
-        captures: &found.captures,
-    };
+    let scope = scope_of(message, &rule, found, call);
     match render::render_reply(rules, spec, &scope) {
-        // An empty text would show as a blank bubble or an error; say nothing instead.
-        Ok(Reply::Text { content }) if content.trim().is_empty() => {
-            Outcome::Ignored { rule: Some(rule) }
-        }
         Ok(reply) => {
-            let header = ReplyHeader {
-                to_user: message.from_user(),
-                from_user: message.to_user(),
-                create_time: now,
-            };
-            let xml = wire::write_reply(&header, &reply);
             // Rendered now, with the same context, so that they say what the passive
             // reply saw; sent later by the outbox. A rule without `send:` pays nothing.
-            let sends = found
-                .rule
-                .send()
-                .iter()
-                .map(|spec| render::render_reply(rules, spec, &scope))
-                .collect();
-            Outcome::Replied {
-                rule,
-                reply,
-                xml,
-                sends,
-            }
+            let sends = render_sends(rules, found, &scope);
+            replied(rule, reply, message, now, sends)
         }
         Err(error) => Outcome::Failed { rule, error },
+    }
+}
+
+fn render_sends(
+    rules: &RuleSet,
+    found: &Match<'_>,
+    scope: &render::Scope<'_>,
+) -> Vec<Result<Reply, RenderError>> {
+    found
+        .rule
+        .send()
+        .iter()
+        .map(|spec| render::render_reply(rules, spec, scope))
+        .collect()
+}
+
+/// `reply` as the answer to `message`; an empty text says nothing instead (it would show
+/// as a blank bubble or an error).
+fn replied(
+    rule: Arc<str>,
+    reply: Reply,
+    message: &Message,
+    now: u64,
+    sends: Vec<Result<Reply, RenderError>>,
+) -> Outcome {
+    if let Reply::Text { content } = &reply {
+        if content.trim().is_empty() {
+            return Outcome::Ignored { rule: Some(rule) };
+        }
+    }
+    let header = ReplyHeader {
+        to_user: message.from_user(),
+        from_user: message.to_user(),
+        create_time: now,
+    };
+    let xml = wire::write_reply(&header, &reply);
+    Outcome::Replied {
+        rule,
+        reply,
+        xml,
+        sends,
     }
 }

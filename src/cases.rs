@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::answer::{answer, Outcome};
-use crate::rules::{RuleSet, Subject};
+use crate::answer::{after_call, decide, Decision, Outcome};
+use crate::rules::RuleSet;
 use crate::wire::{write_fields, Message};
 
 /// Why the cases file cannot be used (as opposed to a case that fails).
@@ -65,6 +65,12 @@ pub struct Case {
     /// `true`: the answer must be `success`; `false`: it must be a reply.
     #[serde(default)]
     ignore: Option<bool>,
+    /// For a rule with a `call`: the service's JSON answer to use (no call is made).
+    #[serde(default)]
+    call_response: Option<serde_json::Value>,
+    /// For a rule with a `call`: answer as if the call had failed for this reason.
+    #[serde(default)]
+    call_error: Option<String>,
 }
 
 fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -142,10 +148,24 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
     let xml = build_message(case, base)?;
     let message =
         Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
-    let outcome = answer(rules, &message, message.create_time());
-    let decided = rules
-        .find(&Subject::new(&message))
-        .map(|m| m.rule.name().to_owned());
+    if case.call_response.is_some() && case.call_error.is_some() {
+        return Err("give `call_response` or `call_error`, not both".into());
+    }
+    let now = message.create_time();
+    let stub = crate::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
+    let outcome = match decide(rules, &message, now) {
+        Decision::Done(outcome) => outcome,
+        Decision::Call(found) => {
+            let Some(result) = &stub else {
+                return Err(format!(
+                    "rule `{}` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests",
+                    found.rule.name()
+                ));
+            };
+            after_call(rules, &message, &found, result, now)
+        }
+    };
+    let decided = outcome.rule().map(str::to_owned);
     let shown = |r: &Option<String>| {
         r.as_deref()
             .map_or("no rule".to_owned(), |r| format!("rule `{r}`"))

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::answer::{answer, Outcome};
+use crate::answer::{after_call, decide, holding, Decision, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
 use crate::logline::{LineFormat, Lines};
 use crate::outbox::Outbox;
 use crate::reload::{self, Control, Live};
-use crate::rules::{self, Loaded, RuleError, Sources, Subject};
+use crate::rules::{self, Loaded, Match, RuleError, Sources, Subject};
 use crate::server::{self, AppState, Options};
 use crate::settings::Secrets;
 use crate::wire::Message;
@@ -199,6 +199,12 @@ struct ExplainArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// For a rule with a `call`: the service's answer (a JSON file) to use; no call is made.
+    #[arg(long, value_name = "FILE", conflicts_with = "call_error")]
+    call_response: Option<PathBuf>,
+    /// For a rule with a `call`: answer as if the call had failed for this reason.
+    #[arg(long, value_name = "REASON")]
+    call_error: Option<String>,
 }
 
 /// Runs the command and returns the process exit code; prints errors with their causes.
@@ -420,6 +426,7 @@ async fn serve_on(
             ..Options::default()
         },
         dedup: Arc::new(dedup),
+        caller: crate::call::Caller::new().context("the HTTP client of calls")?,
     };
     run_server(state, live, args, signals, senders).await?;
     Ok(ExitCode::SUCCESS)
@@ -586,7 +593,35 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let rules = &loaded.rules;
     let subject = Subject::new(&message);
     let found = rules.find(&subject);
-    let outcome = answer(rules, &message, now);
+    let stub_value = match &args.call_response {
+        Some(path) => {
+            let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
+    let (outcome, call) = match decide(rules, &message, now) {
+        Decision::Done(outcome) => (outcome, None),
+        Decision::Call(m) => {
+            let not_made = crate::call::CallResult::Failed(crate::call::CallFailure::Stubbed(
+                "no call is made by explain".into(),
+            ));
+            let result = stub.as_ref().unwrap_or(&not_made);
+            let outcome = after_call(rules, &message, &m, result, now);
+            let holding = m
+                .rule
+                .call()
+                .and_then(|c| c.late())
+                .map(|_| holding(rules, &message, &m, now));
+            let request = describe_request(&m, &message)?;
+            (outcome, Some((request, holding, stub.is_some())))
+        }
+    };
     let rules_path = sources.rules.display().to_string();
 
     if args.json {
@@ -612,6 +647,11 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 _ => None,
             },
             "body": outcome.body(),
+            "call": call.as_ref().map(|(request, holding, stubbed)| serde_json::json!({
+                "request": request,
+                "stubbed": stubbed,
+                "holding_body": holding.as_ref().map(Outcome::body),
+            })),
             "sends": match &outcome {
                 Outcome::Replied { sends, .. } => sends
                     .iter()
@@ -647,6 +687,27 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some((request, holding, stubbed)) = &call {
+        let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        println!("call: {} {}", text("method"), text("url"));
+        println!("  timeout: {} ms", request["timeout_ms"]);
+        if let Some(body) = request.get("body") {
+            println!("  body: {body}");
+        }
+        if let Some(holding) = holding {
+            println!(
+                "late: a push the call has not answered within {} ms gets:",
+                request["late_after_ms"]
+            );
+            println!("  {}", holding.body());
+            println!("  and the reply below goes out through the customer-service API");
+        }
+        if !stubbed {
+            println!(
+                "no call made: the reply below is the rule's answer when the call fails; pass --call-response FILE (the service's JSON answer) to see the other"
+            );
+        }
+    }
     match &outcome {
         Outcome::Replied {
             reply, xml, sends, ..
@@ -680,6 +741,43 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request a rule's call would make for `message`, for `explain`: method, URL (its
+/// values percent-encoded), the header names (never their values) and the JSON body.
+fn describe_request(found: &Match<'_>, message: &Message) -> anyhow::Result<serde_json::Value> {
+    let Some(call) = found.rule.call() else {
+        return Ok(serde_json::Value::Null);
+    };
+    let scope = crate::render::Scope {
+        message,
+        rule: found.rule.name(),
+        captures: &found.captures,
+        call: None,
+    };
+    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
+    let request = caller
+        .request(call, &scope)
+        .map_err(|e| anyhow::anyhow!("the call's request cannot be built: {e}"))?;
+    let body = request
+        .body()
+        .and_then(|b| b.as_bytes())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    let mut described = serde_json::json!({
+        "method": call.method().as_str(),
+        "url": request.url().as_str(),
+        "headers": call.header_names().collect::<Vec<_>>(),
+        "timeout_ms": u64::try_from(call.timeout().as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Some(late) = call.late() {
+        described["late_after_ms"] = u64::try_from(late.after().as_millis())
+            .unwrap_or(u64::MAX)
+            .into();
+    }
+    if let Some(body) = body {
+        described["body"] = body;
+    }
+    Ok(described)
 }
 
 /// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and

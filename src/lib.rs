@@ -21,6 +21,7 @@
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
 pub mod answer;
+pub mod call;
 pub mod cases;
 pub mod cli;
 pub mod clock;

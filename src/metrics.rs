@@ -94,6 +94,8 @@ pub struct Metrics {
     api_calls: IntCounterVec,
     outbox: IntGaugeVec,
     outbox_results: IntCounterVec,
+    calls: IntCounterVec,
+    call_duration: HistogramVec,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
     log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
@@ -194,8 +196,30 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric"); // ok: fixed definitions
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "wxrules_calls_total",
+                "Calls of rules to their services (`call:`), by rule and outcome (ok, late, busy, bad_url, timeout, connect, network, status, too_large, invalid)",
+            ),
+            &["rule", "outcome"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
+        let call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "wxrules_call_duration_seconds",
+                "Time each rule's calls to its service took, whatever their outcome",
+            )
+            .buckets(vec![
+                0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0,
+            ]),
+            &["rule"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
         for m in [
             Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(calls.clone()),
+            Box::new(call_duration.clone()),
             Box::new(api_calls.clone()),
             Box::new(outbox.clone()),
             Box::new(outbox_results.clone()),
@@ -243,8 +267,18 @@ impl Metrics {
             api_calls,
             outbox,
             outbox_results,
+            calls,
+            call_duration,
             log_catch_up: Default::default(),
             by_outcome,
+        }
+    }
+
+    /// The series a rule's calls report to.
+    pub fn call_metrics(&self) -> crate::call::CallMetrics {
+        crate::call::CallMetrics {
+            calls: self.calls.clone(),
+            duration: self.call_duration.clone(),
         }
     }
 

@@ -75,6 +75,8 @@ pub struct Scope<'a> {
     pub message: &'a Message,
     pub rule: &'a str,
     pub captures: &'a Captures,
+    /// The JSON object the rule's service answered (`call:`), if it has one and it did.
+    pub call: Option<&'a Value>,
 }
 
 impl Scope<'_> {
@@ -89,7 +91,15 @@ impl Scope<'_> {
             .collect();
         fields.insert("captures".into(), Value::Object(captures));
         fields.insert("rule".into(), Value::String(self.rule.to_owned()));
+        if let Some(call) = self.call {
+            fields.insert("call".into(), call.clone());
+        }
         Value::Object(fields)
+    }
+
+    /// The message as a rule's `call` POSTs it: the template context without `call`.
+    pub fn request_body(&self) -> Value {
+        Scope { call: None, ..*self }.context()
     }
 
     /// The value at a parsed path, as `context()` would give it.
@@ -106,6 +116,20 @@ impl Scope<'_> {
                 _ => None,
             },
             "rule" => rest.is_empty().then_some(Resolved::Str(self.rule)),
+            "call" if self.call.is_some() => {
+                let mut value = self.call?;
+                for part in rest {
+                    value = match value {
+                        Value::Object(map) => map.get(part.as_str())?,
+                        Value::Array(list) => list.get(part.parse::<usize>().ok()?)?,
+                        _ => return None,
+                    };
+                }
+                match value {
+                    Value::String(s) => Some(Resolved::Str(s)),
+                    other => Some(Resolved::Json(other)),
+                }
+            }
             _ => match self.message.get(parts.iter().map(String::as_str))? {
                 FieldRef::Text(text) => Some(Resolved::Str(text)),
                 FieldRef::Json(value) => Some(Resolved::Json(value)),
@@ -245,14 +269,62 @@ impl Simple {
 
     /// Errors name the template file, or the rule an inline template belongs to.
     fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
+        self.render_with(scope, |value, out| out.push_str(value))
+    }
+
+    /// Renders a URL: each value percent-encoded (all but `A-Z a-z 0-9 - . _ ~`), so that a
+    /// value cannot add a path segment, a query or a fragment; the text is kept as written.
+    pub(crate) fn render_url(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
+        self.render_with(scope, |value, out| {
+            out.extend(percent_encoding::utf8_percent_encode(value, URL_VALUE));
+        })
+    }
+
+    /// The first part of each `{{path}}` referenced (`captures`, `call`, `FromUserName`).
+    pub(crate) fn roots(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Var(parts) => parts.first().map(String::as_str),
+            Segment::Text(_) => None,
+        })
+    }
+
+    /// The template with every `{{path}}` replaced by `value`, to check the text around them.
+    pub(crate) fn with_values(&self, value: &str) -> String {
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Var(_) => value,
+            })
+            .collect()
+    }
+
+    /// The text before the first `{{path}}`: all of it when there is none.
+    pub(crate) fn leading_text(&self) -> &str {
+        match self.segments.first() {
+            Some(Segment::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    fn render_with(
+        &self,
+        scope: &Scope<'_>,
+        write: impl Fn(&str, &mut String),
+    ) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.capacity);
+        let mut text = String::new();
         for segment in &self.segments {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Var(parts) => match scope.resolve(parts) {
-                    Some(Resolved::Str(s)) => out.push_str(s),
-                    Some(Resolved::Json(v)) => json_render(v, &mut out),
-                    Some(Resolved::Object) => out.push_str("[object]"),
+                    Some(Resolved::Str(s)) => write(s, &mut out),
+                    Some(Resolved::Json(v)) => {
+                        text.clear();
+                        json_render(v, &mut text);
+                        write(&text, &mut out);
+                    }
+                    Some(Resolved::Object) => write("[object]", &mut out),
                     None => {
                         return Err(RenderError {
                             template: self.file.as_deref().unwrap_or(scope.rule).to_owned(),
@@ -265,6 +337,13 @@ impl Simple {
         Ok(out)
     }
 }
+
+/// What a value expanded into a call's URL keeps as is: RFC 3986's unreserved characters.
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A JSON value as handlebars prints it.
 fn json_render(value: &Value, out: &mut String) {
@@ -502,7 +581,7 @@ mod simple_equals_handlebars {
                 ("order".into(), "41".into()),
                 ("order".into(), "42".into()),
             ];
-            let scope = Scope { message: &message, rule: "r", captures: &captures };
+            let scope = Scope { message: &message, rule: "r", captures: &captures, call: None };
             let mut hb = registry();
             hb.register_template_string("t", &text).unwrap();
             let expected = hb.render("t", &scope.context()).map_err(|e| e.reason().to_string());
@@ -539,6 +618,7 @@ mod tests {
             message: &message,
             rule: found.rule.name(),
             captures: &found.captures,
+            call: None,
         };
         render_reply(&rules, spec, &scope)
     }

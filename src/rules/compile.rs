@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use handlebars::Handlebars;
 use sha1::{Digest, Sha1};
@@ -12,17 +14,17 @@ use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
 use super::read::{self, TemplateFile};
 use super::schema::{
-    self, OneOrMany, RawAlternative, RawArticle, RawMatcher, RawOp, RawReply, RawReplyKind, RawStr,
-    RawWhen, REPLY_KINDS,
+    self, OneOrMany, RawAlternative, RawArticle, RawCall, RawLate, RawMatcher, RawOp, RawReply,
+    RawReplyKind, RawStr, RawWhen, REPLY_KINDS,
 };
 use super::split::{self, LineIndex};
 use super::templates::{self, MAX_TEMPLATE_NESTING};
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
-use super::{MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
+use super::{Call, CallMethod, Late, MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
 use crate::render;
 
 /// WeChat accepts at most 8 articles in one news reply.
-pub(crate) const MAX_ARTICLES: usize = 8;
+pub const MAX_ARTICLES: usize = 8;
 
 /// Loads and compiles the rules file and templates directory of `sources`.
 ///
@@ -218,6 +220,7 @@ fn compile(
         names.insert(name.clone(), line);
         let errors_before = c.errors.len();
         let when = compile_when(&mut c, &name, &base, raw_rule.when);
+        let has_call = raw_rule.call.is_some();
         let action = match (raw_rule.reply, raw_rule.ignore) {
             (Some(_), true) => {
                 c.error(
@@ -227,6 +230,8 @@ fn compile(
                 );
                 None
             }
+            // A rule with a call and no reply leaves the answer to its service.
+            (None, false) if has_call => Some(Action::Ignore),
             (None, false) => {
                 c.error(
                     Some(&name),
@@ -250,6 +255,37 @@ fn compile(
             );
         }
         let send = compile_send(&mut c, &name, &base, raw_rule.send);
+        let call = compile_call(
+            &mut c,
+            &name,
+            &base,
+            raw_rule.call,
+            raw_rule.on_error,
+            raw_rule.late,
+        );
+        if !has_call {
+            let uses_call = match &action {
+                Some(Action::Reply(spec)) => uses_root(&c, spec, "call"),
+                _ => false,
+            };
+            let using: Vec<(String, bool)> = [(format!("{base}.reply"), uses_call)]
+                .into_iter()
+                .chain(send.iter().enumerate().map(|(i, spec)| {
+                    (format!("{base}.send[{i}]"), uses_root(&c, spec, "call"))
+                }))
+                .collect();
+            for (path, uses) in using {
+                if uses {
+                    let at = c.positions.value(&path);
+                    c.error(
+                        Some(&name),
+                        at,
+                        "`call.…` is the answer of the rule's service, and this rule has no `call`"
+                            .into(),
+                    );
+                }
+            }
+        }
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
                 name: name.into(),
@@ -259,6 +295,7 @@ fn compile(
                 when,
                 action,
                 send,
+                call,
             });
         }
     }
@@ -658,9 +695,6 @@ fn compile_reply(
     (c.errors.len() == errors_before).then_some(spec)
 }
 
-/// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
-/// references fields, else a compiled handlebars template; a
-/// `{ template: NAME }` must name a file of the templates directory.
 /// A rule's `send:` list: replies the customer-service API can carry.
 fn compile_send(
     c: &mut Compiler<'_>,
@@ -690,6 +724,315 @@ fn compile_send(
     specs.into_boxed_slice()
 }
 
+/// The default and the bounds of a call's `timeout`.
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest a push waits for a call without `late`: the passive budget of Part 1.
+pub(crate) const PASSIVE_BUDGET: Duration = crate::server::DEFAULT_DEADLINE;
+/// The default and the longest `late.after`: WeChat gives up on a push after 5 s.
+pub(crate) const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(3);
+pub(crate) const MAX_LATE_AFTER: Duration = Duration::from_millis(4500);
+/// Calls of one rule at once, by default and at most.
+pub(crate) const DEFAULT_CALL_CONCURRENCY: u32 = 64;
+pub(crate) const MAX_CALL_CONCURRENCY: u32 = 10_000;
+
+/// A rule's `call`, with its `on_error` and `late`. Each problem is an error naming the key.
+fn compile_call(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    base: &str,
+    raw: Option<Box<RawCall>>,
+    on_error: Option<RawReply>,
+    late: Option<Box<RawLate>>,
+) -> Option<Box<Call>> {
+    let Some(raw) = raw else {
+        for (key, given) in [("on_error", on_error.is_some()), ("late", late.is_some())] {
+            if given {
+                let at = c.positions.key(&format!("{base}.{key}"));
+                c.error(
+                    Some(rule),
+                    at,
+                    format!("`{key}` goes with a `call`, and this rule has none"),
+                );
+            }
+        }
+        return None;
+    };
+    let errors_before = c.errors.len();
+    let path = format!("{base}.call");
+    let url = compile_url(c, rule, &format!("{path}.url"), &raw.url.0);
+    let method = match raw.method.as_ref().map(|m| m.0.to_ascii_uppercase()) {
+        None => CallMethod::Post,
+        Some(m) if m == "POST" => CallMethod::Post,
+        Some(m) if m == "GET" => CallMethod::Get,
+        Some(_) => {
+            let at = c.positions.value(&format!("{path}.method"));
+            c.error(Some(rule), at, "a call's `method` is `POST` or `GET`".into());
+            CallMethod::Post
+        }
+    };
+    let timeout = match &raw.timeout {
+        None => DEFAULT_CALL_TIMEOUT,
+        Some(t) => duration(c, rule, &format!("{path}.timeout"), &t.0, MAX_CALL_TIMEOUT)
+            .unwrap_or(DEFAULT_CALL_TIMEOUT),
+    };
+    let headers = compile_headers(c, rule, &format!("{path}.headers"), &raw.headers);
+    let concurrency = raw.concurrency.unwrap_or(DEFAULT_CALL_CONCURRENCY);
+    if !(1..=MAX_CALL_CONCURRENCY).contains(&concurrency) {
+        let at = c.positions.value(&format!("{path}.concurrency"));
+        c.error(
+            Some(rule),
+            at,
+            format!("a call's `concurrency` is 1 to {MAX_CALL_CONCURRENCY}"),
+        );
+    }
+    let on_error = on_error.and_then(|reply| {
+        let at_path = format!("{base}.on_error");
+        let spec = compile_reply(c, rule, &at_path, reply)?;
+        no_call_in(c, rule, &at_path, &spec, "`on_error` answers when the call failed");
+        Some(spec)
+    });
+    let late = match late {
+        None => {
+            if timeout > PASSIVE_BUDGET && raw.timeout.is_some() {
+                let at = c.positions.value(&format!("{path}.timeout"));
+                c.error(
+                    Some(rule),
+                    at,
+                    format!(
+                        "a call without `late` must answer within the passive budget ({}): give a shorter `timeout`, or `late:` to answer a slower service through the customer-service API",
+                        humantime::format_duration(PASSIVE_BUDGET)
+                    ),
+                );
+            }
+            None
+        }
+        Some(late) => {
+            let late_path = format!("{base}.late");
+            let after = match &late.after {
+                None => DEFAULT_LATE_AFTER,
+                Some(a) => duration(c, rule, &format!("{late_path}.after"), &a.0, MAX_LATE_AFTER)
+                    .unwrap_or(DEFAULT_LATE_AFTER),
+            };
+            if after >= timeout {
+                let at = c
+                    .positions
+                    .value(&format!("{late_path}.after"))
+                    .or_else(|| c.positions.key(&late_path));
+                c.error(
+                    Some(rule),
+                    at,
+                    format!(
+                        "`late.after` ({}) must be below the call's `timeout` ({}): the reply goes out late only if the call can still answer",
+                        humantime::format_duration(after),
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
+            let reply = late.reply.and_then(|reply| {
+                let at_path = format!("{late_path}.reply");
+                let spec = compile_reply(c, rule, &at_path, reply)?;
+                no_call_in(
+                    c,
+                    rule,
+                    &at_path,
+                    &spec,
+                    "the holding reply goes out before the call has answered",
+                );
+                Some(spec)
+            });
+            Some(Late { after, reply })
+        }
+    };
+    let url = url?;
+    (c.errors.len() == errors_before).then(|| {
+        Box::new(Call {
+            url,
+            method,
+            timeout,
+            headers,
+            on_error,
+            late,
+            limit: Arc::new(tokio::sync::Semaphore::new(concurrency as usize)),
+            concurrency,
+        })
+    })
+}
+
+/// An error when `spec` uses `call.…`, which it cannot see.
+fn no_call_in(c: &mut Compiler<'_>, rule: &str, path: &str, spec: &ReplySpec, why: &str) {
+    if uses_root(c, spec, "call") {
+        let at = c.positions.value(path);
+        c.error(
+            Some(rule),
+            at,
+            format!("{why}: its templates cannot use `call.…`"),
+        );
+    }
+}
+
+/// Whether any string of `spec` references a path starting with `root` (`call`).
+fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool {
+    let tpl = |t: &Tpl| match t {
+        Tpl::Literal(_) => false,
+        Tpl::Simple(simple) => simple.roots().any(|r| r == root),
+        Tpl::Template(name) => c
+            .templates
+            .get_template(name)
+            .is_some_and(|t| templates::uses_root(t, root)),
+    };
+    match spec {
+        ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => tpl(t),
+        ReplySpec::Video(v) => [&v.media_id, &v.title, &v.description]
+            .into_iter()
+            .any(tpl),
+        ReplySpec::Music(m) => [
+            &m.title,
+            &m.description,
+            &m.music_url,
+            &m.hq_music_url,
+            &m.thumb_media_id,
+        ]
+        .into_iter()
+        .any(tpl),
+        ReplySpec::News(articles) => articles
+            .iter()
+            .any(|a| [&a.title, &a.description, &a.pic_url, &a.url].into_iter().any(tpl)),
+        ReplySpec::TransferCustomerService(account) => account.as_ref().is_some_and(tpl),
+        ReplySpec::OneOf(choices) => choices.iter().any(|choice| uses_root(c, choice, root)),
+    }
+}
+
+/// A call's URL: text and `{{path}}`s, `http` or `https`, the scheme and host written out.
+fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Option<render::Simple> {
+    let fail = |c: &mut Compiler<'_>, message: String| {
+        let at = c.positions.value(path);
+        c.error(Some(rule), at, message);
+        None
+    };
+    let Some(simple) = render::parse_simple(text) else {
+        return fail(
+            c,
+            "a call's `url` takes text and `{{field}}` references only (no blocks or helpers), so that each value can be percent-encoded".into(),
+        );
+    };
+    // The scheme, host and port come from the rules file, never from a message.
+    let lead = simple.leading_text();
+    let fixed = lead.len() == text.len()
+        || lead
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains(['/', '?', '#']));
+    if !fixed {
+        return fail(
+            c,
+            "a call's `url` writes out its scheme and host (and port): `{{…}}` may come only after the `/` that follows the host".into(),
+        );
+    }
+    let sample = simple.with_values("x");
+    let parsed = match reqwest::Url::parse(&sample) {
+        Ok(url) => url,
+        Err(e) => return fail(c, format!("a call's `url` is not a URL: {e}")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return fail(
+            c,
+            "a call's `url` starts with `http://` or `https://` and a host".into(),
+        );
+    }
+    Some(simple)
+}
+
+/// A call's headers, each `${VAR}` replaced by the environment variable VAR. Values are
+/// never put in an error: they may be credentials.
+fn compile_headers(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    path: &str,
+    raw: &BTreeMap<String, schema::Scalar>,
+) -> Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
+    let mut headers = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let key_path = format!("{path}.{name}");
+        let Ok(header) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
+            let at = c.positions.key(&key_path);
+            c.error(Some(rule), at, format!("`{}` is not a header name", name.escape_debug()));
+            continue;
+        };
+        let expanded = match expand_env(&value.0, |var| std::env::var(var).ok()) {
+            Ok(expanded) => expanded,
+            Err(why) => {
+                let at = c.positions.value(&key_path);
+                c.error(Some(rule), at, format!("header `{header}`: {why}"));
+                continue;
+            }
+        };
+        match reqwest::header::HeaderValue::from_str(&expanded) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                headers.push((header, v));
+            }
+            Err(_) => {
+                let at = c.positions.value(&key_path);
+                c.error(
+                    Some(rule),
+                    at,
+                    format!("header `{header}`: the value (after `${{VAR}}`s) is not a valid header value (visible ASCII)"),
+                );
+            }
+        }
+    }
+    headers
+}
+
+/// `text` with each `${VAR}` replaced by `lookup(VAR)`; a `$` not followed by `{` is kept.
+fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("`${` without its `}`".into());
+        };
+        let var = &after[..end];
+        let valid = var.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "`${{{}}}` is not an environment variable name",
+                var.escape_debug()
+            ));
+        }
+        match lookup(var) {
+            Some(value) => out.push_str(&value),
+            None => return Err(format!("the environment variable `{var}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A duration such as `2s`, `800ms` or `1m 30s`, above zero and at most `max`.
+fn duration(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    path: &str,
+    text: &str,
+    max: Duration,
+) -> Option<Duration> {
+    let problem = match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => "must be above zero".to_owned(),
+        Ok(d) if d > max => format!("is at most {}", humantime::format_duration(max)),
+        Ok(d) => return Some(d),
+        Err(e) => format!("is a duration such as `2s` or `800ms` ({e})"),
+    };
+    let at = c.positions.value(path);
+    let key = path.rsplit('.').next().unwrap_or(path);
+    c.error(Some(rule), at, format!("`{key}` {problem}"));
+    None
+}
+
 /// Why the customer-service API cannot carry `spec`, if it cannot.
 fn unsendable(spec: &ReplySpec) -> Option<String> {
     match spec {
@@ -705,6 +1048,9 @@ fn unsendable(spec: &ReplySpec) -> Option<String> {
     }
 }
 
+/// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
+/// references fields, else a compiled handlebars template; a
+/// `{ template: NAME }` must name a file of the templates directory.
 fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
     match raw {
         RawStr::Inline(text) => {
@@ -949,5 +1295,92 @@ mod tests {
         };
         assert_eq!(failed("a"), "greeting");
         assert_eq!(failed("b"), "inline");
+    }
+
+    /// The errors of a rules file holding one rule `r` with `body` (YAML at 4 spaces).
+    fn rule_errors(body: &str) -> Vec<String> {
+        let yaml = format!("rules:\n  - name: r\n{body}");
+        match load_str(&yaml, &[]) {
+            Ok(_) => Vec::new(),
+            Err(LoadError(errors)) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_call_is_checked_key_by_key() {
+        let ok = "    call: { url: 'http://127.0.0.1:9/orders/{{captures.order}}?u={{FromUserName}}', timeout: 800ms, method: get }\n    reply: { text: '{{call.status}}' }\n    on_error: { text: sorry }\n";
+        assert_eq!(rule_errors(ok), Vec::<String>::new());
+        let loaded = load_str(&format!("rules:\n  - name: r\n{ok}"), &[]).unwrap();
+        let call = loaded.rules.rules()[0].call().unwrap();
+        assert_eq!(call.method(), CallMethod::Get);
+        assert_eq!(call.timeout(), Duration::from_millis(800));
+        // A rule with a call and no reply leaves the answer to its service.
+        assert_eq!(rule_errors("    call: { url: 'https://127.0.0.1/x' }\n"), Vec::<String>::new());
+        let mut wrong = Vec::new();
+        for (body, says) in [
+            ("    call: { url: 'ftp://127.0.0.1/x' }\n", "rules.yaml:3:18: rule `r`: a call's `url` starts with `http://` or `https://` and a host"),
+            ("    call: { url: 'http://{{FromUserName}}/x' }\n", "rules.yaml:3:18: rule `r`: a call's `url` writes out its scheme and host (and port): `{{…}}` may come only after the `/` that follows the host"),
+            ("    call: { url: 'http://127.0.0.1:{{x}}/' }\n", "rules.yaml:3:18: rule `r`: a call's `url` writes out its scheme and host (and port): `{{…}}` may come only after the `/` that follows the host"),
+            ("    call: { url: 'http://h/{{#if a}}x{{/if}}' }\n", "rules.yaml:3:18: rule `r`: a call's `url` takes text and `{{field}}` references only (no blocks or helpers), so that each value can be percent-encoded"),
+            ("    call: { url: 'http://h/', method: PUT }\n", "rules.yaml:3:39: rule `r`: a call's `method` is `POST` or `GET`"),
+            ("    call: { url: 'http://h/', timeout: soon }\n", "rules.yaml:3:40: rule `r`: `timeout` is a duration such as `2s` or `800ms` (expected number at 0)"),
+            ("    call: { url: 'http://h/', timeout: 0s }\n", "rules.yaml:3:40: rule `r`: `timeout` must be above zero"),
+            ("    call: { url: 'http://h/', timeout: 2h }\n", "rules.yaml:3:40: rule `r`: `timeout` is at most 10m"),
+            ("    call: { url: 'http://h/', timeout: 4s }\n", "rules.yaml:3:40: rule `r`: a call without `late` must answer within the passive budget (3s): give a shorter `timeout`, or `late:` to answer a slower service through the customer-service API"),
+            ("    call: { url: 'http://h/', timeout: 60s }\n    late: { after: 5s }\n", "rules.yaml:4:20: rule `r`: `after` is at most 4s 500ms"),
+            ("    call: { url: 'http://h/' }\n    late: {}\n", "rules.yaml:4:11: rule `r`: `late.after` (3s) must be below the call's `timeout` (2s): the reply goes out late only if the call can still answer"),
+            ("    call: { url: 'http://h/', concurrency: 0 }\n", "rules.yaml:3:44: rule `r`: a call's `concurrency` is 1 to 10000"),
+            ("    reply: { text: hi }\n    on_error: { text: x }\n", "rules.yaml:4:5: rule `r`: `on_error` goes with a `call`, and this rule has none"),
+            ("    reply: { text: hi }\n    late: { after: 1s }\n", "rules.yaml:4:5: rule `r`: `late` goes with a `call`, and this rule has none"),
+            ("    reply: { text: '{{call.status}}' }\n", "rules.yaml:3:14: rule `r`: `call.…` is the answer of the rule's service, and this rule has no `call`"),
+            ("    reply: { text: '{{#if call.ok}}y{{/if}}' }\n", "rules.yaml:3:14: rule `r`: `call.…` is the answer of the rule's service, and this rule has no `call`"),
+            ("    reply: { text: hi }\n    send: [ { text: '{{call.x}}' } ]\n", "rules.yaml:4:15: rule `r`: `call.…` is the answer of the rule's service, and this rule has no `call`"),
+            ("    call: { url: 'http://h/' }\n    on_error: { text: '{{call.status}}' }\n", "rules.yaml:4:17: rule `r`: `on_error` answers when the call failed: its templates cannot use `call.…`"),
+            ("    call: { url: 'http://h/', timeout: 9s }\n    late: { after: 1s, reply: { text: '{{default call.x \"y\"}}' } }\n", "rules.yaml:4:33: rule `r`: the holding reply goes out before the call has answered: its templates cannot use `call.…`"),
+            ("    call: { url: 'http://h/', headers: { Authorization: 'Bearer ${WXRULES_TEST_UNSET_VARIABLE}' } }\n", "rules.yaml:3:57: rule `r`: header `authorization`: the environment variable `WXRULES_TEST_UNSET_VARIABLE` is not set"),
+            ("    call: { url: 'http://h/', headers: { 'a b': x } }\n", "rules.yaml:3:42: rule `r`: `a b` is not a header name"),
+        ] {
+            let got = rule_errors(body);
+            if got != [says] {
+                wrong.push(format!("{body}  got {got:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn header_values_take_environment_variables_and_never_show_them() {
+        let env = |var: &str| (var == "TOKEN").then(|| "s3cret".to_owned());
+        assert_eq!(expand_env("Bearer ${TOKEN}", env).unwrap(), "Bearer s3cret");
+        assert_eq!(expand_env("$5 ${TOKEN}${TOKEN}", env).unwrap(), "$5 s3crets3cret");
+        assert_eq!(
+            expand_env("${NOPE}", env).unwrap_err(),
+            "the environment variable `NOPE` is not set"
+        );
+        assert_eq!(expand_env("${TOKEN", env).unwrap_err(), "`${` without its `}`");
+        assert_eq!(
+            expand_env("${1x}", env).unwrap_err(),
+            "`${1x}` is not an environment variable name"
+        );
+        // A value that is not a header value is refused without being shown.
+        std::env::set_var("WXRULES_TEST_BAD_HEADER", "line\nbreak-s3cret");
+        let errors = rule_errors(
+            "    call: { url: 'http://h/', headers: { X-Key: '${WXRULES_TEST_BAD_HEADER}' } }\n",
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].contains("s3cret"), "{errors:?}");
+        assert!(errors[0].contains("is not a valid header value"), "{errors:?}");
+        let debug = format!(
+            "{:?}",
+            load_str(
+                "rules:\n  - name: r\n    call: { url: 'http://h/', headers: { X-Key: '${PATH}' } }\n",
+                &[]
+            )
+            .unwrap()
+            .rules
+            .rules()[0]
+            .call()
+        );
+        assert!(debug.contains("x-key") && !debug.contains(&std::env::var("PATH").unwrap()), "{debug}");
     }
 }

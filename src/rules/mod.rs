@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use handlebars::Handlebars;
 
-pub use compile::{load, load_str};
+pub use compile::{load, load_str, MAX_ARTICLES};
 pub use lint::{compile_regexes, lint};
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use read::read_text;
@@ -109,12 +109,19 @@ pub struct Rule {
     pub(crate) action: Action,
     /// Replies to send through the customer-service API after the passive one, in order.
     pub(crate) send: Box<[ReplySpec]>,
+    /// The service to ask before replying; boxed, as most rules have none.
+    pub(crate) call: Option<Box<Call>>,
 }
 
 impl Rule {
     /// The rule's unique name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The same name, shared rather than copied.
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The line of the rules file where the rule starts.
@@ -137,9 +144,108 @@ impl Rule {
         &self.send
     }
 
+    /// The service it asks before replying (`call:`), with `on_error` and `late`.
+    pub fn call(&self) -> Option<&Call> {
+        self.call.as_deref()
+    }
+
     /// Describes each criterion and whether it holds for `subject`, for `explain`.
     pub fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {
         self.when.describe(subject)
+    }
+}
+
+/// A rule's `call`: the request to make, what to answer when it fails, and how long the
+/// push waits for it.
+pub struct Call {
+    /// Text and `{{field}}` references; each value is percent-encoded when rendered.
+    pub(crate) url: crate::render::Simple,
+    pub(crate) method: CallMethod,
+    /// The whole call (connect, send, answer read in full) must end within this.
+    pub(crate) timeout: std::time::Duration,
+    /// Names and values, `${VAR}`s resolved at load. Values may be secrets: never shown.
+    pub(crate) headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    pub(crate) on_error: Option<ReplySpec>,
+    pub(crate) late: Option<Late>,
+    /// This rule's calls in flight, at most `concurrency`. Per rule set: a reload starts
+    /// afresh while the old set's calls finish.
+    pub(crate) limit: Arc<tokio::sync::Semaphore>,
+    pub(crate) concurrency: u32,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values can be credentials: only their names are shown.
+        let headers: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("timeout", &self.timeout)
+            .field("headers", &headers)
+            .field("late", &self.late)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    pub fn method(&self) -> CallMethod {
+        self.method
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+    }
+
+    /// The reply when the call fails, if the rule gives one.
+    pub fn on_error(&self) -> Option<&ReplySpec> {
+        self.on_error.as_ref()
+    }
+
+    /// The passive budget and holding reply of a call that may outlive the passive window.
+    pub fn late(&self) -> Option<&Late> {
+        self.late.as_ref()
+    }
+
+    /// The names of the headers sent (their values are not shown anywhere).
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// How a call is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMethod {
+    /// The message as a JSON body.
+    Post,
+    /// No body.
+    Get,
+}
+
+impl CallMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallMethod::Post => "POST",
+            CallMethod::Get => "GET",
+        }
+    }
+}
+
+/// A rule's `late`.
+#[derive(Debug)]
+pub struct Late {
+    /// How long the push waits for the call before the holding reply goes out.
+    pub(crate) after: std::time::Duration,
+    /// The holding reply; `None` answers `success`.
+    pub(crate) reply: Option<ReplySpec>,
+}
+
+impl Late {
+    pub fn after(&self) -> std::time::Duration {
+        self.after
+    }
+
+    pub fn reply(&self) -> Option<&ReplySpec> {
+        self.reply.as_ref()
     }
 }
 

@@ -45,6 +45,44 @@ pub(crate) struct RawRule {
     /// of those). Needs WXRULES_APPID and WXRULES_APPSECRET.
     #[serde(default)]
     pub(crate) send: Vec<RawReply>,
+    /// Ask one of your HTTP services first; its JSON answer is `call` in the templates.
+    pub(crate) call: Option<Box<RawCall>>,
+    /// The reply when the `call` fails (connect error, timeout, non-2xx, not JSON, over
+    /// 64 KiB, too many at once); without it the answer is `success`.
+    pub(crate) on_error: Option<RawReply>,
+    /// For a slow `call`: answer the push after `after` with a holding reply, and send the
+    /// reply through the customer-service API when the call returns.
+    pub(crate) late: Option<Box<RawLate>>,
+}
+
+/// A rule's `call`: an HTTP request to one of the account's own services.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Call")]
+pub(crate) struct RawCall {
+    /// `http://` or `https://` URL; text and `{{field}}` references, each value
+    /// percent-encoded. The scheme and host are written out.
+    pub(crate) url: Scalar,
+    /// `POST` (default: the message as JSON) or `GET` (no body).
+    pub(crate) method: Option<Scalar>,
+    /// How long the service has to answer in full, e.g. `2s` (default), `800ms`, `60s`.
+    pub(crate) timeout: Option<Scalar>,
+    /// Request headers; `${VAR}` is replaced by the environment variable VAR at load.
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, Scalar>,
+    /// At most this many calls of this rule at once (default 64); past it, `on_error`.
+    pub(crate) concurrency: Option<u32>,
+}
+
+/// A rule's `late`: the passive budget of a slow call and the holding reply.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Late")]
+pub(crate) struct RawLate {
+    /// How long to wait for the call before answering the push (default `3s`, at most `4.5s`).
+    pub(crate) after: Option<Scalar>,
+    /// The passive holding reply (`正在查询，请稍候…`); without it the push gets `success`.
+    pub(crate) reply: Option<RawReply>,
 }
 
 /// The criteria of a rule; all given ones must hold.

@@ -387,6 +387,55 @@ fn walk(t: &Template, depth: usize, inline: Option<&str>, outline: &mut Outline)
     }
 }
 
+/// Whether `t` references a path whose first part is `root` (`{{call.status}}`,
+/// `{{#each call.items}}`, `(lookup call "x")`), anywhere: in expressions, block and helper
+/// parameters, hashes and subexpressions. Partials it includes are not followed.
+pub(crate) fn uses_root(t: &Template, root: &str) -> bool {
+    t.elements.iter().any(|element| element_uses(element, root))
+}
+
+fn element_uses(element: &TemplateElement, root: &str) -> bool {
+    match element {
+        TemplateElement::Expression(h)
+        | TemplateElement::HtmlExpression(h)
+        | TemplateElement::HelperBlock(h) => {
+            param_uses(&h.name, root)
+                || h.params.iter().any(|p| param_uses(p, root))
+                || h.hash.values().any(|p| param_uses(p, root))
+                || [&h.template, &h.inverse]
+                    .into_iter()
+                    .flatten()
+                    .any(|inner| uses_root(inner, root))
+        }
+        TemplateElement::DecoratorExpression(d)
+        | TemplateElement::DecoratorBlock(d)
+        | TemplateElement::PartialExpression(d)
+        | TemplateElement::PartialBlock(d) => {
+            d.params.iter().any(|p| param_uses(p, root))
+                || d.hash.values().any(|p| param_uses(p, root))
+                || d.template.as_ref().is_some_and(|inner| uses_root(inner, root))
+        }
+        // Text and comments; and kinds a later handlebars may add.
+        _ => false,
+    }
+}
+
+fn param_uses(p: &Parameter, root: &str) -> bool {
+    let first_is_root = |raw: &str| {
+        let raw = raw.trim_start_matches("./").trim_start_matches("this.");
+        raw.split(['.', '/']).next() == Some(root)
+    };
+    match p {
+        Parameter::Name(name) => first_is_root(name),
+        Parameter::Path(path) => match path {
+            handlebars::Path::Relative((_, raw)) => first_is_root(raw),
+            handlebars::Path::Local(_) => false,
+        },
+        Parameter::Subexpression(sub) => element_uses(&sub.element, root),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,8 @@ pub struct AppState {
     pub dedup: Arc<Dedup>,
     /// Where a rule's `send:` messages are queued for the customer-service API.
     pub outbox: Arc<Outbox>,
+    /// The HTTP client of rules' `call`s: one connection pool for every worker.
+    pub caller: crate::call::Caller,
 }
 
 /// Registers the routes on an App. Body limits are `Options::body_limit`, applied by

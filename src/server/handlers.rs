@@ -10,7 +10,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::{body, AppState, ServiceError};
-use crate::answer::{answer, Outcome};
+use crate::answer::{after_call, decide, holding, Decision, Outcome};
+use crate::call::{CallFailure, CallResult};
+use crate::outbox::Outbox;
+use crate::reload::Snapshot;
+use crate::render;
+use crate::rules::Match;
 use crate::crypto::{sign, verify_signature, SignatureError};
 use crate::dedup::{Answer, Claim, Key};
 use crate::metrics::RequestOutcome;
@@ -311,10 +316,15 @@ pub(crate) async fn receive(
     // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
-    let mut outcome = answer(&snapshot.rules, &message, now);
+    let mut outcome = match decide(&snapshot.rules, &message, now) {
+        Decision::Done(outcome) => outcome,
+        Decision::Call(found) => {
+            ask_service(&state, &snapshot, &message, found, now, started, deadline).await
+        }
+    };
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
-            queue_sends(&state, rule, &message, std::mem::take(sends)).await;
+            queue_sends(&state.outbox, rule, &message, std::mem::take(sends)).await;
         }
     }
 
@@ -406,10 +416,157 @@ fn decode(
     Ok((message, Mode::Safe))
 }
 
+/// Asks `found`'s service and answers from what it says. Without `late` the push waits for
+/// the call up to the deadline. With `late` it waits `late.after`; a call still running
+/// then goes on in its own task, the push gets the holding reply, and the reply the call
+/// leads to goes out through the outbox.
+async fn ask_service(
+    state: &AppState,
+    snapshot: &Arc<Snapshot>,
+    message: &Message,
+    found: Match<'_>,
+    now: u64,
+    started: Instant,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let rules = &snapshot.rules;
+    let Some(call) = found.rule.call() else {
+        return Outcome::Ignored { rule: None };
+    };
+    let rule = found.rule.shared_name();
+    let scope = render::Scope {
+        message,
+        rule: &rule,
+        captures: &found.captures,
+        call: None,
+    };
+    let late = call.late();
+    let budget = match late {
+        Some(_) => call.timeout(),
+        None => deadline.saturating_duration_since(tokio::time::Instant::now()),
+    };
+    let metrics = Some((state.live.metrics().call_metrics(), Arc::clone(&rule)));
+    let pending = match state.caller.prepare(call, &scope, budget, metrics) {
+        Ok(pending) => pending,
+        Err(failure) => {
+            let result = CallResult::Failed(failure);
+            log_call(&rule, message, &result, false);
+            return after_call(rules, message, &found, &result, now);
+        }
+    };
+    let Some(late) = late else {
+        let result = pending.run().await;
+        log_call(&rule, message, &result, false);
+        return after_call(rules, message, &found, &result, now);
+    };
+    let mut call_task = tokio::spawn(pending.run());
+    let passive_by = tokio::time::Instant::from_std(started + late.after());
+    match tokio::time::timeout_at(passive_by, &mut call_task).await {
+        Ok(joined) => {
+            let result = joined_result(joined);
+            log_call(&rule, message, &result, false);
+            after_call(rules, message, &found, &result, now)
+        }
+        Err(_) => {
+            tracing::info!(
+                event = "call_late",
+                rule = &*rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                after_ms = u64::try_from(late.after().as_millis()).unwrap_or(u64::MAX),
+                "the call has not answered: holding reply now, its reply through the customer-service API"
+            );
+            let outcome = holding(rules, message, &found, now);
+            let finish = finish_late(
+                Arc::clone(&state.outbox),
+                Arc::clone(snapshot),
+                message.clone(),
+                found.index,
+                found.captures,
+                call_task,
+                now,
+            );
+            actix_web::rt::spawn(finish);
+            outcome
+        }
+    }
+}
+
+/// A call task's result; a task that did not finish (the runtime is stopping) is a failure.
+fn joined_result(joined: Result<CallResult, tokio::task::JoinError>) -> CallResult {
+    joined.unwrap_or_else(|e| {
+        CallResult::Failed(CallFailure::Network(format!("the call was stopped: {e}")))
+    })
+}
+
+/// Waits for a late call, then queues the reply it leads to (with the rule's `send:`), or
+/// its `on_error` when it failed; `success` outcomes send nothing.
+async fn finish_late(
+    outbox: Arc<Outbox>,
+    snapshot: Arc<Snapshot>,
+    message: Message,
+    index: usize,
+    captures: crate::rules::Captures,
+    call_task: tokio::task::JoinHandle<CallResult>,
+    now: u64,
+) {
+    let result = joined_result(call_task.await);
+    let Some(rule) = snapshot.rules.rules().get(index) else {
+        return;
+    };
+    let name = rule.shared_name();
+    log_call(&name, &message, &result, true);
+    let found = Match {
+        rule,
+        index,
+        captures,
+    };
+    match after_call(&snapshot.rules, &message, &found, &result, now) {
+        Outcome::Replied { reply, sends, .. } => {
+            let mut messages = Vec::with_capacity(1 + sends.len());
+            messages.push(Ok(reply));
+            messages.extend(sends);
+            tracing::info!(
+                event = "late_reply_queued",
+                rule = &*name,
+                msg_id = message.msg_id().unwrap_or(""),
+                messages = messages.len()
+            );
+            queue_sends(&outbox, &name, &message, messages).await;
+        }
+        Outcome::Ignored { .. } => tracing::info!(
+            event = "late_reply_none",
+            rule = &*name,
+            msg_id = message.msg_id().unwrap_or(""),
+            "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
+        ),
+        Outcome::Failed { error, .. } => tracing::error!(
+            event = "render_failed",
+            rule = &*name,
+            msg_id = message.msg_id().unwrap_or(""),
+            late = true,
+            %error
+        ),
+    }
+}
+
+/// Logs a call that failed, with its rule and reason (never the service's answer).
+fn log_call(rule: &str, message: &Message, result: &CallResult, late: bool) {
+    if let CallResult::Failed(failure) = result {
+        tracing::warn!(
+            event = "call_failed",
+            rule,
+            msg_id = message.msg_id().unwrap_or(""),
+            outcome = failure.outcome(),
+            late,
+            reason = %failure
+        );
+    }
+}
+
 /// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
 /// by the outbox). Never waits: the network is the outbox's business.
 async fn queue_sends(
-    state: &AppState,
+    outbox: &Outbox,
     rule: &Arc<str>,
     message: &Message,
     sends: Vec<Result<wire::Reply, crate::render::RenderError>>,
@@ -430,7 +587,7 @@ async fn queue_sends(
         }
     }
     let count = messages.len();
-    if let Err(why) = state.outbox.enqueue(rule, messages).await {
+    if let Err(why) = outbox.enqueue(rule, messages).await {
         tracing::warn!(
             event = "outbox_refused",
             rule = &**rule,

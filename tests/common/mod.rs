@@ -87,6 +87,7 @@ pub fn state_with_dedup(
         clock,
         options,
         dedup: Arc::new(dedup),
+        caller: wxrules::call::Caller::new().unwrap(),
     }
 }
 

@@ -1,0 +1,543 @@
+//! A rule's `call`: the HTTP request to one of the account's own services, bounded in time,
+//! size and concurrency, and its answer read as a JSON object. `prepare` builds the request
+//! (no IO); `Pending::run` makes it and never takes longer than its budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{HistogramVec, IntCounterVec};
+use rand::Rng;
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::render::Scope;
+use crate::rules::{Call, CallMethod};
+use crate::wire::{Article, Reply};
+
+/// The largest answer read from a service: a reply is a few KiB.
+pub const MAX_ANSWER: usize = 64 * 1024;
+/// The longest a connection to a service may take to open, within the call's own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per service host, for reuse (HTTP/1.1 keep-alive).
+const IDLE_PER_HOST: usize = 256;
+
+/// How a call ended.
+#[derive(Debug)]
+pub enum CallResult {
+    /// A 2xx answer holding a JSON object.
+    Answered(Answered),
+    Failed(CallFailure),
+}
+
+/// A service's answer: the object templates see as `call`, and what it decided, if it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    pub value: Value,
+    pub decided: Option<Decided>,
+}
+
+/// The service's own decision, which the rule's `reply` does not override.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// `"ignore": true`: answer `success`.
+    Ignore,
+    /// `"reply": {…}`: this reply, its strings used as they are.
+    Reply(Reply),
+}
+
+impl Answered {
+    /// Reads a service's answer: a JSON object, whose `reply` or `ignore`, if given, decide.
+    pub fn from_value(value: Value) -> Result<Answered, CallFailure> {
+        let Value::Object(object) = &value else {
+            return Err(CallFailure::NotJson(format!(
+                "a JSON {}, not an object",
+                kind(&value)
+            )));
+        };
+        let decided = match (object.get("ignore"), object.get("reply")) {
+            (Some(Value::Bool(true)), _) => Some(Decided::Ignore),
+            (Some(Value::Bool(false)) | None, None) => None,
+            (Some(Value::Bool(false)) | None, Some(reply)) => Some(Decided::Reply(
+                service_reply(reply, "reply", 0).map_err(CallFailure::BadReply)?,
+            )),
+            (Some(_), _) => {
+                return Err(CallFailure::BadReply("`ignore` is true or false".into()));
+            }
+        };
+        Ok(Answered { value, decided })
+    }
+}
+
+/// What `explain` and `test` use in place of a call: the service's JSON answer, or a failure
+/// (its text says why). `None` when neither is given.
+pub fn stub(response: Option<&Value>, error: Option<&str>) -> Option<CallResult> {
+    match (response, error) {
+        (_, Some(why)) => Some(CallResult::Failed(CallFailure::Stubbed(why.to_owned()))),
+        (Some(value), None) => Some(match Answered::from_value(value.clone()) {
+            Ok(answered) => CallResult::Answered(answered),
+            Err(failure) => CallResult::Failed(failure),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Why a call gave no usable answer. The text never holds the service's body, nor the URL
+/// (which may carry an OpenID).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    #[error("{0} calls of this rule are already running (its `concurrency`)")]
+    Busy(u32),
+    #[error("the URL cannot be built: {0}")]
+    Url(String),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the request failed: {0}")]
+    Network(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("the answer is over {} KiB", MAX_ANSWER / 1024)]
+    TooLarge,
+    #[error("the answer is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("the answer's `reply` is not a reply: {0}")]
+    BadReply(String),
+    /// A test case's or `explain`'s stand-in for a failure.
+    #[error("{0}")]
+    Stubbed(String),
+}
+
+impl CallFailure {
+    /// The `outcome` label of `wxrules_calls_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CallFailure::Busy(_) => "busy",
+            CallFailure::Url(_) => "bad_url",
+            CallFailure::Timeout(_) => "timeout",
+            CallFailure::Connect(_) => "connect",
+            CallFailure::Network(_) => "network",
+            CallFailure::Status(_) => "status",
+            CallFailure::TooLarge => "too_large",
+            CallFailure::NotJson(_) | CallFailure::BadReply(_) => "invalid",
+            CallFailure::Stubbed(_) => "stubbed",
+        }
+    }
+}
+
+/// Every `outcome` of `wxrules_calls_total`: `ok` and `late` (answered after `late.after`,
+/// sent through the customer-service API), and each failure's.
+pub const OUTCOMES: [&str; 10] = [
+    "ok",
+    "late",
+    "busy",
+    "bad_url",
+    "timeout",
+    "connect",
+    "network",
+    "status",
+    "too_large",
+    "invalid",
+];
+
+/// The HTTP client of every rule's calls: one connection pool, HTTP/1.1 with keep-alive,
+/// no redirects (a service's answer is its answer; a redirect could lead anywhere).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+}
+
+/// What a call reports to: `wxrules_calls_total{rule,outcome}` and
+/// `wxrules_call_duration_seconds{rule}`.
+#[derive(Debug, Clone)]
+pub struct CallMetrics {
+    pub calls: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+impl Caller {
+    pub fn new() -> Result<Caller, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .user_agent(concat!("wxrules/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Caller { client })
+    }
+
+    /// Builds `call`'s request for `scope` and takes a place in the rule's concurrency
+    /// limit; no IO. `budget` bounds the whole call (at most the call's `timeout`).
+    pub fn prepare(
+        &self,
+        call: &Call,
+        scope: &Scope<'_>,
+        budget: Duration,
+        metrics: Option<(CallMetrics, Arc<str>)>,
+    ) -> Result<Pending, CallFailure> {
+        let observe_failure = |failure: CallFailure| {
+            if let Some((m, rule)) = &metrics {
+                m.calls.with_label_values(&[rule, failure.outcome()]).inc();
+            }
+            failure
+        };
+        let permit = Arc::clone(&call.limit)
+            .try_acquire_owned()
+            .map_err(|_| observe_failure(CallFailure::Busy(call.concurrency)))?;
+        let request = self
+            .request(call, scope)
+            .map_err(|e| observe_failure(CallFailure::Url(e)))?;
+        Ok(Pending {
+            client: self.client.clone(),
+            request,
+            budget: budget.min(call.timeout),
+            late_after: call.late.as_ref().map(|late| late.after),
+            metrics,
+            _permit: permit,
+        })
+    }
+
+    /// The request `call` makes for `scope`: its URL rendered (each value percent-encoded),
+    /// its headers, and for a POST the message as JSON.
+    pub fn request(&self, call: &Call, scope: &Scope<'_>) -> Result<reqwest::Request, String> {
+        let url = call.url.render_url(scope).map_err(|e| e.reason)?;
+        let url = reqwest::Url::parse(&url).map_err(|e| e.to_string())?;
+        let method = match call.method {
+            CallMethod::Post => reqwest::Method::POST,
+            CallMethod::Get => reqwest::Method::GET,
+        };
+        let mut request = reqwest::Request::new(method, url);
+        let headers = request.headers_mut();
+        for (name, value) in &call.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        headers
+            .entry(reqwest::header::ACCEPT)
+            .or_insert(reqwest::header::HeaderValue::from_static("application/json"));
+        if call.method == CallMethod::Post {
+            headers
+                .entry(reqwest::header::CONTENT_TYPE)
+                .or_insert(reqwest::header::HeaderValue::from_static("application/json"));
+            let body = serde_json::to_vec(&scope.request_body()).map_err(|e| e.to_string())?;
+            *request.body_mut() = Some(body.into());
+        }
+        Ok(request)
+    }
+}
+
+/// A call ready to be made, holding its place in the rule's concurrency limit until it ends.
+#[derive(Debug)]
+pub struct Pending {
+    client: reqwest::Client,
+    request: reqwest::Request,
+    budget: Duration,
+    late_after: Option<Duration>,
+    metrics: Option<(CallMetrics, Arc<str>)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    /// Makes the call; ends within its budget, whatever the service does. Counted in the
+    /// metrics when it ends (a call that outlives its push is counted too).
+    pub async fn run(self) -> CallResult {
+        let started = Instant::now();
+        let Pending {
+            client,
+            request,
+            budget,
+            late_after,
+            metrics,
+            _permit,
+        } = self;
+        let result = match tokio::time::timeout(budget, exchange(&client, request)).await {
+            Ok(Ok(answered)) => CallResult::Answered(answered),
+            Ok(Err(failure)) => CallResult::Failed(failure),
+            Err(_) => CallResult::Failed(CallFailure::Timeout(budget)),
+        };
+        let took = started.elapsed();
+        if let Some((m, rule)) = &metrics {
+            let outcome = match &result {
+                CallResult::Answered(_) if late_after.is_some_and(|after| took >= after) => "late",
+                CallResult::Answered(_) => "ok",
+                CallResult::Failed(failure) => failure.outcome(),
+            };
+            m.calls.with_label_values(&[rule, outcome]).inc();
+            m.duration
+                .with_label_values(&[rule])
+                .observe(took.as_secs_f64());
+        }
+        result
+    }
+}
+
+/// Sends the request and reads the answer: 2xx, at most `MAX_ANSWER` bytes, a JSON object.
+async fn exchange(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<Answered, CallFailure> {
+    let mut response = client.execute(request).await.map_err(failure_of)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(CallFailure::Status(status.as_u16()));
+    }
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER as u64)
+    {
+        return Err(CallFailure::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failure_of)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(CallFailure::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    // serde_json's messages name a line and column, never the text.
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| CallFailure::NotJson(e.to_string()))?;
+    Answered::from_value(value)
+}
+
+/// A reqwest error as a failure, with its causes (reqwest's own text is generic: "error
+/// sending request") and without its URL.
+fn failure_of(e: reqwest::Error) -> CallFailure {
+    let connect = e.is_connect();
+    let timeout = e.is_timeout();
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if connect {
+        CallFailure::Connect(text)
+    } else if timeout {
+        CallFailure::Network(format!("timed out: {text}"))
+    } else {
+        CallFailure::Network(text)
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The deepest `one_of` nesting read from a service's `reply`.
+const MAX_ONE_OF_DEPTH: usize = 8;
+
+/// A service's `reply` (any reply form of the rules file, its strings taken as they are) as
+/// a reply; a `one_of` picks one at random. Errors name the JSON path.
+fn service_reply(value: &Value, path: &str, depth: usize) -> Result<Reply, String> {
+    let Value::Object(object) = value else {
+        return Err(format!("`{path}` is a {}, not an object", kind(value)));
+    };
+    let mut keys = object.iter();
+    let (Some((key, inner)), None) = (keys.next(), keys.next()) else {
+        return Err(format!(
+            "`{path}` takes exactly one of `text`, `image`, `voice`, `video`, `music`, `news`, `transfer_customer_service`, `one_of`; {} given",
+            object.len()
+        ));
+    };
+    let at = format!("{path}.{key}");
+    let fields = |v: &Value| -> Result<Map<String, Value>, String> {
+        match v {
+            Value::Object(m) => Ok(m.clone()),
+            other => Err(format!("`{at}` is a {}, not an object", kind(other))),
+        }
+    };
+    let text = |m: &Map<String, Value>, name: &str, required: bool| -> Result<String, String> {
+        match m.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            None | Some(Value::Null) if !required => Ok(String::new()),
+            None | Some(Value::Null) => Err(format!("`{at}.{name}` is missing")),
+            Some(other) => Err(format!("`{at}.{name}` is a {}, not a string", kind(other))),
+        }
+    };
+    Ok(match key.as_str() {
+        "text" => match inner {
+            Value::String(content) => Reply::Text {
+                content: content.clone(),
+            },
+            other => return Err(format!("`{at}` is a {}, not a string", kind(other))),
+        },
+        "image" => Reply::Image {
+            media_id: text(&fields(inner)?, "media_id", true)?,
+        },
+        "voice" => Reply::Voice {
+            media_id: text(&fields(inner)?, "media_id", true)?,
+        },
+        "video" => {
+            let m = fields(inner)?;
+            Reply::Video {
+                media_id: text(&m, "media_id", true)?,
+                title: text(&m, "title", false)?,
+                description: text(&m, "description", false)?,
+            }
+        }
+        "music" => {
+            let m = fields(inner)?;
+            Reply::Music {
+                title: text(&m, "title", false)?,
+                description: text(&m, "description", false)?,
+                music_url: text(&m, "music_url", false)?,
+                hq_music_url: text(&m, "hq_music_url", false)?,
+                thumb_media_id: text(&m, "thumb_media_id", true)?,
+            }
+        }
+        "news" => {
+            let Value::Array(list) = inner else {
+                return Err(format!("`{at}` is a {}, not a list", kind(inner)));
+            };
+            if list.is_empty() || list.len() > crate::rules::MAX_ARTICLES {
+                return Err(format!(
+                    "`{at}` has 1 to {} articles, not {}",
+                    crate::rules::MAX_ARTICLES,
+                    list.len()
+                ));
+            }
+            let mut articles = Vec::with_capacity(list.len());
+            for (i, article) in list.iter().enumerate() {
+                let Value::Object(m) = article else {
+                    return Err(format!("`{at}[{i}]` is a {}, not an object", kind(article)));
+                };
+                let field = |name: &str, required: bool| -> Result<String, String> {
+                    match m.get(name) {
+                        Some(Value::String(s)) => Ok(s.clone()),
+                        None | Some(Value::Null) if !required => Ok(String::new()),
+                        None | Some(Value::Null) => Err(format!("`{at}[{i}].{name}` is missing")),
+                        Some(other) => Err(format!(
+                            "`{at}[{i}].{name}` is a {}, not a string",
+                            kind(other)
+                        )),
+                    }
+                };
+                articles.push(Article {
+                    title: field("title", true)?,
+                    description: field("description", false)?,
+                    pic_url: field("pic_url", false)?,
+                    url: field("url", false)?,
+                });
+            }
+            Reply::News { articles }
+        }
+        "transfer_customer_service" => {
+            let account = match inner {
+                Value::Null => None,
+                other => {
+                    let m = fields(other)?;
+                    Some(text(&m, "kf_account", false)?).filter(|a| !a.is_empty())
+                }
+            };
+            Reply::TransferCustomerService {
+                kf_account: account,
+            }
+        }
+        "one_of" => {
+            let Value::Array(choices) = inner else {
+                return Err(format!("`{at}` is a {}, not a list", kind(inner)));
+            };
+            if choices.is_empty() {
+                return Err(format!("`{at}` needs at least one reply"));
+            }
+            if depth >= MAX_ONE_OF_DEPTH {
+                return Err(format!("`{at}` nests `one_of` more than {MAX_ONE_OF_DEPTH} deep"));
+            }
+            let pick = rand::thread_rng().gen_range(0..choices.len());
+            service_reply(&choices[pick], &format!("{at}[{pick}]"), depth + 1)?
+        }
+        other => {
+            return Err(format!(
+                "`{path}.{}` is not a reply kind",
+                other.chars().take(40).collect::<String>()
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn read(value: Value) -> Result<Option<Decided>, String> {
+        Answered::from_value(value)
+            .map(|a| a.decided)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_service_decides_with_reply_or_ignore_and_its_strings_are_kept() {
+        assert_eq!(read(json!({"status": "shipped"})), Ok(None));
+        assert_eq!(read(json!({"ignore": true})), Ok(Some(Decided::Ignore)));
+        assert_eq!(read(json!({"ignore": false, "x": 1})), Ok(None));
+        assert_eq!(
+            read(json!({"reply": {"text": "a ]]> b {{FromUserName}}"}})),
+            Ok(Some(Decided::Reply(Reply::Text {
+                content: "a ]]> b {{FromUserName}}".into()
+            })))
+        );
+        assert_eq!(
+            read(json!({"reply": {"news": [{"title": "t", "url": "http://127.0.0.1/a"}]}})),
+            Ok(Some(Decided::Reply(Reply::News {
+                articles: vec![Article {
+                    title: "t".into(),
+                    description: String::new(),
+                    pic_url: String::new(),
+                    url: "http://127.0.0.1/a".into(),
+                }]
+            })))
+        );
+        assert_eq!(
+            read(json!({"reply": {"one_of": [{"image": {"media_id": "M"}}]}})),
+            Ok(Some(Decided::Reply(Reply::Image {
+                media_id: "M".into()
+            })))
+        );
+        assert_eq!(
+            read(json!({"reply": {"transfer_customer_service": null}})),
+            Ok(Some(Decided::Reply(Reply::TransferCustomerService {
+                kf_account: None
+            })))
+        );
+    }
+
+    #[test]
+    fn a_bad_answer_names_what_is_wrong_and_where() {
+        for (answer, says) in [
+            (json!([1]), "the answer is not a JSON object: a JSON array, not an object"),
+            (json!("x"), "the answer is not a JSON object: a JSON string, not an object"),
+            (json!({"ignore": "yes"}), "the answer's `reply` is not a reply: `ignore` is true or false"),
+            (json!({"reply": "hi"}), "the answer's `reply` is not a reply: `reply` is a string, not an object"),
+            (json!({"reply": {}}), "the answer's `reply` is not a reply: `reply` takes exactly one of `text`, `image`, `voice`, `video`, `music`, `news`, `transfer_customer_service`, `one_of`; 0 given"),
+            (json!({"reply": {"text": 5}}), "the answer's `reply` is not a reply: `reply.text` is a number, not a string"),
+            (json!({"reply": {"image": {}}}), "the answer's `reply` is not a reply: `reply.image.media_id` is missing"),
+            (json!({"reply": {"news": []}}), "the answer's `reply` is not a reply: `reply.news` has 1 to 8 articles, not 0"),
+            (json!({"reply": {"news": [{"title": 1}]}}), "the answer's `reply` is not a reply: `reply.news[0].title` is a number, not a string"),
+            (json!({"reply": {"gif": {}}}), "the answer's `reply` is not a reply: `reply.gif` is not a reply kind"),
+            (json!({"reply": {"one_of": []}}), "the answer's `reply` is not a reply: `reply.one_of` needs at least one reply"),
+        ] {
+            assert_eq!(read(answer.clone()), Err(says.to_owned()), "{answer}");
+        }
+        let mut deep = json!({"text": "x"});
+        for _ in 0..20 {
+            deep = json!({"one_of": [deep]});
+        }
+        assert!(read(json!({"reply": deep}))
+            .unwrap_err()
+            .contains("nests `one_of` more than 8 deep"));
+    }
+}
