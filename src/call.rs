@@ -214,13 +214,13 @@ impl Caller {
         for (name, value) in &call.headers {
             headers.append(name.clone(), value.clone());
         }
-        headers
-            .entry(reqwest::header::ACCEPT)
-            .or_insert(reqwest::header::HeaderValue::from_static("application/json"));
+        headers.entry(reqwest::header::ACCEPT).or_insert(
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
         if call.method == CallMethod::Post {
-            headers
-                .entry(reqwest::header::CONTENT_TYPE)
-                .or_insert(reqwest::header::HeaderValue::from_static("application/json"));
+            headers.entry(reqwest::header::CONTENT_TYPE).or_insert(
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
             let body = serde_json::to_vec(&scope.request_body()).map_err(|e| e.to_string())?;
             *request.body_mut() = Some(body.into());
         }
@@ -453,7 +453,9 @@ fn service_reply(value: &Value, path: &str, depth: usize) -> Result<Reply, Strin
                 return Err(format!("`{at}` needs at least one reply"));
             }
             if depth >= MAX_ONE_OF_DEPTH {
-                return Err(format!("`{at}` nests `one_of` more than {MAX_ONE_OF_DEPTH} deep"));
+                return Err(format!(
+                    "`{at}` nests `one_of` more than {MAX_ONE_OF_DEPTH} deep"
+                ));
             }
             let pick = rand::thread_rng().gen_range(0..choices.len());
             service_reply(&choices[pick], &format!("{at}[{pick}]"), depth + 1)?

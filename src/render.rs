@@ -99,7 +99,11 @@ impl Scope<'_> {
 
     /// The message as a rule's `call` POSTs it: the template context without `call`.
     pub fn request_body(&self) -> Value {
-        Scope { call: None, ..*self }.context()
+        Scope {
+            call: None,
+            ..*self
+        }
+        .context()
     }
 
     /// The value at a parsed path, as `context()` would give it.

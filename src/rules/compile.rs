@@ -268,12 +268,13 @@ fn compile(
                 Some(Action::Reply(spec)) => uses_root(&c, spec, "call"),
                 _ => false,
             };
-            let using: Vec<(String, bool)> = [(format!("{base}.reply"), uses_call)]
-                .into_iter()
-                .chain(send.iter().enumerate().map(|(i, spec)| {
-                    (format!("{base}.send[{i}]"), uses_root(&c, spec, "call"))
-                }))
-                .collect();
+            let using: Vec<(String, bool)> =
+                [(format!("{base}.reply"), uses_call)]
+                    .into_iter()
+                    .chain(send.iter().enumerate().map(|(i, spec)| {
+                        (format!("{base}.send[{i}]"), uses_root(&c, spec, "call"))
+                    }))
+                    .collect();
             for (path, uses) in using {
                 if uses {
                     let at = c.positions.value(&path);
@@ -767,7 +768,11 @@ fn compile_call(
         Some(m) if m == "GET" => CallMethod::Get,
         Some(_) => {
             let at = c.positions.value(&format!("{path}.method"));
-            c.error(Some(rule), at, "a call's `method` is `POST` or `GET`".into());
+            c.error(
+                Some(rule),
+                at,
+                "a call's `method` is `POST` or `GET`".into(),
+            );
             CallMethod::Post
         }
     };
@@ -789,7 +794,13 @@ fn compile_call(
     let on_error = on_error.and_then(|reply| {
         let at_path = format!("{base}.on_error");
         let spec = compile_reply(c, rule, &at_path, reply)?;
-        no_call_in(c, rule, &at_path, &spec, "`on_error` answers when the call failed");
+        no_call_in(
+            c,
+            rule,
+            &at_path,
+            &spec,
+            "`on_error` answers when the call failed",
+        );
         Some(spec)
     });
     let late = match late {
@@ -883,9 +894,7 @@ fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool {
     };
     match spec {
         ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => tpl(t),
-        ReplySpec::Video(v) => [&v.media_id, &v.title, &v.description]
-            .into_iter()
-            .any(tpl),
+        ReplySpec::Video(v) => [&v.media_id, &v.title, &v.description].into_iter().any(tpl),
         ReplySpec::Music(m) => [
             &m.title,
             &m.description,
@@ -895,9 +904,11 @@ fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool {
         ]
         .into_iter()
         .any(tpl),
-        ReplySpec::News(articles) => articles
-            .iter()
-            .any(|a| [&a.title, &a.description, &a.pic_url, &a.url].into_iter().any(tpl)),
+        ReplySpec::News(articles) => articles.iter().any(|a| {
+            [&a.title, &a.description, &a.pic_url, &a.url]
+                .into_iter()
+                .any(tpl)
+        }),
         ReplySpec::TransferCustomerService(account) => account.as_ref().is_some_and(tpl),
         ReplySpec::OneOf(choices) => choices.iter().any(|choice| uses_root(c, choice, root)),
     }
@@ -955,7 +966,11 @@ fn compile_headers(
         let key_path = format!("{path}.{name}");
         let Ok(header) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
             let at = c.positions.key(&key_path);
-            c.error(Some(rule), at, format!("`{}` is not a header name", name.escape_debug()));
+            c.error(
+                Some(rule),
+                at,
+                format!("`{}` is not a header name", name.escape_debug()),
+            );
             continue;
         };
         let expanded = match expand_env(&value.0, |var| std::env::var(var).ok()) {
@@ -995,7 +1010,10 @@ fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             return Err("`${` without its `}`".into());
         };
         let var = &after[..end];
-        let valid = var.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = var
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(format!(
@@ -1315,7 +1333,10 @@ mod tests {
         assert_eq!(call.method(), CallMethod::Get);
         assert_eq!(call.timeout(), Duration::from_millis(800));
         // A rule with a call and no reply leaves the answer to its service.
-        assert_eq!(rule_errors("    call: { url: 'https://127.0.0.1/x' }\n"), Vec::<String>::new());
+        assert_eq!(
+            rule_errors("    call: { url: 'https://127.0.0.1/x' }\n"),
+            Vec::<String>::new()
+        );
         let mut wrong = Vec::new();
         for (body, says) in [
             ("    call: { url: 'ftp://127.0.0.1/x' }\n", "rules.yaml:3:18: rule `r`: a call's `url` starts with `http://` or `https://` and a host"),
@@ -1352,12 +1373,18 @@ mod tests {
     fn header_values_take_environment_variables_and_never_show_them() {
         let env = |var: &str| (var == "TOKEN").then(|| "s3cret".to_owned());
         assert_eq!(expand_env("Bearer ${TOKEN}", env).unwrap(), "Bearer s3cret");
-        assert_eq!(expand_env("$5 ${TOKEN}${TOKEN}", env).unwrap(), "$5 s3crets3cret");
+        assert_eq!(
+            expand_env("$5 ${TOKEN}${TOKEN}", env).unwrap(),
+            "$5 s3crets3cret"
+        );
         assert_eq!(
             expand_env("${NOPE}", env).unwrap_err(),
             "the environment variable `NOPE` is not set"
         );
-        assert_eq!(expand_env("${TOKEN", env).unwrap_err(), "`${` without its `}`");
+        assert_eq!(
+            expand_env("${TOKEN", env).unwrap_err(),
+            "`${` without its `}`"
+        );
         assert_eq!(
             expand_env("${1x}", env).unwrap_err(),
             "`${1x}` is not an environment variable name"
@@ -1369,7 +1396,10 @@ mod tests {
         );
         assert_eq!(errors.len(), 1);
         assert!(!errors[0].contains("s3cret"), "{errors:?}");
-        assert!(errors[0].contains("is not a valid header value"), "{errors:?}");
+        assert!(
+            errors[0].contains("is not a valid header value"),
+            "{errors:?}"
+        );
         let debug = format!(
             "{:?}",
             load_str(
@@ -1381,6 +1411,9 @@ mod tests {
             .rules()[0]
             .call()
         );
-        assert!(debug.contains("x-key") && !debug.contains(&std::env::var("PATH").unwrap()), "{debug}");
+        assert!(
+            debug.contains("x-key") && !debug.contains(&std::env::var("PATH").unwrap()),
+            "{debug}"
+        );
     }
 }

@@ -413,7 +413,9 @@ fn element_uses(element: &TemplateElement, root: &str) -> bool {
         | TemplateElement::PartialBlock(d) => {
             d.params.iter().any(|p| param_uses(p, root))
                 || d.hash.values().any(|p| param_uses(p, root))
-                || d.template.as_ref().is_some_and(|inner| uses_root(inner, root))
+                || d.template
+                    .as_ref()
+                    .is_some_and(|inner| uses_root(inner, root))
         }
         // Text and comments; and kinds a later handlebars may add.
         _ => false,

@@ -12,13 +12,13 @@ use rand::distributions::{Alphanumeric, DistString};
 use super::{body, AppState, ServiceError};
 use crate::answer::{after_call, decide, holding, Decision, Outcome};
 use crate::call::{CallFailure, CallResult};
+use crate::crypto::{sign, verify_signature, SignatureError};
+use crate::dedup::{Answer, Claim, Key};
+use crate::metrics::RequestOutcome;
 use crate::outbox::Outbox;
 use crate::reload::Snapshot;
 use crate::render;
 use crate::rules::Match;
-use crate::crypto::{sign, verify_signature, SignatureError};
-use crate::dedup::{Answer, Claim, Key};
-use crate::metrics::RequestOutcome;
 use crate::wechat_api::CustomMessage;
 use crate::wire::{self, Message};
 

@@ -2,6 +2,7 @@
 //! signing, and the fixtures under `tests/data`.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod backend;
 pub mod fake_wechat;
 pub mod redis_server;
 
