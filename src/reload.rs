@@ -364,6 +364,20 @@ pub fn warn_unsendable(live: &Live) {
             "rules with `send:` need WXRULES_APPID and WXRULES_APPSECRET; their passive replies go out, their `send:` messages do not"
         );
     }
+    let late: Vec<&str> = snapshot
+        .rules
+        .rules()
+        .iter()
+        .filter(|r| r.call().is_some_and(|c| c.late().is_some()))
+        .map(|r| r.name())
+        .collect();
+    if !late.is_empty() {
+        tracing::warn!(
+            event = "late_replies_unconfigured",
+            rules = ?late,
+            "rules with `late:` need WXRULES_APPID and WXRULES_APPSECRET; a call that answers after `late.after` has its reply dropped"
+        );
+    }
 }
 
 /// Logs a reload's outcome with stable event names.

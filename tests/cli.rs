@@ -353,3 +353,141 @@ fn out_of_range_numbers_are_usage_errors() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A rule with a call and one with a late call, on a port nothing listens to: `explain` and
+/// `test` never call, they take the service's answer from the command line or the case.
+const CALL_RULES: &str = r#"rules:
+  - name: order
+    when: { keyword: { regex: '^订单\s*(?P<order>.+)$' } }
+    call: { url: "http://127.0.0.1:9/orders/{{captures.order}}", headers: { Authorization: "Bearer ${WXRULES_TEST_EXPLAIN_TOKEN}" } }
+    reply: { text: "订单 {{captures.order}}：{{call.status}}" }
+    on_error: { text: "查询暂时不可用" }
+  - name: agent
+    when: { msg_type: text }
+    call: { url: "http://127.0.0.1:9/chat", timeout: 60s }
+    late: { after: 2s, reply: { text: "正在思考" } }
+    reply: { text: "{{call.answer}}" }
+"#;
+
+fn call_scratch(tag: &str) -> Scratch {
+    let scratch = Scratch::new(tag);
+    scratch.write("rules.yaml", CALL_RULES);
+    scratch.write("shipped.json", r#"{"status": "已发货"}"#);
+    scratch
+}
+
+fn wxrules_with_token(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(args)
+        .current_dir(dir)
+        .env("WXRULES_TEST_EXPLAIN_TOKEN", "s3cret-explain")
+        .output()
+        .expect("run wxrules")
+}
+
+#[test]
+fn explain_shows_a_calls_request_and_the_reply_from_a_given_answer() {
+    let scratch = call_scratch("cli-explain-call");
+    let base = ["explain", "--rules", "rules.yaml", "--text", "订单 a/b 1"];
+    let out = wxrules_with_token(
+        &scratch.dir,
+        &[&base[..], &["--call-response", "shipped.json"]].concat(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("call: POST http://127.0.0.1:9/orders/a%2Fb%201\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"order\":\"a/b 1\"}"), "{stdout}");
+    assert!(
+        stdout.contains("<Content><![CDATA[订单 a/b 1：已发货]]></Content>"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("no call made"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+
+    // Without an answer: the failure path, and a word on how to see the other.
+    let out = wxrules_with_token(&scratch.dir, &base);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("<Content><![CDATA[查询暂时不可用]]></Content>"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no call made"), "{stdout}");
+    let out = wxrules_with_token(
+        &scratch.dir,
+        &[&base[..], &["--call-error", "timeout"]].concat(),
+    );
+    assert!(text(&out.stdout).contains("查询暂时不可用"));
+
+    // A late call: the holding reply too. JSON says the same.
+    let out = wxrules_with_token(
+        &scratch.dir,
+        &[
+            "explain",
+            "--rules",
+            "rules.yaml",
+            "--text",
+            "你好",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["call"]["request"]["method"], "POST");
+    assert_eq!(v["call"]["request"]["late_after_ms"], 2000);
+    assert_eq!(v["call"]["stubbed"], false);
+    assert!(v["call"]["holding_body"]
+        .as_str()
+        .unwrap()
+        .contains("正在思考"));
+
+    // A missing `${VAR}` is a load error naming it.
+    let out = wxrules(&scratch.dir, &base);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("the environment variable `WXRULES_TEST_EXPLAIN_TOKEN` is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn test_cases_give_a_calls_answer_or_failure_and_must_give_one() {
+    let scratch = call_scratch("cli-test-call");
+    scratch.write(
+        "cases.yaml",
+        r#"cases:
+  - name: shipped
+    text: 订单 42
+    call_response: { status: 已发货 }
+    reply_contains: 订单 42：已发货
+  - name: the service decides
+    text: 订单 43
+    call_response: { reply: { text: "由服务决定 ]]>" } }
+    reply_contains: 由服务决定
+  - name: the service is down
+    text: 订单 44
+    call_error: connect
+    reply_contains: 查询暂时不可用
+  - name: the service ignores
+    text: 订单 45
+    call_response: { ignore: true }
+    ignore: true
+  - name: no answer given
+    text: 订单 46
+    rule: order
+"#,
+    );
+    let out = wxrules_with_token(
+        &scratch.dir,
+        &["test", "--rules", "rules.yaml", "cases.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "FAIL no answer given: rule `order` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests\n\
+         4 passed, 1 failed\n"
+    );
+}
