@@ -491,3 +491,47 @@ fn test_cases_give_a_calls_answer_or_failure_and_must_give_one() {
          4 passed, 1 failed\n"
     );
 }
+
+/// The shipped file's commented examples (`# - name: …`), uncommented, are valid rules:
+/// the examples cannot drift from what `check` accepts. (They stand for shipped rules of
+/// the same name, so `check` warns that those hide them.)
+#[test]
+fn the_shipped_commented_examples_are_valid_rules() {
+    let shipped = std::fs::read_to_string(root().join("rules/rules.yaml")).unwrap();
+    let mut examples = 0;
+    let mut inside = false;
+    let mut out = String::new();
+    for line in shipped.lines() {
+        if let Some(name) = line.strip_prefix("  # - name: ") {
+            inside = true;
+            examples += 1;
+            // Renamed: an example may stand for a shipped rule of the same name.
+            out.push_str(&format!("  - name: example-{name}\n"));
+        } else if let (true, Some(rest)) = (inside, line.strip_prefix("  #   ")) {
+            if !rest.starts_with('#') {
+                out.push_str(&format!("    {rest}\n"));
+            }
+        } else {
+            inside = false;
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(examples >= 2, "{examples}");
+    let scratch = Scratch::new("cli-examples");
+    scratch.write("rules.yaml", &out);
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(["check", "--rules"])
+        .arg(scratch.path("rules.yaml"))
+        .args(["--templates", "templates"])
+        .current_dir(root())
+        .env("ORDERS_TOKEN", "example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(&format!("ok: {} rules", 23 + examples)),
+        "{}",
+        text(&out.stdout)
+    );
+}
