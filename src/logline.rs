@@ -2,7 +2,7 @@
 //! per-thread buffer and hands it to the batching sink ([`crate::logsink`]).
 //!
 //! Its lines are those of tracing-subscriber's `fmt` layer (the `Full` text format, and the
-//! JSON format with `flatten_event(true)`), which the README documents and a test here
+//! JSON format with `flatten_event(true)`), which docs/operations.md documents and a test here
 //! holds it to. It exists because a request's `message_handled` line went through `fmt`'s
 //! general machinery (styled pieces painted even without colours, every string value
 //! formatted through `Debug`, a calendar computed per line) for about 1.5 µs of the
