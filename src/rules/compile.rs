@@ -927,6 +927,12 @@ fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Opti
             "a call's `url` takes text and `{{field}}` references only (no blocks or helpers), so that each value can be percent-encoded".into(),
         );
     };
+    if simple.roots().any(|root| root == "call") {
+        return fail(
+            c,
+            "a call's `url` cannot use `call.…`: the service has not answered yet".into(),
+        );
+    }
     // The scheme, host and port come from the rules file, never from a message.
     let lead = simple.leading_text();
     let fixed = lead.len() == text.len()
@@ -1343,6 +1349,7 @@ mod tests {
             ("    call: { url: 'http://{{FromUserName}}/x' }\n", "rules.yaml:3:18: rule `r`: a call's `url` writes out its scheme and host (and port): `{{…}}` may come only after the `/` that follows the host"),
             ("    call: { url: 'http://127.0.0.1:{{x}}/' }\n", "rules.yaml:3:18: rule `r`: a call's `url` writes out its scheme and host (and port): `{{…}}` may come only after the `/` that follows the host"),
             ("    call: { url: 'http://h/{{#if a}}x{{/if}}' }\n", "rules.yaml:3:18: rule `r`: a call's `url` takes text and `{{field}}` references only (no blocks or helpers), so that each value can be percent-encoded"),
+            ("    call: { url: 'http://h/{{call.x}}' }\n", "rules.yaml:3:18: rule `r`: a call's `url` cannot use `call.…`: the service has not answered yet"),
             ("    call: { url: 'http://h/', method: PUT }\n", "rules.yaml:3:39: rule `r`: a call's `method` is `POST` or `GET`"),
             ("    call: { url: 'http://h/', timeout: soon }\n", "rules.yaml:3:40: rule `r`: `timeout` is a duration such as `2s` or `800ms` (expected number at 0)"),
             ("    call: { url: 'http://h/', timeout: 0s }\n", "rules.yaml:3:40: rule `r`: `timeout` must be above zero"),
