@@ -12,6 +12,10 @@
 #   100000       100,000 generated rules, the same
 #   safe         rules/rules.yaml, safe mode (encrypted request, encrypted reply)
 #   retry        rules/rules.yaml, the same MsgId every time: answers from the dedup store
+#   service      the account's service alone (baseline's `/service/…`, a fixed JSON answer),
+#                driven directly with the JSON body a `call` sends: the bar for `call`
+#   call         rules/rules.yaml plus a first rule whose `call` asks that service (on
+#                loopback, answering at once) and renders `{{call.status}}`
 #   baseline     again at the end, to show the drift; ratios use the mean of both runs
 #
 # Every request but the `retry` ones carries a fresh MsgId (benches/wrk/plain.lua counts;
@@ -23,7 +27,7 @@
 # retries seen come from /metrics. A second table gives each server's CPU time per request
 # over the run (user and system, from /proc/PID/stat).
 #
-#   benches/load.sh                          # 8 runs of 15 s
+#   benches/load.sh                          # 10 runs of 15 s
 #   DURATION=5 WORKLOADS="shipped safe" benches/load.sh
 #   BEFORE=/path/to/older/wxrules benches/load.sh   # each workload also on an older build
 #   WXRULES=/path/to/wxrules ...                     # serve that binary instead of this build
@@ -44,7 +48,7 @@ DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-1}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
-WORKLOADS=${WORKLOADS:-"shipped nolog 10000 100000 safe retry"}
+WORKLOADS=${WORKLOADS:-"shipped nolog 10000 100000 safe retry service call"}
 SERVER_LOG=${WXRULES_LOG:-info}
 SAFE_REQUESTS=${SAFE_REQUESTS:-auto}
 KEEP=${KEEP:-0}
@@ -279,6 +283,35 @@ shipped_count=$("$wxrules" check --rules "$shipped/rules.yaml" --templates "$shi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)" >&2
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; server workers: $WORKERS; WXRULES_LOG=$SERVER_LOG" >&2
 
+# The account's service of the `service` and `call` workloads: a baseline process of its
+# own, started once and kept for both; $service_port.
+service_port=""
+start_service() {
+    [ -z "$service_port" ] || return 0
+    local saved_pid=$pid saved_port=$port saved_log=$log
+    start service "$baseline" --workers "$WORKERS"
+    service_pid=$pid
+    service_port=$port
+    pid=$saved_pid port=$saved_port log=$saved_log
+}
+
+# The shipped rules with a first rule that calls the service.
+call_rules() {
+    local dir="$work/call"
+    mkdir -p "$dir"
+    cp -r templates "$dir/"
+    {
+        echo "rules:"
+        echo "  - name: bench-call"
+        echo "    when: { keyword: { regex: '^查单(?P<order>\d+)\$' } }"
+        echo "    call: { url: \"http://127.0.0.1:$service_port/service/orders/{{captures.order}}\" }"
+        echo "    reply: { text: \"订单 {{captures.order}}：{{call.status}}\" }"
+        echo "    on_error: { text: 查询暂时不可用 }"
+        sed 1,/^rules:/d rules/rules.yaml
+    } >"$dir/rules.yaml"
+    echo "$dir"
+}
+
 run_baseline baseline
 shipped_rps=""
 # run_workload W SUFFIX: workload W on $wxrules, its rows named W + SUFFIX.
@@ -314,6 +347,20 @@ run_workload() {
         server_env=(WXRULES_APPID="$APP_ID" WXRULES_AES_KEY="$AES_KEY")
         run_wxrules "safe$suffix" "$shipped" "$shipped_count" "<Encrypt>" benches/wrk/safe.lua "$work/safe.txt"
         rm -f "$work/safe.txt"
+        ;;
+    service)
+        start_service
+        local saved_pid=$pid saved_port=$port
+        pid=$service_pid port=$service_port
+        drive "service$suffix" benches/wrk/service.lua /service/orders/20261130
+        row "service$suffix" - "$requests" "$rps" "$p50" "$p99" - - - - - "$(rss_mib "$pid")" - -
+        pid=$saved_pid port=$saved_port
+        ;;
+    call)
+        start_service
+        dir=$(call_rules)
+        check_body=$(plain_body 查单20261130 2)
+        run_wxrules "call$suffix" "$dir" "$((shipped_count + 1))" "订单 20261130：已发货" benches/wrk/plain.lua "$plain_path" 查单20261130 1000000000
         ;;
     [0-9]*)
         dir=$(rules_file "$w")

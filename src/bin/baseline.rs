@@ -3,6 +3,10 @@
 //! matching or rendering. `benches/load.sh` drives it and wxrules with the same load; its
 //! requests/s and latency are the upper bound wxrules is measured against.
 //!
+//! It is also the account's service of the `call` workloads: `POST /service/…` reads the
+//! body and answers a fixed JSON object at once, so that what `call` adds to a push is
+//! measured against calling the service directly.
+//!
 //! `baseline [--listen 127.0.0.1:8081] [--workers N]`; port 0 picks a free port. Prints
 //! `listening on ADDR` once bound.
 
@@ -24,6 +28,16 @@ async fn wechat(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::xml())
         .body(REPLY)
+}
+
+/// The service's answer: what an order service would say.
+const SERVICE_ANSWER: &str = r#"{"status":"已发货","carrier":"顺丰","eta":"2026-12-02"}"#;
+
+async fn service(body: web::Bytes) -> HttpResponse {
+    drop(body);
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(SERVICE_ANSWER)
 }
 
 async fn healthz() -> HttpResponse {
@@ -60,6 +74,7 @@ fn main() -> ExitCode {
             App::new()
                 .app_data(web::PayloadConfig::new(64 * 1024))
                 .route("/wechat", web::post().to(wechat))
+                .route("/service/{rest:.*}", web::post().to(service))
                 .route("/healthz", web::get().to(healthz))
         });
         if let Some(n) = workers {

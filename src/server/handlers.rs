@@ -318,8 +318,13 @@ pub(crate) async fn receive(
     let now = state.clock.now();
     let mut outcome = match decide(&snapshot.rules, &message, now) {
         Decision::Done(outcome) => outcome,
+        // Boxed: the call's state (request, task handle) would otherwise be part of every
+        // push's future, making it several hundred bytes larger for rules that never call.
         Decision::Call(found) => {
-            ask_service(&state, &snapshot, &message, found, now, started, deadline).await
+            Box::pin(ask_service(
+                &state, &snapshot, &message, found, now, started, deadline,
+            ))
+            .await
         }
     };
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
