@@ -71,6 +71,9 @@ const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the exit waits for a reload in progress.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Where `wxrules reload` finds the admin port by default: the address the docs use.
+const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9180";
+
 /// Exit code for invalid rules (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -105,6 +108,17 @@ enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of the rules file (shipped as rules/rules.schema.json).
     Schema,
+    /// Send a signed push to a running server, as WeChat would, and print its answer
+    /// (decrypted in safe mode); exit 1 on a status other than 200. Signs with
+    /// WXRULES_TOKEN; `--safe` encrypts with WXRULES_AES_KEY and WXRULES_APPID.
+    Send(SendArgs),
+    /// Reload a running server's rules through its admin port (`--admin-listen`) and print
+    /// the outcome; exit 0 when the new rules are live, 1 when they were refused.
+    Reload {
+        /// The admin port's URL.
+        #[arg(long, env = "WXRULES_ADMIN_URL", default_value = DEFAULT_ADMIN_URL, value_name = "URL")]
+        admin: String,
+    },
     /// Run ops-written cases (CASES.yaml) against the rules; exit 1 if any fails.
     Test {
         #[command(flatten)]
@@ -112,6 +126,34 @@ enum Command {
         /// The cases file: a top-level `cases:` list.
         cases: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["message", "text", "event"])))]
+struct SendArgs {
+    /// The server's push URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/wechat")]
+    url: String,
+    /// A message XML file to send (its own fields, as written).
+    message: Option<PathBuf>,
+    /// A text message with this content.
+    #[arg(long)]
+    text: Option<String>,
+    /// An event with this name (subscribe, CLICK, SCAN, …).
+    #[arg(long)]
+    event: Option<String>,
+    /// The event's EventKey.
+    #[arg(long, requires = "event")]
+    event_key: Option<String>,
+    /// The sender's OpenID (FromUserName) of a made-up message.
+    #[arg(long, default_value = "o_wxrules_send_user")]
+    from: String,
+    /// The account (ToUserName) of a made-up message.
+    #[arg(long, default_value = "gh_wxrules_send")]
+    to: String,
+    /// Encrypt the push as in safe mode (安全模式), and decrypt the answer.
+    #[arg(long)]
+    safe: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +220,15 @@ struct ServeArgs {
     /// HTTP worker threads (default: one per core), 1 to 256.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
     workers: Option<u16>,
+    /// Serve `/healthz`, `/metrics` and `POST /-/reload` on this address instead of the
+    /// public port (e.g. 127.0.0.1:9180). An address other than loopback needs
+    /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
+    #[arg(long, env = "WXRULES_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`);
+    /// removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,6 +268,8 @@ pub fn run(args: Args) -> ExitCode {
             deny_warnings,
         }) => check(&sources.sources(), deny_warnings),
         Some(Command::Explain(explain_args)) => explain(&explain_args),
+        Some(Command::Reload { admin }) => reload_remote(&admin),
+        Some(Command::Send(send_args)) => send(&send_args),
         Some(Command::Test { sources, cases }) => test(&sources.sources(), &cases),
         Some(Command::Schema) => {
             print!("{}", rules::json_schema());
@@ -342,8 +395,239 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let secrets = Secrets::from_env()?;
     let credentials = crate::settings::api_credentials()?;
+    let admin_token = match admin_token(args.admin_listen) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let _log_guard = init_tracing(args.log_format)?;
-    actix_web::rt::System::new().block_on(serve_on(args, store, secrets, credentials))
+    actix_web::rt::System::new().block_on(serve_on(args, store, secrets, credentials, admin_token))
+}
+
+/// The shortest admin token accepted: a guessable one would open the admin port.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback. Errors never
+/// show the token.
+fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>, String> {
+    let token = std::env::var("WXRULES_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(token) = &token {
+        if token.chars().count() < MIN_ADMIN_TOKEN {
+            return Err(format!(
+                "WXRULES_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters"
+            ));
+        }
+    }
+    match listen {
+        Some(addr) if !addr.ip().is_loopback() && token.is_none() => Err(format!(
+            "--admin-listen {addr} is not a loopback address: set WXRULES_ADMIN_TOKEN, which admin clients send as `Authorization: Bearer …`"
+        )),
+        _ => Ok(token.map(Arc::from)),
+    }
+}
+
+/// `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to
+/// `--url`; prints the status and the answer, decrypted.
+fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::from_env().context("signing the push")?;
+    let cipher = match (args.safe, secrets.cipher()) {
+        (true, Some(cipher)) => Some(cipher),
+        (true, None) => bail!("--safe needs WXRULES_AES_KEY and WXRULES_APPID"),
+        (false, _) => None,
+    };
+    let now = SystemClock.now();
+    let message_id = now.to_string() + &format!("{:04}", rand::random::<u16>() % 10_000);
+    let xml = match (&args.message, &args.text, &args.event) {
+        (Some(path), _, _) => read_message(path)?,
+        (_, Some(text), _) => made_up(
+            args,
+            &[
+                ("MsgType", "text"),
+                ("Content", text),
+                ("MsgId", &message_id),
+            ],
+            now,
+        ),
+        (_, _, Some(event)) => {
+            let mut kind = vec![("MsgType", "event"), ("Event", event.as_str())];
+            kind.extend(args.event_key.as_deref().map(|k| ("EventKey", k)));
+            made_up(args, &kind, now)
+        }
+        _ => bail!("give a message file, --text or --event"),
+    };
+    let timestamp = now.to_string();
+    let nonce = rand::random::<u32>().to_string();
+    let signature = crate::crypto::sign(&[secrets.token(), &timestamp, &nonce]);
+    let openid = Message::parse(xml.as_bytes())
+        .map(|m| m.from_user().to_owned())
+        .unwrap_or_else(|_| args.from.clone());
+    let mut query: Vec<(&str, String)> = vec![
+        ("signature", signature),
+        ("timestamp", timestamp.clone()),
+        ("nonce", nonce.clone()),
+        ("openid", openid),
+    ];
+    let body = match cipher {
+        None => xml,
+        Some(cipher) => {
+            let encrypt = cipher.encrypt(xml.as_bytes());
+            let msg_signature =
+                crate::crypto::sign(&[secrets.token(), &timestamp, &nonce, &encrypt]);
+            query.push(("encrypt_type", "aes".into()));
+            query.push(("msg_signature", msg_signature));
+            let to = Message::parse(xml.as_bytes())
+                .map_or_else(|_| args.to.clone(), |m| m.to_user().to_owned());
+            crate::wire::write_fields(&[("ToUserName".into(), to), ("Encrypt".into(), encrypt)])
+        }
+    };
+    let mut url = reqwest::Url::parse(&args.url).with_context(|| format!("--url {}", args.url))?;
+    url.query_pairs_mut().extend_pairs(query);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP client")?;
+    let (status, answer) = runtime
+        .block_on(async {
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?
+                .post(url)
+                .header("Content-Type", "text/xml")
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+        .map_err(|e| anyhow::anyhow!("cannot send to {}: {}", args.url, e.without_url()))?;
+    let shown = match (
+        cipher,
+        crate::wire::parse_encrypted_reply(answer.as_bytes()),
+    ) {
+        (Some(cipher), Ok(reply)) => {
+            // The answer's own signature first, as WeChat checks it.
+            let expected = crate::crypto::sign(&[
+                secrets.token(),
+                &reply.timestamp,
+                &reply.nonce,
+                &reply.encrypt,
+            ]);
+            if reply.msg_signature != expected {
+                bail!("the answer's MsgSignature does not match: {answer}");
+            }
+            let plain = cipher
+                .decrypt(&reply.encrypt)
+                .context("the answer does not decrypt")?;
+            String::from_utf8_lossy(&plain).into_owned()
+        }
+        _ => answer,
+    };
+    if status != reqwest::StatusCode::OK {
+        println!("{status}");
+        println!("{shown}");
+        return Ok(ExitCode::from(1));
+    }
+    println!("{shown}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The XML of a made-up push from `--from` to `--to`.
+fn made_up(args: &SendArgs, kind: &[(&str, &str)], now: u64) -> String {
+    let now = now.to_string();
+    let fields: Vec<(String, String)> = [
+        ("ToUserName", args.to.as_str()),
+        ("FromUserName", args.from.as_str()),
+        ("CreateTime", now.as_str()),
+    ]
+    .iter()
+    .chain(kind)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    crate::wire::write_fields(&fields)
+}
+
+/// `wxrules reload`: `POST /-/reload` on the admin port; prints the outcome.
+fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/-/reload", admin.trim_end_matches('/'));
+    let token = std::env::var("WXRULES_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP client")?;
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(crate::reload::RELOAD_TIMEOUT + std::time::Duration::from_secs(10))
+            .build()?;
+        let mut request = client.post(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    let (status, body) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach the admin port at {admin}: {}",
+                e.without_url()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&body) else {
+        eprintln!("error: {url} answered {status}, not a reload report");
+        return Ok(ExitCode::from(2));
+    };
+    let list = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let outcome = report["outcome"].as_str().unwrap_or("unknown");
+    match outcome {
+        "applied" => {
+            println!(
+                "applied: {} rules, digest {}",
+                report["rules"],
+                report["digest"].as_str().unwrap_or("")
+            );
+            for key in ["added", "removed", "changed"] {
+                let names = list(key);
+                if !names.is_empty() {
+                    println!("  {key}: {}", names.join(", "));
+                }
+            }
+            if report["templates_changed"] == serde_json::Value::Bool(true) {
+                println!("  templates changed");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            let errors = list("errors");
+            println!("{outcome}: the previous rules keep serving");
+            for e in &errors {
+                println!("error: {e}");
+            }
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                println!("error: set WXRULES_ADMIN_TOKEN to the server's admin token");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its
@@ -372,6 +656,7 @@ async fn serve_on(
     store: dedup::Store,
     secrets: Secrets,
     credentials: Option<crate::wechat_api::Credentials>,
+    admin_token: Option<Arc<str>>,
 ) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
     let sources = args.sources.sources();
@@ -423,12 +708,13 @@ async fn serve_on(
         clock,
         options: Options {
             max_age: args.max_age,
+            health_routes: args.admin_listen.is_none(),
             ..Options::default()
         },
         dedup: Arc::new(dedup),
         caller: crate::call::Caller::new().context("the HTTP client of calls")?,
     };
-    run_server(state, live, args, signals, senders).await?;
+    run_server(state, live, args, signals, senders, admin_token).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -438,6 +724,7 @@ async fn run_server(
     args: &ServeArgs,
     signals: Signals,
     senders: Option<crate::outbox::Senders>,
+    admin_token: Option<Arc<str>>,
 ) -> anyhow::Result<()> {
     use actix_web::{App, HttpServer};
 
@@ -478,6 +765,42 @@ async fn run_server(
     let mut http = http.run();
     let handle = http.handle();
 
+    let (controls, receiver) = tokio::sync::mpsc::channel(16);
+    let mut admin = match args.admin_listen {
+        Some(addr) => {
+            let admin = server::Admin {
+                controls: controls.clone(),
+                token: admin_token,
+            };
+            let admin_state = state.clone();
+            let server = HttpServer::new(move || {
+                let (state, admin) = (admin_state.clone(), admin.clone());
+                App::new().configure(move |cfg| server::configure_admin(cfg, state, admin))
+            })
+            .disable_signals()
+            .shutdown_timeout(2)
+            .workers(1)
+            .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+            .bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?;
+            let bound = server
+                .addrs()
+                .first()
+                .map_or_else(|| addr.to_string(), ToString::to_string);
+            Some((server.run(), bound))
+        }
+        None => None,
+    };
+    let admin_bound = admin.as_ref().map(|(_, bound)| bound.clone());
+    let pid_file = match &args.pid_file {
+        Some(path) => {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .with_context(|| format!("cannot write --pid-file {}", path.display()))?;
+            Some(path.clone())
+        }
+        None => None,
+    };
+
     // Reach Redis now, so its state shows in the log before the first push; a Redis that is
     // down is logged and retried, never fatal: the in-process store stands in.
     state.dedup.connect().await;
@@ -485,6 +808,7 @@ async fn run_server(
     tracing::info!(
         event = "server_started",
         listen = %bound,
+        admin_listen = admin_bound.as_deref().unwrap_or(""),
         pid = std::process::id(),
         rules = snapshot.rules.rules().len(),
         digest = snapshot.rules.digest(),
@@ -498,7 +822,6 @@ async fn run_server(
     );
     drop(snapshot);
 
-    let (controls, receiver) = tokio::sync::mpsc::channel(16);
     let reloader = actix_web::rt::spawn(reload::run(live, receiver, reload::RELOAD_TIMEOUT));
     // Expired answers already count as absent; sweeping them gives their memory back. It
     // runs here on the control thread, not on a worker.
@@ -521,7 +844,7 @@ async fn run_server(
                     _ = hup.recv() => {
                         tracing::info!(event = "reload_requested", signal = "SIGHUP");
                         // A full channel already holds a pending reload.
-                        let _ = controls.try_send(Control::Reload);
+                        let _ = controls.try_send(Control::Reload(None));
                     }
                     _ = term.recv() => break "SIGTERM",
                     _ = int.recv() => break "SIGINT",
@@ -531,8 +854,20 @@ async fn run_server(
     };
     // The server is polled by reference: dropping it would force its workers down and cut
     // the requests in flight, so it must be driven on until the graceful stop completes.
+    // The admin server runs as a task of its own: it must be polled to stop gracefully.
+    let admin_handle = admin.as_ref().map(|(server, _)| server.handle());
+    let mut admin_task = admin.take().map(|(server, _)| actix_web::rt::spawn(server));
+    let admin_ended = async {
+        match admin_task.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = &mut http => result.context("server failed")?,
+        result = admin_ended => {
+            result.context("admin server failed")?.context("admin server failed")?;
+        }
         signal = stopper => {
             let signal = signal.unwrap_or("signal");
             tracing::info!(event = "shutting_down", signal, "answering requests in flight, then exiting");
@@ -541,6 +876,17 @@ async fn run_server(
             let stopped = handle.stop(true);
             http.await.context("server failed")?;
             stopped.await;
+        }
+    }
+    if let Some(admin_handle) = admin_handle {
+        admin_handle.stop(true).await;
+    }
+    if let Some(path) = pid_file {
+        // Only our own: another instance may have written it since.
+        if std::fs::read_to_string(&path)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&path);
         }
     }
     // What the outbox holds gets a few seconds to go out; the rest is lost, and said so.

@@ -96,6 +96,7 @@ pub struct Metrics {
     outbox_results: IntCounterVec,
     calls: IntCounterVec,
     call_duration: HistogramVec,
+    url_checks: IntCounterVec,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
     log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
@@ -216,8 +217,20 @@ impl Metrics {
             &["rule"],
         )
         .expect("valid metric"); // ok: fixed definitions
+        let url_checks = IntCounterVec::new(
+            Opts::new(
+                "wxrules_url_checks_total",
+                "GET /wechat (the MP console's URL check) by outcome: passed, refused (bad or missing signature, stale timestamp, bad query)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"); // ok: fixed definitions
+        for outcome in ["passed", "refused"] {
+            url_checks.with_label_values(&[outcome]);
+        }
         for m in [
             Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(url_checks.clone()),
             Box::new(calls.clone()),
             Box::new(call_duration.clone()),
             Box::new(api_calls.clone()),
@@ -269,9 +282,16 @@ impl Metrics {
             outbox_results,
             calls,
             call_duration,
+            url_checks,
             log_catch_up: Default::default(),
             by_outcome,
         }
+    }
+
+    /// Counts one URL check (`GET /wechat`).
+    pub fn observe_url_check(&self, passed: bool) {
+        let outcome = if passed { "passed" } else { "refused" };
+        self.url_checks.with_label_values(&[outcome]).inc();
     }
 
     /// The series a rule's calls report to.

@@ -16,12 +16,72 @@ use crate::metrics::Metrics;
 use crate::rules::{self, LoadError, RuleSet, Sources};
 
 /// What the control loop is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Control {
-    /// Load the rules and templates again; swap them in if they are valid.
-    Reload,
+    /// Load the rules and templates again; swap them in if they are valid. The sender, if
+    /// any, gets the report (`POST /-/reload` waits for it; SIGHUP and `--watch` do not).
+    Reload(Option<tokio::sync::oneshot::Sender<ReloadReport>>),
     /// End the loop (the server is stopping).
     Stop,
+}
+
+/// A reload's outcome as `POST /-/reload` answers it: what changed, or every error as
+/// `file:line:col: …`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    /// `applied`, `rejected`, `timed_out`, `superseded`, `skipped` (an earlier reload is
+    /// still stuck) or `failed` (the reload thread could not run or ended without one).
+    pub outcome: &'static str,
+    /// The rules serving after it, and their digest.
+    pub rules: usize,
+    pub digest: String,
+    #[serde(flatten)]
+    pub changes: Changes,
+    pub errors: Vec<String>,
+}
+
+impl ReloadReport {
+    fn new(live: &Live, outcome: &'static str, changes: Changes, errors: Vec<String>) -> Self {
+        let snapshot = live.snapshot();
+        ReloadReport {
+            outcome,
+            rules: snapshot.rules.rules().len(),
+            digest: snapshot.rules.digest().to_owned(),
+            changes,
+            errors,
+        }
+    }
+
+    fn of(live: &Live, outcome: &ReloadOutcome) -> ReloadReport {
+        match outcome {
+            ReloadOutcome::Applied { changes, .. } => {
+                ReloadReport::new(live, "applied", changes.clone(), Vec::new())
+            }
+            ReloadOutcome::Rejected(errors) => ReloadReport::new(
+                live,
+                "rejected",
+                Changes::default(),
+                errors.0.iter().map(ToString::to_string).collect(),
+            ),
+            ReloadOutcome::TimedOut { after } => ReloadReport::new(
+                live,
+                "timed_out",
+                Changes::default(),
+                vec![format!(
+                    "the reload did not finish in {} s (a file that cannot be read?)",
+                    after.as_secs()
+                )],
+            ),
+            ReloadOutcome::Superseded => {
+                ReloadReport::new(live, "superseded", Changes::default(), Vec::new())
+            }
+        }
+    }
+
+    /// Whether the new rules are live.
+    pub fn applied(&self) -> bool {
+        self.outcome == "applied"
+    }
 }
 
 /// One version of the rules, as served.
@@ -97,6 +157,8 @@ impl Changes {
 pub struct LastReload {
     /// `applied` or `rejected`.
     pub outcome: &'static str,
+    /// When, in unix seconds; shown as RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
     pub at: u64,
     /// How many errors the reload had.
     pub error_count: usize,
@@ -115,12 +177,29 @@ pub struct Health {
     pub rules: usize,
     pub templates: usize,
     pub digest: String,
+    /// When the serving rules were loaded, in unix seconds; shown as RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
     pub loaded_at: u64,
     pub last_reload: Option<LastReload>,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     /// Reloads reading files now; one that stays is stuck (it timed out, and is ignored).
     pub reloads_running: u64,
+}
+
+/// Unix seconds as an RFC 3339 time in UTC (`2026-11-30T06:02:43Z`).
+fn rfc3339<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let at = i64::try_from(*secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    match at {
+        Some(at) => s.serialize_str(&at),
+        None => s.serialize_u64(*secs),
+    }
 }
 
 /// The rules being served, and where they come from.
@@ -493,63 +572,86 @@ pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// blocking pool forever at shutdown.
 pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout: Duration) {
     while let Some(control) = controls.recv().await {
-        if control == Control::Stop {
-            break;
+        let mut waiting = Vec::new();
+        match control {
+            Control::Stop => break,
+            Control::Reload(reply) => waiting.extend(reply),
         }
-        // Several SIGHUPs in a burst need one load of the newest files, not one each.
+        // Several SIGHUPs in a burst need one load of the newest files, not one each; each
+        // caller waiting for an answer gets that load's.
         let mut stop = false;
         while let Ok(next) = controls.try_recv() {
-            stop |= next == Control::Stop;
-        }
-        // A load abandoned earlier is still stuck in a read: another would only get stuck
-        // behind it (and one thread per SIGHUP would pile up). Say so, and wait for it.
-        if live.running.load(Ordering::SeqCst) > 0 {
-            tracing::error!(
-                event = "rules_reload_skipped",
-                "an earlier reload is still stuck reading files; not starting another"
-            );
-            if stop {
-                break;
+            match next {
+                Control::Stop => stop = true,
+                Control::Reload(reply) => waiting.extend(reply),
             }
-            continue;
         }
-        let worker = Arc::clone(&live);
-        let verdict = Arc::new(Verdict::default());
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name("wxrules-reload".into())
-            .spawn({
-                let verdict = Arc::clone(&verdict);
-                move || {
-                    let outcome = worker.reload_unless(&verdict);
-                    log_outcome(&worker, &outcome);
-                    // Nobody waits any more if it timed out; the outcome is logged anyway.
-                    let _ = done.send(());
-                    if let ReloadOutcome::Applied { replaced, .. } = outcome {
-                        release(replaced);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(event = "rules_reload_failed", error = %e);
-            continue;
-        }
-        match tokio::time::timeout(timeout, finished).await {
-            Ok(Ok(())) => {}
-            // The thread ended without saying how: it panicked.
-            Ok(Err(_)) => tracing::error!(
-                event = "rules_reload_failed",
-                "the reload ended without an outcome; the previous rules keep serving"
-            ),
-            Err(_) => {
-                if let Some(outcome) = live.time_out(&verdict, timeout) {
-                    log_outcome(&live, &outcome);
-                }
-            }
+        let report = reload_once(&live, timeout).await;
+        for reply in waiting {
+            let _ = reply.send(report.clone());
         }
         if stop {
             break;
         }
+    }
+}
+
+/// One reload on a thread of its own, awaited for `timeout` at most; its report.
+async fn reload_once(live: &Arc<Live>, timeout: Duration) -> ReloadReport {
+    let failed = |why: String| ReloadReport::new(live, "failed", Changes::default(), vec![why]);
+    // A load abandoned earlier is still stuck in a read: another would only get stuck
+    // behind it (and one thread per SIGHUP would pile up). Say so, and wait for it.
+    if live.running.load(Ordering::SeqCst) > 0 {
+        tracing::error!(
+            event = "rules_reload_skipped",
+            "an earlier reload is still stuck reading files; not starting another"
+        );
+        return ReloadReport::new(
+            live,
+            "skipped",
+            Changes::default(),
+            vec!["an earlier reload is still stuck reading files".into()],
+        );
+    }
+    let worker = Arc::clone(live);
+    let verdict = Arc::new(Verdict::default());
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("wxrules-reload".into())
+        .spawn({
+            let verdict = Arc::clone(&verdict);
+            move || {
+                let outcome = worker.reload_unless(&verdict);
+                log_outcome(&worker, &outcome);
+                // Nobody waits any more if it timed out; the outcome is logged anyway.
+                let _ = done.send(ReloadReport::of(&worker, &outcome));
+                if let ReloadOutcome::Applied { replaced, .. } = outcome {
+                    release(replaced);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(event = "rules_reload_failed", error = %e);
+        return failed(format!("the reload thread could not start: {e}"));
+    }
+    match tokio::time::timeout(timeout, finished).await {
+        Ok(Ok(report)) => report,
+        // The thread ended without saying how: it panicked.
+        Ok(Err(_)) => {
+            tracing::error!(
+                event = "rules_reload_failed",
+                "the reload ended without an outcome; the previous rules keep serving"
+            );
+            failed("the reload ended without an outcome".into())
+        }
+        Err(_) => match live.time_out(&verdict, timeout) {
+            Some(outcome) => {
+                log_outcome(live, &outcome);
+                ReloadReport::of(live, &outcome)
+            }
+            // It finished in the same instant: what it said was logged by its thread.
+            None => ReloadReport::new(live, "superseded", Changes::default(), Vec::new()),
+        },
     }
 }
 
@@ -594,7 +696,7 @@ mod tests {
         assert_eq!(bigger, sources);
 
         let (controls, receiver) = mpsc::channel(4);
-        controls.send(Control::Reload).await.unwrap();
+        controls.send(Control::Reload(None)).await.unwrap();
         controls.send(Control::Stop).await.unwrap();
         run(Arc::clone(&live), receiver, Duration::from_millis(1)).await;
         let health = live.health();
@@ -623,7 +725,7 @@ mod tests {
         assert_eq!(live.health().last_reload.unwrap().outcome, "timed_out");
 
         let (controls, receiver) = mpsc::channel(4);
-        controls.send(Control::Reload).await.unwrap();
+        controls.send(Control::Reload(None)).await.unwrap();
         controls.send(Control::Stop).await.unwrap();
         run(Arc::clone(&live), receiver, RELOAD_TIMEOUT).await;
         assert_eq!(live.health().last_reload.unwrap().outcome, "applied");

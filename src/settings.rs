@@ -15,8 +15,10 @@ pub enum SettingsError {
     Empty(&'static str),
     #[error("WXRULES_AES_KEY is set but WXRULES_APPID is not: safe mode needs both")]
     AppIdMissing,
+    // The key's error is part of this message, not its source: a chain printer (`{:#}`)
+    // would say it twice.
     #[error("WXRULES_AES_KEY: {0}")]
-    Key(#[from] KeyError),
+    Key(KeyError),
     #[error("WXRULES_APPSECRET is set but WXRULES_APPID is not: the API needs both")]
     ApiAppIdMissing,
 }
@@ -61,7 +63,7 @@ impl Secrets {
                 if app_id.is_empty() {
                     return Err(SettingsError::AppIdMissing);
                 }
-                Some(Cipher::new(key, app_id)?)
+                Some(Cipher::new(key, app_id).map_err(SettingsError::Key)?)
             }
         };
         Ok(Secrets {

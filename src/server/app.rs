@@ -34,6 +34,9 @@ pub struct Options {
     pub body_timeout: Duration,
     /// The time budget of one push (dedup included); past it the answer is `success`.
     pub deadline: Duration,
+    /// Whether `/healthz` and `/metrics` are served here; `false` when the admin port
+    /// (`--admin-listen`) serves them instead.
+    pub health_routes: bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             deadline: DEFAULT_DEADLINE,
+            health_routes: true,
         }
     }
 }
@@ -68,6 +72,7 @@ pub struct AppState {
 /// Registers the routes on an App. Body limits are `Options::body_limit`, applied by
 /// `server::body` (no route uses actix's own body extractors).
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
+    let health_routes = state.options.health_routes;
     cfg.app_data(web::Data::new(state))
         // The push path bounds its body itself (`body::read`); the guard lets every other
         // request of `/wechat` reach the scope below.
@@ -76,13 +81,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .guard(guard::Post())
                 .route(web::post().to(handlers::receive)),
         )
-        .service(
+        .service({
             // One scope over every other route, so that the body bounds hold for all of
             // them, unknown paths (404) included.
-            web::scope("")
+            let scope = web::scope("")
                 .wrap(actix_web::middleware::from_fn(body::bound_chunked))
-                .route("/wechat", web::get().to(handlers::verify_url))
-                .route("/healthz", web::get().to(handlers::healthz))
-                .route("/metrics", web::get().to(handlers::metrics)),
-        );
+                .route("/wechat", web::get().to(handlers::verify_url));
+            if health_routes {
+                scope
+                    .route("/healthz", web::get().to(handlers::healthz))
+                    .route("/metrics", web::get().to(handlers::metrics))
+            } else {
+                scope
+            }
+        });
 }

@@ -125,11 +125,12 @@ pub(crate) async fn verify_url(
     let echostr = match checked {
         Ok(echostr) => echostr,
         Err(e) => {
-            state.live.metrics().observe_refused(refused_as(&e));
+            state.live.metrics().observe_url_check(false);
             REFUSALS.log_url_check(&e);
             return Err(e);
         }
     };
+    state.live.metrics().observe_url_check(true);
     tracing::info!(event = "url_check_passed");
     Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
 }

@@ -1,11 +1,13 @@
 //! The HTTP face of wxrules: routes, request handling and the mapping of errors to status
 //! codes. The only module that imports actix_web.
 
+mod admin;
 mod app;
 mod body;
 mod error;
 mod handlers;
 
+pub use admin::{configure_admin, Admin};
 pub use app::{
     configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_DEADLINE,
 };

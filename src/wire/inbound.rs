@@ -276,6 +276,32 @@ pub fn parse_encrypted(body: &[u8]) -> Result<String, WireError> {
     }
 }
 
+/// An encrypted passive reply (`Encrypt`, `MsgSignature`, `TimeStamp`, `Nonce`), as a
+/// safe-mode server answers: what `wxrules send --safe` checks and decrypts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedReply {
+    pub encrypt: String,
+    pub msg_signature: String,
+    pub timestamp: String,
+    pub nonce: String,
+}
+
+pub fn parse_encrypted_reply(body: &[u8]) -> Result<EncryptedReply, WireError> {
+    let document = Document::parse(body)?;
+    let text = |name: &'static str| -> Result<String, WireError> {
+        match document.field(name).leaf(name)? {
+            Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
+            _ => Err(WireError::Missing(name)),
+        }
+    };
+    Ok(EncryptedReply {
+        encrypt: text("Encrypt")?,
+        msg_signature: text("MsgSignature")?,
+        timestamp: text("TimeStamp")?,
+        nonce: text("Nonce")?,
+    })
+}
+
 fn malformed(e: impl std::fmt::Display) -> WireError {
     WireError::Malformed(e.to_string())
 }

@@ -6,7 +6,10 @@ mod outbound;
 
 use std::sync::LazyLock;
 
-pub use inbound::{find_encrypt, parse_encrypted, FieldRef, Message, WireError, MAX_DEPTH};
+pub use inbound::{
+    find_encrypt, parse_encrypted, parse_encrypted_reply, EncryptedReply, FieldRef, Message,
+    WireError, MAX_DEPTH,
+};
 pub use outbound::{write_encrypted, write_fields, write_reply, Article, Reply, ReplyHeader};
 
 /// Appends `text` to `out` as one or more CDATA sections, so that any user text survives.

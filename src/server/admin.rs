@@ -1,0 +1,108 @@
+//! The admin port (`--admin-listen`): `/healthz`, `/metrics` and `POST /-/reload`, off the
+//! public port that WeChat reaches. Behind `WXRULES_ADMIN_TOKEN` (a Bearer token) when it
+//! is set, which it must be on an address other than loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{body, handlers, AppState};
+use crate::reload::{Control, ReloadReport, RELOAD_TIMEOUT};
+
+/// What the admin routes need besides the server's state.
+#[derive(Clone)]
+pub struct Admin {
+    /// The reload loop's channel, shared with SIGHUP.
+    pub controls: mpsc::Sender<Control>,
+    /// The Bearer token every admin request must carry, when set.
+    pub token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers the admin routes on an App, under the token check and the body bounds.
+pub fn configure_admin(cfg: &mut web::ServiceConfig, state: AppState, admin: Admin) {
+    cfg.app_data(web::Data::new(state))
+        .app_data(web::Data::new(admin))
+        .service(
+            web::scope("")
+                .wrap(actix_web::middleware::from_fn(body::bound_chunked))
+                .wrap(actix_web::middleware::from_fn(authorize))
+                .route("/healthz", web::get().to(handlers::healthz))
+                .route("/metrics", web::get().to(handlers::metrics))
+                .route("/-/reload", web::post().to(reload)),
+        );
+}
+
+/// Refuses a request without the admin token (401), when one is configured.
+async fn authorize(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl actix_web::body::MessageBody, BoxBody>>, actix_web::Error>
+{
+    let token = req
+        .app_data::<web::Data<Admin>>()
+        .and_then(|admin| admin.token.clone());
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let good: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+        if !good {
+            let response = HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer` with WXRULES_ADMIN_TOKEN"}));
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// `POST /-/reload`: the same reload as SIGHUP; answers its report when it is done: 200
+/// applied, 422 rejected (errors as `file:line:col: …`), 503 when it could not be had.
+async fn reload(admin: web::Data<Admin>) -> HttpResponse {
+    tracing::info!(event = "reload_requested", by = "admin");
+    let (reply, report) = oneshot::channel();
+    let unavailable = |why: &str| {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"outcome": "failed", "errors": [why]}))
+    };
+    if admin
+        .controls
+        .send_timeout(Control::Reload(Some(reply)), Duration::from_secs(5))
+        .await
+        .is_err()
+    {
+        return unavailable("the reload loop is not running (the server is stopping?)");
+    }
+    // The loop answers within its own timeout; a little more covers the queue ahead.
+    match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), report).await {
+        Ok(Ok(report)) => respond(&report),
+        _ => unavailable("no answer from the reload loop"),
+    }
+}
+
+fn respond(report: &ReloadReport) -> HttpResponse {
+    match report.outcome {
+        "applied" => HttpResponse::Ok().json(report),
+        "rejected" => HttpResponse::UnprocessableEntity().json(report),
+        _ => HttpResponse::ServiceUnavailable().json(report),
+    }
+}
