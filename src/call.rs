@@ -155,6 +155,54 @@ pub struct CallMetrics {
     pub duration: HistogramVec,
 }
 
+impl CallMetrics {
+    /// Counts one call that ended as `outcome` after `took`.
+    pub fn observe(&self, rule: &str, outcome: &str, took: Duration) {
+        self.calls.with_label_values(&[rule, outcome]).inc();
+        self.duration
+            .with_label_values(&[rule])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Late calls running now (`late:` rules whose call runs on after the push may have been
+/// answered): at a stop the server waits for them a little, then says how many it left.
+#[derive(Debug, Default)]
+pub struct LateCalls {
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One late call in `LateCalls` while it lives.
+#[derive(Debug)]
+pub struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl LateCalls {
+    pub fn enter(&self) -> Running {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(Arc::clone(&self.running))
+    }
+
+    pub fn count(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until none runs, or `at_most`; how many still run.
+    pub async fn settle(&self, at_most: Duration) -> usize {
+        let until = tokio::time::Instant::now() + at_most;
+        while self.count() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.count()
+    }
+}
+
 impl Caller {
     pub fn new() -> Result<Caller, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -194,7 +242,6 @@ impl Caller {
             client: self.client.clone(),
             request,
             budget: budget.min(call.timeout),
-            late_after: call.late.as_ref().map(|late| late.after),
             metrics,
             _permit: permit,
         })
@@ -204,6 +251,7 @@ impl Caller {
     /// its headers, and for a POST the message as JSON.
     pub fn request(&self, call: &Call, scope: &Scope<'_>) -> Result<reqwest::Request, String> {
         let url = call.url.render_url(scope).map_err(|e| e.reason)?;
+        refuse_dot_segments(&url)?;
         let url = reqwest::Url::parse(&url).map_err(|e| e.to_string())?;
         let method = match call.method {
             CallMethod::Post => reqwest::Method::POST,
@@ -228,18 +276,43 @@ impl Caller {
     }
 }
 
+/// Refuses a URL whose path has a `.` or `..` segment, written plainly or percent-encoded:
+/// a URL parser resolves them (`/orders/../admin` is `/admin`), so a value that is only dots
+/// (`订单 ..`) would move the call to another path. Values are encoded, so `/` cannot come
+/// from one; a whole segment can.
+fn refuse_dot_segments(url: &str) -> Result<(), String> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("", |at| &after_scheme[at..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    for segment in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        if decoded == "." || decoded == ".." {
+            return Err(format!(
+                "a value made the path segment `{decoded}`, which would move the call to another path"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A call ready to be made, holding its place in the rule's concurrency limit until it ends.
 #[derive(Debug)]
 pub struct Pending {
     client: reqwest::Client,
     request: reqwest::Request,
     budget: Duration,
-    late_after: Option<Duration>,
     metrics: Option<(CallMetrics, Arc<str>)>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Pending {
+    /// The same call, not counted when it ends: its caller counts it (a late call's
+    /// outcome depends on whether the push still waited for it).
+    pub fn uncounted(mut self) -> Pending {
+        self.metrics = None;
+        self
+    }
+
     /// Makes the call; ends within its budget, whatever the service does. Counted in the
     /// metrics when it ends (a call that outlives its push is counted too).
     pub async fn run(self) -> CallResult {
@@ -248,7 +321,6 @@ impl Pending {
             client,
             request,
             budget,
-            late_after,
             metrics,
             _permit,
         } = self;
@@ -260,14 +332,10 @@ impl Pending {
         let took = started.elapsed();
         if let Some((m, rule)) = &metrics {
             let outcome = match &result {
-                CallResult::Answered(_) if late_after.is_some_and(|after| took >= after) => "late",
                 CallResult::Answered(_) => "ok",
                 CallResult::Failed(failure) => failure.outcome(),
             };
-            m.calls.with_label_values(&[rule, outcome]).inc();
-            m.duration
-                .with_label_values(&[rule])
-                .observe(took.as_secs_f64());
+            m.observe(rule, outcome, took);
         }
         result
     }
@@ -460,11 +528,11 @@ fn service_reply(value: &Value, path: &str, depth: usize) -> Result<Reply, Strin
             let pick = rand::thread_rng().gen_range(0..choices.len());
             service_reply(&choices[pick], &format!("{at}[{pick}]"), depth + 1)?
         }
-        other => {
+        _ => {
+            // The key is not echoed: it is the service's text, which may hold anything.
             return Err(format!(
-                "`{path}.{}` is not a reply kind",
-                other.chars().take(40).collect::<String>()
-            ))
+                "`{path}` has a key that is not a reply kind (`text`, `image`, `voice`, `video`, `music`, `news`, `transfer_customer_service`, `one_of`)"
+            ));
         }
     })
 }
@@ -518,6 +586,28 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_from_values_are_refused() {
+        for url in [
+            "http://h/orders/../admin",
+            "http://h/orders/./x",
+            "http://h/orders/%2e%2E",
+            "http://h/orders/.%2e/x?q=1",
+            "http://h/..",
+        ] {
+            assert!(refuse_dot_segments(url).is_err(), "{url}");
+        }
+        for url in [
+            "http://h/orders/...",
+            "http://h/orders/a.b",
+            "http://h/orders/x?q=..",
+            "http://h/orders/x#..",
+            "http://h",
+        ] {
+            assert_eq!(refuse_dot_segments(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
     fn a_bad_answer_names_what_is_wrong_and_where() {
         for (answer, says) in [
             (json!([1]), "the answer is not a JSON object: a JSON array, not an object"),
@@ -529,7 +619,7 @@ mod tests {
             (json!({"reply": {"image": {}}}), "the answer's `reply` is not a reply: `reply.image.media_id` is missing"),
             (json!({"reply": {"news": []}}), "the answer's `reply` is not a reply: `reply.news` has 1 to 8 articles, not 0"),
             (json!({"reply": {"news": [{"title": 1}]}}), "the answer's `reply` is not a reply: `reply.news[0].title` is a number, not a string"),
-            (json!({"reply": {"gif": {}}}), "the answer's `reply` is not a reply: `reply.gif` is not a reply kind"),
+            (json!({"reply": {"gif": {}}}), "the answer's `reply` is not a reply: `reply` has a key that is not a reply kind (`text`, `image`, `voice`, `video`, `music`, `news`, `transfer_customer_service`, `one_of`)"),
             (json!({"reply": {"one_of": []}}), "the answer's `reply` is not a reply: `reply.one_of` needs at least one reply"),
         ] {
             assert_eq!(read(answer.clone()), Err(says.to_owned()), "{answer}");

@@ -713,6 +713,7 @@ async fn serve_on(
         },
         dedup: Arc::new(dedup),
         caller: crate::call::Caller::new().context("the HTTP client of calls")?,
+        late_calls: Arc::default(),
     };
     run_server(state, live, args, signals, senders, admin_token).await?;
     Ok(ExitCode::SUCCESS)
@@ -888,6 +889,16 @@ async fn run_server(
         {
             let _ = std::fs::remove_file(&path);
         }
+    }
+    // Late calls still running (on this thread, which outlives the workers) get a few
+    // seconds to answer and queue their replies; the rest are lost, and said so.
+    let late = state.late_calls.settle(OUTBOX_DRAIN).await;
+    if late > 0 {
+        tracing::warn!(
+            event = "late_calls_abandoned",
+            calls = late,
+            "late calls still running at exit are dropped: their replies are not sent"
+        );
     }
     // What the outbox holds gets a few seconds to go out; the rest is lost, and said so.
     state.outbox.close();

@@ -189,6 +189,18 @@ async fn values_in_the_url_are_percent_encoded_and_get_sends_headers_without_a_b
         Some("Bearer t0ken-for-tests")
     );
     assert_eq!(request.header("x-account"), Some("gh_test"));
+
+    // A value that is only dots would move the call up a path segment: refused, no call.
+    for (i, dots) in ["..", "."].iter().enumerate() {
+        let (status, body) = post(
+            &app,
+            &signed_query(),
+            push(&format!("查 {dots}"), 3 + i as u64),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (200, "success"), "{dots}");
+    }
+    assert_eq!(backend.count(), 1);
 }
 
 #[actix_web::test]
@@ -203,6 +215,7 @@ async fn every_kind_of_failure_answers_on_error_and_is_counted_by_kind() {
         ("fail not-json 0", "invalid"),
         ("fail array 0", "invalid"),
         ("fail too-large 0", "too_large"),
+        ("fail too-large-chunked 0", "too_large"),
         ("fail slow 2000", "timeout"),
     ];
     for (i, (text, outcome)) in cases.iter().enumerate() {
@@ -391,5 +404,45 @@ async fn past_its_concurrency_a_rule_answers_on_error_at_once_and_counts_busy() 
         ),
         1.0
     );
+    assert_eq!(backend.count(), 1);
+}
+
+/// With the holding reply at or past the 3 s deadline (`late.after` up to 4.5 s), its copy
+/// for retries still reaches Redis: a retry on another instance gets it, and the service
+/// is called once.
+#[actix_web::test]
+async fn a_late_holding_reply_past_the_deadline_is_stored_for_retries_on_other_instances() {
+    let redis = common::redis_server::RedisServer::start();
+    let backend = Backend::start();
+    let scratch = Scratch::new("call-late-redis");
+    scratch.write(
+        "rules.yaml",
+        &format!(
+            "rules:\n  - name: agent\n    when: {{ keyword: {{ regex: '^问(?P<ms>\\d+)$' }} }}\n    call: {{ url: \"{}/slow/{{{{captures.ms}}}}\", timeout: 10s }}\n    late: {{ after: 3200ms, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"{{{{call.answer}}}}\" }}\n",
+            backend.base()
+        ),
+    );
+    let instance = || {
+        state_with_dedup(
+            scratch.sources(),
+            Secrets::new(TOKEN, None).unwrap(),
+            Options::default(),
+            Some(dedup::Config {
+                store: redis.url().parse().unwrap(),
+                ..dedup::Config::default()
+            }),
+        )
+    };
+    let (a, b) = (instance(), instance());
+    a.dedup.connect().await;
+    b.dedup.connect().await;
+    let (a, b) = (app(a).await, app(b).await);
+    let body = push("问5000", 70);
+    let (status, first) = post(&a, &signed_query(), body.clone()).await;
+    assert_eq!((status, content(&first).as_str()), (200, "稍候"));
+    // WeChat's retry, on the other instance.
+    let (status, retry) = post(&b, &signed_query(), body).await;
+    assert_eq!(status, 200);
+    assert_eq!(retry, first);
     assert_eq!(backend.count(), 1);
 }

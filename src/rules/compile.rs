@@ -247,11 +247,15 @@ fn compile(
         };
         if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
             let at = c.positions.key(&format!("{base}.send"));
+            let why = if raw_rule.ignore {
+                "a rule with `ignore: true` cannot send"
+            } else {
+                "give the rule a `reply` (a rule whose service decides has none of its own)"
+            };
             c.error(
                 Some(&name),
                 at,
-                "`send` goes out after a passive reply: a rule with `ignore: true` cannot send"
-                    .into(),
+                format!("`send` goes out after a passive reply: {why}"),
             );
         }
         let send = compile_send(&mut c, &name, &base, raw_rule.send);
@@ -263,6 +267,30 @@ fn compile(
             raw_rule.on_error,
             raw_rule.late,
         );
+        // A late call's reply, and its `on_error`, go out through the customer-service API.
+        if let Some(late_call) = call.as_ref().filter(|c| c.late.is_some()) {
+            let reply = match &action {
+                Some(Action::Reply(spec)) => Some((format!("{base}.reply"), spec)),
+                _ => None,
+            };
+            let on_error = late_call
+                .on_error
+                .as_ref()
+                .map(|spec| (format!("{base}.on_error"), spec));
+            let problems: Vec<(String, String)> = reply
+                .into_iter()
+                .chain(on_error)
+                .filter_map(|(path, spec)| unsendable(spec).map(|why| (path, why)))
+                .collect();
+            for (path, why) in problems {
+                let at = c.positions.value(&path);
+                c.error(
+                    Some(&name),
+                    at,
+                    format!("a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; {why}"),
+                );
+            }
+        }
         if !has_call {
             let uses_call = match &action {
                 Some(Action::Reply(spec)) => uses_root(&c, spec, "call"),
@@ -1358,6 +1386,8 @@ mod tests {
             ("    call: { url: 'http://h/', timeout: 60s }\n    late: { after: 5s }\n", "rules.yaml:4:20: rule `r`: `after` is at most 4s 500ms"),
             ("    call: { url: 'http://h/' }\n    late: {}\n", "rules.yaml:4:11: rule `r`: `late.after` (3s) must be below the call's `timeout` (2s): the reply goes out late only if the call can still answer"),
             ("    call: { url: 'http://h/', concurrency: 0 }\n", "rules.yaml:3:44: rule `r`: a call's `concurrency` is 1 to 10000"),
+            ("    call: { url: 'http://h/', timeout: 9s }\n    late: { after: 1s }\n    reply: { transfer_customer_service: {} }\n", "rules.yaml:5:14: rule `r`: a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; `transfer_customer_service` is a passive reply only"),
+            ("    call: { url: 'http://h/' }\n    send: [ { text: more } ]\n", "rules.yaml:4:5: rule `r`: `send` goes out after a passive reply: give the rule a `reply` (a rule whose service decides has none of its own)"),
             ("    reply: { text: hi }\n    on_error: { text: x }\n", "rules.yaml:4:5: rule `r`: `on_error` goes with a `call`, and this rule has none"),
             ("    reply: { text: hi }\n    late: { after: 1s }\n", "rules.yaml:4:5: rule `r`: `late` goes with a `call`, and this rule has none"),
             ("    reply: { text: '{{call.status}}' }\n", "rules.yaml:3:14: rule `r`: `call.…` is the answer of the rule's service, and this rule has no `call`"),

@@ -424,7 +424,11 @@ fn element_uses(element: &TemplateElement, root: &str) -> bool {
 
 fn param_uses(p: &Parameter, root: &str) -> bool {
     let first_is_root = |raw: &str| {
-        let raw = raw.trim_start_matches("./").trim_start_matches("this.");
+        let raw = raw
+            .trim_start_matches("@root.")
+            .trim_start_matches("@root/")
+            .trim_start_matches("./")
+            .trim_start_matches("this.");
         raw.split(['.', '/']).next() == Some(root)
     };
     match p {

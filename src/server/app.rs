@@ -67,6 +67,8 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
     /// The HTTP client of rules' `call`s: one connection pool for every worker.
     pub caller: crate::call::Caller,
+    /// Late calls still running, waited for (briefly) at a stop.
+    pub late_calls: Arc<crate::call::LateCalls>,
 }
 
 /// Registers the routes on an App. Body limits are `Options::body_limit`, applied by

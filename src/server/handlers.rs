@@ -351,7 +351,10 @@ pub(crate) async fn receive(
         body: body.into(),
         rule: outcome.shared_rule().cloned(),
     });
-    if tokio::time::timeout_at(deadline, ticket.complete(Arc::clone(&stored)))
+    // A late call's holding reply comes at `late.after`, which may be past the deadline:
+    // its copy for retries still gets the time of one store (Redis included).
+    let store_by = deadline.max(tokio::time::Instant::now() + STORE_AT_LEAST);
+    if tokio::time::timeout_at(store_by, ticket.complete(Arc::clone(&stored)))
         .await
         .is_err()
     {
@@ -369,6 +372,10 @@ pub(crate) async fn receive(
         .content_type(content_type)
         .body(stored.body.clone()))
 }
+
+/// The least time an answer's copy for retries gets to be stored, deadline or not: one
+/// Redis command's bound (250 ms) and some.
+const STORE_AT_LEAST: Duration = Duration::from_millis(300);
 
 /// Verifies the request and turns its body into a message.
 fn decode(
@@ -465,15 +472,57 @@ async fn ask_service(
         log_call(&rule, message, &result, false);
         return after_call(rules, message, &found, &result, now);
     };
-    let mut call_task = tokio::spawn(pending.run());
+    // The call, and what follows it if it is late, run as one task on the server's main
+    // thread (the system arbiter), which outlives the workers: at a stop, the server waits
+    // for late calls a little (`LateCalls`) before the outbox drains. The push waits for
+    // the result on `handed` until `late.after`; once it stops waiting the task knows the
+    // call is late, and sends its reply itself.
+    let (hand, mut handed) = tokio::sync::oneshot::channel::<CallResult>();
     let passive_by = tokio::time::Instant::from_std(started + late.after());
-    match tokio::time::timeout_at(passive_by, &mut call_task).await {
-        Ok(joined) => {
-            let result = joined_result(joined);
+    let late_call = LateCall {
+        outbox: Arc::clone(&state.outbox),
+        snapshot: Arc::clone(snapshot),
+        message: message.clone(),
+        index: found.index,
+        captures: found.captures.clone(),
+        now,
+        metrics: state.live.metrics().call_metrics(),
+        rule: Arc::clone(&rule),
+        _running: state.late_calls.enter(),
+    };
+    let task = async move {
+        let started = Instant::now();
+        let result = pending.uncounted().run().await;
+        let took = started.elapsed();
+        let on_time = late_call.label(&result, false);
+        match hand.send(result) {
+            Ok(()) => late_call.metrics.observe(&late_call.rule, on_time, took),
+            Err(result) => {
+                let late = late_call.label(&result, true);
+                late_call.metrics.observe(&late_call.rule, late, took);
+                late_call.finish(result).await;
+            }
+        }
+    };
+    actix_web::rt::System::current().arbiter().spawn(task);
+    let result = match tokio::time::timeout_at(passive_by, &mut handed).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(_)) => Some(CallResult::Failed(CallFailure::Network(
+            "the call was stopped (the server is stopping)".into(),
+        ))),
+        Err(_) => {
+            // Closed first: a result sent from now on goes back to the task, which sends
+            // it late; one that came in the same instant is still answered passively.
+            handed.close();
+            handed.try_recv().ok()
+        }
+    };
+    match result {
+        Some(result) => {
             log_call(&rule, message, &result, false);
             after_call(rules, message, &found, &result, now)
         }
-        Err(_) => {
+        None => {
             tracing::info!(
                 event = "call_late",
                 rule = &*rule,
@@ -481,77 +530,85 @@ async fn ask_service(
                 after_ms = u64::try_from(late.after().as_millis()).unwrap_or(u64::MAX),
                 "the call has not answered: holding reply now, its reply through the customer-service API"
             );
-            let outcome = holding(rules, message, &found, now);
-            let finish = finish_late(
-                Arc::clone(&state.outbox),
-                Arc::clone(snapshot),
-                message.clone(),
-                found.index,
-                found.captures,
-                call_task,
-                now,
-            );
-            actix_web::rt::spawn(finish);
-            outcome
+            holding(rules, message, &found, now)
         }
     }
 }
 
-/// A call task's result; a task that did not finish (the runtime is stopping) is a failure.
-fn joined_result(joined: Result<CallResult, tokio::task::JoinError>) -> CallResult {
-    joined.unwrap_or_else(|e| {
-        CallResult::Failed(CallFailure::Network(format!("the call was stopped: {e}")))
-    })
-}
-
-/// Waits for a late call, then queues the reply it leads to (with the rule's `send:`), or
-/// its `on_error` when it failed; `success` outcomes send nothing.
-async fn finish_late(
+/// What a late call's task needs once the push has been answered without it.
+struct LateCall {
     outbox: Arc<Outbox>,
     snapshot: Arc<Snapshot>,
     message: Message,
     index: usize,
     captures: crate::rules::Captures,
-    call_task: tokio::task::JoinHandle<CallResult>,
     now: u64,
-) {
-    let result = joined_result(call_task.await);
-    let Some(rule) = snapshot.rules.rules().get(index) else {
-        return;
-    };
-    let name = rule.shared_name();
-    log_call(&name, &message, &result, true);
-    let found = Match {
-        rule,
-        index,
-        captures,
-    };
-    match after_call(&snapshot.rules, &message, &found, &result, now) {
-        Outcome::Replied { reply, sends, .. } => {
-            let mut messages = Vec::with_capacity(1 + sends.len());
-            messages.push(Ok(reply));
-            messages.extend(sends);
-            tracing::info!(
-                event = "late_reply_queued",
+    metrics: crate::call::CallMetrics,
+    rule: Arc<str>,
+    /// Counted in `AppState::late_calls` while the task lives.
+    _running: crate::call::Running,
+}
+
+impl LateCall {
+    /// The call's outcome label: `late` when it answered after the push had its holding
+    /// reply.
+    fn label(&self, result: &CallResult, late: bool) -> &'static str {
+        match result {
+            CallResult::Answered(_) if late => "late",
+            CallResult::Answered(_) => "ok",
+            CallResult::Failed(failure) => failure.outcome(),
+        }
+    }
+
+    /// Queues the reply the late call leads to (with the rule's `send:`), or its
+    /// `on_error` when it failed; `success` outcomes send nothing.
+    async fn finish(self, result: CallResult) {
+        let LateCall {
+            outbox,
+            snapshot,
+            message,
+            index,
+            captures,
+            now,
+            rule: name,
+            ..
+        } = self;
+        let Some(rule) = snapshot.rules.rules().get(index) else {
+            return;
+        };
+        log_call(&name, &message, &result, true);
+        let found = Match {
+            rule,
+            index,
+            captures,
+        };
+        match after_call(&snapshot.rules, &message, &found, &result, now) {
+            Outcome::Replied { reply, sends, .. } => {
+                let mut messages = Vec::with_capacity(1 + sends.len());
+                messages.push(Ok(reply));
+                messages.extend(sends);
+                tracing::info!(
+                    event = "late_reply_queued",
+                    rule = &*name,
+                    msg_id = message.msg_id().unwrap_or(""),
+                    messages = messages.len()
+                );
+                queue_sends(&outbox, &name, &message, messages).await;
+            }
+            Outcome::Ignored { .. } => tracing::info!(
+                event = "late_reply_none",
                 rule = &*name,
                 msg_id = message.msg_id().unwrap_or(""),
-                messages = messages.len()
-            );
-            queue_sends(&outbox, &name, &message, messages).await;
+                "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
+            ),
+            Outcome::Failed { error, .. } => tracing::error!(
+                event = "render_failed",
+                rule = &*name,
+                msg_id = message.msg_id().unwrap_or(""),
+                late = true,
+                %error
+            ),
         }
-        Outcome::Ignored { .. } => tracing::info!(
-            event = "late_reply_none",
-            rule = &*name,
-            msg_id = message.msg_id().unwrap_or(""),
-            "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
-        ),
-        Outcome::Failed { error, .. } => tracing::error!(
-            event = "render_failed",
-            rule = &*name,
-            msg_id = message.msg_id().unwrap_or(""),
-            late = true,
-            %error
-        ),
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `/not-json` | 200, `text/plain` |
 //! | `/array` | 200, `[1, 2]` |
 //! | `/too-large` | 200, a JSON object of 70 KiB |
+//! | `/too-large-chunked` | 200, the same, chunked (no Content-Length) |
 //! | `/slow/MS` | waits MS ms, then `{"answer": "想好了"}` |
 //! | `/decide` | `{"reply": {"text": "a ]]> b {{FromUserName}}"}}` |
 //! | `/ignore` | `{"ignore": true}` |
@@ -154,6 +155,9 @@ async fn answer(
             .body("status: shipped"),
         ("array", _) => HttpResponse::Ok().json(json!([1, 2])),
         ("too-large", _) => HttpResponse::Ok().json(json!({"status": "x".repeat(70 * 1024)})),
+        ("too-large-chunked", _) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(Chunked(70)),
         ("slow", Some(ms)) => {
             actix_web::rt::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
             HttpResponse::Ok().json(json!({"answer": "想好了"}))
@@ -163,5 +167,30 @@ async fn answer(
         }
         ("ignore", _) => HttpResponse::Ok().json(json!({"ignore": true})),
         _ => HttpResponse::Ok().json(json!({"ok": true})),
+    }
+}
+
+/// A JSON object of `self.0` KiB written in 1 KiB chunks, its size untold (chunked).
+struct Chunked(usize);
+
+impl actix_web::body::MessageBody for Chunked {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        let chunk = match self.0 {
+            0 => return std::task::Poll::Ready(None),
+            1 => "x\"}".to_owned(),
+            70 => format!("{{\"status\": \"{}", "x".repeat(1024)),
+            _ => "x".repeat(1024),
+        };
+        self.0 -= 1;
+        std::task::Poll::Ready(Some(Ok(web::Bytes::from(chunk))))
     }
 }

@@ -89,6 +89,7 @@ pub fn state_with_dedup(
         options,
         dedup: Arc::new(dedup),
         caller: wxrules::call::Caller::new().unwrap(),
+        late_calls: Arc::default(),
     }
 }
 
