@@ -225,6 +225,10 @@ struct ServeArgs {
     /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
     #[arg(long, env = "WXRULES_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Reload when the rules file or a template changes (after 250 ms of quiet), as
+    /// SIGHUP does: for Kubernetes ConfigMaps and other setups where no one sends signals.
+    #[arg(long)]
+    watch: bool,
     /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`);
     /// removed at exit.
     #[arg(long, value_name = "PATH")]
@@ -802,6 +806,15 @@ async fn run_server(
         None => None,
     };
 
+    // Watching starts before `server_started`, so that a change made after it is seen.
+    let _watcher = if args.watch {
+        Some(
+            crate::watch::start(live.sources(), controls.clone())
+                .context("cannot watch the rules and templates (--watch)")?,
+        )
+    } else {
+        None
+    };
     // Reach Redis now, so its state shows in the log before the first push; a Redis that is
     // down is logged and retried, never fatal: the in-process store stands in.
     state.dedup.connect().await;
@@ -820,6 +833,7 @@ async fn run_server(
         safe_mode = state.secrets.cipher().is_some(),
         wechat_api = %without_userinfo(&args.wechat_api),
         sends = live.sending(),
+        watch = args.watch,
     );
     drop(snapshot);
 

@@ -37,6 +37,7 @@ pub mod rules;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod watch;
 pub mod wechat_api;
 pub mod wire;
 

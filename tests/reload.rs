@@ -238,6 +238,8 @@ fn assert_health_shows_rejected(health: &Value, reload: &Reload, old_digest: &Va
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The admin port, with `--admin-listen`.
+    admin: Option<SocketAddr>,
     log: Arc<Log>,
 }
 
@@ -254,6 +256,16 @@ impl Server {
 
     /// `start_with`, with more command-line arguments.
     fn launch(scratch: &Scratch, args: &[&str], early: impl FnOnce(&Child, &Arc<Log>)) -> Server {
+        Server::launch_env(scratch, args, &[], early)
+    }
+
+    /// `launch`, with more environment variables.
+    fn launch_env(
+        scratch: &Scratch,
+        args: &[&str],
+        env: &[(&str, &str)],
+        early: impl FnOnce(&Child, &Arc<Log>),
+    ) -> Server {
         let sources = scratch.sources();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("serve")
@@ -268,6 +280,8 @@ impl Server {
             .env("WXRULES_LOG", "info")
             .env_remove("WXRULES_AES_KEY")
             .env_remove("WXRULES_APPID")
+            .env_remove("WXRULES_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -286,7 +300,16 @@ impl Server {
         assert_eq!(started["pid"].as_u64(), Some(u64::from(pid)), "{started}");
         let addr: SocketAddr = started["listen"].as_str().unwrap().parse().unwrap();
         assert!(addr.ip().is_loopback() && addr.port() != 0, "{started}");
-        Server { child, addr, log }
+        let admin = started["admin_listen"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.parse().unwrap());
+        Server {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// Sends a real signal with kill(1).
@@ -455,10 +478,22 @@ impl Client {
         body: &[u8],
         close: bool,
     ) -> io::Result<(u16, String)> {
+        self.send_with(method, target, "", body, close)
+    }
+
+    /// `send`, with more header lines (each ending in `\r\n`).
+    fn send_with(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &str,
+        body: &[u8],
+        close: bool,
+    ) -> io::Result<(u16, String)> {
         let connection = if close { "close" } else { "keep-alive" };
         let mut request = format!(
             "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n\
-             Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+             Content-Length: {}\r\nConnection: {connection}\r\n{headers}\r\n",
             body.len()
         )
         .into_bytes();
@@ -1406,4 +1441,331 @@ fn stalled_connections_stay_under_the_cap_and_the_server_recovers() {
     assert_eq!(status, 200);
     assert!(sockets(pid) <= idle + CAP);
     drop(flood);
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin port, `wxrules reload`, `--pid-file`, `wxrules send` and `--watch`.
+
+/// `wxrules ARGS` with `env`; its exit code and stdout.
+fn wxrules_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(args)
+        .env_remove("WXRULES_ADMIN_TOKEN")
+        .env_remove("WXRULES_AES_KEY")
+        .env_remove("WXRULES_APPID")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn admin_call(server: &Server, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let headers = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    Client::connect(server.admin.unwrap())
+        .send_with(method, path, &headers, b"", true)
+        .unwrap()
+}
+
+#[test]
+fn the_admin_port_reloads_over_http_and_keeps_health_and_metrics_off_the_public_port() {
+    let scratch = base("admin");
+    let pid_file = scratch.path("wxrules.pid");
+    let pid_arg = pid_file.to_str().unwrap().to_owned();
+    let mut server = Server::launch(
+        &scratch,
+        &["--admin-listen", "127.0.0.1:0", "--pid-file", &pid_arg],
+        |_, _| {},
+    );
+    let admin = server.admin.expect("admin_listen in server_started");
+    assert_ne!(admin, server.addr);
+    // The pid file, for `kill -HUP "$(cat …)"`.
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        server.child.id().to_string()
+    );
+
+    // The public port: pushes only.
+    for path in ["/healthz", "/metrics", "/-/reload"] {
+        let method = if path == "/-/reload" { "POST" } else { "GET" };
+        let (status, _) = Client::connect(server.addr)
+            .send(method, path, b"", true)
+            .unwrap();
+        assert_eq!(status, 404, "{path} on the public port");
+    }
+    assert_eq!(server.reply("hi"), "hello v1");
+
+    // The admin port: health (times in RFC 3339), metrics.
+    let (status, body) = admin_call(&server, "GET", "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    let loaded_at = health["loaded_at"].as_str().unwrap();
+    assert!(
+        loaded_at.len() == 20 && loaded_at.ends_with('Z') && loaded_at.as_bytes()[10] == b'T',
+        "{loaded_at}"
+    );
+    let (status, body) = admin_call(&server, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("wxrules_requests_total{outcome=\"replied\"} 1"),
+        "{body}"
+    );
+
+    // A good edit, reloaded over HTTP: the answer says what changed.
+    save(
+        &scratch.path("rules.yaml"),
+        &BASE_RULES.replace("hello v1", "hello v2").replace(
+            "  - name: fallback",
+            "  - name: bye\n    when: { keyword: bye }\n    reply: { text: bye }\n  - name: fallback",
+        ),
+        Save::Rename,
+    );
+    let (status, body) = admin_call(&server, "POST", "/-/reload", None);
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["outcome"], "applied");
+    assert_eq!(report["rules"], 4);
+    assert_eq!(report["added"], serde_json::json!(["bye"]));
+    assert_eq!(report["changed"], serde_json::json!(["hello"]));
+    assert_eq!(report["digest"].as_str().unwrap(), digest_of(&scratch));
+    assert_eq!(server.reply("hi"), "hello v2");
+
+    // A broken edit: 422, every error as file:line:col, the old rules still serve.
+    save(
+        &scratch.path("rules.yaml"),
+        &BASE_RULES.replace("when: { keyword: hi }", "when: { keyword: { regex: '(' } }"),
+        Save::InPlace,
+    );
+    let (status, body) = admin_call(&server, "POST", "/-/reload", None);
+    assert_eq!(status, 422, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["outcome"], "rejected");
+    let error = report["errors"][0].as_str().unwrap();
+    assert_located(error, &scratch.path("rules.yaml"), 3, 31, Some("hello"));
+    assert_eq!(server.reply("hi"), "hello v2");
+
+    // `wxrules reload` says the same, with its exit code.
+    let url = format!("http://{admin}");
+    let (code, stdout, _) = wxrules_cli(&["reload", "--admin", &url], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("rejected: the previous rules keep serving\nerror: "),
+        "{stdout}"
+    );
+    save(&scratch.path("rules.yaml"), BASE_RULES, Save::Rename);
+    let (code, stdout, _) = wxrules_cli(&["reload", "--admin", &url], &[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("applied: 3 rules, digest "), "{stdout}");
+    assert!(stdout.contains("  removed: bye\n"), "{stdout}");
+    assert_eq!(server.reply("hi"), "hello v1");
+
+    // The pid file goes with the process.
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn an_admin_token_guards_the_admin_port_and_is_required_off_loopback() {
+    let scratch = base("admin-token");
+    let token = "an-admin-token-of-some-length";
+    let server = Server::launch_env(
+        &scratch,
+        &["--admin-listen", "127.0.0.1:0"],
+        &[("WXRULES_ADMIN_TOKEN", token)],
+        |_, _| {},
+    );
+    for given in [None, Some("wrong-token-wrong-token"), Some("")] {
+        let (status, body) = admin_call(&server, "GET", "/healthz", given);
+        assert_eq!(status, 401, "{given:?}: {body}");
+        assert!(!body.contains(token));
+        let (status, _) = admin_call(&server, "POST", "/-/reload", given);
+        assert_eq!(status, 401);
+    }
+    assert_eq!(admin_call(&server, "GET", "/healthz", Some(token)).0, 200);
+    let url = format!("http://{}", server.admin.unwrap());
+    let (code, stdout, _) = wxrules_cli(&["reload", "--admin", &url], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("set WXRULES_ADMIN_TOKEN"), "{stdout}");
+    let (code, stdout, _) = wxrules_cli(
+        &["reload", "--admin", &url],
+        &[("WXRULES_ADMIN_TOKEN", token)],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    server.wait_for_digest(&digest_of(&scratch));
+
+    // Off loopback, no token: the server does not start, and says why.
+    let (code, _, stderr) = wxrules_cli(
+        &[
+            "serve",
+            "--rules",
+            scratch.path("rules.yaml").to_str().unwrap(),
+            "--templates",
+            scratch.path("templates").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ],
+        &[("WXRULES_TOKEN", TOKEN)],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: --admin-listen 0.0.0.0:0 is not a loopback address: set WXRULES_ADMIN_TOKEN, which admin clients send as `Authorization: Bearer …`\n"
+    );
+    let (code, _, stderr) = wxrules_cli(
+        &["serve", "--admin-listen", "127.0.0.1:0"],
+        &[("WXRULES_TOKEN", TOKEN), ("WXRULES_ADMIN_TOKEN", "short")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: WXRULES_ADMIN_TOKEN must be at least 16 characters\n"
+    );
+}
+
+#[test]
+fn send_signs_plain_and_safe_pushes_and_prints_the_answer_decrypted() {
+    const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const APP_ID: &str = "wx2c2769f8efd9abc2";
+    let scratch = base("send");
+    let server = Server::launch_env(
+        &scratch,
+        &[],
+        &[("WXRULES_AES_KEY", AES_KEY), ("WXRULES_APPID", APP_ID)],
+        |_, _| {},
+    );
+    let url = format!("http://{}/wechat", server.addr);
+    let keys = [
+        ("WXRULES_TOKEN", TOKEN),
+        ("WXRULES_AES_KEY", AES_KEY),
+        ("WXRULES_APPID", APP_ID),
+    ];
+    let (code, stdout, stderr) = wxrules_cli(&["send", "--url", &url, "--text", "hi"], &keys);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(content_of(&stdout), Some("hello v1"), "{stdout}");
+    assert!(stdout.contains("<ToUserName><![CDATA[o_wxrules_send_user]]></ToUserName>"));
+
+    // Safe mode: the push goes encrypted, the answer comes back encrypted and is shown
+    // decrypted, its signature checked.
+    let (code, stdout, stderr) = wxrules_cli(
+        &[
+            "send",
+            "--url",
+            &url,
+            "--safe",
+            "--text",
+            "greet",
+            "--from",
+            "oSafeUser",
+        ],
+        &keys,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        content_of(&stdout),
+        Some("greet v1 to oSafeUser"),
+        "{stdout}"
+    );
+    // Both answered by the rules (`message_handled` lines are counted, not kept).
+    let until = Instant::now() + WAIT;
+    while server.log.handled.load(Ordering::Relaxed) < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.log.handled.load(Ordering::Relaxed), 2);
+
+    // A wrong token: the status, and exit 1.
+    let (code, stdout, _) = wxrules_cli(
+        &["send", "--url", &url, "--text", "hi"],
+        &[("WXRULES_TOKEN", "not-the-token")],
+    );
+    assert_eq!(code, Some(1));
+    assert!(stdout.starts_with("403 Forbidden"), "{stdout}");
+    let (code, _, stderr) = wxrules_cli(
+        &["send", "--url", &url, "--safe", "--text", "hi"],
+        &[("WXRULES_TOKEN", TOKEN)],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr,
+        "error: --safe needs WXRULES_AES_KEY and WXRULES_APPID\n"
+    );
+}
+
+#[test]
+fn watch_reloads_on_rename_saves_in_place_saves_and_template_edits() {
+    let scratch = base("watch");
+    let server = Server::launch(&scratch, &["--watch"], |_, _| {});
+    assert_eq!(server.reply("hi"), "hello v1");
+
+    save(
+        &scratch.path("rules.yaml"),
+        &BASE_RULES.replace("hello v1", "hello v2"),
+        Save::Rename,
+    );
+    server.wait_for_digest(&digest_of(&scratch));
+    assert_eq!(server.reply("hi"), "hello v2");
+
+    save(
+        &scratch.path("rules.yaml"),
+        &BASE_RULES.replace("hello v1", "hello v3"),
+        Save::InPlace,
+    );
+    server.wait_for_digest(&digest_of(&scratch));
+    assert_eq!(server.reply("hi"), "hello v3");
+
+    save(
+        &scratch.path("templates/greet.hbs"),
+        "greet v2 to {{FromUserName}}\n",
+        Save::Rename,
+    );
+    server.wait_for_digest(&digest_of(&scratch));
+    assert_eq!(server.reply("greet"), "greet v2 to oUser");
+
+    // A broken save is rejected like a broken SIGHUP; the old rules keep serving.
+    let before = server.outcomes();
+    save(&scratch.path("rules.yaml"), "rules: [", Save::InPlace);
+    server.reload_after(before).assert_rejected();
+    assert_eq!(server.reply("hi"), "hello v3");
+    // An editor's swap file is not a change.
+    let before = server.count("reload_requested");
+    std::fs::write(scratch.path(".rules.yaml.swp"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server.count("reload_requested"), before);
+}
+
+/// A Kubernetes ConfigMap volume: `rules.yaml` is a link through `..data`, a link to a
+/// timestamped directory; an update writes a new directory and renames a new `..data` over
+/// the old one, so `rules.yaml` itself never changes.
+#[test]
+fn watch_reloads_when_a_configmap_swaps_its_data_link() {
+    use std::os::unix::fs::symlink;
+    let scratch = base("watch-configmap");
+    let dir = scratch.dir.clone();
+    std::fs::create_dir_all(dir.join("..2026_11_30_1")).unwrap();
+    std::fs::write(dir.join("..2026_11_30_1/rules.yaml"), BASE_RULES).unwrap();
+    symlink("..2026_11_30_1", dir.join("..data")).unwrap();
+    std::fs::remove_file(dir.join("rules.yaml")).unwrap();
+    symlink("..data/rules.yaml", dir.join("rules.yaml")).unwrap();
+    let server = Server::launch(&scratch, &["--watch"], |_, _| {});
+    assert_eq!(server.reply("hi"), "hello v1");
+    std::fs::create_dir_all(dir.join("..2026_11_30_2")).unwrap();
+    std::fs::write(
+        dir.join("..2026_11_30_2/rules.yaml"),
+        BASE_RULES.replace("hello v1", "hello from the configmap"),
+    )
+    .unwrap();
+    symlink("..2026_11_30_2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    server.log.wait_until("a reload after the swap", |events| {
+        events
+            .iter()
+            .any(|e| event_name(e) == "rules_reloaded")
+            .then_some(())
+    });
+    assert_eq!(server.reply("hi"), "hello from the configmap");
 }
