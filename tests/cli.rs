@@ -9,9 +9,27 @@ use std::process::{Command, Output};
 
 use common::*;
 
+/// The frozen copy of the shipped rules that `explain` and `test` run on from the
+/// repository's root: tests expect its replies, and ops may edit the shipped ones.
+const FIXTURE: [&str; 4] = [
+    "--rules",
+    "tests/data/shipped/rules.yaml",
+    "--templates",
+    "tests/data/shipped/templates",
+];
+
+/// Runs `wxrules ARGS` in `dir`. From the repository's root, `explain` and `test` without
+/// `--rules` run on `FIXTURE`.
 fn wxrules(dir: &Path, args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    if dir == root()
+        && matches!(args.first(), Some(&"explain" | &"test"))
+        && !args.contains(&"--rules")
+    {
+        args.splice(1..1, FIXTURE);
+    }
     Command::new(env!("CARGO_BIN_EXE_wxrules"))
-        .args(args)
+        .args(&args)
         .current_dir(dir)
         .env_remove("WXRULES_TOKEN")
         .env_remove("WXRULES_AES_KEY")
@@ -43,14 +61,22 @@ fn assert_golden(path: &Path, actual: &str) {
 fn check_accepts_the_shipped_rules() {
     let out = wxrules(&root(), &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Valid, whatever ops have made of it: no count or reply is expected of it here.
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.starts_with("ok: 23 rules, 6 templates, digest "),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("ok: "), "{stdout}");
     assert!(
         stdout.trim_end().ends_with("(rules/rules.yaml)"),
         "{stdout}"
+    );
+    // The frozen copy the other tests use.
+    let out = wxrules(
+        &root(),
+        &["check", FIXTURE[0], FIXTURE[1], FIXTURE[2], FIXTURE[3]],
+    );
+    assert!(
+        text(&out.stdout).starts_with("ok: 23 rules, 6 templates, digest "),
+        "{}",
+        text(&out.stdout)
     );
 }
 
@@ -136,7 +162,7 @@ fn explain_a_text_names_the_rule_criteria_captures_and_reply() {
     let mut lines = stdout.lines();
     assert_eq!(
         lines.next(),
-        Some("rule: order-status (rules/rules.yaml:131)")
+        Some("rule: order-status (tests/data/shipped/rules.yaml:131)")
     );
     assert_eq!(lines.next(), Some("  ✓ keyword = \"订单 20261127001\""));
     assert_eq!(lines.next(), Some("captures:"));
@@ -154,7 +180,7 @@ fn explain_an_event_and_a_file() {
     assert_eq!(out.status.code(), Some(0));
     // No Status field: the three per-status rules do not hold; the catch-all for events does.
     assert!(
-        stdout.starts_with("rule: other-events (rules/rules.yaml:"),
+        stdout.starts_with("rule: other-events (tests/data/shipped/rules.yaml:"),
         "{stdout}"
     );
     assert!(
@@ -171,7 +197,7 @@ fn explain_an_event_and_a_file() {
     );
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("rule: template-blocked (rules/rules.yaml:"),
+        stdout.starts_with("rule: template-blocked (tests/data/shipped/rules.yaml:"),
         "{stdout}"
     );
     assert!(
@@ -229,7 +255,9 @@ fn explain_of_a_message_no_rule_takes() {
 fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
     let file = "tests/data/messages/safe_python_sample.xml";
     let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
-        .args(["explain", file])
+        .arg("explain")
+        .args(FIXTURE)
+        .arg(file)
         .current_dir(root())
         .env("WXRULES_TOKEN", "spamtest")
         .env("WXRULES_APPID", "wx2c2769f8efd9abc2")
@@ -242,7 +270,7 @@ fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        stdout.starts_with("rule: to-human (rules/rules.yaml:"),
+        stdout.starts_with("rule: to-human (tests/data/shipped/rules.yaml:"),
         "{stdout}"
     );
     assert!(stdout.contains("  ✓ msg_type = \"text\"\n"), "{stdout}");
@@ -259,7 +287,7 @@ fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
 
 #[test]
 fn test_runs_the_shipped_cases() {
-    let out = wxrules(&root(), &["test", "rules/tests.yaml"]);
+    let out = wxrules(&root(), &["test", "tests/data/shipped/tests.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let stdout = text(&out.stdout);
     assert!(stdout.ends_with(" passed, 0 failed\n"), "{stdout}");
@@ -529,8 +557,13 @@ fn the_shipped_commented_examples_are_valid_rules() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shipped_count = text(&wxrules(&root(), &["check"]).stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap();
     assert!(
-        text(&out.stdout).starts_with(&format!("ok: {} rules", 23 + examples)),
+        text(&out.stdout).starts_with(&format!("ok: {} rules", shipped_count + examples)),
         "{}",
         text(&out.stdout)
     );

@@ -1151,6 +1151,11 @@ fn reloads_under_load_serve_exactly_one_version() {
     assert_eq!(health["reloads_applied"], 16, "{health}");
     assert_eq!(health["reloads_rejected"], 8, "{health}");
     assert_eq!(health["digest"], live_digest, "{health}");
+    // Every push has its log line; the reader thread may still be catching up.
+    let until = Instant::now() + WAIT;
+    while server.log.handled.load(Ordering::Relaxed) < total.requests && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(server.log.handled.load(Ordering::Relaxed) >= total.requests);
 }
 

@@ -35,8 +35,8 @@ fn repo() -> PathBuf {
 
 fn shipped() -> Sources {
     Sources {
-        rules: repo().join("rules/rules.yaml"),
-        templates: repo().join("templates"),
+        rules: repo().join("tests/data/shipped/rules.yaml"),
+        templates: repo().join("tests/data/shipped/templates"),
     }
 }
 

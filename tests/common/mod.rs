@@ -27,10 +27,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A frozen copy of the shipped `rules/` and `templates/` (`tests/data/shipped`): tests
+/// expect its replies, so that ops editing the shipped files the README's way cannot break
+/// `cargo test`. The shipped files themselves are checked by `tests/cli.rs` (they load,
+/// their commented examples too) and `tests/schema.rs`, for validity only.
 pub fn shipped() -> Sources {
     Sources {
-        rules: root().join("rules/rules.yaml"),
-        templates: root().join("templates"),
+        rules: root().join("tests/data/shipped/rules.yaml"),
+        templates: root().join("tests/data/shipped/templates"),
     }
 }
 
