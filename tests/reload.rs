@@ -1584,13 +1584,15 @@ fn an_admin_token_guards_the_admin_port_and_is_required_off_loopback() {
         |_, _| {},
     );
     for given in [None, Some("wrong-token-wrong-token"), Some("")] {
-        let (status, body) = admin_call(&server, "GET", "/healthz", given);
+        let (status, body) = admin_call(&server, "GET", "/metrics", given);
         assert_eq!(status, 401, "{given:?}: {body}");
         assert!(!body.contains(token));
         let (status, _) = admin_call(&server, "POST", "/-/reload", given);
         assert_eq!(status, 401);
+        // Probes send no token: `/healthz` is open.
+        assert_eq!(admin_call(&server, "GET", "/healthz", given).0, 200);
     }
-    assert_eq!(admin_call(&server, "GET", "/healthz", Some(token)).0, 200);
+    assert_eq!(admin_call(&server, "GET", "/metrics", Some(token)).0, 200);
     let url = format!("http://{}", server.admin.unwrap());
     let (code, stdout, _) = wxrules_cli(&["reload", "--admin", &url], &[]);
     assert_eq!(code, Some(1), "{stdout}");

@@ -1,6 +1,7 @@
 //! The admin port (`--admin-listen`): `/healthz`, `/metrics` and `POST /-/reload`, off the
-//! public port that WeChat reaches. Behind `WXRULES_ADMIN_TOKEN` (a Bearer token) when it
-//! is set, which it must be on an address other than loopback.
+//! public port that WeChat reaches. `/metrics` and `/-/reload` are behind
+//! `WXRULES_ADMIN_TOKEN` (a Bearer token) when it is set, which it must be on an address
+//! other than loopback; `/healthz` is open, for probes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +53,13 @@ async fn authorize(
     next: Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl actix_web::body::MessageBody, BoxBody>>, actix_web::Error>
 {
+    // `/healthz` stays open: probes (Kubernetes' kubelet, load balancers) send no token,
+    // and it tells nothing a token would guard.
+    let open = req.path() == "/healthz";
     let token = req
         .app_data::<web::Data<Admin>>()
-        .and_then(|admin| admin.token.clone());
+        .and_then(|admin| admin.token.clone())
+        .filter(|_| !open);
     if let Some(token) = token {
         let given = req
             .headers()
