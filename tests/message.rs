@@ -185,7 +185,8 @@ async fn a_template_failing_at_render_time_answers_success() {
     let scratch = Scratch::new("renderfail");
     scratch.write(
         "rules.yaml",
-        "rules:\n  - name: broken\n    when: { msg_type: text }\n    reply: { text: \"{{NoSuchField}}\" }\n",
+        // A field some text messages carry (a menu reply's) and this one lacks.
+        "rules:\n  - name: broken\n    when: { msg_type: text }\n    reply: { text: \"{{bizmsgmenuid}}\" }\n",
     );
     let app = app(plain_state(scratch.sources())).await;
     let (status, body) = post(&app, &signed_query(), fixture("msg_text")).await;

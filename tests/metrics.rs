@@ -90,7 +90,7 @@ async fn render_errors_are_counted_under_their_rule() {
     let scratch = Scratch::new("metrics-error");
     scratch.write(
         "rules.yaml",
-        "rules:\n  - name: broken\n    reply: { text: \"{{Nope}}\" }\n",
+        "rules:\n  - name: broken\n    reply: { text: \"{{Ticket}}\" }\n",
     );
     let app = app(plain_state(scratch.sources())).await;
     for _ in 0..3 {

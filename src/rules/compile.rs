@@ -10,6 +10,7 @@ use std::time::Duration;
 use handlebars::Handlebars;
 use sha1::{Digest, Sha1};
 
+use super::fields;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
 use super::read::{self, TemplateFile};
@@ -74,6 +75,8 @@ struct Compiler<'a> {
     /// Each inline handlebars template registered, by its registry name: its rule and the
     /// YAML path of its string, where its errors point.
     inline_templates: HashMap<String, (String, String)>,
+    /// Each template file's path, by name.
+    template_files: HashMap<String, std::path::PathBuf>,
 }
 
 impl Compiler<'_> {
@@ -120,6 +123,10 @@ fn compile(
         errors: Vec::new(),
         inline_count: 0,
         inline_templates: HashMap::new(),
+        template_files: template_files
+            .iter()
+            .map(|t| (t.name.clone(), t.path.clone()))
+            .collect(),
     };
     for t in template_files {
         if let Some(at) = templates::too_deep(&t.text) {
@@ -314,6 +321,28 @@ fn compile(
                     );
                 }
             }
+        }
+        if c.errors.len() == errors_before {
+            let mut specs: Vec<(String, &ReplySpec)> = Vec::new();
+            if let Some(Action::Reply(spec)) = &action {
+                specs.push((format!("{base}.reply"), spec));
+            }
+            specs.extend(
+                send.iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("{base}.send[{i}]"), s)),
+            );
+            if let Some(call) = &call {
+                specs.extend(
+                    call.on_error
+                        .iter()
+                        .map(|s| (format!("{base}.on_error"), s)),
+                );
+                if let Some(late) = &call.late {
+                    specs.extend(late.reply.iter().map(|s| (format!("{base}.late.reply"), s)));
+                }
+            }
+            check_fields(&mut c, &name, &when, &specs);
         }
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
@@ -898,6 +927,151 @@ fn compile_call(
     })
 }
 
+/// Holds each template of a rule's replies to the fields of the messages the rule can match
+/// (`rules::fields`), and its `captures.…` to the groups of its regexes.
+fn check_fields(c: &mut Compiler<'_>, rule: &str, when: &Criteria, specs: &[(String, &ReplySpec)]) {
+    let kinds = fields::matchable(when);
+    let mut groups: Option<(Vec<String>, usize)> = None;
+    // One error per place and message, however many strings of the rule share a template.
+    let mut reported: HashSet<String> = HashSet::new();
+    for (path, spec) in specs {
+        let mut tpls = Vec::new();
+        collect_tpls(spec, &mut tpls);
+        for tpl in tpls {
+            // Where an error about this string points: the template file, or the YAML.
+            let (file, used): (Option<String>, Vec<fields::UsedPath>) = match tpl {
+                Tpl::Literal(_) => continue,
+                Tpl::Simple(simple) => (
+                    simple.file().map(str::to_owned),
+                    simple
+                        .paths()
+                        .map(|parts| fields::UsedPath {
+                            parts: parts.to_vec(),
+                            at: None,
+                        })
+                        .collect(),
+                ),
+                Tpl::Template(name) => {
+                    let Some(t) = c.templates.get_template(name) else {
+                        continue;
+                    };
+                    let file = (!c.inline_templates.contains_key(name)).then(|| name.clone());
+                    (file, fields::template_paths(t))
+                }
+            };
+            for used in used {
+                let written = used.parts.join(".");
+                let problem = match used.parts[0].as_str() {
+                    "rule" | "call" => None,
+                    "captures" => {
+                        let (names, count) = groups.get_or_insert_with(|| regex_groups(when));
+                        capture_problem(&used.parts, names, *count)
+                    }
+                    _ => kinds
+                        .as_deref()
+                        .and_then(|kinds| fields::problem(&used.parts, kinds)),
+                };
+                let Some(problem) = problem else { continue };
+                let message = format!("`{{{{{written}}}}}`: {problem}");
+                let file_path = file.as_ref().and_then(|name| c.template_files.get(name));
+                let (location, at) = match file_path {
+                    Some(file_path) => (Location::new(file_path, used.at), used.at),
+                    None => {
+                        let at = c.positions.value(path);
+                        (Location::new(c.file, at), at)
+                    }
+                };
+                let key = format!("{}:{at:?}:{message}", location.path.display());
+                if reported.insert(key) {
+                    c.errors.push(RuleError {
+                        location,
+                        rule: Some(rule.to_owned()),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn collect_tpls<'a>(spec: &'a ReplySpec, out: &mut Vec<&'a Tpl>) {
+    match spec {
+        ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => out.push(t),
+        ReplySpec::Video(v) => out.extend([&v.media_id, &v.title, &v.description]),
+        ReplySpec::Music(m) => out.extend([
+            &m.title,
+            &m.description,
+            &m.music_url,
+            &m.hq_music_url,
+            &m.thumb_media_id,
+        ]),
+        ReplySpec::News(articles) => {
+            for a in articles {
+                out.extend([&a.title, &a.description, &a.pic_url, &a.url]);
+            }
+        }
+        ReplySpec::TransferCustomerService(account) => out.extend(account.iter()),
+        ReplySpec::OneOf(choices) => {
+            for choice in choices {
+                collect_tpls(choice, out);
+            }
+        }
+    }
+}
+
+/// The named groups of a rule's regexes, and the most groups any of them has (group 0, the
+/// whole match, included).
+fn regex_groups(when: &Criteria) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut count = 0;
+    for test in &when.tests {
+        for pattern in &test.matcher.patterns {
+            if let Pattern::Regex(regex) = pattern {
+                // Checked at load already; only the group names are wanted here.
+                if let Ok(compiled) = regex::Regex::new(regex.pattern()) {
+                    count = count.max(compiled.captures_len());
+                    names.extend(compiled.capture_names().flatten().map(str::to_owned));
+                }
+            }
+        }
+    }
+    (names, count)
+}
+
+/// What is wrong with `captures.NAME` (or `captures.[N]`) for a rule whose regexes define
+/// `names` and at most `count` groups.
+fn capture_problem(parts: &[String], names: &[String], count: usize) -> Option<String> {
+    let name = parts.get(1)?;
+    if let Ok(n) = name.parse::<usize>() {
+        return (n >= count).then(|| match count {
+            0 => "this rule has no regex, so no captures".to_owned(),
+            _ => format!("this rule's regexes have groups 0 to {} at most", count - 1),
+        });
+    }
+    if names.iter().any(|n| n == name) {
+        return None;
+    }
+    Some(match (names.is_empty(), count) {
+        (_, 0) => "this rule has no regex, so no captures".to_owned(),
+        (true, _) => {
+            format!("this rule's regexes name no group `{name}` (they have numbered groups only)")
+        }
+        (false, _) => {
+            let near = names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(name) || strsim::jaro_winkler(n, name) >= 0.85);
+            let mut message = format!(
+                "this rule's regexes name no group `{name}` (they define: {})",
+                names.join(", ")
+            );
+            if let Some(near) = near {
+                message.push_str(&format!("; did you mean `captures.{near}`?"));
+            }
+            message
+        }
+    })
+}
+
 /// An error when `spec` uses `call.…`, which it cannot see.
 fn no_call_in(c: &mut Compiler<'_>, rule: &str, path: &str, spec: &ReplySpec, why: &str) {
     if uses_root(c, spec, "call") {
@@ -1324,11 +1498,12 @@ mod tests {
         let files = [TemplateFile {
             name: "greeting".to_owned(),
             path: PathBuf::from("templates/greeting.hbs"),
-            text: "hi {{Missing}}".to_owned(),
+            text: "hi {{Recognition}}".to_owned(),
         }];
+        // `Recognition` comes with voice messages only: a text message fails to render it.
         let yaml = "rules:
   - { name: file, when: { keyword: a }, reply: { text: { template: greeting } } }
-  - { name: inline, when: { keyword: b }, reply: { text: \"hi {{Missing}}\" } }
+  - { name: inline, when: { keyword: b }, reply: { text: \"hi {{Recognition}}\" } }
 ";
         let rules = compile(Path::new("rules.yaml"), yaml, &files)
             .unwrap()

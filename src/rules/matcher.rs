@@ -129,6 +129,10 @@ fn weight(hir: &regex_syntax::hir::Hir) -> u64 {
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 impl LazyRegex {
+    /// The pattern as written.
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern
+    }
     /// Checks the syntax now; the error says what is wrong. `indexed`: the regex is a
     /// keyword's, found through the index, which needs its required prefixes.
     pub(crate) fn new(

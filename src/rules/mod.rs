@@ -3,6 +3,7 @@
 //! one entry point used by start-up, reload, `check`, `explain` and `test`.
 
 pub(crate) mod compile;
+mod fields;
 mod lint;
 mod locate;
 mod matcher;

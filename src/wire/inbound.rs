@@ -544,7 +544,7 @@ impl Document {
             .children(at)
             .map(|i| (self.name(i).to_owned(), self.value(i)))
             .collect();
-        close(children, self.text(at).to_owned())
+        close(self.name(at), children, self.text(at).to_owned())
     }
 
     /// The message as a JSON object.
@@ -553,7 +553,7 @@ impl Document {
             .top()
             .map(|i| (self.name(i).to_owned(), self.value(i)))
             .collect();
-        match close(children, String::new()) {
+        match close("xml", children, String::new()) {
             Value::Object(map) => map,
             // `parse` refused any other root.
             _ => Map::new(),
@@ -585,15 +585,17 @@ fn element_name(raw: &[u8]) -> Result<&str, WireError> {
     std::str::from_utf8(raw).map_err(malformed)
 }
 
-/// Turns a closed element into its value: text for a leaf, a list for a container of
-/// `<item>`s, otherwise an object whose repeated names become lists.
-fn close(children: Vec<(String, Value)>, text: String) -> Value {
+/// Turns a closed element `name` into its value: text for a leaf, a list for a container
+/// of `<item>`s, otherwise an object whose repeated names become lists, as do the names the
+/// catalog says can repeat (`SubscribeMsgSentEvent`'s `List`) even when one comes.
+fn close(name: &str, children: Vec<(String, Value)>, text: String) -> Value {
     if children.is_empty() {
         return Value::String(text);
     }
     if children.iter().all(|(name, _)| name == "item") {
         return Value::Array(children.into_iter().map(|(_, v)| v).collect());
     }
+    let name_of_parent = name;
     let mut map = Map::with_capacity(children.len());
     for (name, value) in children {
         match map.get_mut(&name) {
@@ -601,6 +603,9 @@ fn close(children: Vec<(String, Value)>, text: String) -> Value {
             Some(existing) => {
                 let first = existing.take();
                 *existing = Value::Array(vec![first, value]);
+            }
+            None if super::catalog::always_list(name_of_parent, &name) => {
+                map.insert(name, Value::Array(vec![value]));
             }
             None => {
                 map.insert(name, value);
@@ -668,6 +673,34 @@ mod tests {
         assert_eq!(m.text("Empty"), Some(""));
         assert_eq!(m.text("Blank"), Some(""));
         assert_eq!(m.lookup("SendPicsInfo.Missing"), None);
+    }
+
+    #[test]
+    fn a_subscribe_msg_list_of_one_is_still_a_list() {
+        for (file, event, count) in [
+            ("event_subscribe_msg_sent.xml", "SubscribeMsgSentEvent", 1),
+            (
+                "event_subscribe_msg_change.xml",
+                "SubscribeMsgChangeEvent",
+                1,
+            ),
+            ("event_subscribe_msg_popup.xml", "SubscribeMsgPopupEvent", 2),
+        ] {
+            let path = format!("{}/tests/data/messages/{file}", env!("CARGO_MANIFEST_DIR"));
+            let xml = std::fs::read(&path).unwrap();
+            let message = Message::parse(&xml).unwrap();
+            let list = &message.fields()[event]["List"];
+            assert_eq!(list.as_array().map(Vec::len), Some(count), "{file}: {list}");
+            assert_eq!(
+                message.lookup(&format!("{event}.List.0.TemplateId")),
+                Some("VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc")
+            );
+        }
+        // Another element named `List` elsewhere is as the XML has it.
+        let xml = b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>\
+            <MsgType>event</MsgType><Event>x</Event><Other><List>1</List></Other></xml>";
+        let message = Message::parse(xml).unwrap();
+        assert_eq!(message.fields()["Other"]["List"], "1");
     }
 
     #[test]
@@ -816,7 +849,7 @@ mod reference {
                     let Some(open) = stack.pop() else {
                         return Err(malformed("unexpected end tag"));
                     };
-                    let value = close(open.children, open.text);
+                    let value = close(&open.name, open.children, open.text);
                     match stack.last_mut() {
                         Some(parent) => parent.children.push((open.name, value)),
                         None => root = Some(value),

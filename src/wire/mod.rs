@@ -1,6 +1,7 @@
 //! WeChat XML in and out: the pushed message as a tree of named fields, and the passive
 //! reply as bytes. No crypto, no rules, no actix; WeChat field names live here.
 
+pub mod catalog;
 mod inbound;
 mod outbound;
 

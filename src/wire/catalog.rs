@@ -1,0 +1,409 @@
+//! What WeChat sends with each kind of push: the fields of every message type and event of
+//! an Official Account, from WeChat's documentation (the samples under
+//! `tests/data/messages`), and the elements that can repeat. `check` holds templates to it
+//! (a field no message a rule can match carries is a typo), `Message` makes repeatable
+//! elements lists even when one comes, and `test`/`explain` build each event with the fields
+//! WeChat always sends with it.
+
+/// One kind of push: a message type, or an event.
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    /// `MsgType`, lowercase (`text`, `event`, …).
+    pub msg_type: &'static str,
+    /// `Event` for `event` kinds, as WeChat writes it (`subscribe`, `SCAN`, `CLICK`, …).
+    pub event: Option<&'static str>,
+    /// Its fields beyond `ToUserName`, `FromUserName`, `CreateTime`, `MsgType` and `Event`,
+    /// as dotted paths; a path ending in `[]` is a list whose elements have the paths that
+    /// follow it (`SendPicsInfo.PicList[]`, then `SendPicsInfo.PicList[].PicMd5Sum`).
+    pub fields: &'static [Field],
+}
+
+/// A field a kind carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub path: &'static str,
+    /// Sent only sometimes (`Recognition` without speech recognition turned on, `EventKey`
+    /// of a plain follow): a template should test it with `{{#if …}}`.
+    pub optional: bool,
+    /// A sample value, for the messages `test` and `explain` make up.
+    pub sample: &'static str,
+}
+
+const fn f(path: &'static str, sample: &'static str) -> Field {
+    Field {
+        path,
+        optional: false,
+        sample,
+    }
+}
+
+const fn opt(path: &'static str, sample: &'static str) -> Field {
+    Field {
+        path,
+        optional: true,
+        sample,
+    }
+}
+
+/// The fields every push carries.
+pub const COMMON: &[&str] = &["ToUserName", "FromUserName", "CreateTime", "MsgType"];
+
+/// Elements that are lists whatever their count, as `(parent, child)`: WeChat writes one
+/// `<List>` per template, and with one template a template or a path written for the list
+/// must still see a list.
+pub const REPEATED: &[(&str, &str)] = &[
+    ("SubscribeMsgPopupEvent", "List"),
+    ("SubscribeMsgChangeEvent", "List"),
+    ("SubscribeMsgSentEvent", "List"),
+];
+
+const MSG_IDS: [Field; 3] = [
+    f("MsgId", "1"),
+    opt("MsgDataId", "xxxx"),
+    opt("Idx", "xxxx"),
+];
+
+macro_rules! fields {
+    ($($field:expr),* $(,)?) => { &[$($field),*] };
+}
+
+/// Every kind WeChat documents for an Official Account's server URL.
+pub static KINDS: &[Kind] = &[
+    Kind {
+        msg_type: "text",
+        event: None,
+        fields: fields![
+            f("Content", "你好"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2],
+            opt("bizmsgmenuid", "101")
+        ],
+    },
+    Kind {
+        msg_type: "image",
+        event: None,
+        fields: fields![
+            f("PicUrl", "http://127.0.0.1/pic.jpg"),
+            f("MediaId", "media_id"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    Kind {
+        msg_type: "voice",
+        event: None,
+        fields: fields![
+            f("MediaId", "media_id"),
+            f("Format", "amr"),
+            opt("Recognition", "腾讯微信团队"),
+            opt("MediaId16K", "media_id_16k"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    Kind {
+        msg_type: "video",
+        event: None,
+        fields: fields![
+            f("MediaId", "media_id"),
+            f("ThumbMediaId", "thumb_media_id"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    Kind {
+        msg_type: "shortvideo",
+        event: None,
+        fields: fields![
+            f("MediaId", "media_id"),
+            f("ThumbMediaId", "thumb_media_id"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    Kind {
+        msg_type: "location",
+        event: None,
+        fields: fields![
+            f("Location_X", "23.134521"),
+            f("Location_Y", "113.358803"),
+            f("Scale", "20"),
+            f("Label", "位置信息"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    Kind {
+        msg_type: "link",
+        event: None,
+        fields: fields![
+            f("Title", "公众平台官网链接"),
+            f("Description", "公众平台官网链接"),
+            f("Url", "http://127.0.0.1/link"),
+            MSG_IDS[0],
+            MSG_IDS[1],
+            MSG_IDS[2]
+        ],
+    },
+    // A plain follow has no EventKey; one through a parametric QR code has `qrscene_…` and
+    // a Ticket.
+    Kind {
+        msg_type: "event",
+        event: Some("subscribe"),
+        fields: fields![opt("EventKey", "qrscene_123123"), opt("Ticket", "TICKET")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("unsubscribe"),
+        fields: fields![opt("EventKey", "")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("SCAN"),
+        fields: fields![f("EventKey", "SCENE_VALUE"), f("Ticket", "TICKET")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("LOCATION"),
+        fields: fields![
+            f("Latitude", "23.137466"),
+            f("Longitude", "113.352425"),
+            f("Precision", "119.385040")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("CLICK"),
+        fields: fields![f("EventKey", "EVENTKEY")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("VIEW"),
+        fields: fields![
+            f("EventKey", "http://127.0.0.1/menu"),
+            opt("MenuId", "MENUID")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("view_miniprogram"),
+        fields: fields![f("EventKey", "pages/index/index"), f("MenuId", "MENUID")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("scancode_push"),
+        fields: fields![
+            f("EventKey", "6"),
+            f("ScanCodeInfo.ScanType", "qrcode"),
+            f("ScanCodeInfo.ScanResult", "1")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("scancode_waitmsg"),
+        fields: fields![
+            f("EventKey", "6"),
+            f("ScanCodeInfo.ScanType", "qrcode"),
+            f("ScanCodeInfo.ScanResult", "2")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("pic_sysphoto"),
+        fields: PICS,
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("pic_photo_or_album"),
+        fields: PICS,
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("pic_weixin"),
+        fields: PICS,
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("location_select"),
+        fields: fields![
+            f("EventKey", "6"),
+            f("SendLocationInfo.Location_X", "23"),
+            f("SendLocationInfo.Location_Y", "113"),
+            f("SendLocationInfo.Scale", "15"),
+            f("SendLocationInfo.Label", " 广州市海珠区客村艺苑路 106号"),
+            opt("SendLocationInfo.Poiname", "")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("TEMPLATESENDJOBFINISH"),
+        fields: fields![f("MsgID", "200163836"), f("Status", "success")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("MASSSENDJOBFINISH"),
+        fields: fields![
+            f("MsgID", "1000001625"),
+            f("Status", "err(30003)"),
+            f("TotalCount", "0"),
+            f("FilterCount", "0"),
+            f("SentCount", "0"),
+            f("ErrorCount", "0"),
+            opt("CopyrightCheckResult.Count", "2"),
+            opt("CopyrightCheckResult.ResultList[]", ""),
+            opt("CopyrightCheckResult.ResultList[].ArticleIdx", "1"),
+            opt("CopyrightCheckResult.ResultList[].UserDeclareState", "0"),
+            opt("CopyrightCheckResult.ResultList[].AuditState", "2"),
+            opt("CopyrightCheckResult.ResultList[].OriginalArticleUrl", ""),
+            opt("CopyrightCheckResult.ResultList[].OriginalArticleType", "1"),
+            opt("CopyrightCheckResult.ResultList[].CanReprint", "1"),
+            opt("CopyrightCheckResult.ResultList[].NeedReplaceContent", "1"),
+            opt(
+                "CopyrightCheckResult.ResultList[].NeedShowReprintSource",
+                "1"
+            ),
+            opt("CopyrightCheckResult.CheckState", "2"),
+            opt("ArticleUrlResult.Count", "1"),
+            opt("ArticleUrlResult.ResultList[]", ""),
+            opt("ArticleUrlResult.ResultList[].ArticleIdx", "1"),
+            opt("ArticleUrlResult.ResultList[].ArticleUrl", ""),
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("subscribe_msg_popup_event"),
+        fields: fields![
+            f("SubscribeMsgPopupEvent.List[]", ""),
+            f(
+                "SubscribeMsgPopupEvent.List[].TemplateId",
+                "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
+            ),
+            f(
+                "SubscribeMsgPopupEvent.List[].SubscribeStatusString",
+                "accept"
+            ),
+            f("SubscribeMsgPopupEvent.List[].PopupScene", "2")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("subscribe_msg_change_event"),
+        fields: fields![
+            f("SubscribeMsgChangeEvent.List[]", ""),
+            f(
+                "SubscribeMsgChangeEvent.List[].TemplateId",
+                "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
+            ),
+            f(
+                "SubscribeMsgChangeEvent.List[].SubscribeStatusString",
+                "reject"
+            )
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("subscribe_msg_sent_event"),
+        fields: fields![
+            f("SubscribeMsgSentEvent.List[]", ""),
+            f(
+                "SubscribeMsgSentEvent.List[].TemplateId",
+                "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
+            ),
+            f("SubscribeMsgSentEvent.List[].MsgID", "1700827132819554304"),
+            f("SubscribeMsgSentEvent.List[].ErrorCode", "0"),
+            f("SubscribeMsgSentEvent.List[].ErrorStatus", "success")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("qualification_verify_success"),
+        fields: fields![f("ExpiredTime", "1442401156")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("qualification_verify_fail"),
+        fields: fields![f("FailTime", "1442401122"), f("FailReason", "by time")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("naming_verify_success"),
+        fields: fields![f("ExpiredTime", "1442401093")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("naming_verify_fail"),
+        fields: fields![f("FailTime", "1442401061"), f("FailReason", "by time")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("annual_renew"),
+        fields: fields![f("ExpiredTime", "1442401004")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("verify_expired"),
+        fields: fields![f("ExpiredTime", "1442400900")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("merchant_order"),
+        fields: fields![
+            f("OrderId", "13921238027826960815"),
+            f("OrderStatus", "2"),
+            f("ProductId", "pDF3iY8xW8ftuOIzhWxEvjWTqiqU"),
+            f("SkuInfo", "10001:1000012;10002:100021")
+        ],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("kf_create_session"),
+        fields: fields![f("KfAccount", "test1@test")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("kf_close_session"),
+        fields: fields![f("KfAccount", "test1@test")],
+    },
+    Kind {
+        msg_type: "event",
+        event: Some("kf_switch_session"),
+        fields: fields![
+            f("FromKfAccount", "test1@test"),
+            f("ToKfAccount", "test2@test")
+        ],
+    },
+];
+
+const PICS: &[Field] = &[
+    f("EventKey", "6"),
+    f("SendPicsInfo.Count", "1"),
+    f("SendPicsInfo.PicList[]", ""),
+    f(
+        "SendPicsInfo.PicList[].PicMd5Sum",
+        "1b5f7c23b5bf75682a53e7b6d163e185",
+    ),
+];
+
+/// The kind of a message type and event (`event` ignored unless `msg_type` is `event`;
+/// both compared in any ASCII case, as rules compare them).
+pub fn kind(msg_type: &str, event: Option<&str>) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| {
+        k.msg_type.eq_ignore_ascii_case(msg_type)
+            && match (k.event, event) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (Some(_), None) => false,
+            }
+    })
+}
+
+/// Whether `child` under `parent` is always a list.
+pub fn always_list(parent: &str, child: &str) -> bool {
+    REPEATED.iter().any(|(p, c)| *p == parent && *c == child)
+}
