@@ -74,6 +74,9 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Where `wxrules reload` finds the admin port by default: the address the docs use.
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9180";
 
+/// How many rules `check` names whose templates it could not hold to WeChat's fields.
+const NOTES_SHOWN: usize = 10;
+
 /// Exit code for invalid rules (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -358,6 +361,22 @@ fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
             warnings.len()
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    // Not a warning: a rule on an event the catalog lacks is fine, only less checked.
+    let unchecked = rules::unchecked_rules(rules);
+    for rule in unchecked.iter().take(NOTES_SHOWN) {
+        eprintln!(
+            "note: {}:{}: rule `{}`: its templates are not checked against WeChat's fields: it can match a message type or event that wxrules' catalog does not know",
+            sources.rules.display(),
+            rule.line(),
+            rule.name()
+        );
+    }
+    if unchecked.len() > NOTES_SHOWN {
+        eprintln!(
+            "note: and {} more rules like these",
+            unchecked.len() - NOTES_SHOWN
+        );
     }
     println!(
         "ok: {} rules, {} templates, digest {} ({})",

@@ -568,3 +568,32 @@ fn the_shipped_commented_examples_are_valid_rules() {
         text(&out.stdout)
     );
 }
+
+/// A rule on an event the catalog does not know loads (its fields cannot be checked), and
+/// `check` says so without failing, even with `--deny-warnings`.
+#[test]
+fn check_notes_rules_it_cannot_hold_to_wechats_fields() {
+    let scratch = Scratch::new("cli-unchecked");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: card\n    when: { event: user_get_card }\n    reply: { text: \"卡券 {{CardId}}\" }\n  - name: typed\n    when: { event: CLICK }\n    reply: { text: \"{{EventKey}}\" }\n",
+    );
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            "check",
+            "--deny-warnings",
+            "--rules",
+            "rules.yaml",
+            "--templates",
+            "templates",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("note: rules.yaml:2: rule `card`: its templates are not checked against WeChat's fields"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("`typed`"));
+}

@@ -397,3 +397,35 @@ async fn healthz_names_the_live_rules() {
     assert_eq!(health["loaded_at"], "2026-11-27T00:00:00Z");
     assert_eq!(health["digest"].as_str().map(str::len), Some(16));
 }
+
+/// WeChat's subscribe_msg_sent_event with one template (one `<List>`): a template that loops
+/// over the list answers it, as it answers one with two.
+#[actix_web::test]
+async fn a_list_of_one_is_looped_over_like_a_list_of_two() {
+    let scratch = Scratch::new("list-of-one");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: sent\n    when: { event: subscribe_msg_sent_event }\n    reply: { text: \"{{#each SubscribeMsgSentEvent.List}}{{TemplateId}}:{{ErrorStatus}};{{/each}}\" }\n  - name: popup\n    when: { event: subscribe_msg_popup_event }\n    reply: { text: \"{{#each SubscribeMsgPopupEvent.List}}{{SubscribeStatusString}};{{/each}} first {{SubscribeMsgPopupEvent.List.0.SubscribeStatusString}}\" }\n  - name: by-field\n    when: { fields: { SubscribeMsgChangeEvent.List.0.SubscribeStatusString: reject } }\n    reply: { text: \"rejected {{SubscribeMsgChangeEvent.List.0.TemplateId}}\" }\n",
+    );
+    let app = app(plain_state(scratch.sources())).await;
+    let (status, body) = post(&app, &signed_query(), fixture("event_subscribe_msg_sent")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(
+            "<Content><![CDATA[VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc:success;]]></Content>"
+        ),
+        "{body}"
+    );
+    let (_, body) = post(&app, &signed_query(), fixture("event_subscribe_msg_popup")).await;
+    assert!(
+        body.contains("<Content><![CDATA[accept;reject; first accept]]></Content>"),
+        "{body}"
+    );
+    let (_, body) = post(&app, &signed_query(), fixture("event_subscribe_msg_change")).await;
+    assert!(
+        body.contains(
+            "<Content><![CDATA[rejected VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc]]></Content>"
+        ),
+        "{body}"
+    );
+}

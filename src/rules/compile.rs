@@ -994,7 +994,7 @@ fn check_fields(c: &mut Compiler<'_>, rule: &str, when: &Criteria, specs: &[(Str
     }
 }
 
-fn collect_tpls<'a>(spec: &'a ReplySpec, out: &mut Vec<&'a Tpl>) {
+pub(crate) fn collect_tpls<'a>(spec: &'a ReplySpec, out: &mut Vec<&'a Tpl>) {
     match spec {
         ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => out.push(t),
         ReplySpec::Video(v) => out.extend([&v.media_id, &v.title, &v.description]),

@@ -35,6 +35,32 @@ pub(crate) fn too_deep(yaml: &str) -> Option<(usize, usize)> {
     locate::LazyPositions::new(yaml).too_deep()
 }
 
+/// The rules whose templates `load` could not hold to WeChat's fields, because they can
+/// match a message type or event the catalog does not know (or match it by prefix or
+/// regex): `check` says so.
+pub fn unchecked_rules(rules: &RuleSet) -> Vec<&Rule> {
+    rules
+        .rules
+        .iter()
+        .filter(|rule| fields::matchable(&rule.when).is_none())
+        .filter(|rule| {
+            let mut specs: Vec<&ReplySpec> = rule.send.iter().collect();
+            if let Action::Reply(spec) = &rule.action {
+                specs.push(spec);
+            }
+            if let Some(call) = &rule.call {
+                specs.extend(call.on_error.iter());
+                specs.extend(call.late.as_ref().and_then(|l| l.reply.as_ref()));
+            }
+            let mut tpls = Vec::new();
+            for spec in specs {
+                compile::collect_tpls(spec, &mut tpls);
+            }
+            tpls.iter().any(|t| !matches!(t, Tpl::Literal(_)))
+        })
+        .collect()
+}
+
 /// The JSON Schema of `rules.yaml`, generated from the types that parse it.
 pub fn json_schema() -> String {
     schema::json_schema()
