@@ -429,3 +429,56 @@ async fn a_list_of_one_is_looped_over_like_a_list_of_two() {
         "{body}"
     );
 }
+
+/// What phones type meets what ops wrote: full-width letters and digits, ASCII case and
+/// surrounding punctuation are folded away for keyword criteria; templates see the raw text.
+#[actix_web::test]
+async fn keywords_fold_full_width_forms_case_and_punctuation() {
+    let scratch = Scratch::new("folding");
+    scratch.write(
+        "rules.yaml",
+        r#"rules:
+  - name: order
+    when: { keyword: { regex: '^订单\s*(?P<order>\d{4,})$' } }
+    reply: { text: "order {{captures.order}} from {{Content}}" }
+  - name: price
+    when: { keyword: [价格, price] }
+    reply: { text: "price for {{Content}}" }
+  - name: coupon
+    when: { keyword: { prefix: ＶＩＰ } }
+    reply: { text: "vip" }
+"#,
+    );
+    let app = app(plain_state(scratch.sources())).await;
+    let text = |content: &str, id: u64| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[oU]]></FromUserName>\
+             <CreateTime>{NOW}</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+             <Content><![CDATA[{content}]]></Content><MsgId>{id}</MsgId></xml>"
+        )
+    };
+    for (i, (typed, reply)) in [
+        ("价格！", "price for 价格！"),
+        ("「价格」", "price for 「价格」"),
+        ("ＰＲＩＣＥ", "price for ＰＲＩＣＥ"),
+        (" Price? ", "price for  Price? "),
+        (
+            "订单２０２６１１３０",
+            "order 20261130 from 订单２０２６１１３０",
+        ),
+        ("vip会员", "vip"),
+        ("ｖｉｐ会员", "vip"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, body) = post(&app, &signed_query(), text(typed, 100 + i as u64)).await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(&format!("<Content><![CDATA[{reply}]]></Content>")),
+            "{typed}: {body}"
+        );
+    }
+    let (_, body) = post(&app, &signed_query(), text("价格表", 200)).await;
+    assert_eq!(body, "success");
+}

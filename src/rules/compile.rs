@@ -77,6 +77,7 @@ struct Compiler<'a> {
     inline_templates: HashMap<String, (String, String)>,
     /// Each template file's path, by name.
     template_files: HashMap<String, std::path::PathBuf>,
+    warnings: Vec<RuleError>,
 }
 
 impl Compiler<'_> {
@@ -127,6 +128,7 @@ fn compile(
             .iter()
             .map(|t| (t.name.clone(), t.path.clone()))
             .collect(),
+        warnings: Vec::new(),
     };
     for t in template_files {
         if let Some(at) = templates::too_deep(&t.text) {
@@ -363,7 +365,7 @@ fn compile(
         return Err(LoadError(c.errors));
     }
 
-    let mut warnings = Vec::new();
+    let mut warnings = std::mem::take(&mut c.warnings);
     for t in template_files {
         if !c.used_templates.contains(&t.name) {
             warnings.push(RuleError {
@@ -572,21 +574,79 @@ fn compile_matcher(
     };
     let mut patterns = Vec::new();
     let mut ok = true;
+    // Each literal keyword as written, its YAML path, and where it went in `patterns`.
+    let mut literals: Vec<(String, String, usize)> = Vec::new();
     for (at_path, alternative) in alternatives {
         match alternative {
-            RawAlternative::One(s) => patterns.push(Pattern::Exact(normalize(field, &s.0))),
+            RawAlternative::One(s) => {
+                literals.push((s.0.clone(), at_path.clone(), patterns.len()));
+                patterns.push(Pattern::Exact(normalize(field, &s.0)));
+            }
             RawAlternative::Op(op) => {
-                ok &= compile_op(c, rule, &at_path, field, *op, &mut patterns)
+                ok &= compile_op(c, rule, &at_path, field, *op, &mut patterns, &mut literals)
             }
         }
+    }
+    if *field == Field::Keyword {
+        ok &= check_folded(c, rule, &patterns, &literals);
     }
     ok.then_some(StrMatcher { patterns })
 }
 
-/// Folds case for the fields that ignore it, and trims keywords as messages are trimmed.
+/// Keywords are compared folded (`rules::fold`): one that folds to nothing (only
+/// punctuation or spaces) is an error, two that fold to the same a warning.
+fn check_folded(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    patterns: &[Pattern],
+    literals: &[(String, String, usize)],
+) -> bool {
+    let mut ok = true;
+    let mut seen: HashMap<(u8, &str), &str> = HashMap::new();
+    for (raw, path, at) in literals {
+        let (kind, folded) = match patterns.get(*at) {
+            Some(Pattern::Exact(s)) => (0, s.as_str()),
+            Some(Pattern::Prefix(s)) => (1, s.as_str()),
+            Some(Pattern::Contains(s)) => (2, s.as_str()),
+            _ => continue,
+        };
+        // An empty keyword as written keeps its meaning (a `prefix: ''` matches any text);
+        // one that only folding empties is a mistake.
+        if folded.is_empty() && !raw.is_empty() {
+            let at = c.positions.value(path);
+            c.error(
+                Some(rule),
+                at,
+                format!("keyword `{raw}` is only punctuation or spaces, which keywords are folded without"),
+            );
+            ok = false;
+            continue;
+        }
+        match seen.get(&(kind, folded)) {
+            Some(first) if *first != raw.as_str() => {
+                let at = c.positions.value(path);
+                c.warnings.push(RuleError {
+                    location: Location::new(c.file, at),
+                    rule: Some(rule.to_owned()),
+                    message: format!(
+                        "keywords `{first}` and `{raw}` are the same once folded (full-width forms, ASCII case, surrounding punctuation): one is enough"
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert((kind, folded), raw.as_str());
+            }
+        }
+    }
+    ok
+}
+
+/// Folds case for the fields that ignore it, and folds keywords as messages' are folded
+/// (`rules::fold`).
 fn normalize(field: &Field, s: &str) -> String {
     match field {
-        Field::Keyword => s.trim().to_ascii_lowercase(),
+        Field::Keyword => super::fold::folded(s).into_owned(),
         f if f.folds_case() => s.to_ascii_lowercase(),
         _ => s.to_owned(),
     }
@@ -599,6 +659,7 @@ fn compile_op(
     field: &Field,
     op: RawOp,
     patterns: &mut Vec<Pattern>,
+    literals: &mut Vec<(String, String, usize)>,
 ) -> bool {
     let given: Vec<(&str, OneOrMany)> = [
         ("exact", op.exact),
@@ -627,6 +688,9 @@ fn compile_op(
             } else {
                 format!("{path}.{kind}")
             };
+            if kind != "regex" {
+                literals.push((value.clone(), at_path.clone(), patterns.len()));
+            }
             match kind {
                 "exact" => patterns.push(Pattern::Exact(normalize(field, &value))),
                 "prefix" => patterns.push(Pattern::Prefix(normalize(field, &value))),
@@ -1626,6 +1690,27 @@ mod tests {
         assert!(
             debug.contains("x-key") && !debug.contains(&std::env::var("PATH").unwrap()),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn keywords_that_fold_to_nothing_or_to_each_other_are_reported() {
+        assert_eq!(
+            rule_errors("    when: { keyword: [价格, '！'] }\n    reply: { text: hi }\n"),
+            ["rules.yaml:3:27: rule `r`: keyword `！` is only punctuation or spaces, which keywords are folded without"]
+        );
+        let loaded = load_str(
+            "rules:\n  - name: r\n    when: { keyword: [价格, 价格！, ＰＲＩＣＥ, price] }\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "rules.yaml:3:27: rule `r`: keywords `价格` and `价格！` are the same once folded (full-width forms, ASCII case, surrounding punctuation): one is enough",
+                "rules.yaml:3:39: rule `r`: keywords `ＰＲＩＣＥ` and `price` are the same once folded (full-width forms, ASCII case, surrounding punctuation): one is enough",
+            ]
         );
     }
 }

@@ -234,7 +234,10 @@ pub struct Subject<'m> {
     message: &'m Message,
     msg_type: Cow<'m, str>,
     event: Option<Cow<'m, str>>,
-    keyword: Option<&'m str>,
+    /// The keyword text (`Content`, else `Recognition`) folded but for case
+    /// (`rules::fold::normal`): what regexes see.
+    keyword: Option<Cow<'m, str>>,
+    /// The same, ASCII-lowercased: what literal keywords are compared with.
     keyword_folded: Option<Cow<'m, str>>,
 }
 
@@ -248,13 +251,22 @@ fn fold(s: &str) -> Cow<'_, str> {
 
 impl<'m> Subject<'m> {
     pub fn new(message: &'m Message) -> Subject<'m> {
-        let keyword = message.keyword_text().map(str::trim);
+        let keyword = message.keyword_text().map(super::fold::normal);
+        let keyword_folded = keyword.as_deref().map(|k| match fold(k) {
+            Cow::Borrowed(_) => match &keyword {
+                // Nothing to lowercase: share the normal form (borrowed from the message
+                // when that is borrowed too).
+                Some(Cow::Borrowed(b)) => Cow::Borrowed(*b),
+                _ => Cow::Owned(k.to_owned()),
+            },
+            Cow::Owned(lower) => Cow::Owned(lower),
+        });
         Subject {
             message,
             msg_type: fold(message.msg_type()),
             event: message.event().map(fold),
             keyword,
-            keyword_folded: keyword.map(fold),
+            keyword_folded,
         }
     }
 
@@ -267,7 +279,7 @@ impl<'m> Subject<'m> {
         match field {
             Field::MsgType => Some((self.message.msg_type(), &self.msg_type)),
             Field::Event => Some((self.message.event()?, self.event.as_deref()?)),
-            Field::Keyword => Some((self.keyword?, self.keyword_folded.as_deref()?)),
+            Field::Keyword => Some((self.keyword.as_deref()?, self.keyword_folded.as_deref()?)),
             Field::EventKey => self.message.text("EventKey").map(|v| (v, v)),
             Field::Status => self.message.text("Status").map(|v| (v, v)),
             Field::Path(p) => self.message.lookup(p).map(|v| (v, v)),
@@ -626,12 +638,12 @@ impl Index {
                 }
             }
         }
-        if let Some(raw) = subject.keyword {
+        if let Some(raw) = subject.keyword.as_deref() {
             for (literal, _) in self.prefixes.found_in(raw) {
                 found.extend_from_slice(self.prefixes.owners_of(literal));
             }
         }
-        if let Some(raw) = subject.keyword {
+        if let Some(raw) = subject.keyword.as_deref() {
             for (k, set) in self.regexes.iter().enumerate() {
                 if set.is_match(raw) {
                     found.extend(

@@ -4,6 +4,7 @@
 
 pub(crate) mod compile;
 mod fields;
+mod fold;
 mod lint;
 mod locate;
 mod matcher;

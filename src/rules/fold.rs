@@ -1,0 +1,85 @@
+//! Keyword folding: what users type on phones (`价格！`, `ＰＲＩＣＥ`, `订单２０２６`) meets the
+//! keywords ops wrote (`价格`, `price`, `订单\d+`). A keyword criterion sees the text after
+//! Unicode NFKC (full-width forms become ASCII), trimmed of surrounding whitespace and
+//! punctuation; literal keywords are folded the same way at load, and compared without ASCII
+//! case. Templates still see the raw `Content`.
+
+use std::borrow::Cow;
+
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+
+/// The keyword text a criterion sees: NFKC, then trimmed of whitespace and punctuation at
+/// both ends; case kept (regexes run on it, case-insensitively, and their captures come
+/// from it). Borrowed when nothing changes, as for most Chinese text.
+pub(crate) fn normal(text: &str) -> Cow<'_, str> {
+    let nfkc: Cow<'_, str> = if text.is_ascii() || is_nfkc_quick(text.chars()) == IsNormalized::Yes
+    {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.nfkc().collect())
+    };
+    match nfkc {
+        Cow::Borrowed(text) => Cow::Borrowed(trim(text)),
+        Cow::Owned(text) => {
+            let trimmed = trim(&text);
+            if trimmed.len() == text.len() {
+                Cow::Owned(text)
+            } else {
+                Cow::Owned(trimmed.to_owned())
+            }
+        }
+    }
+}
+
+/// `normal`, then ASCII lowercase: what literal keywords are compared with.
+pub(crate) fn folded(text: &str) -> Cow<'_, str> {
+    match normal(text) {
+        Cow::Borrowed(text) if !text.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(text),
+        other => Cow::Owned(other.to_ascii_lowercase()),
+    }
+}
+
+fn trim(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || is_punctuation(c))
+}
+
+/// Unicode punctuation (`！`, `。`, `…`, `「」`, `?`), not symbols or emoji.
+fn is_punctuation(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.general_category_group() == GeneralCategoryGroup::Punctuation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_phones_type_meets_what_ops_wrote() {
+        for (typed, seen) in [
+            ("价格！", "价格"),
+            ("  价格。 ", "价格"),
+            ("「价格」", "价格"),
+            ("ＰＲＩＣＥ", "price"),
+            ("Price?", "price"),
+            ("订单２０２６", "订单2026"),
+            ("…帮助…", "帮助"),
+            ("价格😀", "价格😀"),
+            ("a-b", "a-b"),
+            ("！！！", ""),
+        ] {
+            assert_eq!(folded(typed), seen, "{typed}");
+        }
+        // Case is kept for regexes and their captures.
+        assert_eq!(normal("ＯＲＤＥＲ-２０２６！"), "ORDER-2026");
+    }
+
+    #[test]
+    fn plain_text_is_not_copied() {
+        assert!(matches!(folded("价格"), Cow::Borrowed("价格")));
+        assert!(matches!(folded("price"), Cow::Borrowed("price")));
+        assert!(matches!(normal(" 价格 "), Cow::Borrowed("价格")));
+    }
+}
