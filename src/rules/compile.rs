@@ -611,13 +611,13 @@ fn check_folded(
             _ => continue,
         };
         // An empty keyword as written keeps its meaning (a `prefix: ''` matches any text);
-        // one that only folding empties is a mistake.
+        // one that only trimming empties is a mistake.
         if folded.is_empty() && !raw.is_empty() {
             let at = c.positions.value(path);
             c.error(
                 Some(rule),
                 at,
-                format!("keyword `{raw}` is only punctuation or spaces, which keywords are folded without"),
+                format!("keyword `{raw}` is only spaces, which keywords are trimmed of"),
             );
             ok = false;
             continue;
@@ -1696,8 +1696,8 @@ mod tests {
     #[test]
     fn keywords_that_fold_to_nothing_or_to_each_other_are_reported() {
         assert_eq!(
-            rule_errors("    when: { keyword: [价格, '！'] }\n    reply: { text: hi }\n"),
-            ["rules.yaml:3:27: rule `r`: keyword `！` is only punctuation or spaces, which keywords are folded without"]
+            rule_errors("    when: { keyword: [价格, '  '] }\n    reply: { text: hi }\n"),
+            ["rules.yaml:3:27: rule `r`: keyword `  ` is only spaces, which keywords are trimmed of"]
         );
         let loaded = load_str(
             "rules:\n  - name: r\n    when: { keyword: [价格, 价格！, ＰＲＩＣＥ, price] }\n    reply: { text: hi }\n",

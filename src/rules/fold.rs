@@ -40,8 +40,15 @@ pub(crate) fn folded(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Trims whitespace and punctuation at both ends; a text that is only punctuation (`?`,
+/// `？` after NFKC) keeps it, trimmed of whitespace only: it is what the user asked.
 fn trim(text: &str) -> &str {
-    text.trim_matches(|c: char| c.is_whitespace() || is_punctuation(c))
+    let trimmed = text.trim_matches(|c: char| c.is_whitespace() || is_punctuation(c));
+    if trimmed.is_empty() {
+        text.trim()
+    } else {
+        trimmed
+    }
 }
 
 /// Unicode punctuation (`！`, `。`, `…`, `「」`, `?`), not symbols or emoji.
@@ -68,7 +75,10 @@ mod tests {
             ("…帮助…", "帮助"),
             ("价格😀", "价格😀"),
             ("a-b", "a-b"),
-            ("！！！", ""),
+            // Only punctuation: kept, as what the user asked.
+            ("？", "?"),
+            (" ! ", "!"),
+            ("  ", ""),
         ] {
             assert_eq!(folded(typed), seen, "{typed}");
         }
