@@ -259,6 +259,23 @@ fn build_message(case: &Case, base: &Path) -> Result<String, String> {
         fields.retain(|(n, _)| n != name);
         fields.push((name.clone(), value.clone()));
     }
+    // What WeChat always sends with this kind of push (a SCAN's Ticket, a LOCATION's
+    // coordinates), unless the case gives it: a case fails only where production would.
+    let given = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(kind) =
+        given("MsgType").and_then(|t| crate::wire::catalog::kind(&t, given("Event").as_deref()))
+    {
+        for (name, value) in crate::wire::catalog::sample_fields(kind) {
+            if !fields.iter().any(|(n, _)| *n == name) {
+                fields.push((name, value));
+            }
+        }
+    }
     if !fields.iter().any(|(n, _)| n == "MsgType") {
         return Err("no message: give `text`, `event`, `xml`, or `fields` with a `MsgType`".into());
     }

@@ -74,6 +74,28 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Where `wxrules reload` finds the admin port by default: the address the docs use.
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9180";
 
+/// `--pid-file`: the process id, written once listening, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write --pid-file {}", path.display()))?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Only our own: another instance may have written it since.
+        if std::fs::read_to_string(&self.0)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// How many rules `check` names whose templates it could not hold to WeChat's fields.
 const NOTES_SHOWN: usize = 10;
 
@@ -560,17 +582,7 @@ fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
 
 /// The XML of a made-up push from `--from` to `--to`.
 fn made_up(args: &SendArgs, kind: &[(&str, &str)], now: u64) -> String {
-    let now = now.to_string();
-    let fields: Vec<(String, String)> = [
-        ("ToUserName", args.to.as_str()),
-        ("FromUserName", args.from.as_str()),
-        ("CreateTime", now.as_str()),
-    ]
-    .iter()
-    .chain(kind)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    crate::wire::write_fields(&fields)
+    made_up_from(&args.to, &args.from, kind, now)
 }
 
 /// `wxrules reload`: `POST /-/reload` on the admin port; prints the outcome.
@@ -816,14 +828,6 @@ async fn run_server(
         None => None,
     };
     let admin_bound = admin.as_ref().map(|(_, bound)| bound.clone());
-    let pid_file = match &args.pid_file {
-        Some(path) => {
-            std::fs::write(path, format!("{}\n", std::process::id()))
-                .with_context(|| format!("cannot write --pid-file {}", path.display()))?;
-            Some(path.clone())
-        }
-        None => None,
-    };
 
     // Watching starts before `server_started`, so that a change made after it is seen.
     let _watcher = if args.watch {
@@ -833,6 +837,11 @@ async fn run_server(
         )
     } else {
         None
+    };
+    // Written last before `server_started`, and removed when this returns, error or not.
+    let _pid_file = match &args.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
     };
     // Reach Redis now, so its state shows in the log before the first push; a Redis that is
     // down is logged and retried, never fatal: the in-process store stands in.
@@ -915,14 +924,7 @@ async fn run_server(
     if let Some(admin_handle) = admin_handle {
         admin_handle.stop(true).await;
     }
-    if let Some(path) = pid_file {
-        // Only our own: another instance may have written it since.
-        if std::fs::read_to_string(&path)
-            .is_ok_and(|pid| pid.trim() == std::process::id().to_string())
-        {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
+
     // Late calls still running (on this thread, which outlives the workers) get a few
     // seconds to answer and queue their replies; the rest are lost, and said so.
     let late = state.late_calls.settle(OUTBOX_DRAIN).await;
@@ -1200,16 +1202,32 @@ fn read_message(path: &Path) -> anyhow::Result<String> {
 
 /// A message for `explain --text` / `--event`, as WeChat would send it.
 fn synthetic(kind: &[(&str, &str)], now: u64) -> String {
+    made_up_from("gh_explain", "o_explain_user", kind, now)
+}
+
+/// A made-up push: the envelope, `kind`'s fields, and the fields WeChat always sends with
+/// that kind of push (`wire::catalog::sample_fields`) where `kind` does not give them.
+fn made_up_from(to: &str, from: &str, kind: &[(&str, &str)], now: u64) -> String {
     let now = now.to_string();
-    let fields: Vec<(String, String)> = [
-        ("ToUserName", "gh_explain"),
-        ("FromUserName", "o_explain_user"),
+    let mut fields: Vec<(String, String)> = [
+        ("ToUserName", to),
+        ("FromUserName", from),
         ("CreateTime", now.as_str()),
     ]
     .iter()
     .chain(kind)
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    let field = |name: &str| kind.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    if let Some(found) =
+        field("MsgType").and_then(|t| crate::wire::catalog::kind(t, field("Event")))
+    {
+        for (name, value) in crate::wire::catalog::sample_fields(found) {
+            if !fields.iter().any(|(k, _)| *k == name) {
+                fields.push((name, value));
+            }
+        }
+    }
     crate::wire::write_fields(&fields)
 }
 

@@ -21,19 +21,35 @@ pub fn start(
     sources: &Sources,
     controls: mpsc::Sender<Control>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
-    let rules_dir = parent(&sources.rules);
+    // Events name absolute paths: compare with absolute ones.
+    let rules_dir = std::path::absolute(parent(&sources.rules))?;
     let rules_name = sources.rules.file_name().map(|n| n.to_os_string());
-    let templates = sources.templates.clone();
+    let templates = std::path::absolute(&sources.templates)?;
     // One slot: while a change waits for the quiet spell, more changes add nothing.
     let (changed, mut changes) = mpsc::channel::<()>(1);
+    let templates_dir = templates.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matters(&event, rules_name.as_deref(), &templates) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(event = "watch_failed", error = %e, "a file event was lost; reloading to be sure");
+                let _ = changed.try_send(());
+                return;
+            }
+        };
+        // The OS dropped events (its queue overflowed): something may have changed.
+        if event.need_rescan() || matters(&event, rules_name.as_deref(), &templates) {
             let _ = changed.try_send(());
         }
     })?;
-    watcher.watch(&sources.templates, RecursiveMode::Recursive)?;
-    if rules_dir != sources.templates {
+    // A templates directory that does not exist (yet) loads as none: watch where it would
+    // appear instead.
+    if templates_dir.is_dir() {
+        watcher.watch(&templates_dir, RecursiveMode::Recursive)?;
+    } else if let Some(above) = templates_dir.parent().filter(|p| p.is_dir()) {
+        watcher.watch(above, RecursiveMode::NonRecursive)?;
+    }
+    if rules_dir != templates_dir {
         watcher.watch(&rules_dir, RecursiveMode::NonRecursive)?;
     }
     actix_web::rt::spawn(async move {
@@ -79,6 +95,8 @@ fn matters(event: &notify::Event, rules_name: Option<&std::ffi::OsStr>, template
         if name.starts_with('.') || name.ends_with('~') {
             return false;
         }
-        path.starts_with(templates) || rules_name.is_some_and(|r| path.file_name() == Some(r))
+        path.starts_with(templates)
+            || path == templates
+            || rules_name.is_some_and(|r| path.file_name() == Some(r))
     })
 }

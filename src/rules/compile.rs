@@ -542,6 +542,11 @@ fn compile_when(c: &mut Compiler<'_>, rule: &str, base: &str, when: RawWhen) -> 
                 c.error(Some(rule), at, format!("`{p}` is not a field path"));
                 continue;
             }
+            if let Some(problem) = fields::list_problem(p) {
+                let at = c.positions.key(&path);
+                c.error(Some(rule), at, format!("`fields: {p}`: {problem}"));
+                continue;
+            }
         }
         if let Some(matcher) = compile_matcher(c, rule, &path, &field, raw) {
             tests.push(Test { field, matcher });
@@ -1012,6 +1017,7 @@ fn check_fields(c: &mut Compiler<'_>, rule: &str, when: &Criteria, specs: &[(Str
                         .map(|parts| fields::UsedPath {
                             parts: parts.to_vec(),
                             at: None,
+                            guarded: false,
                         })
                         .collect(),
                 ),
@@ -1031,9 +1037,11 @@ fn check_fields(c: &mut Compiler<'_>, rule: &str, when: &Criteria, specs: &[(Str
                         let (names, count) = groups.get_or_insert_with(|| regex_groups(when));
                         capture_problem(&used.parts, names, *count)
                     }
-                    _ => kinds
-                        .as_deref()
-                        .and_then(|kinds| fields::problem(&used.parts, kinds)),
+                    _ => match (&kinds, used.guarded) {
+                        (Some(_), true) => fields::guarded_problem(&used.parts),
+                        (Some(kinds), false) => fields::problem(&used.parts, kinds),
+                        (None, _) => fields::common_typo(&used.parts),
+                    },
                 };
                 let Some(problem) = problem else { continue };
                 let message = format!("`{{{{{written}}}}}`: {problem}");
@@ -1091,15 +1099,35 @@ fn regex_groups(when: &Criteria) -> (Vec<String>, usize) {
     for test in &when.tests {
         for pattern in &test.matcher.patterns {
             if let Pattern::Regex(regex) = pattern {
-                // Checked at load already; only the group names are wanted here.
-                if let Ok(compiled) = regex::Regex::new(regex.pattern()) {
-                    count = count.max(compiled.captures_len());
-                    names.extend(compiled.capture_names().flatten().map(str::to_owned));
+                // Parsed, not compiled: keyword regexes are compiled on first use.
+                if let Ok(hir) = regex_syntax::parse(regex.pattern()) {
+                    let mut groups = 0;
+                    capture_names(&hir, &mut names, &mut groups);
+                    count = count.max(groups + 1);
                 }
             }
         }
     }
     (names, count)
+}
+
+/// The names of the capture groups in `hir`, and how many groups (group 0 aside).
+fn capture_names(hir: &regex_syntax::hir::Hir, names: &mut Vec<String>, groups: &mut usize) {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Capture(capture) => {
+            *groups += 1;
+            names.extend(capture.name.as_deref().map(str::to_owned));
+            capture_names(&capture.sub, names, groups);
+        }
+        HirKind::Concat(list) | HirKind::Alternation(list) => {
+            for h in list {
+                capture_names(h, names, groups);
+            }
+        }
+        HirKind::Repetition(rep) => capture_names(&rep.sub, names, groups),
+        _ => {}
+    }
 }
 
 /// What is wrong with `captures.NAME` (or `captures.[N]`) for a rule whose regexes define

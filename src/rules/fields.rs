@@ -19,12 +19,18 @@ use crate::wire::catalog::{self, Kind, KINDS};
 pub(crate) struct UsedPath {
     pub(crate) parts: Vec<String>,
     pub(crate) at: Option<(usize, usize)>,
+    /// Read where a missing field is no error: the test of `{{#if}}`/`{{#unless}}`, the
+    /// value of `default` or `strip_prefix`.
+    pub(crate) guarded: bool,
 }
 
-/// The kinds `criteria` can match; `None` when that includes a kind the catalog does not
-/// know (the rule's templates are then not checked).
+/// The kinds `criteria` can match, when they pin the rule to kinds the catalog knows: an
+/// exact `msg_type` other than `event`, an exact `event`, or a `keyword` (text and voice).
+/// `None` otherwise: a rule that could match a kind the catalog lacks (WeChat has events
+/// it does not list: cards, publishing, …) is only checked for typos of the common fields.
 pub(crate) fn matchable(criteria: &Criteria) -> Option<Vec<&'static Kind>> {
     let mut kinds: Vec<&'static Kind> = KINDS.iter().collect();
+    let mut pinned = false;
     for test in &criteria.tests {
         let exact: Option<Vec<&str>> = test
             .matcher
@@ -44,6 +50,7 @@ pub(crate) fn matchable(criteria: &Criteria) -> Option<Vec<&'static Kind>> {
                     return None;
                 }
                 kinds.retain(|k| values.iter().any(|v| k.msg_type.eq_ignore_ascii_case(v)));
+                pinned |= !values.iter().any(|v| v.eq_ignore_ascii_case("event"));
             }
             (Field::Event, Some(values)) => {
                 if values.iter().any(|v| {
@@ -57,17 +64,50 @@ pub(crate) fn matchable(criteria: &Criteria) -> Option<Vec<&'static Kind>> {
                     k.event
                         .is_some_and(|e| values.iter().any(|v| e.eq_ignore_ascii_case(v)))
                 });
+                pinned = true;
             }
             // Other forms (prefix, regex) of these two could match kinds not in the catalog.
             (Field::MsgType | Field::Event, None) => return None,
-            (Field::Keyword, _) => kinds.retain(|k| matches!(k.msg_type, "text" | "voice")),
+            (Field::Keyword, _) => {
+                kinds.retain(|k| matches!(k.msg_type, "text" | "voice"));
+                pinned = true;
+            }
             (Field::Status, _) => kinds.retain(|k| has(k, "Status")),
             (Field::EventKey, _) => kinds.retain(|k| has(k, "EventKey")),
             (Field::Path(_), _) => {}
         }
     }
     // Criteria that no kind meets (a keyword on an event): nothing to hold templates to.
-    (!kinds.is_empty()).then_some(kinds)
+    (pinned && !kinds.is_empty()).then_some(kinds)
+}
+
+/// For a rule not pinned to known kinds: a path that is a near miss of a field every push
+/// carries (`FromUsername`), which no kind of push has.
+pub(crate) fn common_typo(parts: &[String]) -> Option<String> {
+    let [name] = parts else { return None };
+    // A field some kind carries (`EventKey`) is no typo, however close to `Event`.
+    if KINDS.iter().any(|kind| carries(kind, name)) {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    let near = catalog::COMMON
+        .iter()
+        .copied()
+        .chain(["Event"])
+        .map(|c| (strsim::levenshtein(&c.to_ascii_lowercase(), &lower), c))
+        .filter(|(edits, _)| *edits <= 2)
+        .min_by_key(|(edits, _)| *edits)
+        .map(|(_, c)| c)?;
+    Some(format!(
+        "no message carries `{name}`; did you mean `{near}`?"
+    ))
+}
+
+/// For a read that cannot fail at render time (the test of an `{{#if}}`, a `default`):
+/// only a path that no kind at all carries is a problem.
+pub(crate) fn guarded_problem(parts: &[String]) -> Option<String> {
+    let all: Vec<&Kind> = KINDS.iter().collect();
+    problem(parts, &all)
 }
 
 fn has(kind: &Kind, path: &str) -> bool {
@@ -91,23 +131,37 @@ fn walk(t: &Template, top: bool, found: &mut Vec<UsedPath>) {
                 if h.params.is_empty() && h.hash.is_empty() {
                     // `{{path}}`: the name is the path (unless it is a helper; those take
                     // parameters, and `this`, `@index` are not fields).
-                    param(&h.name, top, at, found);
+                    param(&h.name, top, false, at, found);
                 } else {
-                    for p in h.params.iter().chain(h.hash.values()) {
-                        param(p, top, at, found);
+                    let guarded = matches!(h.name.as_name(), Some("default" | "strip_prefix"));
+                    for (n, p) in h.params.iter().enumerate() {
+                        param(p, top, guarded && n == 0, at, found);
+                    }
+                    for p in h.hash.values() {
+                        param(p, top, false, at, found);
                     }
                 }
             }
             TemplateElement::HelperBlock(h) => {
+                let name = h.name.as_name();
+                let guarded = matches!(name, Some("if" | "unless"));
                 for p in h.params.iter().chain(h.hash.values()) {
-                    param(p, top, at, found);
+                    param(p, top, guarded, at, found);
                 }
-                let scoped = matches!(h.name.as_name(), Some("each" | "with"));
+                let scoped = matches!(name, Some("each" | "with"));
                 for inner in [&h.template, &h.inverse].into_iter().flatten() {
                     walk(inner, top && !scoped, found);
                 }
             }
-            TemplateElement::DecoratorBlock(d) | TemplateElement::PartialBlock(d) => {
+            // An inline partial's body is rendered where it is included, perhaps inside an
+            // `{{#each}}`: its paths may be an element's.
+            TemplateElement::DecoratorBlock(d) => {
+                if let Some(inner) = &d.template {
+                    let inline = d.name.as_name() == Some("inline");
+                    walk(inner, top && !inline, found);
+                }
+            }
+            TemplateElement::PartialBlock(d) => {
                 if let Some(inner) = &d.template {
                     walk(inner, top, found);
                 }
@@ -117,14 +171,20 @@ fn walk(t: &Template, top: bool, found: &mut Vec<UsedPath>) {
     }
 }
 
-fn param(p: &Parameter, top: bool, at: Option<(usize, usize)>, found: &mut Vec<UsedPath>) {
+fn param(
+    p: &Parameter,
+    top: bool,
+    guarded: bool,
+    at: Option<(usize, usize)>,
+    found: &mut Vec<UsedPath>,
+) {
     let raw = match p {
         Parameter::Path(handlebars::Path::Relative((_, raw))) => raw.as_str(),
         Parameter::Name(name) => name.as_str(),
         Parameter::Subexpression(sub) => {
             if let TemplateElement::Expression(h) = &*sub.element {
                 for p in h.params.iter().chain(h.hash.values()) {
-                    param(p, top, at, found);
+                    param(p, top, guarded, at, found);
                 }
             }
             return;
@@ -151,7 +211,7 @@ fn param(p: &Parameter, top: bool, at: Option<(usize, usize)>, found: &mut Vec<U
         .first()
         .is_some_and(|p| !p.is_empty() && !crate::render::is_helper(p))
     {
-        found.push(UsedPath { parts, at });
+        found.push(UsedPath { parts, at, guarded });
     }
 }
 
@@ -174,6 +234,38 @@ pub(crate) fn problem(parts: &[String], kinds: &[&Kind]) -> Option<String> {
         return None;
     }
     let known = known_paths(kinds);
+    if let Some(hint) = list_hint(parts, &shape, &known) {
+        return Some(hint);
+    }
+    let mut message = format!(
+        "no message this rule can match carries `{}`",
+        parts.join(".")
+    );
+    if let Some(near) = nearest(&wanted, &known) {
+        message.push_str(&format!("; did you mean `{near}`?"));
+    }
+    Some(message)
+}
+
+/// A `fields:` path into a list without an index, or through the XML's `<item>`: it can
+/// never match (a list is not text), whatever the kind.
+pub(crate) fn list_problem(path: &str) -> Option<String> {
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    let shape: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            if p.parse::<usize>().is_ok() {
+                "[]".to_owned()
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let all: Vec<&Kind> = KINDS.iter().collect();
+    list_hint(&parts, &shape, &known_paths(&all))
+}
+
+fn list_hint(parts: &[String], shape: &[String], known: &BTreeSet<String>) -> Option<String> {
     let written = parts.join(".");
     // The XML written out: `ResultList.item.ArticleUrl` is `ResultList.0.ArticleUrl`.
     if let Some(at) = shape.iter().position(|p| p == "item") {
@@ -200,11 +292,7 @@ pub(crate) fn problem(parts: &[String], kinds: &[&Kind]) -> Option<String> {
             ));
         }
     }
-    let mut message = format!("no message this rule can match carries `{written}`");
-    if let Some(near) = nearest(&wanted, &known) {
-        message.push_str(&format!("; did you mean `{near}`?"));
-    }
-    Some(message)
+    None
 }
 
 fn join(parts: &[String]) -> String {
@@ -323,6 +411,28 @@ mod tests {
             problem(&parts("SendPicsInfo.PicList.0.PicMd5Sum"), &pics),
             None
         );
+    }
+
+    #[test]
+    fn rules_on_unknown_kinds_are_held_only_to_the_common_fields() {
+        let one = |p: &str| vec![p.to_owned()];
+        assert_eq!(
+            common_typo(&one("FromUsername")).unwrap(),
+            "no message carries `FromUsername`; did you mean `FromUserName`?"
+        );
+        assert_eq!(
+            common_typo(&one("CreatTime")).unwrap(),
+            "no message carries `CreatTime`; did you mean `CreateTime`?"
+        );
+        for fine in [
+            "EventKey",
+            "CardId",
+            "UserCardCode",
+            "Event",
+            "FromUserName",
+        ] {
+            assert_eq!(common_typo(&one(fine)), None, "{fine}");
+        }
     }
 
     #[test]

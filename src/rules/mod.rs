@@ -36,9 +36,9 @@ pub(crate) fn too_deep(yaml: &str) -> Option<(usize, usize)> {
     locate::LazyPositions::new(yaml).too_deep()
 }
 
-/// The rules whose templates `load` could not hold to WeChat's fields, because they can
-/// match a message type or event the catalog does not know (or match it by prefix or
-/// regex): `check` says so.
+/// The rules whose templates `load` could not hold to WeChat's fields (beyond typos of the
+/// fields every push carries), because their criteria do not pin them to kinds the catalog
+/// knows: `check` says so.
 pub fn unchecked_rules(rules: &RuleSet) -> Vec<&Rule> {
     rules
         .rules

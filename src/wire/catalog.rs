@@ -407,3 +407,82 @@ pub fn kind(msg_type: &str, event: Option<&str>) -> Option<&'static Kind> {
 pub fn always_list(parent: &str, child: &str) -> bool {
     REPEATED.iter().any(|(p, c)| *p == parent && *c == child)
 }
+
+/// The fields WeChat always sends with `kind`, with sample values, as `(dotted name,
+/// value)` pairs for `wire::write_fields`: what `explain`, `test` and `send` add to the
+/// messages they make up, so that a made-up SCAN carries its `Ticket` as a real one does.
+/// A list gets one element (`SendPicsInfo.PicList.item.PicMd5Sum`, or one `<List>`).
+pub fn sample_fields(kind: &Kind) -> Vec<(String, String)> {
+    kind.fields
+        .iter()
+        .filter(|field| !field.optional && !field.path.ends_with("[]"))
+        .map(|field| {
+            let path = match field.path.split_once("[].") {
+                Some((list, rest)) => {
+                    let (parent, name) = list.rsplit_once('.').unwrap_or(("", list));
+                    if always_list(parent, name) {
+                        format!("{list}.{rest}")
+                    } else {
+                        format!("{list}.item.{rest}")
+                    }
+                }
+                None => field.path.to_owned(),
+            };
+            (path, field.sample.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{write_fields, Message};
+
+    #[test]
+    fn made_up_pushes_carry_what_wechat_always_sends_and_read_back_as_its_own_do() {
+        let build = |msg_type: &str, event: &str| {
+            let mut fields = vec![
+                ("ToUserName".to_owned(), "gh".to_owned()),
+                ("FromUserName".to_owned(), "o".to_owned()),
+                ("CreateTime".to_owned(), "1".to_owned()),
+                ("MsgType".to_owned(), msg_type.to_owned()),
+                ("Event".to_owned(), event.to_owned()),
+            ];
+            fields.extend(sample_fields(kind(msg_type, Some(event)).unwrap()));
+            Message::parse(write_fields(&fields).as_bytes()).unwrap()
+        };
+        let scan = build("event", "SCAN");
+        assert_eq!(scan.lookup("Ticket"), Some("TICKET"));
+        assert_eq!(scan.lookup("EventKey"), Some("SCENE_VALUE"));
+        let pics = build("event", "pic_sysphoto");
+        assert_eq!(
+            pics.lookup("SendPicsInfo.PicList.0.PicMd5Sum"),
+            Some("1b5f7c23b5bf75682a53e7b6d163e185")
+        );
+        let sent = build("event", "subscribe_msg_sent_event");
+        assert_eq!(
+            sent.lookup("SubscribeMsgSentEvent.List.0.ErrorStatus"),
+            Some("success")
+        );
+        // Optional fields are left out: a plain follow has no EventKey.
+        let follow = build("event", "subscribe");
+        assert_eq!(follow.lookup("EventKey"), None);
+        // Every kind's sample reads back with each of its required fields.
+        for kind in KINDS {
+            let event = kind.event.unwrap_or("");
+            let message = build(kind.msg_type, event);
+            for field in kind
+                .fields
+                .iter()
+                .filter(|f| !f.optional && !f.path.contains("[]"))
+            {
+                assert_eq!(
+                    message.lookup(field.path),
+                    Some(field.sample),
+                    "{event} {}",
+                    field.path
+                );
+            }
+        }
+    }
+}
