@@ -267,12 +267,22 @@ impl Server {
         early: impl FnOnce(&Child, &Arc<Log>),
     ) -> Server {
         let sources = scratch.sources();
+        // The scratch files, unless `args` names its own (relative to the scratch directory,
+        // the server's working directory).
+        let files: Vec<std::ffi::OsString> = if args.contains(&"--rules") {
+            Vec::new()
+        } else {
+            vec![
+                "--rules".into(),
+                sources.rules.clone().into(),
+                "--templates".into(),
+                sources.templates.clone().into(),
+            ]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("serve")
-            .arg("--rules")
-            .arg(&sources.rules)
-            .arg("--templates")
-            .arg(&sources.templates)
+            .args(files)
+            .current_dir(&scratch.dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--max-age", "0", "--workers", "2"])
             .args(args)
@@ -1782,4 +1792,31 @@ fn watch_reloads_when_a_configmap_swaps_its_data_link() {
             .then_some(())
     });
     assert_eq!(server.reply("hi"), "hello from the configmap");
+}
+
+/// `--watch` with the files given relative to the working directory (the default
+/// `--templates templates` is): file events name absolute paths, and a template edit must
+/// still be seen.
+#[test]
+fn watch_sees_template_edits_with_relative_paths() {
+    let scratch = base("watch-relative");
+    let server = Server::launch(
+        &scratch,
+        &[
+            "--rules",
+            "rules.yaml",
+            "--templates",
+            "templates",
+            "--watch",
+        ],
+        |_, _| {},
+    );
+    assert_eq!(server.reply("greet"), "greet v1 to oUser");
+    save(
+        &scratch.path("templates/greet.hbs"),
+        "greet v3 to {{FromUserName}}\n",
+        Save::InPlace,
+    );
+    server.wait_for_digest(&digest_of(&scratch));
+    assert_eq!(server.reply("greet"), "greet v3 to oUser");
 }
