@@ -58,8 +58,17 @@ pub enum Decision<'r> {
 
 /// Runs `rules` on `message` up to a call. `now` is the reply's `CreateTime` (unix seconds).
 pub fn decide<'r>(rules: &'r RuleSet, message: &Message, now: u64) -> Decision<'r> {
-    let subject = Subject::new(message);
-    let Some(found) = rules.find(&subject) else {
+    decide_found(rules, message, rules.find(&Subject::new(message)), now)
+}
+
+/// `decide`, with the rule already found (the server passes over rules cooling down).
+pub fn decide_found<'r>(
+    rules: &'r RuleSet,
+    message: &Message,
+    found: Option<Match<'r>>,
+    now: u64,
+) -> Decision<'r> {
+    let Some(found) = found else {
         return Decision::Done(Outcome::Ignored { rule: None });
     };
     if found.rule.call().is_some() {

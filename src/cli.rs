@@ -736,6 +736,7 @@ async fn serve_on(
     };
     live.set_sending(senders.is_some());
     reload::warn_unsendable(&live);
+    let cooldowns = crate::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let state = AppState {
         outbox: Arc::new(outbox),
         live: Arc::clone(&live),
@@ -749,6 +750,7 @@ async fn serve_on(
         dedup: Arc::new(dedup),
         caller: crate::call::Caller::new().context("the HTTP client of calls")?,
         late_calls: Arc::default(),
+        cooldowns: Arc::new(cooldowns),
     };
     run_server(state, live, args, signals, senders, admin_token).await?;
     Ok(ExitCode::SUCCESS)

@@ -29,3 +29,25 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+/// A clock that moves only when told to: tests of what expires (cooldowns) move it.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn new(now: u64) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicU64::new(now))
+    }
+
+    /// Moves the clock `seconds` forward.
+    pub fn advance(&self, seconds: u64) {
+        self.0
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

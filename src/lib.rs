@@ -25,6 +25,7 @@ pub mod call;
 pub mod cases;
 pub mod cli;
 pub mod clock;
+pub mod cooldown;
 pub mod crypto;
 pub mod dedup;
 pub mod logline;

@@ -346,6 +346,36 @@ fn compile(
             }
             check_fields(&mut c, &name, &when, &specs);
         }
+        let cooldown_secs = match &raw_rule.cooldown {
+            None => 0,
+            Some(text) => match duration(
+                &mut c,
+                &name,
+                &format!("{base}.cooldown"),
+                &text.0,
+                MAX_COOLDOWN,
+            ) {
+                Some(d) if d.as_secs() == 0 || d.subsec_nanos() != 0 => {
+                    let at = c.positions.value(&format!("{base}.cooldown"));
+                    c.error(
+                        Some(&name),
+                        at,
+                        "`cooldown` is whole seconds (`30s`, `60m`, `1h`)".into(),
+                    );
+                    0
+                }
+                Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+                None => 0,
+            },
+        };
+        if cooldown_secs > 0 && matches!(action, Some(Action::Ignore)) && !has_call {
+            let at = c.positions.key(&format!("{base}.cooldown"));
+            c.error(
+                Some(&name),
+                at,
+                "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does".into(),
+            );
+        }
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
                 name: name.into(),
@@ -356,6 +386,7 @@ fn compile(
                 action,
                 send,
                 call,
+                cooldown_secs,
             });
         }
     }
@@ -850,6 +881,9 @@ fn compile_send(
     }
     specs.into_boxed_slice()
 }
+
+/// The longest `cooldown`.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The default and the bounds of a call's `timeout`.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1740,5 +1774,26 @@ mod tests {
                 "rules.yaml:3:39: rule `r`: keywords `ＰＲＩＣＥ` and `price` are the same once folded (full-width forms, ASCII case, surrounding punctuation): one is enough",
             ]
         );
+    }
+
+    #[test]
+    fn a_cooldown_is_whole_seconds_on_a_rule_that_answers() {
+        let loaded = load_str(
+            "rules:\n  - name: r\n    cooldown: 60m\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.rules.rules()[0].cooldown(),
+            Some(Duration::from_secs(3600))
+        );
+        for (body, says) in [
+            ("    cooldown: soon\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is a duration such as `2s` or `800ms` (expected number at 0)"),
+            ("    cooldown: 1500ms\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is whole seconds (`30s`, `60m`, `1h`)"),
+            ("    cooldown: 60d\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is at most 30days"),
+            ("    cooldown: 1h\n    ignore: true\n", "rules.yaml:3:5: rule `r`: `cooldown` starts when the rule answers, and a rule with `ignore: true` never does"),
+        ] {
+            assert_eq!(rule_errors(body), [says], "{body}");
+        }
     }
 }

@@ -713,9 +713,17 @@ impl Iterator for Candidates<'_> {
 impl RuleSet {
     /// The first rule in file order whose criteria all hold, with its captures.
     pub fn find(&self, subject: &Subject<'_>) -> Option<Match<'_>> {
+        self.find_skipping(subject, &[])
+    }
+
+    /// `find`, passing over the rules at `skip` (indexes): those cooling down for this user.
+    pub fn find_skipping(&self, subject: &Subject<'_>, skip: &[usize]) -> Option<Match<'_>> {
         let mut captures = Vec::new();
         for id in self.index.candidates(subject) {
             let index = id as usize;
+            if skip.contains(&index) {
+                continue;
+            }
             let rule = self.rules.get(index)?;
             if rule.when.matches(subject, &mut captures) {
                 return Some(Match {

@@ -139,6 +139,8 @@ pub struct Rule {
     pub(crate) send: Box<[ReplySpec]>,
     /// The service to ask before replying; boxed, as most rules have none.
     pub(crate) call: Option<Box<Call>>,
+    /// `cooldown:` in seconds; 0 for none.
+    pub(crate) cooldown_secs: u32,
 }
 
 impl Rule {
@@ -170,6 +172,11 @@ impl Rule {
     /// What it sends after its passive reply (`send:`), in order.
     pub fn send(&self) -> &[ReplySpec] {
         &self.send
+    }
+
+    /// How long the rule skips a user it has answered (`cooldown:`), if it does.
+    pub fn cooldown(&self) -> Option<std::time::Duration> {
+        (self.cooldown_secs > 0).then(|| std::time::Duration::from_secs(self.cooldown_secs.into()))
     }
 
     /// The service it asks before replying (`call:`), with `on_error` and `late`.

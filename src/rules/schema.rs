@@ -53,6 +53,9 @@ pub(crate) struct RawRule {
     /// For a slow `call`: answer the push after `after` with a holding reply, and send the
     /// reply through the customer-service API when the call returns.
     pub(crate) late: Option<Box<RawLate>>,
+    /// After the rule answers a user, it skips that user for this long (`60m`, `1h`): the
+    /// MP console's default reply fires once per user per hour.
+    pub(crate) cooldown: Option<Scalar>,
 }
 
 /// A rule's `call`: an HTTP request to one of the account's own services.

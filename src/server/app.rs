@@ -69,6 +69,8 @@ pub struct AppState {
     pub caller: crate::call::Caller,
     /// Late calls still running, waited for (briefly) at a stop.
     pub late_calls: Arc<crate::call::LateCalls>,
+    /// Which rules are cooling down for which users (`cooldown:`).
+    pub cooldowns: Arc<crate::cooldown::Cooldowns>,
 }
 
 /// Registers the routes on an App. Body limits are `Options::body_limit`, applied by

@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::{body, AppState, ServiceError};
-use crate::answer::{after_call, decide, holding, Decision, Outcome};
+use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
 use crate::call::{CallFailure, CallResult};
 use crate::crypto::{sign, verify_signature, SignatureError};
 use crate::dedup::{Answer, Claim, Key};
@@ -317,7 +317,9 @@ pub(crate) async fn receive(
     // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
-    let mut outcome = match decide(&snapshot.rules, &message, now) {
+    let found = find_unless_cooling(&state, &snapshot.rules, &message).await;
+    let cooldown = found.as_ref().and_then(|m| m.rule.cooldown());
+    let mut outcome = match decide_found(&snapshot.rules, &message, found, now) {
         Decision::Done(outcome) => outcome,
         // Boxed: the call's state (request, task handle) would otherwise be part of every
         // push's future, making it several hundred bytes larger for rules that never call.
@@ -331,6 +333,18 @@ pub(crate) async fn receive(
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
             queue_sends(&state.outbox, rule, &message, std::mem::take(sends)).await;
+        }
+        // The rule answered: it passes this user over until its cooldown ends.
+        if let Some(cooldown) = cooldown {
+            state
+                .cooldowns
+                .start(
+                    message.to_user(),
+                    rule,
+                    message.from_user(),
+                    cooldown.as_secs(),
+                )
+                .await;
         }
     }
 
@@ -427,6 +441,30 @@ fn decode(
     let inner = cipher.decrypt(&encrypt)?;
     let message = Message::parse(&inner)?;
     Ok((message, Mode::Safe))
+}
+
+/// The first rule for `message` that is not cooling down for its sender. Rules without a
+/// `cooldown` cost one comparison; a rule with one, a lookup (in process, or one Redis
+/// command).
+async fn find_unless_cooling<'r>(
+    state: &AppState,
+    rules: &'r crate::rules::RuleSet,
+    message: &Message,
+) -> Option<Match<'r>> {
+    let subject = crate::rules::Subject::new(message);
+    let mut skip = Vec::new();
+    loop {
+        let found = rules.find_skipping(&subject, &skip)?;
+        if found.rule.cooldown().is_none()
+            || !state
+                .cooldowns
+                .cooling(message.to_user(), found.rule.name(), message.from_user())
+                .await
+        {
+            return Some(found);
+        }
+        skip.push(found.index);
+    }
 }
 
 /// Asks `found`'s service and answers from what it says. Without `late` the push waits for

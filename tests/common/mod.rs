@@ -85,6 +85,7 @@ pub fn state_with_dedup(
         Some(config) => Dedup::new(config, metrics),
         None => Dedup::off(metrics),
     };
+    let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
     AppState {
         outbox: Arc::new(Outbox::disabled(live.metrics().clone())),
         live,
@@ -94,6 +95,7 @@ pub fn state_with_dedup(
         dedup: Arc::new(dedup),
         caller: wxrules::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
+        cooldowns: Arc::new(cooldowns),
     }
 }
 

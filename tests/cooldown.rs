@@ -1,0 +1,124 @@
+//! `cooldown:` through the real App: a rule that answered a user passes them over until its
+//! cooldown ends, matching goes on with the next rules, other users are not affected; in
+//! process with a clock the test moves, and in Redis shared by two instances.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use wxrules::clock::ManualClock;
+use wxrules::cooldown::Cooldowns;
+use wxrules::dedup;
+use wxrules::server::{AppState, Options};
+use wxrules::settings::Secrets;
+
+fn rules(cooldown: &str) -> Scratch {
+    let scratch = Scratch::new("cooldown");
+    scratch.write(
+        "rules.yaml",
+        &format!(
+            "rules:\n  - name: price\n    when: {{ keyword: 价格 }}\n    reply: {{ text: 本周价格 }}\n  - name: default-reply\n    when: {{ msg_type: [text, voice, image] }}\n    cooldown: {cooldown}\n    reply: {{ text: \"收到～客服工作时间 9:00-18:00\" }}\n  - name: to-human\n    reply: {{ transfer_customer_service: {{}} }}\n"
+        ),
+    );
+    scratch
+}
+
+fn text(user: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_cool]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
+         <CreateTime>{NOW}</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+         <Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+fn kind(body: &str) -> &'static str {
+    if body.contains("收到～") {
+        "default"
+    } else if body.contains("transfer_customer_service") {
+        "human"
+    } else if body.contains("本周价格") {
+        "price"
+    } else {
+        "other"
+    }
+}
+
+#[actix_web::test]
+async fn a_cooling_rule_passes_the_user_over_until_the_clock_moves_past_it() {
+    let scratch = rules("60m");
+    let clock = Arc::new(ManualClock::new(NOW));
+    // The replay window would refuse the signed query once the clock has moved an hour.
+    let mut state = state_for(
+        scratch.sources(),
+        Secrets::new(TOKEN, None).unwrap(),
+        Options {
+            max_age: 0,
+            ..Options::default()
+        },
+    );
+    state.clock = clock.clone();
+    state.cooldowns = Arc::new(Cooldowns::new(clock.clone(), None));
+    let app = app(state).await;
+    let mut id = 0;
+    let mut push = |user: &str, content: &str| {
+        id += 1;
+        text(user, content, id)
+    };
+    let q = signed_query();
+    let (_, a1) = post(&app, &q, push("oA", "在吗")).await;
+    assert_eq!(kind(&a1), "default");
+    // Cooling for oA: matching goes on to the next rule.
+    let (_, a2) = post(&app, &q, push("oA", "在吗？")).await;
+    assert_eq!(kind(&a2), "human");
+    // Other rules still answer oA, and other users get the default reply.
+    let (_, a3) = post(&app, &q, push("oA", "价格")).await;
+    assert_eq!(kind(&a3), "price");
+    let (_, b1) = post(&app, &q, push("oB", "hello")).await;
+    assert_eq!(kind(&b1), "default");
+    // 59 minutes on: still cooling; past the hour: the default reply again.
+    clock.advance(59 * 60);
+    let (_, a4) = post(&app, &q, push("oA", "hi")).await;
+    assert_eq!(kind(&a4), "human");
+    clock.advance(61);
+    let (_, a5) = post(&app, &q, push("oA", "hi")).await;
+    assert_eq!(kind(&a5), "default");
+}
+
+#[actix_web::test]
+async fn instances_sharing_redis_share_cooldowns() {
+    let redis = RedisServer::start();
+    let scratch = rules("2s");
+    let instance = || {
+        let state: AppState = state_with_dedup(
+            scratch.sources(),
+            Secrets::new(TOKEN, None).unwrap(),
+            Options::default(),
+            Some(dedup::Config {
+                store: redis.url().parse().unwrap(),
+                ..dedup::Config::default()
+            }),
+        );
+        state
+    };
+    let (one, two) = (instance(), instance());
+    one.dedup.connect().await;
+    two.dedup.connect().await;
+    let (one, two) = (app(one).await, app(two).await);
+    let q = signed_query();
+    let (_, first) = post(&one, &q, text("oShared", "在吗", 1)).await;
+    assert_eq!(kind(&first), "default");
+    // The other instance knows: the user is cooling down there too.
+    let (_, second) = post(&two, &q, text("oShared", "在吗", 2)).await;
+    assert_eq!(kind(&second), "human");
+    let key = "wxrules:cooldown:gh_cool:default-reply:oShared";
+    assert_eq!(redis.get(key).as_deref(), Some("1"));
+    // The key expires with the cooldown.
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(redis.get(key), None);
+    let (_, third) = post(&two, &q, text("oShared", "在吗", 3)).await;
+    assert_eq!(kind(&third), "default");
+}
