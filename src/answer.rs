@@ -58,7 +58,7 @@ pub enum Decision<'r> {
 
 /// Runs `rules` on `message` up to a call. `now` is the reply's `CreateTime` (unix seconds).
 pub fn decide<'r>(rules: &'r RuleSet, message: &Message, now: u64) -> Decision<'r> {
-    decide_found(rules, message, rules.find(&Subject::new(message)), now)
+    decide_found(rules, message, rules.find(&Subject::at(message, now)), now)
 }
 
 /// `decide`, with the rule already found (the server passes over rules cooling down).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::answer::{after_call, decide, Decision, Outcome};
+use crate::answer::{after_call, Decision, Outcome};
 use crate::rules::RuleSet;
 use crate::wire::{write_fields, Message};
 
@@ -71,6 +71,9 @@ pub struct Case {
     /// For a rule with a `call`: answer as if the call had failed for this reason.
     #[serde(default)]
     call_error: Option<String>,
+    /// The moment the rules' `active` windows are evaluated at (RFC 3339); default now.
+    #[serde(default)]
+    at: Option<String>,
 }
 
 fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -152,8 +155,18 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
         return Err("give `call_response` or `call_error`, not both".into());
     }
     let now = message.create_time();
+    let at = match &case.at {
+        Some(text) => text
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("`at` is an RFC 3339 time (`2026-11-30T20:00:00+08:00`): {e}"))
+            .and_then(|t| {
+                u64::try_from(t.as_second()).map_err(|_| "`at` is before 1970".to_owned())
+            })?,
+        None => crate::clock::Clock::now(&crate::clock::SystemClock),
+    };
     let stub = crate::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
-    let outcome = match decide(rules, &message, now) {
+    let found = rules.find(&crate::rules::Subject::at(&message, at));
+    let outcome = match crate::answer::decide_found(rules, &message, found, now) {
         Decision::Done(outcome) => outcome,
         Decision::Call(found) => {
             let Some(result) = &stub else {

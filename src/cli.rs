@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::answer::{after_call, decide, holding, Decision, Outcome};
+use crate::answer::{after_call, holding, Decision, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
 use crate::logline::{LineFormat, Lines};
@@ -285,6 +285,9 @@ struct ExplainArgs {
     /// For a rule with a `call`: answer as if the call had failed for this reason.
     #[arg(long, value_name = "REASON")]
     call_error: Option<String>,
+    /// Evaluate the rules' `active` windows at this moment (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<jiff::Timestamp>,
 }
 
 /// Runs the command and returns the process exit code; prints errors with their causes.
@@ -985,7 +988,11 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let message = parse_for_explain(&xml)?;
     let rules = &loaded.rules;
-    let subject = Subject::new(&message);
+    let at = match args.at {
+        Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
+        None => now,
+    };
+    let subject = Subject::at(&message, at);
     let found = rules.find(&subject);
     let stub_value = match &args.call_response {
         Some(path) => {
@@ -999,23 +1006,24 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
-    let (outcome, call) = match decide(rules, &message, now) {
-        Decision::Done(outcome) => (outcome, None),
-        Decision::Call(m) => {
-            let not_made = crate::call::CallResult::Failed(crate::call::CallFailure::Stubbed(
-                "no call is made by explain".into(),
-            ));
-            let result = stub.as_ref().unwrap_or(&not_made);
-            let outcome = after_call(rules, &message, &m, result, now);
-            let holding = m
-                .rule
-                .call()
-                .and_then(|c| c.late())
-                .map(|_| holding(rules, &message, &m, now));
-            let request = describe_request(&m, &message)?;
-            (outcome, Some((request, holding, stub.is_some())))
-        }
-    };
+    let (outcome, call) =
+        match crate::answer::decide_found(rules, &message, rules.find(&subject), now) {
+            Decision::Done(outcome) => (outcome, None),
+            Decision::Call(m) => {
+                let not_made = crate::call::CallResult::Failed(crate::call::CallFailure::Stubbed(
+                    "no call is made by explain".into(),
+                ));
+                let result = stub.as_ref().unwrap_or(&not_made);
+                let outcome = after_call(rules, &message, &m, result, now);
+                let holding = m
+                    .rule
+                    .call()
+                    .and_then(|c| c.late())
+                    .map(|_| holding(rules, &message, &m, now));
+                let request = describe_request(&m, &message)?;
+                (outcome, Some((request, holding, stub.is_some())))
+            }
+        };
     let rules_path = sources.rules.display().to_string();
 
     if args.json {

@@ -597,3 +597,76 @@ fn check_notes_rules_it_cannot_hold_to_wechats_fields() {
     );
     assert!(!text(&out.stderr).contains("`typed`"));
 }
+
+/// `active` windows in the tools: `explain --at`, a case's `at:`, `check`'s warning for a
+/// window that has ended, and each mistake located.
+#[test]
+fn active_windows_are_tried_at_a_given_time_and_checked() {
+    let scratch = Scratch::new("cli-active");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: off-hours\n    when: { msg_type: text }\n    active: { hours: [\"18:00-09:00\"] }\n    reply: { text: 下班了 }\n  - name: old-campaign\n    when: { keyword: 双十一 }\n    active: { until: 2020-11-11 }\n    reply: { text: 活动 }\n  - name: open\n    reply: { text: 在线 }\n",
+    );
+    scratch.write(
+        "cases.yaml",
+        "cases:\n  - name: evening\n    text: 在吗\n    at: 2026-11-30T20:00:00+08:00\n    rule: off-hours\n  - name: noon\n    text: 在吗\n    at: 2026-11-30T12:00:00+08:00\n    rule: open\n",
+    );
+    fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--rules", "rules.yaml", "--templates", "templates"];
+        all.extend_from_slice(extra);
+        all
+    }
+    let out = wxrules(
+        &scratch.dir,
+        &[&["test"][..], &args(&["cases.yaml"])].concat(),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "2 passed, 0 failed\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            &["explain"][..],
+            &args(&["--text", "在吗", "--at", "2026-11-30T20:00:00+08:00"]),
+        ]
+        .concat(),
+    );
+    assert!(
+        text(&out.stdout).starts_with("rule: off-hours"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            &["explain"][..],
+            &args(&["--text", "在吗", "--at", "2026-11-30T12:00:00+08:00"]),
+        ]
+        .concat(),
+    );
+    assert!(
+        text(&out.stdout).starts_with("rule: open"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = wxrules(&scratch.dir, &[&["check"][..], &args(&[])].concat());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("warning: rules.yaml:6:5: rule `old-campaign`: its `active` window ended at 2020-11-11T16:00:00Z: it will never match again"),
+        "{}",
+        text(&out.stderr)
+    );
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: r\n    active: { hours: [\"9-18\"], timezone: Asia/Shanghai }\n    reply: { text: x }\n",
+    );
+    let out = wxrules(&scratch.dir, &[&["check"][..], &args(&[])].concat());
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        text(&out.stderr),
+        "error: rules.yaml:3:22: rule `r`: `active.hours`: `9-18` is a range of times of day, `HH:MM-HH:MM` (`18:00-09:00` runs overnight)\nrules.yaml: 1 error\n"
+    );
+}

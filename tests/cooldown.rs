@@ -122,3 +122,67 @@ async fn instances_sharing_redis_share_cooldowns() {
     let (_, third) = post(&two, &q, text("oShared", "在吗", 3)).await;
     assert_eq!(kind(&third), "default");
 }
+
+/// `active` windows through the real App, at the server's clock: overnight hours on
+/// weekdays, a campaign's dates, and a file-wide `timezone`.
+#[actix_web::test]
+async fn active_windows_follow_the_servers_clock() {
+    let scratch = Scratch::new("active");
+    scratch.write(
+        "rules.yaml",
+        r#"timezone: Asia/Shanghai
+rules:
+  - name: off-hours
+    when: { msg_type: text }
+    active: { hours: ["18:00-09:00"], weekdays: [mon, tue, wed, thu, fri] }
+    reply: { text: off-hours }
+  - name: campaign
+    when: { keyword: { contains: 双十一 } }
+    active: { from: 2026-11-01, until: 2026-11-11T23:59:59 }
+    reply: { text: campaign }
+  - name: utc-morning
+    when: { keyword: utc }
+    active: { hours: ["00:00-01:00"], timezone: UTC }
+    reply: { text: utc-morning }
+  - name: open
+    reply: { text: open }
+"#,
+    );
+    // NOW is 2026-11-27T00:00:00Z: Friday 08:00 in Shanghai.
+    let clock = Arc::new(ManualClock::new(NOW));
+    let mut state = state_for(
+        scratch.sources(),
+        Secrets::new(TOKEN, None).unwrap(),
+        Options {
+            max_age: 0,
+            ..Options::default()
+        },
+    );
+    state.clock = clock.clone();
+    let app = app(state).await;
+    let q = signed_query();
+    let reply = |body: String| {
+        let start = body.find("<Content><![CDATA[").map_or(0, |i| i + 18);
+        let end = body.rfind("]]></Content>").unwrap_or(body.len());
+        body[start..end].to_owned()
+    };
+    let mut id = 0;
+    let mut ask = |content: &str| {
+        id += 1;
+        text("oTime", content, id)
+    };
+    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "off-hours");
+    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "off-hours");
+    // 10:00 on Friday: working hours.
+    clock.advance(2 * 3600);
+    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "open");
+    // The campaign ended on the 11th; `utc` at 02:00 UTC is outside its hour.
+    assert_eq!(reply(post(&app, &q, ask("双十一")).await.1), "open");
+    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "open");
+    // Saturday 01:00 Shanghai (17:00 UTC Friday): the weekday is Saturday, not in the window.
+    clock.advance(15 * 3600);
+    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "open");
+    // Saturday 00:30 UTC (08:30 Shanghai): the UTC rule's hour.
+    clock.advance(7 * 3600 + 30 * 60);
+    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "utc-morning");
+}

@@ -376,6 +376,9 @@ fn compile(
                 "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does".into(),
             );
         }
+        let active = raw_rule
+            .active
+            .and_then(|raw| compile_active(&mut c, &name, &base, &raw));
         if let (Some(action), true) = (action, c.errors.len() == errors_before) {
             rules.push(Rule {
                 name: name.into(),
@@ -387,6 +390,7 @@ fn compile(
                 send,
                 call,
                 cooldown_secs,
+                active,
             });
         }
     }
@@ -880,6 +884,40 @@ fn compile_send(
         specs.push(spec);
     }
     specs.into_boxed_slice()
+}
+
+/// A rule's `active:` window, in its own `timezone`, the file's, or Asia/Shanghai.
+fn compile_active(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    base: &str,
+    raw: &schema::RawActive,
+) -> Option<Box<super::active::Active>> {
+    let file_timezone = c.positions.timezone().map(str::to_owned);
+    let timezone = raw
+        .timezone
+        .as_ref()
+        .map(|t| t.0.clone())
+        .or(file_timezone)
+        .unwrap_or_else(|| super::active::DEFAULT_TIMEZONE.to_owned());
+    let written = super::active::Written {
+        from: raw.from.as_ref().map(|s| s.0.as_str()),
+        until: raw.until.as_ref().map(|s| s.0.as_str()),
+        hours: raw.hours.iter().map(|s| s.0.as_str()).collect(),
+        weekdays: raw.weekdays.iter().map(|s| s.0.as_str()).collect(),
+        timezone: &timezone,
+    };
+    match super::active::compile(&written) {
+        Ok(active) => Some(Box::new(active)),
+        Err((key, why)) => {
+            let at = c
+                .positions
+                .value(&format!("{base}.active.{key}"))
+                .or_else(|| c.positions.key(&format!("{base}.active")));
+            c.error(Some(rule), at, format!("`active.{key}`: {why}"));
+            None
+        }
+    }
 }
 
 /// The longest `cooldown`.

@@ -107,8 +107,28 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     duplicate_keywords(rules, &mut |r, m| out.push(warn(r, m)));
     long_news(rules, &mut |r, m| out.push(warn(r, m)));
     unreachable(rules, path, &mut out);
+    ended_windows(rules, &mut |r, m| out.push(warn(r, m)));
     out.sort_by_key(|w| w.location.line);
     out
+}
+
+/// Rules whose `active` window has ended: they can never match again.
+fn ended_windows(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    for rule in &rules.rules {
+        let Some(until) = rule.active.as_ref().and_then(|a| a.until()) else {
+            continue;
+        };
+        if until <= now {
+            let ended = jiff::Timestamp::from_second(until)
+                .map_or_else(|_| until.to_string(), |t| t.to_string());
+            warn(
+                rule,
+                format!("its `active` window ended at {ended}: it will never match again"),
+            );
+        }
+    }
 }
 
 fn exacts(m: &StrMatcher) -> impl Iterator<Item = &str> {
@@ -277,6 +297,9 @@ fn unreachable(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
             .into_iter()
             .filter(|&i| i < j)
             .filter_map(|i| list.get(i))
+            // A rule that is sometimes not live (`active`) or passes users over
+            // (`cooldown`) lets later rules answer.
+            .filter(|a| a.active.is_none() && a.cooldown_secs == 0)
             .find(|a| covers(a, b));
         if let Some(a) = found {
             out.push(RuleError {

@@ -133,6 +133,10 @@ struct Outline {
     documents: usize,
     /// Nodes seen directly in the top-level mapping: keys and values alternate.
     top_nodes: usize,
+    /// The last top-level key seen.
+    top_key: Option<String>,
+    /// The top-level `timezone:`, when it is a plain scalar.
+    timezone: Option<String>,
 }
 
 impl Outline {
@@ -140,12 +144,26 @@ impl Outline {
     fn node(&mut self, mapping: bool, sequence: bool, key: Option<&str>) {
         let fits = match self.depth {
             0 => mapping,
+            // `rules:` (a sequence) and `timezone:` (a scalar), each once, in either order.
             1 => {
                 self.top_nodes += 1;
-                match self.top_nodes {
-                    1 => key == Some("rules"),
-                    2 => sequence,
-                    _ => false,
+                if self.top_nodes % 2 == 1 {
+                    let fresh = self.top_key.as_deref() != key;
+                    self.top_key = key.map(str::to_owned);
+                    fresh && matches!(key, Some("rules" | "timezone")) && self.top_nodes <= 3
+                } else {
+                    match self.top_key.as_deref() {
+                        Some("rules") => sequence,
+                        // Recorded; the file is then typed whole rather than in pieces
+                        // (the pieces are cut for a file of `rules:` alone).
+                        Some("timezone") => {
+                            if !mapping && !sequence {
+                                self.timezone = key.map(str::to_owned);
+                            }
+                            false
+                        }
+                        _ => false,
+                    }
                 }
             }
             2 => mapping,
@@ -212,6 +230,8 @@ pub(crate) struct LazyPositions<'a> {
     plain: bool,
     too_deep: Option<Position>,
     full: std::cell::OnceCell<Positions>,
+    /// The top-level `timezone:`, if the file gives one as a plain scalar.
+    timezone: Option<String>,
 }
 
 impl<'a> LazyPositions<'a> {
@@ -255,7 +275,13 @@ impl<'a> LazyPositions<'a> {
             plain,
             too_deep,
             full: std::cell::OnceCell::new(),
+            timezone: outline.timezone,
         }
+    }
+
+    /// The file's top-level `timezone:`, if it gives one.
+    pub(crate) fn timezone(&self) -> Option<&str> {
+        self.timezone.as_deref()
     }
 
     /// Where the document first nests deeper than `MAX_YAML_DEPTH`, if it does. Such a file

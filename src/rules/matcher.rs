@@ -239,6 +239,8 @@ pub struct Subject<'m> {
     keyword: Option<Cow<'m, str>>,
     /// The same, ASCII-lowercased: what literal keywords are compared with.
     keyword_folded: Option<Cow<'m, str>>,
+    /// The moment rules' `active` windows are evaluated at (unix seconds).
+    now: u64,
 }
 
 fn fold(s: &str) -> Cow<'_, str> {
@@ -250,7 +252,17 @@ fn fold(s: &str) -> Cow<'_, str> {
 }
 
 impl<'m> Subject<'m> {
+    /// The subject of `message` now, by the system's clock.
     pub fn new(message: &'m Message) -> Subject<'m> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Subject::at(message, now)
+    }
+
+    /// The subject of `message` at `now` (unix seconds): the server's injected clock,
+    /// `explain --at`, a test case's `at:`.
+    pub fn at(message: &'m Message, now: u64) -> Subject<'m> {
         let keyword = message.keyword_text().map(super::fold::normal);
         let keyword_folded = keyword.as_deref().map(|k| match fold(k) {
             Cow::Borrowed(_) => match &keyword {
@@ -267,6 +279,7 @@ impl<'m> Subject<'m> {
             event: message.event().map(fold),
             keyword,
             keyword_folded,
+            now,
         }
     }
 
@@ -725,6 +738,9 @@ impl RuleSet {
                 continue;
             }
             let rule = self.rules.get(index)?;
+            if rule.active.as_ref().is_some_and(|a| !a.holds(subject.now)) {
+                continue;
+            }
             if rule.when.matches(subject, &mut captures) {
                 return Some(Match {
                     rule,
@@ -741,7 +757,8 @@ impl RuleSet {
     pub fn find_linear(&self, subject: &Subject<'_>) -> Option<Match<'_>> {
         let mut captures = Vec::new();
         self.rules.iter().enumerate().find_map(|(index, rule)| {
-            rule.when.matches(subject, &mut captures).then(|| Match {
+            let live = rule.active.as_ref().is_none_or(|a| a.holds(subject.now));
+            (live && rule.when.matches(subject, &mut captures)).then(|| Match {
                 rule,
                 index,
                 captures: std::mem::take(&mut captures),

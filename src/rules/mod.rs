@@ -2,6 +2,7 @@
 //! rule that answers a message. The only module that knows the YAML schema. `load` is the
 //! one entry point used by start-up, reload, `check`, `explain` and `test`.
 
+pub mod active;
 pub(crate) mod compile;
 mod fields;
 mod fold;
@@ -141,6 +142,8 @@ pub struct Rule {
     pub(crate) call: Option<Box<Call>>,
     /// `cooldown:` in seconds; 0 for none.
     pub(crate) cooldown_secs: u32,
+    /// `active:`: outside this window the rule does not match.
+    pub(crate) active: Option<Box<active::Active>>,
 }
 
 impl Rule {
@@ -172,6 +175,11 @@ impl Rule {
     /// What it sends after its passive reply (`send:`), in order.
     pub fn send(&self) -> &[ReplySpec] {
         &self.send
+    }
+
+    /// When the rule is live (`active:`), if it has a window.
+    pub fn active(&self) -> Option<&active::Active> {
+        self.active.as_deref()
     }
 
     /// How long the rule skips a user it has answered (`cooldown:`), if it does.

@@ -20,6 +20,10 @@ use serde::{Deserialize, Deserializer};
 #[schemars(title = "wxrules rules file")]
 #[schemars(rename = "RulesFile")]
 pub(crate) struct RawFile {
+    /// The time zone of the rules' `active` windows (an IANA name; default `Asia/Shanghai`).
+    // Read by the outline pass (`LazyPositions::timezone`), which sees every load.
+    #[allow(dead_code)]
+    pub(crate) timezone: Option<String>,
     /// The rules, tried in file order; the first whose `when` holds answers the message.
     #[schemars(with = "Vec<RawRule>")]
     pub(crate) rules: Vec<serde_yaml::Value>,
@@ -56,6 +60,29 @@ pub(crate) struct RawRule {
     /// After the rule answers a user, it skips that user for this long (`60m`, `1h`): the
     /// MP console's default reply fires once per user per hour.
     pub(crate) cooldown: Option<Scalar>,
+    /// When the rule is live: outside this window it does not match.
+    pub(crate) active: Option<Box<RawActive>>,
+}
+
+/// A rule's time window: every part given must hold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Active")]
+pub(crate) struct RawActive {
+    /// From this date (`2026-11-01`: from its midnight) or date and time
+    /// (`2026-11-01T10:00:00`), in the time zone.
+    pub(crate) from: Option<Scalar>,
+    /// Until this date (`2026-11-11`: to its end) or date and time, in the time zone.
+    pub(crate) until: Option<Scalar>,
+    /// Times of day, `HH:MM-HH:MM`, start included and end not; an end before the start
+    /// runs overnight (`18:00-09:00`).
+    #[serde(default)]
+    pub(crate) hours: Vec<Scalar>,
+    /// Days of the week (`mon` … `sun`), of the moment checked.
+    #[serde(default)]
+    pub(crate) weekdays: Vec<Scalar>,
+    /// An IANA time zone (`Asia/Shanghai`); default: the file's `timezone`.
+    pub(crate) timezone: Option<Scalar>,
 }
 
 /// A rule's `call`: an HTTP request to one of the account's own services.
@@ -495,6 +522,9 @@ pub(crate) fn json_schema() -> String {
 #[serde(deny_unknown_fields)]
 struct TypedFile {
     rules: Vec<RawRule>,
+    /// Read by the outline pass (`LazyPositions::timezone`); accepted here.
+    #[serde(rename = "timezone")]
+    _timezone: Option<String>,
 }
 
 /// Types the whole file in one pass, or `None` if anything in it is wrong (then

@@ -451,7 +451,7 @@ async fn find_unless_cooling<'r>(
     rules: &'r crate::rules::RuleSet,
     message: &Message,
 ) -> Option<Match<'r>> {
-    let subject = crate::rules::Subject::new(message);
+    let subject = crate::rules::Subject::at(message, state.clock.now());
     let mut skip = Vec::new();
     loop {
         let found = rules.find_skipping(&subject, &skip)?;
