@@ -137,6 +137,9 @@ enum Command {
     /// (decrypted in safe mode); exit 1 on a status other than 200. Signs with
     /// WXRULES_TOKEN; `--safe` encrypts with WXRULES_AES_KEY and WXRULES_APPID.
     Send(SendArgs),
+    /// Turn the MP console's auto-replies (the JSON of get_current_autoreply_info) into a
+    /// commented rules file and a cases file. Writes nothing when the export is not right.
+    Import(ImportArgs),
     /// Reload a running server's rules through its admin port (`--admin-listen`) and print
     /// the outcome; exit 0 when the new rules are live, 1 when they were refused.
     Reload {
@@ -179,6 +182,25 @@ struct SendArgs {
     /// Encrypt the push as in safe mode (安全模式), and decrypt the answer.
     #[arg(long)]
     safe: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["export", "from_wechat"])))]
+struct ImportArgs {
+    /// The export: the JSON WeChat answers to get_current_autoreply_info.
+    export: Option<PathBuf>,
+    /// Fetch it from WeChat's API instead, with WXRULES_APPID and WXRULES_APPSECRET.
+    #[arg(long)]
+    from_wechat: bool,
+    /// WeChat's API (or a whitelisted proxy), for `--from-wechat`.
+    #[arg(long, env = "WXRULES_WECHAT_API", default_value = crate::wechat_api::DEFAULT_BASE, value_name = "URL")]
+    wechat_api: String,
+    /// Write the rules here (a new file); default: print them.
+    #[arg(long, value_name = "FILE")]
+    rules_out: Option<PathBuf>,
+    /// Write the cases here (a new file).
+    #[arg(long, value_name = "FILE")]
+    tests_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -302,6 +324,7 @@ pub fn run(args: Args) -> ExitCode {
         Some(Command::Explain(explain_args)) => explain(&explain_args),
         Some(Command::Reload { admin }) => reload_remote(&admin),
         Some(Command::Send(send_args)) => send(&send_args),
+        Some(Command::Import(import_args)) => import(&import_args),
         Some(Command::Test { sources, cases }) => test(&sources.sources(), &cases),
         Some(Command::Schema) => {
             print!("{}", rules::json_schema());
@@ -476,6 +499,63 @@ fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>, String> {
         )),
         _ => Ok(token.map(Arc::from)),
     }
+}
+
+/// `wxrules import`: the console's auto-replies as rules and cases, written only when the
+/// whole export imports and the files are new.
+fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let json = match &args.export {
+        Some(path) => crate::rules::read_text(path, crate::rules::MAX_RULES_FILE)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let credentials = crate::settings::api_credentials()?
+                .context("--from-wechat needs WXRULES_APPID and WXRULES_APPSECRET")?;
+            let api = crate::wechat_api::Api::new(
+                &args.wechat_api,
+                Some(credentials),
+                crate::metrics::Metrics::new(),
+            )
+            .context("the WeChat API client")?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the HTTP client")?
+                .block_on(api.current_autoreply_info())
+                .context("fetching the auto-replies from WeChat")?
+        }
+    };
+    let imported = match crate::import::import(&json) {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing written");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    for path in [&args.rules_out, &args.tests_out].into_iter().flatten() {
+        if path.exists() {
+            eprintln!(
+                "error: {} exists: remove it or choose another file",
+                path.display()
+            );
+            eprintln!("nothing written");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    match &args.rules_out {
+        Some(path) => std::fs::write(path, &imported.rules)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{}", imported.rules),
+    }
+    if let Some(path) = &args.tests_out {
+        std::fs::write(path, &imported.cases)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "imported {} rules ({} switched off in the console, commented out)",
+        imported.rule_count, imported.disabled
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to

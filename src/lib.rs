@@ -28,6 +28,7 @@ pub mod clock;
 pub mod cooldown;
 pub mod crypto;
 pub mod dedup;
+pub mod import;
 pub mod logline;
 pub mod logsink;
 pub mod metrics;

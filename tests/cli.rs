@@ -670,3 +670,159 @@ fn active_windows_are_tried_at_a_given_time_and_checked() {
         "error: rules.yaml:3:22: rule `r`: `active.hours`: `9-18` is a range of times of day, `HH:MM-HH:MM` (`18:00-09:00` runs overnight)\nrules.yaml: 1 error\n"
     );
 }
+
+/// `wxrules import` of a console export in WeChat's documented format (every reply type,
+/// both match modes, both reply modes, `]]>`, `<` and `{{` in texts, a repeated rule name):
+/// rules that `check --deny-warnings` accepts and cases that pass; a switch that is off
+/// comments its rules out; a broken export writes nothing and names the JSON path.
+#[test]
+fn import_turns_the_console_export_into_rules_and_passing_cases() {
+    let scratch = Scratch::new("cli-import");
+    let export = root().join("tests/data/console/autoreply.json");
+    let export = export.to_str().unwrap();
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            "import",
+            export,
+            "--rules-out",
+            "rules.yaml",
+            "--tests-out",
+            "cases.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "imported 7 rules (0 switched off in the console, commented out)\n"
+    );
+    let rules = std::fs::read_to_string(scratch.path("rules.yaml")).unwrap();
+    assert!(rules.contains("    cooldown: 60m\n"), "{rules}");
+    assert!(rules.contains("- name: \"autoreply-text-2\""), "{rules}");
+    assert!(rules.contains("reply: { one_of: [ { voice:"), "{rules}");
+    assert!(
+        rules.contains("    send:\n      - { text: \"and a text <b> ]]> after it\" }"),
+        "{rules}"
+    );
+    assert!(rules.contains("expires 3 days after the export"), "{rules}");
+    let check = wxrules(
+        &scratch.dir,
+        &[
+            "check",
+            "--deny-warnings",
+            "--rules",
+            "rules.yaml",
+            "--templates",
+            "templates",
+        ],
+    );
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    let test = wxrules(
+        &scratch.dir,
+        &[
+            "test",
+            "--rules",
+            "rules.yaml",
+            "--templates",
+            "templates",
+            "cases.yaml",
+        ],
+    );
+    assert_eq!(
+        text(&test.stdout),
+        "7 passed, 0 failed\n",
+        "{}",
+        text(&test.stdout)
+    );
+    // Texts come out as the console had them, CDATA-safe, never rendered as templates.
+    let explain = wxrules(
+        &scratch.dir,
+        &[
+            "explain",
+            "--rules",
+            "rules.yaml",
+            "--templates",
+            "templates",
+            "--event",
+            "subscribe",
+        ],
+    );
+    assert!(
+        text(&explain.stdout).contains(
+            "<Content><![CDATA[Thanks for your attention! 回复 <价格> 看价目表 ]]]]><![CDATA[> {{FromUserName}}]]></Content>"
+        ),
+        "{}",
+        text(&explain.stdout)
+    );
+
+    // A switch that is off: its rules are written commented out, and have no cases.
+    let off = std::fs::read_to_string(root().join("tests/data/console/autoreply.json"))
+        .unwrap()
+        .replace("\"is_autoreply_open\": 1", "\"is_autoreply_open\": 0");
+    scratch.write("off.json", &off);
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            "import",
+            "off.json",
+            "--rules-out",
+            "off.yaml",
+            "--tests-out",
+            "off-cases.yaml",
+        ],
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "imported 7 rules (6 switched off in the console, commented out)\n"
+    );
+    let check = wxrules(
+        &scratch.dir,
+        &[
+            "check",
+            "--deny-warnings",
+            "--rules",
+            "off.yaml",
+            "--templates",
+            "templates",
+        ],
+    );
+    assert!(
+        text(&check.stdout).starts_with("ok: 1 rules"),
+        "{}",
+        text(&check.stderr)
+    );
+
+    // Broken exports: the JSON path, and nothing written.
+    for (json, says) in [
+        ("{ not json", "error: $: not JSON: key must be a string at line 1 column 3\nnothing written\n"),
+        ("[]", "error: $: the export is a JSON object\nnothing written\n"),
+        (r#"{"keyword_autoreply_info": {"list": [{"rule_name": "r", "reply_mode": "reply_all", "keyword_list_info": [{"match_mode": "equal", "content": "a"}], "reply_list_info": [{"type": "gif", "content": "x"}]}]}}"#,
+         "error: $.keyword_autoreply_info.list[0].reply_list_info[0].type: `gif` is not a reply type (text, img, voice, video, news)\nnothing written\n"),
+        (r#"{"keyword_autoreply_info": {"list": [{"rule_name": "r", "keyword_list_info": [{"content": "a"}], "reply_list_info": []}]}}"#,
+         "error: $.keyword_autoreply_info.list[0].keyword_list_info[0].match_mode: missing\nnothing written\n"),
+        (r#"{"add_friend_autoreply_info": {"type": "text"}}"#,
+         "error: $.add_friend_autoreply_info.content: missing, or not a string\nnothing written\n"),
+        (r#"{"errcode": 40001, "errmsg": "invalid credential"}"#,
+         "error: $.errcode: WeChat answered errcode 40001, not the auto-replies\nnothing written\n"),
+    ] {
+        scratch.write("bad.json", json);
+        let out = wxrules(
+            &scratch.dir,
+            &["import", "bad.json", "--rules-out", "bad.yaml", "--tests-out", "bad-cases.yaml"],
+        );
+        assert_eq!(out.status.code(), Some(78), "{json}");
+        assert_eq!(text(&out.stderr), says, "{json}");
+        assert!(!scratch.path("bad.yaml").exists() && !scratch.path("bad-cases.yaml").exists());
+    }
+    // An existing file is not overwritten.
+    let out = wxrules(
+        &scratch.dir,
+        &["import", export, "--rules-out", "rules.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).starts_with("error: rules.yaml exists"),
+        "{}",
+        text(&out.stderr)
+    );
+}

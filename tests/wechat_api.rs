@@ -579,3 +579,46 @@ fn messages_queued_by_a_killed_instance_are_delivered_by_another() {
         "{delivered:?}"
     );
 }
+
+/// `wxrules import --from-wechat` fetches the console's auto-replies with the API's token
+/// (from the fake on 127.0.0.1, never WeChat) and imports them as from a file.
+#[test]
+fn import_from_wechat_fetches_the_export_with_a_token() {
+    let fake = FakeWechat::start();
+    let scratch = Scratch::new("import-from-wechat");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args([
+            "import",
+            "--from-wechat",
+            "--wechat-api",
+            &fake.base(),
+            "--rules-out",
+        ])
+        .arg(scratch.path("rules.yaml"))
+        .env("WXRULES_APPID", APPID)
+        .env("WXRULES_APPSECRET", SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "imported 7 rules (0 switched off in the console, commented out)\n"
+    );
+    assert!(!stderr.contains(SECRET));
+    let rules = std::fs::read_to_string(scratch.path("rules.yaml")).unwrap();
+    assert!(rules.contains("- name: \"autoreply-news\""), "{rules}");
+    assert_eq!(fake.token_calls(), 1);
+    // Without credentials it says what is missing, and fetches nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(["import", "--from-wechat", "--wechat-api", &fake.base()])
+        .env_remove("WXRULES_APPID")
+        .env_remove("WXRULES_APPSECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --from-wechat needs WXRULES_APPID and WXRULES_APPSECRET\n"
+    );
+}

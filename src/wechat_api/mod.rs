@@ -209,6 +209,42 @@ impl Api {
         }
     }
 
+    /// The MP console's auto-replies (`GET /cgi-bin/get_current_autoreply_info`), as the
+    /// JSON text WeChat answered; a token WeChat says is no good is refreshed once.
+    pub async fn current_autoreply_info(&self) -> Result<String, ApiError> {
+        let token = self.access_token().await?;
+        match self.get_autoreply(&token).await {
+            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
+                let fresh = self.refresh_token(Some(&token)).await?;
+                self.get_autoreply(&fresh).await
+            }
+            other => other,
+        }
+    }
+
+    async fn get_autoreply(&self, token: &str) -> Result<String, ApiError> {
+        let url = format!("{}/cgi-bin/get_current_autoreply_info", self.base);
+        let result = self
+            .call::<serde_json::Value>(self.http.get(url).query(&[("access_token", token)]))
+            .await
+            .and_then(
+                |value| match value.get("errcode").and_then(serde_json::Value::as_i64) {
+                    Some(errcode) if errcode != 0 => Err(ApiError::Wechat {
+                        errcode,
+                        errmsg: value
+                            .get("errmsg")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                    }),
+                    _ => Ok(value.to_string()),
+                },
+            );
+        self.metrics
+            .observe_api_call("get_current_autoreply_info", outcome(&result));
+        result
+    }
+
     async fn post_custom(&self, token: &str, message: &CustomMessage) -> Result<(), ApiError> {
         let url = format!("{}/cgi-bin/message/custom/send", self.base);
         let result = self

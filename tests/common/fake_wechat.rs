@@ -64,6 +64,10 @@ impl FakeWechat {
                         .app_data(web::Data::from(Arc::clone(&shared)))
                         .route("/cgi-bin/stable_token", web::post().to(stable_token))
                         .route("/cgi-bin/message/custom/send", web::post().to(custom_send))
+                        .route(
+                            "/cgi-bin/get_current_autoreply_info",
+                            web::get().to(autoreply_info),
+                        )
                 })
                 .workers(1)
                 .disable_signals()
@@ -160,6 +164,35 @@ async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> Ht
         *valid = Some(format!("ACCESS_TOKEN_{n}"));
     }
     HttpResponse::Ok().json(json!({"access_token": valid.clone(), "expires_in": 7200}))
+}
+
+/// `GET /cgi-bin/get_current_autoreply_info`: the console export of
+/// `tests/data/console/autoreply.json`, to a valid token.
+async fn autoreply_info(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    let token = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .unwrap_or("")
+        .to_owned();
+    let valid = state.valid.lock().unwrap().clone();
+    match valid {
+        None => return errcode(42001, "access_token expired"),
+        Some(valid) if valid != token => {
+            return errcode(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            )
+        }
+        Some(_) => {}
+    }
+    let export = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console/autoreply.json"),
+    )
+    .unwrap();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(export)
 }
 
 async fn custom_send(

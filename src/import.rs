@@ -1,0 +1,433 @@
+//! `wxrules import`: the MP console's auto-replies (the JSON of
+//! `GET /cgi-bin/get_current_autoreply_info`) as a commented rules file and a cases file.
+//! Reads the JSON, maps each part as DESIGN.md's "Moving in from the MP console" says, and
+//! writes YAML by hand (every string JSON-quoted, which YAML reads as written). No IO: the
+//! caller reads the input and writes the output, nothing when this fails.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// The rules file and the cases file made from one export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub rules: String,
+    pub cases: String,
+    /// Rules written, and of those the ones turned off in the console (commented out).
+    pub rule_count: usize,
+    pub disabled: usize,
+}
+
+/// Why the export cannot be imported: the JSON path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ImportError {
+    pub path: String,
+    pub message: String,
+}
+
+fn fail(path: &str, message: impl Into<String>) -> ImportError {
+    ImportError {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// One reply of the console, as rules-file YAML (a flow mapping), with a comment when the
+/// export's value needs a person's attention.
+struct Reply {
+    yaml: String,
+    note: Option<String>,
+    /// The reply can go through the customer-service API (`send:`).
+    sendable: bool,
+}
+
+/// A rule to write.
+struct Rule {
+    comment: Vec<String>,
+    name: String,
+    when: String,
+    cooldown: Option<&'static str>,
+    reply: String,
+    send: Vec<Reply>,
+    notes: Vec<String>,
+    enabled: bool,
+    /// What a case sends to reach it: `text: …` or `event: …`.
+    case: Option<String>,
+}
+
+/// Imports the console's auto-replies from `json` (the text of the export).
+pub fn import(json: &str) -> Result<Imported, ImportError> {
+    let root: Value =
+        serde_json::from_str(json).map_err(|e| fail("$", format!("not JSON: {e}")))?;
+    let Value::Object(top) = &root else {
+        return Err(fail("$", "the export is a JSON object"));
+    };
+    if let Some(code) = top
+        .get("errcode")
+        .and_then(Value::as_i64)
+        .filter(|c| *c != 0)
+    {
+        return Err(fail(
+            "$.errcode",
+            format!("WeChat answered errcode {code}, not the auto-replies"),
+        ));
+    }
+    let switch = |key: &str| -> Result<bool, ImportError> {
+        match top.get(key) {
+            None => Ok(true),
+            Some(v) => v
+                .as_i64()
+                .map(|n| n != 0)
+                .ok_or_else(|| fail(&format!("$.{key}"), "is 0 or 1")),
+        }
+    };
+    let friend_open = switch("is_add_friend_reply_open")?;
+    let autoreply_open = switch("is_autoreply_open")?;
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+
+    // Keyword rules first, in the order the export lists them.
+    if let Some(keyword) = top.get("keyword_autoreply_info") {
+        let list = keyword
+            .get("list")
+            .and_then(Value::as_array)
+            .ok_or_else(|| fail("$.keyword_autoreply_info.list", "missing, or not a list"))?;
+        for (i, item) in list.iter().enumerate() {
+            let path = format!("$.keyword_autoreply_info.list[{i}]");
+            rules.push(keyword_rule(item, &path, autoreply_open, &mut names)?);
+        }
+    }
+    if let Some(info) = top.get("add_friend_autoreply_info") {
+        let path = "$.add_friend_autoreply_info";
+        let reply = reply(info, path)?;
+        rules.push(Rule {
+            comment: vec!["被关注回复 (reply on follow)".into()],
+            name: unique("welcome", &mut names),
+            when: "{ event: subscribe }".into(),
+            cooldown: None,
+            reply: reply.yaml,
+            send: Vec::new(),
+            notes: reply.note.into_iter().collect(),
+            enabled: friend_open,
+            case: Some("event: subscribe".into()),
+        });
+    }
+    if let Some(info) = top.get("message_default_autoreply_info") {
+        let path = "$.message_default_autoreply_info";
+        let reply = reply(info, path)?;
+        rules.push(Rule {
+            comment: vec![
+                "收到消息回复 (default reply): the console sends it once per user per hour".into(),
+            ],
+            name: unique("default-reply", &mut names),
+            when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }".into(),
+            cooldown: Some("60m"),
+            reply: reply.yaml,
+            send: Vec::new(),
+            notes: reply.note.into_iter().collect(),
+            enabled: autoreply_open,
+            case: Some("text: \"wxrules import: no keyword here\"".into()),
+        });
+    }
+    Ok(write(&rules))
+}
+
+fn keyword_rule(
+    item: &Value,
+    path: &str,
+    open: bool,
+    names: &mut HashSet<String>,
+) -> Result<Rule, ImportError> {
+    let name = item
+        .get("rule_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(&format!("{path}.rule_name"), "missing, or not a string"))?;
+    let keywords = item
+        .get("keyword_list_info")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            fail(
+                &format!("{path}.keyword_list_info"),
+                "missing, or not a list",
+            )
+        })?;
+    let mut exact = Vec::new();
+    let mut contains = Vec::new();
+    for (k, keyword) in keywords.iter().enumerate() {
+        let at = format!("{path}.keyword_list_info[{k}]");
+        let content = keyword
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| fail(&format!("{at}.content"), "missing, or not a string"))?;
+        if content.trim().is_empty() {
+            return Err(fail(&format!("{at}.content"), "an empty keyword"));
+        }
+        match keyword.get("match_mode").and_then(Value::as_str) {
+            Some("equal") => exact.push(content.to_owned()),
+            Some("contain") => contains.push(content.to_owned()),
+            Some(other) => {
+                return Err(fail(
+                    &format!("{at}.match_mode"),
+                    format!("`{other}` is not a match mode (equal, contain)"),
+                ))
+            }
+            None => return Err(fail(&format!("{at}.match_mode"), "missing")),
+        }
+    }
+    if exact.is_empty() && contains.is_empty() {
+        return Err(fail(&format!("{path}.keyword_list_info"), "no keywords"));
+    }
+    let mut alternatives: Vec<String> = exact.iter().map(|k| quote(k)).collect();
+    if !contains.is_empty() {
+        let list: Vec<String> = contains.iter().map(|k| quote(k)).collect();
+        alternatives.push(format!("{{ contains: [{}] }}", list.join(", ")));
+    }
+    let when = format!("{{ keyword: [{}] }}", alternatives.join(", "));
+    let replies_value = item
+        .get("reply_list_info")
+        .and_then(Value::as_array)
+        .ok_or_else(|| fail(&format!("{path}.reply_list_info"), "missing, or not a list"))?;
+    let mut replies = Vec::with_capacity(replies_value.len());
+    for (r, value) in replies_value.iter().enumerate() {
+        replies.push(reply(value, &format!("{path}.reply_list_info[{r}]"))?);
+    }
+    if replies.is_empty() {
+        return Err(fail(&format!("{path}.reply_list_info"), "no replies"));
+    }
+    let mode = item
+        .get("reply_mode")
+        .and_then(Value::as_str)
+        .unwrap_or("reply_all");
+    let mut notes: Vec<String> = replies.iter().filter_map(|r| r.note.clone()).collect();
+    let (reply_yaml, send) = match mode {
+        "random_one" if replies.len() > 1 => {
+            let choices: Vec<String> = replies.iter().map(|r| r.yaml.clone()).collect();
+            (
+                format!("{{ one_of: [ {} ] }}", choices.join(", ")),
+                Vec::new(),
+            )
+        }
+        "random_one" | "reply_all" => {
+            let mut rest = replies.into_iter();
+            let first = rest.next().map(|r| r.yaml).unwrap_or_default();
+            let mut send = Vec::new();
+            for r in rest {
+                if r.sendable {
+                    send.push(r);
+                } else {
+                    notes.push(format!(
+                        "left out of `send:` (the customer-service API cannot send it): {}",
+                        r.yaml
+                    ));
+                }
+            }
+            (first, send)
+        }
+        other => {
+            return Err(fail(
+                &format!("{path}.reply_mode"),
+                format!("`{other}` is not a reply mode (reply_all, random_one)"),
+            ))
+        }
+    };
+    let case_text = exact.first().or(contains.first()).cloned();
+    Ok(Rule {
+        comment: vec![format!(
+            "关键词回复「{name}」: {}",
+            if mode == "random_one" {
+                "随机回复一条 (one at random)"
+            } else {
+                "回复全部 (all the replies)"
+            }
+        )],
+        name: unique(name, names),
+        when,
+        cooldown: None,
+        reply: reply_yaml,
+        send,
+        notes,
+        enabled: open,
+        case: case_text.map(|t| format!("text: {}", quote(&t))),
+    })
+}
+
+/// One console reply (`{"type": …, "content": …}` or a news with `news_info`).
+fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(&format!("{path}.type"), "missing, or not a string"))?;
+    let content = || {
+        value
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| fail(&format!("{path}.content"), "missing, or not a string"))
+    };
+    let temporary = |what: &str, id: &str| {
+        format!("{what} media id `{id}` comes from the API: temporary, it expires 3 days after the export; replace it with a permanent material's id")
+    };
+    Ok(match kind {
+        "text" => Reply {
+            yaml: format!("{{ text: {} }}", quote(&literal(content()?))),
+            note: None,
+            sendable: true,
+        },
+        "img" => {
+            let id = content()?;
+            Reply {
+                yaml: format!("{{ image: {{ media_id: {} }} }}", quote(id)),
+                note: Some(temporary("image", id)),
+                sendable: true,
+            }
+        }
+        "voice" => {
+            let id = content()?;
+            Reply {
+                yaml: format!("{{ voice: {{ media_id: {} }} }}", quote(id)),
+                note: Some(temporary("voice", id)),
+                sendable: true,
+            }
+        }
+        // The API gives a video as a link to download it, not a media id: a passive video
+        // reply needs an uploaded one.
+        "video" => {
+            let link = content()?;
+            Reply {
+                yaml: format!("{{ text: {} }}", quote(&literal(link))),
+                note: Some(format!("a video, given by the API as a link ({link}): sent as that link in a text; upload it and write `video: {{ media_id: … }}` instead")),
+                sendable: true,
+            }
+        }
+        "news" => {
+            let list = value
+                .get("news_info")
+                .and_then(|n| n.get("list"))
+                .and_then(Value::as_array)
+                .ok_or_else(|| fail(&format!("{path}.news_info.list"), "missing, or not a list"))?;
+            let Some(first) = list.first() else {
+                return Err(fail(&format!("{path}.news_info.list"), "no articles"));
+            };
+            let at = format!("{path}.news_info.list[0]");
+            let field = |key: &str| first.get(key).and_then(Value::as_str).unwrap_or("");
+            let title = first
+                .get("title")
+                .and_then(Value::as_str)
+                .ok_or_else(|| fail(&format!("{at}.title"), "missing, or not a string"))?;
+            let note = (list.len() > 1).then(|| {
+                format!(
+                    "the console's news has {} articles; WeChat shows one in a reply to a message, so only the first is kept",
+                    list.len()
+                )
+            });
+            Reply {
+                yaml: format!(
+                    "{{ news: [ {{ title: {}, description: {}, pic_url: {}, url: {} }} ] }}",
+                    quote(&literal(title)),
+                    quote(&literal(field("digest"))),
+                    quote(&literal(field("cover_url"))),
+                    quote(&literal(field("content_url")))
+                ),
+                note,
+                sendable: true,
+            }
+        }
+        other => {
+            return Err(fail(
+                &format!("{path}.type"),
+                format!("`{other}` is not a reply type (text, img, voice, video, news)"),
+            ))
+        }
+    })
+}
+
+/// A console text as a template that renders to itself: `{{` would start a handlebars
+/// expression, so it is escaped (`\{{`).
+fn literal(text: &str) -> String {
+    text.replace("{{", "\\{{")
+}
+
+/// A YAML scalar that reads back as `text`: JSON's double-quoted form, which YAML accepts.
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `name`, or `name-2`, `name-3`…: rule names are unique.
+fn unique(name: &str, names: &mut HashSet<String>) -> String {
+    let base = if name.trim().is_empty() {
+        "rule"
+    } else {
+        name.trim()
+    };
+    let mut candidate = base.to_owned();
+    let mut n = 1;
+    while names.contains(&candidate) {
+        n += 1;
+        candidate = format!("{base}-{n}");
+    }
+    names.insert(candidate.clone());
+    candidate
+}
+
+fn write(rules: &[Rule]) -> Imported {
+    let mut out = String::from(
+        "# yaml-language-server: $schema=rules.schema.json\n\
+         # Imported from the MP console's auto-replies by `wxrules import`. Review it, then\n\
+         # `wxrules check --deny-warnings` and `wxrules test` the cases written with it.\n\
+         # Keyword rules come first, in the order the export lists them; the first that\n\
+         # matches answers. Rules switched off in the console are here, commented out.\n\
+         rules:\n",
+    );
+    let mut cases =
+        String::from("# Cases for the imported rules: `wxrules test` runs them.\ncases:\n");
+    let mut disabled = 0;
+    for rule in rules {
+        out.push('\n');
+        for line in &rule.comment {
+            let _ = writeln!(out, "  # {line}");
+        }
+        for note in &rule.notes {
+            let _ = writeln!(out, "  # NOTE: {note}");
+        }
+        let prefix = if rule.enabled {
+            "  "
+        } else {
+            disabled += 1;
+            out.push_str("  # Switched off in the console: uncomment to use.\n");
+            "  # "
+        };
+        let _ = writeln!(out, "{prefix}- name: {}", quote(&rule.name));
+        let _ = writeln!(out, "{prefix}  when: {}", rule.when);
+        if let Some(cooldown) = rule.cooldown {
+            let _ = writeln!(out, "{prefix}  cooldown: {cooldown}");
+        }
+        let _ = writeln!(out, "{prefix}  reply: {}", rule.reply);
+        if !rule.send.is_empty() {
+            let _ = writeln!(out, "{prefix}  send:");
+            for send in &rule.send {
+                let _ = writeln!(out, "{prefix}    - {}", send.yaml);
+            }
+        }
+        if let (true, Some(case)) = (rule.enabled, &rule.case) {
+            let _ = writeln!(
+                cases,
+                "  - name: {}\n    {case}\n    rule: {}",
+                quote(&format!("imported: {}", rule.name)),
+                quote(&rule.name)
+            );
+        }
+    }
+    if rules.iter().all(|r| !r.enabled) {
+        out.push_str("  []\n");
+    }
+    if !rules.iter().any(|r| r.enabled && r.case.is_some()) {
+        cases.push_str("  []\n");
+    }
+    Imported {
+        rules: out,
+        cases,
+        rule_count: rules.len(),
+        disabled,
+    }
+}
