@@ -283,7 +283,8 @@ fn build_message(case: &Case, base: &Path) -> Result<String, String> {
     if let Some(kind) =
         given("MsgType").and_then(|t| crate::wire::catalog::kind(&t, given("Event").as_deref()))
     {
-        for (name, value) in crate::wire::catalog::sample_fields(kind) {
+        let event_key = given("EventKey");
+        for (name, value) in crate::wire::catalog::sample_fields_for(kind, event_key.as_deref()) {
             if !fields.iter().any(|(n, _)| *n == name) {
                 fields.push((name, value));
             }

@@ -532,6 +532,11 @@ fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    if args.rules_out.is_some() && args.rules_out == args.tests_out {
+        eprintln!("error: --rules-out and --tests-out are the same file");
+        eprintln!("nothing written");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     for path in [&args.rules_out, &args.tests_out].into_iter().flatten() {
         if path.exists() {
             eprintln!(
@@ -542,14 +547,22 @@ fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     }
+    // New files only, even if one appeared since the check above.
+    let write_new = |path: &Path, text: &str| -> anyhow::Result<()> {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
     match &args.rules_out {
-        Some(path) => std::fs::write(path, &imported.rules)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => write_new(path, &imported.rules)?,
         None => print!("{}", imported.rules),
     }
     if let Some(path) = &args.tests_out {
-        std::fs::write(path, &imported.cases)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_new(path, &imported.cases)?;
     }
     eprintln!(
         "imported {} rules ({} switched off in the console, commented out)",
@@ -1312,7 +1325,7 @@ fn made_up_from(to: &str, from: &str, kind: &[(&str, &str)], now: u64) -> String
     if let Some(found) =
         field("MsgType").and_then(|t| crate::wire::catalog::kind(t, field("Event")))
     {
-        for (name, value) in crate::wire::catalog::sample_fields(found) {
+        for (name, value) in crate::wire::catalog::sample_fields_for(found, field("EventKey")) {
             if !fields.iter().any(|(k, _)| *k == name) {
                 fields.push((name, value));
             }

@@ -20,6 +20,8 @@ pub struct Cooldowns {
     memory: Cache<String, u64>,
     redis: Option<Arc<Redis>>,
     clock: Arc<dyn Clock>,
+    /// Held while the in-process store checks and claims one key.
+    claiming: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cooldowns {
@@ -38,6 +40,7 @@ impl Cooldowns {
             memory: Cache::new(MEMORY_ENTRIES),
             redis,
             clock,
+            claiming: std::sync::Mutex::new(()),
         }
     }
 
@@ -45,38 +48,49 @@ impl Cooldowns {
         format!("wxrules:cooldown:{account}:{rule}:{user}")
     }
 
-    /// Whether `rule` is cooling down for `user` of `account`.
-    pub async fn cooling(&self, account: &str, rule: &str, user: &str) -> bool {
+    /// Claims `rule`'s cooldown for `user` of `account` if it is not cooling down: `true`
+    /// when claimed (the rule may answer), `false` when it is cooling down. The check and the
+    /// claim are one step (`SET NX` in Redis, under a lock in process), so two messages of a
+    /// burst cannot both get the reply. `release` gives the claim back when the rule did not
+    /// answer after all.
+    pub async fn try_claim(&self, account: &str, rule: &str, user: &str, seconds: u64) -> bool {
         let key = Cooldowns::key(account, rule, user);
-        if let Some(redis) = &self.redis {
-            let found = redis
-                .run(|mut conn| {
-                    let mut exists = redis::cmd("EXISTS");
-                    exists.arg(&key);
-                    async move { redis.bounded(exists.query_async::<i64>(&mut conn)).await }
-                })
-                .await;
-            if let Some(found) = found {
-                return found > 0;
-            }
-        }
-        self.memory
-            .get(&key)
-            .is_some_and(|until| self.clock.now() < until)
-    }
-
-    /// Starts `rule`'s cooldown of `seconds` for `user`.
-    pub async fn start(&self, account: &str, rule: &str, user: &str, seconds: u64) {
-        let key = Cooldowns::key(account, rule, user);
-        self.memory
-            .insert(key.clone(), self.clock.now().saturating_add(seconds));
         if let Some(redis) = &self.redis {
             let millis = Duration::from_secs(seconds).as_millis().to_string();
-            redis
+            let claimed = redis
                 .run(|mut conn| {
                     let mut set = redis::cmd("SET");
-                    set.arg(&key).arg(1).arg("PX").arg(&millis);
-                    async move { redis.bounded(set.query_async::<()>(&mut conn)).await }
+                    set.arg(&key).arg(1).arg("NX").arg("PX").arg(&millis);
+                    async move {
+                        redis
+                            .bounded(set.query_async::<Option<String>>(&mut conn))
+                            .await
+                    }
+                })
+                .await;
+            if let Some(claimed) = claimed {
+                return claimed.is_some();
+            }
+        }
+        let now = self.clock.now();
+        let _one_at_a_time = self.claiming.lock().unwrap_or_else(|e| e.into_inner());
+        if self.memory.get(&key).is_some_and(|until| now < until) {
+            return false;
+        }
+        self.memory.insert(key, now.saturating_add(seconds));
+        true
+    }
+
+    /// Gives back a claim whose rule did not answer (`success`, a render error).
+    pub async fn release(&self, account: &str, rule: &str, user: &str) {
+        let key = Cooldowns::key(account, rule, user);
+        self.memory.remove(&key);
+        if let Some(redis) = &self.redis {
+            redis
+                .run(|mut conn| {
+                    let mut del = redis::cmd("DEL");
+                    del.arg(&key);
+                    async move { redis.bounded(del.query_async::<i64>(&mut conn)).await }
                 })
                 .await;
         }

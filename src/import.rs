@@ -4,7 +4,7 @@
 //! writes YAML by hand (every string JSON-quoted, which YAML reads as written). No IO: the
 //! caller reads the input and writes the output, nothing when this fails.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -87,6 +87,8 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
     let autoreply_open = switch("is_autoreply_open")?;
     let mut names = HashSet::new();
     let mut rules = Vec::new();
+    // Each keyword as wxrules compares it (folded), and the rule that has it first.
+    let mut keywords: HashMap<(bool, String), String> = HashMap::new();
 
     // Keyword rules first, in the order the export lists them.
     if let Some(keyword) = top.get("keyword_autoreply_info") {
@@ -96,7 +98,13 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
             .ok_or_else(|| fail("$.keyword_autoreply_info.list", "missing, or not a list"))?;
         for (i, item) in list.iter().enumerate() {
             let path = format!("$.keyword_autoreply_info.list[{i}]");
-            rules.push(keyword_rule(item, &path, autoreply_open, &mut names)?);
+            rules.push(keyword_rule(
+                item,
+                &path,
+                autoreply_open,
+                &mut names,
+                &mut keywords,
+            )?);
         }
     }
     if let Some(info) = top.get("add_friend_autoreply_info") {
@@ -128,8 +136,32 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
             send: Vec::new(),
             notes: reply.note.into_iter().collect(),
             enabled: autoreply_open,
-            case: Some("text: \"wxrules import: no keyword here\"".into()),
+            case: Some("text: \"wxrules导入测试留言\"".into()),
         });
+    }
+    // A rule that an earlier one always answers first (its keywords all contain an earlier
+    // `contain` keyword) could never answer: left commented out, so that `check
+    // --deny-warnings` accepts the file and every case passes.
+    for _ in 0..rules.len() {
+        let imported = write(&rules);
+        let Ok(loaded) = crate::rules::load_str(&imported.rules, &[]) else {
+            return Ok(imported);
+        };
+        let lint = crate::rules::lint(&loaded.rules, std::path::Path::new("rules.yaml"));
+        let shadowed: Vec<(String, String)> = lint
+            .iter()
+            .filter(|w| w.message.starts_with("unreachable"))
+            .filter_map(|w| w.rule.clone().map(|r| (r, w.message.clone())))
+            .collect();
+        if shadowed.is_empty() {
+            return Ok(imported);
+        }
+        for (name, why) in shadowed {
+            if let Some(rule) = rules.iter_mut().find(|r| r.name == name) {
+                rule.enabled = false;
+                rule.notes.push(format!("{why}: left commented out"));
+            }
+        }
     }
     Ok(write(&rules))
 }
@@ -139,6 +171,7 @@ fn keyword_rule(
     path: &str,
     open: bool,
     names: &mut HashSet<String>,
+    seen: &mut HashMap<(bool, String), String>,
 ) -> Result<Rule, ImportError> {
     let name = item
         .get("rule_name")
@@ -179,6 +212,34 @@ fn keyword_rule(
     if exact.is_empty() && contains.is_empty() {
         return Err(fail(&format!("{path}.keyword_list_info"), "no keywords"));
     }
+    // wxrules compares keywords folded (`价格` and `价格？`, `help` and `HELP` are one): a
+    // keyword that an earlier one already is, here or in an earlier rule, is left out.
+    let unique_name = unique(name, names);
+    let mut dropped = Vec::new();
+    let mut keep = |list: Vec<String>, contains: bool| -> Vec<String> {
+        let kind = if contains {
+            crate::rules::fold::Literal::Contains
+        } else {
+            crate::rules::fold::Literal::Exact
+        };
+        list.into_iter()
+            .filter(|k| {
+                let folded = crate::rules::fold::literal(k, kind);
+                match seen.get(&(contains, folded.clone())) {
+                    Some(owner) => {
+                        dropped.push(format!("keyword `{k}` left out: the same as one of rule `{owner}` once folded (full-width forms, case, surrounding punctuation)"));
+                        false
+                    }
+                    None => {
+                        seen.insert((contains, folded), unique_name.clone());
+                        true
+                    }
+                }
+            })
+            .collect()
+    };
+    let exact = keep(exact, false);
+    let contains = keep(contains, true);
     let mut alternatives: Vec<String> = exact.iter().map(|k| quote(k)).collect();
     if !contains.is_empty() {
         let list: Vec<String> = contains.iter().map(|k| quote(k)).collect();
@@ -201,6 +262,11 @@ fn keyword_rule(
         .and_then(Value::as_str)
         .unwrap_or("reply_all");
     let mut notes: Vec<String> = replies.iter().filter_map(|r| r.note.clone()).collect();
+    notes.extend(dropped);
+    let no_keywords = exact.is_empty() && contains.is_empty();
+    if no_keywords {
+        notes.push("every keyword of this rule is an earlier rule's: it could never answer, so it is left commented out".into());
+    }
     let (reply_yaml, send) = match mode {
         "random_one" if replies.len() > 1 => {
             let choices: Vec<String> = replies.iter().map(|r| r.yaml.clone()).collect();
@@ -242,13 +308,13 @@ fn keyword_rule(
                 "回复全部 (all the replies)"
             }
         )],
-        name: unique(name, names),
+        name: unique_name,
         when,
         cooldown: None,
         reply: reply_yaml,
         send,
         notes,
-        enabled: open,
+        enabled: open && !no_keywords,
         case: case_text.map(|t| format!("text: {}", quote(&t))),
     })
 }
@@ -348,9 +414,37 @@ fn literal(text: &str) -> String {
     text.replace("{{", "\\{{")
 }
 
-/// A YAML scalar that reads back as `text`: JSON's double-quoted form, which YAML accepts.
+/// A YAML scalar that reads back as `text`: JSON's double-quoted form, which YAML accepts,
+/// with the characters YAML refuses or folds in a quoted scalar (DEL, C1 controls, NEL, the
+/// line and paragraph separators, U+FFFE/U+FFFF) escaped too.
 fn quote(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+    let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let refused = matches!(
+            c,
+            '\u{7F}'..='\u{9F}' | '\u{2028}' | '\u{2029}' | '\u{FFFE}' | '\u{FFFF}'
+        );
+        if refused {
+            let _ = write!(out, "\\u{:04X}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text from the export put in a comment: on one line, without control characters.
+fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// `name`, or `name-2`, `name-3`…: rule names are unique.
@@ -385,10 +479,10 @@ fn write(rules: &[Rule]) -> Imported {
     for rule in rules {
         out.push('\n');
         for line in &rule.comment {
-            let _ = writeln!(out, "  # {line}");
+            let _ = writeln!(out, "  # {}", comment(line));
         }
         for note in &rule.notes {
-            let _ = writeln!(out, "  # NOTE: {note}");
+            let _ = writeln!(out, "  # NOTE: {}", comment(note));
         }
         let prefix = if rule.enabled {
             "  "

@@ -802,6 +802,14 @@ fn import_turns_the_console_export_into_rules_and_passing_cases() {
          "error: $.keyword_autoreply_info.list[0].keyword_list_info[0].match_mode: missing\nnothing written\n"),
         (r#"{"add_friend_autoreply_info": {"type": "text"}}"#,
          "error: $.add_friend_autoreply_info.content: missing, or not a string\nnothing written\n"),
+        (r#"{"keyword_autoreply_info": {"list": [{"rule_name": "r", "reply_mode": "all", "keyword_list_info": [{"match_mode": "equal", "content": "a"}], "reply_list_info": [{"type": "text", "content": "x"}]}]}}"#,
+         "error: $.keyword_autoreply_info.list[0].reply_mode: `all` is not a reply mode (reply_all, random_one)\nnothing written\n"),
+        (r#"{"keyword_autoreply_info": {"list": [{"rule_name": "r", "keyword_list_info": [{"match_mode": "fuzzy", "content": "a"}], "reply_list_info": []}]}}"#,
+         "error: $.keyword_autoreply_info.list[0].keyword_list_info[0].match_mode: `fuzzy` is not a match mode (equal, contain)\nnothing written\n"),
+        (r#"{"is_autoreply_open": "yes"}"#,
+         "error: $.is_autoreply_open: is 0 or 1\nnothing written\n"),
+        (r#"{"message_default_autoreply_info": {"type": "news"}}"#,
+         "error: $.message_default_autoreply_info.news_info.list: missing, or not a list\nnothing written\n"),
         (r#"{"errcode": 40001, "errmsg": "invalid credential"}"#,
          "error: $.errcode: WeChat answered errcode 40001, not the auto-replies\nnothing written\n"),
     ] {
@@ -814,6 +822,75 @@ fn import_turns_the_console_export_into_rules_and_passing_cases() {
         assert_eq!(text(&out.stderr), says, "{json}");
         assert!(!scratch.path("bad.yaml").exists() && !scratch.path("bad-cases.yaml").exists());
     }
+    // Console habits wxrules folds together: case and punctuation variants of one keyword,
+    // a keyword already another rule's, a rule an earlier `contain` keyword always answers;
+    // and the follow reply switched off.
+    scratch.write(
+        "habits.json",
+        r#"{"is_add_friend_reply_open": 0, "add_friend_autoreply_info": {"type": "text", "content": "welcome"},
+            "keyword_autoreply_info": {"list": [
+              {"rule_name": "help", "reply_mode": "reply_all", "keyword_list_info": [
+                 {"match_mode": "equal", "content": "help"}, {"match_mode": "equal", "content": "HELP"},
+                 {"match_mode": "equal", "content": "帮助？"}, {"match_mode": "equal", "content": "帮助"}],
+               "reply_list_info": [{"type": "text", "content": "how can we help"}]},
+              {"rule_name": "price", "reply_mode": "reply_all", "keyword_list_info": [
+                 {"match_mode": "contain", "content": "价格"}, {"match_mode": "equal", "content": "Help"}],
+               "reply_list_info": [{"type": "text", "content": "prices"}]},
+              {"rule_name": "price list", "reply_mode": "reply_all", "keyword_list_info": [
+                 {"match_mode": "equal", "content": "价格表"}],
+               "reply_list_info": [{"type": "text", "content": "the list"}]}
+            ]}}"#,
+    );
+    let out = wxrules(
+        &scratch.dir,
+        &[
+            "import",
+            "habits.json",
+            "--rules-out",
+            "habits.yaml",
+            "--tests-out",
+            "habits-cases.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let habits = std::fs::read_to_string(scratch.path("habits.yaml")).unwrap();
+    assert!(habits.contains("keyword `HELP` left out"), "{habits}");
+    assert!(habits.contains("keyword `Help` left out"), "{habits}");
+    assert!(
+        habits.contains("unreachable: every message it matches is answered first by rule `price`"),
+        "{habits}"
+    );
+    assert!(habits.contains("  # - name: \"welcome\""), "{habits}");
+    let check = wxrules(
+        &scratch.dir,
+        &[
+            "check",
+            "--deny-warnings",
+            "--rules",
+            "habits.yaml",
+            "--templates",
+            "templates",
+        ],
+    );
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    let test = wxrules(
+        &scratch.dir,
+        &[
+            "test",
+            "--rules",
+            "habits.yaml",
+            "--templates",
+            "templates",
+            "habits-cases.yaml",
+        ],
+    );
+    assert_eq!(
+        text(&test.stdout),
+        "2 passed, 0 failed\n",
+        "{}",
+        text(&test.stdout)
+    );
+
     // An existing file is not overwritten.
     let out = wxrules(
         &scratch.dir,

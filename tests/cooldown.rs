@@ -79,6 +79,17 @@ async fn a_cooling_rule_passes_the_user_over_until_the_clock_moves_past_it() {
     assert_eq!(kind(&a3), "price");
     let (_, b1) = post(&app, &q, push("oB", "hello")).await;
     assert_eq!(kind(&b1), "default");
+    // A burst from one user: one of them gets the default reply, the others go on.
+    let (x, y, z) = tokio::join!(
+        post(&app, &q, push("oC", "在吗")),
+        post(&app, &q, push("oC", "你好")),
+        post(&app, &q, push("oC", "？"))
+    );
+    let defaults = [&x.1, &y.1, &z.1]
+        .iter()
+        .filter(|body| kind(body) == "default")
+        .count();
+    assert_eq!(defaults, 1);
     // 59 minutes on: still cooling; past the hour: the default reply again.
     clock.advance(59 * 60);
     let (_, a4) = post(&app, &q, push("oA", "hi")).await;

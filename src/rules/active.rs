@@ -130,6 +130,10 @@ pub fn compile(written: &Written<'_>) -> Result<Active, Problem> {
 /// the next midnight; `2026-11-11T23:59:59`: 2026-11-12T00:00:00), so both ends are in.
 fn instant(text: &str, tz: &TimeZone, until: bool) -> Result<i64, String> {
     let text = text.trim();
+    // With an offset (`+08:00`, `Z`) the text names an instant, whatever the time zone.
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(at.as_second() + i64::from(until));
+    }
     // A time of day makes it a date and time (jiff's `Date` would read the date of one).
     let has_time = text.contains(['T', 't', ' ', ':']);
     let (civil, step): (DateTime, jiff::Span) = if !has_time {
@@ -271,6 +275,14 @@ mod tests {
         assert!(to_the_second.holds(at("2026-11-11T10:00:00")));
         assert!(to_the_second.holds(at("2026-11-11T23:59:59")));
         assert!(!to_the_second.holds(at("2026-11-12T00:00:00")));
+    }
+
+    #[test]
+    fn a_time_with_an_offset_is_that_instant() {
+        let utc = window(None, Some("2026-11-11T23:59:59+00:00"), &[], &[]);
+        // 23:59:59 UTC is 07:59:59 the next day in Shanghai.
+        assert!(utc.holds(at("2026-11-12T07:59:59")));
+        assert!(!utc.holds(at("2026-11-12T08:00:00")));
     }
 
     #[test]

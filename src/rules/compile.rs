@@ -174,6 +174,20 @@ fn compile(
         }
     };
 
+    // The file's time zone, checked once, at its own line.
+    if let Some(tz) = c.positions.timezone() {
+        if jiff::tz::TimeZone::get(tz).is_err() {
+            let at = c.positions.value("timezone");
+            c.error(
+                None,
+                at,
+                format!(
+                    "`timezone`: `{tz}` is not a time zone (an IANA name such as `Asia/Shanghai`)"
+                ),
+            );
+            return Err(LoadError(c.errors));
+        }
+    }
     let spans = rule_spans(source, &lines, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
     let mut names: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
@@ -686,7 +700,7 @@ fn check_folded(
 /// (`rules::fold`).
 fn normalize(field: &Field, s: &str) -> String {
     match field {
-        Field::Keyword => super::fold::folded(s).into_owned(),
+        Field::Keyword => super::fold::literal(s, super::fold::Literal::Exact),
         f if f.folds_case() => s.to_ascii_lowercase(),
         _ => s.to_owned(),
     }
@@ -733,6 +747,9 @@ fn compile_op(
             }
             match kind {
                 "exact" => patterns.push(Pattern::Exact(normalize(field, &value))),
+                "prefix" if *field == Field::Keyword => patterns.push(Pattern::Prefix(
+                    super::fold::literal(&value, super::fold::Literal::Prefix),
+                )),
                 "prefix" => patterns.push(Pattern::Prefix(normalize(field, &value))),
                 "contains" => {
                     if value.trim().is_empty() {
@@ -740,7 +757,11 @@ fn compile_op(
                         c.error(Some(rule), at, "`contains` needs a non-empty string".into());
                         ok = false;
                     }
-                    patterns.push(Pattern::Contains(normalize(field, &value)));
+                    patterns.push(Pattern::Contains(if *field == Field::Keyword {
+                        super::fold::literal(&value, super::fold::Literal::Contains)
+                    } else {
+                        normalize(field, &value)
+                    }));
                 }
                 _ => match LazyRegex::new(&value, field.folds_case(), *field == Field::Keyword) {
                     // Keyword regexes are found through the index's RegexSet and compiled on
@@ -1812,6 +1833,39 @@ mod tests {
                 "rules.yaml:3:39: rule `r`: keywords `ＰＲＩＣＥ` and `price` are the same once folded (full-width forms, ASCII case, surrounding punctuation): one is enough",
             ]
         );
+    }
+
+    #[test]
+    fn a_file_time_zone_is_checked_once_and_used_by_every_window() {
+        let err = load_str(
+            "timezone: Mars/Olympus\nrules:\n  - name: r\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rules.yaml:1:11: `timezone`: `Mars/Olympus` is not a time zone (an IANA name such as `Asia/Shanghai`)"
+        );
+        // After `rules:` too; `~` is none.
+        for yaml in [
+            "rules:\n  - name: r\n    active: { hours: [\"00:00-01:00\"] }\n    reply: { text: hi }\ntimezone: UTC\n",
+            "timezone: UTC\nrules:\n  - name: r\n    active: { hours: [\"00:00-01:00\"] }\n    reply: { text: hi }\n",
+        ] {
+            let loaded = load_str(yaml, &[]).unwrap();
+            let active = loaded.rules.rules()[0].active().unwrap();
+            // 00:30 UTC on 2026-11-30.
+            assert!(active.holds(1_795_998_600), "{yaml}");
+        }
+        let loaded = load_str(
+            "timezone: ~\nrules:\n  - name: r\n    active: { hours: [\"08:00-09:00\"] }\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap();
+        // 00:30 UTC is 08:30 in Shanghai, the default.
+        assert!(loaded.rules.rules()[0]
+            .active()
+            .unwrap()
+            .holds(1_795_998_600));
     }
 
     #[test]

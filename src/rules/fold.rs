@@ -32,6 +32,41 @@ pub(crate) fn normal(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// How a literal keyword of the rules file is folded, by where it must be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Literal {
+    /// The whole text: folded as messages are (`folded`).
+    Exact,
+    /// The start of the text: trimmed at its start only (`Q:` stays `q:`).
+    Prefix,
+    /// Anywhere in the text: not trimmed (`C++` stays `c++`, ` 号` keeps its space).
+    Contains,
+}
+
+/// A literal keyword folded for `kind`: NFKC and ASCII lowercase, trimmed as the text it
+/// is compared with allows.
+pub(crate) fn literal(text: &str, kind: Literal) -> String {
+    match kind {
+        Literal::Exact => folded(text).into_owned(),
+        Literal::Prefix | Literal::Contains => {
+            let nfkc: String = text.nfkc().collect();
+            let kept = match kind {
+                Literal::Prefix => {
+                    let start =
+                        nfkc.trim_start_matches(|c: char| c.is_whitespace() || is_punctuation(c));
+                    if start.is_empty() {
+                        nfkc.trim()
+                    } else {
+                        start
+                    }
+                }
+                _ => nfkc.as_str(),
+            };
+            kept.to_ascii_lowercase()
+        }
+    }
+}
+
 /// `normal`, then ASCII lowercase: what literal keywords are compared with.
 pub(crate) fn folded(text: &str) -> Cow<'_, str> {
     match normal(text) {
@@ -51,12 +86,13 @@ fn trim(text: &str) -> &str {
     }
 }
 
-/// Unicode punctuation (`！`, `。`, `…`, `「」`, `?`), not symbols or emoji.
+/// Unicode punctuation (`！`, `。`, `…`, `「」`, `?`, `#`), not symbols (`+`, `$`, `<`, `~`)
+/// or emoji: the same definition for ASCII as for the rest.
 fn is_punctuation(c: char) -> bool {
-    if c.is_ascii() {
-        return c.is_ascii_punctuation();
+    if c.is_ascii_alphanumeric() || is_ideograph(c) {
+        return false;
     }
-    !is_ideograph(c) && c.general_category_group() == GeneralCategoryGroup::Punctuation
+    c.general_category_group() == GeneralCategoryGroup::Punctuation
 }
 
 /// A CJK unified ideograph (U+4E00 to U+9FFF), most of what Chinese users type: unchanged by
@@ -82,6 +118,9 @@ mod tests {
             ("…帮助…", "帮助"),
             ("价格😀", "价格😀"),
             ("a-b", "a-b"),
+            // Symbols are not punctuation.
+            ("C++", "c++"),
+            ("$5", "$5"),
             // Only punctuation: kept, as what the user asked.
             ("？", "?"),
             (" ! ", "!"),
@@ -91,6 +130,15 @@ mod tests {
         }
         // Case is kept for regexes and their captures.
         assert_eq!(normal("ＯＲＤＥＲ-２０２６！"), "ORDER-2026");
+    }
+
+    #[test]
+    fn prefix_and_contains_literals_keep_what_their_match_needs() {
+        assert_eq!(literal("Q:", Literal::Prefix), "q:");
+        assert_eq!(literal("  ＶＩＰ", Literal::Prefix), "vip");
+        assert_eq!(literal("C++", Literal::Contains), "c++");
+        assert_eq!(literal("优惠 ", Literal::Contains), "优惠 ");
+        assert_eq!(literal("价格！", Literal::Exact), "价格");
     }
 
     #[test]

@@ -173,7 +173,13 @@ fn duplicate_keywords(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
             continue;
         };
         let mine: BTreeSet<&str> = exacts(&test.matcher).collect();
+        // A rule that is only sometimes live (a campaign, a cooldown) may share keywords with
+        // the rule that answers the rest of the time.
+        let sometimes = rule.active.is_some() || rule.cooldown_secs > 0;
         for keyword in mine {
+            if sometimes {
+                continue;
+            }
             match first.get(keyword) {
                 Some(earlier) => warn(
                     rule,

@@ -281,7 +281,10 @@ impl<'a> LazyPositions<'a> {
 
     /// The file's top-level `timezone:`, if it gives one.
     pub(crate) fn timezone(&self) -> Option<&str> {
-        self.timezone.as_deref()
+        // YAML's null (`~`, `null`, nothing) is no time zone, as serde reads it.
+        self.timezone
+            .as_deref()
+            .filter(|tz| !matches!(tz.trim(), "" | "~" | "null" | "Null" | "NULL"))
     }
 
     /// Where the document first nests deeper than `MAX_YAML_DEPTH`, if it does. Such a file

@@ -5,7 +5,7 @@
 pub mod active;
 pub(crate) mod compile;
 mod fields;
-mod fold;
+pub(crate) mod fold;
 mod lint;
 mod locate;
 mod matcher;

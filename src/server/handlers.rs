@@ -318,7 +318,14 @@ pub(crate) async fn receive(
     let snapshot = state.live.snapshot();
     let now = state.clock.now();
     let found = find_unless_cooling(&state, &snapshot.rules, &message).await;
-    let cooldown = found.as_ref().and_then(|m| m.rule.cooldown());
+    // A rule with a cooldown claimed it when it was found; it keeps the claim if it answers.
+    let claimed = found
+        .as_ref()
+        .filter(|m| m.rule.cooldown().is_some())
+        .map(|m| {
+            let late = m.rule.call().is_some_and(|c| c.late().is_some());
+            (m.rule.shared_name(), late)
+        });
     let mut outcome = match decide_found(&snapshot.rules, &message, found, now) {
         Decision::Done(outcome) => outcome,
         // Boxed: the call's state (request, task handle) would otherwise be part of every
@@ -334,16 +341,14 @@ pub(crate) async fn receive(
         if !sends.is_empty() {
             queue_sends(&state.outbox, rule, &message, std::mem::take(sends)).await;
         }
-        // The rule answered: it passes this user over until its cooldown ends.
-        if let Some(cooldown) = cooldown {
+    }
+    // A rule that claimed its cooldown and did not answer gives it back; one whose late
+    // call may still answer through the outbox keeps it.
+    if let Some((rule, late)) = claimed {
+        if !late && !matches!(outcome, Outcome::Replied { .. }) {
             state
                 .cooldowns
-                .start(
-                    message.to_user(),
-                    rule,
-                    message.from_user(),
-                    cooldown.as_secs(),
-                )
+                .release(message.to_user(), &rule, message.from_user())
                 .await;
         }
     }
@@ -455,11 +460,18 @@ async fn find_unless_cooling<'r>(
     let mut skip = Vec::new();
     loop {
         let found = rules.find_skipping(&subject, &skip)?;
-        if found.rule.cooldown().is_none()
-            || !state
-                .cooldowns
-                .cooling(message.to_user(), found.rule.name(), message.from_user())
-                .await
+        let Some(cooldown) = found.rule.cooldown() else {
+            return Some(found);
+        };
+        if state
+            .cooldowns
+            .try_claim(
+                message.to_user(),
+                found.rule.name(),
+                message.from_user(),
+                cooldown.as_secs(),
+            )
+            .await
         {
             return Some(found);
         }

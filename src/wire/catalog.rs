@@ -413,9 +413,20 @@ pub fn always_list(parent: &str, child: &str) -> bool {
 /// messages they make up, so that a made-up SCAN carries its `Ticket` as a real one does.
 /// A list gets one element (`SendPicsInfo.PicList.item.PicMd5Sum`, or one `<List>`).
 pub fn sample_fields(kind: &Kind) -> Vec<(String, String)> {
+    sample_fields_for(kind, None)
+}
+
+/// `sample_fields`, for a push whose `EventKey` is `event_key`: a follow through a QR code
+/// (`qrscene_…`) carries its `Ticket` too, as WeChat sends it.
+pub fn sample_fields_for(kind: &Kind, event_key: Option<&str>) -> Vec<(String, String)> {
+    let qr_follow =
+        kind.event == Some("subscribe") && event_key.is_some_and(|k| k.starts_with("qrscene_"));
     kind.fields
         .iter()
-        .filter(|field| !field.optional && !field.path.ends_with("[]"))
+        .filter(|field| {
+            (!field.optional || (qr_follow && field.path == "Ticket"))
+                && !field.path.ends_with("[]")
+        })
         .map(|field| {
             let path = match field.path.split_once("[].") {
                 Some((list, rest)) => {
