@@ -125,21 +125,6 @@ impl CallFailure {
     }
 }
 
-/// Every `outcome` of `wxrules_calls_total`: `ok` and `late` (answered after `late.after`,
-/// sent through the customer-service API), and each failure's.
-pub const OUTCOMES: [&str; 10] = [
-    "ok",
-    "late",
-    "busy",
-    "bad_url",
-    "timeout",
-    "connect",
-    "network",
-    "status",
-    "too_large",
-    "invalid",
-];
-
 /// The HTTP client of every rule's calls: one connection pool, HTTP/1.1 with keep-alive,
 /// no redirects (a service's answer is its answer; a redirect could lead anywhere).
 #[derive(Debug, Clone)]

@@ -219,16 +219,7 @@ fn param(
 /// `None` when some kind carries it. `captures`, `rule` and `call` are not fields: the
 /// caller checks them.
 pub(crate) fn problem(parts: &[String], kinds: &[&Kind]) -> Option<String> {
-    let shape: Vec<String> = parts
-        .iter()
-        .map(|p| {
-            if p.parse::<usize>().is_ok() {
-                "[]".to_owned()
-            } else {
-                p.clone()
-            }
-        })
-        .collect();
+    let shape = shape_of(parts);
     let wanted = join(&shape);
     if kinds.iter().any(|kind| carries(kind, &wanted)) {
         return None;
@@ -247,11 +238,9 @@ pub(crate) fn problem(parts: &[String], kinds: &[&Kind]) -> Option<String> {
     Some(message)
 }
 
-/// A `fields:` path into a list without an index, or through the XML's `<item>`: it can
-/// never match (a list is not text), whatever the kind.
-pub(crate) fn list_problem(path: &str) -> Option<String> {
-    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
-    let shape: Vec<String> = parts
+/// A path's parts with each list index written `[]`, as the catalog writes its paths.
+fn shape_of(parts: &[String]) -> Vec<String> {
+    parts
         .iter()
         .map(|p| {
             if p.parse::<usize>().is_ok() {
@@ -260,7 +249,14 @@ pub(crate) fn list_problem(path: &str) -> Option<String> {
                 p.clone()
             }
         })
-        .collect();
+        .collect()
+}
+
+/// A `fields:` path into a list without an index, or through the XML's `<item>`: it can
+/// never match (a list is not text), whatever the kind.
+pub(crate) fn list_problem(path: &str) -> Option<String> {
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    let shape = shape_of(&parts);
     let all: Vec<&Kind> = KINDS.iter().collect();
     list_hint(&parts, &shape, &known_paths(&all))
 }

@@ -166,25 +166,29 @@ async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> Ht
     HttpResponse::Ok().json(json!({"access_token": valid.clone(), "expires_in": 7200}))
 }
 
-/// `GET /cgi-bin/get_current_autoreply_info`: the console export of
-/// `tests/data/console/autoreply.json`, to a valid token.
-async fn autoreply_info(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+/// WeChat's answer to a call whose `access_token` is not the one that works now (42001 when
+/// none does, 40001 otherwise); `None` for the good one.
+fn refuse_token(state: &FakeState, req: &HttpRequest) -> Option<HttpResponse> {
     let token = req
         .query_string()
         .split('&')
         .find_map(|pair| pair.strip_prefix("access_token="))
-        .unwrap_or("")
-        .to_owned();
-    let valid = state.valid.lock().unwrap().clone();
-    match valid {
-        None => return errcode(42001, "access_token expired"),
-        Some(valid) if valid != token => {
-            return errcode(
-                40001,
-                "invalid credential, access_token is invalid or not latest",
-            )
-        }
-        Some(_) => {}
+        .unwrap_or("");
+    match state.valid.lock().unwrap().as_deref() {
+        None => Some(errcode(42001, "access_token expired")),
+        Some(valid) if valid != token => Some(errcode(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `GET /cgi-bin/get_current_autoreply_info`: the console export of
+/// `tests/data/console/autoreply.json`, to a valid token.
+async fn autoreply_info(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = refuse_token(&state, &req) {
+        return refused;
     }
     let export = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console/autoreply.json"),
@@ -201,22 +205,8 @@ async fn custom_send(
     body: web::Json<Value>,
 ) -> HttpResponse {
     state.send_calls.fetch_add(1, Ordering::SeqCst);
-    let token = req
-        .query_string()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("access_token="))
-        .unwrap_or("")
-        .to_owned();
-    let valid = state.valid.lock().unwrap().clone();
-    match valid {
-        None => return errcode(42001, "access_token expired"),
-        Some(valid) if valid != token => {
-            return errcode(
-                40001,
-                "invalid credential, access_token is invalid or not latest",
-            )
-        }
-        Some(_) => {}
+    if let Some(refused) = refuse_token(&state, &req) {
+        return refused;
     }
     if let Some(next) = state.script.lock().unwrap().pop_front() {
         return match next {
