@@ -159,9 +159,16 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["message", "text", "event"])))]
 struct SendArgs {
-    /// The server's push URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080/wechat")]
-    url: String,
+    /// The server's push URL [default: http://127.0.0.1:8080/wechat, or with --config the
+    /// account's path on the file's `listen`].
+    #[arg(long)]
+    url: Option<String>,
+    /// Sign with the secrets of an account of this config file (and --account).
+    #[arg(long, env = "WXRULES_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The account of --config to sign as (may be left out when the file has one).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    account: Option<String>,
     /// A message XML file to send (its own fields, as written).
     message: Option<PathBuf>,
     /// A text message with this content.
@@ -211,6 +218,12 @@ struct SourceArgs {
     /// The directory of `NAME.hbs` templates.
     #[arg(long, default_value = "templates")]
     templates: PathBuf,
+    /// A config file of several accounts (`accounts:`), instead of --rules/--templates.
+    #[arg(long, env = "WXRULES_CONFIG", value_name = "FILE", conflicts_with_all = ["rules", "templates"])]
+    config: Option<PathBuf>,
+    /// With --config: the account to use (`check` without it checks every account).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    account: Option<String>,
 }
 
 impl SourceArgs {
@@ -220,6 +233,56 @@ impl SourceArgs {
             templates: self.templates.clone(),
         }
     }
+
+    /// The config file read, or every error printed and exit 78.
+    fn config(&self) -> Option<Result<crate::accounts::Config, ExitCode>> {
+        self.config.as_ref().map(|path| read_config_or_report(path))
+    }
+
+    /// The one account to use: --rules/--templates (`None` for its secrets: the
+    /// environment's), or with --config the account named by --account (which may be left
+    /// out when the file has one).
+    fn one(&self) -> Result<(Sources, Option<crate::accounts::AccountSpec>), ExitCode> {
+        let Some(config) = self.config() else {
+            return Ok((self.sources(), None));
+        };
+        let config = config?;
+        let spec = match (&self.account, config.accounts.as_slice()) {
+            (Some(name), _) => config.account(name).cloned(),
+            (None, [only]) => Some(only.clone()),
+            (None, _) => {
+                eprintln!(
+                    "error: {} has several accounts: name one with --account ({})",
+                    config.path.display(),
+                    config.names()
+                );
+                return Err(ExitCode::from(2));
+            }
+        };
+        match spec {
+            Some(spec) => Ok((spec.sources.clone(), Some(spec))),
+            None => {
+                eprintln!(
+                    "error: {} has no account `{}` (it has: {})",
+                    config.path.display(),
+                    self.account.as_deref().unwrap_or_default(),
+                    config.names()
+                );
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+/// Reads a `--config` file; its errors are printed, each as `file:line:col: …`.
+fn read_config_or_report(path: &Path) -> Result<crate::accounts::Config, ExitCode> {
+    crate::accounts::read_config(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,12 +295,13 @@ enum LogFormat {
 struct ServeArgs {
     #[command(flatten)]
     sources: SourceArgs,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Refuse requests whose timestamp is more than this many seconds from now (0 = off).
-    #[arg(long, default_value_t = 300)]
-    max_age: u64,
+    /// Address to listen on [default: 127.0.0.1:8080, or the config file's `listen`].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Refuse requests whose timestamp is more than this many seconds from now (0 = off)
+    /// [default: 300, or the config file's `max_age`].
+    #[arg(long)]
+    max_age: Option<u64>,
     /// Where answers are kept so that WeChat's retries get the same answer: `memory` (this
     /// process) or `redis://[:password@]host:port[/db]` (shared by every instance). Also
     /// `--dedup`. Give a URL with a password in WXRULES_STORE rather than on the command
@@ -247,10 +311,9 @@ struct ServeArgs {
         visible_alias = "dedup",
         env = "WXRULES_STORE",
         hide_env_values = true,
-        default_value = "memory",
         value_name = "memory|redis://host:port[/db]"
     )]
-    dedup: String,
+    dedup: Option<String>,
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -262,8 +325,8 @@ struct ServeArgs {
     /// WeChat's API, for customer-service messages (`send:`): the real one, or an
     /// IP-whitelisted proxy in front of it. Credentials come from WXRULES_APPID and
     /// WXRULES_APPSECRET.
-    #[arg(long, env = "WXRULES_WECHAT_API", default_value = crate::wechat_api::DEFAULT_BASE, value_name = "URL")]
-    wechat_api: String,
+    #[arg(long, env = "WXRULES_WECHAT_API", value_name = "URL")]
+    wechat_api: Option<String>,
     /// HTTP worker threads (default: one per core), 1 to 256.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
     workers: Option<u16>,
@@ -320,12 +383,15 @@ pub fn run(args: Args) -> ExitCode {
         Some(Command::Check {
             sources,
             deny_warnings,
-        }) => check(&sources.sources(), deny_warnings),
+        }) => check_accounts(&sources, deny_warnings),
         Some(Command::Explain(explain_args)) => explain(&explain_args),
         Some(Command::Reload { admin }) => reload_remote(&admin),
         Some(Command::Send(send_args)) => send(&send_args),
         Some(Command::Import(import_args)) => import(&import_args),
-        Some(Command::Test { sources, cases }) => test(&sources.sources(), &cases),
+        Some(Command::Test { sources, cases }) => match sources.one() {
+            Ok((sources, _)) => test(&sources, &cases),
+            Err(code) => Ok(code),
+        },
         Some(Command::Schema) => {
             print!("{}", rules::json_schema());
             Ok(ExitCode::SUCCESS)
@@ -385,6 +451,48 @@ fn load_or_report(sources: &Sources) -> Result<Loaded, ExitCode> {
         );
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// `check`: the rules of --rules/--templates, or of every account of --config (each
+/// reported, all errors of all accounts), or of the one named by --account.
+fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    let Some(config) = args.config() else {
+        return check(&args.sources(), deny_warnings);
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    if args.account.is_some() {
+        return match args.one() {
+            Ok((sources, _)) => check(&sources, deny_warnings),
+            Err(code) => Ok(code),
+        };
+    }
+    let mut failed = Vec::new();
+    for spec in &config.accounts {
+        println!("account {} ({}):", spec.name, spec.path);
+        if check(&spec.sources, deny_warnings)? != ExitCode::SUCCESS {
+            failed.push(spec.name.as_str());
+        }
+    }
+    if failed.is_empty() {
+        println!(
+            "ok: {} accounts ({})",
+            config.accounts.len(),
+            config.path.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{}: {} of {} accounts have errors: {}",
+            config.path.display(),
+            failed.len(),
+            config.accounts.len(),
+            failed.join(", ")
+        );
+        Ok(ExitCode::from(EXIT_CONFIG))
+    }
 }
 
 fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
@@ -455,18 +563,68 @@ fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `serve`'s settings once flags, the environment and the config file are put together:
+/// a flag (or its environment variable) wins over the file, the file over the default.
+struct Settled {
+    listen: SocketAddr,
+    max_age: u64,
+    store: dedup::Store,
+    wechat_api: String,
+    admin_listen: Option<SocketAddr>,
+    config: Option<crate::accounts::Config>,
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.sources.account.is_some() {
+        eprintln!("error: --account is for check, explain, test and send; serve serves every account of --config");
+        return Ok(ExitCode::from(2));
+    }
+    let config = match args.sources.config() {
+        None => None,
+        Some(Ok(config)) => Some(config),
+        Some(Err(code)) => return Ok(code),
+    };
+    let file = config.as_ref();
     // Read here rather than by clap, whose error would repeat the value, password and all.
-    let store: dedup::Store = match args.dedup.parse() {
+    let store_text = args
+        .dedup
+        .clone()
+        .or_else(|| file.and_then(|c| c.store.clone()))
+        .unwrap_or_else(|| "memory".into());
+    let store: dedup::Store = match store_text.parse() {
         Ok(store) => store,
         Err(e) => {
-            eprintln!("error: invalid value for '--store' (WXRULES_STORE): {e}");
+            eprintln!("error: invalid value for '--store' (WXRULES_STORE, or the config file's `store`): {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let secrets = Secrets::from_env()?;
-    let credentials = crate::settings::api_credentials()?;
-    let admin_token = match admin_token(args.admin_listen) {
+    let settled = Settled {
+        listen: args
+            .listen
+            .or_else(|| file.and_then(|c| c.listen))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        max_age: args
+            .max_age
+            .or_else(|| file.and_then(|c| c.max_age))
+            .unwrap_or(300),
+        store,
+        wechat_api: args
+            .wechat_api
+            .clone()
+            .or_else(|| file.and_then(|c| c.wechat_api.clone()))
+            .unwrap_or_else(|| crate::wechat_api::DEFAULT_BASE.to_owned()),
+        admin_listen: args
+            .admin_listen
+            .or_else(|| file.and_then(|c| c.admin_listen)),
+        config,
+    };
+    // One account's secrets come from WXRULES_*; several accounts' from their own
+    // variables or files, read when each is built.
+    let single = match settled.config {
+        Some(_) => None,
+        None => Some((Secrets::from_env()?, crate::settings::api_credentials()?)),
+    };
+    let admin_token = match admin_token(settled.admin_listen) {
         Ok(token) => token,
         Err(e) => {
             eprintln!("error: {e}");
@@ -474,7 +632,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let _log_guard = init_tracing(args.log_format)?;
-    actix_web::rt::System::new().block_on(serve_on(args, store, secrets, credentials, admin_token))
+    actix_web::rt::System::new().block_on(serve_on(args, settled, single, admin_token))
 }
 
 /// The shortest admin token accepted: a guessable one would open the admin port.
@@ -574,10 +732,36 @@ fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
 /// `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to
 /// `--url`; prints the status and the answer, decrypted.
 fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
-    let secrets = Secrets::from_env().context("signing the push")?;
+    let source = SourceArgs {
+        rules: PathBuf::new(),
+        templates: PathBuf::new(),
+        config: args.config.clone(),
+        account: args.account.clone(),
+    };
+    let (_, spec) = match source.one() {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
+    };
+    let listen = match &args.config {
+        Some(path) => crate::accounts::read_config(path)
+            .ok()
+            .and_then(|c| c.listen),
+        None => None,
+    };
+    let target = match (&args.url, &spec) {
+        (Some(url), _) => url.clone(),
+        (None, Some(spec)) => format!(
+            "http://{}{}",
+            listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            spec.path
+        ),
+        (None, None) => "http://127.0.0.1:8080/wechat".to_owned(),
+    };
+    let secrets = secrets_of(spec.as_ref()).context("signing the push")?;
     let cipher = match (args.safe, secrets.cipher()) {
         (true, Some(cipher)) => Some(cipher),
-        (true, None) => bail!("--safe needs WXRULES_AES_KEY and WXRULES_APPID"),
+        (true, None) if spec.is_none() => bail!("--safe needs WXRULES_AES_KEY and WXRULES_APPID"),
+        (true, None) => bail!("--safe needs the account's aes_key and appid"),
         (false, _) => None,
     };
     let now = SystemClock.now();
@@ -625,7 +809,7 @@ fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             crate::wire::write_fields(&[("ToUserName".into(), to), ("Encrypt".into(), encrypt)])
         }
     };
-    let mut url = reqwest::Url::parse(&args.url).with_context(|| format!("--url {}", args.url))?;
+    let mut url = reqwest::Url::parse(&target).with_context(|| format!("--url {target}"))?;
     url.query_pairs_mut().extend_pairs(query);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -644,7 +828,7 @@ fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             let status = response.status();
             Ok::<_, reqwest::Error>((status, response.text().await?))
         })
-        .map_err(|e| anyhow::anyhow!("cannot send to {}: {}", args.url, e.without_url()))?;
+        .map_err(|e| anyhow::anyhow!("cannot send to {target}: {}", e.without_url()))?;
     let shown = match (
         cipher,
         crate::wire::parse_encrypted_reply(answer.as_bytes()),
@@ -782,65 +966,153 @@ impl Signals {
     }
 }
 
+/// How the rules are reloaded: one account's `Live`, or the accounts of a config file.
+enum Reloader {
+    Single(Arc<Live>),
+    Fleet(Arc<crate::accounts::fleet::Fleet>),
+}
+
 async fn serve_on(
     args: &ServeArgs,
-    store: dedup::Store,
-    secrets: Secrets,
-    credentials: Option<crate::wechat_api::Credentials>,
+    settled: Settled,
+    single: Option<(Secrets, Option<crate::wechat_api::Credentials>)>,
     admin_token: Option<Arc<str>>,
 ) -> anyhow::Result<ExitCode> {
+    use crate::accounts::{fleet, Account, AccountParts, Accounts};
     let signals = Signals::install()?;
-    let sources = args.sources.sources();
-    tracing::info!(event = "rules_loading", path = %sources.rules.display());
-    let loaded = match load_or_report(&sources) {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
-    };
-    for w in &loaded.warnings {
-        tracing::warn!(event = "rules_warning", warning = %w);
-    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let live = Arc::new(Live::new(sources, loaded.rules, Arc::clone(&clock)));
-    let dedup = Dedup::new(
-        dedup::Config {
-            store,
-            ..dedup::Config::default()
-        },
-        live.metrics().clone(),
-    );
-    let metrics = live.metrics().clone();
-    let appid = credentials.as_ref().map(|c| c.appid.clone());
-    let mut api = crate::wechat_api::Api::new(&args.wechat_api, credentials, metrics.clone())
-        .context("the WeChat API client")?;
-    // With Redis, the access token is shared: one fetch for every instance.
-    if let Some(redis) = dedup.redis() {
-        api = api.share_tokens(redis);
-    }
-    let (outbox, senders) = if api.can_send() {
-        let api = Arc::new(api);
-        let config = crate::outbox::Config::default();
-        let (outbox, senders) = match (dedup.redis(), appid) {
-            // With Redis the outbox is shared by the instances, and survives them.
-            (Some(redis), Some(appid)) => {
-                Outbox::start_shared(&api, config, &metrics, &redis, &appid)
+    let (accounts, metrics, reloader, dedup) = match (single, &settled.config) {
+        (Some((secrets, credentials)), _) => {
+            let sources = args.sources.sources();
+            tracing::info!(event = "rules_loading", path = %sources.rules.display());
+            let loaded = match load_or_report(&sources) {
+                Ok(loaded) => loaded,
+                Err(code) => return Ok(code),
+            };
+            for w in &loaded.warnings {
+                tracing::warn!(event = "rules_warning", warning = %w);
             }
-            _ => Outbox::start(&api, config, metrics),
-        };
-        (outbox, Some(senders))
-    } else {
-        (Outbox::disabled(metrics), None)
+            let live = Arc::new(Live::new(sources, loaded.rules, Arc::clone(&clock)));
+            let metrics = live.metrics().clone();
+            let dedup = Dedup::new(
+                dedup::Config {
+                    store: settled.store.clone(),
+                    ..dedup::Config::default()
+                },
+                metrics.clone(),
+            );
+            let appid = credentials.as_ref().map(|c| c.appid.clone());
+            let mut api =
+                crate::wechat_api::Api::new(&settled.wechat_api, credentials, metrics.clone())
+                    .context("the WeChat API client")?;
+            // With Redis, the access token is shared: one fetch for every instance.
+            if let Some(redis) = dedup.redis() {
+                api = api.share_tokens(redis);
+            }
+            let (outbox, senders) = if api.can_send() {
+                let api = Arc::new(api);
+                let config = crate::outbox::Config::default();
+                let (outbox, senders) = match (dedup.redis(), appid) {
+                    // With Redis the outbox is shared by the instances, and survives them.
+                    (Some(redis), Some(appid)) => {
+                        Outbox::start_shared(&api, config, &metrics, &redis, &appid)
+                    }
+                    _ => Outbox::start(&api, config, metrics.clone()),
+                };
+                (outbox, Some(senders))
+            } else {
+                (Outbox::disabled(metrics.clone()), None)
+            };
+            live.set_sending(senders.is_some());
+            reload::warn_unsendable(&live);
+            let account = Account::single(AccountParts {
+                live: Arc::clone(&live),
+                secrets: Arc::new(secrets),
+                outbox: Arc::new(outbox),
+                senders,
+            });
+            (
+                Arc::new(Accounts::single(account)),
+                metrics,
+                Reloader::Single(live),
+                dedup,
+            )
+        }
+        (None, Some(config)) => {
+            let metrics = crate::metrics::Metrics::new();
+            let dedup = Dedup::new(
+                dedup::Config {
+                    store: settled.store.clone(),
+                    ..dedup::Config::default()
+                },
+                metrics.clone(),
+            );
+            tracing::info!(event = "accounts_loading", path = %config.path.display(), accounts = config.accounts.len());
+            let builder = fleet::Builder {
+                clock: Arc::clone(&clock),
+                wechat_api: settled.wechat_api.clone(),
+                redis: dedup.redis(),
+                outbox: crate::outbox::Config::default(),
+            };
+            let specs = config.accounts.clone();
+            let prepared = tokio::task::spawn_blocking(move || fleet::prepare_all(&specs))
+                .await
+                .context("loading the accounts")?;
+            let mut ready = Vec::with_capacity(prepared.len());
+            let mut failed = 0;
+            for result in prepared {
+                match result {
+                    Ok(p) => ready.push(p),
+                    Err(e) => {
+                        failed += 1;
+                        for line in &e.errors {
+                            eprintln!("error: {line}");
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                eprintln!(
+                    "{}: {failed} account(s) cannot be served; nothing was started",
+                    config.path.display()
+                );
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            for p in &ready {
+                for w in p.warnings() {
+                    tracing::warn!(event = "rules_warning", account = p.name(), warning = %w);
+                }
+            }
+            let fleet_accounts = Arc::new(Accounts::many(Vec::new()));
+            let fleet = Arc::new(fleet::Fleet::new(
+                Arc::clone(&fleet_accounts),
+                config.path.clone(),
+                builder.clone(),
+            ));
+            fleet.remember(&ready);
+            let mut built = Vec::with_capacity(ready.len());
+            for p in ready {
+                match builder.build(p) {
+                    Ok(account) => {
+                        reload::warn_unsendable(&account.live);
+                        built.push(account);
+                    }
+                    Err(e) => bail!("{}", e.errors.join("; ")),
+                }
+            }
+            fleet_accounts.replace(built);
+            (fleet_accounts, metrics, Reloader::Fleet(fleet), dedup)
+        }
+        (None, None) => bail!("no account to serve"),
     };
-    live.set_sending(senders.is_some());
-    reload::warn_unsendable(&live);
     let cooldowns = crate::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let state = AppState {
-        outbox: Arc::new(outbox),
-        live: Arc::clone(&live),
-        secrets: Arc::new(secrets),
+        accounts,
+        metrics,
         clock,
         options: Options {
-            max_age: args.max_age,
-            health_routes: args.admin_listen.is_none(),
+            max_age: settled.max_age,
+            health_routes: settled.admin_listen.is_none(),
             ..Options::default()
         },
         dedup: Arc::new(dedup),
@@ -848,16 +1120,16 @@ async fn serve_on(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
     };
-    run_server(state, live, args, signals, senders, admin_token).await?;
+    run_server(state, reloader, args, &settled, signals, admin_token).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_server(
     state: AppState,
-    live: Arc<Live>,
+    reloader: Reloader,
     args: &ServeArgs,
+    settled: &Settled,
     signals: Signals,
-    senders: Option<crate::outbox::Senders>,
     admin_token: Option<Arc<str>>,
 ) -> anyhow::Result<()> {
     use actix_web::{App, HttpServer};
@@ -867,7 +1139,7 @@ async fn run_server(
         mut term,
         mut int,
     } = signals;
-    let listen = args.listen;
+    let listen = settled.listen;
     let workers = args.workers.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,
@@ -900,7 +1172,7 @@ async fn run_server(
     let handle = http.handle();
 
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
-    let mut admin = match args.admin_listen {
+    let mut admin = match settled.admin_listen {
         Some(addr) => {
             let admin = server::Admin {
                 controls: controls.clone(),
@@ -929,8 +1201,21 @@ async fn run_server(
 
     // Watching starts before `server_started`, so that a change made after it is seen.
     let _watcher = if args.watch {
+        let (sources, extra): (Vec<Sources>, Vec<PathBuf>) = match &reloader {
+            Reloader::Single(live) => (vec![live.sources().clone()], Vec::new()),
+            Reloader::Fleet(fleet) => (
+                state
+                    .accounts
+                    .table()
+                    .accounts()
+                    .iter()
+                    .map(|a| a.live.sources().clone())
+                    .collect(),
+                vec![fleet.config_path().to_owned()],
+            ),
+        };
         Some(
-            crate::watch::start(live.sources(), controls.clone())
+            crate::watch::start(&sources, &extra, controls.clone())
                 .context("cannot watch the rules and templates (--watch)")?,
         )
     } else {
@@ -944,26 +1229,63 @@ async fn run_server(
     // Reach Redis now, so its state shows in the log before the first push; a Redis that is
     // down is logged and retried, never fatal: the in-process store stands in.
     state.dedup.connect().await;
-    let snapshot = live.snapshot();
-    tracing::info!(
-        event = "server_started",
-        listen = %bound,
-        admin_listen = admin_bound.as_deref().unwrap_or(""),
-        pid = std::process::id(),
-        rules = snapshot.rules.rules().len(),
-        digest = snapshot.rules.digest(),
-        path = %live.sources().rules.display(),
-        dedup = %state.dedup.store(),
-        workers,
-        max_connections = connections,
-        safe_mode = state.secrets.cipher().is_some(),
-        wechat_api = %without_userinfo(&args.wechat_api),
-        sends = live.sending(),
-        watch = args.watch,
-    );
-    drop(snapshot);
+    match &reloader {
+        Reloader::Single(live) => {
+            let snapshot = live.snapshot();
+            let safe_mode = state
+                .account()
+                .is_some_and(|a| a.secrets.cipher().is_some());
+            tracing::info!(
+                event = "server_started",
+                listen = %bound,
+                admin_listen = admin_bound.as_deref().unwrap_or(""),
+                pid = std::process::id(),
+                rules = snapshot.rules.rules().len(),
+                digest = snapshot.rules.digest(),
+                path = %live.sources().rules.display(),
+                dedup = %state.dedup.store(),
+                workers,
+                max_connections = connections,
+                safe_mode,
+                wechat_api = %without_userinfo(&settled.wechat_api),
+                sends = live.sending(),
+                watch = args.watch,
+            );
+        }
+        Reloader::Fleet(fleet) => {
+            let table = state.accounts.table();
+            let rules: usize = table
+                .accounts()
+                .iter()
+                .map(|a| a.live.snapshot().rules.rules().len())
+                .sum();
+            tracing::info!(
+                event = "server_started",
+                listen = %bound,
+                admin_listen = admin_bound.as_deref().unwrap_or(""),
+                pid = std::process::id(),
+                config = %fleet.config_path().display(),
+                accounts = table.accounts().len(),
+                rules,
+                dedup = %state.dedup.store(),
+                workers,
+                max_connections = connections,
+                wechat_api = %without_userinfo(&settled.wechat_api),
+                watch = args.watch,
+            );
+        }
+    }
 
-    let reloader = actix_web::rt::spawn(reload::run(live, receiver, reload::RELOAD_TIMEOUT));
+    let reloader = match reloader {
+        Reloader::Single(live) => {
+            actix_web::rt::spawn(reload::run(live, receiver, reload::RELOAD_TIMEOUT))
+        }
+        Reloader::Fleet(fleet) => actix_web::rt::spawn(crate::accounts::fleet::run(
+            fleet,
+            receiver,
+            reload::RELOAD_TIMEOUT,
+        )),
+    };
     // Expired answers already count as absent; sweeping them gives their memory back. It
     // runs here on the control thread, not on a worker.
     let sweeper = {
@@ -1033,16 +1355,25 @@ async fn run_server(
             "late calls still running at exit are dropped: their replies are not sent"
         );
     }
-    // What the outbox holds gets a few seconds to go out; the rest is lost, and said so.
-    state.outbox.close();
-    if let Some(senders) = senders {
-        let left = senders.drain(OUTBOX_DRAIN).await;
-        if left > 0 {
-            tracing::warn!(
-                event = "outbox_abandoned",
-                messages = left,
-                "customer-service messages still queued at exit are lost"
-            );
+    // What the outboxes hold gets a few seconds to go out; the rest is lost, and said so.
+    let table = state.accounts.table();
+    for account in table.accounts() {
+        account.outbox.close();
+    }
+    let drain_by = tokio::time::Instant::now() + OUTBOX_DRAIN;
+    for account in table.accounts() {
+        if let Some(senders) = account.take_senders() {
+            let left = senders
+                .drain(drain_by.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+            if left > 0 {
+                tracing::warn!(
+                    event = "outbox_abandoned",
+                    account = account.log_name(),
+                    messages = left,
+                    "customer-service messages still queued at exit are lost"
+                );
+            }
         }
     }
     sweeper.abort();
@@ -1060,7 +1391,10 @@ async fn run_server(
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let sources = args.sources.sources();
+    let (sources, spec) = match args.sources.one() {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
+    };
     let loaded = match load_or_report(&sources) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -1079,7 +1413,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give a message file, --text or --event"),
     };
-    let message = parse_for_explain(&xml)?;
+    let message = parse_for_explain(&xml, spec.as_ref())?;
     let rules = &loaded.rules;
     let at = match args.at {
         Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
@@ -1277,25 +1611,44 @@ fn describe_request(found: &Match<'_>, message: &Message) -> anyhow::Result<serd
 
 /// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and
 /// AppID of `WXRULES_AES_KEY` and `WXRULES_APPID`. No signature is checked: there is no query.
-fn parse_for_explain(xml: &str) -> anyhow::Result<Message> {
+fn parse_for_explain(
+    xml: &str,
+    account: Option<&crate::accounts::AccountSpec>,
+) -> anyhow::Result<Message> {
     let plain = Message::parse(xml.as_bytes());
     let Ok(encrypt) = crate::wire::parse_encrypted(xml.as_bytes()) else {
         return plain.context("the message does not parse");
     };
     if let Ok(message) = plain {
         // Compatible mode: the signed, encrypted copy is the one that counts, when a key is set.
-        if std::env::var_os("WXRULES_AES_KEY").is_none() {
+        let keyed = match account {
+            Some(spec) => spec.secrets.aes_key.is_some(),
+            None => std::env::var_os("WXRULES_AES_KEY").is_some(),
+        };
+        if !keyed {
             return Ok(message);
         }
     }
-    let secrets = Secrets::from_env().context("decrypting an encrypted message")?;
+    let secrets = secrets_of(account).context("decrypting an encrypted message")?;
     let cipher = secrets
         .cipher()
-        .context("an encrypted message needs WXRULES_AES_KEY and WXRULES_APPID")?;
+        .context("an encrypted message needs an AES key and AppID (WXRULES_AES_KEY and WXRULES_APPID, or the account's)")?;
     let inner = cipher
         .decrypt(&encrypt)
         .context("the encrypted message does not decrypt")?;
     Message::parse(&inner).context("the decrypted message does not parse")
+}
+
+/// The secrets of `--account`'s account, or of the environment (WXRULES_*).
+fn secrets_of(account: Option<&crate::accounts::AccountSpec>) -> anyhow::Result<Secrets> {
+    match account {
+        Some(spec) => spec
+            .secrets
+            .resolve()
+            .map(|r| r.secrets)
+            .map_err(|e| anyhow::anyhow!("account `{}`: {e}", spec.name)),
+        None => Ok(Secrets::from_env()?),
+    }
 }
 
 fn read_message(path: &Path) -> anyhow::Result<String> {

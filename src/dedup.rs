@@ -198,8 +198,15 @@ pub struct Key(String);
 
 impl Key {
     pub fn for_message(message: &Message) -> Key {
+        Key::for_message_in("", message)
+    }
+
+    /// The key of a push to one account of several: `scope` (`a=NAME:`, or empty for the
+    /// single account) comes before the ToUserName, so two accounts never share a key.
+    pub fn for_message_in(scope: &str, message: &Message) -> Key {
         let mut key = String::with_capacity(96);
         key.push_str(KEY_PREFIX);
+        key.push_str(scope);
         push_part(&mut key, message.to_user());
         // Messages, nearly every push, are keyed by MsgId alone.
         let create_time = || message.create_time().to_string();

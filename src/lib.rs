@@ -2,6 +2,7 @@
 //! file that ops teams edit and hot-reload.
 //!
 //! # Layout
+//! - [`accounts`]: the `--config` file of several accounts, their secrets, the table by path.
 //! - [`wire`]: WeChat XML in (`Message`) and out (`Reply`, `write_reply`).
 //! - [`crypto`]: request signatures and safe-mode AES.
 //! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
@@ -20,6 +21,7 @@
 //! - [`cases`]: `wxrules test`, ops-written cases run through `answer`.
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
+pub mod accounts;
 pub mod answer;
 pub mod call;
 pub mod cases;

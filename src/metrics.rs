@@ -115,7 +115,20 @@ impl Default for Metrics {
 #[allow(clippy::expect_used)]
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
+        Metrics::with_registry(Registry::new())
+    }
+
+    /// The metrics of one account of several (`--config`): every series carries
+    /// `account="NAME"`.
+    pub fn for_account(name: &str) -> Metrics {
+        let labels = std::iter::once(("account".to_owned(), name.to_owned())).collect();
+        // Only a label name or value Prometheus refuses fails; account names are checked
+        // to be `[a-z0-9_-]`.
+        let registry = Registry::new_custom(None, Some(labels)).unwrap_or_default();
+        Metrics::with_registry(registry)
+    }
+
+    fn with_registry(registry: Registry) -> Metrics {
         let requests = IntCounterVec::new(
             Opts::new("wxrules_requests_total", "POST /wechat requests by outcome"),
             &["outcome"],
@@ -367,7 +380,58 @@ impl Metrics {
 
     /// The metrics in Prometheus' text exposition format.
     pub fn render(&self) -> String {
-        // The log sink counts its drops itself; the counter catches up at each scrape.
+        self.catch_up_log_drops();
+        let mut out = Vec::with_capacity(4096);
+        // Encoding into a Vec only fails on metric families that cannot occur here.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The metrics of a server of several accounts: the process-wide families (the dedup
+    /// store, the log) from `process`, every other family from each account's own metrics,
+    /// merged so that each family is written once with a series per account.
+    pub fn render_accounts<'a>(
+        process: &Metrics,
+        accounts: impl IntoIterator<Item = &'a Metrics>,
+    ) -> String {
+        process.catch_up_log_drops();
+        let mut families: Vec<prometheus::proto::MetricFamily> = process
+            .registry
+            .gather()
+            .into_iter()
+            .filter(|f| PROCESS_WIDE.contains(&f.name()))
+            .collect();
+        let mut at: std::collections::HashMap<String, usize> = families
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().to_owned(), i))
+            .collect();
+        for metrics in accounts {
+            for mut family in metrics.registry.gather() {
+                if PROCESS_WIDE.contains(&family.name()) {
+                    continue;
+                }
+                // `account` first, where a reader looks for it.
+                for metric in family.mut_metric() {
+                    metric.mut_label().sort_by_key(|l| l.name() != "account");
+                }
+                match at.get(family.name()) {
+                    Some(&i) => families[i].mut_metric().extend(family.take_metric()),
+                    None => {
+                        at.insert(family.name().to_owned(), families.len());
+                        families.push(family);
+                    }
+                }
+            }
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::with_capacity(4096 * families.len().max(1));
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The log sink counts its drops itself; the counter catches up at each scrape.
+    fn catch_up_log_drops(&self) {
         {
             let _one = self
                 .log_catch_up
@@ -377,12 +441,18 @@ impl Metrics {
             self.log_dropped
                 .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         }
-        let mut out = Vec::with_capacity(4096);
-        // Encoding into a Vec only fails on metric families that cannot occur here.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// The families one process has once, whatever its accounts: the dedup store and the log
+/// are shared by every account.
+const PROCESS_WIDE: [&str; 5] = [
+    "wxrules_dedup_hits_total",
+    "wxrules_dedup_fallbacks_total",
+    "wxrules_dedup_stored_answers",
+    "wxrules_dedup_stored_bytes",
+    "wxrules_log_lines_dropped_total",
+];
 
 #[cfg(test)]
 mod tests {

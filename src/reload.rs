@@ -21,6 +21,8 @@ pub enum Control {
     /// Load the rules and templates again; swap them in if they are valid. The sender, if
     /// any, gets the report (`POST /-/reload` waits for it; SIGHUP and `--watch` do not).
     Reload(Option<tokio::sync::oneshot::Sender<ReloadReport>>),
+    /// The same, on a server of several accounts, reported per account (`/-/reload`).
+    ReloadAccounts(tokio::sync::oneshot::Sender<crate::accounts::fleet::FleetReport>),
     /// End the loop (the server is stopping).
     Stop,
 }
@@ -41,7 +43,12 @@ pub struct ReloadReport {
 }
 
 impl ReloadReport {
-    fn new(live: &Live, outcome: &'static str, changes: Changes, errors: Vec<String>) -> Self {
+    pub(crate) fn new(
+        live: &Live,
+        outcome: &'static str,
+        changes: Changes,
+        errors: Vec<String>,
+    ) -> Self {
         let snapshot = live.snapshot();
         ReloadReport {
             outcome,
@@ -52,7 +59,8 @@ impl ReloadReport {
         }
     }
 
-    fn of(live: &Live, outcome: &ReloadOutcome) -> ReloadReport {
+    /// The report of `outcome` on `live`.
+    pub fn of(live: &Live, outcome: &ReloadOutcome) -> ReloadReport {
         match outcome {
             ReloadOutcome::Applied { changes, .. } => {
                 ReloadReport::new(live, "applied", changes.clone(), Vec::new())
@@ -235,8 +243,17 @@ impl std::fmt::Debug for Live {
 
 impl Live {
     pub fn new(sources: Sources, rules: RuleSet, clock: Arc<dyn Clock>) -> Live {
+        Live::with_metrics(sources, rules, clock, Metrics::new())
+    }
+
+    /// `new`, counting into `metrics` (an account's of several).
+    pub fn with_metrics(
+        sources: Sources,
+        rules: RuleSet,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Live {
         let loaded_at = clock.now();
-        let metrics = Metrics::new();
         metrics.set_rules_loaded(rules.rules().len());
         Live {
             current: ArcSwap::from_pointee(Snapshot { rules, loaded_at }),
@@ -576,6 +593,9 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout
         match control {
             Control::Stop => break,
             Control::Reload(reply) => waiting.extend(reply),
+            // Only a server of several accounts is asked this way; its loop is
+            // `accounts::fleet::run`.
+            Control::ReloadAccounts(_) => {}
         }
         // Several SIGHUPs in a burst need one load of the newest files, not one each; each
         // caller waiting for an answer gets that load's.
@@ -584,6 +604,7 @@ pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout
             match next {
                 Control::Stop => stop = true,
                 Control::Reload(reply) => waiting.extend(reply),
+                Control::ReloadAccounts(_) => {}
             }
         }
         let report = reload_once(&live, timeout).await;

@@ -72,6 +72,14 @@ impl Secrets {
         })
     }
 
+    /// Builds the secrets from a token (not empty) and a safe-mode cipher already checked.
+    pub(crate) fn from_parts(token: &str, cipher: Option<Cipher>) -> Secrets {
+        Secrets {
+            token: token.to_owned(),
+            cipher,
+        }
+    }
+
     /// Reads `WXRULES_TOKEN` (required), `WXRULES_AES_KEY` and `WXRULES_APPID` (both for
     /// safe mode).
     pub fn from_env() -> Result<Secrets, SettingsError> {

@@ -16,18 +16,36 @@ use crate::rules::Sources;
 /// ConfigMap swap is several events within milliseconds.
 pub const QUIET: Duration = Duration::from_millis(250);
 
-/// Watches `sources`; keep the returned watcher alive for as long as changes should reload.
+/// Watches each of `sources` and the `files` (a `--config` file); keep the returned watcher
+/// alive for as long as changes should reload.
 pub fn start(
-    sources: &Sources,
+    sources: &[Sources],
+    files: &[PathBuf],
     controls: mpsc::Sender<Control>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
     // Events name absolute paths: compare with absolute ones.
-    let rules_dir = std::path::absolute(parent(&sources.rules))?;
-    let rules_name = sources.rules.file_name().map(|n| n.to_os_string());
-    let templates = std::path::absolute(&sources.templates)?;
+    let mut watched: Vec<(PathBuf, Option<std::ffi::OsString>, PathBuf)> = Vec::new();
+    for s in sources {
+        watched.push((
+            std::path::absolute(parent(&s.rules))?,
+            s.rules.file_name().map(|n| n.to_os_string()),
+            std::path::absolute(&s.templates)?,
+        ));
+    }
+    let mut names: Vec<std::ffi::OsString> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for file in files {
+        names.extend(file.file_name().map(|n| n.to_os_string()));
+        dirs.push(std::path::absolute(parent(file))?);
+    }
     // One slot: while a change waits for the quiet spell, more changes add nothing.
     let (changed, mut changes) = mpsc::channel::<()>(1);
-    let templates_dir = templates.clone();
+    let templates: Vec<PathBuf> = watched.iter().map(|(_, _, t)| t.clone()).collect();
+    let mut rule_names: Vec<std::ffi::OsString> =
+        watched.iter().filter_map(|(_, n, _)| n.clone()).collect();
+    rule_names.extend(names);
+    rule_names.sort();
+    rule_names.dedup();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let event = match event {
             Ok(event) => event,
@@ -38,19 +56,31 @@ pub fn start(
             }
         };
         // The OS dropped events (its queue overflowed): something may have changed.
-        if event.need_rescan() || matters(&event, rules_name.as_deref(), &templates) {
+        if event.need_rescan() || matters(&event, &rule_names, &templates) {
             let _ = changed.try_send(());
         }
     })?;
-    // A templates directory that does not exist (yet) loads as none: watch where it would
-    // appear instead.
-    if templates_dir.is_dir() {
-        watcher.watch(&templates_dir, RecursiveMode::Recursive)?;
-    } else if let Some(above) = templates_dir.parent().filter(|p| p.is_dir()) {
-        watcher.watch(above, RecursiveMode::NonRecursive)?;
+    let mut seen = std::collections::HashSet::new();
+    for (rules_dir, _, templates_dir) in &watched {
+        // A templates directory that does not exist (yet) loads as none: watch where it
+        // would appear instead.
+        if templates_dir.is_dir() {
+            if seen.insert(templates_dir.clone()) {
+                watcher.watch(templates_dir, RecursiveMode::Recursive)?;
+            }
+        } else if let Some(above) = templates_dir.parent().filter(|p| p.is_dir()) {
+            if seen.insert(above.to_owned()) {
+                watcher.watch(above, RecursiveMode::NonRecursive)?;
+            }
+        }
+        if rules_dir != templates_dir && seen.insert(rules_dir.clone()) {
+            watcher.watch(rules_dir, RecursiveMode::NonRecursive)?;
+        }
     }
-    if rules_dir != templates_dir {
-        watcher.watch(&rules_dir, RecursiveMode::NonRecursive)?;
+    for dir in dirs {
+        if seen.insert(dir.clone()) {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        }
     }
     actix_web::rt::spawn(async move {
         while changes.recv().await.is_some() {
@@ -80,7 +110,11 @@ fn parent(file: &Path) -> PathBuf {
 /// Whether an event can change what a load reads: the rules file (by name, in its
 /// directory), anything under the templates directory, or a Kubernetes ConfigMap's swap of
 /// its `..data` link. Editors' swap and backup files (`.name.swp`, `name~`) do not count.
-fn matters(event: &notify::Event, rules_name: Option<&std::ffi::OsStr>, templates: &Path) -> bool {
+fn matters(
+    event: &notify::Event,
+    rule_names: &[std::ffi::OsString],
+    templates: &[PathBuf],
+) -> bool {
     if event.kind.is_access() {
         return false;
     }
@@ -95,8 +129,9 @@ fn matters(event: &notify::Event, rules_name: Option<&std::ffi::OsStr>, template
         if name.starts_with('.') || name.ends_with('~') {
             return false;
         }
-        path.starts_with(templates)
-            || path == templates
-            || rules_name.is_some_and(|r| path.file_name() == Some(r))
+        templates.iter().any(|t| path.starts_with(t))
+            || path
+                .file_name()
+                .is_some_and(|n| rule_names.iter().any(|r| r.as_os_str() == n))
     })
 }

@@ -92,7 +92,7 @@ fn state(scratch: &Scratch, fake: Option<&FakeWechat>) -> (AppState, Option<Send
         Some(dedup::Config::default()),
     );
     let senders = fake.map(|fake| {
-        let metrics = state.live.metrics().clone();
+        let metrics = state.metrics.clone();
         let api = Api::new(
             &fake.base(),
             Some(Credentials::new(APPID, SECRET)),
@@ -100,7 +100,7 @@ fn state(scratch: &Scratch, fake: Option<&FakeWechat>) -> (AppState, Option<Send
         )
         .unwrap();
         let (outbox, senders) = Outbox::start(&Arc::new(api), outbox::Config::default(), metrics);
-        state.outbox = Arc::new(outbox);
+        with_outbox(&mut state, outbox);
         senders
     });
     (state, senders)
@@ -125,7 +125,7 @@ fn content(body: &str) -> String {
 }
 
 fn metric(state: &AppState, series: &str) -> f64 {
-    sample(&state.live.metrics().render(), series).unwrap_or(0.0)
+    sample(&state.metrics.render(), series).unwrap_or(0.0)
 }
 
 #[actix_web::test]

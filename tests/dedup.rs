@@ -234,7 +234,7 @@ fn assert_all_identical(rounds: &[Vec<(u16, String)>]) {
 async fn concurrent_retries_wait_for_the_first_answer_in_memory() {
     let scratch = lucky_rules();
     let state = state(&scratch, "memory");
-    let metrics = state.live.metrics().clone();
+    let metrics = state.metrics.clone();
     let (addr, handle) = serve(state);
     let messages: Vec<String> = (100..120).map(text).collect();
     let rounds = fire_concurrently(vec![addr], messages, 16).await;
@@ -294,7 +294,7 @@ async fn two_real_servers_sharing_redis_under_concurrent_retries() {
     let redis = RedisServer::start();
     let scratch = lucky_rules();
     let (sa, sb) = (state(&scratch, &redis.url()), state(&scratch, &redis.url()));
-    let (ma, mb) = (sa.live.metrics().clone(), sb.live.metrics().clone());
+    let (ma, mb) = (sa.metrics.clone(), sb.metrics.clone());
     let (addr_a, handle_a) = serve(sa);
     let (addr_b, handle_b) = serve(sb);
     let messages: Vec<String> = (200..215).map(text).collect();

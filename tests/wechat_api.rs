@@ -50,10 +50,10 @@ fn state(scratch: &Scratch, base: &str, config: outbox::Config) -> (AppState, Se
         Options::default(),
         Some(dedup::Config::default()),
     );
-    let metrics = state.live.metrics().clone();
+    let metrics = state.metrics.clone();
     let api = Api::new(base, Some(Credentials::new(APPID, SECRET)), metrics.clone()).unwrap();
     let (outbox, senders) = Outbox::start(&Arc::new(api), config, metrics);
-    state.outbox = Arc::new(outbox);
+    with_outbox(&mut state, outbox);
     (state, senders)
 }
 
@@ -84,7 +84,7 @@ fn texts(delivered: &[Value]) -> Vec<String> {
 }
 
 fn metric(state: &AppState, series: &str) -> f64 {
-    sample(&state.live.metrics().render(), series).unwrap_or(0.0)
+    sample(&state.metrics.render(), series).unwrap_or(0.0)
 }
 
 #[actix_web::test]
@@ -430,7 +430,7 @@ async fn the_app_secret_and_access_tokens_never_reach_the_log_or_the_metrics() {
     let wrong = Api::new(
         &fake.base(),
         Some(Credentials::new(APPID, "not-the-secret-xyz")),
-        state.live.metrics().clone(),
+        state.metrics.clone(),
     )
     .unwrap();
     let err = wrong.access_token().await.unwrap_err();
@@ -446,7 +446,7 @@ async fn the_app_secret_and_access_tokens_never_reach_the_log_or_the_metrics() {
     ] {
         assert!(text.contains(event), "no {event} in:\n{text}");
     }
-    let metrics = state.live.metrics().render();
+    let metrics = state.metrics.render();
     for secret in [SECRET, "not-the-secret-xyz", "ACCESS_TOKEN_"] {
         assert!(!text.contains(secret), "`{secret}` in the log:\n{text}");
         assert!(!metrics.contains(secret), "`{secret}` in the metrics");

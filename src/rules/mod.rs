@@ -360,7 +360,7 @@ pub struct Location {
 }
 
 impl Location {
-    fn new(path: &Path, at: Option<(usize, usize)>) -> Location {
+    pub(crate) fn new(path: &Path, at: Option<(usize, usize)>) -> Location {
         let (line, column) = at.unwrap_or((0, 0));
         Location {
             path: path.to_owned(),

@@ -81,9 +81,14 @@ async fn authorize(
 }
 
 /// `POST /-/reload`: the same reload as SIGHUP; answers its report when it is done: 200
-/// applied, 422 rejected (errors as `file:line:col: …`), 503 when it could not be had.
-async fn reload(admin: web::Data<Admin>) -> HttpResponse {
+/// applied, 422 rejected (errors as `file:line:col: …`), 503 when it could not be had. With
+/// several accounts, the report is per account; 422 when any account or the config file
+/// was refused.
+async fn reload(admin: web::Data<Admin>, state: web::Data<AppState>) -> HttpResponse {
     tracing::info!(event = "reload_requested", by = "admin");
+    if state.accounts.is_many() {
+        return reload_accounts(&admin).await;
+    }
     let (reply, report) = oneshot::channel();
     let unavailable = |why: &str| {
         HttpResponse::ServiceUnavailable()
@@ -100,6 +105,30 @@ async fn reload(admin: web::Data<Admin>) -> HttpResponse {
     // The loop answers within its own timeout; a little more covers the queue ahead.
     match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), report).await {
         Ok(Ok(report)) => respond(&report),
+        _ => unavailable("no answer from the reload loop"),
+    }
+}
+
+async fn reload_accounts(admin: &Admin) -> HttpResponse {
+    let (reply, report) = oneshot::channel();
+    let unavailable = |why: &str| {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"outcome": "failed", "errors": [why]}))
+    };
+    if admin
+        .controls
+        .send_timeout(Control::ReloadAccounts(reply), Duration::from_secs(5))
+        .await
+        .is_err()
+    {
+        return unavailable("the reload loop is not running (the server is stopping?)");
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), report).await {
+        Ok(Ok(report)) => match report.outcome {
+            "applied" | "unchanged" => HttpResponse::Ok().json(report),
+            "rejected" | "partial" => HttpResponse::UnprocessableEntity().json(report),
+            _ => HttpResponse::ServiceUnavailable().json(report),
+        },
         _ => unavailable("no answer from the reload loop"),
     }
 }

@@ -7,11 +7,10 @@ use std::time::Duration;
 use actix_web::{guard, web};
 
 use super::{body, handlers};
+use crate::accounts::{Account, Accounts};
 use crate::clock::Clock;
 use crate::dedup::Dedup;
-use crate::outbox::Outbox;
-use crate::reload::Live;
-use crate::settings::Secrets;
+use crate::metrics::Metrics;
 
 /// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -52,19 +51,21 @@ impl Default for Options {
 }
 
 /// What handlers share. Built once, outside the per-worker factory, and cloned into each
-/// worker: the live rules are one `ArcSwap`, not one copy per worker.
+/// worker: the live rules are one `ArcSwap` per account, not one copy per worker.
 #[derive(Clone)]
 pub struct AppState {
-    /// The rules being served; replaced whole by a reload.
-    pub live: Arc<Live>,
-    pub secrets: Arc<Secrets>,
+    /// The accounts served, by push path: one (`/wechat`) without `--config`. Each holds
+    /// its live rules, secrets and outbox.
+    pub accounts: Arc<Accounts>,
+    /// The process's own metrics (the dedup store, the log): the one account's metrics in
+    /// the single-account mode, where everything is rendered from them as in Part 1.
+    pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     pub options: Options,
     /// Answers already given, so a WeChat retry gets the same bytes without the rules
-    /// running again; shared by every worker (and, with Redis, every instance).
+    /// running again; shared by every worker (and, with Redis, every instance). Keys carry
+    /// the account.
     pub dedup: Arc<Dedup>,
-    /// Where a rule's `send:` messages are queued for the customer-service API.
-    pub outbox: Arc<Outbox>,
     /// The HTTP client of rules' `call`s: one connection pool for every worker.
     pub caller: crate::call::Caller,
     /// Late calls still running, waited for (briefly) at a stop.
@@ -73,30 +74,55 @@ pub struct AppState {
     pub cooldowns: Arc<crate::cooldown::Cooldowns>,
 }
 
+impl AppState {
+    /// The account of the single-account mode (or the first of several): for tests and
+    /// tools that serve one.
+    pub fn account(&self) -> Option<Arc<Account>> {
+        self.accounts.first()
+    }
+}
+
 /// Registers the routes on an App. Body limits are `Options::body_limit`, applied by
 /// `server::body` (no route uses actix's own body extractors).
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let health_routes = state.options.health_routes;
-    cfg.app_data(web::Data::new(state))
-        // The push path bounds its body itself (`body::read`); the guard lets every other
-        // request of `/wechat` reach the scope below.
-        .service(
-            web::resource("/wechat")
+    let many = state.accounts.is_many();
+    cfg.app_data(web::Data::new(state));
+    // The push path bounds its body itself (`body::read`); the guard lets every other
+    // request of the path reach the scope below. With several accounts every path is
+    // tried as an account's (a `HashMap` lookup in the handler; 404 when none).
+    if many {
+        cfg.service(
+            web::resource("/{path:.*}")
                 .guard(guard::Post())
                 .route(web::post().to(handlers::receive)),
-        )
-        .service({
-            // One scope over every other route, so that the body bounds hold for all of
-            // them, unknown paths (404) included.
-            let scope = web::scope("")
-                .wrap(actix_web::middleware::from_fn(body::bound_chunked))
-                .route("/wechat", web::get().to(handlers::verify_url));
-            if health_routes {
-                scope
-                    .route("/healthz", web::get().to(handlers::healthz))
-                    .route("/metrics", web::get().to(handlers::metrics))
-            } else {
-                scope
-            }
-        });
+        );
+    } else {
+        cfg.service(
+            web::resource(crate::accounts::SINGLE_PATH)
+                .guard(guard::Post())
+                .route(web::post().to(handlers::receive)),
+        );
+    }
+    cfg.service({
+        // One scope over every other route, so that the body bounds hold for all of
+        // them, unknown paths (404) included.
+        let scope = web::scope("").wrap(actix_web::middleware::from_fn(body::bound_chunked));
+        let scope = if health_routes {
+            scope
+                .route("/healthz", web::get().to(handlers::healthz))
+                .route("/metrics", web::get().to(handlers::metrics))
+        } else {
+            scope
+        };
+        if many {
+            // The URL check of any account's path.
+            scope.default_service(web::get().to(handlers::verify_url))
+        } else {
+            scope.route(
+                crate::accounts::SINGLE_PATH,
+                web::get().to(handlers::verify_url),
+            )
+        }
+    });
 }

@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// The upload broke off or is malformed (chunked framing): 400.
     #[error("body: {0}")]
     Body(String),
+    /// A path no account serves: 404, the body unread.
+    #[error("no account is served at this path")]
+    NoAccount,
 }
 
 impl ServiceError {
@@ -45,6 +48,7 @@ impl ServiceError {
             ServiceError::Signature(_) | ServiceError::Stale(_) => "bad_signature",
             ServiceError::BodyTooLarge(_) => "too_large",
             ServiceError::BodyTimeout => "timeout",
+            ServiceError::NoAccount => "no_account",
             _ => "bad_request",
         }
     }
@@ -61,6 +65,7 @@ impl ResponseError for ServiceError {
             | ServiceError::Body(_) => StatusCode::BAD_REQUEST,
             ServiceError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ServiceError::NoAccount => StatusCode::NOT_FOUND,
         }
     }
 
@@ -68,7 +73,9 @@ impl ResponseError for ServiceError {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             // Nothing to learn for whoever forged the request.
-            ServiceError::Signature(_) | ServiceError::Stale(_) => response.finish(),
+            ServiceError::Signature(_) | ServiceError::Stale(_) | ServiceError::NoAccount => {
+                response.finish()
+            }
             // The rest of the body may still come: the connection cannot be reused. No
             // body: actix closes at once after an empty response (with a body, it would
             // first wait for the rest of a chunked upload; `handlers::receive`).

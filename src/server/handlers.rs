@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::{body, AppState, ServiceError};
+use crate::accounts::Account;
 use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
 use crate::call::{CallFailure, CallResult};
 use crate::crypto::{sign, verify_signature, SignatureError};
@@ -91,11 +92,11 @@ fn required<'a>(
 
 impl AppState {
     /// Checks `signature` over (token, timestamp, nonce) and the replay window.
-    fn verify_plain(&self, q: &WechatQuery) -> Result<(), ServiceError> {
+    fn verify_plain(&self, account: &Account, q: &WechatQuery) -> Result<(), ServiceError> {
         let timestamp = required(&q.timestamp, "timestamp")?;
         let nonce = required(&q.nonce, "nonce")?;
         let signature = required(&q.signature, "signature")?;
-        verify_signature(signature, &[self.secrets.token(), timestamp, nonce])?;
+        verify_signature(signature, &[account.secrets.token(), timestamp, nonce])?;
         self.check_fresh(timestamp)
     }
 
@@ -113,32 +114,44 @@ impl AppState {
     }
 }
 
-/// `GET /wechat`: the URL check of the MP console; answers `echostr` when signed.
+/// `GET /wechat` (or an account's path): the URL check of the MP console; answers
+/// `echostr` when signed with the account's token.
 pub(crate) async fn verify_url(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ServiceError> {
+    let account = state
+        .accounts
+        .lookup(req.path())
+        .filter(|_| req.method() == actix_web::http::Method::GET);
+    let Some(account) = account else {
+        return Ok(HttpResponse::NotFound().finish());
+    };
     let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
-        state.verify_plain(&query)?;
+        state.verify_plain(&account, &query)?;
         Ok(query.echostr.map(Cow::into_owned).unwrap_or_default())
     });
     let echostr = match checked {
         Ok(echostr) => echostr,
         Err(e) => {
-            state.live.metrics().observe_url_check(false);
+            account.live.metrics().observe_url_check(false);
             REFUSALS.log_url_check(&e);
             return Err(e);
         }
     };
-    state.live.metrics().observe_url_check(true);
-    tracing::info!(event = "url_check_passed");
+    account.live.metrics().observe_url_check(true);
+    tracing::info!(event = "url_check_passed", account = account.log_name());
     Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
 }
 
-/// Counts a refused push, and logs it within the rate limit.
-pub(crate) fn count_refused(state: &AppState, e: &ServiceError) {
+/// Counts a refused request (on its account's metrics when it has one), and logs it
+/// within the rate limit.
+pub(crate) fn count_refused(state: &AppState, account: Option<&Account>, e: &ServiceError) {
     REFUSALS.log(e);
-    state.live.metrics().observe_refused(refused_as(e));
+    match account {
+        Some(account) => account.live.metrics().observe_refused(refused_as(e)),
+        None => state.metrics.observe_refused(refused_as(e)),
+    }
 }
 
 /// How a refused request is counted.
@@ -237,14 +250,20 @@ pub(crate) async fn receive(
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let started = Instant::now();
-    let metrics = state.live.metrics();
+    // The account is the path's: `/wechat` alone without `--config`, `/wechat/NAME` (or
+    // the account's own `path`) with. A path no account serves is 404, its body unread.
+    let Some(account) = state.accounts.lookup(req.path()) else {
+        return Ok(body::refuse_unread(&ServiceError::NoAccount, &req, payload));
+    };
+    let account = &*account;
+    let metrics = account.live.metrics();
     // The query's signature is checked before the body is read whenever the query has one
     // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
     // sign is answered 403 at once, and cannot hold the connection by sending its body
     // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
     let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
         let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
-            state.verify_plain(&query)?;
+            state.verify_plain(account, &query)?;
             QueryCheck::Done
         } else {
             QueryCheck::Pending
@@ -254,7 +273,7 @@ pub(crate) async fn receive(
     let (query, checked) = match checked {
         Ok(checked) => checked,
         Err(e) => {
-            count_refused(&state, &e);
+            count_refused(&state, Some(account), &e);
             return Ok(body::refuse_unread(&e, &req, payload));
         }
     };
@@ -263,15 +282,15 @@ pub(crate) async fn receive(
         Ok(body) => body,
         Err(e) => {
             // Over the size limit (413), too slow (408), or a broken upload (400).
-            count_refused(&state, &e);
+            count_refused(&state, Some(account), &e);
             return Ok(body::refuse_unread(&e, &req, payload));
         }
     };
-    let decoded = decode(&state, &query, checked, &body);
+    let decoded = decode(&state, account, &query, checked, &body);
     let (message, mode) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
-            count_refused(&state, &e);
+            count_refused(&state, Some(account), &e);
             return Err(e.into());
         }
     };
@@ -280,7 +299,7 @@ pub(crate) async fn receive(
     // while the first attempt is still being answered waits for it. The wait (and a slow
     // Redis) is bounded by the deadline, so the answer still leaves within WeChat's 5 s.
     let deadline = tokio::time::Instant::from_std(started + state.options.deadline);
-    let key = Key::for_message(&message);
+    let key = Key::for_message_in(account.scope(), &message);
     let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
         Ok(Claim::First(ticket)) => ticket,
         Ok(Claim::Answered { answer, store }) => {
@@ -288,6 +307,7 @@ pub(crate) async fn receive(
             metrics.observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
             tracing::info!(
                 event = "retry_answered",
+                account = account.log_name(),
                 store = store.as_str(),
                 rule = answer.rule.as_deref().unwrap_or(""),
                 msg_type = message.msg_type(),
@@ -304,6 +324,7 @@ pub(crate) async fn receive(
             metrics.observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
             tracing::warn!(
                 event = "deadline_exceeded",
+                account = account.log_name(),
                 stage = "dedup",
                 msg_type = message.msg_type(),
                 msg_id = message.msg_id().unwrap_or(""),
@@ -315,9 +336,9 @@ pub(crate) async fn receive(
     };
 
     // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
-    let snapshot = state.live.snapshot();
+    let snapshot = account.live.snapshot();
     let now = state.clock.now();
-    let found = find_unless_cooling(&state, &snapshot.rules, &message).await;
+    let found = find_unless_cooling(&state, account, &snapshot.rules, &message).await;
     // A rule with a cooldown claimed it when it was found; it keeps the claim if it answers.
     let claimed = found
         .as_ref()
@@ -332,14 +353,14 @@ pub(crate) async fn receive(
         // push's future, making it several hundred bytes larger for rules that never call.
         Decision::Call(found) => {
             Box::pin(ask_service(
-                &state, &snapshot, &message, found, now, started, deadline,
+                &state, account, &snapshot, &message, found, now, started, deadline,
             ))
             .await
         }
     };
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
-            queue_sends(&state.outbox, rule, &message, std::mem::take(sends)).await;
+            queue_sends(&account.outbox, rule, &message, std::mem::take(sends)).await;
         }
     }
     // A rule that claimed its cooldown and did not answer gives it back; one whose late
@@ -348,13 +369,17 @@ pub(crate) async fn receive(
         if !late && !matches!(outcome, Outcome::Replied { .. }) {
             state
                 .cooldowns
-                .release(message.to_user(), &rule, message.from_user())
+                .release(
+                    &cooldown_account(account, &message),
+                    &rule,
+                    message.from_user(),
+                )
                 .await;
         }
     }
 
     let body = match (&mut outcome, mode) {
-        (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(&state, xml, now),
+        (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(account, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
         (Outcome::Replied { xml, .. }, Mode::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
@@ -380,13 +405,14 @@ pub(crate) async fn receive(
         // The answer is ready: send it; only its copy for retries is missing.
         tracing::warn!(
             event = "deadline_exceeded",
+            account = account.log_name(),
             stage = "dedup_store",
             msg_id = message.msg_id().unwrap_or("")
         );
     }
     let elapsed = started.elapsed();
     metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
-    log_outcome(&message, &outcome, elapsed);
+    log_outcome(account, &message, &outcome, elapsed);
     Ok(HttpResponse::Ok()
         .content_type(content_type)
         .body(stored.body.clone()))
@@ -399,16 +425,17 @@ const STORE_AT_LEAST: Duration = Duration::from_millis(300);
 /// Verifies the request and turns its body into a message.
 fn decode(
     state: &AppState,
+    account: &Account,
     q: &WechatQuery,
     checked: QueryCheck,
     body: &[u8],
 ) -> Result<(Message, Mode), ServiceError> {
     let verify_plain = || match checked {
         QueryCheck::Done => Ok(()),
-        QueryCheck::Pending => state.verify_plain(q),
+        QueryCheck::Pending => state.verify_plain(account, q),
     };
     let safe = q.encrypt_type.as_deref() == Some("aes");
-    let cipher = match (safe, state.secrets.cipher()) {
+    let cipher = match (safe, account.secrets.cipher()) {
         (false, _) => None,
         (true, Some(cipher)) => Some(cipher),
         (true, None) => {
@@ -436,7 +463,7 @@ fn decode(
     let signed = wire::find_encrypt(body);
     verify_signature(
         msg_signature,
-        &[state.secrets.token(), timestamp, nonce, signed],
+        &[account.secrets.token(), timestamp, nonce, signed],
     )?;
     state.check_fresh(timestamp)?;
     let encrypt = wire::parse_encrypted(body)?;
@@ -453,6 +480,7 @@ fn decode(
 /// command).
 async fn find_unless_cooling<'r>(
     state: &AppState,
+    account: &Account,
     rules: &'r crate::rules::RuleSet,
     message: &Message,
 ) -> Option<Match<'r>> {
@@ -466,7 +494,7 @@ async fn find_unless_cooling<'r>(
         if state
             .cooldowns
             .try_claim(
-                message.to_user(),
+                &cooldown_account(account, message),
                 found.rule.name(),
                 message.from_user(),
                 cooldown.as_secs(),
@@ -479,12 +507,23 @@ async fn find_unless_cooling<'r>(
     }
 }
 
+/// Whose cooldowns these are: the account's ToUserName, behind the account's name when
+/// the server has several.
+fn cooldown_account<'m>(account: &Account, message: &'m Message) -> Cow<'m, str> {
+    match account.scope() {
+        "" => Cow::Borrowed(message.to_user()),
+        scope => Cow::Owned(format!("{scope}{}", message.to_user())),
+    }
+}
+
 /// Asks `found`'s service and answers from what it says. Without `late` the push waits for
 /// the call up to the deadline. With `late` it waits `late.after`; a call still running
 /// then goes on in its own task, the push gets the holding reply, and the reply the call
 /// leads to goes out through the outbox.
+#[allow(clippy::too_many_arguments)]
 async fn ask_service(
     state: &AppState,
+    account: &Account,
     snapshot: &Arc<Snapshot>,
     message: &Message,
     found: Match<'_>,
@@ -508,7 +547,7 @@ async fn ask_service(
         Some(_) => call.timeout(),
         None => deadline.saturating_duration_since(tokio::time::Instant::now()),
     };
-    let metrics = Some((state.live.metrics().call_metrics(), Arc::clone(&rule)));
+    let metrics = Some((account.live.metrics().call_metrics(), Arc::clone(&rule)));
     let pending = match state.caller.prepare(call, &scope, budget, metrics) {
         Ok(pending) => pending,
         Err(failure) => {
@@ -530,13 +569,13 @@ async fn ask_service(
     let (hand, mut handed) = tokio::sync::oneshot::channel::<CallResult>();
     let passive_by = tokio::time::Instant::from_std(started + late.after());
     let late_call = LateCall {
-        outbox: Arc::clone(&state.outbox),
+        outbox: Arc::clone(&account.outbox),
         snapshot: Arc::clone(snapshot),
         message: message.clone(),
         index: found.index,
         captures: found.captures.clone(),
         now,
-        metrics: state.live.metrics().call_metrics(),
+        metrics: account.live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
         _running: state.late_calls.enter(),
     };
@@ -712,13 +751,13 @@ async fn queue_sends(
 }
 
 /// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
-fn encrypt_reply(state: &AppState, xml: &str, now: u64) -> String {
-    let Some(cipher) = state.secrets.cipher() else {
+fn encrypt_reply(account: &Account, xml: &str, now: u64) -> String {
+    let Some(cipher) = account.secrets.cipher() else {
         return "success".to_owned();
     };
     let encrypt = cipher.encrypt(xml.as_bytes());
     let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
-    let signature = sign(&[state.secrets.token(), &now.to_string(), &nonce, &encrypt]);
+    let signature = sign(&[account.secrets.token(), &now.to_string(), &nonce, &encrypt]);
     wire::write_encrypted(&encrypt, &signature, now, &nonce)
 }
 
@@ -726,7 +765,8 @@ fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
+fn log_outcome(account: &Account, message: &Message, outcome: &Outcome, elapsed: Duration) {
+    let account = account.log_name();
     let micros = micros(elapsed);
     let msg_type = message.msg_type();
     let event = message.event().unwrap_or("");
@@ -736,6 +776,7 @@ fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
     match outcome {
         Outcome::Replied { reply, .. } => tracing::info!(
             event = "message_handled",
+            account,
             outcome = "replied",
             rule,
             msg_type,
@@ -746,6 +787,7 @@ fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
         ),
         Outcome::Ignored { .. } => tracing::info!(
             event = "message_handled",
+            account,
             outcome = "ignored",
             rule,
             msg_type,
@@ -754,25 +796,42 @@ fn log_outcome(message: &Message, outcome: &Outcome, elapsed: Duration) {
             us = micros
         ),
         Outcome::Failed { error, .. } => tracing::error!(
-            event = "render_failed", outcome = "error", rule, msg_type, wx_event = event,
+            event = "render_failed", account, outcome = "error", rule, msg_type, wx_event = event,
             msg_id, error = %error, us = micros
         ),
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. With several accounts, each series carries
+/// `account="NAME"`, except the process's own (the dedup store, the log).
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let metrics = state.live.metrics();
     let (answers, bytes) = state.dedup.stored();
-    metrics.set_dedup_stored(answers, bytes);
+    state.metrics.set_dedup_stored(answers, bytes);
+    let text = if state.accounts.is_many() {
+        let table = state.accounts.table();
+        crate::metrics::Metrics::render_accounts(
+            &state.metrics,
+            table.accounts().iter().map(|a| a.live.metrics()),
+        )
+    } else {
+        state.metrics.render()
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
+        .body(text)
 }
 
-/// `GET /healthz`: which rules are live and how the last reload went.
+/// `GET /healthz`: which rules are live and how the last reload went; with several
+/// accounts, that of each (`accounts.NAME`), and `status` `ok` only when every account's
+/// last reload applied.
 pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.live.health())
+    if !state.accounts.is_many() {
+        return match state.account() {
+            Some(account) => HttpResponse::Ok().json(account.live.health()),
+            None => HttpResponse::ServiceUnavailable().finish(),
+        };
+    }
+    HttpResponse::Ok().json(crate::accounts::fleet::health(&state.accounts))
 }
 
 #[cfg(test)]

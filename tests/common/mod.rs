@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, App};
+use wxrules::accounts::{Account, AccountParts, Accounts};
 use wxrules::clock::FixedClock;
 use wxrules::dedup::{self, Dedup};
 use wxrules::outbox::Outbox;
@@ -86,10 +87,15 @@ pub fn state_with_dedup(
         None => Dedup::off(metrics),
     };
     let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
-    AppState {
+    let account = Account::single(AccountParts {
         outbox: Arc::new(Outbox::disabled(live.metrics().clone())),
-        live,
+        live: Arc::clone(&live),
         secrets: Arc::new(secrets),
+        senders: None,
+    });
+    AppState {
+        accounts: Arc::new(Accounts::single(account)),
+        metrics: live.metrics().clone(),
         clock,
         options,
         dedup: Arc::new(dedup),
@@ -97,6 +103,17 @@ pub fn state_with_dedup(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
     }
+}
+
+/// `state` with its one account's outbox replaced (one that sends, to a fake WeChat).
+pub fn with_outbox(state: &mut AppState, outbox: Outbox) {
+    let account = state.account().unwrap();
+    state.accounts = Arc::new(Accounts::single(Account::single(AccountParts {
+        live: Arc::clone(&account.live),
+        secrets: Arc::clone(&account.secrets),
+        outbox: Arc::new(outbox),
+        senders: None,
+    })));
 }
 
 pub fn plain_state(sources: Sources) -> AppState {

@@ -1,0 +1,559 @@
+//! Many accounts in one server (`--config`): three accounts through the real App, built the
+//! way `serve` builds them (config file, secrets from files and variables, `fleet::Builder`):
+//! routing by path, each account's own signature and safe mode, 404, dedup kept apart,
+//! metrics labelled by account, `/healthz` per account, and reloads where one account is
+//! broken, one is added and one removed. The CLI's `--config`/`--account` at the end.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test as actix_test, App};
+use common::{sample, sign, Scratch, NOW};
+use wxrules::accounts::fleet::{self, Builder, Fleet, FleetReport};
+use wxrules::accounts::{read_config, Accounts};
+use wxrules::clock::FixedClock;
+use wxrules::crypto::Cipher;
+use wxrules::dedup::{self, Dedup};
+use wxrules::metrics::Metrics;
+use wxrules::reload::Control;
+use wxrules::server::{self, AppState, Options};
+
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const APP_ID: &str = "wx2c2769f8efd9abc2";
+
+/// The shop's token comes from this variable (set by every test that needs it, to the same
+/// value); the others' from files.
+const SHOP_TOKEN_VAR: &str = "WXRULES_TEST_ACCOUNTS_SHOP_TOKEN";
+const SHOP_TOKEN: &str = "shop-token-1";
+const NEWS_TOKEN: &str = "news-token-2";
+const CITY_TOKEN: &str = "city-token-3";
+
+fn rules(reply: &str) -> String {
+    format!(
+        "rules:\n  - name: hello\n    when: {{ keyword: hi }}\n    reply: {{ text: \"{reply}\" }}\n  - name: echo\n    when: {{ keyword: {{ regex: '^echo (?P<w>.+)$' }} }}\n    reply: {{ text: \"{reply}: {{{{captures.w}}}}\" }}\n"
+    )
+}
+
+const CONFIG: &str = r#"# three accounts of one agency
+listen: 127.0.0.1:0
+accounts:
+  - name: shop
+    rules: shop/rules.yaml
+    templates: shop/templates
+    token_env: WXRULES_TEST_ACCOUNTS_SHOP_TOKEN
+  - name: news
+    rules: news/rules.yaml
+    templates: news/templates
+    token_file: secrets/news.token
+  - name: city
+    path: /wx/city
+    rules: city/rules.yaml
+    templates: city/templates
+    token_file: secrets/city.token
+    appid_file: secrets/city.appid
+    aes_key_file: secrets/city.aes
+"#;
+
+/// A scratch directory with the config file, three accounts' rules and their secrets.
+fn agency(tag: &str) -> Scratch {
+    std::env::set_var(SHOP_TOKEN_VAR, SHOP_TOKEN);
+    let scratch = Scratch::new(tag);
+    scratch
+        .write("wxrules.yaml", CONFIG)
+        .write("shop/rules.yaml", &rules("shop v1"))
+        .write("news/rules.yaml", &rules("news v1"))
+        .write("city/rules.yaml", &rules("city v1"))
+        .write("secrets/news.token", &format!("{NEWS_TOKEN}\n"))
+        .write("secrets/city.token", CITY_TOKEN)
+        .write("secrets/city.appid", APP_ID)
+        .write("secrets/city.aes", AES_KEY);
+    for account in ["shop", "news", "city"] {
+        std::fs::create_dir_all(scratch.path(&format!("{account}/templates"))).unwrap();
+    }
+    scratch
+}
+
+/// The server's state for the config file of `scratch`, built as `serve` builds it.
+fn state(scratch: &Scratch) -> (AppState, Arc<Fleet>) {
+    let config = read_config(&scratch.path("wxrules.yaml")).unwrap();
+    let clock = Arc::new(FixedClock(NOW));
+    let metrics = Metrics::new();
+    let dedup = Dedup::new(dedup::Config::default(), metrics.clone());
+    let builder = Builder {
+        clock: clock.clone(),
+        wechat_api: "http://127.0.0.1:9".into(),
+        redis: None,
+        outbox: wxrules::outbox::Config::default(),
+    };
+    let prepared: Vec<_> = fleet::prepare_all(&config.accounts)
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|e| panic!("{:?}", e.errors)))
+        .collect();
+    let accounts = Arc::new(Accounts::many(Vec::new()));
+    let fleet = Arc::new(Fleet::new(
+        Arc::clone(&accounts),
+        config.path.clone(),
+        builder.clone(),
+    ));
+    fleet.remember(&prepared);
+    accounts.replace(
+        prepared
+            .into_iter()
+            .map(|p| builder.build(p).unwrap())
+            .collect(),
+    );
+    let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), None);
+    let state = AppState {
+        accounts,
+        metrics,
+        clock,
+        options: Options::default(),
+        dedup: Arc::new(dedup),
+        caller: wxrules::call::Caller::new().unwrap(),
+        late_calls: Arc::default(),
+        cooldowns: Arc::new(cooldowns),
+    };
+    (state, fleet)
+}
+
+async fn app(
+    state: AppState,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+    actix_test::init_service(App::new().configure(move |cfg| server::configure(cfg, state))).await
+}
+
+fn text(to: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{to}]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName><CreateTime>{NOW}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+fn signed(token: &str) -> String {
+    let (ts, nonce) = (NOW.to_string(), "4242");
+    format!(
+        "timestamp={ts}&nonce={nonce}&signature={}",
+        sign(&[token, &ts, nonce])
+    )
+}
+
+async fn post<S>(app: &S, uri: &str, body: String) -> (u16, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let req = actix_test::TestRequest::post()
+        .uri(uri)
+        .insert_header(("content-type", "text/xml"))
+        .set_payload(body)
+        .to_request();
+    let resp = actix_test::call_service(app, req).await;
+    let status = resp.status().as_u16();
+    let body = actix_test::read_body(resp).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get<S>(app: &S, uri: &str) -> (u16, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let resp =
+        actix_test::call_service(app, actix_test::TestRequest::get().uri(uri).to_request()).await;
+    let status = resp.status().as_u16();
+    let body = actix_test::read_body(resp).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn content(xml: &str) -> &str {
+    xml.split("<Content><![CDATA[")
+        .nth(1)
+        .and_then(|r| r.split("]]>").next())
+        .unwrap_or("")
+}
+
+/// A safe-mode push to `city`, encrypted and signed with its key and token.
+fn encrypted(content_text: &str, msg_id: u64) -> (String, String) {
+    let cipher = Cipher::new(AES_KEY, APP_ID).unwrap();
+    let encrypt = cipher.encrypt(text("gh_city", content_text, msg_id).as_bytes());
+    let (ts, nonce) = (NOW.to_string(), "777");
+    let query = format!(
+        "timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+        sign(&[CITY_TOKEN, &ts, nonce, &encrypt])
+    );
+    let body = format!("<xml><ToUserName><![CDATA[gh_city]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+    (query, body)
+}
+
+fn decrypt_reply(xml: &str) -> String {
+    let cipher = Cipher::new(AES_KEY, APP_ID).unwrap();
+    let encrypt = xml
+        .split("<Encrypt><![CDATA[")
+        .nth(1)
+        .and_then(|r| r.split("]]>").next())
+        .unwrap();
+    String::from_utf8(cipher.decrypt(encrypt).unwrap()).unwrap()
+}
+
+#[actix_web::test]
+async fn each_account_answers_at_its_path_with_its_own_secrets() {
+    let scratch = agency("routing");
+    let (state, _fleet) = state(&scratch);
+    let app = app(state).await;
+
+    let (status, body) = post(
+        &app,
+        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
+        text("gh_shop", "hi", 1),
+    )
+    .await;
+    assert_eq!((status, content(&body)), (200, "shop v1"), "{body}");
+    let (status, body) = post(
+        &app,
+        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
+        text("gh_news", "echo 早上好", 2),
+    )
+    .await;
+    assert_eq!((status, content(&body)), (200, "news v1: 早上好"), "{body}");
+
+    // One account's token does not open another's door.
+    let (status, body) = post(
+        &app,
+        &format!("/wechat/news?{}", signed(SHOP_TOKEN)),
+        text("gh_news", "hi", 3),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (403, ""));
+    // The URL check is per account too.
+    let (status, body) = get(
+        &app,
+        &format!("/wechat/shop?{}&echostr=e1", signed(SHOP_TOKEN)),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "e1"));
+    let (status, _) = get(&app, &format!("/wx/city?{}&echostr=e1", signed(SHOP_TOKEN))).await;
+    assert_eq!(status, 403);
+
+    // Safe mode on the account with a key, at its own path, answered encrypted.
+    let (query, body) = encrypted("hi", 4);
+    let (status, reply) = post(&app, &format!("/wx/city?{query}"), body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("<Encrypt>"), "{reply}");
+    assert_eq!(content(&decrypt_reply(&reply)), "city v1");
+
+    // A path no account serves is 404, however well signed: `/wechat` alone is not an
+    // account here, nor is an account's default path once it has its own.
+    for path in [
+        "/wechat/nobody",
+        "/wechat",
+        "/wechat/city",
+        "/wechat/shop/x",
+    ] {
+        let (status, body) = post(
+            &app,
+            &format!("{path}?{}", signed(SHOP_TOKEN)),
+            text("gh_shop", "hi", 5),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (404, ""), "{path}");
+    }
+    let (status, _) = get(
+        &app,
+        &format!("/wechat/nobody?{}&echostr=e1", signed(SHOP_TOKEN)),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+async fn dedup_and_metrics_are_per_account() {
+    let scratch = agency("dedup");
+    let (state, _fleet) = state(&scratch);
+    let app = app(state).await;
+
+    // The same MsgId (and the same ToUserName) on two accounts: two pushes, not a retry.
+    let shop = format!("/wechat/shop?{}", signed(SHOP_TOKEN));
+    let news = format!("/wechat/news?{}", signed(NEWS_TOKEN));
+    let (_, a) = post(&app, &shop, text("gh_same", "hi", 42)).await;
+    let (_, b) = post(&app, &news, text("gh_same", "hi", 42)).await;
+    assert_eq!((content(&a), content(&b)), ("shop v1", "news v1"));
+    // Sent again to the shop, it is the shop's retry.
+    let (_, again) = post(&app, &shop, text("gh_same", "hi", 42)).await;
+    assert_eq!(again, a);
+
+    let (status, metrics) = get(&app, "/metrics").await;
+    assert_eq!(status, 200);
+    for (series, value) in [
+        (
+            r#"wxrules_requests_total{account="shop",outcome="replied"}"#,
+            1.0,
+        ),
+        (
+            r#"wxrules_requests_total{account="shop",outcome="retry"}"#,
+            1.0,
+        ),
+        (
+            r#"wxrules_requests_total{account="news",outcome="replied"}"#,
+            1.0,
+        ),
+        (
+            r#"wxrules_requests_total{account="news",outcome="retry"}"#,
+            0.0,
+        ),
+        (
+            r#"wxrules_requests_total{account="city",outcome="replied"}"#,
+            0.0,
+        ),
+        (
+            r#"wxrules_rule_hits_total{account="shop",rule="hello"}"#,
+            1.0,
+        ),
+        (r#"wxrules_rules_loaded{account="city"}"#, 2.0),
+        (r#"wxrules_dedup_hits_total{store="memory"}"#, 1.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in\n{metrics}"
+        );
+    }
+    // Each family once, whatever the number of accounts.
+    assert_eq!(metrics.matches("# TYPE wxrules_requests_total ").count(), 1);
+
+    let (status, health) = get(&app, "/healthz").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok");
+    for account in ["shop", "news", "city"] {
+        assert_eq!(health["accounts"][account]["rules"], 2, "{health}");
+    }
+}
+
+async fn reload(controls: &tokio::sync::mpsc::Sender<Control>) -> FleetReport {
+    let (reply, report) = tokio::sync::oneshot::channel();
+    controls.send(Control::ReloadAccounts(reply)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), report)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
+    let scratch = agency("reload");
+    let (state, fleet) = state(&scratch);
+    let accounts = Arc::clone(&state.accounts);
+    let app = app(state).await;
+    let (controls, receiver) = tokio::sync::mpsc::channel(4);
+    let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
+
+    // Nothing changed: nothing is loaded again.
+    let report = reload(&controls).await;
+    assert_eq!(
+        (report.outcome, report.unchanged),
+        ("unchanged", 3),
+        "{report:?}"
+    );
+
+    // The shop takes its new rules; the news account's file is broken and keeps serving.
+    scratch.write("shop/rules.yaml", &rules("shop v2"));
+    scratch.write(
+        "news/rules.yaml",
+        "rules:\n  - name: hello\n    when: { keyword: hi }\n    reply: { txet: x }\n",
+    );
+    let report = reload(&controls).await;
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.unchanged, 1);
+    let by = |name: &str| report.accounts.iter().find(|a| a.account == name).unwrap();
+    assert_eq!(by("shop").outcome, "applied");
+    assert_eq!(by("news").outcome, "rejected");
+    let error = &by("news").errors[0];
+    assert!(error.contains("news/rules.yaml:4:"), "{error}");
+    let (_, shop) = post(
+        &app,
+        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
+        text("gh_shop", "hi", 10),
+    )
+    .await;
+    let (_, news) = post(
+        &app,
+        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
+        text("gh_news", "hi", 11),
+    )
+    .await;
+    assert_eq!((content(&shop), content(&news)), ("shop v2", "news v1"));
+    let (_, health) = get(&app, "/healthz").await;
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(
+        health["accounts"]["news"]["last_reload"]["outcome"],
+        "rejected"
+    );
+    assert_eq!(
+        health["accounts"]["shop"]["last_reload"]["outcome"],
+        "applied"
+    );
+
+    // The config file adds an account and drops one; a broken config file changes nothing.
+    let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
+    let without_city = config.split("  - name: city").next().unwrap().to_owned();
+    scratch
+        .write("extra/rules.yaml", &rules("extra v1"))
+        .write("secrets/extra.token", "extra-token-4")
+        .write("wxrules.yaml", &format!("{without_city}  - name: extra\n    rules: extra/rules.yaml\n    templates: extra/templates\n    token_file: secrets/extra.token\n  - name: oops\n    rules: extra/rules.yaml\n    templates: extra/templates\n    tokn_file: x\n"));
+    let report = reload(&controls).await;
+    assert_eq!(report.outcome, "rejected", "{report:?}");
+    assert!(
+        report.config_errors[0].contains("wxrules.yaml:"),
+        "{:?}",
+        report.config_errors
+    );
+    assert!(accounts.by_name("city").is_some());
+    scratch.write("wxrules.yaml", &format!("{without_city}  - name: extra\n    rules: extra/rules.yaml\n    templates: extra/templates\n    token_file: secrets/extra.token\n"));
+    let report = reload(&controls).await;
+    let by = |name: &str| {
+        report
+            .accounts
+            .iter()
+            .find(|a| a.account == name)
+            .map(|a| a.outcome)
+    };
+    assert_eq!(
+        (by("extra"), by("city")),
+        (Some("added"), Some("removed")),
+        "{report:?}"
+    );
+    assert!(accounts.by_name("city").is_none());
+    let (_, extra) = post(
+        &app,
+        &format!("/wechat/extra?{}", signed("extra-token-4")),
+        text("gh_extra", "hi", 12),
+    )
+    .await;
+    assert_eq!(content(&extra), "extra v1");
+    let (query, body) = encrypted("hi", 13);
+    let (status, _) = post(&app, &format!("/wx/city?{query}"), body).await;
+    assert_eq!(status, 404);
+
+    // The news account mended: it reloads, and the health is whole again.
+    scratch.write("news/rules.yaml", &rules("news v2"));
+    let report = reload(&controls).await;
+    assert_eq!(report.outcome, "applied", "{report:?}");
+    let (_, news) = post(
+        &app,
+        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
+        text("gh_news", "hi", 14),
+    )
+    .await;
+    assert_eq!(content(&news), "news v2");
+
+    controls.send(Control::Stop).await.unwrap();
+    looping.await.unwrap();
+}
+
+fn wxrules(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args(args)
+        .env(SHOP_TOKEN_VAR, SHOP_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_explain_and_test_take_config_and_account() {
+    let scratch = agency("cli");
+    let config = scratch.path("wxrules.yaml");
+    let config = config.to_str().unwrap();
+
+    let (code, out, err) = wxrules(&["check", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("account shop (/wechat/shop):"), "{out}");
+    assert!(out.contains("account city (/wx/city):"), "{out}");
+    assert!(out.contains("ok: 3 accounts"), "{out}");
+
+    // Every broken account is reported, each error with its file:line:col.
+    scratch.write(
+        "news/rules.yaml",
+        "rules:\n  - name: a\n    when: { keyword: hi }\n    reply: { txet: x }\n",
+    );
+    scratch.write(
+        "city/rules.yaml",
+        "rules:\n  - name: b\n    when: { keyword: { regex: '(' } }\n    reply: { text: x }\n",
+    );
+    let (code, _, err) = wxrules(&["check", "--config", config]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("news/rules.yaml:4:"), "{err}");
+    assert!(err.contains("city/rules.yaml:3:"), "{err}");
+    assert!(
+        err.contains("2 of 3 accounts have errors: news, city"),
+        "{err}"
+    );
+    let (code, out, err) = wxrules(&["check", "--config", config, "--account", "shop"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, out, err) = wxrules(&[
+        "explain",
+        "--config",
+        config,
+        "--account",
+        "shop",
+        "--text",
+        "echo 你好",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rule: echo ("), "{out}");
+    assert!(out.contains("shop v1: 你好"), "{out}");
+    let (code, _, err) = wxrules(&["explain", "--config", config, "--text", "hi"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("has several accounts: name one with --account (shop, news, city)"),
+        "{err}"
+    );
+    let (code, _, err) = wxrules(&[
+        "explain",
+        "--config",
+        config,
+        "--account",
+        "nobody",
+        "--text",
+        "hi",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no account `nobody`"), "{err}");
+
+    scratch.write(
+        "cases.yaml",
+        "cases:\n  - name: hello\n    text: hi\n    rule: hello\n    reply_contains: shop v1\n",
+    );
+    let cases = scratch.path("cases.yaml");
+    let (code, out, err) = wxrules(&[
+        "test",
+        "--config",
+        config,
+        "--account",
+        "shop",
+        cases.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    // A config file with errors: every one, located.
+    scratch.write("wxrules.yaml", "accounts:\n  - name: Shop\n    rules: r\n    templates: t\n    token_env: X\n  - name: b\n    rules: r\n    templates: t\n");
+    let (code, _, err) = wxrules(&["check", "--config", config]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("wxrules.yaml:2:1: account `Shop`: a name is"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wxrules.yaml:6:1: account `b`: no token_env or token_file"),
+        "{err}"
+    );
+}
