@@ -10,13 +10,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::answer::{after_call, holding, Decision, Outcome};
+use crate::answer::Outcome;
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
 use crate::logline::{LineFormat, Lines};
 use crate::outbox::Outbox;
 use crate::reload::{self, Control, Live};
-use crate::rules::{self, Loaded, Match, RuleError, Sources, Subject};
+use crate::rules::{self, Loaded, RuleError, Sources};
 use crate::server::{self, AppState, Options};
 use crate::settings::Secrets;
 use crate::wire::Message;
@@ -862,7 +862,7 @@ fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
 
 /// The XML of a made-up push from `--from` to `--to`.
 fn made_up(args: &SendArgs, kind: &[(&str, &str)], now: u64) -> String {
-    made_up_from(&args.to, &args.from, kind, now)
+    crate::explain::made_up(&args.to, &args.from, kind, now)
 }
 
 /// `wxrules reload`: `POST /-/reload` on the admin port; prints the outcome.
@@ -1053,6 +1053,7 @@ async fn serve_on(
                 wechat_api: settled.wechat_api.clone(),
                 redis: dedup.redis(),
                 outbox: crate::outbox::Config::default(),
+                http: crate::wechat_api::http_client().context("the WeChat API client")?,
             };
             let specs = config.accounts.clone();
             let prepared = tokio::task::spawn_blocking(move || fleet::prepare_all(&specs))
@@ -1119,6 +1120,10 @@ async fn serve_on(
         caller: crate::call::Caller::new().context("the HTTP client of calls")?,
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        // The dashboard is served with the admin port; without it nothing is kept.
+        recent: settled
+            .admin_listen
+            .map(|_| Arc::new(crate::recent::Recent::new(SystemClock.now()))),
     };
     run_server(state, reloader, args, &settled, signals, admin_token).await?;
     Ok(ExitCode::SUCCESS)
@@ -1402,14 +1407,14 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     let xml = match (&args.message, &args.text, &args.event) {
         (Some(path), _, _) => read_message(path)?,
-        (_, Some(text), _) => synthetic(
+        (_, Some(text), _) => crate::explain::synthetic(
             &[("MsgType", "text"), ("Content", text), ("MsgId", "1")],
             now,
         ),
         (_, _, Some(event)) => {
             let mut kind = vec![("MsgType", "event"), ("Event", event.as_str())];
             kind.extend(args.event_key.as_deref().map(|k| ("EventKey", k)));
-            synthetic(&kind, now)
+            crate::explain::synthetic(&kind, now)
         }
         _ => bail!("give a message file, --text or --event"),
     };
@@ -1419,8 +1424,6 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
         None => now,
     };
-    let subject = Subject::at(&message, at);
-    let found = rules.find(&subject);
     let stub_value = match &args.call_response {
         Some(path) => {
             let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
@@ -1433,97 +1436,44 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
-    let (outcome, call) =
-        match crate::answer::decide_found(rules, &message, rules.find(&subject), now) {
-            Decision::Done(outcome) => (outcome, None),
-            Decision::Call(m) => {
-                let not_made = crate::call::CallResult::Failed(crate::call::CallFailure::Stubbed(
-                    "no call is made by explain".into(),
-                ));
-                let result = stub.as_ref().unwrap_or(&not_made);
-                let outcome = after_call(rules, &message, &m, result, now);
-                let holding = m
-                    .rule
-                    .call()
-                    .and_then(|c| c.late())
-                    .map(|_| holding(rules, &message, &m, now));
-                let request = describe_request(&m, &message)?;
-                (outcome, Some((request, holding, stub.is_some())))
-            }
-        };
-    let rules_path = sources.rules.display().to_string();
-
+    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
+    let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
     if args.json {
-        let value = serde_json::json!({
-            "rule": found.as_ref().map(|m| serde_json::json!({
-                "name": m.rule.name(),
-                "file": rules_path,
-                "line": m.rule.line(),
-                "criteria": m.rule.describe(&subject).into_iter()
-                    .map(|(c, held)| serde_json::json!({"criterion": c, "held": held}))
-                    .collect::<Vec<_>>(),
-                "captures": m.captures.iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect::<serde_json::Map<_, _>>(),
-            })),
-            "outcome": match &outcome {
-                Outcome::Replied { .. } => "replied",
-                Outcome::Ignored { .. } => "ignored",
-                Outcome::Failed { .. } => "error",
-            },
-            "error": match &outcome {
-                Outcome::Failed { error, .. } => Some(error.to_string()),
-                _ => None,
-            },
-            "body": outcome.body(),
-            "call": call.as_ref().map(|(request, holding, stubbed)| serde_json::json!({
-                "request": request,
-                "stubbed": stubbed,
-                "holding_body": holding.as_ref().map(Outcome::body),
-            })),
-            "sends": match &outcome {
-                Outcome::Replied { sends, .. } => sends
-                    .iter()
-                    .map(|send| match send {
-                        Ok(reply) => crate::wechat_api::CustomMessage::new("o_explain_user", reply.clone())
-                            .map_or(serde_json::Value::Null, |m| serde_json::to_value(m).unwrap_or_default()),
-                        Err(e) => serde_json::json!({"error": e.to_string()}),
-                    })
-                    .collect::<Vec<_>>(),
-                _ => Vec::new(),
-            },
-        });
+        let value = explained.to_json(&sources.rules);
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
-
-    match &found {
+    let rules_path = sources.rules.display().to_string();
+    match &explained.found {
         None => println!("no rule matched"),
-        Some(m) => {
-            println!("rule: {} ({}:{})", m.rule.name(), rules_path, m.rule.line());
-            let criteria = m.rule.describe(&subject);
-            if criteria.is_empty() {
+        Some(found) => {
+            println!("rule: {} ({}:{})", found.name, rules_path, found.line);
+            if found.criteria.is_empty() {
                 println!("  (no criteria: matches every message)");
             }
-            for (criterion, held) in criteria {
-                println!("  {} {criterion}", if held { "✓" } else { "✗" });
+            for (criterion, held) in &found.criteria {
+                println!("  {} {criterion}", if *held { "✓" } else { "✗" });
             }
-            if !m.captures.is_empty() {
+            if !found.captures.is_empty() {
                 println!("captures:");
-                for (k, v) in &m.captures {
+                for (k, v) in &found.captures {
                     println!("  {k} = {v:?}");
                 }
             }
         }
     }
-    if let Some((request, holding, stubbed)) = &call {
+    if let Some(call) = &explained.call {
+        let request = &call.request;
+        if let Some(error) = request.get("error").and_then(|e| e.as_str()) {
+            bail!("{error}");
+        }
         let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
         println!("call: {} {}", text("method"), text("url"));
         println!("  timeout: {} ms", request["timeout_ms"]);
         if let Some(body) = request.get("body") {
             println!("  body: {body}");
         }
-        if let Some(holding) = holding {
+        if let Some(holding) = &call.holding {
             println!(
                 "late: a push the call has not answered within {} ms gets:",
                 request["late_after_ms"]
@@ -1531,13 +1481,14 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", holding.body());
             println!("  and the reply below goes out through the customer-service API");
         }
-        if !stubbed {
+        if !call.stubbed {
             println!(
                 "no call made: the reply below is the rule's answer when the call fails; pass --call-response FILE (the service's JSON answer) to see the other"
             );
         }
     }
-    match &outcome {
+    let outcome = &explained.outcome;
+    match outcome {
         Outcome::Replied {
             reply, xml, sends, ..
         } => {
@@ -1570,43 +1521,6 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The request a rule's call would make for `message`, for `explain`: method, URL (its
-/// values percent-encoded), the header names (never their values) and the JSON body.
-fn describe_request(found: &Match<'_>, message: &Message) -> anyhow::Result<serde_json::Value> {
-    let Some(call) = found.rule.call() else {
-        return Ok(serde_json::Value::Null);
-    };
-    let scope = crate::render::Scope {
-        message,
-        rule: found.rule.name(),
-        captures: &found.captures,
-        call: None,
-    };
-    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
-    let request = caller
-        .request(call, &scope)
-        .map_err(|e| anyhow::anyhow!("the call's request cannot be built: {e}"))?;
-    let body = request
-        .body()
-        .and_then(|b| b.as_bytes())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-    let mut described = serde_json::json!({
-        "method": call.method().as_str(),
-        "url": request.url().as_str(),
-        "headers": call.header_names().collect::<Vec<_>>(),
-        "timeout_ms": u64::try_from(call.timeout().as_millis()).unwrap_or(u64::MAX),
-    });
-    if let Some(late) = call.late() {
-        described["late_after_ms"] = u64::try_from(late.after().as_millis())
-            .unwrap_or(u64::MAX)
-            .into();
-    }
-    if let Some(body) = body {
-        described["body"] = body;
-    }
-    Ok(described)
 }
 
 /// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and
@@ -1654,37 +1568,6 @@ fn secrets_of(account: Option<&crate::accounts::AccountSpec>) -> anyhow::Result<
 fn read_message(path: &Path) -> anyhow::Result<String> {
     rules::read_text(path, rules::MAX_TEMPLATE_FILE)
         .with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// A message for `explain --text` / `--event`, as WeChat would send it.
-fn synthetic(kind: &[(&str, &str)], now: u64) -> String {
-    made_up_from("gh_explain", "o_explain_user", kind, now)
-}
-
-/// A made-up push: the envelope, `kind`'s fields, and the fields WeChat always sends with
-/// that kind of push (`wire::catalog::sample_fields`) where `kind` does not give them.
-fn made_up_from(to: &str, from: &str, kind: &[(&str, &str)], now: u64) -> String {
-    let now = now.to_string();
-    let mut fields: Vec<(String, String)> = [
-        ("ToUserName", to),
-        ("FromUserName", from),
-        ("CreateTime", now.as_str()),
-    ]
-    .iter()
-    .chain(kind)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let field = |name: &str| kind.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-    if let Some(found) =
-        field("MsgType").and_then(|t| crate::wire::catalog::kind(t, field("Event")))
-    {
-        for (name, value) in crate::wire::catalog::sample_fields_for(found, field("EventKey")) {
-            if !fields.iter().any(|(k, _)| *k == name) {
-                fields.push((name, value));
-            }
-        }
-    }
-    crate::wire::write_fields(&fields)
 }
 
 #[cfg(test)]

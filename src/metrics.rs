@@ -342,6 +342,21 @@ impl Metrics {
         }
     }
 
+    /// Each rule's hits so far, by name (only rules that have answered are listed: reading
+    /// does not add series).
+    pub fn rule_hits(&self) -> std::collections::HashMap<String, u64> {
+        use prometheus::core::Collector;
+        self.rule_hits
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|m| {
+                let rule = m.get_label().iter().find(|l| l.name() == "rule")?;
+                Some((rule.value().to_owned(), m.get_counter().get_value() as u64))
+            })
+            .collect()
+    }
+
     /// Counts a request refused before the rules ran.
     pub fn observe_refused(&self, outcome: RequestOutcome) {
         self.by_outcome[outcome.index()].0.inc();

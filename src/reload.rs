@@ -196,18 +196,26 @@ pub struct Health {
 }
 
 /// Unix seconds as an RFC 3339 time in UTC (`2026-11-30T06:02:43Z`).
-fn rfc3339<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
-    let at = i64::try_from(*secs)
+pub(crate) fn rfc3339<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match format_rfc3339(*secs) {
+        Some(at) => s.serialize_str(&at),
+        None => s.serialize_u64(*secs),
+    }
+}
+
+fn format_rfc3339(secs: u64) -> Option<String> {
+    i64::try_from(secs)
         .ok()
         .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
         .and_then(|at| {
             at.format(&time::format_description::well_known::Rfc3339)
                 .ok()
-        });
-    match at {
-        Some(at) => s.serialize_str(&at),
-        None => s.serialize_u64(*secs),
-    }
+        })
+}
+
+/// Unix seconds as an RFC 3339 string (the number, should it be out of range).
+pub(crate) fn rfc3339_string(secs: u64) -> String {
+    format_rfc3339(secs).unwrap_or_else(|| secs.to_string())
 }
 
 /// The rules being served, and where they come from.

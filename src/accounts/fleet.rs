@@ -30,6 +30,8 @@ pub struct Builder {
     /// Shared access tokens and outboxes, with `--store redis://…`.
     pub redis: Option<Arc<crate::store::Redis>>,
     pub outbox: crate::outbox::Config,
+    /// WeChat's API's HTTP client, one for every account (`wechat_api::http_client`).
+    pub http: reqwest::Client,
 }
 
 /// An account read and loaded, not yet serving: what a blocking thread can make.
@@ -126,15 +128,12 @@ impl Builder {
             metrics.clone(),
         ));
         let appid = secrets.credentials.as_ref().map(|c| c.appid.clone());
-        let mut api =
-            crate::wechat_api::Api::new(&self.wechat_api, secrets.credentials, metrics.clone())
-                .map_err(|e| Unprepared {
-                    account: spec.name.clone(),
-                    errors: vec![format!(
-                        "account `{}`: the WeChat API client: {e}",
-                        spec.name
-                    )],
-                })?;
+        let mut api = crate::wechat_api::Api::with_http(
+            &self.wechat_api,
+            secrets.credentials,
+            metrics.clone(),
+            self.http.clone(),
+        );
         if let Some(redis) = &self.redis {
             api = api.share_tokens(Arc::clone(redis));
         }

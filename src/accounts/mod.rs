@@ -452,6 +452,11 @@ impl Account {
         &self.name
     }
 
+    /// The name, shared rather than copied.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }

@@ -25,6 +25,45 @@ pub struct Active {
 }
 
 impl Active {
+    /// The window in words: `weekdays Mon-Fri, 18:00-09:00 (Asia/Shanghai)`.
+    pub fn words(&self) -> String {
+        let mut parts = Vec::new();
+        let day = |secs: i64| {
+            jiff::Timestamp::from_second(secs)
+                .map(|t| {
+                    t.to_zoned(self.tz.clone())
+                        .strftime("%Y-%m-%d %H:%M")
+                        .to_string()
+                })
+                .unwrap_or_else(|_| secs.to_string())
+        };
+        if let Some(from) = self.from {
+            parts.push(format!("from {}", day(from)));
+        }
+        if let Some(until) = self.until {
+            parts.push(format!("until {}", day(until)));
+        }
+        if self.weekdays != 0 {
+            const NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+            let days: Vec<&str> = (0..7)
+                .filter(|d| self.weekdays & (1 << d) != 0)
+                .map(|d| NAMES[d])
+                .collect();
+            parts.push(days.join(","));
+        }
+        for (start, end) in &self.hours {
+            parts.push(format!(
+                "{:02}:{:02}-{:02}:{:02}",
+                start / 60,
+                start % 60,
+                end / 60,
+                end % 60
+            ));
+        }
+        let tz = self.tz.iana_name().unwrap_or("UTC");
+        format!("{} ({tz})", parts.join(", "))
+    }
+
     /// Whether the window holds at `now` (unix seconds).
     pub fn holds(&self, now: u64) -> bool {
         let now = i64::try_from(now).unwrap_or(i64::MAX);

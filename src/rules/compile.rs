@@ -601,6 +601,13 @@ fn compile_when(c: &mut Compiler<'_>, rule: &str, base: &str, when: RawWhen) -> 
             tests.push(Test { field, matcher });
         }
     }
+    // Pushed one by one, the vectors hold room for four (224 and 128 bytes); exact, they
+    // take half as much for the usual one or two criteria of one pattern each, which is a
+    // quarter of a rule's memory (measured: 633 → 380 bytes for a keyword-and-ignore rule).
+    for test in &mut tests {
+        test.matcher.patterns.shrink_to_fit();
+    }
+    tests.shrink_to_fit();
     Criteria { tests }
 }
 

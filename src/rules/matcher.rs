@@ -86,7 +86,14 @@ const MIN_PREFIX: usize = 2;
 /// The literals every match of `hir` starts with (regex-syntax's prefix extractor, the one
 /// the regex crate's own prefilters use), if usable for the index.
 fn required_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[Box<[u8]>]>> {
-    let seq = regex_syntax::hir::literal::Extractor::new().extract(hir);
+    // Classes of more than a few characters (`[0-9]`, `\d`) are not expanded: after a
+    // literal they only multiply it (`订单` followed by `\d{6}` would be a hundred
+    // literals, past `MAX_PREFIXES`, leaving the regex to a `RegexSet` compiled at load, some
+    // 2 KB a regex), while the literal before them already picks out the candidates. Case
+    // pairs (`[aA]`, two) are still expanded.
+    let seq = regex_syntax::hir::literal::Extractor::new()
+        .limit_class(4)
+        .extract(hir);
     // `None`: some match can start with anything.
     let literals = seq.literals()?;
     let usable = !literals.is_empty()
@@ -351,6 +358,28 @@ impl Criteria {
             captures.truncate(start);
         }
         all
+    }
+
+    /// Each criterion in words, without a message: `keyword is 价格 or price`,
+    /// `event_key matches /^qrscene_(.+)$/`.
+    pub(crate) fn words(&self) -> Vec<String> {
+        self.tests
+            .iter()
+            .map(|t| {
+                let alternatives: Vec<String> = t
+                    .matcher
+                    .patterns
+                    .iter()
+                    .map(|p| match p {
+                        Pattern::Exact(v) => format!("is {v}"),
+                        Pattern::Prefix(v) => format!("starts with {v}"),
+                        Pattern::Contains(v) => format!("contains {v}"),
+                        Pattern::Regex(r) => format!("matches /{}/", r.as_str()),
+                    })
+                    .collect();
+                format!("{} {}", t.field.label(), alternatives.join(" or "))
+            })
+            .collect()
     }
 
     pub(crate) fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {

@@ -196,6 +196,52 @@ impl Rule {
     pub fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {
         self.when.describe(subject)
     }
+
+    /// The rule's `when` in words, one line per criterion (`keyword is 价格 or price`), then
+    /// its time window and cooldown: for the dashboard's list of rules.
+    pub fn when_words(&self) -> Vec<String> {
+        let mut words = self.when.words();
+        if let Some(active) = &self.active {
+            words.push(format!("active {}", active.words()));
+        }
+        if self.cooldown_secs > 0 {
+            words.push(format!(
+                "once per user every {}",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    self.cooldown_secs.into()
+                ))
+            ));
+        }
+        words
+    }
+
+    /// What kind of answer the rule gives: `ignore`, `call` (its service decides), or the
+    /// passive reply's kind (`text`, `news`, `one_of`, …).
+    pub fn reply_kind(&self) -> &'static str {
+        if self.call.is_some() {
+            return "call";
+        }
+        match &self.action {
+            Action::Ignore => "ignore",
+            Action::Reply(spec) => spec.kind(),
+        }
+    }
+}
+
+impl ReplySpec {
+    /// The reply's kind as the rules file names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplySpec::Text(_) => "text",
+            ReplySpec::Image(_) => "image",
+            ReplySpec::Voice(_) => "voice",
+            ReplySpec::Video(_) => "video",
+            ReplySpec::Music(_) => "music",
+            ReplySpec::News(_) => "news",
+            ReplySpec::TransferCustomerService(_) => "transfer_customer_service",
+            ReplySpec::OneOf(_) => "one_of",
+        }
+    }
 }
 
 /// A rule's `call`: the request to make, what to answer when it fails, and how long the

@@ -1,7 +1,8 @@
-//! The admin port (`--admin-listen`): `/healthz`, `/metrics` and `POST /-/reload`, off the
-//! public port that WeChat reaches. `/metrics` and `/-/reload` are behind
+//! The admin port (`--admin-listen`): `/healthz`, `/metrics`, `POST /-/reload` and the
+//! dashboard (`server::dashboard`), off the public port that WeChat reaches. Everything but
+//! `/healthz` (for probes) and the dashboard page's own files is behind
 //! `WXRULES_ADMIN_TOKEN` (a Bearer token) when it is set, which it must be on an address
-//! other than loopback; `/healthz` is open, for probes.
+//! other than loopback.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use actix_web::{web, HttpResponse};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{body, handlers, AppState};
+use super::{body, dashboard, handlers, AppState};
 use crate::reload::{Control, ReloadReport, RELOAD_TIMEOUT};
 
 /// What the admin routes need besides the server's state.
@@ -41,9 +42,11 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: AppState, admin: Adm
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(body::bound_chunked))
                 .wrap(actix_web::middleware::from_fn(authorize))
+                .app_data(web::PayloadConfig::new(dashboard::TRY_LIMIT))
                 .route("/healthz", web::get().to(handlers::healthz))
                 .route("/metrics", web::get().to(handlers::metrics))
-                .route("/-/reload", web::post().to(reload)),
+                .route("/-/reload", web::post().to(reload))
+                .configure(dashboard::configure),
         );
 }
 
@@ -55,7 +58,9 @@ async fn authorize(
 {
     // `/healthz` stays open: probes (Kubernetes' kubelet, load balancers) send no token,
     // and it tells nothing a token would guard.
-    let open = req.path() == "/healthz";
+    // The dashboard's page holds no data (its JSON is guarded): it loads, then asks for
+    // the token.
+    let open = req.path() == "/healthz" || dashboard::is_page(req.path());
     let token = req
         .app_data::<web::Data<Admin>>()
         .and_then(|admin| admin.token.clone())

@@ -72,6 +72,9 @@ pub struct AppState {
     pub late_calls: Arc<crate::call::LateCalls>,
     /// Which rules are cooling down for which users (`cooldown:`).
     pub cooldowns: Arc<crate::cooldown::Cooldowns>,
+    /// The last pushes and each rule's last hit, for the dashboard; kept only when the
+    /// admin port serves it (`--admin-listen`).
+    pub recent: Option<Arc<crate::recent::Recent>>,
 }
 
 impl AppState {

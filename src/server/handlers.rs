@@ -305,6 +305,17 @@ pub(crate) async fn receive(
         Ok(Claim::Answered { answer, store }) => {
             let elapsed = started.elapsed();
             metrics.observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
+            if let Some(recent) = &state.recent {
+                let rule = answer.rule.as_ref();
+                recent.record(
+                    account.shared_name(),
+                    &message,
+                    rule,
+                    "retry",
+                    state.clock.now(),
+                    micros(elapsed),
+                );
+            }
             tracing::info!(
                 event = "retry_answered",
                 account = account.log_name(),
@@ -322,6 +333,16 @@ pub(crate) async fn receive(
         Err(_) => {
             let elapsed = started.elapsed();
             metrics.observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
+            if let Some(recent) = &state.recent {
+                recent.record(
+                    account.shared_name(),
+                    &message,
+                    None,
+                    "deadline",
+                    state.clock.now(),
+                    micros(elapsed),
+                );
+            }
             tracing::warn!(
                 event = "deadline_exceeded",
                 account = account.log_name(),
@@ -412,6 +433,22 @@ pub(crate) async fn receive(
     }
     let elapsed = started.elapsed();
     metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
+    if let Some(recent) = &state.recent {
+        let shown = match &outcome {
+            Outcome::Replied { .. } => "replied",
+            Outcome::Ignored { rule: Some(_) } => "ignored",
+            Outcome::Ignored { rule: None } => "no_match",
+            Outcome::Failed { .. } => "error",
+        };
+        recent.record(
+            account.shared_name(),
+            &message,
+            outcome.shared_rule(),
+            shown,
+            now,
+            micros(elapsed),
+        );
+    }
     log_outcome(account, &message, &outcome, elapsed);
     Ok(HttpResponse::Ok()
         .content_type(content_type)

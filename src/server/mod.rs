@@ -4,6 +4,7 @@
 mod admin;
 mod app;
 mod body;
+mod dashboard;
 mod error;
 mod handlers;
 

@@ -1,0 +1,257 @@
+//! One message explained: which rule answers it and why (each criterion held or not, the
+//! captures), the reply as sent, what a `call` would ask and what `send:` would send. The
+//! one code behind `wxrules explain` and the dashboard's "try a message"; no IO, no call is
+//! ever made (a call's answer is stubbed or taken as failed).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
+use crate::call::{CallFailure, CallResult, Caller};
+use crate::rules::{Match, RuleSet, Subject};
+use crate::wire::{Message, Reply};
+
+/// The rule found, as shown.
+#[derive(Debug)]
+pub struct Found {
+    pub name: String,
+    pub line: usize,
+    /// Each criterion in words, and whether it held.
+    pub criteria: Vec<(String, bool)>,
+    pub captures: Vec<(String, String)>,
+}
+
+/// A rule's call, as shown: the request it would make and what a late push would get.
+#[derive(Debug)]
+pub struct CallShown {
+    /// Method, URL, header names (never values), timeout, JSON body.
+    pub request: Value,
+    /// The holding reply of a `late` call.
+    pub holding: Option<Outcome>,
+    /// Whether the call's answer was given (`--call-response`/`--call-error`); otherwise
+    /// the outcome is the rule's answer to a failed call.
+    pub stubbed: bool,
+}
+
+/// What the rules do with one message.
+#[derive(Debug)]
+pub struct Explanation {
+    pub found: Option<Found>,
+    pub outcome: Outcome,
+    pub call: Option<CallShown>,
+}
+
+/// Explains `message` against `rules`, with `active` windows evaluated at `at` and replies
+/// stamped `now`. A rule's call is not made: `stub` stands for its answer, or it fails.
+pub fn explain(
+    rules: &RuleSet,
+    message: &Message,
+    at: u64,
+    now: u64,
+    caller: &Caller,
+    stub: Option<&CallResult>,
+) -> Explanation {
+    let subject = Subject::at(message, at);
+    let found = rules.find(&subject).map(|m| Found {
+        name: m.rule.name().to_owned(),
+        line: m.rule.line(),
+        criteria: m.rule.describe(&subject),
+        captures: m
+            .captures
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
+    let (outcome, call) = match decide_found(rules, message, rules.find(&subject), now) {
+        Decision::Done(outcome) => (outcome, None),
+        Decision::Call(m) => {
+            let not_made =
+                CallResult::Failed(CallFailure::Stubbed("no call is made by explain".into()));
+            let result = stub.unwrap_or(&not_made);
+            let outcome = after_call(rules, message, &m, result, now);
+            let holding = m
+                .rule
+                .call()
+                .and_then(|c| c.late())
+                .map(|_| holding(rules, message, &m, now));
+            let request = describe_request(caller, &m, message);
+            (
+                outcome,
+                Some(CallShown {
+                    request,
+                    holding,
+                    stubbed: stub.is_some(),
+                }),
+            )
+        }
+    };
+    Explanation {
+        found,
+        outcome,
+        call,
+    }
+}
+
+impl Explanation {
+    /// As `explain --json` prints it; `file` is the rules file's path as shown.
+    pub fn to_json(&self, file: &Path) -> Value {
+        let file = file.display().to_string();
+        json!({
+            "rule": self.found.as_ref().map(|f| json!({
+                "name": f.name,
+                "file": file,
+                "line": f.line,
+                "criteria": f.criteria.iter()
+                    .map(|(c, held)| json!({"criterion": c, "held": held}))
+                    .collect::<Vec<_>>(),
+                "captures": f.captures.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
+            })),
+            "outcome": match &self.outcome {
+                Outcome::Replied { .. } => "replied",
+                Outcome::Ignored { .. } => "ignored",
+                Outcome::Failed { .. } => "error",
+            },
+            "error": match &self.outcome {
+                Outcome::Failed { error, .. } => Some(error.to_string()),
+                _ => None,
+            },
+            "reply": match &self.outcome {
+                Outcome::Replied { reply, .. } => reply_json(reply),
+                _ => Value::Null,
+            },
+            "body": self.outcome.body(),
+            "call": self.call.as_ref().map(|c| json!({
+                "request": c.request,
+                "stubbed": c.stubbed,
+                "holding_body": c.holding.as_ref().map(Outcome::body),
+            })),
+            "sends": self.sends_json(),
+        })
+    }
+
+    /// The `send:` messages, as the customer-service API would get them (to a made-up
+    /// user), or why one cannot be sent.
+    pub fn sends_json(&self) -> Vec<Value> {
+        match &self.outcome {
+            Outcome::Replied { sends, .. } => sends
+                .iter()
+                .map(|send| match send {
+                    Ok(reply) => crate::wechat_api::CustomMessage::new(EXPLAIN_USER, reply.clone())
+                        .ok()
+                        .and_then(|m| serde_json::to_value(m).ok())
+                        .unwrap_or(Value::Null),
+                    Err(e) => json!({"error": e.to_string()}),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The OpenID of the made-up user of `explain` and the dashboard.
+pub const EXPLAIN_USER: &str = "o_explain_user";
+
+/// A reply as the dashboard draws it: its kind and fields.
+pub fn reply_json(reply: &Reply) -> Value {
+    match reply {
+        Reply::Text { content } => json!({"kind": "text", "content": content}),
+        Reply::Image { media_id } => json!({"kind": "image", "media_id": media_id}),
+        Reply::Voice { media_id } => json!({"kind": "voice", "media_id": media_id}),
+        Reply::Video {
+            media_id,
+            title,
+            description,
+        } => {
+            json!({"kind": "video", "media_id": media_id, "title": title, "description": description})
+        }
+        Reply::Music {
+            title,
+            description,
+            music_url,
+            hq_music_url,
+            thumb_media_id,
+        } => json!({"kind": "music", "title": title, "description": description,
+            "music_url": music_url, "hq_music_url": hq_music_url, "thumb_media_id": thumb_media_id}),
+        Reply::News { articles } => {
+            json!({"kind": "news", "articles": articles.iter().map(|a| json!({
+            "title": a.title, "description": a.description, "pic_url": a.pic_url, "url": a.url,
+        })).collect::<Vec<_>>()})
+        }
+        Reply::TransferCustomerService { kf_account } => {
+            json!({"kind": "transfer_customer_service", "kf_account": kf_account})
+        }
+    }
+}
+
+/// The request a rule's call would make for `message`: method, URL (its values
+/// percent-encoded), the header names (never their values) and the JSON body; or why it
+/// cannot be built.
+pub fn describe_request(caller: &Caller, found: &Match<'_>, message: &Message) -> Value {
+    let Some(call) = found.rule.call() else {
+        return Value::Null;
+    };
+    let scope = crate::render::Scope {
+        message,
+        rule: found.rule.name(),
+        captures: &found.captures,
+        call: None,
+    };
+    let request = match caller.request(call, &scope) {
+        Ok(request) => request,
+        Err(e) => return json!({"error": format!("the call's request cannot be built: {e}")}),
+    };
+    let body = request
+        .body()
+        .and_then(|b| b.as_bytes())
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    let mut described = json!({
+        "method": call.method().as_str(),
+        "url": request.url().as_str(),
+        "headers": call.header_names().collect::<Vec<_>>(),
+        "timeout_ms": u64::try_from(call.timeout().as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Some(late) = call.late() {
+        described["late_after_ms"] = u64::try_from(late.after().as_millis())
+            .unwrap_or(u64::MAX)
+            .into();
+    }
+    if let Some(body) = body {
+        described["body"] = body;
+    }
+    described
+}
+
+/// A made-up push from `from` to `to`: the envelope, `kind`'s fields, and the fields WeChat
+/// always sends with that kind of push (`wire::catalog::sample_fields`) where `kind` does
+/// not give them.
+pub fn made_up(to: &str, from: &str, kind: &[(&str, &str)], now: u64) -> String {
+    let now = now.to_string();
+    let mut fields: Vec<(String, String)> = [
+        ("ToUserName", to),
+        ("FromUserName", from),
+        ("CreateTime", now.as_str()),
+    ]
+    .iter()
+    .chain(kind)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let field = |name: &str| kind.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    if let Some(found) =
+        field("MsgType").and_then(|t| crate::wire::catalog::kind(t, field("Event")))
+    {
+        for (name, value) in crate::wire::catalog::sample_fields_for(found, field("EventKey")) {
+            if !fields.iter().any(|(k, _)| *k == name) {
+                fields.push((name, value));
+            }
+        }
+    }
+    crate::wire::write_fields(&fields)
+}
+
+/// A message for `explain --text` / `--event` and the dashboard, as WeChat would send it.
+pub fn synthetic(kind: &[(&str, &str)], now: u64) -> String {
+    made_up("gh_explain", EXPLAIN_USER, kind, now)
+}

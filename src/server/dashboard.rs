@@ -1,0 +1,251 @@
+//! The dashboard on the admin port: the page (`/`, `/ui/app.js`, `/ui/app.css`, embedded in
+//! the binary) and the JSON it reads (`/api/overview`, `/api/rules`, `/api/try`,
+//! `/api/pushes`), for scripts too. The page is a small script over that JSON rather than
+//! server-rendered HTML: "try a message" and the recent pushes update in place, and the
+//! JSON is what scripts want anyway. `/api/try` runs `explain::explain`, the code of
+//! `wxrules explain`.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::accounts::Account;
+use crate::wire::Message;
+
+const INDEX: &str = include_str!("ui/index.html");
+const SCRIPT: &str = include_str!("ui/app.js");
+const STYLE: &str = include_str!("ui/app.css");
+
+/// Nothing but the admin port itself: no CDN, no inline script, no framing by others.
+const CSP: &str = "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The largest body `/api/try` takes (a pasted push is a few KiB).
+pub(crate) const TRY_LIMIT: usize = 64 * 1024;
+
+/// The dashboard's routes; the token check (`admin::authorize`) leaves the page's own files
+/// open (they hold no data) and guards the JSON.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/ui/app.js", web::get().to(script))
+        .route("/ui/app.css", web::get().to(style))
+        .route("/api/overview", web::get().to(overview))
+        .route("/api/rules", web::get().to(rules))
+        .route("/api/try", web::post().to(try_message))
+        .route("/api/pushes", web::get().to(pushes));
+}
+
+/// Whether `path` is one of the page's own files, served without the token.
+pub(crate) fn is_page(path: &str) -> bool {
+    matches!(path, "/" | "/ui/app.js" | "/ui/app.css")
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+async fn index() -> HttpResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> HttpResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+fn json_answer(status: actix_web::http::StatusCode, value: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .json(value)
+}
+
+fn ok(value: &Value) -> HttpResponse {
+    json_answer(actix_web::http::StatusCode::OK, value)
+}
+
+fn bad_request(why: &str) -> HttpResponse {
+    json_answer(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        &json!({"error": why}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
+}
+
+/// The account a request names (`?account=NAME`), or the single one; otherwise the answer
+/// saying why not.
+fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Account>, Box<HttpResponse>> {
+    let found = match &query.account {
+        Some(name) => state.accounts.by_name(name),
+        None if !state.accounts.is_many() => state.account(),
+        None => {
+            return Err(Box::new(bad_request(
+                "this server has several accounts: name one with ?account=NAME",
+            )))
+        }
+    };
+    found.ok_or_else(|| {
+        Box::new(json_answer(
+            actix_web::http::StatusCode::NOT_FOUND,
+            &json!({"error": "no such account"}),
+        ))
+    })
+}
+
+/// `GET /api/overview`: every account's rules, digest and last reload.
+async fn overview(state: web::Data<AppState>) -> HttpResponse {
+    let table = state.accounts.table();
+    let accounts: Vec<Value> = table
+        .accounts()
+        .iter()
+        .map(|a| {
+            let mut health = serde_json::to_value(a.live.health()).unwrap_or(Value::Null);
+            if let Some(map) = health.as_object_mut() {
+                map.insert("name".into(), a.name().into());
+                map.insert("path".into(), a.path().into());
+            }
+            health
+        })
+        .collect();
+    let started_at = state.recent.as_ref().map_or(0, |r| r.started_at());
+    ok(&json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": crate::reload::rfc3339_string(started_at),
+        "accounts": accounts,
+    }))
+}
+
+/// `GET /api/rules?account=NAME`: the account's live rules, in file order, with their hits
+/// since the server started and their last hit.
+async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+    let account = match account_of(&state, &query) {
+        Ok(account) => account,
+        Err(answer) => return *answer,
+    };
+    let snapshot = account.live.snapshot();
+    let hits = account.live.metrics().rule_hits();
+    let file = account.live.sources().rules.display().to_string();
+    let rules: Vec<Value> = snapshot
+        .rules
+        .rules()
+        .iter()
+        .map(|r| {
+            let last = state
+                .recent
+                .as_ref()
+                .and_then(|recent| recent.last_hit(account.name(), r.name()));
+            let when = r.when_words();
+            json!({
+                "name": r.name(),
+                "when": if when.is_empty() { "every message".to_owned() } else { when.join("; ") },
+                "reply": r.reply_kind(),
+                "location": format!("{file}:{}", r.line()),
+                "hits": hits.get(r.name()).copied().unwrap_or(0),
+                "last_hit": last.map(crate::reload::rfc3339_string),
+            })
+        })
+        .collect();
+    ok(&json!({"account": account.name(), "digest": snapshot.rules.digest(), "rules": rules}))
+}
+
+/// What `/api/try` takes: a text, an event (with its key), or a whole push.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TryInput {
+    text: Option<String>,
+    event: Option<String>,
+    event_key: Option<String>,
+    xml: Option<String>,
+}
+
+/// `POST /api/try?account=NAME`: what the account's rules do with a message, as `wxrules
+/// explain --json` says it. No call is made and nothing is sent.
+async fn try_message(
+    state: web::Data<AppState>,
+    query: web::Query<AccountQuery>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let account = match account_of(&state, &query) {
+        Ok(account) => account,
+        Err(answer) => return *answer,
+    };
+    let input: TryInput = match serde_json::from_slice(&body) {
+        Ok(input) => input,
+        Err(e) => return bad_request(&format!("the body is not the JSON expected: {e}")),
+    };
+    let now = state.clock.now();
+    let message = match message_of(&account, &input, now) {
+        Ok(message) => message,
+        Err(why) => return bad_request(&why),
+    };
+    let snapshot = account.live.snapshot();
+    let explained =
+        crate::explain::explain(&snapshot.rules, &message, now, now, &state.caller, None);
+    let mut value = explained.to_json(&account.live.sources().rules);
+    value["account"] = account.name().into();
+    ok(&value)
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// The message to try: pasted XML (decrypted with the account's key when it is a
+/// safe-mode body), an event, or a text.
+fn message_of(account: &Account, input: &TryInput, now: u64) -> Result<Message, String> {
+    if let Some(xml) = nonempty(&input.xml) {
+        if let Ok(message) = Message::parse(xml.as_bytes()) {
+            return Ok(message);
+        }
+        if let Ok(encrypt) = crate::wire::parse_encrypted(xml.as_bytes()) {
+            let cipher = account
+                .secrets
+                .cipher()
+                .ok_or("an encrypted push, but this account has no AES key")?;
+            let inner = cipher
+                .decrypt(&encrypt)
+                .map_err(|e| format!("the push does not decrypt: {e}"))?;
+            return Message::parse(&inner)
+                .map_err(|e| format!("the decrypted push does not parse: {e}"));
+        }
+        return Message::parse(xml.as_bytes()).map_err(|e| format!("the XML does not parse: {e}"));
+    }
+    let xml = if let Some(event) = nonempty(&input.event) {
+        let mut kind = vec![("MsgType", "event"), ("Event", event)];
+        kind.extend(nonempty(&input.event_key).map(|k| ("EventKey", k)));
+        crate::explain::synthetic(&kind, now)
+    } else if let Some(text) = input.text.as_deref().filter(|t| !t.is_empty()) {
+        crate::explain::synthetic(
+            &[("MsgType", "text"), ("Content", text), ("MsgId", "1")],
+            now,
+        )
+    } else {
+        return Err("give a text, an event or a push's XML".into());
+    };
+    Message::parse(xml.as_bytes()).map_err(|e| format!("the message does not parse: {e}"))
+}
+
+/// `GET /api/pushes[?account=NAME]`: the last pushes, newest first, OpenIDs masked.
+async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+    let Some(recent) = &state.recent else {
+        return ok(&json!({"capacity": 0, "pushes": []}));
+    };
+    let pushes = recent.pushes(query.account.as_deref());
+    ok(&json!({"capacity": crate::recent::CAPACITY, "pushes": pushes}))
+}
