@@ -89,6 +89,7 @@ fn state(scratch: &Scratch) -> (AppState, Arc<Fleet>) {
         wechat_api: "http://127.0.0.1:9".into(),
         redis: None,
         outbox: wxrules::outbox::Config::default(),
+        http: wxrules::wechat_api::http_client().unwrap(),
     };
     let prepared: Vec<_> = fleet::prepare_all(&config.accounts)
         .into_iter()
@@ -117,6 +118,7 @@ fn state(scratch: &Scratch) -> (AppState, Arc<Fleet>) {
         caller: wxrules::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        recent: None,
     };
     (state, fleet)
 }

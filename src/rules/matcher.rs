@@ -366,17 +366,23 @@ impl Criteria {
         self.tests
             .iter()
             .map(|t| {
-                let alternatives: Vec<String> = t
-                    .matcher
-                    .patterns
-                    .iter()
-                    .map(|p| match p {
-                        Pattern::Exact(v) => format!("is {v}"),
-                        Pattern::Prefix(v) => format!("starts with {v}"),
-                        Pattern::Contains(v) => format!("contains {v}"),
-                        Pattern::Regex(r) => format!("matches /{}/", r.as_str()),
-                    })
-                    .collect();
+                // `is 价格 or price or starts with 订单`: a verb once for a run of its kind.
+                let mut alternatives: Vec<String> = Vec::new();
+                let mut last_verb = "";
+                for p in &t.matcher.patterns {
+                    let (verb, value) = match p {
+                        Pattern::Exact(v) => ("is", v.clone()),
+                        Pattern::Prefix(v) => ("starts with", v.clone()),
+                        Pattern::Contains(v) => ("contains", v.clone()),
+                        Pattern::Regex(r) => ("matches", format!("/{}/", r.as_str())),
+                    };
+                    if verb == last_verb {
+                        alternatives.push(value);
+                    } else {
+                        alternatives.push(format!("{verb} {value}"));
+                        last_verb = verb;
+                    }
+                }
                 format!("{} {}", t.field.label(), alternatives.join(" or "))
             })
             .collect()

@@ -102,6 +102,7 @@ pub fn state_with_dedup(
         caller: wxrules::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        recent: None,
     }
 }
 
