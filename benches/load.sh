@@ -8,6 +8,7 @@
 #   baseline     target/release/baseline: reads the body, answers a fixed reply XML
 #   shipped      rules/rules.yaml, signed plaintext text `price` (an exact keyword + template)
 #   nolog        the same with WXRULES_LOG=warn (no per-request `message_handled` line)
+#   dashboard    the same with --admin-listen: the dashboard's ring of recent pushes on
 #   10000        10,000 generated rules, plaintext, an exact keyword near the end of the file
 #   100000       100,000 generated rules, the same
 #   safe         rules/rules.yaml, safe mode (encrypted request, encrypted reply)
@@ -48,7 +49,7 @@ DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-1}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
-WORKLOADS=${WORKLOADS:-"shipped nolog 10000 100000 safe retry service call"}
+WORKLOADS=${WORKLOADS:-"shipped nolog dashboard 10000 100000 safe retry service call"}
 SERVER_LOG=${WXRULES_LOG:-info}
 SAFE_REQUESTS=${SAFE_REQUESTS:-auto}
 KEEP=${KEEP:-0}
@@ -149,7 +150,9 @@ start() {
         port=$(grep -oE '(listen=|listening on )127\.0\.0\.1:[0-9]+' "$log" | head -1 | grep -oE '[0-9]+$' || true)
         [ -n "$port" ] || sleep 0.005
     done
-    until curl -sf -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.005; done
+    # With --admin-listen, /healthz and /metrics are on the admin port.
+    admin_port=$(grep -oE 'admin_listen="127\.0\.0\.1:[0-9]+' "$log" | head -1 | grep -oE '[0-9]+$' || true)
+    until curl -sf -o /dev/null "http://127.0.0.1:${admin_port:-$port}/healthz"; do sleep 0.005; done
     startup_ms=$(ms_since "$t0")
 }
 
@@ -183,7 +186,7 @@ reload() {
 }
 
 metric() { # metric OUTCOME: wxrules_requests_total{outcome=OUTCOME}
-    curl -sf "http://127.0.0.1:$port/metrics" |
+    curl -sf "http://127.0.0.1:${admin_port:-$port}/metrics" |
         awk -v o="wxrules_requests_total{outcome=\"$1\"}" '$1 == o { printf "%d", $2; found = 1 } END { if (!found) print 0 }'
 }
 
@@ -234,6 +237,7 @@ plain_body() {
 }
 
 rows=()
+server_args=()
 row() { # row WORKLOAD RULES REQUESTS RPS P50 P99 STARTUP RELOAD RSS0 RSS_SETTLED PEAK RSS1 RSS_RELOADED RETRIES; adds $cpu
     rows+=("$(printf '%s\t' "$@")$cpu")
 }
@@ -255,7 +259,7 @@ run_wxrules() {
     shift 5
     start "$name" env WXRULES_TOKEN="$TOKEN" WXRULES_LOG="$server_log" "${server_env[@]}" \
         "$wxrules" serve --rules "$dir/rules.yaml" --templates "$dir/templates" \
-        --max-age 0 --workers "$WORKERS"
+        --max-age 0 --workers "$WORKERS" "${server_args[@]}"
     local rss0 rss_settled peak
     rss0=$(rss_mib "$pid")
     sleep "$SETTLE"
@@ -319,6 +323,7 @@ run_workload() {
     local w=$1 suffix=$2
     echo "== $w$suffix" >&2
     server_env=()
+    server_args=()
     server_log=$SERVER_LOG
     check_path=$plain_path
     case $w in
@@ -327,6 +332,13 @@ run_workload() {
         check_body=$(plain_body price 2)
         run_wxrules "$w$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
         [ "$w$suffix" != shipped ] || shipped_rps=$rps
+        ;;
+    dashboard)
+        # The shipped rules with the admin port on: the dashboard's ring of recent pushes
+        # and last hits are kept on every push (compare with `shipped`).
+        server_args=(--admin-listen 127.0.0.1:0)
+        check_body=$(plain_body price 2)
+        run_wxrules "dashboard$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
         ;;
     retry)
         check_body=$(plain_body price 1000000000)

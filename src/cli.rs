@@ -902,6 +902,9 @@ fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
         eprintln!("error: {url} answered {status}, not a reload report");
         return Ok(ExitCode::from(2));
     };
+    if report.get("accounts").is_some() {
+        return Ok(print_fleet_report(&report, status));
+    }
     let list = |key: &str| -> Vec<String> {
         report[key]
             .as_array()
@@ -942,6 +945,59 @@ fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Prints the reload report of a server of several accounts: one line per account that
+/// changed or failed, its errors, and the config file's own; exit 0 when nothing was
+/// refused.
+fn print_fleet_report(report: &serde_json::Value, status: reqwest::StatusCode) -> ExitCode {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let outcome = report["outcome"].as_str().unwrap_or("unknown");
+    println!(
+        "{outcome}: {} account(s) unchanged",
+        report["unchanged"].as_u64().unwrap_or(0)
+    );
+    for e in strings(&report["config_errors"]) {
+        println!("error: {e}");
+    }
+    for account in report["accounts"].as_array().into_iter().flatten() {
+        let name = account["account"].as_str().unwrap_or("?");
+        let shown = account["outcome"].as_str().unwrap_or("?");
+        println!(
+            "  {name}: {shown}, {} rules{}",
+            account["rules"],
+            if shown == "rejected" {
+                " (the previous rules keep serving)"
+            } else {
+                ""
+            }
+        );
+        for key in ["added", "removed", "changed"] {
+            let names = strings(&account[key]);
+            if !names.is_empty() {
+                println!("    {key}: {}", names.join(", "));
+            }
+        }
+        for e in strings(&account["errors"]) {
+            println!("    error: {e}");
+        }
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        println!("error: set WXRULES_ADMIN_TOKEN to the server's admin token");
+    }
+    if matches!(outcome, "applied" | "unchanged") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -328,6 +328,7 @@ impl Live {
                 *swapped = number;
                 let old = self.current.load_full();
                 let changes = Changes::between(&old.rules, &loaded.rules);
+                loaded.rules.carry_last_hits(&old.rules);
                 let count = loaded.rules.rules().len();
                 self.current.store(Arc::new(Snapshot {
                     rules: loaded.rules,

@@ -405,6 +405,7 @@ fn compile(
                 call,
                 cooldown_secs,
                 active,
+                last_hit: std::sync::atomic::AtomicU64::new(0),
             });
         }
     }

@@ -124,6 +124,24 @@ impl RuleSet {
     pub fn templates(&self) -> &Handlebars<'static> {
         &self.templates
     }
+
+    /// Gives each rule the last hit of the rule of the same name in `old` (the set a reload
+    /// replaces), so that the dashboard's "last hit" outlives reloads.
+    pub fn carry_last_hits(&self, old: &RuleSet) {
+        let hit: std::collections::HashMap<&str, u64> = old
+            .rules
+            .iter()
+            .filter_map(|r| Some((r.name(), r.last_hit()?)))
+            .collect();
+        if hit.is_empty() {
+            return;
+        }
+        for rule in &self.rules {
+            if let Some(&at) = hit.get(rule.name()) {
+                rule.mark_hit(at);
+            }
+        }
+    }
 }
 
 /// One compiled rule.
@@ -144,6 +162,10 @@ pub struct Rule {
     pub(crate) cooldown_secs: u32,
     /// `active:`: outside this window the rule does not match.
     pub(crate) active: Option<Box<active::Active>>,
+    /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
+    /// only while the dashboard is served, and carried over by a reload to the rule of the
+    /// same name.
+    pub(crate) last_hit: std::sync::atomic::AtomicU64,
 }
 
 impl Rule {
@@ -190,6 +212,17 @@ impl Rule {
     /// The service it asks before replying (`call:`), with `on_error` and `late`.
     pub fn call(&self) -> Option<&Call> {
         self.call.as_deref()
+    }
+
+    /// When the rule last answered, in unix seconds, if it has since the server started.
+    pub fn last_hit(&self) -> Option<u64> {
+        Some(self.last_hit.load(std::sync::atomic::Ordering::Relaxed)).filter(|&at| at > 0)
+    }
+
+    /// Notes that the rule answered at `at` (unix seconds).
+    pub fn mark_hit(&self, at: u64) {
+        self.last_hit
+            .store(at, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Describes each criterion and whether it holds for `subject`, for `explain`.

@@ -146,10 +146,7 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
         .rules()
         .iter()
         .map(|r| {
-            let last = state
-                .recent
-                .as_ref()
-                .and_then(|recent| recent.last_hit(account.name(), r.name()));
+            let last = r.last_hit();
             let when = r.when_words();
             json!({
                 "name": r.name(),

@@ -360,6 +360,7 @@ pub(crate) async fn receive(
     let snapshot = account.live.snapshot();
     let now = state.clock.now();
     let found = find_unless_cooling(&state, account, &snapshot.rules, &message).await;
+    let found_at = found.as_ref().map(|m| m.index);
     // A rule with a cooldown claimed it when it was found; it keeps the claim if it answers.
     let claimed = found
         .as_ref()
@@ -440,6 +441,11 @@ pub(crate) async fn receive(
             Outcome::Ignored { rule: None } => "no_match",
             Outcome::Failed { .. } => "error",
         };
+        if outcome.rule().is_some() {
+            if let Some(rule) = found_at.and_then(|i| snapshot.rules.rules().get(i)) {
+                rule.mark_hit(now);
+            }
+        }
         recent.record(
             account.shared_name(),
             &message,

@@ -16,6 +16,9 @@ const I18N = {
     lrErrors: n => `${n} 个错误`, lrNoErrors: '无错误', lrShow: '点击查看错误',
     // reload outcomes
     ro_applied: '已生效', ro_rejected: '被拒绝', ro_timed_out: '超时', ro_partial: '部分生效', ro_failed: '失败',
+    ro_unchanged: '无变化', ro_added: '新增账号', ro_removed: '已移除',
+    reloadUnchanged: (n) => `${n} 个账号的文件没有变化，未重新加载`, reloadConfigErrors: '配置文件有错误，账号列表保持不变：',
+    reloadAccountAdded: (n) => `新账号已上线：${n} 条规则`, reloadAccountRemoved: '账号已移除，不再接收消息',
     // push / try outcomes
     po_replied: '已回复', po_ignored: '不回复', po_no_match: '无匹配', po_error: '出错', po_retry: '重试',
     po_deadline: '超时', po_refused: '拒绝',
@@ -73,6 +76,9 @@ const I18N = {
     lrLabel: 'Last reload', lrNone: 'no reload yet', lrLoadedAt: t => `rules loaded at ${t}`,
     lrErrors: n => (n === 1 ? '1 error' : `${n} errors`), lrNoErrors: 'no errors', lrShow: 'Click to see the errors',
     ro_applied: 'applied', ro_rejected: 'rejected', ro_timed_out: 'timed out', ro_partial: 'partial', ro_failed: 'failed',
+    ro_unchanged: 'unchanged', ro_added: 'added', ro_removed: 'removed',
+    reloadUnchanged: (n) => `${n} account(s) unchanged, not reloaded`, reloadConfigErrors: 'The config file has errors; the accounts stay as they were:',
+    reloadAccountAdded: (n) => `New account serving: ${n} rules`, reloadAccountRemoved: 'Account removed; it no longer receives pushes',
     po_replied: 'replied', po_ignored: 'ignored', po_no_match: 'no match', po_error: 'error', po_retry: 'retry',
     po_deadline: 'deadline', po_refused: 'refused',
     k_text: 'text', k_news: 'news', k_image: 'image', k_voice: 'voice', k_video: 'video', k_music: 'music',
@@ -186,7 +192,8 @@ function timeEl(iso, timeOnly) {
 const str = v => (v == null ? '' : String(v));
 function badge(text, cls, title) { return el('span', { class: 'badge ' + cls, title, text }); }
 const OUTCOME_CLASS = {
-  applied: 'ok', replied: 'ok', rejected: 'bad', error: 'bad', refused: 'bad', failed: 'bad',
+  applied: 'ok', replied: 'ok', added: 'ok', unchanged: 'grey', removed: 'grey',
+  rejected: 'bad', error: 'bad', refused: 'bad', failed: 'bad',
   timed_out: 'warn', deadline: 'warn', partial: 'warn', retry: 'info', ignored: 'grey', no_match: 'grey',
 };
 function outcomeBadge(prefix, outcome) {
@@ -678,7 +685,11 @@ async function onReload() {
 function reloadBlock(a) {
   const out = [];
   const errors = Array.isArray(a.errors) ? a.errors.map(str) : [];
-  if (a.outcome === 'applied') {
+  if (a.outcome === 'added') {
+    out.push(el('p', { class: 'reload-line ok-text', text: t('reloadAccountAdded', a.rules ?? '?') }));
+  } else if (a.outcome === 'removed') {
+    out.push(el('p', { class: 'reload-line muted', text: t('reloadAccountRemoved') }));
+  } else if (a.outcome === 'applied') {
     out.push(el('p', { class: 'reload-line ok-text', text: t('reloadApplied', a.rules ?? '?') + (a.digest ? `（${t('metaDigest')} ${a.digest}）` : '') }));
     const lists = [['reloadAdded', a.added], ['reloadRemoved', a.removed], ['reloadChanged', a.changed]]
       .filter(([, v]) => Array.isArray(v) && v.length);
@@ -708,7 +719,13 @@ function renderReload() {
     body.push(el('p', { class: 'bad-text', text: res.error }));
   } else if (d && Array.isArray(d.accounts)) {
     head.append(outcomeBadge('ro_', d.outcome));
-    bad = d.outcome !== 'applied';
+    bad = !['applied', 'unchanged'].includes(d.outcome);
+    const configErrors = Array.isArray(d.config_errors) ? d.config_errors.map(str) : [];
+    if (configErrors.length) {
+      body.push(el('p', { class: 'reload-line bad-text', text: t('reloadConfigErrors') }));
+      body.push(el('pre', { class: 'reload-errors', text: configErrors.join('\n') }));
+    }
+    if (d.unchanged) body.push(el('p', { class: 'muted', text: t('reloadUnchanged', d.unchanged) }));
     for (const a of d.accounts) {
       body.push(el('div', { class: 'reload-account' },
         el('div', { class: 'reload-account-name' }, el('strong', { text: str(a.account) }), outcomeBadge('ro_', a.outcome)),
