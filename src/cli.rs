@@ -1262,21 +1262,33 @@ async fn run_server(
 
     // Watching starts before `server_started`, so that a change made after it is seen.
     let _watcher = if args.watch {
-        let (sources, extra): (Vec<Sources>, Vec<PathBuf>) = match &reloader {
-            Reloader::Single(live) => (vec![live.sources().clone()], Vec::new()),
-            Reloader::Fleet(fleet) => (
-                state
+        let sources: Vec<Sources> = match &reloader {
+            Reloader::Single(live) => vec![live.sources().clone()],
+            Reloader::Fleet(fleet) => {
+                // The config file, and its whole directory, where accounts usually live:
+                // one added later is watched from the start. Accounts elsewhere are
+                // watched as they were at start.
+                let config = fleet.config_path().to_owned();
+                let dir = match config.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                    _ => PathBuf::from("."),
+                };
+                let mut sources: Vec<Sources> = state
                     .accounts
                     .table()
                     .accounts()
                     .iter()
                     .map(|a| a.live.sources().clone())
-                    .collect(),
-                vec![fleet.config_path().to_owned()],
-            ),
+                    .collect();
+                sources.push(Sources {
+                    rules: config,
+                    templates: dir,
+                });
+                sources
+            }
         };
         Some(
-            crate::watch::start(&sources, &extra, controls.clone())
+            crate::watch::start(&sources, controls.clone())
                 .context("cannot watch the rules and templates (--watch)")?,
         )
     } else {

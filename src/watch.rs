@@ -16,11 +16,11 @@ use crate::rules::Sources;
 /// ConfigMap swap is several events within milliseconds.
 pub const QUIET: Duration = Duration::from_millis(250);
 
-/// Watches each of `sources` and the `files` (a `--config` file); keep the returned watcher
-/// alive for as long as changes should reload.
+/// Watches each of `sources` (with several accounts, also the config file and everything
+/// under its directory, given as one more `Sources`: an account added there later is seen
+/// too); keep the returned watcher alive for as long as changes should reload.
 pub fn start(
     sources: &[Sources],
-    files: &[PathBuf],
     controls: mpsc::Sender<Control>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
     // Events name absolute paths: compare with absolute ones.
@@ -32,18 +32,11 @@ pub fn start(
             std::path::absolute(&s.templates)?,
         ));
     }
-    let mut names: Vec<std::ffi::OsString> = Vec::new();
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for file in files {
-        names.extend(file.file_name().map(|n| n.to_os_string()));
-        dirs.push(std::path::absolute(parent(file))?);
-    }
     // One slot: while a change waits for the quiet spell, more changes add nothing.
     let (changed, mut changes) = mpsc::channel::<()>(1);
     let templates: Vec<PathBuf> = watched.iter().map(|(_, _, t)| t.clone()).collect();
     let mut rule_names: Vec<std::ffi::OsString> =
         watched.iter().filter_map(|(_, n, _)| n.clone()).collect();
-    rule_names.extend(names);
     rule_names.sort();
     rule_names.dedup();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -75,11 +68,6 @@ pub fn start(
         }
         if rules_dir != templates_dir && seen.insert(rules_dir.clone()) {
             watcher.watch(rules_dir, RecursiveMode::NonRecursive)?;
-        }
-    }
-    for dir in dirs {
-        if seen.insert(dir.clone()) {
-            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         }
     }
     actix_web::rt::spawn(async move {

@@ -397,6 +397,15 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
         health["accounts"]["shop"]["last_reload"]["outcome"],
         "applied"
     );
+    // Reloaded again with nothing changed, the broken account is still reported, errors and
+    // all, until it is mended; the others are not loaded again.
+    let report = reload(&controls).await;
+    assert_eq!(
+        (report.outcome, report.unchanged),
+        ("rejected", 2),
+        "{report:?}"
+    );
+    assert!(report.accounts[0].errors[0].contains("news/rules.yaml:4:"));
 
     // The config file adds an account and drops one; a broken config file changes nothing.
     let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
@@ -558,4 +567,205 @@ fn check_explain_and_test_take_config_and_account() {
         err.contains("wxrules.yaml:6:1: account `b`: no token_env or token_file"),
         "{err}"
     );
+}
+
+/// The real binary serving the agency's config file, its log lines gathered.
+struct Served {
+    child: std::process::Child,
+    public: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    events: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Served {
+    fn start(config: &std::path::Path) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--watch"])
+            .env(SHOP_TOKEN_VAR, SHOP_TOKEN)
+            .env("WXRULES_WECHAT_API", "http://127.0.0.1:9")
+            .env_remove("WXRULES_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let gathered = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    gathered.lock().unwrap().push(event);
+                }
+            }
+        });
+        let mut served = Served {
+            child,
+            public: "127.0.0.1:1".parse().unwrap(),
+            admin: "127.0.0.1:1".parse().unwrap(),
+            events,
+        };
+        let started = served.wait_for("server_started", |_| true);
+        served.public = started["listen"].as_str().unwrap().parse().unwrap();
+        served.admin = started["admin_listen"].as_str().unwrap().parse().unwrap();
+        served
+    }
+
+    /// The first log event named `name` for which `also` holds.
+    fn wait_for(&self, name: &str, also: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(e) = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e["event"] == name && also(e))
+            {
+                return e.clone();
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no `{name}` in {:#?}",
+                self.events.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn send(
+        &self,
+        account: &str,
+        path: &str,
+        config: &str,
+        extra: &[&str],
+    ) -> (i32, String, String) {
+        let url = format!("http://{}{path}", self.public);
+        let mut args = vec![
+            "send",
+            "--config",
+            config,
+            "--account",
+            account,
+            "--url",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        wxrules(&args)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_binary_serves_a_config_file_and_reloads_each_account() {
+    let scratch = agency("binary");
+    let config = scratch.path("wxrules.yaml");
+    let config_text = config.to_str().unwrap();
+    let served = Served::start(&config);
+    assert_eq!(served.wait_for("server_started", |_| true)["accounts"], 3);
+
+    // `send` signs with each account's own secrets (the city's in safe mode).
+    let (code, out, err) = served.send("shop", "/wechat/shop", config_text, &["--text", "hi"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(content(&out), "shop v1", "{out}");
+    let (code, out, err) =
+        served.send("city", "/wx/city", config_text, &["--safe", "--text", "hi"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(content(&out), "city v1", "{out}");
+    // Signed as the shop, posted to the news account's path: refused.
+    let (code, out, _) = served.send("shop", "/wechat/news", config_text, &["--text", "hi"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("403"), "{out}");
+    let handled = served.wait_for("message_handled", |e| e["account"] == "city");
+    assert_eq!(handled["rule"], "hello");
+
+    // --watch: an edit of one account reloads it alone.
+    scratch.write("news/rules.yaml", &rules("news v2"));
+    let reloaded = served.wait_for("rules_reloaded", |e| e["account"] == "news");
+    let changed = reloaded["changed"].as_str().unwrap_or_default();
+    assert!(
+        changed.contains("hello") && changed.contains("echo"),
+        "{reloaded}"
+    );
+    let (_, out, _) = served.send("news", "/wechat/news", config_text, &["--text", "hi"]);
+    assert_eq!(content(&out), "news v2", "{out}");
+    assert!(!served
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "rules_reloaded" && e["account"] != "news"));
+
+    // An account added to the config file (under its directory) serves once it is saved.
+    scratch
+        .write("extra/rules.yaml", &rules("extra v1"))
+        .write("secrets/extra.token", "extra-token-4");
+    std::fs::create_dir_all(scratch.path("extra/templates")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    scratch.write(
+        "wxrules.yaml",
+        &format!("{text}  - name: extra\n    rules: extra/rules.yaml\n    templates: extra/templates\n    token_file: secrets/extra.token\n"),
+    );
+    served.wait_for("account_loaded", |e| e["account"] == "extra");
+    let (code, out, err) = served.send("extra", "/wechat/extra", config_text, &["--text", "hi"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(content(&out), "extra v1");
+
+    // `wxrules reload` through the admin port: per account, exit 1 when one is refused.
+    scratch.write(
+        "shop/rules.yaml",
+        "rules:\n  - name: hello\n    when: { keyword: hi }\n    reply: { txet: x }\n",
+    );
+    let admin = format!("http://{}", served.admin);
+    let (code, out, _) = wxrules(&["reload", "--admin", &admin]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("  shop: rejected"), "{out}");
+    assert!(out.contains("shop/rules.yaml:4:"), "{out}");
+    let (_, out, _) = served.send("shop", "/wechat/shop", config_text, &["--text", "hi"]);
+    assert_eq!(content(&out), "shop v1", "the shop keeps its rules");
+
+    // The admin port's metrics carry the account.
+    let metrics = http_get(served.admin, "/metrics");
+    for series in [
+        r#"wxrules_requests_total{account="city",outcome="replied"} 1"#,
+        r#"wxrules_requests_total{account="news",outcome="bad_signature"} 1"#,
+        r#"wxrules_requests_total{account="extra",outcome="replied"} 1"#,
+        r#"wxrules_reloads_total{account="shop",outcome="rejected"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    let health: serde_json::Value = serde_json::from_str(
+        http_get(served.admin, "/healthz")
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(
+        health["accounts"]["shop"]["last_reload"]["outcome"],
+        "rejected"
+    );
+}
+
+/// A GET over a plain TCP connection: the whole answer, head and body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }

@@ -64,10 +64,19 @@ impl Server {
             );
         }
         // Relative paths, as ops run it from the rules' directory: the page shows them.
+        Server::launch(
+            scratch,
+            &["--rules", "rules.yaml", "--templates", "templates"],
+            admin_token,
+        )
+    }
+
+    /// `wxrules ARGS` in `scratch`'s directory, on free loopback ports.
+    fn launch(scratch: Scratch, args: &[&str], admin_token: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wxrules"));
         command
             .current_dir(&scratch.dir)
-            .args(["--rules", "rules.yaml", "--templates", "templates"])
+            .args(args)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .env("WXRULES_TOKEN", TOKEN)
@@ -559,6 +568,94 @@ async fn the_data_needs_the_admin_token_when_one_is_set() {
         .await
         .unwrap();
     b.wait_for("#rules tbody tr[data-rule='price']").await;
+    assert_only_from(&b.requested().await, &server);
+    let errors = b.page_errors().await;
+    assert!(errors.is_empty(), "errors in the page: {errors:#?}");
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_accounts_are_picked_from_a_list() {
+    let scratch = Scratch::new("dashboard-accounts");
+    for (name, token) in [("shop", "shop-token-1"), ("news", "news-token-2")] {
+        scratch
+            .write(
+                &format!("{name}/rules.yaml"),
+                &format!("rules:\n  - name: {name}-hello\n    when: {{ keyword: hi }}\n    reply: {{ text: \"{name} says hi\" }}\n"),
+            )
+            .write(&format!("secrets/{name}"), token);
+        std::fs::create_dir_all(scratch.path(&format!("{name}/templates"))).unwrap();
+    }
+    scratch.write(
+        "wxrules.yaml",
+        "accounts:\n  - name: shop\n    rules: shop/rules.yaml\n    templates: shop/templates\n    token_file: secrets/shop\n  - name: news\n    rules: news/rules.yaml\n    templates: news/templates\n    token_file: secrets/news\n",
+    );
+    let server = Server::launch(scratch, &["--config", "wxrules.yaml"], None);
+    // A push to the news account, signed with its token.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let url = format!(
+        "http://{}/wechat/news?timestamp={ts}&nonce=7&signature={}",
+        server.public,
+        sign(&["news-token-2", &ts, "7"])
+    );
+    let answer = reqwest::Client::new()
+        .post(url)
+        .body(text_push("hi", 9))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.contains("news says hi"), "{answer}");
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.client.goto(&server.url("/#rules")).await.unwrap();
+    b.wait_for("#rules tbody tr[data-rule]").await;
+    assert!(b.find("#account").await.is_displayed().await.unwrap());
+    assert_eq!(b.count("#account option").await, 2);
+    // Each account's own rules.
+    b.find("#account option[value='shop']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#rules tbody tr[data-rule='shop-hello']").await;
+    assert_eq!(b.count("#rules tbody tr[data-rule='news-hello']").await, 0);
+    b.find("#account option[value='news']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#rules tbody tr[data-rule='news-hello']").await;
+    assert_eq!(b.count("#rules tbody tr[data-rule='shop-hello']").await, 0);
+    // A try runs against the account picked.
+    b.find("#tab-try").await.click().await.unwrap();
+    b.wait_for("form#try input[name='text']").await;
+    b.find("form#try input[name='text']")
+        .await
+        .send_keys("hi")
+        .await
+        .unwrap();
+    b.find("#try-submit").await.click().await.unwrap();
+    b.wait_for_text("#try-result .try-rule", "news-hello").await;
+    assert!(b.text("#try-result .bubble").await.contains("news says hi"));
+    // The news account's push, under its name.
+    b.client.goto(&server.url("/#pushes")).await.unwrap();
+    b.wait_until("the push listed", || async {
+        b.count("#pushes tbody tr.push").await >= 1
+    })
+    .await;
+    let listed = b.text("#pushes").await;
+    assert!(
+        listed.contains("news-hello") && listed.contains(MASKED),
+        "{listed}"
+    );
     assert_only_from(&b.requested().await, &server);
     let errors = b.page_errors().await;
     assert!(errors.is_empty(), "errors in the page: {errors:#?}");

@@ -375,7 +375,16 @@ impl Fleet {
                 (Some(account), Ok(fp)) if account.built_from(spec, fp) => {
                     let before = self.stamp_of(&spec.name);
                     if before == Some(now) {
-                        report.unchanged += 1;
+                        // Not loaded again; one whose files were refused last time is
+                        // still refused, and said so at every reload until mended.
+                        match account.live.health().last_reload {
+                            Some(last) if last.outcome == "rejected" => {
+                                let mut line = AccountReport::of_account(account, "rejected");
+                                line.errors = last.errors;
+                                report.accounts.push(line);
+                            }
+                            _ => report.unchanged += 1,
+                        }
                         continue;
                     }
                     self.set_stamp(&spec.name, now);

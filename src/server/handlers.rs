@@ -595,13 +595,13 @@ async fn ask_service(
         Ok(pending) => pending,
         Err(failure) => {
             let result = CallResult::Failed(failure);
-            log_call(&rule, message, &result, false);
+            log_call(account.log_name(), &rule, message, &result, false);
             return after_call(rules, message, &found, &result, now);
         }
     };
     let Some(late) = late else {
         let result = pending.run().await;
-        log_call(&rule, message, &result, false);
+        log_call(account.log_name(), &rule, message, &result, false);
         return after_call(rules, message, &found, &result, now);
     };
     // The call, and what follows it if it is late, run as one task on the server's main
@@ -620,6 +620,7 @@ async fn ask_service(
         now,
         metrics: account.live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
+        account: account.log_name().map(Arc::from),
         _running: state.late_calls.enter(),
     };
     let task = async move {
@@ -651,12 +652,13 @@ async fn ask_service(
     };
     match result {
         Some(result) => {
-            log_call(&rule, message, &result, false);
+            log_call(account.log_name(), &rule, message, &result, false);
             after_call(rules, message, &found, &result, now)
         }
         None => {
             tracing::info!(
                 event = "call_late",
+                account = account.log_name(),
                 rule = &*rule,
                 msg_id = message.msg_id().unwrap_or(""),
                 after_ms = u64::try_from(late.after().as_millis()).unwrap_or(u64::MAX),
@@ -677,6 +679,8 @@ struct LateCall {
     now: u64,
     metrics: crate::call::CallMetrics,
     rule: Arc<str>,
+    /// The account's name in log lines (`Account::log_name`).
+    account: Option<Arc<str>>,
     /// Counted in `AppState::late_calls` while the task lives.
     _running: crate::call::Running,
 }
@@ -703,12 +707,13 @@ impl LateCall {
             captures,
             now,
             rule: name,
+            account,
             ..
         } = self;
         let Some(rule) = snapshot.rules.rules().get(index) else {
             return;
         };
-        log_call(&name, &message, &result, true);
+        log_call(account.as_deref(), &name, &message, &result, true);
         let found = Match {
             rule,
             index,
@@ -745,10 +750,11 @@ impl LateCall {
 }
 
 /// Logs a call that failed, with its rule and reason (never the service's answer).
-fn log_call(rule: &str, message: &Message, result: &CallResult, late: bool) {
+fn log_call(account: Option<&str>, rule: &str, message: &Message, result: &CallResult, late: bool) {
     if let CallResult::Failed(failure) = result {
         tracing::warn!(
             event = "call_failed",
+            account,
             rule,
             msg_id = message.msg_id().unwrap_or(""),
             outcome = failure.outcome(),
