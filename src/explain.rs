@@ -151,6 +151,36 @@ impl Explanation {
     }
 }
 
+/// Why a pasted push cannot be explained.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the message does not parse: {0}")]
+    Parse(String),
+    #[error("an encrypted message needs the account's AES key and AppID")]
+    NoKey,
+    #[error("the encrypted message does not decrypt: {0}")]
+    Decrypt(String),
+    #[error("the decrypted message does not parse: {0}")]
+    DecryptedParse(String),
+}
+
+/// A push as pasted: plain, or a safe-mode body (`<Encrypt>`) decrypted with `cipher`. A
+/// compatible-mode body (plain fields and `<Encrypt>`) is read from its encrypted copy when
+/// there is a key, as the server reads it. No signature is checked: there is no query.
+pub fn read_push(xml: &[u8], cipher: Option<&crate::crypto::Cipher>) -> Result<Message, PushError> {
+    let plain = Message::parse(xml);
+    let Ok(encrypt) = crate::wire::parse_encrypted(xml) else {
+        return plain.map_err(|e| PushError::Parse(e.to_string()));
+    };
+    let Some(cipher) = cipher else {
+        return plain.map_err(|_| PushError::NoKey);
+    };
+    let inner = cipher
+        .decrypt(&encrypt)
+        .map_err(|e| PushError::Decrypt(e.to_string()))?;
+    Message::parse(&inner).map_err(|e| PushError::DecryptedParse(e.to_string()))
+}
+
 /// The OpenID of the made-up user of `explain` and the dashboard.
 pub const EXPLAIN_USER: &str = "o_explain_user";
 

@@ -97,6 +97,7 @@ pub struct Metrics {
     calls: IntCounterVec,
     call_duration: HistogramVec,
     url_checks: IntCounterVec,
+    unrouted: IntCounter,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
     log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
@@ -241,8 +242,14 @@ impl Metrics {
         for outcome in ["passed", "refused"] {
             url_checks.with_label_values(&[outcome]);
         }
+        let unrouted = IntCounter::new(
+            "wxrules_requests_unrouted_total",
+            "Requests to a path no account serves (404), with several accounts",
+        )
+        .expect("valid metric"); // ok: fixed definitions
         for m in [
-            Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unrouted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_dropped.clone()),
             Box::new(url_checks.clone()),
             Box::new(calls.clone()),
             Box::new(call_duration.clone()),
@@ -296,6 +303,7 @@ impl Metrics {
             calls,
             call_duration,
             url_checks,
+            unrouted,
             log_catch_up: Default::default(),
             by_outcome,
         }
@@ -355,6 +363,11 @@ impl Metrics {
                 Some((rule.value().to_owned(), m.get_counter().get_value() as u64))
             })
             .collect()
+    }
+
+    /// Counts a request to a path no account serves (several accounts only).
+    pub fn observe_unrouted(&self) {
+        self.unrouted.inc();
     }
 
     /// Counts a request refused before the rules ran.
@@ -461,7 +474,8 @@ impl Metrics {
 
 /// The families one process has once, whatever its accounts: the dedup store and the log
 /// are shared by every account.
-const PROCESS_WIDE: [&str; 5] = [
+const PROCESS_WIDE: [&str; 6] = [
+    "wxrules_requests_unrouted_total",
     "wxrules_dedup_hits_total",
     "wxrules_dedup_fallbacks_total",
     "wxrules_dedup_stored_answers",

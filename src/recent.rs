@@ -126,10 +126,12 @@ impl Recent {
     /// The pushes kept, newest first; only `account`'s when given.
     pub fn pushes(&self, account: Option<&str>) -> Vec<Push> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let (older, newer) = ring.slots.split_at(ring.next.min(ring.slots.len()));
-        newer
+        // Slots before `next` were written last (the ring has gone round); those from it on,
+        // before them.
+        let (newest, oldest) = ring.slots.split_at(ring.next.min(ring.slots.len()));
+        oldest
             .iter()
-            .chain(older)
+            .chain(newest)
             .rev()
             .filter(|p| account.is_none_or(|a| &*p.account == a))
             .cloned()

@@ -485,14 +485,16 @@ pub fn warn_unsendable(live: &Live) {
     }
 }
 
-/// Logs a reload's outcome with stable event names.
-pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
+/// Logs a reload's outcome with stable event names; `account` (several accounts only) is
+/// a field of each line.
+pub fn log_outcome(live: &Live, outcome: &ReloadOutcome, account: Option<&str>) {
     let path = live.sources().rules.display().to_string();
     match outcome {
         ReloadOutcome::Applied { rules, changes, .. } => {
             warn_unsendable(live);
             tracing::info!(
             event = "rules_reloaded",
+            account,
             rules,
             path,
             digest = live.snapshot().rules.digest(),
@@ -504,10 +506,11 @@ pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
         }
         ReloadOutcome::Rejected(errors) => {
             for e in &errors.0 {
-                tracing::error!(event = "rules_reload_rejected", path, error = %e);
+                tracing::error!(event = "rules_reload_rejected", account, path, error = %e);
             }
             tracing::error!(
                 event = "rules_reload_rejected",
+                account,
                 path,
                 errors = errors.0.len(),
                 "reload rejected; the previous rules keep serving"
@@ -515,12 +518,13 @@ pub fn log_outcome(live: &Live, outcome: &ReloadOutcome) {
         }
         ReloadOutcome::TimedOut { after } => tracing::error!(
             event = "rules_reload_timed_out",
+            account,
             path,
             seconds = after.as_secs(),
             "the reload did not finish in time (a file that cannot be read?); the previous rules keep serving"
         ),
         ReloadOutcome::Superseded => {
-            tracing::info!(event = "rules_reload_superseded", path, "a late reload's result was thrown away");
+            tracing::info!(event = "rules_reload_superseded", account, path, "a late reload's result was thrown away");
         }
     }
 }
@@ -652,7 +656,7 @@ async fn reload_once(live: &Arc<Live>, timeout: Duration) -> ReloadReport {
             let verdict = Arc::clone(&verdict);
             move || {
                 let outcome = worker.reload_unless(&verdict);
-                log_outcome(&worker, &outcome);
+                log_outcome(&worker, &outcome, None);
                 // Nobody waits any more if it timed out; the outcome is logged anyway.
                 let _ = done.send(ReloadReport::of(&worker, &outcome));
                 if let ReloadOutcome::Applied { replaced, .. } = outcome {
@@ -676,7 +680,7 @@ async fn reload_once(live: &Arc<Live>, timeout: Duration) -> ReloadReport {
         }
         Err(_) => match live.time_out(&verdict, timeout) {
             Some(outcome) => {
-                log_outcome(live, &outcome);
+                log_outcome(live, &outcome, None);
                 ReloadReport::of(live, &outcome)
             }
             // It finished in the same instant: what it said was logged by its thread.

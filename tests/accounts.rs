@@ -105,7 +105,7 @@ fn state(scratch: &Scratch) -> (AppState, Arc<Fleet>) {
     accounts.replace(
         prepared
             .into_iter()
-            .map(|p| builder.build(p).unwrap())
+            .map(|p| builder.build(p, None).unwrap())
             .collect(),
     );
     let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), None);

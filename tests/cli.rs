@@ -282,7 +282,7 @@ fn explain_decrypts_a_safe_mode_message_with_the_configured_key() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
-        "error: decrypting an encrypted message: environment variable WXRULES_TOKEN is not set\n"
+        "error: an encrypted message needs an AES key and AppID (WXRULES_AES_KEY and WXRULES_APPID, or the account's)\n"
     );
 }
 

@@ -375,8 +375,23 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.wait_for("#rules tbody tr[data-rule]").await;
     assert_eq!(b.count("#rules tbody tr[data-rule]").await, rules);
     let price = b.text("#rules tbody tr[data-rule='price']").await;
-    assert!(price.contains("keyword is 价格 or price"), "{price}");
+    assert!(price.contains("关键词 是 价格 或 price"), "{price}");
     assert!(price.contains("rules.yaml:"), "{price}");
+    // The real push: one hit, and when.
+    assert_eq!(
+        b.text("#rules tbody tr[data-rule='price'] td:nth-child(6)")
+            .await,
+        "1"
+    );
+    let last = b
+        .text("#rules tbody tr[data-rule='price'] td:nth-child(7)")
+        .await;
+    assert!(last.starts_with("20"), "last hit: {last}");
+    assert_eq!(
+        b.text("#rules tbody tr[data-rule='welcome'] td:nth-child(6)")
+            .await,
+        "0"
+    );
     assert_eq!(
         b.client
             .find(Locator::Css("html"))
@@ -408,6 +423,14 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
         .is_displayed()
         .await
         .unwrap());
+    // Filter cleared, as a user deletes it.
+    b.client
+        .execute(
+            "const f = document.querySelector('#rules-filter'); f.value = ''; f.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_only_from(&b.requested().await, &server);
 
     // Try a message: the rule, the criteria, the reply as a chat bubble and its XML.
@@ -455,6 +478,9 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     .await;
     let listed = b.text("#pushes").await;
     assert!(listed.contains(MASKED), "{listed}");
+    // Newest first.
+    let first = b.text("#pushes tbody tr.push").await;
+    assert!(first.contains("帮助"), "{first}");
     assert!(
         listed.contains("price") && listed.contains("menu-contact"),
         "{listed}"
@@ -467,7 +493,7 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     let path = server.rules_path();
     let good = std::fs::read_to_string(&path).unwrap().replacen(
         "rules:\n",
-        "rules:\n  - name: dashboard-added\n    when: { keyword: 仪表盘 }\n    reply: { text: \"added\" }\n",
+        "rules:\n  - name: dashboard-added\n    when: { keyword: 仪表盘 }\n    reply: { text: \"added\" }\n  - name: '<img src=x onerror=window.wxPwned=1>'\n    when: { keyword: markup }\n    reply: { text: '<b>bold</b><script>window.wxPwned=2</script>' }\n",
         1,
     );
     std::fs::write(&path, &good).unwrap();
@@ -476,10 +502,45 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.wait_for_text("#last-reload", "已生效").await;
     b.screenshot("reload").await;
     b.client.goto(&server.url("/#rules")).await.unwrap();
-    b.wait_until("the added rule listed", || async {
-        b.count("#rules tbody tr[data-rule]").await == rules + 1
+    b.wait_until("the added rules listed", || async {
+        b.count("#rules tbody tr[data-rule]").await == rules + 2
     })
     .await;
+    // Markup in a rule's name and reply is shown as text, never run.
+    assert!(b
+        .text("#rules")
+        .await
+        .contains("<img src=x onerror=window.wxPwned=1>"));
+    b.client.goto(&server.url("/#try")).await.unwrap();
+    b.wait_for("form#try input[name='text']").await;
+    b.find("form#try select[name='event'] option[value='']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("form#try input[name='text']")
+        .await
+        .send_keys("markup")
+        .await
+        .unwrap();
+    b.find("#try-submit").await.click().await.unwrap();
+    b.wait_for_text("#try-result .bubble", "<b>bold</b><script>")
+        .await;
+    let pwned = b
+        .client
+        .execute(
+            "return [window.wxPwned === undefined, document.querySelectorAll('img, b, #try-result script').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pwned,
+        json!([true, 0]),
+        "markup from the rules ran in the page"
+    );
+    b.client.goto(&server.url("/#rules")).await.unwrap();
+    b.wait_for("#rules tbody tr[data-rule]").await;
 
     // A broken file: the errors with file:line:col, the old rules kept.
     let broken = good.replacen(
@@ -495,7 +556,7 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.wait_for_text("#reload-result", "旧规则继续生效").await;
     b.wait_for_text("#last-reload", "被拒绝").await;
     b.screenshot("reload-rejected").await;
-    assert_eq!(b.count("#rules tbody tr[data-rule]").await, rules + 1);
+    assert_eq!(b.count("#rules tbody tr[data-rule]").await, rules + 2);
 
     // English at a click.
     b.find("#lang").await.click().await.unwrap();
@@ -513,6 +574,11 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     })
     .await;
     b.wait_for_text("#tab-try", "Try").await;
+    b.wait_for_text(
+        "#rules tbody tr[data-rule='price']",
+        "keyword is 价格 or price",
+    )
+    .await;
 
     assert_only_from(&b.requested().await, &server);
     let errors = b.page_errors().await;
@@ -529,15 +595,25 @@ async fn the_data_needs_the_admin_token_when_one_is_set() {
         plain.get(server.url("/")).send().await.unwrap().status(),
         200
     );
-    assert_eq!(
-        plain
-            .get(server.url("/api/rules"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    // Nor by another spelling of a guarded path.
+    for path in [
+        "/api/rules",
+        "/api/overview",
+        "/api/pushes",
+        "/metrics",
+        "//api/rules",
+        "/api/rules/",
+        "/API/rules",
+        "/ui/app.js/../../api/rules",
+        "/ui/../api/rules",
+    ] {
+        let status = plain.get(server.url(path)).send().await.unwrap().status();
+        assert!(status == 401 || status == 404, "{path}: {status}");
+    }
+    let reload = plain.post(server.url("/-/reload")).send().await.unwrap();
+    assert_eq!(reload.status(), 401);
+    let health = plain.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
     let answer = plain
         .post(server.url("/api/try"))
         .body(r#"{"text":"价格"}"#)
@@ -660,4 +736,67 @@ async fn several_accounts_are_picked_from_a_list() {
     let errors = b.page_errors().await;
     assert!(errors.is_empty(), "errors in the page: {errors:#?}");
     browser.client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn other_sites_pages_cannot_drive_the_admin_port() {
+    let server = Server::start("dashboard-foreign", None);
+    let client = reqwest::Client::new();
+    // A name pointed at 127.0.0.1 by another site (DNS rebinding) is not let in.
+    let answer = client
+        .get(server.url("/api/rules"))
+        .header("Host", "evil.example:9180")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    // A form another site's page posts: refused, whether the browser says so by `Origin`
+    // or by `Sec-Fetch-Site`.
+    let answer = client
+        .post(server.url("/-/reload"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let answer = client
+        .post(server.url("/-/reload"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    // `try` takes JSON only (a form cannot send it without a preflight).
+    let answer = client
+        .post(server.url("/api/try"))
+        .header("Content-Type", "text/plain")
+        .body(r#"{"text":"价格"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 415);
+    // The page itself, scripts and curl: as before.
+    let origin = format!("http://{}", server.admin);
+    let answer = client
+        .post(server.url("/api/try"))
+        .header("Origin", &origin)
+        .header("Content-Type", "application/json")
+        .body(r#"{"text":"价格"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let tried: Value = answer.json().await.unwrap();
+    assert_eq!(tried["rule"]["name"], "price");
+    assert_eq!(
+        client
+            .post(server.url("/-/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let localhost = format!("http://localhost:{}/api/overview", server.admin.port());
+    assert_eq!(client.get(localhost).send().await.unwrap().status(), 200);
 }

@@ -96,7 +96,20 @@ pub fn prepare_all(specs: &[AccountSpec]) -> Vec<Result<Prepared, Unprepared>> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(spec) = specs.get(i) else { break };
-                let result = prepare(spec);
+                // A panic while loading one account is that account's failure, not the
+                // reload's (nor, at start, the process's).
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    prepare(spec)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Unprepared {
+                        account: spec.name.clone(),
+                        errors: vec![format!(
+                            "account `{}`: loading it failed unexpectedly (a bug: please report it)",
+                            spec.name
+                        )],
+                    })
+                });
                 done.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push((i, result));
@@ -113,14 +126,28 @@ pub fn prepare_all(specs: &[AccountSpec]) -> Vec<Result<Prepared, Unprepared>> {
 impl Builder {
     /// Makes a prepared account serve: its live rules, metrics (labelled with its name),
     /// API client and outbox. Runs on the server's runtime (the outbox spawns its senders).
-    pub fn build(&self, prepared: Prepared) -> Result<Arc<Account>, Unprepared> {
+    /// An account rebuilt (its secrets or path changed) keeps the metrics and last hits of
+    /// the one it replaces, `previous`.
+    pub fn build(
+        &self,
+        prepared: Prepared,
+        previous: Option<&Account>,
+    ) -> Result<Arc<Account>, Unprepared> {
         let Prepared {
             spec,
             secrets,
             loaded,
             stamp: _,
         } = prepared;
-        let metrics = Metrics::for_account(&spec.name);
+        let metrics = match previous {
+            Some(previous) => {
+                loaded
+                    .rules
+                    .carry_last_hits(&previous.live.snapshot().rules);
+                previous.live.metrics().clone()
+            }
+            None => Metrics::for_account(&spec.name),
+        };
         let live = Arc::new(Live::with_metrics(
             spec.sources.clone(),
             loaded.rules,
@@ -161,36 +188,40 @@ impl Builder {
     }
 }
 
-/// A fingerprint of what a load reads: the rules file and the templates directory with its
-/// files (size, times, inode), so that a reload skips accounts whose files did not change.
-/// Times include the change time, which no tool sets back.
+/// A fingerprint of what a load reads: the rules file and every directory and file under
+/// the templates directory, walked as a load walks it (`rules::walk_templates`): size,
+/// times, inode. A reload skips an account whose stamp did not change. Times include the
+/// change time, which no tool sets back.
 pub fn stamp(sources: &Sources) -> u64 {
     use std::hash::{Hash, Hasher};
+    fn meta(m: &std::fs::Metadata, h: &mut impl Hasher) {
+        (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+            m.dev(),
+        )
+            .hash(h);
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    fn meta(path: &Path, h: &mut impl Hasher) {
+    for path in [&sources.rules, &sources.templates] {
         match std::fs::metadata(path) {
-            Ok(m) => (
-                m.len(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-                m.ino(),
-                m.dev(),
-            )
-                .hash(h),
-            Err(e) => e.kind().hash(h),
+            Ok(m) => meta(&m, &mut h),
+            Err(e) => e.kind().hash(&mut h),
         }
     }
-    meta(&sources.rules, &mut h);
-    meta(&sources.templates, &mut h);
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&sources.templates)
-        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    names.sort();
-    for name in &names {
-        name.hash(&mut h);
-        meta(name, &mut h);
+    let walked = rules::walk_templates(&sources.templates, |path, m| {
+        path.hash(&mut h);
+        meta(m, &mut h);
+        Ok(())
+    });
+    // A walk that fails (a file that vanished, a loop too deep) changes the stamp too: the
+    // load will say what is wrong.
+    if let Err(e) = walked {
+        e.error.kind().hash(&mut h);
     }
     h.finish()
 }
@@ -204,6 +235,9 @@ pub struct Fleet {
     stamps: Mutex<HashMap<String, u64>>,
     /// A reload's blocking part is running (one stuck on a file is not joined by another).
     running: AtomicBool,
+    /// The running reload was reported as timed out: it loads no more accounts, and what it
+    /// found is not applied.
+    abandoned: AtomicBool,
 }
 
 /// A fleet reload's outcome, as `POST /-/reload` answers it.
@@ -322,6 +356,7 @@ impl Fleet {
             builder,
             stamps: Mutex::new(stamps),
             running: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -368,28 +403,41 @@ impl Fleet {
         let mut build = Vec::new();
         let mut to_prepare = Vec::new();
         for spec in &specs {
+            if self.abandoned.load(Ordering::SeqCst) {
+                // Reported as timed out already: what is left is for the next reload.
+                break;
+            }
             let now = stamp(&spec.sources);
             let existing = table.by_name(&spec.name);
             let fingerprint = spec.secrets.resolve().map(|s| s.fingerprint);
             match (existing, fingerprint) {
                 (Some(account), Ok(fp)) if account.built_from(spec, fp) => {
-                    let before = self.stamp_of(&spec.name);
-                    if before == Some(now) {
-                        // Not loaded again; one whose files were refused last time is
-                        // still refused, and said so at every reload until mended.
-                        match account.live.health().last_reload {
-                            Some(last) if last.outcome == "rejected" => {
-                                let mut line = AccountReport::of_account(account, "rejected");
-                                line.errors = last.errors;
-                                report.accounts.push(line);
-                            }
-                            _ => report.unchanged += 1,
-                        }
+                    // Files unchanged since the last load are not read again, unless that
+                    // load was refused: a reload retries it (a read error may have passed).
+                    let refused = account
+                        .live
+                        .health()
+                        .last_reload
+                        .is_some_and(|last| last.outcome != "applied");
+                    if self.stamp_of(&spec.name) == Some(now) && !refused {
+                        report.unchanged += 1;
                         continue;
                     }
                     self.set_stamp(&spec.name, now);
-                    let outcome = account.live.reload();
-                    log_account(account, &outcome);
+                    let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        account.live.reload()
+                    }));
+                    let Ok(outcome) = reloaded else {
+                        report.accounts.push(AccountReport::failed(
+                            &spec.name,
+                            vec![format!(
+                                "account `{}`: reloading it failed unexpectedly (a bug: please report it); its previous rules keep serving",
+                                spec.name
+                            )],
+                        ));
+                        continue;
+                    };
+                    crate::reload::log_outcome(&account.live, &outcome, account.log_name());
                     report.accounts.push(AccountReport::from_report(
                         account.name(),
                         ReloadReport::of(&account.live, &outcome),
@@ -399,14 +447,21 @@ impl Fleet {
                         drop(replaced);
                     }
                 }
-                _ => to_prepare.push(spec.clone()),
+                _ => to_prepare.push((spec.clone(), stamp(&spec.sources))),
             }
         }
-        for (spec, prepared) in to_prepare.iter().zip(prepare_all(&to_prepare)) {
-            self.set_stamp(&spec.name, stamp(&spec.sources));
+        let specs_to_prepare: Vec<AccountSpec> =
+            to_prepare.iter().map(|(spec, _)| spec.clone()).collect();
+        for ((spec, before), prepared) in to_prepare.iter().zip(prepare_all(&specs_to_prepare)) {
             match prepared {
-                Ok(prepared) => build.push(prepared),
+                Ok(prepared) => {
+                    // The stamp taken before its files were read: an edit made while they
+                    // were is seen by the next reload.
+                    self.set_stamp(&spec.name, prepared.stamp);
+                    build.push(prepared);
+                }
                 Err(unprepared) => {
+                    self.set_stamp(&spec.name, *before);
                     for e in &unprepared.errors {
                         tracing::error!(event = "account_reload_rejected", account = %spec.name, error = %e);
                     }
@@ -487,7 +542,25 @@ impl Fleet {
         }
         for prepared in build {
             let name = prepared.spec.name.clone();
-            match self.builder.build(prepared) {
+            // A path still held by another account (one whose own move was refused) is
+            // not taken from it: two accounts never share a path.
+            if let Some(holder) = accounts
+                .iter()
+                .find(|a| a.path() == prepared.spec.path && a.name() != name)
+            {
+                let why = format!(
+                    "account `{name}`: path `{}` is still account `{}`'s",
+                    prepared.spec.path,
+                    holder.name()
+                );
+                tracing::error!(event = "account_reload_rejected", account = %name, error = %why);
+                report
+                    .accounts
+                    .push(AccountReport::failed(&name, vec![why]));
+                continue;
+            }
+            let previous = accounts.iter().find(|a| a.name() == name).cloned();
+            match self.builder.build(prepared, previous.as_deref()) {
                 Ok(account) => {
                     let replaced = accounts.iter().position(|a| a.name() == name);
                     let outcome = match replaced {
@@ -517,12 +590,18 @@ impl Fleet {
     }
 }
 
-/// An account no longer served: its outbox takes no more, and what it holds gets a few
-/// seconds to go out.
+/// How long a replaced or removed account's outbox still takes messages: requests in flight
+/// when it was replaced (up to their 3 s deadline) still queue their `send:`s.
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
+
+/// An account no longer served: after `RETIRE_AFTER` its outbox takes no more, and what it
+/// holds gets a few seconds to go out. (A late call still running past that loses its reply,
+/// counted as `refused`.)
 fn retire(account: Arc<Account>) {
-    account.outbox.close();
     if let Some(senders) = account.take_senders() {
         tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            account.outbox.close();
             let left = senders.drain(Duration::from_secs(5)).await;
             if left > 0 {
                 tracing::warn!(
@@ -533,36 +612,8 @@ fn retire(account: Arc<Account>) {
                 );
             }
         });
-    }
-}
-
-fn log_account(account: &Account, outcome: &ReloadOutcome) {
-    match outcome {
-        ReloadOutcome::Applied { rules, changes, .. } => {
-            crate::reload::warn_unsendable(&account.live);
-            tracing::info!(
-                event = "rules_reloaded",
-                account = account.name(),
-                rules,
-                path = %account.live.sources().rules.display(),
-                added = ?changes.added,
-                removed = ?changes.removed,
-                changed = ?changes.changed,
-                templates_changed = changes.templates_changed,
-            );
-        }
-        ReloadOutcome::Rejected(errors) => {
-            for e in &errors.0 {
-                tracing::error!(event = "rules_reload_rejected", account = account.name(), error = %e);
-            }
-            tracing::error!(
-                event = "rules_reload_rejected",
-                account = account.name(),
-                errors = errors.0.len(),
-                "reload rejected; the account's previous rules keep serving"
-            );
-        }
-        ReloadOutcome::TimedOut { .. } | ReloadOutcome::Superseded => {}
+    } else {
+        account.outbox.close();
     }
 }
 
@@ -626,13 +677,15 @@ async fn reload_once(fleet: &Arc<Fleet>, timeout: Duration) -> FleetReport {
     if fleet.running.swap(true, Ordering::SeqCst) {
         return FleetReport::failed("an earlier reload is still stuck reading files".into());
     }
+    fleet.abandoned.store(false, Ordering::SeqCst);
     let worker = Arc::clone(fleet);
     let (done, finished) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("wxrules-reload".into())
         .spawn(move || {
+            // Cleared however the plan ends, a panic included.
+            let _running = Cleared(&worker.running);
             let plan = worker.plan();
-            worker.running.store(false, Ordering::SeqCst);
             let _ = done.send(plan);
         });
     if let Err(e) = spawned {
@@ -642,10 +695,29 @@ async fn reload_once(fleet: &Arc<Fleet>, timeout: Duration) -> FleetReport {
     match tokio::time::timeout(timeout, finished).await {
         Ok(Ok(plan)) => fleet.apply(plan),
         Ok(Err(_)) => FleetReport::failed("the reload ended without an outcome".into()),
-        Err(_) => FleetReport::failed(format!(
-            "the reload did not finish in {} s (a file that cannot be read?)",
-            timeout.as_secs()
-        )),
+        Err(_) => {
+            // The accounts it already reloaded stay reloaded (each all-or-nothing, and
+            // logged); it loads no more, and accounts it prepared are not added.
+            fleet.abandoned.store(true, Ordering::SeqCst);
+            tracing::error!(
+                event = "accounts_reload_timed_out",
+                seconds = timeout.as_secs(),
+                "the reload did not finish in time (a file that cannot be read?); the accounts not reloaded yet keep their rules"
+            );
+            FleetReport::failed(format!(
+                "the reload did not finish in {} s (a file that cannot be read?); accounts not reloaded by then keep their rules",
+                timeout.as_secs()
+            ))
+        }
+    }
+}
+
+/// Clears its flag when dropped.
+struct Cleared<'a>(&'a AtomicBool);
+
+impl Drop for Cleared<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -31,7 +31,7 @@ const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// The `--config` file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<SocketAddr>,
@@ -88,7 +88,7 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The `--config` file, read and checked. Paths are resolved against the file's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
     pub listen: Option<SocketAddr>,
@@ -97,6 +97,21 @@ pub struct Config {
     pub wechat_api: Option<String>,
     pub admin_listen: Option<SocketAddr>,
     pub accounts: Vec<AccountSpec>,
+}
+
+impl std::fmt::Debug for Config {
+    // `store` may be `redis://:password@…`: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("listen", &self.listen)
+            .field("store", &self.store.as_ref().map(|_| "<set>"))
+            .field("max_age", &self.max_age)
+            .field("wechat_api", &self.wechat_api)
+            .field("admin_listen", &self.admin_listen)
+            .field("accounts", &self.accounts)
+            .finish()
+    }
 }
 
 impl Config {
@@ -360,9 +375,13 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn valid_path(path: &str) -> bool {
+    // Segments a proxy would fold away (`.`, `..`, an empty one, a trailing `/`) would make
+    // the path one WeChat's pushes never arrive at.
     path.starts_with('/')
         && path.len() <= 256
-        && !path.contains("//")
+        && path[1..]
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))

@@ -50,6 +50,22 @@ impl Field {
     }
 }
 
+/// The language of `Criteria::words`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Words {
+    En,
+    Zh,
+}
+
+impl Words {
+    pub(crate) fn pick(self, en: &'static str, zh: &'static str) -> &'static str {
+        match self {
+            Words::En => en,
+            Words::Zh => zh,
+        }
+    }
+}
+
 /// One alternative of a string matcher. Strings are stored case-folded when the field
 /// folds case; regexes are then compiled case-insensitive.
 #[derive(Debug)]
@@ -361,8 +377,9 @@ impl Criteria {
     }
 
     /// Each criterion in words, without a message: `keyword is 价格 or price`,
-    /// `event_key matches /^qrscene_(.+)$/`.
-    pub(crate) fn words(&self) -> Vec<String> {
+    /// `event_key matches /^qrscene_(.+)$/`; in Chinese with `Words::Zh`
+    /// (`关键词 是 价格 或 price`).
+    pub(crate) fn words(&self, lang: Words) -> Vec<String> {
         self.tests
             .iter()
             .map(|t| {
@@ -371,10 +388,12 @@ impl Criteria {
                 let mut last_verb = "";
                 for p in &t.matcher.patterns {
                     let (verb, value) = match p {
-                        Pattern::Exact(v) => ("is", v.clone()),
-                        Pattern::Prefix(v) => ("starts with", v.clone()),
-                        Pattern::Contains(v) => ("contains", v.clone()),
-                        Pattern::Regex(r) => ("matches", format!("/{}/", r.as_str())),
+                        Pattern::Exact(v) => (lang.pick("is", "是"), v.clone()),
+                        Pattern::Prefix(v) => (lang.pick("starts with", "开头是"), v.clone()),
+                        Pattern::Contains(v) => (lang.pick("contains", "包含"), v.clone()),
+                        Pattern::Regex(r) => {
+                            (lang.pick("matches", "匹配"), format!("/{}/", r.as_str()))
+                        }
                     };
                     if verb == last_verb {
                         alternatives.push(value);
@@ -383,7 +402,16 @@ impl Criteria {
                         last_verb = verb;
                     }
                 }
-                format!("{} {}", t.field.label(), alternatives.join(" or "))
+                let field = match (lang, &t.field) {
+                    (Words::En, field) => field.label(),
+                    (Words::Zh, Field::MsgType) => "消息类型".into(),
+                    (Words::Zh, Field::Event) => "事件".into(),
+                    (Words::Zh, Field::EventKey) => "事件 KEY".into(),
+                    (Words::Zh, Field::Keyword) => "关键词".into(),
+                    (Words::Zh, Field::Status) => "状态".into(),
+                    (Words::Zh, Field::Path(p)) => format!("字段 {p}").into(),
+                };
+                format!("{field} {}", alternatives.join(lang.pick(" or ", " 或 ")))
             })
             .collect()
     }

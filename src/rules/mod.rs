@@ -25,7 +25,7 @@ use handlebars::Handlebars;
 pub use compile::{load, load_str, MAX_ARTICLES};
 pub use lint::{compile_regexes, lint};
 pub use locate::MAX_YAML_DEPTH;
-pub(crate) use read::read_text;
+pub(crate) use read::{read_text, walk_templates};
 pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
 };
@@ -67,7 +67,7 @@ pub fn unchecked_rules(rules: &RuleSet) -> Vec<&Rule> {
 pub fn json_schema() -> String {
     schema::json_schema()
 }
-pub use matcher::{Captures, Match, Subject, MAX_REGEX_LEN};
+pub use matcher::{Captures, Match, Subject, Words, MAX_REGEX_LEN};
 
 pub(crate) use matcher::Criteria;
 
@@ -231,19 +231,25 @@ impl Rule {
     }
 
     /// The rule's `when` in words, one line per criterion (`keyword is 价格 or price`), then
-    /// its time window and cooldown: for the dashboard's list of rules.
-    pub fn when_words(&self) -> Vec<String> {
-        let mut words = self.when.words();
+    /// its time window and cooldown: for the dashboard's list of rules, in English or
+    /// Chinese.
+    pub fn when_words(&self, lang: Words) -> Vec<String> {
+        let mut words = self.when.words(lang);
         if let Some(active) = &self.active {
-            words.push(format!("active {}", active.words()));
+            words.push(format!(
+                "{} {}",
+                lang.pick("active", "生效时间"),
+                active.words()
+            ));
         }
         if self.cooldown_secs > 0 {
-            words.push(format!(
-                "once per user every {}",
-                humantime::format_duration(std::time::Duration::from_secs(
-                    self.cooldown_secs.into()
-                ))
+            let every = humantime::format_duration(std::time::Duration::from_secs(
+                self.cooldown_secs.into(),
             ));
+            words.push(match lang {
+                Words::En => format!("once per user every {every}"),
+                Words::Zh => format!("每位用户每 {every} 最多一次"),
+            });
         }
         words
     }

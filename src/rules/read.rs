@@ -80,29 +80,38 @@ pub(crate) struct WalkError {
     pub(crate) error: io::Error,
 }
 
-/// Reads every `*.hbs` under `dir`, sorted by name. Names that start with `.` are skipped
-/// (editors' swap files; Kubernetes' `..data` links of a mounted ConfigMap, whose files
-/// also appear at the top). Symlinks are followed, but a directory already walked (the
-/// same device and inode) is not walked again, so a link loop ends.
-pub(crate) fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, WalkError> {
-    let mut files = Vec::new();
+/// Walks the templates directory `dir` as a load reads it, calling `visit` for each
+/// directory and file under it (not `dir` itself). Names that start with `.` are skipped
+/// (editors' swap files; Kubernetes' `..data` links of a mounted ConfigMap, whose files also
+/// appear at the top). Symlinks are followed, but a directory already walked (the same device
+/// and inode) is not walked again, so a link loop ends; more than `MAX_TEMPLATE_DEPTH` levels
+/// is an error. `read_templates` and the reload's file stamps (`accounts::fleet::stamp`) both
+/// walk this way, so a stamp sees every file a load reads.
+pub(crate) fn walk_templates(
+    dir: &Path,
+    mut visit: impl FnMut(&Path, &fs::Metadata) -> Result<(), WalkError>,
+) -> Result<(), WalkError> {
     if !dir.exists() {
-        return Ok(files);
+        return Ok(());
     }
     let at = |path: &Path| {
         let path = path.to_owned();
         move |error| WalkError { path, error }
     };
     let mut seen = HashSet::new();
-    let mut total = 0u64;
     let mut pending = vec![(dir.to_owned(), 0)];
     while let Some((current, depth)) = pending.pop() {
         let meta = fs::metadata(&current).map_err(at(&current))?;
         if !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
+        let mut entries: Vec<PathBuf> = Vec::new();
         for entry in fs::read_dir(&current).map_err(at(&current))? {
-            let path = entry.map_err(at(&current))?.path();
+            entries.push(entry.map_err(at(&current))?.path());
+        }
+        // In name order, so that a stamp does not depend on the directory's order.
+        entries.sort();
+        for path in entries {
             let hidden = path
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));
@@ -120,43 +129,65 @@ pub(crate) fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, WalkError>
                         )),
                     });
                 }
+                visit(&path, &meta)?;
                 pending.push((path, depth + 1));
-            } else if path.extension().is_some_and(|e| e == "hbs") {
-                if files.len() == MAX_TEMPLATE_FILES {
-                    return Err(WalkError {
-                        path: dir.to_owned(),
-                        error: invalid(format!(
-                            "holds more than {MAX_TEMPLATE_FILES} template files"
-                        )),
-                    });
-                }
-                let rel = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
-                let name = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let mut text = read_text(&path, MAX_TEMPLATE_FILE).map_err(at(&path))?;
-                total += text.len() as u64;
-                if total > MAX_TEMPLATES_TOTAL {
-                    return Err(WalkError {
-                        path: dir.to_owned(),
-                        error: invalid(format!(
-                            "holds more than {MAX_TEMPLATES_TOTAL} bytes of templates"
-                        )),
-                    });
-                }
-                // Editors end files with a newline; a reply should not.
-                if text.ends_with('\n') {
-                    text.pop();
-                    if text.ends_with('\r') {
-                        text.pop();
-                    }
-                }
-                files.push(TemplateFile { name, path, text });
+            } else {
+                visit(&path, &meta)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Reads every `*.hbs` under `dir` (walked by `walk_templates`), sorted by name.
+pub(crate) fn read_templates(dir: &Path) -> Result<Vec<TemplateFile>, WalkError> {
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    walk_templates(dir, |path, meta| {
+        if meta.is_dir() || path.extension().is_none_or(|e| e != "hbs") {
+            return Ok(());
+        }
+        if files.len() == MAX_TEMPLATE_FILES {
+            return Err(WalkError {
+                path: dir.to_owned(),
+                error: invalid(format!(
+                    "holds more than {MAX_TEMPLATE_FILES} template files"
+                )),
+            });
+        }
+        let rel = path.strip_prefix(dir).unwrap_or(path).with_extension("");
+        let name = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut text = read_text(path, MAX_TEMPLATE_FILE).map_err(|error| WalkError {
+            path: path.to_owned(),
+            error,
+        })?;
+        total += text.len() as u64;
+        if total > MAX_TEMPLATES_TOTAL {
+            return Err(WalkError {
+                path: dir.to_owned(),
+                error: invalid(format!(
+                    "holds more than {MAX_TEMPLATES_TOTAL} bytes of templates"
+                )),
+            });
+        }
+        // Editors end files with a newline; a reply should not.
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        files.push(TemplateFile {
+            name,
+            path: path.to_owned(),
+            text,
+        });
+        Ok(())
+    })?;
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
 }

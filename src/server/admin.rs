@@ -61,10 +61,14 @@ async fn authorize(
     // The dashboard's page holds no data (its JSON is guarded): it loads, then asks for
     // the token.
     let open = req.path() == "/healthz" || dashboard::is_page(req.path());
-    let token = req
+    let configured = req
         .app_data::<web::Data<Admin>>()
-        .and_then(|admin| admin.token.clone())
-        .filter(|_| !open);
+        .and_then(|admin| admin.token.clone());
+    if let Some(why) = foreign(&req, configured.is_none()) {
+        let response = HttpResponse::Forbidden().json(serde_json::json!({ "error": why }));
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let token = configured.filter(|_| !open);
     if let Some(token) = token {
         let given = req
             .headers()
@@ -83,6 +87,48 @@ async fn authorize(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// Why a request that a web page elsewhere made the browser send is refused, if it is one.
+/// A page on another site can make a browser post a form to `127.0.0.1:9180` (a reload) and,
+/// by pointing its own name at 127.0.0.1 (DNS rebinding), read what the port answers. So:
+/// without a token (the port is on loopback then), the `Host` must be a loopback name; and a
+/// request other than `GET` that carries another origin (`Origin`, or `Sec-Fetch-Site:
+/// cross-site`/`same-site`) is refused either way. curl, scripts and `wxrules reload` send
+/// neither header and a loopback `Host`, and pass.
+fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
+    use actix_web::http::header::{HeaderName, HOST, ORIGIN};
+    let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header(&HOST);
+    if tokenless && host.is_some_and(|h| !loopback_host(h)) {
+        return Some("without WXRULES_ADMIN_TOKEN, the admin port answers only to a loopback Host (localhost, 127.0.0.1, [::1])");
+    }
+    if req.method() == actix_web::http::Method::GET {
+        return None;
+    }
+    let site = header(&HeaderName::from_static("sec-fetch-site"));
+    if matches!(site, Some("cross-site" | "same-site")) {
+        return Some("a request from another site's page");
+    }
+    let origin = header(&ORIGIN).map(|o| o.split_once("://").map_or(o, |(_, rest)| rest));
+    match (origin, host) {
+        (Some(origin), Some(host)) if !origin.eq_ignore_ascii_case(host) => {
+            Some("a request from another origin's page")
+        }
+        _ => None,
+    }
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` (any loopback address), with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `POST /-/reload`: the same reload as SIGHUP; answers its report when it is done: 200

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::accounts::Account;
+use crate::rules::Words;
 use crate::wire::Message;
 
 const INDEX: &str = include_str!("ui/index.html");
@@ -147,10 +148,18 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
         .iter()
         .map(|r| {
             let last = r.last_hit();
-            let when = r.when_words();
+            let words = |lang: Words, every: &str| {
+                let when = r.when_words(lang);
+                if when.is_empty() {
+                    every.to_owned()
+                } else {
+                    when.join(lang.pick("; ", "；"))
+                }
+            };
             json!({
                 "name": r.name(),
-                "when": if when.is_empty() { "every message".to_owned() } else { when.join("; ") },
+                "when": words(Words::En, "every message"),
+                "when_zh": words(Words::Zh, "所有消息"),
                 "reply": r.reply_kind(),
                 "location": format!("{file}:{}", r.line()),
                 "hits": hits.get(r.name()).copied().unwrap_or(0),
@@ -176,8 +185,21 @@ struct TryInput {
 async fn try_message(
     state: web::Data<AppState>,
     query: web::Query<AccountQuery>,
+    req: actix_web::HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    // JSON only: a form on another site cannot send it without a CORS preflight.
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return json_answer(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({"error": "send the message as JSON (Content-Type: application/json)"}),
+        );
+    }
     let account = match account_of(&state, &query) {
         Ok(account) => account,
         Err(answer) => return *answer,
@@ -207,21 +229,8 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 /// safe-mode body), an event, or a text.
 fn message_of(account: &Account, input: &TryInput, now: u64) -> Result<Message, String> {
     if let Some(xml) = nonempty(&input.xml) {
-        if let Ok(message) = Message::parse(xml.as_bytes()) {
-            return Ok(message);
-        }
-        if let Ok(encrypt) = crate::wire::parse_encrypted(xml.as_bytes()) {
-            let cipher = account
-                .secrets
-                .cipher()
-                .ok_or("an encrypted push, but this account has no AES key")?;
-            let inner = cipher
-                .decrypt(&encrypt)
-                .map_err(|e| format!("the push does not decrypt: {e}"))?;
-            return Message::parse(&inner)
-                .map_err(|e| format!("the decrypted push does not parse: {e}"));
-        }
-        return Message::parse(xml.as_bytes()).map_err(|e| format!("the XML does not parse: {e}"));
+        return crate::explain::read_push(xml.as_bytes(), account.secrets.cipher())
+            .map_err(|e| e.to_string());
     }
     let xml = if let Some(event) = nonempty(&input.event) {
         let mut kind = vec![("MsgType", "event"), ("Event", event)];
@@ -240,6 +249,14 @@ fn message_of(account: &Account, input: &TryInput, now: u64) -> Result<Message, 
 
 /// `GET /api/pushes[?account=NAME]`: the last pushes, newest first, OpenIDs masked.
 async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+    if let Some(name) = &query.account {
+        if state.accounts.by_name(name).is_none() {
+            return json_answer(
+                actix_web::http::StatusCode::NOT_FOUND,
+                &json!({"error": "no such account"}),
+            );
+        }
+    }
     let Some(recent) = &state.recent else {
         return ok(&json!({"capacity": 0, "pushes": []}));
     };

@@ -122,9 +122,10 @@ pub(crate) async fn verify_url(
 ) -> Result<HttpResponse, ServiceError> {
     let account = state
         .accounts
-        .lookup(req.path())
+        .lookup(req.match_info().as_str())
         .filter(|_| req.method() == actix_web::http::Method::GET);
     let Some(account) = account else {
+        count_unrouted(&state, &req);
         return Ok(HttpResponse::NotFound().finish());
     };
     let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
@@ -135,7 +136,7 @@ pub(crate) async fn verify_url(
         Ok(echostr) => echostr,
         Err(e) => {
             account.live.metrics().observe_url_check(false);
-            REFUSALS.log_url_check(&e);
+            REFUSALS.log_url_check(account.log_name(), &e);
             return Err(e);
         }
     };
@@ -144,10 +145,25 @@ pub(crate) async fn verify_url(
     Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
 }
 
+/// Counts and logs (within the rate limit) a request to a path no account serves: a
+/// server URL mistyped in an MP console shows here.
+fn count_unrouted(state: &AppState, req: &HttpRequest) {
+    state.metrics.observe_unrouted();
+    if let Some(suppressed) = REFUSALS.admit() {
+        let path: String = req.path().chars().take(80).collect();
+        tracing::warn!(
+            event = "request_unrouted",
+            path,
+            suppressed,
+            "no account is served at this path"
+        );
+    }
+}
+
 /// Counts a refused request (on its account's metrics when it has one), and logs it
 /// within the rate limit.
 pub(crate) fn count_refused(state: &AppState, account: Option<&Account>, e: &ServiceError) {
-    REFUSALS.log(e);
+    REFUSALS.log(account.and_then(Account::log_name), e);
     match account {
         Some(account) => account.live.metrics().observe_refused(refused_as(e)),
         None => state.metrics.observe_refused(refused_as(e)),
@@ -212,15 +228,15 @@ impl RefusalLog {
         }
     }
 
-    fn log(&self, e: &ServiceError) {
+    fn log(&self, account: Option<&str>, e: &ServiceError) {
         if let Some(suppressed) = self.admit() {
-            tracing::warn!(event = "request_refused", kind = e.kind(), reason = %e, suppressed);
+            tracing::warn!(event = "request_refused", account, kind = e.kind(), reason = %e, suppressed);
         }
     }
 
-    fn log_url_check(&self, e: &ServiceError) {
+    fn log_url_check(&self, account: Option<&str>, e: &ServiceError) {
         if let Some(suppressed) = self.admit() {
-            tracing::warn!(event = "url_check_refused", reason = %e, suppressed);
+            tracing::warn!(event = "url_check_refused", account, reason = %e, suppressed);
         }
     }
 }
@@ -252,7 +268,9 @@ pub(crate) async fn receive(
     let started = Instant::now();
     // The account is the path's: `/wechat` alone without `--config`, `/wechat/NAME` (or
     // the account's own `path`) with. A path no account serves is 404, its body unread.
-    let Some(account) = state.accounts.lookup(req.path()) else {
+    // The path as routed (percent-decoded as actix decodes it for matching).
+    let Some(account) = state.accounts.lookup(req.match_info().as_str()) else {
+        count_unrouted(&state, &req);
         return Ok(body::refuse_unread(&ServiceError::NoAccount, &req, payload));
     };
     let account = &*account;

@@ -56,6 +56,7 @@ const I18N = {
     reloadRejected: '重新加载失败，旧规则继续生效', reloadTimedOut: '重新加载超时，旧规则继续生效',
     reloadFailed: '重新加载失败，旧规则继续生效', reloadAdded: '新增', reloadRemoved: '删除', reloadChanged: '修改',
     reloadNoChange: '规则没有变化', reloadTemplates: '模板已更改', listSep: '、',
+    colon: '：', paren: (x) => `（${x}）`,
     tokenTitle: '需要管理令牌', tokenHelp: '服务器设置了 WXRULES_ADMIN_TOKEN。令牌只保存在当前标签页。',
     tokenLabel: '令牌', tokenBad: '令牌无效，请重新输入。',
     ev_subscribe: '关注', ev_unsubscribe: '取消关注', ev_SCAN: '已关注用户扫码', ev_CLICK: '点击菜单',
@@ -115,6 +116,7 @@ const I18N = {
     reloadTimedOut: 'Reload timed out; the previous rules keep serving',
     reloadFailed: 'Reload failed; the previous rules keep serving', reloadAdded: 'Added', reloadRemoved: 'Removed',
     reloadChanged: 'Changed', reloadNoChange: 'No rule changed', reloadTemplates: 'Templates changed', listSep: ', ',
+    colon: ': ', paren: (x) => ` (${x})`,
     tokenTitle: 'Admin token required', tokenHelp: 'The server has WXRULES_ADMIN_TOKEN set. The token is kept in this tab only.',
     tokenLabel: 'Token', tokenBad: 'Invalid token, try again.',
     ev_subscribe: 'follow', ev_unsubscribe: 'unfollow', ev_SCAN: 'scan (already following)', ev_CLICK: 'menu click',
@@ -253,7 +255,7 @@ async function api(method, path, body) {
       res = await fetch(path, init);
       text = await res.text();
     } catch (e) {
-      throw new Error(t('errNetwork') + (e && e.message ? `（${e.message}）` : ''));
+      throw new Error(t('errNetwork') + (e && e.message ? t('paren', e.message) : ''));
     }
     if (text) { try { data = JSON.parse(text); } catch (_) { data = null; } }
     if (res.status === 401) { await waitForToken(data && data.error); continue; }
@@ -304,7 +306,7 @@ function renderTop() {
   const sel = $('#account');
   const names = list.map(a => str(a && a.name));
   if (sel.dataset.names !== names.join('\n')) {
-    clear(sel, list.map(a => el('option', { value: str(a.name), text: a.path ? `${a.name}（${a.path}）` : str(a.name) })));
+    clear(sel, list.map(a => el('option', { value: str(a.name), text: a.path ? str(a.name) + t('paren', a.path) : str(a.name) })));
     sel.dataset.names = names.join('\n');
   }
   sel.value = S.account || '';
@@ -338,11 +340,13 @@ function renderLastReload(acct) {
   if (!errors.length) S.lrOpen = false;
   $('pre', pop).textContent = errors.join('\n');
   pop.hidden = !S.lrOpen;
+  box.setAttribute('aria-expanded', String(S.lrOpen));
 }
 function toggleLastReload() {
   if (!$('#last-reload').classList.contains('clickable')) return;
   S.lrOpen = !S.lrOpen;
   $('#last-reload-errors').hidden = !S.lrOpen;
+  $('#last-reload').setAttribute('aria-expanded', String(S.lrOpen));
 }
 function onAccountChange(ev) {
   S.account = ev.currentTarget.value;
@@ -388,12 +392,12 @@ function renderRules() {
     const tr = el('tr', { 'data-rule': str(r.name) },
       el('td', { class: 'num muted', text: i + 1 }),
       el('td', { class: 'rule-name', text: str(r.name) }),
-      el('td', { class: 'when', text: str(r.when) }),
+      el('td', { class: 'when', text: str(S.lang === 'zh' && r.when_zh ? r.when_zh : r.when) }),
       el('td', null, el('span', { class: 'kind kind-' + kind.replace(/[^a-z_]/gi, ''), title: kind, text: kindLabel(kind) })),
       el('td', { class: 'mono loc', text: str(r.location) }),
       el('td', { class: 'num' + (r.hits ? '' : ' muted'), text: str(r.hits ?? 0) }),
       el('td', { class: 'nowrap' + (r.last_hit ? '' : ' muted') }, timeEl(r.last_hit)));
-    tr.wxSearch = [r.name, r.when, kind, I18N.zh['k_' + kind], I18N.en['k_' + kind], r.location]
+    tr.wxSearch = [r.name, r.when, r.when_zh, kind, I18N.zh['k_' + kind], I18N.en['k_' + kind], r.location]
       .map(str).join('\n').toLowerCase();
     return tr;
   });
@@ -441,16 +445,21 @@ async function onTrySubmit(ev) {
   btn.textContent = t('trySending');
   S.tryRes = { pending: true };
   renderTry();
+  // An answer that comes after the account was changed belongs to the other account.
+  const acct = S.account;
+  let res;
   try {
     const r = await api('POST', '/api/try?' + acctQuery(), body);
-    if (r.ok && r.data && typeof r.data === 'object') S.tryRes = { sent: body, data: r.data };
-    else S.tryRes = { error: httpError(r) };
+    if (r.ok && r.data && typeof r.data === 'object') res = { sent: body, data: r.data };
+    else res = { error: httpError(r) };
   } catch (e) {
-    S.tryRes = { error: e.message };
+    res = { error: e.message };
   } finally {
     btn.disabled = false;
     btn.textContent = t('trySubmit');
   }
+  if (acct !== S.account) return;
+  S.tryRes = res;
   renderTry();
 }
 function renderTry() {
@@ -460,7 +469,7 @@ function renderTry() {
   if (!res) return clear(box, el('p', { class: 'card muted try-intro', text: t('tryIntro') }));
   if (res.pending) return clear(box, el('p', { class: 'card muted', text: t('loading') }));
   if (res.local) return clear(box, el('p', { class: 'card try-error', text: res.local }));
-  if (res.error) return clear(box, el('div', { class: 'card try-error' }, el('strong', { text: t('tryErrorTitle') + '：' }), res.error));
+  if (res.error) return clear(box, el('div', { class: 'card try-error' }, el('strong', { text: t('tryErrorTitle') + t('colon') }), res.error));
   const d = res.data;
   box.classList.add('has-result');
   clear(box, el('div', { class: 'try-grid' }, renderPhone(res.sent, d), renderTryDetails(d)));
@@ -619,17 +628,21 @@ function renderReply(rp) {
 }
 
 // ---- Recent pushes --------------------------------------------------------------------------
-let pushTimer = null, pushBusy = false;
+let pushTimer = null, pushBusy = false, pushAgain = false;
 function schedulePushes() {
   clearTimeout(pushTimer);
   pushTimer = null;
   if (S.view === 'pushes' && document.visibilityState === 'visible') pushTimer = setTimeout(pollPushes, 3000);
 }
 async function pollPushes() {
-  if (pushBusy) return;
+  // A poll asked for while one runs (an account change) runs right after it.
+  if (pushBusy) { pushAgain = true; return; }
   pushBusy = true;
   clearTimeout(pushTimer);
-  try { await loadPushes(); } finally { pushBusy = false; schedulePushes(); }
+  try { await loadPushes(); } finally {
+    pushBusy = false;
+    if (pushAgain) { pushAgain = false; void pollPushes(); } else schedulePushes();
+  }
 }
 async function loadPushes() {
   const acct = S.account;
@@ -690,11 +703,11 @@ function reloadBlock(a) {
   } else if (a.outcome === 'removed') {
     out.push(el('p', { class: 'reload-line muted', text: t('reloadAccountRemoved') }));
   } else if (a.outcome === 'applied') {
-    out.push(el('p', { class: 'reload-line ok-text', text: t('reloadApplied', a.rules ?? '?') + (a.digest ? `（${t('metaDigest')} ${a.digest}）` : '') }));
+    out.push(el('p', { class: 'reload-line ok-text', text: t('reloadApplied', a.rules ?? '?') + (a.digest ? t('paren', `${t('metaDigest')} ${a.digest}`) : '') }));
     const lists = [['reloadAdded', a.added], ['reloadRemoved', a.removed], ['reloadChanged', a.changed]]
       .filter(([, v]) => Array.isArray(v) && v.length);
     for (const [k, v] of lists) {
-      out.push(el('p', { class: 'reload-list' }, el('span', { class: 'muted', text: t(k) + '：' }),
+      out.push(el('p', { class: 'reload-list' }, el('span', { class: 'muted', text: t(k) + t('colon') }),
         v.map((n, i) => [i ? t('listSep') : null, el('code', { text: str(n) })])));
     }
     if (!lists.length && !a.templates_changed) out.push(el('p', { class: 'muted', text: t('reloadNoChange') }));
@@ -778,7 +791,11 @@ function applyLang() {
   document.documentElement.lang = S.lang === 'zh' ? 'zh-CN' : 'en';
   document.title = t('title');
   for (const n of document.querySelectorAll('[data-i18n]')) n.textContent = t(n.dataset.i18n);
-  for (const n of document.querySelectorAll('[data-i18n-ph]')) n.placeholder = t(n.dataset.i18nPh);
+  for (const n of document.querySelectorAll('[data-i18n-ph]')) {
+    n.placeholder = t(n.dataset.i18nPh);
+    // A placeholder is not a label: screen readers get the same words as its name.
+    n.setAttribute('aria-label', t(n.dataset.i18nPh));
+  }
   const lang = $('#lang');
   lang.textContent = t('langBtn');
   lang.title = t('langTitle');
