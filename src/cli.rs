@@ -14,7 +14,6 @@ use crate::answer::Outcome;
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
 use crate::logline::{LineFormat, Lines};
-use crate::outbox::Outbox;
 use crate::reload::{self, Control, Live};
 use crate::rules::{self, Loaded, RuleError, Sources};
 use crate::server::{self, AppState, Options};
@@ -1069,28 +1068,14 @@ async fn serve_on(
                 },
                 metrics.clone(),
             );
-            let appid = credentials.as_ref().map(|c| c.appid.clone());
-            let mut api =
-                crate::wechat_api::Api::new(&settled.wechat_api, credentials, metrics.clone())
-                    .context("the WeChat API client")?;
-            // With Redis, the access token is shared: one fetch for every instance.
-            if let Some(redis) = dedup.redis() {
-                api = api.share_tokens(redis);
-            }
-            let (outbox, senders) = if api.can_send() {
-                let api = Arc::new(api);
-                let config = crate::outbox::Config::default();
-                let (outbox, senders) = match (dedup.redis(), appid) {
-                    // With Redis the outbox is shared by the instances, and survives them.
-                    (Some(redis), Some(appid)) => {
-                        Outbox::start_shared(&api, config, &metrics, &redis, &appid)
-                    }
-                    _ => Outbox::start(&api, config, metrics.clone()),
-                };
-                (outbox, Some(senders))
-            } else {
-                (Outbox::disabled(metrics.clone()), None)
+            let builder = crate::accounts::fleet::Builder {
+                clock: Arc::clone(&clock),
+                wechat_api: settled.wechat_api.clone(),
+                redis: dedup.redis(),
+                outbox: crate::outbox::Config::default(),
+                http: crate::wechat_api::http_client().context("the WeChat API client")?,
             };
+            let (outbox, senders) = builder.outbox_for(credentials, &metrics);
             live.set_sending(senders.is_some());
             reload::warn_unsendable(&live);
             let account = Account::single(AccountParts {

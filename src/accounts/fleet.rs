@@ -154,28 +154,7 @@ impl Builder {
             Arc::clone(&self.clock),
             metrics.clone(),
         ));
-        let appid = secrets.credentials.as_ref().map(|c| c.appid.clone());
-        let mut api = crate::wechat_api::Api::with_http(
-            &self.wechat_api,
-            secrets.credentials,
-            metrics.clone(),
-            self.http.clone(),
-        );
-        if let Some(redis) = &self.redis {
-            api = api.share_tokens(Arc::clone(redis));
-        }
-        let (outbox, senders) = if api.can_send() {
-            let api = Arc::new(api);
-            let (outbox, senders) = match (&self.redis, appid) {
-                (Some(redis), Some(appid)) => {
-                    Outbox::start_shared(&api, self.outbox, &metrics, redis, &appid)
-                }
-                _ => Outbox::start(&api, self.outbox, metrics),
-            };
-            (outbox, Some(senders))
-        } else {
-            (Outbox::disabled(metrics), None)
-        };
+        let (outbox, senders) = self.outbox_for(secrets.credentials, &metrics);
         live.set_sending(senders.is_some());
         let fingerprint = secrets.fingerprint;
         let parts = AccountParts {
@@ -185,6 +164,41 @@ impl Builder {
             senders,
         };
         Ok(Arc::new(Account::from_spec(&spec, parts, fingerprint)))
+    }
+}
+
+impl Builder {
+    /// An account's outbox and its senders, through WeChat's API with `credentials`
+    /// (shared through Redis when there is one); without an AppSecret, an outbox that
+    /// refuses (and counts) what it is given. The one-account server builds its own here.
+    pub fn outbox_for(
+        &self,
+        credentials: Option<crate::wechat_api::Credentials>,
+        metrics: &Metrics,
+    ) -> (Outbox, Option<crate::outbox::Senders>) {
+        let appid = credentials.as_ref().map(|c| c.appid.clone());
+        let mut api = crate::wechat_api::Api::with_http(
+            &self.wechat_api,
+            credentials,
+            metrics.clone(),
+            self.http.clone(),
+        );
+        // With Redis, the access token is shared: one fetch for every instance.
+        if let Some(redis) = &self.redis {
+            api = api.share_tokens(Arc::clone(redis));
+        }
+        if !api.can_send() {
+            return (Outbox::disabled(metrics.clone()), None);
+        }
+        let api = Arc::new(api);
+        let (outbox, senders) = match (&self.redis, appid) {
+            // With Redis the outbox is shared by the instances, and survives them.
+            (Some(redis), Some(appid)) => {
+                Outbox::start_shared(&api, self.outbox, metrics, redis, &appid)
+            }
+            _ => Outbox::start(&api, self.outbox, metrics.clone()),
+        };
+        (outbox, Some(senders))
     }
 }
 
