@@ -511,6 +511,8 @@ impl Account {
 pub struct Accounts {
     table: ArcSwap<Table>,
     many: bool,
+    /// The one account without `--config`: a push borrows it, no table to look in.
+    single: Option<Arc<Account>>,
     /// The last reload of the config file, for `/healthz` (several accounts only).
     last_reload: std::sync::Mutex<Option<fleet::FleetReport>>,
 }
@@ -552,9 +554,11 @@ impl Table {
 impl Accounts {
     /// The single-account mode: `account` at `/wechat`.
     pub fn single(account: Account) -> Accounts {
+        let account = Arc::new(account);
         Accounts {
-            table: ArcSwap::from_pointee(Table::new(vec![Arc::new(account)])),
+            table: ArcSwap::from_pointee(Table::new(vec![Arc::clone(&account)])),
             many: false,
+            single: Some(account),
             last_reload: std::sync::Mutex::new(None),
         }
     }
@@ -564,6 +568,7 @@ impl Accounts {
         Accounts {
             table: ArcSwap::from_pointee(Table::new(accounts)),
             many: true,
+            single: None,
             last_reload: std::sync::Mutex::new(None),
         }
     }
@@ -576,6 +581,16 @@ impl Accounts {
     /// The account whose push path is `path`.
     pub fn lookup(&self, path: &str) -> Option<Arc<Account>> {
         self.table.load().by_path.get(path).cloned()
+    }
+
+    /// `lookup` for a request: without `--config`, the one account (no table to look in;
+    /// measured, a borrowed account made the push's future larger and its copies cost more
+    /// than the reference count saved), or one of several.
+    pub fn route(&self, path: &str) -> Option<Arc<Account>> {
+        match &self.single {
+            Some(account) => (path == SINGLE_PATH).then(|| Arc::clone(account)),
+            None => self.lookup(path),
+        }
     }
 
     /// The table as it is now.

@@ -122,7 +122,7 @@ pub(crate) async fn verify_url(
 ) -> Result<HttpResponse, ServiceError> {
     let account = state
         .accounts
-        .lookup(req.match_info().as_str())
+        .route(req.match_info().as_str())
         .filter(|_| req.method() == actix_web::http::Method::GET);
     let Some(account) = account else {
         count_unrouted(&state, &req);
@@ -269,7 +269,7 @@ pub(crate) async fn receive(
     // The account is the path's: `/wechat` alone without `--config`, `/wechat/NAME` (or
     // the account's own `path`) with. A path no account serves is 404, its body unread.
     // The path as routed (percent-decoded as actix decodes it for matching).
-    let Some(account) = state.accounts.lookup(req.match_info().as_str()) else {
+    let Some(account) = state.accounts.route(req.match_info().as_str()) else {
         count_unrouted(&state, &req);
         return Ok(body::refuse_unread(&ServiceError::NoAccount, &req, payload));
     };
