@@ -916,16 +916,7 @@ fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
     if report.get("accounts").is_some() {
         return Ok(print_fleet_report(&report, status));
     }
-    let list = |key: &str| -> Vec<String> {
-        report[key]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |key: &str| strings(&report[key]);
     let outcome = report["outcome"].as_str().unwrap_or("unknown");
     match outcome {
         "applied" => {
@@ -959,19 +950,21 @@ fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The strings of a JSON list (none if it is not one).
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Prints the reload report of a server of several accounts: one line per account that
 /// changed or failed, its errors, and the config file's own; exit 0 when nothing was
 /// refused.
 fn print_fleet_report(report: &serde_json::Value, status: reqwest::StatusCode) -> ExitCode {
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .map(|v| {
-                v.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let outcome = report["outcome"].as_str().unwrap_or("unknown");
     println!(
         "{outcome}: {} account(s) unchanged",

@@ -138,49 +138,49 @@ fn loopback_host(host: &str) -> bool {
 async fn reload(admin: web::Data<Admin>, state: web::Data<AppState>) -> HttpResponse {
     tracing::info!(event = "reload_requested", by = "admin");
     if state.accounts.is_many() {
-        return reload_accounts(&admin).await;
+        let (reply, report) = oneshot::channel();
+        return match ask(&admin, Control::ReloadAccounts(reply), report).await {
+            Ok(report) => match report.outcome {
+                "applied" | "unchanged" => HttpResponse::Ok().json(report),
+                "rejected" | "partial" => HttpResponse::UnprocessableEntity().json(report),
+                _ => HttpResponse::ServiceUnavailable().json(report),
+            },
+            Err(unavailable) => *unavailable,
+        };
     }
     let (reply, report) = oneshot::channel();
-    let unavailable = |why: &str| {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"outcome": "failed", "errors": [why]}))
-    };
-    if admin
-        .controls
-        .send_timeout(Control::Reload(Some(reply)), Duration::from_secs(5))
-        .await
-        .is_err()
-    {
-        return unavailable("the reload loop is not running (the server is stopping?)");
-    }
-    // The loop answers within its own timeout; a little more covers the queue ahead.
-    match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), report).await {
-        Ok(Ok(report)) => respond(&report),
-        _ => unavailable("no answer from the reload loop"),
+    match ask(&admin, Control::Reload(Some(reply)), report).await {
+        Ok(report) => respond(&report),
+        Err(unavailable) => *unavailable,
     }
 }
 
-async fn reload_accounts(admin: &Admin) -> HttpResponse {
-    let (reply, report) = oneshot::channel();
+/// Sends `control` to the reload loop and waits for its `answer`: within the loop's own
+/// timeout and a little more for the queue ahead; 503 when it cannot be had.
+async fn ask<T>(
+    admin: &Admin,
+    control: Control,
+    answer: oneshot::Receiver<T>,
+) -> Result<T, Box<HttpResponse>> {
     let unavailable = |why: &str| {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"outcome": "failed", "errors": [why]}))
+        Box::new(
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"outcome": "failed", "errors": [why]})),
+        )
     };
     if admin
         .controls
-        .send_timeout(Control::ReloadAccounts(reply), Duration::from_secs(5))
+        .send_timeout(control, Duration::from_secs(5))
         .await
         .is_err()
     {
-        return unavailable("the reload loop is not running (the server is stopping?)");
+        return Err(unavailable(
+            "the reload loop is not running (the server is stopping?)",
+        ));
     }
-    match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), report).await {
-        Ok(Ok(report)) => match report.outcome {
-            "applied" | "unchanged" => HttpResponse::Ok().json(report),
-            "rejected" | "partial" => HttpResponse::UnprocessableEntity().json(report),
-            _ => HttpResponse::ServiceUnavailable().json(report),
-        },
-        _ => unavailable("no answer from the reload loop"),
+    match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), answer).await {
+        Ok(Ok(report)) => Ok(report),
+        _ => Err(unavailable("no answer from the reload loop")),
     }
 }
 
