@@ -697,9 +697,12 @@ async fn reload_once(fleet: &Arc<Fleet>, timeout: Duration) -> FleetReport {
     let spawned = std::thread::Builder::new()
         .name("wxrules-reload".into())
         .spawn(move || {
-            // Cleared however the plan ends, a panic included.
-            let _running = Cleared(&worker.running);
-            let plan = worker.plan();
+            // Cleared however the plan ends, a panic included, and before the plan is
+            // handed over: the next reload may come as soon as this one is answered.
+            let plan = {
+                let _running = Cleared(&worker.running);
+                worker.plan()
+            };
             let _ = done.send(plan);
         });
     if let Err(e) = spawned {
