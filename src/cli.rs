@@ -1263,12 +1263,19 @@ async fn run_server(
                     Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
                     _ => PathBuf::from("."),
                 };
+                // Accounts under that directory are watched with it; the others on their own.
+                let under =
+                    |path: &Path| match (std::path::absolute(path), std::path::absolute(&dir)) {
+                        (Ok(path), Ok(dir)) => path.starts_with(dir),
+                        _ => false,
+                    };
                 let mut sources: Vec<Sources> = state
                     .accounts
                     .table()
                     .accounts()
                     .iter()
                     .map(|a| a.live.sources().clone())
+                    .filter(|s| !(under(&s.rules) && under(&s.templates)))
                     .collect();
                 sources.push(Sources {
                     rules: config,
