@@ -500,7 +500,6 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.find("#reload").await.click().await.unwrap();
     b.wait_for_text("#reload-result", "dashboard-added").await;
     b.wait_for_text("#last-reload", "已生效").await;
-    b.screenshot("reload").await;
     b.client.goto(&server.url("/#rules")).await.unwrap();
     b.wait_until("the added rules listed", || async {
         b.count("#rules tbody tr[data-rule]").await == rules + 2
