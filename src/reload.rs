@@ -309,7 +309,7 @@ impl Live {
 
     /// `reload`, but one whose `verdict` the control loop gave up on (it ran past its time
     /// and was reported as timed out) changes nothing, and says so.
-    fn reload_unless(&self, verdict: &Verdict) -> ReloadOutcome {
+    pub(crate) fn reload_unless(&self, verdict: &Verdict) -> ReloadOutcome {
         let loaded = {
             // Counted down however the load ends, a panic included.
             let _running = Running::enter(&self.running);
@@ -386,7 +386,7 @@ impl Live {
 
     /// Reports a reload that ran past `after` as timed out, and abandons its load; `None`
     /// if the load reached its outcome first (it reports that itself).
-    fn time_out(&self, verdict: &Verdict, after: Duration) -> Option<ReloadOutcome> {
+    pub(crate) fn time_out(&self, verdict: &Verdict, after: Duration) -> Option<ReloadOutcome> {
         if !verdict.abandon() {
             return None;
         }
@@ -564,7 +564,7 @@ impl Drop for Running<'_> {
 /// the control loop, when it gives up waiting. Whichever comes first wins; the other then
 /// reports nothing, so a reload is never both applied and timed out.
 #[derive(Debug, Default)]
-struct Verdict(AtomicU8);
+pub(crate) struct Verdict(AtomicU8);
 
 impl Verdict {
     const OPEN: u8 = 0;

@@ -769,3 +769,67 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut answer).unwrap();
     answer
 }
+
+#[actix_web::test]
+async fn a_reload_past_its_time_reports_the_account_it_was_loading() {
+    let scratch = agency("timeout");
+    let (state, fleet) = state(&scratch);
+    let accounts = Arc::clone(&state.accounts);
+    let app = app(state).await;
+    // 20,000 rules take far longer to load than the 50 ms the loop waits (reading the config
+    // file and stamping three accounts, far less).
+    let mut big = rules("shop v2");
+    for i in 0..20_000 {
+        big.push_str(&format!(
+            "  - name: r{i}\n    when: {{ keyword: k{i} }}\n    reply: {{ text: \"{i}\" }}\n"
+        ));
+    }
+    scratch.write("shop/rules.yaml", &big);
+    let (controls, receiver) = tokio::sync::mpsc::channel(4);
+    let looping = actix_web::rt::spawn(fleet::run(
+        Arc::clone(&fleet),
+        receiver,
+        Duration::from_millis(50),
+    ));
+    let report = reload(&controls).await;
+    assert_eq!(report.outcome, "failed", "{report:?}");
+    assert!(
+        report.config_errors[0].contains("did not finish"),
+        "{report:?}"
+    );
+    // The shop is reported as timed out, keeps its rules, and the late load changes nothing.
+    let shop = accounts.by_name("shop").unwrap();
+    let last = shop.live.health().last_reload.unwrap();
+    assert_eq!(last.outcome, "timed_out");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while shop.live.health().reloads_running > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(shop.live.snapshot().rules.rules().len(), 2);
+    let (_, body) = post(
+        &app,
+        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
+        text("gh_shop", "hi", 30),
+    )
+    .await;
+    assert_eq!(content(&body), "shop v1");
+    controls.send(Control::Stop).await.unwrap();
+    looping.await.unwrap();
+
+    // With time enough, the next reload takes it.
+    let (controls, receiver) = tokio::sync::mpsc::channel(4);
+    let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(60)));
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let report = reload(&controls).await;
+        // The abandoned load may still be finishing on its thread.
+        if report.outcome != "failed" || std::time::Instant::now() > until {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(report.outcome, "applied", "{report:?}");
+    assert_eq!(shop.live.snapshot().rules.rules().len(), 20_002);
+    controls.send(Control::Stop).await.unwrap();
+    looping.await.unwrap();
+}

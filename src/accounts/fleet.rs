@@ -252,6 +252,10 @@ pub struct Fleet {
     /// The running reload was reported as timed out: it loads no more accounts, and what it
     /// found is not applied.
     abandoned: AtomicBool,
+    /// The account the running reload is loading now, and who has the last word on it: the
+    /// load, or the timeout, which then reports that account as timed out and makes its
+    /// load, should it ever finish, change nothing.
+    loading: Mutex<Option<(Arc<Account>, Arc<crate::reload::Verdict>)>>,
 }
 
 /// A fleet reload's outcome, as `POST /-/reload` answers it.
@@ -371,6 +375,7 @@ impl Fleet {
             stamps: Mutex::new(stamps),
             running: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            loading: Mutex::new(None),
         }
     }
 
@@ -438,9 +443,23 @@ impl Fleet {
                         continue;
                     }
                     self.set_stamp(&spec.name, now);
+                    let verdict = Arc::new(crate::reload::Verdict::default());
+                    *self
+                        .loading
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((Arc::clone(account), Arc::clone(&verdict)));
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        account.live.reload()
+                        account.live.reload_unless(&verdict)
                     }));
+                    *self
+                        .loading
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    if matches!(reloaded, Ok(ReloadOutcome::Superseded)) {
+                        // Timed out: reported (and logged) by the control loop already.
+                        continue;
+                    }
                     let Ok(outcome) = reloaded else {
                         report.accounts.push(AccountReport::failed(
                             &spec.name,
@@ -714,8 +733,20 @@ async fn reload_once(fleet: &Arc<Fleet>, timeout: Duration) -> FleetReport {
         Ok(Err(_)) => FleetReport::failed("the reload ended without an outcome".into()),
         Err(_) => {
             // The accounts it already reloaded stay reloaded (each all-or-nothing, and
-            // logged); it loads no more, and accounts it prepared are not added.
+            // logged); it loads no more, and accounts it prepared are not added. The one it
+            // is stuck on is reported as timed out (its `/healthz` says so), and its load
+            // changes nothing should it ever finish.
             fleet.abandoned.store(true, Ordering::SeqCst);
+            let stuck = fleet
+                .loading
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some((account, verdict)) = stuck {
+                if let Some(outcome) = account.live.time_out(&verdict, timeout) {
+                    crate::reload::log_outcome(&account.live, &outcome, account.log_name());
+                }
+            }
             tracing::error!(
                 event = "accounts_reload_timed_out",
                 seconds = timeout.as_secs(),
