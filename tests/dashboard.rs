@@ -557,6 +557,22 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.screenshot("reload-rejected").await;
     assert_eq!(b.count("#rules tbody tr[data-rule]").await, rules + 2);
 
+    // The tabs answer the arrow keys, as a tab list does.
+    b.find("#tab-rules")
+        .await
+        .send_keys(&fantoccini::key::Key::Right.to_string())
+        .await
+        .unwrap();
+    b.wait_until("the arrow key opens the next tab", || async {
+        b.client
+            .current_url()
+            .await
+            .is_ok_and(|u| u.fragment() == Some("try"))
+    })
+    .await;
+    b.client.goto(&server.url("/#rules")).await.unwrap();
+    b.wait_for("#rules tbody tr[data-rule]").await;
+
     // English at a click.
     b.find("#lang").await.click().await.unwrap();
     b.wait_until("the page in English", || async {

@@ -771,6 +771,17 @@ function onTabClick(ev) {
   if (location.hash !== hash) history.pushState(null, '', hash);
   route();
 }
+// Arrow keys (and Home/End) move between the tabs, as in any tab list.
+function onTabKey(ev) {
+  const i = VIEWS.indexOf(ev.currentTarget.id.replace(/^tab-/, ''));
+  const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: VIEWS.length - 1 }[ev.key];
+  if (to === undefined) return;
+  ev.preventDefault();
+  const next = VIEWS[(to + VIEWS.length) % VIEWS.length];
+  history.pushState(null, '', '#' + next);
+  route();
+  $(`#tab-${next}`).focus();
+}
 function route() {
   window.scrollTo(0, 0);
   const h = location.hash.replace(/^#/, '');
@@ -779,6 +790,7 @@ function route() {
     $(`#${v}-view`).hidden = v !== S.view;
     const tab = $(`#tab-${v}`);
     tab.classList.toggle('active', v === S.view);
+    tab.tabIndex = v === S.view ? 0 : -1;
     tab.setAttribute('aria-selected', String(v === S.view));
   }
   if (S.overview || S.overviewErr) loadView();
@@ -819,7 +831,10 @@ function start() {
   $('#pushes-refresh').addEventListener('click', () => void pollPushes());
   $('#try').addEventListener('submit', e => void onTrySubmit(e));
   $('#token-form').addEventListener('submit', onTokenSubmit);
-  for (const v of VIEWS) $(`#tab-${v}`).addEventListener('click', onTabClick);
+  for (const v of VIEWS) {
+    $(`#tab-${v}`).addEventListener('click', onTabClick);
+    $(`#tab-${v}`).addEventListener('keydown', onTabKey);
+  }
   window.addEventListener('hashchange', route);
   window.addEventListener('popstate', route);
   document.addEventListener('visibilitychange', () => {
