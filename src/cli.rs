@@ -1264,11 +1264,14 @@ async fn run_server(
                     _ => PathBuf::from("."),
                 };
                 // Accounts under that directory are watched with it; the others on their own.
-                let under =
-                    |path: &Path| match (std::path::absolute(path), std::path::absolute(&dir)) {
-                        (Ok(path), Ok(dir)) => path.starts_with(dir),
-                        _ => false,
-                    };
+                // Resolved (`..`, symlinks): a path that only looks under it is not.
+                let under = |path: &Path| match (
+                    std::fs::canonicalize(path),
+                    std::fs::canonicalize(&dir),
+                ) {
+                    (Ok(path), Ok(dir)) => path.starts_with(dir),
+                    _ => false,
+                };
                 let mut sources: Vec<Sources> = state
                     .accounts
                     .table()

@@ -422,12 +422,16 @@ impl Fleet {
         let mut build = Vec::new();
         let mut to_prepare = Vec::new();
         for spec in &specs {
+            let existing = table.by_name(&spec.name);
+            // Published before anything of the account is read (its stamp walks its files,
+            // which a hung mount can block): a timeout from here on reports this account.
+            let verdict = Arc::new(crate::reload::Verdict::default());
+            self.set_loading(existing.map(|a| (Arc::clone(a), Arc::clone(&verdict))));
             if self.abandoned.load(Ordering::SeqCst) {
                 // Reported as timed out already: what is left is for the next reload.
                 break;
             }
             let now = stamp(&spec.sources);
-            let existing = table.by_name(&spec.name);
             let fingerprint = spec.secrets.resolve().map(|s| s.fingerprint);
             match (existing, fingerprint) {
                 (Some(account), Ok(fp)) if account.built_from(spec, fp) => {
@@ -443,24 +447,17 @@ impl Fleet {
                         continue;
                     }
                     self.set_stamp(&spec.name, now);
-                    let verdict = Arc::new(crate::reload::Verdict::default());
-                    *self
-                        .loading
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some((Arc::clone(account), Arc::clone(&verdict)));
                     let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         account.live.reload_unless(&verdict)
                     }));
-                    *self
-                        .loading
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                     if matches!(reloaded, Ok(ReloadOutcome::Superseded)) {
                         // Timed out: reported (and logged) by the control loop already.
                         continue;
                     }
                     let Ok(outcome) = reloaded else {
+                        // Nothing was recorded on the account: forget its stamp, so that the
+                        // next reload tries again.
+                        self.forget_stamp(&spec.name);
                         report.accounts.push(AccountReport::failed(
                             &spec.name,
                             vec![format!(
@@ -480,21 +477,20 @@ impl Fleet {
                         drop(replaced);
                     }
                 }
-                _ => to_prepare.push((spec.clone(), stamp(&spec.sources))),
+                _ => to_prepare.push(spec.clone()),
             }
         }
-        let specs_to_prepare: Vec<AccountSpec> =
-            to_prepare.iter().map(|(spec, _)| spec.clone()).collect();
-        for ((spec, before), prepared) in to_prepare.iter().zip(prepare_all(&specs_to_prepare)) {
+        self.set_loading(None);
+        // Added and rebuilt accounts: their stamps are kept once they are built (`apply`).
+        let prepared = if self.abandoned.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            prepare_all(&to_prepare)
+        };
+        for (spec, prepared) in to_prepare.iter().zip(prepared) {
             match prepared {
-                Ok(prepared) => {
-                    // The stamp taken before its files were read: an edit made while they
-                    // were is seen by the next reload.
-                    self.set_stamp(&spec.name, prepared.stamp);
-                    build.push(prepared);
-                }
+                Ok(prepared) => build.push(prepared),
                 Err(unprepared) => {
-                    self.set_stamp(&spec.name, *before);
                     for e in &unprepared.errors {
                         tracing::error!(event = "account_reload_rejected", account = %spec.name, error = %e);
                     }
@@ -527,6 +523,20 @@ impl Fleet {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(name)
             .copied()
+    }
+
+    fn forget_stamp(&self, name: &str) {
+        self.stamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+    }
+
+    fn set_loading(&self, loading: Option<(Arc<Account>, Arc<crate::reload::Verdict>)>) {
+        *self
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loading;
     }
 
     fn set_stamp(&self, name: &str, stamp: u64) {
@@ -593,8 +603,12 @@ impl Fleet {
                 continue;
             }
             let previous = accounts.iter().find(|a| a.name() == name).cloned();
+            // The stamp taken before its files were read: an edit made while they were is
+            // seen by the next reload. Kept only for an account that serves.
+            let stamped = prepared.stamp;
             match self.builder.build(prepared, previous.as_deref()) {
                 Ok(account) => {
+                    self.set_stamp(&name, stamped);
                     let replaced = accounts.iter().position(|a| a.name() == name);
                     let outcome = match replaced {
                         Some(i) => {

@@ -92,10 +92,10 @@ async fn authorize(
 /// Why a request that a web page elsewhere made the browser send is refused, if it is one.
 /// A page on another site can make a browser post a form to `127.0.0.1:9180` (a reload) and,
 /// by pointing its own name at 127.0.0.1 (DNS rebinding), read what the port answers. So:
-/// without a token (the port is on loopback then), the `Host` must be a loopback name; and a
+/// without a token (the port is on loopback then), the `Host` must be a loopback name, and a
 /// request other than `GET` that carries another origin (`Origin`, or `Sec-Fetch-Site:
-/// cross-site`/`same-site`) is refused either way. curl, scripts and `wxrules reload` send
-/// neither header and a loopback `Host`, and pass.
+/// cross-site`/`same-site`) is refused. curl, scripts and `wxrules reload` send neither
+/// header and a loopback `Host`, and pass. With a token, the token is the guard.
 fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
     use actix_web::http::header::{HeaderName, HOST, ORIGIN};
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
@@ -103,7 +103,10 @@ fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
     if tokenless && host.is_some_and(|h| !loopback_host(h)) {
         return Some("without WXRULES_ADMIN_TOKEN, the admin port answers only to a loopback Host (localhost, 127.0.0.1, [::1])");
     }
-    if req.method() == actix_web::http::Method::GET {
+    // With a token, a page elsewhere cannot send it (the header needs a CORS preflight,
+    // which is refused), and a reverse proxy may well rewrite `Host`: only the tokenless
+    // port checks where a POST comes from.
+    if !tokenless || req.method() == actix_web::http::Method::GET {
         return None;
     }
     let site = header(&HeaderName::from_static("sec-fetch-site"));
@@ -119,16 +122,18 @@ fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
     }
 }
 
-/// `localhost`, `127.0.0.1`, `[::1]` (any loopback address), with or without a port.
+/// `localhost` (or `localhost.`), `127.0.0.1`, `[::1]`, `[::ffff:127.0.0.1]` (any loopback
+/// address), with or without a port.
 fn loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// `POST /-/reload`: the same reload as SIGHUP; answers its report when it is done: 200
@@ -189,5 +194,34 @@ fn respond(report: &ReloadReport) -> HttpResponse {
         "applied" => HttpResponse::Ok().json(report),
         "rejected" => HttpResponse::UnprocessableEntity().json(report),
         _ => HttpResponse::ServiceUnavailable().json(report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_names_and_addresses_with_or_without_a_port() {
+        for host in [
+            "localhost",
+            "LOCALHOST:9180",
+            "localhost.:9180",
+            "127.0.0.1:9180",
+            "127.1.2.3",
+            "[::1]:9180",
+            "[::ffff:127.0.0.1]:9180",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:9180",
+            "localhost.evil.example",
+            "10.0.0.5:9180",
+            "[::2]:9180",
+            "",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
     }
 }
