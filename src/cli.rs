@@ -1435,19 +1435,9 @@ async fn run_server(
     }
     let drain_by = tokio::time::Instant::now() + OUTBOX_DRAIN;
     for account in table.accounts() {
-        if let Some(senders) = account.take_senders() {
-            let left = senders
-                .drain(drain_by.saturating_duration_since(tokio::time::Instant::now()))
-                .await;
-            if left > 0 {
-                tracing::warn!(
-                    event = "outbox_abandoned",
-                    account = account.log_name(),
-                    messages = left,
-                    "customer-service messages still queued at exit are lost"
-                );
-            }
-        }
+        account
+            .close_outbox(drain_by.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
     sweeper.abort();
     // A reload in progress may finish, briefly; one stuck on a file that never answers

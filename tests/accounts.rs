@@ -369,9 +369,9 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     assert_eq!(report.outcome, "partial", "{report:?}");
     assert_eq!(report.unchanged, 1);
     let by = |name: &str| report.accounts.iter().find(|a| a.account == name).unwrap();
-    assert_eq!(by("shop").outcome, "applied");
-    assert_eq!(by("news").outcome, "rejected");
-    let error = &by("news").errors[0];
+    assert_eq!(by("shop").report.outcome, "applied");
+    assert_eq!(by("news").report.outcome, "rejected");
+    let error = &by("news").report.errors[0];
     assert!(error.contains("news/rules.yaml:4:"), "{error}");
     let (_, shop) = post(
         &app,
@@ -405,7 +405,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
         ("rejected", 2),
         "{report:?}"
     );
-    assert!(report.accounts[0].errors[0].contains("news/rules.yaml:4:"));
+    assert!(report.accounts[0].report.errors[0].contains("news/rules.yaml:4:"));
 
     // The config file adds an account and drops one; a broken config file changes nothing.
     let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
@@ -429,7 +429,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
             .accounts
             .iter()
             .find(|a| a.account == name)
-            .map(|a| a.outcome)
+            .map(|a| a.report.outcome)
     };
     assert_eq!(
         (by("extra"), by("city")),

@@ -272,52 +272,50 @@ pub struct FleetReport {
     pub unchanged: usize,
 }
 
-/// One account's part of a fleet reload.
+/// One account's part of a fleet reload: its name, and the report its reload makes on its
+/// own (`reload::ReloadReport`), flattened beside it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountReport {
     pub account: String,
-    /// `applied`, `rejected`, `added`, `removed`, `timed_out`, …
-    pub outcome: &'static str,
-    pub rules: usize,
-    pub digest: String,
     #[serde(flatten)]
-    pub changes: Changes,
-    pub errors: Vec<String>,
+    pub report: ReloadReport,
 }
 
 impl AccountReport {
     fn from_report(account: &str, report: ReloadReport) -> AccountReport {
         AccountReport {
             account: account.to_owned(),
-            outcome: report.outcome,
-            rules: report.rules,
-            digest: report.digest,
-            changes: report.changes,
-            errors: report.errors,
+            report,
         }
     }
 
+    /// `outcome` for an account built or removed: its rules as they serve.
     fn of_account(account: &Account, outcome: &'static str) -> AccountReport {
         let snapshot = account.live.snapshot();
-        AccountReport {
-            account: account.name().to_owned(),
-            outcome,
-            rules: snapshot.rules.rules().len(),
-            digest: snapshot.rules.digest().to_owned(),
-            changes: Changes::default(),
-            errors: Vec::new(),
-        }
+        AccountReport::from_report(
+            account.name(),
+            ReloadReport {
+                outcome,
+                rules: snapshot.rules.rules().len(),
+                digest: snapshot.rules.digest().to_owned(),
+                changes: Changes::default(),
+                errors: Vec::new(),
+            },
+        )
     }
 
+    /// An account that could not be (re)built: nothing of it serves from this reload.
     fn failed(account: &str, errors: Vec<String>) -> AccountReport {
-        AccountReport {
-            account: account.to_owned(),
-            outcome: "rejected",
-            rules: 0,
-            digest: String::new(),
-            changes: Changes::default(),
-            errors,
-        }
+        AccountReport::from_report(
+            account,
+            ReloadReport {
+                outcome: "rejected",
+                rules: 0,
+                digest: String::new(),
+                changes: Changes::default(),
+                errors,
+            },
+        )
     }
 }
 
@@ -337,7 +335,7 @@ impl FleetReport {
     }
 
     fn settle(mut self) -> FleetReport {
-        let bad = |a: &AccountReport| !matches!(a.outcome, "applied" | "added" | "removed");
+        let bad = |a: &AccountReport| !matches!(a.report.outcome, "applied" | "added" | "removed");
         let failed = self.accounts.iter().filter(|a| bad(a)).count();
         let good = self.accounts.len() - failed;
         self.outcome = match (good, failed + self.config_errors.len()) {
@@ -645,23 +643,10 @@ const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// holds gets a few seconds to go out. (A late call still running past that loses its reply,
 /// counted as `refused`.)
 fn retire(account: Arc<Account>) {
-    if let Some(senders) = account.take_senders() {
-        tokio::spawn(async move {
-            tokio::time::sleep(RETIRE_AFTER).await;
-            account.outbox.close();
-            let left = senders.drain(Duration::from_secs(5)).await;
-            if left > 0 {
-                tracing::warn!(
-                    event = "outbox_abandoned",
-                    account = account.name(),
-                    messages = left,
-                    "customer-service messages of a removed account are lost"
-                );
-            }
-        });
-    } else {
-        account.outbox.close();
-    }
+    tokio::spawn(async move {
+        tokio::time::sleep(RETIRE_AFTER).await;
+        account.close_outbox(Duration::from_secs(5)).await;
+    });
 }
 
 /// The control loop of a server of several accounts: as `reload::run`, each `Reload` (bursts
@@ -700,13 +685,7 @@ pub async fn run(fleet: Arc<Fleet>, mut controls: mpsc::Receiver<Control>, timeo
         for reply in waiting {
             // A caller that asked for one account's report (single-account shape) gets the
             // first account's line; `/-/reload` asks for the fleet's.
-            let single = report.accounts.first().map(|a| ReloadReport {
-                outcome: a.outcome,
-                rules: a.rules,
-                digest: a.digest.clone(),
-                changes: a.changes.clone(),
-                errors: a.errors.clone(),
-            });
+            let single = report.accounts.first().map(|a| a.report.clone());
             if let Some(single) = single {
                 let _ = reply.send(single);
             }

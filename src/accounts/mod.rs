@@ -75,13 +75,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        crate::rules::write_lines(f, &self.0)
     }
 }
 
@@ -490,12 +484,26 @@ impl Account {
         self.log_name.as_deref()
     }
 
-    /// The senders of its outbox, once (for draining them).
-    pub fn take_senders(&self) -> Option<Senders> {
-        self.senders
+    /// Closes its outbox and gives what it holds `within` to go out; what is left is lost,
+    /// and logged (`outbox_abandoned`). At a stop, and for an account a reload removed or
+    /// replaced.
+    pub async fn close_outbox(&self, within: std::time::Duration) {
+        self.outbox.close();
+        let senders = self
+            .senders
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .take();
+        let Some(senders) = senders else { return };
+        let left = senders.drain(within).await;
+        if left > 0 {
+            tracing::warn!(
+                event = "outbox_abandoned",
+                account = self.log_name(),
+                messages = left,
+                "customer-service messages still queued when the outbox closed are lost"
+            );
+        }
     }
 
     /// Whether `spec` and `fingerprint` describe this account as it was built.
@@ -510,8 +518,8 @@ impl Account {
 /// one (an account's own rules reload inside its `Live`).
 pub struct Accounts {
     table: ArcSwap<Table>,
-    many: bool,
-    /// The one account without `--config`: a push borrows it, no table to look in.
+    /// The one account without `--config` (none with it): a push takes it directly, no
+    /// table to look in.
     single: Option<Arc<Account>>,
     /// The last reload of the config file, for `/healthz` (several accounts only).
     last_reload: std::sync::Mutex<Option<fleet::FleetReport>>,
@@ -557,7 +565,6 @@ impl Accounts {
         let account = Arc::new(account);
         Accounts {
             table: ArcSwap::from_pointee(Table::new(vec![Arc::clone(&account)])),
-            many: false,
             single: Some(account),
             last_reload: std::sync::Mutex::new(None),
         }
@@ -567,7 +574,6 @@ impl Accounts {
     pub fn many(accounts: Vec<Arc<Account>>) -> Accounts {
         Accounts {
             table: ArcSwap::from_pointee(Table::new(accounts)),
-            many: true,
             single: None,
             last_reload: std::sync::Mutex::new(None),
         }
@@ -575,7 +581,7 @@ impl Accounts {
 
     /// Whether the server runs from a config file of accounts.
     pub fn is_many(&self) -> bool {
-        self.many
+        self.single.is_none()
     }
 
     /// The account whose push path is `path`.
