@@ -16,9 +16,14 @@ ROUNDS times, with the release binary:
            the same with nothing changed; also a reload of a template of one account
   rss      after the reloads
 
+With SHARED=1 every account uses one templates directory of the agency's (SHARED_TEMPLATES
+files of about 2 KB, with blocks and loops), as accounts of one brand kit do: its compiled
+copy is shared by all (rules::registry).
+
 Prints one line per round and a summary (median). Traffic goes to 127.0.0.1 only.
 
   benches/accounts.py                       # 1,000 x 200, 3 rounds
+  SHARED=1 benches/accounts.py              # one templates directory for all
   ACCOUNTS=100 RULES=50 ROUNDS=1 benches/accounts.py
   WXRULES=target/release/wxrules benches/accounts.py
 """
@@ -43,6 +48,8 @@ ROUNDS = int(os.environ.get("ROUNDS", 3))
 SETTLE = float(os.environ.get("SETTLE", 2))
 WXRULES = os.environ.get("WXRULES", os.path.join(ROOT, "target/release/wxrules"))
 TEMPLATES = 5
+SHARED = os.environ.get("SHARED") == "1"
+SHARED_TEMPLATES = int(os.environ.get("SHARED_TEMPLATES", 20))
 
 
 def free_port():
@@ -74,7 +81,7 @@ def rules_file(account, version):
                        f"          url: https://example.com/{account}/{n}\n          pic_url: https://example.com/{n}.jpg")
         elif kind == 8:
             out.append(f"  - name: {name}\n    when: {{ keyword: {{ contains: 客服{n} }} }}\n"
-                       f"    reply: {{ text: {{ template: t{n % TEMPLATES} }} }}")
+                       f"    reply: {{ text: {{ template: t{(n // 10) % (SHARED_TEMPLATES if SHARED else TEMPLATES)} }} }}")
         else:
             out.append(f"  - name: {name}\n    when: {{ event: SCAN, event_key: \"{n}\" }}\n"
                        f"    reply: {{ text: \"欢迎回来，场景 {{{{EventKey}}}}\" }}")
@@ -87,18 +94,39 @@ def rules_file(account, version):
 def generate(base, admin, listen):
     with open(os.path.join(base, "wxrules.yaml"), "w") as config:
         config.write(f"listen: 127.0.0.1:{listen}\nadmin_listen: 127.0.0.1:{admin}\naccounts:\n")
+        if SHARED:
+            os.makedirs(os.path.join(base, "shared", "templates"))
+            for t in range(SHARED_TEMPLATES):
+                with open(os.path.join(base, "shared", "templates", f"t{t}.hbs"), "w") as f:
+                    f.write(brand_template(t))
         for i in range(ACCOUNTS):
             name = f"a{i:04d}"
-            os.makedirs(os.path.join(base, name, "templates"))
+            os.makedirs(os.path.join(base, name))
             with open(os.path.join(base, name, "rules.yaml"), "w") as f:
                 f.write(rules_file(name, 1))
-            for t in range(TEMPLATES):
-                with open(os.path.join(base, name, "templates", f"t{t}.hbs"), "w") as f:
-                    f.write(f"{{{{#if FromUserName}}}}您好，{name} 客服 {t} 为您服务{{{{/if}}}}\n")
+            if SHARED:
+                templates = "shared/templates"
+            else:
+                templates = f"{name}/templates"
+                os.makedirs(os.path.join(base, templates))
+                for t in range(TEMPLATES):
+                    with open(os.path.join(base, templates, f"t{t}.hbs"), "w") as f:
+                        f.write(f"{{{{#if FromUserName}}}}您好，{name} 客服 {t} 为您服务{{{{/if}}}}\n")
             with open(os.path.join(base, name, "token"), "w") as f:
                 f.write(token(name) + "\n")
             config.write(f"  - name: {name}\n    rules: {name}/rules.yaml\n"
-                         f"    templates: {name}/templates\n    token_file: {name}/token\n")
+                         f"    templates: {templates}\n    token_file: {name}/token\n")
+
+
+def brand_template(t):
+    """About 2 KB of a brand kit's reply: blocks, a loop over a pushed list, defaults."""
+    lines = [f"{{{{! 品牌模板 {t} }}}}", "{{#if FromUserName}}您好，{{FromUserName}}！{{else}}您好！{{/if}}"]
+    for k in range(12):
+        lines.append(f"{{{{#if EventKey}}}}【活动 {t}-{k}】扫码场景 {{{{EventKey}}}}，详情见菜单。"
+                     f"{{{{else}}}}【服务 {t}-{k}】回复 价格{k} 查询本周报价，回复 客服 联系人工。{{{{/if}}}}")
+    lines.append("{{#each SendPicsInfo.PicList.item}}图片 {{@index}}：{{PicMd5Sum}}\n{{/each}}")
+    lines.append("{{default Content \"（无文字）\"}} — 感谢关注。")
+    return "\n".join(lines) + "\n"
 
 
 def token(name):
@@ -175,7 +203,9 @@ def one_round(base, listen, admin):
         assert f"hello from {middle} v2" in text, text
         unchanged, report = admin_reload(admin)
         assert report["outcome"] == "unchanged", report
-        with open(os.path.join(base, last, "templates", "t1.hbs"), "a") as f:
+        # A template of the last account (with SHARED, of every account) changes.
+        templates = "shared/templates" if SHARED else f"{last}/templates"
+        with open(os.path.join(base, templates, "t1.hbs"), "a") as f:
             f.write("（已更新）\n")
         template, report = admin_reload(admin)
         assert report["outcome"] == "applied" and report["accounts"][0]["templates_changed"], report
@@ -207,7 +237,8 @@ def main():
         t = time.perf_counter()
         generate(base, admin, listen)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(base) for f in fs)
-        print(f"{ACCOUNTS} accounts x {RULES} rules ({ACCOUNTS * RULES:,} rules, {TEMPLATES} templates each, "
+        kit = f"one directory of {SHARED_TEMPLATES} templates" if SHARED else f"{TEMPLATES} templates each"
+        print(f"{ACCOUNTS} accounts x {RULES} rules ({ACCOUNTS * RULES:,} rules, {kit}, "
               f"{size / 1e6:.1f} MB of files) generated in {time.perf_counter() - t:.1f} s; {os.cpu_count()} cores")
         rows = []
         for i in range(ROUNDS):

@@ -14,6 +14,7 @@ use super::fields;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
 use super::read::{self, TemplateFile};
+use super::registry::Registry;
 use super::schema::{
     self, OneOrMany, RawAlternative, RawArticle, RawCall, RawLate, RawMatcher, RawOp, RawReply,
     RawReplyKind, RawStr, RawWhen, REPLY_KINDS,
@@ -441,11 +442,13 @@ fn compile(
     );
 
     let index = Index::build(&rules);
+    let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
+    let templates = Registry::new(c.templates, template_files, &inline);
     Ok(Loaded {
         rules: RuleSet {
             rules,
             index,
-            templates: c.templates,
+            templates,
             digest,
             templates_digest,
             template_count: template_files.len(),

@@ -12,6 +12,7 @@ mod matcher;
 #[cfg(test)]
 mod proptests;
 mod read;
+mod registry;
 mod schema;
 mod split;
 mod templates;
@@ -19,8 +20,6 @@ mod templates;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use handlebars::Handlebars;
 
 pub use compile::{load, load_str, MAX_ARTICLES};
 pub use lint::{compile_regexes, lint};
@@ -83,7 +82,7 @@ pub struct Sources {
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) index: matcher::Index,
-    pub(crate) templates: Handlebars<'static>,
+    pub(crate) templates: registry::Registry,
     pub(crate) digest: String,
     pub(crate) templates_digest: String,
     pub(crate) template_count: usize,
@@ -121,8 +120,14 @@ impl RuleSet {
     }
 
     /// The compiled templates, for rendering.
-    pub fn templates(&self) -> &Handlebars<'static> {
+    pub(crate) fn templates(&self) -> &registry::Registry {
         &self.templates
+    }
+
+    /// Whether `self` and `other` hold one compiled copy of their template files (they
+    /// do when the files are the same, and one of them was loaded while the other lived).
+    pub fn shares_templates_with(&self, other: &RuleSet) -> bool {
+        self.templates.shares_files_with(&other.templates)
     }
 
     /// Gives each rule the last hit of the rule of the same name in `old` (the set a reload

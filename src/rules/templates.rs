@@ -103,6 +103,17 @@ pub(crate) fn too_deep(text: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// The names of the partials `t` includes, its inline partials' includes too.
+pub(crate) fn included_names(t: &Template) -> impl Iterator<Item = String> {
+    let mut outline = Outline::default();
+    walk(t, 0, None, &mut outline);
+    let Outline { main, inline, .. } = outline;
+    main.includes
+        .into_iter()
+        .chain(inline.into_values().flat_map(|b| b.includes))
+        .map(|i| i.name)
+}
+
 /// 1-based line and column (in characters) of byte `at`.
 fn position(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at];
