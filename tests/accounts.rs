@@ -80,13 +80,20 @@ fn agency(tag: &str) -> Scratch {
 
 /// The server's state for the config file of `scratch`, built as `serve` builds it.
 fn state(scratch: &Scratch) -> (AppState, Arc<Fleet>) {
+    // Nothing listens on port 9 (discard): no test here sends through the API but one,
+    // which passes its fake.
+    state_with_api(scratch, "http://127.0.0.1:9")
+}
+
+/// `state`, with the WeChat API at `wechat_api`.
+fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>) {
     let config = read_config(&scratch.path("wxrules.yaml")).unwrap();
     let clock = Arc::new(FixedClock(NOW));
     let metrics = Metrics::new();
     let dedup = Dedup::new(dedup::Config::default(), metrics.clone());
     let builder = Builder {
         clock: clock.clone(),
-        wechat_api: "http://127.0.0.1:9".into(),
+        wechat_api: wechat_api.into(),
         redis: None,
         outbox: wxrules::outbox::Config::default(),
         http: wxrules::wechat_api::http_client().unwrap(),
@@ -459,6 +466,67 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     )
     .await;
     assert_eq!(content(&news), "news v2");
+
+    controls.send(Control::Stop).await.unwrap();
+    looping.await.unwrap();
+}
+
+/// An account removed from the config file while one of its late calls runs: its outbox
+/// stays open until the call has sent its reply (past the 10 s the retired account is kept
+/// for requests still holding it).
+#[actix_web::test]
+async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
+    let backend = common::backend::Backend::start();
+    let fake = common::fake_wechat::FakeWechat::start();
+    let scratch = agency("late-removed");
+    scratch
+        .write(
+            "news/rules.yaml",
+            &format!(
+                "rules:\n  - name: agent\n    when: {{ keyword: slow }}\n    call: {{ url: \"{}/slow/11000\", timeout: 20s }}\n    late: {{ after: 300ms, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"答：{{{{call.answer}}}}\" }}\n",
+                backend.base()
+            ),
+        )
+        .write("secrets/news.appid", common::fake_wechat::APPID)
+        .write("secrets/news.secret", common::fake_wechat::SECRET);
+    let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
+    let with_secret = config.replace(
+        "token_file: secrets/news.token\n",
+        "token_file: secrets/news.token\n    appid_file: secrets/news.appid\n    appsecret_file: secrets/news.secret\n",
+    );
+    scratch.write("wxrules.yaml", &with_secret);
+    let (state, fleet) = state_with_api(&scratch, &fake.base());
+    let accounts = Arc::clone(&state.accounts);
+    let app = app(state).await;
+    let (controls, receiver) = tokio::sync::mpsc::channel(4);
+    let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
+
+    let (status, body) = post(
+        &app,
+        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
+        text("gh_news", "slow", 20),
+    )
+    .await;
+    assert_eq!((status, content(&body)), (200, "稍候"));
+    let without_news = with_secret.replace(
+        "  - name: news\n    rules: news/rules.yaml\n    templates: news/templates\n    token_file: secrets/news.token\n    appid_file: secrets/news.appid\n    appsecret_file: secrets/news.secret\n",
+        "",
+    );
+    assert_ne!(without_news, with_secret);
+    scratch.write("wxrules.yaml", &without_news);
+    let report = reload(&controls).await;
+    assert_eq!(report.accounts[0].report.outcome, "removed", "{report:?}");
+    assert!(accounts.by_name("news").is_none());
+
+    // The call answers 11 s after the push; the reply goes out then.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.delivered_count() == 0 && std::time::Instant::now() < until {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["text"]["content"], "答：想好了");
+    assert_eq!(delivered[0]["touser"], "oUser");
 
     controls.send(Control::Stop).await.unwrap();
     looping.await.unwrap();

@@ -639,12 +639,16 @@ impl Fleet {
 /// when it was replaced (up to their 3 s deadline) still queue their `send:`s.
 const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
-/// An account no longer served: after `RETIRE_AFTER` its outbox takes no more, and what it
-/// holds gets a few seconds to go out. (A late call still running past that loses its reply,
-/// counted as `refused`.)
+/// An account no longer served: after `RETIRE_AFTER` (requests that took it before the swap
+/// are done by then) and once its late calls have ended (each is bounded by its rule's call
+/// timeout), its outbox takes no more, and what it holds gets a few seconds to go out.
 fn retire(account: Arc<Account>) {
     tokio::spawn(async move {
         tokio::time::sleep(RETIRE_AFTER).await;
+        account
+            .late_calls
+            .settle(crate::rules::compile::MAX_CALL_TIMEOUT)
+            .await;
         account.close_outbox(Duration::from_secs(5)).await;
     });
 }

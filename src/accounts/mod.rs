@@ -398,6 +398,9 @@ pub struct Account {
     /// What the account was built from, to tell on a reload whether to build it again.
     spec: Option<AccountSpec>,
     secrets_fingerprint: u64,
+    /// The account's late calls running now: a retired account's outbox closes only once
+    /// they have sent their replies.
+    pub late_calls: crate::call::LateCalls,
 }
 
 impl std::fmt::Debug for Account {
@@ -458,6 +461,7 @@ impl Account {
             senders: std::sync::Mutex::new(parts.senders),
             spec,
             secrets_fingerprint,
+            late_calls: crate::call::LateCalls::default(),
         }
     }
 

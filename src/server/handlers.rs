@@ -639,7 +639,7 @@ async fn ask_service(
         metrics: account.live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
         account: account.log_name().map(Arc::from),
-        _running: state.late_calls.enter(),
+        _running: (state.late_calls.enter(), account.late_calls.enter()),
     };
     let task = async move {
         let started = Instant::now();
@@ -699,8 +699,8 @@ struct LateCall {
     rule: Arc<str>,
     /// The account's name in log lines (`Account::log_name`).
     account: Option<Arc<str>>,
-    /// Counted in `AppState::late_calls` while the task lives.
-    _running: crate::call::Running,
+    /// Counted in `AppState::late_calls` and in its account's while the task lives.
+    _running: (crate::call::Running, crate::call::Running),
 }
 
 impl LateCall {
