@@ -628,11 +628,11 @@ fn check_explain_and_test_take_config_and_account() {
     let (code, _, err) = wxrules(&["check", "--config", config]);
     assert_eq!(code, 78, "{err}");
     assert!(
-        err.contains("wxrules.yaml:2:1: account `Shop`: a name is"),
+        err.contains("wxrules.yaml:2:11: account `Shop`: a name is"),
         "{err}"
     );
     assert!(
-        err.contains("wxrules.yaml:6:1: account `b`: no token_env or token_file"),
+        err.contains("wxrules.yaml:6:5: account `b`: no token_env or token_file"),
         "{err}"
     );
 }

@@ -248,7 +248,7 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
             base.join(p)
         }
     };
-    let names = name_lines(&text);
+    let positions = crate::rules::Positions::index(&text);
     let mut errors = Vec::new();
     let mut accounts: Vec<AccountSpec> = Vec::with_capacity(raw.accounts.len());
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -261,30 +261,46 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         ));
     }
     for (i, a) in raw.accounts.into_iter().enumerate() {
-        let line = names.get(i).copied().unwrap_or(0);
-        let at = Some((line, 1)).filter(|_| line > 0);
-        let mut problem = |message: String| errors.push(fail(at, Some(&a.name), message));
+        // Each error at its own field (block or flow style alike), else at the account.
+        let field_at = |field: &str| positions.key(&format!("accounts[{i}].{field}"));
+        let at = positions.value(&format!("accounts[{i}].name"));
+        let line = at.map_or(0, |(line, _)| line);
+        let mut problem = |at: Option<(usize, usize)>, message: String| {
+            errors.push(fail(at, Some(&a.name), message))
+        };
         if !valid_name(&a.name) {
             problem(
+                at,
                 "a name is 1 to 64 of a-z, 0-9, `-` and `_` (it is a URL path and a metric label)"
                     .into(),
             );
         }
         if by_name.insert(a.name.clone(), i).is_some() {
-            problem("a second account of this name".into());
+            problem(at, "a second account of this name".into());
         }
         let path = a
             .path
             .clone()
             .unwrap_or_else(|| format!("/wechat/{}", a.name));
+        let path_at = if a.path.is_some() {
+            positions.value(&format!("accounts[{i}].path"))
+        } else {
+            at
+        };
         if !valid_path(&path) {
-            problem(format!(
-                "path `{path}` must start with `/` and hold only letters, digits and `/-_.~`"
-            ));
+            problem(
+                path_at,
+                format!(
+                    "path `{path}` must start with `/` and hold only letters, digits and `/-_.~`"
+                ),
+            );
         } else if RESERVED_PATHS.contains(&path.as_str()) {
-            problem(format!("path `{path}` is the server's own"));
+            problem(path_at, format!("path `{path}` is the server's own"));
         } else if let Some(other) = by_path.insert(path.clone(), a.name.clone()) {
-            problem(format!("path `{path}` is also account `{other}`'s"));
+            problem(
+                path_at,
+                format!("path `{path}` is also account `{other}`'s"),
+            );
         }
         let pick = |env: &Option<String>, file: &Option<PathBuf>, key: &str| match (env, file) {
             (Some(_), Some(_)) => Err(format!("give {key}_env or {key}_file, not both")),
@@ -312,11 +328,14 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         ] {
             match pick(env, file, key) {
                 Ok(source) => *slot = source,
-                Err(message) => problem(message),
+                Err(message) => problem(field_at(&format!("{key}_file")), message),
             }
         }
-        if secrets.token.is_none() {
-            problem("no token_env or token_file: every account needs its Token".into());
+        if a.token_env.is_none() && a.token_file.is_none() {
+            problem(
+                positions.value(&format!("accounts[{i}]")),
+                "no token_env or token_file: every account needs its Token".into(),
+            );
         }
         accounts.push(AccountSpec {
             name: a.name,
@@ -341,24 +360,6 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         admin_listen: raw.admin_listen,
         accounts,
     })
-}
-
-/// The line of each `name:` under `accounts:`, in order (serde_yaml has no spans): the
-/// accounts' own lines for messages about them.
-fn name_lines(text: &str) -> Vec<usize> {
-    let mut lines = Vec::new();
-    let mut inside = false;
-    for (i, line) in text.lines().enumerate() {
-        if !line.starts_with([' ', '\t', '-', '#']) && !line.is_empty() {
-            inside = line.trim_end().starts_with("accounts:");
-            continue;
-        }
-        let item = line.trim_start().trim_start_matches('-').trim_start();
-        if inside && item.starts_with("name:") {
-            lines.push(i + 1);
-        }
-    }
-    lines
 }
 
 fn valid_name(name: &str) -> bool {
@@ -676,26 +677,37 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
         let text = text.join("\n");
-        assert!(
-            text.contains("wxrules.yaml:2:1: account `Shop`: a name is 1 to 64"),
-            "{text}"
-        );
-        assert!(
-            text.contains(":2:1: account `Shop`: no token_env or token_file"),
-            "{text}"
-        );
-        assert!(
-            text.contains(":5:1: account `b`: path `/healthz` is the server's own"),
-            "{text}"
-        );
-        assert!(
-            text.contains(":5:1: account `b`: give token_env or token_file, not both"),
-            "{text}"
-        );
-        assert!(
-            text.contains(":11:1: account `b`: a second account of this name"),
-            "{text}"
-        );
+        // Each at its own field: the name, the path, the secret's key; a missing token at
+        // the account.
+        let expected = [
+            "wxrules.yaml:2:11: account `Shop`: a name is 1 to 64",
+            "wxrules.yaml:2:5: account `Shop`: no token_env or token_file",
+            "wxrules.yaml:6:11: account `b`: path `/healthz` is the server's own",
+            "wxrules.yaml:10:5: account `b`: give token_env or token_file, not both",
+            "wxrules.yaml:11:11: account `b`: a second account of this name",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(errors.0.len(), expected.len(), "{text}");
+    }
+
+    #[test]
+    fn flow_style_accounts_are_located_too() {
+        let errors = config(
+            "flow",
+            "accounts: [\n  { name: a, rules: r.yaml, templates: t, token_env: A },\n  { name: a, rules: r.yaml, templates: t,\n    token_env: B, token_file: b, path: /metrics } ]\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+        let text = text.join("\n");
+        for line in [
+            "wxrules.yaml:3:11: account `a`: a second account of this name",
+            "wxrules.yaml:4:19: account `a`: give token_env or token_file, not both",
+            "wxrules.yaml:4:40: account `a`: path `/metrics` is the server's own",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

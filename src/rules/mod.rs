@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 pub use compile::{load, load_str, MAX_ARTICLES};
 pub use lint::{compile_regexes, lint};
+pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use read::{read_text, walk_templates};
 pub use read::{
