@@ -17,7 +17,7 @@ ROUNDS times, with the release binary:
   rss      after the reloads
 
 With SHARED=1 every account uses one templates directory of the agency's (SHARED_TEMPLATES
-files of about 2 KB, with blocks and loops), as accounts of one brand kit do: its compiled
+files of about 2 KB, with blocks and helpers), as accounts of one brand kit do: its compiled
 copy is shared by all (rules::registry).
 
 Prints one line per round and a summary (median). Traffic goes to 127.0.0.1 only.
@@ -119,12 +119,12 @@ def generate(base, admin, listen):
 
 
 def brand_template(t):
-    """About 2 KB of a brand kit's reply: blocks, a loop over a pushed list, defaults."""
+    """About 2 KB of a brand kit's reply to a text message: blocks, helpers, defaults."""
     lines = [f"{{{{! 品牌模板 {t} }}}}", "{{#if FromUserName}}您好，{{FromUserName}}！{{else}}您好！{{/if}}"]
     for k in range(12):
-        lines.append(f"{{{{#if EventKey}}}}【活动 {t}-{k}】扫码场景 {{{{EventKey}}}}，详情见菜单。"
-                     f"{{{{else}}}}【服务 {t}-{k}】回复 价格{k} 查询本周报价，回复 客服 联系人工。{{{{/if}}}}")
-    lines.append("{{#each SendPicsInfo.PicList.item}}图片 {{@index}}：{{PicMd5Sum}}\n{{/each}}")
+        lines.append(f"{{{{#if MsgId}}}}【服务 {t}-{k}】您的消息 {{{{MsgId}}}} 已收到，回复 价格{k} 查询本周报价。"
+                     f"{{{{else}}}}【服务 {t}-{k}】回复 客服 联系人工。{{{{/if}}}}")
+    lines.append("{{#unless Content}}（无文字）{{/unless}}{{strip_prefix Content \"客服\"}}")
     lines.append("{{default Content \"（无文字）\"}} — 感谢关注。")
     return "\n".join(lines) + "\n"
 
@@ -180,6 +180,9 @@ def one_round(base, listen, admin):
         while True:
             if server.poll() is not None:
                 sys.exit(f"wxrules exited: {server.stderr.read().decode()[-2000:]}")
+            if time.perf_counter() - started > 60:
+                server.kill()
+                sys.exit(f"wxrules did not answer in 60 s: {server.stderr.read().decode()[-2000:]}")
             try:
                 status, text = push(listen, last, f"hi-{last}")
                 if status == 200:

@@ -207,29 +207,36 @@ impl Builder {
 /// times, inode. A reload skips an account whose stamp did not change. Times include the
 /// change time, which no tool sets back.
 pub fn stamp(sources: &Sources) -> u64 {
+    stamp_with(sources, &mut HashMap::new())
+}
+
+/// `stamp`, taking the stamps of templates directories walked already in this pass from
+/// `dirs`: accounts that share one directory walk it once per reload.
+fn stamp_with<'a>(sources: &'a Sources, dirs: &mut HashMap<&'a Path, u64>) -> u64 {
     use std::hash::{Hash, Hasher};
-    fn meta(m: &std::fs::Metadata, h: &mut impl Hasher) {
-        (
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-            m.ino(),
-            m.dev(),
-        )
-            .hash(h);
-    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for path in [&sources.rules, &sources.templates] {
-        match std::fs::metadata(path) {
-            Ok(m) => meta(&m, &mut h),
-            Err(e) => e.kind().hash(&mut h),
-        }
+    match std::fs::metadata(&sources.rules) {
+        Ok(m) => hash_meta(&m, &mut h),
+        Err(e) => e.kind().hash(&mut h),
     }
-    let walked = rules::walk_templates(&sources.templates, |path, m| {
+    dirs.entry(sources.templates.as_path())
+        .or_insert_with(|| templates_stamp(&sources.templates))
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The stamp of a templates directory: itself and everything under it, walked as a load
+/// walks it.
+fn templates_stamp(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match std::fs::metadata(dir) {
+        Ok(m) => hash_meta(&m, &mut h),
+        Err(e) => e.kind().hash(&mut h),
+    }
+    let walked = rules::walk_templates(dir, |path, m| {
         path.hash(&mut h);
-        meta(m, &mut h);
+        hash_meta(m, &mut h);
         Ok(())
     });
     // A walk that fails (a file that vanished, a loop too deep) changes the stamp too: the
@@ -238,6 +245,20 @@ pub fn stamp(sources: &Sources) -> u64 {
         e.error.kind().hash(&mut h);
     }
     h.finish()
+}
+
+fn hash_meta(m: &std::fs::Metadata, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    (
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+        m.dev(),
+    )
+        .hash(h);
 }
 
 /// The accounts of a config file, as served, and what reloading them needs.
@@ -359,12 +380,13 @@ struct Plan {
 
 impl Fleet {
     pub fn new(accounts: Arc<Accounts>, config: PathBuf, builder: Builder) -> Fleet {
+        let mut dirs = HashMap::new();
         let stamps = accounts
             .table()
             .accounts()
             .iter()
             .filter_map(|a| a.spec.as_ref())
-            .map(|s| (s.name.clone(), stamp(&s.sources)))
+            .map(|s| (s.name.clone(), stamp_with(&s.sources, &mut dirs)))
             .collect();
         Fleet {
             accounts,
@@ -419,6 +441,7 @@ impl Fleet {
         };
         let mut build = Vec::new();
         let mut to_prepare = Vec::new();
+        let mut dirs = HashMap::with_capacity(specs.len());
         for spec in &specs {
             let existing = table.by_name(&spec.name);
             // Published before anything of the account is read (its stamp walks its files,
@@ -429,7 +452,7 @@ impl Fleet {
                 // Reported as timed out already: what is left is for the next reload.
                 break;
             }
-            let now = stamp(&spec.sources);
+            let now = stamp_with(&spec.sources, &mut dirs);
             let fingerprint = spec.secrets.resolve().map(|s| s.fingerprint);
             match (existing, fingerprint) {
                 (Some(account), Ok(fp)) if account.built_from(spec, fp) => {

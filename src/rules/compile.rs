@@ -14,7 +14,7 @@ use super::fields;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::{Criteria, Field, Index, LazyRegex, Pattern, StrMatcher, Test};
 use super::read::{self, TemplateFile};
-use super::registry::Registry;
+use super::registry::{self, Registry};
 use super::schema::{
     self, OneOrMany, RawAlternative, RawArticle, RawCall, RawLate, RawMatcher, RawOp, RawReply,
     RawReplyKind, RawStr, RawWhen, REPLY_KINDS,
@@ -116,10 +116,16 @@ fn compile(
         Some(rules) => Ok(rules.into_iter().map(RuleInput::Typed).collect()),
         None => parse_rules(source),
     };
+    // Template files a living rule set holds compiled (of another account on the same
+    // directory, or the set this load will replace) are not compiled again.
+    let (files_key, compiled) = registry::lookup(template_files);
     let mut c = Compiler {
         file,
         positions,
-        templates: render::registry(),
+        templates: compiled
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(render::registry),
         known_templates: HashMap::new(),
         used_templates: HashSet::new(),
         errors: Vec::new(),
@@ -132,6 +138,11 @@ fn compile(
         warnings: Vec::new(),
     };
     for t in template_files {
+        if compiled.is_some() {
+            // Compiled and checked when that rule set loaded: every file registered.
+            c.known_templates.insert(t.name.clone(), known_form(t));
+            continue;
+        }
         if let Some(at) = templates::too_deep(&t.text) {
             c.errors.push(RuleError {
                 location: Location::new(&t.path, Some(at)),
@@ -145,13 +156,7 @@ fn compile(
         }
         match c.templates.register_template_string(&t.name, &t.text) {
             Ok(()) => {
-                // Still registered: handlebars templates may use it as a partial.
-                let tpl = match fast_form(&t.text) {
-                    Some(Tpl::Simple(simple)) => Tpl::Simple(simple.read_from(&t.name)),
-                    Some(fast) => fast,
-                    None => Tpl::Template(t.name.clone()),
-                };
-                c.known_templates.insert(t.name.clone(), tpl);
+                c.known_templates.insert(t.name.clone(), known_form(t));
             }
             Err(e) => {
                 c.errors.push(RuleError {
@@ -443,7 +448,7 @@ fn compile(
 
     let index = Index::build(&rules);
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
-    let templates = Registry::new(c.templates, template_files, &inline);
+    let templates = Registry::new(c.templates, template_files, files_key, &inline);
     Ok(Loaded {
         rules: RuleSet {
             rules,
@@ -455,6 +460,16 @@ fn compile(
         },
         warnings,
     })
+}
+
+/// How a rule renders the template file `t`: a literal or a `Simple` template when it is one
+/// (still registered: handlebars templates may use it as a partial), else by handlebars.
+fn known_form(t: &TemplateFile) -> Tpl {
+    match fast_form(&t.text) {
+        Some(Tpl::Simple(simple)) => Tpl::Simple(simple.read_from(&t.name)),
+        Some(fast) => fast,
+        None => Tpl::Template(t.name.clone()),
+    }
 }
 
 fn too_deep_message() -> String {

@@ -15,7 +15,7 @@ use super::templates;
 
 /// What identifies a set of template files: a SHA-1 over every file's name and text, each
 /// with its length, in the order the load reads them (sorted).
-type Key = [u8; 20];
+pub(crate) type Key = [u8; 20];
 
 /// The compiled template files in use, by their key.
 static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| Mutex::new(Shared::default()));
@@ -43,6 +43,7 @@ impl Registry {
     pub(crate) fn new(
         mut all: Handlebars<'static>,
         files: &[TemplateFile],
+        files_key: Key,
         inline: &[&str],
     ) -> Registry {
         let crossing = inline.iter().any(|name| {
@@ -69,7 +70,7 @@ impl Registry {
             own
         });
         Registry {
-            files: share(key(files), all),
+            files: share(files_key, all),
             own,
         }
     }
@@ -91,6 +92,15 @@ impl Registry {
     pub(crate) fn shares_files_with(&self, other: &Registry) -> bool {
         Arc::ptr_eq(&self.files, &other.files)
     }
+}
+
+/// The key of `files`, and the compiled copy of them a living rule set holds, if one does:
+/// a load starts from a clone of it (cheaper than compiling them again) and ends up sharing it.
+pub(crate) fn lookup(files: &[TemplateFile]) -> (Key, Option<Arc<Handlebars<'static>>>) {
+    let key = key(files);
+    let shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let copy = shared.copies.get(&key).and_then(Weak::upgrade);
+    (key, copy)
 }
 
 fn key(files: &[TemplateFile]) -> Key {
@@ -220,6 +230,31 @@ mod tests {
         let plain = load(&rules("甲"), FILES);
         assert!(!plain.shares_templates_with(&a));
         assert_eq!(answer(&plain, "f"), "[你好 o_user]");
+    }
+
+    #[test]
+    fn a_load_on_files_compiled_already_still_checks_its_rules_against_them() {
+        let files = [("ev", "场景 {{EventKey}}")];
+        let a = load(
+            "rules:\n- { name: s, when: { event: SCAN }, reply: { text: { template: ev } } }\n",
+            &files,
+        );
+        // The files are taken from `a`'s copy, and still checked: a text message has no
+        // EventKey, and `nope` is no file.
+        let errors = load_str(
+            "rules:\n- { name: k, when: { keyword: x }, reply: { text: { template: ev } } }\n\
+             - { name: n, when: { keyword: y }, reply: { text: { template: nope } } }\n",
+            &files,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(errors.contains("carries `EventKey`"), "{errors}");
+        assert!(errors.contains("`nope`"), "{errors}");
+        let b = load(
+            "rules:\n- { name: s2, when: { event: SCAN }, reply: { text: { template: ev } } }\n",
+            &files,
+        );
+        assert!(a.shares_templates_with(&b));
     }
 
     #[test]
