@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
 use crate::call::{CallFailure, CallResult, Caller};
-use crate::rules::{Match, RuleSet, Subject};
+use crate::rules::{Match, RuleSet, Subject, Words};
 use crate::wire::{Message, Reply};
 
 /// The rule found, as shown.
@@ -17,8 +17,11 @@ use crate::wire::{Message, Reply};
 pub struct Found {
     pub name: String,
     pub line: usize,
-    /// Each criterion in words, and whether it held.
+    /// Each criterion with the message's value (`keyword = "价格"`), and whether it held.
     pub criteria: Vec<(String, bool)>,
+    /// Each criterion as the dashboard's list of rules words it, in English and Chinese
+    /// (`keyword is 价格 or price`, `关键词 是 价格 或 price`), in the order of `criteria`.
+    pub criteria_words: Vec<(String, String)>,
     pub captures: Vec<(String, String)>,
 }
 
@@ -53,15 +56,28 @@ pub fn explain(
     stub: Option<&CallResult>,
 ) -> Explanation {
     let subject = Subject::at(message, at);
-    let found = rules.find(&subject).map(|m| Found {
-        name: m.rule.name().to_owned(),
-        line: m.rule.line(),
-        criteria: m.rule.describe(&subject),
-        captures: m
-            .captures
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+    let found = rules.find(&subject).map(|m| {
+        let criteria = m.rule.describe(&subject);
+        // `when_words` words the criteria first, in the same order, then the time window
+        // and the cooldown.
+        let criteria_words = m
+            .rule
+            .when_words(Words::En)
+            .into_iter()
+            .zip(m.rule.when_words(Words::Zh))
+            .take(criteria.len())
+            .collect();
+        Found {
+            name: m.rule.name().to_owned(),
+            line: m.rule.line(),
+            criteria,
+            criteria_words,
+            captures: m
+                .captures
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     });
     let (outcome, call) = match decide_found(rules, message, rules.find(&subject), now) {
         Decision::Done(outcome) => (outcome, None),
@@ -102,8 +118,12 @@ impl Explanation {
                 "name": f.name,
                 "file": file,
                 "line": f.line,
-                "criteria": f.criteria.iter()
-                    .map(|(c, held)| json!({"criterion": c, "held": held}))
+                "criteria": f.criteria.iter().enumerate()
+                    .map(|(i, (c, held))| json!({
+                        "criterion": c,
+                        "held": held,
+                        "when": f.criteria_words.get(i).map(|(en, zh)| json!({"en": en, "zh": zh})),
+                    }))
                     .collect::<Vec<_>>(),
                 "captures": f.captures.iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))

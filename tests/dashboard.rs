@@ -444,7 +444,14 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.find("#try-submit").await.click().await.unwrap();
     b.wait_for_text("#try-result .try-rule", "price").await;
     assert!(b.text("#try-result .bubble").await.contains("本周价格"));
-    assert!(b.text("#try-result").await.contains("keyword"));
+    // Each criterion in the page's language, and what the message holds.
+    let criteria = b.text("#try-result .criteria").await;
+    assert!(criteria.contains("✓"), "{criteria}");
+    assert!(criteria.contains("关键词 是 价格 或 price"), "{criteria}");
+    assert!(
+        criteria.contains("消息中：keyword = \"价格\""),
+        "{criteria}"
+    );
     assert!(b
         .text("#try-result .raw-xml")
         .await
@@ -594,6 +601,20 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
         "keyword is 价格 or price",
     )
     .await;
+    // A try in English (the form still holds `markup`). Scrolled to the top first:
+    // the long list of rules leaves the tabs under the sticky top bar.
+    b.client
+        .execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .unwrap();
+    b.find("#tab-try").await.click().await.unwrap();
+    b.find("#try-submit").await.click().await.unwrap();
+    b.wait_for_text("#try-result .criteria", "keyword is markup")
+        .await;
+    assert!(b
+        .text("#try-result .criteria")
+        .await
+        .contains("the message has: keyword = \"markup\""));
 
     assert_only_from(&b.requested().await, &server);
     let errors = b.page_errors().await;

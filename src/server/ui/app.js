@@ -42,7 +42,7 @@ const I18N = {
     tryXml: '粘贴 XML（一整条推送）', trySubmit: '发送', trySending: '正在发送…',
     tryPriority: '优先级：XML ＞ 事件 ＞ 文字。试发不会回复任何用户，也不会调用外部服务。',
     tryEmpty: '请输入文字、选择事件或粘贴 XML。', tryIntro: '输入一条消息，看看哪条规则会回复、用户会看到什么。',
-    tryMatched: '命中规则', tryNoMatch: '没有规则匹配', tryCriteria: '条件', tryCaptures: '捕获的内容',
+    tryMatched: '命中规则', tryNoMatch: '没有规则匹配', tryCriteria: '条件', tryMessageHas: '消息中', tryCaptures: '捕获的内容',
     tryOutcome: '结果', tryPreview: '用户看到的回复', tryRaw: '原始 XML 回答',
     tryIgnored: '不回复（回答 success）', tryTransfer: '转接客服', tryTransferTo: a => `转接客服：${a}`,
     tryUserEvent: (e, k) => k ? `用户触发事件 ${e}（${k}）` : `用户触发事件 ${e}`, tryUserXml: '粘贴的 XML 推送',
@@ -100,7 +100,7 @@ const I18N = {
     tryXml: 'Paste XML (a whole push)', trySubmit: 'Send', trySending: 'Sending…',
     tryPriority: 'Priority: XML > event > text. Nothing is sent to users or to external services.',
     tryEmpty: 'Enter a text, pick an event or paste XML.', tryIntro: 'Type a message to see which rule answers and what the user sees.',
-    tryMatched: 'Matched rule', tryNoMatch: 'No rule matched', tryCriteria: 'Criteria', tryCaptures: 'Captures',
+    tryMatched: 'Matched rule', tryNoMatch: 'No rule matched', tryCriteria: 'Criteria', tryMessageHas: 'the message has', tryCaptures: 'Captures',
     tryOutcome: 'Outcome', tryPreview: 'What the user sees', tryRaw: 'Raw XML answer',
     tryIgnored: 'No reply (answers success)', tryTransfer: 'Transferred to customer service',
     tryTransferTo: a => `Transferred to customer service: ${a}`,
@@ -486,9 +486,12 @@ function renderTryDetails(d) {
       outcomeBadge('po_', d.outcome)));
     const crit = Array.isArray(rule.criteria) ? rule.criteria : [];
     if (crit.length) {
+      // The criterion in the page's language, then what the message holds.
       card.append(el('h4', { text: t('tryCriteria') }), el('ul', { class: 'criteria' }, crit.map(c =>
         el('li', { class: c.held ? 'held' : 'not-held' },
-          el('span', { class: 'mark', text: c.held ? '✓' : '✗' }), str(c.criterion)))));
+          el('span', { class: 'mark', text: c.held ? '✓' : '✗' }),
+          c.when && c.when[S.lang] ? str(c.when[S.lang]) : str(c.criterion),
+          c.when && c.when[S.lang] ? el('span', { class: 'mono muted criterion-value', text: `${t('tryMessageHas')}${t('colon')}${str(c.criterion)}` }) : null))));
     }
     const caps = rule.captures && typeof rule.captures === 'object' ? Object.entries(rule.captures) : [];
     if (caps.length) {
