@@ -1429,12 +1429,19 @@ async fn run_server(
         );
     }
     // What the outboxes hold gets a few seconds to go out; the rest is lost, and said so.
+    // Accounts a reload removed or replaced whose outbox is still open are drained too.
     let table = state.accounts.table();
-    for account in table.accounts() {
+    let accounts: Vec<_> = table
+        .accounts()
+        .iter()
+        .cloned()
+        .chain(state.accounts.retiring())
+        .collect();
+    for account in &accounts {
         account.outbox.close();
     }
     let drain_by = tokio::time::Instant::now() + OUTBOX_DRAIN;
-    for account in table.accounts() {
+    for account in &accounts {
         account
             .close_outbox(drain_by.saturating_duration_since(tokio::time::Instant::now()))
             .await;

@@ -478,23 +478,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
 async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
     let backend = common::backend::Backend::start();
     let fake = common::fake_wechat::FakeWechat::start();
-    let scratch = agency("late-removed");
-    scratch
-        .write(
-            "news/rules.yaml",
-            &format!(
-                "rules:\n  - name: agent\n    when: {{ keyword: slow }}\n    call: {{ url: \"{}/slow/11000\", timeout: 20s }}\n    late: {{ after: 300ms, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"答：{{{{call.answer}}}}\" }}\n",
-                backend.base()
-            ),
-        )
-        .write("secrets/news.appid", common::fake_wechat::APPID)
-        .write("secrets/news.secret", common::fake_wechat::SECRET);
-    let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
-    let with_secret = config.replace(
-        "token_file: secrets/news.token\n",
-        "token_file: secrets/news.token\n    appid_file: secrets/news.appid\n    appsecret_file: secrets/news.secret\n",
-    );
-    scratch.write("wxrules.yaml", &with_secret);
+    let (scratch, with_secret, without_news) = late_agency("late-removed", &backend, 11000);
     let (state, fleet) = state_with_api(&scratch, &fake.base());
     let accounts = Arc::clone(&state.accounts);
     let app = app(state).await;
@@ -508,10 +492,6 @@ async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
     )
     .await;
     assert_eq!((status, content(&body)), (200, "稍候"));
-    let without_news = with_secret.replace(
-        "  - name: news\n    rules: news/rules.yaml\n    templates: news/templates\n    token_file: secrets/news.token\n    appid_file: secrets/news.appid\n    appsecret_file: secrets/news.secret\n",
-        "",
-    );
     assert_ne!(without_news, with_secret);
     scratch.write("wxrules.yaml", &without_news);
     let report = reload(&controls).await;
@@ -530,6 +510,76 @@ async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
 
     controls.send(Control::Stop).await.unwrap();
     looping.await.unwrap();
+}
+
+/// The agency with the news account's one rule a late call (`/slow/CALL_MS`, answered
+/// after 300 ms with 稍候) and an AppID and AppSecret the fake API takes; the config file
+/// with the news account, and without it.
+fn late_agency(
+    tag: &str,
+    backend: &common::backend::Backend,
+    call_ms: u64,
+) -> (Scratch, String, String) {
+    let scratch = agency(tag);
+    scratch
+        .write(
+            "news/rules.yaml",
+            &format!(
+                "rules:\n  - name: agent\n    when: {{ keyword: slow }}\n    call: {{ url: \"{}/slow/{call_ms}\", timeout: 20s }}\n    late: {{ after: 300ms, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"答：{{{{call.answer}}}}\" }}\n",
+                backend.base()
+            ),
+        )
+        .write("secrets/news.appid", common::fake_wechat::APPID)
+        .write("secrets/news.secret", common::fake_wechat::SECRET);
+    let config = std::fs::read_to_string(scratch.path("wxrules.yaml")).unwrap();
+    let news = "  - name: news\n    rules: news/rules.yaml\n    templates: news/templates\n    token_file: secrets/news.token\n";
+    let with_secret = config.replace(
+        news,
+        &format!(
+            "{news}    appid_file: secrets/news.appid\n    appsecret_file: secrets/news.secret\n"
+        ),
+    );
+    let without_news = config.replace(news, "");
+    scratch.write("wxrules.yaml", &with_secret);
+    (scratch, with_secret, without_news)
+}
+
+/// The binary stopped (SIGTERM) just after a reload removed an account whose late call
+/// runs: the stop waits for the call and drains that account's outbox with the others.
+#[test]
+fn a_stop_drains_the_outbox_of_an_account_a_reload_removed() {
+    let backend = common::backend::Backend::start();
+    let fake = common::fake_wechat::FakeWechat::start();
+    // WeChat is busy at the first try: the reply waits in the outbox for its retry.
+    fake.script(&[common::fake_wechat::Scripted::Errcode(-1)]);
+    let (scratch, _, without_news) = late_agency("late-stop", &backend, 2500);
+    let config = scratch.path("wxrules.yaml");
+    let mut served = Served::start_with_api(&config, &fake.base());
+    let (code, out, err) = served.send(
+        "news",
+        "/wechat/news",
+        config.to_str().unwrap(),
+        &["--text", "slow"],
+    );
+    assert_eq!((code, content(&out)), (0, "稍候"), "{out}{err}");
+    scratch.write("wxrules.yaml", &without_news);
+    served.wait_for("account_removed", |e| e["account"] == "news");
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = served.child.wait().unwrap();
+    assert!(exited.success(), "{exited:?}");
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["text"]["content"], "答：想好了");
+    assert!(!served
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "outbox_abandoned" || e["event"] == "late_calls_abandoned"));
 }
 
 fn wxrules(args: &[&str]) -> (i32, String, String) {
@@ -647,13 +697,18 @@ struct Served {
 
 impl Served {
     fn start(config: &std::path::Path) -> Served {
+        // Nothing listens on port 9 (discard).
+        Served::start_with_api(config, "http://127.0.0.1:9")
+    }
+
+    fn start_with_api(config: &std::path::Path, wechat_api: &str) -> Served {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .args(["--config", config.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--watch"])
             .env(SHOP_TOKEN_VAR, SHOP_TOKEN)
-            .env("WXRULES_WECHAT_API", "http://127.0.0.1:9")
+            .env("WXRULES_WECHAT_API", wechat_api)
             .env_remove("WXRULES_TOKEN")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

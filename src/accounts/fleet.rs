@@ -652,6 +652,7 @@ impl Fleet {
         }
         self.accounts.replace(accounts);
         for account in retired {
+            self.accounts.note_retiring(&account);
             retire(account);
         }
         report.settle()

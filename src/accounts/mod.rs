@@ -328,7 +328,11 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         ] {
             match pick(env, file, key) {
                 Ok(source) => *slot = source,
-                Err(message) => problem(field_at(&format!("{key}_file")), message),
+                // At the `_file` key when both are given, at the `_env` one when it is empty.
+                Err(message) => {
+                    let field = if file.is_some() { "file" } else { "env" };
+                    problem(field_at(&format!("{key}_{field}")), message);
+                }
             }
         }
         if a.token_env.is_none() && a.token_file.is_none() {
@@ -528,6 +532,9 @@ pub struct Accounts {
     single: Option<Arc<Account>>,
     /// The last reload of the config file, for `/healthz` (several accounts only).
     last_reload: std::sync::Mutex<Option<fleet::FleetReport>>,
+    /// Accounts a reload removed or replaced whose outbox has not closed yet (it waits
+    /// for their late calls): a stop drains them with the others.
+    retiring: std::sync::Mutex<Vec<std::sync::Weak<Account>>>,
 }
 
 /// One version of the account table.
@@ -572,6 +579,7 @@ impl Accounts {
             table: ArcSwap::from_pointee(Table::new(vec![Arc::clone(&account)])),
             single: Some(account),
             last_reload: std::sync::Mutex::new(None),
+            retiring: std::sync::Mutex::default(),
         }
     }
 
@@ -581,6 +589,7 @@ impl Accounts {
             table: ArcSwap::from_pointee(Table::new(accounts)),
             single: None,
             last_reload: std::sync::Mutex::new(None),
+            retiring: std::sync::Mutex::default(),
         }
     }
 
@@ -622,6 +631,26 @@ impl Accounts {
     /// Puts a new table in place.
     pub fn replace(&self, accounts: Vec<Arc<Account>>) {
         self.table.store(Arc::new(Table::new(accounts)));
+    }
+
+    /// Notes `account`, no longer in the table, as retiring until it is dropped.
+    pub(crate) fn note_retiring(&self, account: &Arc<Account>) {
+        let mut retiring = self
+            .retiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        retiring.retain(|a| a.strong_count() > 0);
+        retiring.push(Arc::downgrade(account));
+    }
+
+    /// The accounts a reload took out of the table whose outbox is still open.
+    pub fn retiring(&self) -> Vec<Arc<Account>> {
+        self.retiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
     }
 }
 
@@ -696,7 +725,7 @@ mod tests {
     fn flow_style_accounts_are_located_too() {
         let errors = config(
             "flow",
-            "accounts: [\n  { name: a, rules: r.yaml, templates: t, token_env: A },\n  { name: a, rules: r.yaml, templates: t,\n    token_env: B, token_file: b, path: /metrics } ]\n",
+            "accounts: [\n  { name: a, rules: r.yaml, templates: t, token_env: A },\n  { name: a, rules: r.yaml, templates: t,\n    token_env: B, token_file: b, path: /metrics },\n  { name: c, rules: r.yaml, templates: t, token_env: '' } ]\n",
         )
         .unwrap_err();
         let text: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
@@ -705,6 +734,7 @@ mod tests {
             "wxrules.yaml:3:11: account `a`: a second account of this name",
             "wxrules.yaml:4:19: account `a`: give token_env or token_file, not both",
             "wxrules.yaml:4:40: account `a`: path `/metrics` is the server's own",
+            "wxrules.yaml:5:43: account `c`: token_env is empty",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -1500,8 +1500,15 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
                 c.error(Some(rule), at, message);
                 return None;
             }
-            c.inline_count += 1;
-            let name = format!("{rule}#{}", c.inline_count);
+            // Named after its rule; never the name of a file (`welcome#1.hbs` may exist),
+            // which it would replace.
+            let name = loop {
+                c.inline_count += 1;
+                let name = format!("{rule}#{}", c.inline_count);
+                if !c.template_files.contains_key(&name) {
+                    break name;
+                }
+            };
             match c.templates.register_template_string(&name, &text.0) {
                 Ok(()) => {
                     c.inline_templates

@@ -14,7 +14,9 @@ use super::read::TemplateFile;
 use super::templates;
 
 /// What identifies a set of template files: a SHA-1 over every file's name and text, each
-/// with its length, in the order the load reads them (sorted).
+/// with its length, in the order the load reads them (sorted). Template files are the
+/// operator's own: two sets meeting on one key would take files crafted for it by someone
+/// who can already write the templates.
 pub(crate) type Key = [u8; 20];
 
 /// The compiled template files in use, by their key.
@@ -255,6 +257,26 @@ mod tests {
             &files,
         );
         assert!(a.shares_templates_with(&b));
+    }
+
+    #[test]
+    fn an_inline_template_never_takes_a_files_name() {
+        // A file named as the rule's first inline template would be: both render, and the
+        // shared copy keeps the file for rule sets without that rule.
+        let files = [("w#1", "文件 {{#if MsgId}}{{MsgId}}{{/if}}")];
+        let a = load(
+            "rules:\n- { name: w, when: { keyword: i }, reply: { text: '行内 {{#if MsgId}}{{MsgId}}{{/if}}' } }\n\
+             - { name: f, when: { keyword: f }, reply: { text: { template: 'w#1' } } }\n",
+            &files,
+        );
+        assert_eq!(answer(&a, "i"), "行内 1");
+        assert_eq!(answer(&a, "f"), "文件 1");
+        let b = load(
+            "rules:\n- { name: g, when: { keyword: f }, reply: { text: { template: 'w#1' } } }\n",
+            &files,
+        );
+        assert!(a.shares_templates_with(&b));
+        assert_eq!(answer(&b, "f"), "文件 1");
     }
 
     #[test]
