@@ -546,6 +546,26 @@ impl std::io::Write for Bounded {
     }
 }
 
+/// For tests: the reply of the first rule of `rules` that matches the push `xml` (which must
+/// parse, match, and reply).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn first_reply(rules: &RuleSet, xml: &str) -> Result<Reply, RenderError> {
+    use crate::rules::{Action, Subject};
+    let message = Message::parse(xml.as_bytes()).unwrap();
+    let found = rules.find(&Subject::new(&message)).unwrap();
+    let Action::Reply(spec) = found.rule.action() else {
+        panic!("not a reply")
+    };
+    let scope = Scope {
+        message: &message,
+        rule: found.rule.name(),
+        captures: &found.captures,
+        call: None,
+    };
+    render_reply(rules, spec, &scope)
+}
+
 #[cfg(test)]
 mod simple_equals_handlebars {
     //! Property test: a simple template renders exactly as handlebars renders it.
@@ -621,7 +641,6 @@ mod simple_equals_handlebars {
 mod tests {
     use super::*;
     use crate::rules::compile::compile_yaml;
-    use crate::rules::{Action, Subject};
 
     const SUBSCRIBE: &str = "<xml><ToUserName>gh</ToUserName><FromUserName>o_user</FromUserName>\
         <CreateTime>1</CreateTime><MsgType>event</MsgType><Event>subscribe</Event>\
@@ -631,18 +650,7 @@ mod tests {
     fn render(reply: &str, xml: &str) -> Result<Reply, RenderError> {
         let yaml = format!("rules:\n  - name: r\n    reply: {reply}\n");
         let rules = compile_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
-        let message = Message::parse(xml.as_bytes()).unwrap();
-        let found = rules.find(&Subject::new(&message)).unwrap();
-        let Action::Reply(spec) = found.rule.action() else {
-            panic!("not a reply")
-        };
-        let scope = Scope {
-            message: &message,
-            rule: found.rule.name(),
-            captures: &found.captures,
-            call: None,
-        };
-        render_reply(&rules, spec, &scope)
+        first_reply(&rules, xml)
     }
 
     fn content(reply: &str, xml: &str) -> String {

@@ -134,9 +134,9 @@ fn share(key: Key, compiled: Handlebars<'static>) -> Arc<Handlebars<'static>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::render::{render_reply, Scope};
-    use crate::rules::{load_str, Action, RuleSet, Subject};
-    use crate::wire::{Message, Reply};
+    use crate::render::first_reply;
+    use crate::rules::{load_str, RuleSet};
+    use crate::wire::Reply;
 
     const FILES: &[(&str, &str)] = &[
         ("greet", "你好 {{FromUserName}}"),
@@ -156,18 +156,7 @@ mod tests {
              <CreateTime>1</CreateTime><MsgType>text</MsgType><Content>{content}</Content>\
              <MsgId>1</MsgId></xml>"
         );
-        let message = Message::parse(xml.as_bytes()).unwrap();
-        let found = rules.find(&Subject::new(&message)).unwrap();
-        let Action::Reply(spec) = found.rule.action() else {
-            panic!("not a reply")
-        };
-        let scope = Scope {
-            message: &message,
-            rule: found.rule.name(),
-            captures: &found.captures,
-            call: None,
-        };
-        match render_reply(rules, spec, &scope).unwrap() {
+        match first_reply(rules, &xml).unwrap() {
             Reply::Text { content } => content,
             other => panic!("{other:?}"),
         }
