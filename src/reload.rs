@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -601,33 +601,52 @@ pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// and cannot keep the process from exiting, where the runtime would wait for its
 /// blocking pool forever at shutdown.
 pub async fn run(live: Arc<Live>, mut controls: mpsc::Receiver<Control>, timeout: Duration) {
-    while let Some(control) = controls.recv().await {
-        let mut waiting = Vec::new();
-        match control {
-            Control::Stop => break,
-            Control::Reload(reply) => waiting.extend(reply),
-            // Only a server of several accounts is asked this way; its loop is
-            // `accounts::fleet::run`.
-            Control::ReloadAccounts(_) => {}
-        }
-        // Several SIGHUPs in a burst need one load of the newest files, not one each; each
-        // caller waiting for an answer gets that load's.
-        let mut stop = false;
-        while let Ok(next) = controls.try_recv() {
-            match next {
-                Control::Stop => stop = true,
-                Control::Reload(reply) => waiting.extend(reply),
-                Control::ReloadAccounts(_) => {}
-            }
-        }
+    while let Some(burst) = next_burst(&mut controls).await {
         let report = reload_once(&live, timeout).await;
-        for reply in waiting {
+        for reply in burst.waiting {
             let _ = reply.send(report.clone());
         }
-        if stop {
+        // Only a server of several accounts is asked for a fleet's report; its loop is
+        // `accounts::fleet::run`. (Dropped, the caller hears that no report comes.)
+        drop(burst.accounts_waiting);
+        if burst.stop {
             break;
         }
     }
+}
+
+/// Controls that came together: one reload answers them all.
+pub(crate) struct Burst {
+    /// Callers waiting for a reload's report.
+    pub(crate) waiting: Vec<oneshot::Sender<ReloadReport>>,
+    /// Callers waiting for a fleet reload's report.
+    pub(crate) accounts_waiting: Vec<oneshot::Sender<crate::accounts::fleet::FleetReport>>,
+    /// A stop came with them: the loop ends after this reload.
+    pub(crate) stop: bool,
+}
+
+/// Waits for the next control, then takes every one queued behind it: several SIGHUPs in a
+/// burst need one load of the newest files, not one each, and each caller waiting for an
+/// answer gets that load's. `None` once the channel closes or a stop comes first.
+pub(crate) async fn next_burst(controls: &mut mpsc::Receiver<Control>) -> Option<Burst> {
+    let mut burst = Burst {
+        waiting: Vec::new(),
+        accounts_waiting: Vec::new(),
+        stop: false,
+    };
+    let take = |control: Control, burst: &mut Burst| match control {
+        Control::Stop => burst.stop = true,
+        Control::Reload(reply) => burst.waiting.extend(reply),
+        Control::ReloadAccounts(reply) => burst.accounts_waiting.push(reply),
+    };
+    take(controls.recv().await?, &mut burst);
+    if burst.stop {
+        return None;
+    }
+    while let Ok(next) = controls.try_recv() {
+        take(next, &mut burst);
+    }
+    Some(burst)
 }
 
 /// One reload on a thread of its own, awaited for `timeout` at most; its report.

@@ -681,22 +681,7 @@ fn retire(account: Arc<Account>) {
 /// coalesced) is one fleet reload; its blocking part runs on a thread of its own, awaited
 /// for `timeout`.
 pub async fn run(fleet: Arc<Fleet>, mut controls: mpsc::Receiver<Control>, timeout: Duration) {
-    while let Some(control) = controls.recv().await {
-        let mut waiting = Vec::new();
-        let mut fleet_waiting = Vec::new();
-        match control {
-            Control::Stop => break,
-            Control::Reload(reply) => waiting.extend(reply),
-            Control::ReloadAccounts(reply) => fleet_waiting.push(reply),
-        }
-        let mut stop = false;
-        while let Ok(next) = controls.try_recv() {
-            match next {
-                Control::Stop => stop = true,
-                Control::Reload(reply) => waiting.extend(reply),
-                Control::ReloadAccounts(reply) => fleet_waiting.push(reply),
-            }
-        }
+    while let Some(burst) = crate::reload::next_burst(&mut controls).await {
         let report = reload_once(&fleet, timeout).await;
         tracing::info!(
             event = "accounts_reloaded",
@@ -710,7 +695,7 @@ pub async fn run(fleet: Arc<Fleet>, mut controls: mpsc::Receiver<Control>, timeo
             .last_reload
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
-        for reply in waiting {
+        for reply in burst.waiting {
             // A caller that asked for one account's report (single-account shape) gets the
             // first account's line; `/-/reload` asks for the fleet's.
             let single = report.accounts.first().map(|a| a.report.clone());
@@ -718,10 +703,10 @@ pub async fn run(fleet: Arc<Fleet>, mut controls: mpsc::Receiver<Control>, timeo
                 let _ = reply.send(single);
             }
         }
-        for reply in fleet_waiting {
+        for reply in burst.accounts_waiting {
             let _ = reply.send(report.clone());
         }
-        if stop {
+        if burst.stop {
             break;
         }
     }
