@@ -13,6 +13,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -171,7 +172,26 @@ fn click_push(key: &str) -> String {
 /// `chromedriver` on a free loopback port, and a headless Chromium session through it.
 struct Browser {
     client: Client,
-    _driver: Killed,
+    _driver: Driver,
+}
+
+/// `chromedriver` in a process group of its own, with the Chromium it starts: dropped, the
+/// whole group is killed (a test that fails never closes its session, and Chromium outlives
+/// a killed chromedriver) and the browser's profile directory removed.
+struct Driver {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 impl Browser {
@@ -184,6 +204,7 @@ impl Browser {
         let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -193,9 +214,12 @@ impl Browser {
                      WebDriver (`apt-get install -y chromium chromium-driver`; .ci/run installs them)"
                 )
             });
-        let driver = Killed(driver);
         let profile =
             std::env::temp_dir().join(format!("wxrules-chromium-{}-{port}", std::process::id()));
+        let driver = Driver {
+            child: driver,
+            profile: profile.clone(),
+        };
         let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let capabilities = json!({
             "browserName": "chrome",
