@@ -1428,6 +1428,16 @@ async fn run_server(
             "late calls still running at exit are dropped: their replies are not sent"
         );
     }
+    // A reload in progress may finish, briefly, before the accounts are listed (it may add,
+    // replace or remove some); one stuck on a file that never answers must not keep the
+    // process from exiting (its thread is detached).
+    let _ = controls.try_send(Control::Stop);
+    if tokio::time::timeout(STOP_WAIT, reloader).await.is_err() {
+        tracing::warn!(
+            event = "reload_abandoned",
+            "a reload was still running at exit"
+        );
+    }
     // What the outboxes hold gets a few seconds to go out; the rest is lost, and said so.
     // Accounts a reload removed or replaced whose outbox is still open are drained too.
     let table = state.accounts.table();
@@ -1447,15 +1457,6 @@ async fn run_server(
             .await;
     }
     sweeper.abort();
-    // A reload in progress may finish, briefly; one stuck on a file that never answers
-    // must not keep the process from exiting (its thread is detached).
-    let _ = controls.try_send(Control::Stop);
-    if tokio::time::timeout(STOP_WAIT, reloader).await.is_err() {
-        tracing::warn!(
-            event = "reload_abandoned",
-            "a reload was still running at exit"
-        );
-    }
     tracing::info!(event = "server_stopped");
     Ok(())
 }

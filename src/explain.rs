@@ -58,14 +58,11 @@ pub fn explain(
     let subject = Subject::at(message, at);
     let found = rules.find(&subject).map(|m| {
         let criteria = m.rule.describe(&subject);
-        // `when_words` words the criteria first, in the same order, then the time window
-        // and the cooldown.
         let criteria_words = m
             .rule
-            .when_words(Words::En)
+            .criteria_words(Words::En)
             .into_iter()
-            .zip(m.rule.when_words(Words::Zh))
-            .take(criteria.len())
+            .zip(m.rule.criteria_words(Words::Zh))
             .collect();
         Found {
             name: m.rule.name().to_owned(),

@@ -398,8 +398,9 @@ pub struct Account {
     scope: Box<str>,
     /// The account's name in log lines: none in the single-account mode.
     log_name: Option<Arc<str>>,
-    /// The outbox's senders, drained at a stop or when the account goes away.
-    senders: std::sync::Mutex<Option<Senders>>,
+    /// The outbox's senders, drained at a stop or when the account goes away. Held across
+    /// the drain, so that a stop that meets a retiring account's drain waits for it.
+    senders: tokio::sync::Mutex<Option<Senders>>,
     /// What the account was built from, to tell on a reload whether to build it again.
     spec: Option<AccountSpec>,
     secrets_fingerprint: u64,
@@ -463,7 +464,7 @@ impl Account {
             },
             log_name: many.then(|| Arc::clone(&name)),
             name,
-            senders: std::sync::Mutex::new(parts.senders),
+            senders: tokio::sync::Mutex::new(parts.senders),
             spec,
             secrets_fingerprint,
             late_calls: crate::call::LateCalls::default(),
@@ -498,13 +499,18 @@ impl Account {
     /// replaced.
     pub async fn close_outbox(&self, within: std::time::Duration) {
         self.outbox.close();
-        let senders = self
-            .senders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let Some(senders) = senders else { return };
-        let left = senders.drain(within).await;
+        // Another close (a retiring account's, met by a stop) drains it now: wait for it,
+        // as long as this one would have waited.
+        let until = tokio::time::Instant::now() + within;
+        let Ok(mut held) = tokio::time::timeout_at(until, self.senders.lock()).await else {
+            return;
+        };
+        let Some(senders) = held.take() else {
+            return;
+        };
+        let left = senders
+            .drain(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         if left > 0 {
             tracing::warn!(
                 event = "outbox_abandoned",

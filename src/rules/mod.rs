@@ -236,11 +236,16 @@ impl Rule {
         self.when.describe(subject)
     }
 
+    /// Each criterion in words (`keyword is 价格 or price`), in the order of `describe`.
+    pub fn criteria_words(&self, lang: Words) -> Vec<String> {
+        self.when.words(lang)
+    }
+
     /// The rule's `when` in words, one line per criterion (`keyword is 价格 or price`), then
     /// its time window and cooldown: for the dashboard's list of rules, in English or
     /// Chinese.
     pub fn when_words(&self, lang: Words) -> Vec<String> {
-        let mut words = self.when.words(lang);
+        let mut words = self.criteria_words(lang);
         if let Some(active) = &self.active {
             words.push(format!(
                 "{} {}",
