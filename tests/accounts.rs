@@ -165,6 +165,15 @@ where
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A text message `content` to the account `account` at `/wechat/NAME`, signed with `token`.
+async fn say<S>(app: &S, account: &str, token: &str, content: &str, msg_id: u64) -> (u16, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let uri = format!("/wechat/{account}?{}", signed(token));
+    post(app, &uri, text(&format!("gh_{account}"), content, msg_id)).await
+}
+
 async fn get<S>(app: &S, uri: &str) -> (u16, String)
 where
     S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
@@ -212,28 +221,13 @@ async fn each_account_answers_at_its_path_with_its_own_secrets() {
     let (state, _fleet) = state(&scratch);
     let app = app(state).await;
 
-    let (status, body) = post(
-        &app,
-        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
-        text("gh_shop", "hi", 1),
-    )
-    .await;
+    let (status, body) = say(&app, "shop", SHOP_TOKEN, "hi", 1).await;
     assert_eq!((status, content(&body)), (200, "shop v1"), "{body}");
-    let (status, body) = post(
-        &app,
-        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
-        text("gh_news", "echo 早上好", 2),
-    )
-    .await;
+    let (status, body) = say(&app, "news", NEWS_TOKEN, "echo 早上好", 2).await;
     assert_eq!((status, content(&body)), (200, "news v1: 早上好"), "{body}");
 
     // One account's token does not open another's door.
-    let (status, body) = post(
-        &app,
-        &format!("/wechat/news?{}", signed(SHOP_TOKEN)),
-        text("gh_news", "hi", 3),
-    )
-    .await;
+    let (status, body) = say(&app, "news", SHOP_TOKEN, "hi", 3).await;
     assert_eq!((status, body.as_str()), (403, ""));
     // The URL check is per account too.
     let (status, body) = get(
@@ -380,18 +374,8 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     assert_eq!(by("news").report.outcome, "rejected");
     let error = &by("news").report.errors[0];
     assert!(error.contains("news/rules.yaml:4:"), "{error}");
-    let (_, shop) = post(
-        &app,
-        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
-        text("gh_shop", "hi", 10),
-    )
-    .await;
-    let (_, news) = post(
-        &app,
-        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
-        text("gh_news", "hi", 11),
-    )
-    .await;
+    let (_, shop) = say(&app, "shop", SHOP_TOKEN, "hi", 10).await;
+    let (_, news) = say(&app, "news", NEWS_TOKEN, "hi", 11).await;
     assert_eq!((content(&shop), content(&news)), ("shop v2", "news v1"));
     let (_, health) = get(&app, "/healthz").await;
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
@@ -444,12 +428,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
         "{report:?}"
     );
     assert!(accounts.by_name("city").is_none());
-    let (_, extra) = post(
-        &app,
-        &format!("/wechat/extra?{}", signed("extra-token-4")),
-        text("gh_extra", "hi", 12),
-    )
-    .await;
+    let (_, extra) = say(&app, "extra", "extra-token-4", "hi", 12).await;
     assert_eq!(content(&extra), "extra v1");
     let (query, body) = encrypted("hi", 13);
     let (status, _) = post(&app, &format!("/wx/city?{query}"), body).await;
@@ -459,12 +438,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     scratch.write("news/rules.yaml", &rules("news v2"));
     let report = reload(&controls).await;
     assert_eq!(report.outcome, "applied", "{report:?}");
-    let (_, news) = post(
-        &app,
-        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
-        text("gh_news", "hi", 14),
-    )
-    .await;
+    let (_, news) = say(&app, "news", NEWS_TOKEN, "hi", 14).await;
     assert_eq!(content(&news), "news v2");
 
     controls.send(Control::Stop).await.unwrap();
@@ -485,12 +459,7 @@ async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
     let (controls, receiver) = tokio::sync::mpsc::channel(4);
     let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
 
-    let (status, body) = post(
-        &app,
-        &format!("/wechat/news?{}", signed(NEWS_TOKEN)),
-        text("gh_news", "slow", 20),
-    )
-    .await;
+    let (status, body) = say(&app, "news", NEWS_TOKEN, "slow", 20).await;
     assert_eq!((status, content(&body)), (200, "稍候"));
     assert_ne!(without_news, with_secret);
     scratch.write("wxrules.yaml", &without_news);
@@ -929,12 +898,7 @@ async fn a_reload_past_its_time_reports_the_account_it_was_loading() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(shop.live.snapshot().rules.rules().len(), 2);
-    let (_, body) = post(
-        &app,
-        &format!("/wechat/shop?{}", signed(SHOP_TOKEN)),
-        text("gh_shop", "hi", 30),
-    )
-    .await;
+    let (_, body) = say(&app, "shop", SHOP_TOKEN, "hi", 30).await;
     assert_eq!(content(&body), "shop v1");
     controls.send(Control::Stop).await.unwrap();
     looping.await.unwrap();

@@ -802,61 +802,44 @@ async fn several_accounts_are_picked_from_a_list() {
 async fn other_sites_pages_cannot_drive_the_admin_port() {
     let server = Server::start("dashboard-foreign", None);
     let client = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
     // A name pointed at 127.0.0.1 by another site (DNS rebinding) is not let in.
-    let answer = client
+    let rebound = client
         .get(server.url("/api/rules"))
-        .header("Host", "evil.example:9180")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 403);
+        .header("Host", "evil.example:9180");
+    assert_eq!(status(rebound).await, 403);
     // A form another site's page posts: refused, whether the browser says so by `Origin`
     // or by `Sec-Fetch-Site`.
-    let answer = client
-        .post(server.url("/-/reload"))
-        .header("Origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 403);
-    let answer = client
-        .post(server.url("/-/reload"))
-        .header("Sec-Fetch-Site", "cross-site")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 403);
+    let reload = || client.post(server.url("/-/reload"));
+    assert_eq!(
+        status(reload().header("Origin", "http://evil.example")).await,
+        403
+    );
+    assert_eq!(
+        status(reload().header("Sec-Fetch-Site", "cross-site")).await,
+        403
+    );
     // `try` takes JSON only (a form cannot send it without a preflight).
-    let answer = client
-        .post(server.url("/api/try"))
-        .header("Content-Type", "text/plain")
-        .body(r#"{"text":"价格"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 415);
+    let try_price = |content_type: &'static str| {
+        client
+            .post(server.url("/api/try"))
+            .header("Content-Type", content_type)
+            .body(r#"{"text":"价格"}"#)
+    };
+    assert_eq!(status(try_price("text/plain")).await, 415);
     // The page itself, scripts and curl: as before.
     let origin = format!("http://{}", server.admin);
-    let answer = client
-        .post(server.url("/api/try"))
+    let answer = try_price("application/json")
         .header("Origin", &origin)
-        .header("Content-Type", "application/json")
-        .body(r#"{"text":"价格"}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
     let tried: Value = answer.json().await.unwrap();
     assert_eq!(tried["rule"]["name"], "price");
-    assert_eq!(
-        client
-            .post(server.url("/-/reload"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(reload()).await, 200);
     let localhost = format!("http://localhost:{}/api/overview", server.admin.port());
-    assert_eq!(client.get(localhost).send().await.unwrap().status(), 200);
+    assert_eq!(status(client.get(localhost)).await, 200);
 }

@@ -710,8 +710,7 @@ mod tests {
             "accounts:\n  - name: Shop\n    rules: r.yaml\n    templates: t\n  - name: b\n    path: /healthz\n    rules: r.yaml\n    templates: t\n    token_env: B\n    token_file: b.token\n  - name: b\n    rules: r.yaml\n    templates: t\n    token_env: B\n",
         )
         .unwrap_err();
-        let text: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
-        let text = text.join("\n");
+        let text = errors.to_string();
         // Each at its own field: the name, the path, the secret's key; a missing token at
         // the account.
         let expected = [
@@ -734,8 +733,7 @@ mod tests {
             "accounts: [\n  { name: a, rules: r.yaml, templates: t, token_env: A },\n  { name: a, rules: r.yaml, templates: t,\n    token_env: B, token_file: b, path: /metrics },\n  { name: c, rules: r.yaml, templates: t, token_env: '' } ]\n",
         )
         .unwrap_err();
-        let text: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
-        let text = text.join("\n");
+        let text = errors.to_string();
         for line in [
             "wxrules.yaml:3:11: account `a`: a second account of this name",
             "wxrules.yaml:4:19: account `a`: give token_env or token_file, not both",
