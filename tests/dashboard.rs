@@ -260,6 +260,18 @@ impl Browser {
         }
     }
 
+    /// Opens the try tab, types `text` into the form's text input, and sends it.
+    async fn try_text(&self, text: &str) {
+        self.find("#tab-try").await.click().await.unwrap();
+        self.wait_for("form#try input[name='text']").await;
+        self.find("form#try input[name='text']")
+            .await
+            .send_keys(text)
+            .await
+            .unwrap();
+        self.find("#try-submit").await.click().await.unwrap();
+    }
+
     async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.client.find(Locator::Css(css)).await.unwrap()
     }
@@ -458,14 +470,7 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     assert_only_from(&b.requested().await, &server);
 
     // Try a message: the rule, the criteria, the reply as a chat bubble and its XML.
-    b.find("#tab-try").await.click().await.unwrap();
-    b.wait_for("form#try input[name='text']").await;
-    b.find("form#try input[name='text']")
-        .await
-        .send_keys("价格")
-        .await
-        .unwrap();
-    b.find("#try-submit").await.click().await.unwrap();
+    b.try_text("价格").await;
     b.wait_for_text("#try-result .try-rule", "price").await;
     assert!(b.text("#try-result .bubble").await.contains("本周价格"));
     // Each criterion in the page's language, and what the message holds.
@@ -771,14 +776,7 @@ async fn several_accounts_are_picked_from_a_list() {
     b.wait_for("#rules tbody tr[data-rule='news-hello']").await;
     assert_eq!(b.count("#rules tbody tr[data-rule='shop-hello']").await, 0);
     // A try runs against the account picked.
-    b.find("#tab-try").await.click().await.unwrap();
-    b.wait_for("form#try input[name='text']").await;
-    b.find("form#try input[name='text']")
-        .await
-        .send_keys("hi")
-        .await
-        .unwrap();
-    b.find("#try-submit").await.click().await.unwrap();
+    b.try_text("hi").await;
     b.wait_for_text("#try-result .try-rule", "news-hello").await;
     assert!(b.text("#try-result .bubble").await.contains("news says hi"));
     // The news account's push, under its name.
