@@ -21,7 +21,7 @@ pub struct Cooldowns {
     redis: Option<Arc<Redis>>,
     clock: Arc<dyn Clock>,
     /// Held while the in-process store checks and claims one key.
-    claiming: std::sync::Mutex<()>,
+    claiming: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cooldowns {
@@ -40,7 +40,7 @@ impl Cooldowns {
             memory: Cache::new(MEMORY_ENTRIES),
             redis,
             clock,
-            claiming: std::sync::Mutex::new(()),
+            claiming: parking_lot::Mutex::new(()),
         }
     }
 
@@ -73,7 +73,7 @@ impl Cooldowns {
             }
         }
         let now = self.clock.now();
-        let _one_at_a_time = self.claiming.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.claiming.lock();
         if self.memory.get(&key).is_some_and(|until| now < until) {
             return false;
         }

@@ -17,7 +17,9 @@
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -69,20 +71,15 @@ struct Shared<W> {
     output: Mutex<Output<W>>,
 }
 
-/// Both locks guard plain buffers that stay valid after any panic.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<W: Write> Shared<W> {
     /// Writes every pending line. Holding `output` while taking the batch keeps batches in
     /// the order their lines were logged.
     fn flush(&self) {
-        let mut output = lock(&self.output);
+        let mut output = self.output.lock();
         let Output { out, spare } = &mut *output;
         spare.clear();
         {
-            let mut pending = lock(&self.pending);
+            let mut pending = self.pending.lock();
             std::mem::swap(&mut pending.lines, spare);
             pending.want_room = false;
         }
@@ -94,7 +91,7 @@ impl<W: Write> Shared<W> {
         let _ = out.write_all(spare).and_then(|()| out.flush());
         // Only a write that ends says the output moves again: loggers pay `STALL` once
         // per stall, not once per batch of a slow output.
-        lock(&self.pending).stalled = false;
+        self.pending.lock().stalled = false;
         // A burst can leave a huge buffer behind: do not keep it.
         if spare.capacity() > MAX_PENDING * 2 {
             *spare = Vec::new();
@@ -102,7 +99,7 @@ impl<W: Write> Shared<W> {
     }
 
     fn append(&self, line: &[u8]) {
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending.lock();
         let fits = |p: &Pending| p.lines.len() + line.len() <= MAX_PENDING || p.lines.is_empty();
         if !pending.closed && !fits(&pending) {
             if pending.stalled {
@@ -113,11 +110,8 @@ impl<W: Write> Shared<W> {
             // this thread waits for it to take the batch, `STALL` at most.
             pending.want_room = true;
             self.ready.notify_one();
-            let (waited, _) = self
-                .taken
-                .wait_timeout_while(pending, STALL, |p| !fits(p) && !p.stalled && !p.closed)
-                .unwrap_or_else(PoisonError::into_inner);
-            pending = waited;
+            self.taken
+                .wait_while_for(&mut pending, |p| !fits(p) && !p.stalled && !p.closed, STALL);
             if !pending.closed && !fits(&pending) {
                 pending.stalled = true;
                 DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -139,19 +133,13 @@ impl<W: Write> Shared<W> {
     /// waits for room), writes it.
     fn run(&self) {
         loop {
-            let mut pending = lock(&self.pending);
+            let mut pending = self.pending.lock();
             while pending.lines.is_empty() && !pending.closed {
-                pending = self
-                    .ready
-                    .wait(pending)
-                    .unwrap_or_else(PoisonError::into_inner);
+                self.ready.wait(&mut pending);
             }
             if !pending.closed {
-                pending = self
-                    .ready
-                    .wait_timeout_while(pending, GATHER, |p| !p.want_room && !p.closed)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                self.ready
+                    .wait_while_for(&mut pending, |p| !p.want_room && !p.closed, GATHER);
             }
             let closed = pending.closed;
             drop(pending);
@@ -191,7 +179,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 impl<W: Write> Drop for FlushGuard<W> {
     fn drop(&mut self) {
-        lock(&self.shared.pending).closed = true;
+        self.shared.pending.lock().closed = true;
         self.shared.ready.notify_one();
         let Some(thread) = self.thread.take() else {
             return;
@@ -259,7 +247,7 @@ mod tests {
 
     impl Write for Recorder {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            lock(&self.0).push(buf.to_vec());
+            self.0.lock().push(buf.to_vec());
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -269,10 +257,10 @@ mod tests {
 
     impl Recorder {
         fn text(&self) -> String {
-            String::from_utf8(lock(&self.0).concat()).unwrap()
+            String::from_utf8(self.0.lock().concat()).unwrap()
         }
         fn writes(&self) -> usize {
-            lock(&self.0).len()
+            self.0.lock().len()
         }
     }
 
@@ -362,11 +350,11 @@ mod stall_tests {
     impl Write for Stuck {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             let (open, opened) = &*self.open;
-            let mut open = lock(open);
+            let mut open = open.lock();
             while !*open {
-                open = opened.wait(open).unwrap_or_else(PoisonError::into_inner);
+                opened.wait(&mut open);
             }
-            *lock(&self.written) += buf.len();
+            *self.written.lock() += buf.len();
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -395,11 +383,11 @@ mod stall_tests {
         // Let the output go: what was kept is written, later lines are kept again.
         {
             let (open, opened) = &*out.open;
-            *lock(open) = true;
+            *open.lock() = true;
             opened.notify_all();
         }
         drop(guard);
-        let written = *lock(&out.written);
+        let written = *out.written.lock();
         assert!(
             (MAX_PENDING..3 * MAX_PENDING).contains(&written),
             "{written}"

@@ -99,7 +99,7 @@ pub struct Metrics {
     url_checks: IntCounterVec,
     unrouted: IntCounter,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
-    log_catch_up: std::sync::Arc<std::sync::Mutex<()>>,
+    log_catch_up: std::sync::Arc<parking_lot::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
     /// its counters by index instead of hashing labels.
     by_outcome: [(IntCounter, Option<Histogram>); RequestOutcome::ALL.len()],
@@ -461,10 +461,7 @@ impl Metrics {
     /// The log sink counts its drops itself; the counter catches up at each scrape.
     fn catch_up_log_drops(&self) {
         {
-            let _one = self
-                .log_catch_up
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _one = self.log_catch_up.lock();
             let dropped = crate::logsink::dropped();
             self.log_dropped
                 .inc_by(dropped.saturating_sub(self.log_dropped.get()));

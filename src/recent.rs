@@ -4,7 +4,8 @@
 //! hundred instructions, and no allocation once the ring has gone round. (Each rule's last
 //! hit is kept on the rule itself: `Rule::mark_hit`.)
 
-use std::sync::{Arc, Mutex, PoisonError};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -93,7 +94,7 @@ impl Recent {
             .nth(KEYWORD_CHARS)
             .map_or(keyword.len(), |(at, _)| at);
         let keyword = &keyword[..cut];
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ring = self.ring.lock();
         let ring = &mut *ring;
         let slot = if ring.slots.len() < CAPACITY {
             ring.slots.push(Push::default());
@@ -125,7 +126,7 @@ impl Recent {
 
     /// The pushes kept, newest first; only `account`'s when given.
     pub fn pushes(&self, account: Option<&str>) -> Vec<Push> {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let ring = self.ring.lock();
         // Slots before `next` were written last (the ring has gone round); those from it on,
         // before them.
         let (newest, oldest) = ring.slots.split_at(ring.next.min(ring.slots.len()));

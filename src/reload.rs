@@ -2,9 +2,10 @@
 //! `ArcSwap`; `run` turns `Control::Reload` (SIGHUP in production, a channel send in tests)
 //! into load + compile off the request path and a swap on success only.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -320,7 +321,7 @@ impl Live {
         let now = self.clock.now();
         let outcome = match loaded {
             Ok(loaded) => {
-                let mut swapped = self.swapped.lock().unwrap_or_else(|e| e.into_inner());
+                let mut swapped = self.swapped.lock();
                 if !verdict.decide() || *swapped > number {
                     // Already reported as timed out, or a newer reload is live.
                     return ReloadOutcome::Superseded;
@@ -377,7 +378,7 @@ impl Live {
             error_count: errors.len().max(listed.len()),
             errors: listed,
         };
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
+        *self.last.lock() = Some(last);
         self.metrics.observe_reload(
             matches!(outcome, ReloadOutcome::Applied { .. }),
             self.current.load().rules.rules().len(),
@@ -404,7 +405,7 @@ impl Live {
             templates: snapshot.rules.template_count(),
             digest: snapshot.rules.digest().to_owned(),
             loaded_at: snapshot.loaded_at,
-            last_reload: self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_reload: self.last.lock().clone(),
             reloads_applied: self.applied.load(Ordering::Relaxed),
             reloads_rejected: self.rejected.load(Ordering::Relaxed),
             reloads_running: self.running.load(Ordering::Relaxed),

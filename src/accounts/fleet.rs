@@ -4,11 +4,12 @@
 //! builds the added ones and drops the removed ones. No per-account thread or task beyond
 //! its outbox's senders.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -111,14 +112,11 @@ pub fn prepare_all(specs: &[AccountSpec]) -> Vec<Result<Prepared, Unprepared>> {
                     })
                 });
                 done.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push((i, result));
             });
         }
     });
-    let mut done = done
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut done = done.into_inner();
     done.sort_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, r)| r).collect()
 }
@@ -401,10 +399,7 @@ impl Fleet {
 
     /// Remembers the stamps the first load saw (taken before it read the files).
     pub fn remember(&self, prepared: &[Prepared]) {
-        let mut stamps = self
-            .stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stamps = self.stamps.lock();
         for p in prepared {
             stamps.insert(p.spec.name.clone(), p.stamp);
         }
@@ -539,32 +534,19 @@ impl Fleet {
     }
 
     fn stamp_of(&self, name: &str) -> Option<u64> {
-        self.stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .copied()
+        self.stamps.lock().get(name).copied()
     }
 
     fn forget_stamp(&self, name: &str) {
-        self.stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(name);
+        self.stamps.lock().remove(name);
     }
 
     fn set_loading(&self, loading: Option<(Arc<Account>, Arc<crate::reload::Verdict>)>) {
-        *self
-            .loading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = loading;
+        *self.loading.lock() = loading;
     }
 
     fn set_stamp(&self, name: &str, stamp: u64) {
-        self.stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_owned(), stamp);
+        self.stamps.lock().insert(name.to_owned(), stamp);
     }
 
     /// The part on the server's runtime: builds the prepared accounts and puts the new table
@@ -599,10 +581,7 @@ impl Fleet {
                     .accounts
                     .push(AccountReport::of_account(account, "removed"));
             }
-            self.stamps
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(name);
+            self.stamps.lock().remove(name);
         }
         for prepared in build {
             let name = prepared.spec.name.clone();
@@ -690,11 +669,7 @@ pub async fn run(fleet: Arc<Fleet>, mut controls: mpsc::Receiver<Control>, timeo
             unchanged = report.unchanged,
             config_errors = report.config_errors.len()
         );
-        *fleet
-            .accounts
-            .last_reload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
+        *fleet.accounts.last_reload.lock() = Some(report.clone());
         for reply in burst.waiting {
             // A caller that asked for one account's report (single-account shape) gets the
             // first account's line; `/-/reload` asks for the fleet's.
@@ -743,11 +718,7 @@ async fn reload_once(fleet: &Arc<Fleet>, timeout: Duration) -> FleetReport {
             // is stuck on is reported as timed out (its `/healthz` says so), and its load
             // changes nothing should it ever finish.
             fleet.abandoned.store(true, Ordering::SeqCst);
-            let stuck = fleet
-                .loading
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let stuck = fleet.loading.lock().take();
             if let Some((account, verdict)) = stuck {
                 if let Some(outcome) = account.live.time_out(&verdict, timeout) {
                     crate::reload::log_outcome(&account.live, &outcome, account.log_name());
@@ -792,11 +763,7 @@ pub fn health(accounts: &Accounts) -> FleetHealth {
         .iter()
         .map(|a| (a.name().to_owned(), a.live.health()))
         .collect();
-    let last = accounts
-        .last_reload
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let last = accounts.last_reload.lock().clone();
     let degraded = map.values().any(|h| {
         h.last_reload
             .as_ref()

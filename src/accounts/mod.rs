@@ -537,10 +537,10 @@ pub struct Accounts {
     /// table to look in.
     single: Option<Arc<Account>>,
     /// The last reload of the config file, for `/healthz` (several accounts only).
-    last_reload: std::sync::Mutex<Option<fleet::FleetReport>>,
+    last_reload: parking_lot::Mutex<Option<fleet::FleetReport>>,
     /// Accounts a reload removed or replaced whose outbox has not closed yet (it waits
     /// for their late calls): a stop drains them with the others.
-    retiring: std::sync::Mutex<Vec<std::sync::Weak<Account>>>,
+    retiring: parking_lot::Mutex<Vec<std::sync::Weak<Account>>>,
 }
 
 /// One version of the account table.
@@ -584,8 +584,8 @@ impl Accounts {
         Accounts {
             table: ArcSwap::from_pointee(Table::new(vec![Arc::clone(&account)])),
             single: Some(account),
-            last_reload: std::sync::Mutex::new(None),
-            retiring: std::sync::Mutex::default(),
+            last_reload: parking_lot::Mutex::new(None),
+            retiring: parking_lot::Mutex::default(),
         }
     }
 
@@ -594,8 +594,8 @@ impl Accounts {
         Accounts {
             table: ArcSwap::from_pointee(Table::new(accounts)),
             single: None,
-            last_reload: std::sync::Mutex::new(None),
-            retiring: std::sync::Mutex::default(),
+            last_reload: parking_lot::Mutex::new(None),
+            retiring: parking_lot::Mutex::default(),
         }
     }
 
@@ -641,10 +641,7 @@ impl Accounts {
 
     /// Notes `account`, no longer in the table, as retiring until it is dropped.
     pub(crate) fn note_retiring(&self, account: &Arc<Account>) {
-        let mut retiring = self
-            .retiring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut retiring = self.retiring.lock();
         retiring.retain(|a| a.strong_count() > 0);
         retiring.push(Arc::downgrade(account));
     }
@@ -653,7 +650,6 @@ impl Accounts {
     pub fn retiring(&self) -> Vec<Arc<Account>> {
         self.retiring
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .collect()

@@ -3,8 +3,9 @@
 //! a reload that left the templates alone) hold one compiled copy. No IO; the share is a
 //! table of weak references, so a copy lives as long as a rule set uses it.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 
 use handlebars::{Handlebars, RenderError};
 use serde::Serialize;
@@ -100,7 +101,7 @@ impl Registry {
 /// a load starts from a clone of it (cheaper than compiling them again) and ends up sharing it.
 pub(crate) fn lookup(files: &[TemplateFile]) -> (Key, Option<Arc<Handlebars<'static>>>) {
     let key = key(files);
-    let shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let shared = SHARED.lock();
     let copy = shared.copies.get(&key).and_then(Weak::upgrade);
     (key, copy)
 }
@@ -119,7 +120,7 @@ fn key(files: &[TemplateFile]) -> Key {
 /// The table's copy of the files keyed `key` if a rule set holds one, else `compiled`, now
 /// in the table.
 fn share(key: Key, compiled: Handlebars<'static>) -> Arc<Handlebars<'static>> {
-    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut shared = SHARED.lock();
     if let Some(copy) = shared.copies.get(&key).and_then(Weak::upgrade) {
         return copy;
     }

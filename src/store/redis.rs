@@ -2,8 +2,8 @@
 //! down state that is logged once per outage (`dedup_redis_down`, `dedup_redis_recovered`:
 //! the names predate the other users of the link and are kept for dashboards and alerts).
 
+use parking_lot::Mutex;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -64,9 +64,9 @@ impl Redis {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LinkState> {
         // The state is a few plain fields, valid after any panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock()
     }
 
     /// Runs `op` on the shared connection. A connection that fails may only be stale (Redis

@@ -2,8 +2,9 @@
 //! refresh at a time in this process, and, with Redis, one for all instances (`Shared`).
 //! `Debug` never shows the token.
 
+use parking_lot::Mutex;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest a token is kept, whatever an answer says: WeChat's tokens last 2 hours.
@@ -31,7 +32,7 @@ impl fmt::Debug for TokenCache {
 impl TokenCache {
     /// The token, if there is one still good for at least `MARGIN`.
     pub(super) fn current(&self) -> Option<Arc<str>> {
-        let guard = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.current.lock();
         match &*guard {
             Some((token, until)) if Instant::now() < *until => Some(Arc::clone(token)),
             _ => None,
@@ -48,11 +49,11 @@ impl TokenCache {
         let until = Instant::now()
             .checked_add(usable.min(MAX_LIFE))
             .unwrap_or_else(Instant::now);
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, until));
+        *self.current.lock() = Some((token, until));
     }
 
     pub(super) fn clear(&self) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.current.lock() = None;
     }
 }
 
