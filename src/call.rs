@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{HistogramVec, IntCounterVec};
 use rand::Rng;
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::render::Scope;
 use crate::rules::{Call, CallMethod};
+pub use crate::telemetry::metrics::CallMetrics;
 use crate::wire::{Article, Reply};
 
 /// The largest answer read from a service: a reply is a few KiB.
@@ -130,24 +130,6 @@ impl CallFailure {
 #[derive(Debug, Clone)]
 pub struct Caller {
     client: reqwest::Client,
-}
-
-/// What a call reports to: `wxrules_calls_total{rule,outcome}` and
-/// `wxrules_call_duration_seconds{rule}`.
-#[derive(Debug, Clone)]
-pub struct CallMetrics {
-    pub calls: IntCounterVec,
-    pub duration: HistogramVec,
-}
-
-impl CallMetrics {
-    /// Counts one call that ended as `outcome` after `took`.
-    pub fn observe(&self, rule: &str, outcome: &str, took: Duration) {
-        self.calls.with_label_values(&[rule, outcome]).inc();
-        self.duration
-            .with_label_values(&[rule])
-            .observe(took.as_secs_f64());
-    }
 }
 
 /// Late calls running now (`late:` rules whose call runs on after the push may have been

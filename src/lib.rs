@@ -32,20 +32,20 @@ pub mod crypto;
 pub mod dedup;
 pub mod explain;
 pub mod import;
-pub mod logline;
-pub mod logsink;
-pub mod metrics;
 pub mod outbox;
-pub mod recent;
 pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod telemetry;
 pub mod watch;
 pub mod wechat_api;
 pub mod wire;
+
+// Paths from before the move to `telemetry/` (kept until every caller uses the new ones).
+pub use telemetry::{logline, logsink, metrics, recent};
 
 pub use answer::{answer, Outcome};
 pub use rules::{RuleSet, Sources};

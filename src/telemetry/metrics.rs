@@ -79,6 +79,24 @@ impl RequestOutcome {
     }
 }
 
+/// What a call reports to: `wxrules_calls_total{rule,outcome}` and
+/// `wxrules_call_duration_seconds{rule}`.
+#[derive(Debug, Clone)]
+pub struct CallMetrics {
+    pub calls: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+impl CallMetrics {
+    /// Counts one call that ended as `outcome` after `took`.
+    pub fn observe(&self, rule: &str, outcome: &str, took: std::time::Duration) {
+        self.calls.with_label_values(&[rule, outcome]).inc();
+        self.duration
+            .with_label_values(&[rule])
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// The server's metrics and the registry they are exposed from.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -316,8 +334,8 @@ impl Metrics {
     }
 
     /// The series a rule's calls report to.
-    pub fn call_metrics(&self) -> crate::call::CallMetrics {
-        crate::call::CallMetrics {
+    pub fn call_metrics(&self) -> CallMetrics {
+        CallMetrics {
             calls: self.calls.clone(),
             duration: self.call_duration.clone(),
         }

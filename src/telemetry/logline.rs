@@ -648,15 +648,15 @@ mod tests {
         assert_text_equal(&ours, &fmts(false, false));
         assert_eq!(
             ours[0],
-            r#"<time>  INFO wxrules::logline::tests: event="message_handled" outcome="replied" rule="price" msg_type="text" wx_event="" msg_id="1234567890123456" reply="text" us=41"#
+            r#"<time>  INFO wxrules::telemetry::logline::tests: event="message_handled" outcome="replied" rule="price" msg_type="text" wx_event="" msg_id="1234567890123456" reply="text" us=41"#
         );
         assert_eq!(
             ours[6],
-            r#"<time>  WARN wxrules::logline::tests: esc \x1b[31m bel \x07 del \x7f c1 \u{9b} ok é value="esc \u{1b}[31m""#
+            r#"<time>  WARN wxrules::telemetry::logline::tests: esc \x1b[31m bel \x07 del \x7f c1 \u{9b} ok é value="esc \u{1b}[31m""#
         );
         assert_eq!(
             ours[8],
-            "<time> ERROR wxrules::logline::tests: error=outer \\x1b error.sources=[inner] \
+            "<time> ERROR wxrules::telemetry::logline::tests: error=outer \\x1b error.sources=[inner] \
              alone=no sources big=340282366920938463463374607431768211455 \
              small=-170141183460469231731687303715884105728 nan=NaN infinite=inf"
         );
@@ -711,7 +711,7 @@ mod tests {
         }
         assert_eq!(
             ours[2],
-            r#"{"timestamp":"<time>","level":"ERROR","event":"rules_reload_rejected","reason":"rules.yaml:3:7: unknown field `replly`","errors":2,"target":"wxrules::logline::tests"}"#
+            r#"{"timestamp":"<time>","level":"ERROR","event":"rules_reload_rejected","reason":"rules.yaml:3:7: unknown field `replly`","errors":2,"target":"wxrules::telemetry::logline::tests"}"#
         );
     }
 
@@ -772,8 +772,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"{"timestamp":"<time>","level":"INFO","event":"outer","value":"outer value","target":"wxrules::logline::tests"}"#,
-                r#"{"timestamp":"<time>","level":"INFO","event":"after","target":"wxrules::logline::tests"}"#
+                r#"{"timestamp":"<time>","level":"INFO","event":"outer","value":"outer value","target":"wxrules::telemetry::logline::tests"}"#,
+                r#"{"timestamp":"<time>","level":"INFO","event":"after","target":"wxrules::telemetry::logline::tests"}"#
             ]
         );
     }
