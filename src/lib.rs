@@ -22,8 +22,8 @@
 //! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
 
 pub mod accounts;
+pub mod act;
 pub mod answer;
-pub mod call;
 pub mod cases;
 pub mod cli;
 pub mod clock;
@@ -45,6 +45,7 @@ pub mod wechat_api;
 pub mod wire;
 
 // Paths from before the move to `telemetry/` (kept until every caller uses the new ones).
+pub use act::call;
 pub use telemetry::{logline, logsink, metrics, recent};
 
 pub use answer::{answer, Outcome};
