@@ -14,7 +14,7 @@ use actix_web::{web, HttpResponse};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{body, dashboard, handlers, AppState};
+use super::{body, dashboard, health, AppState};
 use crate::reload::{Control, ReloadReport, RELOAD_TIMEOUT};
 
 /// What the admin routes need besides the server's state.
@@ -43,8 +43,8 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: AppState, admin: Adm
                 .wrap(actix_web::middleware::from_fn(body::bound_chunked))
                 .wrap(actix_web::middleware::from_fn(authorize))
                 .app_data(web::PayloadConfig::new(dashboard::TRY_LIMIT))
-                .route("/healthz", web::get().to(handlers::healthz))
-                .route("/metrics", web::get().to(handlers::metrics))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/metrics", web::get().to(health::metrics))
                 .route("/-/reload", web::post().to(reload))
                 .configure(dashboard::configure),
         );

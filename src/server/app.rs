@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{guard, web};
 
-use super::{body, handlers};
+use super::{body, health, push, query};
 use crate::accounts::{Account, Accounts};
 use crate::clock::Clock;
 use crate::dedup::Dedup;
@@ -21,6 +21,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a push's body may take to arrive once its headers have (actix bounds the
 /// headers themselves, `client_request_timeout`). A real push is a few KiB sent at once.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The content types of answers: a reply, or `success`.
+pub(super) const XML: &str = "text/xml";
+pub(super) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 /// Request-handling options that are not secrets.
 #[derive(Debug, Clone, Copy)]
@@ -98,13 +102,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         cfg.service(
             web::resource("/{path:.*}")
                 .guard(guard::Post())
-                .route(web::post().to(handlers::receive)),
+                .route(web::post().to(push::receive)),
         );
     } else {
         cfg.service(
             web::resource(crate::accounts::SINGLE_PATH)
                 .guard(guard::Post())
-                .route(web::post().to(handlers::receive)),
+                .route(web::post().to(push::receive)),
         );
     }
     cfg.service({
@@ -113,18 +117,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         let scope = web::scope("").wrap(actix_web::middleware::from_fn(body::bound_chunked));
         let scope = if health_routes {
             scope
-                .route("/healthz", web::get().to(handlers::healthz))
-                .route("/metrics", web::get().to(handlers::metrics))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/metrics", web::get().to(health::metrics))
         } else {
             scope
         };
         if many {
             // The URL check of any account's path.
-            scope.default_service(web::get().to(handlers::verify_url))
+            scope.default_service(web::get().to(query::verify_url))
         } else {
             scope.route(
                 crate::accounts::SINGLE_PATH,
-                web::get().to(handlers::verify_url),
+                web::get().to(query::verify_url),
             )
         }
     });

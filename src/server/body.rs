@@ -109,7 +109,7 @@ pub(crate) async fn bound_chunked(
                 .map(ServiceResponse::map_into_left_body)
         }
         Err(e) => {
-            super::handlers::count_refused(&state, None, &e);
+            super::refusal::count_refused(&state, None, &e);
             let mut response = e.error_response();
             response.extensions_mut().insert(Unread(payload));
             Ok(req.into_response(response).map_into_right_body())

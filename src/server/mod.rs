@@ -6,7 +6,11 @@ mod app;
 mod body;
 mod dashboard;
 mod error;
-mod handlers;
+mod health;
+mod late;
+mod push;
+mod query;
+mod refusal;
 
 pub use admin::{configure_admin, Admin};
 pub use app::{

@@ -1,0 +1,38 @@
+//! `GET /healthz` and `GET /metrics`: on the public port, or on the admin port with
+//! `--admin-listen`.
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+/// `GET /metrics`: Prometheus text format. With several accounts, each series carries
+/// `account="NAME"`, except the process's own (the dedup store, the log).
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (answers, bytes) = state.dedup.stored();
+    state.metrics.set_dedup_stored(answers, bytes);
+    let text = if state.accounts.is_many() {
+        let table = state.accounts.table();
+        crate::metrics::Metrics::render_accounts(
+            &state.metrics,
+            table.accounts().iter().map(|a| a.live.metrics()),
+        )
+    } else {
+        state.metrics.render()
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
+}
+
+/// `GET /healthz`: which rules are live and how the last reload went; with several
+/// accounts, that of each (`accounts.NAME`), and `status` `ok` only when every account's
+/// last reload applied.
+pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.accounts.is_many() {
+        return match state.account() {
+            Some(account) => HttpResponse::Ok().json(account.live.health()),
+            None => HttpResponse::ServiceUnavailable().finish(),
+        };
+    }
+    HttpResponse::Ok().json(crate::accounts::fleet::health(&state.accounts))
+}

@@ -1,0 +1,257 @@
+//! A rule's call as the push makes it: without `late`, within the push's deadline; with
+//! `late`, handed over to a task of its own at `late.after`, whose reply then goes out
+//! through the outbox. Also the queueing of a rule's `send:` messages.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::AppState;
+use crate::accounts::Account;
+use crate::answer::{after_call, holding, Outcome};
+use crate::call::{CallFailure, CallResult};
+use crate::outbox::Outbox;
+use crate::reload::Snapshot;
+use crate::render;
+use crate::rules::Match;
+use crate::wechat_api::CustomMessage;
+use crate::wire::{self, Message};
+
+/// Asks `found`'s service and answers from what it says. Without `late` the push waits for
+/// the call up to the deadline. With `late` it waits `late.after`; a call still running
+/// then goes on in its own task, the push gets the holding reply, and the reply the call
+/// leads to goes out through the outbox.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn ask_service(
+    state: &AppState,
+    account: &Account,
+    snapshot: &Arc<Snapshot>,
+    message: &Message,
+    found: Match<'_>,
+    now: u64,
+    started: Instant,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let rules = &snapshot.rules;
+    let Some(call) = found.rule.call() else {
+        return Outcome::Ignored { rule: None };
+    };
+    let rule = found.rule.shared_name();
+    let scope = render::Scope {
+        message,
+        rule: &rule,
+        captures: &found.captures,
+        call: None,
+    };
+    let late = call.late();
+    let budget = match late {
+        Some(_) => call.timeout(),
+        None => deadline.saturating_duration_since(tokio::time::Instant::now()),
+    };
+    let metrics = Some((account.live.metrics().call_metrics(), Arc::clone(&rule)));
+    let pending = match state.caller.prepare(call, &scope, budget, metrics) {
+        Ok(pending) => pending,
+        Err(failure) => {
+            let result = CallResult::Failed(failure);
+            log_call(account.log_name(), &rule, message, &result, false);
+            return after_call(rules, message, &found, &result, now);
+        }
+    };
+    let Some(late) = late else {
+        let result = pending.run().await;
+        log_call(account.log_name(), &rule, message, &result, false);
+        return after_call(rules, message, &found, &result, now);
+    };
+    // The call, and what follows it if it is late, run as one task on the server's main
+    // thread (the system arbiter), which outlives the workers: at a stop, the server waits
+    // for late calls a little (`LateCalls`) before the outbox drains. The push waits for
+    // the result on `handed` until `late.after`; once it stops waiting the task knows the
+    // call is late, and sends its reply itself.
+    let (hand, mut handed) = tokio::sync::oneshot::channel::<CallResult>();
+    let passive_by = tokio::time::Instant::from_std(started + late.after());
+    let late_call = LateCall {
+        outbox: Arc::clone(&account.outbox),
+        snapshot: Arc::clone(snapshot),
+        message: message.clone(),
+        index: found.index,
+        captures: found.captures.clone(),
+        now,
+        metrics: account.live.metrics().call_metrics(),
+        rule: Arc::clone(&rule),
+        account: account.log_name().map(Arc::from),
+        _running: (state.late_calls.enter(), account.late_calls.enter()),
+    };
+    let task = async move {
+        let started = Instant::now();
+        let result = pending.uncounted().run().await;
+        let took = started.elapsed();
+        let on_time = late_call.label(&result, false);
+        match hand.send(result) {
+            Ok(()) => late_call.metrics.observe(&late_call.rule, on_time, took),
+            Err(result) => {
+                let late = late_call.label(&result, true);
+                late_call.metrics.observe(&late_call.rule, late, took);
+                late_call.finish(result).await;
+            }
+        }
+    };
+    actix_web::rt::System::current().arbiter().spawn(task);
+    let result = match tokio::time::timeout_at(passive_by, &mut handed).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(_)) => Some(CallResult::Failed(CallFailure::Network(
+            "the call was stopped (the server is stopping)".into(),
+        ))),
+        Err(_) => {
+            // Closed first: a result sent from now on goes back to the task, which sends
+            // it late; one that came in the same instant is still answered passively.
+            handed.close();
+            handed.try_recv().ok()
+        }
+    };
+    match result {
+        Some(result) => {
+            log_call(account.log_name(), &rule, message, &result, false);
+            after_call(rules, message, &found, &result, now)
+        }
+        None => {
+            tracing::info!(
+                event = "call_late",
+                account = account.log_name(),
+                rule = &*rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                after_ms = u64::try_from(late.after().as_millis()).unwrap_or(u64::MAX),
+                "the call has not answered: holding reply now, its reply through the customer-service API"
+            );
+            holding(rules, message, &found, now)
+        }
+    }
+}
+
+/// What a late call's task needs once the push has been answered without it.
+struct LateCall {
+    outbox: Arc<Outbox>,
+    snapshot: Arc<Snapshot>,
+    message: Message,
+    index: usize,
+    captures: crate::rules::Captures,
+    now: u64,
+    metrics: crate::call::CallMetrics,
+    rule: Arc<str>,
+    /// The account's name in log lines (`Account::log_name`).
+    account: Option<Arc<str>>,
+    /// Counted in `AppState::late_calls` and in its account's while the task lives.
+    _running: (crate::call::Running, crate::call::Running),
+}
+
+impl LateCall {
+    /// The call's outcome label: `late` when it answered after the push had its holding
+    /// reply.
+    fn label(&self, result: &CallResult, late: bool) -> &'static str {
+        match result {
+            CallResult::Answered(_) if late => "late",
+            CallResult::Answered(_) => "ok",
+            CallResult::Failed(failure) => failure.outcome(),
+        }
+    }
+
+    /// Queues the reply the late call leads to (with the rule's `send:`), or its
+    /// `on_error` when it failed; `success` outcomes send nothing.
+    async fn finish(self, result: CallResult) {
+        let LateCall {
+            outbox,
+            snapshot,
+            message,
+            index,
+            captures,
+            now,
+            rule: name,
+            account,
+            ..
+        } = self;
+        let Some(rule) = snapshot.rules.rules().get(index) else {
+            return;
+        };
+        log_call(account.as_deref(), &name, &message, &result, true);
+        let found = Match {
+            rule,
+            index,
+            captures,
+        };
+        match after_call(&snapshot.rules, &message, &found, &result, now) {
+            Outcome::Replied { reply, sends, .. } => {
+                let mut messages = Vec::with_capacity(1 + sends.len());
+                messages.push(Ok(reply));
+                messages.extend(sends);
+                tracing::info!(
+                    event = "late_reply_queued",
+                    rule = &*name,
+                    msg_id = message.msg_id().unwrap_or(""),
+                    messages = messages.len()
+                );
+                queue_sends(&outbox, &name, &message, messages).await;
+            }
+            Outcome::Ignored { .. } => tracing::info!(
+                event = "late_reply_none",
+                rule = &*name,
+                msg_id = message.msg_id().unwrap_or(""),
+                "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
+            ),
+            Outcome::Failed { error, .. } => tracing::error!(
+                event = "render_failed",
+                rule = &*name,
+                msg_id = message.msg_id().unwrap_or(""),
+                late = true,
+                %error
+            ),
+        }
+    }
+}
+
+/// Logs a call that failed, with its rule and reason (never the service's answer).
+fn log_call(account: Option<&str>, rule: &str, message: &Message, result: &CallResult, late: bool) {
+    if let CallResult::Failed(failure) = result {
+        tracing::warn!(
+            event = "call_failed",
+            account,
+            rule,
+            msg_id = message.msg_id().unwrap_or(""),
+            outcome = failure.outcome(),
+            late,
+            reason = %failure
+        );
+    }
+}
+
+/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
+/// by the outbox). Never waits: the network is the outbox's business.
+pub(super) async fn queue_sends(
+    outbox: &Outbox,
+    rule: &Arc<str>,
+    message: &Message,
+    sends: Vec<Result<wire::Reply, crate::render::RenderError>>,
+) {
+    let mut messages = Vec::with_capacity(sends.len());
+    for send in sends {
+        let built = send.map_err(|e| e.to_string()).and_then(|reply| {
+            CustomMessage::new(message.from_user(), reply).map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(m) => messages.push(m),
+            Err(error) => tracing::error!(
+                event = "send_render_failed",
+                rule = &**rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                %error
+            ),
+        }
+    }
+    let count = messages.len();
+    if let Err(why) = outbox.enqueue(rule, messages).await {
+        tracing::warn!(
+            event = "outbox_refused",
+            rule = &**rule,
+            messages = count,
+            msg_id = message.msg_id().unwrap_or(""),
+            reason = %why
+        );
+    }
+}

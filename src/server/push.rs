@@ -1,0 +1,407 @@
+//! `POST /wechat` (or an account's path): verify, decrypt if needed, parse, dedup, answer.
+//! Thin: extract, call the library, map the error. A push takes one rules snapshot and
+//! keeps it to the end.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use rand::distributions::{Alphanumeric, DistString};
+
+use super::app::{PLAIN_TEXT, XML};
+use super::late::{ask_service, queue_sends};
+use super::query::{required, WechatQuery};
+use super::refusal::{count_refused, count_unrouted};
+use super::{body, AppState, ServiceError};
+use crate::accounts::Account;
+use crate::answer::{decide_found, Decision, Outcome};
+use crate::crypto::{sign, verify_signature};
+use crate::dedup::{Answer, Claim, Key};
+use crate::metrics::RequestOutcome;
+use crate::rules::Match;
+use crate::wire::{self, Message};
+
+/// Whether the query's `signature` (and timestamp) was checked before the body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryCheck {
+    Done,
+    /// A safe-mode push without `signature`: only `msg_signature`, over the body, can tell.
+    Pending,
+}
+
+/// How the request came, and so how the answer goes back.
+enum Mode {
+    Plain,
+    Safe,
+}
+
+/// `POST /wechat`: verify, decrypt if needed, parse, dedup, answer.
+pub(crate) async fn receive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let started = Instant::now();
+    // The account is the path's: `/wechat` alone without `--config`, `/wechat/NAME` (or
+    // the account's own `path`) with. A path no account serves is 404, its body unread.
+    // The path as routed (percent-decoded as actix decodes it for matching).
+    let Some(account) = state.accounts.route(req.match_info().as_str()) else {
+        count_unrouted(&state, &req);
+        return Ok(body::refuse_unread(&ServiceError::NoAccount, &req, payload));
+    };
+    let account = &*account;
+    let metrics = account.live.metrics();
+    // The query's signature is checked before the body is read whenever the query has one
+    // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
+    // sign is answered 403 at once, and cannot hold the connection by sending its body
+    // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
+    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
+        let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
+            state.verify_plain(account, &query)?;
+            QueryCheck::Done
+        } else {
+            QueryCheck::Pending
+        };
+        Ok((query, checked))
+    });
+    let (query, checked) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            count_refused(&state, Some(account), &e);
+            return Ok(body::refuse_unread(&e, &req, payload));
+        }
+    };
+    let mut payload = payload;
+    let body = match body::read(&state, &req, &mut payload, started).await {
+        Ok(body) => body,
+        Err(e) => {
+            // Over the size limit (413), too slow (408), or a broken upload (400).
+            count_refused(&state, Some(account), &e);
+            return Ok(body::refuse_unread(&e, &req, payload));
+        }
+    };
+    let decoded = decode(&state, account, &query, checked, &body);
+    let (message, mode) = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            count_refused(&state, Some(account), &e);
+            return Err(e.into());
+        }
+    };
+
+    // A WeChat retry of a push already answered gets that answer again, and one arriving
+    // while the first attempt is still being answered waits for it. The wait (and a slow
+    // Redis) is bounded by the deadline, so the answer still leaves within WeChat's 5 s.
+    let deadline = tokio::time::Instant::from_std(started + state.options.deadline);
+    let key = Key::for_message_in(account.scope(), &message);
+    let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
+        Ok(Claim::First(ticket)) => ticket,
+        Ok(Claim::Answered { answer, store }) => {
+            let elapsed = started.elapsed();
+            metrics.observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
+            if let Some(recent) = &state.recent {
+                let rule = answer.rule.as_ref();
+                recent.record(
+                    account.shared_name(),
+                    &message,
+                    rule,
+                    "retry",
+                    state.clock.now(),
+                    micros(elapsed),
+                );
+            }
+            tracing::info!(
+                event = "retry_answered",
+                account = account.log_name(),
+                store = store.as_str(),
+                rule = answer.rule.as_deref().unwrap_or(""),
+                msg_type = message.msg_type(),
+                wx_event = message.event().unwrap_or(""),
+                msg_id = message.msg_id().unwrap_or(""),
+                us = micros(elapsed)
+            );
+            return Ok(HttpResponse::Ok()
+                .content_type(&*answer.content_type)
+                .body(answer.body.clone()));
+        }
+        Err(_) => {
+            let elapsed = started.elapsed();
+            metrics.observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
+            if let Some(recent) = &state.recent {
+                recent.record(
+                    account.shared_name(),
+                    &message,
+                    None,
+                    "deadline",
+                    state.clock.now(),
+                    micros(elapsed),
+                );
+            }
+            tracing::warn!(
+                event = "deadline_exceeded",
+                account = account.log_name(),
+                stage = "dedup",
+                msg_type = message.msg_type(),
+                msg_id = message.msg_id().unwrap_or(""),
+                us = micros(elapsed),
+                "an earlier attempt at this push did not answer in time; answering `success`"
+            );
+            return Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body("success"));
+        }
+    };
+
+    // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
+    let snapshot = account.live.snapshot();
+    let now = state.clock.now();
+    let found = find_unless_cooling(&state, account, &snapshot.rules, &message).await;
+    let found_at = found.as_ref().map(|m| m.index);
+    // A rule with a cooldown claimed it when it was found; it keeps the claim if it answers.
+    let claimed = found
+        .as_ref()
+        .filter(|m| m.rule.cooldown().is_some())
+        .map(|m| {
+            let late = m.rule.call().is_some_and(|c| c.late().is_some());
+            (m.rule.shared_name(), late)
+        });
+    let mut outcome = match decide_found(&snapshot.rules, &message, found, now) {
+        Decision::Done(outcome) => outcome,
+        // Boxed: the call's state (request, task handle) would otherwise be part of every
+        // push's future, making it several hundred bytes larger for rules that never call.
+        Decision::Call(found) => {
+            Box::pin(ask_service(
+                &state, account, &snapshot, &message, found, now, started, deadline,
+            ))
+            .await
+        }
+    };
+    if let Outcome::Replied { rule, sends, .. } = &mut outcome {
+        if !sends.is_empty() {
+            queue_sends(&account.outbox, rule, &message, std::mem::take(sends)).await;
+        }
+    }
+    // A rule that claimed its cooldown and did not answer gives it back; one whose late
+    // call may still answer through the outbox keeps it.
+    if let Some((rule, late)) = claimed {
+        if !late && !matches!(outcome, Outcome::Replied { .. }) {
+            state
+                .cooldowns
+                .release(
+                    &cooldown_account(account, &message),
+                    &rule,
+                    message.from_user(),
+                )
+                .await;
+        }
+    }
+
+    let body = match (&mut outcome, mode) {
+        (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(account, xml, now),
+        // The XML is not needed past this point: move it rather than copy it.
+        (Outcome::Replied { xml, .. }, Mode::Plain) => std::mem::take(xml),
+        _ => "success".to_owned(),
+    };
+    let (counted, content_type) = match outcome {
+        Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
+        Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
+        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
+    };
+    // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
+    let stored = Arc::new(Answer {
+        content_type: content_type.into(),
+        body: body.into(),
+        rule: outcome.shared_rule().cloned(),
+    });
+    // A late call's holding reply comes at `late.after`, which may be past the deadline:
+    // its copy for retries still gets the time of one store (Redis included).
+    let store_by = deadline.max(tokio::time::Instant::now() + STORE_AT_LEAST);
+    if tokio::time::timeout_at(store_by, ticket.complete(Arc::clone(&stored)))
+        .await
+        .is_err()
+    {
+        // The answer is ready: send it; only its copy for retries is missing.
+        tracing::warn!(
+            event = "deadline_exceeded",
+            account = account.log_name(),
+            stage = "dedup_store",
+            msg_id = message.msg_id().unwrap_or("")
+        );
+    }
+    let elapsed = started.elapsed();
+    metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
+    if let Some(recent) = &state.recent {
+        let shown = match &outcome {
+            Outcome::Replied { .. } => "replied",
+            Outcome::Ignored { rule: Some(_) } => "ignored",
+            Outcome::Ignored { rule: None } => "no_match",
+            Outcome::Failed { .. } => "error",
+        };
+        if outcome.rule().is_some() {
+            if let Some(rule) = found_at.and_then(|i| snapshot.rules.rules().get(i)) {
+                rule.mark_hit(now);
+            }
+        }
+        recent.record(
+            account.shared_name(),
+            &message,
+            outcome.shared_rule(),
+            shown,
+            now,
+            micros(elapsed),
+        );
+    }
+    log_outcome(account, &message, &outcome, elapsed);
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .body(stored.body.clone()))
+}
+
+/// The least time an answer's copy for retries gets to be stored, deadline or not: one
+/// Redis command's bound (250 ms) and some.
+const STORE_AT_LEAST: Duration = Duration::from_millis(300);
+
+/// Verifies the request and turns its body into a message.
+fn decode(
+    state: &AppState,
+    account: &Account,
+    q: &WechatQuery,
+    checked: QueryCheck,
+    body: &[u8],
+) -> Result<(Message, Mode), ServiceError> {
+    let verify_plain = || match checked {
+        QueryCheck::Done => Ok(()),
+        QueryCheck::Pending => state.verify_plain(account, q),
+    };
+    let safe = q.encrypt_type.as_deref() == Some("aes");
+    let cipher = match (safe, account.secrets.cipher()) {
+        (false, _) => None,
+        (true, Some(cipher)) => Some(cipher),
+        (true, None) => {
+            // Compatible mode also carries the plain fields: answer those plainly rather
+            // than lose the message; a safe-mode-only body cannot be read.
+            verify_plain()?;
+            return match Message::parse(body) {
+                Ok(m) => {
+                    tracing::warn!(event = "encrypted_without_key", "answering the plain fields of a compatible-mode push; set WXRULES_AES_KEY to answer encrypted");
+                    Ok((m, Mode::Plain))
+                }
+                Err(_) => Err(ServiceError::NoKey),
+            };
+        }
+    };
+    let Some(cipher) = cipher else {
+        verify_plain()?;
+        return Ok((Message::parse(body)?, Mode::Plain));
+    };
+    let timestamp = required(&q.timestamp, "timestamp")?;
+    let nonce = required(&q.nonce, "nonce")?;
+    let msg_signature = required(&q.msg_signature, "msg_signature")?;
+    // The signature first, over the `Encrypt` text found by a plain search: nothing of an
+    // unsigned body is parsed, and so nothing of it reaches an error or the log.
+    let signed = wire::find_encrypt(body);
+    verify_signature(
+        msg_signature,
+        &[account.secrets.token(), timestamp, nonce, signed],
+    )?;
+    state.check_fresh(timestamp)?;
+    let encrypt = wire::parse_encrypted(body)?;
+    if encrypt != signed {
+        return Err(wire::WireError::EncryptMismatch.into());
+    }
+    let inner = cipher.decrypt(&encrypt)?;
+    let message = Message::parse(&inner)?;
+    Ok((message, Mode::Safe))
+}
+
+/// The first rule for `message` that is not cooling down for its sender. Rules without a
+/// `cooldown` cost one comparison; a rule with one, a lookup (in process, or one Redis
+/// command).
+async fn find_unless_cooling<'r>(
+    state: &AppState,
+    account: &Account,
+    rules: &'r crate::rules::RuleSet,
+    message: &Message,
+) -> Option<Match<'r>> {
+    let subject = crate::rules::Subject::at(message, state.clock.now());
+    let mut skip = Vec::new();
+    loop {
+        let found = rules.find_skipping(&subject, &skip)?;
+        let Some(cooldown) = found.rule.cooldown() else {
+            return Some(found);
+        };
+        if state
+            .cooldowns
+            .try_claim(
+                &cooldown_account(account, message),
+                found.rule.name(),
+                message.from_user(),
+                cooldown.as_secs(),
+            )
+            .await
+        {
+            return Some(found);
+        }
+        skip.push(found.index);
+    }
+}
+
+/// Whose cooldowns these are: the account's ToUserName, behind the account's name when
+/// the server has several.
+fn cooldown_account<'m>(account: &Account, message: &'m Message) -> Cow<'m, str> {
+    match account.scope() {
+        "" => Cow::Borrowed(message.to_user()),
+        scope => Cow::Owned(format!("{scope}{}", message.to_user())),
+    }
+}
+
+/// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
+fn encrypt_reply(account: &Account, xml: &str, now: u64) -> String {
+    let Some(cipher) = account.secrets.cipher() else {
+        return "success".to_owned();
+    };
+    let encrypt = cipher.encrypt(xml.as_bytes());
+    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+    let signature = sign(&[account.secrets.token(), &now.to_string(), &nonce, &encrypt]);
+    wire::write_encrypted(&encrypt, &signature, now, &nonce)
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn log_outcome(account: &Account, message: &Message, outcome: &Outcome, elapsed: Duration) {
+    let account = account.log_name();
+    let micros = micros(elapsed);
+    let msg_type = message.msg_type();
+    let event = message.event().unwrap_or("");
+    let msg_id = message.msg_id().unwrap_or("");
+    let rule = outcome.rule().unwrap_or("");
+    tracing::debug!(from_user = message.from_user(), msg_id, "message_received");
+    match outcome {
+        Outcome::Replied { reply, .. } => tracing::info!(
+            event = "message_handled",
+            account,
+            outcome = "replied",
+            rule,
+            msg_type,
+            wx_event = event,
+            msg_id,
+            reply = reply.msg_type(),
+            us = micros
+        ),
+        Outcome::Ignored { .. } => tracing::info!(
+            event = "message_handled",
+            account,
+            outcome = "ignored",
+            rule,
+            msg_type,
+            wx_event = event,
+            msg_id,
+            us = micros
+        ),
+        Outcome::Failed { error, .. } => tracing::error!(
+            event = "render_failed", account, outcome = "error", rule, msg_type, wx_event = event,
+            msg_id, error = %error, us = micros
+        ),
+    }
+}
