@@ -1,0 +1,194 @@
+//! `wxrules explain`: which rule answers a message, why, and the reply, as text or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+
+use super::*;
+use crate::answer::Outcome;
+use crate::clock::{Clock, SystemClock};
+use crate::settings::Secrets;
+use crate::wire::Message;
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["message", "text", "event"])))]
+pub(super) struct ExplainArgs {
+    #[command(flatten)]
+    pub(super) sources: SourceArgs,
+    /// A message XML file, as WeChat posts it.
+    pub(super) message: Option<PathBuf>,
+    /// A text message with this content.
+    #[arg(long)]
+    pub(super) text: Option<String>,
+    /// An event with this name (subscribe, CLICK, SCAN, …).
+    #[arg(long)]
+    pub(super) event: Option<String>,
+    /// The event's EventKey.
+    #[arg(long, requires = "event")]
+    pub(super) event_key: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(super) json: bool,
+    /// For a rule with a `call`: the service's answer (a JSON file) to use; no call is made.
+    #[arg(long, value_name = "FILE", conflicts_with = "call_error")]
+    pub(super) call_response: Option<PathBuf>,
+    /// For a rule with a `call`: answer as if the call had failed for this reason.
+    #[arg(long, value_name = "REASON")]
+    pub(super) call_error: Option<String>,
+    /// Evaluate the rules' `active` windows at this moment (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub(super) at: Option<jiff::Timestamp>,
+}
+pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let (sources, spec) = match args.sources.one() {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
+    };
+    let loaded = match load_or_report(&sources) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let now = SystemClock.now();
+    let xml = match (&args.message, &args.text, &args.event) {
+        (Some(path), _, _) => read_message(path)?,
+        (_, Some(text), _) => crate::explain::synthetic(
+            &[("MsgType", "text"), ("Content", text), ("MsgId", "1")],
+            now,
+        ),
+        (_, _, Some(event)) => {
+            let mut kind = vec![("MsgType", "event"), ("Event", event.as_str())];
+            kind.extend(args.event_key.as_deref().map(|k| ("EventKey", k)));
+            crate::explain::synthetic(&kind, now)
+        }
+        _ => bail!("give a message file, --text or --event"),
+    };
+    let message = parse_for_explain(&xml, spec.as_ref())?;
+    let rules = &loaded.rules;
+    let at = match args.at {
+        Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
+        None => now,
+    };
+    let stub_value = match &args.call_response {
+        Some(path) => {
+            let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
+    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
+    let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
+    if args.json {
+        let value = explained.to_json(&sources.rules);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rules_path = sources.rules.display().to_string();
+    match &explained.found {
+        None => println!("no rule matched"),
+        Some(found) => {
+            println!("rule: {} ({}:{})", found.name, rules_path, found.line);
+            if found.criteria.is_empty() {
+                println!("  (no criteria: matches every message)");
+            }
+            for (criterion, held) in &found.criteria {
+                println!("  {} {criterion}", if *held { "✓" } else { "✗" });
+            }
+            if !found.captures.is_empty() {
+                println!("captures:");
+                for (k, v) in &found.captures {
+                    println!("  {k} = {v:?}");
+                }
+            }
+        }
+    }
+    if let Some(call) = &explained.call {
+        let request = &call.request;
+        if let Some(error) = request.get("error").and_then(|e| e.as_str()) {
+            bail!("{error}");
+        }
+        let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        println!("call: {} {}", text("method"), text("url"));
+        println!("  timeout: {} ms", request["timeout_ms"]);
+        if let Some(body) = request.get("body") {
+            println!("  body: {body}");
+        }
+        if let Some(holding) = &call.holding {
+            println!(
+                "late: a push the call has not answered within {} ms gets:",
+                request["late_after_ms"]
+            );
+            println!("  {}", holding.body());
+            println!("  and the reply below goes out through the customer-service API");
+        }
+        if !call.stubbed {
+            println!(
+                "no call made: the reply below is the rule's answer when the call fails; pass --call-response FILE (the service's JSON answer) to see the other"
+            );
+        }
+    }
+    let outcome = &explained.outcome;
+    match outcome {
+        Outcome::Replied {
+            reply, xml, sends, ..
+        } => {
+            println!("reply ({}):", reply.msg_type());
+            println!("{xml}");
+            if !sends.is_empty() {
+                println!("then sent through the customer-service API, in order:");
+            }
+            for (i, send) in sends.iter().enumerate() {
+                match send
+                    .as_ref()
+                    .map_err(ToString::to_string)
+                    .and_then(|reply| {
+                        crate::wechat_api::CustomMessage::new("o_explain_user", reply.clone())
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| serde_json::to_string(&m).map_err(|e| e.to_string()))
+                    }) {
+                    Ok(json) => println!("  {}. {json}", i + 1),
+                    Err(error) => println!("  {}. not sent: {error}", i + 1),
+                }
+            }
+        }
+        Outcome::Ignored { rule: Some(rule) } => {
+            println!("ignored by rule `{rule}`: answers `success`");
+        }
+        Outcome::Ignored { rule: None } => println!("ignored (no rule): answers `success`"),
+        Outcome::Failed { error, .. } => {
+            println!("render error: {error}");
+            println!("answers `success`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+/// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and
+/// AppID of `WXRULES_AES_KEY` and `WXRULES_APPID`. No signature is checked: there is no query.
+pub(super) fn parse_for_explain(
+    xml: &str,
+    account: Option<&crate::accounts::AccountSpec>,
+) -> anyhow::Result<Message> {
+    // The secrets are read only for an encrypted message, and only when a key is set.
+    let encrypted = crate::wire::parse_encrypted(xml.as_bytes()).is_ok();
+    let keyed = match account {
+        Some(spec) => spec.secrets.aes_key.is_some(),
+        None => std::env::var_os("WXRULES_AES_KEY").is_some(),
+    };
+    let secrets = if encrypted && keyed {
+        Some(secrets_of(account).context("decrypting an encrypted message")?)
+    } else {
+        None
+    };
+    let cipher = secrets.as_ref().and_then(Secrets::cipher);
+    crate::explain::read_push(xml.as_bytes(), cipher).map_err(|e| match e {
+        crate::explain::PushError::NoKey => anyhow::anyhow!(
+            "an encrypted message needs an AES key and AppID (WXRULES_AES_KEY and WXRULES_APPID, or the account's)"
+        ),
+        e => anyhow::Error::new(e),
+    })
+}

@@ -1,0 +1,181 @@
+//! `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to a
+//! running server; its answer printed, decrypted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+
+use super::*;
+use crate::clock::{Clock, SystemClock};
+use crate::wire::Message;
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["message", "text", "event"])))]
+pub(super) struct SendArgs {
+    /// The server's push URL [default: http://127.0.0.1:8080/wechat, or with --config the
+    /// account's path on the file's `listen`].
+    #[arg(long)]
+    pub(super) url: Option<String>,
+    /// Sign with the secrets of an account of this config file (and --account).
+    #[arg(long, env = "WXRULES_CONFIG", value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+    /// The account of --config to sign as (may be left out when the file has one).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub(super) account: Option<String>,
+    /// A message XML file to send (its own fields, as written).
+    pub(super) message: Option<PathBuf>,
+    /// A text message with this content.
+    #[arg(long)]
+    pub(super) text: Option<String>,
+    /// An event with this name (subscribe, CLICK, SCAN, …).
+    #[arg(long)]
+    pub(super) event: Option<String>,
+    /// The event's EventKey.
+    #[arg(long, requires = "event")]
+    pub(super) event_key: Option<String>,
+    /// The sender's OpenID (FromUserName) of a made-up message.
+    #[arg(long, default_value = "o_wxrules_send_user")]
+    pub(super) from: String,
+    /// The account (ToUserName) of a made-up message.
+    #[arg(long, default_value = "gh_wxrules_send")]
+    pub(super) to: String,
+    /// Encrypt the push as in safe mode (安全模式), and decrypt the answer.
+    #[arg(long)]
+    pub(super) safe: bool,
+}
+/// `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to
+/// `--url`; prints the status and the answer, decrypted.
+pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let source = SourceArgs {
+        rules: PathBuf::new(),
+        templates: PathBuf::new(),
+        config: args.config.clone(),
+        account: args.account.clone(),
+    };
+    let (_, spec) = match source.one() {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
+    };
+    let listen = match &args.config {
+        Some(path) => crate::accounts::read_config(path)
+            .ok()
+            .and_then(|c| c.listen),
+        None => None,
+    };
+    let target = match (&args.url, &spec) {
+        (Some(url), _) => url.clone(),
+        (None, Some(spec)) => format!(
+            "http://{}{}",
+            listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            spec.path
+        ),
+        (None, None) => "http://127.0.0.1:8080/wechat".to_owned(),
+    };
+    let secrets = secrets_of(spec.as_ref()).context("signing the push")?;
+    let cipher = match (args.safe, secrets.cipher()) {
+        (true, Some(cipher)) => Some(cipher),
+        (true, None) if spec.is_none() => bail!("--safe needs WXRULES_AES_KEY and WXRULES_APPID"),
+        (true, None) => bail!("--safe needs the account's aes_key and appid"),
+        (false, _) => None,
+    };
+    let now = SystemClock.now();
+    let message_id = now.to_string() + &format!("{:04}", rand::random::<u16>() % 10_000);
+    let xml = match (&args.message, &args.text, &args.event) {
+        (Some(path), _, _) => read_message(path)?,
+        (_, Some(text), _) => made_up(
+            args,
+            &[
+                ("MsgType", "text"),
+                ("Content", text),
+                ("MsgId", &message_id),
+            ],
+            now,
+        ),
+        (_, _, Some(event)) => {
+            let mut kind = vec![("MsgType", "event"), ("Event", event.as_str())];
+            kind.extend(args.event_key.as_deref().map(|k| ("EventKey", k)));
+            made_up(args, &kind, now)
+        }
+        _ => bail!("give a message file, --text or --event"),
+    };
+    let timestamp = now.to_string();
+    let nonce = rand::random::<u32>().to_string();
+    let signature = crate::crypto::sign(&[secrets.token(), &timestamp, &nonce]);
+    let openid = Message::parse(xml.as_bytes())
+        .map(|m| m.from_user().to_owned())
+        .unwrap_or_else(|_| args.from.clone());
+    let mut query: Vec<(&str, String)> = vec![
+        ("signature", signature),
+        ("timestamp", timestamp.clone()),
+        ("nonce", nonce.clone()),
+        ("openid", openid),
+    ];
+    let body = match cipher {
+        None => xml,
+        Some(cipher) => {
+            let encrypt = cipher.encrypt(xml.as_bytes());
+            let msg_signature =
+                crate::crypto::sign(&[secrets.token(), &timestamp, &nonce, &encrypt]);
+            query.push(("encrypt_type", "aes".into()));
+            query.push(("msg_signature", msg_signature));
+            let to = Message::parse(xml.as_bytes())
+                .map_or_else(|_| args.to.clone(), |m| m.to_user().to_owned());
+            crate::wire::write_fields(&[("ToUserName".into(), to), ("Encrypt".into(), encrypt)])
+        }
+    };
+    let mut url = reqwest::Url::parse(&target).with_context(|| format!("--url {target}"))?;
+    url.query_pairs_mut().extend_pairs(query);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP client")?;
+    let (status, answer) = runtime
+        .block_on(async {
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?
+                .post(url)
+                .header("Content-Type", "text/xml")
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+        .map_err(|e| anyhow::anyhow!("cannot send to {target}: {}", e.without_url()))?;
+    let shown = match (
+        cipher,
+        crate::wire::parse_encrypted_reply(answer.as_bytes()),
+    ) {
+        (Some(cipher), Ok(reply)) => {
+            // The answer's own signature first, as WeChat checks it.
+            let expected = crate::crypto::sign(&[
+                secrets.token(),
+                &reply.timestamp,
+                &reply.nonce,
+                &reply.encrypt,
+            ]);
+            if reply.msg_signature != expected {
+                bail!("the answer's MsgSignature does not match: {answer}");
+            }
+            let plain = cipher
+                .decrypt(&reply.encrypt)
+                .context("the answer does not decrypt")?;
+            String::from_utf8_lossy(&plain).into_owned()
+        }
+        _ => answer,
+    };
+    if status != reqwest::StatusCode::OK {
+        println!("{status}");
+        println!("{shown}");
+        return Ok(ExitCode::from(1));
+    }
+    println!("{shown}");
+    Ok(ExitCode::SUCCESS)
+}
+/// The XML of a made-up push from `--from` to `--to`.
+pub(super) fn made_up(args: &SendArgs, kind: &[(&str, &str)], now: u64) -> String {
+    crate::explain::made_up(&args.to, &args.from, kind, now)
+}
