@@ -1,14 +1,17 @@
-//! Criterion benchmark of a SIGHUP reload: `Live::reload` reads the rules file and every
-//! template, compiles them, diffs the rule names against the live set and swaps the result
-//! in. The requests being served meanwhile do not wait for it. `cargo bench --bench reload`.
+//! Criterion benchmark of a SIGHUP reload: `reload::reload_once` reads the rules file and
+//! every template, compiles them, diffs the rule names against the live set and swaps the
+//! result in. The requests being served meanwhile do not wait for it.
+//! `cargo bench --bench reload`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use wxrules::accounts::build::Builder;
+use wxrules::accounts::{Mode, ReloadOutcome, Secrets};
 use wxrules::clock::SystemClock;
-use wxrules::reload::{Live, ReloadOutcome};
+use wxrules::reload::{self, Fleet};
 use wxrules::rules::{self, Sources};
 
 /// A rules file of `n` rules shaped like a big account's, in block style with comments as
@@ -94,12 +97,33 @@ fn bench_reload(c: &mut Criterion) {
         let sources = write_sources(n);
         let loaded = rules::load(&sources).expect("bench rules load");
         assert_eq!(loaded.rules.rules().len(), n + 2);
-        let live = Live::new(sources.clone(), loaded.rules, Arc::new(SystemClock));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &live, |b, live| {
-            b.iter(|| match black_box(live).reload() {
-                ReloadOutcome::Applied { rules, .. } => rules,
-                ReloadOutcome::Rejected(e) => panic!("bench reload rejected: {e}"),
-                other => panic!("bench reload: {other:?}"),
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("bench runtime");
+        let fleet = runtime.block_on(async {
+            let builder = Builder {
+                clock: Arc::new(SystemClock),
+                wechat_api: "http://127.0.0.1:9".into(),
+                redis: None,
+                outbox: wxrules::outbox::Config::default(),
+                http: wxrules::wechat_api::http_client().expect("bench client"),
+                mode: Mode::Single,
+                metrics: wxrules::metrics::Metrics::new(),
+            };
+            let secrets = Secrets::new("bench-token", None).expect("bench secrets");
+            Arc::new(Fleet::of_one(builder, sources.clone(), secrets).expect("bench fleet"))
+        });
+        group.bench_with_input(BenchmarkId::from_parameter(n), &fleet, |b, fleet| {
+            b.iter(|| {
+                let report = runtime.block_on(reload::reload_once(
+                    black_box(fleet),
+                    reload::RELOAD_TIMEOUT,
+                ));
+                match report.accounts.first().map(|a| &a.report) {
+                    Some(line) if line.outcome == ReloadOutcome::Applied => line.rules,
+                    _ => panic!("bench reload: {report:?}"),
+                }
             })
         });
         let _ = std::fs::remove_dir_all(sources.rules.parent().expect("bench dir"));

@@ -37,10 +37,8 @@ pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod server;
-pub mod settings;
 pub mod store;
 pub mod telemetry;
-pub mod watch;
 pub mod wechat_api;
 pub mod wire;
 

@@ -1,5 +1,5 @@
 //! Many accounts in one server (`--config`): three accounts through the real App, built the
-//! way `serve` builds them (config file, secrets from files and variables, `fleet::Builder`):
+//! way `serve` builds them (config file, secrets from files and variables, `Builder`):
 //! routing by path, each account's own signature and safe mode, 404, dedup kept apart,
 //! metrics labelled by account, `/healthz` per account, and reloads where one account is
 //! broken, one is added and one removed. The CLI's `--config`/`--account` at the end.
@@ -14,13 +14,13 @@ use std::time::Duration;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test as actix_test, App};
 use common::{sample, sign, Scratch, NOW};
-use wxrules::accounts::fleet::{self, Builder, Fleet, FleetReport};
-use wxrules::accounts::{read_config, Accounts};
+use wxrules::accounts::build::Builder;
+use wxrules::accounts::{read_config, Mode, ReloadOutcome};
 use wxrules::clock::FixedClock;
 use wxrules::crypto::Cipher;
 use wxrules::dedup::{self, Dedup};
 use wxrules::metrics::Metrics;
-use wxrules::reload::Control;
+use wxrules::reload::{self as fleet, Control, Fleet, FleetReport, Source};
 use wxrules::server::{self, AppState, Options};
 
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -97,27 +97,16 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         redis: None,
         outbox: wxrules::outbox::Config::default(),
         http: wxrules::wechat_api::http_client().unwrap(),
+        mode: Mode::Config(config.path.clone()),
+        metrics: metrics.clone(),
     };
-    let prepared: Vec<_> = fleet::prepare_all(&config.accounts)
-        .into_iter()
-        .map(|p| p.unwrap_or_else(|e| panic!("{:?}", e.errors)))
-        .collect();
-    let accounts = Arc::new(Accounts::many(Vec::new()));
-    let fleet = Arc::new(Fleet::new(
-        Arc::clone(&accounts),
-        config.path.clone(),
-        builder.clone(),
-    ));
-    fleet.remember(&prepared);
-    accounts.replace(
-        prepared
-            .into_iter()
-            .map(|p| builder.build(p, None).unwrap())
-            .collect(),
+    let fleet = Arc::new(
+        Fleet::load(builder, Source::Config(config.path.clone()))
+            .unwrap_or_else(|e| panic!("{e:?}")),
     );
     let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), None);
     let state = AppState {
-        accounts,
+        fleet: Arc::clone(&fleet),
         metrics,
         clock,
         options: Options::default(),
@@ -336,7 +325,7 @@ async fn dedup_and_metrics_are_per_account() {
 
 async fn reload(controls: &tokio::sync::mpsc::Sender<Control>) -> FleetReport {
     let (reply, report) = tokio::sync::oneshot::channel();
-    controls.send(Control::ReloadAccounts(reply)).await.unwrap();
+    controls.send(Control::Reload(Some(reply))).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), report)
         .await
         .unwrap()
@@ -347,7 +336,7 @@ async fn reload(controls: &tokio::sync::mpsc::Sender<Control>) -> FleetReport {
 async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     let scratch = agency("reload");
     let (state, fleet) = state(&scratch);
-    let accounts = Arc::clone(&state.accounts);
+    let served = Arc::clone(&state.fleet);
     let app = app(state).await;
     let (controls, receiver) = tokio::sync::mpsc::channel(4);
     let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
@@ -356,7 +345,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     let report = reload(&controls).await;
     assert_eq!(
         (report.outcome, report.unchanged),
-        ("unchanged", 3),
+        (ReloadOutcome::Unchanged, 3),
         "{report:?}"
     );
 
@@ -367,11 +356,11 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
         "rules:\n  - name: hello\n    when: { keyword: hi }\n    reply: { txet: x }\n",
     );
     let report = reload(&controls).await;
-    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert_eq!(report.outcome, ReloadOutcome::Partial, "{report:?}");
     assert_eq!(report.unchanged, 1);
     let by = |name: &str| report.accounts.iter().find(|a| a.account == name).unwrap();
-    assert_eq!(by("shop").report.outcome, "applied");
-    assert_eq!(by("news").report.outcome, "rejected");
+    assert_eq!(by("shop").report.outcome, ReloadOutcome::Applied);
+    assert_eq!(by("news").report.outcome, ReloadOutcome::Rejected);
     let error = &by("news").report.errors[0];
     assert!(error.contains("news/rules.yaml:4:"), "{error}");
     let (_, shop) = say(&app, "shop", SHOP_TOKEN, "hi", 10).await;
@@ -393,7 +382,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     let report = reload(&controls).await;
     assert_eq!(
         (report.outcome, report.unchanged),
-        ("rejected", 2),
+        (ReloadOutcome::Rejected, 2),
         "{report:?}"
     );
     assert!(report.accounts[0].report.errors[0].contains("news/rules.yaml:4:"));
@@ -406,13 +395,13 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
         .write("secrets/extra.token", "extra-token-4")
         .write("wxrules.yaml", &format!("{without_city}  - name: extra\n    rules: extra/rules.yaml\n    templates: extra/templates\n    token_file: secrets/extra.token\n  - name: oops\n    rules: extra/rules.yaml\n    templates: extra/templates\n    tokn_file: x\n"));
     let report = reload(&controls).await;
-    assert_eq!(report.outcome, "rejected", "{report:?}");
+    assert_eq!(report.outcome, ReloadOutcome::Rejected, "{report:?}");
     assert!(
         report.config_errors[0].contains("wxrules.yaml:"),
         "{:?}",
         report.config_errors
     );
-    assert!(accounts.by_name("city").is_some());
+    assert!(served.accounts.by_name("city").is_some());
     scratch.write("wxrules.yaml", &format!("{without_city}  - name: extra\n    rules: extra/rules.yaml\n    templates: extra/templates\n    token_file: secrets/extra.token\n"));
     let report = reload(&controls).await;
     let by = |name: &str| {
@@ -424,10 +413,10 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     };
     assert_eq!(
         (by("extra"), by("city")),
-        (Some("added"), Some("removed")),
+        (Some(ReloadOutcome::Added), Some(ReloadOutcome::Removed)),
         "{report:?}"
     );
-    assert!(accounts.by_name("city").is_none());
+    assert!(served.accounts.by_name("city").is_none());
     let (_, extra) = say(&app, "extra", "extra-token-4", "hi", 12).await;
     assert_eq!(content(&extra), "extra v1");
     let (query, body) = encrypted("hi", 13);
@@ -437,7 +426,7 @@ async fn a_broken_account_keeps_its_rules_while_the_others_reload() {
     // The news account mended: it reloads, and the health is whole again.
     scratch.write("news/rules.yaml", &rules("news v2"));
     let report = reload(&controls).await;
-    assert_eq!(report.outcome, "applied", "{report:?}");
+    assert_eq!(report.outcome, ReloadOutcome::Applied, "{report:?}");
     let (_, news) = say(&app, "news", NEWS_TOKEN, "hi", 14).await;
     assert_eq!(content(&news), "news v2");
 
@@ -454,7 +443,7 @@ async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
     let fake = common::fake_wechat::FakeWechat::start();
     let (scratch, with_secret, without_news) = late_agency("late-removed", &backend, 11000);
     let (state, fleet) = state_with_api(&scratch, &fake.base());
-    let accounts = Arc::clone(&state.accounts);
+    let served = Arc::clone(&state.fleet);
     let app = app(state).await;
     let (controls, receiver) = tokio::sync::mpsc::channel(4);
     let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
@@ -464,8 +453,12 @@ async fn a_removed_account_still_sends_the_reply_of_its_late_call() {
     assert_ne!(without_news, with_secret);
     scratch.write("wxrules.yaml", &without_news);
     let report = reload(&controls).await;
-    assert_eq!(report.accounts[0].report.outcome, "removed", "{report:?}");
-    assert!(accounts.by_name("news").is_none());
+    assert_eq!(
+        report.accounts[0].report.outcome,
+        ReloadOutcome::Removed,
+        "{report:?}"
+    );
+    assert!(served.accounts.by_name("news").is_none());
 
     // The call answers 11 s after the push; the reply goes out then.
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -866,7 +859,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 async fn a_reload_past_its_time_reports_the_account_it_was_loading() {
     let scratch = agency("timeout");
     let (state, fleet) = state(&scratch);
-    let accounts = Arc::clone(&state.accounts);
+    let served = Arc::clone(&state.fleet);
     let app = app(state).await;
     // 20,000 rules take far longer to load than the 50 ms the loop waits (reading the config
     // file and stamping three accounts, far less).
@@ -884,20 +877,20 @@ async fn a_reload_past_its_time_reports_the_account_it_was_loading() {
         Duration::from_millis(50),
     ));
     let report = reload(&controls).await;
-    assert_eq!(report.outcome, "failed", "{report:?}");
+    assert_eq!(report.outcome, ReloadOutcome::Failed, "{report:?}");
     assert!(
         report.config_errors[0].contains("did not finish"),
         "{report:?}"
     );
     // The shop is reported as timed out, keeps its rules, and the late load changes nothing.
-    let shop = accounts.by_name("shop").unwrap();
-    let last = shop.live.health().last_reload.unwrap();
-    assert_eq!(last.outcome, "timed_out");
+    let shop = || served.accounts.by_name("shop").unwrap();
+    let last = shop().health().state.last_reload.unwrap();
+    assert_eq!(last.outcome, ReloadOutcome::TimedOut);
     let until = std::time::Instant::now() + Duration::from_secs(60);
-    while shop.live.health().reloads_running > 0 && std::time::Instant::now() < until {
+    while shop().health().state.reloads_running > 0 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(shop.live.snapshot().rules.rules().len(), 2);
+    assert_eq!(shop().rules.rules().len(), 2);
     let (_, body) = say(&app, "shop", SHOP_TOKEN, "hi", 30).await;
     assert_eq!(content(&body), "shop v1");
     controls.send(Control::Stop).await.unwrap();
@@ -910,13 +903,17 @@ async fn a_reload_past_its_time_reports_the_account_it_was_loading() {
     let report = loop {
         let report = reload(&controls).await;
         // The abandoned load may still be finishing on its thread.
-        if report.outcome != "failed" || std::time::Instant::now() > until {
+        let stuck = matches!(
+            report.outcome,
+            ReloadOutcome::Failed | ReloadOutcome::Skipped
+        );
+        if !stuck || std::time::Instant::now() > until {
             break report;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(report.outcome, "applied", "{report:?}");
-    assert_eq!(shop.live.snapshot().rules.rules().len(), 20_002);
+    assert_eq!(report.outcome, ReloadOutcome::Applied, "{report:?}");
+    assert_eq!(shop().rules.rules().len(), 20_002);
     controls.send(Control::Stop).await.unwrap();
     looping.await.unwrap();
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use common::backend::{closed_port, Backend};
 use common::fake_wechat::{FakeWechat, APPID, SECRET};
 use common::*;
+use wxrules::accounts::Secrets;
 use wxrules::dedup;
 use wxrules::outbox::{self, Outbox, Senders};
 use wxrules::server::{AppState, Options};
-use wxrules::settings::Secrets;
 use wxrules::wechat_api::{Api, Credentials};
 
 /// The rules of these tests, the service at `base` (`{BASE}`) and a closed port (`{CLOSED}`).

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use common::redis_server::RedisServer;
 use common::*;
+use wxrules::accounts::Secrets;
 use wxrules::clock::ManualClock;
 use wxrules::cooldown::Cooldowns;
 use wxrules::dedup;
 use wxrules::server::{AppState, Options};
-use wxrules::settings::Secrets;
 
 fn rules(cooldown: &str) -> Scratch {
     let scratch = Scratch::new("cooldown");

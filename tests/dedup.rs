@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::*;
+use wxrules::accounts::Secrets;
 use wxrules::dedup::{self, Claim, Key};
 use wxrules::server::{AppState, Options};
-use wxrules::settings::Secrets;
 use wxrules::wire::Message;
 
 const ACCOUNT: &str = "gh_dedup_test";

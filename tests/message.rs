@@ -372,7 +372,7 @@ async fn bad_requests_get_a_clear_status() {
 async fn max_age_zero_accepts_old_timestamps() {
     let state = state_for(
         shipped(),
-        wxrules::settings::Secrets::new(TOKEN, None).unwrap(),
+        wxrules::accounts::Secrets::new(TOKEN, None).unwrap(),
         wxrules::server::Options {
             max_age: 0,
             ..Default::default()

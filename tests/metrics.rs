@@ -112,7 +112,7 @@ async fn render_errors_are_counted_under_their_rule() {
 async fn the_dedup_store_size_is_exposed() {
     let state = state_with_dedup(
         shipped(),
-        wxrules::settings::Secrets::new(TOKEN, None).unwrap(),
+        wxrules::accounts::Secrets::new(TOKEN, None).unwrap(),
         wxrules::server::Options::default(),
         Some(wxrules::dedup::Config::default()),
     );

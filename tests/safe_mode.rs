@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
+use wxrules::accounts::Secrets;
 use wxrules::server::Options;
-use wxrules::settings::Secrets;
 use wxrules::wire::Message;
 
 /// The official samples' EncodingAESKey and AppID.

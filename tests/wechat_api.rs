@@ -12,10 +12,10 @@ use std::time::Duration;
 use common::fake_wechat::{FakeWechat, Scripted, APPID, SECRET};
 use common::*;
 use serde_json::Value;
+use wxrules::accounts::Secrets;
 use wxrules::dedup;
 use wxrules::outbox::{self, Outbox, Senders};
 use wxrules::server::{AppState, Options};
-use wxrules::settings::Secrets;
 use wxrules::wechat_api::{Api, Credentials};
 
 const RULES: &str = r#"rules:

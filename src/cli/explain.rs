@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 
 use super::*;
+use crate::accounts::Secrets;
 use crate::answer::Outcome;
 use crate::clock::{Clock, SystemClock};
-use crate::settings::Secrets;
 use crate::wire::Message;
 
 #[derive(Debug, clap::Args)]

@@ -32,7 +32,9 @@ pub(super) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         Some(path) => crate::rules::read_text(path, crate::rules::MAX_RULES_FILE)
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => {
-            let credentials = crate::settings::api_credentials()?
+            let credentials = crate::accounts::SecretSources::environment()
+                .credentials()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
                 .context("--from-wechat needs WXRULES_APPID and WXRULES_APPSECRET")?;
             let api = crate::wechat_api::Api::new(
                 &args.wechat_api,

@@ -6,6 +6,7 @@ mod check;
 mod explain;
 mod import;
 mod remote;
+mod run;
 mod send;
 mod serve;
 
@@ -22,8 +23,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::accounts::Secrets;
 use crate::rules::{self, Loaded, RuleError, Sources};
-use crate::settings::Secrets;
 
 /// How many rules `check` names whose templates it could not hold to WeChat's fields.
 const NOTES_SHOWN: usize = 10;
@@ -179,6 +180,14 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
 }
+
+/// Prints each line on its own line to stderr, after `label`.
+fn report_lines(lines: &[String], label: &str) {
+    for line in lines {
+        eprintln!("{label}: {line}");
+    }
+}
+
 /// Prints each error (and warning) on its own line to stderr.
 fn report(errors: &[RuleError], label: &str) {
     for e in errors {
@@ -205,7 +214,10 @@ fn secrets_of(account: Option<&crate::accounts::AccountSpec>) -> anyhow::Result<
             .resolve()
             .map(|r| r.secrets)
             .map_err(|e| anyhow::anyhow!("account `{}`: {e}", spec.name)),
-        None => Ok(Secrets::from_env()?),
+        None => crate::accounts::SecretSources::environment()
+            .resolve()
+            .map(|r| r.secrets)
+            .map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
 fn read_message(path: &Path) -> anyhow::Result<String> {

@@ -247,6 +247,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether it sends at all (an AppSecret is configured).
+    pub fn can_send(&self) -> bool {
+        self.can_send
+    }
+
     /// Refuses new messages from now on (the server is stopping).
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);

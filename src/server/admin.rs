@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{body, dashboard, health, AppState};
-use crate::reload::{Control, ReloadReport, RELOAD_TIMEOUT};
+use crate::accounts::ReloadOutcome;
+use crate::reload::{Control, RELOAD_TIMEOUT};
 
 /// What the admin routes need besides the server's state.
 #[derive(Clone)]
@@ -139,24 +140,31 @@ fn loopback_host(host: &str) -> bool {
 /// `POST /-/reload`: the same reload as SIGHUP; answers its report when it is done: 200
 /// applied, 422 rejected (errors as `file:line:col: …`), 503 when it could not be had. With
 /// several accounts, the report is per account; 422 when any account or the config file
-/// was refused.
+/// was refused. A fleet of one answers its account's report, as in Part 1.
 async fn reload(admin: web::Data<Admin>, state: web::Data<AppState>) -> HttpResponse {
     tracing::info!(event = "reload_requested", by = "admin");
-    if state.accounts.is_many() {
-        let (reply, report) = oneshot::channel();
-        return match ask(&admin, Control::ReloadAccounts(reply), report).await {
-            Ok(report) => match report.outcome {
-                "applied" | "unchanged" => HttpResponse::Ok().json(report),
-                "rejected" | "partial" => HttpResponse::UnprocessableEntity().json(report),
-                _ => HttpResponse::ServiceUnavailable().json(report),
-            },
-            Err(unavailable) => *unavailable,
+    let (reply, report) = oneshot::channel();
+    let report = match ask(&admin, Control::Reload(Some(reply)), report).await {
+        Ok(report) => report,
+        Err(unavailable) => return *unavailable,
+    };
+    if state.accounts().is_many() {
+        return match report.outcome {
+            ReloadOutcome::Applied | ReloadOutcome::Unchanged => HttpResponse::Ok().json(report),
+            ReloadOutcome::Rejected | ReloadOutcome::Partial => {
+                HttpResponse::UnprocessableEntity().json(report)
+            }
+            _ => HttpResponse::ServiceUnavailable().json(report),
         };
     }
-    let (reply, report) = oneshot::channel();
-    match ask(&admin, Control::Reload(Some(reply)), report).await {
-        Ok(report) => respond(&report),
-        Err(unavailable) => *unavailable,
+    let Some(live) = state.account() else {
+        return HttpResponse::ServiceUnavailable().json(report);
+    };
+    let report = report.single(&live);
+    match report.outcome {
+        ReloadOutcome::Applied => HttpResponse::Ok().json(report),
+        ReloadOutcome::Rejected => HttpResponse::UnprocessableEntity().json(report),
+        _ => HttpResponse::ServiceUnavailable().json(report),
     }
 }
 
@@ -186,14 +194,6 @@ async fn ask<T>(
     match tokio::time::timeout(RELOAD_TIMEOUT + Duration::from_secs(5), answer).await {
         Ok(Ok(report)) => Ok(report),
         _ => Err(unavailable("no answer from the reload loop")),
-    }
-}
-
-fn respond(report: &ReloadReport) -> HttpResponse {
-    match report.outcome {
-        "applied" => HttpResponse::Ok().json(report),
-        "rejected" => HttpResponse::UnprocessableEntity().json(report),
-        _ => HttpResponse::ServiceUnavailable().json(report),
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use actix_web::{guard, web};
 
 use super::{body, health, push, query};
-use crate::accounts::{Account, Accounts};
+use crate::accounts::{Accounts, Live};
 use crate::clock::Clock;
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
+use crate::reload::Fleet;
 
 /// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -58,9 +59,9 @@ impl Default for Options {
 /// worker: the live rules are one `ArcSwap` per account, not one copy per worker.
 #[derive(Clone)]
 pub struct AppState {
-    /// The accounts served, by push path: one (`/wechat`) without `--config`. Each holds
-    /// its live rules, secrets and outbox.
-    pub accounts: Arc<Accounts>,
+    /// The accounts served (by push path: one, `/wechat`, without `--config`) and what
+    /// reloads them.
+    pub fleet: Arc<Fleet>,
     /// The process's own metrics (the dedup store, the log): the one account's metrics in
     /// the single-account mode, where everything is rendered from them as in Part 1.
     pub metrics: Metrics,
@@ -82,35 +83,32 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The account of the single-account mode (or the first of several): for tests and
-    /// tools that serve one.
-    pub fn account(&self) -> Option<Arc<Account>> {
-        self.accounts.first()
+    /// The accounts served, by push path.
+    pub fn accounts(&self) -> &Accounts {
+        &self.fleet.accounts
+    }
+
+    /// The account of a fleet of one (or the first of several), as it is now: for tests
+    /// and tools that serve one.
+    pub fn account(&self) -> Option<Arc<Live>> {
+        self.accounts().first()
     }
 }
 
-/// Registers the routes on an App. Body limits are `Options::body_limit`, applied by
-/// `server::body` (no route uses actix's own body extractors).
+/// Registers the routes on an App: the one route table, whether the server has one account
+/// or many. Body limits are `Options::body_limit`, applied by `server::body` (no route uses
+/// actix's own body extractors).
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let health_routes = state.options.health_routes;
-    let many = state.accounts.is_many();
     cfg.app_data(web::Data::new(state));
-    // The push path bounds its body itself (`body::read`); the guard lets every other
-    // request of the path reach the scope below. With several accounts every path is
-    // tried as an account's (a `HashMap` lookup in the handler; 404 when none).
-    if many {
-        cfg.service(
-            web::resource("/{path:.*}")
-                .guard(guard::Post())
-                .route(web::post().to(push::receive)),
-        );
-    } else {
-        cfg.service(
-            web::resource(crate::accounts::SINGLE_PATH)
-                .guard(guard::Post())
-                .route(web::post().to(push::receive)),
-        );
-    }
+    // Every path is tried as an account's (`Accounts::route`; 404 when none). The push path
+    // bounds its body itself (`body::read`); the guard lets every other request reach the
+    // scope below.
+    cfg.service(
+        web::resource("/{path:.*}")
+            .guard(guard::Post())
+            .route(web::post().to(push::receive)),
+    );
     cfg.service({
         // One scope over every other route, so that the body bounds hold for all of
         // them, unknown paths (404) included.
@@ -122,14 +120,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         } else {
             scope
         };
-        if many {
-            // The URL check of any account's path.
-            scope.default_service(web::get().to(query::verify_url))
-        } else {
-            scope.route(
-                crate::accounts::SINGLE_PATH,
-                web::get().to(query::verify_url),
-            )
-        }
+        // The URL check of any account's path.
+        scope.default_service(web::get().to(query::verify_url))
     });
 }

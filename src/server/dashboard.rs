@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::accounts::Account;
+use crate::accounts::Live;
 use crate::rules::Words;
 use crate::wire::Message;
 
@@ -91,10 +91,10 @@ struct AccountQuery {
 
 /// The account a request names (`?account=NAME`), or the single one; otherwise the answer
 /// saying why not.
-fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Account>, Box<HttpResponse>> {
+fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Live>, Box<HttpResponse>> {
     let found = match &query.account {
-        Some(name) => state.accounts.by_name(name),
-        None if !state.accounts.is_many() => state.account(),
+        Some(name) => state.accounts().by_name(name),
+        None if !state.accounts().is_many() => state.account(),
         None => {
             return Err(Box::new(bad_request(
                 "this server has several accounts: name one with ?account=NAME",
@@ -111,15 +111,15 @@ fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Account>, Bo
 
 /// `GET /api/overview`: every account's rules, digest and last reload.
 async fn overview(state: web::Data<AppState>) -> HttpResponse {
-    let table = state.accounts.table();
+    let table = state.accounts().table();
     let accounts: Vec<Value> = table
         .accounts()
         .iter()
         .map(|a| {
-            let mut health = serde_json::to_value(a.live.health()).unwrap_or(Value::Null);
+            let mut health = serde_json::to_value(a.health()).unwrap_or(Value::Null);
             if let Some(map) = health.as_object_mut() {
                 map.insert("name".into(), a.name().into());
-                map.insert("path".into(), a.path().into());
+                map.insert("path".into(), a.account.path().into());
             }
             health
         })
@@ -127,7 +127,7 @@ async fn overview(state: web::Data<AppState>) -> HttpResponse {
     let started_at = state.recent.as_ref().map_or(0, |r| r.started_at());
     ok(&json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "started_at": crate::reload::rfc3339_string(started_at),
+        "started_at": crate::clock::rfc3339_string(started_at),
         "accounts": accounts,
     }))
 }
@@ -139,10 +139,9 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
         Ok(account) => account,
         Err(answer) => return *answer,
     };
-    let snapshot = account.live.snapshot();
-    let hits = account.live.metrics().rule_hits();
-    let file = account.live.sources().rules.display().to_string();
-    let rules: Vec<Value> = snapshot
+    let hits = account.metrics().rule_hits();
+    let file = account.account.sources().rules.display().to_string();
+    let rules: Vec<Value> = account
         .rules
         .rules()
         .iter()
@@ -163,11 +162,11 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
                 "reply": r.reply_kind(),
                 "location": format!("{file}:{}", r.line()),
                 "hits": hits.get(r.name()).copied().unwrap_or(0),
-                "last_hit": last.map(crate::reload::rfc3339_string),
+                "last_hit": last.map(crate::clock::rfc3339_string),
             })
         })
         .collect();
-    ok(&json!({"account": account.name(), "digest": snapshot.rules.digest(), "rules": rules}))
+    ok(&json!({"account": account.name(), "digest": account.rules.digest(), "rules": rules}))
 }
 
 /// What `/api/try` takes: a text, an event (with its key), or a whole push.
@@ -213,10 +212,9 @@ async fn try_message(
         Ok(message) => message,
         Err(why) => return bad_request(&why),
     };
-    let snapshot = account.live.snapshot();
     let explained =
-        crate::explain::explain(&snapshot.rules, &message, now, now, &state.caller, None);
-    let mut value = explained.to_json(&account.live.sources().rules);
+        crate::explain::explain(&account.rules, &message, now, now, &state.caller, None);
+    let mut value = explained.to_json(&account.account.sources().rules);
     value["account"] = account.name().into();
     ok(&value)
 }
@@ -227,7 +225,7 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 
 /// The message to try: pasted XML (decrypted with the account's key when it is a
 /// safe-mode body), an event, or a text.
-fn message_of(account: &Account, input: &TryInput, now: u64) -> Result<Message, String> {
+fn message_of(account: &Live, input: &TryInput, now: u64) -> Result<Message, String> {
     if let Some(xml) = nonempty(&input.xml) {
         return crate::explain::read_push(xml.as_bytes(), account.secrets.cipher())
             .map_err(|e| e.to_string());
@@ -250,7 +248,7 @@ fn message_of(account: &Account, input: &TryInput, now: u64) -> Result<Message, 
 /// `GET /api/pushes[?account=NAME]`: the last pushes, newest first, OpenIDs masked.
 async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
     if let Some(name) = &query.account {
-        if state.accounts.by_name(name).is_none() {
+        if state.accounts().by_name(name).is_none() {
             return json_answer(
                 actix_web::http::StatusCode::NOT_FOUND,
                 &json!({"error": "no such account"}),

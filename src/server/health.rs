@@ -10,11 +10,11 @@ use super::AppState;
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (answers, bytes) = state.dedup.stored();
     state.metrics.set_dedup_stored(answers, bytes);
-    let text = if state.accounts.is_many() {
-        let table = state.accounts.table();
+    let text = if state.accounts().is_many() {
+        let table = state.accounts().table();
         crate::metrics::Metrics::render_accounts(
             &state.metrics,
-            table.accounts().iter().map(|a| a.live.metrics()),
+            table.accounts().iter().map(|a| a.metrics()),
         )
     } else {
         state.metrics.render()
@@ -28,11 +28,5 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// accounts, that of each (`accounts.NAME`), and `status` `ok` only when every account's
 /// last reload applied.
 pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    if !state.accounts.is_many() {
-        return match state.account() {
-            Some(account) => HttpResponse::Ok().json(account.live.health()),
-            None => HttpResponse::ServiceUnavailable().finish(),
-        };
-    }
-    HttpResponse::Ok().json(crate::accounts::fleet::health(&state.accounts))
+    HttpResponse::Ok().json(state.fleet.health())
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::AppState;
-use crate::accounts::Account;
+use crate::accounts::Live;
 use crate::answer::{after_call, holding, Outcome};
 use crate::call::{CallFailure, CallResult};
 use crate::outbox::Outbox;
-use crate::reload::Snapshot;
 use crate::render;
 use crate::rules::Match;
 use crate::wechat_api::CustomMessage;
@@ -23,15 +22,15 @@ use crate::wire::{self, Message};
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn ask_service(
     state: &AppState,
-    account: &Account,
-    snapshot: &Arc<Snapshot>,
+    live: &Arc<Live>,
     message: &Message,
     found: Match<'_>,
     now: u64,
     started: Instant,
     deadline: tokio::time::Instant,
 ) -> Outcome {
-    let rules = &snapshot.rules;
+    let rules = &live.rules;
+    let account = &live.account;
     let Some(call) = found.rule.call() else {
         return Outcome::Ignored { rule: None };
     };
@@ -47,7 +46,7 @@ pub(super) async fn ask_service(
         Some(_) => call.timeout(),
         None => deadline.saturating_duration_since(tokio::time::Instant::now()),
     };
-    let metrics = Some((account.live.metrics().call_metrics(), Arc::clone(&rule)));
+    let metrics = Some((live.metrics().call_metrics(), Arc::clone(&rule)));
     let pending = match state.caller.prepare(call, &scope, budget, metrics) {
         Ok(pending) => pending,
         Err(failure) => {
@@ -69,13 +68,12 @@ pub(super) async fn ask_service(
     let (hand, mut handed) = tokio::sync::oneshot::channel::<CallResult>();
     let passive_by = tokio::time::Instant::from_std(started + late.after());
     let late_call = LateCall {
-        outbox: Arc::clone(&account.outbox),
-        snapshot: Arc::clone(snapshot),
+        live: Arc::clone(live),
         message: message.clone(),
         index: found.index,
         captures: found.captures.clone(),
         now,
-        metrics: account.live.metrics().call_metrics(),
+        metrics: live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
         account: account.log_name().map(Arc::from),
         _running: (state.late_calls.enter(), account.late_calls.enter()),
@@ -128,8 +126,8 @@ pub(super) async fn ask_service(
 
 /// What a late call's task needs once the push has been answered without it.
 struct LateCall {
-    outbox: Arc<Outbox>,
-    snapshot: Arc<Snapshot>,
+    /// The account's version the push took: its rules and outbox.
+    live: Arc<Live>,
     message: Message,
     index: usize,
     captures: crate::rules::Captures,
@@ -157,8 +155,7 @@ impl LateCall {
     /// `on_error` when it failed; `success` outcomes send nothing.
     async fn finish(self, result: CallResult) {
         let LateCall {
-            outbox,
-            snapshot,
+            live,
             message,
             index,
             captures,
@@ -167,7 +164,7 @@ impl LateCall {
             account,
             ..
         } = self;
-        let Some(rule) = snapshot.rules.rules().get(index) else {
+        let Some(rule) = live.rules.rules().get(index) else {
             return;
         };
         log_call(account.as_deref(), &name, &message, &result, true);
@@ -176,7 +173,7 @@ impl LateCall {
             index,
             captures,
         };
-        match after_call(&snapshot.rules, &message, &found, &result, now) {
+        match after_call(&live.rules, &message, &found, &result, now) {
             Outcome::Replied { reply, sends, .. } => {
                 let mut messages = Vec::with_capacity(1 + sends.len());
                 messages.push(Ok(reply));
@@ -187,7 +184,7 @@ impl LateCall {
                     msg_id = message.msg_id().unwrap_or(""),
                     messages = messages.len()
                 );
-                queue_sends(&outbox, &name, &message, messages).await;
+                queue_sends(&live.account.outbox, &name, &message, messages).await;
             }
             Outcome::Ignored { .. } => tracing::info!(
                 event = "late_reply_none",

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use rand::distributions::{Alphanumeric, DistString};
 
 use super::app::{PLAIN_TEXT, XML};
@@ -14,10 +14,10 @@ use super::late::{ask_service, queue_sends};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
 use super::{body, AppState, ServiceError};
-use crate::accounts::Account;
+use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
 use crate::crypto::{sign, verify_signature};
-use crate::dedup::{Answer, Claim, Key};
+use crate::dedup::{Answer, Claim, Key, Tier};
 use crate::metrics::RequestOutcome;
 use crate::rules::Match;
 use crate::wire::{self, Message};
@@ -31,7 +31,8 @@ enum QueryCheck {
 }
 
 /// How the request came, and so how the answer goes back.
-enum Mode {
+#[derive(Debug, Clone, Copy)]
+enum Wrapping {
     Plain,
     Safe,
 }
@@ -41,164 +42,38 @@ pub(crate) async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> HttpResponse {
     let started = Instant::now();
     // The account is the path's: `/wechat` alone without `--config`, `/wechat/NAME` (or
     // the account's own `path`) with. A path no account serves is 404, its body unread.
-    // The path as routed (percent-decoded as actix decodes it for matching).
-    let Some(account) = state.accounts.route(req.match_info().as_str()) else {
+    // The path as routed (percent-decoded as actix decodes it for matching). One load of
+    // the table: the account as it is now, its rules and secrets, kept to the end.
+    let Some(live) = state.accounts().route(req.match_info().as_str()) else {
         count_unrouted(&state, &req);
-        return Ok(body::refuse_unread(&ServiceError::NoAccount, &req, payload));
+        return body::refuse_unread(&ServiceError::NoAccount, &req, payload);
     };
-    let account = &*account;
-    let metrics = account.live.metrics();
-    // The query's signature is checked before the body is read whenever the query has one
-    // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
-    // sign is answered 403 at once, and cannot hold the connection by sending its body
-    // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
-    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
-        let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
-            state.verify_plain(account, &query)?;
-            QueryCheck::Done
-        } else {
-            QueryCheck::Pending
-        };
-        Ok((query, checked))
-    });
-    let (query, checked) = match checked {
-        Ok(checked) => checked,
-        Err(e) => {
-            count_refused(&state, Some(account), &e);
-            return Ok(body::refuse_unread(&e, &req, payload));
-        }
+    let (message, wrapping) = match accept(&state, &live, &req, payload, started).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused,
     };
-    let mut payload = payload;
-    let body = match body::read(&state, &req, &mut payload, started).await {
-        Ok(body) => body,
-        Err(e) => {
-            // Over the size limit (413), too slow (408), or a broken upload (400).
-            count_refused(&state, Some(account), &e);
-            return Ok(body::refuse_unread(&e, &req, payload));
-        }
-    };
-    let decoded = decode(&state, account, &query, checked, &body);
-    let (message, mode) = match decoded {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            count_refused(&state, Some(account), &e);
-            return Err(e.into());
-        }
-    };
-
     // A WeChat retry of a push already answered gets that answer again, and one arriving
     // while the first attempt is still being answered waits for it. The wait (and a slow
     // Redis) is bounded by the deadline, so the answer still leaves within WeChat's 5 s.
     let deadline = tokio::time::Instant::from_std(started + state.options.deadline);
-    let key = Key::for_message_in(account.scope(), &message);
+    let key = Key::for_message_in(live.account.scope(), &message);
     let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
         Ok(Claim::First(ticket)) => ticket,
         Ok(Claim::Answered { answer, store }) => {
-            let elapsed = started.elapsed();
-            metrics.observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
-            if let Some(recent) = &state.recent {
-                let rule = answer.rule.as_ref();
-                recent.record(
-                    account.shared_name(),
-                    &message,
-                    rule,
-                    "retry",
-                    state.clock.now(),
-                    micros(elapsed),
-                );
-            }
-            tracing::info!(
-                event = "retry_answered",
-                account = account.log_name(),
-                store = store.as_str(),
-                rule = answer.rule.as_deref().unwrap_or(""),
-                msg_type = message.msg_type(),
-                wx_event = message.event().unwrap_or(""),
-                msg_id = message.msg_id().unwrap_or(""),
-                us = micros(elapsed)
-            );
-            return Ok(HttpResponse::Ok()
-                .content_type(&*answer.content_type)
-                .body(answer.body.clone()));
+            return answered_before(&state, &live, &message, &answer, store, started)
         }
-        Err(_) => {
-            let elapsed = started.elapsed();
-            metrics.observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
-            if let Some(recent) = &state.recent {
-                recent.record(
-                    account.shared_name(),
-                    &message,
-                    None,
-                    "deadline",
-                    state.clock.now(),
-                    micros(elapsed),
-                );
-            }
-            tracing::warn!(
-                event = "deadline_exceeded",
-                account = account.log_name(),
-                stage = "dedup",
-                msg_type = message.msg_type(),
-                msg_id = message.msg_id().unwrap_or(""),
-                us = micros(elapsed),
-                "an earlier attempt at this push did not answer in time; answering `success`"
-            );
-            return Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body("success"));
-        }
+        Err(_) => return past_deadline(&state, &live, &message, started),
     };
-
-    // One snapshot for the whole request: a reload landing now cannot mix two rule sets.
-    let snapshot = account.live.snapshot();
     let now = state.clock.now();
-    let found = find_unless_cooling(&state, account, &snapshot.rules, &message).await;
-    let found_at = found.as_ref().map(|m| m.index);
-    // A rule with a cooldown claimed it when it was found; it keeps the claim if it answers.
-    let claimed = found
-        .as_ref()
-        .filter(|m| m.rule.cooldown().is_some())
-        .map(|m| {
-            let late = m.rule.call().is_some_and(|c| c.late().is_some());
-            (m.rule.shared_name(), late)
-        });
-    let mut outcome = match decide_found(&snapshot.rules, &message, found, now) {
-        Decision::Done(outcome) => outcome,
-        // Boxed: the call's state (request, task handle) would otherwise be part of every
-        // push's future, making it several hundred bytes larger for rules that never call.
-        Decision::Call(found) => {
-            Box::pin(ask_service(
-                &state, account, &snapshot, &message, found, now, started, deadline,
-            ))
-            .await
-        }
-    };
-    if let Outcome::Replied { rule, sends, .. } = &mut outcome {
-        if !sends.is_empty() {
-            queue_sends(&account.outbox, rule, &message, std::mem::take(sends)).await;
-        }
-    }
-    // A rule that claimed its cooldown and did not answer gives it back; one whose late
-    // call may still answer through the outbox keeps it.
-    if let Some((rule, late)) = claimed {
-        if !late && !matches!(outcome, Outcome::Replied { .. }) {
-            state
-                .cooldowns
-                .release(
-                    &cooldown_account(account, &message),
-                    &rule,
-                    message.from_user(),
-                )
-                .await;
-        }
-    }
-
-    let body = match (&mut outcome, mode) {
-        (Outcome::Replied { xml, .. }, Mode::Safe) => encrypt_reply(account, xml, now),
+    let (mut outcome, found_at) = decide(&state, &live, &message, now, started, deadline).await;
+    let body = match (&mut outcome, wrapping) {
+        (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
-        (Outcome::Replied { xml, .. }, Mode::Plain) => std::mem::take(xml),
+        (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
     let (counted, content_type) = match outcome {
@@ -222,38 +97,215 @@ pub(crate) async fn receive(
         // The answer is ready: send it; only its copy for retries is missing.
         tracing::warn!(
             event = "deadline_exceeded",
-            account = account.log_name(),
+            account = live.account.log_name(),
             stage = "dedup_store",
             msg_id = message.msg_id().unwrap_or("")
         );
     }
     let elapsed = started.elapsed();
-    metrics.observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
+    live.metrics()
+        .observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
     if let Some(recent) = &state.recent {
-        let shown = match &outcome {
-            Outcome::Replied { .. } => "replied",
-            Outcome::Ignored { rule: Some(_) } => "ignored",
-            Outcome::Ignored { rule: None } => "no_match",
-            Outcome::Failed { .. } => "error",
+        keep_recent(recent, &live, &message, &outcome, found_at, now, elapsed);
+    }
+    log_outcome(&live, &message, &outcome, elapsed);
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .body(stored.body.clone())
+}
+
+/// Checks the query, reads the body and decodes the message, or answers the refusal
+/// (counted, and logged within the rate limit).
+async fn accept(
+    state: &AppState,
+    live: &Live,
+    req: &HttpRequest,
+    payload: web::Payload,
+    started: Instant,
+) -> Result<(Message, Wrapping), HttpResponse> {
+    // The query's signature is checked before the body is read whenever the query has one
+    // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
+    // sign is answered 403 at once, and cannot hold the connection by sending its body
+    // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
+    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
+        let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
+            state.verify_plain(live, &query)?;
+            QueryCheck::Done
+        } else {
+            QueryCheck::Pending
         };
-        if outcome.rule().is_some() {
-            if let Some(rule) = found_at.and_then(|i| snapshot.rules.rules().get(i)) {
-                rule.mark_hit(now);
-            }
+        Ok((query, checked))
+    });
+    let (query, checked) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            count_refused(state, Some(live), &e);
+            return Err(body::refuse_unread(&e, req, payload));
         }
+    };
+    let mut payload = payload;
+    let body = match body::read(state, req, &mut payload, started).await {
+        Ok(body) => body,
+        Err(e) => {
+            // Over the size limit (413), too slow (408), or a broken upload (400).
+            count_refused(state, Some(live), &e);
+            return Err(body::refuse_unread(&e, req, payload));
+        }
+    };
+    decode(state, live, &query, checked, &body).map_err(|e| {
+        count_refused(state, Some(live), &e);
+        e.error_response()
+    })
+}
+
+/// A retry of a push an earlier attempt answered: that answer, byte for byte.
+fn answered_before(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    answer: &Answer,
+    store: Tier,
+    started: Instant,
+) -> HttpResponse {
+    let elapsed = started.elapsed();
+    live.metrics()
+        .observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
+    if let Some(recent) = &state.recent {
+        let rule = answer.rule.as_ref();
         recent.record(
-            account.shared_name(),
-            &message,
-            outcome.shared_rule(),
-            shown,
-            now,
+            live.account.shared_name(),
+            message,
+            rule,
+            "retry",
+            state.clock.now(),
             micros(elapsed),
         );
     }
-    log_outcome(account, &message, &outcome, elapsed);
-    Ok(HttpResponse::Ok()
-        .content_type(content_type)
-        .body(stored.body.clone()))
+    tracing::info!(
+        event = "retry_answered",
+        account = live.account.log_name(),
+        store = store.as_str(),
+        rule = answer.rule.as_deref().unwrap_or(""),
+        msg_type = message.msg_type(),
+        wx_event = message.event().unwrap_or(""),
+        msg_id = message.msg_id().unwrap_or(""),
+        us = micros(elapsed)
+    );
+    HttpResponse::Ok()
+        .content_type(&*answer.content_type)
+        .body(answer.body.clone())
+}
+
+/// An earlier attempt at this push holds it past the deadline: `success`.
+fn past_deadline(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    started: Instant,
+) -> HttpResponse {
+    let elapsed = started.elapsed();
+    live.metrics()
+        .observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
+    if let Some(recent) = &state.recent {
+        recent.record(
+            live.account.shared_name(),
+            message,
+            None,
+            "deadline",
+            state.clock.now(),
+            micros(elapsed),
+        );
+    }
+    tracing::warn!(
+        event = "deadline_exceeded",
+        account = live.account.log_name(),
+        stage = "dedup",
+        msg_type = message.msg_type(),
+        msg_id = message.msg_id().unwrap_or(""),
+        us = micros(elapsed),
+        "an earlier attempt at this push did not answer in time; answering `success`"
+    );
+    HttpResponse::Ok().content_type(PLAIN_TEXT).body("success")
+}
+
+/// What the rules say about `message`, the rule's call made and its `send:` queued; and
+/// which rule decided. A rule with a cooldown claimed it when it was found, and keeps the
+/// claim only if it answers.
+async fn decide(
+    state: &AppState,
+    live: &Arc<Live>,
+    message: &Message,
+    now: u64,
+    started: Instant,
+    deadline: tokio::time::Instant,
+) -> (Outcome, Option<usize>) {
+    let found = find_unless_cooling(state, live, message).await;
+    let found_at = found.as_ref().map(|m| m.index);
+    let claimed = found
+        .as_ref()
+        .filter(|m| m.rule.cooldown().is_some())
+        .map(|m| {
+            let late = m.rule.call().is_some_and(|c| c.late().is_some());
+            (m.rule.shared_name(), late)
+        });
+    let mut outcome = match decide_found(&live.rules, message, found, now) {
+        Decision::Done(outcome) => outcome,
+        // Boxed: the call's state (request, task handle) would otherwise be part of every
+        // push's future, making it several hundred bytes larger for rules that never call.
+        Decision::Call(found) => {
+            Box::pin(ask_service(
+                state, live, message, found, now, started, deadline,
+            ))
+            .await
+        }
+    };
+    if let Outcome::Replied { rule, sends, .. } = &mut outcome {
+        if !sends.is_empty() {
+            queue_sends(&live.account.outbox, rule, message, std::mem::take(sends)).await;
+        }
+    }
+    // A rule that claimed its cooldown and did not answer gives it back; one whose late
+    // call may still answer through the outbox keeps it.
+    if let Some((rule, late)) = claimed {
+        if !late && !matches!(outcome, Outcome::Replied { .. }) {
+            state
+                .cooldowns
+                .release(&cooldown_account(live, message), &rule, message.from_user())
+                .await;
+        }
+    }
+    (outcome, found_at)
+}
+
+/// Keeps the push in the dashboard's ring, and the rule's last hit.
+fn keep_recent(
+    recent: &crate::recent::Recent,
+    live: &Live,
+    message: &Message,
+    outcome: &Outcome,
+    found_at: Option<usize>,
+    now: u64,
+    elapsed: Duration,
+) {
+    let shown = match outcome {
+        Outcome::Replied { .. } => "replied",
+        Outcome::Ignored { rule: Some(_) } => "ignored",
+        Outcome::Ignored { rule: None } => "no_match",
+        Outcome::Failed { .. } => "error",
+    };
+    if outcome.rule().is_some() {
+        if let Some(rule) = found_at.and_then(|i| live.rules.rules().get(i)) {
+            rule.mark_hit(now);
+        }
+    }
+    recent.record(
+        live.account.shared_name(),
+        message,
+        outcome.shared_rule(),
+        shown,
+        now,
+        micros(elapsed),
+    );
 }
 
 /// The least time an answer's copy for retries gets to be stored, deadline or not: one
@@ -263,11 +315,11 @@ const STORE_AT_LEAST: Duration = Duration::from_millis(300);
 /// Verifies the request and turns its body into a message.
 fn decode(
     state: &AppState,
-    account: &Account,
+    account: &Live,
     q: &WechatQuery,
     checked: QueryCheck,
     body: &[u8],
-) -> Result<(Message, Mode), ServiceError> {
+) -> Result<(Message, Wrapping), ServiceError> {
     let verify_plain = || match checked {
         QueryCheck::Done => Ok(()),
         QueryCheck::Pending => state.verify_plain(account, q),
@@ -283,7 +335,7 @@ fn decode(
             return match Message::parse(body) {
                 Ok(m) => {
                     tracing::warn!(event = "encrypted_without_key", "answering the plain fields of a compatible-mode push; set WXRULES_AES_KEY to answer encrypted");
-                    Ok((m, Mode::Plain))
+                    Ok((m, Wrapping::Plain))
                 }
                 Err(_) => Err(ServiceError::NoKey),
             };
@@ -291,7 +343,7 @@ fn decode(
     };
     let Some(cipher) = cipher else {
         verify_plain()?;
-        return Ok((Message::parse(body)?, Mode::Plain));
+        return Ok((Message::parse(body)?, Wrapping::Plain));
     };
     let timestamp = required(&q.timestamp, "timestamp")?;
     let nonce = required(&q.nonce, "nonce")?;
@@ -310,7 +362,7 @@ fn decode(
     }
     let inner = cipher.decrypt(&encrypt)?;
     let message = Message::parse(&inner)?;
-    Ok((message, Mode::Safe))
+    Ok((message, Wrapping::Safe))
 }
 
 /// The first rule for `message` that is not cooling down for its sender. Rules without a
@@ -318,10 +370,10 @@ fn decode(
 /// command).
 async fn find_unless_cooling<'r>(
     state: &AppState,
-    account: &Account,
-    rules: &'r crate::rules::RuleSet,
+    account: &'r Live,
     message: &Message,
 ) -> Option<Match<'r>> {
+    let rules = &account.rules;
     let subject = crate::rules::Subject::at(message, state.clock.now());
     let mut skip = Vec::new();
     loop {
@@ -347,15 +399,15 @@ async fn find_unless_cooling<'r>(
 
 /// Whose cooldowns these are: the account's ToUserName, behind the account's name when
 /// the server has several.
-fn cooldown_account<'m>(account: &Account, message: &'m Message) -> Cow<'m, str> {
-    match account.scope() {
+fn cooldown_account<'m>(account: &Live, message: &'m Message) -> Cow<'m, str> {
+    match account.account.scope() {
         "" => Cow::Borrowed(message.to_user()),
         scope => Cow::Owned(format!("{scope}{}", message.to_user())),
     }
 }
 
 /// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
-fn encrypt_reply(account: &Account, xml: &str, now: u64) -> String {
+fn encrypt_reply(account: &Live, xml: &str, now: u64) -> String {
     let Some(cipher) = account.secrets.cipher() else {
         return "success".to_owned();
     };
@@ -369,8 +421,8 @@ fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn log_outcome(account: &Account, message: &Message, outcome: &Outcome, elapsed: Duration) {
-    let account = account.log_name();
+fn log_outcome(live: &Live, message: &Message, outcome: &Outcome, elapsed: Duration) {
+    let account = live.account.log_name();
     let micros = micros(elapsed);
     let msg_type = message.msg_type();
     let event = message.event().unwrap_or("");

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::app::PLAIN_TEXT;
 use super::refusal::{count_unrouted, log_url_check};
 use super::{AppState, ServiceError};
-use crate::accounts::Account;
+use crate::accounts::Live;
 use crate::crypto::{verify_signature, SignatureError};
 
 /// The query WeChat appends to the server URL; the values borrow from it unless they
@@ -81,11 +81,7 @@ pub(super) fn required<'a>(
 
 impl AppState {
     /// Checks `signature` over (token, timestamp, nonce) and the replay window.
-    pub(super) fn verify_plain(
-        &self,
-        account: &Account,
-        q: &WechatQuery,
-    ) -> Result<(), ServiceError> {
+    pub(super) fn verify_plain(&self, account: &Live, q: &WechatQuery) -> Result<(), ServiceError> {
         let timestamp = required(&q.timestamp, "timestamp")?;
         let nonce = required(&q.nonce, "nonce")?;
         let signature = required(&q.signature, "signature")?;
@@ -114,7 +110,7 @@ pub(crate) async fn verify_url(
     req: HttpRequest,
 ) -> Result<HttpResponse, ServiceError> {
     let account = state
-        .accounts
+        .accounts()
         .route(req.match_info().as_str())
         .filter(|_| req.method() == actix_web::http::Method::GET);
     let Some(account) = account else {
@@ -128,13 +124,16 @@ pub(crate) async fn verify_url(
     let echostr = match checked {
         Ok(echostr) => echostr,
         Err(e) => {
-            account.live.metrics().observe_url_check(false);
-            log_url_check(account.log_name(), &e);
+            account.metrics().observe_url_check(false);
+            log_url_check(account.account.log_name(), &e);
             return Err(e);
         }
     };
-    account.live.metrics().observe_url_check(true);
-    tracing::info!(event = "url_check_passed", account = account.log_name());
+    account.metrics().observe_url_check(true);
+    tracing::info!(
+        event = "url_check_passed",
+        account = account.account.log_name()
+    );
     Ok(HttpResponse::Ok().content_type(PLAIN_TEXT).body(echostr))
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use actix_web::HttpRequest;
 
 use super::{AppState, ServiceError};
-use crate::accounts::Account;
+use crate::accounts::Live;
 use crate::metrics::RequestOutcome;
 
 /// Counts and logs (within the rate limit) a request to a path no account serves: a
@@ -27,10 +27,10 @@ pub(super) fn count_unrouted(state: &AppState, req: &HttpRequest) {
 
 /// Counts a refused request (on its account's metrics when it has one), and logs it
 /// within the rate limit.
-pub(crate) fn count_refused(state: &AppState, account: Option<&Account>, e: &ServiceError) {
-    REFUSALS.log(account.and_then(Account::log_name), e);
+pub(crate) fn count_refused(state: &AppState, account: Option<&Live>, e: &ServiceError) {
+    REFUSALS.log(account.and_then(|a| a.account.log_name()), e);
     match account {
-        Some(account) => account.live.metrics().observe_refused(refused_as(e)),
+        Some(account) => account.metrics().observe_refused(refused_as(e)),
         None => state.metrics.observe_refused(refused_as(e)),
     }
 }

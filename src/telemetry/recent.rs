@@ -20,7 +20,7 @@ const KEYWORD_CHARS: usize = 20;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Push {
     /// Unix seconds; shown as RFC 3339.
-    #[serde(serialize_with = "crate::reload::rfc3339")]
+    #[serde(serialize_with = "crate::clock::rfc3339")]
     pub at: u64,
     pub account: Arc<str>,
     /// `text`, `image`, `event/subscribe`, …

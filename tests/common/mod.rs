@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, App};
-use wxrules::accounts::{Account, AccountParts, Accounts};
+use wxrules::accounts::build::Builder;
+use wxrules::accounts::{Account, AccountParts, Live, Mode, Secrets};
 use wxrules::clock::FixedClock;
 use wxrules::dedup::{self, Dedup};
+use wxrules::metrics::Metrics;
 use wxrules::outbox::Outbox;
-use wxrules::reload::Live;
+use wxrules::reload::Fleet;
 use wxrules::rules::{self, Sources};
 use wxrules::server::{self, AppState, Options};
-use wxrules::settings::Secrets;
 
 pub const TOKEN: &str = "test-token";
 /// The fixed "now" of every test: 2026-11-27T00:00:00Z.
@@ -78,24 +79,28 @@ pub fn state_with_dedup(
     options: Options,
     config: Option<dedup::Config>,
 ) -> AppState {
-    let loaded = rules::load(&sources).unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let clock = Arc::new(FixedClock(NOW));
-    let live = Arc::new(Live::new(sources, loaded.rules, clock.clone()));
-    let metrics = live.metrics().clone();
+    let metrics = Metrics::new();
     let dedup = match config {
-        Some(config) => Dedup::new(config, metrics),
-        None => Dedup::off(metrics),
+        Some(config) => Dedup::new(config, metrics.clone()),
+        None => Dedup::off(metrics.clone()),
     };
+    let builder = Builder {
+        clock: clock.clone(),
+        // Nothing listens on port 9 (discard); without an AppSecret nothing is sent anyway.
+        wechat_api: "http://127.0.0.1:9".into(),
+        redis: dedup.redis(),
+        outbox: wxrules::outbox::Config::default(),
+        http: wxrules::wechat_api::http_client().unwrap(),
+        mode: Mode::Single,
+        metrics: metrics.clone(),
+    };
+    let fleet = Fleet::of_one(builder, sources, secrets)
+        .unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
-    let account = Account::single(AccountParts {
-        outbox: Arc::new(Outbox::disabled(live.metrics().clone())),
-        live: Arc::clone(&live),
-        secrets: Arc::new(secrets),
-        senders: None,
-    });
     AppState {
-        accounts: Arc::new(Accounts::single(account)),
-        metrics: live.metrics().clone(),
+        fleet: Arc::new(fleet),
+        metrics,
         clock,
         options,
         dedup: Arc::new(dedup),
@@ -108,13 +113,24 @@ pub fn state_with_dedup(
 
 /// `state` with its one account's outbox replaced (one that sends, to a fake WeChat).
 pub fn with_outbox(state: &mut AppState, outbox: Outbox) {
-    let account = state.account().unwrap();
-    state.accounts = Arc::new(Accounts::single(Account::single(AccountParts {
-        live: Arc::clone(&account.live),
-        secrets: Arc::clone(&account.secrets),
-        outbox: Arc::new(outbox),
-        senders: None,
-    })));
+    let live = state.account().unwrap();
+    let account = Account::new(
+        live.account.spec(),
+        &Mode::Single,
+        AccountParts {
+            metrics: live.metrics().clone(),
+            outbox: Arc::new(outbox),
+            senders: None,
+            secrets_fingerprint: 0,
+        },
+    );
+    let rules = rules::load(live.account.sources()).unwrap().rules;
+    state.accounts().put(Arc::new(Live {
+        rules,
+        loaded_at: NOW,
+        secrets: Arc::clone(&live.secrets),
+        account: Arc::new(account),
+    }));
 }
 
 pub fn plain_state(sources: Sources) -> AppState {

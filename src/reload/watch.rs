@@ -70,7 +70,7 @@ pub fn start(
             watcher.watch(rules_dir, RecursiveMode::NonRecursive)?;
         }
     }
-    actix_web::rt::spawn(async move {
+    tokio::spawn(async move {
         while changes.recv().await.is_some() {
             // Wait until the files have been quiet for `QUIET`.
             loop {
