@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::*;
+use super::{load_or_report, report, SourceArgs, EXIT_CONFIG, NOTES_SHOWN};
 use crate::rules::{self, Sources};
 
 /// `check`: the rules of --rules/--templates, or of every account of --config (each
@@ -60,6 +60,7 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
         Ok(ExitCode::from(EXIT_CONFIG))
     }
 }
+
 pub(super) fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     let loaded = match load_or_report(sources) {
         Ok(loaded) => loaded,
@@ -108,6 +109,7 @@ pub(super) fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<Ex
     );
     Ok(ExitCode::SUCCESS)
 }
+
 pub(super) fn test(sources: &Sources, cases_path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match load_or_report(sources) {
         Ok(loaded) => loaded,

@@ -1,11 +1,11 @@
 //! `wxrules explain`: which rule answers a message, why, and the reply, as text or JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
-use super::*;
+use super::{load_or_report, read_message, secrets_of, SourceArgs};
 use crate::accounts::Secrets;
 use crate::answer::Outcome;
 use crate::clock::{Clock, SystemClock};
@@ -40,6 +40,7 @@ pub(super) struct ExplainArgs {
     #[arg(long, value_name = "TIME")]
     pub(super) at: Option<jiff::Timestamp>,
 }
+
 pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let (sources, spec) = match args.sources.one() {
         Ok(one) => one,
@@ -50,7 +51,36 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let now = SystemClock.now();
-    let xml = match (&args.message, &args.text, &args.event) {
+    let xml = message_xml(args, now)?;
+    let message = parse_for_explain(&xml, spec.as_ref())?;
+    let rules = &loaded.rules;
+    let at = match args.at {
+        Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
+        None => now,
+    };
+    let stub_value = match &args.call_response {
+        Some(path) => Some(call_response(path)?),
+        None => None,
+    };
+    let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
+    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
+    let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
+    if args.json {
+        let value = explained.to_json(&sources.rules);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_found(&explained, &sources.rules.display().to_string());
+    if let Some(call) = &explained.call {
+        print_call(call)?;
+    }
+    print_outcome(&explained.outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The message to explain: the file, or a text or an event made up at `now`.
+fn message_xml(args: &ExplainArgs, now: u64) -> anyhow::Result<String> {
+    Ok(match (&args.message, &args.text, &args.event) {
         (Some(path), _, _) => read_message(path)?,
         (_, Some(text), _) => crate::explain::synthetic(
             &[("MsgType", "text"), ("Content", text), ("MsgId", "1")],
@@ -62,33 +92,18 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             crate::explain::synthetic(&kind, now)
         }
         _ => bail!("give a message file, --text or --event"),
-    };
-    let message = parse_for_explain(&xml, spec.as_ref())?;
-    let rules = &loaded.rules;
-    let at = match args.at {
-        Some(at) => u64::try_from(at.as_second()).context("--at is before 1970")?,
-        None => now,
-    };
-    let stub_value = match &args.call_response {
-        Some(path) => {
-            let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            Some(
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .with_context(|| format!("{} is not JSON", path.display()))?,
-            )
-        }
-        None => None,
-    };
-    let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
-    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
-    let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
-    if args.json {
-        let value = explained.to_json(&sources.rules);
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rules_path = sources.rules.display().to_string();
+    })
+}
+
+/// `--call-response FILE`: the service's answer to use, as JSON.
+fn call_response(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// The rule found, each criterion with whether it held, and the captures.
+fn print_found(explained: &crate::explain::Explanation, rules_path: &str) {
     match &explained.found {
         None => println!("no rule matched"),
         Some(found) => {
@@ -107,32 +122,38 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if let Some(call) = &explained.call {
-        let request = &call.request;
-        if let Some(error) = request.get("error").and_then(|e| e.as_str()) {
-            bail!("{error}");
-        }
-        let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
-        println!("call: {} {}", text("method"), text("url"));
-        println!("  timeout: {} ms", request["timeout_ms"]);
-        if let Some(body) = request.get("body") {
-            println!("  body: {body}");
-        }
-        if let Some(holding) = &call.holding {
-            println!(
-                "late: a push the call has not answered within {} ms gets:",
-                request["late_after_ms"]
-            );
-            println!("  {}", holding.body());
-            println!("  and the reply below goes out through the customer-service API");
-        }
-        if !call.stubbed {
-            println!(
-                "no call made: the reply below is the rule's answer when the call fails; pass --call-response FILE (the service's JSON answer) to see the other"
-            );
-        }
+}
+
+/// What a rule's call would ask, and what `late` would do.
+fn print_call(call: &crate::explain::CallShown) -> anyhow::Result<()> {
+    let request = &call.request;
+    if let Some(error) = request.get("error").and_then(|e| e.as_str()) {
+        bail!("{error}");
     }
-    let outcome = &explained.outcome;
+    let text = |key: &str| request.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    println!("call: {} {}", text("method"), text("url"));
+    println!("  timeout: {} ms", request["timeout_ms"]);
+    if let Some(body) = request.get("body") {
+        println!("  body: {body}");
+    }
+    if let Some(holding) = &call.holding {
+        println!(
+            "late: a push the call has not answered within {} ms gets:",
+            request["late_after_ms"]
+        );
+        println!("  {}", holding.body());
+        println!("  and the reply below goes out through the customer-service API");
+    }
+    if !call.stubbed {
+        println!(
+            "no call made: the reply below is the rule's answer when the call fails; pass --call-response FILE (the service's JSON answer) to see the other"
+        );
+    }
+    Ok(())
+}
+
+/// The reply as sent, and what `send:` sends after it.
+fn print_outcome(outcome: &Outcome) {
     match outcome {
         Outcome::Replied {
             reply, xml, sends, ..
@@ -165,8 +186,8 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             println!("answers `success`");
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
+
 /// A plain message, or a safe-mode body (`<Encrypt>` only), decrypted with the key and
 /// AppID of `WXRULES_AES_KEY` and `WXRULES_APPID`. No signature is checked: there is no query.
 pub(super) fn parse_for_explain(

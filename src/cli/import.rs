@@ -1,11 +1,10 @@
 //! `wxrules import`: the MP console's auto-replies as a rules file and a cases file.
 
+use super::EXIT_CONFIG;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-
-use super::*;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["export", "from_wechat"])))]
@@ -25,6 +24,7 @@ pub(super) struct ImportArgs {
     #[arg(long, value_name = "FILE")]
     pub(super) tests_out: Option<PathBuf>,
 }
+
 /// `wxrules import`: the console's auto-replies as rules and cases, written only when the
 /// whole export imports and the files are new.
 pub(super) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {

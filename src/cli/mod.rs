@@ -28,8 +28,10 @@ use crate::rules::{self, Loaded, RuleError, Sources};
 
 /// How many rules `check` names whose templates it could not hold to WeChat's fields.
 const NOTES_SHOWN: usize = 10;
+
 /// Exit code for invalid rules (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+
 /// Answers WeChat Official Account pushes from a YAML rules file.
 #[derive(Debug, Parser)]
 #[command(name = "wxrules", version, args_conflicts_with_subcommands = true)]
@@ -39,6 +41,7 @@ pub struct Args {
     #[command(flatten)]
     serve: ServeArgs,
 }
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the rules over HTTP (the default). Secrets come from WXRULES_TOKEN, and for
@@ -78,6 +81,7 @@ enum Command {
         cases: PathBuf,
     },
 }
+
 #[derive(Debug, clap::Args)]
 struct SourceArgs {
     /// The rules file.
@@ -93,6 +97,7 @@ struct SourceArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     account: Option<String>,
 }
+
 impl SourceArgs {
     fn sources(&self) -> Sources {
         Sources {
@@ -140,6 +145,7 @@ impl SourceArgs {
         }
     }
 }
+
 /// Reads a `--config` file; its errors are printed, each as `file:line:col: …`.
 fn read_config_or_report(path: &Path) -> Result<crate::accounts::Config, ExitCode> {
     crate::accounts::read_config(path).map_err(|errors| {
@@ -150,6 +156,7 @@ fn read_config_or_report(path: &Path) -> Result<crate::accounts::Config, ExitCod
         ExitCode::from(EXIT_CONFIG)
     })
 }
+
 /// Runs the command and returns the process exit code; prints errors with their causes.
 pub fn run(args: Args) -> ExitCode {
     let result = match args.command {
@@ -194,6 +201,7 @@ fn report(errors: &[RuleError], label: &str) {
         eprintln!("{label}: {e}");
     }
 }
+
 fn load_or_report(sources: &Sources) -> Result<Loaded, ExitCode> {
     rules::load(sources).map_err(|e| {
         report(&e.0, "error");
@@ -206,6 +214,7 @@ fn load_or_report(sources: &Sources) -> Result<Loaded, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     })
 }
+
 /// The secrets of `--account`'s account, or of the environment (WXRULES_*).
 fn secrets_of(account: Option<&crate::accounts::AccountSpec>) -> anyhow::Result<Secrets> {
     match account {
@@ -220,6 +229,7 @@ fn secrets_of(account: Option<&crate::accounts::AccountSpec>) -> anyhow::Result<
             .map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
+
 fn read_message(path: &Path) -> anyhow::Result<String> {
     rules::read_text(path, rules::MAX_TEMPLATE_FILE)
         .with_context(|| format!("cannot read {}", path.display()))

@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::accounts::ReloadOutcome;
+
 /// Where `wxrules reload` finds the admin port by default: the address the docs use.
 pub(super) const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9180";
+
 /// `wxrules reload`: `POST /-/reload` on the admin port; prints the outcome.
 pub(super) fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
     let url = format!("{}/-/reload", admin.trim_end_matches('/'));
@@ -47,9 +50,9 @@ pub(super) fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
         return Ok(print_fleet_report(&report, status));
     }
     let list = |key: &str| strings(&report[key]);
-    let outcome = report["outcome"].as_str().unwrap_or("unknown");
-    match outcome {
-        "applied" => {
+    let shown = report["outcome"].as_str().unwrap_or("unknown");
+    match outcome_of(&report) {
+        Some(ReloadOutcome::Applied) => {
             println!(
                 "applied: {} rules, digest {}",
                 report["rules"],
@@ -68,7 +71,7 @@ pub(super) fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
         }
         _ => {
             let errors = list("errors");
-            println!("{outcome}: the previous rules keep serving");
+            println!("{shown}: the previous rules keep serving");
             for e in &errors {
                 println!("error: {e}");
             }
@@ -79,6 +82,12 @@ pub(super) fn reload_remote(admin: &str) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// The `outcome` of a report, if it is one this version knows.
+fn outcome_of(report: &serde_json::Value) -> Option<ReloadOutcome> {
+    serde_json::from_value(report["outcome"].clone()).ok()
+}
+
 /// The strings of a JSON list (none if it is not one).
 pub(super) fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -89,6 +98,7 @@ pub(super) fn strings(v: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
 /// Prints the reload report of a server of several accounts: one line per account that
 /// changed or failed, its errors, and the config file's own; exit 0 when nothing was
 /// refused.
@@ -110,7 +120,7 @@ pub(super) fn print_fleet_report(
         println!(
             "  {name}: {shown}, {} rules{}",
             account["rules"],
-            if shown == "rejected" {
+            if outcome_of(account) == Some(ReloadOutcome::Rejected) {
                 " (the previous rules keep serving)"
             } else {
                 ""
@@ -129,7 +139,10 @@ pub(super) fn print_fleet_report(
     if status == reqwest::StatusCode::UNAUTHORIZED {
         println!("error: set WXRULES_ADMIN_TOKEN to the server's admin token");
     }
-    if matches!(outcome, "applied" | "unchanged") {
+    if matches!(
+        outcome_of(report),
+        Some(ReloadOutcome::Applied | ReloadOutcome::Unchanged)
+    ) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

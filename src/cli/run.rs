@@ -25,10 +25,13 @@ fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
         None => url.into(),
     }
 }
+
 /// How long a client has to send a request's head (line and headers).
 const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// File descriptors kept back from connections: the listener, the log, Redis, reloads.
 const RESERVED_FILES: u64 = 256;
+
 /// The open-connection cap: `wanted`, lowered to what the open-file limit allows once it
 /// is raised as far as the hard limit lets. Each connection holds a descriptor; running
 /// out of them ("Too many open files") would fail every accept, valid pushes included,
@@ -54,10 +57,13 @@ fn connection_cap(wanted: u32) -> usize {
     }
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
+
 /// How long the exit lets the outbox send what it holds.
 const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long the exit waits for a reload in progress.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `--pid-file`: the process id, written once listening, removed when dropped.
 struct PidFile(PathBuf);
 impl PidFile {
@@ -67,6 +73,7 @@ impl PidFile {
         Ok(PidFile(path.to_owned()))
     }
 }
+
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Only our own: another instance may have written it since.

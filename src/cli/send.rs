@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
-use super::*;
+use super::{read_message, secrets_of, SourceArgs};
+use crate::accounts::Secrets;
 use crate::clock::{Clock, SystemClock};
+use crate::crypto::Cipher;
 use crate::wire::Message;
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +47,7 @@ pub(super) struct SendArgs {
     #[arg(long)]
     pub(super) safe: bool,
 }
+
 /// `wxrules send`: a push signed (and in safe mode encrypted) as WeChat signs it, posted to
 /// `--url`; prints the status and the answer, decrypted.
 pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
@@ -81,8 +84,28 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         (false, _) => None,
     };
     let now = SystemClock.now();
+    let xml = push_of(args, now)?;
+    let (query, body) = signed(args, &secrets, cipher, &xml, now);
+    let mut url = reqwest::Url::parse(&target).with_context(|| format!("--url {target}"))?;
+    url.query_pairs_mut().extend_pairs(query);
+    let (status, answer) = post(url, body, &target)?;
+    let shown = match cipher {
+        Some(cipher) => opened(&secrets, cipher, answer)?,
+        None => answer,
+    };
+    if status != reqwest::StatusCode::OK {
+        println!("{status}");
+        println!("{shown}");
+        return Ok(ExitCode::from(1));
+    }
+    println!("{shown}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The push to send: the message file, or a text or an event made up at `now`.
+fn push_of(args: &SendArgs, now: u64) -> anyhow::Result<String> {
     let message_id = now.to_string() + &format!("{:04}", rand::random::<u16>() % 10_000);
-    let xml = match (&args.message, &args.text, &args.event) {
+    Ok(match (&args.message, &args.text, &args.event) {
         (Some(path), _, _) => read_message(path)?,
         (_, Some(text), _) => made_up(
             args,
@@ -99,39 +122,54 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             made_up(args, &kind, now)
         }
         _ => bail!("give a message file, --text or --event"),
-    };
+    })
+}
+
+/// The query WeChat would sign `xml` with, and the body: `xml`, or with `cipher` its
+/// safe-mode envelope (and the query's `msg_signature`).
+fn signed(
+    args: &SendArgs,
+    secrets: &Secrets,
+    cipher: Option<&Cipher>,
+    xml: &str,
+    now: u64,
+) -> (Vec<(&'static str, String)>, String) {
     let timestamp = now.to_string();
     let nonce = rand::random::<u32>().to_string();
     let signature = crate::crypto::sign(&[secrets.token(), &timestamp, &nonce]);
-    let openid = Message::parse(xml.as_bytes())
-        .map(|m| m.from_user().to_owned())
-        .unwrap_or_else(|_| args.from.clone());
-    let mut query: Vec<(&str, String)> = vec![
+    let parsed = Message::parse(xml.as_bytes());
+    let openid = parsed
+        .as_ref()
+        .map_or_else(|_| args.from.clone(), |m| m.from_user().to_owned());
+    let mut query = vec![
         ("signature", signature),
         ("timestamp", timestamp.clone()),
         ("nonce", nonce.clone()),
         ("openid", openid),
     ];
-    let body = match cipher {
-        None => xml,
-        Some(cipher) => {
-            let encrypt = cipher.encrypt(xml.as_bytes());
-            let msg_signature =
-                crate::crypto::sign(&[secrets.token(), &timestamp, &nonce, &encrypt]);
-            query.push(("encrypt_type", "aes".into()));
-            query.push(("msg_signature", msg_signature));
-            let to = Message::parse(xml.as_bytes())
-                .map_or_else(|_| args.to.clone(), |m| m.to_user().to_owned());
-            crate::wire::write_fields(&[("ToUserName".into(), to), ("Encrypt".into(), encrypt)])
-        }
+    let Some(cipher) = cipher else {
+        return (query, xml.to_owned());
     };
-    let mut url = reqwest::Url::parse(&target).with_context(|| format!("--url {target}"))?;
-    url.query_pairs_mut().extend_pairs(query);
+    let encrypt = cipher.encrypt(xml.as_bytes());
+    let msg_signature = crate::crypto::sign(&[secrets.token(), &timestamp, &nonce, &encrypt]);
+    query.push(("encrypt_type", "aes".into()));
+    query.push(("msg_signature", msg_signature));
+    let to = parsed.map_or_else(|_| args.to.clone(), |m| m.to_user().to_owned());
+    let body = crate::wire::write_fields(&[("ToUserName".into(), to), ("Encrypt".into(), encrypt)]);
+    (query, body)
+}
+
+/// Posts `body` to `url` (shown as `target`): its status and answer.
+fn post(
+    url: reqwest::Url,
+    body: String,
+    target: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the HTTP client")?;
-    let (status, answer) = runtime
+    runtime
         .block_on(async {
             let response = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
@@ -144,37 +182,30 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             let status = response.status();
             Ok::<_, reqwest::Error>((status, response.text().await?))
         })
-        .map_err(|e| anyhow::anyhow!("cannot send to {target}: {}", e.without_url()))?;
-    let shown = match (
-        cipher,
-        crate::wire::parse_encrypted_reply(answer.as_bytes()),
-    ) {
-        (Some(cipher), Ok(reply)) => {
-            // The answer's own signature first, as WeChat checks it.
-            let expected = crate::crypto::sign(&[
-                secrets.token(),
-                &reply.timestamp,
-                &reply.nonce,
-                &reply.encrypt,
-            ]);
-            if reply.msg_signature != expected {
-                bail!("the answer's MsgSignature does not match: {answer}");
-            }
-            let plain = cipher
-                .decrypt(&reply.encrypt)
-                .context("the answer does not decrypt")?;
-            String::from_utf8_lossy(&plain).into_owned()
-        }
-        _ => answer,
-    };
-    if status != reqwest::StatusCode::OK {
-        println!("{status}");
-        println!("{shown}");
-        return Ok(ExitCode::from(1));
-    }
-    println!("{shown}");
-    Ok(ExitCode::SUCCESS)
+        .map_err(|e| anyhow::anyhow!("cannot send to {target}: {}", e.without_url()))
 }
+
+/// A safe-mode answer checked (its own signature, as WeChat checks it) and decrypted; any
+/// other answer as it came.
+fn opened(secrets: &Secrets, cipher: &Cipher, answer: String) -> anyhow::Result<String> {
+    let Ok(reply) = crate::wire::parse_encrypted_reply(answer.as_bytes()) else {
+        return Ok(answer);
+    };
+    let expected = crate::crypto::sign(&[
+        secrets.token(),
+        &reply.timestamp,
+        &reply.nonce,
+        &reply.encrypt,
+    ]);
+    if reply.msg_signature != expected {
+        bail!("the answer's MsgSignature does not match: {answer}");
+    }
+    let plain = cipher
+        .decrypt(&reply.encrypt)
+        .context("the answer does not decrypt")?;
+    Ok(String::from_utf8_lossy(&plain).into_owned())
+}
+
 /// The XML of a made-up push from `--from` to `--to`.
 pub(super) fn made_up(args: &SendArgs, kind: &[(&str, &str)], now: u64) -> String {
     crate::explain::made_up(&args.to, &args.from, kind, now)

@@ -28,6 +28,7 @@ pub(super) enum LogFormat {
     Text,
     Json,
 }
+
 #[derive(Debug, clap::Args)]
 pub(super) struct ServeArgs {
     #[command(flatten)]
@@ -81,6 +82,7 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(super) pid_file: Option<PathBuf>,
 }
+
 /// Logs go to stderr in batches written by a background thread (`logsink`), so a request
 /// does not wait on a write(2) unless stderr falls 1 MiB behind; the returned guard writes
 /// what is pending when it is dropped, at exit. Nothing is dropped: an operator must never
@@ -109,6 +111,7 @@ pub(super) fn init_tracing(
         .context("installing the logger")?;
     Ok(guard)
 }
+
 /// `serve`'s settings once flags, the environment and the config file are put together:
 /// a flag (or its environment variable) wins over the file, the file over the default.
 pub(super) struct Settled {
@@ -330,6 +333,7 @@ async fn prepare(source: &Source) -> anyhow::Result<Result<Vec<Prepared>, ExitCo
 
 /// The shortest admin token accepted: a guessable one would open the admin port.
 pub(super) const MIN_ADMIN_TOKEN: usize = 16;
+
 /// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback. Errors never
 /// show the token.
 pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>, String> {
@@ -350,6 +354,7 @@ pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>
         _ => Ok(token.map(Arc::from)),
     }
 }
+
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its
 /// handler takes the default action and kills the process, so they come before the first
 /// load (which can take a second with 100,000 rules): a SIGHUP then is a reload once the
@@ -359,6 +364,7 @@ pub(super) struct Signals {
     pub(super) term: tokio::signal::unix::Signal,
     pub(super) int: tokio::signal::unix::Signal,
 }
+
 impl Signals {
     pub(super) fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};

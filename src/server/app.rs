@@ -15,6 +15,7 @@ use crate::reload::Fleet;
 
 /// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
 /// How long a push may take, from its arrival to its answer, before wxrules gives up and
 /// answers `success`: well within WeChat's 5 s, leaving room for the network both ways.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);

@@ -20,6 +20,7 @@ use crate::crypto::{sign, verify_signature};
 use crate::dedup::{Answer, Claim, Key, Tier};
 use crate::metrics::RequestOutcome;
 use crate::rules::Match;
+use crate::telemetry::recent::{Recent, Shown};
 use crate::wire::{self, Message};
 
 /// Whether the query's `signature` (and timestamp) was checked before the body was read.
@@ -176,7 +177,7 @@ fn answered_before(
             live.account.shared_name(),
             message,
             rule,
-            "retry",
+            Shown::Retry,
             state.clock.now(),
             micros(elapsed),
         );
@@ -211,7 +212,7 @@ fn past_deadline(
             live.account.shared_name(),
             message,
             None,
-            "deadline",
+            Shown::Deadline,
             state.clock.now(),
             micros(elapsed),
         );
@@ -279,7 +280,7 @@ async fn decide(
 
 /// Keeps the push in the dashboard's ring, and the rule's last hit.
 fn keep_recent(
-    recent: &crate::recent::Recent,
+    recent: &Recent,
     live: &Live,
     message: &Message,
     outcome: &Outcome,
@@ -288,10 +289,10 @@ fn keep_recent(
     elapsed: Duration,
 ) {
     let shown = match outcome {
-        Outcome::Replied { .. } => "replied",
-        Outcome::Ignored { rule: Some(_) } => "ignored",
-        Outcome::Ignored { rule: None } => "no_match",
-        Outcome::Failed { .. } => "error",
+        Outcome::Replied { .. } => Shown::Replied,
+        Outcome::Ignored { rule: Some(_) } => Shown::Ignored,
+        Outcome::Ignored { rule: None } => Shown::NoMatch,
+        Outcome::Failed { .. } => Shown::Error,
     };
     if outcome.rule().is_some() {
         if let Some(rule) = found_at.and_then(|i| live.rules.rules().get(i)) {

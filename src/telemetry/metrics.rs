@@ -129,9 +129,6 @@ impl Default for Metrics {
     }
 }
 
-// Registering fixed, distinct metric names on a fresh registry cannot fail; a failure
-// here is a programming error caught by every test that builds a server.
-#[allow(clippy::expect_used)]
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::with_registry(Registry::new())
@@ -148,182 +145,148 @@ impl Metrics {
     }
 
     fn with_registry(registry: Registry) -> Metrics {
-        let requests = IntCounterVec::new(
-            Opts::new("wxrules_requests_total", "POST /wechat requests by outcome"),
+        let r = &registry;
+        let requests = counters(
+            r,
+            "wxrules_requests_total",
+            "POST /wechat requests by outcome",
             &["outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let rule_hits = IntCounterVec::new(
-            Opts::new("wxrules_rule_hits_total", "Messages answered by each rule"),
-            &["rule"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "wxrules_request_duration_seconds",
-                "Time from a verified request to its answer",
-            )
-            .buckets(vec![
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
-                5.0,
-            ]),
-            &["outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let reloads = IntCounterVec::new(
-            Opts::new("wxrules_reloads_total", "Rule reloads by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let rules_loaded = IntGauge::new("wxrules_rules_loaded", "Rules in the live rule set")
-            .expect("valid metric"); // ok: fixed definitions
-        let dedup_hits = IntCounterVec::new(
-            Opts::new(
-                "wxrules_dedup_hits_total",
-                "Retries answered from the dedup store, by store",
+            &[],
+        );
+        let latency = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "wxrules_request_duration_seconds",
+                    "Time from a verified request to its answer",
+                )
+                .buckets(vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25,
+                    1.0, 5.0,
+                ]),
+                &["outcome"],
             ),
-            &["store"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let dedup_fallbacks = IntCounter::new(
-            "wxrules_dedup_fallbacks_total",
-            "Requests deduplicated in process because Redis was unavailable",
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let dedup_stored = IntGauge::new(
-            "wxrules_dedup_stored_answers",
-            "Answers in the in-process dedup store (expired ones until the next sweep)",
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let dedup_stored_bytes = IntGauge::new(
-            "wxrules_dedup_stored_bytes",
-            "Weight of the in-process dedup store, in bytes; capped at 64 MiB",
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let log_dropped = IntCounter::new(
-            "wxrules_log_lines_dropped_total",
-            "Log lines dropped because the log output (stderr) stalled",
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let api_calls = IntCounterVec::new(
-            Opts::new(
-                "wxrules_wechat_api_calls_total",
-                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, bad_answer, no_credentials)",
-            ),
-            &["api", "outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let outbox = IntGaugeVec::new(
-            Opts::new(
-                "wxrules_outbox_messages",
-                "Customer-service messages in the outbox now, by state (queued: waiting or being sent; retrying: waiting to be tried again)",
-            ),
-            &["state"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let outbox_results = IntCounterVec::new(
-            Opts::new(
-                "wxrules_outbox_results_total",
-                "Customer-service messages by how they ended: sent, failed (a final errcode, or retried past the limit), refused (outbox full or closing), unsendable (no AppSecret)",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let calls = IntCounterVec::new(
-            Opts::new(
-                "wxrules_calls_total",
-                "Calls of rules to their services (`call:`), by rule and outcome (ok, late, busy, bad_url, timeout, connect, network, status, too_large, invalid)",
-            ),
-            &["rule", "outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let call_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "wxrules_call_duration_seconds",
-                "Time each rule's calls to its service took, whatever their outcome",
-            )
-            .buckets(vec![
-                0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                30.0, 60.0,
-            ]),
-            &["rule"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        let url_checks = IntCounterVec::new(
-            Opts::new(
-                "wxrules_url_checks_total",
-                "GET /wechat (the MP console's URL check) by outcome: passed, refused (bad or missing signature, stale timestamp, bad query)",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        for outcome in ["passed", "refused"] {
-            url_checks.with_label_values(&[outcome]);
-        }
-        let unrouted = IntCounter::new(
-            "wxrules_requests_unrouted_total",
-            "Requests to a path no account serves (404), with several accounts",
-        )
-        .expect("valid metric"); // ok: fixed definitions
-        for m in [
-            Box::new(unrouted.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(log_dropped.clone()),
-            Box::new(url_checks.clone()),
-            Box::new(calls.clone()),
-            Box::new(call_duration.clone()),
-            Box::new(api_calls.clone()),
-            Box::new(outbox.clone()),
-            Box::new(outbox_results.clone()),
-            Box::new(requests.clone()),
-            Box::new(rule_hits.clone()),
-            Box::new(latency.clone()),
-            Box::new(reloads.clone()),
-            Box::new(rules_loaded.clone()),
-            Box::new(dedup_hits.clone()),
-            Box::new(dedup_fallbacks.clone()),
-            Box::new(dedup_stored.clone()),
-            Box::new(dedup_stored_bytes.clone()),
-        ] {
-            registry.register(m).expect("distinct metric names"); // ok: fixed names
-        }
-        // Outcomes show up as 0 before they first happen, so rates and alerts work at once.
-        for outcome in ["applied", "rejected"] {
-            reloads.with_label_values(&[outcome]);
-        }
-        // Latencies show up as 0 too, for each outcome that is timed.
+        );
+        // Outcomes show up as 0 before they first happen, so rates and alerts work at
+        // once; latencies too, for each outcome that is timed.
         let by_outcome = RequestOutcome::ALL.map(|outcome| {
             let label = [outcome.as_str()];
             let timed = outcome.timed().then(|| latency.with_label_values(&label));
             (requests.with_label_values(&label), timed)
         });
-        for store in ["memory", "redis"] {
-            dedup_hits.with_label_values(&[store]);
-        }
-        for state in ["queued", "retrying"] {
-            outbox.with_label_values(&[state]);
-        }
-        for outcome in ["sent", "failed", "refused", "unsendable"] {
-            outbox_results.with_label_values(&[outcome]);
-        }
         Metrics {
-            registry,
-            rule_hits,
-            reloads,
-            rules_loaded,
-            dedup_hits,
-            dedup_fallbacks,
-            dedup_stored,
-            dedup_stored_bytes,
-            log_dropped,
-            api_calls,
-            outbox,
-            outbox_results,
-            calls,
-            call_duration,
-            url_checks,
-            unrouted,
+            rule_hits: counters(r, "wxrules_rule_hits_total", "Messages answered by each rule", &["rule"], &[]),
+            reloads: counters(
+                r,
+                "wxrules_reloads_total",
+                "Rule reloads by outcome",
+                &["outcome"],
+                &["applied", "rejected"],
+            ),
+            rules_loaded: register(r, IntGauge::new("wxrules_rules_loaded", "Rules in the live rule set")),
+            dedup_hits: counters(
+                r,
+                "wxrules_dedup_hits_total",
+                "Retries answered from the dedup store, by store",
+                &["store"],
+                &["memory", "redis"],
+            ),
+            dedup_fallbacks: register(
+                r,
+                IntCounter::new(
+                    "wxrules_dedup_fallbacks_total",
+                    "Requests deduplicated in process because Redis was unavailable",
+                ),
+            ),
+            dedup_stored: register(
+                r,
+                IntGauge::new(
+                    "wxrules_dedup_stored_answers",
+                    "Answers in the in-process dedup store (expired ones until the next sweep)",
+                ),
+            ),
+            dedup_stored_bytes: register(
+                r,
+                IntGauge::new(
+                    "wxrules_dedup_stored_bytes",
+                    "Weight of the in-process dedup store, in bytes; capped at 64 MiB",
+                ),
+            ),
+            log_dropped: register(
+                r,
+                IntCounter::new(
+                    "wxrules_log_lines_dropped_total",
+                    "Log lines dropped because the log output (stderr) stalled",
+                ),
+            ),
+            api_calls: counters(
+                r,
+                "wxrules_wechat_api_calls_total",
+                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, bad_answer, no_credentials)",
+                &["api", "outcome"],
+                &[],
+            ),
+            outbox: {
+                let outbox = register(
+                    r,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "wxrules_outbox_messages",
+                            "Customer-service messages in the outbox now, by state (queued: waiting or being sent; retrying: waiting to be tried again)",
+                        ),
+                        &["state"],
+                    ),
+                );
+                for state in ["queued", "retrying"] {
+                    outbox.with_label_values(&[state]);
+                }
+                outbox
+            },
+            outbox_results: counters(
+                r,
+                "wxrules_outbox_results_total",
+                "Customer-service messages by how they ended: sent, failed (a final errcode, or retried past the limit), refused (outbox full or closing), unsendable (no AppSecret)",
+                &["outcome"],
+                &["sent", "failed", "refused", "unsendable"],
+            ),
+            calls: counters(
+                r,
+                "wxrules_calls_total",
+                "Calls of rules to their services (`call:`), by rule and outcome (ok, late, busy, bad_url, timeout, connect, network, status, too_large, invalid)",
+                &["rule", "outcome"],
+                &[],
+            ),
+            call_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "wxrules_call_duration_seconds",
+                        "Time each rule's calls to its service took, whatever their outcome",
+                    )
+                    .buckets(vec![
+                        0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0, 60.0,
+                    ]),
+                    &["rule"],
+                ),
+            ),
+            url_checks: counters(
+                r,
+                "wxrules_url_checks_total",
+                "GET /wechat (the MP console's URL check) by outcome: passed, refused (bad or missing signature, stale timestamp, bad query)",
+                &["outcome"],
+                &["passed", "refused"],
+            ),
+            unrouted: register(
+                r,
+                IntCounter::new(
+                    "wxrules_requests_unrouted_total",
+                    "Requests to a path no account serves (404), with several accounts",
+                ),
+            ),
             log_catch_up: Default::default(),
             by_outcome,
+            registry,
         }
     }
 
@@ -489,6 +452,36 @@ impl Metrics {
 
 /// The families one process has once, whatever its accounts: the dedup store and the log
 /// are shared by every account.
+/// Registers `metric` on `registry`. Metric definitions and names here are fixed and
+/// distinct: a failure is a programming error, caught by every test that builds a server.
+#[allow(clippy::expect_used)]
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("valid metric"); // ok: fixed definitions
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("distinct metric names"); // ok: fixed names
+    metric
+}
+
+/// A counter family named `name`, registered, with the series of `zeros` (one label value
+/// each) at 0 from the start, so that rates and alerts work before the first one counts.
+fn counters(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    zeros: &[&str],
+) -> IntCounterVec {
+    let counters = register(registry, IntCounterVec::new(Opts::new(name, help), labels));
+    for zero in zeros {
+        counters.with_label_values(&[zero]);
+    }
+    counters
+}
+
 const PROCESS_WIDE: [&str; 6] = [
     "wxrules_requests_unrouted_total",
     "wxrules_dedup_hits_total",

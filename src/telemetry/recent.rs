@@ -30,10 +30,28 @@ pub struct Push {
     /// The sender's OpenID, masked: `oAb…x4Z`.
     pub user: String,
     pub rule: Option<Arc<str>>,
-    /// `replied`, `ignored`, `no_match`, `error`, `retry` or `deadline`.
-    pub outcome: &'static str,
+    pub outcome: Shown,
     /// Microseconds from arrival to answer.
     pub us: u64,
+}
+
+/// How a push ended, as the dashboard shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shown {
+    /// A reply was sent.
+    #[default]
+    Replied,
+    /// An `ignore` rule: `success`.
+    Ignored,
+    /// No rule matched: `success`.
+    NoMatch,
+    /// The reply failed to render: `success`.
+    Error,
+    /// A retry, answered from the dedup store.
+    Retry,
+    /// An earlier attempt held the push past the deadline: `success`.
+    Deadline,
 }
 
 /// The ring, and when the server started.
@@ -78,7 +96,7 @@ impl Recent {
         account: &Arc<str>,
         message: &Message,
         rule: Option<&Arc<str>>,
-        outcome: &'static str,
+        outcome: Shown,
         at: u64,
         us: u64,
     ) {
@@ -189,7 +207,7 @@ mod tests {
                 "o6_bmjrPTlm6_2sgVt7hMZOPfL2M",
             ),
             Some(&rule),
-            "replied",
+            Shown::Replied,
             5,
             120,
         );
@@ -215,7 +233,7 @@ mod tests {
                 account,
                 &message(&i.to_string(), "oUser12345678"),
                 None,
-                "no_match",
+                Shown::NoMatch,
                 i,
                 1,
             );
