@@ -84,42 +84,7 @@ fn service_reply(value: &Value, path: &str, depth: usize) -> Result<Reply, Strin
                 thumb_media_id: text(&m, "thumb_media_id", true)?,
             }
         }
-        "news" => {
-            let Value::Array(list) = inner else {
-                return Err(format!("`{at}` is a {}, not a list", kind(inner)));
-            };
-            if list.is_empty() || list.len() > crate::rules::MAX_ARTICLES {
-                return Err(format!(
-                    "`{at}` has 1 to {} articles, not {}",
-                    crate::rules::MAX_ARTICLES,
-                    list.len()
-                ));
-            }
-            let mut articles = Vec::with_capacity(list.len());
-            for (i, article) in list.iter().enumerate() {
-                let Value::Object(m) = article else {
-                    return Err(format!("`{at}[{i}]` is a {}, not an object", kind(article)));
-                };
-                let field = |name: &str, required: bool| -> Result<String, String> {
-                    match m.get(name) {
-                        Some(Value::String(s)) => Ok(s.clone()),
-                        None | Some(Value::Null) if !required => Ok(String::new()),
-                        None | Some(Value::Null) => Err(format!("`{at}[{i}].{name}` is missing")),
-                        Some(other) => Err(format!(
-                            "`{at}[{i}].{name}` is a {}, not a string",
-                            kind(other)
-                        )),
-                    }
-                };
-                articles.push(Article {
-                    title: field("title", true)?,
-                    description: field("description", false)?,
-                    pic_url: field("pic_url", false)?,
-                    url: field("url", false)?,
-                });
-            }
-            Reply::News { articles }
-        }
+        "news" => news(inner, &at)?,
         "transfer_customer_service" => {
             let account = match inner {
                 Value::Null => None,
@@ -154,4 +119,42 @@ fn service_reply(value: &Value, path: &str, depth: usize) -> Result<Reply, Strin
             ));
         }
     })
+}
+
+/// A `news` reply: 1 to `MAX_ARTICLES` articles, each an object of strings.
+fn news(inner: &Value, at: &str) -> Result<Reply, String> {
+    let Value::Array(list) = inner else {
+        return Err(format!("`{at}` is a {}, not a list", kind(inner)));
+    };
+    if list.is_empty() || list.len() > crate::rules::MAX_ARTICLES {
+        return Err(format!(
+            "`{at}` has 1 to {} articles, not {}",
+            crate::rules::MAX_ARTICLES,
+            list.len()
+        ));
+    }
+    let mut articles = Vec::with_capacity(list.len());
+    for (i, article) in list.iter().enumerate() {
+        let Value::Object(m) = article else {
+            return Err(format!("`{at}[{i}]` is a {}, not an object", kind(article)));
+        };
+        let field = |name: &str, required: bool| -> Result<String, String> {
+            match m.get(name) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                None | Some(Value::Null) if !required => Ok(String::new()),
+                None | Some(Value::Null) => Err(format!("`{at}[{i}].{name}` is missing")),
+                Some(other) => Err(format!(
+                    "`{at}[{i}].{name}` is a {}, not a string",
+                    kind(other)
+                )),
+            }
+        };
+        articles.push(Article {
+            title: field("title", true)?,
+            description: field("description", false)?,
+            pic_url: field("pic_url", false)?,
+            url: field("url", false)?,
+        });
+    }
+    Ok(Reply::News { articles })
 }
