@@ -21,7 +21,7 @@ use actix_web::dev::ServiceResponse;
 use libfuzzer_sys::fuzz_target;
 use wxrules::crypto::Cipher;
 use wxrules::server::Options;
-use wxrules::settings::Secrets;
+use wxrules::accounts::Secrets;
 use wxrules::Sources;
 
 /// The official samples' EncodingAESKey and the Python sample's AppID.
