@@ -9,7 +9,7 @@ use std::time::Duration;
 use quick_cache::sync::Cache;
 
 use crate::clock::Clock;
-use crate::store::Redis;
+use crate::store::{set_nx_px, Link, Redis};
 
 /// Users × rules whose cooldown the process remembers; past it the least recently used are
 /// forgotten (their rule may answer them again early).
@@ -55,23 +55,20 @@ impl Cooldowns {
     /// answer after all.
     pub async fn try_claim(&self, account: &str, rule: &str, user: &str, seconds: u64) -> bool {
         let key = Cooldowns::key(account, rule, user);
-        if let Some(redis) = &self.redis {
-            let millis = Duration::from_secs(seconds).as_millis().to_string();
-            let claimed = redis
-                .run(|mut conn| {
-                    let mut set = redis::cmd("SET");
-                    set.arg(&key).arg(1).arg("NX").arg("PX").arg(&millis);
-                    async move {
-                        redis
-                            .bounded(set.query_async::<Option<String>>(&mut conn))
-                            .await
-                    }
-                })
-                .await;
-            if let Some(claimed) = claimed {
-                return claimed.is_some();
-            }
-        }
+        let claim = set_nx_px(&key, 1, Duration::from_secs(seconds));
+        Link::or_memory(
+            self.redis.as_deref(),
+            |mut conn| {
+                let claim = &claim;
+                async move { Ok(conn.query::<Option<String>>(claim).await?.is_some()) }
+            },
+            || self.claim_here(key, seconds),
+        )
+        .await
+    }
+
+    /// `try_claim` in process: the check and the claim under one lock.
+    fn claim_here(&self, key: String, seconds: u64) -> bool {
         let now = self.clock.now();
         let _one_at_a_time = self.claiming.lock();
         if self.memory.get(&key).is_some_and(|until| now < until) {
@@ -86,11 +83,12 @@ impl Cooldowns {
         let key = Cooldowns::key(account, rule, user);
         self.memory.remove(&key);
         if let Some(redis) = &self.redis {
-            redis
+            let del = redis::Cmd::del(&key);
+            // Redis away: the claim lapses with its cooldown.
+            let _ = redis
                 .run(|mut conn| {
-                    let mut del = redis::cmd("DEL");
-                    del.arg(&key);
-                    async move { redis.bounded(del.query_async::<i64>(&mut conn)).await }
+                    let del = &del;
+                    async move { conn.query::<i64>(del).await }
                 })
                 .await;
         }

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{OptionsBuilder, Weighter};
-use redis::aio::ConnectionManager;
-
 use tokio::time::Instant;
 
-use crate::store::Redis;
+use crate::store::{set_nx_px, set_px, CommandError, Conn, Redis};
 
 use crate::metrics::Metrics;
 use crate::wire::Message;
@@ -345,51 +343,34 @@ enum RedisClaim {
 /// Takes the key (`SET NX PX`), or waits for the answer of whoever has it.
 async fn redis_claim(redis: &Redis, key: &Key) -> RedisClaim {
     redis
-        .run(|conn| claim_on(redis, conn, key))
+        .run(|conn| claim_on(conn, key))
         .await
         .unwrap_or(RedisClaim::Unavailable)
 }
 
 /// Stores the answer under `key` for the TTL.
 async fn redis_store(redis: &Redis, key: &Key, answer: &Answer, ttl: Duration) {
-    let value = answer.encode();
-    redis
+    let set = set_px(key.as_str(), answer.encode(), ttl);
+    // A failed write is counted down by the link; the answer still goes out.
+    let _ = redis
         .run(|mut conn| {
-            let mut set = redis::cmd("SET");
-            set.arg(key.as_str()).arg(&value).arg("PX").arg(millis(ttl));
-            async move { redis.bounded(set.query_async::<()>(&mut conn)).await }
+            let set = &set;
+            async move { conn.query::<()>(set).await }
         })
         .await;
 }
 
 /// One try of `claim`. While another attempt holds the key, polls until its answer is
 /// there; the caller's deadline bounds the wait.
-async fn claim_on(
-    redis: &Redis,
-    mut conn: ConnectionManager,
-    key: &Key,
-) -> Result<RedisClaim, String> {
+async fn claim_on(mut conn: Conn, key: &Key) -> Result<RedisClaim, CommandError> {
+    let claim = set_nx_px(key.as_str(), PENDING, PENDING_TTL);
+    let get = redis::Cmd::get(key.as_str());
     loop {
-        let mut set = redis::cmd("SET");
-        set.arg(key.as_str())
-            .arg(PENDING)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(PENDING_TTL));
-        if redis
-            .bounded(set.query_async::<Option<String>>(&mut conn))
-            .await?
-            .is_some()
-        {
+        if conn.query::<Option<String>>(&claim).await?.is_some() {
             return Ok(RedisClaim::First);
         }
         loop {
-            let mut get = redis::cmd("GET");
-            get.arg(key.as_str());
-            match redis
-                .bounded(get.query_async::<Option<Vec<u8>>>(&mut conn))
-                .await?
-            {
+            match conn.query::<Option<Vec<u8>>>(&get).await? {
                 // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
                 None => break,
                 Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
@@ -470,7 +451,7 @@ impl Dedup {
     /// Returns whether Redis is usable; a failure is logged and retried on later requests.
     pub async fn connect(&self) -> bool {
         match &self.redis {
-            Some(link) => link.connection().await.is_some(),
+            Some(link) => link.connect().await,
             None => true,
         }
     }
@@ -618,10 +599,6 @@ async fn claim_local<'a>(
             EntryResult::Removed(..) | EntryResult::Timeout => {}
         }
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

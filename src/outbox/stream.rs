@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::Cmd;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Redis;
+use crate::store::{Lease, Redis};
 use crate::wechat_api::CustomMessage;
 
 /// The consumer group every instance reads through.
@@ -40,8 +43,9 @@ pub(super) struct StoredJob {
 pub(super) struct Stream {
     redis: Arc<Redis>,
     key: String,
-    lease: String,
-    /// This instance's name in the group and its value in the lease.
+    /// The shard's lease, under this instance's name in the group.
+    lease: Lease,
+    /// This instance's name in the group.
     consumer: String,
     /// The lease is ours now.
     owned: AtomicBool,
@@ -51,12 +55,24 @@ impl Stream {
     pub(super) fn new(redis: Arc<Redis>, account: &str, shard: usize, consumer: &str) -> Stream {
         let key = format!("wxrules:outbox:{account}:{shard}");
         Stream {
+            lease: Lease::new(
+                Arc::clone(&redis),
+                format!("{key}:owner"),
+                consumer.to_owned(),
+            ),
             redis,
-            lease: format!("{key}:owner"),
             key,
             consumer: consumer.to_owned(),
             owned: AtomicBool::new(false),
         }
+    }
+
+    /// Runs one command on the stream; `None` when Redis did not answer.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Option<T> {
+        self.redis
+            .run(|mut conn| async move { conn.query::<T>(cmd).await })
+            .await
+            .ok()
     }
 
     /// Adds a job; false when Redis did not take it (the caller queues it in process).
@@ -64,18 +80,8 @@ impl Stream {
         let Ok(json) = serde_json::to_string(job) else {
             return false;
         };
-        self.redis
-            .run(|mut conn| {
-                let mut add = redis::cmd("XADD");
-                add.arg(&self.key).arg("*").arg("job").arg(&json);
-                async move {
-                    self.redis
-                        .bounded(add.query_async::<String>(&mut conn))
-                        .await
-                }
-            })
-            .await
-            .is_some()
+        let add = Cmd::xadd(&self.key, "*", &[("job", json)]);
+        self.query::<String>(&add).await.is_some()
     }
 
     pub(super) fn owned(&self) -> bool {
@@ -85,12 +91,10 @@ impl Stream {
     /// Takes or renews the lease; true if this instance owns the shard now.
     pub(super) async fn hold(&self) -> bool {
         let owned = if self.owned() {
-            self.redis.renew(&self.lease, &self.consumer, LEASE).await
+            self.lease.renew(LEASE).await
         } else {
-            self.redis
-                .try_lock(&self.lease, &self.consumer, LEASE)
-                .await
-        } == Some(true);
+            self.lease.take(LEASE).await
+        } == Ok(true);
         self.owned.store(owned, Ordering::Release);
         owned
     }
@@ -108,33 +112,22 @@ impl Stream {
         // Stopping: another instance may take the shard at once rather than after `LEASE`
         // (what this one had not acknowledged, it claims).
         if self.owned.swap(false, Ordering::AcqRel) {
-            self.release().await;
+            self.lease.release().await;
         }
-    }
-
-    async fn release(&self) {
-        self.redis.unlock(&self.lease, &self.consumer).await;
     }
 
     /// Creates the group (and the stream) if they are not there yet.
     pub(super) async fn ensure_group(&self) {
-        self.redis
+        let create = Cmd::xgroup_create_mkstream(&self.key, GROUP, "0");
+        // Redis away: the next owner of the shard creates it.
+        let _ = self
+            .redis
             .run(|mut conn| {
-                let mut create = redis::cmd("XGROUP");
-                create
-                    .arg("CREATE")
-                    .arg(&self.key)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM");
+                let create = &create;
                 async move {
-                    match self
-                        .redis
-                        .bounded(create.query_async::<()>(&mut conn))
-                        .await
-                    {
+                    match conn.query::<()>(create).await {
                         // BUSYGROUP: it exists already.
-                        Err(e) if e.contains("BUSYGROUP") => Ok(()),
+                        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
                         other => other,
                     }
                 }
@@ -144,23 +137,15 @@ impl Stream {
 
     /// Claims every entry left pending by earlier owners, oldest first.
     pub(super) async fn claim(&self) -> Vec<StreamId> {
-        self.redis
-            .run(|mut conn| {
-                let mut claim = redis::cmd("XAUTOCLAIM");
-                claim
-                    .arg(&self.key)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(0)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(1000);
-                async move {
-                    self.redis
-                        .bounded(claim.query_async::<StreamAutoClaimReply>(&mut conn))
-                        .await
-                }
-            })
+        let claim = Cmd::xautoclaim_options(
+            &self.key,
+            GROUP,
+            &self.consumer,
+            0,
+            "0-0",
+            StreamAutoClaimOptions::default().count(1000),
+        );
+        self.query::<StreamAutoClaimReply>(&claim)
             .await
             .map(|reply| reply.claimed)
             .unwrap_or_default()
@@ -168,23 +153,11 @@ impl Stream {
 
     /// New entries, oldest first (none when there are none or Redis is away).
     pub(super) async fn read(&self) -> Vec<StreamId> {
-        self.redis
-            .run(|mut conn| {
-                let mut read = redis::cmd("XREADGROUP");
-                read.arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .arg("STREAMS")
-                    .arg(&self.key)
-                    .arg(">");
-                async move {
-                    self.redis
-                        .bounded(read.query_async::<Option<StreamReadReply>>(&mut conn))
-                        .await
-                }
-            })
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(BATCH);
+        let read = Cmd::xread_options(&[&self.key], &[">"], &options);
+        self.query::<Option<StreamReadReply>>(&read)
             .await
             .flatten()
             .map(|reply| reply.keys.into_iter().flat_map(|k| k.ids).collect())
@@ -193,19 +166,17 @@ impl Stream {
 
     /// The entry is done with: acknowledged and deleted.
     pub(super) async fn done(&self, id: &str) {
-        self.redis
+        let mut pipe = redis::pipe();
+        pipe.add_command(Cmd::xack(&self.key, GROUP, &[id]))
+            .ignore()
+            .add_command(Cmd::xdel(&self.key, &[id]))
+            .ignore();
+        // Redis away: the entry stays pending, and is sent again (at least once).
+        let _ = self
+            .redis
             .run(|mut conn| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("XACK")
-                    .arg(&self.key)
-                    .arg(GROUP)
-                    .arg(id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(&self.key)
-                    .arg(id)
-                    .ignore();
-                async move { self.redis.bounded(pipe.query_async::<()>(&mut conn)).await }
+                let pipe = &pipe;
+                async move { conn.pipe::<()>(pipe).await }
             })
             .await;
     }

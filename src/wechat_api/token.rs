@@ -7,6 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::store::{set_px, Lease, Redis, Unavailable};
+
 /// The longest a token is kept, whatever an answer says: WeChat's tokens last 2 hours.
 const MAX_LIFE: Duration = Duration::from_secs(2 * 7200);
 
@@ -84,11 +86,10 @@ mod tests {
 /// with `SET NX PX`, lets one instance fetch while the others wait for what it stores.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) redis: Arc<crate::store::Redis>,
+    redis: Arc<Redis>,
     key: String,
-    lock: String,
-    /// This instance's value in the lock, so that only it frees the lock.
-    owner: String,
+    /// The fetch lock, under this instance's own value, so that only it frees the lock.
+    lock: Lease,
 }
 
 /// What taking the fetch lock came to.
@@ -109,30 +110,33 @@ const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
 impl Shared {
-    pub(super) fn new(redis: Arc<crate::store::Redis>, appid: &str) -> Shared {
+    pub(super) fn new(redis: Arc<Redis>, appid: &str) -> Shared {
         use rand::distributions::{Alphanumeric, DistString};
+        let owner = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
         Shared {
+            lock: Lease::new(
+                Arc::clone(&redis),
+                format!("wxrules:token:{appid}:lock"),
+                owner,
+            ),
             redis,
             key: format!("wxrules:token:{appid}"),
-            lock: format!("wxrules:token:{appid}:lock"),
-            owner: Alphanumeric.sample_string(&mut rand::thread_rng(), 16),
         }
     }
 
     /// The shared token and how long it is still good for, if there is one.
     pub(super) async fn get(&self) -> Option<(Arc<str>, Duration)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(redis::Cmd::get(&self.key))
+            .add_command(redis::Cmd::pttl(&self.key));
         let found = self
             .redis
             .run(|mut conn| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("GET").arg(&self.key).cmd("PTTL").arg(&self.key);
-                async move {
-                    self.redis
-                        .bounded(pipe.query_async::<(Option<String>, i64)>(&mut conn))
-                        .await
-                }
+                let pipe = &pipe;
+                async move { conn.pipe::<(Option<String>, i64)>(pipe).await }
             })
-            .await?;
+            .await
+            .ok()?;
         match found {
             (Some(token), ttl) if ttl > 0 && !token.is_empty() => Some((
                 token.into(),
@@ -144,23 +148,22 @@ impl Shared {
 
     /// Takes the fetch lock under this instance's own value.
     pub(super) async fn lock(&self) -> Lock {
-        match self.redis.try_lock(&self.lock, &self.owner, LOCK_FOR).await {
-            Some(true) => Lock::Taken,
-            Some(false) => Lock::HeldByOther,
-            None => Lock::Unavailable,
+        match self.lock.take(LOCK_FOR).await {
+            Ok(true) => Lock::Taken,
+            Ok(false) => Lock::HeldByOther,
+            Err(Unavailable) => Lock::Unavailable,
         }
     }
 
     /// Stores a fresh token for `usable`, and lets the lock go if it is still ours.
     pub(super) async fn put(&self, token: &str, usable: Duration) {
-        let millis = u64::try_from(usable.min(MAX_LIFE).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.redis
+        let set = set_px(&self.key, token, usable.min(MAX_LIFE));
+        // Redis away: the other instances fetch their own.
+        let _ = self
+            .redis
             .run(|mut conn| {
-                let mut set = redis::cmd("SET");
-                set.arg(&self.key).arg(token).arg("PX").arg(millis);
-                async move { self.redis.bounded(set.query_async::<()>(&mut conn)).await }
+                let set = &set;
+                async move { conn.query::<()>(set).await }
             })
             .await;
         self.unlock().await;
@@ -169,7 +172,7 @@ impl Shared {
     /// Lets the lock go, if it is still ours: a fetch that outlived the lock must not
     /// free another instance's.
     pub(super) async fn unlock(&self) {
-        self.redis.unlock(&self.lock, &self.owner).await;
+        self.lock.release().await;
     }
 
     /// Waits for another instance's fetch: the token it stores, unless it is `rejected`.
