@@ -14,6 +14,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
 use tokio::time::{timeout, Instant};
 
+/// The longest one Redis command (or connect) may take before Redis counts as down.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// While Redis is down, how often one request tries it again.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// How long data sent to Redis may stay unacknowledged before the kernel gives the
 /// connection up (`TCP_USER_TIMEOUT`). The manager keeps one connection until it errors: a
 /// peer gone without a reset (a failover behind a virtual IP, a lost NAT entry) must error
