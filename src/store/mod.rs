@@ -8,12 +8,14 @@
 //!   need falls back to its own store.
 //! - `lease`: a key one owner holds for a while (the token's fetch lock, a shard's lease).
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
+//! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
 //! builds its commands with `redis::Cmd` (durations in PX milliseconds, `millis`), runs them
 //! through `Link::run` or `Link::or_memory`, and its scripts through `redis::Script`.
 
+pub mod cooldown;
 pub mod dedup;
 mod lease;
 pub mod link;
