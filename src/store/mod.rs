@@ -9,6 +9,7 @@
 //! - `lease`: a key one owner holds for a while (the token's fetch lock, a shard's lease).
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
+//! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -19,6 +20,7 @@ pub mod cooldown;
 pub mod dedup;
 mod lease;
 pub mod link;
+pub(crate) mod token;
 
 use std::fmt;
 use std::str::FromStr;
