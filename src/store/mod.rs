@@ -10,6 +10,7 @@
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
+//! - [`outbox`]: the outbox's shard streams (`ShardStream`); `crate::outbox` sends.
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -20,6 +21,7 @@ pub mod cooldown;
 pub mod dedup;
 mod lease;
 pub mod link;
+pub mod outbox;
 pub(crate) mod token;
 
 use std::fmt;
