@@ -156,7 +156,7 @@ impl Outbox {
         api: &Arc<Api>,
         config: Config,
         metrics: &Metrics,
-        redis: &Arc<crate::store::Redis>,
+        redis: &Arc<crate::store::Link>,
         account: &str,
     ) -> (Outbox, Senders) {
         use rand::distributions::{Alphanumeric, DistString};

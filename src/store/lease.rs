@@ -78,3 +78,48 @@ impl Lease {
             .map(|done| done == 1)
     }
 }
+
+/// The integration tests' own `redis-server` on a free loopback port.
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod redis_server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(url: &str) -> Arc<Link> {
+        let client = redis::Client::open(url).unwrap();
+        let link = Link::new(
+            client,
+            "test".into(),
+            Duration::from_millis(250),
+            Duration::from_millis(50),
+        );
+        Arc::new(link)
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_renews_or_lets_go_and_scripts_load_themselves() {
+        let redis = redis_server::RedisServer::start();
+        let link = link(&redis.url());
+        let mine = Lease::new(Arc::clone(&link), "l".into(), "me".into());
+        let theirs = Lease::new(Arc::clone(&link), "l".into(), "them".into());
+        let ttl = Duration::from_secs(10);
+        assert_eq!(mine.take(ttl).await, Ok(true));
+        assert_eq!(theirs.take(ttl).await, Ok(false));
+        // The scripts are not in Redis yet: EVALSHA fails, and the script is loaded.
+        assert_eq!(theirs.renew(ttl).await, Ok(false));
+        assert_eq!(mine.renew(ttl).await, Ok(true));
+        theirs.release().await;
+        assert_eq!(redis.get("l").as_deref(), Some("me"));
+        mine.release().await;
+        assert_eq!(redis.get("l"), None);
+        assert_eq!(theirs.take(ttl).await, Ok(true));
+        // Redis gone: the lease says so rather than guess.
+        drop(redis);
+        assert_eq!(mine.take(ttl).await, Err(Unavailable));
+        assert!(link.is_down());
+    }
+}

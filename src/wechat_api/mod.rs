@@ -193,7 +193,7 @@ impl Api {
 
     /// Shares the access token through `redis` with every instance of the account: one
     /// fetch for all of them. Without credentials there is nothing to share.
-    pub fn share_tokens(mut self, redis: Arc<crate::store::Redis>) -> Api {
+    pub fn share_tokens(mut self, redis: Arc<crate::store::Link>) -> Api {
         if let Some(credentials) = &self.credentials {
             self.token = TokenStore::shared(redis, &credentials.appid);
         }
