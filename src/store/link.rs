@@ -147,7 +147,9 @@ impl Link {
     /// Runs `op` on Redis, or says it is `Unavailable`: skipped while down, or `op` failed.
     /// When the first try fails because the connection was lost, `op` runs once more on
     /// the connection the manager makes in its place, so a Redis restart between two uses
-    /// costs nothing; any other failure marks Redis down (logged once per outage).
+    /// costs nothing (nor does the end of the runtime whose task drove the connection: the
+    /// crate spawns the new one on the caller's); any other failure marks Redis down
+    /// (logged once per outage).
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, Unavailable>
     where
         F: FnMut(Conn) -> Fut,
