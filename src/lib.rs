@@ -8,8 +8,9 @@
 //! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
 //! - [`render`]: handlebars templates → `Reply`.
 //! - [`answer`]: match + render + write for one message, shared by server and CLI.
-//! - [`dedup`]: WeChat retries answered once: the in-process or Redis store of answers.
-//! - [`store`]: the one Redis link, shared by dedup and the access token.
+//! - [`store`]: state in process or shared through Redis, one type per need (retries'
+//!   answers, cooldowns, the access token, the outbox's streams) over one Redis link.
+//!   [`dedup`] and [`cooldown`] are its old paths, kept as re-exports.
 //! - [`wechat_api`]: WeChat's HTTP API: the access token and customer-service messages.
 //! - [`outbox`]: customer-service messages queued by pushes and sent in the background.
 //! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.

@@ -395,8 +395,8 @@ async fn with_redis_killed_mid_run_the_server_keeps_answering_and_recovers() {
     assert_eq!(sample(&metrics_b, REDIS_HITS), 2.0, "{metrics_b}");
     assert_eq!(sample(&metrics_b, LUCKY_HITS), 0.0);
     // One warning for the whole outage, however many pushes fell back; one recovery.
-    assert_eq!(logs.count("dedup_redis_down"), 1);
-    assert_eq!(logs.count("dedup_redis_recovered"), 1);
+    assert_eq!(logs.count("store_redis_down"), 1);
+    assert_eq!(logs.count("store_redis_recovered"), 1);
 }
 
 #[actix_web::test]
@@ -577,7 +577,7 @@ fn the_server_starts_with_redis_down_and_says_so() {
         "--dedup",
         &url,
     ]));
-    assert!(lines.contains("dedup_redis_down"), "{lines}");
+    assert!(lines.contains("store_redis_down"), "{lines}");
     assert!(lines.contains(&url), "{lines}");
 }
 
@@ -598,7 +598,7 @@ fn the_store_url_with_its_password_comes_from_the_environment() {
                 format!("redis://:s3cret-pw@127.0.0.1:{port}/2"),
             ),
     );
-    assert!(lines.contains("dedup_redis_down"), "{lines}");
+    assert!(lines.contains("store_redis_down"), "{lines}");
     assert!(lines.contains(&format!("127.0.0.1:{port}/2")), "{lines}");
     assert!(!lines.contains("s3cret-pw"), "{lines}");
 }

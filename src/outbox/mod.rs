@@ -7,19 +7,21 @@
 //! In process (the default) it is bounded, and what it holds when the process dies is lost
 //! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
 //! Redis Stream per shard (`stream`): any instance delivers, nothing is lost when one
-//! dies; while Redis is away, pushes queue in process.
+//! dies; while Redis is away, pushes queue in process. The streams themselves (keys,
+//! consumer group, leases) are `store::outbox`'s; here are the jobs, the sending and retries.
 
-mod stream;
-
-pub use stream::LEASE;
+pub use crate::store::outbox::LEASE;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
+use crate::store::outbox::{Entry, ShardStream};
+use crate::store::Unavailable;
 use crate::wechat_api::{Api, CustomMessage, Disposition};
 use crate::wire::mask_openid;
 
@@ -49,12 +51,31 @@ impl Default for Config {
     }
 }
 
+/// How often an owner of a shard's stream with nothing to send looks again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
 /// The messages of one push, for one user.
 #[derive(Debug)]
 struct Job {
     rule: Arc<str>,
     messages: Vec<CustomMessage>,
     queued_at: Instant,
+}
+
+/// One push's messages as a shard's stream keeps them (as JSON).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredJob {
+    rule: String,
+    messages: Vec<CustomMessage>,
+    /// Unix milliseconds when it was queued.
+    queued_at_ms: u64,
+}
+
+impl StoredJob {
+    /// The job of an entry, if it reads as one.
+    fn of(entry: &Entry) -> Option<StoredJob> {
+        serde_json::from_slice(entry.job.as_deref()?).ok()
+    }
 }
 
 /// Why messages were not queued.
@@ -75,7 +96,7 @@ pub enum Refused {
 pub struct Outbox {
     shards: Vec<mpsc::UnboundedSender<Job>>,
     /// With Redis: the shard streams, tried before the in-process queues.
-    streams: Vec<Arc<stream::Stream>>,
+    streams: Vec<Arc<ShardStream>>,
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     capacity: usize,
@@ -135,19 +156,14 @@ impl Outbox {
         api: &Arc<Api>,
         config: Config,
         metrics: &Metrics,
-        redis: &Arc<crate::store::Redis>,
+        redis: &Arc<crate::store::Link>,
         account: &str,
     ) -> (Outbox, Senders) {
         use rand::distributions::{Alphanumeric, DistString};
         let (mut outbox, mut senders) = Outbox::start(api, config, metrics.clone());
         let consumer = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
         for i in 0..config.shards.max(1) {
-            let stream = Arc::new(stream::Stream::new(
-                Arc::clone(redis),
-                account,
-                i,
-                &consumer,
-            ));
+            let stream = Arc::new(ShardStream::new(Arc::clone(redis), account, i, &consumer));
             let stopping = senders.stop.subscribe();
             senders.tasks.push(tokio::spawn(
                 Arc::clone(&stream).keep_lease(stopping.clone()),
@@ -193,16 +209,20 @@ impl Outbox {
         };
         if self.can_send && !self.closing.load(Ordering::Acquire) && !self.streams.is_empty() {
             let stream = &self.streams[shard_of(&first.touser, self.streams.len())];
-            let job = stream::StoredJob {
+            let job = StoredJob {
                 rule: rule.to_string(),
                 messages,
                 queued_at_ms: unix_millis(),
             };
-            if stream.add(&job).await {
-                return Ok(());
-            }
-            // Redis is away: this push's messages wait in process instead.
-            return self.enqueue_here(rule, job.messages);
+            let added = match serde_json::to_string(&job) {
+                Ok(json) => stream.add(&json).await,
+                Err(_) => Err(Unavailable),
+            };
+            return match added {
+                Ok(()) => Ok(()),
+                // Redis is away: this push's messages wait in process instead.
+                Err(Unavailable) => self.enqueue_here(rule, job.messages),
+            };
         }
         self.enqueue_here(rule, messages)
     }
@@ -315,13 +335,13 @@ impl Shard {
 
     /// Sends what the shard's stream holds while this instance owns the shard: first what
     /// earlier owners left pending, then new entries, each acknowledged once sent or given up.
-    async fn run_stream(self, stream: Arc<stream::Stream>, mut stop: watch::Receiver<bool>) {
+    async fn run_stream(self, stream: Arc<ShardStream>, mut stop: watch::Receiver<bool>) {
         let mut owned = false;
         while !*stop.borrow() {
             if !stream.owned() {
                 owned = false;
                 tokio::select! {
-                    () = tokio::time::sleep(stream::Stream::idle_poll()) => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
@@ -337,13 +357,13 @@ impl Shard {
             };
             if entries.is_empty() {
                 tokio::select! {
-                    () = tokio::time::sleep(stream::Stream::idle_poll()) => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
             }
             for entry in entries {
-                match stream::job_of(&entry) {
+                match StoredJob::of(&entry) {
                     Some(job) => {
                         let age =
                             Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));

@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
-use token::{usable, Lock, Shared, TokenCache};
+use token::usable;
+
+use crate::store::token::{Lock, TokenStore};
 
 use crate::metrics::Metrics;
 
@@ -140,9 +142,10 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     credentials: Option<Credentials>,
-    token: TokenCache,
-    /// With `--store redis://…`: the token shared by every instance.
-    shared: Option<Shared>,
+    /// The access token: in process, and with `--store redis://…` shared by every instance.
+    token: TokenStore,
+    /// Held by the one caller that fetches; the others wait, then use what it got.
+    refreshing: tokio::sync::Mutex<()>,
     metrics: Metrics,
 }
 
@@ -182,19 +185,18 @@ impl Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             credentials,
-            token: TokenCache::default(),
-            shared: None,
+            token: TokenStore::default(),
+            refreshing: tokio::sync::Mutex::default(),
             metrics,
         }
     }
 
     /// Shares the access token through `redis` with every instance of the account: one
     /// fetch for all of them. Without credentials there is nothing to share.
-    pub fn share_tokens(mut self, redis: Arc<crate::store::Redis>) -> Api {
-        self.shared = self
-            .credentials
-            .as_ref()
-            .map(|c| Shared::new(redis, &c.appid));
+    pub fn share_tokens(mut self, redis: Arc<crate::store::Link>) -> Api {
+        if let Some(credentials) = &self.credentials {
+            self.token = TokenStore::shared(redis, &credentials.appid);
+        }
         self
     }
 
@@ -297,34 +299,28 @@ impl Api {
     /// again is repeated with `force_refresh`.
     async fn refresh_token(&self, rejected: Option<&str>) -> Result<Arc<str>, ApiError> {
         let credentials = self.credentials.as_ref().ok_or(ApiError::NoCredentials)?;
-        let _one = self.token.refreshing().await;
+        let _one = self.refreshing.lock().await;
         if let Some(token) = self.token.current() {
             if rejected != Some(&*token) {
                 return Ok(token);
             }
         }
         // Another instance may have fetched one (or be fetching it now).
+        if let Some(token) = self.token.find_shared(rejected).await {
+            return Ok(token);
+        }
         let mut locked = false;
-        if let Some(shared) = &self.shared {
-            if let Some((token, left)) = shared.get().await {
-                if rejected != Some(&*token) {
-                    self.token.store(Arc::clone(&token), left);
+        match self.token.lock().await {
+            Lock::Taken => locked = true,
+            Lock::HeldByOther => {
+                if let Some(token) = self.token.wait(rejected).await {
                     return Ok(token);
                 }
+                // The other fetch did not deliver in time: fetch here (`stable_token`
+                // gives every caller the same token, so this costs nobody theirs).
             }
-            match shared.lock().await {
-                Lock::Taken => locked = true,
-                Lock::HeldByOther => {
-                    if let Some((token, left)) = shared.wait(rejected).await {
-                        self.token.store(Arc::clone(&token), left);
-                        return Ok(token);
-                    }
-                    // The other fetch did not deliver in time: fetch here (`stable_token`
-                    // gives every caller the same token, so this costs nobody theirs).
-                }
-                // Redis is away: fetch here at once.
-                Lock::Unavailable => {}
-            }
+            // No Redis, or Redis is away: fetch here at once.
+            Lock::Here => {}
         }
         let mut fetched = self.fetch_token(credentials, false).await;
         if let (Ok((token, _)), Some(rejected)) = (&fetched, rejected) {
@@ -334,18 +330,14 @@ impl Api {
         }
         match fetched {
             Ok((token, expires_in)) => {
-                let usable = usable(expires_in);
-                self.token.store(Arc::clone(&token), usable);
-                if let Some(shared) = &self.shared {
-                    shared.put(&token, usable).await;
-                }
+                self.token.put(&token, usable(expires_in)).await;
                 tracing::info!(event = "token_refreshed", expires_in = expires_in.as_secs());
                 Ok(token)
             }
             Err(e) => {
                 self.token.clear();
-                if let (Some(shared), true) = (&self.shared, locked) {
-                    shared.unlock().await;
+                if locked {
+                    self.token.unlock().await;
                 }
                 tracing::error!(
                     event = "token_failed",

@@ -1,194 +1,12 @@
-//! The access token of one account, cached until shortly before it expires, with one
-//! refresh at a time in this process, and, with Redis, one for all instances (`Shared`).
-//! `Debug` never shows the token.
+//! How long a fetched access token is used (`usable`): until shortly before WeChat says it
+//! expires. Where it is kept, in process and shared through Redis, is
+//! `store::token::TokenStore`'s; the refresh itself is `Api::refresh_token`'s.
 
-use parking_lot::Mutex;
-use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The longest a token is kept, whatever an answer says: WeChat's tokens last 2 hours.
-const MAX_LIFE: Duration = Duration::from_secs(2 * 7200);
+use std::time::Duration;
 
 /// A token is used until this long before WeChat says it expires, so that a call made
 /// just before the end does not carry a token that expires on the way.
 const MARGIN: Duration = Duration::from_secs(300);
-
-#[derive(Default)]
-pub(super) struct TokenCache {
-    current: Mutex<Option<(Arc<str>, Instant)>>,
-    /// Held by the one caller that fetches; the others wait, then use what it got.
-    refresh: tokio::sync::Mutex<()>,
-}
-
-impl fmt::Debug for TokenCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCache")
-            .field("cached", &self.current().is_some())
-            .finish()
-    }
-}
-
-impl TokenCache {
-    /// The token, if there is one still good for at least `MARGIN`.
-    pub(super) fn current(&self) -> Option<Arc<str>> {
-        let guard = self.current.lock();
-        match &*guard {
-            Some((token, until)) if Instant::now() < *until => Some(Arc::clone(token)),
-            _ => None,
-        }
-    }
-
-    pub(super) async fn refreshing(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.refresh.lock().await
-    }
-
-    /// Keeps `token` for `usable` (see `usable`).
-    pub(super) fn store(&self, token: Arc<str>, usable: Duration) {
-        // `usable` comes from an answer (WeChat's, a proxy's, Redis'): never trusted to fit.
-        let until = Instant::now()
-            .checked_add(usable.min(MAX_LIFE))
-            .unwrap_or_else(Instant::now);
-        *self.current.lock() = Some((token, until));
-    }
-
-    pub(super) fn clear(&self) {
-        *self.current.lock() = None;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_is_used_until_shortly_before_it_expires_and_never_shown() {
-        let cache = TokenCache::default();
-        assert!(cache.current().is_none());
-        cache.store("t0ken-secret".into(), usable(Duration::from_secs(7200)));
-        assert_eq!(usable(Duration::from_secs(7200)), Duration::from_secs(6900));
-        assert_eq!(usable(Duration::from_secs(400)), Duration::from_secs(200));
-        assert_eq!(cache.current().as_deref(), Some("t0ken-secret"));
-        assert!(!format!("{cache:?}").contains("t0ken"));
-        // Expired already (a zero lifetime): not used.
-        cache.store("gone".into(), usable(Duration::ZERO));
-        assert!(cache.current().is_none());
-        cache.store("t".into(), usable(Duration::from_secs(7200)));
-        cache.clear();
-        assert!(cache.current().is_none());
-    }
-}
-
-/// The token shared through Redis by every instance of one account (`--store redis://…`):
-/// `wxrules:token:APPID` holds it for its usable life, and `wxrules:token:APPID:lock`, taken
-/// with `SET NX PX`, lets one instance fetch while the others wait for what it stores.
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) redis: Arc<crate::store::Redis>,
-    key: String,
-    lock: String,
-    /// This instance's value in the lock, so that only it frees the lock.
-    owner: String,
-}
-
-/// What taking the fetch lock came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lock {
-    Taken,
-    /// Another instance is fetching: wait for its token.
-    HeldByOther,
-    /// Redis did not answer: fetch here, at once.
-    Unavailable,
-}
-
-/// How long the fetch lock lasts: past one API call's timeout, so that an instance that
-/// died holding it does not hold the others up for long.
-const LOCK_FOR: Duration = Duration::from_secs(15);
-/// How long an instance waits for another's fetch before it fetches itself.
-const WAIT_FOR_OTHER: Duration = Duration::from_secs(12);
-const POLL_EVERY: Duration = Duration::from_millis(50);
-
-impl Shared {
-    pub(super) fn new(redis: Arc<crate::store::Redis>, appid: &str) -> Shared {
-        use rand::distributions::{Alphanumeric, DistString};
-        Shared {
-            redis,
-            key: format!("wxrules:token:{appid}"),
-            lock: format!("wxrules:token:{appid}:lock"),
-            owner: Alphanumeric.sample_string(&mut rand::thread_rng(), 16),
-        }
-    }
-
-    /// The shared token and how long it is still good for, if there is one.
-    pub(super) async fn get(&self) -> Option<(Arc<str>, Duration)> {
-        let found = self
-            .redis
-            .run(|mut conn| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("GET").arg(&self.key).cmd("PTTL").arg(&self.key);
-                async move {
-                    self.redis
-                        .bounded(pipe.query_async::<(Option<String>, i64)>(&mut conn))
-                        .await
-                }
-            })
-            .await?;
-        match found {
-            (Some(token), ttl) if ttl > 0 && !token.is_empty() => Some((
-                token.into(),
-                Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-            )),
-            _ => None,
-        }
-    }
-
-    /// Takes the fetch lock under this instance's own value.
-    pub(super) async fn lock(&self) -> Lock {
-        match self.redis.try_lock(&self.lock, &self.owner, LOCK_FOR).await {
-            Some(true) => Lock::Taken,
-            Some(false) => Lock::HeldByOther,
-            None => Lock::Unavailable,
-        }
-    }
-
-    /// Stores a fresh token for `usable`, and lets the lock go if it is still ours.
-    pub(super) async fn put(&self, token: &str, usable: Duration) {
-        let millis = u64::try_from(usable.min(MAX_LIFE).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.redis
-            .run(|mut conn| {
-                let mut set = redis::cmd("SET");
-                set.arg(&self.key).arg(token).arg("PX").arg(millis);
-                async move { self.redis.bounded(set.query_async::<()>(&mut conn)).await }
-            })
-            .await;
-        self.unlock().await;
-    }
-
-    /// Lets the lock go, if it is still ours: a fetch that outlived the lock must not
-    /// free another instance's.
-    pub(super) async fn unlock(&self) {
-        self.redis.unlock(&self.lock, &self.owner).await;
-    }
-
-    /// Waits for another instance's fetch: the token it stores, unless it is `rejected`.
-    pub(super) async fn wait(&self, rejected: Option<&str>) -> Option<(Arc<str>, Duration)> {
-        let until = tokio::time::Instant::now() + WAIT_FOR_OTHER;
-        while tokio::time::Instant::now() < until {
-            tokio::time::sleep(POLL_EVERY).await;
-            if self.redis.is_down() {
-                return None;
-            }
-            if let Some((token, ttl)) = self.get().await {
-                if rejected != Some(&*token) {
-                    return Some((token, ttl));
-                }
-            }
-        }
-        None
-    }
-}
 
 /// How long a token that WeChat says lasts `expires_in` is used.
 pub(super) fn usable(expires_in: Duration) -> Duration {
@@ -196,4 +14,27 @@ pub(super) fn usable(expires_in: Duration) -> Duration {
         .checked_sub(MARGIN)
         .filter(|d| *d >= expires_in / 2)
         .unwrap_or(expires_in / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::token::TokenStore;
+
+    #[test]
+    fn a_token_is_used_until_shortly_before_it_expires_and_never_shown() {
+        let cache = TokenStore::default();
+        assert!(cache.current().is_none());
+        cache.keep("t0ken-secret".into(), usable(Duration::from_secs(7200)));
+        assert_eq!(usable(Duration::from_secs(7200)), Duration::from_secs(6900));
+        assert_eq!(usable(Duration::from_secs(400)), Duration::from_secs(200));
+        assert_eq!(cache.current().as_deref(), Some("t0ken-secret"));
+        assert!(!format!("{cache:?}").contains("t0ken"));
+        // Expired already (a zero lifetime): not used.
+        cache.keep("gone".into(), usable(Duration::ZERO));
+        assert!(cache.current().is_none());
+        cache.keep("t".into(), usable(Duration::from_secs(7200)));
+        cache.clear();
+        assert!(cache.current().is_none());
+    }
 }

@@ -1,0 +1,743 @@
+//! Dedup of WeChat retries: the first attempt at a push runs the rules, and every retry of
+//! it (same MsgId, or same sender + CreateTime for events) gets the same answer, byte for
+//! byte, from a store: in process (`memory`) or shared by every instance (`redis://…`).
+//! Knows nothing of HTTP; a Redis that is down or slow degrades to the in-process store.
+//! The in-process store is always asked first; Redis is the second tier, never the only one.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
+use quick_cache::{OptionsBuilder, Weighter};
+use tokio::time::Instant;
+
+use super::link::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_RETRY_AFTER};
+use super::{set_nx_px, set_px, CommandError, Conn, Link, Store};
+
+use crate::metrics::Metrics;
+use crate::wire::Message;
+
+/// Every key starts with this, then the account (`ToUserName`).
+pub const KEY_PREFIX: &str = "wxrules:dedup:";
+/// How long an answer is kept: WeChat retries three times, 5 s apart, so 30 s covers the
+/// whole window with room for clock skew and a slow first attempt.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// How many bytes of answers (keys, bodies and bookkeeping) the in-process store keeps at
+/// most; the coldest go first. 64 MiB holds about 80,000 answers of 400 bytes: 30 s of
+/// 2,600 answers a second.
+pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+/// What one stored answer costs besides the bytes of its strings: the cache entry and
+/// its table slot, the `Arc`, and the allocator's headers and rounding for five blocks.
+/// Measured: 124,017 answers weighed without it grew the RSS by 98 MiB, 830 bytes each,
+/// about 450 more than their strings.
+const ENTRY_OVERHEAD: u64 = 448;
+/// How long a Redis claim lasts before its answer is stored: past WeChat's own 5 s wait, a
+/// first attempt that died (its instance crashed) no longer blocks the next retry.
+pub const PENDING_TTL: Duration = Duration::from_secs(5);
+/// How often a waiter asks Redis whether another instance has answered yet.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The Redis value of a key whose first attempt is still being answered.
+const PENDING: &[u8] = b"pending";
+
+/// How the store behaves; `Config::default()` is `--dedup memory` with the defaults above.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: Store,
+    pub ttl: Duration,
+    /// Bytes, as weighed by `Answer::weight`.
+    pub capacity: u64,
+    pub command_timeout: Duration,
+    pub retry_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            store: Store::Memory,
+            ttl: DEFAULT_TTL,
+            capacity: DEFAULT_CAPACITY,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+}
+
+/// The answer given to a push, exactly as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// One of the two the server sends, or as read back from Redis.
+    pub content_type: Cow<'static, str>,
+    /// Shared, not copied, by each response that sends it.
+    pub body: bytestring::ByteString,
+    /// The rule that decided, for the retry's log line.
+    pub rule: Option<Arc<str>>,
+}
+
+impl Answer {
+    /// What keeping this answer costs in the in-process store, in bytes, roughly.
+    fn weight(&self, key: &Key) -> u64 {
+        let bytes = key.0.len()
+            + self.body.len()
+            + self.content_type.len()
+            + self.rule.as_ref().map_or(0, |rule| rule.len());
+        u64::try_from(bytes).unwrap_or(u64::MAX) + ENTRY_OVERHEAD
+    }
+
+    fn encode(&self) -> String {
+        serde_json::json!({
+            "content_type": self.content_type,
+            "body": &*self.body,
+            "rule": self.rule.as_deref(),
+        })
+        .to_string()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Answer> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(Answer {
+            content_type: value.get("content_type")?.as_str()?.to_owned().into(),
+            body: value.get("body")?.as_str()?.into(),
+            rule: value.get("rule")?.as_str().map(Arc::from),
+        })
+    }
+}
+
+/// Which store answered a retry, as in `wxrules_dedup_hits_total{store}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Redis,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Redis => "redis",
+        }
+    }
+}
+
+/// The dedup key of one push, namespaced by account:
+/// `wxrules:dedup:<ToUserName>:msg:<MsgId>` for messages,
+/// `wxrules:dedup:<ToUserName>:event:<FromUserName>:<CreateTime>:<Event>:<EventKey>[:<MsgID>]`
+/// for events. `%` and `:` inside a part are escaped, so parts cannot run together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub fn for_message(message: &Message) -> Key {
+        Key::for_message_in("", message)
+    }
+
+    /// The key of a push to one account of several: `scope` (`a=NAME:`, or empty for the
+    /// single account) comes before the ToUserName, so two accounts never share a key.
+    pub fn for_message_in(scope: &str, message: &Message) -> Key {
+        let mut key = String::with_capacity(96);
+        key.push_str(KEY_PREFIX);
+        key.push_str(scope);
+        push_part(&mut key, message.to_user());
+        // Messages, nearly every push, are keyed by MsgId alone.
+        let create_time = || message.create_time().to_string();
+        if message.msg_type().eq_ignore_ascii_case("event") {
+            key.push_str(":event");
+            for part in [
+                message.from_user(),
+                &create_time(),
+                message.event().unwrap_or_default(),
+                message.text("EventKey").unwrap_or_default(),
+            ] {
+                key.push(':');
+                push_part(&mut key, part);
+            }
+            // Template and mass-send reports carry their job's MsgID: two reports to one
+            // user in the same second stay apart.
+            if let Some(id) = message.msg_id() {
+                key.push(':');
+                push_part(&mut key, id);
+            }
+        } else if let Some(id) = message.msg_id() {
+            key.push_str(":msg:");
+            push_part(&mut key, id);
+        } else {
+            // WeChat gives every message a MsgId; should one come without, fall back to
+            // what identifies an event.
+            key.push_str(":other");
+            for part in [message.from_user(), &create_time(), message.msg_type()] {
+                key.push(':');
+                push_part(&mut key, part);
+            }
+        }
+        Key(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn push_part(key: &mut String, part: &str) {
+    if memchr::memchr2(b'%', b':', part.as_bytes()).is_none() {
+        key.push_str(part);
+        return;
+    }
+    for c in part.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            c => key.push(c),
+        }
+    }
+}
+
+/// What `claim` found.
+pub enum Claim<'a> {
+    /// No attempt has answered this push: run the rules, then `Ticket::complete`.
+    First(Ticket<'a>),
+    /// An earlier attempt answered it (or was answering it, and this call waited).
+    Answered { answer: Arc<Answer>, store: Tier },
+}
+
+/// An answer in the in-process store, and when it was stored: older than the TTL, it
+/// counts as absent.
+#[derive(Debug, Clone)]
+struct Stored {
+    answer: Arc<Answer>,
+    at: Instant,
+}
+
+/// Weighs entries by their bytes, so the capacity bounds memory, not a count.
+#[derive(Debug, Clone, Copy)]
+struct ByBytes;
+
+impl Weighter<Key, Stored> for ByBytes {
+    fn weight(&self, key: &Key, stored: &Stored) -> u64 {
+        stored.answer.weight(key)
+    }
+}
+
+type Hasher = foldhash::fast::RandomState;
+/// The in-process store. quick_cache keeps, per key being answered, a placeholder that later
+/// attempts wait on: of concurrent attempts exactly one gets its guard, and a guard dropped
+/// without an answer passes to a waiter, so a cancelled request never strands a retry.
+type Memory = Cache<Key, Stored, ByBytes, Hasher>;
+/// The first attempt's hold on its key in process.
+type Guard<'a> = PlaceholderGuard<'a, Key, Stored, ByBytes, Hasher, DefaultLifecycle<Key, Stored>>;
+
+fn store_in(guard: Guard<'_>, answer: Arc<Answer>) {
+    // `Err` means the placeholder was removed meanwhile (nothing here removes one); an
+    // answer heavier than a shard is dropped with `Ok`. Either way it is not kept, and the
+    // answer still goes out.
+    let _ = guard.insert(Stored {
+        answer,
+        at: Instant::now(),
+    });
+}
+
+/// The right, and the duty, to answer a push first. Dropping it without `complete` lets
+/// the next attempt run the rules.
+#[must_use = "a ticket dropped without `complete` stores nothing for the retries"]
+pub struct Ticket<'a> {
+    dedup: &'a Dedup,
+    guard: Option<Guard<'a>>,
+    /// The key, when this attempt holds it in Redis too and stores the answer there.
+    in_redis: Option<Key>,
+}
+
+impl Ticket<'_> {
+    /// Stores the answer: at once in process (waking the waiters here), then in Redis,
+    /// bounded by the command timeout. A failed Redis write is logged, not returned: the
+    /// answer goes out either way.
+    pub async fn complete(mut self, answer: Arc<Answer>) {
+        if let Some(guard) = self.guard.take() {
+            store_in(guard, Arc::clone(&answer));
+        }
+        let Some(key) = self.in_redis.take() else {
+            return;
+        };
+        if let Some(link) = &self.dedup.link {
+            store_on(link, &key, &answer, self.dedup.config.ttl).await;
+        }
+    }
+}
+
+/// What Redis said about a key.
+enum RedisClaim {
+    First,
+    Answered(Arc<Answer>),
+    /// Down, failing or slow: dedup in process for this request.
+    InProcess,
+}
+
+// The dedup commands, on the shared Redis link.
+
+/// Stores the answer under `key` for the TTL.
+async fn store_on(link: &Link, key: &Key, answer: &Answer, ttl: Duration) {
+    let set = set_px(key.as_str(), answer.encode(), ttl);
+    // A failed write marks Redis down; the answer goes out either way.
+    let _ = link
+        .run(|mut conn| {
+            let set = &set;
+            async move { conn.query::<()>(set).await }
+        })
+        .await;
+}
+
+/// `claim` in Redis: takes the key (`SET NX PX`), or waits for the answer of whoever has
+/// it, polling until it is there; the caller's deadline bounds the wait.
+async fn claim_on(mut conn: Conn, key: &Key) -> Result<RedisClaim, CommandError> {
+    let claim = set_nx_px(key.as_str(), PENDING, PENDING_TTL);
+    let get = redis::Cmd::get(key.as_str());
+    loop {
+        if conn.query::<Option<String>>(&claim).await?.is_some() {
+            return Ok(RedisClaim::First);
+        }
+        loop {
+            match conn.query::<Option<Vec<u8>>>(&get).await? {
+                // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
+                None => break,
+                Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
+                Some(value) => {
+                    if let Some(answer) = Answer::decode(&value) {
+                        return Ok(RedisClaim::Answered(Arc::new(answer)));
+                    }
+                    // Not ours to read (another version wrote it): answer afresh and
+                    // overwrite it.
+                    // The key of an event holds an OpenID: debug level only.
+                    tracing::warn!(event = "dedup_value_unreadable");
+                    tracing::debug!(event = "dedup_value_unreadable", key = key.as_str());
+                    return Ok(RedisClaim::First);
+                }
+            }
+        }
+    }
+}
+
+/// The retry store of one server: in process, plus Redis when configured. Shared by all
+/// workers (`Arc<Dedup>` in the server state).
+pub struct Dedup {
+    config: Config,
+    /// `None` only for `Dedup::off`.
+    memory: Option<Memory>,
+    link: Option<Arc<Link>>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedup")
+            .field("store", &self.config.store)
+            .field("enabled", &self.memory.is_some())
+            .finish()
+    }
+}
+
+impl Dedup {
+    /// A store as configured. Makes no connection: Redis is reached on first use (or by
+    /// `connect`), so a Redis that is down at start-up does not stop the server.
+    pub fn new(config: Config, metrics: Metrics) -> Dedup {
+        let memory = memory_store(config.capacity);
+        let link = match &config.store {
+            Store::Memory => None,
+            Store::Redis(url) => Some(Arc::new(
+                url.link(config.command_timeout, config.retry_after),
+            )),
+        };
+        Dedup {
+            config,
+            memory: Some(memory),
+            link,
+            metrics,
+        }
+    }
+
+    /// No dedup at all: every attempt runs the rules. For tests that send one fixture many
+    /// times and count every answer.
+    pub fn off(metrics: Metrics) -> Dedup {
+        Dedup {
+            config: Config::default(),
+            memory: None,
+            link: None,
+            metrics,
+        }
+    }
+
+    /// What `--dedup` said, without secrets.
+    pub fn store(&self) -> &Store {
+        &self.config.store
+    }
+
+    /// Connects to Redis now, if configured (at start-up, to log the outcome early).
+    /// Returns whether Redis is usable; a failure is logged and retried on later requests.
+    pub async fn connect(&self) -> bool {
+        match &self.link {
+            Some(link) => link.connect().await,
+            None => true,
+        }
+    }
+
+    /// Drops the in-process answers older than the TTL. They already count as absent; this
+    /// gives their memory back. The server calls it every TTL, off the request path.
+    pub fn sweep(&self) {
+        if let Some(memory) = &self.memory {
+            let ttl = self.config.ttl;
+            memory.retain(|_, stored| stored.at.elapsed() < ttl);
+        }
+    }
+
+    /// How many answers the in-process store holds, and their weight in bytes.
+    pub fn stored(&self) -> (usize, u64) {
+        self.memory
+            .as_ref()
+            .map_or((0, 0), |memory| (memory.len(), memory.weight()))
+    }
+
+    /// How often `sweep` should run.
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
+    }
+
+    /// The Redis link, when configured: shared with the other needs that keep state in
+    /// Redis (cooldowns, the access token, the outbox).
+    pub fn redis(&self) -> Option<Arc<Link>> {
+        self.link.clone()
+    }
+
+    /// Whether Redis is configured and currently counted as down.
+    pub fn redis_down(&self) -> bool {
+        self.link.as_ref().is_some_and(|link| link.is_down())
+    }
+
+    /// Claims `key` for this attempt, or finds the answer another attempt gave (waiting
+    /// for it while that attempt is still being answered). Never fails: a Redis that is
+    /// down or slow is counted and stood in for by the in-process store. Unbounded while
+    /// waiting for another attempt: callers wrap it in their deadline.
+    pub async fn claim(&self, key: &Key) -> Claim<'_> {
+        let Some(memory) = &self.memory else {
+            return Claim::First(Ticket {
+                dedup: self,
+                guard: None,
+                in_redis: None,
+            });
+        };
+        let guard = match claim_local(memory, key, self.config.ttl).await {
+            Ok(guard) => guard,
+            Err(answer) => {
+                self.metrics.observe_dedup_hit(Tier::Memory.as_str());
+                return Claim::Answered {
+                    answer,
+                    store: Tier::Memory,
+                };
+            }
+        };
+        // With Redis the in-process claim is the first tier: Redis may know the answer
+        // another instance gave.
+        let in_redis = match self.link.as_deref() {
+            None => None,
+            link => {
+                let claimed = Link::or_memory(
+                    link,
+                    |conn| claim_on(conn, key),
+                    || {
+                        self.metrics.observe_dedup_fallback();
+                        RedisClaim::InProcess
+                    },
+                );
+                match claimed.await {
+                    RedisClaim::First => Some(key.clone()),
+                    RedisClaim::Answered(answer) => {
+                        // Retries that reach this process from now on are answered here.
+                        store_in(guard, Arc::clone(&answer));
+                        self.metrics.observe_dedup_hit(Tier::Redis.as_str());
+                        return Claim::Answered {
+                            answer,
+                            store: Tier::Redis,
+                        };
+                    }
+                    RedisClaim::InProcess => None,
+                }
+            }
+        };
+        Claim::First(Ticket {
+            dedup: self,
+            guard: Some(guard),
+            in_redis,
+        })
+    }
+}
+
+/// The in-process store, holding up to `capacity` bytes of answers.
+fn memory_store(capacity: u64) -> Memory {
+    // About 1 KiB an answer: enough to size the shards, not a limit.
+    let estimated_items = usize::try_from(capacity / 1024)
+        .unwrap_or(usize::MAX)
+        .max(64);
+    // quick_cache keeps nothing heavier than about one shard, and a waiter then finds no
+    // answer and runs the rules again: keep shards of 1 MiB or more (16 times the largest
+    // request), however many cores set the default count.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let by_size = usize::try_from(capacity >> 20).unwrap_or(usize::MAX).max(1);
+    let shards = (cores * 4).min(by_size).max(1);
+    let options = OptionsBuilder::new()
+        .estimated_items_capacity(estimated_items)
+        .weight_capacity(capacity)
+        .shards(shards)
+        .build();
+    // Keys are built from verified pushes only, so a fast hash not keyed against attackers
+    // is safe; SipHash was a tenth of a request's CPU under load.
+    match options {
+        Ok(options) => Cache::with_options(
+            options,
+            ByBytes,
+            Hasher::default(),
+            DefaultLifecycle::default(),
+        ),
+        // Only a builder missing a field fails, and every field is set above.
+        Err(_) => Cache::with(
+            estimated_items,
+            capacity,
+            ByBytes,
+            Hasher::default(),
+            DefaultLifecycle::default(),
+        ),
+    }
+}
+
+/// Claims `key` in process: `Ok` holds it for this attempt, `Err` is the answer of an
+/// earlier one (waited for if still being answered). An answer older than `ttl` is
+/// replaced, as if absent.
+async fn claim_local<'a>(
+    memory: &'a Memory,
+    key: &Key,
+    ttl: Duration,
+) -> Result<Guard<'a>, Arc<Answer>> {
+    loop {
+        let found = memory
+            .entry_async(key, |_, stored| {
+                if stored.at.elapsed() < ttl {
+                    EntryAction::Retain(Arc::clone(&stored.answer))
+                } else {
+                    EntryAction::ReplaceWithGuard
+                }
+            })
+            .await;
+        match found {
+            EntryResult::Retained(answer) => return Err(answer),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => return Ok(guard),
+            // Neither is asked for (no `Remove` action, no timeout): look again.
+            EntryResult::Removed(..) | EntryResult::Timeout => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(xml: &str) -> Message {
+        Message::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn answer(body: &str) -> Arc<Answer> {
+        Arc::new(Answer {
+            content_type: "text/xml".into(),
+            body: body.into(),
+            rule: Some("r".into()),
+        })
+    }
+
+    /// Claims `key`, which must be this attempt's to answer.
+    async fn first<'a>(dedup: &'a Dedup, key: &Key, why: &str) -> Ticket<'a> {
+        match dedup.claim(key).await {
+            Claim::First(ticket) => ticket,
+            Claim::Answered { .. } => panic!("{why}"),
+        }
+    }
+
+    /// Starts a retry of `key` and checks that it waits (for an attempt still answering).
+    async fn waiting_retry<'a>(
+        dedup: &'a Dedup,
+        key: &'a Key,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Claim<'a>> + 'a>> {
+        let mut retry = Box::pin(dedup.claim(key));
+        assert!(tokio::time::timeout(Duration::from_millis(20), &mut retry)
+            .await
+            .is_err());
+        retry
+    }
+
+    const TEXT: &str = "<xml><ToUserName>gh_a</ToUserName><FromUserName>o:1</FromUserName>\
+        <CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>hi</Content>\
+        <MsgId>42</MsgId></xml>";
+    const CLICK: &str = "<xml><ToUserName>gh_a</ToUserName><FromUserName>o1</FromUserName>\
+        <CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>CLICK</Event>\
+        <EventKey>K:1</EventKey></xml>";
+
+    #[test]
+    fn keys_are_namespaced_by_account_and_escape_separators() {
+        assert_eq!(
+            Key::for_message(&message(TEXT)).as_str(),
+            "wxrules:dedup:gh_a:msg:42"
+        );
+        assert_eq!(
+            Key::for_message(&message(CLICK)).as_str(),
+            "wxrules:dedup:gh_a:event:o1:1700000000:CLICK:K%3A1"
+        );
+        let escaped = CLICK.replace("K:1", "50%:x");
+        assert_eq!(
+            Key::for_message(&message(&escaped)).as_str(),
+            "wxrules:dedup:gh_a:event:o1:1700000000:CLICK:50%25%3Ax"
+        );
+        let other_account = TEXT.replace("gh_a", "gh_b");
+        assert_ne!(
+            Key::for_message(&message(TEXT)),
+            Key::for_message(&message(&other_account))
+        );
+    }
+
+    #[test]
+    fn answers_survive_the_redis_encoding() {
+        let a = Answer {
+            content_type: "text/plain; charset=utf-8".into(),
+            body: "<xml>\"]]>\n😀</xml>".into(),
+            rule: None,
+        };
+        assert_eq!(Answer::decode(a.encode().as_bytes()), Some(a));
+        assert_eq!(Answer::decode(PENDING), None);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_for_the_first_attempt_and_gets_its_answer() {
+        let dedup = Dedup::new(Config::default(), Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let ticket = first(&dedup, &key, "the first attempt must get the ticket").await;
+        // The retry is still waiting while the first attempt has not answered.
+        let retry = waiting_retry(&dedup, &key).await;
+        ticket.complete(answer("first")).await;
+        let Claim::Answered { answer: got, store } = retry.await else {
+            panic!("the retry must get the first answer");
+        };
+        assert_eq!((&*got.body, store), ("first", Tier::Memory));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_attempt_hands_the_key_to_a_waiter() {
+        let dedup = Dedup::new(Config::default(), Metrics::new());
+        let key = Key::for_message(&message(CLICK));
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
+        let retry = waiting_retry(&dedup, &key).await;
+        drop(ticket);
+        let Claim::First(second) = retry.await else {
+            panic!("the waiter must take over the abandoned key");
+        };
+        second.complete(answer("second")).await;
+        assert!(matches!(
+            dedup.claim(&key).await,
+            Claim::Answered { answer, .. } if answer.body == "second"
+        ));
+    }
+
+    #[tokio::test]
+    async fn of_many_concurrent_attempts_exactly_one_answers_and_all_get_its_answer() {
+        let dedup = Arc::new(Dedup::new(Config::default(), Metrics::new()));
+        let key = Key::for_message(&message(TEXT));
+        let mut attempts = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (dedup, key) = (Arc::clone(&dedup), key.clone());
+            attempts.spawn(async move {
+                match dedup.claim(&key).await {
+                    Claim::First(ticket) => {
+                        // Let the others queue up behind this attempt first.
+                        tokio::task::yield_now().await;
+                        ticket.complete(answer(&format!("from {i}"))).await;
+                        (true, format!("from {i}"))
+                    }
+                    Claim::Answered { answer, .. } => (false, answer.body.to_string()),
+                }
+            });
+        }
+        let results = attempts.join_all().await;
+        let firsts: Vec<_> = results.iter().filter(|(first, _)| *first).collect();
+        assert_eq!(firsts.len(), 1, "{results:?}");
+        assert!(results.iter().all(|(_, body)| *body == firsts[0].1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_the_ttl_counts_as_absent_and_sweep_drops_it() {
+        let config = Config {
+            ttl: Duration::from_millis(50),
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
+        ticket.complete(answer("old")).await;
+        assert!(matches!(dedup.claim(&key).await, Claim::Answered { .. }));
+        let other = Key::for_message(&message(CLICK));
+        let ticket = first(&dedup, &other, "a new key is this attempt's to answer").await;
+        ticket.complete(answer("other")).await;
+        assert_eq!(dedup.stored().0, 2);
+
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        dedup.sweep();
+        assert_eq!(dedup.stored(), (0, 0), "sweep keeps nothing expired");
+        // Expired before a sweep, too: the next attempt answers afresh.
+        let ticket = first(&dedup, &key, "an expired answer must not be served").await;
+        ticket.complete(answer("new")).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let ticket = first(&dedup, &key, "an expired answer must not be served").await;
+        drop(ticket);
+    }
+
+    #[tokio::test]
+    async fn the_store_stays_within_its_byte_capacity() {
+        let config = Config {
+            capacity: 256 * 1024,
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let body = "x".repeat(1024);
+        for id in 0..2000 {
+            let xml = TEXT.replace("<MsgId>42", &format!("<MsgId>{id}"));
+            let ticket = first(
+                &dedup,
+                &Key::for_message(&message(&xml)),
+                "every MsgId is new",
+            )
+            .await;
+            ticket.complete(answer(&body)).await;
+        }
+        let (count, bytes) = dedup.stored();
+        assert!(bytes <= 256 * 1024, "{bytes} bytes stored");
+        assert!(count > 50, "only {count} answers kept");
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_in_a_small_store_still_reaches_the_waiting_retry() {
+        let config = Config {
+            capacity: 64 * 1024,
+            ..Config::default()
+        };
+        let dedup = Dedup::new(config, Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        let ticket = first(&dedup, &key, "a new key is this attempt's to answer").await;
+        let retry = waiting_retry(&dedup, &key).await;
+        ticket.complete(answer(&"x".repeat(40 * 1024))).await;
+        assert!(
+            matches!(retry.await, Claim::Answered { .. }),
+            "the retry must get the first answer, not run the rules again"
+        );
+    }
+
+    #[tokio::test]
+    async fn off_never_answers_from_a_store() {
+        let dedup = Dedup::off(Metrics::new());
+        let key = Key::for_message(&message(TEXT));
+        for _ in 0..2 {
+            let ticket = first(&dedup, &key, "off must always run the rules").await;
+            ticket.complete(answer("x")).await;
+        }
+    }
+}

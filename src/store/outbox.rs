@@ -1,0 +1,197 @@
+//! The outbox's storage in Redis (`--store redis://…`): one Redis Stream per shard, read
+//! through a consumer group. A shard has one owner at a time among the instances, by a lease
+//! (`…:owner`, 10 s, renewed every 3 s while its instance lives), so one user's messages
+//! go out in order whichever instance queued them. An entry is acknowledged and deleted
+//! once sent or given up; an instance that dies leaves its entries pending, and the next
+//! owner of the shard claims them (`XAUTOCLAIM`) before reading new ones. Delivery is at
+//! least once: a message sent just before its instance died is sent again.
+//!
+//! Entries are opaque here (a `job` field of JSON): what a job holds, how it is sent,
+//! retried and backed off, and the in-process queues that stand in while Redis is away are
+//! `crate::outbox`'s.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::{Cmd, FromRedisValue};
+
+use super::link::{Link, Unavailable};
+use super::Lease;
+
+/// The consumer group every instance reads through.
+const GROUP: &str = "senders";
+/// How long a shard's lease lasts without renewal: how long a dead instance's messages wait.
+pub const LEASE: Duration = Duration::from_secs(10);
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// Entries read at once.
+const BATCH: usize = 16;
+
+/// One entry of a shard's stream.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    /// The job as it was added; `None` when the entry has none (not written by wxrules).
+    pub(crate) job: Option<Vec<u8>>,
+}
+
+impl Entry {
+    fn of(mut entry: StreamId) -> Entry {
+        let job = match entry.map.remove("job") {
+            Some(redis::Value::BulkString(bytes)) => Some(bytes),
+            _ => None,
+        };
+        Entry { id: entry.id, job }
+    }
+}
+
+/// One shard's stream, and this instance's lease on it.
+#[derive(Debug)]
+pub(crate) struct ShardStream {
+    link: Arc<Link>,
+    key: String,
+    /// The shard's lease, under this instance's name in the group.
+    lease: Lease,
+    /// This instance's name in the group.
+    consumer: String,
+    /// The lease is ours now.
+    owned: AtomicBool,
+}
+
+impl ShardStream {
+    /// The stream of `account`'s shard number `shard`, read as `consumer` (this instance's
+    /// name in the group and its value in the lease).
+    pub(crate) fn new(link: Arc<Link>, account: &str, shard: usize, consumer: &str) -> ShardStream {
+        let key = format!("wxrules:outbox:{account}:{shard}");
+        ShardStream {
+            lease: Lease::new(
+                Arc::clone(&link),
+                format!("{key}:owner"),
+                consumer.to_owned(),
+            ),
+            link,
+            key,
+            consumer: consumer.to_owned(),
+            owned: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs one command on the stream.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Unavailable> {
+        self.link
+            .run(|mut conn| async move { conn.query::<T>(cmd).await })
+            .await
+    }
+
+    /// Adds a job (its JSON); `Unavailable` when Redis did not take it (the caller queues
+    /// it in process).
+    pub(crate) async fn add(&self, job: &str) -> Result<(), Unavailable> {
+        let add = Cmd::xadd(&self.key, "*", &[("job", job)]);
+        self.query::<String>(&add).await.map(drop)
+    }
+
+    /// Whether this instance holds the shard's lease.
+    pub(crate) fn owned(&self) -> bool {
+        self.owned.load(Ordering::Acquire)
+    }
+
+    /// Takes or renews the lease; true if this instance owns the shard now.
+    async fn hold(&self) -> bool {
+        let owned = if self.owned() {
+            self.lease.renew(LEASE).await
+        } else {
+            self.lease.take(LEASE).await
+        } == Ok(true);
+        self.owned.store(owned, Ordering::Release);
+        owned
+    }
+
+    /// Keeps the lease while the instance lives: a task of its own, so that a long send
+    /// does not let it lapse.
+    pub(crate) async fn keep_lease(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            self.hold().await;
+            tokio::select! {
+                () = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Stopping: another instance may take the shard at once rather than after `LEASE`
+        // (what this one had not acknowledged, it claims).
+        if self.owned.swap(false, Ordering::AcqRel) {
+            self.lease.release().await;
+        }
+    }
+
+    /// Creates the group (and the stream) if they are not there yet.
+    pub(crate) async fn ensure_group(&self) {
+        let create = Cmd::xgroup_create_mkstream(&self.key, GROUP, "0");
+        // Redis away: the next owner of the shard creates it.
+        let _ = self
+            .link
+            .run(|mut conn| {
+                let create = &create;
+                async move {
+                    match conn.query::<()>(create).await {
+                        // BUSYGROUP: it exists already.
+                        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Claims every entry left pending by earlier owners, oldest first.
+    pub(crate) async fn claim(&self) -> Vec<Entry> {
+        let claim = Cmd::xautoclaim_options(
+            &self.key,
+            GROUP,
+            &self.consumer,
+            0,
+            "0-0",
+            StreamAutoClaimOptions::default().count(1000),
+        );
+        self.query::<StreamAutoClaimReply>(&claim)
+            .await
+            .map(|reply| reply.claimed.into_iter().map(Entry::of).collect())
+            .unwrap_or_default()
+    }
+
+    /// New entries, oldest first (none when there are none or Redis is away).
+    pub(crate) async fn read(&self) -> Vec<Entry> {
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(BATCH);
+        let read = Cmd::xread_options(&[&self.key], &[">"], &options);
+        self.query::<Option<StreamReadReply>>(&read)
+            .await
+            .ok()
+            .flatten()
+            .map(|reply| {
+                let ids = reply.keys.into_iter().flat_map(|k| k.ids);
+                ids.map(Entry::of).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The entry is done with: acknowledged and deleted.
+    pub(crate) async fn done(&self, id: &str) {
+        let mut pipe = redis::pipe();
+        pipe.add_command(Cmd::xack(&self.key, GROUP, &[id]))
+            .ignore()
+            .add_command(Cmd::xdel(&self.key, &[id]))
+            .ignore();
+        // Redis away: the entry stays pending, and is sent again (at least once).
+        let _ = self
+            .link
+            .run(|mut conn| {
+                let pipe = &pipe;
+                async move { conn.pipe::<()>(pipe).await }
+            })
+            .await;
+    }
+}
