@@ -71,8 +71,13 @@ impl Live {
 
     /// `/healthz`'s view of it.
     pub fn health(&self) -> AccountHealth {
+        let refused = self
+            .account
+            .reloads
+            .last_outcome()
+            .is_some_and(|o| o != ReloadOutcome::Applied);
         AccountHealth {
-            status: "ok",
+            status: if refused { "degraded" } else { "ok" },
             state: self.account.reloads.state(self),
         }
     }

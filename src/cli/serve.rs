@@ -12,7 +12,7 @@ use clap::ValueEnum;
 
 use super::run::run_server;
 use super::{SourceArgs, EXIT_CONFIG};
-use crate::accounts::build::{prepare_all, Builder, Prepared};
+use crate::accounts::build::{prepare_all, Builder, Prepared, Unprepared};
 use crate::accounts::{AccountSpec, Config};
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{self, Dedup};
@@ -77,6 +77,10 @@ pub(super) struct ServeArgs {
     /// SIGHUP does: for Kubernetes ConfigMaps and other setups where no one sends signals.
     #[arg(long)]
     pub(super) watch: bool,
+    /// With --config, start only if every account loads (exit 78 otherwise). Without it,
+    /// the accounts that load start and the others are reported until a reload mends them.
+    #[arg(long)]
+    pub(super) strict: bool,
     /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`);
     /// removed at exit.
     #[arg(long, value_name = "PATH")]
@@ -122,6 +126,8 @@ pub(super) struct Settled {
     pub(super) admin_listen: Option<SocketAddr>,
     /// Where the accounts come from: the config file, or the flags and `WXRULES_*`.
     pub(super) source: Source,
+    /// `--strict`: every account of the config file must load, or nothing starts.
+    pub(super) strict: bool,
 }
 
 impl Settled {
@@ -159,6 +165,7 @@ impl Settled {
             admin_listen: args
                 .admin_listen
                 .or_else(|| file.and_then(|c| c.admin_listen)),
+            strict: args.strict,
             source: match config {
                 Some(config) => Source::Config(config.path),
                 None => Source::Single(Box::new(AccountSpec::single(args.sources.sources()))),
@@ -231,11 +238,13 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
         mode: settled.source.mode(),
         metrics: metrics.clone(),
     };
-    let prepared = match prepare(&settled.source).await? {
+    let (prepared, unserved) = match prepare(&settled.source, settled.strict).await? {
         Ok(prepared) => prepared,
         Err(code) => return Ok(Err(code)),
     };
-    let fleet = Arc::new(Fleet::new(builder, settled.source.clone(), prepared));
+    let fleet = Fleet::new(builder, settled.source.clone(), prepared);
+    fleet.note_unserved(unserved);
+    let fleet = Arc::new(fleet);
     for live in fleet.accounts.table().accounts() {
         crate::reload::warn_unsendable(live);
     }
@@ -260,9 +269,15 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
     }))
 }
 
-/// Every account of `source` read and loaded, on every core; or, when one cannot be, its
-/// errors printed and exit 78.
-async fn prepare(source: &Source) -> anyhow::Result<Result<Vec<Prepared>, ExitCode>> {
+/// Every account of `source` read and loaded, on every core, and those that cannot be
+/// served, each with its errors. A fleet of one that cannot be served, a config file none
+/// of whose accounts can be, or (`--strict`) any account that cannot be, stops the start:
+/// the errors printed, exit 78. Otherwise the others start and the broken ones are
+/// reported (the log, `/healthz` degraded, the dashboard) until a reload mends them.
+async fn prepare(
+    source: &Source,
+    strict: bool,
+) -> anyhow::Result<Result<(Vec<Prepared>, Vec<Unprepared>), ExitCode>> {
     let specs = match source {
         Source::Single(spec) => {
             tracing::info!(event = "rules_loading", path = %spec.sources.rules.display());
@@ -282,43 +297,59 @@ async fn prepare(source: &Source) -> anyhow::Result<Result<Vec<Prepared>, ExitCo
             config.accounts
         }
     };
-    let single = matches!(source, Source::Single(_));
+    let count = specs.len();
     let loaded = tokio::task::spawn_blocking(move || prepare_all(&specs))
         .await
         .context("loading the accounts")?;
-    let mut ready = Vec::with_capacity(loaded.len());
-    let mut failed = 0;
-    for result in loaded {
-        match result {
-            Ok(p) => ready.push(p),
-            Err(e) if single => {
-                // As `check` reports a file: each error, then how many.
-                super::report_lines(&e.errors, "error");
-                if let Source::Single(spec) = source {
-                    eprintln!(
-                        "{}: {} error{}",
-                        spec.sources.rules.display(),
-                        e.errors.len(),
-                        if e.errors.len() == 1 { "" } else { "s" }
-                    );
-                }
-                return Ok(Err(ExitCode::from(EXIT_CONFIG)));
-            }
-            Err(e) => {
-                failed += 1;
+    let (ready, failed): (Vec<_>, Vec<_>) = loaded.into_iter().partition(Result::is_ok);
+    let ready: Vec<Prepared> = ready.into_iter().filter_map(Result::ok).collect();
+    let failed: Vec<Unprepared> = failed.into_iter().filter_map(Result::err).collect();
+    let stop = match source {
+        Source::Single(spec) => failed.first().map(|e| {
+            // As `check` reports a file: each error, then how many.
+            super::report_lines(&e.errors, "error");
+            format!(
+                "{}: {} error{}",
+                spec.sources.rules.display(),
+                e.errors.len(),
+                if e.errors.len() == 1 { "" } else { "s" }
+            )
+        }),
+        Source::Config(path) if !failed.is_empty() && (ready.is_empty() || strict) => {
+            for e in &failed {
                 super::report_lines(&e.errors, "error");
             }
+            Some(if ready.is_empty() {
+                format!(
+                    "{}: none of the {count} account(s) can be served; nothing was started",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "{}: {} account(s) cannot be served; nothing was started (--strict)",
+                    path.display(),
+                    failed.len()
+                )
+            })
         }
+        Source::Config(_) => None,
+    };
+    if let Some(why) = stop {
+        eprintln!("{why}");
+        return Ok(Err(ExitCode::from(EXIT_CONFIG)));
     }
-    if let Source::Config(path) = source {
-        if failed > 0 {
-            eprintln!(
-                "{}: {failed} account(s) cannot be served; nothing was started",
-                path.display()
-            );
-            return Ok(Err(ExitCode::from(EXIT_CONFIG)));
+    for e in &failed {
+        for error in &e.errors {
+            tracing::error!(event = "account_unserved", account = %e.account, error = %error);
         }
+        tracing::error!(
+            event = "account_unserved",
+            account = %e.account,
+            errors = e.errors.len(),
+            "this account cannot be served; the others start without it (a reload that mends its files adds it)"
+        );
     }
+    let single = matches!(source, Source::Single(_));
     for p in &ready {
         for w in p.warnings() {
             if single {
@@ -328,7 +359,7 @@ async fn prepare(source: &Source) -> anyhow::Result<Result<Vec<Prepared>, ExitCo
             }
         }
     }
-    Ok(Ok(ready))
+    Ok(Ok((ready, failed)))
 }
 
 /// The shortest admin token accepted: a guessable one would open the admin port.

@@ -5,7 +5,7 @@
 //! ones and drops the removed ones. The blocking part (`plan`) runs on the loop's thread;
 //! the rest (`apply`) on the server's runtime.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::report::{AccountReport, FleetReport, Health, ReloadReport, Reloaded, Served};
+use super::report::{
+    AccountReport, FleetReport, Health, ReloadReport, Reloaded, Served, UnservedHealth,
+};
 use super::{load_settled, Verdict};
 use crate::accounts::build::{prepare_all, stamp_with, Builder, Prepared, Unprepared};
+use crate::accounts::Table;
 use crate::accounts::{
     read_config, AccountSpec, Accounts, ConfigErrors, Live, Mode, ReloadOutcome, Secrets,
 };
@@ -57,6 +60,19 @@ pub struct Fleet {
     pub(super) loading: Mutex<Option<(Arc<Live>, Arc<Verdict>)>>,
     /// The last reload of them all, for `/healthz` (with a config file).
     pub(super) last: Mutex<Option<FleetReport>>,
+    /// Accounts of the config file that cannot be served (at start, or added by a reload
+    /// and refused), until a reload mends them or the file drops them.
+    unserved: Mutex<BTreeMap<String, Unserved>>,
+}
+
+/// An account of the config file that is not served, and why.
+#[derive(Debug, Clone)]
+pub struct Unserved {
+    /// Every error, as `file:line:col: …` (the log and the dashboard show them; `/healthz`
+    /// only counts them).
+    pub errors: Vec<String>,
+    /// When it was last refused, unix seconds.
+    pub at: u64,
 }
 
 /// What the blocking part of a reload found; the rest (building added accounts) runs on the
@@ -97,7 +113,28 @@ impl Fleet {
             abandoned: AtomicBool::new(false),
             loading: Mutex::new(None),
             last: Mutex::new(None),
+            unserved: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Notes accounts that could not be made to serve, with their errors.
+    pub fn note_unserved(&self, unserved: Vec<Unprepared>) {
+        let at = self.builder.clock.now();
+        let mut map = self.unserved.lock();
+        for u in unserved {
+            map.insert(
+                u.account,
+                Unserved {
+                    errors: u.errors,
+                    at,
+                },
+            );
+        }
+    }
+
+    /// The accounts of the config file that are not served, by name.
+    pub fn unserved(&self) -> BTreeMap<String, Unserved> {
+        self.unserved.lock().clone()
     }
 
     /// Prepares every account of `source` and makes them serve, or says which cannot (and
@@ -159,7 +196,8 @@ impl Fleet {
                     return Health {
                         status: "degraded",
                         served: Served::Many {
-                            accounts: Default::default(),
+                            accounts: BTreeMap::new(),
+                            unserved: BTreeMap::new(),
                             last_reload: None,
                         },
                     }
@@ -170,22 +208,40 @@ impl Fleet {
                 served: Served::One(served),
             };
         }
-        let accounts: std::collections::BTreeMap<_, _> = table
+        let accounts: BTreeMap<_, _> = table
             .accounts()
             .iter()
             .map(|a| (a.name().to_owned(), a.health()))
             .collect();
         let last = self.last.lock().clone();
-        let degraded = table.accounts().iter().any(|a| {
-            a.account
-                .reloads
-                .last_outcome()
-                .is_some_and(|o| o != ReloadOutcome::Applied)
-        }) || last.as_ref().is_some_and(|r| !r.applied());
+        let unserved: BTreeMap<_, _> = self
+            .unserved
+            .lock()
+            .iter()
+            .map(|(name, u)| {
+                (
+                    name.clone(),
+                    UnservedHealth {
+                        outcome: ReloadOutcome::Rejected,
+                        error_count: u.errors.len(),
+                        at: u.at,
+                    },
+                )
+            })
+            .collect();
+        let degraded = !unserved.is_empty()
+            || table.accounts().iter().any(|a| {
+                a.account
+                    .reloads
+                    .last_outcome()
+                    .is_some_and(|o| o != ReloadOutcome::Applied)
+            })
+            || last.as_ref().is_some_and(|r| !r.applied());
         Health {
             status: if degraded { "degraded" } else { "ok" },
             served: Served::Many {
                 accounts,
+                unserved,
                 last_reload: last,
             },
         }
@@ -257,17 +313,13 @@ impl Fleet {
         for (spec, prepared) in to_prepare.iter().zip(prepared) {
             match prepared {
                 Ok(prepared) => plan.build.push(prepared),
-                Err(unprepared) => {
-                    for e in &unprepared.errors {
-                        tracing::error!(event = "account_reload_rejected", account = %spec.name, error = %e);
-                    }
-                    plan.report
-                        .accounts
-                        .push(AccountReport::failed(&spec.name, unprepared.errors));
-                }
+                Err(unprepared) => self.refuse(spec, &table, unprepared, &mut plan.report),
             }
         }
         if plan.report.config_errors.is_empty() {
+            self.unserved
+                .lock()
+                .retain(|name, _| specs.iter().any(|s| &s.name == name));
             plan.remove = table
                 .accounts()
                 .iter()
@@ -276,6 +328,40 @@ impl Fleet {
                 .collect();
         }
         plan
+    }
+
+    /// An account that could not be (re)built: reported with the rules that still serve (an
+    /// account rebuilt for new secrets keeps its old version), or noted as unserved (an
+    /// account the config file added).
+    fn refuse(
+        &self,
+        spec: &AccountSpec,
+        table: &Table,
+        unprepared: Unprepared,
+        report: &mut FleetReport,
+    ) {
+        for e in &unprepared.errors {
+            tracing::error!(event = "account_reload_rejected", account = %spec.name, error = %e);
+        }
+        let line = match table.by_name(&spec.name) {
+            Some(live) => AccountReport::new(
+                &spec.name,
+                ReloadReport::new(
+                    live,
+                    ReloadOutcome::Rejected,
+                    super::report::Changes::default(),
+                    unprepared.errors,
+                ),
+            ),
+            None => {
+                self.note_unserved(vec![Unprepared {
+                    account: spec.name.clone(),
+                    errors: unprepared.errors.clone(),
+                }]);
+                AccountReport::failed(&spec.name, unprepared.errors)
+            }
+        };
+        report.accounts.push(line);
     }
 
     /// Whether `live` is still the account `spec` describes (same path, files and secrets),
@@ -482,6 +568,7 @@ impl Fleet {
         // The stamp taken before its files were read: an edit made while they were is seen
         // by the next reload. Kept only for an account that serves.
         let stamped = prepared.stamp();
+        self.unserved.lock().remove(&name);
         let live = self
             .builder
             .build(prepared, previous.map(|i| &*accounts[i]));

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use fleet::{Fleet, Source};
+pub use fleet::{Fleet, Source, Unserved};
 pub use report::{
     warn_unsendable, AccountReport, Changes, FleetReport, Health, ReloadReport, Reloaded, Served,
+    UnservedHealth,
 };
 
 use crate::accounts::{Live, ReloadOutcome};

@@ -267,11 +267,24 @@ pub struct Health {
 pub enum Served {
     /// A fleet of one: its account's fields, at the top as in Part 1.
     One(AccountState),
-    /// The accounts of a config file, each under its name, and the last reload of them all.
+    /// The accounts of a config file, each under its name; those that cannot be served;
+    /// and the last reload of them all.
     Many {
         accounts: BTreeMap<String, AccountHealth>,
+        unserved: BTreeMap<String, UnservedHealth>,
         last_reload: Option<FleetReport>,
     },
+}
+
+/// What `/healthz` shows of an account that cannot be served: how many errors, not what
+/// they say (the log and the dashboard, behind its token, have them).
+#[derive(Debug, Serialize)]
+pub struct UnservedHealth {
+    pub outcome: ReloadOutcome,
+    pub error_count: usize,
+    /// When it was last refused; shown as RFC 3339.
+    #[serde(serialize_with = "crate::clock::rfc3339")]
+    pub at: u64,
 }
 
 /// Logs one account's reload with stable event names; `account` (with a config file) is a

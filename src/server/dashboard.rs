@@ -124,6 +124,22 @@ async fn overview(state: web::Data<AppState>) -> HttpResponse {
             health
         })
         .collect();
+    // Accounts of the config file that cannot be served: listed too, with their errors
+    // (this JSON is behind the admin token when there is one), so that the page shows them.
+    let mut accounts = accounts;
+    for (name, unserved) in state.fleet.unserved() {
+        accounts.push(json!({
+            "name": name,
+            "status": "unserved",
+            "rules": 0,
+            "last_reload": {
+                "outcome": "rejected",
+                "at": crate::clock::rfc3339_string(unserved.at),
+                "error_count": unserved.errors.len(),
+                "errors": unserved.errors.iter().take(crate::accounts::HEALTH_ERRORS).collect::<Vec<_>>(),
+            },
+        }));
+    }
     let started_at = state.recent.as_ref().map_or(0, |r| r.started_at());
     ok(&json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -135,6 +151,16 @@ async fn overview(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /api/rules?account=NAME`: the account's live rules, in file order, with their hits
 /// since the server started and their last hit.
 async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+    let unserved = query
+        .account
+        .as_ref()
+        .and_then(|name| state.fleet.unserved().remove(name).map(|u| (name, u)));
+    if let Some((name, unserved)) = unserved {
+        // Nothing of it serves: no rules, and why.
+        return ok(
+            &json!({"account": name, "digest": "", "rules": [], "unserved": true, "errors": unserved.errors}),
+        );
+    }
     let account = match account_of(&state, &query) {
         Ok(account) => account,
         Err(answer) => return *answer,

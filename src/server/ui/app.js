@@ -11,7 +11,7 @@ const I18N = {
     tabRules: '规则', tabTry: '试一试', tabPushes: '最近消息',
     refresh: '刷新', loading: '正在加载…', ok: '确定', dismiss: '关闭', none: '—',
     errNetwork: '无法连接服务器', errHttp: s => `服务器返回 HTTP ${s}`,
-    statusBad: s => `状态：${s}`,
+    statusBad: s => `状态：${({ degraded: '上次重载被拒绝', unserved: '无法加载，未在服务' })[s] || s}`,
     lrLabel: '上次重新加载', lrNone: '尚未重新加载', lrLoadedAt: t => `规则加载于 ${t}`,
     lrErrors: n => `${n} 个错误`, lrNoErrors: '无错误', lrShow: '点击查看错误',
     // reload outcomes
@@ -73,7 +73,7 @@ const I18N = {
     tabRules: 'Rules', tabTry: 'Try a message', tabPushes: 'Recent pushes',
     refresh: 'Refresh', loading: 'Loading…', ok: 'OK', dismiss: 'Dismiss', none: '—',
     errNetwork: 'Cannot reach the server', errHttp: s => `The server answered HTTP ${s}`,
-    statusBad: s => `status: ${s}`,
+    statusBad: s => `status: ${({ degraded: 'last reload refused', unserved: 'cannot be loaded, not served' })[s] || s}`,
     lrLabel: 'Last reload', lrNone: 'no reload yet', lrLoadedAt: t => `rules loaded at ${t}`,
     lrErrors: n => (n === 1 ? '1 error' : `${n} errors`), lrNoErrors: 'no errors', lrShow: 'Click to see the errors',
     ro_applied: 'applied', ro_rejected: 'rejected', ro_timed_out: 'timed out', ro_partial: 'partial', ro_failed: 'failed',
@@ -304,9 +304,13 @@ function renderTop() {
   errBox.textContent = S.overviewErr || '';
   const list = accounts();
   const sel = $('#account');
-  const names = list.map(a => str(a && a.name));
+  const names = list.map(a => str(a && a.name) + ' ' + str(a && a.status));
   if (sel.dataset.names !== names.join('\n')) {
-    clear(sel, list.map(a => el('option', { value: str(a.name), text: a.path ? str(a.name) + t('paren', a.path) : str(a.name) })));
+    clear(sel, list.map(a => el('option', {
+      value: str(a.name),
+      // A broken account is marked in the list itself, whichever account is selected.
+      text: (a.status && a.status !== 'ok' ? '⚠ ' : '') + (a.path ? str(a.name) + t('paren', a.path) : str(a.name)),
+    })));
     sel.dataset.names = names.join('\n');
   }
   sel.value = S.account || '';
