@@ -974,7 +974,7 @@ pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 3600);
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest a push waits for a call without `late`: the passive budget of Part 1.
-pub(crate) const PASSIVE_BUDGET: Duration = crate::server::DEFAULT_DEADLINE;
+pub(crate) const PASSIVE_BUDGET: Duration = crate::wire::PASSIVE_DEADLINE;
 /// The default and the longest `late.after`: WeChat gives up on a push after 5 s.
 pub(crate) const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(3);
 pub(crate) const MAX_LATE_AFTER: Duration = Duration::from_millis(4500);
