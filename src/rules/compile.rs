@@ -21,9 +21,9 @@ use super::schema::{
 };
 use super::split::{self, LineIndex};
 use super::templates::{self, MAX_TEMPLATE_NESTING};
+use super::tpl::{self, Simple};
 use super::{Action, ArticleSpec, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
 use super::{Call, CallMethod, Late, MusicSpec, RuleSet, Sources, Tpl, VideoSpec};
-use crate::render;
 
 /// WeChat accepts at most 8 articles in one news reply.
 pub const MAX_ARTICLES: usize = 8;
@@ -122,10 +122,7 @@ fn compile(
     let mut c = Compiler {
         file,
         positions,
-        templates: compiled
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(render::registry),
+        templates: compiled.as_deref().cloned().unwrap_or_else(tpl::registry),
         known_templates: HashMap::new(),
         used_templates: HashSet::new(),
         errors: Vec::new(),
@@ -1328,13 +1325,13 @@ fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool {
 }
 
 /// A call's URL: text and `{{path}}`s, `http` or `https`, the scheme and host written out.
-fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Option<render::Simple> {
+fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Option<Simple> {
     let fail = |c: &mut Compiler<'_>, message: String| {
         let at = c.positions.value(path);
         c.error(Some(rule), at, message);
         None
     };
-    let Some(simple) = render::parse_simple(text) else {
+    let Some(simple) = tpl::parse_simple(text) else {
         return fail(
             c,
             "a call's `url` takes text and `{{field}}` references only (no blocks or helpers), so that each value can be percent-encoded".into(),
@@ -1557,7 +1554,7 @@ fn fast_form(text: &str) -> Option<Tpl> {
     if !text.contains("{{") {
         return Some(Tpl::Literal(text.to_owned()));
     }
-    render::parse_simple(text).map(Tpl::Simple)
+    tpl::parse_simple(text).map(Tpl::Simple)
 }
 
 /// Compiles rules from a string, with no template files; for unit tests.

@@ -16,6 +16,7 @@ mod registry;
 mod schema;
 mod split;
 mod templates;
+pub(crate) mod tpl;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
 };
 pub use templates::{MAX_RENDER_DEPTH, MAX_TEMPLATE_NESTING};
+pub use tpl::Simple;
 
 /// Where `yaml` first nests deeper than `MAX_YAML_DEPTH`, if it does: to be checked before
 /// serde_yaml reads any other YAML file (cases), as `load` does for the rules.
@@ -298,7 +300,7 @@ impl ReplySpec {
 /// push waits for it.
 pub struct Call {
     /// Text and `{{field}}` references; each value is percent-encoded when rendered.
-    pub(crate) url: crate::render::Simple,
+    pub(crate) url: Simple,
     pub(crate) method: CallMethod,
     /// The whole call (connect, send, answer read in full) must end within this.
     pub(crate) timeout: std::time::Duration,
@@ -443,7 +445,7 @@ pub struct ArticleSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tpl {
     Literal(String),
-    Simple(crate::render::Simple),
+    Simple(Simple),
     Template(String),
 }
 

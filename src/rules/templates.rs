@@ -458,7 +458,7 @@ mod tests {
     use super::*;
 
     fn registry(templates: &[(&str, &str)]) -> Handlebars<'static> {
-        let mut hb = crate::render::registry();
+        let mut hb = crate::rules::tpl::registry();
         for (name, text) in templates {
             hb.register_template_string(name, text).unwrap();
         }
