@@ -2,15 +2,16 @@
 //! reply as bytes. No crypto, no rules, no actix; WeChat field names live here.
 
 pub mod catalog;
+mod document;
 mod inbound;
 mod outbound;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub use document::{WireError, MAX_DEPTH};
 pub use inbound::{
     find_encrypt, parse_encrypted, parse_encrypted_reply, EncryptedReply, FieldRef, Message,
-    WireError, MAX_DEPTH,
 };
 pub use outbound::{write_encrypted, write_fields, write_reply, Article, Reply, ReplyHeader};
 
