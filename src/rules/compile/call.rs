@@ -106,42 +106,7 @@ pub(super) fn compile_call(
             }
             None
         }
-        Some(late) => {
-            let late_path = format!("{base}.late");
-            let after = match &late.after {
-                None => DEFAULT_LATE_AFTER,
-                Some(a) => duration(c, rule, &format!("{late_path}.after"), &a.0, MAX_LATE_AFTER)
-                    .unwrap_or(DEFAULT_LATE_AFTER),
-            };
-            if after >= timeout {
-                let at = c
-                    .positions
-                    .value(&format!("{late_path}.after"))
-                    .or_else(|| c.positions.key(&late_path));
-                c.error(
-                    Some(rule),
-                    at,
-                    format!(
-                        "`late.after` ({}) must be below the call's `timeout` ({}): the reply goes out late only if the call can still answer",
-                        humantime::format_duration(after),
-                        humantime::format_duration(timeout)
-                    ),
-                );
-            }
-            let reply = late.reply.and_then(|reply| {
-                let at_path = format!("{late_path}.reply");
-                let spec = compile_reply(c, rule, &at_path, reply)?;
-                no_call_in(
-                    c,
-                    rule,
-                    &at_path,
-                    &spec,
-                    "the holding reply goes out before the call has answered",
-                );
-                Some(spec)
-            });
-            Some(Late { after, reply })
-        }
+        Some(late) => Some(compile_late(c, rule, base, *late, timeout)),
     };
     let url = url?;
     (c.errors.len() == errors_before).then(|| {
@@ -156,6 +121,51 @@ pub(super) fn compile_call(
             concurrency,
         })
     })
+}
+
+/// A call's `late`: how long the push waits for the call (`after`, below the call's
+/// `timeout`), and the holding reply, which cannot use `call.…`.
+fn compile_late(
+    c: &mut Compiler<'_>,
+    rule: &str,
+    base: &str,
+    late: RawLate,
+    timeout: Duration,
+) -> Late {
+    let late_path = format!("{base}.late");
+    let after = match &late.after {
+        None => DEFAULT_LATE_AFTER,
+        Some(a) => duration(c, rule, &format!("{late_path}.after"), &a.0, MAX_LATE_AFTER)
+            .unwrap_or(DEFAULT_LATE_AFTER),
+    };
+    if after >= timeout {
+        let at = c
+            .positions
+            .value(&format!("{late_path}.after"))
+            .or_else(|| c.positions.key(&late_path));
+        c.error(
+            Some(rule),
+            at,
+            format!(
+                "`late.after` ({}) must be below the call's `timeout` ({}): the reply goes out late only if the call can still answer",
+                humantime::format_duration(after),
+                humantime::format_duration(timeout)
+            ),
+        );
+    }
+    let reply = late.reply.and_then(|reply| {
+        let at_path = format!("{late_path}.reply");
+        let spec = compile_reply(c, rule, &at_path, reply)?;
+        no_call_in(
+            c,
+            rule,
+            &at_path,
+            &spec,
+            "the holding reply goes out before the call has answered",
+        );
+        Some(spec)
+    });
+    Late { after, reply }
 }
 
 /// A call's URL: text and `{{path}}`s, `http` or `https`, the scheme and host written out.

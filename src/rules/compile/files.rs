@@ -11,6 +11,62 @@ use crate::rules::templates::{self, MAX_TEMPLATE_NESTING};
 use crate::rules::tpl;
 use crate::rules::{Location, RuleError, Tpl};
 
+/// Registers each template file and knows it by name, in the form a reply uses it.
+/// `compiled`: `c.templates` came from a living rule set whose files are these, every one
+/// compiled and checked when that set loaded.
+pub(super) fn register(c: &mut Compiler<'_>, template_files: &[TemplateFile], compiled: bool) {
+    for t in template_files {
+        if compiled {
+            // Compiled and checked when that rule set loaded: every file registered.
+            c.known_templates.insert(t.name.clone(), known_form(t));
+            continue;
+        }
+        if let Some(at) = templates::too_deep(&t.text) {
+            c.errors.push(RuleError {
+                location: Location::new(&t.path, Some(at)),
+                rule: None,
+                message: too_deep_message(),
+            });
+            // Known, so references to it do not also report "not found".
+            c.known_templates
+                .insert(t.name.clone(), Tpl::Template(t.name.clone()));
+            continue;
+        }
+        match c.templates.register_template_string(&t.name, &t.text) {
+            Ok(()) => {
+                c.known_templates.insert(t.name.clone(), known_form(t));
+            }
+            Err(e) => {
+                c.errors.push(RuleError {
+                    location: Location::new(&t.path, e.pos()),
+                    rule: None,
+                    message: format!("template does not compile: {}", template_reason(&e)),
+                });
+                // Known, so references to it do not also report "not found".
+                c.known_templates
+                    .insert(t.name.clone(), Tpl::Template(t.name.clone()));
+            }
+        }
+    }
+}
+
+/// A warning for each template file no rule uses.
+pub(super) fn warn_unused(
+    c: &Compiler<'_>,
+    template_files: &[TemplateFile],
+    warnings: &mut Vec<RuleError>,
+) {
+    for t in template_files {
+        if !c.used_templates.contains(&t.name) {
+            warnings.push(RuleError {
+                location: Location::new(&t.path, None),
+                rule: None,
+                message: format!("template `{}` is not used by any rule", t.name),
+            });
+        }
+    }
+}
+
 /// How a rule renders the template file `t`: a literal or a `Simple` template when it is one
 /// (still registered: handlebars templates may use it as a partial), else by handlebars.
 pub(super) fn known_form(t: &TemplateFile) -> Tpl {

@@ -14,7 +14,6 @@ mod rule;
 mod when;
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,16 +26,10 @@ use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
 use super::schema;
 use super::split::{self, LineIndex};
-use super::templates;
 use super::tpl;
-use super::{Action, LoadError, Loaded, Location, ReplySpec, Rule, RuleError};
-use super::{RuleSet, Sources, Tpl};
-use call::compile_call;
-use check::{check_fields, uses_root};
-use files::{check_partials, known_form, template_reason, too_deep_message};
-use reply::{compile_reply, compile_send, unsendable};
-use rule::{compile_active, MAX_COOLDOWN};
-use when::compile_when;
+use super::{LoadError, Loaded, Location, Rule, RuleError, RuleSet, Sources, Tpl};
+use files::check_partials;
+use rule::Names;
 
 pub(crate) use call::MAX_CALL_TIMEOUT;
 pub(crate) use reply::collect_tpls;
@@ -105,6 +98,35 @@ impl Compiler<'_> {
     }
 }
 
+impl<'a> Compiler<'a> {
+    /// A compiler for the rules file `file`, whose registry starts from `compiled` (the
+    /// template files a living rule set holds compiled) when there is one.
+    fn new(
+        file: &'a Path,
+        positions: LazyPositions<'a>,
+        template_files: &[TemplateFile],
+        compiled: Option<&Handlebars<'static>>,
+    ) -> Compiler<'a> {
+        Compiler {
+            file,
+            positions,
+            templates: compiled.cloned().unwrap_or_else(tpl::registry),
+            known_templates: HashMap::new(),
+            used_templates: HashSet::new(),
+            errors: Vec::new(),
+            inline_count: 0,
+            inline_templates: HashMap::new(),
+            template_files: template_files
+                .iter()
+                .map(|t| (t.name.clone(), t.path.clone()))
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A load, in its steps: the outline pass, typing the rules, the template files, the file's
+/// time zone, each rule, what the templates include; then the rule set.
 fn compile(
     file: &Path,
     source: &str,
@@ -133,54 +155,8 @@ fn compile(
     // Template files a living rule set holds compiled (of another account on the same
     // directory, or the set this load will replace) are not compiled again.
     let (files_key, compiled) = registry::lookup(template_files);
-    let mut c = Compiler {
-        file,
-        positions,
-        templates: compiled.as_deref().cloned().unwrap_or_else(tpl::registry),
-        known_templates: HashMap::new(),
-        used_templates: HashSet::new(),
-        errors: Vec::new(),
-        inline_count: 0,
-        inline_templates: HashMap::new(),
-        template_files: template_files
-            .iter()
-            .map(|t| (t.name.clone(), t.path.clone()))
-            .collect(),
-        warnings: Vec::new(),
-    };
-    for t in template_files {
-        if compiled.is_some() {
-            // Compiled and checked when that rule set loaded: every file registered.
-            c.known_templates.insert(t.name.clone(), known_form(t));
-            continue;
-        }
-        if let Some(at) = templates::too_deep(&t.text) {
-            c.errors.push(RuleError {
-                location: Location::new(&t.path, Some(at)),
-                rule: None,
-                message: too_deep_message(),
-            });
-            // Known, so references to it do not also report "not found".
-            c.known_templates
-                .insert(t.name.clone(), Tpl::Template(t.name.clone()));
-            continue;
-        }
-        match c.templates.register_template_string(&t.name, &t.text) {
-            Ok(()) => {
-                c.known_templates.insert(t.name.clone(), known_form(t));
-            }
-            Err(e) => {
-                c.errors.push(RuleError {
-                    location: Location::new(&t.path, e.pos()),
-                    rule: None,
-                    message: format!("template does not compile: {}", template_reason(&e)),
-                });
-                // Known, so references to it do not also report "not found".
-                c.known_templates
-                    .insert(t.name.clone(), Tpl::Template(t.name.clone()));
-            }
-        }
-    }
+    let mut c = Compiler::new(file, positions, template_files, compiled.as_deref());
+    files::register(&mut c, template_files, compiled.is_some());
 
     let inputs = match parsed {
         Ok(inputs) => inputs,
@@ -190,240 +166,15 @@ fn compile(
             return Err(LoadError(c.errors));
         }
     };
-
-    // The file's time zone, checked once, at its own line.
-    if let Some(tz) = c.positions.timezone() {
-        if jiff::tz::TimeZone::get(tz).is_err() {
-            let at = c.positions.value("timezone");
-            c.error(
-                None,
-                at,
-                format!(
-                    "`timezone`: `{tz}` is not a time zone (an IANA name such as `Asia/Shanghai`)"
-                ),
-            );
-            return Err(LoadError(c.errors));
-        }
+    if !timezone_holds(&mut c) {
+        return Err(LoadError(c.errors));
     }
     let spans = rule_spans(source, &lines, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
-    let mut names: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut names = Names::default();
     for (i, input) in inputs.into_iter().enumerate() {
-        let base = format!("rules[{i}]");
-        let rule_at = c.positions.rule(i);
-        let raw_rule = match input {
-            RuleInput::Typed(r) => r,
-            RuleInput::Failed { name, error: e } => {
-                let path = if e.path == "." {
-                    base.clone()
-                } else {
-                    format!("{base}.{}", e.path)
-                };
-                let at = if let Some(key) = unknown_field_key(&e.message) {
-                    // serde_path_to_error's path may or may not end with the unknown key.
-                    let key_path = if path.ends_with(&format!(".{key}")) {
-                        path.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    c.positions.key(&key_path)
-                } else {
-                    c.positions.value(&path)
-                };
-                c.error(name.as_deref(), at, e.message);
-                continue;
-            }
-        };
-        let fingerprint = {
-            // The rule's own text: a change anywhere in it is a changed rule.
-            let mut h = std::hash::DefaultHasher::new();
-            spans.get(i).hash(&mut h);
-            raw_rule.name.0.hash(&mut h);
-            h.finish()
-        };
-        let name = raw_rule.name.0;
-        if name.trim().is_empty() {
-            c.error(None, rule_at, "rule name is empty".into());
-            continue;
-        }
-        if let Some(first) = names.get(&name) {
-            let first_line = *first;
-            let at = c.positions.value(&format!("{base}.name"));
-            c.error(
-                Some(&name),
-                at,
-                format!("duplicate rule name (first used on line {first_line})"),
-            );
-            continue;
-        }
-        let (line, column) = rule_at.unwrap_or((0, 0));
-        names.insert(name.clone(), line);
-        let errors_before = c.errors.len();
-        let when = compile_when(&mut c, &name, &base, raw_rule.when);
-        let has_call = raw_rule.call.is_some();
-        let action = match (raw_rule.reply, raw_rule.ignore) {
-            (Some(_), true) => {
-                c.error(
-                    Some(&name),
-                    rule_at,
-                    "a rule has either `reply` or `ignore: true`, not both".into(),
-                );
-                None
-            }
-            // A rule with a call and no reply leaves the answer to its service.
-            (None, false) if has_call => Some(Action::Ignore),
-            (None, false) => {
-                c.error(
-                    Some(&name),
-                    rule_at,
-                    "a rule needs `reply` or `ignore: true`".into(),
-                );
-                None
-            }
-            (None, true) => Some(Action::Ignore),
-            (Some(reply), false) => {
-                compile_reply(&mut c, &name, &format!("{base}.reply"), reply).map(Action::Reply)
-            }
-        };
-        if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
-            let at = c.positions.key(&format!("{base}.send"));
-            let why = if raw_rule.ignore {
-                "a rule with `ignore: true` cannot send"
-            } else {
-                "give the rule a `reply` (a rule whose service decides has none of its own)"
-            };
-            c.error(
-                Some(&name),
-                at,
-                format!("`send` goes out after a passive reply: {why}"),
-            );
-        }
-        let send = compile_send(&mut c, &name, &base, raw_rule.send);
-        let call = compile_call(
-            &mut c,
-            &name,
-            &base,
-            raw_rule.call,
-            raw_rule.on_error,
-            raw_rule.late,
-        );
-        // A late call's reply, and its `on_error`, go out through the customer-service API.
-        if let Some(late_call) = call.as_ref().filter(|c| c.late.is_some()) {
-            let reply = match &action {
-                Some(Action::Reply(spec)) => Some((format!("{base}.reply"), spec)),
-                _ => None,
-            };
-            let on_error = late_call
-                .on_error
-                .as_ref()
-                .map(|spec| (format!("{base}.on_error"), spec));
-            let problems: Vec<(String, String)> = reply
-                .into_iter()
-                .chain(on_error)
-                .filter_map(|(path, spec)| unsendable(spec).map(|why| (path, why)))
-                .collect();
-            for (path, why) in problems {
-                let at = c.positions.value(&path);
-                c.error(
-                    Some(&name),
-                    at,
-                    format!("a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; {why}"),
-                );
-            }
-        }
-        if !has_call {
-            let uses_call = match &action {
-                Some(Action::Reply(spec)) => uses_root(&c, spec, "call"),
-                _ => false,
-            };
-            let using: Vec<(String, bool)> =
-                [(format!("{base}.reply"), uses_call)]
-                    .into_iter()
-                    .chain(send.iter().enumerate().map(|(i, spec)| {
-                        (format!("{base}.send[{i}]"), uses_root(&c, spec, "call"))
-                    }))
-                    .collect();
-            for (path, uses) in using {
-                if uses {
-                    let at = c.positions.value(&path);
-                    c.error(
-                        Some(&name),
-                        at,
-                        "`call.…` is the answer of the rule's service, and this rule has no `call`"
-                            .into(),
-                    );
-                }
-            }
-        }
-        if c.errors.len() == errors_before {
-            let mut specs: Vec<(String, &ReplySpec)> = Vec::new();
-            if let Some(Action::Reply(spec)) = &action {
-                specs.push((format!("{base}.reply"), spec));
-            }
-            specs.extend(
-                send.iter()
-                    .enumerate()
-                    .map(|(i, s)| (format!("{base}.send[{i}]"), s)),
-            );
-            if let Some(call) = &call {
-                specs.extend(
-                    call.on_error
-                        .iter()
-                        .map(|s| (format!("{base}.on_error"), s)),
-                );
-                if let Some(late) = &call.late {
-                    specs.extend(late.reply.iter().map(|s| (format!("{base}.late.reply"), s)));
-                }
-            }
-            check_fields(&mut c, &name, &when, &specs);
-        }
-        let cooldown_secs = match &raw_rule.cooldown {
-            None => 0,
-            Some(text) => match duration(
-                &mut c,
-                &name,
-                &format!("{base}.cooldown"),
-                &text.0,
-                MAX_COOLDOWN,
-            ) {
-                Some(d) if d.as_secs() == 0 || d.subsec_nanos() != 0 => {
-                    let at = c.positions.value(&format!("{base}.cooldown"));
-                    c.error(
-                        Some(&name),
-                        at,
-                        "`cooldown` is whole seconds (`30s`, `60m`, `1h`)".into(),
-                    );
-                    0
-                }
-                Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
-                None => 0,
-            },
-        };
-        if cooldown_secs > 0 && matches!(action, Some(Action::Ignore)) && !has_call {
-            let at = c.positions.key(&format!("{base}.cooldown"));
-            c.error(
-                Some(&name),
-                at,
-                "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does".into(),
-            );
-        }
-        let active = raw_rule
-            .active
-            .and_then(|raw| compile_active(&mut c, &name, &base, &raw));
-        if let (Some(action), true) = (action, c.errors.len() == errors_before) {
-            rules.push(Rule {
-                name: name.into(),
-                line,
-                column,
-                fingerprint,
-                when,
-                action,
-                send,
-                call,
-                cooldown_secs,
-                active,
-                last_hit: std::sync::atomic::AtomicU64::new(0),
-            });
+        if let Some(rule) = rule::compile_rule(&mut c, i, input, spans.get(i), &mut names) {
+            rules.push(rule);
         }
     }
 
@@ -431,17 +182,35 @@ fn compile(
     if !c.errors.is_empty() {
         return Err(LoadError(c.errors));
     }
+    Ok(finish(c, source, template_files, files_key, rules))
+}
 
-    let mut warnings = std::mem::take(&mut c.warnings);
-    for t in template_files {
-        if !c.used_templates.contains(&t.name) {
-            warnings.push(RuleError {
-                location: Location::new(&t.path, None),
-                rule: None,
-                message: format!("template `{}` is not used by any rule", t.name),
-            });
-        }
+/// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
+fn timezone_holds(c: &mut Compiler<'_>) -> bool {
+    let Some(tz) = c.positions.timezone() else {
+        return true;
+    };
+    if jiff::tz::TimeZone::get(tz).is_ok() {
+        return true;
     }
+    let message =
+        format!("`timezone`: `{tz}` is not a time zone (an IANA name such as `Asia/Shanghai`)");
+    let at = c.positions.value("timezone");
+    c.error(None, at, message);
+    false
+}
+
+/// The rule set of a load without errors, with its warnings: the rules indexed, the
+/// templates split into the files' share and the rules' own, and the digests.
+fn finish(
+    mut c: Compiler<'_>,
+    source: &str,
+    template_files: &[TemplateFile],
+    files_key: registry::Key,
+    rules: Vec<Rule>,
+) -> Loaded {
+    let mut warnings = std::mem::take(&mut c.warnings);
+    files::warn_unused(&c, template_files, &mut warnings);
 
     let mut templates = Sha1::new();
     for t in template_files {
@@ -460,7 +229,7 @@ fn compile(
     let index = Index::build(&rules);
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
     let templates = Registry::new(c.templates, template_files, files_key, &inline);
-    Ok(Loaded {
+    Loaded {
         rules: RuleSet {
             rules,
             index,
@@ -470,7 +239,7 @@ fn compile(
             template_count: template_files.len(),
         },
         warnings,
-    })
+    }
 }
 
 /// One rule as read from the file: typed, or the reason it is not (with its name when
@@ -536,12 +305,6 @@ fn rule_spans<'a>(
 /// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.
 fn short_hex(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The key named in serde's "unknown field `x`, expected …".
-fn unknown_field_key(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
 }
 
 /// A duration such as `2s`, `800ms` or `1m 30s`, above zero and at most `max`.

@@ -1,14 +1,333 @@
-//! The parts of a rule that are its own: its `active` window and its `cooldown`. No IO;
-//! every problem is an error at its key.
+//! One rule of the file → `Rule`: its name (present, unique), its `reply` or `ignore`, the
+//! rules that tie its parts together (`send` after a passive reply, what a `late` call may
+//! send, `call.…` only with a `call`), its `cooldown` and its `active` window; `when`,
+//! replies and `call` are their own files'. Every problem is an error; no IO.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use super::Compiler;
-use crate::rules::active;
-use crate::rules::schema;
+use super::call::compile_call;
+use super::check::{check_fields, uses_root};
+use super::reply::{compile_reply, compile_send, unsendable};
+use super::when::compile_when;
+use super::{duration, Compiler, RuleInput};
+use crate::rules::schema::{self, RawReply, RawRule, Scalar};
+use crate::rules::{active, Action, Call, ReplySpec, Rule};
+
+/// The rules' names seen so far, each with the line where it is first used.
+pub(super) type Names = HashMap<String, usize, foldhash::fast::RandomState>;
+
+/// Compiles rule `i` of the file (`span`: its text), recording every problem in `c`;
+/// `None` when it has any.
+pub(super) fn compile_rule(
+    c: &mut Compiler<'_>,
+    i: usize,
+    input: RuleInput,
+    span: Option<&&str>,
+    names: &mut Names,
+) -> Option<Rule> {
+    let base = format!("rules[{i}]");
+    let rule_at = c.positions.rule(i);
+    let raw_rule = typed(c, &base, input)?;
+    let fingerprint = {
+        // The rule's own text: a change anywhere in it is a changed rule.
+        let mut h = std::hash::DefaultHasher::new();
+        span.hash(&mut h);
+        raw_rule.name.0.hash(&mut h);
+        h.finish()
+    };
+    let name = raw_rule.name.0;
+    if name.trim().is_empty() {
+        c.error(None, rule_at, "rule name is empty".into());
+        return None;
+    }
+    if let Some(first) = names.get(&name) {
+        let first_line = *first;
+        let at = c.positions.value(&format!("{base}.name"));
+        c.error(
+            Some(&name),
+            at,
+            format!("duplicate rule name (first used on line {first_line})"),
+        );
+        return None;
+    }
+    let (line, column) = rule_at.unwrap_or((0, 0));
+    names.insert(name.clone(), line);
+    let errors_before = c.errors.len();
+    let when = compile_when(c, &name, &base, raw_rule.when);
+    let has_call = raw_rule.call.is_some();
+    let action = compile_action(
+        c,
+        &name,
+        &base,
+        rule_at,
+        raw_rule.reply,
+        raw_rule.ignore,
+        has_call,
+    );
+    if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
+        let at = c.positions.key(&format!("{base}.send"));
+        let why = if raw_rule.ignore {
+            "a rule with `ignore: true` cannot send"
+        } else {
+            "give the rule a `reply` (a rule whose service decides has none of its own)"
+        };
+        c.error(
+            Some(&name),
+            at,
+            format!("`send` goes out after a passive reply: {why}"),
+        );
+    }
+    let send = compile_send(c, &name, &base, raw_rule.send);
+    let call = compile_call(
+        c,
+        &name,
+        &base,
+        raw_rule.call,
+        raw_rule.on_error,
+        raw_rule.late,
+    );
+    check_late_replies(c, &name, &base, action.as_ref(), call.as_deref());
+    if !has_call {
+        check_no_call(c, &name, &base, action.as_ref(), &send);
+    }
+    if c.errors.len() == errors_before {
+        check_templates(
+            c,
+            &name,
+            &base,
+            &when,
+            action.as_ref(),
+            &send,
+            call.as_deref(),
+        );
+    }
+    let cooldown_secs = compile_cooldown(c, &name, &base, raw_rule.cooldown.as_ref());
+    if cooldown_secs > 0 && matches!(action, Some(Action::Ignore)) && !has_call {
+        let at = c.positions.key(&format!("{base}.cooldown"));
+        c.error(
+            Some(&name),
+            at,
+            "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does"
+                .into(),
+        );
+    }
+    let active = raw_rule
+        .active
+        .and_then(|raw| compile_active(c, &name, &base, &raw));
+    let (Some(action), true) = (action, c.errors.len() == errors_before) else {
+        return None;
+    };
+    Some(Rule {
+        name: name.into(),
+        line,
+        column,
+        fingerprint,
+        when,
+        action,
+        send,
+        call,
+        cooldown_secs,
+        active,
+        last_hit: std::sync::atomic::AtomicU64::new(0),
+    })
+}
+
+/// The rule as typed, or `None` with the error of a rule that does not type, at the key or
+/// value serde names.
+fn typed(c: &mut Compiler<'_>, base: &str, input: RuleInput) -> Option<RawRule> {
+    match input {
+        RuleInput::Typed(r) => Some(r),
+        RuleInput::Failed { name, error: e } => {
+            let path = if e.path == "." {
+                base.to_owned()
+            } else {
+                format!("{base}.{}", e.path)
+            };
+            let at = if let Some(key) = unknown_field_key(&e.message) {
+                // serde_path_to_error's path may or may not end with the unknown key.
+                let key_path = if path.ends_with(&format!(".{key}")) {
+                    path.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                c.positions.key(&key_path)
+            } else {
+                c.positions.value(&path)
+            };
+            c.error(name.as_deref(), at, e.message);
+            None
+        }
+    }
+}
+
+/// The key named in serde's "unknown field `x`, expected …".
+fn unknown_field_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// What the rule does: its `reply`, or nothing (`ignore: true`, or a `call` whose service
+/// decides); `None` when that is not clear or the reply has errors.
+fn compile_action(
+    c: &mut Compiler<'_>,
+    name: &str,
+    base: &str,
+    rule_at: Option<(usize, usize)>,
+    reply: Option<RawReply>,
+    ignore: bool,
+    has_call: bool,
+) -> Option<Action> {
+    match (reply, ignore) {
+        (Some(_), true) => {
+            c.error(
+                Some(name),
+                rule_at,
+                "a rule has either `reply` or `ignore: true`, not both".into(),
+            );
+            None
+        }
+        // A rule with a call and no reply leaves the answer to its service.
+        (None, false) if has_call => Some(Action::Ignore),
+        (None, false) => {
+            c.error(
+                Some(name),
+                rule_at,
+                "a rule needs `reply` or `ignore: true`".into(),
+            );
+            None
+        }
+        (None, true) => Some(Action::Ignore),
+        (Some(reply), false) => {
+            compile_reply(c, name, &format!("{base}.reply"), reply).map(Action::Reply)
+        }
+    }
+}
+
+/// A late call's reply, and its `on_error`, go out through the customer-service API: each
+/// must be one it carries.
+fn check_late_replies(
+    c: &mut Compiler<'_>,
+    name: &str,
+    base: &str,
+    action: Option<&Action>,
+    call: Option<&Call>,
+) {
+    let Some(late_call) = call.filter(|c| c.late.is_some()) else {
+        return;
+    };
+    let reply = match action {
+        Some(Action::Reply(spec)) => Some((format!("{base}.reply"), spec)),
+        _ => None,
+    };
+    let on_error = late_call
+        .on_error
+        .as_ref()
+        .map(|spec| (format!("{base}.on_error"), spec));
+    let problems: Vec<(String, String)> = reply
+        .into_iter()
+        .chain(on_error)
+        .filter_map(|(path, spec)| unsendable(spec).map(|why| (path, why)))
+        .collect();
+    for (path, why) in problems {
+        let at = c.positions.value(&path);
+        c.error(
+            Some(name),
+            at,
+            format!("a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; {why}"),
+        );
+    }
+}
+
+/// A rule without a `call` has no service's answer: its reply and `send` cannot use
+/// `call.…`.
+fn check_no_call(
+    c: &mut Compiler<'_>,
+    name: &str,
+    base: &str,
+    action: Option<&Action>,
+    send: &[ReplySpec],
+) {
+    let uses_call = match action {
+        Some(Action::Reply(spec)) => uses_root(c, spec, "call"),
+        _ => false,
+    };
+    let using: Vec<(String, bool)> = [(format!("{base}.reply"), uses_call)]
+        .into_iter()
+        .chain(
+            send.iter()
+                .enumerate()
+                .map(|(i, spec)| (format!("{base}.send[{i}]"), uses_root(c, spec, "call"))),
+        )
+        .collect();
+    for (path, uses) in using {
+        if uses {
+            let at = c.positions.value(&path);
+            c.error(
+                Some(name),
+                at,
+                "`call.…` is the answer of the rule's service, and this rule has no `call`".into(),
+            );
+        }
+    }
+}
+
+/// Holds every template of the rule's replies (`reply`, `send`, `on_error`, `late.reply`) to
+/// what the rule can see (`check_fields`).
+fn check_templates(
+    c: &mut Compiler<'_>,
+    name: &str,
+    base: &str,
+    when: &crate::rules::Criteria,
+    action: Option<&Action>,
+    send: &[ReplySpec],
+    call: Option<&Call>,
+) {
+    let mut specs: Vec<(String, &ReplySpec)> = Vec::new();
+    if let Some(Action::Reply(spec)) = action {
+        specs.push((format!("{base}.reply"), spec));
+    }
+    specs.extend(
+        send.iter()
+            .enumerate()
+            .map(|(i, s)| (format!("{base}.send[{i}]"), s)),
+    );
+    if let Some(call) = call {
+        specs.extend(
+            call.on_error
+                .iter()
+                .map(|s| (format!("{base}.on_error"), s)),
+        );
+        if let Some(late) = &call.late {
+            specs.extend(late.reply.iter().map(|s| (format!("{base}.late.reply"), s)));
+        }
+    }
+    check_fields(c, name, when, &specs);
+}
+
+/// A rule's `cooldown:` in whole seconds; 0 for none, or when it has errors.
+fn compile_cooldown(c: &mut Compiler<'_>, name: &str, base: &str, raw: Option<&Scalar>) -> u32 {
+    match raw {
+        None => 0,
+        Some(text) => match duration(c, name, &format!("{base}.cooldown"), &text.0, MAX_COOLDOWN) {
+            Some(d) if d.as_secs() == 0 || d.subsec_nanos() != 0 => {
+                let at = c.positions.value(&format!("{base}.cooldown"));
+                c.error(
+                    Some(name),
+                    at,
+                    "`cooldown` is whole seconds (`30s`, `60m`, `1h`)".into(),
+                );
+                0
+            }
+            Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            None => 0,
+        },
+    }
+}
 
 /// A rule's `active:` window, in its own `timezone`, the file's, or Asia/Shanghai.
-pub(super) fn compile_active(
+fn compile_active(
     c: &mut Compiler<'_>,
     rule: &str,
     base: &str,
