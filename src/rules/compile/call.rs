@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::at::{At, Key};
 use super::check::no_call_in;
 use super::reply::compile_reply;
 use super::{duration, Compiler};
@@ -28,76 +29,67 @@ pub(crate) const MAX_CALL_CONCURRENCY: u32 = 10_000;
 /// A rule's `call`, with its `on_error` and `late`. Each problem is an error naming the key.
 pub(super) fn compile_call(
     c: &mut Compiler<'_>,
-    rule: &str,
-    base: &str,
+    rule: At<'_>,
     raw: Option<Box<RawCall>>,
     on_error: Option<RawReply>,
     late: Option<Box<RawLate>>,
 ) -> Option<Box<Call>> {
     let Some(raw) = raw else {
-        for (key, given) in [("on_error", on_error.is_some()), ("late", late.is_some())] {
+        for (key, given) in [
+            (Key::OnError, on_error.is_some()),
+            (Key::Late, late.is_some()),
+        ] {
             if given {
-                let at = c.positions.key(&format!("{base}.{key}"));
-                c.error(
-                    Some(rule),
-                    at,
-                    format!("`{key}` goes with a `call`, and this rule has none"),
+                c.error_at_key(
+                    rule.field(key),
+                    format!(
+                        "`{}` goes with a `call`, and this rule has none",
+                        key.as_str()
+                    ),
                 );
             }
         }
         return None;
     };
     let errors_before = c.errors.len();
-    let path = format!("{base}.call");
-    let url = compile_url(c, rule, &format!("{path}.url"), &raw.url.0);
+    let at = rule.field(Key::Call);
+    let url = compile_url(c, at.key("url"), &raw.url.0);
     let method = match raw.method.as_ref().map(|m| m.0.to_ascii_uppercase()) {
         None => CallMethod::Post,
         Some(m) if m == "POST" => CallMethod::Post,
         Some(m) if m == "GET" => CallMethod::Get,
         Some(_) => {
-            let at = c.positions.value(&format!("{path}.method"));
-            c.error(
-                Some(rule),
-                at,
+            c.error_at(
+                at.key("method"),
                 "a call's `method` is `POST` or `GET`".into(),
             );
             CallMethod::Post
         }
     };
+    let timeout_at = at.key("timeout");
     let timeout = match &raw.timeout {
         None => DEFAULT_CALL_TIMEOUT,
-        Some(t) => duration(c, rule, &format!("{path}.timeout"), &t.0, MAX_CALL_TIMEOUT)
-            .unwrap_or(DEFAULT_CALL_TIMEOUT),
+        Some(t) => duration(c, timeout_at, &t.0, MAX_CALL_TIMEOUT).unwrap_or(DEFAULT_CALL_TIMEOUT),
     };
-    let headers = compile_headers(c, rule, &format!("{path}.headers"), &raw.headers);
+    let headers = compile_headers(c, at.key("headers"), &raw.headers);
     let concurrency = raw.concurrency.unwrap_or(DEFAULT_CALL_CONCURRENCY);
     if !(1..=MAX_CALL_CONCURRENCY).contains(&concurrency) {
-        let at = c.positions.value(&format!("{path}.concurrency"));
-        c.error(
-            Some(rule),
-            at,
+        c.error_at(
+            at.key("concurrency"),
             format!("a call's `concurrency` is 1 to {MAX_CALL_CONCURRENCY}"),
         );
     }
     let on_error = on_error.and_then(|reply| {
-        let at_path = format!("{base}.on_error");
-        let spec = compile_reply(c, rule, &at_path, reply)?;
-        no_call_in(
-            c,
-            rule,
-            &at_path,
-            &spec,
-            "`on_error` answers when the call failed",
-        );
+        let at = rule.field(Key::OnError);
+        let spec = compile_reply(c, at, reply)?;
+        no_call_in(c, at, &spec, "`on_error` answers when the call failed");
         Some(spec)
     });
     let late = match late {
         None => {
             if timeout > PASSIVE_BUDGET && raw.timeout.is_some() {
-                let at = c.positions.value(&format!("{path}.timeout"));
-                c.error(
-                    Some(rule),
-                    at,
+                c.error_at(
+                    timeout_at,
                     format!(
                         "a call without `late` must answer within the passive budget ({}): give a shorter `timeout`, or `late:` to answer a slower service through the customer-service API",
                         humantime::format_duration(PASSIVE_BUDGET)
@@ -106,7 +98,7 @@ pub(super) fn compile_call(
             }
             None
         }
-        Some(late) => Some(compile_late(c, rule, base, *late, timeout)),
+        Some(late) => Some(compile_late(c, rule, *late, timeout)),
     };
     let url = url?;
     (c.errors.len() == errors_before).then(|| {
@@ -125,27 +117,18 @@ pub(super) fn compile_call(
 
 /// A call's `late`: how long the push waits for the call (`after`, below the call's
 /// `timeout`), and the holding reply, which cannot use `call.…`.
-fn compile_late(
-    c: &mut Compiler<'_>,
-    rule: &str,
-    base: &str,
-    late: RawLate,
-    timeout: Duration,
-) -> Late {
-    let late_path = format!("{base}.late");
+fn compile_late(c: &mut Compiler<'_>, rule: At<'_>, late: RawLate, timeout: Duration) -> Late {
+    let at = rule.field(Key::Late);
+    let after_at = at.key("after");
     let after = match &late.after {
         None => DEFAULT_LATE_AFTER,
-        Some(a) => duration(c, rule, &format!("{late_path}.after"), &a.0, MAX_LATE_AFTER)
-            .unwrap_or(DEFAULT_LATE_AFTER),
+        Some(a) => duration(c, after_at, &a.0, MAX_LATE_AFTER).unwrap_or(DEFAULT_LATE_AFTER),
     };
     if after >= timeout {
-        let at = c
-            .positions
-            .value(&format!("{late_path}.after"))
-            .or_else(|| c.positions.key(&late_path));
+        let position = c.value_at(after_at).or_else(|| c.key_at(at));
         c.error(
-            Some(rule),
-            at,
+            Some(rule.rule_name()),
+            position,
             format!(
                 "`late.after` ({}) must be below the call's `timeout` ({}): the reply goes out late only if the call can still answer",
                 humantime::format_duration(after),
@@ -154,12 +137,11 @@ fn compile_late(
         );
     }
     let reply = late.reply.and_then(|reply| {
-        let at_path = format!("{late_path}.reply");
-        let spec = compile_reply(c, rule, &at_path, reply)?;
+        let at = rule.field(Key::LateReply);
+        let spec = compile_reply(c, at, reply)?;
         no_call_in(
             c,
-            rule,
-            &at_path,
+            at,
             &spec,
             "the holding reply goes out before the call has answered",
         );
@@ -169,10 +151,9 @@ fn compile_late(
 }
 
 /// A call's URL: text and `{{path}}`s, `http` or `https`, the scheme and host written out.
-fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Option<Simple> {
+fn compile_url(c: &mut Compiler<'_>, at: At<'_>, text: &str) -> Option<Simple> {
     let fail = |c: &mut Compiler<'_>, message: String| {
-        let at = c.positions.value(path);
-        c.error(Some(rule), at, message);
+        c.error_at(at, message);
         None
     };
     let Some(simple) = tpl::parse_simple(text) else {
@@ -217,17 +198,14 @@ fn compile_url(c: &mut Compiler<'_>, rule: &str, path: &str, text: &str) -> Opti
 /// never put in an error: they may be credentials.
 fn compile_headers(
     c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
+    at: At<'_>,
     raw: &BTreeMap<String, schema::Scalar>,
 ) -> Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
     let mut headers = Vec::with_capacity(raw.len());
     for (name, value) in raw {
-        let key_path = format!("{path}.{name}");
+        let at = at.key(name);
         let Ok(header) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
-            let at = c.positions.key(&key_path);
-            c.error(
-                Some(rule),
+            c.error_at_key(
                 at,
                 format!("`{}` is not a header name", name.escape_debug()),
             );
@@ -236,8 +214,7 @@ fn compile_headers(
         let expanded = match expand_env(&value.0, |var| std::env::var(var).ok()) {
             Ok(expanded) => expanded,
             Err(why) => {
-                let at = c.positions.value(&key_path);
-                c.error(Some(rule), at, format!("header `{header}`: {why}"));
+                c.error_at(at, format!("header `{header}`: {why}"));
                 continue;
             }
         };
@@ -247,9 +224,7 @@ fn compile_headers(
                 headers.push((header, v));
             }
             Err(_) => {
-                let at = c.positions.value(&key_path);
-                c.error(
-                    Some(rule),
+                c.error_at(
                     at,
                     format!("header `{header}`: the value (after `${{VAR}}`s) is not a valid header value (visible ASCII)"),
                 );

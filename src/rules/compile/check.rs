@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use super::at::At;
 use super::reply::collect_tpls;
 use super::Compiler;
 use crate::rules::fields;
@@ -12,13 +13,9 @@ use crate::rules::templates;
 use crate::rules::{Location, ReplySpec, RuleError, Tpl};
 
 /// Holds each template of a rule's replies to the fields of the messages the rule can match
-/// (`rules::fields`), and its `captures.…` to the groups of its regexes.
-pub(super) fn check_fields(
-    c: &mut Compiler<'_>,
-    rule: &str,
-    when: &Criteria,
-    specs: &[(String, &ReplySpec)],
-) {
+/// (`rules::fields`), and its `captures.…` to the groups of its regexes. `specs`: each reply
+/// of the rule, with its place.
+pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'_>, &ReplySpec)]) {
     let kinds = fields::matchable(when);
     let mut groups: Option<(Vec<String>, usize)> = None;
     // One error per place and message, however many strings of the rule share a template.
@@ -69,7 +66,7 @@ pub(super) fn check_fields(
                 let (location, at) = match file_path {
                     Some(file_path) => (Location::new(file_path, used.at), used.at),
                     None => {
-                        let at = c.positions.value(path);
+                        let at = c.value_at(*path);
                         (Location::new(c.file, at), at)
                     }
                 };
@@ -77,7 +74,7 @@ pub(super) fn check_fields(
                 if reported.insert(key) {
                     c.errors.push(RuleError {
                         location,
-                        rule: Some(rule.to_owned()),
+                        rule: Some(path.rule_name().to_owned()),
                         message,
                     });
                 }
@@ -160,20 +157,9 @@ fn capture_problem(parts: &[String], names: &[String], count: usize) -> Option<S
 }
 
 /// An error when `spec` uses `call.…`, which it cannot see.
-pub(super) fn no_call_in(
-    c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
-    spec: &ReplySpec,
-    why: &str,
-) {
+pub(super) fn no_call_in(c: &mut Compiler<'_>, at: At<'_>, spec: &ReplySpec, why: &str) {
     if uses_root(c, spec, "call") {
-        let at = c.positions.value(path);
-        c.error(
-            Some(rule),
-            at,
-            format!("{why}: its templates cannot use `call.…`"),
-        );
+        c.error_at(at, format!("{why}: its templates cannot use `call.…`"));
     }
 }
 

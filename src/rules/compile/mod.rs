@@ -6,6 +6,7 @@
 //! `on_error`, `late`), `check` (what templates may reference), `rule` (the rest of a
 //! rule), `files` (template files). No IO but `load`'s reads, through `rules::read`.
 
+mod at;
 mod call;
 mod check;
 mod files;
@@ -28,6 +29,7 @@ use super::schema;
 use super::split::{self, LineIndex};
 use super::tpl;
 use super::{LoadError, Loaded, Location, Rule, RuleError, RuleSet, Sources, Tpl};
+use at::At;
 use files::check_partials;
 use rule::Names;
 
@@ -95,6 +97,28 @@ impl Compiler<'_> {
             rule: rule.map(str::to_owned),
             message,
         });
+    }
+
+    /// An error of `at`'s rule, at the value `at` names.
+    fn error_at(&mut self, at: At<'_>, message: String) {
+        let position = self.value_at(at);
+        self.error(Some(at.rule_name()), position, message);
+    }
+
+    /// An error of `at`'s rule, at the key that names `at`.
+    fn error_at_key(&mut self, at: At<'_>, message: String) {
+        let position = self.key_at(at);
+        self.error(Some(at.rule_name()), position, message);
+    }
+
+    /// Where the value at `at` is written, or its nearest ancestor's.
+    fn value_at(&self, at: At<'_>) -> Option<(usize, usize)> {
+        self.positions.value(&at.to_string())
+    }
+
+    /// Where the key that names `at` is written, else as `value_at`.
+    fn key_at(&self, at: At<'_>) -> Option<(usize, usize)> {
+        self.positions.key(&at.to_string())
     }
 }
 
@@ -308,22 +332,15 @@ fn short_hex(bytes: &[u8]) -> String {
 }
 
 /// A duration such as `2s`, `800ms` or `1m 30s`, above zero and at most `max`.
-fn duration(
-    c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
-    text: &str,
-    max: Duration,
-) -> Option<Duration> {
+fn duration(c: &mut Compiler<'_>, at: At<'_>, text: &str, max: Duration) -> Option<Duration> {
     let problem = match humantime::parse_duration(text.trim()) {
         Ok(d) if d.is_zero() => "must be above zero".to_owned(),
         Ok(d) if d > max => format!("is at most {}", humantime::format_duration(max)),
         Ok(d) => return Some(d),
         Err(e) => format!("is a duration such as `2s` or `800ms` ({e})"),
     };
-    let at = c.positions.value(path);
-    let key = path.rsplit('.').next().unwrap_or(path);
-    c.error(Some(rule), at, format!("`{key}` {problem}"));
+    let key = at.last_key();
+    c.error_at(at, format!("`{key}` {problem}"));
     None
 }
 

@@ -2,6 +2,7 @@
 //! and each of its strings as a literal, a `Simple` template, a compiled inline template or
 //! a template file's. Every problem is an error at its value; nothing here renders.
 
+use super::at::{At, Key};
 use super::files::{fast_form, template_reason, too_deep_message};
 use super::Compiler;
 use crate::rules::schema::{RawArticle, RawReply, RawReplyKind, RawStr, REPLY_KINDS};
@@ -11,10 +12,10 @@ use crate::rules::{ArticleSpec, MusicSpec, ReplySpec, Tpl, VideoSpec};
 /// WeChat accepts at most 8 articles in one news reply.
 pub const MAX_ARTICLES: usize = 8;
 
+/// The reply at `at`, each of its strings at its own key; `None` when it has errors.
 pub(super) fn compile_reply(
     c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
+    at: At<'_>,
     reply: RawReply,
 ) -> Option<ReplySpec> {
     // Every failure below records an error, so the count tells whether this reply is good.
@@ -22,42 +23,40 @@ pub(super) fn compile_reply(
     let reply = match reply.kind() {
         Ok(kind) => kind,
         Err(n) => {
-            let at = c.positions.value(path);
             let given = if n == 0 { "none" } else { "several" };
-            c.error(
-                Some(rule),
+            c.error_at(
                 at,
                 format!("a reply takes exactly one of {REPLY_KINDS}; {given} given"),
             );
             return None;
         }
     };
-    let s = |c: &mut Compiler<'_>, key: &str, raw: Option<RawStr>| -> Tpl {
-        raw.and_then(|raw| compile_str(c, rule, &format!("{path}.{key}"), raw))
-            .unwrap_or(Tpl::Literal(String::new()))
-    };
+    let s = string;
     let spec = match reply {
-        RawReplyKind::Text(t) => ReplySpec::Text(s(c, "text", Some(t))),
-        RawReplyKind::Image(m) => ReplySpec::Image(s(c, "image.media_id", Some(m.media_id))),
-        RawReplyKind::Voice(m) => ReplySpec::Voice(s(c, "voice.media_id", Some(m.media_id))),
+        RawReplyKind::Text(t) => ReplySpec::Text(s(c, at.key("text"), Some(t))),
+        RawReplyKind::Image(m) => {
+            ReplySpec::Image(s(c, at.key("image.media_id"), Some(m.media_id)))
+        }
+        RawReplyKind::Voice(m) => {
+            ReplySpec::Voice(s(c, at.key("voice.media_id"), Some(m.media_id)))
+        }
         RawReplyKind::Video(v) => ReplySpec::Video(Box::new(VideoSpec {
-            media_id: s(c, "video.media_id", Some(v.media_id)),
-            title: s(c, "video.title", v.title),
-            description: s(c, "video.description", v.description),
+            media_id: s(c, at.key("video.media_id"), Some(v.media_id)),
+            title: s(c, at.key("video.title"), v.title),
+            description: s(c, at.key("video.description"), v.description),
         })),
         RawReplyKind::Music(m) => ReplySpec::Music(Box::new(MusicSpec {
-            title: s(c, "music.title", m.title),
-            description: s(c, "music.description", m.description),
-            music_url: s(c, "music.music_url", m.music_url),
-            hq_music_url: s(c, "music.hq_music_url", m.hq_music_url),
-            thumb_media_id: s(c, "music.thumb_media_id", Some(m.thumb_media_id)),
+            title: s(c, at.key("music.title"), m.title),
+            description: s(c, at.key("music.description"), m.description),
+            music_url: s(c, at.key("music.music_url"), m.music_url),
+            hq_music_url: s(c, at.key("music.hq_music_url"), m.hq_music_url),
+            thumb_media_id: s(c, at.key("music.thumb_media_id"), Some(m.thumb_media_id)),
         })),
         RawReplyKind::News(articles) => {
+            let news = at.key("news");
             if articles.is_empty() || articles.len() > MAX_ARTICLES {
-                let at = c.positions.value(&format!("{path}.news"));
-                c.error(
-                    Some(rule),
-                    at,
+                c.error_at(
+                    news,
                     format!(
                         "a news reply has 1 to {MAX_ARTICLES} articles, this one has {}",
                         articles.len()
@@ -67,11 +66,14 @@ pub(super) fn compile_reply(
             let specs = articles
                 .into_iter()
                 .enumerate()
-                .map(|(i, a): (usize, RawArticle)| ArticleSpec {
-                    title: s(c, &format!("news[{i}].title"), Some(a.title)),
-                    description: s(c, &format!("news[{i}].description"), a.description),
-                    pic_url: s(c, &format!("news[{i}].pic_url"), a.pic_url),
-                    url: s(c, &format!("news[{i}].url"), a.url),
+                .map(|(i, a): (usize, RawArticle)| {
+                    let article = news.index(i);
+                    ArticleSpec {
+                        title: s(c, article.key("title"), Some(a.title)),
+                        description: s(c, article.key("description"), a.description),
+                        pic_url: s(c, article.key("pic_url"), a.pic_url),
+                        url: s(c, article.key("url"), a.url),
+                    }
                 })
                 .collect();
             ReplySpec::News(specs)
@@ -79,20 +81,18 @@ pub(super) fn compile_reply(
         RawReplyKind::TransferCustomerService(t) => {
             let account = t
                 .kf_account
-                .map(|a| s(c, "transfer_customer_service.kf_account", Some(a)));
+                .map(|a| s(c, at.key("transfer_customer_service.kf_account"), Some(a)));
             ReplySpec::TransferCustomerService(account)
         }
         RawReplyKind::OneOf(choices) => {
+            let one_of = at.key("one_of");
             if choices.is_empty() {
-                let at = c.positions.value(&format!("{path}.one_of"));
-                c.error(Some(rule), at, "`one_of` needs at least one reply".into());
+                c.error_at(one_of, "`one_of` needs at least one reply".into());
             }
             let specs = choices
                 .into_iter()
                 .enumerate()
-                .filter_map(|(i, choice)| {
-                    compile_reply(c, rule, &format!("{path}.one_of[{i}]"), choice)
-                })
+                .filter_map(|(i, choice)| compile_reply(c, one_of.index(i), choice))
                 .collect();
             ReplySpec::OneOf(specs)
         }
@@ -100,23 +100,27 @@ pub(super) fn compile_reply(
     (c.errors.len() == errors_before).then_some(spec)
 }
 
+/// A reply's string at `at`, when it has one; else the empty string.
+fn string(c: &mut Compiler<'_>, at: At<'_>, raw: Option<RawStr>) -> Tpl {
+    raw.and_then(|raw| compile_str(c, at, raw))
+        .unwrap_or(Tpl::Literal(String::new()))
+}
+
 /// A rule's `send:` list: replies the customer-service API can carry.
 pub(super) fn compile_send(
     c: &mut Compiler<'_>,
-    rule: &str,
-    base: &str,
+    rule: At<'_>,
     raw: Vec<RawReply>,
 ) -> Box<[ReplySpec]> {
     let mut specs = Vec::with_capacity(raw.len());
+    let send = rule.field(Key::Send);
     for (i, reply) in raw.into_iter().enumerate() {
-        let path = format!("{base}.send[{i}]");
-        let Some(spec) = compile_reply(c, rule, &path, reply) else {
+        let at = send.index(i);
+        let Some(spec) = compile_reply(c, at, reply) else {
             continue;
         };
         if let Some(why) = unsendable(&spec) {
-            let at = c.positions.value(&path);
-            c.error(
-                Some(rule),
+            c.error_at(
                 at,
                 format!(
                     "`send` takes text, image, voice, video, music or news of one article; {why}"
@@ -147,23 +151,22 @@ pub(super) fn unsendable(spec: &ReplySpec) -> Option<String> {
 /// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
 /// references fields, else a compiled handlebars template; a
 /// `{ template: NAME }` must name a file of the templates directory.
-fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Option<Tpl> {
+fn compile_str(c: &mut Compiler<'_>, at: At<'_>, raw: RawStr) -> Option<Tpl> {
     match raw {
         RawStr::Inline(text) => {
             if let Some(fast) = fast_form(&text.0) {
                 return Some(fast);
             }
             if let Some((l, col)) = templates::too_deep(&text.0) {
-                let at = c.positions.value(path);
                 let message = format!("{} (template line {l}, column {col})", too_deep_message());
-                c.error(Some(rule), at, message);
+                c.error_at(at, message);
                 return None;
             }
             // Named after its rule; never the name of a file (`welcome#1.hbs` may exist),
             // which it would replace.
             let name = loop {
                 c.inline_count += 1;
-                let name = format!("{rule}#{}", c.inline_count);
+                let name = format!("{}#{}", at.rule_name(), c.inline_count);
                 if !c.template_files.contains_key(&name) {
                     break name;
                 }
@@ -171,17 +174,15 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
             match c.templates.register_template_string(&name, &text.0) {
                 Ok(()) => {
                     c.inline_templates
-                        .insert(name.clone(), (rule.to_owned(), path.to_owned()));
+                        .insert(name.clone(), (at.rule_name().to_owned(), at.to_string()));
                     Some(Tpl::Template(name))
                 }
                 Err(e) => {
-                    let at = c.positions.value(path);
                     let within = e
                         .pos()
                         .map(|(l, col)| format!(" (template line {l}, column {col})"))
                         .unwrap_or_default();
-                    c.error(
-                        Some(rule),
+                    c.error_at(
                         at,
                         format!("template does not compile: {}{within}", template_reason(&e)),
                     );
@@ -195,10 +196,8 @@ fn compile_str(c: &mut Compiler<'_>, rule: &str, path: &str, raw: RawStr) -> Opt
                 c.used_templates.insert(r.template);
                 Some(tpl)
             } else {
-                let at = c.positions.value(&format!("{path}.template"));
-                c.error(
-                    Some(rule),
-                    at,
+                c.error_at(
+                    at.key("template"),
                     format!(
                         "template `{}` not found (no file {}.hbs in the templates directory)",
                         r.template, r.template

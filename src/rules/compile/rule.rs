@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use super::at::{At, Key};
 use super::call::compile_call;
 use super::check::{check_fields, uses_root};
 use super::reply::{compile_reply, compile_send, unsendable};
 use super::when::compile_when;
 use super::{duration, Compiler, RuleInput};
 use crate::rules::schema::{self, RawReply, RawRule, Scalar};
-use crate::rules::{active, Action, Call, ReplySpec, Rule};
+use crate::rules::{active, Action, Call, Criteria, ReplySpec, Rule};
 
 /// The rules' names seen so far, each with the line where it is first used.
 pub(super) type Names = HashMap<String, usize, foldhash::fast::RandomState>;
@@ -27,9 +28,8 @@ pub(super) fn compile_rule(
     span: Option<&&str>,
     names: &mut Names,
 ) -> Option<Rule> {
-    let base = format!("rules[{i}]");
-    let rule_at = c.positions.rule(i);
-    let raw_rule = typed(c, &base, input)?;
+    let start = c.positions.rule(i);
+    let raw_rule = typed(c, i, input)?;
     let fingerprint = {
         // The rule's own text: a change anywhere in it is a changed rule.
         let mut h = std::hash::DefaultHasher::new();
@@ -39,83 +39,53 @@ pub(super) fn compile_rule(
     };
     let name = raw_rule.name.0;
     if name.trim().is_empty() {
-        c.error(None, rule_at, "rule name is empty".into());
+        c.error(None, start, "rule name is empty".into());
         return None;
     }
+    let at = At::rule(i, &name);
     if let Some(first) = names.get(&name) {
         let first_line = *first;
-        let at = c.positions.value(&format!("{base}.name"));
-        c.error(
-            Some(&name),
-            at,
+        c.error_at(
+            at.field(Key::Name),
             format!("duplicate rule name (first used on line {first_line})"),
         );
         return None;
     }
-    let (line, column) = rule_at.unwrap_or((0, 0));
+    let (line, column) = start.unwrap_or((0, 0));
     names.insert(name.clone(), line);
     let errors_before = c.errors.len();
-    let when = compile_when(c, &name, &base, raw_rule.when);
+    let when = compile_when(c, at, raw_rule.when);
     let has_call = raw_rule.call.is_some();
-    let action = compile_action(
-        c,
-        &name,
-        &base,
-        rule_at,
-        raw_rule.reply,
-        raw_rule.ignore,
-        has_call,
-    );
+    let action = compile_action(c, at, start, raw_rule.reply, raw_rule.ignore, has_call);
     if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
-        let at = c.positions.key(&format!("{base}.send"));
         let why = if raw_rule.ignore {
             "a rule with `ignore: true` cannot send"
         } else {
             "give the rule a `reply` (a rule whose service decides has none of its own)"
         };
-        c.error(
-            Some(&name),
-            at,
+        c.error_at_key(
+            at.field(Key::Send),
             format!("`send` goes out after a passive reply: {why}"),
         );
     }
-    let send = compile_send(c, &name, &base, raw_rule.send);
-    let call = compile_call(
-        c,
-        &name,
-        &base,
-        raw_rule.call,
-        raw_rule.on_error,
-        raw_rule.late,
-    );
-    check_late_replies(c, &name, &base, action.as_ref(), call.as_deref());
+    let send = compile_send(c, at, raw_rule.send);
+    let call = compile_call(c, at, raw_rule.call, raw_rule.on_error, raw_rule.late);
+    check_late_replies(c, at, action.as_ref(), call.as_deref());
     if !has_call {
-        check_no_call(c, &name, &base, action.as_ref(), &send);
+        check_no_call(c, at, action.as_ref(), &send);
     }
     if c.errors.len() == errors_before {
-        check_templates(
-            c,
-            &name,
-            &base,
-            &when,
-            action.as_ref(),
-            &send,
-            call.as_deref(),
-        );
+        check_templates(c, at, &when, action.as_ref(), &send, call.as_deref());
     }
-    let cooldown_secs = compile_cooldown(c, &name, &base, raw_rule.cooldown.as_ref());
+    let cooldown_secs = compile_cooldown(c, at, raw_rule.cooldown.as_ref());
     if cooldown_secs > 0 && matches!(action, Some(Action::Ignore)) && !has_call {
-        let at = c.positions.key(&format!("{base}.cooldown"));
-        c.error(
-            Some(&name),
-            at,
+        c.error_at_key(
+            at.field(Key::Cooldown),
             "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does"
                 .into(),
         );
     }
-    let active = raw_rule
-        .active
-        .and_then(|raw| compile_active(c, &name, &base, &raw));
+    let active = raw_rule.active.and_then(|raw| compile_active(c, at, &raw));
     let (Some(action), true) = (action, c.errors.len() == errors_before) else {
         return None;
     };
@@ -135,15 +105,16 @@ pub(super) fn compile_rule(
 }
 
 /// The rule as typed, or `None` with the error of a rule that does not type, at the key or
-/// value serde names.
-fn typed(c: &mut Compiler<'_>, base: &str, input: RuleInput) -> Option<RawRule> {
+/// value serde names (`e.path`, within the rule; `.` for the rule itself).
+fn typed(c: &mut Compiler<'_>, i: usize, input: RuleInput) -> Option<RawRule> {
     match input {
         RuleInput::Typed(r) => Some(r),
         RuleInput::Failed { name, error: e } => {
+            let rule = At::rule(i, name.as_deref().unwrap_or_default());
             let path = if e.path == "." {
-                base.to_owned()
+                rule.to_string()
             } else {
-                format!("{base}.{}", e.path)
+                rule.key(&e.path).to_string()
             };
             let at = if let Some(key) = unknown_field_key(&e.message) {
                 // serde_path_to_error's path may or may not end with the unknown key.
@@ -172,9 +143,8 @@ fn unknown_field_key(message: &str) -> Option<&str> {
 /// decides); `None` when that is not clear or the reply has errors.
 fn compile_action(
     c: &mut Compiler<'_>,
-    name: &str,
-    base: &str,
-    rule_at: Option<(usize, usize)>,
+    at: At<'_>,
+    start: Option<(usize, usize)>,
     reply: Option<RawReply>,
     ignore: bool,
     has_call: bool,
@@ -182,8 +152,8 @@ fn compile_action(
     match (reply, ignore) {
         (Some(_), true) => {
             c.error(
-                Some(name),
-                rule_at,
+                Some(at.rule_name()),
+                start,
                 "a rule has either `reply` or `ignore: true`, not both".into(),
             );
             None
@@ -192,16 +162,14 @@ fn compile_action(
         (None, false) if has_call => Some(Action::Ignore),
         (None, false) => {
             c.error(
-                Some(name),
-                rule_at,
+                Some(at.rule_name()),
+                start,
                 "a rule needs `reply` or `ignore: true`".into(),
             );
             None
         }
         (None, true) => Some(Action::Ignore),
-        (Some(reply), false) => {
-            compile_reply(c, name, &format!("{base}.reply"), reply).map(Action::Reply)
-        }
+        (Some(reply), false) => compile_reply(c, at.field(Key::Reply), reply).map(Action::Reply),
     }
 }
 
@@ -209,8 +177,7 @@ fn compile_action(
 /// must be one it carries.
 fn check_late_replies(
     c: &mut Compiler<'_>,
-    name: &str,
-    base: &str,
+    at: At<'_>,
     action: Option<&Action>,
     call: Option<&Call>,
 ) {
@@ -218,23 +185,18 @@ fn check_late_replies(
         return;
     };
     let reply = match action {
-        Some(Action::Reply(spec)) => Some((format!("{base}.reply"), spec)),
+        Some(Action::Reply(spec)) => Some((Key::Reply, spec)),
         _ => None,
     };
-    let on_error = late_call
-        .on_error
-        .as_ref()
-        .map(|spec| (format!("{base}.on_error"), spec));
-    let problems: Vec<(String, String)> = reply
+    let on_error = late_call.on_error.as_ref().map(|spec| (Key::OnError, spec));
+    let problems: Vec<(Key, String)> = reply
         .into_iter()
         .chain(on_error)
-        .filter_map(|(path, spec)| unsendable(spec).map(|why| (path, why)))
+        .filter_map(|(key, spec)| unsendable(spec).map(|why| (key, why)))
         .collect();
-    for (path, why) in problems {
-        let at = c.positions.value(&path);
-        c.error(
-            Some(name),
-            at,
+    for (key, why) in problems {
+        c.error_at(
+            at.field(key),
             format!("a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; {why}"),
         );
     }
@@ -242,31 +204,24 @@ fn check_late_replies(
 
 /// A rule without a `call` has no service's answer: its reply and `send` cannot use
 /// `call.…`.
-fn check_no_call(
-    c: &mut Compiler<'_>,
-    name: &str,
-    base: &str,
-    action: Option<&Action>,
-    send: &[ReplySpec],
-) {
+fn check_no_call(c: &mut Compiler<'_>, at: At<'_>, action: Option<&Action>, send: &[ReplySpec]) {
     let uses_call = match action {
         Some(Action::Reply(spec)) => uses_root(c, spec, "call"),
         _ => false,
     };
-    let using: Vec<(String, bool)> = [(format!("{base}.reply"), uses_call)]
+    let send_at = at.field(Key::Send);
+    let using: Vec<(At<'_>, bool)> = [(at.field(Key::Reply), uses_call)]
         .into_iter()
         .chain(
             send.iter()
                 .enumerate()
-                .map(|(i, spec)| (format!("{base}.send[{i}]"), uses_root(c, spec, "call"))),
+                .map(|(i, spec)| (send_at.index(i), uses_root(c, spec, "call"))),
         )
         .collect();
-    for (path, uses) in using {
+    for (place, uses) in using {
         if uses {
-            let at = c.positions.value(&path);
-            c.error(
-                Some(name),
-                at,
+            c.error_at(
+                place,
                 "`call.…` is the answer of the rule's service, and this rule has no `call`".into(),
             );
         }
@@ -277,44 +232,35 @@ fn check_no_call(
 /// what the rule can see (`check_fields`).
 fn check_templates(
     c: &mut Compiler<'_>,
-    name: &str,
-    base: &str,
-    when: &crate::rules::Criteria,
+    at: At<'_>,
+    when: &Criteria,
     action: Option<&Action>,
     send: &[ReplySpec],
     call: Option<&Call>,
 ) {
-    let mut specs: Vec<(String, &ReplySpec)> = Vec::new();
+    let send_at = at.field(Key::Send);
+    let mut specs: Vec<(At<'_>, &ReplySpec)> = Vec::new();
     if let Some(Action::Reply(spec)) = action {
-        specs.push((format!("{base}.reply"), spec));
+        specs.push((at.field(Key::Reply), spec));
     }
-    specs.extend(
-        send.iter()
-            .enumerate()
-            .map(|(i, s)| (format!("{base}.send[{i}]"), s)),
-    );
+    specs.extend(send.iter().enumerate().map(|(i, s)| (send_at.index(i), s)));
     if let Some(call) = call {
-        specs.extend(
-            call.on_error
-                .iter()
-                .map(|s| (format!("{base}.on_error"), s)),
-        );
+        specs.extend(call.on_error.iter().map(|s| (at.field(Key::OnError), s)));
         if let Some(late) = &call.late {
-            specs.extend(late.reply.iter().map(|s| (format!("{base}.late.reply"), s)));
+            specs.extend(late.reply.iter().map(|s| (at.field(Key::LateReply), s)));
         }
     }
-    check_fields(c, name, when, &specs);
+    check_fields(c, when, &specs);
 }
 
 /// A rule's `cooldown:` in whole seconds; 0 for none, or when it has errors.
-fn compile_cooldown(c: &mut Compiler<'_>, name: &str, base: &str, raw: Option<&Scalar>) -> u32 {
+fn compile_cooldown(c: &mut Compiler<'_>, rule: At<'_>, raw: Option<&Scalar>) -> u32 {
+    let at = rule.field(Key::Cooldown);
     match raw {
         None => 0,
-        Some(text) => match duration(c, name, &format!("{base}.cooldown"), &text.0, MAX_COOLDOWN) {
+        Some(text) => match duration(c, at, &text.0, MAX_COOLDOWN) {
             Some(d) if d.as_secs() == 0 || d.subsec_nanos() != 0 => {
-                let at = c.positions.value(&format!("{base}.cooldown"));
-                c.error(
-                    Some(name),
+                c.error_at(
                     at,
                     "`cooldown` is whole seconds (`30s`, `60m`, `1h`)".into(),
                 );
@@ -329,8 +275,7 @@ fn compile_cooldown(c: &mut Compiler<'_>, name: &str, base: &str, raw: Option<&S
 /// A rule's `active:` window, in its own `timezone`, the file's, or Asia/Shanghai.
 fn compile_active(
     c: &mut Compiler<'_>,
-    rule: &str,
-    base: &str,
+    rule: At<'_>,
     raw: &schema::RawActive,
 ) -> Option<Box<active::Active>> {
     let file_timezone = c.positions.timezone().map(str::to_owned);
@@ -350,11 +295,13 @@ fn compile_active(
     match active::compile(&written) {
         Ok(active) => Some(Box::new(active)),
         Err((key, why)) => {
-            let at = c
-                .positions
-                .value(&format!("{base}.active.{key}"))
-                .or_else(|| c.positions.key(&format!("{base}.active")));
-            c.error(Some(rule), at, format!("`active.{key}`: {why}"));
+            let at = rule.field(Key::Active);
+            let position = c.value_at(at.key(key)).or_else(|| c.key_at(at));
+            c.error(
+                Some(rule.rule_name()),
+                position,
+                format!("`active.{key}`: {why}"),
+            );
             None
         }
     }

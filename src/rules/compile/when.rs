@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::at::{At, Key};
 use super::Compiler;
 use crate::rules::fields;
 use crate::rules::fold;
@@ -11,45 +12,40 @@ use crate::rules::matcher::{Criteria, Field, LazyRegex, Pattern, StrMatcher, Tes
 use crate::rules::schema::{OneOrMany, RawAlternative, RawMatcher, RawOp, RawWhen};
 use crate::rules::{Location, RuleError};
 
-pub(super) fn compile_when(
-    c: &mut Compiler<'_>,
-    rule: &str,
-    base: &str,
-    when: RawWhen,
-) -> Criteria {
+/// A rule's `when`: every criterion, each at its key (`when.keyword`, `when.fields.PATH`,
+/// as `Field::label` names it).
+pub(super) fn compile_when(c: &mut Compiler<'_>, rule: At<'_>, when: RawWhen) -> Criteria {
     let mut tests = Vec::new();
     let named = [
-        ("msg_type", Field::MsgType, when.msg_type),
-        ("event", Field::Event, when.event),
-        ("event_key", Field::EventKey, when.event_key),
-        ("keyword", Field::Keyword, when.keyword),
-        ("status", Field::Status, when.status),
+        (Field::MsgType, when.msg_type),
+        (Field::Event, when.event),
+        (Field::EventKey, when.event_key),
+        (Field::Keyword, when.keyword),
+        (Field::Status, when.status),
     ];
     let fields: BTreeMap<_, _> = when.fields;
     let all = named
         .into_iter()
-        .filter_map(|(key, field, m)| m.map(|m| (format!("{base}.when.{key}"), field, m)))
-        .chain(fields.into_iter().map(|(path, m)| {
-            (
-                format!("{base}.when.fields.{path}"),
-                Field::Path(path.clone()),
-                m,
-            )
-        }));
-    for (path, field, raw) in all {
-        if let Field::Path(p) = &field {
-            if p.is_empty() || p.split('.').any(str::is_empty) {
-                let at = c.positions.key(&path);
-                c.error(Some(rule), at, format!("`{p}` is not a field path"));
-                continue;
+        .filter_map(|(field, m)| m.map(|m| (field, m)))
+        .chain(fields.into_iter().map(|(path, m)| (Field::Path(path), m)));
+    let when_at = rule.field(Key::When);
+    for (field, raw) in all {
+        let matcher = {
+            let label = field.label();
+            let at = when_at.key(&label);
+            if let Field::Path(p) = &field {
+                if p.is_empty() || p.split('.').any(str::is_empty) {
+                    c.error_at_key(at, format!("`{p}` is not a field path"));
+                    continue;
+                }
+                if let Some(problem) = fields::list_problem(p) {
+                    c.error_at_key(at, format!("`fields: {p}`: {problem}"));
+                    continue;
+                }
             }
-            if let Some(problem) = fields::list_problem(p) {
-                let at = c.positions.key(&path);
-                c.error(Some(rule), at, format!("`fields: {p}`: {problem}"));
-                continue;
-            }
-        }
-        if let Some(matcher) = compile_matcher(c, rule, &path, &field, raw) {
+            compile_matcher(c, at, &field, raw)
+        };
+        if let Some(matcher) = matcher {
             tests.push(Test { field, matcher });
         }
     }
@@ -65,45 +61,69 @@ pub(super) fn compile_when(
 
 fn compile_matcher(
     c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
+    at: At<'_>,
     field: &Field,
     raw: RawMatcher,
 ) -> Option<StrMatcher> {
-    let alternatives: Vec<(String, RawAlternative)> = match raw {
-        RawMatcher::One(s) => vec![(path.to_owned(), RawAlternative::One(s))],
-        RawMatcher::Op(op) => vec![(path.to_owned(), RawAlternative::Op(op))],
+    let alternatives: Vec<(At<'_>, RawAlternative)> = match raw {
+        RawMatcher::One(s) => vec![(at, RawAlternative::One(s))],
+        RawMatcher::Op(op) => vec![(at, RawAlternative::Op(op))],
         RawMatcher::Any(list) => {
             if list.is_empty() {
-                let at = c.positions.value(path);
-                c.error(Some(rule), at, "empty list matches nothing".into());
+                c.error_at(at, "empty list matches nothing".into());
                 return None;
             }
             list.into_iter()
                 .enumerate()
-                .map(|(i, a)| (format!("{path}[{i}]"), a))
+                .map(|(i, a)| (at.index(i), a))
                 .collect()
         }
     };
     let mut patterns = Vec::new();
     let mut ok = true;
-    // Each literal keyword as written, its YAML path, and where it went in `patterns`.
-    let mut literals: Vec<(String, String, usize)> = Vec::new();
-    for (at_path, alternative) in alternatives {
+    // Each literal keyword as written, where it is written, and where it went in `patterns`.
+    let mut literals: Vec<(String, Spot<'_>, usize)> = Vec::new();
+    for (alternative_at, alternative) in alternatives {
         match alternative {
             RawAlternative::One(s) => {
-                literals.push((s.0.clone(), at_path.clone(), patterns.len()));
+                let spot = Spot {
+                    alternative: alternative_at,
+                    op: None,
+                };
+                literals.push((s.0.clone(), spot, patterns.len()));
                 patterns.push(Pattern::Exact(normalize(field, &s.0)));
             }
             RawAlternative::Op(op) => {
-                ok &= compile_op(c, rule, &at_path, field, *op, &mut patterns, &mut literals)
+                ok &= compile_op(c, alternative_at, field, *op, &mut patterns, &mut literals)
             }
         }
     }
     if *field == Field::Keyword {
-        ok &= check_folded(c, rule, &patterns, &literals);
+        ok &= check_folded(c, at.rule_name(), &patterns, &literals);
     }
     ok.then_some(StrMatcher { patterns })
+}
+
+/// Where a literal keyword is written: its alternative of the matcher and, in a map, the
+/// operator's key and (in a list of them) the value's index. Kept while the matcher is
+/// compiled, and made a place only for an error.
+#[derive(Clone, Copy)]
+struct Spot<'a> {
+    alternative: At<'a>,
+    op: Option<(&'static str, Option<usize>)>,
+}
+
+impl Spot<'_> {
+    fn position(self, c: &Compiler<'_>) -> Option<(usize, usize)> {
+        let Some((kind, item)) = self.op else {
+            return c.value_at(self.alternative);
+        };
+        let op = self.alternative.key(kind);
+        match item {
+            Some(i) => c.value_at(op.index(i)),
+            None => c.value_at(op),
+        }
+    }
 }
 
 /// Keywords are compared folded (`rules::fold`): one that folds to nothing (only
@@ -112,11 +132,11 @@ fn check_folded(
     c: &mut Compiler<'_>,
     rule: &str,
     patterns: &[Pattern],
-    literals: &[(String, String, usize)],
+    literals: &[(String, Spot<'_>, usize)],
 ) -> bool {
     let mut ok = true;
     let mut seen: HashMap<(u8, &str), &str> = HashMap::new();
-    for (raw, path, at) in literals {
+    for (raw, spot, at) in literals {
         let (kind, folded) = match patterns.get(*at) {
             Some(Pattern::Exact(s)) => (0, s.as_str()),
             Some(Pattern::Prefix(s)) => (1, s.as_str()),
@@ -126,7 +146,7 @@ fn check_folded(
         // An empty keyword as written keeps its meaning (a `prefix: ''` matches any text);
         // one that only trimming empties is a mistake.
         if folded.is_empty() && !raw.is_empty() {
-            let at = c.positions.value(path);
+            let at = spot.position(c);
             c.error(
                 Some(rule),
                 at,
@@ -137,7 +157,7 @@ fn check_folded(
         }
         match seen.get(&(kind, folded)) {
             Some(first) if *first != raw.as_str() => {
-                let at = c.positions.value(path);
+                let at = spot.position(c);
                 c.warnings.push(RuleError {
                     location: Location::new(c.file, at),
                     rule: Some(rule.to_owned()),
@@ -165,16 +185,17 @@ fn normalize(field: &Field, s: &str) -> String {
     }
 }
 
-fn compile_op(
+/// One alternative of a matcher written as a map (`{ regex: … }`), at `at`: its patterns
+/// and its literals; `false` when it has errors.
+fn compile_op<'a>(
     c: &mut Compiler<'_>,
-    rule: &str,
-    path: &str,
+    at: At<'a>,
     field: &Field,
     op: RawOp,
     patterns: &mut Vec<Pattern>,
-    literals: &mut Vec<(String, String, usize)>,
+    literals: &mut Vec<(String, Spot<'a>, usize)>,
 ) -> bool {
-    let given: Vec<(&str, OneOrMany)> = [
+    let given: Vec<(&'static str, OneOrMany)> = [
         ("exact", op.exact),
         ("prefix", op.prefix),
         ("contains", op.contains),
@@ -184,9 +205,7 @@ fn compile_op(
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
     if given.len() != 1 {
-        let at = c.positions.value(path);
-        c.error(
-            Some(rule),
+        c.error_at(
             at,
             "a matcher map takes exactly one of `exact`, `prefix`, `contains`, `regex`".into(),
         );
@@ -195,14 +214,19 @@ fn compile_op(
     let mut ok = true;
     for (kind, values) in given {
         let many = matches!(values, OneOrMany::Many(_));
+        let kind_at = at.key(kind);
         for (i, value) in values.into_vec().into_iter().enumerate() {
-            let at_path = if many {
-                format!("{path}.{kind}[{i}]")
-            } else {
-                format!("{path}.{kind}")
+            let item = many.then_some(i);
+            let item_at = match item {
+                Some(i) => kind_at.index(i),
+                None => kind_at,
             };
             if kind != "regex" {
-                literals.push((value.clone(), at_path.clone(), patterns.len()));
+                let spot = Spot {
+                    alternative: at,
+                    op: Some((kind, item)),
+                };
+                literals.push((value.clone(), spot, patterns.len()));
             }
             match kind {
                 "exact" => patterns.push(Pattern::Exact(normalize(field, &value))),
@@ -212,8 +236,7 @@ fn compile_op(
                 "prefix" => patterns.push(Pattern::Prefix(normalize(field, &value))),
                 "contains" => {
                     if value.trim().is_empty() {
-                        let at = c.positions.value(&at_path);
-                        c.error(Some(rule), at, "`contains` needs a non-empty string".into());
+                        c.error_at(item_at, "`contains` needs a non-empty string".into());
                         ok = false;
                     }
                     patterns.push(Pattern::Contains(if *field == Field::Keyword {
@@ -231,14 +254,12 @@ fn compile_op(
                     Ok(re) => match re.compile() {
                         Ok(()) => patterns.push(Pattern::Regex(Box::new(re))),
                         Err(reason) => {
-                            let at = c.positions.value(&at_path);
-                            c.error(Some(rule), at, format!("invalid regex: {reason}"));
+                            c.error_at(item_at, format!("invalid regex: {reason}"));
                             ok = false;
                         }
                     },
                     Err(reason) => {
-                        let at = c.positions.value(&at_path);
-                        c.error(Some(rule), at, format!("invalid regex: {reason}"));
+                        c.error_at(item_at, format!("invalid regex: {reason}"));
                         ok = false;
                     }
                 },
