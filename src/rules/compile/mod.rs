@@ -4,7 +4,8 @@
 //! Here: `load`/`load_str` and the steps of a load, in order. The parts of a rule have a
 //! file each: `when` (criteria), `reply` (replies and their strings), `call` (`call`,
 //! `on_error`, `late`), `check` (what templates may reference), `rule` (the rest of a
-//! rule), `files` (template files). No IO but `load`'s reads, through `rules::read`.
+//! rule), `files` (template files); `at` names where in a rule each error is. No IO but
+//! `load`'s reads, through `rules::read`.
 
 mod at;
 mod call;
@@ -90,7 +91,32 @@ struct Compiler<'a> {
     warnings: Vec<RuleError>,
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
+    /// A compiler for the rules file `file`, whose registry starts from `compiled` (the
+    /// template files a living rule set holds compiled) when there is one.
+    fn new(
+        file: &'a Path,
+        positions: LazyPositions<'a>,
+        template_files: &[TemplateFile],
+        compiled: Option<&Handlebars<'static>>,
+    ) -> Compiler<'a> {
+        Compiler {
+            file,
+            positions,
+            templates: compiled.cloned().unwrap_or_else(tpl::registry),
+            known_templates: HashMap::new(),
+            used_templates: HashSet::new(),
+            errors: Vec::new(),
+            inline_count: 0,
+            inline_templates: HashMap::new(),
+            template_files: template_files
+                .iter()
+                .map(|t| (t.name.clone(), t.path.clone()))
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn error(&mut self, rule: Option<&str>, at: Option<(usize, usize)>, message: String) {
         self.errors.push(RuleError {
             location: Location::new(self.file, at),
@@ -119,33 +145,6 @@ impl Compiler<'_> {
     /// Where the key that names `at` is written, else as `value_at`.
     fn key_at(&self, at: At<'_>) -> Option<(usize, usize)> {
         self.positions.key(&at.to_string())
-    }
-}
-
-impl<'a> Compiler<'a> {
-    /// A compiler for the rules file `file`, whose registry starts from `compiled` (the
-    /// template files a living rule set holds compiled) when there is one.
-    fn new(
-        file: &'a Path,
-        positions: LazyPositions<'a>,
-        template_files: &[TemplateFile],
-        compiled: Option<&Handlebars<'static>>,
-    ) -> Compiler<'a> {
-        Compiler {
-            file,
-            positions,
-            templates: compiled.cloned().unwrap_or_else(tpl::registry),
-            known_templates: HashMap::new(),
-            used_templates: HashSet::new(),
-            errors: Vec::new(),
-            inline_count: 0,
-            inline_templates: HashMap::new(),
-            template_files: template_files
-                .iter()
-                .map(|t| (t.name.clone(), t.path.clone()))
-                .collect(),
-            warnings: Vec::new(),
-        }
     }
 }
 
