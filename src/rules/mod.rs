@@ -1,6 +1,8 @@
 //! Rules: load `rules.yaml` and `templates/`, compile them into a `RuleSet`, and find the
 //! rule that answers a message. The only module that knows the YAML schema. `load` is the
-//! one entry point used by start-up, reload, `check`, `explain` and `test`.
+//! one entry point used by start-up, reload, `check`, `explain` and `test`. It reaches
+//! nothing above it: the template language is its own (`tpl`, which `render` evaluates),
+//! WeChat's deadline is `wire`'s; no HTTP, and no IO but `read`'s.
 
 pub mod active;
 pub(crate) mod compile;
