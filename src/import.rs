@@ -108,44 +108,66 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
         }
     }
     if let Some(info) = top.get("add_friend_autoreply_info") {
-        let path = "$.add_friend_autoreply_info";
-        let reply = reply(info, path)?;
-        rules.push(Rule {
-            comment: vec!["被关注回复 (reply on follow)".into()],
-            name: unique("welcome", &mut names),
-            when: "{ event: subscribe }".into(),
-            cooldown: None,
-            reply: reply.yaml,
-            send: Vec::new(),
-            notes: reply.note.into_iter().collect(),
-            enabled: friend_open,
-            case: Some("event: subscribe".into()),
-        });
+        rules.push(welcome_rule(info, friend_open, &mut names)?);
     }
     if let Some(info) = top.get("message_default_autoreply_info") {
-        let path = "$.message_default_autoreply_info";
-        let reply = reply(info, path)?;
-        rules.push(Rule {
-            comment: vec![
-                "收到消息回复 (default reply): the console sends it once per user per hour".into(),
-            ],
-            name: unique("default-reply", &mut names),
-            when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }".into(),
-            cooldown: Some("60m"),
-            reply: reply.yaml,
-            send: Vec::new(),
-            notes: reply.note.into_iter().collect(),
-            enabled: autoreply_open,
-            case: Some("text: \"wxrules导入测试留言\"".into()),
-        });
+        rules.push(default_rule(info, autoreply_open, &mut names)?);
     }
-    // A rule that an earlier one always answers first (its keywords all contain an earlier
-    // `contain` keyword) could never answer: left commented out, so that `check
-    // --deny-warnings` accepts the file and every case passes.
+    Ok(comment_out_shadowed(rules))
+}
+
+/// The console's reply on follow (`add_friend_autoreply_info`), as a rule.
+fn welcome_rule(
+    info: &Value,
+    open: bool,
+    names: &mut HashSet<String>,
+) -> Result<Rule, ImportError> {
+    let path = "$.add_friend_autoreply_info";
+    let reply = reply(info, path)?;
+    Ok(Rule {
+        comment: vec!["被关注回复 (reply on follow)".into()],
+        name: unique("welcome", names),
+        when: "{ event: subscribe }".into(),
+        cooldown: None,
+        reply: reply.yaml,
+        send: Vec::new(),
+        notes: reply.note.into_iter().collect(),
+        enabled: open,
+        case: Some("event: subscribe".into()),
+    })
+}
+
+/// The console's default reply (`message_default_autoreply_info`), as a rule.
+fn default_rule(
+    info: &Value,
+    open: bool,
+    names: &mut HashSet<String>,
+) -> Result<Rule, ImportError> {
+    let path = "$.message_default_autoreply_info";
+    let reply = reply(info, path)?;
+    Ok(Rule {
+        comment: vec![
+            "收到消息回复 (default reply): the console sends it once per user per hour".into(),
+        ],
+        name: unique("default-reply", names),
+        when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }".into(),
+        cooldown: Some("60m"),
+        reply: reply.yaml,
+        send: Vec::new(),
+        notes: reply.note.into_iter().collect(),
+        enabled: open,
+        case: Some("text: \"wxrules导入测试留言\"".into()),
+    })
+}
+
+/// The files made of `rules`. A rule that an earlier one always answers first (its keywords
+/// all contain an earlier `contain` keyword) could never answer: left commented out, so that
+/// `check --deny-warnings` accepts the file and every case passes.
+fn comment_out_shadowed(mut rules: Vec<Rule>) -> Imported {
     for _ in 0..rules.len() {
         let imported = write(&rules);
         let Ok(loaded) = crate::rules::load_str(&imported.rules, &[]) else {
-            return Ok(imported);
+            return imported;
         };
         let lint = crate::rules::lint(&loaded.rules, std::path::Path::new("rules.yaml"));
         let shadowed: Vec<(String, String)> = lint
@@ -154,7 +176,7 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
             .filter_map(|w| w.rule.clone().map(|r| (r, w.message.clone())))
             .collect();
         if shadowed.is_empty() {
-            return Ok(imported);
+            return imported;
         }
         for (name, why) in shadowed {
             if let Some(rule) = rules.iter_mut().find(|r| r.name == name) {
@@ -163,9 +185,11 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
             }
         }
     }
-    Ok(write(&rules))
+    write(&rules)
 }
 
+/// One of the console's keyword rules (`keyword_autoreply_info.list[i]`, at `path`), as a
+/// rule. `seen`: each keyword as wxrules compares it, and the rule that has it first.
 fn keyword_rule(
     item: &Value,
     path: &str,
@@ -177,6 +201,55 @@ fn keyword_rule(
         .get("rule_name")
         .and_then(Value::as_str)
         .ok_or_else(|| fail(&format!("{path}.rule_name"), "missing, or not a string"))?;
+    let (exact, contains) = keywords(item, path)?;
+    // wxrules compares keywords folded (`价格` and `价格？`, `help` and `HELP` are one): a
+    // keyword that an earlier one already is, here or in an earlier rule, is left out.
+    let unique_name = unique(name, names);
+    let mut dropped = Vec::new();
+    let exact = keep_new(exact, false, &unique_name, seen, &mut dropped);
+    let contains = keep_new(contains, true, &unique_name, seen, &mut dropped);
+    let mut alternatives: Vec<String> = exact.iter().map(|k| quote(k)).collect();
+    if !contains.is_empty() {
+        let list: Vec<String> = contains.iter().map(|k| quote(k)).collect();
+        alternatives.push(format!("{{ contains: [{}] }}", list.join(", ")));
+    }
+    let when = format!("{{ keyword: [{}] }}", alternatives.join(", "));
+    let replies = replies(item, path)?;
+    let mode = item
+        .get("reply_mode")
+        .and_then(Value::as_str)
+        .unwrap_or("reply_all");
+    let mut notes: Vec<String> = replies.iter().filter_map(|r| r.note.clone()).collect();
+    notes.extend(dropped);
+    let no_keywords = exact.is_empty() && contains.is_empty();
+    if no_keywords {
+        notes.push("every keyword of this rule is an earlier rule's: it could never answer, so it is left commented out".into());
+    }
+    let (reply_yaml, send) = by_mode(mode, replies, &mut notes, path)?;
+    let case_text = exact.first().or(contains.first()).cloned();
+    Ok(Rule {
+        comment: vec![format!(
+            "关键词回复「{name}」: {}",
+            if mode == "random_one" {
+                "随机回复一条 (one at random)"
+            } else {
+                "回复全部 (all the replies)"
+            }
+        )],
+        name: unique_name,
+        when,
+        cooldown: None,
+        reply: reply_yaml,
+        send,
+        notes,
+        enabled: open && !no_keywords,
+        case: case_text.map(|t| format!("text: {}", quote(&t))),
+    })
+}
+
+/// A keyword rule's keywords (`keyword_list_info`): those matched whole (`equal`), and those
+/// matched anywhere (`contain`).
+fn keywords(item: &Value, path: &str) -> Result<(Vec<String>, Vec<String>), ImportError> {
     let keywords = item
         .get("keyword_list_info")
         .and_then(Value::as_array)
@@ -212,40 +285,42 @@ fn keyword_rule(
     if exact.is_empty() && contains.is_empty() {
         return Err(fail(&format!("{path}.keyword_list_info"), "no keywords"));
     }
-    // wxrules compares keywords folded (`价格` and `价格？`, `help` and `HELP` are one): a
-    // keyword that an earlier one already is, here or in an earlier rule, is left out.
-    let unique_name = unique(name, names);
-    let mut dropped = Vec::new();
-    let mut keep = |list: Vec<String>, contains: bool| -> Vec<String> {
-        let kind = if contains {
-            crate::rules::fold::Literal::Contains
-        } else {
-            crate::rules::fold::Literal::Exact
-        };
-        list.into_iter()
-            .filter(|k| {
-                let folded = crate::rules::fold::literal(k, kind);
-                match seen.get(&(contains, folded.clone())) {
-                    Some(owner) => {
-                        dropped.push(format!("keyword `{k}` left out: the same as one of rule `{owner}` once folded (full-width forms, case, surrounding punctuation)"));
-                        false
-                    }
-                    None => {
-                        seen.insert((contains, folded), unique_name.clone());
-                        true
-                    }
-                }
-            })
-            .collect()
+    Ok((exact, contains))
+}
+
+/// The keywords of `list` no earlier one already is once folded, each now `seen` as rule
+/// `owner`'s; a note in `dropped` for each left out.
+fn keep_new(
+    list: Vec<String>,
+    contains: bool,
+    owner: &str,
+    seen: &mut HashMap<(bool, String), String>,
+    dropped: &mut Vec<String>,
+) -> Vec<String> {
+    let kind = if contains {
+        crate::rules::fold::Literal::Contains
+    } else {
+        crate::rules::fold::Literal::Exact
     };
-    let exact = keep(exact, false);
-    let contains = keep(contains, true);
-    let mut alternatives: Vec<String> = exact.iter().map(|k| quote(k)).collect();
-    if !contains.is_empty() {
-        let list: Vec<String> = contains.iter().map(|k| quote(k)).collect();
-        alternatives.push(format!("{{ contains: [{}] }}", list.join(", ")));
-    }
-    let when = format!("{{ keyword: [{}] }}", alternatives.join(", "));
+    list.into_iter()
+        .filter(|k| {
+            let folded = crate::rules::fold::literal(k, kind);
+            match seen.get(&(contains, folded.clone())) {
+                Some(first) => {
+                    dropped.push(format!("keyword `{k}` left out: the same as one of rule `{first}` once folded (full-width forms, case, surrounding punctuation)"));
+                    false
+                }
+                None => {
+                    seen.insert((contains, folded), owner.to_owned());
+                    true
+                }
+            }
+        })
+        .collect()
+}
+
+/// A keyword rule's replies (`reply_list_info`), at least one.
+fn replies(item: &Value, path: &str) -> Result<Vec<Reply>, ImportError> {
     let replies_value = item
         .get("reply_list_info")
         .and_then(Value::as_array)
@@ -257,17 +332,19 @@ fn keyword_rule(
     if replies.is_empty() {
         return Err(fail(&format!("{path}.reply_list_info"), "no replies"));
     }
-    let mode = item
-        .get("reply_mode")
-        .and_then(Value::as_str)
-        .unwrap_or("reply_all");
-    let mut notes: Vec<String> = replies.iter().filter_map(|r| r.note.clone()).collect();
-    notes.extend(dropped);
-    let no_keywords = exact.is_empty() && contains.is_empty();
-    if no_keywords {
-        notes.push("every keyword of this rule is an earlier rule's: it could never answer, so it is left commented out".into());
-    }
-    let (reply_yaml, send) = match mode {
+    Ok(replies)
+}
+
+/// The rule's `reply` and `send:` for the console's `reply_mode`: one at random is a
+/// `one_of`; all of them is the first, then the others the API can send (a note for each
+/// it cannot).
+fn by_mode(
+    mode: &str,
+    replies: Vec<Reply>,
+    notes: &mut Vec<String>,
+    path: &str,
+) -> Result<(String, Vec<Reply>), ImportError> {
+    Ok(match mode {
         "random_one" if replies.len() > 1 => {
             let choices: Vec<String> = replies.iter().map(|r| r.yaml.clone()).collect();
             (
@@ -297,25 +374,6 @@ fn keyword_rule(
                 format!("`{other}` is not a reply mode (reply_all, random_one)"),
             ))
         }
-    };
-    let case_text = exact.first().or(contains.first()).cloned();
-    Ok(Rule {
-        comment: vec![format!(
-            "关键词回复「{name}」: {}",
-            if mode == "random_one" {
-                "随机回复一条 (one at random)"
-            } else {
-                "回复全部 (all the replies)"
-            }
-        )],
-        name: unique_name,
-        when,
-        cooldown: None,
-        reply: reply_yaml,
-        send,
-        notes,
-        enabled: open && !no_keywords,
-        case: case_text.map(|t| format!("text: {}", quote(&t))),
     })
 }
 
@@ -366,45 +424,49 @@ fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
                 sendable: true,
             }
         }
-        "news" => {
-            let list = value
-                .get("news_info")
-                .and_then(|n| n.get("list"))
-                .and_then(Value::as_array)
-                .ok_or_else(|| fail(&format!("{path}.news_info.list"), "missing, or not a list"))?;
-            let Some(first) = list.first() else {
-                return Err(fail(&format!("{path}.news_info.list"), "no articles"));
-            };
-            let at = format!("{path}.news_info.list[0]");
-            let field = |key: &str| first.get(key).and_then(Value::as_str).unwrap_or("");
-            let title = first
-                .get("title")
-                .and_then(Value::as_str)
-                .ok_or_else(|| fail(&format!("{at}.title"), "missing, or not a string"))?;
-            let note = (list.len() > 1).then(|| {
-                format!(
-                    "the console's news has {} articles; WeChat shows one in a reply to a message, so only the first is kept",
-                    list.len()
-                )
-            });
-            Reply {
-                yaml: format!(
-                    "{{ news: [ {{ title: {}, description: {}, pic_url: {}, url: {} }} ] }}",
-                    quote(&literal(title)),
-                    quote(&literal(field("digest"))),
-                    quote(&literal(field("cover_url"))),
-                    quote(&literal(field("content_url")))
-                ),
-                note,
-                sendable: true,
-            }
-        }
+        "news" => news(value, path)?,
         other => {
             return Err(fail(
                 &format!("{path}.type"),
                 format!("`{other}` is not a reply type (text, img, voice, video, news)"),
             ))
         }
+    })
+}
+
+/// A console news reply (`news_info.list`): its first article, as WeChat shows one in a
+/// reply to a message.
+fn news(value: &Value, path: &str) -> Result<Reply, ImportError> {
+    let list = value
+        .get("news_info")
+        .and_then(|n| n.get("list"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| fail(&format!("{path}.news_info.list"), "missing, or not a list"))?;
+    let Some(first) = list.first() else {
+        return Err(fail(&format!("{path}.news_info.list"), "no articles"));
+    };
+    let at = format!("{path}.news_info.list[0]");
+    let field = |key: &str| first.get(key).and_then(Value::as_str).unwrap_or("");
+    let title = first
+        .get("title")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(&format!("{at}.title"), "missing, or not a string"))?;
+    let note = (list.len() > 1).then(|| {
+        format!(
+            "the console's news has {} articles; WeChat shows one in a reply to a message, so only the first is kept",
+            list.len()
+        )
+    });
+    Ok(Reply {
+        yaml: format!(
+            "{{ news: [ {{ title: {}, description: {}, pic_url: {}, url: {} }} ] }}",
+            quote(&literal(title)),
+            quote(&literal(field("digest"))),
+            quote(&literal(field("cover_url"))),
+            quote(&literal(field("content_url")))
+        ),
+        note,
+        sendable: true,
     })
 }
 

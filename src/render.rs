@@ -1,15 +1,16 @@
-//! Renders a matched rule's reply: fills its templates from the message fields and the
-//! regex captures. Templates are compiled at load time; this module does no IO.
+//! Renders a matched rule's reply: evaluates its templates (compiled at load, in the
+//! language `rules::tpl` defines) against the message fields and the regex captures, into a
+//! `Reply`, within `Bounded` output. Evaluation only: nothing here parses or compiles a
+//! template, and this module does no IO.
 
-use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
-};
+use handlebars::RenderErrorReason;
 use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{Map, Value};
 
+use crate::rules::tpl::{Segment, Simple};
 use crate::rules::{ArticleSpec, Captures, ReplySpec, RuleSet, Tpl};
 use crate::wire::{Article, FieldRef, Message, Reply};
 
@@ -19,54 +20,6 @@ use crate::wire::{Article, FieldRef, Message, Reply};
 pub struct RenderError {
     pub template: String,
     pub reason: String,
-}
-
-/// The registry every rule set starts from: strict (a misspelt field is an error, not an
-/// empty string), no HTML escaping (output goes into CDATA), and our helpers.
-pub fn registry() -> Handlebars<'static> {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.register_helper("strip_prefix", Box::new(strip_prefix));
-    hb.register_helper("default", Box::new(default));
-    hb
-}
-
-/// `{{strip_prefix EventKey "qrscene_"}}`: the value without the prefix, or unchanged.
-fn strip_prefix(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let value = h
-        .param(0)
-        .and_then(|p| p.value().as_str())
-        .unwrap_or_default();
-    let prefix = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .unwrap_or_default();
-    out.write(value.strip_prefix(prefix).unwrap_or(value))?;
-    Ok(())
-}
-
-/// `{{default Recognition "…"}}`: the value when present and not empty, else the fallback.
-fn default(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let fallback = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 1))?;
-    let value = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
-    out.write(if value.is_empty() { fallback } else { value })?;
-    Ok(())
 }
 
 /// What a reply is rendered from: the message, the matched rule's name and its captures.
@@ -148,134 +101,7 @@ enum Resolved<'a> {
     Object,
 }
 
-/// A template made only of text and `{{dotted.path}}` references, the common case
-/// (`"订单 {{captures.order}} 正在查询"`). It renders without handlebars, from the message
-/// itself: no template context is built and no registry entry is kept, which matters at
-/// hundreds of thousands of rules. Its output is the one handlebars (strict, no escaping)
-/// gives; a property test holds the two to that. Anything else is left to handlebars.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Simple {
-    segments: Vec<Segment>,
-    /// The template file it came from; `None` for an inline template, whose errors name
-    /// its rule.
-    file: Option<String>,
-    /// The output's likely size, worked out at load: the text, plus a short value per
-    /// field. A typical reply is written without growing its buffer.
-    capacity: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Text(String),
-    /// A path's parts (`captures.[1]` → `captures`, `1`).
-    Var(Vec<String>),
-}
-
-/// Names handlebars treats as helpers (built-in and ours): `{{name}}` calls them.
-const HELPERS: &[&str] = &[
-    "if",
-    "unless",
-    "each",
-    "with",
-    "lookup",
-    "raw",
-    "log",
-    "eq",
-    "ne",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "and",
-    "or",
-    "not",
-    "len",
-    "strip_prefix",
-    "default",
-    "this",
-    "else",
-];
-
-/// Whether `name` is a helper (built in or ours), not a field.
-pub(crate) fn is_helper(name: &str) -> bool {
-    HELPERS.contains(&name)
-}
-
-/// `Some` when `text` is a simple template; `None` leaves it to handlebars.
-pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
-    let mut segments = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let before = &rest[..open];
-        // `\{{` escapes a mustache in handlebars; keep such templates there.
-        if before.ends_with('\\') {
-            return None;
-        }
-        if !before.is_empty() {
-            segments.push(Segment::Text(before.to_owned()));
-        }
-        let after = &rest[open + 2..];
-        let close = after.find("}}")?;
-        let inner = &after[..close];
-        let path = inner.trim();
-        if inner.starts_with(['{', '#', '/', '>', '!', '^', '&', '~', '*']) || inner.ends_with('~')
-        {
-            return None;
-        }
-        let parts = parse_path(path)?;
-        if parts.len() == 1 && HELPERS.contains(&parts[0].as_str()) {
-            return None;
-        }
-        segments.push(Segment::Var(parts));
-        rest = &after[close + 2..];
-    }
-    if !rest.is_empty() {
-        segments.push(Segment::Text(rest.to_owned()));
-    }
-    let capacity = segments
-        .iter()
-        .map(|segment| match segment {
-            Segment::Text(t) => t.len(),
-            Segment::Var(_) => 32,
-        })
-        .sum();
-    Some(Simple {
-        segments,
-        file: None,
-        capacity,
-    })
-}
-
-/// `a.b`, `captures.[1]`, `PicList.0.PicMd5Sum`: identifiers, numbers or `[literal]`s.
-fn parse_path(path: &str) -> Option<Vec<String>> {
-    let mut parts = Vec::new();
-    for part in path.split('.') {
-        let name = match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
-            Some(literal) if !literal.is_empty() && !literal.contains(['[', ']']) => literal,
-            Some(_) => return None,
-            None => part,
-        };
-        let first = name.chars().next()?;
-        let plain = name
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
-        if !plain || (parts.is_empty() && !(first.is_alphabetic() || first == '_')) {
-            return None;
-        }
-        parts.push(name.to_owned());
-    }
-    Some(parts)
-}
-
 impl Simple {
-    /// The same template, read from the template file `name`: its errors name the file.
-    pub(crate) fn read_from(self, name: &str) -> Simple {
-        Simple {
-            file: Some(name.to_owned()),
-            ..self
-        }
-    }
-
     /// Errors name the template file, or the rule an inline template belongs to.
     fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
         self.render_with(scope, |value, out| out.push_str(value))
@@ -289,54 +115,14 @@ impl Simple {
         })
     }
 
-    /// Each `{{path}}` referenced, as its parts.
-    pub(crate) fn paths(&self) -> impl Iterator<Item = &[String]> {
-        self.segments.iter().filter_map(|segment| match segment {
-            Segment::Var(parts) => Some(parts.as_slice()),
-            Segment::Text(_) => None,
-        })
-    }
-
-    /// The template file it was read from, if any.
-    pub(crate) fn file(&self) -> Option<&str> {
-        self.file.as_deref()
-    }
-
-    /// The first part of each `{{path}}` referenced (`captures`, `call`, `FromUserName`).
-    pub(crate) fn roots(&self) -> impl Iterator<Item = &str> {
-        self.segments.iter().filter_map(|segment| match segment {
-            Segment::Var(parts) => parts.first().map(String::as_str),
-            Segment::Text(_) => None,
-        })
-    }
-
-    /// The template with every `{{path}}` replaced by `value`, to check the text around them.
-    pub(crate) fn with_values(&self, value: &str) -> String {
-        self.segments
-            .iter()
-            .map(|segment| match segment {
-                Segment::Text(t) => t.as_str(),
-                Segment::Var(_) => value,
-            })
-            .collect()
-    }
-
-    /// The text before the first `{{path}}`: all of it when there is none.
-    pub(crate) fn leading_text(&self) -> &str {
-        match self.segments.first() {
-            Some(Segment::Text(t)) => t,
-            _ => "",
-        }
-    }
-
     fn render_with(
         &self,
         scope: &Scope<'_>,
         write: impl Fn(&str, &mut String),
     ) -> Result<String, RenderError> {
-        let mut out = String::with_capacity(self.capacity);
+        let mut out = String::with_capacity(self.capacity());
         let mut text = String::new();
-        for segment in &self.segments {
+        for segment in self.segments() {
             match segment {
                 Segment::Text(t) => out.push_str(t),
                 Segment::Var(parts) => match scope.resolve(parts) {
@@ -349,7 +135,7 @@ impl Simple {
                     Some(Resolved::Object) => write("[object]", &mut out),
                     None => {
                         return Err(RenderError {
-                            template: self.file.as_deref().unwrap_or(scope.rule).to_owned(),
+                            template: self.file().unwrap_or(scope.rule).to_owned(),
                             reason: format!("the message has no field `{}`", parts.join(".")),
                         })
                     }
@@ -572,6 +358,7 @@ mod simple_equals_handlebars {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::rules::tpl::{parse_simple, registry};
 
     const PIECES: &[&str] = &[
         "hi ",
@@ -733,37 +520,6 @@ mod tests {
             "rendering took over 250 ms"
         );
         assert_eq!(out.over, Some(Overrun::Time));
-    }
-
-    #[test]
-    fn simple_templates_are_recognised() {
-        for simple in [
-            "hi {{FromUserName}}",
-            "{{ captures.order }}",
-            "{{captures.[1]}}",
-            "{{SendPicsInfo.PicList.0.PicMd5Sum}}",
-            "a }} b {{Event}}",
-        ] {
-            assert!(parse_simple(simple).is_some(), "{simple}");
-        }
-        for complex in [
-            "{{#if Event}}x{{/if}}",
-            "{{{Content}}}",
-            "{{!comment}}",
-            "{{> partial}}",
-            "{{~Event}}",
-            "{{Event~}}",
-            "{{strip_prefix EventKey \"q\"}}",
-            "{{this}}",
-            "{{len}}",
-            "\\\\{{Event}}",
-            "{{@index}}",
-            "{{../x}}",
-            "{{a b}}",
-            "unclosed {{Event",
-        ] {
-            assert!(parse_simple(complex).is_none(), "{complex}");
-        }
     }
 
     #[test]

@@ -209,7 +209,7 @@ fn param(
         .collect();
     if parts
         .first()
-        .is_some_and(|p| !p.is_empty() && !crate::render::is_helper(p))
+        .is_some_and(|p| !p.is_empty() && !super::tpl::is_helper(p))
     {
         found.push(UsedPath { parts, at, guarded });
     }

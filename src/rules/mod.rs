@@ -1,6 +1,8 @@
 //! Rules: load `rules.yaml` and `templates/`, compile them into a `RuleSet`, and find the
 //! rule that answers a message. The only module that knows the YAML schema. `load` is the
-//! one entry point used by start-up, reload, `check`, `explain` and `test`.
+//! one entry point used by start-up, reload, `check`, `explain` and `test`. It reaches
+//! nothing above it: the template language is its own (`tpl`, which `render` evaluates),
+//! WeChat's deadline is `wire`'s; no HTTP, and no IO but `read`'s.
 
 pub mod active;
 pub(crate) mod compile;
@@ -16,6 +18,7 @@ mod registry;
 mod schema;
 mod split;
 mod templates;
+pub(crate) mod tpl;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
 };
 pub use templates::{MAX_RENDER_DEPTH, MAX_TEMPLATE_NESTING};
+pub use tpl::Simple;
 
 /// Where `yaml` first nests deeper than `MAX_YAML_DEPTH`, if it does: to be checked before
 /// serde_yaml reads any other YAML file (cases), as `load` does for the rules.
@@ -298,7 +302,7 @@ impl ReplySpec {
 /// push waits for it.
 pub struct Call {
     /// Text and `{{field}}` references; each value is percent-encoded when rendered.
-    pub(crate) url: crate::render::Simple,
+    pub(crate) url: Simple,
     pub(crate) method: CallMethod,
     /// The whole call (connect, send, answer read in full) must end within this.
     pub(crate) timeout: std::time::Duration,
@@ -443,7 +447,7 @@ pub struct ArticleSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tpl {
     Literal(String),
-    Simple(crate::render::Simple),
+    Simple(Simple),
     Template(String),
 }
 

@@ -63,7 +63,7 @@ impl Registry {
             };
         }
         let own = (!inline.is_empty()).then(|| {
-            let mut own = crate::render::registry();
+            let mut own = super::tpl::registry();
             for name in inline {
                 if let Some(t) = all.get_template(name) {
                     own.register_template(name, t.clone());

@@ -170,20 +170,8 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
     let templates = hb.get_templates();
     let mut names: Vec<&String> = templates.keys().collect();
     names.sort();
-    let mut outlines = HashMap::new();
     let mut found = Vec::new();
-    for name in &names {
-        let mut outline = Outline::default();
-        walk(&templates[*name], 0, None, &mut outline);
-        for (at, message) in outline.problems.drain(..) {
-            found.push(Problem {
-                template: (*name).clone(),
-                at,
-                message,
-            });
-        }
-        outlines.insert((*name).clone(), outline);
-    }
+    let outlines = outline_each(templates, &names, &mut found);
     let body = |node: &Node| -> Option<&Body> {
         let outline = outlines.get(&node.0)?;
         match &node.1 {
@@ -235,7 +223,42 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
                 .map(|i| ((*name).clone(), Some(i.clone()))),
         );
     }
-    for node in &nodes {
+    missing_partials(&nodes, &body, &resolve, &mut found);
+    cycles_and_depth(&nodes, &body, &resolve, &mut found);
+    found
+}
+
+/// The outline of each template of `names`, by name; the problems a template shows on its
+/// own go to `found`.
+fn outline_each(
+    templates: &HashMap<String, Template>,
+    names: &[&String],
+    found: &mut Vec<Problem>,
+) -> HashMap<String, Outline> {
+    let mut outlines = HashMap::new();
+    for name in names {
+        let mut outline = Outline::default();
+        walk(&templates[*name], 0, None, &mut outline);
+        for (at, message) in outline.problems.drain(..) {
+            found.push(Problem {
+                template: (*name).clone(),
+                at,
+                message,
+            });
+        }
+        outlines.insert((*name).clone(), outline);
+    }
+    outlines
+}
+
+/// Each include of `nodes` that reaches nothing, and has no fallback block.
+fn missing_partials<'b>(
+    nodes: &[Node],
+    body: &impl Fn(&Node) -> Option<&'b Body>,
+    resolve: &impl Fn(&Node, &Include) -> Vec<Node>,
+    found: &mut Vec<Problem>,
+) {
+    for node in nodes {
         let Some(b) = body(node) else { continue };
         for include in &b.includes {
             if resolve(node, include).is_empty() && !include.has_fallback {
@@ -250,14 +273,24 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
             }
         }
     }
+}
+
+/// Partials that include each other (each cycle once), and templates whose render goes
+/// deeper than `MAX_RENDER_DEPTH`.
+fn cycles_and_depth<'b>(
+    nodes: &[Node],
+    body: &impl Fn(&Node) -> Option<&'b Body>,
+    resolve: &impl Fn(&Node, &Include) -> Vec<Node>,
+    found: &mut Vec<Problem>,
+) {
     let mut depth: HashMap<Node, usize> = HashMap::new();
     let mut reported: HashSet<Vec<Node>> = HashSet::new();
-    for node in &nodes {
+    for node in nodes {
         let mut path = Vec::new();
         measure(
             node,
-            &body,
-            &resolve,
+            body,
+            resolve,
             &mut depth,
             &mut path,
             &mut |cycle, at| {
@@ -284,7 +317,7 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
             },
         );
     }
-    for node in &nodes {
+    for node in nodes {
         if node.1.is_none() && depth.get(node).is_some_and(|d| *d > MAX_RENDER_DEPTH) {
             found.push(Problem {
                 template: node.0.clone(),
@@ -295,7 +328,6 @@ pub(crate) fn problems(hb: &Handlebars<'_>) -> Vec<Problem> {
             });
         }
     }
-    found
 }
 
 fn label(node: &Node) -> String {
@@ -458,7 +490,7 @@ mod tests {
     use super::*;
 
     fn registry(templates: &[(&str, &str)]) -> Handlebars<'static> {
-        let mut hb = crate::render::registry();
+        let mut hb = crate::rules::tpl::registry();
         for (name, text) in templates {
             hb.register_template_string(name, text).unwrap();
         }

@@ -18,7 +18,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// How long a push may take, from its arrival to its answer, before wxrules gives up and
 /// answers `success`: well within WeChat's 5 s, leaving room for the network both ways.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
+pub const DEFAULT_DEADLINE: Duration = crate::wire::PASSIVE_DEADLINE;
 
 /// How long a push's body may take to arrive once its headers have (actix bounds the
 /// headers themselves, `client_request_timeout`). A real push is a few KiB sent at once.

@@ -2,16 +2,23 @@
 //! reply as bytes. No crypto, no rules, no actix; WeChat field names live here.
 
 pub mod catalog;
+mod document;
 mod inbound;
 mod outbound;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
+pub use document::{WireError, MAX_DEPTH};
 pub use inbound::{
     find_encrypt, parse_encrypted, parse_encrypted_reply, EncryptedReply, FieldRef, Message,
-    WireError, MAX_DEPTH,
 };
 pub use outbound::{write_encrypted, write_fields, write_reply, Article, Reply, ReplyHeader};
+
+/// How long a push may take, from its arrival to its passive reply, before the answer is
+/// `success`: 3 s, well within the 5 s WeChat waits for a passive reply (after which it
+/// gives up on the push and retries it), leaving room for the network both ways.
+pub const PASSIVE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Appends `text` to `out` as one or more CDATA sections, so that any user text survives.
 ///

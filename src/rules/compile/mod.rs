@@ -1,0 +1,480 @@
+//! Raw rules → `RuleSet`: read the files, type every rule, build matchers, regexes and
+//! templates, resolve template names, and collect every error with its file:line:col.
+//!
+//! Here: `load`/`load_str` and the steps of a load, in order. The parts of a rule have a
+//! file each: `when` (criteria), `reply` (replies and their strings), `call` (`call`,
+//! `on_error`, `late`), `check` (what templates may reference), `rule` (the rest of a
+//! rule), `files` (template files); `at` names where in a rule each error is. No IO but
+//! `load`'s reads, through `rules::read`.
+
+mod at;
+mod call;
+mod check;
+mod files;
+mod reply;
+mod rule;
+mod when;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use handlebars::Handlebars;
+use sha1::{Digest, Sha1};
+
+use super::locate::{LazyPositions, MAX_YAML_DEPTH};
+use super::matcher::Index;
+use super::read::{self, TemplateFile};
+use super::registry::{self, Registry};
+use super::schema;
+use super::split::{self, LineIndex};
+use super::tpl;
+use super::{LoadError, Loaded, Location, Rule, RuleError, RuleSet, Sources, Tpl};
+use at::At;
+use files::check_partials;
+use rule::Names;
+
+pub(crate) use call::MAX_CALL_TIMEOUT;
+pub(crate) use reply::collect_tpls;
+pub use reply::MAX_ARTICLES;
+
+/// Loads and compiles the rules file and templates directory of `sources`.
+///
+/// Returns every error found (unreadable file, YAML syntax, unknown key, duplicate name, bad
+/// regex, missing or broken template), each with file, line and column; nothing partial.
+pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
+    let fail = |path: &Path, message: String| {
+        LoadError(vec![RuleError {
+            location: Location::new(path, None),
+            rule: None,
+            message,
+        }])
+    };
+    let source = read::read_text(&sources.rules, read::MAX_RULES_FILE)
+        .map_err(|e| fail(&sources.rules, format!("cannot read rules file: {e}")))?;
+    let files = read::read_templates(&sources.templates)
+        .map_err(|e| fail(&e.path, format!("cannot read templates: {}", e.error)))?;
+    compile(&sources.rules, &source, &files)
+}
+
+/// Loads and compiles rules and templates held in memory, as `load` does files: `yaml` as if
+/// read from `rules.yaml`, and each `(name, text)` as `templates/NAME.hbs`. For fuzzing,
+/// tests and anything that builds rules without a directory.
+pub fn load_str(yaml: &str, templates: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+    let files: Vec<TemplateFile> = templates
+        .iter()
+        .map(|(name, text)| TemplateFile {
+            name: (*name).to_owned(),
+            path: Path::new("templates").join(format!("{name}.hbs")),
+            text: (*text).to_owned(),
+        })
+        .collect();
+    compile(Path::new("rules.yaml"), yaml, &files)
+}
+
+/// What compiling one rule needs to know and where it reports.
+struct Compiler<'a> {
+    file: &'a Path,
+    positions: LazyPositions<'a>,
+    templates: Handlebars<'static>,
+    /// Each template file by name, in the form a reply uses it: a literal or a `Simple`
+    /// template when it is one (rendered without handlebars), else the registered template.
+    known_templates: HashMap<String, Tpl>,
+    used_templates: HashSet<String>,
+    errors: Vec<RuleError>,
+    inline_count: usize,
+    /// Each inline handlebars template registered, by its registry name: its rule and the
+    /// YAML path of its string, where its errors point.
+    inline_templates: HashMap<String, (String, String)>,
+    /// Each template file's path, by name.
+    template_files: HashMap<String, std::path::PathBuf>,
+    warnings: Vec<RuleError>,
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler for the rules file `file`, whose registry starts from `compiled` (the
+    /// template files a living rule set holds compiled) when there is one.
+    fn new(
+        file: &'a Path,
+        positions: LazyPositions<'a>,
+        template_files: &[TemplateFile],
+        compiled: Option<&Handlebars<'static>>,
+    ) -> Compiler<'a> {
+        Compiler {
+            file,
+            positions,
+            templates: compiled.cloned().unwrap_or_else(tpl::registry),
+            known_templates: HashMap::new(),
+            used_templates: HashSet::new(),
+            errors: Vec::new(),
+            inline_count: 0,
+            inline_templates: HashMap::new(),
+            template_files: template_files
+                .iter()
+                .map(|t| (t.name.clone(), t.path.clone()))
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, rule: Option<&str>, at: Option<(usize, usize)>, message: String) {
+        self.errors.push(RuleError {
+            location: Location::new(self.file, at),
+            rule: rule.map(str::to_owned),
+            message,
+        });
+    }
+
+    /// An error of `at`'s rule, at the value `at` names.
+    fn error_at(&mut self, at: At<'_>, message: String) {
+        let position = self.value_at(at);
+        self.error(Some(at.rule_name()), position, message);
+    }
+
+    /// An error of `at`'s rule, at the key that names `at`.
+    fn error_at_key(&mut self, at: At<'_>, message: String) {
+        let position = self.key_at(at);
+        self.error(Some(at.rule_name()), position, message);
+    }
+
+    /// Where the value at `at` is written, or its nearest ancestor's.
+    fn value_at(&self, at: At<'_>) -> Option<(usize, usize)> {
+        self.positions.value(&at.to_string())
+    }
+
+    /// Where the key that names `at` is written, else as `value_at`.
+    fn key_at(&self, at: At<'_>) -> Option<(usize, usize)> {
+        self.positions.key(&at.to_string())
+    }
+}
+
+/// A load, in its steps: the outline pass, typing the rules, the template files, the file's
+/// time zone, each rule, what the templates include; then the rule set.
+fn compile(
+    file: &Path,
+    source: &str,
+    template_files: &[TemplateFile],
+) -> Result<Loaded, LoadError> {
+    // The outline pass finds where each rule starts; in a plain file (the usual case) the
+    // rules are then typed in pieces on every core, else the file is typed whole.
+    let positions = LazyPositions::new(source);
+    if let Some(at) = positions.too_deep() {
+        return Err(LoadError(vec![RuleError {
+            location: Location::new(file, Some(at)),
+            rule: None,
+            message: format!(
+                "nested more than {MAX_YAML_DEPTH} levels deep; a rule needs a handful"
+            ),
+        }]));
+    }
+    let lines = LineIndex::new(source);
+    let parsed = match positions
+        .plain_rule_starts()
+        .and_then(|starts| split::type_rules(source, &lines, starts))
+    {
+        Some(rules) => Ok(rules.into_iter().map(RuleInput::Typed).collect()),
+        None => parse_rules(source),
+    };
+    // Template files a living rule set holds compiled (of another account on the same
+    // directory, or the set this load will replace) are not compiled again.
+    let (files_key, compiled) = registry::lookup(template_files);
+    let mut c = Compiler::new(file, positions, template_files, compiled.as_deref());
+    files::register(&mut c, template_files, compiled.is_some());
+
+    let inputs = match parsed {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            let at = e.position.or_else(|| c.positions.key(&e.path));
+            c.error(None, at, e.message);
+            return Err(LoadError(c.errors));
+        }
+    };
+    if !timezone_holds(&mut c) {
+        return Err(LoadError(c.errors));
+    }
+    let spans = rule_spans(source, &lines, c.positions.rule_lines());
+    let mut rules = Vec::with_capacity(inputs.len());
+    let mut names = Names::default();
+    for (i, input) in inputs.into_iter().enumerate() {
+        if let Some(rule) = rule::compile_rule(&mut c, i, input, spans.get(i), &mut names) {
+            rules.push(rule);
+        }
+    }
+
+    check_partials(&mut c, template_files);
+    if !c.errors.is_empty() {
+        return Err(LoadError(c.errors));
+    }
+    Ok(finish(c, source, template_files, files_key, rules))
+}
+
+/// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
+fn timezone_holds(c: &mut Compiler<'_>) -> bool {
+    let Some(tz) = c.positions.timezone() else {
+        return true;
+    };
+    if jiff::tz::TimeZone::get(tz).is_ok() {
+        return true;
+    }
+    let message =
+        format!("`timezone`: `{tz}` is not a time zone (an IANA name such as `Asia/Shanghai`)");
+    let at = c.positions.value("timezone");
+    c.error(None, at, message);
+    false
+}
+
+/// The rule set of a load without errors, with its warnings: the rules indexed, the
+/// templates split into the files' share and the rules' own, and the digests.
+fn finish(
+    mut c: Compiler<'_>,
+    source: &str,
+    template_files: &[TemplateFile],
+    files_key: registry::Key,
+    rules: Vec<Rule>,
+) -> Loaded {
+    let mut warnings = std::mem::take(&mut c.warnings);
+    files::warn_unused(&c, template_files, &mut warnings);
+
+    let mut templates = Sha1::new();
+    for t in template_files {
+        templates.update(t.name.as_bytes());
+        templates.update([0]);
+        templates.update(t.text.as_bytes());
+        templates.update([0]);
+    }
+    let templates_digest = short_hex(&templates.finalize());
+    let digest = short_hex(
+        &Sha1::new_with_prefix(source)
+            .chain_update(&templates_digest)
+            .finalize(),
+    );
+
+    let index = Index::build(&rules);
+    let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
+    let templates = Registry::new(c.templates, template_files, files_key, &inline);
+    Loaded {
+        rules: RuleSet {
+            rules,
+            index,
+            templates,
+            digest,
+            templates_digest,
+            template_count: template_files.len(),
+        },
+        warnings,
+    }
+}
+
+/// One rule as read from the file: typed, or the reason it is not (with its name when
+/// that much could be read).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every rule is typed: boxing them would only add an allocation each"
+)]
+enum RuleInput {
+    Typed(schema::RawRule),
+    Failed {
+        name: Option<String>,
+        error: schema::YamlError,
+    },
+}
+
+/// Types every rule. The whole file is typed in one pass when it can be (the usual case,
+/// and the fast one); otherwise each rule is typed on its own, so that every broken rule
+/// is reported, not only the first.
+fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
+    if let Some(rules) = schema::parse_typed(source) {
+        return Ok(rules.into_iter().map(RuleInput::Typed).collect());
+    }
+    let raw = schema::parse_file(source)?;
+    Ok(raw
+        .rules
+        .into_iter()
+        .map(|value| {
+            // Read the name first, so that errors in a rule that does not type still name it.
+            let name = value
+                .get("name")
+                .and_then(|n| serde_yaml::from_value::<schema::Scalar>(n.clone()).ok())
+                .map(|n| n.0);
+            match schema::parse_rule(value) {
+                Ok(rule) => RuleInput::Typed(rule),
+                Err(error) => RuleInput::Failed { name, error },
+            }
+        })
+        .collect())
+}
+
+/// The source text of each rule: from its first line to the next rule's first line.
+fn rule_spans<'a>(
+    source: &'a str,
+    index: &LineIndex,
+    lines: impl Iterator<Item = usize>,
+) -> Vec<&'a str> {
+    let starts: Vec<usize> = lines.map(|line| index.offset(line)).collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(source.len())
+                .max(start);
+            source.get(start..end).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.
+fn short_hex(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A duration such as `2s`, `800ms` or `1m 30s`, above zero and at most `max`.
+fn duration(c: &mut Compiler<'_>, at: At<'_>, text: &str, max: Duration) -> Option<Duration> {
+    let problem = match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => "must be above zero".to_owned(),
+        Ok(d) if d > max => format!("is at most {}", humantime::format_duration(max)),
+        Ok(d) => return Some(d),
+        Err(e) => format!("is a duration such as `2s` or `800ms` ({e})"),
+    };
+    let key = at.last_key();
+    c.error_at(at, format!("`{key}` {problem}"));
+    None
+}
+
+/// Compiles rules from a string, with no template files; for unit tests.
+#[cfg(test)]
+pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
+    compile(Path::new("rules.yaml"), yaml, &[]).map(|l| l.rules)
+}
+
+/// The errors of a rules file holding one rule `r` with `body` (YAML at 4 spaces); for
+/// unit tests.
+#[cfg(test)]
+fn rule_errors(body: &str) -> Vec<String> {
+    let yaml = format!("rules:\n  - name: r\n{body}");
+    match load_str(&yaml, &[]) {
+        Ok(_) => Vec::new(),
+        Err(LoadError(errors)) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_a_byte_order_mark_keeps_its_error_positions() {
+        let yaml = "\u{feff}rules:\n  - name: a\n    ignroe: true\n";
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), yaml, &[]) else {
+            panic!("an unknown key");
+        };
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("rules.yaml:3:5: rule `a`: unknown field"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// 64,000 nested flow sequences took serde_yaml 31 s to reject; the outline pass now
+    /// stops at the 65th level, before serde_yaml sees the file.
+    #[test]
+    fn deep_flow_nesting_is_refused_before_serde_yaml_reads_it() {
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let yaml = format!(
+                "rules:\n  - name: a\n    extra: {}1{}\n    ignore: true\n",
+                open.repeat(64_000),
+                close.repeat(64_000)
+            );
+            let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+                panic!("nesting 64,000 deep");
+            };
+            assert_eq!(errors.len(), 1);
+            assert!(
+                errors[0].to_string().starts_with("rules.yaml:3:")
+                    && errors[0].message
+                        == "nested more than 64 levels deep; a rule needs a handful",
+                "{}",
+                errors[0]
+            );
+        }
+        // At the limit it is read, and the unknown key reported as usual.
+        let yaml = format!(
+            "rules:\n  - name: a\n    extra: {}1{}\n    ignore: true\n",
+            "[".repeat(MAX_YAML_DEPTH - 3),
+            "]".repeat(MAX_YAML_DEPTH - 3)
+        );
+        let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+            panic!("an unknown key");
+        };
+        assert!(
+            errors[0].message.starts_with("unknown field `extra`"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn a_large_file_reports_each_broken_rule_where_it_is() {
+        let mut yaml = String::from("rules:\n");
+        for i in 0..5_000 {
+            let key = if i == 3_210 || i == 4_999 {
+                "ignroe"
+            } else {
+                "ignore"
+            };
+            yaml.push_str(&format!(
+                "  - {{ name: r{i}, when: {{ keyword: k{i} }}, {key}: true }}\n"
+            ));
+        }
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), &yaml, &[]) else {
+            panic!("two rules have an unknown key");
+        };
+        let found: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("rules.yaml:3212:46: rule `r3210`: unknown field `ignroe`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("rules.yaml:5001:46: rule `r4999`: unknown field `ignroe`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_time_zone_is_checked_once_and_used_by_every_window() {
+        let err = load_str(
+            "timezone: Mars/Olympus\nrules:\n  - name: r\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rules.yaml:1:11: `timezone`: `Mars/Olympus` is not a time zone (an IANA name such as `Asia/Shanghai`)"
+        );
+        // After `rules:` too; `~` is none.
+        for yaml in [
+            "rules:\n  - name: r\n    active: { hours: [\"00:00-01:00\"] }\n    reply: { text: hi }\ntimezone: UTC\n",
+            "timezone: UTC\nrules:\n  - name: r\n    active: { hours: [\"00:00-01:00\"] }\n    reply: { text: hi }\n",
+        ] {
+            let loaded = load_str(yaml, &[]).unwrap();
+            let active = loaded.rules.rules()[0].active().unwrap();
+            // 00:30 UTC on 2026-11-30.
+            assert!(active.holds(1_795_998_600), "{yaml}");
+        }
+        let loaded = load_str(
+            "timezone: ~\nrules:\n  - name: r\n    active: { hours: [\"08:00-09:00\"] }\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap();
+        // 00:30 UTC is 08:30 in Shanghai, the default.
+        assert!(loaded.rules.rules()[0]
+            .active()
+            .unwrap()
+            .holds(1_795_998_600));
+    }
+}

@@ -1,0 +1,267 @@
+//! A reply (`reply`, each of `send`, `on_error`, `late.reply`) → `ReplySpec`: its kind,
+//! and each of its strings as a literal, a `Simple` template, a compiled inline template or
+//! a template file's. Every problem is an error at its value; nothing here renders.
+
+use super::at::{At, Key};
+use super::files::{fast_form, template_reason, too_deep_message};
+use super::Compiler;
+use crate::rules::schema::{RawArticle, RawReply, RawReplyKind, RawStr, REPLY_KINDS};
+use crate::rules::templates;
+use crate::rules::{ArticleSpec, MusicSpec, ReplySpec, Tpl, VideoSpec};
+
+/// WeChat accepts at most 8 articles in one news reply.
+pub const MAX_ARTICLES: usize = 8;
+
+/// The reply at `at`, each of its strings at its own key; `None` when it has errors.
+pub(super) fn compile_reply(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    reply: RawReply,
+) -> Option<ReplySpec> {
+    // Every failure below records an error, so the count tells whether this reply is good.
+    let errors_before = c.errors.len();
+    let reply = match reply.kind() {
+        Ok(kind) => kind,
+        Err(n) => {
+            let given = if n == 0 { "none" } else { "several" };
+            c.error_at(
+                at,
+                format!("a reply takes exactly one of {REPLY_KINDS}; {given} given"),
+            );
+            return None;
+        }
+    };
+    let s = string;
+    let spec = match reply {
+        RawReplyKind::Text(t) => ReplySpec::Text(s(c, at.key("text"), Some(t))),
+        RawReplyKind::Image(m) => {
+            ReplySpec::Image(s(c, at.key("image.media_id"), Some(m.media_id)))
+        }
+        RawReplyKind::Voice(m) => {
+            ReplySpec::Voice(s(c, at.key("voice.media_id"), Some(m.media_id)))
+        }
+        RawReplyKind::Video(v) => ReplySpec::Video(Box::new(VideoSpec {
+            media_id: s(c, at.key("video.media_id"), Some(v.media_id)),
+            title: s(c, at.key("video.title"), v.title),
+            description: s(c, at.key("video.description"), v.description),
+        })),
+        RawReplyKind::Music(m) => ReplySpec::Music(Box::new(MusicSpec {
+            title: s(c, at.key("music.title"), m.title),
+            description: s(c, at.key("music.description"), m.description),
+            music_url: s(c, at.key("music.music_url"), m.music_url),
+            hq_music_url: s(c, at.key("music.hq_music_url"), m.hq_music_url),
+            thumb_media_id: s(c, at.key("music.thumb_media_id"), Some(m.thumb_media_id)),
+        })),
+        RawReplyKind::News(articles) => {
+            let news = at.key("news");
+            if articles.is_empty() || articles.len() > MAX_ARTICLES {
+                c.error_at(
+                    news,
+                    format!(
+                        "a news reply has 1 to {MAX_ARTICLES} articles, this one has {}",
+                        articles.len()
+                    ),
+                );
+            }
+            let specs = articles
+                .into_iter()
+                .enumerate()
+                .map(|(i, a): (usize, RawArticle)| {
+                    let article = news.index(i);
+                    ArticleSpec {
+                        title: s(c, article.key("title"), Some(a.title)),
+                        description: s(c, article.key("description"), a.description),
+                        pic_url: s(c, article.key("pic_url"), a.pic_url),
+                        url: s(c, article.key("url"), a.url),
+                    }
+                })
+                .collect();
+            ReplySpec::News(specs)
+        }
+        RawReplyKind::TransferCustomerService(t) => {
+            let account = t
+                .kf_account
+                .map(|a| s(c, at.key("transfer_customer_service.kf_account"), Some(a)));
+            ReplySpec::TransferCustomerService(account)
+        }
+        RawReplyKind::OneOf(choices) => {
+            let one_of = at.key("one_of");
+            if choices.is_empty() {
+                c.error_at(one_of, "`one_of` needs at least one reply".into());
+            }
+            let specs = choices
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, choice)| compile_reply(c, one_of.index(i), choice))
+                .collect();
+            ReplySpec::OneOf(specs)
+        }
+    };
+    (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// A reply's string at `at`, when it has one; else the empty string.
+fn string(c: &mut Compiler<'_>, at: At<'_>, raw: Option<RawStr>) -> Tpl {
+    raw.and_then(|raw| compile_str(c, at, raw))
+        .unwrap_or(Tpl::Literal(String::new()))
+}
+
+/// A rule's `send:` list: replies the customer-service API can carry.
+pub(super) fn compile_send(
+    c: &mut Compiler<'_>,
+    rule: At<'_>,
+    raw: Vec<RawReply>,
+) -> Box<[ReplySpec]> {
+    let mut specs = Vec::with_capacity(raw.len());
+    let send = rule.field(Key::Send);
+    for (i, reply) in raw.into_iter().enumerate() {
+        let at = send.index(i);
+        let Some(spec) = compile_reply(c, at, reply) else {
+            continue;
+        };
+        if let Some(why) = unsendable(&spec) {
+            c.error_at(
+                at,
+                format!(
+                    "`send` takes text, image, voice, video, music or news of one article; {why}"
+                ),
+            );
+            continue;
+        }
+        specs.push(spec);
+    }
+    specs.into_boxed_slice()
+}
+
+/// Why the customer-service API cannot carry `spec`, if it cannot.
+pub(super) fn unsendable(spec: &ReplySpec) -> Option<String> {
+    match spec {
+        ReplySpec::TransferCustomerService(_) => {
+            Some("`transfer_customer_service` is a passive reply only".into())
+        }
+        ReplySpec::News(articles) if articles.len() > 1 => Some(format!(
+            "this news has {} articles (WeChat sends one)",
+            articles.len()
+        )),
+        ReplySpec::OneOf(choices) => choices.iter().find_map(unsendable),
+        _ => None,
+    }
+}
+
+/// An inline string becomes a literal when it has no `{{`, a `Simple` template when it only
+/// references fields, else a compiled handlebars template; a
+/// `{ template: NAME }` must name a file of the templates directory.
+fn compile_str(c: &mut Compiler<'_>, at: At<'_>, raw: RawStr) -> Option<Tpl> {
+    match raw {
+        RawStr::Inline(text) => {
+            if let Some(fast) = fast_form(&text.0) {
+                return Some(fast);
+            }
+            if let Some((l, col)) = templates::too_deep(&text.0) {
+                let message = format!("{} (template line {l}, column {col})", too_deep_message());
+                c.error_at(at, message);
+                return None;
+            }
+            // Named after its rule; never the name of a file (`welcome#1.hbs` may exist),
+            // which it would replace.
+            let name = loop {
+                c.inline_count += 1;
+                let name = format!("{}#{}", at.rule_name(), c.inline_count);
+                if !c.template_files.contains_key(&name) {
+                    break name;
+                }
+            };
+            match c.templates.register_template_string(&name, &text.0) {
+                Ok(()) => {
+                    c.inline_templates
+                        .insert(name.clone(), (at.rule_name().to_owned(), at.to_string()));
+                    Some(Tpl::Template(name))
+                }
+                Err(e) => {
+                    let within = e
+                        .pos()
+                        .map(|(l, col)| format!(" (template line {l}, column {col})"))
+                        .unwrap_or_default();
+                    c.error_at(
+                        at,
+                        format!("template does not compile: {}{within}", template_reason(&e)),
+                    );
+                    None
+                }
+            }
+        }
+        RawStr::File(r) => {
+            if let Some(tpl) = c.known_templates.get(&r.template) {
+                let tpl = tpl.clone();
+                c.used_templates.insert(r.template);
+                Some(tpl)
+            } else {
+                c.error_at(
+                    at.key("template"),
+                    format!(
+                        "template `{}` not found (no file {}.hbs in the templates directory)",
+                        r.template, r.template
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub(crate) fn collect_tpls<'a>(spec: &'a ReplySpec, out: &mut Vec<&'a Tpl>) {
+    match spec {
+        ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => out.push(t),
+        ReplySpec::Video(v) => out.extend([&v.media_id, &v.title, &v.description]),
+        ReplySpec::Music(m) => out.extend([
+            &m.title,
+            &m.description,
+            &m.music_url,
+            &m.hq_music_url,
+            &m.thumb_media_id,
+        ]),
+        ReplySpec::News(articles) => {
+            for a in articles {
+                out.extend([&a.title, &a.description, &a.pic_url, &a.url]);
+            }
+        }
+        ReplySpec::TransferCustomerService(account) => out.extend(account.iter()),
+        ReplySpec::OneOf(choices) => {
+            for choice in choices {
+                collect_tpls(choice, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::compile::compile_yaml;
+    use crate::rules::LoadError;
+
+    #[test]
+    fn send_takes_what_the_customer_service_api_carries() {
+        let ok = "rules:\n  - name: a\n    reply: { text: hi }\n    send: [ { text: more }, { image: { media_id: M } }, { one_of: [ { voice: { media_id: V } } ] } ]\n";
+        let rules = compile_yaml(ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rules.rules()[0].send().len(), 3);
+        for (send, says) in [
+            ("[ { transfer_customer_service: {} } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; `transfer_customer_service` is a passive reply only"),
+            ("[ { news: [ { title: a }, { title: b } ] } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; this news has 2 articles (WeChat sends one)"),
+            ("[ { one_of: [ { text: x }, { transfer_customer_service: {} } ] } ]", "rules.yaml:4:15: rule `a`: `send` takes text, image, voice, video, music or news of one article; `transfer_customer_service` is a passive reply only"),
+        ] {
+            let yaml = format!("rules:\n  - name: a\n    reply: {{ text: hi }}\n    send: {send}\n");
+            let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+                panic!("{send} loaded");
+            };
+            assert_eq!(errors[0].to_string(), says);
+        }
+        let ignored = "rules:\n  - name: a\n    ignore: true\n    send: [ { text: more } ]\n";
+        let Err(LoadError(errors)) = compile_yaml(ignored) else {
+            panic!("ignore + send loaded");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "rules.yaml:4:5: rule `a`: `send` goes out after a passive reply: a rule with `ignore: true` cannot send"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! One rule of the file → `Rule`: its name (present, unique), its `reply` or `ignore`, the
+//! rules that tie its parts together (`send` after a passive reply, what a `late` call may
+//! send, `call.…` only with a `call`), its `cooldown` and its `active` window; `when`,
+//! replies and `call` are their own files'. Every problem is an error; no IO.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use super::at::{At, Key};
+use super::call::compile_call;
+use super::check::{check_fields, uses_root};
+use super::reply::{compile_reply, compile_send, unsendable};
+use super::when::compile_when;
+use super::{duration, Compiler, RuleInput};
+use crate::rules::schema::{self, RawReply, RawRule, Scalar};
+use crate::rules::{active, Action, Call, Criteria, ReplySpec, Rule};
+
+/// The rules' names seen so far, each with the line where it is first used.
+pub(super) type Names = HashMap<String, usize, foldhash::fast::RandomState>;
+
+/// Compiles rule `i` of the file (`span`: its text), recording every problem in `c`;
+/// `None` when it has any.
+pub(super) fn compile_rule(
+    c: &mut Compiler<'_>,
+    i: usize,
+    input: RuleInput,
+    span: Option<&&str>,
+    names: &mut Names,
+) -> Option<Rule> {
+    let start = c.positions.rule(i);
+    let raw_rule = typed(c, i, input)?;
+    let fingerprint = {
+        // The rule's own text: a change anywhere in it is a changed rule.
+        let mut h = std::hash::DefaultHasher::new();
+        span.hash(&mut h);
+        raw_rule.name.0.hash(&mut h);
+        h.finish()
+    };
+    let name = raw_rule.name.0;
+    if name.trim().is_empty() {
+        c.error(None, start, "rule name is empty".into());
+        return None;
+    }
+    let at = At::rule(i, &name);
+    if let Some(first) = names.get(&name) {
+        let first_line = *first;
+        c.error_at(
+            at.field(Key::Name),
+            format!("duplicate rule name (first used on line {first_line})"),
+        );
+        return None;
+    }
+    let (line, column) = start.unwrap_or((0, 0));
+    names.insert(name.clone(), line);
+    let errors_before = c.errors.len();
+    let when = compile_when(c, at, raw_rule.when);
+    let has_call = raw_rule.call.is_some();
+    let action = compile_action(c, at, start, raw_rule.reply, raw_rule.ignore, has_call);
+    if matches!(action, Some(Action::Ignore)) && !raw_rule.send.is_empty() {
+        let why = if raw_rule.ignore {
+            "a rule with `ignore: true` cannot send"
+        } else {
+            "give the rule a `reply` (a rule whose service decides has none of its own)"
+        };
+        c.error_at_key(
+            at.field(Key::Send),
+            format!("`send` goes out after a passive reply: {why}"),
+        );
+    }
+    let send = compile_send(c, at, raw_rule.send);
+    let call = compile_call(c, at, raw_rule.call, raw_rule.on_error, raw_rule.late);
+    check_late_replies(c, at, action.as_ref(), call.as_deref());
+    if !has_call {
+        check_no_call(c, at, action.as_ref(), &send);
+    }
+    if c.errors.len() == errors_before {
+        check_templates(c, at, &when, action.as_ref(), &send, call.as_deref());
+    }
+    let cooldown_secs = compile_cooldown(c, at, raw_rule.cooldown.as_ref());
+    if cooldown_secs > 0 && matches!(action, Some(Action::Ignore)) && !has_call {
+        c.error_at_key(
+            at.field(Key::Cooldown),
+            "`cooldown` starts when the rule answers, and a rule with `ignore: true` never does"
+                .into(),
+        );
+    }
+    let active = raw_rule.active.and_then(|raw| compile_active(c, at, &raw));
+    let (Some(action), true) = (action, c.errors.len() == errors_before) else {
+        return None;
+    };
+    Some(Rule {
+        name: name.into(),
+        line,
+        column,
+        fingerprint,
+        when,
+        action,
+        send,
+        call,
+        cooldown_secs,
+        active,
+        last_hit: std::sync::atomic::AtomicU64::new(0),
+    })
+}
+
+/// The rule as typed, or `None` with the error of a rule that does not type, at the key or
+/// value serde names (`e.path`, within the rule; `.` for the rule itself).
+fn typed(c: &mut Compiler<'_>, i: usize, input: RuleInput) -> Option<RawRule> {
+    match input {
+        RuleInput::Typed(r) => Some(r),
+        RuleInput::Failed { name, error: e } => {
+            let rule = At::rule(i, name.as_deref().unwrap_or_default());
+            let path = if e.path == "." {
+                rule.to_string()
+            } else {
+                rule.key(&e.path).to_string()
+            };
+            let at = if let Some(key) = unknown_field_key(&e.message) {
+                // serde_path_to_error's path may or may not end with the unknown key.
+                let key_path = if path.ends_with(&format!(".{key}")) {
+                    path.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                c.positions.key(&key_path)
+            } else {
+                c.positions.value(&path)
+            };
+            c.error(name.as_deref(), at, e.message);
+            None
+        }
+    }
+}
+
+/// The key named in serde's "unknown field `x`, expected …".
+fn unknown_field_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// What the rule does: its `reply`, or nothing (`ignore: true`, or a `call` whose service
+/// decides); `None` when that is not clear or the reply has errors.
+fn compile_action(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    start: Option<(usize, usize)>,
+    reply: Option<RawReply>,
+    ignore: bool,
+    has_call: bool,
+) -> Option<Action> {
+    match (reply, ignore) {
+        (Some(_), true) => {
+            c.error(
+                Some(at.rule_name()),
+                start,
+                "a rule has either `reply` or `ignore: true`, not both".into(),
+            );
+            None
+        }
+        // A rule with a call and no reply leaves the answer to its service.
+        (None, false) if has_call => Some(Action::Ignore),
+        (None, false) => {
+            c.error(
+                Some(at.rule_name()),
+                start,
+                "a rule needs `reply` or `ignore: true`".into(),
+            );
+            None
+        }
+        (None, true) => Some(Action::Ignore),
+        (Some(reply), false) => compile_reply(c, at.field(Key::Reply), reply).map(Action::Reply),
+    }
+}
+
+/// A late call's reply, and its `on_error`, go out through the customer-service API: each
+/// must be one it carries.
+fn check_late_replies(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    action: Option<&Action>,
+    call: Option<&Call>,
+) {
+    let Some(late_call) = call.filter(|c| c.late.is_some()) else {
+        return;
+    };
+    let reply = match action {
+        Some(Action::Reply(spec)) => Some((Key::Reply, spec)),
+        _ => None,
+    };
+    let on_error = late_call.on_error.as_ref().map(|spec| (Key::OnError, spec));
+    let problems: Vec<(Key, String)> = reply
+        .into_iter()
+        .chain(on_error)
+        .filter_map(|(key, spec)| unsendable(spec).map(|why| (key, why)))
+        .collect();
+    for (key, why) in problems {
+        c.error_at(
+            at.field(key),
+            format!("a `late` rule's reply may go out through the customer-service API, which takes text, image, voice, video, music or news of one article; {why}"),
+        );
+    }
+}
+
+/// A rule without a `call` has no service's answer: its reply and `send` cannot use
+/// `call.…`.
+fn check_no_call(c: &mut Compiler<'_>, at: At<'_>, action: Option<&Action>, send: &[ReplySpec]) {
+    let uses_call = match action {
+        Some(Action::Reply(spec)) => uses_root(c, spec, "call"),
+        _ => false,
+    };
+    let send_at = at.field(Key::Send);
+    let using: Vec<(At<'_>, bool)> = [(at.field(Key::Reply), uses_call)]
+        .into_iter()
+        .chain(
+            send.iter()
+                .enumerate()
+                .map(|(i, spec)| (send_at.index(i), uses_root(c, spec, "call"))),
+        )
+        .collect();
+    for (place, uses) in using {
+        if uses {
+            c.error_at(
+                place,
+                "`call.…` is the answer of the rule's service, and this rule has no `call`".into(),
+            );
+        }
+    }
+}
+
+/// Holds every template of the rule's replies (`reply`, `send`, `on_error`, `late.reply`) to
+/// what the rule can see (`check_fields`).
+fn check_templates(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    when: &Criteria,
+    action: Option<&Action>,
+    send: &[ReplySpec],
+    call: Option<&Call>,
+) {
+    let send_at = at.field(Key::Send);
+    let mut specs: Vec<(At<'_>, &ReplySpec)> = Vec::new();
+    if let Some(Action::Reply(spec)) = action {
+        specs.push((at.field(Key::Reply), spec));
+    }
+    specs.extend(send.iter().enumerate().map(|(i, s)| (send_at.index(i), s)));
+    if let Some(call) = call {
+        specs.extend(call.on_error.iter().map(|s| (at.field(Key::OnError), s)));
+        if let Some(late) = &call.late {
+            specs.extend(late.reply.iter().map(|s| (at.field(Key::LateReply), s)));
+        }
+    }
+    check_fields(c, when, &specs);
+}
+
+/// A rule's `cooldown:` in whole seconds; 0 for none, or when it has errors.
+fn compile_cooldown(c: &mut Compiler<'_>, rule: At<'_>, raw: Option<&Scalar>) -> u32 {
+    let at = rule.field(Key::Cooldown);
+    match raw {
+        None => 0,
+        Some(text) => match duration(c, at, &text.0, MAX_COOLDOWN) {
+            Some(d) if d.as_secs() == 0 || d.subsec_nanos() != 0 => {
+                c.error_at(
+                    at,
+                    "`cooldown` is whole seconds (`30s`, `60m`, `1h`)".into(),
+                );
+                0
+            }
+            Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            None => 0,
+        },
+    }
+}
+
+/// A rule's `active:` window, in its own `timezone`, the file's, or Asia/Shanghai.
+fn compile_active(
+    c: &mut Compiler<'_>,
+    rule: At<'_>,
+    raw: &schema::RawActive,
+) -> Option<Box<active::Active>> {
+    let file_timezone = c.positions.timezone().map(str::to_owned);
+    let timezone = raw
+        .timezone
+        .as_ref()
+        .map(|t| t.0.clone())
+        .or(file_timezone)
+        .unwrap_or_else(|| active::DEFAULT_TIMEZONE.to_owned());
+    let written = active::Written {
+        from: raw.from.as_ref().map(|s| s.0.as_str()),
+        until: raw.until.as_ref().map(|s| s.0.as_str()),
+        hours: raw.hours.iter().map(|s| s.0.as_str()).collect(),
+        weekdays: raw.weekdays.iter().map(|s| s.0.as_str()).collect(),
+        timezone: &timezone,
+    };
+    match active::compile(&written) {
+        Ok(active) => Some(Box::new(active)),
+        Err((key, why)) => {
+            let at = rule.field(Key::Active);
+            let position = c.value_at(at.key(key)).or_else(|| c.key_at(at));
+            c.error(
+                Some(rule.rule_name()),
+                position,
+                format!("`active.{key}`: {why}"),
+            );
+            None
+        }
+    }
+}
+
+/// The longest `cooldown`.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::rules::compile::rule_errors;
+    use crate::rules::load_str;
+
+    #[test]
+    fn a_cooldown_is_whole_seconds_on_a_rule_that_answers() {
+        let loaded = load_str(
+            "rules:\n  - name: r\n    cooldown: 60m\n    reply: { text: hi }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.rules.rules()[0].cooldown(),
+            Some(Duration::from_secs(3600))
+        );
+        for (body, says) in [
+            ("    cooldown: soon\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is a duration such as `2s` or `800ms` (expected number at 0)"),
+            ("    cooldown: 1500ms\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is whole seconds (`30s`, `60m`, `1h`)"),
+            ("    cooldown: 60d\n    reply: { text: hi }\n", "rules.yaml:3:15: rule `r`: `cooldown` is at most 30days"),
+            ("    cooldown: 1h\n    ignore: true\n", "rules.yaml:3:5: rule `r`: `cooldown` starts when the rule answers, and a rule with `ignore: true` never does"),
+        ] {
+            assert_eq!(rule_errors(body), [says], "{body}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The template language's pieces that a load needs: the handlebars registry every rule set
+//! starts from (strict, no escaping, our helpers), and `Simple` templates (text and
+//! `{{path}}`s), recognised and parsed. Nothing here renders a reply or reads a message:
+//! `render` evaluates these; no IO.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+};
+
+/// The registry every rule set starts from: strict (a misspelt field is an error, not an
+/// empty string), no HTML escaping (output goes into CDATA), and our helpers.
+pub(crate) fn registry() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_helper("strip_prefix", Box::new(strip_prefix));
+    hb.register_helper("default", Box::new(default));
+    hb
+}
+
+/// `{{strip_prefix EventKey "qrscene_"}}`: the value without the prefix, or unchanged.
+fn strip_prefix(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = h
+        .param(0)
+        .and_then(|p| p.value().as_str())
+        .unwrap_or_default();
+    let prefix = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .unwrap_or_default();
+    out.write(value.strip_prefix(prefix).unwrap_or(value))?;
+    Ok(())
+}
+
+/// `{{default Recognition "…"}}`: the value when present and not empty, else the fallback.
+fn default(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let fallback = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 1))?;
+    let value = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
+    out.write(if value.is_empty() { fallback } else { value })?;
+    Ok(())
+}
+
+/// A template made only of text and `{{dotted.path}}` references, the common case
+/// (`"订单 {{captures.order}} 正在查询"`). It renders without handlebars, from the message
+/// itself: no template context is built and no registry entry is kept, which matters at
+/// hundreds of thousands of rules. Its output is the one handlebars (strict, no escaping)
+/// gives; a property test holds the two to that. Anything else is left to handlebars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simple {
+    segments: Vec<Segment>,
+    /// The template file it came from; `None` for an inline template, whose errors name
+    /// its rule.
+    file: Option<String>,
+    /// The output's likely size, worked out at load: the text, plus a short value per
+    /// field. A typical reply is written without growing its buffer.
+    capacity: usize,
+}
+
+/// A piece of a `Simple` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Text(String),
+    /// A path's parts (`captures.[1]` → `captures`, `1`).
+    Var(Vec<String>),
+}
+
+/// Names handlebars treats as helpers (built-in and ours): `{{name}}` calls them.
+const HELPERS: &[&str] = &[
+    "if",
+    "unless",
+    "each",
+    "with",
+    "lookup",
+    "raw",
+    "log",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "and",
+    "or",
+    "not",
+    "len",
+    "strip_prefix",
+    "default",
+    "this",
+    "else",
+];
+
+/// Whether `name` is a helper (built in or ours), not a field.
+pub(crate) fn is_helper(name: &str) -> bool {
+    HELPERS.contains(&name)
+}
+
+/// `Some` when `text` is a simple template; `None` leaves it to handlebars.
+pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
+    let mut segments = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let before = &rest[..open];
+        // `\{{` escapes a mustache in handlebars; keep such templates there.
+        if before.ends_with('\\') {
+            return None;
+        }
+        if !before.is_empty() {
+            segments.push(Segment::Text(before.to_owned()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let inner = &after[..close];
+        let path = inner.trim();
+        if inner.starts_with(['{', '#', '/', '>', '!', '^', '&', '~', '*']) || inner.ends_with('~')
+        {
+            return None;
+        }
+        let parts = parse_path(path)?;
+        if parts.len() == 1 && HELPERS.contains(&parts[0].as_str()) {
+            return None;
+        }
+        segments.push(Segment::Var(parts));
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest.to_owned()));
+    }
+    let capacity = segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Text(t) => t.len(),
+            Segment::Var(_) => 32,
+        })
+        .sum();
+    Some(Simple {
+        segments,
+        file: None,
+        capacity,
+    })
+}
+
+/// `a.b`, `captures.[1]`, `PicList.0.PicMd5Sum`: identifiers, numbers or `[literal]`s.
+fn parse_path(path: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    for part in path.split('.') {
+        let name = match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            Some(literal) if !literal.is_empty() && !literal.contains(['[', ']']) => literal,
+            Some(_) => return None,
+            None => part,
+        };
+        let first = name.chars().next()?;
+        let plain = name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        if !plain || (parts.is_empty() && !(first.is_alphabetic() || first == '_')) {
+            return None;
+        }
+        parts.push(name.to_owned());
+    }
+    Some(parts)
+}
+
+impl Simple {
+    /// The same template, read from the template file `name`: its errors name the file.
+    pub(crate) fn read_from(self, name: &str) -> Simple {
+        Simple {
+            file: Some(name.to_owned()),
+            ..self
+        }
+    }
+
+    /// Each `{{path}}` referenced, as its parts.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &[String]> {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Var(parts) => Some(parts.as_slice()),
+            Segment::Text(_) => None,
+        })
+    }
+
+    /// The template file it was read from, if any.
+    pub(crate) fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// The first part of each `{{path}}` referenced (`captures`, `call`, `FromUserName`).
+    pub(crate) fn roots(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Var(parts) => parts.first().map(String::as_str),
+            Segment::Text(_) => None,
+        })
+    }
+
+    /// The template with every `{{path}}` replaced by `value`, to check the text around them.
+    pub(crate) fn with_values(&self, value: &str) -> String {
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Var(_) => value,
+            })
+            .collect()
+    }
+
+    /// The text before the first `{{path}}`: all of it when there is none.
+    pub(crate) fn leading_text(&self) -> &str {
+        match self.segments.first() {
+            Some(Segment::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// The text and `{{path}}`s, in order: what a render writes.
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The output's likely size, to write a typical reply without growing its buffer.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_templates_are_recognised() {
+        for simple in [
+            "hi {{FromUserName}}",
+            "{{ captures.order }}",
+            "{{captures.[1]}}",
+            "{{SendPicsInfo.PicList.0.PicMd5Sum}}",
+            "a }} b {{Event}}",
+        ] {
+            assert!(parse_simple(simple).is_some(), "{simple}");
+        }
+        for complex in [
+            "{{#if Event}}x{{/if}}",
+            "{{{Content}}}",
+            "{{!comment}}",
+            "{{> partial}}",
+            "{{~Event}}",
+            "{{Event~}}",
+            "{{strip_prefix EventKey \"q\"}}",
+            "{{this}}",
+            "{{len}}",
+            "\\\\{{Event}}",
+            "{{@index}}",
+            "{{../x}}",
+            "{{a b}}",
+            "unclosed {{Event",
+        ] {
+            assert!(parse_simple(complex).is_none(), "{complex}");
+        }
+    }
+}
