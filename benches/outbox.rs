@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wxrules::metrics::Metrics;
-use wxrules::outbox::{Config, Outbox};
+use wxrules::act::outbox::{Config, Outbox};
+use wxrules::telemetry::metrics::Metrics;
 use wxrules::wechat_api::{Api, Credentials, CustomMessage};
 use wxrules::wire::Reply;
 
@@ -27,7 +27,7 @@ const MESSAGES: usize = 2_000;
 fn run(
     fake: &fake_wechat::FakeWechat,
     base: &str,
-    redis: Option<&Arc<wxrules::store::Redis>>,
+    redis: Option<&Arc<wxrules::store::Link>>,
 ) -> Duration {
     let before = fake.delivered_count();
     actix_web::rt::System::new().block_on(async {
@@ -90,7 +90,7 @@ fn outbox(c: &mut Criterion) {
     // A redis-server of the bench's own: the same messages through Redis Streams (XADD at
     // the push, one owner per shard reading, XACK + XDEL per message).
     let redis = redis_server::RedisServer::start();
-    let link = Arc::new(wxrules::store::Redis::new(
+    let link = Arc::new(wxrules::store::Link::new(
         ::redis::Client::open(redis.url()).expect("redis url"),
         "bench".into(),
         Duration::from_millis(250),

@@ -106,10 +106,10 @@ fn bench_reload(c: &mut Criterion) {
                 clock: Arc::new(SystemClock),
                 wechat_api: "http://127.0.0.1:9".into(),
                 redis: None,
-                outbox: wxrules::outbox::Config::default(),
+                outbox: wxrules::act::outbox::Config::default(),
                 http: wxrules::wechat_api::http_client().expect("bench client"),
                 mode: Mode::Single,
-                metrics: wxrules::metrics::Metrics::new(),
+                metrics: wxrules::telemetry::metrics::Metrics::new(),
             };
             let secrets = Secrets::new("bench-token", None).expect("bench secrets");
             Arc::new(Fleet::of_one(builder, sources.clone(), secrets).expect("bench fleet"))

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::call::{CallFailure, CallResult, Decided};
+use crate::act::call::{CallFailure, CallResult, Decided};
 use crate::render::{self, RenderError};
 use crate::rules::{Action, Match, ReplySpec, RuleSet, Subject};
 use crate::wire::{self, Message, Reply, ReplyHeader};

@@ -164,7 +164,7 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
             })?,
         None => crate::clock::Clock::now(&crate::clock::SystemClock),
     };
-    let stub = crate::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
+    let stub = crate::act::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
     let found = rules.find(&crate::rules::Subject::at(&message, at));
     let outcome = match crate::answer::decide_found(rules, &message, found, now) {
         Decision::Done(outcome) => outcome,

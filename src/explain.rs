@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::act::call::{CallFailure, CallResult, Caller};
 use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
-use crate::call::{CallFailure, CallResult, Caller};
 use crate::rules::{Match, RuleSet, Subject, Words};
 use crate::wire::{Message, Reply};
 

@@ -2,25 +2,28 @@
 //! file that ops teams edit and hot-reload.
 //!
 //! # Layout
-//! - [`accounts`]: the `--config` file of several accounts, their secrets, the table by path.
-//! - [`wire`]: WeChat XML in (`Message`) and out (`Reply`, `write_reply`).
+//! Bytes in, rules, replies out (no IO):
+//! - [`wire`]: WeChat XML in (`Message`) and out (`Reply`, `write_reply`); WeChat's facts
+//!   (the catalog of pushes, the passive-reply deadline).
 //! - [`crypto`]: request signatures and safe-mode AES.
 //! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
-//! - [`render`]: handlebars templates → `Reply`.
-//! - [`answer`]: match + render + write for one message, shared by server and CLI.
-//! - [`store`]: state in process or shared through Redis, one type per need (retries'
-//!   answers, cooldowns, the access token, the outbox's streams) over one Redis link.
-//!   [`dedup`] and [`cooldown`] are its old paths, kept as re-exports.
-//! - [`wechat_api`]: WeChat's HTTP API: the access token and customer-service messages.
-//! - [`outbox`]: customer-service messages queued by pushes and sent in the background.
-//! - [`reload`]: the live `RuleSet` behind an `ArcSwap`, and the SIGHUP control loop.
+//! - [`render`]: a rule's reply evaluated for one message.
+//! - [`answer`](mod@answer): the decision for one message, shared by the server, `explain` (the
+//!   dashboard's try) and `cases` (`wxrules test`); [`import`]: the MP console's export.
+//!
+//! What a decision asks for, and where state lives:
+//! - [`act`]: a rule's `call` to the account's service, and the `outbox` of
+//!   customer-service messages.
+//! - [`wechat_api`]: WeChat's HTTP API (the access token, customer-service messages).
+//! - [`store`]: state in process or shared through Redis, one type per need over one link.
+//!
+//! Who is served, and how:
+//! - [`accounts`]: the accounts (a fleet of one without `--config`), each a `Live`; the
+//!   config file; secrets; building an account.
+//! - [`reload`]: the first load and every reload, one loop for a fleet of any size.
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
-//! - [`metrics`]: Prometheus counters and histograms, exposed at `GET /metrics`.
-//! - [`settings`]: secrets from the environment; [`clock`]: the time source.
-//! - [`logline`]: the `tracing` layer that formats log lines; [`logsink`]: the batching
-//!   writer behind it in `serve`.
-//! - [`cases`]: `wxrules test`, ops-written cases run through `answer`.
-//! - [`cli`]: the `serve`, `check`, `explain` and `test` commands.
+//! - [`telemetry`]: log lines, metrics, the dashboard's recent pushes; [`clock`]: time.
+//! - [`cli`]: the commands, a file each.
 
 pub mod accounts;
 pub mod act;
@@ -28,12 +31,9 @@ pub mod answer;
 pub mod cases;
 pub mod cli;
 pub mod clock;
-pub mod cooldown;
 pub mod crypto;
-pub mod dedup;
 pub mod explain;
 pub mod import;
-pub mod outbox;
 pub mod reload;
 pub mod render;
 pub mod rules;
@@ -42,10 +42,6 @@ pub mod store;
 pub mod telemetry;
 pub mod wechat_api;
 pub mod wire;
-
-// Paths from before the move to `telemetry/` (kept until every caller uses the new ones).
-pub use act::call;
-pub use telemetry::{logline, logsink, metrics, recent};
 
 pub use answer::{answer, Outcome};
 pub use rules::{RuleSet, Sources};

@@ -18,10 +18,10 @@ use wxrules::accounts::build::Builder;
 use wxrules::accounts::{read_config, Mode, ReloadOutcome};
 use wxrules::clock::FixedClock;
 use wxrules::crypto::Cipher;
-use wxrules::dedup::{self, Dedup};
-use wxrules::metrics::Metrics;
 use wxrules::reload::{self as fleet, Control, Fleet, FleetReport, Source};
 use wxrules::server::{self, AppState, Options};
+use wxrules::store::dedup::{self, Dedup};
+use wxrules::telemetry::metrics::Metrics;
 
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APP_ID: &str = "wx2c2769f8efd9abc2";
@@ -95,7 +95,7 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         clock: clock.clone(),
         wechat_api: wechat_api.into(),
         redis: None,
-        outbox: wxrules::outbox::Config::default(),
+        outbox: wxrules::act::outbox::Config::default(),
         http: wxrules::wechat_api::http_client().unwrap(),
         mode: Mode::Config(config.path.clone()),
         metrics: metrics.clone(),
@@ -104,14 +104,14 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         Fleet::load(builder, Source::Config(config.path.clone()))
             .unwrap_or_else(|e| panic!("{e:?}")),
     );
-    let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), None);
+    let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), None);
     let state = AppState {
         fleet: Arc::clone(&fleet),
         metrics,
         clock,
         options: Options::default(),
         dedup: Arc::new(dedup),
-        caller: wxrules::call::Caller::new().unwrap(),
+        caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         recent: None,

@@ -12,9 +12,9 @@ use common::backend::{closed_port, Backend};
 use common::fake_wechat::{FakeWechat, APPID, SECRET};
 use common::*;
 use wxrules::accounts::Secrets;
-use wxrules::dedup;
-use wxrules::outbox::{self, Outbox, Senders};
+use wxrules::act::outbox::{self, Outbox, Senders};
 use wxrules::server::{AppState, Options};
+use wxrules::store::dedup;
 use wxrules::wechat_api::{Api, Credentials};
 
 /// The rules of these tests, the service at `base` (`{BASE}`) and a closed port (`{CLOSED}`).

@@ -12,9 +12,9 @@ use common::redis_server::RedisServer;
 use common::*;
 use wxrules::accounts::Secrets;
 use wxrules::clock::ManualClock;
-use wxrules::cooldown::Cooldowns;
-use wxrules::dedup;
 use wxrules::server::{AppState, Options};
+use wxrules::store::cooldown::Cooldowns;
+use wxrules::store::dedup;
 
 fn rules(cooldown: &str) -> Scratch {
     let scratch = Scratch::new("cooldown");

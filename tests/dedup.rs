@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::*;
 use wxrules::accounts::Secrets;
-use wxrules::dedup::{self, Claim, Key};
 use wxrules::server::{AppState, Options};
+use wxrules::store::dedup::{self, Claim, Key};
 use wxrules::wire::Message;
 
 const ACCOUNT: &str = "gh_dedup_test";
@@ -433,7 +433,7 @@ async fn a_redis_that_never_answers_does_not_hold_the_answer() {
     });
     let scratch = lucky_rules();
     let config = dedup::Config {
-        retry_after: dedup::DEFAULT_RETRY_AFTER,
+        retry_after: wxrules::store::link::DEFAULT_RETRY_AFTER,
         ..config(&format!("redis://127.0.0.1:{port}"))
     };
     let state = state_with_dedup(

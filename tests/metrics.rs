@@ -114,7 +114,7 @@ async fn the_dedup_store_size_is_exposed() {
         shipped(),
         wxrules::accounts::Secrets::new(TOKEN, None).unwrap(),
         wxrules::server::Options::default(),
-        Some(wxrules::dedup::Config::default()),
+        Some(wxrules::store::dedup::Config::default()),
     );
     let app = app(state).await;
     let m = scrape(&app).await;

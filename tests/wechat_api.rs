@@ -13,9 +13,9 @@ use common::fake_wechat::{FakeWechat, Scripted, APPID, SECRET};
 use common::*;
 use serde_json::Value;
 use wxrules::accounts::Secrets;
-use wxrules::dedup;
-use wxrules::outbox::{self, Outbox, Senders};
+use wxrules::act::outbox::{self, Outbox, Senders};
 use wxrules::server::{AppState, Options};
+use wxrules::store::dedup;
 use wxrules::wechat_api::{Api, Credentials};
 
 const RULES: &str = r#"rules:
@@ -329,14 +329,14 @@ async fn without_an_app_secret_the_passive_reply_still_goes_and_sends_are_counte
 #[actix_web::test]
 async fn instances_sharing_redis_fetch_one_token_in_all() {
     use common::redis_server::RedisServer;
-    use wxrules::metrics::Metrics;
+    use wxrules::telemetry::metrics::Metrics;
     use wxrules::wechat_api::CustomMessage;
     use wxrules::wire::Reply;
 
     let redis = RedisServer::start();
     let fake = FakeWechat::start();
     let instance = || {
-        let link = wxrules::store::Redis::new(
+        let link = wxrules::store::Link::new(
             ::redis::Client::open(redis.url()).unwrap(),
             "test".into(),
             Duration::from_millis(250),
@@ -567,7 +567,7 @@ fn messages_queued_by_a_killed_instance_are_delivered_by_another() {
     fake.clear_script();
     let _second = Instance::start(&scratch, &redis.url(), &fake.base());
     // The second takes the shard once the dead one's lease lapses.
-    let until = std::time::Instant::now() + wxrules::outbox::LEASE + Duration::from_secs(20);
+    let until = std::time::Instant::now() + wxrules::act::outbox::LEASE + Duration::from_secs(20);
     while fake.delivered_count() < 3 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }

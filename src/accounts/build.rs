@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 
 use super::secrets::{ResolvedSecrets, Secrets};
 use super::{Account, AccountParts, AccountSpec, Live, Mode};
+use crate::act::outbox::Outbox;
 use crate::clock::Clock;
-use crate::outbox::Outbox;
 use crate::rules::{self, Sources};
 use crate::telemetry::metrics::Metrics;
 use crate::wechat_api::Credentials;
@@ -27,8 +27,8 @@ pub struct Builder {
     /// WeChat's API (`--wechat-api`).
     pub wechat_api: String,
     /// Shared access tokens and outboxes, with `--store redis://…`.
-    pub redis: Option<Arc<crate::store::Redis>>,
-    pub outbox: crate::outbox::Config,
+    pub redis: Option<Arc<crate::store::Link>>,
+    pub outbox: crate::act::outbox::Config,
     /// WeChat's API's HTTP client, one for every account (`wechat_api::http_client`).
     pub http: reqwest::Client,
     pub mode: Mode,
@@ -196,7 +196,7 @@ impl Builder {
         &self,
         credentials: Option<Credentials>,
         metrics: &Metrics,
-    ) -> (Outbox, Option<crate::outbox::Senders>) {
+    ) -> (Outbox, Option<crate::act::outbox::Senders>) {
         let appid = credentials.as_ref().map(|c| c.appid.clone());
         let mut api = crate::wechat_api::Api::with_http(
             &self.wechat_api,

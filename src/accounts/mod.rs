@@ -24,7 +24,7 @@ pub use status::{
 };
 
 use crate::act::call::LateCalls;
-use crate::outbox::{Outbox, Senders};
+use crate::act::outbox::{Outbox, Senders};
 use crate::rules::{RuleSet, Sources};
 use crate::telemetry::metrics::Metrics;
 

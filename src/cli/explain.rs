@@ -62,8 +62,8 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(call_response(path)?),
         None => None,
     };
-    let stub = crate::call::stub(stub_value.as_ref(), args.call_error.as_deref());
-    let caller = crate::call::Caller::new().context("the HTTP client of calls")?;
+    let stub = crate::act::call::stub(stub_value.as_ref(), args.call_error.as_deref());
+    let caller = crate::act::call::Caller::new().context("the HTTP client of calls")?;
     let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
     if args.json {
         let value = explained.to_json(&sources.rules);
@@ -97,7 +97,7 @@ fn message_xml(args: &ExplainArgs, now: u64) -> anyhow::Result<String> {
 
 /// `--call-response FILE`: the service's answer to use, as JSON.
 fn call_response(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = crate::rules::read_text(path, crate::call::MAX_ANSWER as u64)
+    let text = crate::rules::read_text(path, crate::act::call::MAX_ANSWER as u64)
         .with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }

@@ -39,7 +39,7 @@ pub(super) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             let api = crate::wechat_api::Api::new(
                 &args.wechat_api,
                 Some(credentials),
-                crate::metrics::Metrics::new(),
+                crate::telemetry::metrics::Metrics::new(),
             )
             .context("the WeChat API client")?;
             tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,7 @@ mod remote;
 mod run;
 mod send;
 mod serve;
+mod settled;
 
 use check::{check_accounts, test};
 use explain::{explain, ExplainArgs};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 
-use super::serve::{ServeArgs, Settled, Signals};
+use super::settled::{Settled, Signals};
 use crate::accounts::Live;
 use crate::reload::{Control, Source};
 use crate::rules::Sources;
@@ -95,13 +95,10 @@ struct Bound {
 
 /// Binds the public port: WeChat's pushes, and `/healthz` and `/metrics` without an admin
 /// port.
-fn bind_public(state: &AppState, args: &ServeArgs, settled: &Settled) -> anyhow::Result<Bound> {
+fn bind_public(state: &AppState, settled: &Settled) -> anyhow::Result<Bound> {
     let listen = settled.listen;
-    let workers = args.workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        usize::from,
-    );
-    let connections = connection_cap(args.max_connections);
+    let workers = settled.workers;
+    let connections = connection_cap(settled.max_connections);
     let app_state = state.clone();
     let http = HttpServer::new(move || {
         let state = app_state.clone();
@@ -199,13 +196,7 @@ fn watched(state: &AppState, source: &Source) -> Vec<Sources> {
 }
 
 /// The `server_started` line: what ops and tests wait for.
-fn log_started(
-    state: &AppState,
-    args: &ServeArgs,
-    settled: &Settled,
-    http: &Bound,
-    admin: Option<&str>,
-) {
+fn log_started(state: &AppState, settled: &Settled, http: &Bound, admin: Option<&str>) {
     let table = state.accounts().table();
     let wechat_api = without_userinfo(&settled.wechat_api);
     match (&settled.source, table.accounts()) {
@@ -225,7 +216,7 @@ fn log_started(
                 safe_mode = live.secrets.cipher().is_some(),
                 wechat_api = %wechat_api,
                 sends = live.sends(),
-                watch = args.watch,
+                watch = settled.watch,
             );
         }
         (source, accounts) => {
@@ -246,7 +237,7 @@ fn log_started(
                 workers = http.workers,
                 max_connections = http.connections,
                 wechat_api = %wechat_api,
-                watch = args.watch,
+                watch = settled.watch,
             );
         }
     }
@@ -255,7 +246,6 @@ fn log_started(
 /// Serves until SIGTERM or SIGINT (or a server fails), then stops gracefully.
 pub(super) async fn run_server(
     state: AppState,
-    args: &ServeArgs,
     settled: &Settled,
     signals: Signals,
     admin_token: Option<Arc<str>>,
@@ -265,7 +255,7 @@ pub(super) async fn run_server(
         mut term,
         mut int,
     } = signals;
-    let mut http = bind_public(&state, args, settled)?;
+    let mut http = bind_public(&state, settled)?;
     let handle = http.server.handle();
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
     let admin = server::Admin {
@@ -275,7 +265,7 @@ pub(super) async fn run_server(
     let mut admin = bind_admin(&state, settled, admin)?;
     let admin_bound = admin.as_ref().map(|(_, bound)| bound.clone());
     // Watching starts before `server_started`, so that a change made after it is seen.
-    let _watcher = if args.watch {
+    let _watcher = if settled.watch {
         let sources = watched(&state, &settled.source);
         Some(
             crate::reload::watch::start(&sources, controls.clone())
@@ -285,14 +275,14 @@ pub(super) async fn run_server(
         None
     };
     // Written last before `server_started`, and removed when this returns, error or not.
-    let _pid_file = match &args.pid_file {
+    let _pid_file = match &settled.pid_file {
         Some(path) => Some(PidFile::write(path)?),
         None => None,
     };
     // Reach Redis now, so its state shows in the log before the first push; a Redis that is
     // down is logged and retried, never fatal: the in-process store stands in.
     state.dedup.connect().await;
-    log_started(&state, args, settled, &http, admin_bound.as_deref());
+    log_started(&state, settled, &http, admin_bound.as_deref());
     let reloader = actix_web::rt::spawn(crate::reload::run(
         Arc::clone(&state.fleet),
         receiver,

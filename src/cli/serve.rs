@@ -11,13 +11,14 @@ use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 
 use super::run::run_server;
+use super::settled::{Settled, Signals};
 use super::{SourceArgs, EXIT_CONFIG};
 use crate::accounts::build::{prepare_all, Builder, Prepared, Unprepared};
 use crate::accounts::{AccountSpec, Config};
 use crate::clock::{Clock, SystemClock};
-use crate::dedup::{self, Dedup};
 use crate::reload::{Fleet, Source};
 use crate::server::{AppState, Options};
+use crate::store::dedup::{self, Dedup};
 use crate::telemetry::logline::{LineFormat, Lines};
 
 /// The most HTTP workers `--workers` accepts: each is a thread with its own event loop, and
@@ -93,7 +94,7 @@ pub(super) struct ServeArgs {
 /// miss a reload error.
 pub(super) fn init_tracing(
     format: LogFormat,
-) -> anyhow::Result<crate::logsink::FlushGuard<std::io::Stderr>> {
+) -> anyhow::Result<crate::telemetry::logsink::FlushGuard<std::io::Stderr>> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -106,7 +107,7 @@ pub(super) fn init_tracing(
         },
         LogFormat::Json => LineFormat::Json,
     };
-    let (writer, guard) = crate::logsink::batched(std::io::stderr(), "wxrules-log")
+    let (writer, guard) = crate::telemetry::logsink::batched(std::io::stderr(), "wxrules-log")
         .context("starting the log writer thread")?;
     tracing_subscriber::registry()
         .with(filter)
@@ -116,62 +117,53 @@ pub(super) fn init_tracing(
     Ok(guard)
 }
 
-/// `serve`'s settings once flags, the environment and the config file are put together:
-/// a flag (or its environment variable) wins over the file, the file over the default.
-pub(super) struct Settled {
-    pub(super) listen: SocketAddr,
-    pub(super) max_age: u64,
-    pub(super) store: dedup::Store,
-    pub(super) wechat_api: String,
-    pub(super) admin_listen: Option<SocketAddr>,
-    /// Where the accounts come from: the config file, or the flags and `WXRULES_*`.
-    pub(super) source: Source,
-    /// `--strict`: every account of the config file must load, or nothing starts.
-    pub(super) strict: bool,
-}
-
-impl Settled {
-    /// The settings of `args` and `config`, or the exit code after saying what is wrong.
-    fn of(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode> {
-        let file = config.as_ref();
-        // Read here rather than by clap, whose error would repeat the value, password and all.
-        let store_text = args
-            .dedup
+/// The settings of `args` and `config`, or the exit code after saying what is wrong.
+fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode> {
+    let file = config.as_ref();
+    // Read here rather than by clap, whose error would repeat the value, password and all.
+    let store_text = args
+        .dedup
+        .clone()
+        .or_else(|| file.and_then(|c| c.store.clone()))
+        .unwrap_or_else(|| "memory".into());
+    let store: crate::store::Store = match store_text.parse() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: invalid value for '--store' (WXRULES_STORE, or the config file's `store`): {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    Ok(Settled {
+        listen: args
+            .listen
+            .or_else(|| file.and_then(|c| c.listen))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        max_age: args
+            .max_age
+            .or_else(|| file.and_then(|c| c.max_age))
+            .unwrap_or(300),
+        store,
+        wechat_api: args
+            .wechat_api
             .clone()
-            .or_else(|| file.and_then(|c| c.store.clone()))
-            .unwrap_or_else(|| "memory".into());
-        let store: dedup::Store = match store_text.parse() {
-            Ok(store) => store,
-            Err(e) => {
-                eprintln!("error: invalid value for '--store' (WXRULES_STORE, or the config file's `store`): {e}");
-                return Err(ExitCode::from(2));
-            }
-        };
-        Ok(Settled {
-            listen: args
-                .listen
-                .or_else(|| file.and_then(|c| c.listen))
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            max_age: args
-                .max_age
-                .or_else(|| file.and_then(|c| c.max_age))
-                .unwrap_or(300),
-            store,
-            wechat_api: args
-                .wechat_api
-                .clone()
-                .or_else(|| file.and_then(|c| c.wechat_api.clone()))
-                .unwrap_or_else(|| crate::wechat_api::DEFAULT_BASE.to_owned()),
-            admin_listen: args
-                .admin_listen
-                .or_else(|| file.and_then(|c| c.admin_listen)),
-            strict: args.strict,
-            source: match config {
-                Some(config) => Source::Config(config.path),
-                None => Source::Single(Box::new(AccountSpec::single(args.sources.sources()))),
-            },
-        })
-    }
+            .or_else(|| file.and_then(|c| c.wechat_api.clone()))
+            .unwrap_or_else(|| crate::wechat_api::DEFAULT_BASE.to_owned()),
+        admin_listen: args
+            .admin_listen
+            .or_else(|| file.and_then(|c| c.admin_listen)),
+        strict: args.strict,
+        source: match config {
+            Some(config) => Source::Config(config.path),
+            None => Source::Single(Box::new(AccountSpec::single(args.sources.sources()))),
+        },
+        workers: args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
+        max_connections: args.max_connections,
+        watch: args.watch,
+        pid_file: args.pid_file.clone(),
+    })
 }
 
 pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -184,7 +176,7 @@ pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Some(Ok(config)) => Some(config),
         Some(Err(code)) => return Ok(code),
     };
-    let settled = match Settled::of(args, config) {
+    let settled = match settle(args, config) {
         Ok(settled) => settled,
         Err(code) => return Ok(code),
     };
@@ -211,7 +203,7 @@ pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             Ok(state) => state,
             Err(code) => return Ok(code),
         };
-        run_server(state, args, &settled, signals, admin_token).await?;
+        run_server(state, &settled, signals, admin_token).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -221,7 +213,7 @@ pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 /// account that cannot be served stops the start (its errors printed, exit 78).
 async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::telemetry::metrics::Metrics::new();
     let dedup = Dedup::new(
         dedup::Config {
             store: settled.store.clone(),
@@ -233,7 +225,7 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
         clock: Arc::clone(&clock),
         wechat_api: settled.wechat_api.clone(),
         redis: dedup.redis(),
-        outbox: crate::outbox::Config::default(),
+        outbox: crate::act::outbox::Config::default(),
         http: crate::wechat_api::http_client().context("the WeChat API client")?,
         mode: settled.source.mode(),
         metrics: metrics.clone(),
@@ -248,7 +240,7 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
     for live in fleet.accounts.table().accounts() {
         crate::reload::warn_unsendable(live);
     }
-    let cooldowns = crate::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
+    let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     Ok(Ok(AppState {
         fleet,
         metrics,
@@ -259,13 +251,13 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
             ..Options::default()
         },
         dedup: Arc::new(dedup),
-        caller: crate::call::Caller::new().context("the HTTP client of calls")?,
+        caller: crate::act::call::Caller::new().context("the HTTP client of calls")?,
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled
             .admin_listen
-            .map(|_| Arc::new(crate::recent::Recent::new(SystemClock.now()))),
+            .map(|_| Arc::new(crate::telemetry::recent::Recent::new(SystemClock.now()))),
     }))
 }
 
@@ -383,26 +375,5 @@ pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>
             "--admin-listen {addr} is not a loopback address: set WXRULES_ADMIN_TOKEN, which admin clients send as `Authorization: Bearer …`"
         )),
         _ => Ok(token.map(Arc::from)),
-    }
-}
-
-/// Signal streams, installed before anything else. A SIGHUP that arrives before its
-/// handler takes the default action and kills the process, so they come before the first
-/// load (which can take a second with 100,000 rules): a SIGHUP then is a reload once the
-/// server runs. `server_started`, which ops and tests wait for, comes later still.
-pub(super) struct Signals {
-    pub(super) hup: tokio::signal::unix::Signal,
-    pub(super) term: tokio::signal::unix::Signal,
-    pub(super) int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(super) fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            hup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
-            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
-        })
     }
 }

@@ -308,10 +308,10 @@ mod tests {
             clock: Arc::new(FixedClock(1)),
             wechat_api: "http://127.0.0.1:9".into(),
             redis: None,
-            outbox: crate::outbox::Config::default(),
+            outbox: crate::act::outbox::Config::default(),
             http: crate::wechat_api::http_client().unwrap(),
             mode: Mode::Single,
-            metrics: crate::metrics::Metrics::new(),
+            metrics: crate::telemetry::metrics::Metrics::new(),
         };
         let secrets = Secrets::new("t", None).unwrap();
         Arc::new(Fleet::of_one(builder, sources.clone(), secrets).unwrap())

@@ -9,9 +9,9 @@ use actix_web::{guard, web};
 use super::{body, health, push, query};
 use crate::accounts::{Accounts, Live};
 use crate::clock::Clock;
-use crate::dedup::Dedup;
-use crate::metrics::Metrics;
 use crate::reload::Fleet;
+use crate::store::dedup::Dedup;
+use crate::telemetry::metrics::Metrics;
 
 /// The largest request body accepted (64 KiB); WeChat's pushes are a few KiB at most.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -23,10 +23,6 @@ pub const DEFAULT_DEADLINE: Duration = crate::wire::PASSIVE_DEADLINE;
 /// How long a push's body may take to arrive once its headers have (actix bounds the
 /// headers themselves, `client_request_timeout`). A real push is a few KiB sent at once.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The content types of answers: a reply, or `success`.
-pub(super) const XML: &str = "text/xml";
-pub(super) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 /// Request-handling options that are not secrets.
 #[derive(Debug, Clone, Copy)]
@@ -73,14 +69,14 @@ pub struct AppState {
     /// the account.
     pub dedup: Arc<Dedup>,
     /// The HTTP client of rules' `call`s: one connection pool for every worker.
-    pub caller: crate::call::Caller,
+    pub caller: crate::act::call::Caller,
     /// Late calls still running, waited for (briefly) at a stop.
-    pub late_calls: Arc<crate::call::LateCalls>,
+    pub late_calls: Arc<crate::act::call::LateCalls>,
     /// Which rules are cooling down for which users (`cooldown:`).
-    pub cooldowns: Arc<crate::cooldown::Cooldowns>,
+    pub cooldowns: Arc<crate::store::cooldown::Cooldowns>,
     /// The last pushes and each rule's last hit, for the dashboard; kept only when the
     /// admin port serves it (`--admin-listen`).
-    pub recent: Option<Arc<crate::recent::Recent>>,
+    pub recent: Option<Arc<crate::telemetry::recent::Recent>>,
 }
 
 impl AppState {

@@ -285,5 +285,5 @@ async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> 
         return ok(&json!({"capacity": 0, "pushes": []}));
     };
     let pushes = recent.pushes(query.account.as_deref());
-    ok(&json!({"capacity": crate::recent::CAPACITY, "pushes": pushes}))
+    ok(&json!({"capacity": crate::telemetry::recent::CAPACITY, "pushes": pushes}))
 }

@@ -12,7 +12,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.set_dedup_stored(answers, bytes);
     let text = if state.accounts().is_many() {
         let table = state.accounts().table();
-        crate::metrics::Metrics::render_accounts(
+        crate::telemetry::metrics::Metrics::render_accounts(
             &state.metrics,
             table.accounts().iter().map(|a| a.metrics()),
         )

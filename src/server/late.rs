@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::AppState;
 use crate::accounts::Live;
+use crate::act::call::{CallFailure, CallResult};
+use crate::act::outbox::Outbox;
 use crate::answer::{after_call, holding, Outcome};
-use crate::call::{CallFailure, CallResult};
-use crate::outbox::Outbox;
 use crate::render;
 use crate::rules::Match;
 use crate::wechat_api::CustomMessage;
@@ -132,12 +132,12 @@ struct LateCall {
     index: usize,
     captures: crate::rules::Captures,
     now: u64,
-    metrics: crate::call::CallMetrics,
+    metrics: crate::act::call::CallMetrics,
     rule: Arc<str>,
     /// The account's name in log lines (`Account::log_name`).
     account: Option<Arc<str>>,
     /// Counted in `AppState::late_calls` and in its account's while the task lives.
-    _running: (crate::call::Running, crate::call::Running),
+    _running: (crate::act::call::Running, crate::act::call::Running),
 }
 
 impl LateCall {

@@ -17,3 +17,7 @@ pub use app::{
     configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_DEADLINE,
 };
 pub use error::ServiceError;
+
+/// The content types of answers: a reply, or `success`.
+const XML: &str = "text/xml";
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";

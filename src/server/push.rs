@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use rand::distributions::{Alphanumeric, DistString};
 
-use super::app::{PLAIN_TEXT, XML};
 use super::late::{ask_service, queue_sends};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
 use super::{body, AppState, ServiceError};
+use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
 use crate::crypto::{sign, verify_signature};
-use crate::dedup::{Answer, Claim, Key, Tier};
-use crate::metrics::RequestOutcome;
 use crate::rules::Match;
+use crate::store::dedup::{Answer, Claim, Key, Tier};
+use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::recent::{Recent, Shown};
 use crate::wire::{self, Message};
 

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::app::PLAIN_TEXT;
 use super::refusal::{count_unrouted, log_url_check};
+use super::PLAIN_TEXT;
 use super::{AppState, ServiceError};
 use crate::accounts::Live;
 use crate::crypto::{verify_signature, SignatureError};

@@ -8,7 +8,7 @@ use actix_web::HttpRequest;
 
 use super::{AppState, ServiceError};
 use crate::accounts::Live;
-use crate::metrics::RequestOutcome;
+use crate::telemetry::metrics::RequestOutcome;
 
 /// Counts and logs (within the rate limit) a request to a path no account serves: a
 /// server URL mistyped in an MP console shows here.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::link::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_RETRY_AFTER};
 use super::{set_nx_px, set_px, CommandError, Conn, Link, Store};
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::wire::Message;
 
 /// Every key starts with this, then the account (`ToUserName`).

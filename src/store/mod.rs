@@ -10,7 +10,7 @@
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
-//! - [`outbox`]: the outbox's shard streams (`ShardStream`); `crate::outbox` sends.
+//! - [`outbox`]: the outbox's shard streams (`ShardStream`); `crate::act::outbox` sends.
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -106,9 +106,6 @@ impl fmt::Debug for Store {
         fmt::Display::fmt(self, f)
     }
 }
-
-/// The link's name before it served more than dedup.
-pub type Redis = Link;
 
 /// `d` in whole milliseconds, as Redis' `PX` and `PEXPIRE` take it: at least 1, since
 /// Redis refuses 0.

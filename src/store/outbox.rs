@@ -8,7 +8,7 @@
 //!
 //! Entries are opaque here (a `job` field of JSON): what a job holds, how it is sent,
 //! retried and backed off, and the in-process queues that stand in while Redis is away are
-//! `crate::outbox`'s.
+//! `crate::act::outbox`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

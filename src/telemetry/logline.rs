@@ -1,5 +1,5 @@
 //! The log line: the `tracing` layer that formats each event, as text or JSON, into a
-//! per-thread buffer and hands it to the batching sink ([`crate::logsink`]).
+//! per-thread buffer and hands it to the batching sink ([`crate::telemetry::logsink`]).
 //!
 //! Its lines are those of tracing-subscriber's `fmt` layer (the `Full` text format, and the
 //! JSON format with `flatten_event(true)`), which docs/operations.md documents and a test here
@@ -24,7 +24,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Layer};
 
-use crate::logsink::BatchWriter;
+use crate::telemetry::logsink::BatchWriter;
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,7 +489,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::logsink::batched;
+    use crate::telemetry::logsink::batched;
 
     /// Everything written, shared with the test.
     #[derive(Clone, Default)]

@@ -443,7 +443,7 @@ impl Metrics {
     fn catch_up_log_drops(&self) {
         {
             let _one = self.log_catch_up.lock();
-            let dropped = crate::logsink::dropped();
+            let dropped = crate::telemetry::logsink::dropped();
             self.log_dropped
                 .inc_by(dropped.saturating_sub(self.log_dropped.get()));
         }

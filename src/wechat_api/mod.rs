@@ -21,7 +21,7 @@ use token::usable;
 
 use crate::store::token::{Lock, TokenStore};
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// WeChat's API host; `--wechat-api` points elsewhere (a proxy, or a test's fake).
 pub const DEFAULT_BASE: &str = "https://api.weixin.qq.com";

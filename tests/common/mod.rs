@@ -13,13 +13,13 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, App};
 use wxrules::accounts::build::Builder;
 use wxrules::accounts::{Account, AccountParts, Live, Mode, Secrets};
+use wxrules::act::outbox::Outbox;
 use wxrules::clock::FixedClock;
-use wxrules::dedup::{self, Dedup};
-use wxrules::metrics::Metrics;
-use wxrules::outbox::Outbox;
 use wxrules::reload::Fleet;
 use wxrules::rules::{self, Sources};
 use wxrules::server::{self, AppState, Options};
+use wxrules::store::dedup::{self, Dedup};
+use wxrules::telemetry::metrics::Metrics;
 
 pub const TOKEN: &str = "test-token";
 /// The fixed "now" of every test: 2026-11-27T00:00:00Z.
@@ -90,21 +90,21 @@ pub fn state_with_dedup(
         // Nothing listens on port 9 (discard); without an AppSecret nothing is sent anyway.
         wechat_api: "http://127.0.0.1:9".into(),
         redis: dedup.redis(),
-        outbox: wxrules::outbox::Config::default(),
+        outbox: wxrules::act::outbox::Config::default(),
         http: wxrules::wechat_api::http_client().unwrap(),
         mode: Mode::Single,
         metrics: metrics.clone(),
     };
     let fleet = Fleet::of_one(builder, sources, secrets)
         .unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
-    let cooldowns = wxrules::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
+    let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
     AppState {
         fleet: Arc::new(fleet),
         metrics,
         clock,
         options,
         dedup: Arc::new(dedup),
-        caller: wxrules::call::Caller::new().unwrap(),
+        caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         recent: None,

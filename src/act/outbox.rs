@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::Metrics;
 use crate::store::outbox::{Entry, ShardStream};
 use crate::store::Unavailable;
+use crate::telemetry::metrics::Metrics;
 use crate::wechat_api::{Api, CustomMessage, Disposition};
 use crate::wire::mask_openid;
 

@@ -1,3 +1,0 @@
-//! Moved to [crate::store::cooldown].
-
-pub use crate::store::cooldown::*;
