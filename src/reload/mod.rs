@@ -332,10 +332,12 @@ mod tests {
         let (_, bigger) = scratch("timeout", 20_000);
         assert_eq!(bigger, sources);
 
+        // 50 ms: time for the reload's thread to reach the account (a timeout before it
+        // has is a reload that loaded nothing, and says so), not to load 20,000 rules.
         let (controls, receiver) = mpsc::channel(4);
         controls.send(Control::Reload(None)).await.unwrap();
         controls.send(Control::Stop).await.unwrap();
-        run(Arc::clone(&fleet), receiver, Duration::from_millis(1)).await;
+        run(Arc::clone(&fleet), receiver, Duration::from_millis(50)).await;
         let health = live(&fleet).health().state;
         let last = health.last_reload.unwrap();
         assert_eq!(last.outcome, ReloadOutcome::TimedOut);
