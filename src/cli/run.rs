@@ -29,8 +29,12 @@ fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
 /// How long a client has to send a request's head (line and headers).
 const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// File descriptors kept back from connections: the listener, the log, Redis, reloads.
-const RESERVED_FILES: u64 = 256;
+/// Open connections to the admin port at most; more wait in the listen queue.
+const ADMIN_CONNECTIONS: usize = 256;
+
+/// File descriptors kept back from the public port's connections: the listener, the log,
+/// Redis, reloads, and the admin port's connections.
+const RESERVED_FILES: u64 = 256 + ADMIN_CONNECTIONS as u64;
 
 /// The open-connection cap: `wanted`, lowered to what the open-file limit allows once it
 /// is raised as far as the hard limit lets. Each connection holds a descriptor; running
@@ -147,7 +151,11 @@ fn bind_admin(
     .disable_signals()
     .shutdown_timeout(2)
     .workers(1)
+    // Ops and probes: a few connections at a time. The cap keeps clients that stall from
+    // taking the process's file descriptors (the public port's are its own).
+    .max_connections(ADMIN_CONNECTIONS)
     .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
     .bind(addr)
     .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?;
     let bound = server
@@ -261,6 +269,8 @@ pub(super) async fn run_server(
     let admin = server::Admin {
         controls: controls.clone(),
         token: admin_token,
+        hosts: settled.admin_hosts.clone().into(),
+        attempts: Arc::default(),
     };
     let mut admin = bind_admin(&state, settled, admin)?;
     let admin_bound = admin.as_ref().map(|(_, bound)| bound.clone());

@@ -74,6 +74,17 @@ pub(super) struct ServeArgs {
     /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
     #[arg(long, env = "WXRULES_ADMIN_LISTEN", value_name = "ADDR")]
     pub(super) admin_listen: Option<SocketAddr>,
+    /// A host name the admin port answers to besides loopback ones (with a token, also any
+    /// IP address), e.g. the name a reverse proxy passes on; may be given several times.
+    /// Other `Host`s are refused, so that a web page pointing its own name at the port (DNS
+    /// rebinding) cannot read it.
+    #[arg(
+        long = "admin-host",
+        env = "WXRULES_ADMIN_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub(super) admin_hosts: Vec<String>,
     /// Reload when the rules file or a template changes (after 250 ms of quiet), as
     /// SIGHUP does: for Kubernetes ConfigMaps and other setups where no one sends signals.
     #[arg(long)]
@@ -163,6 +174,7 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
         max_connections: args.max_connections,
         watch: args.watch,
         pid_file: args.pid_file.clone(),
+        admin_hosts: args.admin_hosts.clone(),
     })
 }
 
@@ -357,8 +369,12 @@ async fn prepare(
 /// The shortest admin token accepted: a guessable one would open the admin port.
 pub(super) const MIN_ADMIN_TOKEN: usize = 16;
 
-/// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback. Errors never
-/// show the token.
+/// The longest admin token accepted.
+pub(super) const MAX_ADMIN_TOKEN: usize = 512;
+
+/// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback: 16 to 512 visible
+/// ASCII characters (a space, a line break or a character a header cannot carry would
+/// never match what a client sends). Errors name the variable, never the token.
 pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>, String> {
     let token = std::env::var("WXRULES_ADMIN_TOKEN")
         .ok()
@@ -368,6 +384,14 @@ pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>
             return Err(format!(
                 "WXRULES_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters"
             ));
+        }
+        if token.len() > MAX_ADMIN_TOKEN {
+            return Err(format!(
+                "WXRULES_ADMIN_TOKEN must be at most {MAX_ADMIN_TOKEN} characters"
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("WXRULES_ADMIN_TOKEN must be visible ASCII characters only: no spaces, line breaks or other characters".into());
         }
     }
     match listen {

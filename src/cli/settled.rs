@@ -26,6 +26,8 @@ pub(super) struct Settled {
     /// `--watch`: reload when the files change.
     pub(super) watch: bool,
     pub(super) pid_file: Option<PathBuf>,
+    /// Host names the admin port answers to besides loopback ones (`--admin-host`).
+    pub(super) admin_hosts: Vec<String>,
 }
 
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its

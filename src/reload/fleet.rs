@@ -14,7 +14,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::report::{
-    AccountReport, FleetReport, Health, ReloadReport, Reloaded, Served, UnservedHealth,
+    AccountReport, FleetReport, Health, ReloadReport, Reloaded, Served, Shown, UnservedHealth,
 };
 use super::{load_settled, Verdict};
 use crate::accounts::build::{prepare_all, stamp_with, Builder, Prepared, Unprepared};
@@ -186,8 +186,18 @@ impl Fleet {
         }
     }
 
-    /// What `/healthz` shows.
-    pub fn health(&self) -> Health {
+    /// What `/healthz` shows: counts and outcomes, and with `errors` shown (a request that
+    /// carried the admin token) the errors' texts too. Without, no text of a file reaches a
+    /// client: an error quotes what it is about, and `/healthz` answers without a token.
+    pub fn health(&self, errors: Shown) -> Health {
+        let mut health = self.health_with_errors();
+        if errors == Shown::Counts {
+            health.served.redact();
+        }
+        health
+    }
+
+    fn health_with_errors(&self) -> Health {
         let table = self.accounts.table();
         if !self.accounts.is_many() {
             let served = match table.accounts().first() {

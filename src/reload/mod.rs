@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use fleet::{Fleet, Source, Unserved};
 pub use report::{
     warn_unsendable, AccountReport, Changes, FleetReport, Health, ReloadReport, Reloaded, Served,
-    UnservedHealth,
+    Shown, UnservedHealth,
 };
 
 use crate::accounts::{Live, ReloadOutcome};

@@ -276,6 +276,64 @@ pub enum Served {
     },
 }
 
+/// How much of the errors `/healthz` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// How many, and the outcomes: for anyone.
+    Counts,
+    /// Their texts too: for a request with the admin token.
+    Errors,
+}
+
+impl Served {
+    /// Takes out every error's text, keeping the counts.
+    pub(super) fn redact(&mut self) {
+        match self {
+            Served::One(state) => redact_last(&mut state.last_reload),
+            Served::Many {
+                accounts,
+                last_reload,
+                ..
+            } => {
+                for health in accounts.values_mut() {
+                    redact_last(&mut health.state.last_reload);
+                }
+                if let Some(report) = last_reload {
+                    report.redact();
+                }
+            }
+        }
+    }
+}
+
+fn redact_last(last: &mut Option<crate::accounts::LastReload>) {
+    if let Some(last) = last {
+        last.errors.clear();
+    }
+}
+
+impl FleetReport {
+    /// Takes out every error's text: the config file's and each account's.
+    fn redact(&mut self) {
+        let count = self.config_errors.len();
+        self.config_errors.clear();
+        if count > 0 {
+            self.config_errors.push(format!(
+                "{count} error(s) in the config file (the log has them)"
+            ));
+        }
+        for line in &mut self.accounts {
+            let count = line.report.errors.len();
+            line.report.errors.clear();
+            if count > 0 {
+                line.report
+                    .errors
+                    .push(format!("{count} error(s) (the log has them)"));
+            }
+        }
+    }
+}
+
 /// What `/healthz` shows of an account that cannot be served: how many errors, not what
 /// they say (the log and the dashboard, behind its token, have them).
 #[derive(Debug, Serialize)]

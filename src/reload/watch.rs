@@ -2,11 +2,19 @@
 //! one sends signals (a Kubernetes ConfigMap). Changes are noticed by the OS's file events
 //! (inotify, through the `notify` crate), gathered for a quiet spell, and turned into the
 //! same `Control::Reload` as SIGHUP: the reload is as all-or-nothing as ever.
+//!
+//! The OS watches a directory by its inode, not its name: a directory replaced by `mv`, a
+//! `current -> releases/N` link above it switched, or a directory deleted and made again
+//! would leave the watch on the old one, and changes unseen. So the watched names are
+//! resolved again every `RECHECK`; when one no longer leads where it did, the watch is
+//! lost (`watch_lost`), made again on the names (`watch_restored`), and a reload follows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::reload::Control;
@@ -16,27 +24,138 @@ use crate::rules::Sources;
 /// ConfigMap swap is several events within milliseconds.
 pub const QUIET: Duration = Duration::from_millis(250);
 
+/// How often the watched names are resolved again, to notice a directory replaced under
+/// them (a few `stat`s each time).
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// The watching, for as long as it is kept: dropping it stops the watch.
+pub struct Watching {
+    _watcher: Arc<Mutex<Option<RecommendedWatcher>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What one of `sources` watches: the rules file's directory (its file by name) and the
+/// templates directory, as absolute names.
+#[derive(Debug, Clone)]
+struct Watched {
+    rules_dir: PathBuf,
+    rules_name: Option<std::ffi::OsString>,
+    templates: PathBuf,
+}
+
+/// Where a watched name leads now: its resolved path and inode, or nothing (it is gone).
+type Identity = Option<(PathBuf, u64, u64)>;
+
+fn identity(path: &Path) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    let resolved = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
+    Some((resolved, meta.dev(), meta.ino()))
+}
+
 /// Watches each of `sources` (with several accounts, also the config file and everything
 /// under its directory, given as one more `Sources`: an account added there later is seen
-/// too); keep the returned watcher alive for as long as changes should reload.
+/// too); keep the returned `Watching` alive for as long as changes should reload.
 pub fn start(
     sources: &[Sources],
     controls: mpsc::Sender<Control>,
-) -> Result<notify::RecommendedWatcher, notify::Error> {
+) -> Result<Watching, notify::Error> {
     // Events name absolute paths: compare with absolute ones.
-    let mut watched: Vec<(PathBuf, Option<std::ffi::OsString>, PathBuf)> = Vec::new();
+    let mut watched = Vec::new();
     for s in sources {
-        watched.push((
-            std::path::absolute(parent(&s.rules))?,
-            s.rules.file_name().map(|n| n.to_os_string()),
-            std::path::absolute(&s.templates)?,
-        ));
+        watched.push(Watched {
+            rules_dir: std::path::absolute(parent(&s.rules))?,
+            rules_name: s.rules.file_name().map(|n| n.to_os_string()),
+            templates: std::path::absolute(&s.templates)?,
+        });
     }
     // One slot: while a change waits for the quiet spell, more changes add nothing.
     let (changed, mut changes) = mpsc::channel::<()>(1);
-    let templates: Vec<PathBuf> = watched.iter().map(|(_, _, t)| t.clone()).collect();
-    let mut rule_names: Vec<std::ffi::OsString> =
-        watched.iter().filter_map(|(_, n, _)| n.clone()).collect();
+    let roots = roots(&watched);
+    let watcher = Arc::new(Mutex::new(Some(watch(&watched, &roots, changed.clone())?)));
+    let mut seen: Vec<Identity> = roots.iter().map(|(p, _)| identity(p)).collect();
+    let rewatch = Arc::clone(&watcher);
+    let task = tokio::spawn(async move {
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                change = changes.recv() => {
+                    if change.is_none() {
+                        break;
+                    }
+                    // Wait until the files have been quiet for `QUIET`.
+                    loop {
+                        tokio::time::sleep(QUIET).await;
+                        if changes.try_recv().is_err() {
+                            break;
+                        }
+                    }
+                    tracing::info!(event = "reload_requested", by = "watch");
+                    if controls.send(Control::Reload(None)).await.is_err() {
+                        break;
+                    }
+                }
+                _ = recheck.tick() => {
+                    let now: Vec<Identity> = roots.iter().map(|(p, _)| identity(p)).collect();
+                    if now == seen {
+                        continue;
+                    }
+                    if rewatched(&rewatch, &watched, &roots, &seen, &now, &changed) {
+                        seen = now;
+                        // Whatever changed while nothing watched it is read now.
+                        let _ = changed.try_send(());
+                    }
+                }
+            }
+        }
+    });
+    Ok(Watching {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// The directories to watch, each once, and how: every templates directory, recursively
+/// (where one does not exist yet, the directory above it, where it would appear), and each
+/// rules file's directory on its own.
+fn roots(watched: &[Watched]) -> Vec<(PathBuf, RecursiveMode)> {
+    let mut roots: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+    let mut add = |path: PathBuf, mode: RecursiveMode| {
+        if !roots.iter().any(|(p, _)| *p == path) {
+            roots.push((path, mode));
+        }
+    };
+    for w in watched {
+        if w.templates.is_dir() {
+            add(w.templates.clone(), RecursiveMode::Recursive);
+        } else if let Some(above) = w.templates.parent().filter(|p| p.is_dir()) {
+            add(above.to_owned(), RecursiveMode::NonRecursive);
+        }
+        if w.rules_dir != w.templates {
+            add(w.rules_dir.clone(), RecursiveMode::NonRecursive);
+        }
+    }
+    roots
+}
+
+/// A watcher on `roots`, whose events that matter send on `changed`.
+fn watch(
+    watched: &[Watched],
+    roots: &[(PathBuf, RecursiveMode)],
+    changed: mpsc::Sender<()>,
+) -> Result<RecommendedWatcher, notify::Error> {
+    let templates: Vec<PathBuf> = watched.iter().map(|w| w.templates.clone()).collect();
+    let mut rule_names: Vec<std::ffi::OsString> = watched
+        .iter()
+        .filter_map(|w| w.rules_name.clone())
+        .collect();
     rule_names.sort();
     rule_names.dedup();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -53,39 +172,49 @@ pub fn start(
             let _ = changed.try_send(());
         }
     })?;
-    let mut seen = std::collections::HashSet::new();
-    for (rules_dir, _, templates_dir) in &watched {
-        // A templates directory that does not exist (yet) loads as none: watch where it
-        // would appear instead.
-        if templates_dir.is_dir() {
-            if seen.insert(templates_dir.clone()) {
-                watcher.watch(templates_dir, RecursiveMode::Recursive)?;
-            }
-        } else if let Some(above) = templates_dir.parent().filter(|p| p.is_dir()) {
-            if seen.insert(above.to_owned()) {
-                watcher.watch(above, RecursiveMode::NonRecursive)?;
-            }
-        }
-        if rules_dir != templates_dir && seen.insert(rules_dir.clone()) {
-            watcher.watch(rules_dir, RecursiveMode::NonRecursive)?;
+    for (root, mode) in roots {
+        // A root that is gone now is watched again once it is back (`rewatched`).
+        if root.exists() {
+            watcher.watch(root, *mode)?;
         }
     }
-    tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            // Wait until the files have been quiet for `QUIET`.
-            loop {
-                tokio::time::sleep(QUIET).await;
-                if changes.try_recv().is_err() {
-                    break;
-                }
-            }
-            tracing::info!(event = "reload_requested", by = "watch");
-            if controls.send(Control::Reload(None)).await.is_err() {
-                break;
-            }
-        }
-    });
     Ok(watcher)
+}
+
+/// The watch made again on the names, after some of them came to lead elsewhere (or
+/// nowhere): logged as lost, then as restored. `false` when it could not be made again
+/// (tried again at the next check).
+fn rewatched(
+    current: &Mutex<Option<RecommendedWatcher>>,
+    watched: &[Watched],
+    roots: &[(PathBuf, RecursiveMode)],
+    seen: &[Identity],
+    now: &[Identity],
+    changed: &mpsc::Sender<()>,
+) -> bool {
+    for (((root, _), before), after) in roots.iter().zip(seen).zip(now) {
+        if before != after {
+            tracing::warn!(
+                event = "watch_lost",
+                path = %root.display(),
+                gone = after.is_none(),
+                "a watched directory was replaced, moved or deleted; watching its name again"
+            );
+        }
+    }
+    // The old watcher goes first: its inotify watches are on what is gone.
+    *current.lock() = None;
+    match watch(watched, roots, changed.clone()) {
+        Ok(watcher) => {
+            *current.lock() = Some(watcher);
+            tracing::info!(event = "watch_restored", directories = roots.len());
+            true
+        }
+        Err(e) => {
+            tracing::error!(event = "watch_failed", error = %e, "cannot watch the files again; trying again in a second");
+            false
+        }
+    }
 }
 
 fn parent(file: &Path) -> PathBuf {

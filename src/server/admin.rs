@@ -10,10 +10,11 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
+use super::signin::Attempts;
 use super::{body, dashboard, health, AppState};
 use crate::accounts::ReloadOutcome;
 use crate::reload::{Control, RELOAD_TIMEOUT};
@@ -25,7 +26,17 @@ pub struct Admin {
     pub controls: mpsc::Sender<Control>,
     /// The Bearer token every admin request must carry, when set.
     pub token: Option<Arc<str>>,
+    /// Host names the admin port answers to besides loopback ones (`--admin-host`): with a
+    /// token, also any IP address.
+    pub hosts: Arc<[String]>,
+    /// Failed token attempts per client address.
+    pub attempts: Arc<Attempts>,
 }
+
+/// Put in a request's extensions when it carried the admin token: `/healthz` then shows
+/// errors as well as counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Authorized;
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,7 +52,7 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: AppState, admin: Adm
         .app_data(web::Data::new(admin))
         .service(
             web::scope("")
-                .wrap(actix_web::middleware::from_fn(body::bound_chunked))
+                .wrap(actix_web::middleware::from_fn(body::bound_bodies))
                 .wrap(actix_web::middleware::from_fn(authorize))
                 .app_data(web::PayloadConfig::new(dashboard::TRY_LIMIT))
                 .route("/healthz", web::get().to(health::healthz))
@@ -62,27 +73,55 @@ async fn authorize(
     // The dashboard's page holds no data (its JSON is guarded): it loads, then asks for
     // the token.
     let open = req.path() == "/healthz" || dashboard::is_page(req.path());
-    let configured = req
-        .app_data::<web::Data<Admin>>()
-        .and_then(|admin| admin.token.clone());
-    if let Some(why) = foreign(&req, configured.is_none()) {
+    let Some(admin) = req.app_data::<web::Data<Admin>>().cloned() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    if let Some(why) = foreign(&req, &admin) {
         let response = HttpResponse::Forbidden().json(serde_json::json!({ "error": why }));
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let token = configured.filter(|_| !open);
-    if let Some(token) = token {
-        let given = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let good: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
-        if !good {
-            let response = HttpResponse::Unauthorized()
-                .insert_header(("WWW-Authenticate", "Bearer"))
-                .json(serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer` with WXRULES_ADMIN_TOKEN"}));
-            return Ok(req.into_response(response).map_into_right_body());
+    let Some(token) = admin.token.as_deref() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let client = req.peer_addr().map(|a| a.ip());
+    if let Some(left) = client.and_then(|ip| admin.attempts.refused(ip)) {
+        let response = HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", left.as_secs().max(1).to_string()))
+            .json(serde_json::json!({"error": "too many requests with a wrong token: try again later"}));
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+            if let Some(ip) = client {
+                admin.attempts.succeeded(ip);
+            }
+            req.extensions_mut().insert(Authorized);
+        }
+        // An open route without a token: served, without what the token guards.
+        None if open => {}
+        given => {
+            // A wrong token counts against the address; none at all (a page not signed in
+            // yet) does not.
+            if let (Some(ip), Some(_)) = (client, given) {
+                admin.attempts.failed(ip, req.path());
+            }
+            if !open {
+                let response = HttpResponse::Unauthorized()
+                    .insert_header(("WWW-Authenticate", "Bearer"))
+                    .json(serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer` with WXRULES_ADMIN_TOKEN"}));
+                return Ok(req.into_response(response).map_into_right_body());
+            }
         }
     }
     next.call(req)
@@ -92,21 +131,30 @@ async fn authorize(
 
 /// Why a request that a web page elsewhere made the browser send is refused, if it is one.
 /// A page on another site can make a browser post a form to `127.0.0.1:9180` (a reload) and,
-/// by pointing its own name at 127.0.0.1 (DNS rebinding), read what the port answers. So:
-/// without a token (the port is on loopback then), the `Host` must be a loopback name, and a
-/// request other than `GET` that carries another origin (`Origin`, or `Sec-Fetch-Site:
-/// cross-site`/`same-site`) is refused. curl, scripts and `wxrules reload` send neither
-/// header and a loopback `Host`, and pass. With a token, the token is the guard.
-fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
+/// by pointing its own name at 127.0.0.1 (DNS rebinding), read what the port answers. So the
+/// `Host` must be a loopback name, a name given with `--admin-host`, or (with a token: the
+/// port may then be reached by address, as Kubernetes' probes do) an IP address, which no
+/// rebinding page can have for its own; with or without a token, since `/healthz` and the
+/// page answer without one. And without a token, a request other than `GET` that carries
+/// another origin (`Origin`, or `Sec-Fetch-Site: cross-site`/`same-site`) is refused. curl,
+/// scripts and `wxrules reload` send neither header and a loopback `Host`, and pass.
+fn foreign(req: &ServiceRequest, admin: &Admin) -> Option<&'static str> {
     use actix_web::http::header::{HeaderName, HOST, ORIGIN};
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let host = header(&HOST);
-    if tokenless && host.is_some_and(|h| !loopback_host(h)) {
-        return Some("without WXRULES_ADMIN_TOKEN, the admin port answers only to a loopback Host (localhost, 127.0.0.1, [::1])");
+    let tokenless = admin.token.is_none();
+    if let Some(host) = host {
+        let named = admin
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host_name(host)));
+        let address = !tokenless && host_name(host).parse::<std::net::IpAddr>().is_ok();
+        if !(loopback_host(host) || named || address) {
+            return Some("the admin port answers only to a loopback Host (localhost, 127.0.0.1, [::1]), a name given with --admin-host, or with a token an IP address");
+        }
     }
     // With a token, a page elsewhere cannot send it (the header needs a CORS preflight,
-    // which is refused), and a reverse proxy may well rewrite `Host`: only the tokenless
-    // port checks where a POST comes from.
+    // which is refused): only the tokenless port checks where a POST comes from.
     if !tokenless || req.method() == actix_web::http::Method::GET {
         return None;
     }
@@ -123,13 +171,18 @@ fn foreign(req: &ServiceRequest, tokenless: bool) -> Option<&'static str> {
     }
 }
 
+/// A `Host` without its port, and an IPv6 address without its brackets.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
 /// `localhost` (or `localhost.`), `127.0.0.1`, `[::1]`, `[::ffff:127.0.0.1]` (any loopback
 /// address), with or without a port.
 fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
+    let name = host_name(host);
     let name = name.strip_suffix('.').unwrap_or(name);
     name.eq_ignore_ascii_case("localhost")
         || name

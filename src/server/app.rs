@@ -109,7 +109,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     cfg.service({
         // One scope over every other route, so that the body bounds hold for all of
         // them, unknown paths (404) included.
-        let scope = web::scope("").wrap(actix_web::middleware::from_fn(body::bound_chunked));
+        let scope = web::scope("").wrap(actix_web::middleware::from_fn(body::bound_bodies));
         let scope = if health_routes {
             scope
                 .route("/healthz", web::get().to(health::healthz))

@@ -5,9 +5,10 @@
 //! actix reads a body only when a handler asks, and a chunked body that a handler leaves
 //! unread makes actix drain the rest before the next request, with no time limit at all.
 //! `POST /wechat` reads its body through `read`, under the deadline, and refuses through
-//! `refuse_unread`, which makes actix close instead of drain. Every other route is wrapped
-//! in `bound_chunked`, which reads a chunked body before the handler (the push path does
-//! not pay for the middleware).
+//! `refuse_unread`, which makes actix close instead of drain. Every other route (the admin
+//! port's included: a stalled `/api/try` body held its connection for ever) is wrapped in
+//! `bound_bodies`, which reads a body, chunked or of a given length, before the handler
+//! (the push path does not pay for the middleware).
 
 use actix_web::body::{BodyStream, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -26,16 +27,8 @@ pub(crate) async fn read(
     payload: &mut web::Payload,
     started: Instant,
 ) -> Result<web::Bytes, ServiceError> {
-    let limit = state.options.body_limit;
-    if let Some(declared) = req.headers().get(CONTENT_LENGTH) {
-        let length = declared
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| ServiceError::Body("Content-Length is not a number".into()))?;
-        if length > limit as u64 {
-            return Err(ServiceError::BodyTooLarge(limit));
-        }
+    if let Some(e) = declared_too_large(state, req) {
+        return Err(e);
     }
     read_stream(state, BodyStream::new(payload), started).await
 }
@@ -52,6 +45,17 @@ async fn read_stream<B: MessageBody>(
         Ok(Ok(Err(e))) => Err(ServiceError::Body(e.into().to_string())),
         Ok(Err(_)) => Err(ServiceError::BodyTooLarge(limit)),
         Err(_) => Err(ServiceError::BodyTimeout),
+    }
+}
+
+/// 413 at once for a `Content-Length` past the limit (or 400 for one that is not a number).
+fn declared_too_large(state: &AppState, req: &HttpRequest) -> Option<ServiceError> {
+    let declared = req.headers().get(CONTENT_LENGTH)?;
+    let limit = state.options.body_limit;
+    match declared.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+        None => Some(ServiceError::Body("Content-Length is not a number".into())),
+        Some(length) if length > limit as u64 => Some(ServiceError::BodyTooLarge(limit)),
+        Some(_) => None,
     }
 }
 
@@ -80,14 +84,19 @@ pub(crate) fn refuse_unread(
     response
 }
 
-/// Middleware: reads a chunked body in full, within the bounds, before any handler runs,
-/// and hands it on in memory; refuses it (413, 408, 400) otherwise. Other requests pass
-/// untouched, at the cost of one header lookup.
-pub(crate) async fn bound_chunked(
+/// Middleware: reads a body (chunked, or with a `Content-Length` above 0) in full, within
+/// the bounds, before any handler runs, and hands it on in memory; refuses it (413, 408,
+/// 400) otherwise. Requests without a body pass untouched, at the cost of two header
+/// lookups.
+pub(crate) async fn bound_bodies(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if !req.headers().contains_key(TRANSFER_ENCODING) {
+    let sized = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0");
+    if !sized && !req.headers().contains_key(TRANSFER_ENCODING) {
         return next
             .call(req)
             .await
@@ -101,7 +110,11 @@ pub(crate) async fn bound_chunked(
             .map(ServiceResponse::map_into_left_body);
     };
     let mut payload = std::mem::replace(req.parts_mut().1, Payload::None);
-    match read_stream(&state, BodyStream::new(&mut payload), started).await {
+    let read = match declared_too_large(&state, req.request()) {
+        Some(e) => Err(e),
+        None => read_stream(&state, BodyStream::new(&mut payload), started).await,
+    };
+    match read {
         Ok(body) => {
             req.set_payload(Payload::from(body));
             next.call(req)

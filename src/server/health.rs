@@ -1,9 +1,10 @@
 //! `GET /healthz` and `GET /metrics`: on the public port, or on the admin port with
 //! `--admin-listen`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
-use super::AppState;
+use super::{AppState, Authorized};
+use crate::reload::Shown;
 
 /// `GET /metrics`: Prometheus text format. With several accounts, each series carries
 /// `account="NAME"`, except the process's own (the dedup store, the log).
@@ -27,6 +28,13 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /healthz`: which rules are live and how the last reload went; with several
 /// accounts, that of each (`accounts.NAME`), and `status` `ok` only when every account's
 /// last reload applied.
-pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.fleet.health())
+///
+/// Errors are counted, not quoted, unless the request carried the admin token: an error
+/// quotes what it is about, and `/healthz` answers probes without one.
+pub(crate) async fn healthz(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let shown = match req.extensions().get::<Authorized>() {
+        Some(_) => Shown::Errors,
+        None => Shown::Counts,
+    };
+    HttpResponse::Ok().json(state.fleet.health(shown))
 }

@@ -11,7 +11,9 @@ mod late;
 mod push;
 mod query;
 mod refusal;
+pub mod signin;
 
+pub(crate) use admin::Authorized;
 pub use admin::{configure_admin, Admin};
 pub use app::{
     configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_DEADLINE,

@@ -24,6 +24,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Layer};
 
+use crate::telemetry::limit::Callsites;
 use crate::telemetry::logsink::BatchWriter;
 
 /// How lines are written.
@@ -50,6 +51,24 @@ impl<W: Write> Lines<W> {
     }
 }
 
+/// The limit on other crates' lines, by the module they come from.
+static FOREIGN: Callsites = Callsites::new(crate::telemetry::limit::PER_SECOND);
+
+/// The target of a line another crate logs (`None` for wxrules' own).
+fn foreign_target(event: &Event<'_>) -> Option<String> {
+    let target = event.metadata().target();
+    if target.starts_with("wxrules") {
+        return None;
+    }
+    // A `log` record comes through tracing-log under `log` itself; its own target (the
+    // module) is in its fields, which `normalized_metadata` reads.
+    match event.normalized_metadata() {
+        Some(meta) if meta.target().starts_with("wxrules") => None,
+        Some(meta) => Some(meta.target().to_owned()),
+        None => Some(target.to_owned()),
+    }
+}
+
 /// A line bigger than this is not kept as the thread's buffer after it is written.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -59,10 +78,33 @@ where
     W: Write + Send + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        // Another crate's lines (actix's about a malformed request, say) are bounded by
+        // where they come from: a client can make them as fast as it can send.
+        let foreign = foreign_target(event);
+        let mut suppressed = 0;
+        if let Some(target) = &foreign {
+            use std::hash::BuildHasher;
+            let site = foldhash::fast::FixedState::default().hash_one(target.as_str());
+            match FOREIGN.admit(site as usize) {
+                Some(left_out) => suppressed = left_out,
+                None => {
+                    crate::telemetry::limit::count_suppressed();
+                    return;
+                }
+            }
+        }
         with_buffer(|line| {
             write_line(self.format, SystemTime::now(), event, line);
             self.out.append(line);
         });
+        if let (Some(target), true) = (foreign, suppressed > 0) {
+            tracing::warn!(
+                event = "log_lines_suppressed",
+                from = target,
+                lines = suppressed,
+                "lines from this source were left out: more than 20 a second"
+            );
+        }
     }
 }
 

@@ -109,6 +109,7 @@ pub struct Metrics {
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
     log_dropped: IntCounter,
+    log_suppressed: IntCounter,
     api_calls: IntCounterVec,
     outbox: IntGaugeVec,
     outbox_results: IntCounterVec,
@@ -210,6 +211,13 @@ impl Metrics {
                 IntGauge::new(
                     "wxrules_dedup_stored_bytes",
                     "Weight of the in-process dedup store, in bytes; capped at 64 MiB",
+                ),
+            ),
+            log_suppressed: register(
+                r,
+                IntCounter::new(
+                    "wxrules_log_lines_suppressed_total",
+                    "Log lines of other crates (actix's, …) left out: more than 20 a second from one source",
                 ),
             ),
             log_dropped: register(
@@ -446,6 +454,9 @@ impl Metrics {
             let dropped = crate::telemetry::logsink::dropped();
             self.log_dropped
                 .inc_by(dropped.saturating_sub(self.log_dropped.get()));
+            let suppressed = crate::telemetry::limit::suppressed();
+            self.log_suppressed
+                .inc_by(suppressed.saturating_sub(self.log_suppressed.get()));
         }
     }
 }
@@ -482,13 +493,14 @@ fn counters(
     counters
 }
 
-const PROCESS_WIDE: [&str; 6] = [
+const PROCESS_WIDE: [&str; 7] = [
     "wxrules_requests_unrouted_total",
     "wxrules_dedup_hits_total",
     "wxrules_dedup_fallbacks_total",
     "wxrules_dedup_stored_answers",
     "wxrules_dedup_stored_bytes",
     "wxrules_log_lines_dropped_total",
+    "wxrules_log_lines_suppressed_total",
 ];
 
 #[cfg(test)]
