@@ -88,7 +88,8 @@ instructions() {
     pushes "$n" "$workload" "$port"
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
+    # Read to the end: awk leaving early would fail the pipe (pipefail).
+    callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ { gsub(",", "", $1); print $1 }'
 }
 
 printf '| workload | build | Ir per push |\n| --- | --- | ---: |\n'
