@@ -10,6 +10,7 @@
 //! lost (`watch_lost`), made again on the names (`watch_restored`), and a reload follows.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,14 +50,16 @@ struct Watched {
     templates: PathBuf,
 }
 
-/// Where a watched name leads now: its resolved path and inode, or nothing (it is gone).
-type Identity = Option<(PathBuf, u64, u64)>;
+/// Where a watched name leads now: its resolved path, device, inode and birth time (where
+/// the file system keeps one), or nothing (it is gone). An inode number alone is not enough:
+/// a directory deleted and made again at once often gets the number it had.
+type Identity = Option<(PathBuf, u64, u64, Option<std::time::SystemTime>)>;
 
 fn identity(path: &Path) -> Identity {
     use std::os::unix::fs::MetadataExt;
     let resolved = std::fs::canonicalize(path).ok()?;
     let meta = std::fs::metadata(&resolved).ok()?;
-    Some((resolved, meta.dev(), meta.ino()))
+    Some((resolved, meta.dev(), meta.ino(), meta.created().ok()))
 }
 
 /// Watches each of `sources` (with several accounts, also the config file and everything
@@ -78,7 +81,15 @@ pub fn start(
     // One slot: while a change waits for the quiet spell, more changes add nothing.
     let (changed, mut changes) = mpsc::channel::<()>(1);
     let roots = roots(&watched);
-    let watcher = Arc::new(Mutex::new(Some(watch(&watched, &roots, changed.clone())?)));
+    // Set by the watcher when a watched directory itself is removed, moved or made: the
+    // names are then watched again at the next check, whatever its identity says.
+    let stale = Arc::new(AtomicBool::new(false));
+    let watcher = Arc::new(Mutex::new(Some(watch(
+        &watched,
+        &roots,
+        changed.clone(),
+        &stale,
+    )?)));
     let mut seen: Vec<Identity> = roots.iter().map(|(p, _)| identity(p)).collect();
     let rewatch = Arc::clone(&watcher);
     let task = tokio::spawn(async move {
@@ -104,10 +115,11 @@ pub fn start(
                 }
                 _ = recheck.tick() => {
                     let now: Vec<Identity> = roots.iter().map(|(p, _)| identity(p)).collect();
-                    if now == seen {
+                    let touched = stale.swap(false, Ordering::AcqRel);
+                    if now == seen && !touched {
                         continue;
                     }
-                    if rewatched(&rewatch, &watched, &roots, &seen, &now, &changed) {
+                    if rewatched(&rewatch, &watched, &roots, &seen, &now, &changed, &stale) {
                         seen = now;
                         // Whatever changed while nothing watched it is read now.
                         let _ = changed.try_send(());
@@ -145,12 +157,16 @@ fn roots(watched: &[Watched]) -> Vec<(PathBuf, RecursiveMode)> {
     roots
 }
 
-/// A watcher on `roots`, whose events that matter send on `changed`.
+/// A watcher on `roots`, whose events that matter send on `changed`; an event on a root
+/// itself (removed, moved, made) sets `stale`.
 fn watch(
     watched: &[Watched],
     roots: &[(PathBuf, RecursiveMode)],
     changed: mpsc::Sender<()>,
+    stale: &Arc<AtomicBool>,
 ) -> Result<RecommendedWatcher, notify::Error> {
+    let root_paths: Vec<PathBuf> = roots.iter().map(|(p, _)| p.clone()).collect();
+    let stale = Arc::clone(stale);
     let templates: Vec<PathBuf> = watched.iter().map(|w| w.templates.clone()).collect();
     let mut rule_names: Vec<std::ffi::OsString> = watched
         .iter()
@@ -167,6 +183,9 @@ fn watch(
                 return;
             }
         };
+        if touches_root(&event, &root_paths) {
+            stale.store(true, Ordering::Release);
+        }
         // The OS dropped events (its queue overflowed): something may have changed.
         if event.need_rescan() || matters(&event, &rule_names, &templates) {
             let _ = changed.try_send(());
@@ -191,9 +210,12 @@ fn rewatched(
     seen: &[Identity],
     now: &[Identity],
     changed: &mpsc::Sender<()>,
+    stale: &Arc<AtomicBool>,
 ) -> bool {
+    let mut named = false;
     for (((root, _), before), after) in roots.iter().zip(seen).zip(now) {
         if before != after {
+            named = true;
             tracing::warn!(
                 event = "watch_lost",
                 path = %root.display(),
@@ -202,9 +224,16 @@ fn rewatched(
             );
         }
     }
+    if !named {
+        tracing::warn!(
+            event = "watch_lost",
+            gone = false,
+            "a watched directory was removed or made again; watching its names again"
+        );
+    }
     // The old watcher goes first: its inotify watches are on what is gone.
     *current.lock() = None;
-    match watch(watched, roots, changed.clone()) {
+    match watch(watched, roots, changed.clone(), stale) {
         Ok(watcher) => {
             *current.lock() = Some(watcher);
             tracing::info!(event = "watch_restored", directories = roots.len());
@@ -215,6 +244,18 @@ fn rewatched(
             false
         }
     }
+}
+
+/// Whether `event` removes, moves or makes one of the watched directories themselves.
+fn touches_root(event: &notify::Event, roots: &[PathBuf]) -> bool {
+    use notify::EventKind;
+    let structural = matches!(
+        event.kind,
+        EventKind::Remove(_)
+            | EventKind::Create(_)
+            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+    );
+    structural && event.paths.iter().any(|p| roots.iter().any(|r| r == p))
 }
 
 fn parent(file: &Path) -> PathBuf {
