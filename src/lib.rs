@@ -32,6 +32,7 @@ pub mod cases;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod edit;
 pub mod explain;
 pub mod import;
 pub mod reload;
