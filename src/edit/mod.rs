@@ -18,6 +18,8 @@ mod text;
 mod tree;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};

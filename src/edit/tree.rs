@@ -113,18 +113,14 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, Unreadable> {
         root: None,
         cursor: bom,
         documents: 0,
-        chars: Chars {
-            text: body,
-            index: 0,
-            byte: 0,
-        },
+        marks: Marks::new(body),
     };
     let mut parser = Parser::new_from_str(body);
     loop {
         match parser.next_token() {
             Ok((Event::StreamEnd, _)) => break,
             Ok((event, mark)) => {
-                let at = bom + builder.chars.byte(mark.index());
+                let at = bom + builder.marks.byte(mark.line(), mark.col());
                 builder.on(event, at)?;
             }
             Err(e) => {
@@ -144,31 +140,33 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, Unreadable> {
     Ok(builder.root)
 }
 
-/// Character index to byte offset, walking from the last position asked (markers come
-/// nearly in order, so the walks are short).
-struct Chars<'t> {
+/// A marker's line and column to a byte offset. yaml-rust2's character index drifts after a
+/// block scalar holding characters outside ASCII (`|-` then `退款`); its line (from 1) and
+/// column (in characters, from 0) do not.
+struct Marks<'t> {
     text: &'t str,
-    index: usize,
-    byte: usize,
+    /// Where each line starts.
+    lines: Vec<usize>,
 }
 
-impl Chars<'_> {
-    fn byte(&mut self, index: usize) -> usize {
-        while self.index < index {
-            match self.text[self.byte..].chars().next() {
-                Some(c) => self.byte += c.len_utf8(),
-                None => return self.text.len(),
-            }
-            self.index += 1;
-        }
-        while self.index > index {
-            match self.text[..self.byte].chars().next_back() {
-                Some(c) => self.byte -= c.len_utf8(),
-                None => return 0,
-            }
-            self.index -= 1;
-        }
-        self.byte
+impl<'t> Marks<'t> {
+    fn new(text: &'t str) -> Marks<'t> {
+        let lines = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Marks { text, lines }
+    }
+
+    fn byte(&self, line: usize, column: usize) -> usize {
+        let Some(&start) = self.lines.get(line.saturating_sub(1)) else {
+            return self.text.len();
+        };
+        let rest = self.text.get(start..).unwrap_or("");
+        start
+            + rest
+                .char_indices()
+                .nth(column)
+                .map_or(rest.len(), |(i, _)| i)
     }
 }
 
@@ -191,7 +189,7 @@ struct Builder<'t> {
     /// Past the last node completed: where the text of the next one is looked for.
     cursor: usize,
     documents: usize,
-    chars: Chars<'t>,
+    marks: Marks<'t>,
 }
 
 impl Builder<'_> {
@@ -567,6 +565,29 @@ mod tests {
         assert_eq!(
             span(text, &when.entry("keyword").unwrap().value),
             "[x, \"y\"]"
+        );
+    }
+
+    #[test]
+    fn spans_after_block_scalars_of_chinese_text() {
+        // yaml-rust2's character index drifts past these; its lines and columns do not.
+        let text =
+            "a:\n  t: |-\n    退款\n    y\nb: { c: 价格 }\nd: >\n  退款退款\n\n  退款\ne: 价\n";
+        let r = root(text);
+        let spans: Vec<(&str, &str)> = r
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| (span(text, &e.key), span(text, &e.value)))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("a", "t: |-\n    退款\n    y"),
+                ("b", "{ c: 价格 }"),
+                ("d", ">\n  退款退款\n\n  退款"),
+                ("e", "价"),
+            ]
         );
     }
 

@@ -15,7 +15,7 @@ mod matcher;
 mod proptests;
 mod read;
 mod registry;
-mod schema;
+pub(crate) mod schema;
 mod split;
 mod templates;
 pub(crate) mod tpl;
