@@ -21,6 +21,8 @@
 //! - [`accounts`]: the accounts (a fleet of one without `--config`), each a `Live`; the
 //!   config file; secrets; building an account.
 //! - [`reload`]: the first load and every reload, one loop for a fleet of any size.
+//! - [`edit`]: a rules file's text changed in place (no IO); [`editor`]: the page's drafts,
+//!   their checks and tests, applying them, the history.
 //! - [`server`]: actix-web routes and handlers; the only module that knows HTTP.
 //! - [`telemetry`]: log lines, metrics, the dashboard's recent pushes; [`clock`]: time.
 //! - [`cli`]: the commands, a file each.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod edit;
+pub mod editor;
 pub mod explain;
 pub mod import;
 pub mod reload;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::editors::{EditorSpec, RawEditor};
 use super::secrets::{SecretSource, SecretSources};
 use crate::rules::{Location, Sources};
 
@@ -28,6 +29,8 @@ struct RawConfig {
     admin_listen: Option<SocketAddr>,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    #[serde(default)]
+    editors: Vec<RawEditor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,8 @@ struct RawAccount {
     aes_key_file: Option<PathBuf>,
     appsecret_env: Option<String>,
     appsecret_file: Option<PathBuf>,
+    /// The account's rule tests: the cases a change made in the page must pass.
+    tests: Option<PathBuf>,
 }
 
 /// A config file that cannot be used: where, which account, what.
@@ -78,6 +83,8 @@ pub struct Config {
     pub wechat_api: Option<String>,
     pub admin_listen: Option<SocketAddr>,
     pub accounts: Vec<AccountSpec>,
+    /// Who may change the replies in the page.
+    pub editors: Vec<EditorSpec>,
 }
 
 impl std::fmt::Debug for Config {
@@ -121,6 +128,9 @@ pub struct AccountSpec {
     pub secrets: SecretSources,
     /// The line of its `name:`, for messages about it.
     pub line: usize,
+    /// Its rule tests (`tests:`; for a fleet of one `--tests`, or `rules/tests.yaml` beside
+    /// the rules when it exists): the cases a change made in the page must pass.
+    pub tests: Option<PathBuf>,
 }
 
 impl AccountSpec {
@@ -133,6 +143,7 @@ impl AccountSpec {
             sources,
             secrets: SecretSources::environment(),
             line: 0,
+            tests: None,
         }
     }
 }
@@ -160,6 +171,7 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         errors: Vec::new(),
         by_name: HashMap::new(),
         by_path: HashMap::new(),
+        editor_names: Vec::new(),
     };
     if raw.accounts.is_empty() {
         reading.errors.push(fail(
@@ -173,6 +185,12 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         .enumerate()
         .map(|(i, a)| reading.account(i, a))
         .collect();
+    let editors: Vec<EditorSpec> = raw
+        .editors
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| reading.editor(i, e, &accounts))
+        .collect();
     if !reading.errors.is_empty() {
         return Err(ConfigErrors(reading.errors));
     }
@@ -184,6 +202,7 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
         wechat_api: raw.wechat_api,
         admin_listen: raw.admin_listen,
         accounts,
+        editors,
     })
 }
 
@@ -196,6 +215,7 @@ struct Reading<'a> {
     errors: Vec<ConfigError>,
     by_name: HashMap<String, usize>,
     by_path: HashMap<String, String>,
+    editor_names: Vec<String>,
 }
 
 impl Reading<'_> {
@@ -252,6 +272,7 @@ impl Reading<'_> {
             },
             secrets,
             line,
+            tests: a.tests.as_deref().map(|t| self.resolve(t)),
             name: a.name,
         }
     }
@@ -269,6 +290,64 @@ impl Reading<'_> {
                 .insert(path.to_owned(), name.to_owned())
                 .map(|other| format!("path `{path}` is also account `{other}`'s"))
         }
+    }
+
+    /// The `i`th editor, checked: a name (shown in the page and the history), its token by
+    /// variable or file, and the accounts it names, which must be the file's.
+    fn editor(&mut self, i: usize, e: RawEditor, accounts: &[AccountSpec]) -> Option<EditorSpec> {
+        match self.check_editor(e, accounts) {
+            Ok(spec) => Some(spec),
+            Err((name, message)) => {
+                let at = self.positions.value(&format!("editors[{i}].name"));
+                self.errors.push(ConfigError {
+                    location: Location::new(self.path, at),
+                    account: None,
+                    message: format!("editor `{name}`: {message}"),
+                });
+                None
+            }
+        }
+    }
+
+    /// `e` as a spec, or its name (cut short) and what is wrong with it.
+    fn check_editor(
+        &mut self,
+        e: RawEditor,
+        accounts: &[AccountSpec],
+    ) -> Result<EditorSpec, (String, String)> {
+        let shown: String = e.name.chars().take(64).collect();
+        let fail = |message: &str| Err((shown.clone(), message.to_owned()));
+        if e.name.trim().is_empty()
+            || e.name.chars().count() > 64
+            || e.name.chars().any(char::is_control)
+        {
+            return fail("a name is 1 to 64 characters, none of them control characters");
+        }
+        if self.editor_names.contains(&e.name) {
+            return fail("a second editor of this name");
+        }
+        self.editor_names.push(e.name.clone());
+        let token = match (&e.token_env, &e.token_file) {
+            (Some(_), Some(_)) => return fail("give token_env or token_file, not both"),
+            (Some(var), None) if !var.is_empty() => SecretSource::Env(var.clone()),
+            (None, Some(file)) => SecretSource::File(self.resolve(file)),
+            _ => return fail("no token_env or token_file: every editor needs a token"),
+        };
+        if let Some(missing) = e
+            .accounts
+            .iter()
+            .flatten()
+            .find(|name| !accounts.iter().any(|a| &a.name == *name))
+        {
+            let missing: String = missing.chars().take(64).collect();
+            return Err((shown, format!("no account `{missing}` in this file")));
+        }
+        Ok(EditorSpec {
+            name: e.name,
+            token,
+            role: e.role,
+            accounts: e.accounts,
+        })
     }
 
     /// Where the `i`th account's secrets come from: each `*_env` or `*_file`, not both.

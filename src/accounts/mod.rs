@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod config;
+pub mod editors;
 pub mod secrets;
 mod status;
 

@@ -113,6 +113,16 @@ impl SecretSource {
         }
     }
 
+    /// The value, required: an error names the variable or file when it is not set or
+    /// empty, never a value.
+    pub fn read_value(&self) -> Result<String, String> {
+        match self.read()? {
+            Read::Value(value) => Ok(value),
+            Read::Empty => Err(format!("{} is empty", self.describe())),
+            Read::Unset => Err(format!("{} is not set", self.describe())),
+        }
+    }
+
     fn read(&self) -> Result<Read, String> {
         let value = match self {
             SecretSource::Env(name) => match std::env::var(name) {

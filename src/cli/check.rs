@@ -100,8 +100,20 @@ pub(super) fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<Ex
             unchecked.len() - NOTES_SHOWN
         );
     }
+    for rule in rules.off() {
+        eprintln!(
+            "note: {}:{}: rule `{}` is off (`enabled: false`): it never matches",
+            sources.rules.display(),
+            rule.line(),
+            rule.name()
+        );
+    }
+    let off = match rules.off().len() {
+        0 => String::new(),
+        n => format!(" (and {n} off)"),
+    };
     println!(
-        "ok: {} rules, {} templates, digest {} ({})",
+        "ok: {} rules{off}, {} templates, digest {} ({})",
         rules.rules().len(),
         rules.template_count(),
         rules.digest(),

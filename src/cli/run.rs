@@ -256,7 +256,6 @@ pub(super) async fn run_server(
     state: AppState,
     settled: &Settled,
     signals: Signals,
-    admin_token: Option<Arc<str>>,
 ) -> anyhow::Result<()> {
     let Signals {
         mut hup,
@@ -268,9 +267,9 @@ pub(super) async fn run_server(
     let (controls, receiver) = tokio::sync::mpsc::channel(16);
     let admin = server::Admin {
         controls: controls.clone(),
-        token: admin_token,
         hosts: settled.admin_hosts.clone().into(),
         attempts: Arc::default(),
+        editing: Arc::default(),
     };
     let mut admin = bind_admin(&state, settled, admin)?;
     let admin_bound = admin.as_ref().map(|(_, bound)| bound.clone());

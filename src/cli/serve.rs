@@ -74,6 +74,10 @@ pub(super) struct ServeArgs {
     /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
     #[arg(long, env = "WXRULES_ADMIN_LISTEN", value_name = "ADDR")]
     pub(super) admin_listen: Option<SocketAddr>,
+    /// The rule tests a change made in the page must pass (without --config; with it, each
+    /// account's `tests:`) [default: tests.yaml beside the rules file, when it exists].
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub(super) tests: Option<PathBuf>,
     /// A host name the admin port answers to besides loopback ones (with a token, also any
     /// IP address), e.g. the name a reverse proxy passes on; may be given several times.
     /// Other `Host`s are refused, so that a web page pointing its own name at the port (DNS
@@ -165,7 +169,15 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
         strict: args.strict,
         source: match config {
             Some(config) => Source::Config(config.path),
-            None => Source::Single(Box::new(AccountSpec::single(args.sources.sources()))),
+            None => {
+                let mut spec = AccountSpec::single(args.sources.sources());
+                spec.tests = Some(
+                    args.tests
+                        .clone()
+                        .unwrap_or_else(|| spec.sources.rules.with_file_name("tests.yaml")),
+                );
+                Source::Single(Box::new(spec))
+            }
         },
         workers: args.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, usize::from),
@@ -211,11 +223,11 @@ pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     actix_web::rt::System::new().block_on(async {
         // Before the first load: a SIGHUP during it is a reload, not a kill.
         let signals = Signals::install()?;
-        let state = match assemble(&settled).await? {
+        let state = match assemble(&settled, admin_token).await? {
             Ok(state) => state,
             Err(code) => return Ok(code),
         };
-        run_server(state, &settled, signals, admin_token).await?;
+        run_server(state, &settled, signals).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -223,7 +235,10 @@ pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 /// The server's state: every account loaded and made to serve, the stores, the callers.
 /// The one way the server is put together, whether it has one account or many. An
 /// account that cannot be served stops the start (its errors printed, exit 78).
-async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode>> {
+async fn assemble(
+    settled: &Settled,
+    admin_token: Option<Arc<str>>,
+) -> anyhow::Result<Result<AppState, ExitCode>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = crate::telemetry::metrics::Metrics::new();
     let dedup = Dedup::new(
@@ -246,7 +261,21 @@ async fn assemble(settled: &Settled) -> anyhow::Result<Result<AppState, ExitCode
         Ok(prepared) => prepared,
         Err(code) => return Ok(Err(code)),
     };
-    let fleet = Fleet::new(builder, settled.source.clone(), prepared);
+    let editors = match &settled.source {
+        Source::Config(path) => crate::accounts::read_config(path)
+            .map(|c| c.editors)
+            .unwrap_or_default(),
+        Source::Single(_) => Vec::new(),
+    };
+    let fleet = match Fleet::new(builder, settled.source.clone(), prepared)
+        .with_editors(&editors, admin_token.clone())
+    {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Err(ExitCode::from(EXIT_CONFIG)));
+        }
+    };
     fleet.note_unserved(unserved);
     let fleet = Arc::new(fleet);
     for live in fleet.accounts.table().accounts() {
@@ -366,12 +395,6 @@ async fn prepare(
     Ok(Ok((ready, failed)))
 }
 
-/// The shortest admin token accepted: a guessable one would open the admin port.
-pub(super) const MIN_ADMIN_TOKEN: usize = 16;
-
-/// The longest admin token accepted.
-pub(super) const MAX_ADMIN_TOKEN: usize = 512;
-
 /// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback: 16 to 512 visible
 /// ASCII characters (a space, a line break or a character a header cannot carry would
 /// never match what a client sends). Errors name the variable, never the token.
@@ -380,19 +403,8 @@ pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>
         .ok()
         .filter(|t| !t.is_empty());
     if let Some(token) = &token {
-        if token.chars().count() < MIN_ADMIN_TOKEN {
-            return Err(format!(
-                "WXRULES_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters"
-            ));
-        }
-        if token.len() > MAX_ADMIN_TOKEN {
-            return Err(format!(
-                "WXRULES_ADMIN_TOKEN must be at most {MAX_ADMIN_TOKEN} characters"
-            ));
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("WXRULES_ADMIN_TOKEN must be visible ASCII characters only: no spaces, line breaks or other characters".into());
-        }
+        crate::accounts::editors::check_shape(token)
+            .map_err(|why| format!("WXRULES_ADMIN_TOKEN {why}"))?;
     }
     match listen {
         Some(addr) if !addr.ip().is_loopback() && token.is_none() => Err(format!(

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::report::{
@@ -18,6 +19,7 @@ use super::report::{
 };
 use super::{load_settled, Verdict};
 use crate::accounts::build::{prepare_all, stamp_with, Builder, Prepared, Unprepared};
+use crate::accounts::editors::{EditorSpec, Editors};
 use crate::accounts::Table;
 use crate::accounts::{
     read_config, AccountSpec, Accounts, ConfigErrors, Live, Mode, ReloadOutcome, Secrets,
@@ -63,6 +65,11 @@ pub struct Fleet {
     /// Accounts of the config file that cannot be served (at start, or added by a reload
     /// and refused), until a reload mends them or the file drops them.
     unserved: Mutex<BTreeMap<String, Unserved>>,
+    /// Who may sign in to the admin port: the config file's editors and the admin token;
+    /// read again with the config file.
+    editors: ArcSwap<Editors>,
+    /// `WXRULES_ADMIN_TOKEN`, the editor `admin`, kept to build the editors again.
+    admin_token: Option<Arc<str>>,
 }
 
 /// An account of the config file that is not served, and why.
@@ -114,6 +121,38 @@ impl Fleet {
             loading: Mutex::new(None),
             last: Mutex::new(None),
             unserved: Mutex::new(BTreeMap::new()),
+            editors: ArcSwap::from_pointee(Editors::default()),
+            admin_token: None,
+        }
+    }
+
+    /// Who signs in: `specs` (a config file's editors) and `admin_token`, the editor
+    /// `admin`. At start; the config file's are read again with it. Errors name the editor
+    /// and its token's variable or file.
+    pub fn with_editors(
+        mut self,
+        specs: &[EditorSpec],
+        admin_token: Option<Arc<str>>,
+    ) -> Result<Fleet, String> {
+        let editors = Editors::resolve(specs, admin_token.as_deref())?;
+        self.editors = ArcSwap::from_pointee(editors);
+        self.admin_token = admin_token;
+        Ok(self)
+    }
+
+    /// The editors as they are now.
+    pub fn editors(&self) -> Arc<Editors> {
+        self.editors.load_full()
+    }
+
+    /// The editors of a config file read again: put in place, or (an editor's token cannot
+    /// be read) logged and the old ones kept.
+    fn reload_editors(&self, specs: &[EditorSpec]) {
+        match Editors::resolve(specs, self.admin_token.as_deref()) {
+            Ok(editors) => self.editors.store(Arc::new(editors)),
+            Err(e) => {
+                tracing::error!(event = "editors_reload_rejected", error = %e, "the editors stay as they were")
+            }
         }
     }
 
@@ -265,7 +304,10 @@ impl Fleet {
             Source::Config(path) => path,
         };
         match read_config(path) {
-            Ok(config) => config.accounts,
+            Ok(config) => {
+                self.reload_editors(&config.editors);
+                config.accounts
+            }
             Err(ConfigErrors(errors)) => {
                 for e in &errors {
                     tracing::error!(event = "config_reload_rejected", error = %e);

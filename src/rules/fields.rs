@@ -24,6 +24,36 @@ pub(crate) struct UsedPath {
     pub(crate) guarded: bool,
 }
 
+/// Fields every message carries.
+const COMMON: &[&str] = &["ToUserName", "FromUserName", "CreateTime", "MsgType"];
+
+impl super::Rule {
+    /// The fields a message this rule can match carries, by dotted path (a list's
+    /// elements as `List.[0].Field`): what a template of it may read, offered in the page's
+    /// editor as one types. A rule the catalog cannot pin to kinds gets the common fields
+    /// and those of text messages and events.
+    pub fn fields(&self) -> Vec<String> {
+        let kinds = matchable(&self.when).unwrap_or_else(|| {
+            KINDS
+                .iter()
+                .filter(|k| k.msg_type == "text" || k.event.is_some_and(|e| e == "CLICK"))
+                .collect()
+        });
+        let mut out: BTreeSet<String> = COMMON.iter().map(|f| (*f).to_owned()).collect();
+        for kind in kinds {
+            if kind.event.is_some() {
+                out.insert("Event".into());
+            }
+            for field in kind.fields {
+                if !field.path.ends_with("[]") {
+                    out.insert(field.path.replace("[]", ".[0]"));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
 /// The kinds `criteria` can match, when they pin the rule to kinds the catalog knows: an
 /// exact `msg_type` other than `event`, an exact `event`, or a `keyword` (text and voice).
 /// `None` otherwise: a rule that could match a kind the catalog lacks (WeChat has events

@@ -24,7 +24,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use compile::{load, load_str, MAX_ARTICLES};
+pub use compile::{
+    files_digest, load, load_draft, load_str, read_sources, SourceFiles, MAX_ARTICLES,
+};
 pub use lint::{compile_regexes, lint};
 pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
@@ -86,6 +88,8 @@ pub struct Sources {
 /// Immutable; a reload builds a new one.
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
+    /// The rules written with `enabled: false`, in file order: checked, never matched.
+    pub(crate) off: Vec<Rule>,
     pub(crate) index: matcher::Index,
     pub(crate) templates: registry::Registry,
     pub(crate) digest: String,
@@ -104,9 +108,14 @@ impl fmt::Debug for RuleSet {
 }
 
 impl RuleSet {
-    /// The rules in file order.
+    /// The rules in file order (those that are on).
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rules written with `enabled: false`, in file order.
+    pub fn off(&self) -> &[Rule] {
+        &self.off
     }
 
     /// A hash of the rules file and every template, to tell versions apart.
@@ -172,6 +181,8 @@ pub struct Rule {
     pub(crate) cooldown_secs: u32,
     /// `active:`: outside this window the rule does not match.
     pub(crate) active: Option<Box<active::Active>>,
+    /// `enabled: false`: kept in `RuleSet::off`, never matched.
+    pub(crate) off: bool,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
     /// only while the dashboard is served, and carried over by a reload to the rule of the
     /// same name.
@@ -179,6 +190,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule is on (not written with `enabled: false`).
+    pub fn is_on(&self) -> bool {
+        !self.off
+    }
+
     /// The rule's unique name.
     pub fn name(&self) -> &str {
         &self.name

@@ -62,6 +62,15 @@ pub(crate) struct RawRule {
     pub(crate) cooldown: Option<Scalar>,
     /// When the rule is live: outside this window it does not match.
     pub(crate) active: Option<Box<RawActive>>,
+    /// `false`: the rule is off. It is checked as any other, but never matches (`check`
+    /// and the page show it as off); the page's switch writes it.
+    #[serde(default = "on")]
+    #[schemars(default = "on")]
+    pub(crate) enabled: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// A rule's time window: every part given must hold.

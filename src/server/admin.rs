@@ -1,8 +1,8 @@
 //! The admin port (`--admin-listen`): `/healthz`, `/metrics`, `POST /-/reload` and the
 //! dashboard (`server::dashboard`), off the public port that WeChat reaches. Everything but
-//! `/healthz` (for probes) and the dashboard page's own files is behind
-//! `WXRULES_ADMIN_TOKEN` (a Bearer token) when it is set, which it must be on an address
-//! other than loopback.
+//! `/healthz` (for probes) and the dashboard page's own files is behind a Bearer token when
+//! the server has one (`WXRULES_ADMIN_TOKEN`, or the editors' of the config file), which it
+//! must on an address other than loopback.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,11 @@ use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
-use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 use super::signin::Attempts;
 use super::{body, dashboard, health, AppState};
+use crate::accounts::editors::{Editor, Role};
 use crate::accounts::ReloadOutcome;
 use crate::reload::{Control, RELOAD_TIMEOUT};
 
@@ -24,24 +24,25 @@ use crate::reload::{Control, RELOAD_TIMEOUT};
 pub struct Admin {
     /// The reload loop's channel, shared with SIGHUP.
     pub controls: mpsc::Sender<Control>,
-    /// The Bearer token every admin request must carry, when set.
-    pub token: Option<Arc<str>>,
     /// Host names the admin port answers to besides loopback ones (`--admin-host`): with a
     /// token, also any IP address.
     pub hosts: Arc<[String]>,
     /// Failed token attempts per client address.
     pub attempts: Arc<Attempts>,
+    /// The drafts being worked on in the page, and one apply at a time per account.
+    pub editing: Arc<crate::editor::Editing>,
 }
 
-/// Put in a request's extensions when it carried the admin token: `/healthz` then shows
-/// errors as well as counts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Authorized;
+/// Put in a request's extensions when it carried an editor's token (`WXRULES_ADMIN_TOKEN`
+/// is the editor `admin`): who it is, for the routes to check its role and accounts, and
+/// for `/healthz` to show errors as well as counts.
+#[derive(Debug, Clone)]
+pub(crate) struct Signed(pub(crate) Arc<Editor>);
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
             .finish_non_exhaustive()
     }
 }
@@ -54,41 +55,48 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: AppState, admin: Adm
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(body::bound_bodies))
                 .wrap(actix_web::middleware::from_fn(authorize))
-                .app_data(web::PayloadConfig::new(dashboard::TRY_LIMIT))
+                .app_data(web::PayloadConfig::new(super::editor::DRAFT_LIMIT))
+                .app_data(body::Limit(super::editor::DRAFT_LIMIT))
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/metrics", web::get().to(health::metrics))
                 .route("/-/reload", web::post().to(reload))
-                .configure(dashboard::configure),
+                .configure(dashboard::configure)
+                .configure(super::editor::configure),
         );
 }
 
-/// Refuses a request without the admin token (401), when one is configured.
+/// Refuses a request without an editor's token (401) when the server has editors (or
+/// `WXRULES_ADMIN_TOKEN`), and marks one that has it as `Signed`. The routes decide what
+/// the editor's role and accounts allow.
 async fn authorize(
     req: ServiceRequest,
     next: Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl actix_web::body::MessageBody, BoxBody>>, actix_web::Error>
 {
     // `/healthz` stays open: probes (Kubernetes' kubelet, load balancers) send no token,
-    // and it tells nothing a token would guard.
-    // The dashboard's page holds no data (its JSON is guarded): it loads, then asks for
-    // the token.
+    // and it tells nothing a token would guard. The dashboard's page holds no data (its
+    // JSON is guarded): it loads, then asks for the token.
     let open = req.path() == "/healthz" || dashboard::is_page(req.path());
-    let Some(admin) = req.app_data::<web::Data<Admin>>().cloned() else {
+    let (Some(admin), Some(state)) = (
+        req.app_data::<web::Data<Admin>>().cloned(),
+        req.app_data::<web::Data<AppState>>().cloned(),
+    ) else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    if let Some(why) = foreign(&req, &admin) {
+    let editors = state.fleet.editors();
+    if let Some(why) = foreign(&req, &admin, editors.is_empty()) {
         let response = HttpResponse::Forbidden().json(serde_json::json!({ "error": why }));
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let Some(token) = admin.token.as_deref() else {
+    if editors.is_empty() {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
-    };
+    }
     let client = req.peer_addr().map(|a| a.ip());
     if let Some(left) = client.and_then(|ip| admin.attempts.refused(ip)) {
         let response = HttpResponse::TooManyRequests()
@@ -101,25 +109,25 @@ async fn authorize(
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+    match given.map(|token| editors.who(token)) {
+        Some(Some(editor)) => {
             if let Some(ip) = client {
                 admin.attempts.succeeded(ip);
             }
-            req.extensions_mut().insert(Authorized);
+            req.extensions_mut().insert(Signed(editor));
         }
-        // An open route without a token: served, without what the token guards.
+        // An open route without a token: served, without what a token shows.
         None if open => {}
-        given => {
+        wrong => {
             // A wrong token counts against the address; none at all (a page not signed in
             // yet) does not.
-            if let (Some(ip), Some(_)) = (client, given) {
+            if let (Some(ip), Some(None)) = (client, &wrong) {
                 admin.attempts.failed(ip, req.path());
             }
             if !open {
                 let response = HttpResponse::Unauthorized()
                     .insert_header(("WWW-Authenticate", "Bearer"))
-                    .json(serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer` with WXRULES_ADMIN_TOKEN"}));
+                    .json(serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer` with WXRULES_ADMIN_TOKEN or an editor's token"}));
                 return Ok(req.into_response(response).map_into_right_body());
             }
         }
@@ -138,11 +146,10 @@ async fn authorize(
 /// page answer without one. And without a token, a request other than `GET` that carries
 /// another origin (`Origin`, or `Sec-Fetch-Site: cross-site`/`same-site`) is refused. curl,
 /// scripts and `wxrules reload` send neither header and a loopback `Host`, and pass.
-fn foreign(req: &ServiceRequest, admin: &Admin) -> Option<&'static str> {
+fn foreign(req: &ServiceRequest, admin: &Admin, tokenless: bool) -> Option<&'static str> {
     use actix_web::http::header::{HeaderName, HOST, ORIGIN};
     let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let host = header(&HOST);
-    let tokenless = admin.token.is_none();
     if let Some(host) = host {
         let named = admin
             .hosts
@@ -194,8 +201,22 @@ fn loopback_host(host: &str) -> bool {
 /// applied, 422 rejected (errors as `file:line:col: …`), 503 when it could not be had. With
 /// several accounts, the report is per account; 422 when any account or the config file
 /// was refused. A fleet of one answers its account's report, as in Part 1.
-async fn reload(admin: web::Data<Admin>, state: web::Data<AppState>) -> HttpResponse {
-    tracing::info!(event = "reload_requested", by = "admin");
+async fn reload(
+    admin: web::Data<Admin>,
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    let signed = req.extensions().get::<Signed>().cloned();
+    if let Some(Signed(editor)) = &signed {
+        if editor.role != Role::Editor {
+            return HttpResponse::Forbidden()
+                .json(serde_json::json!({"error": "a viewer cannot reload"}));
+        }
+    }
+    let by = signed
+        .as_ref()
+        .map_or("admin", |Signed(editor)| &*editor.name);
+    tracing::info!(event = "reload_requested", by);
     let (reply, report) = oneshot::channel();
     let report = match ask(&admin, Control::Reload(Some(reply)), report).await {
         Ok(report) => report,

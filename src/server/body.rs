@@ -19,6 +19,17 @@ use std::time::Instant;
 
 use super::{AppState, ServiceError};
 
+/// A bigger body limit for the routes of a scope than the push's (`Options::body_limit`):
+/// the admin port's drafts carry template files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit(pub(crate) usize);
+
+/// The body limit of `req`'s route.
+fn limit_of(state: &AppState, req: &HttpRequest) -> usize {
+    req.app_data::<Limit>()
+        .map_or(state.options.body_limit, |Limit(limit)| *limit)
+}
+
 /// Reads a whole body, refusing it past `body_limit` (at once when `Content-Length` says
 /// so) or when it has not all arrived `body_timeout` after `started`.
 pub(crate) async fn read(
@@ -30,15 +41,21 @@ pub(crate) async fn read(
     if let Some(e) = declared_too_large(state, req) {
         return Err(e);
     }
-    read_stream(state, BodyStream::new(payload), started).await
+    read_stream(
+        state,
+        BodyStream::new(payload),
+        started,
+        state.options.body_limit,
+    )
+    .await
 }
 
 async fn read_stream<B: MessageBody>(
     state: &AppState,
     body: B,
     started: Instant,
+    limit: usize,
 ) -> Result<web::Bytes, ServiceError> {
-    let limit = state.options.body_limit;
     let deadline = tokio::time::Instant::from_std(started + state.options.body_timeout);
     match tokio::time::timeout_at(deadline, actix_web::body::to_bytes_limited(body, limit)).await {
         Ok(Ok(Ok(body))) => Ok(body),
@@ -51,7 +68,7 @@ async fn read_stream<B: MessageBody>(
 /// 413 at once for a `Content-Length` past the limit (or 400 for one that is not a number).
 fn declared_too_large(state: &AppState, req: &HttpRequest) -> Option<ServiceError> {
     let declared = req.headers().get(CONTENT_LENGTH)?;
-    let limit = state.options.body_limit;
+    let limit = limit_of(state, req);
     match declared.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
         None => Some(ServiceError::Body("Content-Length is not a number".into())),
         Some(length) if length > limit as u64 => Some(ServiceError::BodyTooLarge(limit)),
@@ -112,7 +129,10 @@ pub(crate) async fn bound_bodies(
     let mut payload = std::mem::replace(req.parts_mut().1, Payload::None);
     let read = match declared_too_large(&state, req.request()) {
         Some(e) => Err(e),
-        None => read_stream(&state, BodyStream::new(&mut payload), started).await,
+        None => {
+            let limit = limit_of(&state, req.request());
+            read_stream(&state, BodyStream::new(&mut payload), started, limit).await
+        }
     };
     match read {
         Ok(body) => {

@@ -1,4 +1,4 @@
-//! The dashboard on the admin port: the page (`/`, `/ui/app.js`, `/ui/app.css`, embedded in
+//! The dashboard on the admin port: the page (`/`, `/ui/app.js`, `/ui/edit.js`, `/ui/app.css`, embedded in
 //! the binary) and the JSON it reads (`/api/overview`, `/api/rules`, `/api/try`,
 //! `/api/pushes`), for scripts too. The page is a small script over that JSON rather than
 //! server-rendered HTML: "try a message" and the recent pushes update in place, and the
@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,6 +19,7 @@ use crate::wire::Message;
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
+const EDIT_SCRIPT: &str = include_str!("ui/edit.js");
 const STYLE: &str = include_str!("ui/app.css");
 
 /// Nothing but the admin port itself: no CDN, no inline script, no framing by others.
@@ -32,6 +33,7 @@ pub(crate) const TRY_LIMIT: usize = 64 * 1024;
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/ui/app.js", web::get().to(script))
+        .route("/ui/edit.js", web::get().to(edit_script))
         .route("/ui/app.css", web::get().to(style))
         .route("/api/overview", web::get().to(overview))
         .route("/api/rules", web::get().to(rules))
@@ -41,7 +43,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Whether `path` is one of the page's own files, served without the token.
 pub(crate) fn is_page(path: &str) -> bool {
-    matches!(path, "/" | "/ui/app.js" | "/ui/app.css")
+    matches!(path, "/" | "/ui/app.js" | "/ui/edit.js" | "/ui/app.css")
 }
 
 fn asset(content_type: &str, body: &'static str) -> HttpResponse {
@@ -60,6 +62,10 @@ async fn index() -> HttpResponse {
 
 async fn script() -> HttpResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn edit_script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", EDIT_SCRIPT)
 }
 
 async fn style() -> HttpResponse {
@@ -87,11 +93,26 @@ fn bad_request(why: &str) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 struct AccountQuery {
     account: Option<String>,
+    /// `/api/try`: answer from this draft's rules rather than the live ones.
+    draft: Option<String>,
 }
 
 /// The account a request names (`?account=NAME`), or the single one; otherwise the answer
 /// saying why not.
-fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Live>, Box<HttpResponse>> {
+/// Whether the request may see `account`: an editor whose `accounts:` leave it out may
+/// not (the page and the API then act as if it did not exist).
+fn may_see(req: &actix_web::HttpRequest, account: &str) -> bool {
+    use actix_web::HttpMessage;
+    req.extensions()
+        .get::<super::Signed>()
+        .is_none_or(|super::Signed(editor)| editor.may_see(account))
+}
+
+fn account_of(
+    state: &AppState,
+    query: &AccountQuery,
+    req: &actix_web::HttpRequest,
+) -> Result<Arc<Live>, Box<HttpResponse>> {
     let found = match &query.account {
         Some(name) => state.accounts().by_name(name),
         None if !state.accounts().is_many() => state.account(),
@@ -101,20 +122,23 @@ fn account_of(state: &AppState, query: &AccountQuery) -> Result<Arc<Live>, Box<H
             )))
         }
     };
-    found.ok_or_else(|| {
-        Box::new(json_answer(
-            actix_web::http::StatusCode::NOT_FOUND,
-            &json!({"error": "no such account"}),
-        ))
-    })
+    found
+        .filter(|live| may_see(req, live.name()))
+        .ok_or_else(|| {
+            Box::new(json_answer(
+                actix_web::http::StatusCode::NOT_FOUND,
+                &json!({"error": "no such account"}),
+            ))
+        })
 }
 
 /// `GET /api/overview`: every account's rules, digest and last reload.
-async fn overview(state: web::Data<AppState>) -> HttpResponse {
+async fn overview(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
     let table = state.accounts().table();
     let accounts: Vec<Value> = table
         .accounts()
         .iter()
+        .filter(|a| may_see(&req, a.name()))
         .map(|a| {
             let mut health = serde_json::to_value(a.health()).unwrap_or(Value::Null);
             if let Some(map) = health.as_object_mut() {
@@ -127,7 +151,12 @@ async fn overview(state: web::Data<AppState>) -> HttpResponse {
     // Accounts of the config file that cannot be served: listed too, with their errors
     // (this JSON is behind the admin token when there is one), so that the page shows them.
     let mut accounts = accounts;
-    for (name, unserved) in state.fleet.unserved() {
+    for (name, unserved) in state
+        .fleet
+        .unserved()
+        .into_iter()
+        .filter(|(name, _)| may_see(&req, name))
+    {
         accounts.push(json!({
             "name": name,
             "status": "unserved",
@@ -150,7 +179,11 @@ async fn overview(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /api/rules?account=NAME`: the account's live rules, in file order, with their hits
 /// since the server started and their last hit.
-async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+async fn rules(
+    state: web::Data<AppState>,
+    query: web::Query<AccountQuery>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
     let unserved = query
         .account
         .as_ref()
@@ -161,16 +194,22 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
             &json!({"account": name, "digest": "", "rules": [], "unserved": true, "errors": unserved.errors}),
         );
     }
-    let account = match account_of(&state, &query) {
+    let account = match account_of(&state, &query, &req) {
         Ok(account) => account,
         Err(answer) => return *answer,
     };
     let hits = account.metrics().rule_hits();
     let file = account.account.sources().rules.display().to_string();
-    let rules: Vec<Value> = account
+    // The rules that are off (`enabled: false`) too, in their place in the file.
+    let mut listed: Vec<&crate::rules::Rule> = account
         .rules
         .rules()
         .iter()
+        .chain(account.rules.off())
+        .collect();
+    listed.sort_by_key(|r| r.line());
+    let rules: Vec<Value> = listed
+        .into_iter()
         .map(|r| {
             let last = r.last_hit();
             let words = |lang: Words, every: &str| {
@@ -189,6 +228,7 @@ async fn rules(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> H
                 "location": format!("{file}:{}", r.line()),
                 "hits": hits.get(r.name()).copied().unwrap_or(0),
                 "last_hit": last.map(crate::clock::rfc3339_string),
+                "enabled": r.is_on(),
             })
         })
         .collect();
@@ -209,6 +249,7 @@ struct TryInput {
 /// explain --json` says it. No call is made and nothing is sent.
 async fn try_message(
     state: web::Data<AppState>,
+    admin: web::Data<super::Admin>,
     query: web::Query<AccountQuery>,
     req: actix_web::HttpRequest,
     body: web::Bytes,
@@ -225,10 +266,16 @@ async fn try_message(
             &json!({"error": "send the message as JSON (Content-Type: application/json)"}),
         );
     }
-    let account = match account_of(&state, &query) {
+    let account = match account_of(&state, &query, &req) {
         Ok(account) => account,
         Err(answer) => return *answer,
     };
+    if body.len() > TRY_LIMIT {
+        return json_answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": "a message to try is 64 KiB at most"}),
+        );
+    }
     let input: TryInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
         Err(e) => return bad_request(&format!("the body is not the JSON expected: {e}")),
@@ -238,8 +285,21 @@ async fn try_message(
         Ok(message) => message,
         Err(why) => return bad_request(&why),
     };
-    let explained =
-        crate::explain::explain(&account.rules, &message, now, now, &state.caller, None);
+    let draft = match &query.draft {
+        Some(id) => match admin.editing.draft(id) {
+            Some(draft) if draft.account == account.name() => Some(draft),
+            _ => return json_answer(StatusCode::NOT_FOUND, &json!({"error": "no such draft"})),
+        },
+        None => None,
+    };
+    let rules = match &draft {
+        Some(draft) => match &draft.rules {
+            Some(rules) => rules,
+            None => return bad_request("the draft has errors: its rules do not load"),
+        },
+        None => &account.rules,
+    };
+    let explained = crate::explain::explain(rules, &message, now, now, &state.caller, None);
     let mut value = explained.to_json(&account.account.sources().rules);
     value["account"] = account.name().into();
     ok(&value)
@@ -272,9 +332,13 @@ fn message_of(account: &Live, input: &TryInput, now: u64) -> Result<Message, Str
 }
 
 /// `GET /api/pushes[?account=NAME]`: the last pushes, newest first, OpenIDs masked.
-async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> HttpResponse {
+async fn pushes(
+    state: web::Data<AppState>,
+    query: web::Query<AccountQuery>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
     if let Some(name) = &query.account {
-        if state.accounts().by_name(name).is_none() {
+        if state.accounts().by_name(name).is_none() || !may_see(&req, name) {
             return json_answer(
                 actix_web::http::StatusCode::NOT_FOUND,
                 &json!({"error": "no such account"}),
@@ -284,6 +348,10 @@ async fn pushes(state: web::Data<AppState>, query: web::Query<AccountQuery>) -> 
     let Some(recent) = &state.recent else {
         return ok(&json!({"capacity": 0, "pushes": []}));
     };
-    let pushes = recent.pushes(query.account.as_deref());
+    let mut pushes = serde_json::to_value(recent.pushes(query.account.as_deref()))
+        .unwrap_or(Value::Array(Vec::new()));
+    if let Value::Array(list) = &mut pushes {
+        list.retain(|p| p["account"].as_str().is_none_or(|a| may_see(&req, a)));
+    }
     ok(&json!({"capacity": crate::telemetry::recent::CAPACITY, "pushes": pushes}))
 }

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
-use super::{AppState, Authorized};
+use super::{AppState, Signed};
 use crate::reload::Shown;
 
 /// `GET /metrics`: Prometheus text format. With several accounts, each series carries
@@ -32,7 +32,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// Errors are counted, not quoted, unless the request carried the admin token: an error
 /// quotes what it is about, and `/healthz` answers probes without one.
 pub(crate) async fn healthz(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let shown = match req.extensions().get::<Authorized>() {
+    let shown = match req.extensions().get::<Signed>() {
         Some(_) => Shown::Errors,
         None => Shown::Counts,
     };

@@ -5,6 +5,7 @@ mod admin;
 mod app;
 mod body;
 mod dashboard;
+mod editor;
 mod error;
 mod health;
 mod late;
@@ -13,7 +14,7 @@ mod query;
 mod refusal;
 pub mod signin;
 
-pub(crate) use admin::Authorized;
+pub(crate) use admin::Signed;
 pub use admin::{configure_admin, Admin};
 pub use app::{
     configure, AppState, Options, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_DEADLINE,

@@ -117,6 +117,7 @@ pub struct Metrics {
     call_duration: HistogramVec,
     url_checks: IntCounterVec,
     unrouted: IntCounter,
+    edits: IntCounterVec,
     /// Held while `log_dropped` catches up, so that two scrapes at once add a drop once.
     log_catch_up: std::sync::Arc<parking_lot::Mutex<()>>,
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
@@ -292,6 +293,13 @@ impl Metrics {
                     "Requests to a path no account serves (404), with several accounts",
                 ),
             ),
+            edits: counters(
+                r,
+                "wxrules_rules_edits_total",
+                "Changes made in the page, by outcome: applied, rollback, conflict (the files changed since the draft began), rejected (errors or failing rule tests), failed (a file could not be written)",
+                &["outcome"],
+                &["applied", "rollback", "conflict", "rejected", "failed"],
+            ),
             log_catch_up: Default::default(),
             by_outcome,
             registry,
@@ -313,6 +321,11 @@ impl Metrics {
     }
 
     /// Counts one call to WeChat's API.
+    /// Counts a change made in the page that ended as `outcome`.
+    pub fn observe_edit(&self, outcome: &str) {
+        self.edits.with_label_values(&[outcome]).inc();
+    }
+
     pub fn observe_api_call(&self, api: &str, outcome: &str) {
         self.api_calls.with_label_values(&[api, outcome]).inc();
     }

@@ -43,17 +43,7 @@ pub use reply::MAX_ARTICLES;
 /// Returns every error found (unreadable file, YAML syntax, unknown key, duplicate name, bad
 /// regex, missing or broken template), each with file, line and column; nothing partial.
 pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
-    let fail = |path: &Path, message: String| {
-        LoadError(vec![RuleError {
-            location: Location::new(path, None),
-            rule: None,
-            message,
-        }])
-    };
-    let source = read::read_text(&sources.rules, read::MAX_RULES_FILE)
-        .map_err(|e| fail(&sources.rules, format!("cannot read rules file: {e}")))?;
-    let files = read::read_templates(&sources.templates)
-        .map_err(|e| fail(&e.path, format!("cannot read templates: {}", e.error)))?;
+    let (source, files) = read_files(sources)?;
     compile(&sources.rules, &source, &files)
 }
 
@@ -70,6 +60,101 @@ pub fn load_str(yaml: &str, templates: &[(&str, &str)]) -> Result<Loaded, LoadEr
         })
         .collect();
     compile(Path::new("rules.yaml"), yaml, &files)
+}
+
+/// A draft of `sources`: `rules` in place of the rules file's text, and each of
+/// `templates` (`(name, text)`, the name as rules write it: `price`, `menus/t1`) in place
+/// of that template file's, or added. What a change made in the page would load, before
+/// any file is written; errors locate in `sources`' files.
+pub fn load_draft(
+    sources: &Sources,
+    rules: &str,
+    templates: &[(String, String)],
+) -> Result<Loaded, LoadError> {
+    let mut files = read_files(sources)?.1;
+    overlay(&mut files, &sources.templates, templates);
+    compile(&sources.rules, rules, &files)
+}
+
+/// The digest a load of `sources` would give (`RuleSet::digest`), from the files as they
+/// are on disk, without compiling them: to tell whether they changed since a draft began.
+pub fn files_digest(sources: &Sources) -> Result<String, LoadError> {
+    let (source, files) = read_files(sources)?;
+    Ok(digests(&source, &files).0)
+}
+
+/// The files of an account as they are on disk, for the page's editor.
+#[derive(Debug, Clone)]
+pub struct SourceFiles {
+    /// What `files_digest` gives for them.
+    pub digest: String,
+    pub rules: String,
+    /// Each template's name (as rules write it) and text.
+    pub templates: Vec<(String, String)>,
+}
+
+/// Reads `sources`' files as a load would (same bounds), without compiling them.
+pub fn read_sources(sources: &Sources) -> Result<SourceFiles, LoadError> {
+    let (rules, files) = read_files(sources)?;
+    let digest = digests(&rules, &files).0;
+    Ok(SourceFiles {
+        digest,
+        rules,
+        templates: files.into_iter().map(|f| (f.name, f.text)).collect(),
+    })
+}
+
+/// The rules file's text and the template files, read.
+fn read_files(sources: &Sources) -> Result<(String, Vec<TemplateFile>), LoadError> {
+    let fail = |path: &Path, message: String| {
+        LoadError(vec![RuleError {
+            location: Location::new(path, None),
+            rule: None,
+            message,
+        }])
+    };
+    let source = read::read_text(&sources.rules, read::MAX_RULES_FILE)
+        .map_err(|e| fail(&sources.rules, format!("cannot read rules file: {e}")))?;
+    let files = read::read_templates(&sources.templates)
+        .map_err(|e| fail(&e.path, format!("cannot read templates: {}", e.error)))?;
+    Ok((source, files))
+}
+
+/// `files` with each of `templates` in place of the file of its name, or added; each text
+/// as a read gives it (without its last line break).
+fn overlay(files: &mut Vec<TemplateFile>, dir: &Path, templates: &[(String, String)]) {
+    for (name, text) in templates {
+        let name = name.strip_suffix(".hbs").unwrap_or(name);
+        let text = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        match files.iter_mut().find(|f| f.name == name) {
+            Some(file) => text.clone_into(&mut file.text),
+            None => files.push(TemplateFile {
+                name: name.to_owned(),
+                path: dir.join(format!("{name}.hbs")),
+                text: text.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The digest of a rules file's text with its template files, and of the templates alone.
+fn digests(source: &str, template_files: &[TemplateFile]) -> (String, String) {
+    let mut templates = Sha1::new();
+    for t in template_files {
+        templates.update(t.name.as_bytes());
+        templates.update([0]);
+        templates.update(t.text.as_bytes());
+        templates.update([0]);
+    }
+    let templates_digest = short_hex(&templates.finalize());
+    let digest = short_hex(
+        &Sha1::new_with_prefix(source)
+            .chain_update(&templates_digest)
+            .finalize(),
+    );
+    (digest, templates_digest)
 }
 
 /// What compiling one rule needs to know and where it reports.
@@ -194,10 +279,13 @@ fn compile(
     }
     let spans = rule_spans(source, &lines, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
+    let mut off = Vec::new();
     let mut names = Names::default();
     for (i, input) in inputs.into_iter().enumerate() {
-        if let Some(rule) = rule::compile_rule(&mut c, i, input, spans.get(i), &mut names) {
-            rules.push(rule);
+        match rule::compile_rule(&mut c, i, input, spans.get(i), &mut names) {
+            Some(rule) if rule.off => off.push(rule),
+            Some(rule) => rules.push(rule),
+            None => {}
         }
     }
 
@@ -205,7 +293,7 @@ fn compile(
     if !c.errors.is_empty() {
         return Err(LoadError(c.errors));
     }
-    Ok(finish(c, source, template_files, files_key, rules))
+    Ok(finish(c, source, template_files, files_key, rules, off))
 }
 
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
@@ -231,23 +319,12 @@ fn finish(
     template_files: &[TemplateFile],
     files_key: registry::Key,
     rules: Vec<Rule>,
+    off: Vec<Rule>,
 ) -> Loaded {
     let mut warnings = std::mem::take(&mut c.warnings);
     files::warn_unused(&c, template_files, &mut warnings);
 
-    let mut templates = Sha1::new();
-    for t in template_files {
-        templates.update(t.name.as_bytes());
-        templates.update([0]);
-        templates.update(t.text.as_bytes());
-        templates.update([0]);
-    }
-    let templates_digest = short_hex(&templates.finalize());
-    let digest = short_hex(
-        &Sha1::new_with_prefix(source)
-            .chain_update(&templates_digest)
-            .finalize(),
-    );
+    let (digest, templates_digest) = digests(source, template_files);
 
     let index = Index::build(&rules);
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
@@ -255,6 +332,7 @@ fn finish(
     Loaded {
         rules: RuleSet {
             rules,
+            off,
             index,
             templates,
             digest,

@@ -100,6 +100,7 @@ pub(super) fn compile_rule(
         call,
         cooldown_secs,
         active,
+        off: !raw_rule.enabled,
         last_hit: std::sync::atomic::AtomicU64::new(0),
     })
 }
@@ -316,6 +317,34 @@ mod tests {
 
     use crate::rules::compile::rule_errors;
     use crate::rules::load_str;
+
+    #[test]
+    fn a_rule_that_is_off_is_checked_but_never_matched() {
+        let loaded = crate::rules::load_str(
+            "rules:\n  - name: a\n    enabled: false\n    reply: { text: a }\n  - name: b\n    enabled: true\n    reply: { text: b }\n",
+            &[],
+        )
+        .unwrap();
+        let names = |rules: &[crate::rules::Rule]| -> Vec<String> {
+            rules.iter().map(|r| r.name().to_owned()).collect()
+        };
+        assert_eq!(names(loaded.rules.rules()), ["b"]);
+        assert_eq!(names(loaded.rules.off()), ["a"]);
+        assert!(!loaded.rules.off()[0].is_on());
+        // An off rule is checked as any other.
+        let e = crate::rules::load_str(
+            "rules:\n  - name: a\n    enabled: false\n    reply: { text: { template: nope } }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = crate::rules::load_str(
+            "rules:\n  - name: a\n    enabled: no-thanks\n    reply: { text: a }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rules.yaml:3:"), "{e}");
+    }
 
     #[test]
     fn a_cooldown_is_whole_seconds_on_a_rule_that_answers() {

@@ -132,7 +132,9 @@ const EVENTS = ['subscribe', 'unsubscribe', 'SCAN', 'CLICK', 'VIEW', 'LOCATION',
   'scancode_waitmsg', 'pic_sysphoto', 'pic_photo_or_album', 'pic_weixin', 'location_select',
   'TEMPLATESENDJOBFINISH', 'MASSSENDJOBFINISH', 'subscribe_msg_popup_event',
   'subscribe_msg_change_event', 'subscribe_msg_sent_event', 'view_miniprogram'];
-const VIEWS = ['rules', 'try', 'pushes'];
+const VIEWS = ['rules', 'try', 'pushes', 'history'];
+// What ui/edit.js (loaded before this file) adds: editing rules, drafts, history.
+const HOOKS = {};
 const LANG_KEY = 'wxrules.lang', TOKEN_KEY = 'wxrules.token', ACCOUNT_KEY = 'wxrules.account';
 
 // ---- Small helpers --------------------------------------------------------------------------
@@ -359,6 +361,7 @@ function onAccountChange(ev) {
   renderTop(); renderRules(); renderPushes(); renderTry();
   void loadRules();
   if (S.view === 'pushes') void pollPushes();
+  if (HOOKS.account) HOOKS.account();
 }
 
 // ---- Rules ----------------------------------------------------------------------------------
@@ -401,6 +404,7 @@ function renderRules() {
       el('td', { class: 'mono loc', text: str(r.location) }),
       el('td', { class: 'num' + (r.hits ? '' : ' muted'), text: str(r.hits ?? 0) }),
       el('td', { class: 'nowrap' + (r.last_hit ? '' : ' muted') }, timeEl(r.last_hit)));
+    if (HOOKS.ruleRow) HOOKS.ruleRow(tr, r, i, S.rules);
     tr.wxSearch = [r.name, r.when, r.when_zh, kind, I18N.zh['k_' + kind], I18N.en['k_' + kind], r.location]
       .map(str).join('\n').toLowerCase();
     return tr;
@@ -422,7 +426,7 @@ function applyFilter() {
   const old = $('tr.empty', tbody);
   if (old) old.remove();
   if (S.rules && shown === 0) {
-    tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: 7, text: total ? t('rulesNone') : t('rulesEmpty') })));
+    tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: total ? t('rulesNone') : t('rulesEmpty') })));
   }
   $('#rules-count').textContent = !S.rules ? '' : (q ? t('rulesCountF', shown, total) : t('rulesCount', total));
 }
@@ -453,7 +457,7 @@ async function onTrySubmit(ev) {
   const acct = S.account;
   let res;
   try {
-    const r = await api('POST', '/api/try?' + acctQuery(), body);
+    const r = await api('POST', '/api/try?' + acctQuery() + (HOOKS.tryQuery ? HOOKS.tryQuery() : ''), body);
     if (r.ok && r.data && typeof r.data === 'object') res = { sent: body, data: r.data };
     else res = { error: httpError(r) };
   } catch (e) {
@@ -803,6 +807,7 @@ function route() {
   if (S.overview || S.overviewErr) loadView();
 }
 function loadView() {
+  if (HOOKS.view) HOOKS.view(S.view);
   if (S.view === 'rules') void loadRules();
   if (S.view === 'pushes') void pollPushes(); else schedulePushes();
 }
@@ -822,6 +827,7 @@ function applyLang() {
   $('#try-submit').textContent = t($('#try-submit').disabled ? 'trySending' : 'trySubmit');
   fillEventSelect();
   renderTop(); renderRules(); renderPushes(); renderTry(); renderReload();
+  if (HOOKS.lang) HOOKS.lang();
 }
 function start() {
   $('#lang').addEventListener('click', () => {
@@ -847,6 +853,11 @@ function start() {
   document.addEventListener('visibilitychange', () => {
     if (S.view === 'pushes' && document.visibilityState === 'visible') void pollPushes(); else schedulePushes();
   });
+  // The editor (ui/edit.js) gets the helpers it shares with the rest of the page.
+  for (const plugin of window.wxrulesPlugins || []) {
+    plugin({ S, I18N, HOOKS, $, el, clear, t, str, api, getJson, httpError, acctQuery, showStatus,
+      loadRules, loadOverview, timeEl, badge, store });
+  }
   applyLang();
   route();
   void loadOverview().then(loadView);
