@@ -96,7 +96,12 @@ pub fn read(path: &Path) -> Result<Vec<Case>, CasesError> {
             source,
         }
     })?;
-    if let Some((line, column)) = crate::rules::too_deep(&text) {
+    parse(&text, path)
+}
+
+/// Parses the text of a cases file (`path` for its errors).
+pub fn parse(text: &str, path: &Path) -> Result<Vec<Case>, CasesError> {
+    if let Some((line, column)) = crate::rules::too_deep(text) {
         return Err(CasesError::Parse {
             path: path.to_owned(),
             line,
@@ -107,7 +112,7 @@ pub fn read(path: &Path) -> Result<Vec<Case>, CasesError> {
             ),
         });
     }
-    serde_yaml::from_str::<CasesFile>(&text)
+    serde_yaml::from_str::<CasesFile>(text)
         .map(|f| f.cases)
         .map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -138,6 +143,36 @@ pub fn run(rules: &RuleSet, cases: &[Case], base: &Path) -> Report {
     report
 }
 
+/// What the rules do with a case's message: the rule that decides, and the answer.
+pub struct Observed {
+    /// The rule that decided; `None`: none matched.
+    pub rule: Option<String>,
+    /// The reply's MsgType (`text`, `news`, …); `None`: `success`.
+    pub msg_type: Option<String>,
+    /// A text reply's content.
+    pub text: Option<String>,
+}
+
+/// What `rules` do with `case`'s message (its expectations are not looked at).
+pub fn observe(rules: &RuleSet, case: &Case, base: &Path) -> Result<Observed, String> {
+    let outcome = outcome_of(rules, case, base)?;
+    let (msg_type, text) = match &outcome {
+        Outcome::Replied { reply, .. } => (
+            Some(reply.msg_type().to_owned()),
+            match reply {
+                crate::wire::Reply::Text { content } => Some(content.clone()),
+                _ => None,
+            },
+        ),
+        _ => (None, None),
+    };
+    Ok(Observed {
+        rule: outcome.rule().map(str::to_owned),
+        msg_type,
+        text,
+    })
+}
+
 fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
     if case.rule.is_none()
         && case.reply_contains.is_none()
@@ -148,36 +183,7 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
             "no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`".into(),
         );
     }
-    let xml = build_message(case, base)?;
-    let message =
-        Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
-    if case.call_response.is_some() && case.call_error.is_some() {
-        return Err("give `call_response` or `call_error`, not both".into());
-    }
-    let now = message.create_time();
-    let at = match &case.at {
-        Some(text) => text
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| format!("`at` is an RFC 3339 time (`2026-11-30T20:00:00+08:00`): {e}"))
-            .and_then(|t| {
-                u64::try_from(t.as_second()).map_err(|_| "`at` is before 1970".to_owned())
-            })?,
-        None => crate::clock::Clock::now(&crate::clock::SystemClock),
-    };
-    let stub = crate::act::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
-    let found = rules.find(&crate::rules::Subject::at(&message, at));
-    let outcome = match crate::answer::decide_found(rules, &message, found, now) {
-        Decision::Done(outcome) => outcome,
-        Decision::Call(found) => {
-            let Some(result) = &stub else {
-                return Err(format!(
-                    "rule `{}` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests",
-                    found.rule.name()
-                ));
-            };
-            after_call(rules, &message, &found, result, now)
-        }
-    };
+    let outcome = outcome_of(rules, case, base)?;
     let decided = outcome.rule().map(str::to_owned);
     let shown = |r: &Option<String>| {
         r.as_deref()
@@ -232,6 +238,41 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The outcome of `case`'s message on `rules`.
+fn outcome_of(rules: &RuleSet, case: &Case, base: &Path) -> Result<Outcome, String> {
+    let xml = build_message(case, base)?;
+    let message =
+        Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
+    if case.call_response.is_some() && case.call_error.is_some() {
+        return Err("give `call_response` or `call_error`, not both".into());
+    }
+    let now = message.create_time();
+    let at = match &case.at {
+        Some(text) => text
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("`at` is an RFC 3339 time (`2026-11-30T20:00:00+08:00`): {e}"))
+            .and_then(|t| {
+                u64::try_from(t.as_second()).map_err(|_| "`at` is before 1970".to_owned())
+            })?,
+        None => crate::clock::Clock::now(&crate::clock::SystemClock),
+    };
+    let stub = crate::act::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
+    let found = rules.find(&crate::rules::Subject::at(&message, at));
+    let outcome = match crate::answer::decide_found(rules, &message, found, now) {
+        Decision::Done(outcome) => outcome,
+        Decision::Call(found) => {
+            let Some(result) = &stub else {
+                return Err(format!(
+                    "rule `{}` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests",
+                    found.rule.name()
+                ));
+            };
+            after_call(rules, &message, &found, result, now)
+        }
+    };
+    Ok(outcome)
 }
 
 /// The message XML a case describes.

@@ -400,6 +400,22 @@ async fn drafts_that_fail_check_or_a_rule_test_cannot_be_applied() {
         .push(&text_push("价格", 7101))
         .await
         .contains("本周价格"));
+
+    // The case takes the new reply as its expectation: the tests file changes with the
+    // template, the draft passes, and it applies.
+    click(&b, "[data-take-expectation='the price list']").await;
+    b.wait_for_text("#draft-diff", "tests.yaml").await;
+    apply(&b).await;
+    let tests = std::fs::read_to_string(server.scratch.path("tests.yaml")).unwrap();
+    assert!(
+        tests.contains("    rule: \"price\"\n    reply_contains: \"价格表更新中\"\n"),
+        "{tests}"
+    );
+    assert!(tests.contains("  - name: like menu\n"), "{tests}");
+    assert!(server
+        .push(&text_push("价格", 7102))
+        .await
+        .contains("价格表更新中"));
     assert!(
         b.page_errors().await.is_empty(),
         "{:?}",

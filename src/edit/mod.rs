@@ -81,6 +81,11 @@ pub enum Change {
         file: String,
         text: String,
     },
+    /// The rule test `case` expects what the draft's rules now do: worked out and written by
+    /// the caller (the tests file); the rules file stays as it is.
+    ExpectCase {
+        case: String,
+    },
 }
 
 /// Why a change cannot be made. Messages name the rule and quote at most a short excerpt.
@@ -124,6 +129,7 @@ impl Change {
             Change::DeleteRule { .. } => "delete_rule",
             Change::MoveRule { .. } => "move_rule",
             Change::SetTemplate { .. } => "set_template",
+            Change::ExpectCase { .. } => "expect_case",
         }
     }
 
@@ -139,6 +145,7 @@ impl Change {
             | Change::MoveRule { rule, .. } => rule,
             Change::AddRule { rule, .. } => rule.get("name").and_then(Value::as_str).unwrap_or("?"),
             Change::SetTemplate { file, .. } => file,
+            Change::ExpectCase { case } => case,
         }
     }
 }
@@ -154,7 +161,7 @@ impl Change {
 /// aliases, or laid out so that its lines cannot be told apart; a change whose values a rule
 /// cannot take (an empty keyword list, a reply that is not a mapping).
 pub fn apply(text: &str, change: &Change) -> Result<String, EditError> {
-    if let Change::SetTemplate { .. } = change {
+    if let Change::SetTemplate { .. } | Change::ExpectCase { .. } = change {
         return Ok(text.to_owned());
     }
     let name = change.rule();
@@ -213,7 +220,7 @@ fn plan(text: &str, list: &List<'_>, change: &Change) -> Result<Vec<Splice>, Edi
     let name = change.rule();
     let at = |r: Result<Vec<Splice>, String>| r.map_err(|reason| cannot(name, &reason));
     let target = match change {
-        Change::AddRule { .. } | Change::SetTemplate { .. } => None,
+        Change::AddRule { .. } | Change::SetTemplate { .. } | Change::ExpectCase { .. } => None,
         _ => Some(editable(list.find(name)?, name, text)?),
     };
     let step = target
@@ -265,7 +272,9 @@ fn plan(text: &str, list: &List<'_>, change: &Change) -> Result<Vec<Splice>, Edi
             Ok(item::removal(text, &lines, first).splices)
         }
         Change::MoveRule { before, .. } => move_rule(st, list, rule, name, before.as_deref()),
-        Change::AddRule { .. } | Change::SetTemplate { .. } => Ok(Vec::new()),
+        Change::AddRule { .. } | Change::SetTemplate { .. } | Change::ExpectCase { .. } => {
+            Ok(Vec::new())
+        }
     }
 }
 
@@ -500,7 +509,7 @@ fn expect(doc: &mut Value, change: &Change) -> Result<(), EditError> {
     }
     let Some(rule) = readback::rule_mut(doc, name) else {
         return match change {
-            Change::SetTemplate { .. } => Ok(()),
+            Change::SetTemplate { .. } | Change::ExpectCase { .. } => Ok(()),
             _ => Err(EditError::NoRule { rule: name.into() }),
         };
     };

@@ -340,7 +340,9 @@ fn holds(text: &str, lines: &[String]) -> bool {
 /// The rules a change concerns: their lines may change.
 fn concerned(change: &Change) -> Vec<&str> {
     match change {
-        Change::AddRule { .. } | Change::SetTemplate { .. } => Vec::new(),
+        Change::AddRule { .. } | Change::SetTemplate { .. } | Change::ExpectCase { .. } => {
+            Vec::new()
+        }
         other => vec![other.rule()],
     }
 }

@@ -115,6 +115,9 @@ pub enum DraftError {
     /// The account's files cannot be read.
     #[error("{0}")]
     Read(String),
+    /// A rule test's expectation cannot be taken.
+    #[error("{0}")]
+    Tests(String),
 }
 
 /// Works out `changes` to `target`'s files as they are now.
@@ -131,6 +134,7 @@ pub fn make(
     // Where each of `rule_changes` is among `changes`, for an error to name it.
     let mut places = Vec::new();
     let mut templates: Vec<(String, String)> = Vec::new();
+    let mut expected: Vec<String> = Vec::new();
     for (i, change) in changes.iter().enumerate() {
         match change {
             Change::SetTemplate { file, text } => {
@@ -138,6 +142,7 @@ pub fn make(
                 templates.retain(|(n, _)| *n != name);
                 templates.push((name, text.clone()));
             }
+            Change::ExpectCase { case } => expected.push(case.clone()),
             other => {
                 rule_changes.push(other.clone());
                 places.push(i);
@@ -180,7 +185,49 @@ pub fn make(
             });
         }
     }
+    if !expected.is_empty() {
+        files.push(expectations(target, &new_rules, &files, &expected)?);
+    }
     work_out(target, editor, base, changes, files, live)
+}
+
+/// The tests file with each of `cases` expecting what the draft's rules (`rules`, with the
+/// templates of `files`) do with its message.
+fn expectations(
+    target: &Target,
+    rules: &str,
+    files: &[FileChange],
+    cases: &[String],
+) -> Result<FileChange, DraftError> {
+    let path = target
+        .tests
+        .clone()
+        .ok_or_else(|| DraftError::Tests("this account has no rule tests file".into()))?;
+    let loaded = crate::rules::load_draft(&target.sources, rules, &templates_of(target, files))
+        .map_err(|_| {
+            DraftError::Tests("the draft's rules do not load: fix its errors first".into())
+        })?;
+    let before = crate::rules::read_text(&path, crate::rules::MAX_RULES_FILE)
+        .map_err(|e| DraftError::Tests(format!("cannot read the rule tests: {e}")))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut text = before.clone();
+    for name in cases {
+        let all =
+            crate::cases::parse(&text, &path).map_err(|e| DraftError::Tests(e.to_string()))?;
+        let case = all
+            .iter()
+            .find(|c| c.name == *name)
+            .ok_or_else(|| DraftError::Tests(format!("no rule test named `{name}`")))?;
+        let observed =
+            crate::cases::observe(&loaded.rules, case, base).map_err(DraftError::Tests)?;
+        text = super::expect::take(&text, name, &observed)
+            .map_err(|e| DraftError::Tests(e.to_string()))?;
+    }
+    Ok(FileChange {
+        path: relative_path(target, &path),
+        before: Some(before),
+        after: Some(text),
+    })
 }
 
 /// A draft that writes `files` as they are given (a rollback: the files as a change found
@@ -230,29 +277,22 @@ fn work_out(
         .iter()
         .find(|f| f.path == rules_rel)
         .and_then(|f| f.after.clone());
-    let templates_dir = relative_path(target, &target.sources.templates);
-    let templates: Vec<(String, String)> = files
-        .iter()
-        .filter(|f| f.path != rules_rel)
-        .filter_map(|f| {
-            let name = Path::new(&f.path)
-                .strip_prefix(&templates_dir)
-                .ok()?
-                .with_extension("")
-                .to_string_lossy()
-                .into_owned();
-            // A template the rollback removes reads as empty: the draft's check then says
-            // which rule still needs it.
-            Some((name, f.after.clone().unwrap_or_default()))
-        })
-        .collect();
+    let templates = templates_of(target, &files);
     let rules_now = rules_text.unwrap_or_else(|| seen_text.clone());
     let (rules, errors) = match crate::rules::load_draft(&target.sources, &rules_now, &templates) {
         Ok(loaded) => (Some(loaded.rules), Vec::new()),
         Err(e) => (None, field_errors(target, &e)),
     };
     let tests = match (&rules, &target.tests) {
-        (Some(rules), Some(path)) if path.exists() => run_tests(rules, path),
+        (Some(rules), Some(path)) if path.exists() => {
+            // The tests file as the draft leaves it (a case that takes the new reply).
+            let rel = relative_path(target, path);
+            let changed = files
+                .iter()
+                .find(|f| f.path == rel)
+                .and_then(|f| f.after.as_deref());
+            run_tests(rules, path, changed)
+        }
         _ => TestReport::default(),
     };
     let rules_changed = match (&rules, live) {
@@ -294,6 +334,26 @@ fn work_out(
     })
 }
 
+/// The templates among `files`, by the name rules write (`price`, `menus/t1`), with their
+/// new texts; a template the change removes reads as empty (the draft's check then says
+/// which rule still needs it).
+fn templates_of(target: &Target, files: &[FileChange]) -> Vec<(String, String)> {
+    let templates_dir = relative_path(target, &target.sources.templates);
+    files
+        .iter()
+        .filter(|f| Path::new(&f.path).extension().is_some_and(|e| e == "hbs"))
+        .filter_map(|f| {
+            let name = Path::new(&f.path)
+                .strip_prefix(&templates_dir)
+                .ok()?
+                .with_extension("")
+                .to_string_lossy()
+                .into_owned();
+            Some((name, f.after.clone().unwrap_or_default()))
+        })
+        .collect()
+}
+
 /// Each load error at its file (relative to the rules file's directory), line and column.
 fn field_errors(target: &Target, e: &LoadError) -> Vec<FieldError> {
     e.0.iter()
@@ -307,9 +367,13 @@ fn field_errors(target: &Target, e: &LoadError) -> Vec<FieldError> {
         .collect()
 }
 
-/// The account's cases on the draft's rules.
-fn run_tests(rules: &RuleSet, path: &Path) -> TestReport {
-    let cases = match crate::cases::read(path) {
+/// The account's cases (the file at `path`, or `text` in its place) on the draft's rules.
+fn run_tests(rules: &RuleSet, path: &Path, text: Option<&str>) -> TestReport {
+    let read = match text {
+        Some(text) => crate::cases::parse(text, path),
+        None => crate::cases::read(path),
+    };
+    let cases = match read {
         Ok(cases) => cases,
         Err(e) => {
             return TestReport {

@@ -6,6 +6,7 @@
 //! rollback goes back through. No HTTP here; the server reloads the account after.
 
 pub mod draft;
+pub mod expect;
 pub mod history;
 pub mod write;
 

@@ -28,7 +28,7 @@ Object.assign(I18N.zh, {
   tryDraft: '用草稿试发', confirmDelete: n => `从草稿中删除规则「${n}」？`,
   historyHelp: '在页面中做的每次修改；可以回滚到任何一次修改之前。', historyEmpty: '还没有修改记录',
   showDiff: '查看差异', rollback: '回滚到这次修改之前', rolledBack: d => `已回滚，摘要 ${d}`,
-  rollbackOf: id => `回滚 ${id}`, caseFailed: '失败的测试', errAt: '位置',
+  rollbackOf: id => `回滚 ${id}`, caseFailed: '失败的测试', errAt: '位置', takeExpectation: '以新回复作为这条测试的预期',
 });
 Object.assign(I18N.en, {
   tabHistory: 'History', signOut: 'Sign out', addRule: 'Add keyword rule',
@@ -52,7 +52,7 @@ Object.assign(I18N.en, {
   tryDraft: 'Try the draft', confirmDelete: n => `Delete rule “${n}” in the draft?`,
   historyHelp: 'Every change made in the page; roll back to before any of them.', historyEmpty: 'No changes yet',
   showDiff: 'Show diff', rollback: 'Roll back to before this change', rolledBack: d => `Rolled back, digest ${d}`,
-  rollbackOf: id => `rollback of ${id}`, caseFailed: 'Failing test', errAt: 'at',
+  rollbackOf: id => `rollback of ${id}`, caseFailed: 'Failing test', errAt: 'at', takeExpectation: 'Take the new reply as its expectation',
 });
 
 // ---- State ------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ function openAddForm() {
 // The rule's earlier changes of these ops are replaced by `changes` (`ops` null: all of them).
 async function addChanges(rule, ops, changes) {
   E.changes = E.changes.filter(c => {
-    const of = c.op === 'add_rule' ? str(c.rule && c.rule.name) : str(c.rule || c.file);
+    const of = c.op === 'add_rule' ? str(c.rule && c.rule.name) : str(c.rule || c.file || c.case);
     if (c.op === 'set_template') return !changes.some(n => n.op === 'set_template' && n.file === c.file);
     return of !== rule || (ops && !ops.includes(c.op));
   });
@@ -364,7 +364,7 @@ function renderDraft() {
   const d = E.draft;
   box.hidden = !d && !E.result && !E.conflict;
   const state = $('#draft-state');
-  clear($('#draft-changes'), E.changes.map(c => el('li', { class: 'mono', text: `${c.op} ${c.op === 'add_rule' ? str(c.rule && c.rule.name) : str(c.rule || c.file)}` })));
+  clear($('#draft-changes'), E.changes.map(c => el('li', { class: 'mono', text: `${c.op} ${c.op === 'add_rule' ? str(c.rule && c.rule.name) : str(c.rule || c.file || c.case)}` })));
   const errBox = $('#draft-errors'), testsBox = $('#draft-tests');
   clear(errBox); clear(testsBox);
   $('#draft-diff').textContent = d && d.diff ? str(d.diff) : '';
@@ -392,7 +392,10 @@ function renderDraft() {
   if (failed.length || tests.passed) {
     testsBox.append(el('p', { class: failed.length ? 'bad-text' : 'muted', text: failed.length ? t('draftTestsBad', failed.length, tests.passed) : t('draftTestsOk', tests.passed) }));
     for (const c of failed) {
-      testsBox.append(el('div', { class: 'failed-case', 'data-case': str(c.name) }, el('strong', { text: `${t('caseFailed')}: ${str(c.name)}` }), el('pre', { text: str(c.message) })));
+      const name = str(c.name);
+      testsBox.append(el('div', { class: 'failed-case', 'data-case': name }, el('strong', { text: `${t('caseFailed')}: ${name}` }), el('pre', { text: str(c.message) }),
+        el('button', { type: 'button', class: 'btn small', 'data-take-expectation': name, text: t('takeExpectation'),
+          onclick: () => void addChanges(name, ['expect_case'], [{ op: 'expect_case', case: name }]) })));
     }
   }
   markFieldErrors();
