@@ -324,6 +324,7 @@ function renderTop() {
   st.textContent = acct ? t('statusBad', str(acct.status)) : '';
   renderLastReload(acct);
   renderRulesMeta(acct);
+  if (HOOKS.top) HOOKS.top();
 }
 function renderLastReload(acct) {
   const box = $('#last-reload'), pop = $('#last-reload-errors');

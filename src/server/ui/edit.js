@@ -72,17 +72,24 @@ async function loadMe() {
     E.me = r.ok && r.data ? r.data : null;
   } catch (_) { E.me = null; }
   renderWho();
-  if (canEdit()) await loadSource();
-  W.loadRules();
 }
 async function loadSource() {
+  const acct = S.account;
+  let source = null;
   try {
     const r = await api('GET', '/api/source?' + acctQuery());
-    E.source = r.ok && r.data ? r.data : null;
-  } catch (_) { E.source = null; }
+    source = r.ok && r.data ? r.data : null;
+  } catch (_) { source = null; }
+  // An answer for an account no longer selected is dropped.
+  if (acct === S.account) E.source = source;
 }
 function renderWho() {
   const me = E.me;
+  // The account's source is read once the editor and the account are both known.
+  if (canEdit() && !E.source && !E.sourceLoading) {
+    E.sourceLoading = true;
+    void loadSource().then(() => { E.sourceLoading = false; W.loadRules(); });
+  }
   $('#who').textContent = me && me.signed_in ? t('whoIs', str(me.name), str(me.role)) : '';
   $('#signout').hidden = !(me && me.signed_in);
   document.body.classList.toggle('can-edit', canEdit());
@@ -483,12 +490,14 @@ async function rollback(id) {
 
 // ---- Hooks into the page ------------------------------------------------------------------------
 HOOKS.ruleRow = ruleRow;
+// The account is known once the overview is in (it may come after /api/me).
+HOOKS.top = renderWho;
 HOOKS.tryQuery = () => {
   const use = $('#try-use-draft');
   return E.draft && E.draft.draft && E.draft.good !== undefined && use && use.checked && !E.draft.errors?.length
     ? '&draft=' + encodeURIComponent(E.draft.draft) : '';
 };
-HOOKS.account = () => { E.changes = []; E.draft = null; E.source = null; E.conflict = null; E.result = null; closeForm(); renderDraft(); renderWho(); if (canEdit()) void loadSource().then(W.loadRules); };
+HOOKS.account = () => { E.changes = []; E.draft = null; E.source = null; E.conflict = null; E.result = null; closeForm(); renderDraft(); renderWho(); };
 HOOKS.view = view => {
   if (view === 'history') void loadHistory();
   const use = $('#try-use-draft-wrap');
