@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_wechat::{FakeWechat, Scripted, APPID, SECRET};
+use common::fake_wechat::{FakeWechat, Misbehave, Scripted, APPID, SECRET};
 use common::*;
 use serde_json::Value;
 use wxrules::accounts::Secrets;
@@ -621,4 +621,55 @@ fn import_from_wechat_fetches_the_export_with_a_token() {
         String::from_utf8_lossy(&out.stderr),
         "error: --from-wechat needs WXRULES_APPID and WXRULES_APPSECRET\n"
     );
+}
+
+/// An API client of the fake's account, counting into `metrics`.
+fn api_of(fake: &FakeWechat, metrics: &wxrules::telemetry::metrics::Metrics) -> Arc<Api> {
+    Arc::new(
+        Api::new(
+            &fake.base(),
+            Some(Credentials::new(APPID, SECRET)),
+            metrics.clone(),
+        )
+        .unwrap(),
+    )
+}
+
+/// A redirect is not followed: a 307 from `stable_token` would post the AppSecret again,
+/// to whatever `Location` names (here a second fake, which must never see it). Before the
+/// fix the client followed it, and the other origin issued a token.
+#[actix_web::test]
+async fn a_redirect_is_not_followed_so_the_app_secret_stays_home() {
+    use wxrules::wechat_api::{ApiError, Disposition};
+    let elsewhere = FakeWechat::start();
+    let fake = FakeWechat::start();
+    fake.misbehave(Misbehave::RedirectTo(format!(
+        "{}/cgi-bin/stable_token",
+        elsewhere.base()
+    )));
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let err = api_of(&fake, &metrics).access_token().await.unwrap_err();
+    assert_eq!(err, ApiError::Redirected(307));
+    assert_eq!(err.disposition(), Disposition::Final);
+    assert!(!err.to_string().contains(SECRET));
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(elsewhere.token_calls(), 0);
+}
+
+/// An answer is read up to `MAX_ANSWER` (1 MiB) and no further: 64 MiB streamed without a
+/// Content-Length are cut off early. Before the fix the client read all of it (a 750 MB
+/// answer took 1.15 GB of RSS).
+#[actix_web::test]
+async fn an_endless_answer_is_cut_off_at_the_cap() {
+    use wxrules::wechat_api::{ApiError, MAX_ANSWER};
+    let fake = FakeWechat::start();
+    fake.misbehave(Misbehave::Endless(64 * 1024 * 1024));
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let err = api_of(&fake, &metrics).access_token().await.unwrap_err();
+    assert_eq!(err, ApiError::TooLarge(MAX_ANSWER));
+    // What the fake handed over: the cap, and what the sockets' buffers held.
+    assert!(fake.streamed() < 16 * MAX_ANSWER, "{}", fake.streamed());
+    assert!(metrics
+        .render()
+        .contains(r#"wxrules_wechat_api_calls_total{api="stable_token",outcome="too_large"} 1"#));
 }

@@ -231,7 +231,7 @@ impl Metrics {
             api_calls: counters(
                 r,
                 "wxrules_wechat_api_calls_total",
-                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, bad_answer, no_credentials)",
+                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, too_large, bad_answer, no_credentials)",
                 &["api", "outcome"],
                 &[],
             ),
