@@ -114,6 +114,7 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        replays: Arc::new(wxrules::store::replay::Replays::new(None)),
         recent: None,
     };
     (state, fleet)
@@ -131,8 +132,11 @@ fn text(to: &str, content: &str, msg_id: u64) -> String {
     )
 }
 
+/// A signed query with a nonce of its own: a signed query carries one body.
 fn signed(token: &str) -> String {
-    let (ts, nonce) = (NOW.to_string(), "4242");
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (ts, nonce) = (NOW.to_string(), &format!("4242{n}"));
     format!(
         "timestamp={ts}&nonce={nonce}&signature={}",
         sign(&[token, &ts, nonce])

@@ -1143,3 +1143,53 @@ fn slow_and_stalled_bodies_get_408_and_a_closed_connection_on_every_route() {
     );
     assert_eq!(status, 200);
 }
+
+/// Plaintext replay: the plaintext `signature` covers the query, not the body, so a
+/// captured signed query could carry any number of bodies while its timestamp is fresh.
+/// Under one signed query the same body again is a retry (answered as before); any other
+/// body is refused, 403 and counted as `replayed`. Safe mode is not held to it: its
+/// `msg_signature` covers the body. Before the fix all 50 forged bodies were answered.
+#[actix_web::test]
+async fn a_captured_plaintext_query_carries_one_body_only() {
+    let state = state_with_dedup(
+        shipped(),
+        Secrets::new(TOKEN, Some((AES_KEY, APP_ID))).unwrap(),
+        Options::default(),
+        Some(wxrules::store::dedup::Config::default()),
+    );
+    let app = app(state.clone()).await;
+    let captured = signed_query();
+    let first = message("<Content>价格</Content>");
+    let (status, answer) = post(&app, &captured, first.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(post(&app, &captured, first).await, (status, answer));
+    for i in 0..50 {
+        let forged = message(&format!("<Content>forged {i}</Content>"));
+        let (status, body) = post(&app, &captured, forged).await;
+        assert_eq!((status, body.as_str()), (403, ""), "forged body {i}");
+    }
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(&metrics, "wxrules_requests_total{outcome=\"replayed\"}"),
+        Some(50.0),
+        "{metrics}"
+    );
+    // Safe mode: two bodies under one timestamp and nonce, each with its own
+    // `msg_signature`, are both answered.
+    let cipher = Cipher::new(AES_KEY, APP_ID).unwrap();
+    for content in ["价格", "帮助"] {
+        let encrypt = cipher.encrypt(message(&format!("<Content>{content}</Content>")).as_bytes());
+        let ts = NOW.to_string();
+        let query = format!(
+            "signature={}&timestamp={ts}&nonce={NONCE}&encrypt_type=aes&msg_signature={}",
+            sign(&[TOKEN, &ts, NONCE]),
+            sign(&[TOKEN, &ts, NONCE, &encrypt])
+        );
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_account]]></ToUserName>\
+             <Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        let (status, answer) = post(&app, &query, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}

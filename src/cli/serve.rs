@@ -282,6 +282,7 @@ async fn assemble(
         crate::reload::warn_unsendable(live);
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
+    let replays = crate::store::replay::Replays::new(dedup.redis());
     Ok(Ok(AppState {
         fleet,
         metrics,
@@ -295,6 +296,7 @@ async fn assemble(
         caller: crate::act::call::Caller::new().context("the HTTP client of calls")?,
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        replays: Arc::new(replays),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled
             .admin_listen

@@ -153,10 +153,20 @@ async fn accept(
             return Err(body::refuse_unread(&e, req, payload));
         }
     };
-    decode(state, live, &query, checked, &body).map_err(|e| {
+    let refuse = |e: ServiceError| {
         count_refused(state, Some(live), &e);
         e.error_response()
-    })
+    };
+    let (message, wrapping) = decode(state, live, &query, checked, &body).map_err(refuse)?;
+    // The body of a plaintext push is not signed: its query must not have come with
+    // another one (one hash of the body, one memory insert or Redis command).
+    if let Wrapping::Plain = wrapping {
+        state
+            .check_replay(live, &query, &body)
+            .await
+            .map_err(refuse)?;
+    }
+    Ok((message, wrapping))
 }
 
 /// A retry of a push an earlier attempt answered: that answer, byte for byte.

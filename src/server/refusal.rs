@@ -44,6 +44,7 @@ pub(super) fn log_url_check(account: Option<&str>, e: &ServiceError) {
 fn refused_as(e: &ServiceError) -> RequestOutcome {
     match e {
         ServiceError::Signature(_) | ServiceError::Stale(_) => RequestOutcome::BadSignature,
+        ServiceError::Replayed => RequestOutcome::Replayed,
         ServiceError::BodyTimeout => RequestOutcome::Timeout,
         _ => RequestOutcome::BadRequest,
     }

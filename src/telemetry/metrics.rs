@@ -26,11 +26,13 @@ pub enum RequestOutcome {
     Deadline,
     /// 408: the body did not arrive in time.
     Timeout,
+    /// 403: a plaintext push whose signed query came before with another body.
+    Replayed,
 }
 
 impl RequestOutcome {
     /// Every outcome, in `index` order.
-    const ALL: [RequestOutcome; 8] = [
+    const ALL: [RequestOutcome; 9] = [
         RequestOutcome::Replied,
         RequestOutcome::Ignored,
         RequestOutcome::BadSignature,
@@ -39,6 +41,7 @@ impl RequestOutcome {
         RequestOutcome::Retry,
         RequestOutcome::Deadline,
         RequestOutcome::Timeout,
+        RequestOutcome::Replayed,
     ];
 
     /// Its place in `ALL` and in `Metrics::by_outcome`. The match has no wildcard, so a new
@@ -54,6 +57,7 @@ impl RequestOutcome {
             RequestOutcome::Retry => 5,
             RequestOutcome::Deadline => 6,
             RequestOutcome::Timeout => 7,
+            RequestOutcome::Replayed => 8,
         }
     }
 
@@ -61,7 +65,10 @@ impl RequestOutcome {
     fn timed(self) -> bool {
         !matches!(
             self,
-            RequestOutcome::BadSignature | RequestOutcome::BadRequest | RequestOutcome::Timeout
+            RequestOutcome::BadSignature
+                | RequestOutcome::BadRequest
+                | RequestOutcome::Timeout
+                | RequestOutcome::Replayed
         )
     }
 
@@ -75,6 +82,7 @@ impl RequestOutcome {
             RequestOutcome::Retry => "retry",
             RequestOutcome::Deadline => "deadline",
             RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Replayed => "replayed",
         }
     }
 }
