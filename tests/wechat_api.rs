@@ -623,6 +623,17 @@ fn import_from_wechat_fetches_the_export_with_a_token() {
     );
 }
 
+/// A text message to `user`.
+fn text(user: &str, content: &str) -> wxrules::wechat_api::CustomMessage {
+    wxrules::wechat_api::CustomMessage::new(
+        user,
+        wxrules::wire::Reply::Text {
+            content: content.to_owned(),
+        },
+    )
+    .unwrap()
+}
+
 /// An API client of the fake's account, counting into `metrics`.
 fn api_of(fake: &FakeWechat, metrics: &wxrules::telemetry::metrics::Metrics) -> Arc<Api> {
     Arc::new(
@@ -672,4 +683,100 @@ async fn an_endless_answer_is_cut_off_at_the_cap() {
     assert!(metrics
         .render()
         .contains(r#"wxrules_wechat_api_calls_total{api="stable_token",outcome="too_large"} 1"#));
+}
+
+/// Retries a second apart: a user stuck behind them would wait long enough to show.
+fn slow_retries() -> outbox::Config {
+    outbox::Config {
+        backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(2),
+        give_up_after: Duration::from_secs(60),
+        ..outbox::Config::default()
+    }
+}
+
+/// Two messages to `oStuck`, whose every send fails with -1 (retried), then two to each
+/// of 40 other users: theirs all go out within a couple of seconds, in order.
+async fn others_go_out_while_one_is_retried(
+    fake: &FakeWechat,
+    outbox: &Outbox,
+) -> std::time::Duration {
+    fake.fail_user("oStuck", -1);
+    let rule: Arc<str> = "r".into();
+    outbox
+        .enqueue(&rule, vec![text("oStuck", "s1"), text("oStuck", "s2")])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Its first try has failed: the stuck user's shard has met the error.
+    while fake.send_calls() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never tried");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        let user = format!("oUser{i}");
+        outbox
+            .enqueue(&rule, vec![text(&user, "a"), text(&user, "b")])
+            .await
+            .unwrap();
+    }
+    let delivered = fake.wait_delivered(80).await;
+    let took = started.elapsed();
+    assert_eq!(delivered.len(), 80, "after {took:?}");
+    for i in 0..40 {
+        let mine: Vec<Value> = delivered
+            .iter()
+            .filter(|m| m["touser"] == format!("oUser{i}"))
+            .cloned()
+            .collect();
+        assert_eq!(texts(&mine), ["a", "b"], "oUser{i}");
+    }
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    took
+}
+
+/// Head-of-line blocking, in process: a user whose messages keep failing with a retryable
+/// error waits in its own lane while its shard serves the others, and a stop leaves only
+/// its messages. Before the fix it held its shard's sender for up to 15 minutes (3 of 40
+/// other users undelivered after 25 s; 4 lost at the stop).
+#[actix_web::test]
+async fn a_user_being_retried_does_not_hold_up_the_others() {
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let (outbox, senders) =
+        Outbox::start(&api_of(&fake, &metrics), slow_retries(), metrics.clone());
+    others_go_out_while_one_is_retried(&fake, &outbox).await;
+    outbox.close();
+    assert_eq!(senders.drain(Duration::from_secs(1)).await, 2);
+    assert!(fake.delivered().iter().all(|m| m["touser"] != "oStuck"));
+}
+
+/// The same through the Redis streams: the stuck user's entry waits (pending) while the
+/// entries behind it in the stream are read and sent; only its entry is left.
+#[actix_web::test]
+async fn a_user_being_retried_does_not_hold_up_the_others_in_redis() {
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_secs(1),
+    ));
+    let (outbox, senders) = Outbox::start_shared(
+        &api_of(&fake, &metrics),
+        slow_retries(),
+        &metrics,
+        &link,
+        APPID,
+    );
+    others_go_out_while_one_is_retried(&fake, &outbox).await;
+    outbox.close();
+    senders.drain(Duration::from_secs(1)).await;
+    let left: usize = (0..8)
+        .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
+        .sum();
+    assert_eq!(left, 1, "the stuck user's one entry");
 }

@@ -145,20 +145,32 @@ impl ShardStream {
             .await;
     }
 
-    /// Claims every entry left pending by earlier owners, oldest first.
-    pub(crate) async fn claim(&self) -> Vec<Entry> {
-        let claim = Cmd::xautoclaim_options(
-            &self.key,
-            GROUP,
-            &self.consumer,
-            0,
-            "0-0",
-            StreamAutoClaimOptions::default().count(1000),
-        );
-        self.query::<StreamAutoClaimReply>(&claim)
-            .await
-            .map(|reply| reply.claimed.into_iter().map(Entry::of).collect())
-            .unwrap_or_default()
+    /// Claims the entries left pending by earlier owners, oldest first, `limit` at most
+    /// (the stream's cap: all of them).
+    pub(crate) async fn claim(&self, limit: usize) -> Vec<Entry> {
+        let mut claimed = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        while claimed.len() < limit {
+            let count = (limit - claimed.len()).min(1000);
+            let claim = Cmd::xautoclaim_options(
+                &self.key,
+                GROUP,
+                &self.consumer,
+                0,
+                &cursor,
+                StreamAutoClaimOptions::default().count(count),
+            );
+            let Ok(reply) = self.query::<StreamAutoClaimReply>(&claim).await else {
+                break;
+            };
+            claimed.extend(reply.claimed.into_iter().map(Entry::of));
+            // `0-0`: the whole pending list has been seen.
+            if reply.next_stream_id == "0-0" || reply.next_stream_id == cursor {
+                break;
+            }
+            cursor = reply.next_stream_id;
+        }
+        claimed
     }
 
     /// New entries, oldest first (none when there are none or Redis is away).

@@ -2,7 +2,7 @@
 //! `POST /cgi-bin/message/custom/send`, answering with WeChat's documented JSON and errcodes
 //! (40125 for a wrong secret, 40001/42001 for a token that is no good, `{"errcode":0,
 //! "errmsg":"ok"}` for a delivered message). A test can script the next answers of
-//! `custom/send`, expire the token, make `stable_token`
+//! `custom/send`, fail every send to one user, expire the token, make `stable_token`
 //! misbehave (a redirect, an endless answer), and read what was delivered, in order.
 
 use std::collections::VecDeque;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 pub const APPID: &str = "wx_fake_appid";
 pub const SECRET: &str = "fake-app-secret-0123456789";
@@ -47,6 +48,8 @@ pub struct FakeState {
     script: Mutex<VecDeque<Scripted>>,
     /// Delivered messages, in the order they came.
     delivered: Mutex<Vec<Value>>,
+    /// Users every send to whom fails, with this errcode.
+    failing: Mutex<HashMap<String, i64>>,
     misbehave: Mutex<Option<Misbehave>>,
     /// Bytes of an endless answer handed to the connection so far.
     streamed: Arc<AtomicUsize>,
@@ -118,6 +121,15 @@ impl FakeWechat {
     /// The next answers of `custom/send`, in order.
     pub fn script(&self, answers: &[Scripted]) {
         self.state.script.lock().unwrap().extend(answers);
+    }
+
+    /// Every send to `user` fails with `errcode` from now on (`-1`: system busy, retried).
+    pub fn fail_user(&self, user: &str, errcode: i64) {
+        self.state
+            .failing
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), errcode);
     }
 
     /// `stable_token` misbehaves from now on.
@@ -289,6 +301,10 @@ async fn custom_send(
     state.send_calls.fetch_add(1, Ordering::SeqCst);
     if let Some(refused) = refuse_token(&state, &req) {
         return refused;
+    }
+    let to = body["touser"].as_str().unwrap_or("").to_owned();
+    if let Some(&code) = state.failing.lock().unwrap().get(&to) {
+        return errcode(code, "failing user");
     }
     if let Some(next) = state.script.lock().unwrap().pop_front() {
         return match next {

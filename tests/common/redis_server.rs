@@ -77,6 +77,13 @@ impl RedisServer {
         let mut conn = client.get_connection().unwrap();
         redis::cmd("GET").arg(key).query(&mut conn).unwrap()
     }
+
+    /// The length of the stream `key` (0 when there is none).
+    pub fn xlen(&self, key: &str) -> usize {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("XLEN").arg(key).query(&mut conn).unwrap()
+    }
 }
 
 impl Drop for RedisServer {

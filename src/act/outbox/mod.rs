@@ -1,14 +1,18 @@
 //! The outbox: customer-service messages waiting to go out through WeChat's API, and the
 //! tasks that send them. A push only queues (never waits on the network); the messages of
 //! one push go out in order, and so do all of one user's, each user being served by one
-//! shard. Failed sends are retried with backoff while WeChat may still take them; final
-//! errcodes are not.
+//! shard. Within a shard each user has a lane (`lanes`): a user whose sends fail with an
+//! error worth retrying is parked with a due time while the shard serves the others, so
+//! one user's retries never hold up another's messages. Final errcodes are not retried.
 //!
 //! In process (the default) it is bounded, and what it holds when the process dies is lost
 //! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
-//! Redis Stream per shard (`stream`): any instance delivers, nothing is lost when one
-//! dies; while Redis is away, pushes queue in process. The streams themselves (keys,
-//! consumer group, leases) are `store::outbox`'s; here are the jobs, the sending and retries.
+//! Redis Stream per shard: any instance delivers, nothing is lost when one dies; while
+//! Redis is away, pushes queue in process. The streams themselves (keys, consumer group,
+//! leases) are `store::outbox`'s; here are the jobs, the sending and retries (`shard`).
+
+mod lanes;
+mod shard;
 
 pub use crate::store::outbox::LEASE;
 
@@ -22,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 use crate::store::outbox::{Entry, ShardStream};
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
-use crate::wechat_api::{Api, CustomMessage, Disposition};
-use crate::wire::mask_openid;
+use crate::wechat_api::{Api, CustomMessage};
+use shard::Shard;
 
 /// How the outbox behaves.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +55,12 @@ impl Default for Config {
     }
 }
 
-/// How often an owner of a shard's stream with nothing to send looks again.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+impl Config {
+    /// The entries one shard's stream is read ahead, at most: its share of `capacity`.
+    fn stream_cap(&self) -> usize {
+        (self.capacity / self.shards.max(1)).max(1)
+    }
+}
 
 /// The messages of one push, for one user.
 #[derive(Debug)]
@@ -122,12 +130,7 @@ impl Outbox {
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
             shards.push(tx);
-            let shard = Shard {
-                api: Arc::clone(api),
-                config,
-                metrics: metrics.clone(),
-                queued: Arc::clone(&queued),
-            };
+            let shard = Shard::new(api, config, &metrics, Arc::clone(&queued));
             tasks.push(tokio::spawn(shard.run(rx, stopping.clone())));
         }
         let outbox = Outbox {
@@ -168,12 +171,7 @@ impl Outbox {
             senders.tasks.push(tokio::spawn(
                 Arc::clone(&stream).keep_lease(stopping.clone()),
             ));
-            let shard = Shard {
-                api: Arc::clone(api),
-                config,
-                metrics: metrics.clone(),
-                queued: Arc::new(AtomicUsize::new(0)),
-            };
+            let shard = Shard::new(api, config, metrics, Arc::new(AtomicUsize::new(0)));
             senders.tasks.push(tokio::spawn(
                 shard.run_stream(Arc::clone(&stream), stopping),
             ));
@@ -283,12 +281,18 @@ impl Senders {
     /// messages were left unsent.
     pub async fn drain(self, within: Duration) -> usize {
         let _ = self.stop.send(true);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
         let all = async {
             for task in self.tasks {
                 let _ = task.await;
             }
         };
         let _ = tokio::time::timeout(within, all).await;
+        // A user still parked for a retry past the drain is not waited for: its messages
+        // are counted as left (and with Redis stay in the stream for the next owner).
+        for abort in aborts {
+            abort.abort();
+        }
         self.queued.load(Ordering::Acquire)
     }
 }
@@ -305,142 +309,6 @@ fn shard_of(openid: &str, shards: usize) -> usize {
     use std::hash::BuildHasher;
     let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(openid);
     (hash % shards as u64) as usize
-}
-
-struct Shard {
-    api: Arc<Api>,
-    config: Config,
-    metrics: Metrics,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Shard {
-    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            tokio::select! {
-                job = jobs.recv() => match job {
-                    Some(job) => self.deliver(job).await,
-                    None => return,
-                },
-                changed = stop.changed() => if changed.is_err() {
-                    break;
-                },
-            }
-        }
-        // Stopping: send what is already queued (the drain bounds how long).
-        while let Ok(job) = jobs.try_recv() {
-            self.deliver(job).await;
-        }
-    }
-
-    /// Sends what the shard's stream holds while this instance owns the shard: first what
-    /// earlier owners left pending, then new entries, each acknowledged once sent or given up.
-    async fn run_stream(self, stream: Arc<ShardStream>, mut stop: watch::Receiver<bool>) {
-        let mut owned = false;
-        while !*stop.borrow() {
-            if !stream.owned() {
-                owned = false;
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            let entries = if owned {
-                stream.read().await
-            } else {
-                owned = true;
-                stream.ensure_group().await;
-                let mut entries = stream.claim().await;
-                entries.extend(stream.read().await);
-                entries
-            };
-            if entries.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            for entry in entries {
-                match StoredJob::of(&entry) {
-                    Some(job) => {
-                        let age =
-                            Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));
-                        let queued_at =
-                            Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                        for message in &job.messages {
-                            self.send_one(&job.rule, message, queued_at).await;
-                        }
-                    }
-                    None => tracing::error!(event = "outbox_entry_unreadable", id = %entry.id),
-                }
-                stream.done(&entry.id).await;
-            }
-        }
-    }
-
-    async fn deliver(&self, job: Job) {
-        for message in job.messages {
-            self.send_one(&job.rule, &message, job.queued_at).await;
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.outbox_state("queued", -1);
-        }
-    }
-
-    /// Sends `message`, retrying what may succeed later until `give_up_after`.
-    async fn send_one(&self, rule: &str, message: &CustomMessage, queued_at: Instant) {
-        let give_up = queued_at + self.config.give_up_after;
-        let mut delay = self.config.backoff;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let error = match self.api.send_custom(message).await {
-                Ok(()) => {
-                    self.metrics.outbox_result("sent", 1);
-                    tracing::info!(
-                        event = "message_sent",
-                        rule,
-                        kind = message.kind(),
-                        attempts,
-                        ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
-                    );
-                    tracing::debug!(event = "message_sent", to_user = %message.touser);
-                    return;
-                }
-                Err(e) => e,
-            };
-            let retry =
-                error.disposition() == Disposition::Retry && Instant::now() + delay < give_up;
-            if !retry {
-                self.metrics.outbox_result("failed", 1);
-                tracing::error!(
-                    event = "message_failed",
-                    rule,
-                    kind = message.kind(),
-                    user = %mask_openid(&message.touser),
-                    errcode = error.errcode(),
-                    error = %error,
-                    attempts,
-                    "not sent; not retried"
-                );
-                return;
-            }
-            tracing::warn!(
-                event = "message_retry",
-                rule,
-                kind = message.kind(),
-                errcode = error.errcode(),
-                error = %error,
-                attempts,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
-            );
-            self.metrics.outbox_state("retrying", 1);
-            tokio::time::sleep(delay).await;
-            self.metrics.outbox_state("retrying", -1);
-            delay = (delay * 2).min(self.config.max_backoff);
-        }
-    }
 }
 
 #[cfg(test)]
