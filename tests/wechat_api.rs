@@ -469,6 +469,15 @@ struct Instance {
 
 impl Instance {
     fn start(scratch: &Scratch, redis: &str, api: &str) -> Instance {
+        Instance::launch(scratch, redis, api).0
+    }
+
+    /// Starts one, and returns the lines it logged up to `server_started`; stops it.
+    fn start_lines(scratch: &Scratch, redis: &str, api: &str) -> Vec<String> {
+        Instance::launch(scratch, redis, api).1
+    }
+
+    fn launch(scratch: &Scratch, redis: &str, api: &str) -> (Instance, Vec<String>) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("--rules")
@@ -494,19 +503,22 @@ impl Instance {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut before = Vec::new();
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
                 if line.contains("server_started") {
-                    let _ = tx.send(line);
+                    let _ = tx.send((line, std::mem::take(&mut before)));
+                } else {
+                    before.push(line);
                 }
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let (line, before) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
         let started: Value = serde_json::from_str(&line).unwrap();
         let addr = started["listen"].as_str().unwrap().parse().unwrap();
-        Instance { child, addr }
+        (Instance { child, addr }, before)
     }
 
     /// Posts a signed push; its status.
@@ -779,4 +791,128 @@ async fn a_user_being_retried_does_not_hold_up_the_others_in_redis() {
         .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
         .sum();
     assert_eq!(left, 1, "the stuck user's one entry");
+}
+
+/// Each shard's stream is capped (`capacity / shards` entries): past it a push's messages
+/// are refused, counted and said, never trimmed from what waits. Before the fix the
+/// stream grew without bound (94k entries in 8 s while the API hung).
+#[actix_web::test]
+async fn a_full_stream_refuses_and_counts_and_trims_nothing() {
+    use wxrules::act::outbox::Refused;
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    fake.fail_user("oStuck", -1);
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_secs(1),
+    ));
+    let config = outbox::Config {
+        capacity: 16,
+        ..slow_retries()
+    };
+    let (outbox, senders) =
+        Outbox::start_shared(&api_of(&fake, &metrics), config, &metrics, &link, APPID);
+    let rule: Arc<str> = "r".into();
+    for i in 0..2 {
+        let m = text("oStuck", &format!("m{i}"));
+        outbox.enqueue(&rule, vec![m]).await.unwrap();
+    }
+    let refused = outbox.enqueue(&rule, vec![text("oStuck", "m2")]).await;
+    assert_eq!(refused, Err(Refused::StreamFull(2)));
+    assert!(refused.unwrap_err().to_string().contains("full"));
+    assert_eq!(
+        sample(
+            &metrics.render(),
+            r#"wxrules_outbox_results_total{outcome="refused"}"#
+        ),
+        Some(1.0)
+    );
+    let lens: usize = (0..8)
+        .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
+        .sum();
+    assert_eq!(lens, 2);
+    outbox.close();
+    senders.drain(Duration::from_millis(200)).await;
+}
+
+/// The outbox's streams live in Redis' memory: with AOF (`appendonly yes`) a Redis
+/// restart keeps them, and what was queued goes out once the API takes it. (Without AOF
+/// the same restart lost 50 of 50; `serve` warns about such a Redis at start.)
+#[actix_web::test]
+async fn with_aof_a_redis_restart_keeps_the_queued_messages() {
+    let mut redis = common::redis_server::RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_millis(100),
+    ));
+    // WeChat fails every send for now.
+    fake.script(&[Scripted::Status(500); 100_000]);
+    let (outbox, senders) =
+        Outbox::start_shared(&api_of(&fake, &metrics), quick(), &metrics, &link, APPID);
+    let rule: Arc<str> = "r".into();
+    for i in 0..50 {
+        let user = format!("oUser{i}");
+        outbox.enqueue(&rule, vec![text(&user, "m")]).await.unwrap();
+    }
+    redis.kill();
+    redis.spawn();
+    fake.clear_script();
+    let delivered = fake.wait_delivered(50).await;
+    assert_eq!(delivered.len(), 50);
+    outbox.close();
+    senders.drain(Duration::from_secs(1)).await;
+}
+
+/// At start, `serve` asks whether the Redis of its outbox persists (AOF), and warns when
+/// it does not, or when it cannot tell (`CONFIG` renamed away, as managed Redis do).
+#[test]
+fn serve_warns_at_start_when_redis_does_not_keep_the_outbox() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("durable");
+    let plain = common::redis_server::RedisServer::start();
+    let lines = Instance::start_lines(&scratch, &plain.url(), &fake.base());
+    let warned = lines
+        .iter()
+        .find(|l| l.contains("store_redis_not_durable"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(warned.contains("appendonly"), "{warned}");
+    let aof = common::redis_server::RedisServer::start_with(&["--appendonly", "yes"]);
+    let lines = Instance::start_lines(&scratch, &aof.url(), &fake.base());
+    assert!(
+        lines.iter().any(|l| l.contains("store_redis_durable")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("not_durable")),
+        "{lines:#?}"
+    );
+    let managed = common::redis_server::RedisServer::start_with(&[
+        "--rename-command",
+        "CONFIG",
+        "hidden-config-8f2a",
+    ]);
+    let lines = Instance::start_lines(&scratch, &managed.url(), &fake.base());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("store_redis_durability_unknown") && l.contains("CONFIG")),
+        "{lines:#?}"
+    );
+    // A refused CONFIG is an answer, not an outage.
+    assert!(
+        !lines.iter().any(|l| l.contains("store_redis_down")),
+        "{lines:#?}"
+    );
 }

@@ -283,6 +283,12 @@ async fn assemble(
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let replays = crate::store::replay::Replays::new(dedup.redis());
+    // The outbox in Redis is only as durable as Redis: say so at start when it is not.
+    if let Some(redis) = dedup.redis() {
+        if fleet.accounts.table().accounts().iter().any(|a| a.sends()) {
+            crate::store::outbox::check_durability(&redis).await;
+        }
+    }
     Ok(Ok(AppState {
         fleet,
         metrics,

@@ -7,9 +7,10 @@
 //!
 //! In process (the default) it is bounded, and what it holds when the process dies is lost
 //! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
-//! Redis Stream per shard: any instance delivers, nothing is lost when one dies; while
-//! Redis is away, pushes queue in process. The streams themselves (keys, consumer group,
-//! leases) are `store::outbox`'s; here are the jobs, the sending and retries (`shard`).
+//! Redis Stream per shard, each capped: any instance delivers, nothing is lost when one
+//! dies; while Redis is away, pushes queue in process. The streams themselves (keys,
+//! consumer group, leases, the cap) are `store::outbox`'s; here are the jobs, the sending
+//! and retries (`shard`).
 
 mod lanes;
 mod shard;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::store::outbox::{Entry, ShardStream};
+use crate::store::outbox::{Added, Entry, ShardStream};
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
 use crate::wechat_api::{Api, CustomMessage};
@@ -34,7 +35,9 @@ use shard::Shard;
 pub struct Config {
     /// Senders working at once; a user always goes to the same one.
     pub shards: usize,
-    /// Messages held at most; a push whose messages do not fit is refused (logged, counted).
+    /// Messages held at most in process; a push whose messages do not fit is refused
+    /// (logged, counted). With Redis, each shard's stream holds `capacity / shards` pushes
+    /// at most, past which a push is refused likewise.
     pub capacity: usize,
     /// The first wait before a retry, doubled each time up to `max_backoff`.
     pub backoff: Duration,
@@ -56,7 +59,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The entries one shard's stream is read ahead, at most: its share of `capacity`.
+    /// The entries one shard's stream holds at most (and is read ahead): its share of
+    /// `capacity`.
     fn stream_cap(&self) -> usize {
         (self.capacity / self.shards.max(1)).max(1)
     }
@@ -91,6 +95,9 @@ impl StoredJob {
 pub enum Refused {
     #[error("the outbox is full ({0} messages)")]
     Full(usize),
+    /// With Redis: the user's shard's stream holds as many pushes as it may.
+    #[error("the outbox's Redis stream for this user is full ({0} pushes waiting)")]
+    StreamFull(usize),
     #[error("the server is stopping")]
     Closing,
     #[error(
@@ -108,6 +115,7 @@ pub struct Outbox {
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     capacity: usize,
+    stream_cap: usize,
     can_send: bool,
     metrics: Metrics,
 }
@@ -139,6 +147,7 @@ impl Outbox {
             queued: Arc::clone(&queued),
             closing: AtomicBool::new(false),
             capacity: config.capacity,
+            stream_cap: config.stream_cap(),
             can_send: api.can_send(),
             metrics,
         };
@@ -189,6 +198,7 @@ impl Outbox {
             queued: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
             capacity: 0,
+            stream_cap: 0,
             can_send: false,
             metrics,
         }
@@ -213,11 +223,16 @@ impl Outbox {
                 queued_at_ms: unix_millis(),
             };
             let added = match serde_json::to_string(&job) {
-                Ok(json) => stream.add(&json).await,
+                Ok(json) => stream.add(&json, self.stream_cap).await,
                 Err(_) => Err(Unavailable),
             };
             return match added {
-                Ok(()) => Ok(()),
+                Ok(Added::Entry(_)) => Ok(()),
+                // Never trimmed: what waits in the stream is unsent. The push's messages
+                // are refused instead, as a full outbox in process refuses them.
+                Ok(Added::Full) => {
+                    self.refuse(Refused::StreamFull(self.stream_cap), job.messages.len())
+                }
                 // Redis is away: this push's messages wait in process instead.
                 Err(Unavailable) => self.enqueue_here(rule, job.messages),
             };
@@ -230,24 +245,16 @@ impl Outbox {
         let Some(first) = messages.first() else {
             return Ok(());
         };
-        let refuse = |why: Refused| {
-            let outcome = match why {
-                Refused::NoCredentials => "unsendable",
-                _ => "refused",
-            };
-            self.metrics.outbox_result(outcome, n as u64);
-            Err(why)
-        };
         if !self.can_send {
-            return refuse(Refused::NoCredentials);
+            return self.refuse(Refused::NoCredentials, n);
         }
         if self.closing.load(Ordering::Acquire) {
-            return refuse(Refused::Closing);
+            return self.refuse(Refused::Closing, n);
         }
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            return refuse(Refused::Full(self.capacity));
+            return self.refuse(Refused::Full(self.capacity), n);
         }
         let shard = &self.shards[shard_of(&first.touser, self.shards.len())];
         let job = Job {
@@ -260,9 +267,19 @@ impl Outbox {
         if shard.send(job).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.metrics.outbox_state("queued", -(n as i64));
-            return refuse(Refused::Closing);
+            return self.refuse(Refused::Closing, n);
         }
         Ok(())
+    }
+
+    /// Counts `n` messages refused for `why`.
+    fn refuse(&self, why: Refused, n: usize) -> Result<(), Refused> {
+        let outcome = match why {
+            Refused::NoCredentials => "unsendable",
+            _ => "refused",
+        };
+        self.metrics.outbox_result(outcome, n as u64);
+        Err(why)
     }
 
     /// Whether it sends at all (an AppSecret is configured).
