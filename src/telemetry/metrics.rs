@@ -131,6 +131,9 @@ pub struct Metrics {
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
     /// its counters by index instead of hashing labels.
     by_outcome: [(IntCounter, Option<Histogram>); RequestOutcome::ALL.len()],
+    /// The account these metrics are labelled with (`for_account`); `None` for a fleet of
+    /// one's, as for its log lines (`Account::log_name`).
+    account: Option<std::sync::Arc<str>>,
 }
 
 impl Default for Metrics {
@@ -151,7 +154,17 @@ impl Metrics {
         // Only a label name or value Prometheus refuses fails; account names are checked
         // to be `[a-z0-9_-]`.
         let registry = Registry::new_custom(None, Some(labels)).unwrap_or_default();
-        Metrics::with_registry(registry)
+        Metrics {
+            account: Some(name.into()),
+            ..Metrics::with_registry(registry)
+        }
+    }
+
+    /// The account's name for the `account` field of log lines: what the outbox and the
+    /// API client, which hold the metrics but not the account, write. `None` for a fleet
+    /// of one.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 
     fn with_registry(registry: Registry) -> Metrics {
@@ -311,6 +324,7 @@ impl Metrics {
             log_catch_up: Default::default(),
             by_outcome,
             registry,
+            account: None,
         }
     }
 

@@ -242,6 +242,7 @@ impl Api {
             Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
                 tracing::warn!(
                     event = "token_rejected",
+                    account = self.metrics.account(),
                     errcode,
                     "refreshing the access token"
                 );
@@ -355,7 +356,11 @@ impl Api {
         match fetched {
             Ok((token, expires_in)) => {
                 self.token.put(&token, usable(expires_in)).await;
-                tracing::info!(event = "token_refreshed", expires_in = expires_in.as_secs());
+                tracing::info!(
+                    event = "token_refreshed",
+                    account = self.metrics.account(),
+                    expires_in = expires_in.as_secs()
+                );
                 Ok(token)
             }
             Err(e) => {
@@ -365,9 +370,14 @@ impl Api {
                 }
                 tracing::error!(
                     event = "token_failed",
+                    account = self.metrics.account(),
                     errcode = e.errcode(),
                     error = %e,
-                    "cannot get an access token; check WXRULES_APPID, WXRULES_APPSECRET and the IP whitelist (40164)"
+                    "{}",
+                    match self.metrics.account() {
+                        None => "cannot get an access token; check WXRULES_APPID, WXRULES_APPSECRET and the IP whitelist (40164)",
+                        Some(_) => "cannot get an access token; check the account's appid and appsecret and the IP whitelist (40164)",
+                    }
                 );
                 Err(e)
             }

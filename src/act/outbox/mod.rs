@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::store::outbox::{Added, Entry, ShardStream};
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::recent::Followup;
 use crate::wechat_api::{Api, CustomMessage};
 use shard::Shard;
 
@@ -59,12 +60,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The entries one shard's stream holds at most (and is read ahead): its share of
-    /// `capacity`.
+    /// The entries one shard's stream holds at most.
     fn stream_cap(&self) -> usize {
         (self.capacity / self.shards.max(1)).max(1)
     }
 }
+
+/// How many pushes' messages the outbox keeps a `Followup` for (with Redis, where a job
+/// crosses the stream): the dashboard's ring shows the last 200 pushes.
+const FOLLOWUPS: usize = 256;
 
 /// The messages of one push, for one user.
 #[derive(Debug)]
@@ -72,6 +76,7 @@ struct Job {
     rule: Arc<str>,
     messages: Vec<CustomMessage>,
     queued_at: Instant,
+    followup: Option<Arc<Followup>>,
 }
 
 /// One push's messages as a shard's stream keeps them (as JSON).
@@ -112,6 +117,9 @@ pub struct Outbox {
     shards: Vec<mpsc::UnboundedSender<Job>>,
     /// With Redis: the shard streams, tried before the in-process queues.
     streams: Vec<Arc<ShardStream>>,
+    /// With Redis: the followups of the jobs this instance added, by entry id, for its
+    /// own shards to fill in when they send them (another instance's cannot).
+    followups: Arc<quick_cache::sync::Cache<String, Arc<Followup>>>,
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     capacity: usize,
@@ -144,6 +152,7 @@ impl Outbox {
         let outbox = Outbox {
             shards,
             streams: Vec::new(),
+            followups: Arc::new(quick_cache::sync::Cache::new(FOLLOWUPS)),
             queued: Arc::clone(&queued),
             closing: AtomicBool::new(false),
             capacity: config.capacity,
@@ -181,9 +190,12 @@ impl Outbox {
                 Arc::clone(&stream).keep_lease(stopping.clone()),
             ));
             let shard = Shard::new(api, config, metrics, Arc::new(AtomicUsize::new(0)));
-            senders.tasks.push(tokio::spawn(
-                shard.run_stream(Arc::clone(&stream), stopping),
-            ));
+            let followups = Arc::clone(&outbox.followups);
+            senders.tasks.push(tokio::spawn(shard.run_stream(
+                Arc::clone(&stream),
+                followups,
+                stopping,
+            )));
             outbox.streams.push(stream);
         }
         (outbox, senders)
@@ -195,6 +207,7 @@ impl Outbox {
         Outbox {
             shards: Vec::new(),
             streams: Vec::new(),
+            followups: Arc::new(quick_cache::sync::Cache::new(1)),
             queued: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
             capacity: 0,
@@ -212,6 +225,17 @@ impl Outbox {
         rule: &Arc<str>,
         messages: Vec<CustomMessage>,
     ) -> Result<(), Refused> {
+        self.enqueue_followed(rule, messages, None).await
+    }
+
+    /// `enqueue`, with the push's `Followup` told what becomes of each message (queued,
+    /// refused, then sent or failed).
+    pub async fn enqueue_followed(
+        &self,
+        rule: &Arc<str>,
+        messages: Vec<CustomMessage>,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
         let Some(first) = messages.first() else {
             return Ok(());
         };
@@ -226,59 +250,84 @@ impl Outbox {
                 Ok(json) => stream.add(&json, self.stream_cap).await,
                 Err(_) => Err(Unavailable),
             };
+            let n = job.messages.len();
             return match added {
-                Ok(Added::Entry(_)) => Ok(()),
+                Ok(Added::Entry(id)) => {
+                    if let Some(followup) = followup {
+                        followup.queued(n);
+                        self.followups.insert(id, followup);
+                    }
+                    Ok(())
+                }
                 // Never trimmed: what waits in the stream is unsent. The push's messages
                 // are refused instead, as a full outbox in process refuses them.
-                Ok(Added::Full) => {
-                    self.refuse(Refused::StreamFull(self.stream_cap), job.messages.len())
-                }
+                Ok(Added::Full) => self.refuse(Refused::StreamFull(self.stream_cap), n, followup),
                 // Redis is away: this push's messages wait in process instead.
-                Err(Unavailable) => self.enqueue_here(rule, job.messages),
+                Err(Unavailable) => self.enqueue_here(rule, job.messages, followup),
             };
         }
-        self.enqueue_here(rule, messages)
+        self.enqueue_here(rule, messages, followup)
     }
 
-    fn enqueue_here(&self, rule: &Arc<str>, messages: Vec<CustomMessage>) -> Result<(), Refused> {
+    fn enqueue_here(
+        &self,
+        rule: &Arc<str>,
+        messages: Vec<CustomMessage>,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
         let n = messages.len();
         let Some(first) = messages.first() else {
             return Ok(());
         };
         if !self.can_send {
-            return self.refuse(Refused::NoCredentials, n);
+            return self.refuse(Refused::NoCredentials, n, followup);
         }
         if self.closing.load(Ordering::Acquire) {
-            return self.refuse(Refused::Closing, n);
+            return self.refuse(Refused::Closing, n, followup);
         }
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            return self.refuse(Refused::Full(self.capacity), n);
+            return self.refuse(Refused::Full(self.capacity), n, followup);
         }
         let shard = &self.shards[shard_of(&first.touser, self.shards.len())];
+        if let Some(followup) = &followup {
+            followup.queued(n);
+        }
         let job = Job {
             rule: Arc::clone(rule),
             messages,
             queued_at: Instant::now(),
+            followup,
         };
         // Counted before the send: the shard may take and send it at once.
         self.metrics.outbox_state("queued", n as i64);
-        if shard.send(job).is_err() {
+        if let Err(mpsc::error::SendError(job)) = shard.send(job) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.metrics.outbox_state("queued", -(n as i64));
-            return self.refuse(Refused::Closing, n);
+            if let Some(followup) = &job.followup {
+                followup.unqueue(n);
+            }
+            return self.refuse(Refused::Closing, n, job.followup);
         }
         Ok(())
     }
 
-    /// Counts `n` messages refused for `why`.
-    fn refuse(&self, why: Refused, n: usize) -> Result<(), Refused> {
+    /// Counts `n` messages refused for `why` (on the push's followup too).
+    fn refuse(
+        &self,
+        why: Refused,
+        n: usize,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
         let outcome = match why {
             Refused::NoCredentials => "unsendable",
             _ => "refused",
         };
         self.metrics.outbox_result(outcome, n as u64);
+        if let Some(followup) = followup {
+            followup.refused(n);
+        }
         Err(why)
     }
 

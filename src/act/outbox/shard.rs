@@ -2,7 +2,8 @@
 //! while this instance owns the shard), puts each message in its user's lane, and sends
 //! one message at a time, the users in turn. A send that fails with an error worth
 //! retrying parks its user until the backoff is over; the others go on meanwhile. What is
-//! sent or given up is counted and logged (the user masked).
+//! sent or given up is counted, logged (with the account's name, the user masked) and
+//! told to the push's `Followup`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::lanes::{Lanes, Retry};
 use super::{unix_millis, Config, Job, StoredJob};
 use crate::store::outbox::{Entry, ShardStream};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::recent::Followup;
 use crate::wechat_api::{Api, CustomMessage, Disposition};
 use crate::wire::mask_openid;
 
@@ -28,6 +30,7 @@ struct Queued {
     rule: Arc<str>,
     message: CustomMessage,
     queued_at: Instant,
+    followup: Option<Arc<Followup>>,
     /// With Redis: the entry it came in, on the entry's last message (all of an entry's
     /// messages are one user's, so they are done in order): acknowledged once done.
     entry: Option<String>,
@@ -104,6 +107,7 @@ impl Shard {
     pub(super) async fn run_stream(
         self,
         stream: Arc<ShardStream>,
+        followups: Arc<quick_cache::sync::Cache<String, Arc<Followup>>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut lanes = Lanes::default();
@@ -129,7 +133,9 @@ impl Shard {
                 owned = true;
                 stream.ensure_group().await;
                 let entries = stream.claim(read_ahead).await;
-                open_entries += self.take_entries(&stream, &mut lanes, entries).await;
+                open_entries += self
+                    .take_entries(&stream, &followups, &mut lanes, entries)
+                    .await;
                 last_read = None;
             }
             // New entries are read once the turn is empty, and at least every poll while
@@ -139,12 +145,15 @@ impl Shard {
             if open_entries < read_ahead && read_due {
                 last_read = Some(now);
                 let entries = stream.read().await;
-                open_entries += self.take_entries(&stream, &mut lanes, entries).await;
+                open_entries += self
+                    .take_entries(&stream, &followups, &mut lanes, entries)
+                    .await;
             }
             self.wake(&mut lanes);
             if let Some(user) = lanes.next_ready() {
                 if let Some(id) = self.serve(&mut lanes, &user).await.and_then(|q| q.entry) {
                     stream.done(&id).await;
+                    followups.remove(&id);
                     open_entries = open_entries.saturating_sub(1);
                 }
                 continue;
@@ -166,13 +175,18 @@ impl Shard {
     async fn take_entries(
         &self,
         stream: &ShardStream,
+        followups: &quick_cache::sync::Cache<String, Arc<Followup>>,
         lanes: &mut Lanes<Queued>,
         entries: Vec<Entry>,
     ) -> usize {
         let mut open = 0;
         for entry in entries {
             let Some(job) = StoredJob::of(&entry) else {
-                tracing::error!(event = "outbox_entry_unreadable", id = %entry.id);
+                tracing::error!(
+                    event = "outbox_entry_unreadable",
+                    account = self.metrics.account(),
+                    id = %entry.id
+                );
                 stream.done(&entry.id).await;
                 continue;
             };
@@ -183,6 +197,7 @@ impl Shard {
             let age = Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));
             let queued_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             let rule: Arc<str> = job.rule.into();
+            let followup = followups.get(&entry.id);
             let last = job.messages.len() - 1;
             for (i, message) in job.messages.into_iter().enumerate() {
                 let user = message.touser.clone();
@@ -190,6 +205,7 @@ impl Shard {
                     rule: Arc::clone(&rule),
                     message,
                     queued_at,
+                    followup: followup.clone(),
                     entry: (i == last).then(|| entry.id.clone()),
                 };
                 lanes.push(&user, item);
@@ -235,22 +251,28 @@ impl Shard {
             rule,
             message,
             queued_at,
+            followup,
             ..
         } = item;
         let rule = &**rule;
+        let account = self.metrics.account();
         retry.attempts += 1;
         let attempts = retry.attempts;
         let error = match self.api.send_custom(message).await {
             Ok(()) => {
                 self.metrics.outbox_result("sent", 1);
+                if let Some(followup) = followup {
+                    followup.sent();
+                }
                 tracing::info!(
                     event = "message_sent",
+                    account,
                     rule,
                     kind = message.kind(),
                     attempts,
                     ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
                 );
-                tracing::debug!(event = "message_sent", to_user = %message.touser);
+                tracing::debug!(event = "message_sent", account, to_user = %message.touser);
                 return None;
             }
             Err(e) => e,
@@ -265,8 +287,12 @@ impl Shard {
             && now + delay < *queued_at + self.config.give_up_after;
         if !retry_now {
             self.metrics.outbox_result("failed", 1);
+            if let Some(followup) = followup {
+                followup.failed(error.errcode());
+            }
             tracing::error!(
                 event = "message_failed",
+                account,
                 rule,
                 kind = message.kind(),
                 user = %mask_openid(&message.touser),
@@ -279,6 +305,7 @@ impl Shard {
         }
         tracing::warn!(
             event = "message_retry",
+            account,
             rule,
             kind = message.kind(),
             errcode = error.errcode(),
@@ -297,6 +324,7 @@ fn take_job(lanes: &mut Lanes<Queued>, job: Job) {
         rule,
         messages,
         queued_at,
+        followup,
     } = job;
     let queued_at = Instant::from_std(queued_at);
     for message in messages {
@@ -305,6 +333,7 @@ fn take_job(lanes: &mut Lanes<Queued>, job: Job) {
             rule: Arc::clone(&rule),
             message,
             queued_at,
+            followup: followup.clone(),
             entry: None,
         };
         lanes.push(&user, item);
