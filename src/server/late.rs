@@ -264,8 +264,9 @@ fn log_call(
     }
 }
 
-/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
-/// by the outbox). Never waits: the network is the outbox's business.
+/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (within a
+/// rate limit: a full outbox refuses every push until it drains) and counted by the
+/// outbox. Never waits: the network is the outbox's business.
 pub(super) async fn queue_sends(
     account: &Account,
     rule: &Arc<str>,
@@ -292,13 +293,6 @@ pub(super) async fn queue_sends(
     }
     let count = messages.len();
     if let Err(why) = account.outbox.enqueue_followed(rule, messages, after).await {
-        tracing::warn!(
-            event = "outbox_refused",
-            account = log_name,
-            rule = &**rule,
-            messages = count,
-            msg_id = message.msg_id().unwrap_or(""),
-            reason = %why
-        );
+        super::refusal::log_outbox_refused(log_name, rule, count, message.msg_id(), &why);
     }
 }
