@@ -84,6 +84,9 @@ impl Scope<'_> {
                 }
                 match value {
                     Value::String(s) => Some(Resolved::Str(s)),
+                    // What a service answered is written as it came: an object or a list
+                    // as JSON (as `rules::tpl::call_values_as_json` makes handlebars do).
+                    Value::Object(_) | Value::Array(_) => Some(Resolved::Structured(value)),
                     other => Some(Resolved::Json(other)),
                 }
             }
@@ -98,6 +101,8 @@ impl Scope<'_> {
 enum Resolved<'a> {
     Str(&'a str),
     Json(&'a Value),
+    /// A service's object or list, written as JSON.
+    Structured(&'a Value),
     Object,
 }
 
@@ -130,6 +135,11 @@ impl Simple {
                     Some(Resolved::Json(v)) => {
                         text.clear();
                         json_render(v, &mut text);
+                        write(&text, &mut out);
+                    }
+                    Some(Resolved::Structured(v)) => {
+                        text.clear();
+                        text.push_str(&serde_json::to_string(v).unwrap_or_default());
                         write(&text, &mut out);
                     }
                     Some(Resolved::Object) => write("[object]", &mut out),
@@ -558,5 +568,31 @@ mod tests {
                 description: String::new()
             }
         );
+    }
+
+    /// `{{call.status}}` of an object writes it as JSON (and a list too), in a simple
+    /// template and in a handlebars one alike; strings and numbers as before. Before the
+    /// fix an object wrote `[object]`.
+    #[test]
+    fn a_services_objects_and_lists_render_as_json() {
+        let call = serde_json::json!({"status": {"code": 2, "text": "已发货"}, "tags": ["a", "b"],
+            "n": 7, "s": "x"});
+        let message = Message::parse(SUBSCRIBE.as_bytes()).unwrap();
+        let captures = Captures::new();
+        let scope = Scope {
+            message: &message,
+            rule: "r",
+            captures: &captures,
+            call: Some(&call),
+        };
+        let text = "{{call.status}} {{call.tags}} {{call.n}} {{call.s}}";
+        let expected = r#"{"code":2,"text":"已发货"} ["a","b"] 7 x"#;
+        let simple = crate::rules::tpl::parse_simple(text).unwrap();
+        assert_eq!(simple.render(&scope).unwrap(), expected);
+        let mut hb = crate::rules::tpl::registry();
+        hb.register_template_string("t", format!("{{{{#if call}}}}{text}{{{{/if}}}}"))
+            .unwrap();
+        crate::rules::tpl::call_values_as_json(&mut hb);
+        assert_eq!(hb.render("t", &scope.context()).unwrap(), expected);
     }
 }

@@ -114,6 +114,7 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        replays: Arc::new(wxrules::store::replay::Replays::new(None)),
         recent: None,
     };
     (state, fleet)
@@ -131,8 +132,11 @@ fn text(to: &str, content: &str, msg_id: u64) -> String {
     )
 }
 
+/// A signed query with a nonce of its own: a signed query carries one body.
 fn signed(token: &str) -> String {
-    let (ts, nonce) = (NOW.to_string(), "4242");
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (ts, nonce) = (NOW.to_string(), &format!("4242{n}"));
     format!(
         "timestamp={ts}&nonce={nonce}&signature={}",
         sign(&[token, &ts, nonce])
@@ -984,4 +988,213 @@ fn a_broken_account_at_start_leaves_the_others_serving() {
         err.contains("none of the 3 account(s) can be served; nothing was started"),
         "{err}"
     );
+}
+
+/// Log lines captured from the current thread (the test's runtime, where the outbox and
+/// late calls run too), as tracing-subscriber's `fmt` writes them.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(move || logs.clone())
+                .finish(),
+        )
+    }
+
+    /// The first line with `event`, and every one of `fields` in it.
+    fn line_with(&self, event: &str, fields: &[&str]) -> String {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.contains(&format!("event=\"{event}\"")) || l.contains(&format!("event={event} "))
+            })
+            .unwrap_or_else(|| panic!("no {event} in:\n{text}"))
+            .to_owned();
+        for field in fields {
+            assert!(line.contains(field), "no {field} in {line}");
+        }
+        line
+    }
+}
+
+/// An account that cannot send is named in the unconfigured warnings, with what it lacks
+/// in the config file (its `appsecret_*`, and its `appid_*` when that is missing too), not
+/// the `WXRULES_*` variables of a server without one. Before the fix the warnings named
+/// `WXRULES_APPID and WXRULES_APPSECRET` and no account.
+#[actix_web::test]
+async fn an_account_that_cannot_send_is_named_with_what_it_lacks() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let backend = common::backend::Backend::start();
+    let (scratch, _, _) = late_agency("unconfigured", &backend, 600);
+    scratch
+        .write(
+            "shop/rules.yaml",
+            "rules:\n  - name: agent\n    when: { keyword: order }\n    reply: { text: 查询中 }\n    send: [ { text: 详情 } ]\n",
+        )
+        .write(
+            "city/rules.yaml",
+            &std::fs::read_to_string(scratch.path("news/rules.yaml")).unwrap(),
+        );
+    let (_, fleet) = state(&scratch);
+    for live in fleet.accounts.table().accounts() {
+        wxrules::reload::warn_unsendable(live);
+    }
+    let shop = logs.line_with(
+        "sends_unconfigured",
+        &[
+            "account=\"shop\"",
+            "agent",
+            "`shop`",
+            "no `appsecret_env` or `appsecret_file`",
+            "no `appid_env`",
+        ],
+    );
+    assert!(!shop.contains("WXRULES_"), "{shop}");
+    // The city account has an AppID (for safe mode) and no AppSecret.
+    let city = logs.line_with(
+        "late_replies_unconfigured",
+        &[
+            "account=\"city\"",
+            "the AppSecret of account `city`",
+            "appsecret_file",
+        ],
+    );
+    assert!(!city.contains("appid_env"), "{city}");
+}
+
+/// Two accounts with rules of the same name tell their lines apart: the outbox's, the
+/// token's and a late reply's lines carry `account=`. Before the fix none of them named
+/// the account.
+#[actix_web::test]
+async fn lines_about_sends_tokens_and_late_replies_name_their_account() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let backend = common::backend::Backend::start();
+    let fake = common::fake_wechat::FakeWechat::start();
+    let (scratch, _, _) = late_agency("lines", &backend, 600);
+    scratch.write(
+        "shop/rules.yaml",
+        "rules:\n  - name: agent\n    when: { keyword: order }\n    reply: { text: 查询中 }\n    send: [ { text: 详情 } ]\n",
+    );
+    let (state, _fleet) = state_with_api(&scratch, &fake.base());
+    let app = app(state).await;
+    let (status, _) = say(&app, "shop", SHOP_TOKEN, "order", 30).await;
+    assert_eq!(status, 200);
+    let (status, body) = say(&app, "news", NEWS_TOKEN, "slow", 31).await;
+    assert_eq!((status, content(&body)), (200, "稍候"));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.delivered_count() == 0 && std::time::Instant::now() < until {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.delivered_count(), 1);
+    let (shop, news) = ("account=\"shop\"", "account=\"news\"");
+    logs.line_with("outbox_refused", &[shop, "rule=\"agent\""]);
+    logs.line_with("late_reply_queued", &[news, "rule=\"agent\""]);
+    logs.line_with("token_refreshed", &[news]);
+    logs.line_with("message_sent", &[news, "rule=\"agent\""]);
+}
+
+/// A holding reply is "replied" on the dashboard; what then became of its late answer
+/// shows beside it: queued, then failed with WeChat's errcode (48001). Before the fix the
+/// push showed 已回复 alone.
+#[actix_web::test]
+async fn a_late_answer_that_failed_shows_beside_its_push() {
+    use wxrules::telemetry::recent::{Late, Recent};
+    let backend = common::backend::Backend::start();
+    let fake = common::fake_wechat::FakeWechat::start();
+    fake.fail_user("oUser", 48001);
+    let (scratch, _, _) = late_agency("late-shown", &backend, 600);
+    let (mut state, _fleet) = state_with_api(&scratch, &fake.base());
+    let recent = Arc::new(Recent::new(NOW));
+    state.recent = Some(Arc::clone(&recent));
+    let app = app(state).await;
+    let (status, body) = say(&app, "news", NEWS_TOKEN, "slow", 40).await;
+    assert_eq!((status, content(&body)), (200, "稍候"));
+    let pushes = recent.pushes(Some("news"));
+    let after = pushes[0]
+        .after
+        .as_ref()
+        .expect("a late call is followed")
+        .get();
+    assert_eq!(after.late, Some(Late::Waiting));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while recent.pushes(None)[0].after.as_ref().unwrap().get().failed == 0
+        && std::time::Instant::now() < until
+    {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shown = serde_json::to_value(&recent.pushes(None)[0]).unwrap();
+    assert_eq!(shown["outcome"], "replied");
+    assert_eq!(
+        shown["after"],
+        serde_json::json!({"late": "queued", "queued": 0, "sent": 0, "failed": 1, "refused": 0,
+            "errcode": 48001}),
+        "{shown}"
+    );
+}
+
+/// A move refused because another account still holds the path (its own move was refused)
+/// reports the rules that keep serving at the old path, not 0. Before the fix the report
+/// said `rules: 0` for an account whose two rules kept serving.
+#[actix_web::test]
+async fn a_refused_move_reports_the_rules_that_keep_serving() {
+    let scratch = agency("refused-move");
+    let (state, fleet) = state(&scratch);
+    let app = app(state).await;
+    let (controls, receiver) = tokio::sync::mpsc::channel(4);
+    let looping = actix_web::rt::spawn(fleet::run(fleet, receiver, Duration::from_secs(30)));
+    // The shop would move to /x but its rules are broken; the news account would take the
+    // shop's path, which the shop still holds.
+    let config = CONFIG
+        .replace(
+            "    rules: shop/rules.yaml\n",
+            "    path: /x\n    rules: shop/rules.yaml\n",
+        )
+        .replace(
+            "    rules: news/rules.yaml\n",
+            "    path: /wechat/shop\n    rules: news/rules.yaml\n",
+        );
+    scratch.write("wxrules.yaml", &config).write(
+        "shop/rules.yaml",
+        "rules:\n  - name: hello\n    reply: { txet: x }\n",
+    );
+    let report = reload(&controls).await;
+    let by = |name: &str| {
+        report
+            .accounts
+            .iter()
+            .find(|a| a.account == name)
+            .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+    };
+    let news = &by("news").report;
+    assert_eq!(news.outcome, ReloadOutcome::Rejected, "{report:?}");
+    assert!(
+        news.errors[0].contains("still account `shop`'s"),
+        "{news:?}"
+    );
+    assert_eq!(news.rules, 2, "{news:?}");
+    assert!(!news.digest.is_empty(), "{news:?}");
+    // It does keep serving, at its old path.
+    let (_, answer) = say(&app, "news", NEWS_TOKEN, "hi", 50).await;
+    assert_eq!(content(&answer), "news v1");
+    controls.send(Control::Stop).await.unwrap();
+    looping.await.unwrap();
 }

@@ -371,7 +371,9 @@ async fn wechats_retries_of_one_push_call_the_service_once() {
     assert_eq!(backend.count(), 1, "{:?}", backend.received());
     assert_eq!(fake.delivered_count(), 2, "{delivered:?}");
 
-    // The same without `late`: retries wait for the first attempt's answer.
+    // The same without `late`: retries wait for the first attempt's answer. Another push,
+    // another signed query (a signed query carries one body).
+    let query = signed_query();
     let body = push("订单 1234", 51);
     let (a, b, c) = tokio::join!(
         post(&app, &query, body.clone()),
@@ -390,10 +392,11 @@ async fn past_its_concurrency_a_rule_answers_on_error_at_once_and_counts_busy() 
     let scratch = scratch("call-busy", &backend);
     let (state, _) = state(&scratch, None);
     let app = app(state.clone()).await;
-    let query = signed_query();
-    let (a, b) = tokio::join!(post(&app, &query, push("slowish", 60)), async {
+    // Two pushes, each with its own signed query (a signed query carries one body).
+    let (one, two) = (signed_query(), signed_query());
+    let (a, b) = tokio::join!(post(&app, &one, push("slowish", 60)), async {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        post(&app, &query, push("slowish", 61)).await
+        post(&app, &two, push("slowish", 61)).await
     });
     assert_eq!(content(&a.1), "想好了");
     assert_eq!(content(&b.1), "busy");

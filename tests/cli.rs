@@ -903,3 +903,58 @@ fn import_turns_the_console_export_into_rules_and_passing_cases() {
         text(&out.stderr)
     );
 }
+
+/// A listener on 127.0.0.1 that answers every request with `status` and no body.
+fn answering(status: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = [0u8; 8192];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    addr
+}
+
+/// `send` answered 403 or 404 says what is likely wrong: the token (403), the account's
+/// path (404). Before the fix it printed the bare status.
+#[test]
+fn send_says_what_a_403_or_a_404_likely_means() {
+    let send = |addr: std::net::SocketAddr, path: &str| {
+        let url = format!("http://{addr}{path}");
+        let out = Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .args(["send", "--url", &url, "--text", "hi"])
+            .env("WXRULES_TOKEN", "some-token")
+            .env_remove("WXRULES_AES_KEY")
+            .env_remove("WXRULES_APPID")
+            .env_remove("WXRULES_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (out, err) = send(answering("403 Forbidden"), "/wechat");
+    assert!(out.starts_with("403 Forbidden"), "{out}");
+    assert!(err.starts_with("hint: "), "{err}");
+    assert!(
+        err.contains("WXRULES_TOKEN") && err.contains("--max-age"),
+        "{err}"
+    );
+    let (out, err) = send(answering("404 Not Found"), "/wechat");
+    assert!(out.starts_with("404 Not Found"), "{out}");
+    assert!(err.contains("no account is served at `/wechat`"), "{err}");
+    assert!(
+        err.contains("/wechat/NAME") && err.contains("--url"),
+        "{err}"
+    );
+    // Other statuses need no hint.
+    let (_, err) = send(answering("413 Payload Too Large"), "/wechat");
+    assert_eq!(err, "");
+}

@@ -68,22 +68,22 @@ async fn a_cooling_rule_passes_the_user_over_until_the_clock_moves_past_it() {
         id += 1;
         text(user, content, id)
     };
-    let q = signed_query();
-    let (_, a1) = post(&app, &q, push("oA", "在吗")).await;
+    let (_, a1) = post(&app, &signed_query(), push("oA", "在吗")).await;
     assert_eq!(kind(&a1), "default");
     // Cooling for oA: matching goes on to the next rule.
-    let (_, a2) = post(&app, &q, push("oA", "在吗？")).await;
+    let (_, a2) = post(&app, &signed_query(), push("oA", "在吗？")).await;
     assert_eq!(kind(&a2), "human");
     // Other rules still answer oA, and other users get the default reply.
-    let (_, a3) = post(&app, &q, push("oA", "价格")).await;
+    let (_, a3) = post(&app, &signed_query(), push("oA", "价格")).await;
     assert_eq!(kind(&a3), "price");
-    let (_, b1) = post(&app, &q, push("oB", "hello")).await;
+    let (_, b1) = post(&app, &signed_query(), push("oB", "hello")).await;
     assert_eq!(kind(&b1), "default");
     // A burst from one user: one of them gets the default reply, the others go on.
+    let (q1, q2, q3) = (signed_query(), signed_query(), signed_query());
     let (x, y, z) = tokio::join!(
-        post(&app, &q, push("oC", "在吗")),
-        post(&app, &q, push("oC", "你好")),
-        post(&app, &q, push("oC", "？"))
+        post(&app, &q1, push("oC", "在吗")),
+        post(&app, &q2, push("oC", "你好")),
+        post(&app, &q3, push("oC", "？"))
     );
     let defaults = [&x.1, &y.1, &z.1]
         .iter()
@@ -92,10 +92,10 @@ async fn a_cooling_rule_passes_the_user_over_until_the_clock_moves_past_it() {
     assert_eq!(defaults, 1);
     // 59 minutes on: still cooling; past the hour: the default reply again.
     clock.advance(59 * 60);
-    let (_, a4) = post(&app, &q, push("oA", "hi")).await;
+    let (_, a4) = post(&app, &signed_query(), push("oA", "hi")).await;
     assert_eq!(kind(&a4), "human");
     clock.advance(61);
-    let (_, a5) = post(&app, &q, push("oA", "hi")).await;
+    let (_, a5) = post(&app, &signed_query(), push("oA", "hi")).await;
     assert_eq!(kind(&a5), "default");
 }
 
@@ -119,18 +119,17 @@ async fn instances_sharing_redis_share_cooldowns() {
     one.dedup.connect().await;
     two.dedup.connect().await;
     let (one, two) = (app(one).await, app(two).await);
-    let q = signed_query();
-    let (_, first) = post(&one, &q, text("oShared", "在吗", 1)).await;
+    let (_, first) = post(&one, &signed_query(), text("oShared", "在吗", 1)).await;
     assert_eq!(kind(&first), "default");
     // The other instance knows: the user is cooling down there too.
-    let (_, second) = post(&two, &q, text("oShared", "在吗", 2)).await;
+    let (_, second) = post(&two, &signed_query(), text("oShared", "在吗", 2)).await;
     assert_eq!(kind(&second), "human");
     let key = "wxrules:cooldown:gh_cool:default-reply:oShared";
     assert_eq!(redis.get(key).as_deref(), Some("1"));
     // The key expires with the cooldown.
     actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(redis.get(key), None);
-    let (_, third) = post(&two, &q, text("oShared", "在吗", 3)).await;
+    let (_, third) = post(&two, &signed_query(), text("oShared", "在吗", 3)).await;
     assert_eq!(kind(&third), "default");
 }
 
@@ -171,7 +170,6 @@ rules:
     );
     state.clock = clock.clone();
     let app = app(state).await;
-    let q = signed_query();
     let reply = |body: String| {
         let start = body.find("<Content><![CDATA[").map_or(0, |i| i + 18);
         let end = body.rfind("]]></Content>").unwrap_or(body.len());
@@ -182,18 +180,39 @@ rules:
         id += 1;
         text("oTime", content, id)
     };
-    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "off-hours");
-    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "off-hours");
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("在吗")).await.1),
+        "off-hours"
+    );
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("utc")).await.1),
+        "off-hours"
+    );
     // 10:00 on Friday: working hours.
     clock.advance(2 * 3600);
-    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "open");
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("在吗")).await.1),
+        "open"
+    );
     // The campaign ended on the 11th; `utc` at 02:00 UTC is outside its hour.
-    assert_eq!(reply(post(&app, &q, ask("双十一")).await.1), "open");
-    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "open");
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("双十一")).await.1),
+        "open"
+    );
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("utc")).await.1),
+        "open"
+    );
     // Saturday 01:00 Shanghai (17:00 UTC Friday): the weekday is Saturday, not in the window.
     clock.advance(15 * 3600);
-    assert_eq!(reply(post(&app, &q, ask("在吗")).await.1), "open");
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("在吗")).await.1),
+        "open"
+    );
     // Saturday 00:30 UTC (08:30 Shanghai): the UTC rule's hour.
     clock.advance(7 * 3600 + 30 * 60);
-    assert_eq!(reply(post(&app, &q, ask("utc")).await.1), "utc-morning");
+    assert_eq!(
+        reply(post(&app, &signed_query(), ask("utc")).await.1),
+        "utc-morning"
+    );
 }

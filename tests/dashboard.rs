@@ -490,3 +490,35 @@ async fn other_sites_pages_cannot_drive_the_admin_port() {
     let localhost = format!("http://localhost:{}/api/overview", server.admin.port());
     assert_eq!(status(client.get(localhost)).await, 200);
 }
+
+/// A push whose rule sends customer-service messages shows, beside "replied", what came of
+/// them: here refused (the server has no AppSecret). Before the fix the page said 已回复
+/// alone, even when the messages (or a late answer) never went out.
+#[tokio::test]
+async fn what_follows_a_push_shows_beside_it() {
+    let scratch = Scratch::new("dashboard-after");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: order\n    when: { keyword: 订单 }\n    reply: { text: 查询中 }\n    send: [ { text: 详情一 }, { text: 详情二 } ]\n",
+    );
+    std::fs::create_dir_all(scratch.path("templates")).unwrap();
+    let server = Server::launch(
+        scratch,
+        &["--rules", "rules.yaml", "--templates", "templates"],
+        None,
+    );
+    assert!(server.push(&text_push("订单", 5)).await.contains("查询中"));
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.client.goto(&server.url("/#pushes")).await.unwrap();
+    b.wait_for("#pushes tbody tr.push .badge.after").await;
+    let row = b.text("#pushes tbody tr.push").await;
+    assert!(
+        row.contains("已回复") && row.contains("客服消息被拒 2"),
+        "{row}"
+    );
+    assert_only_from(&b.requested().await, &server);
+    let errors = b.page_errors().await;
+    assert!(errors.is_empty(), "errors in the page: {errors:#?}");
+    browser.client.close().await.unwrap();
+}

@@ -294,6 +294,9 @@ async fn two_real_servers_sharing_redis_under_concurrent_retries() {
     let redis = RedisServer::start();
     let scratch = lucky_rules();
     let (sa, sb) = (state(&scratch, &redis.url()), state(&scratch, &redis.url()));
+    // Connected before the first push, as `serve` connects at start: the pushes' first
+    // Redis command (the replay check, before the dedup claim) meets a made link.
+    assert!(sa.dedup.connect().await && sb.dedup.connect().await);
     let (ma, mb) = (sa.metrics.clone(), sb.metrics.clone());
     let (addr_a, handle_a) = serve(sa);
     let (addr_b, handle_b) = serve(sb);
@@ -635,4 +638,39 @@ fn first_lines(command: &mut Command) -> String {
     let lines = lines.join().unwrap().join("\n");
     assert!(lines.contains("server_started"), "{lines}");
     lines
+}
+
+/// Plaintext replay across instances: a signed query seen by one instance carries the same
+/// body to another (a retry, answered from the dedup store) but no other body (403,
+/// `replayed`). Before the fix, every instance took any body under it.
+#[actix_web::test]
+async fn two_instances_sharing_redis_refuse_a_replayed_query_with_another_body() {
+    let redis = RedisServer::start();
+    let scratch = lucky_rules();
+    let a = app(state(&scratch, &redis.url())).await;
+    let b = app(state(&scratch, &redis.url())).await;
+    let captured = signed_query();
+    let (status, first) = post(&a, &captured, text(1)).await;
+    assert_eq!(status, 200);
+    let (status, retry) = post(&b, &captured, text(1)).await;
+    assert_eq!((status, retry.as_str()), (200, first.as_str()));
+    for (app, id) in [(&a, 2), (&b, 3), (&b, 4)] {
+        let (status, body) = post(app, &captured, text(id)).await;
+        assert_eq!((status, body.as_str()), (403, ""), "message {id}");
+    }
+    let replayed = "wxrules_requests_total{outcome=\"replayed\"}";
+    let (ma, mb) = (scrape(&a).await, scrape(&b).await);
+    assert_eq!((sample(&ma, replayed), sample(&mb, replayed)), (1.0, 2.0));
+    assert_eq!(sample(&ma, LUCKY_HITS) + sample(&mb, LUCKY_HITS), 1.0);
+    let key = format!(
+        "wxrules:replay:{NOW}:{}",
+        captured
+            .split("nonce=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+    );
+    assert_eq!(redis.get(&key).map(|hash| hash.len()), Some(32), "{key}");
 }

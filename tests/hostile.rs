@@ -1143,3 +1143,121 @@ fn slow_and_stalled_bodies_get_408_and_a_closed_connection_on_every_route() {
     );
     assert_eq!(status, 200);
 }
+
+/// Plaintext replay: the plaintext `signature` covers the query, not the body, so a
+/// captured signed query could carry any number of bodies while its timestamp is fresh.
+/// Under one signed query the same body again is a retry (answered as before); any other
+/// body is refused, 403 and counted as `replayed`. Safe mode is not held to it: its
+/// `msg_signature` covers the body. Before the fix all 50 forged bodies were answered.
+#[actix_web::test]
+async fn a_captured_plaintext_query_carries_one_body_only() {
+    let state = state_with_dedup(
+        shipped(),
+        Secrets::new(TOKEN, Some((AES_KEY, APP_ID))).unwrap(),
+        Options::default(),
+        Some(wxrules::store::dedup::Config::default()),
+    );
+    let app = app(state.clone()).await;
+    let captured = signed_query();
+    let first = message("<Content>价格</Content>");
+    let (status, answer) = post(&app, &captured, first.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(post(&app, &captured, first).await, (status, answer));
+    for i in 0..50 {
+        let forged = message(&format!("<Content>forged {i}</Content>"));
+        let (status, body) = post(&app, &captured, forged).await;
+        assert_eq!((status, body.as_str()), (403, ""), "forged body {i}");
+    }
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(&metrics, "wxrules_requests_total{outcome=\"replayed\"}"),
+        Some(50.0),
+        "{metrics}"
+    );
+    // Safe mode: two bodies under one timestamp and nonce, each with its own
+    // `msg_signature`, are both answered.
+    let cipher = Cipher::new(AES_KEY, APP_ID).unwrap();
+    for content in ["价格", "帮助"] {
+        let encrypt = cipher.encrypt(message(&format!("<Content>{content}</Content>")).as_bytes());
+        let ts = NOW.to_string();
+        let query = format!(
+            "signature={}&timestamp={ts}&nonce={NONCE}&encrypt_type=aes&msg_signature={}",
+            sign(&[TOKEN, &ts, NONCE]),
+            sign(&[TOKEN, &ts, NONCE, &encrypt])
+        );
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_account]]></ToUserName>\
+             <Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        let (status, answer) = post(&app, &query, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// Log lines written on this thread (the test's runtime, where pushes are handled).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A push whose messages the outbox refuses gets a line at most 20 times a second, the
+/// first line after a quiet spell saying how many were left out; the metrics count every
+/// refused message. Before the fix each refused push had its line (a full outbox in
+/// process logged 379k lines in 8 s).
+#[actix_web::test]
+async fn outbox_refusals_are_logged_twenty_a_second() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let scratch = Scratch::new("outbox-refusals");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: order\n    when: { keyword: 订单 }\n    reply: { text: 查询中 }\n    send: [ { text: 详情 } ]\n",
+    );
+    std::fs::create_dir_all(scratch.path("templates")).unwrap();
+    // No AppSecret: the outbox refuses every push's messages, as a full one does.
+    let state = plain_state(wxrules::rules::Sources {
+        rules: scratch.path("rules.yaml"),
+        templates: scratch.path("templates"),
+    });
+    let app = app(state).await;
+    let pushes = 200;
+    let started = std::time::Instant::now();
+    for _ in 0..pushes {
+        let (status, _) = post(&app, &signed_query(), text_with("订单")).await;
+        assert_eq!(status, 200);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("outbox_refused"))
+        .count();
+    assert!(lines >= 1, "{text}");
+    assert!(
+        lines as u64 <= 20 * (seconds + 1),
+        "{lines} lines for {pushes} pushes in {seconds} s"
+    );
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "wxrules_outbox_results_total{outcome=\"unsendable\"}"
+        ),
+        Some(f64::from(pushes)),
+        "{metrics}"
+    );
+}

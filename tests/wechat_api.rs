@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_wechat::{FakeWechat, Scripted, APPID, SECRET};
+use common::fake_wechat::{FakeWechat, Misbehave, Scripted, APPID, SECRET};
 use common::*;
 use serde_json::Value;
 use wxrules::accounts::Secrets;
@@ -469,6 +469,15 @@ struct Instance {
 
 impl Instance {
     fn start(scratch: &Scratch, redis: &str, api: &str) -> Instance {
+        Instance::launch(scratch, redis, api).0
+    }
+
+    /// Starts one, and returns the lines it logged up to `server_started`; stops it.
+    fn start_lines(scratch: &Scratch, redis: &str, api: &str) -> Vec<String> {
+        Instance::launch(scratch, redis, api).1
+    }
+
+    fn launch(scratch: &Scratch, redis: &str, api: &str) -> (Instance, Vec<String>) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
             .arg("--rules")
@@ -494,19 +503,22 @@ impl Instance {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut before = Vec::new();
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
                 if line.contains("server_started") {
-                    let _ = tx.send(line);
+                    let _ = tx.send((line, std::mem::take(&mut before)));
+                } else {
+                    before.push(line);
                 }
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let (line, before) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
         let started: Value = serde_json::from_str(&line).unwrap();
         let addr = started["listen"].as_str().unwrap().parse().unwrap();
-        Instance { child, addr }
+        (Instance { child, addr }, before)
     }
 
     /// Posts a signed push; its status.
@@ -620,5 +632,287 @@ fn import_from_wechat_fetches_the_export_with_a_token() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "error: --from-wechat needs WXRULES_APPID and WXRULES_APPSECRET\n"
+    );
+}
+
+/// A text message to `user`.
+fn text(user: &str, content: &str) -> wxrules::wechat_api::CustomMessage {
+    wxrules::wechat_api::CustomMessage::new(
+        user,
+        wxrules::wire::Reply::Text {
+            content: content.to_owned(),
+        },
+    )
+    .unwrap()
+}
+
+/// An API client of the fake's account, counting into `metrics`.
+fn api_of(fake: &FakeWechat, metrics: &wxrules::telemetry::metrics::Metrics) -> Arc<Api> {
+    Arc::new(
+        Api::new(
+            &fake.base(),
+            Some(Credentials::new(APPID, SECRET)),
+            metrics.clone(),
+        )
+        .unwrap(),
+    )
+}
+
+/// A redirect is not followed: a 307 from `stable_token` would post the AppSecret again,
+/// to whatever `Location` names (here a second fake, which must never see it). Before the
+/// fix the client followed it, and the other origin issued a token.
+#[actix_web::test]
+async fn a_redirect_is_not_followed_so_the_app_secret_stays_home() {
+    use wxrules::wechat_api::{ApiError, Disposition};
+    let elsewhere = FakeWechat::start();
+    let fake = FakeWechat::start();
+    fake.misbehave(Misbehave::RedirectTo(format!(
+        "{}/cgi-bin/stable_token",
+        elsewhere.base()
+    )));
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let err = api_of(&fake, &metrics).access_token().await.unwrap_err();
+    assert_eq!(err, ApiError::Redirected(307));
+    assert_eq!(err.disposition(), Disposition::Final);
+    assert!(!err.to_string().contains(SECRET));
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(elsewhere.token_calls(), 0);
+}
+
+/// An answer is read up to `MAX_ANSWER` (1 MiB) and no further: 64 MiB streamed without a
+/// Content-Length are cut off early. Before the fix the client read all of it (a 750 MB
+/// answer took 1.15 GB of RSS).
+#[actix_web::test]
+async fn an_endless_answer_is_cut_off_at_the_cap() {
+    use wxrules::wechat_api::{ApiError, MAX_ANSWER};
+    let fake = FakeWechat::start();
+    fake.misbehave(Misbehave::Endless(64 * 1024 * 1024));
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let err = api_of(&fake, &metrics).access_token().await.unwrap_err();
+    assert_eq!(err, ApiError::TooLarge(MAX_ANSWER));
+    // What the fake handed over: the cap, and what the sockets' buffers held.
+    assert!(fake.streamed() < 16 * MAX_ANSWER, "{}", fake.streamed());
+    assert!(metrics
+        .render()
+        .contains(r#"wxrules_wechat_api_calls_total{api="stable_token",outcome="too_large"} 1"#));
+}
+
+/// Retries a second apart: a user stuck behind them would wait long enough to show.
+fn slow_retries() -> outbox::Config {
+    outbox::Config {
+        backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(2),
+        give_up_after: Duration::from_secs(60),
+        ..outbox::Config::default()
+    }
+}
+
+/// Two messages to `oStuck`, whose every send fails with -1 (retried), then two to each
+/// of 40 other users: theirs all go out within a couple of seconds, in order.
+async fn others_go_out_while_one_is_retried(
+    fake: &FakeWechat,
+    outbox: &Outbox,
+) -> std::time::Duration {
+    fake.fail_user("oStuck", -1);
+    let rule: Arc<str> = "r".into();
+    outbox
+        .enqueue(&rule, vec![text("oStuck", "s1"), text("oStuck", "s2")])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Its first try has failed: the stuck user's shard has met the error.
+    while fake.send_calls() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never tried");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        let user = format!("oUser{i}");
+        outbox
+            .enqueue(&rule, vec![text(&user, "a"), text(&user, "b")])
+            .await
+            .unwrap();
+    }
+    let delivered = fake.wait_delivered(80).await;
+    let took = started.elapsed();
+    assert_eq!(delivered.len(), 80, "after {took:?}");
+    for i in 0..40 {
+        let mine: Vec<Value> = delivered
+            .iter()
+            .filter(|m| m["touser"] == format!("oUser{i}"))
+            .cloned()
+            .collect();
+        assert_eq!(texts(&mine), ["a", "b"], "oUser{i}");
+    }
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    took
+}
+
+/// Head-of-line blocking, in process: a user whose messages keep failing with a retryable
+/// error waits in its own lane while its shard serves the others, and a stop leaves only
+/// its messages. Before the fix it held its shard's sender for up to 15 minutes (3 of 40
+/// other users undelivered after 25 s; 4 lost at the stop).
+#[actix_web::test]
+async fn a_user_being_retried_does_not_hold_up_the_others() {
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let (outbox, senders) =
+        Outbox::start(&api_of(&fake, &metrics), slow_retries(), metrics.clone());
+    others_go_out_while_one_is_retried(&fake, &outbox).await;
+    outbox.close();
+    assert_eq!(senders.drain(Duration::from_secs(1)).await, 2);
+    assert!(fake.delivered().iter().all(|m| m["touser"] != "oStuck"));
+}
+
+/// The same through the Redis streams: the stuck user's entry waits (pending) while the
+/// entries behind it in the stream are read and sent; only its entry is left.
+#[actix_web::test]
+async fn a_user_being_retried_does_not_hold_up_the_others_in_redis() {
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_secs(1),
+    ));
+    let (outbox, senders) = Outbox::start_shared(
+        &api_of(&fake, &metrics),
+        slow_retries(),
+        &metrics,
+        &link,
+        APPID,
+    );
+    others_go_out_while_one_is_retried(&fake, &outbox).await;
+    outbox.close();
+    senders.drain(Duration::from_secs(1)).await;
+    let left: usize = (0..8)
+        .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
+        .sum();
+    assert_eq!(left, 1, "the stuck user's one entry");
+}
+
+/// Each shard's stream is capped (`capacity / shards` entries): past it a push's messages
+/// are refused, counted and said, never trimmed from what waits. Before the fix the
+/// stream grew without bound (94k entries in 8 s while the API hung).
+#[actix_web::test]
+async fn a_full_stream_refuses_and_counts_and_trims_nothing() {
+    use wxrules::act::outbox::Refused;
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    fake.fail_user("oStuck", -1);
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_secs(1),
+    ));
+    let config = outbox::Config {
+        capacity: 16,
+        ..slow_retries()
+    };
+    let (outbox, senders) =
+        Outbox::start_shared(&api_of(&fake, &metrics), config, &metrics, &link, APPID);
+    let rule: Arc<str> = "r".into();
+    for i in 0..2 {
+        let m = text("oStuck", &format!("m{i}"));
+        outbox.enqueue(&rule, vec![m]).await.unwrap();
+    }
+    let refused = outbox.enqueue(&rule, vec![text("oStuck", "m2")]).await;
+    assert_eq!(refused, Err(Refused::StreamFull(2)));
+    assert!(refused.unwrap_err().to_string().contains("full"));
+    assert_eq!(
+        sample(
+            &metrics.render(),
+            r#"wxrules_outbox_results_total{outcome="refused"}"#
+        ),
+        Some(1.0)
+    );
+    let lens: usize = (0..8)
+        .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
+        .sum();
+    assert_eq!(lens, 2);
+    outbox.close();
+    senders.drain(Duration::from_millis(200)).await;
+}
+
+/// The outbox's streams live in Redis' memory: with AOF (`appendonly yes`) a Redis
+/// restart keeps them, and what was queued goes out once the API takes it. (Without AOF
+/// the same restart lost 50 of 50; `serve` warns about such a Redis at start.)
+#[actix_web::test]
+async fn with_aof_a_redis_restart_keeps_the_queued_messages() {
+    let mut redis = common::redis_server::RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let fake = FakeWechat::start();
+    let metrics = wxrules::telemetry::metrics::Metrics::new();
+    let link = Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        Duration::from_millis(100),
+    ));
+    // WeChat fails every send for now.
+    fake.script(&[Scripted::Status(500); 100_000]);
+    let (outbox, senders) =
+        Outbox::start_shared(&api_of(&fake, &metrics), quick(), &metrics, &link, APPID);
+    let rule: Arc<str> = "r".into();
+    for i in 0..50 {
+        let user = format!("oUser{i}");
+        outbox.enqueue(&rule, vec![text(&user, "m")]).await.unwrap();
+    }
+    redis.kill();
+    redis.spawn();
+    fake.clear_script();
+    let delivered = fake.wait_delivered(50).await;
+    assert_eq!(delivered.len(), 50);
+    outbox.close();
+    senders.drain(Duration::from_secs(1)).await;
+}
+
+/// At start, `serve` asks whether the Redis of its outbox persists (AOF), and warns when
+/// it does not, or when it cannot tell (`CONFIG` renamed away, as managed Redis do).
+#[test]
+fn serve_warns_at_start_when_redis_does_not_keep_the_outbox() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("durable");
+    let plain = common::redis_server::RedisServer::start();
+    let lines = Instance::start_lines(&scratch, &plain.url(), &fake.base());
+    let warned = lines
+        .iter()
+        .find(|l| l.contains("store_redis_not_durable"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(warned.contains("appendonly"), "{warned}");
+    let aof = common::redis_server::RedisServer::start_with(&["--appendonly", "yes"]);
+    let lines = Instance::start_lines(&scratch, &aof.url(), &fake.base());
+    assert!(
+        lines.iter().any(|l| l.contains("store_redis_durable")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("not_durable")),
+        "{lines:#?}"
+    );
+    let managed = common::redis_server::RedisServer::start_with(&[
+        "--rename-command",
+        "CONFIG",
+        "hidden-config-8f2a",
+    ]);
+    let lines = Instance::start_lines(&scratch, &managed.url(), &fake.base());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("store_redis_durability_unknown") && l.contains("CONFIG")),
+        "{lines:#?}"
+    );
+    // A refused CONFIG is an answer, not an outage.
+    assert!(
+        !lines.iter().any(|l| l.contains("store_redis_down")),
+        "{lines:#?}"
     );
 }

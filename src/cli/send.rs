@@ -88,6 +88,7 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let (query, body) = signed(args, &secrets, cipher, &xml, now);
     let mut url = reqwest::Url::parse(&target).with_context(|| format!("--url {target}"))?;
     url.query_pairs_mut().extend_pairs(query);
+    let path = url.path().to_owned();
     let (status, answer) = post(url, body, &target)?;
     let shown = match cipher {
         Some(cipher) => opened(&secrets, cipher, answer)?,
@@ -96,10 +97,49 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
     if status != reqwest::StatusCode::OK {
         println!("{status}");
         println!("{shown}");
+        if let Some(hint) = hint(status, &path, args, spec.as_ref()) {
+            eprintln!("hint: {hint}");
+        }
         return Ok(ExitCode::from(1));
     }
     println!("{shown}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a refusal most likely means, for the statuses a push is refused with: a push
+/// signed with another token (403), or posted to a path no account is served at (404).
+fn hint(
+    status: reqwest::StatusCode,
+    path: &str,
+    args: &SendArgs,
+    spec: Option<&crate::accounts::AccountSpec>,
+) -> Option<String> {
+    let token = match spec {
+        Some(spec) => format!(
+            "account `{}`'s token (its `token_env`/`token_file` in the config file)",
+            spec.name
+        ),
+        None => "WXRULES_TOKEN".to_owned(),
+    };
+    match status.as_u16() {
+        403 => Some(format!(
+            "the server did not accept the signature: is {token} the server's token? (Or the clocks of this machine and the server are further apart than its --max-age.){}",
+            if args.safe { " In safe mode the server also needs the same EncodingAESKey and AppID." } else { "" }
+        )),
+        404 => Some(match (&args.url, spec) {
+            (Some(_), Some(spec)) => format!(
+                "no account is served at `{path}`: account `{}` is served at `{}`; without --url, send takes that path from the config file",
+                spec.name, spec.path
+            ),
+            (Some(_), None) => format!(
+                "no account is served at `{path}`: a server without --config serves `/wechat`; one with --config serves each account at `/wechat/NAME` (or its `path`): give that path in --url, or --config and --account"
+            ),
+            (None, _) => format!(
+                "no account is served at `{path}`: is the server at this address the one with this account? Give --url with the server's address and the account's path (`/wechat`, or `/wechat/NAME` with a config file)"
+            ),
+        }),
+        _ => None,
+    }
 }
 
 /// The push to send: the message file, or a text or an event made up at `now`.

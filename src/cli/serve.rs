@@ -282,6 +282,13 @@ async fn assemble(
         crate::reload::warn_unsendable(live);
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
+    let replays = crate::store::replay::Replays::new(dedup.redis());
+    // The outbox in Redis is only as durable as Redis: say so at start when it is not.
+    if let Some(redis) = dedup.redis() {
+        if fleet.accounts.table().accounts().iter().any(|a| a.sends()) {
+            crate::store::outbox::check_durability(&redis).await;
+        }
+    }
     Ok(Ok(AppState {
         fleet,
         metrics,
@@ -295,6 +302,7 @@ async fn assemble(
         caller: crate::act::call::Caller::new().context("the HTTP client of calls")?,
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        replays: Arc::new(replays),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled
             .admin_listen

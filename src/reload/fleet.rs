@@ -451,8 +451,9 @@ impl Fleet {
             // Nothing was recorded on the account: forget its stamp, so that the next
             // reload tries again.
             self.stamps.lock().remove(&name);
-            plan.report.accounts.push(AccountReport::failed(
+            plan.report.accounts.push(AccountReport::refused(
                 &name,
+                Some(live),
                 vec![format!(
                     "account `{name}`: reloading it failed unexpectedly (a bug: please report it); its previous rules keep serving"
                 )],
@@ -611,9 +612,14 @@ impl Fleet {
                 holder.name()
             );
             tracing::error!(event = "account_reload_rejected", account = %name, error = %why);
-            report
-                .accounts
-                .push(AccountReport::failed(&name, vec![why]));
+            // Its previous version, if any, keeps serving at its old path: the report
+            // gives the rules that still serve, not 0.
+            let serving = accounts.iter().find(|a| a.name() == name);
+            report.accounts.push(AccountReport::refused(
+                &name,
+                serving.map(|a| &**a),
+                vec![why],
+            ));
             return None;
         }
         let previous = accounts.iter().position(|a| a.name() == name);

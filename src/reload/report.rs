@@ -175,6 +175,18 @@ impl AccountReport {
         )
     }
 
+    /// An account whose new version was refused: `serving`, its previous version, keeps
+    /// serving (the report gives its rules), or nothing of it serves.
+    pub fn refused(account: &str, serving: Option<&Live>, errors: Vec<String>) -> AccountReport {
+        match serving {
+            Some(live) => AccountReport::new(
+                account,
+                ReloadReport::new(live, ReloadOutcome::Rejected, Changes::default(), errors),
+            ),
+            None => AccountReport::failed(account, errors),
+        }
+    }
+
     /// An account that could not be (re)built: nothing of it serves from this reload.
     pub fn failed(account: &str, errors: Vec<String>) -> AccountReport {
         AccountReport::new(
@@ -390,35 +402,117 @@ pub(super) fn log_reloaded(live: &Live, reloaded: &Reloaded) {
 }
 
 /// Rules with `send:` or `late:` on an account that cannot send: warned at start-up and
-/// after each reload that applies; each such message is counted (`unsendable`) when it
-/// comes.
+/// after each reload that applies, naming the account and what it lacks (with a config
+/// file, its `appid_*`/`appsecret_*`; alone, `WXRULES_APPID`/`WXRULES_APPSECRET`); each
+/// such message is counted (`unsendable`) when it comes.
 pub fn warn_unsendable(live: &Live) {
     if live.sends() {
         return;
     }
+    let account = live.account.log_name();
     let rules = live.rules.rules();
     let sends: Vec<&str> = rules
         .iter()
         .filter(|r| !r.send().is_empty())
         .map(|r| r.name())
         .collect();
-    if !sends.is_empty() {
-        tracing::warn!(
-            event = "sends_unconfigured",
-            rules = ?sends,
-            "rules with `send:` need WXRULES_APPID and WXRULES_APPSECRET; their passive replies go out, their `send:` messages do not"
-        );
-    }
     let late: Vec<&str> = rules
         .iter()
         .filter(|r| r.call().is_some_and(|c| c.late().is_some()))
         .map(|r| r.name())
         .collect();
+    if sends.is_empty() && late.is_empty() {
+        return;
+    }
+    let needs = missing_credentials(live);
+    if !sends.is_empty() {
+        tracing::warn!(
+            event = "sends_unconfigured",
+            account,
+            rules = ?sends,
+            "rules with `send:` need {needs}; their passive replies go out, their `send:` messages do not"
+        );
+    }
     if !late.is_empty() {
         tracing::warn!(
             event = "late_replies_unconfigured",
+            account,
             rules = ?late,
-            "rules with `late:` need WXRULES_APPID and WXRULES_APPSECRET; a call that answers after `late.after` has its reply dropped"
+            "rules with `late:` need {needs}; a call that answers after `late.after` has its reply dropped"
         );
+    }
+}
+
+/// What an account that cannot send lacks, in the words of where its secrets come from.
+/// It lacks the AppSecret (an AppSecret without an AppID does not build), and maybe the
+/// AppID too.
+fn missing_credentials(live: &Live) -> String {
+    use crate::accounts::SecretSource;
+    if live.account.log_name().is_none() {
+        return "WXRULES_APPID and WXRULES_APPSECRET".into();
+    }
+    let secrets = &live.account.spec().secrets;
+    let named = |source: &Option<SecretSource>, key: &str| match source {
+        None => format!("no `{key}_env` or `{key}_file`"),
+        Some(SecretSource::Env(name)) => format!("`{key}_env: {name}`, which is unset or empty"),
+        Some(SecretSource::File(path)) => {
+            format!("`{key}_file: {}`, which is empty", path.display())
+        }
+    };
+    let secret = named(&secrets.appsecret, "appsecret");
+    match &secrets.appid {
+        Some(_) => format!(
+            "the AppSecret of account `{}` (it has {secret})",
+            live.name()
+        ),
+        None => format!(
+            "the AppID and AppSecret of account `{}` (it has {} and {secret})",
+            live.name(),
+            named(&secrets.appid, "appid")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::compile::compile_yaml;
+
+    const RULES: &str = "rules:
+  - name: today
+    when: { keyword: 今天 }
+    reply: { text: 好 }
+  - name: help
+    when: { keyword: 帮助 }
+    reply: { text: 帮助 }
+";
+
+    /// Comments, blank lines, the order of a rule's keys, quoting and moved lines change
+    /// no rule; a changed reply changes its rule alone. Before the fix the comment-only
+    /// edit reported `changed: today` (the comments fell in its text).
+    #[test]
+    fn a_rule_is_changed_only_when_what_it_does_changed() {
+        let before = compile_yaml(RULES).unwrap();
+        let commented = "# the shop's rules
+rules:
+  # what today is
+  - name: today   # the first rule
+
+    reply: { text: \"好\" }
+    when:
+      keyword: 今天
+  # ---- help ----
+
+  - name: help
+    when: { keyword: 帮助 }
+    reply: { text: 帮助 }
+# the end
+";
+        let after = compile_yaml(commented).unwrap();
+        assert_eq!(Changes::between(&before, &after), Changes::default());
+        let edited = compile_yaml(&commented.replace("\"好\"", "很好")).unwrap();
+        let changes = Changes::between(&after, &edited);
+        assert_eq!(changes.changed, ["today"]);
+        assert!(changes.added.is_empty() && changes.removed.is_empty());
     }
 }

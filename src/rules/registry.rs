@@ -49,6 +49,7 @@ impl Registry {
         files_key: Key,
         inline: &[&str],
     ) -> Registry {
+        super::tpl::call_values_as_json(&mut all);
         let crossing = inline.iter().any(|name| {
             all.get_template(name)
                 .is_some_and(|t| templates::included_names(t).next().is_some())

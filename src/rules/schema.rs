@@ -30,7 +30,7 @@ pub(crate) struct RawFile {
 }
 
 /// One rule: a name, the criteria, and a reply or `ignore: true`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Rule")]
 pub(crate) struct RawRule {
@@ -74,7 +74,7 @@ fn on() -> bool {
 }
 
 /// A rule's time window: every part given must hold.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Active")]
 pub(crate) struct RawActive {
@@ -95,7 +95,7 @@ pub(crate) struct RawActive {
 }
 
 /// A rule's `call`: an HTTP request to one of the account's own services.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Call")]
 pub(crate) struct RawCall {
@@ -114,7 +114,7 @@ pub(crate) struct RawCall {
 }
 
 /// A rule's `late`: the passive budget of a slow call and the holding reply.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Late")]
 pub(crate) struct RawLate {
@@ -125,7 +125,7 @@ pub(crate) struct RawLate {
 }
 
 /// The criteria of a rule; all given ones must hold.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "When")]
 pub(crate) struct RawWhen {
@@ -145,7 +145,7 @@ pub(crate) struct RawWhen {
 }
 
 /// A string matcher: `"x"` (exact), `[a, b]` (any of), or `{prefix|contains|regex|exact: …}`.
-#[derive(Debug, JsonSchema)]
+#[derive(Debug, Hash, JsonSchema)]
 #[schemars(untagged, rename = "Matcher")]
 pub(crate) enum RawMatcher {
     One(Scalar),
@@ -155,7 +155,7 @@ pub(crate) enum RawMatcher {
 }
 
 /// One element of a matcher list.
-#[derive(Debug, JsonSchema)]
+#[derive(Debug, Hash, JsonSchema)]
 #[schemars(untagged, rename = "Alternative")]
 pub(crate) enum RawAlternative {
     One(Scalar),
@@ -163,7 +163,7 @@ pub(crate) enum RawAlternative {
 }
 
 /// `{prefix: …}` and friends; each takes one string or a list.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "MatcherOp")]
 pub(crate) struct RawOp {
@@ -177,7 +177,7 @@ pub(crate) struct RawOp {
     pub(crate) regex: Option<OneOrMany>,
 }
 
-#[derive(Debug, JsonSchema)]
+#[derive(Debug, Hash, JsonSchema)]
 #[schemars(untagged)]
 pub(crate) enum OneOrMany {
     One(Scalar),
@@ -194,7 +194,7 @@ impl OneOrMany {
 }
 
 /// A YAML scalar read as text, so that `event_key: 123` means the string "123".
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Hash, Clone, PartialEq, Eq)]
 pub(crate) struct Scalar(pub(crate) String);
 
 impl JsonSchema for Scalar {
@@ -213,7 +213,7 @@ impl JsonSchema for Scalar {
 /// A reply, written as a one-key map: `{ text: … }`, `{ news: [...] }`, `{ one_of: [...] }`.
 /// serde_yaml reads externally tagged enums only from YAML tags, so the keys are optional
 /// fields here and `RawReply::kind` checks that exactly one is given.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Reply")]
 pub(crate) struct RawReply {
@@ -287,14 +287,14 @@ impl RawReply {
 
 /// A string field of a reply: inline handlebars, or `{ template: NAME }` for
 /// `templates/NAME.hbs`.
-#[derive(Debug, JsonSchema)]
+#[derive(Debug, Hash, JsonSchema)]
 #[schemars(untagged, rename = "TemplateString")]
 pub(crate) enum RawStr {
     Inline(Scalar),
     File(RawTemplateRef),
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "TemplateRef")]
 pub(crate) struct RawTemplateRef {
@@ -302,14 +302,14 @@ pub(crate) struct RawTemplateRef {
     pub(crate) template: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Media")]
 pub(crate) struct RawMedia {
     pub(crate) media_id: RawStr,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Video")]
 pub(crate) struct RawVideo {
@@ -318,7 +318,7 @@ pub(crate) struct RawVideo {
     pub(crate) description: Option<RawStr>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Music")]
 pub(crate) struct RawMusic {
@@ -329,7 +329,7 @@ pub(crate) struct RawMusic {
     pub(crate) thumb_media_id: RawStr,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Article")]
 pub(crate) struct RawArticle {
@@ -339,7 +339,7 @@ pub(crate) struct RawArticle {
     pub(crate) url: Option<RawStr>,
 }
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Hash, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Transfer")]
 pub(crate) struct RawTransfer {

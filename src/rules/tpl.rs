@@ -1,10 +1,12 @@
 //! The template language's pieces that a load needs: the handlebars registry every rule set
-//! starts from (strict, no escaping, our helpers), and `Simple` templates (text and
-//! `{{path}}`s), recognised and parsed. Nothing here renders a reply or reads a message:
-//! `render` evaluates these; no IO.
+//! starts from (strict, no escaping, our helpers), `Simple` templates (text and
+//! `{{path}}`s), recognised and parsed, and `call_values_as_json`, which makes
+//! `{{call.…}}` write an object or a list as JSON. Nothing here renders a reply or reads a
+//! message: `render` evaluates these; no IO.
 
+use handlebars::template::{Parameter, Template, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+    Context, Handlebars, Helper, HelperResult, JsonRender, Output, RenderContext, RenderErrorReason,
 };
 
 /// The registry every rule set starts from: strict (a misspelt field is an error, not an
@@ -15,7 +17,89 @@ pub(crate) fn registry() -> Handlebars<'static> {
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("strip_prefix", Box::new(strip_prefix));
     hb.register_helper("default", Box::new(default));
+    hb.register_helper(CALL_VALUE, Box::new(call_value));
     hb
+}
+
+/// The helper a `{{call.…}}` expression becomes (`call_values_as_json`); not a name a
+/// template can write as a field (a leading `_` and a dash).
+const CALL_VALUE: &str = "_wxrules-call-value";
+
+/// `{{call.status}}` writes what the service answered: a string as it is, an object or a
+/// list as JSON (handlebars would write `[object]`, or a list's items without quotes),
+/// anything else as handlebars does. A path the answer lacks is an error, as it is for any
+/// `{{path}}` in strict mode.
+fn call_value(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let param = h
+        .param(0)
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex(CALL_VALUE, 0))?;
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    match param.value() {
+        value @ (serde_json::Value::Object(_) | serde_json::Value::Array(_)) => {
+            out.write(&serde_json::to_string(value).unwrap_or_default())?;
+        }
+        value => out.write(&value.render())?,
+    }
+    Ok(())
+}
+
+/// Makes every `{{call.…}}` value expression of `hb`'s templates write objects and lists
+/// as JSON, as a `Simple` template does (`render`): each becomes `call_value`'s helper
+/// expression over the same path. Run once a load's templates are compiled and checked
+/// (the checks see the path either way, as a helper's parameter).
+pub(crate) fn call_values_as_json(hb: &mut Handlebars<'static>) {
+    let changed: Vec<(String, Template)> = hb
+        .get_templates()
+        .iter()
+        .filter_map(|(name, t)| {
+            let mut t = t.clone();
+            rewrite_call_values(&mut t).then(|| (name.clone(), t))
+        })
+        .collect();
+    for (name, t) in changed {
+        hb.register_template(&name, t);
+    }
+}
+
+/// Rewrites `t`'s `{{call.…}}` expressions, blocks included; whether there were any.
+fn rewrite_call_values(t: &mut Template) -> bool {
+    let mut changed = false;
+    for element in &mut t.elements {
+        match element {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)
+                if h.params.is_empty() && h.hash.is_empty() && is_call_path(&h.name) =>
+            {
+                h.params = vec![h.name.clone()];
+                h.name = Parameter::Name(CALL_VALUE.to_owned());
+                changed = true;
+            }
+            TemplateElement::HelperBlock(h) => {
+                for inner in [&mut h.template, &mut h.inverse].into_iter().flatten() {
+                    changed |= rewrite_call_values(inner);
+                }
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// `call`, or a path under it (`call.status`, `call.items.[0]`).
+fn is_call_path(p: &Parameter) -> bool {
+    match p {
+        Parameter::Path(handlebars::Path::Relative((_, raw))) => {
+            raw.split(['.', '/']).next() == Some("call")
+        }
+        _ => false,
+    }
 }
 
 /// `{{strip_prefix EventKey "qrscene_"}}`: the value without the prefix, or unchanged.
@@ -58,8 +142,9 @@ fn default(
 /// A template made only of text and `{{dotted.path}}` references, the common case
 /// (`"订单 {{captures.order}} 正在查询"`). It renders without handlebars, from the message
 /// itself: no template context is built and no registry entry is kept, which matters at
-/// hundreds of thousands of rules. Its output is the one handlebars (strict, no escaping)
-/// gives; a property test holds the two to that. Anything else is left to handlebars.
+/// hundreds of thousands of rules. Its output is the one handlebars (strict, no escaping,
+/// `call_values_as_json`) gives; a property test holds the two to that. Anything else is
+/// left to handlebars.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Simple {
     segments: Vec<Segment>,
@@ -238,6 +323,35 @@ impl Simple {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `{{call.…}}` in a handlebars template writes objects and lists as JSON, strings and
+    /// numbers as before, and a missing path is still an error.
+    #[test]
+    fn call_values_render_as_json_in_handlebars_templates() {
+        let mut hb = registry();
+        hb.register_template_string(
+            "t",
+            "{{#if call.ok}}{{call.status}} {{call.tags}} {{call.n}} {{call.name}}{{/if}}",
+        )
+        .unwrap();
+        hb.register_template_string("missing", "{{#if call.ok}}{{call.nope}}{{/if}}")
+            .unwrap();
+        hb.register_template_string("plain", "{{#if Event}}{{Event}}{{/if}}")
+            .unwrap();
+        call_values_as_json(&mut hb);
+        let data = serde_json::json!({"Event": "e", "call": {"ok": true, "status": {"code": 1, "text": "发货"},
+            "tags": ["a", {"b": 2}], "n": 3, "name": "x"}});
+        assert_eq!(
+            hb.render("t", &data).unwrap(),
+            r#"{"code":1,"text":"发货"} ["a",{"b":2}] 3 x"#
+        );
+        let err = hb.render("missing", &data).unwrap_err();
+        assert!(
+            matches!(err.reason(), RenderErrorReason::MissingVariable(Some(p)) if p == "call.nope"),
+            "{err:?}"
+        );
+        assert_eq!(hb.render("plain", &data).unwrap(), "e");
+    }
 
     #[test]
     fn simple_templates_are_recognised() {

@@ -74,6 +74,9 @@ pub struct AppState {
     pub late_calls: Arc<crate::act::call::LateCalls>,
     /// Which rules are cooling down for which users (`cooldown:`).
     pub cooldowns: Arc<crate::store::cooldown::Cooldowns>,
+    /// The signed queries of plaintext pushes, each with its body's hash: a captured query
+    /// cannot carry another body (`store::replay`).
+    pub replays: Arc<crate::store::replay::Replays>,
     /// The last pushes and each rule's last hit, for the dashboard; kept only when the
     /// admin port serves it (`--admin-listen`).
     pub recent: Option<Arc<crate::telemetry::recent::Recent>>,

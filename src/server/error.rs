@@ -15,6 +15,10 @@ pub enum ServiceError {
     /// `timestamp` outside the replay window: 403.
     #[error("timestamp `{0}` is outside the accepted window")]
     Stale(String),
+    /// A plaintext push whose signed query came before with another body: a captured
+    /// query replayed (the plaintext signature does not cover the body): 403.
+    #[error("this signed query came before with another body (a replayed query)")]
+    Replayed,
     /// The body is not a WeChat message: 400.
     #[error("{0}")]
     Wire(#[from] WireError),
@@ -46,6 +50,7 @@ impl ServiceError {
     pub fn kind(&self) -> &'static str {
         match self {
             ServiceError::Signature(_) | ServiceError::Stale(_) => "bad_signature",
+            ServiceError::Replayed => "replayed",
             ServiceError::BodyTooLarge(_) => "too_large",
             ServiceError::BodyTimeout => "timeout",
             ServiceError::NoAccount => "no_account",
@@ -57,7 +62,9 @@ impl ServiceError {
 impl ResponseError for ServiceError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ServiceError::Signature(_) | ServiceError::Stale(_) => StatusCode::FORBIDDEN,
+            ServiceError::Signature(_) | ServiceError::Stale(_) | ServiceError::Replayed => {
+                StatusCode::FORBIDDEN
+            }
             ServiceError::Wire(_)
             | ServiceError::Crypto(_)
             | ServiceError::NoKey
@@ -73,9 +80,10 @@ impl ResponseError for ServiceError {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             // Nothing to learn for whoever forged the request.
-            ServiceError::Signature(_) | ServiceError::Stale(_) | ServiceError::NoAccount => {
-                response.finish()
-            }
+            ServiceError::Signature(_)
+            | ServiceError::Stale(_)
+            | ServiceError::Replayed
+            | ServiceError::NoAccount => response.finish(),
             // The rest of the body may still come: the connection cannot be reused. No
             // body: actix closes at once after an empty response (with a body, it would
             // first wait for the rest of a chunked upload; `handlers::receive`).

@@ -6,29 +6,41 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::AppState;
+use crate::accounts::Account;
 use crate::accounts::Live;
 use crate::act::call::{CallFailure, CallResult};
-use crate::act::outbox::Outbox;
 use crate::answer::{after_call, holding, Outcome};
 use crate::render;
 use crate::rules::Match;
+use crate::telemetry::recent::{Followup, Late};
 use crate::wechat_api::CustomMessage;
 use crate::wire::{self, Message};
+
+/// When the push came and must be answered by, and what follows it on the dashboard.
+pub(super) struct Asked<'a> {
+    pub(super) now: u64,
+    pub(super) started: Instant,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) after: Option<&'a Arc<Followup>>,
+}
 
 /// Asks `found`'s service and answers from what it says. Without `late` the push waits for
 /// the call up to the deadline. With `late` it waits `late.after`; a call still running
 /// then goes on in its own task, the push gets the holding reply, and the reply the call
 /// leads to goes out through the outbox.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn ask_service(
     state: &AppState,
     live: &Arc<Live>,
     message: &Message,
     found: Match<'_>,
-    now: u64,
-    started: Instant,
-    deadline: tokio::time::Instant,
+    asked: Asked<'_>,
 ) -> Outcome {
+    let Asked {
+        now,
+        started,
+        deadline,
+        after,
+    } = asked;
     let rules = &live.rules;
     let account = &live.account;
     let Some(call) = found.rule.call() else {
@@ -51,13 +63,13 @@ pub(super) async fn ask_service(
         Ok(pending) => pending,
         Err(failure) => {
             let result = CallResult::Failed(failure);
-            log_call(account.log_name(), &rule, message, &result, false);
+            log_call(account.log_name(), &rule, message, &result, false, after);
             return after_call(rules, message, &found, &result, now);
         }
     };
     let Some(late) = late else {
         let result = pending.run().await;
-        log_call(account.log_name(), &rule, message, &result, false);
+        log_call(account.log_name(), &rule, message, &result, false, after);
         return after_call(rules, message, &found, &result, now);
     };
     // The call, and what follows it if it is late, run as one task on the server's main
@@ -76,6 +88,7 @@ pub(super) async fn ask_service(
         metrics: live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
         account: account.log_name().map(Arc::from),
+        after: after.cloned(),
         _running: (state.late_calls.enter(), account.late_calls.enter()),
     };
     let task = async move {
@@ -107,10 +120,13 @@ pub(super) async fn ask_service(
     };
     match result {
         Some(result) => {
-            log_call(account.log_name(), &rule, message, &result, false);
+            log_call(account.log_name(), &rule, message, &result, false, after);
             after_call(rules, message, &found, &result, now)
         }
         None => {
+            if let Some(after) = after {
+                after.late(Late::Waiting);
+            }
             tracing::info!(
                 event = "call_late",
                 account = account.log_name(),
@@ -136,6 +152,8 @@ struct LateCall {
     rule: Arc<str>,
     /// The account's name in log lines (`Account::log_name`).
     account: Option<Arc<str>>,
+    /// What the dashboard shows of the push after its answer, when it is on.
+    after: Option<Arc<Followup>>,
     /// Counted in `AppState::late_calls` and in its account's while the task lives.
     _running: (crate::act::call::Running, crate::act::call::Running),
 }
@@ -162,12 +180,19 @@ impl LateCall {
             now,
             rule: name,
             account,
+            after,
             ..
         } = self;
         let Some(rule) = live.rules.rules().get(index) else {
             return;
         };
-        log_call(account.as_deref(), &name, &message, &result, true);
+        let account = account.as_deref();
+        log_call(account, &name, &message, &result, true, after.as_ref());
+        let late = |state: Late| {
+            if let Some(after) = &after {
+                after.late(state);
+            }
+        };
         let found = Match {
             rule,
             index,
@@ -180,32 +205,53 @@ impl LateCall {
                 messages.extend(sends);
                 tracing::info!(
                     event = "late_reply_queued",
+                    account,
                     rule = &*name,
                     msg_id = message.msg_id().unwrap_or(""),
                     messages = messages.len()
                 );
-                queue_sends(&live.account.outbox, &name, &message, messages).await;
+                late(Late::Queued);
+                queue_sends(&live.account, &name, &message, messages, after.clone()).await;
             }
-            Outcome::Ignored { .. } => tracing::info!(
-                event = "late_reply_none",
-                rule = &*name,
-                msg_id = message.msg_id().unwrap_or(""),
-                "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
-            ),
-            Outcome::Failed { error, .. } => tracing::error!(
-                event = "render_failed",
-                rule = &*name,
-                msg_id = message.msg_id().unwrap_or(""),
-                late = true,
-                %error
-            ),
+            Outcome::Ignored { .. } => {
+                late(Late::Nothing);
+                tracing::info!(
+                    event = "late_reply_none",
+                    account,
+                    rule = &*name,
+                    msg_id = message.msg_id().unwrap_or(""),
+                    "nothing to send: the service said to ignore, or the call failed and the rule has no `on_error`"
+                );
+            }
+            Outcome::Failed { error, .. } => {
+                late(Late::Failed);
+                tracing::error!(
+                    event = "render_failed",
+                    account,
+                    rule = &*name,
+                    msg_id = message.msg_id().unwrap_or(""),
+                    late = true,
+                    %error
+                );
+            }
         }
     }
 }
 
-/// Logs a call that failed, with its rule and reason (never the service's answer).
-fn log_call(account: Option<&str>, rule: &str, message: &Message, result: &CallResult, late: bool) {
+/// Logs a call that failed, with its rule and reason (never the service's answer), and
+/// notes it beside the push on the dashboard.
+fn log_call(
+    account: Option<&str>,
+    rule: &str,
+    message: &Message,
+    result: &CallResult,
+    late: bool,
+    after: Option<&Arc<Followup>>,
+) {
     if let CallResult::Failed(failure) = result {
+        if let Some(after) = after {
+            after.call_failed(failure.outcome());
+        }
         tracing::warn!(
             event = "call_failed",
             account,
@@ -218,14 +264,17 @@ fn log_call(account: Option<&str>, rule: &str, message: &Message, result: &CallR
     }
 }
 
-/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (and counted
-/// by the outbox). Never waits: the network is the outbox's business.
+/// Queues a rule's rendered `send:` messages; what cannot be queued is logged (within a
+/// rate limit: a full outbox refuses every push until it drains) and counted by the
+/// outbox. Never waits: the network is the outbox's business.
 pub(super) async fn queue_sends(
-    outbox: &Outbox,
+    account: &Account,
     rule: &Arc<str>,
     message: &Message,
     sends: Vec<Result<wire::Reply, crate::render::RenderError>>,
+    after: Option<Arc<Followup>>,
 ) {
+    let log_name = account.log_name();
     let mut messages = Vec::with_capacity(sends.len());
     for send in sends {
         let built = send.map_err(|e| e.to_string()).and_then(|reply| {
@@ -235,6 +284,7 @@ pub(super) async fn queue_sends(
             Ok(m) => messages.push(m),
             Err(error) => tracing::error!(
                 event = "send_render_failed",
+                account = log_name,
                 rule = &**rule,
                 msg_id = message.msg_id().unwrap_or(""),
                 %error
@@ -242,13 +292,7 @@ pub(super) async fn queue_sends(
         }
     }
     let count = messages.len();
-    if let Err(why) = outbox.enqueue(rule, messages).await {
-        tracing::warn!(
-            event = "outbox_refused",
-            rule = &**rule,
-            messages = count,
-            msg_id = message.msg_id().unwrap_or(""),
-            reason = %why
-        );
+    if let Err(why) = account.outbox.enqueue_followed(rule, messages, after).await {
+        super::refusal::log_outbox_refused(log_name, rule, count, message.msg_id(), &why);
     }
 }

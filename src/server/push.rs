@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use rand::distributions::{Alphanumeric, DistString};
 
-use super::late::{ask_service, queue_sends};
+use super::late::{ask_service, queue_sends, Asked};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
 use super::{body, AppState, ServiceError};
@@ -20,7 +20,7 @@ use crate::crypto::{sign, verify_signature};
 use crate::rules::Match;
 use crate::store::dedup::{Answer, Claim, Key, Tier};
 use crate::telemetry::metrics::RequestOutcome;
-use crate::telemetry::recent::{Recent, Shown};
+use crate::telemetry::recent::{Followup, Recent, Shown};
 use crate::wire::{self, Message};
 
 /// Whether the query's `signature` (and timestamp) was checked before the body was read.
@@ -70,7 +70,8 @@ pub(crate) async fn receive(
         Err(_) => return past_deadline(&state, &live, &message, started),
     };
     let now = state.clock.now();
-    let (mut outcome, found_at) = decide(&state, &live, &message, now, started, deadline).await;
+    let (mut outcome, found_at, after) =
+        decide(&state, &live, &message, now, started, deadline).await;
     let body = match (&mut outcome, wrapping) {
         (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
@@ -107,7 +108,13 @@ pub(crate) async fn receive(
     live.metrics()
         .observe_request(counted, outcome.rule(), elapsed.as_secs_f64());
     if let Some(recent) = &state.recent {
-        keep_recent(recent, &live, &message, &outcome, found_at, now, elapsed);
+        let kept = Kept {
+            found_at,
+            now,
+            elapsed,
+            after: after.as_ref(),
+        };
+        keep_recent(recent, &live, &message, &outcome, &kept);
     }
     log_outcome(&live, &message, &outcome, elapsed);
     HttpResponse::Ok()
@@ -153,10 +160,20 @@ async fn accept(
             return Err(body::refuse_unread(&e, req, payload));
         }
     };
-    decode(state, live, &query, checked, &body).map_err(|e| {
+    let refuse = |e: ServiceError| {
         count_refused(state, Some(live), &e);
         e.error_response()
-    })
+    };
+    let (message, wrapping) = decode(state, live, &query, checked, &body).map_err(refuse)?;
+    // The body of a plaintext push is not signed: its query must not have come with
+    // another one (one hash of the body, one memory insert or Redis command).
+    if let Wrapping::Plain = wrapping {
+        state
+            .check_replay(live, &query, &body)
+            .await
+            .map_err(refuse)?;
+    }
+    Ok((message, wrapping))
 }
 
 /// A retry of a push an earlier attempt answered: that answer, byte for byte.
@@ -180,6 +197,7 @@ fn answered_before(
             Shown::Retry,
             state.clock.now(),
             micros(elapsed),
+            None,
         );
     }
     tracing::info!(
@@ -215,6 +233,7 @@ fn past_deadline(
             Shown::Deadline,
             state.clock.now(),
             micros(elapsed),
+            None,
         );
     }
     tracing::warn!(
@@ -229,8 +248,9 @@ fn past_deadline(
     HttpResponse::Ok().content_type(PLAIN_TEXT).body("success")
 }
 
-/// What the rules say about `message`, the rule's call made and its `send:` queued; and
-/// which rule decided. A rule with a cooldown claimed it when it was found, and keeps the
+/// What the rules say about `message`, the rule's call made and its `send:` queued; which
+/// rule decided; and, with the dashboard on, what follows the answer (for a rule that
+/// calls or sends). A rule with a cooldown claimed it when it was found, and keeps the
 /// claim only if it answers.
 async fn decide(
     state: &AppState,
@@ -239,9 +259,15 @@ async fn decide(
     now: u64,
     started: Instant,
     deadline: tokio::time::Instant,
-) -> (Outcome, Option<usize>) {
+) -> (Outcome, Option<usize>, Option<Arc<Followup>>) {
     let found = find_unless_cooling(state, live, message).await;
     let found_at = found.as_ref().map(|m| m.index);
+    let after = found
+        .as_ref()
+        .filter(|m| {
+            state.recent.is_some() && (m.rule.call().is_some() || !m.rule.send().is_empty())
+        })
+        .map(|_| Arc::new(Followup::default()));
     let claimed = found
         .as_ref()
         .filter(|m| m.rule.cooldown().is_some())
@@ -254,15 +280,19 @@ async fn decide(
         // Boxed: the call's state (request, task handle) would otherwise be part of every
         // push's future, making it several hundred bytes larger for rules that never call.
         Decision::Call(found) => {
-            Box::pin(ask_service(
-                state, live, message, found, now, started, deadline,
-            ))
-            .await
+            let asked = Asked {
+                now,
+                started,
+                deadline,
+                after: after.as_ref(),
+            };
+            Box::pin(ask_service(state, live, message, found, asked)).await
         }
     };
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
-            queue_sends(&live.account.outbox, rule, message, std::mem::take(sends)).await;
+            let sends = std::mem::take(sends);
+            queue_sends(&live.account, rule, message, sends, after.clone()).await;
         }
     }
     // A rule that claimed its cooldown and did not answer gives it back; one whose late
@@ -275,19 +305,25 @@ async fn decide(
                 .await;
         }
     }
-    (outcome, found_at)
+    (outcome, found_at, after)
 }
 
-/// Keeps the push in the dashboard's ring, and the rule's last hit.
-fn keep_recent(
-    recent: &Recent,
-    live: &Live,
-    message: &Message,
-    outcome: &Outcome,
+/// What the dashboard's ring keeps of a push besides the message and its outcome.
+struct Kept<'a> {
     found_at: Option<usize>,
     now: u64,
     elapsed: Duration,
-) {
+    after: Option<&'a Arc<Followup>>,
+}
+
+/// Keeps the push in the dashboard's ring, and the rule's last hit.
+fn keep_recent(recent: &Recent, live: &Live, message: &Message, outcome: &Outcome, kept: &Kept) {
+    let Kept {
+        found_at,
+        now,
+        elapsed,
+        after,
+    } = *kept;
     let shown = match outcome {
         Outcome::Replied { .. } => Shown::Replied,
         Outcome::Ignored { rule: Some(_) } => Shown::Ignored,
@@ -306,6 +342,7 @@ fn keep_recent(
         shown,
         now,
         micros(elapsed),
+        after,
     );
 }
 

@@ -1,6 +1,7 @@
 //! WeChat's signed query: `WechatQuery` reads it (in place when nothing needs decoding),
-//! `verify_plain` checks `signature` and the replay window (`--max-age`), and `verify_url`
-//! answers the MP console's URL check with it. No body is read here.
+//! `verify_plain` checks `signature` and the replay window (`--max-age`), `check_replay`
+//! holds a plaintext push's query to the body it first came with, and `verify_url` answers
+//! the MP console's URL check with it. No body is read here.
 
 use std::borrow::Cow;
 
@@ -87,6 +88,40 @@ impl AppState {
         let signature = required(&q.signature, "signature")?;
         verify_signature(signature, &[account.secrets.token(), timestamp, nonce])?;
         self.check_fresh(timestamp)
+    }
+
+    /// A plaintext push (its body trusted on the query's signature alone): its signed query
+    /// must not have come before with another body. The same body again is a retry, and
+    /// goes on to the dedup store. Safe mode does not come here: `msg_signature` covers
+    /// the body.
+    pub(super) async fn check_replay(
+        &self,
+        account: &Live,
+        q: &WechatQuery<'_>,
+        body: &[u8],
+    ) -> Result<(), ServiceError> {
+        use crate::store::replay::{BodyHash, Query, Seen};
+        let timestamp = required(&q.timestamp, "timestamp")?;
+        let nonce = required(&q.nonce, "nonce")?;
+        let now = self.clock.now();
+        // Remembered as long as the timestamp is accepted: `--max-age` either side of now.
+        let until = match (self.options.max_age, timestamp.parse::<u64>()) {
+            (0, _) | (_, Err(_)) => now + crate::store::replay::WITHOUT_WINDOW.as_secs(),
+            (max_age, Ok(sent)) => sent.saturating_add(max_age).saturating_add(1),
+        };
+        let query = Query {
+            scope: account.account.scope(),
+            timestamp,
+            nonce,
+        };
+        match self
+            .replays
+            .check(query, BodyHash::of(body), now, until)
+            .await
+        {
+            Seen::New | Seen::Same => Ok(()),
+            Seen::Other => Err(ServiceError::Replayed),
+        }
     }
 
     pub(super) fn check_fresh(&self, timestamp: &str) -> Result<(), ServiceError> {

@@ -79,14 +79,9 @@ impl Lease {
     }
 }
 
-/// The integration tests' own `redis-server` on a free loopback port.
-#[cfg(test)]
-#[path = "../../tests/common/redis_server.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod redis_server;
-
 #[cfg(test)]
 mod tests {
+    use super::super::redis_server;
     use super::*;
 
     fn link(url: &str) -> Arc<Link> {

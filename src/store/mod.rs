@@ -10,7 +10,9 @@
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
-//! - [`outbox`]: the outbox's shard streams (`ShardStream`); `crate::act::outbox` sends.
+//! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped; whether Redis keeps
+//!   them across its restart (`check_durability`); `crate::act::outbox` sends.
+//! - [`replay`]: plaintext pushes' signed queries, each with its body's hash (`Replays`).
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -22,7 +24,14 @@ pub mod dedup;
 mod lease;
 pub mod link;
 pub mod outbox;
+pub mod replay;
 pub(crate) mod token;
+
+/// The integration tests' own `redis-server` on a free loopback port, for the needs' tests.
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod redis_server;
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,6 +6,11 @@
 //! owner of the shard claims them (`XAUTOCLAIM`) before reading new ones. Delivery is at
 //! least once: a message sent just before its instance died is sent again.
 //!
+//! Each stream is capped: an entry is added only while the stream holds fewer than the cap
+//! (`XLEN` and `XADD` in one script), and refused past it. Nothing is ever trimmed, since
+//! what a stream holds is unsent. The streams live in Redis' memory: only a Redis that
+//! persists its writes (AOF) keeps them across its own restart; `check_durability` asks.
+//!
 //! Entries are opaque here (a `job` field of JSON): what a job holds, how it is sent,
 //! retried and backed off, and the in-process queues that stand in while Redis is away are
 //! `crate::act::outbox`'s.
@@ -17,9 +22,11 @@ use std::time::Duration;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
-use redis::{Cmd, FromRedisValue};
+use std::sync::LazyLock;
 
-use super::link::{Link, Unavailable};
+use redis::{Cmd, FromRedisValue, Script};
+
+use super::link::{CommandError, Link, Unavailable};
 use super::Lease;
 
 /// The consumer group every instance reads through.
@@ -29,6 +36,23 @@ pub const LEASE: Duration = Duration::from_secs(10);
 const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Entries read at once.
 const BATCH: usize = 16;
+
+/// Adds an entry only while the stream holds fewer than `ARGV[2]`: its id, or nil when full.
+static ADD_CAPPED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return false end \
+         return redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])",
+    )
+});
+
+/// What adding a job came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Added {
+    /// In the stream, under this id.
+    Entry(String),
+    /// The stream holds as many entries as it may: nothing was added.
+    Full,
+}
 
 /// One entry of a shard's stream.
 #[derive(Debug)]
@@ -86,11 +110,19 @@ impl ShardStream {
             .await
     }
 
-    /// Adds a job (its JSON); `Unavailable` when Redis did not take it (the caller queues
-    /// it in process).
-    pub(crate) async fn add(&self, job: &str) -> Result<(), Unavailable> {
-        let add = Cmd::xadd(&self.key, "*", &[("job", job)]);
-        self.query::<String>(&add).await.map(drop)
+    /// Adds a job (its JSON) unless the stream holds `cap` entries already (`Full`);
+    /// `Unavailable` when Redis did not answer (the caller queues it in process).
+    pub(crate) async fn add(&self, job: &str, cap: usize) -> Result<Added, Unavailable> {
+        let mut add = ADD_CAPPED.key(&self.key);
+        add.arg(job).arg(cap);
+        let id = self
+            .link
+            .run(|mut conn| {
+                let add = &add;
+                async move { conn.script::<Option<String>>(add).await }
+            })
+            .await?;
+        Ok(id.map_or(Added::Full, Added::Entry))
     }
 
     /// Whether this instance holds the shard's lease.
@@ -98,12 +130,17 @@ impl ShardStream {
         self.owned.load(Ordering::Acquire)
     }
 
-    /// Takes or renews the lease; true if this instance owns the shard now.
+    /// Takes or renews the lease; true if this instance owns the shard now. A lease still
+    /// this instance's in Redis (after Redis was away for a moment) is renewed at once
+    /// rather than waited out.
     async fn hold(&self) -> bool {
         let owned = if self.owned() {
             self.lease.renew(LEASE).await
         } else {
-            self.lease.take(LEASE).await
+            match self.lease.take(LEASE).await {
+                Ok(false) => self.lease.renew(LEASE).await,
+                taken => taken,
+            }
         } == Ok(true);
         self.owned.store(owned, Ordering::Release);
         owned
@@ -145,20 +182,32 @@ impl ShardStream {
             .await;
     }
 
-    /// Claims every entry left pending by earlier owners, oldest first.
-    pub(crate) async fn claim(&self) -> Vec<Entry> {
-        let claim = Cmd::xautoclaim_options(
-            &self.key,
-            GROUP,
-            &self.consumer,
-            0,
-            "0-0",
-            StreamAutoClaimOptions::default().count(1000),
-        );
-        self.query::<StreamAutoClaimReply>(&claim)
-            .await
-            .map(|reply| reply.claimed.into_iter().map(Entry::of).collect())
-            .unwrap_or_default()
+    /// Claims the entries left pending by earlier owners, oldest first, `limit` at most
+    /// (the stream's cap: all of them).
+    pub(crate) async fn claim(&self, limit: usize) -> Vec<Entry> {
+        let mut claimed = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        while claimed.len() < limit {
+            let count = (limit - claimed.len()).min(1000);
+            let claim = Cmd::xautoclaim_options(
+                &self.key,
+                GROUP,
+                &self.consumer,
+                0,
+                &cursor,
+                StreamAutoClaimOptions::default().count(count),
+            );
+            let Ok(reply) = self.query::<StreamAutoClaimReply>(&claim).await else {
+                break;
+            };
+            claimed.extend(reply.claimed.into_iter().map(Entry::of));
+            // `0-0`: the whole pending list has been seen.
+            if reply.next_stream_id == "0-0" || reply.next_stream_id == cursor {
+                break;
+            }
+            cursor = reply.next_stream_id;
+        }
+        claimed
     }
 
     /// New entries, oldest first (none when there are none or Redis is away).
@@ -194,4 +243,92 @@ impl ShardStream {
             })
             .await;
     }
+}
+
+/// Whether Redis keeps what it holds across its own restart, as far as it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// AOF is on, with this `appendfsync` (`everysec`, as advised; `always`; or `no`, which
+    /// leaves the flush to the OS).
+    Aof { fsync: String },
+    /// No AOF: a restart keeps at most the last snapshot (`save`, empty when there are
+    /// none), and loses every entry added since.
+    NotDurable { save: String },
+    /// It could not be asked: `CONFIG` refused (a managed Redis often renames or forbids
+    /// it), or Redis did not answer.
+    Unknown(String),
+}
+
+/// Asks Redis (`CONFIG GET appendonly`, `appendfsync`, `save`) whether the outbox's
+/// streams survive its restart. A refused `CONFIG` is an answer, not an outage.
+pub async fn durability(link: &Link) -> Durability {
+    let get = |name: &'static str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        cmd
+    };
+    let (appendonly, appendfsync, save) = (get("appendonly"), get("appendfsync"), get("save"));
+    let asked = link
+        .run(|mut conn| {
+            let (appendonly, appendfsync, save) = (&appendonly, &appendfsync, &save);
+            async move {
+                let mut answers = Vec::with_capacity(3);
+                for cmd in [appendonly, appendfsync, save] {
+                    match conn.query::<Vec<String>>(cmd).await {
+                        // `[name, value]`.
+                        Ok(pair) => answers.push(pair.into_iter().nth(1).unwrap_or_default()),
+                        // An error reply (`ERR unknown command`, `NOPERM`): Redis is up.
+                        Err(CommandError::Redis(e)) if e.code().is_some() => {
+                            return Ok(Err(e.code().unwrap_or("ERR").to_owned()))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Ok(answers))
+            }
+        })
+        .await;
+    match asked {
+        Ok(Ok(answers)) => match answers.as_slice() {
+            [appendonly, fsync, _] if appendonly == "yes" => Durability::Aof {
+                fsync: fsync.clone(),
+            },
+            [_, _, save] => Durability::NotDurable { save: save.clone() },
+            _ => Durability::Unknown("unexpected answer to CONFIG GET".into()),
+        },
+        Ok(Err(code)) => Durability::Unknown(format!("CONFIG GET was refused ({code})")),
+        Err(Unavailable) => Durability::Unknown("Redis did not answer".into()),
+    }
+}
+
+/// Checks at start-up that Redis keeps the outbox across its restart, and says what it
+/// found: `store_redis_durable` (info), or a warning, `store_redis_not_durable` (no AOF:
+/// a Redis restart loses every queued message) or `store_redis_durability_unknown`.
+pub async fn check_durability(link: &Link) -> Durability {
+    let found = durability(link).await;
+    match &found {
+        Durability::Aof { fsync } => {
+            tracing::info!(event = "store_redis_durable", appendfsync = %fsync);
+            if fsync == "no" {
+                tracing::warn!(
+                    event = "store_redis_not_durable",
+                    appendonly = "yes",
+                    appendfsync = %fsync,
+                    "Redis leaves the AOF's flush to the OS: a crash of the machine may lose the outbox's last messages; set `appendfsync everysec`"
+                );
+            }
+        }
+        Durability::NotDurable { save } => tracing::warn!(
+            event = "store_redis_not_durable",
+            appendonly = "no",
+            save = %save,
+            "Redis does not persist its writes (AOF): a Redis restart loses every customer-service message queued in the outbox; set `appendonly yes` and `appendfsync everysec`"
+        ),
+        Durability::Unknown(why) => tracing::warn!(
+            event = "store_redis_durability_unknown",
+            reason = %why,
+            "could not check that Redis persists its writes; the outbox needs AOF (`appendonly yes`, `appendfsync everysec`) to survive a Redis restart"
+        ),
+    }
+    found
 }

@@ -26,11 +26,13 @@ pub enum RequestOutcome {
     Deadline,
     /// 408: the body did not arrive in time.
     Timeout,
+    /// 403: a plaintext push whose signed query came before with another body.
+    Replayed,
 }
 
 impl RequestOutcome {
     /// Every outcome, in `index` order.
-    const ALL: [RequestOutcome; 8] = [
+    const ALL: [RequestOutcome; 9] = [
         RequestOutcome::Replied,
         RequestOutcome::Ignored,
         RequestOutcome::BadSignature,
@@ -39,6 +41,7 @@ impl RequestOutcome {
         RequestOutcome::Retry,
         RequestOutcome::Deadline,
         RequestOutcome::Timeout,
+        RequestOutcome::Replayed,
     ];
 
     /// Its place in `ALL` and in `Metrics::by_outcome`. The match has no wildcard, so a new
@@ -54,6 +57,7 @@ impl RequestOutcome {
             RequestOutcome::Retry => 5,
             RequestOutcome::Deadline => 6,
             RequestOutcome::Timeout => 7,
+            RequestOutcome::Replayed => 8,
         }
     }
 
@@ -61,7 +65,10 @@ impl RequestOutcome {
     fn timed(self) -> bool {
         !matches!(
             self,
-            RequestOutcome::BadSignature | RequestOutcome::BadRequest | RequestOutcome::Timeout
+            RequestOutcome::BadSignature
+                | RequestOutcome::BadRequest
+                | RequestOutcome::Timeout
+                | RequestOutcome::Replayed
         )
     }
 
@@ -75,6 +82,7 @@ impl RequestOutcome {
             RequestOutcome::Retry => "retry",
             RequestOutcome::Deadline => "deadline",
             RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Replayed => "replayed",
         }
     }
 }
@@ -123,6 +131,9 @@ pub struct Metrics {
     /// Each outcome's series of `requests` and `latency`, looked up once: a request finds
     /// its counters by index instead of hashing labels.
     by_outcome: [(IntCounter, Option<Histogram>); RequestOutcome::ALL.len()],
+    /// The account these metrics are labelled with (`for_account`); `None` for a fleet of
+    /// one's, as for its log lines (`Account::log_name`).
+    account: Option<std::sync::Arc<str>>,
 }
 
 impl Default for Metrics {
@@ -143,7 +154,17 @@ impl Metrics {
         // Only a label name or value Prometheus refuses fails; account names are checked
         // to be `[a-z0-9_-]`.
         let registry = Registry::new_custom(None, Some(labels)).unwrap_or_default();
-        Metrics::with_registry(registry)
+        Metrics {
+            account: Some(name.into()),
+            ..Metrics::with_registry(registry)
+        }
+    }
+
+    /// The account's name for the `account` field of log lines: what the outbox and the
+    /// API client, which hold the metrics but not the account, write. `None` for a fleet
+    /// of one.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 
     fn with_registry(registry: Registry) -> Metrics {
@@ -231,7 +252,7 @@ impl Metrics {
             api_calls: counters(
                 r,
                 "wxrules_wechat_api_calls_total",
-                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, bad_answer, no_credentials)",
+                "Calls to WeChat's API, by api (stable_token, custom_send) and outcome (ok, errcode, network, http_status, too_large, bad_answer, no_credentials)",
                 &["api", "outcome"],
                 &[],
             ),
@@ -303,6 +324,7 @@ impl Metrics {
             log_catch_up: Default::default(),
             by_outcome,
             registry,
+            account: None,
         }
     }
 

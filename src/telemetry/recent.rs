@@ -1,8 +1,10 @@
 //! What the dashboard shows of the traffic: the last `CAPACITY` pushes in a fixed-size ring
 //! (OpenIDs masked as they are written, keywords cut to 20 characters, nothing on disk).
 //! Kept only when the admin port serves the dashboard; one short lock per push, a few
-//! hundred instructions, and no allocation once the ring has gone round. (Each rule's last
-//! hit is kept on the rule itself: `Rule::mark_hit`.)
+//! hundred instructions, and no allocation once the ring has gone round. A push whose rule
+//! calls a service or sends messages also gets a `Followup`, which the late call and the
+//! outbox fill in as they finish: what the passive reply alone does not say. (Each rule's
+//! last hit is kept on the rule itself: `Rule::mark_hit`.)
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -33,6 +35,115 @@ pub struct Push {
     pub outcome: Shown,
     /// Microseconds from arrival to answer.
     pub us: u64,
+    /// What happened after the answer: the call, the late reply, the customer-service
+    /// messages. Only for a push whose rule calls or sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Arc<Followup>>,
+}
+
+/// What became of a push after its passive answer, filled in as it happens: shared by the
+/// push's entry in the ring, its late call and its messages in the outbox. A few fields
+/// behind a lock taken for one update at a time.
+#[derive(Debug, Default)]
+pub struct Followup(Mutex<After>);
+
+/// What `Followup` holds, as the dashboard gets it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct After {
+    /// The rule's call failed: how (`timeout`, `connect`, `status`, `invalid`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_failed: Option<&'static str>,
+    /// A late call's course after the holding reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late: Option<Late>,
+    /// Customer-service messages of the push (its `send:` and its late reply): waiting in
+    /// the outbox, sent, failed (given up), refused (never queued).
+    pub queued: u32,
+    pub sent: u32,
+    pub failed: u32,
+    pub refused: u32,
+    /// WeChat's errcode of the last message that failed (48001: the API is not
+    /// authorised; 45015: the user has been silent for 48 hours; …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+}
+
+/// A late call's course: the holding reply went, and then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Late {
+    /// The call is still running.
+    Waiting,
+    /// Its reply is in the outbox (see `queued`, `sent`, `failed`).
+    Queued,
+    /// Nothing to send: the service said to ignore, or the call failed and the rule has
+    /// no `on_error`.
+    Nothing,
+    /// Its reply failed to render.
+    Failed,
+}
+
+impl Followup {
+    /// A copy of what it holds now.
+    pub fn get(&self) -> After {
+        self.0.lock().clone()
+    }
+
+    /// The rule's call failed, as `outcome` says.
+    pub fn call_failed(&self, outcome: &'static str) {
+        self.0.lock().call_failed = Some(outcome);
+    }
+
+    pub fn late(&self, late: Late) {
+        self.0.lock().late = Some(late);
+    }
+
+    /// `n` messages went into the outbox.
+    pub fn queued(&self, n: usize) {
+        let mut after = self.0.lock();
+        after.queued = after
+            .queued
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// `n` messages counted as queued did not stay queued after all.
+    pub fn unqueue(&self, n: usize) {
+        let mut after = self.0.lock();
+        after.queued = after
+            .queued
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// `n` messages were refused by the outbox (full, closing, no AppSecret).
+    pub fn refused(&self, n: usize) {
+        let mut after = self.0.lock();
+        after.refused = after
+            .refused
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// One queued message was sent.
+    pub fn sent(&self) {
+        let mut after = self.0.lock();
+        after.queued = after.queued.saturating_sub(1);
+        after.sent = after.sent.saturating_add(1);
+    }
+
+    /// One queued message failed for good, with WeChat's errcode when it gave one.
+    pub fn failed(&self, errcode: Option<i64>) {
+        let mut after = self.0.lock();
+        after.queued = after.queued.saturating_sub(1);
+        after.failed = after.failed.saturating_add(1);
+        if errcode.is_some() {
+            after.errcode = errcode;
+        }
+    }
+}
+
+impl Serialize for Followup {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
 }
 
 /// How a push ended, as the dashboard shows it.
@@ -91,6 +202,7 @@ impl Recent {
 
     /// Keeps one push; the oldest goes once there are `CAPACITY`. The slot's strings are
     /// reused, so a full ring allocates nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         account: &Arc<str>,
@@ -99,6 +211,7 @@ impl Recent {
         outcome: Shown,
         at: u64,
         us: u64,
+        after: Option<&Arc<Followup>>,
     ) {
         let keyword = message
             .text("Content")
@@ -140,6 +253,7 @@ impl Recent {
         push.rule = rule.cloned();
         push.outcome = outcome;
         push.us = us;
+        push.after = after.cloned();
     }
 
     /// The pushes kept, newest first; only `account`'s when given.
@@ -210,6 +324,7 @@ mod tests {
             Shown::Replied,
             5,
             120,
+            None,
         );
         let pushes = recent.pushes(None);
         assert_eq!(
@@ -236,6 +351,7 @@ mod tests {
                 Shown::NoMatch,
                 i,
                 1,
+                None,
             );
         }
         let all = recent.pushes(None);
@@ -245,5 +361,32 @@ mod tests {
         let only_a = recent.pushes(Some("a"));
         assert_eq!(only_a.len(), CAPACITY / 2);
         assert!(only_a.iter().all(|p| &*p.account == "a"));
+    }
+
+    /// A holding reply whose late answer then failed (48001) does not stay "replied" alone.
+    #[test]
+    fn what_follows_a_push_shows_beside_it_as_it_happens() {
+        let recent = Recent::new(0);
+        let account: Arc<str> = Arc::from("shop");
+        let after = Arc::new(Followup::default());
+        let msg = message("订单 42", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M");
+        recent.record(&account, &msg, None, Shown::Replied, 1, 1, Some(&after));
+        let json = |recent: &Recent| serde_json::to_value(&recent.pushes(None)[0]).unwrap();
+        assert_eq!(json(&recent)["after"]["late"], serde_json::Value::Null);
+        after.late(Late::Waiting);
+        assert_eq!(json(&recent)["after"]["late"], "waiting");
+        after.late(Late::Queued);
+        after.queued(2);
+        after.sent();
+        after.failed(Some(48001));
+        let shown = json(&recent)["after"].clone();
+        assert_eq!(
+            shown,
+            serde_json::json!({"late": "queued", "queued": 0, "sent": 1, "failed": 1,
+                "refused": 0, "errcode": 48001})
+        );
+        // A push without one has no `after`.
+        recent.record(&account, &msg, None, Shown::NoMatch, 2, 1, None);
+        assert!(json(&recent).get("after").is_none());
     }
 }

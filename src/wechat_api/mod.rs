@@ -5,7 +5,9 @@
 //!
 //! The HTTP client is reqwest (rustls, ring): tokio-based, so its futures run on any of
 //! the server's runtimes and are `Send` (awc's are not, and tie a connection pool to one
-//! actix worker); it keeps connections alive and bounds every call in time.
+//! actix worker); it keeps connections alive, bounds every call in time and every answer
+//! in size (`MAX_ANSWER`), and follows no redirect (a request carries the AppSecret or an
+//! access token, which must never reach another origin).
 
 mod custom;
 mod token;
@@ -27,6 +29,14 @@ use crate::telemetry::metrics::Metrics;
 pub const DEFAULT_BASE: &str = "https://api.weixin.qq.com";
 /// How long one API call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read from WeChat's API; past it the call fails (`TooLarge`) without
+/// reading the rest. WeChat's JSON answers are small: a token or an errcode is under 200
+/// bytes; the largest wxrules reads or will read are the console's auto-replies (at most
+/// 200 keyword rules, a few hundred KiB), the custom menu with its conditional menus (a
+/// few KiB each) and a page of permanent media (20 items of images, voice or video, a few
+/// KiB). Only a page of news material carries whole articles (each under 1 MB): such a
+/// call asks for few items per page or passes its own limit.
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// The account's AppID and AppSecret. `Debug` shows the AppID only.
 #[derive(Clone)]
@@ -66,6 +76,13 @@ pub enum ApiError {
     /// An HTTP status other than 200.
     #[error("HTTP status {0}")]
     Status(u16),
+    /// A redirect (3xx): not followed, since the request carries the AppSecret or an
+    /// access token.
+    #[error("HTTP status {0}: a redirect, not followed (the request carries credentials)")]
+    Redirected(u16),
+    /// An answer longer than the limit (`MAX_ANSWER`): the rest is not read.
+    #[error("the answer is over {0} bytes")]
+    TooLarge(usize),
     /// WeChat answered with an error code.
     #[error("errcode {errcode}: {errmsg}")]
     Wechat { errcode: i64, errmsg: String },
@@ -91,7 +108,11 @@ impl ApiError {
         match self {
             ApiError::NoCredentials => Disposition::Final,
             // Not WeChat's JSON: a proxy's error page, most likely; it may come back.
-            ApiError::Network(_) | ApiError::Answer(_) => Disposition::Retry,
+            ApiError::Network(_) | ApiError::Answer(_) | ApiError::TooLarge(_) => {
+                Disposition::Retry
+            }
+            // A proxy or a hijacked name pointing elsewhere: an operator must look.
+            ApiError::Redirected(_) => Disposition::Final,
             ApiError::Status(status) if *status >= 500 || *status == 429 => Disposition::Retry,
             ApiError::Status(_) => Disposition::Final,
             ApiError::Wechat { errcode, .. } => match errcode {
@@ -117,7 +138,8 @@ impl ApiError {
         match self {
             ApiError::NoCredentials => "no_credentials",
             ApiError::Network(_) => "network",
-            ApiError::Status(_) => "http_status",
+            ApiError::Status(_) | ApiError::Redirected(_) => "http_status",
+            ApiError::TooLarge(_) => "too_large",
             ApiError::Wechat { .. } => "errcode",
             ApiError::Answer(_) => "bad_answer",
         }
@@ -156,6 +178,8 @@ pub fn http_client() -> Result<reqwest::Client, ApiError> {
         .timeout(CALL_TIMEOUT)
         .connect_timeout(Duration::from_secs(3))
         .pool_idle_timeout(Duration::from_secs(60))
+        // A 307 or 308 would post the AppSecret again, to wherever `Location` says.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("wxrules/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ApiError::Network(format!("cannot build the HTTP client: {e}")))
@@ -218,6 +242,7 @@ impl Api {
             Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
                 tracing::warn!(
                     event = "token_rejected",
+                    account = self.metrics.account(),
                     errcode,
                     "refreshing the access token"
                 );
@@ -331,7 +356,11 @@ impl Api {
         match fetched {
             Ok((token, expires_in)) => {
                 self.token.put(&token, usable(expires_in)).await;
-                tracing::info!(event = "token_refreshed", expires_in = expires_in.as_secs());
+                tracing::info!(
+                    event = "token_refreshed",
+                    account = self.metrics.account(),
+                    expires_in = expires_in.as_secs()
+                );
                 Ok(token)
             }
             Err(e) => {
@@ -341,9 +370,14 @@ impl Api {
                 }
                 tracing::error!(
                     event = "token_failed",
+                    account = self.metrics.account(),
                     errcode = e.errcode(),
                     error = %e,
-                    "cannot get an access token; check WXRULES_APPID, WXRULES_APPSECRET and the IP whitelist (40164)"
+                    "{}",
+                    match self.metrics.account() {
+                        None => "cannot get an access token; check WXRULES_APPID, WXRULES_APPSECRET and the IP whitelist (40164)",
+                        Some(_) => "cannot get an access token; check the account's appid and appsecret and the IP whitelist (40164)",
+                    }
                 );
                 Err(e)
             }
@@ -393,8 +427,8 @@ impl Api {
         result
     }
 
-    /// Sends a request and reads its JSON answer. Errors never carry the URL (its query
-    /// holds the access token).
+    /// Sends a request and reads its JSON answer, `MAX_ANSWER` bytes at most. Errors never
+    /// carry the URL (its query holds the access token).
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
@@ -404,15 +438,36 @@ impl Api {
             .await
             .map_err(|e| ApiError::Network(describe(&e)))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ApiError::Redirected(status.as_u16()));
+        }
         if !status.is_success() {
             return Err(ApiError::Status(status.as_u16()));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Network(describe(&e)))?;
+        let bytes = read_capped(response, MAX_ANSWER).await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Answer(format!("not JSON: {e}")))
     }
+}
+
+/// The body of `response`, refused once it passes `limit` bytes: by its `Content-Length`
+/// before anything is read, or as it arrives, chunk by chunk.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > limit as u64 {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ApiError::Network(describe(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn outcome<T>(result: &Result<T, ApiError>) -> &'static str {

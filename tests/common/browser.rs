@@ -145,7 +145,12 @@ impl Server {
             .unwrap()
             .as_secs()
             .to_string();
-        let nonce = "20261130";
+        // A nonce of its own: a signed query carries one body.
+        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nonce = &format!(
+            "20261130{}",
+            SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let url = format!(
             "http://{}/wechat?timestamp={ts}&nonce={nonce}&signature={}",
             self.public,

@@ -2,7 +2,8 @@
 //! `POST /cgi-bin/message/custom/send`, answering with WeChat's documented JSON and errcodes
 //! (40125 for a wrong secret, 40001/42001 for a token that is no good, `{"errcode":0,
 //! "errmsg":"ok"}` for a delivered message). A test can script the next answers of
-//! `custom/send`, expire the token, and read what was delivered, in order.
+//! `custom/send`, fail every send to one user, expire the token, make `stable_token`
+//! misbehave (a redirect, an endless answer), and read what was delivered, in order.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
@@ -12,9 +13,21 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 pub const APPID: &str = "wx_fake_appid";
 pub const SECRET: &str = "fake-app-secret-0123456789";
+
+/// How `stable_token` misbehaves, instead of answering.
+#[derive(Debug, Clone)]
+pub enum Misbehave {
+    /// `307 Temporary Redirect` to this URL: a client that follows it posts the AppSecret
+    /// there.
+    RedirectTo(String),
+    /// A 200 answer of this many bytes (`{"access_token":"` and then `a`s), streamed
+    /// without a Content-Length; the bytes the client took are counted.
+    Endless(usize),
+}
 
 /// The next answer of `custom/send`, instead of delivering.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +48,11 @@ pub struct FakeState {
     script: Mutex<VecDeque<Scripted>>,
     /// Delivered messages, in the order they came.
     delivered: Mutex<Vec<Value>>,
+    /// Users every send to whom fails, with this errcode.
+    failing: Mutex<HashMap<String, i64>>,
+    misbehave: Mutex<Option<Misbehave>>,
+    /// Bytes of an endless answer handed to the connection so far.
+    streamed: Arc<AtomicUsize>,
 }
 
 pub struct FakeWechat {
@@ -105,6 +123,25 @@ impl FakeWechat {
         self.state.script.lock().unwrap().extend(answers);
     }
 
+    /// Every send to `user` fails with `errcode` from now on (`-1`: system busy, retried).
+    pub fn fail_user(&self, user: &str, errcode: i64) {
+        self.state
+            .failing
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), errcode);
+    }
+
+    /// `stable_token` misbehaves from now on.
+    pub fn misbehave(&self, how: Misbehave) {
+        *self.state.misbehave.lock().unwrap() = Some(how);
+    }
+
+    /// Bytes of an endless answer handed to the connection so far.
+    pub fn streamed(&self) -> usize {
+        self.state.streamed.load(Ordering::SeqCst)
+    }
+
     /// Forgets the scripted answers not given yet: messages are delivered again.
     pub fn clear_script(&self) {
         self.state.script.lock().unwrap().clear();
@@ -148,6 +185,15 @@ fn errcode(code: i64, msg: &str) -> HttpResponse {
 
 async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> HttpResponse {
     state.token_calls.fetch_add(1, Ordering::SeqCst);
+    match state.misbehave.lock().unwrap().clone() {
+        Some(Misbehave::RedirectTo(url)) => {
+            return HttpResponse::TemporaryRedirect()
+                .insert_header(("Location", url))
+                .finish()
+        }
+        Some(Misbehave::Endless(bytes)) => return endless(&state.streamed, bytes),
+        None => {}
+    }
     if body["grant_type"] != "client_credential" {
         return errcode(40002, "invalid grant_type");
     }
@@ -164,6 +210,54 @@ async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> Ht
         *valid = Some(format!("ACCESS_TOKEN_{n}"));
     }
     HttpResponse::Ok().json(json!({"access_token": valid.clone(), "expires_in": 7200}))
+}
+
+/// A 200 answer of `bytes` bytes, made as the client reads it, 64 KiB at a time; `streamed`
+/// counts what was handed over.
+fn endless(streamed: &Arc<AtomicUsize>, bytes: usize) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(Endless {
+            left: bytes,
+            first: true,
+            streamed: Arc::clone(streamed),
+        })
+}
+
+/// The body of `endless`: chunked (no Content-Length), each chunk made when asked for.
+struct Endless {
+    left: usize,
+    first: bool,
+    streamed: Arc<AtomicUsize>,
+}
+
+impl actix_web::body::MessageBody for Endless {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        const CHUNK: usize = 64 * 1024;
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK);
+        self.left -= n;
+        let mut chunk = if self.first {
+            b"{\"access_token\":\"".to_vec()
+        } else {
+            Vec::new()
+        };
+        self.first = false;
+        chunk.resize(n, b'a');
+        self.streamed.fetch_add(n, Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok(web::Bytes::from(chunk))))
+    }
 }
 
 /// WeChat's answer to a call whose `access_token` is not the one that works now (42001 when
@@ -207,6 +301,10 @@ async fn custom_send(
     state.send_calls.fetch_add(1, Ordering::SeqCst);
     if let Some(refused) = refuse_token(&state, &req) {
         return refused;
+    }
+    let to = body["touser"].as_str().unwrap_or("").to_owned();
+    if let Some(&code) = state.failing.lock().unwrap().get(&to) {
+        return errcode(code, "failing user");
     }
     if let Some(next) = state.script.lock().unwrap().pop_front() {
         return match next {

@@ -56,10 +56,13 @@ pub fn sign(parts: &[&str]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The query string WeChat would append for a plaintext push at `NOW`.
+/// The query string WeChat would append for a plaintext push at `NOW`, with a nonce of its
+/// own (`1320562132` and a count): a signed query carries one body (`store::replay`).
 pub fn signed_query() -> String {
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let ts = NOW.to_string();
-    let nonce = "1320562132";
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nonce = &format!("1320562132{n}");
     format!(
         "timestamp={ts}&nonce={nonce}&signature={}&openid=oUser",
         sign(&[TOKEN, &ts, nonce])
@@ -98,6 +101,7 @@ pub fn state_with_dedup(
     let fleet = Fleet::of_one(builder, sources, secrets)
         .unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
+    let replays = wxrules::store::replay::Replays::new(dedup.redis());
     AppState {
         fleet: Arc::new(fleet),
         metrics,
@@ -107,6 +111,7 @@ pub fn state_with_dedup(
         caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
+        replays: Arc::new(replays),
         recent: None,
     }
 }

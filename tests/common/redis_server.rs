@@ -6,29 +6,49 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `redis-server` of this test's own, on a free loopback port, killed on drop.
+/// A `redis-server` of this test's own, on a free loopback port, killed on drop (and its
+/// directory, which holds its AOF when it has one, removed).
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Arguments after the defaults (`--save '' --appendonly no`), which they override.
+    extra: Vec<String>,
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// With `args` after the defaults: `["--appendonly", "yes"]` persists its writes.
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut server = RedisServer { port, child: None };
+        let dir = std::env::temp_dir().join(format!("wxrules-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra: args.iter().map(|a| (*a).to_owned()).collect(),
+            dir,
+        };
         server.spawn();
         server
     }
 
+    /// Starts it (again, after `kill`: on the same port and directory).
     pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
-            .current_dir(std::env::temp_dir())
+            .args(&self.extra)
+            .arg("--dir")
+            .arg(&self.dir)
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,10 +97,18 @@ impl RedisServer {
         let mut conn = client.get_connection().unwrap();
         redis::cmd("GET").arg(key).query(&mut conn).unwrap()
     }
+
+    /// The length of the stream `key` (0 when there is none).
+    pub fn xlen(&self, key: &str) -> usize {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("XLEN").arg(key).query(&mut conn).unwrap()
+    }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -277,12 +277,11 @@ fn compile(
     if !timezone_holds(&mut c) {
         return Err(LoadError(c.errors));
     }
-    let spans = rule_spans(source, &lines, c.positions.rule_lines());
     let mut rules = Vec::with_capacity(inputs.len());
     let mut off = Vec::new();
     let mut names = Names::default();
     for (i, input) in inputs.into_iter().enumerate() {
-        match rule::compile_rule(&mut c, i, input, spans.get(i), &mut names) {
+        match rule::compile_rule(&mut c, i, input, &mut names) {
             Some(rule) if rule.off => off.push(rule),
             Some(rule) => rules.push(rule),
             None => {}
@@ -380,27 +379,6 @@ fn parse_rules(source: &str) -> Result<Vec<RuleInput>, schema::YamlError> {
             }
         })
         .collect())
-}
-
-/// The source text of each rule: from its first line to the next rule's first line.
-fn rule_spans<'a>(
-    source: &'a str,
-    index: &LineIndex,
-    lines: impl Iterator<Item = usize>,
-) -> Vec<&'a str> {
-    let starts: Vec<usize> = lines.map(|line| index.offset(line)).collect();
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, &start)| {
-            let end = starts
-                .get(i + 1)
-                .copied()
-                .unwrap_or(source.len())
-                .max(start);
-            source.get(start..end).unwrap_or_default()
-        })
-        .collect()
 }
 
 /// The first 8 bytes of a hash, as hex: enough to tell versions apart in logs.

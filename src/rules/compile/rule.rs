@@ -19,22 +19,21 @@ use crate::rules::{active, Action, Call, Criteria, ReplySpec, Rule};
 /// The rules' names seen so far, each with the line where it is first used.
 pub(super) type Names = HashMap<String, usize, foldhash::fast::RandomState>;
 
-/// Compiles rule `i` of the file (`span`: its text), recording every problem in `c`;
+/// Compiles rule `i` of the file, recording every problem in `c`;
 /// `None` when it has any.
 pub(super) fn compile_rule(
     c: &mut Compiler<'_>,
     i: usize,
     input: RuleInput,
-    span: Option<&&str>,
     names: &mut Names,
 ) -> Option<Rule> {
     let start = c.positions.rule(i);
     let raw_rule = typed(c, i, input)?;
     let fingerprint = {
-        // The rule's own text: a change anywhere in it is a changed rule.
+        // What the rule says, as typed: comments, layout, quoting and its place in the file
+        // do not change what it does, so they do not make it changed.
         let mut h = std::hash::DefaultHasher::new();
-        span.hash(&mut h);
-        raw_rule.name.0.hash(&mut h);
+        raw_rule.hash(&mut h);
         h.finish()
     };
     let name = raw_rule.name.0;

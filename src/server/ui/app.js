@@ -22,6 +22,12 @@ const I18N = {
     // push / try outcomes
     po_replied: '已回复', po_ignored: '不回复', po_no_match: '无匹配', po_error: '出错', po_retry: '重试',
     po_deadline: '超时', po_refused: '拒绝',
+    // what follows a push: its call, its late reply, its customer-service messages
+    af_call: o => `调用失败：${o}`, af_late_waiting: '延迟回复：等待服务', af_late_queued: '延迟回复：已排队',
+    af_late_nothing: '延迟回复：无', af_late_failed: '延迟回复：渲染失败',
+    af_queued: n => `客服消息排队中 ${n}`, af_sent: n => `客服消息已发送 ${n}`,
+    af_failed: (n, code) => `客服消息发送失败 ${n}` + (code != null ? `（${code}）` : ''),
+    af_refused: n => `客服消息被拒 ${n}`,
     // reply kinds
     k_text: '文本', k_news: '图文', k_image: '图片', k_voice: '语音', k_video: '视频', k_music: '音乐',
     k_transfer: '转客服', k_transfer_customer_service: '转客服', k_ignore: '不回复', k_one_of: '随机回复',
@@ -81,6 +87,11 @@ const I18N = {
     reloadUnchanged: (n) => `${n} account(s) unchanged, not reloaded`, reloadConfigErrors: 'The config file has errors; the accounts stay as they were:',
     reloadAccountAdded: (n) => `New account serving: ${n} rules`, reloadAccountRemoved: 'Account removed; it no longer receives pushes',
     po_replied: 'replied', po_ignored: 'ignored', po_no_match: 'no match', po_error: 'error', po_retry: 'retry',
+    af_call: o => `call failed: ${o}`, af_late_waiting: 'late reply: waiting for the service', af_late_queued: 'late reply: queued',
+    af_late_nothing: 'late reply: none', af_late_failed: 'late reply: failed to render',
+    af_queued: n => `${n} queued`, af_sent: n => `${n} sent`,
+    af_failed: (n, code) => `${n} failed` + (code != null ? ` (${code})` : ''),
+    af_refused: n => `${n} refused`,
     po_deadline: 'deadline', po_refused: 'refused',
     k_text: 'text', k_news: 'news', k_image: 'image', k_voice: 'voice', k_video: 'video', k_music: 'music',
     k_transfer: 'to customer service', k_transfer_customer_service: 'to customer service', k_ignore: 'no reply',
@@ -685,8 +696,23 @@ function renderPushes() {
     el('td', { class: 'keyword', text: str(p.keyword) }),
     el('td', { class: 'mono', text: str(p.user) }),
     el('td', { class: p.rule ? 'rule-name' : 'muted', text: p.rule ? str(p.rule) : t('none') }),
-    el('td', null, outcomeBadge('po_', p.outcome)),
+    el('td', { class: 'push-outcome' }, outcomeBadge('po_', p.outcome), afterBadges(p.after)),
     el('td', { class: 'num mono', text: p.us == null ? t('none') : Number(p.us).toLocaleString('en-US') }))));
+}
+// What followed a push: a failed call, the late reply's course, its customer-service messages
+// (a holding reply is "replied" even when the answer it promised then failed to go out).
+function afterBadges(a) {
+  if (!a || typeof a !== 'object') return [];
+  const out = [];
+  const n = v => Number(v) || 0;
+  if (a.call_failed) out.push(badge(t('af_call', str(a.call_failed)), 'bad'));
+  const late = { waiting: 'info', queued: 'grey', nothing: 'warn', failed: 'bad' }[str(a.late)];
+  if (late) out.push(badge(t('af_late_' + a.late), late));
+  if (n(a.failed)) out.push(badge(t('af_failed', n(a.failed), a.errcode), 'bad'));
+  if (n(a.refused)) out.push(badge(t('af_refused', n(a.refused)), 'bad'));
+  if (n(a.queued)) out.push(badge(t('af_queued', n(a.queued)), 'info'));
+  if (n(a.sent)) out.push(badge(t('af_sent', n(a.sent)), 'ok'));
+  return out.map(b => { b.classList.add('after'); return b; });
 }
 
 // ---- Reload ---------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
 //! The outbox: customer-service messages waiting to go out through WeChat's API, and the
 //! tasks that send them. A push only queues (never waits on the network); the messages of
 //! one push go out in order, and so do all of one user's, each user being served by one
-//! shard. Failed sends are retried with backoff while WeChat may still take them; final
-//! errcodes are not.
+//! shard. Within a shard each user has a lane (`lanes`): a user whose sends fail with an
+//! error worth retrying is parked with a due time while the shard serves the others, so
+//! one user's retries never hold up another's messages. Final errcodes are not retried.
 //!
 //! In process (the default) it is bounded, and what it holds when the process dies is lost
 //! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
-//! Redis Stream per shard (`stream`): any instance delivers, nothing is lost when one
+//! Redis Stream per shard, each capped: any instance delivers, nothing is lost when one
 //! dies; while Redis is away, pushes queue in process. The streams themselves (keys,
-//! consumer group, leases) are `store::outbox`'s; here are the jobs, the sending and retries.
+//! consumer group, leases, the cap) are `store::outbox`'s; here are the jobs, the sending
+//! and retries (`shard`).
+
+mod lanes;
+mod shard;
 
 pub use crate::store::outbox::LEASE;
 
@@ -19,18 +24,21 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::store::outbox::{Entry, ShardStream};
+use crate::store::outbox::{Added, Entry, ShardStream};
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
-use crate::wechat_api::{Api, CustomMessage, Disposition};
-use crate::wire::mask_openid;
+use crate::telemetry::recent::Followup;
+use crate::wechat_api::{Api, CustomMessage};
+use shard::Shard;
 
 /// How the outbox behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
     /// Senders working at once; a user always goes to the same one.
     pub shards: usize,
-    /// Messages held at most; a push whose messages do not fit is refused (logged, counted).
+    /// Messages held at most in process; a push whose messages do not fit is refused
+    /// (logged, counted). With Redis, each shard's stream holds `capacity / shards` pushes
+    /// at most, past which a push is refused likewise.
     pub capacity: usize,
     /// The first wait before a retry, doubled each time up to `max_backoff`.
     pub backoff: Duration,
@@ -51,8 +59,16 @@ impl Default for Config {
     }
 }
 
-/// How often an owner of a shard's stream with nothing to send looks again.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+impl Config {
+    /// The entries one shard's stream holds at most.
+    fn stream_cap(&self) -> usize {
+        (self.capacity / self.shards.max(1)).max(1)
+    }
+}
+
+/// How many pushes' messages the outbox keeps a `Followup` for (with Redis, where a job
+/// crosses the stream): the dashboard's ring shows the last 200 pushes.
+const FOLLOWUPS: usize = 256;
 
 /// The messages of one push, for one user.
 #[derive(Debug)]
@@ -60,6 +76,7 @@ struct Job {
     rule: Arc<str>,
     messages: Vec<CustomMessage>,
     queued_at: Instant,
+    followup: Option<Arc<Followup>>,
 }
 
 /// One push's messages as a shard's stream keeps them (as JSON).
@@ -83,6 +100,9 @@ impl StoredJob {
 pub enum Refused {
     #[error("the outbox is full ({0} messages)")]
     Full(usize),
+    /// With Redis: the user's shard's stream holds as many pushes as it may.
+    #[error("the outbox's Redis stream for this user is full ({0} pushes waiting)")]
+    StreamFull(usize),
     #[error("the server is stopping")]
     Closing,
     #[error(
@@ -97,9 +117,13 @@ pub struct Outbox {
     shards: Vec<mpsc::UnboundedSender<Job>>,
     /// With Redis: the shard streams, tried before the in-process queues.
     streams: Vec<Arc<ShardStream>>,
+    /// With Redis: the followups of the jobs this instance added, by entry id, for its
+    /// own shards to fill in when they send them (another instance's cannot).
+    followups: Arc<quick_cache::sync::Cache<String, Arc<Followup>>>,
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
     capacity: usize,
+    stream_cap: usize,
     can_send: bool,
     metrics: Metrics,
 }
@@ -122,20 +146,17 @@ impl Outbox {
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
             shards.push(tx);
-            let shard = Shard {
-                api: Arc::clone(api),
-                config,
-                metrics: metrics.clone(),
-                queued: Arc::clone(&queued),
-            };
+            let shard = Shard::new(api, config, &metrics, Arc::clone(&queued));
             tasks.push(tokio::spawn(shard.run(rx, stopping.clone())));
         }
         let outbox = Outbox {
             shards,
             streams: Vec::new(),
+            followups: Arc::new(quick_cache::sync::Cache::new(FOLLOWUPS)),
             queued: Arc::clone(&queued),
             closing: AtomicBool::new(false),
             capacity: config.capacity,
+            stream_cap: config.stream_cap(),
             can_send: api.can_send(),
             metrics,
         };
@@ -168,15 +189,13 @@ impl Outbox {
             senders.tasks.push(tokio::spawn(
                 Arc::clone(&stream).keep_lease(stopping.clone()),
             ));
-            let shard = Shard {
-                api: Arc::clone(api),
-                config,
-                metrics: metrics.clone(),
-                queued: Arc::new(AtomicUsize::new(0)),
-            };
-            senders.tasks.push(tokio::spawn(
-                shard.run_stream(Arc::clone(&stream), stopping),
-            ));
+            let shard = Shard::new(api, config, metrics, Arc::new(AtomicUsize::new(0)));
+            let followups = Arc::clone(&outbox.followups);
+            senders.tasks.push(tokio::spawn(shard.run_stream(
+                Arc::clone(&stream),
+                followups,
+                stopping,
+            )));
             outbox.streams.push(stream);
         }
         (outbox, senders)
@@ -188,9 +207,11 @@ impl Outbox {
         Outbox {
             shards: Vec::new(),
             streams: Vec::new(),
+            followups: Arc::new(quick_cache::sync::Cache::new(1)),
             queued: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
             capacity: 0,
+            stream_cap: 0,
             can_send: false,
             metrics,
         }
@@ -204,6 +225,17 @@ impl Outbox {
         rule: &Arc<str>,
         messages: Vec<CustomMessage>,
     ) -> Result<(), Refused> {
+        self.enqueue_followed(rule, messages, None).await
+    }
+
+    /// `enqueue`, with the push's `Followup` told what becomes of each message (queued,
+    /// refused, then sent or failed).
+    pub async fn enqueue_followed(
+        &self,
+        rule: &Arc<str>,
+        messages: Vec<CustomMessage>,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
         let Some(first) = messages.first() else {
             return Ok(());
         };
@@ -215,56 +247,88 @@ impl Outbox {
                 queued_at_ms: unix_millis(),
             };
             let added = match serde_json::to_string(&job) {
-                Ok(json) => stream.add(&json).await,
+                Ok(json) => stream.add(&json, self.stream_cap).await,
                 Err(_) => Err(Unavailable),
             };
+            let n = job.messages.len();
             return match added {
-                Ok(()) => Ok(()),
+                Ok(Added::Entry(id)) => {
+                    if let Some(followup) = followup {
+                        followup.queued(n);
+                        self.followups.insert(id, followup);
+                    }
+                    Ok(())
+                }
+                // Never trimmed: what waits in the stream is unsent. The push's messages
+                // are refused instead, as a full outbox in process refuses them.
+                Ok(Added::Full) => self.refuse(Refused::StreamFull(self.stream_cap), n, followup),
                 // Redis is away: this push's messages wait in process instead.
-                Err(Unavailable) => self.enqueue_here(rule, job.messages),
+                Err(Unavailable) => self.enqueue_here(rule, job.messages, followup),
             };
         }
-        self.enqueue_here(rule, messages)
+        self.enqueue_here(rule, messages, followup)
     }
 
-    fn enqueue_here(&self, rule: &Arc<str>, messages: Vec<CustomMessage>) -> Result<(), Refused> {
+    fn enqueue_here(
+        &self,
+        rule: &Arc<str>,
+        messages: Vec<CustomMessage>,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
         let n = messages.len();
         let Some(first) = messages.first() else {
             return Ok(());
         };
-        let refuse = |why: Refused| {
-            let outcome = match why {
-                Refused::NoCredentials => "unsendable",
-                _ => "refused",
-            };
-            self.metrics.outbox_result(outcome, n as u64);
-            Err(why)
-        };
         if !self.can_send {
-            return refuse(Refused::NoCredentials);
+            return self.refuse(Refused::NoCredentials, n, followup);
         }
         if self.closing.load(Ordering::Acquire) {
-            return refuse(Refused::Closing);
+            return self.refuse(Refused::Closing, n, followup);
         }
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            return refuse(Refused::Full(self.capacity));
+            return self.refuse(Refused::Full(self.capacity), n, followup);
         }
         let shard = &self.shards[shard_of(&first.touser, self.shards.len())];
+        if let Some(followup) = &followup {
+            followup.queued(n);
+        }
         let job = Job {
             rule: Arc::clone(rule),
             messages,
             queued_at: Instant::now(),
+            followup,
         };
         // Counted before the send: the shard may take and send it at once.
         self.metrics.outbox_state("queued", n as i64);
-        if shard.send(job).is_err() {
+        if let Err(mpsc::error::SendError(job)) = shard.send(job) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.metrics.outbox_state("queued", -(n as i64));
-            return refuse(Refused::Closing);
+            if let Some(followup) = &job.followup {
+                followup.unqueue(n);
+            }
+            return self.refuse(Refused::Closing, n, job.followup);
         }
         Ok(())
+    }
+
+    /// Counts `n` messages refused for `why` (on the push's followup too).
+    fn refuse(
+        &self,
+        why: Refused,
+        n: usize,
+        followup: Option<Arc<Followup>>,
+    ) -> Result<(), Refused> {
+        let outcome = match why {
+            Refused::NoCredentials => "unsendable",
+            _ => "refused",
+        };
+        self.metrics.outbox_result(outcome, n as u64);
+        if let Some(followup) = followup {
+            followup.refused(n);
+        }
+        Err(why)
     }
 
     /// Whether it sends at all (an AppSecret is configured).
@@ -283,12 +347,18 @@ impl Senders {
     /// messages were left unsent.
     pub async fn drain(self, within: Duration) -> usize {
         let _ = self.stop.send(true);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
         let all = async {
             for task in self.tasks {
                 let _ = task.await;
             }
         };
         let _ = tokio::time::timeout(within, all).await;
+        // A user still parked for a retry past the drain is not waited for: its messages
+        // are counted as left (and with Redis stay in the stream for the next owner).
+        for abort in aborts {
+            abort.abort();
+        }
         self.queued.load(Ordering::Acquire)
     }
 }
@@ -305,142 +375,6 @@ fn shard_of(openid: &str, shards: usize) -> usize {
     use std::hash::BuildHasher;
     let hash = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(openid);
     (hash % shards as u64) as usize
-}
-
-struct Shard {
-    api: Arc<Api>,
-    config: Config,
-    metrics: Metrics,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Shard {
-    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            tokio::select! {
-                job = jobs.recv() => match job {
-                    Some(job) => self.deliver(job).await,
-                    None => return,
-                },
-                changed = stop.changed() => if changed.is_err() {
-                    break;
-                },
-            }
-        }
-        // Stopping: send what is already queued (the drain bounds how long).
-        while let Ok(job) = jobs.try_recv() {
-            self.deliver(job).await;
-        }
-    }
-
-    /// Sends what the shard's stream holds while this instance owns the shard: first what
-    /// earlier owners left pending, then new entries, each acknowledged once sent or given up.
-    async fn run_stream(self, stream: Arc<ShardStream>, mut stop: watch::Receiver<bool>) {
-        let mut owned = false;
-        while !*stop.borrow() {
-            if !stream.owned() {
-                owned = false;
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            let entries = if owned {
-                stream.read().await
-            } else {
-                owned = true;
-                stream.ensure_group().await;
-                let mut entries = stream.claim().await;
-                entries.extend(stream.read().await);
-                entries
-            };
-            if entries.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            for entry in entries {
-                match StoredJob::of(&entry) {
-                    Some(job) => {
-                        let age =
-                            Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));
-                        let queued_at =
-                            Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                        for message in &job.messages {
-                            self.send_one(&job.rule, message, queued_at).await;
-                        }
-                    }
-                    None => tracing::error!(event = "outbox_entry_unreadable", id = %entry.id),
-                }
-                stream.done(&entry.id).await;
-            }
-        }
-    }
-
-    async fn deliver(&self, job: Job) {
-        for message in job.messages {
-            self.send_one(&job.rule, &message, job.queued_at).await;
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.outbox_state("queued", -1);
-        }
-    }
-
-    /// Sends `message`, retrying what may succeed later until `give_up_after`.
-    async fn send_one(&self, rule: &str, message: &CustomMessage, queued_at: Instant) {
-        let give_up = queued_at + self.config.give_up_after;
-        let mut delay = self.config.backoff;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let error = match self.api.send_custom(message).await {
-                Ok(()) => {
-                    self.metrics.outbox_result("sent", 1);
-                    tracing::info!(
-                        event = "message_sent",
-                        rule,
-                        kind = message.kind(),
-                        attempts,
-                        ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
-                    );
-                    tracing::debug!(event = "message_sent", to_user = %message.touser);
-                    return;
-                }
-                Err(e) => e,
-            };
-            let retry =
-                error.disposition() == Disposition::Retry && Instant::now() + delay < give_up;
-            if !retry {
-                self.metrics.outbox_result("failed", 1);
-                tracing::error!(
-                    event = "message_failed",
-                    rule,
-                    kind = message.kind(),
-                    user = %mask_openid(&message.touser),
-                    errcode = error.errcode(),
-                    error = %error,
-                    attempts,
-                    "not sent; not retried"
-                );
-                return;
-            }
-            tracing::warn!(
-                event = "message_retry",
-                rule,
-                kind = message.kind(),
-                errcode = error.errcode(),
-                error = %error,
-                attempts,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
-            );
-            self.metrics.outbox_state("retrying", 1);
-            tokio::time::sleep(delay).await;
-            self.metrics.outbox_state("retrying", -1);
-            delay = (delay * 2).min(self.config.max_backoff);
-        }
-    }
 }
 
 #[cfg(test)]

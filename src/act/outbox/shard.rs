@@ -1,0 +1,357 @@
+//! One shard's sender: it takes jobs (from its in-process queue, or from its Redis stream
+//! while this instance owns the shard), puts each message in its user's lane, and sends
+//! one message at a time, the users in turn. A send that fails with an error worth
+//! retrying parks its user until the backoff is over; the others go on meanwhile. What is
+//! sent or given up is counted, logged (with the account's name, the user masked) and
+//! told to the push's `Followup`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::lanes::{Lanes, Retry};
+use super::{unix_millis, Config, Job, StoredJob};
+use crate::store::outbox::{Entry, ShardStream};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::recent::Followup;
+use crate::wechat_api::{Api, CustomMessage, Disposition};
+use crate::wire::mask_openid;
+
+/// How often an owner of a shard's stream with nothing to send looks again, and how often
+/// it reads new entries while it has messages to send.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// One message in its user's lane.
+#[derive(Debug)]
+struct Queued {
+    rule: Arc<str>,
+    message: CustomMessage,
+    queued_at: Instant,
+    followup: Option<Arc<Followup>>,
+    /// With Redis: the entry it came in, on the entry's last message (all of an entry's
+    /// messages are one user's, so they are done in order): acknowledged once done.
+    entry: Option<String>,
+}
+
+pub(super) struct Shard {
+    api: Arc<Api>,
+    config: Config,
+    metrics: Metrics,
+    /// Messages held in process, shared with the outbox (which bounds it).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Shard {
+    pub(super) fn new(
+        api: &Arc<Api>,
+        config: Config,
+        metrics: &Metrics,
+        queued: Arc<AtomicUsize>,
+    ) -> Shard {
+        Shard {
+            api: Arc::clone(api),
+            config,
+            metrics: metrics.clone(),
+            queued,
+        }
+    }
+
+    /// Sends the in-process queue's jobs until told to stop, then what is left, until the
+    /// drain gives up on it.
+    pub(super) async fn run(
+        self,
+        mut jobs: mpsc::UnboundedReceiver<Job>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut lanes = Lanes::default();
+        let mut open = true;
+        let mut stopping = *stop.borrow();
+        loop {
+            while let Ok(job) = jobs.try_recv() {
+                take_job(&mut lanes, job);
+            }
+            self.wake(&mut lanes);
+            if let Some(user) = lanes.next_ready() {
+                if self.serve(&mut lanes, &user).await.is_some() {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.metrics.outbox_state("queued", -1);
+                }
+                continue;
+            }
+            // Nothing to send now. Stopping (or the outbox gone): done once nothing is
+            // held; a parked user is waited for while the drain lasts.
+            if lanes.is_empty() && (stopping || !open) {
+                return;
+            }
+            let due = lanes.next_due();
+            tokio::select! {
+                job = jobs.recv(), if open => match job {
+                    Some(job) => take_job(&mut lanes, job),
+                    None => open = false,
+                },
+                () = sleep_until(due) => {}
+                changed = stop.changed(), if !stopping => {
+                    stopping = changed.is_err() || *stop.borrow();
+                }
+            }
+        }
+    }
+
+    /// Sends what the shard's stream holds while this instance owns the shard: first what
+    /// earlier owners left pending, then new entries; each entry acknowledged once its
+    /// messages are sent or given up. Entries are read ahead (up to the stream's cap), so a
+    /// user being retried never keeps the entries behind it unread.
+    pub(super) async fn run_stream(
+        self,
+        stream: Arc<ShardStream>,
+        followups: Arc<quick_cache::sync::Cache<String, Arc<Followup>>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut lanes = Lanes::default();
+        // Entries taken and not yet acknowledged.
+        let mut open_entries = 0usize;
+        let mut owned = false;
+        let mut last_read: Option<Instant> = None;
+        let read_ahead = self.config.stream_cap();
+        while !*stop.borrow() {
+            if !stream.owned() {
+                if owned {
+                    // Another instance has the shard now: it claims what was held here.
+                    owned = false;
+                    self.let_go(&mut lanes);
+                    open_entries = 0;
+                }
+                if !idle(IDLE_POLL, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+            if !owned {
+                owned = true;
+                stream.ensure_group().await;
+                let entries = stream.claim(read_ahead).await;
+                open_entries += self
+                    .take_entries(&stream, &followups, &mut lanes, entries)
+                    .await;
+                last_read = None;
+            }
+            // New entries are read once the turn is empty, and at least every poll while
+            // it is not (so that a long turn does not keep newer users waiting).
+            let now = Instant::now();
+            let read_due = !lanes.has_ready() || last_read.is_none_or(|at| now >= at + IDLE_POLL);
+            if open_entries < read_ahead && read_due {
+                last_read = Some(now);
+                let entries = stream.read().await;
+                open_entries += self
+                    .take_entries(&stream, &followups, &mut lanes, entries)
+                    .await;
+            }
+            self.wake(&mut lanes);
+            if let Some(user) = lanes.next_ready() {
+                if let Some(id) = self.serve(&mut lanes, &user).await.and_then(|q| q.entry) {
+                    stream.done(&id).await;
+                    followups.remove(&id);
+                    open_entries = open_entries.saturating_sub(1);
+                }
+                continue;
+            }
+            // Nothing to send now: wait for the first retry due, or the next poll.
+            let wait = lanes.next_due().map_or(IDLE_POLL, |due| {
+                due.saturating_duration_since(Instant::now()).min(IDLE_POLL)
+            });
+            if !idle(wait, &mut stop).await {
+                break;
+            }
+        }
+        // Stopping: what is held stays pending in the stream, for the next owner.
+        self.let_go(&mut lanes);
+    }
+
+    /// Puts stream entries in their users' lanes; how many entries wait for their messages
+    /// to be done (an entry without any is acknowledged at once).
+    async fn take_entries(
+        &self,
+        stream: &ShardStream,
+        followups: &quick_cache::sync::Cache<String, Arc<Followup>>,
+        lanes: &mut Lanes<Queued>,
+        entries: Vec<Entry>,
+    ) -> usize {
+        let mut open = 0;
+        for entry in entries {
+            let Some(job) = StoredJob::of(&entry) else {
+                tracing::error!(
+                    event = "outbox_entry_unreadable",
+                    account = self.metrics.account(),
+                    id = %entry.id
+                );
+                stream.done(&entry.id).await;
+                continue;
+            };
+            if job.messages.is_empty() {
+                stream.done(&entry.id).await;
+                continue;
+            }
+            let age = Duration::from_millis(unix_millis().saturating_sub(job.queued_at_ms));
+            let queued_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            let rule: Arc<str> = job.rule.into();
+            let followup = followups.get(&entry.id);
+            let last = job.messages.len() - 1;
+            for (i, message) in job.messages.into_iter().enumerate() {
+                let user = message.touser.clone();
+                let item = Queued {
+                    rule: Arc::clone(&rule),
+                    message,
+                    queued_at,
+                    followup: followup.clone(),
+                    entry: (i == last).then(|| entry.id.clone()),
+                };
+                lanes.push(&user, item);
+            }
+            open += 1;
+        }
+        open
+    }
+
+    /// Lets every held message go (the shard changed hands, or the instance stops).
+    fn let_go(&self, lanes: &mut Lanes<Queued>) {
+        let parked = lanes.parked();
+        self.metrics.outbox_state("retrying", -(parked as i64));
+        lanes.clear().for_each(drop);
+    }
+
+    /// Moves the users whose retry is due back into the turn.
+    fn wake(&self, lanes: &mut Lanes<Queued>) {
+        let woken = lanes.wake(Instant::now());
+        if woken > 0 {
+            self.metrics.outbox_state("retrying", -(woken as i64));
+        }
+    }
+
+    /// One try of `user`'s first message. Returns the message once it is done with (sent,
+    /// or failed for good); otherwise the user is parked until its retry is due.
+    async fn serve(&self, lanes: &mut Lanes<Queued>, user: &str) -> Option<Queued> {
+        let (item, retry) = lanes.head(user)?;
+        match self.try_once(item, retry).await {
+            None => lanes.finish(user),
+            Some(due) => {
+                self.metrics.outbox_state("retrying", 1);
+                lanes.park(user, due);
+                None
+            }
+        }
+    }
+
+    /// Sends `item` once: `None` when it is done with (sent, or failed for good), or when
+    /// to try it again (its backoff, while `give_up_after` allows).
+    async fn try_once(&self, item: &Queued, retry: &mut Retry) -> Option<Instant> {
+        let Queued {
+            rule,
+            message,
+            queued_at,
+            followup,
+            ..
+        } = item;
+        let rule = &**rule;
+        let account = self.metrics.account();
+        retry.attempts += 1;
+        let attempts = retry.attempts;
+        let error = match self.api.send_custom(message).await {
+            Ok(()) => {
+                self.metrics.outbox_result("sent", 1);
+                if let Some(followup) = followup {
+                    followup.sent();
+                }
+                tracing::info!(
+                    event = "message_sent",
+                    account,
+                    rule,
+                    kind = message.kind(),
+                    attempts,
+                    ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
+                );
+                tracing::debug!(event = "message_sent", account, to_user = %message.touser);
+                return None;
+            }
+            Err(e) => e,
+        };
+        let delay = if retry.delay.is_zero() {
+            self.config.backoff
+        } else {
+            retry.delay
+        };
+        let now = Instant::now();
+        let retry_now = error.disposition() == Disposition::Retry
+            && now + delay < *queued_at + self.config.give_up_after;
+        if !retry_now {
+            self.metrics.outbox_result("failed", 1);
+            if let Some(followup) = followup {
+                followup.failed(error.errcode());
+            }
+            tracing::error!(
+                event = "message_failed",
+                account,
+                rule,
+                kind = message.kind(),
+                user = %mask_openid(&message.touser),
+                errcode = error.errcode(),
+                error = %error,
+                attempts,
+                "not sent; not retried"
+            );
+            return None;
+        }
+        tracing::warn!(
+            event = "message_retry",
+            account,
+            rule,
+            kind = message.kind(),
+            errcode = error.errcode(),
+            error = %error,
+            attempts,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+        );
+        retry.delay = (delay * 2).min(self.config.max_backoff);
+        Some(now + delay)
+    }
+}
+
+/// Puts an in-process job's messages in its user's lane.
+fn take_job(lanes: &mut Lanes<Queued>, job: Job) {
+    let Job {
+        rule,
+        messages,
+        queued_at,
+        followup,
+    } = job;
+    let queued_at = Instant::from_std(queued_at);
+    for message in messages {
+        let user = message.touser.clone();
+        let item = Queued {
+            rule: Arc::clone(&rule),
+            message,
+            queued_at,
+            followup: followup.clone(),
+            entry: None,
+        };
+        lanes.push(&user, item);
+    }
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits `wait`, or until told to stop: whether to go on.
+async fn idle(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        changed = stop.changed() => changed.is_ok() && !*stop.borrow(),
+    }
+}

@@ -1,0 +1,257 @@
+//! Plaintext pushes seen. WeChat's plaintext `signature` covers the query (token,
+//! `timestamp`, `nonce`), not the body: one signed query, captured, would carry any number
+//! of different bodies for as long as its timestamp is accepted (`--max-age`). So each
+//! signed (account, timestamp, nonce) is remembered with a hash of the body it came with,
+//! for that long: the same body again is a retry (dedup answers it), another body is a
+//! replay, refused. In process (bounded) or, with `--store redis://…`, in Redis (shared by
+//! every instance: `SET NX PX` of the hash, compared on conflict); a Redis that fails falls
+//! back to the process's own store (`Link::or_memory`). Safe mode needs none of this: its
+//! `msg_signature` covers the body. Knows nothing of HTTP or WeChat's XML.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quick_cache::sync::{Cache, GuardResult};
+use sha1::{Digest, Sha1};
+
+use super::{set_nx_px, Link};
+
+/// Signed queries the process remembers; past it the least recently used are forgotten
+/// early (a replay of one of those with another body would pass). At 200,000 and a
+/// 5-minute window that is 660 pushes a second, every second; about 10 MiB when full.
+pub const MEMORY_ENTRIES: usize = 200_000;
+/// How long a query is remembered when the timestamp window is off (`--max-age 0`, which
+/// accepts a query for ever): the protection is then as long as this.
+pub const WITHOUT_WINDOW: Duration = Duration::from_secs(300);
+
+/// A body's hash: the first 128 bits of its SHA-1. Not chosen by whoever replays: they
+/// would need a second body with the same hash as the one WeChat sent (a second preimage,
+/// out of reach for SHA-1), and SHA-1 runs on the CPU's SHA instructions, about 0.3 µs
+/// for a push of a few hundred bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyHash(u128);
+
+impl BodyHash {
+    pub fn of(body: &[u8]) -> BodyHash {
+        let digest = Sha1::digest(body);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        BodyHash(u128::from_be_bytes(first))
+    }
+
+    fn hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+/// What a signed query has carried before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Never seen (or forgotten): remembered with this body from now on.
+    New,
+    /// Seen with this very body: a retry.
+    Same,
+    /// Seen with another body: a replay of a captured query.
+    Other,
+}
+
+/// The signed queries of one server, shared by its workers and accounts (keys carry the
+/// account).
+pub struct Replays {
+    /// Key (a hash of account, timestamp and nonce) → (body, the unix second it is
+    /// forgotten).
+    memory: Cache<u64, (BodyHash, u64)>,
+    /// Hashes the memory's keys, with a seed of this process's own.
+    keys: foldhash::fast::RandomState,
+    link: Option<Arc<Link>>,
+}
+
+impl std::fmt::Debug for Replays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replays")
+            .field("memory", &self.memory.len())
+            .field("redis", &self.link.is_some())
+            .finish()
+    }
+}
+
+/// One signed query: whose, when signed, and its nonce.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The account's scope (`Account::scope`): empty for a fleet of one.
+    pub scope: &'a str,
+    pub timestamp: &'a str,
+    pub nonce: &'a str,
+}
+
+impl Replays {
+    /// In process, and in Redis through `link` when given.
+    pub fn new(link: Option<Arc<Link>>) -> Replays {
+        Replays {
+            memory: Cache::new(MEMORY_ENTRIES),
+            keys: foldhash::fast::RandomState::default(),
+            link,
+        }
+    }
+
+    /// Remembers `body` for `query` until the unix second `until` (when its timestamp is
+    /// no longer accepted), and says what the query carried before. `now` is the unix
+    /// second. One memory insert, or one Redis command (two when the query was seen).
+    pub async fn check(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Seen {
+        let Some(link) = self.link.as_deref() else {
+            return self.check_here(query, body, now, until);
+        };
+        let key = format!(
+            "wxrules:replay:{}{}:{}",
+            query.scope, query.timestamp, query.nonce
+        );
+        let hex = body.hex();
+        let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
+        let claim = set_nx_px(&key, &hex, ttl);
+        let get = redis::Cmd::get(&key);
+        Link::or_memory(
+            Some(link),
+            |mut conn| {
+                let (claim, get, hex) = (&claim, &get, &hex);
+                async move {
+                    if conn.query::<Option<String>>(claim).await?.is_some() {
+                        return Ok(Seen::New);
+                    }
+                    // Seen: compare. Gone since (expired in between): as new.
+                    Ok(match conn.query::<Option<String>>(get).await? {
+                        Some(seen) if seen == *hex => Seen::Same,
+                        Some(_) => Seen::Other,
+                        None => Seen::New,
+                    })
+                }
+            },
+            || self.check_here(query, body, now, until),
+        )
+        .await
+    }
+
+    /// `check` in process: the lookup and the insert are one step per key.
+    fn check_here(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Seen {
+        let key = self
+            .keys
+            .hash_one((query.scope, query.timestamp, query.nonce));
+        match self.memory.get_value_or_guard(&key, None) {
+            GuardResult::Guard(guard) => {
+                let _ = guard.insert((body, until));
+                Seen::New
+            }
+            GuardResult::Value((seen, _)) if seen == body => Seen::Same,
+            GuardResult::Value((_, forgotten_at)) if forgotten_at <= now => {
+                self.memory.insert(key, (body, until));
+                Seen::New
+            }
+            GuardResult::Value(_) => Seen::Other,
+            // No timeout was given: not returned. As new, rather than refuse a push.
+            GuardResult::Timeout => Seen::New,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::redis_server;
+    use super::*;
+
+    const NOW: u64 = 1_795_737_600;
+
+    fn query<'a>(scope: &'a str, nonce: &'a str) -> Query<'a> {
+        Query {
+            scope,
+            timestamp: "1795737600",
+            nonce,
+        }
+    }
+
+    async fn each_query_keeps_its_first_body(replays: &Replays) {
+        let (a, b) = (BodyHash::of(b"<xml>a</xml>"), BodyHash::of(b"<xml>b</xml>"));
+        let until = NOW + 300;
+        assert_eq!(
+            replays.check(query("", "1"), a, NOW, until).await,
+            Seen::New
+        );
+        assert_eq!(
+            replays.check(query("", "1"), a, NOW, until).await,
+            Seen::Same
+        );
+        assert_eq!(
+            replays.check(query("", "1"), b, NOW, until).await,
+            Seen::Other
+        );
+        assert_eq!(
+            replays.check(query("", "2"), b, NOW, until).await,
+            Seen::New
+        );
+        // Another account's query of the same timestamp and nonce is its own.
+        assert_eq!(
+            replays.check(query("a=news:", "1"), b, NOW, until).await,
+            Seen::New
+        );
+    }
+
+    #[tokio::test]
+    async fn in_process_a_query_keeps_its_first_body_until_it_expires() {
+        let replays = Replays::new(None);
+        each_query_keeps_its_first_body(&replays).await;
+        let (a, b) = (BodyHash::of(b"a"), BodyHash::of(b"b"));
+        assert_eq!(
+            replays.check(query("", "3"), a, NOW, NOW + 5).await,
+            Seen::New
+        );
+        // Past its window the query is refused as stale anyway; what is kept is forgotten.
+        assert_eq!(
+            replays.check(query("", "3"), b, NOW + 5, NOW + 10).await,
+            Seen::New
+        );
+    }
+
+    #[tokio::test]
+    async fn in_redis_instances_share_what_they_saw_and_a_lost_redis_falls_back() {
+        let redis = redis_server::RedisServer::start();
+        let link = |url: &str| {
+            Arc::new(Link::new(
+                redis::Client::open(url).unwrap(),
+                "test".into(),
+                Duration::from_millis(250),
+                Duration::from_millis(50),
+            ))
+        };
+        let one = Replays::new(Some(link(&redis.url())));
+        each_query_keeps_its_first_body(&one).await;
+        // A second instance sees what the first saw.
+        let two = Replays::new(Some(link(&redis.url())));
+        let (a, b) = (BodyHash::of(b"<xml>a</xml>"), BodyHash::of(b"<xml>b</xml>"));
+        assert_eq!(
+            two.check(query("", "1"), a, NOW, NOW + 300).await,
+            Seen::Same
+        );
+        assert_eq!(
+            two.check(query("", "1"), b, NOW, NOW + 300).await,
+            Seen::Other
+        );
+        let ttl: i64 = {
+            let client = redis::Client::open(redis.url()).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            redis::cmd("PTTL")
+                .arg("wxrules:replay:1795737600:1")
+                .query(&mut conn)
+                .unwrap()
+        };
+        assert!((299_000..=300_000).contains(&ttl), "{ttl}");
+        drop(redis);
+        // Redis gone: this process's own memory answers.
+        assert_eq!(
+            two.check(query("", "9"), a, NOW, NOW + 300).await,
+            Seen::New
+        );
+        assert_eq!(
+            two.check(query("", "9"), b, NOW, NOW + 300).await,
+            Seen::Other
+        );
+    }
+}
