@@ -430,6 +430,30 @@ async fn a_list_of_one_is_looped_over_like_a_list_of_two() {
     );
 }
 
+/// A push written with whitespace between its tags and their CDATA (several SDKs' fixtures,
+/// hand-made tools) is read as WeChat meant it: `MsgType` is `event`, not ` event `, so a
+/// `msg_type: event` rule answers, and the reply goes to the user, not to ` oZI8Fj… `.
+#[actix_web::test]
+async fn whitespace_around_cdata_is_not_part_of_the_value() {
+    let scratch = Scratch::new("cdata-space");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: menu\n    when: { msg_type: event, event: CLICK, event_key: V1001 }\n    reply: { text: \"hi {{FromUserName}}\" }\n",
+    );
+    let app = app(plain_state(scratch.sources())).await;
+    let xml = "<xml>\n  <ToUserName> <![CDATA[gh_1]]> </ToUserName>\n  <FromUserName>\n    <![CDATA[oZI8Fj040-be6rlDohc6gkoPOQTQ]]>\n  </FromUserName>\n  <CreateTime> 1348831860 </CreateTime>\n  <MsgType> <![CDATA[event]]> </MsgType>\n  <Event> <![CDATA[CLICK]]> </Event>\n  <EventKey> <![CDATA[V1001]]> </EventKey>\n</xml>";
+    let (status, body) = post(&app, &signed_query(), xml).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<ToUserName><![CDATA[oZI8Fj040-be6rlDohc6gkoPOQTQ]]></ToUserName>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<Content><![CDATA[hi oZI8Fj040-be6rlDohc6gkoPOQTQ]]></Content>"),
+        "{body}"
+    );
+}
+
 /// What phones type meets what ops wrote: full-width letters and digits, ASCII case and
 /// surrounding punctuation are folded away for keyword criteria; templates see the raw text.
 #[actix_web::test]
