@@ -376,6 +376,73 @@ mod tests {
         assert_eq!(message.fields()["Other"]["List"], "1");
     }
 
+    /// Before, only the subscribe_msg_* `<List>` were lists whatever their count: one
+    /// published article (`article_detail.item`), one refused one (`fail_idx`) or one device
+    /// nearby (`AroundBeacon`) was an object or a text, and `{{#each}}` over it failed.
+    #[test]
+    fn every_repeatable_element_of_one_is_still_a_list() {
+        let read = |file: &str| {
+            let path = format!("{}/tests/data/messages/{file}", env!("CARGO_MANIFEST_DIR"));
+            Message::parse(&std::fs::read(&path).unwrap()).unwrap()
+        };
+        for (file, path, count) in [
+            (
+                "event_publishjobfinish.xml",
+                "PublishEventInfo.article_detail.item",
+                1,
+            ),
+            (
+                "event_publishjobfinish_fail_one.xml",
+                "PublishEventInfo.fail_idx",
+                1,
+            ),
+            (
+                "event_publishjobfinish_fail.xml",
+                "PublishEventInfo.fail_idx",
+                2,
+            ),
+            (
+                "event_shakearound_user_shake_one.xml",
+                "AroundBeacons.AroundBeacon",
+                1,
+            ),
+            (
+                "event_shakearound_user_shake.xml",
+                "AroundBeacons.AroundBeacon",
+                2,
+            ),
+        ] {
+            let message = read(file);
+            let Some(FieldRef::Json(Value::Array(list))) = message.get(path.split('.')) else {
+                panic!(
+                    "{file}: {path} is not a list: {:?}",
+                    message.get(path.split('.'))
+                );
+            };
+            assert_eq!(list.len(), count, "{file}");
+        }
+        let published = read("event_publishjobfinish.xml");
+        assert_eq!(
+            published.lookup("PublishEventInfo.article_detail.item.0.article_url"),
+            Some("ARTICLE_URL")
+        );
+        assert_eq!(
+            published.lookup("PublishEventInfo.article_detail.count"),
+            Some("1")
+        );
+        assert_eq!(
+            read("event_publishjobfinish_fail_one.xml").lookup("PublishEventInfo.fail_idx.0"),
+            Some("1")
+        );
+        let shake = read("event_shakearound_user_shake_one.xml");
+        assert_eq!(
+            shake.lookup("AroundBeacons.AroundBeacon.0.Distance"),
+            Some("166.816")
+        );
+        // The chosen beacon is one object, as WeChat sends one.
+        assert_eq!(shake.lookup("ChosenBeacon.Distance"), Some("0.057"));
+    }
+
     #[test]
     fn a_single_item_is_still_a_list() {
         let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName>\
