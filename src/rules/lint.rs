@@ -92,7 +92,7 @@ pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
             }
         }
     }
-    errors
+    errors.into_iter().map(super::excerpt::bounded).collect()
 }
 
 /// The warnings for `rules`, loaded from `path`.
@@ -109,7 +109,7 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     unreachable(rules, path, &mut out);
     ended_windows(rules, &mut |r, m| out.push(warn(r, m)));
     out.sort_by_key(|w| w.location.line);
-    out
+    out.into_iter().map(super::excerpt::bounded).collect()
 }
 
 /// Rules whose `active` window has ended: they can never match again.

@@ -6,6 +6,7 @@
 
 pub mod active;
 pub(crate) mod compile;
+pub(crate) mod excerpt;
 mod fields;
 pub(crate) mod fold;
 mod lint;
