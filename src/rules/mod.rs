@@ -12,6 +12,7 @@ pub(crate) mod fold;
 mod lint;
 mod locate;
 mod matcher;
+mod media;
 #[cfg(test)]
 mod proptests;
 mod read;
@@ -31,6 +32,7 @@ pub use compile::{
 pub use lint::{compile_regexes, lint};
 pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
+pub(crate) use media::expiry_day;
 pub(crate) use read::{read_text, walk_templates};
 pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
@@ -184,6 +186,8 @@ pub struct Rule {
     pub(crate) active: Option<Box<active::Active>>,
     /// `enabled: false`: kept in `RuleSet::off`, never matched.
     pub(crate) off: bool,
+    /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
+    pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
     /// only while the dashboard is served, and carried over by a reload to the rule of the
     /// same name.

@@ -309,6 +309,10 @@ pub(crate) struct RawTemplateRef {
 #[schemars(rename = "Media")]
 pub(crate) struct RawMedia {
     pub(crate) media_id: RawStr,
+    /// The day a temporary media id expires (`2026-12-10`, in the file's time zone):
+    /// WeChat deletes temporary media 3 days after it was uploaded or fetched. `wxrules
+    /// import` writes it; `check` warns, naming the day.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]
@@ -318,6 +322,8 @@ pub(crate) struct RawVideo {
     pub(crate) media_id: RawStr,
     pub(crate) title: Option<RawStr>,
     pub(crate) description: Option<RawStr>,
+    /// The day the temporary `media_id` expires, as for an image.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]
@@ -329,6 +335,8 @@ pub(crate) struct RawMusic {
     pub(crate) music_url: Option<RawStr>,
     pub(crate) hq_music_url: Option<RawStr>,
     pub(crate) thumb_media_id: RawStr,
+    /// The day the temporary `thumb_media_id` expires, as for an image.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]

@@ -25,6 +25,7 @@ use sha1::{Digest, Sha1};
 use super::excerpt;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::Index;
+use super::media::TemporaryMedia;
 use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
 use super::schema;
@@ -175,6 +176,8 @@ struct Compiler<'a> {
     /// Each template file's path, by name.
     template_files: HashMap<String, std::path::PathBuf>,
     warnings: Vec<RuleError>,
+    /// The media ids of the rule being compiled that its replies mark temporary.
+    temporary: Vec<TemporaryMedia>,
 }
 
 impl<'a> Compiler<'a> {
@@ -200,6 +203,7 @@ impl<'a> Compiler<'a> {
                 .map(|t| (t.name.clone(), t.path.clone()))
                 .collect(),
             warnings: Vec::new(),
+            temporary: Vec::new(),
         }
     }
 
