@@ -5,6 +5,7 @@
 //! WeChat's deadline is `wire`'s; no HTTP, and no IO but `read`'s.
 
 pub mod active;
+pub mod budget;
 pub(crate) mod compile;
 pub(crate) mod excerpt;
 mod fields;
@@ -98,6 +99,9 @@ pub struct RuleSet {
     pub(crate) digest: String,
     pub(crate) templates_digest: String,
     pub(crate) template_count: usize,
+    /// The share of the process's regex budget its regexes hold (`budget`), given back
+    /// when the set is dropped.
+    pub(crate) regex_budget: budget::Reservation,
 }
 
 impl fmt::Debug for RuleSet {
@@ -106,6 +110,7 @@ impl fmt::Debug for RuleSet {
             .field("rules", &self.rules.len())
             .field("templates", &self.template_count)
             .field("digest", &self.digest)
+            .field("regex_bytes", &self.regex_budget.bytes())
             .finish()
     }
 }

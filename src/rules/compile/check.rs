@@ -115,7 +115,7 @@ fn regex_groups(when: &Criteria) -> (Vec<String>, usize) {
         for pattern in &test.matcher.patterns {
             if let Pattern::Regex(regex) = pattern {
                 // Parsed, not compiled: keyword regexes are compiled on first use.
-                if let Ok(hir) = regex_syntax::parse(regex.pattern()) {
+                if let Ok(hir) = regex_syntax::parse(regex.as_str()) {
                     let mut groups = 0;
                     capture_names(&hir, &mut names, &mut groups);
                     count = count.max(groups + 1);

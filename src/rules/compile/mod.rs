@@ -11,6 +11,7 @@ mod at;
 mod call;
 mod check;
 mod files;
+mod regexes;
 mod reply;
 mod rule;
 mod when;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use handlebars::Handlebars;
 use sha1::{Digest, Sha1};
 
+use super::budget::Reservation;
 use super::excerpt;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::Index;
@@ -315,7 +317,19 @@ fn compile_steps(
     if !c.errors.is_empty() {
         return Err(LoadError(c.errors));
     }
-    Ok(finish(c, source, template_files, files_key, rules, off))
+    // Before the index compiles its regex sets: a file whose regexes the budgets refuse
+    // costs no more than its parse. Rules that are off are never matched, so their
+    // regexes are never compiled.
+    let regex_budget = regexes::reserve(file, &rules).map_err(|e| LoadError(vec![e]))?;
+    Ok(finish(
+        c,
+        source,
+        template_files,
+        files_key,
+        rules,
+        off,
+        regex_budget,
+    ))
 }
 
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
@@ -344,6 +358,7 @@ fn finish(
     files_key: registry::Key,
     rules: Vec<Rule>,
     off: Vec<Rule>,
+    regex_budget: Reservation,
 ) -> Loaded {
     let mut warnings = std::mem::take(&mut c.warnings);
     files::warn_unused(&c, template_files, &mut warnings);
@@ -362,6 +377,7 @@ fn finish(
             digest,
             templates_digest,
             template_count: template_files.len(),
+            regex_budget,
         },
         warnings,
     }
