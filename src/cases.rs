@@ -117,9 +117,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Case>, CasesError> {
         .map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let message = e.to_string();
-            let message = match message.find(" at line ") {
-                Some(at) => message[..at].to_owned(),
-                None => message,
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            // A file that is not cases (a secret's, `/etc/passwd`) is never quoted whole.
+            let message = match crate::rules::excerpt::root_kind(message, "CasesFile") {
+                Some(kind) => format!("not a cases file: a YAML mapping with `cases:` was expected, and this is {kind} (its text is not shown)"),
+                None => crate::rules::excerpt::serde_message(message),
             };
             CasesError::Parse {
                 path: path.to_owned(),

@@ -57,8 +57,23 @@ struct Rule {
     case: Option<String>,
 }
 
-/// Imports the console's auto-replies from `json` (the text of the export).
+/// Imports the console's auto-replies from `json` (the text of the export), fetched now.
+/// Its images, voices and videos are temporary media, which WeChat deletes 3 days after
+/// the export: each gets `expires:` with that day (at the latest: an export saved earlier
+/// expires sooner), which `check` warns about.
 pub fn import(json: &str) -> Result<Imported, ImportError> {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    import_fetched_at(json, i64::try_from(now).unwrap_or(i64::MAX))
+}
+
+/// `import`, for an export fetched at `fetched` (unix seconds): its temporary media ids
+/// expire 3 days later, the day counted in `Asia/Shanghai`, the time zone of a rules file
+/// that names none (the import writes none).
+pub fn import_fetched_at(json: &str, fetched: i64) -> Result<Imported, ImportError> {
+    let zone = jiff::tz::TimeZone::get(crate::rules::active::DEFAULT_TIMEZONE)
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let expires = crate::rules::expiry_day(fetched, &zone).to_string();
+    let expires = expires.as_str();
     let root: Value =
         serde_json::from_str(json).map_err(|e| fail("$", format!("not JSON: {e}")))?;
     let Value::Object(top) = &root else {
@@ -104,14 +119,15 @@ pub fn import(json: &str) -> Result<Imported, ImportError> {
                 autoreply_open,
                 &mut names,
                 &mut keywords,
+                expires,
             )?);
         }
     }
     if let Some(info) = top.get("add_friend_autoreply_info") {
-        rules.push(welcome_rule(info, friend_open, &mut names)?);
+        rules.push(welcome_rule(info, friend_open, &mut names, expires)?);
     }
     if let Some(info) = top.get("message_default_autoreply_info") {
-        rules.push(default_rule(info, autoreply_open, &mut names)?);
+        rules.push(default_rule(info, autoreply_open, &mut names, expires)?);
     }
     Ok(comment_out_shadowed(rules))
 }
@@ -121,9 +137,10 @@ fn welcome_rule(
     info: &Value,
     open: bool,
     names: &mut HashSet<String>,
+    expires: &str,
 ) -> Result<Rule, ImportError> {
     let path = "$.add_friend_autoreply_info";
-    let reply = reply(info, path)?;
+    let reply = reply(info, path, expires)?;
     Ok(Rule {
         comment: vec!["被关注回复 (reply on follow)".into()],
         name: unique("welcome", names),
@@ -142,9 +159,10 @@ fn default_rule(
     info: &Value,
     open: bool,
     names: &mut HashSet<String>,
+    expires: &str,
 ) -> Result<Rule, ImportError> {
     let path = "$.message_default_autoreply_info";
-    let reply = reply(info, path)?;
+    let reply = reply(info, path, expires)?;
     Ok(Rule {
         comment: vec![
             "收到消息回复 (default reply): the console sends it once per user per hour".into(),
@@ -162,7 +180,7 @@ fn default_rule(
 
 /// The files made of `rules`. A rule that an earlier one always answers first (its keywords
 /// all contain an earlier `contain` keyword) could never answer: left commented out, so that
-/// `check --deny-warnings` accepts the file and every case passes.
+/// every case passes and `check` warns of nothing but the temporary media ids.
 fn comment_out_shadowed(mut rules: Vec<Rule>) -> Imported {
     for _ in 0..rules.len() {
         let imported = write(&rules);
@@ -196,6 +214,7 @@ fn keyword_rule(
     open: bool,
     names: &mut HashSet<String>,
     seen: &mut HashMap<(bool, String), String>,
+    expires: &str,
 ) -> Result<Rule, ImportError> {
     let name = item
         .get("rule_name")
@@ -214,7 +233,7 @@ fn keyword_rule(
         alternatives.push(format!("{{ contains: [{}] }}", list.join(", ")));
     }
     let when = format!("{{ keyword: [{}] }}", alternatives.join(", "));
-    let replies = replies(item, path)?;
+    let replies = replies(item, path, expires)?;
     let mode = item
         .get("reply_mode")
         .and_then(Value::as_str)
@@ -320,14 +339,18 @@ fn keep_new(
 }
 
 /// A keyword rule's replies (`reply_list_info`), at least one.
-fn replies(item: &Value, path: &str) -> Result<Vec<Reply>, ImportError> {
+fn replies(item: &Value, path: &str, expires: &str) -> Result<Vec<Reply>, ImportError> {
     let replies_value = item
         .get("reply_list_info")
         .and_then(Value::as_array)
         .ok_or_else(|| fail(&format!("{path}.reply_list_info"), "missing, or not a list"))?;
     let mut replies = Vec::with_capacity(replies_value.len());
     for (r, value) in replies_value.iter().enumerate() {
-        replies.push(reply(value, &format!("{path}.reply_list_info[{r}]"))?);
+        replies.push(reply(
+            value,
+            &format!("{path}.reply_list_info[{r}]"),
+            expires,
+        )?);
     }
     if replies.is_empty() {
         return Err(fail(&format!("{path}.reply_list_info"), "no replies"));
@@ -377,8 +400,9 @@ fn by_mode(
     })
 }
 
-/// One console reply (`{"type": …, "content": …}` or a news with `news_info`).
-fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
+/// One console reply (`{"type": …, "content": …}` or a news with `news_info`). An image or
+/// a voice is a temporary media id, which expires on the day `expires`.
+fn reply(value: &Value, path: &str, expires: &str) -> Result<Reply, ImportError> {
     let kind = value
         .get("type")
         .and_then(Value::as_str)
@@ -390,7 +414,7 @@ fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
             .ok_or_else(|| fail(&format!("{path}.content"), "missing, or not a string"))
     };
     let temporary = |what: &str, id: &str| {
-        format!("{what} media id `{id}` comes from the API: temporary, it expires 3 days after the export; replace it with a permanent material's id")
+        format!("{what} media id `{id}` comes from the API: temporary, it expires on {expires} (3 days after the export; `expires:` says so, and `check` warns); replace it with a permanent material's id")
     };
     Ok(match kind {
         "text" => Reply {
@@ -401,7 +425,10 @@ fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
         "img" => {
             let id = content()?;
             Reply {
-                yaml: format!("{{ image: {{ media_id: {} }} }}", quote(id)),
+                yaml: format!(
+                    "{{ image: {{ media_id: {}, expires: {expires} }} }}",
+                    quote(id)
+                ),
                 note: Some(temporary("image", id)),
                 sendable: true,
             }
@@ -409,7 +436,10 @@ fn reply(value: &Value, path: &str) -> Result<Reply, ImportError> {
         "voice" => {
             let id = content()?;
             Reply {
-                yaml: format!("{{ voice: {{ media_id: {} }} }}", quote(id)),
+                yaml: format!(
+                    "{{ voice: {{ media_id: {}, expires: {expires} }} }}",
+                    quote(id)
+                ),
                 note: Some(temporary("voice", id)),
                 sendable: true,
             }
@@ -530,7 +560,8 @@ fn write(rules: &[Rule]) -> Imported {
     let mut out = String::from(
         "# yaml-language-server: $schema=rules.schema.json\n\
          # Imported from the MP console's auto-replies by `wxrules import`. Review it, then\n\
-         # `wxrules check --deny-warnings` and `wxrules test` the cases written with it.\n\
+         # `wxrules check` (it warns of each temporary media id, whose `expires:` says when\n\
+         # WeChat deletes it) and `wxrules test` the cases written with it.\n\
          # Keyword rules come first, in the order the export lists them; the first that\n\
          # matches answers. Rules switched off in the console are here, commented out.\n\
          rules:\n",

@@ -673,7 +673,8 @@ fn active_windows_are_tried_at_a_given_time_and_checked() {
 
 /// `wxrules import` of a console export in WeChat's documented format (every reply type,
 /// both match modes, both reply modes, `]]>`, `<` and `{{` in texts, a repeated rule name):
-/// rules that `check --deny-warnings` accepts and cases that pass; a switch that is off
+/// rules that `check` accepts, warning of each temporary media id with its day (so that
+/// `--deny-warnings` refuses them until they are replaced), and cases that pass; a switch that is off
 /// comments its rules out; a broken export writes nothing and names the JSON path.
 #[test]
 fn import_turns_the_console_export_into_rules_and_passing_cases() {
@@ -704,19 +705,29 @@ fn import_turns_the_console_export_into_rules_and_passing_cases() {
         rules.contains("    send:\n      - { text: \"and a text <b> ]]> after it\" }"),
         "{rules}"
     );
-    assert!(rules.contains("expires 3 days after the export"), "{rules}");
-    let check = wxrules(
-        &scratch.dir,
-        &[
-            "check",
-            "--deny-warnings",
-            "--rules",
-            "rules.yaml",
-            "--templates",
-            "templates",
-        ],
+    assert!(rules.contains("(3 days after the export;"), "{rules}");
+    // Its images and voices are temporary media: each marked with the day WeChat deletes
+    // it, which `check` names. Before, they passed every check and failed 3 days later.
+    assert!(
+        rules.contains("{ voice: { media_id: \"NESsxgHEvAcg3egJTtYj4uG1PTL6iPhratdWKDLAXYErhN6oEEfMdVyblWtBY5vp\", expires: 20"),
+        "{rules}"
     );
+    let args = ["check", "--rules", "rules.yaml", "--templates", "templates"];
+    let check = wxrules(&scratch.dir, &args);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    let warnings = text(&check.stderr);
+    for id in [
+        "image media id `KgTiJlt4lI2YsHa1u2Pud3uyFzfXYUBNWgJlZ5uqBe0U`",
+        "voice media id `NESsxgHEvAcg3egJTtYj4uG1PTL6iPhratdWKDLAXYErhN6oEEfMdVyblWtBY5vp`",
+    ] {
+        assert!(
+            warnings.contains(&format!("{id} is temporary: WeChat deletes it on 20")),
+            "{warnings}"
+        );
+    }
+    assert!(warnings.contains("(in 3 days)"), "{warnings}");
+    let denied = wxrules(&scratch.dir, &[&args[..], &["--deny-warnings"]].concat());
+    assert_eq!(denied.status.code(), Some(78), "{}", text(&denied.stderr));
     let test = wxrules(
         &scratch.dir,
         &[

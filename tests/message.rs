@@ -430,6 +430,57 @@ async fn a_list_of_one_is_looped_over_like_a_list_of_two() {
     );
 }
 
+/// The rest of WeChat's repeatable elements, sent once: one published article, one refused
+/// article, one device nearby. Each was an object (or a text) with one element, so
+/// `{{#each}}` walked the wrong thing or failed, and the user got nothing.
+#[actix_web::test]
+async fn every_repeatable_element_sent_once_is_looped_over() {
+    let scratch = Scratch::new("lists-of-one");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: published\n    when: { event: PUBLISHJOBFINISH, fields: { PublishEventInfo.publish_status: \"0\" } }\n    reply: { text: \"{{#each PublishEventInfo.article_detail.item}}{{idx}}={{article_url}};{{/each}}\" }\n  - name: refused\n    when: { event: PUBLISHJOBFINISH }\n    reply: { text: \"refused:{{#each PublishEventInfo.fail_idx}} {{this}}{{/each}}\" }\n  - name: shake\n    when: { event: ShakearoundUserShake }\n    reply: { text: \"{{#each AroundBeacons.AroundBeacon}}{{Distance}};{{/each}}\" }\n",
+    );
+    let app = app(plain_state(scratch.sources())).await;
+    for (name, reply) in [
+        ("event_publishjobfinish", "1=ARTICLE_URL;"),
+        ("event_publishjobfinish_fail_one", "refused: 1"),
+        ("event_publishjobfinish_fail", "refused: 1 2"),
+        ("event_shakearound_user_shake_one", "166.816;"),
+        ("event_shakearound_user_shake", "166.816;15.013;"),
+    ] {
+        let (status, body) = post(&app, &signed_query(), fixture(name)).await;
+        assert_eq!(status, 200, "{name}");
+        assert!(
+            body.contains(&format!("<Content><![CDATA[{reply}]]></Content>")),
+            "{name}: {body}"
+        );
+    }
+}
+
+/// A push written with whitespace between its tags and their CDATA (several SDKs' fixtures,
+/// hand-made tools) is read as WeChat meant it: `MsgType` is `event`, not ` event `, so a
+/// `msg_type: event` rule answers, and the reply goes to the user, not to ` oZI8Fj… `.
+#[actix_web::test]
+async fn whitespace_around_cdata_is_not_part_of_the_value() {
+    let scratch = Scratch::new("cdata-space");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: menu\n    when: { msg_type: event, event: CLICK, event_key: V1001 }\n    reply: { text: \"hi {{FromUserName}}\" }\n",
+    );
+    let app = app(plain_state(scratch.sources())).await;
+    let xml = "<xml>\n  <ToUserName> <![CDATA[gh_1]]> </ToUserName>\n  <FromUserName>\n    <![CDATA[oZI8Fj040-be6rlDohc6gkoPOQTQ]]>\n  </FromUserName>\n  <CreateTime> 1348831860 </CreateTime>\n  <MsgType> <![CDATA[event]]> </MsgType>\n  <Event> <![CDATA[CLICK]]> </Event>\n  <EventKey> <![CDATA[V1001]]> </EventKey>\n</xml>";
+    let (status, body) = post(&app, &signed_query(), xml).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<ToUserName><![CDATA[oZI8Fj040-be6rlDohc6gkoPOQTQ]]></ToUserName>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<Content><![CDATA[hi oZI8Fj040-be6rlDohc6gkoPOQTQ]]></Content>"),
+        "{body}"
+    );
+}
+
 /// What phones type meets what ops wrote: full-width letters and digits, ASCII case and
 /// surrounding punctuation are folded away for keyword criteria; templates see the raw text.
 #[actix_web::test]

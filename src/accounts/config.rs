@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::editors::{EditorSpec, RawEditor};
 use super::secrets::{SecretSource, SecretSources};
+use crate::rules::excerpt;
 use crate::rules::{Location, Sources};
 
 /// Paths an account cannot take: the public port serves these itself.
@@ -153,13 +154,13 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
     let fail = |at: Option<(usize, usize)>, message: String| ConfigError {
         location: Location::new(path, at),
         account: None,
-        message,
+        message: excerpt::cut(&message, excerpt::MESSAGE_CHARS),
     };
     let text = crate::rules::read_text(path, MAX_CONFIG_FILE)
         .map_err(|e| ConfigErrors(vec![fail(None, format!("cannot read: {e}"))]))?;
     let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| {
         let at = e.location().map(|l| (l.line(), l.column()));
-        ConfigErrors(vec![fail(at, e.to_string())])
+        ConfigErrors(vec![fail(at, yaml_message(&e.to_string()))])
     })?;
     let mut reading = Reading {
         path,
@@ -206,6 +207,19 @@ pub fn read_config(path: &Path) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// serde_yaml's message about the file, as an error may show it: a file that is not a
+/// mapping (a secret's file, `/etc/passwd`) said to be so without a word of it; any other
+/// message with what it quotes cut to an excerpt; the position, given apart, left out.
+fn yaml_message(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    match excerpt::root_kind(message, "RawConfig") {
+        Some(kind) => format!(
+            "not a config file: a YAML mapping with `accounts:` was expected, and this is {kind} (its text is not shown)"
+        ),
+        None => excerpt::serde_message(message),
+    }
+}
+
 /// A config file being read: where it is, its YAML positions, and what it said so far.
 struct Reading<'a> {
     path: &'a Path,
@@ -227,11 +241,13 @@ impl Reading<'_> {
         }
     }
 
-    fn problem(&mut self, at: Option<(usize, usize)>, account: &str, message: String) {
+    /// An error of `account`, whose name (as written, maybe not a valid one) and the
+    /// message are bounded: both come from the file.
+    fn problem(&mut self, at: Option<(usize, usize)>, account: &str, message: &str) {
         self.errors.push(ConfigError {
             location: Location::new(self.path, at),
-            account: Some(account.to_owned()),
-            message,
+            account: Some(excerpt::cut(account, excerpt::NAME_CHARS)),
+            message: excerpt::cut(message, excerpt::MESSAGE_CHARS),
         });
     }
 
@@ -244,12 +260,11 @@ impl Reading<'_> {
             self.problem(
                 at,
                 &a.name,
-                "a name is 1 to 64 of a-z, 0-9, `-` and `_` (it is a URL path and a metric label)"
-                    .into(),
+                "a name is 1 to 64 of a-z, 0-9, `-` and `_` (it is a URL path and a metric label)",
             );
         }
         if self.by_name.insert(a.name.clone(), i).is_some() {
-            self.problem(at, &a.name, "a second account of this name".into());
+            self.problem(at, &a.name, "a second account of this name");
         }
         let path = a
             .path
@@ -261,13 +276,31 @@ impl Reading<'_> {
             at
         };
         if let Some(why) = self.path_problem(&path, &a.name) {
-            self.problem(path_at, &a.name, why);
+            self.problem(path_at, &a.name, &why);
         }
         let secrets = self.secrets(i, &a);
+        let rules = self.resolve(&a.rules);
+        // A rules file that is one of the account's secret files would be read, and its
+        // errors shown, as rules: refused here, by name only.
+        for (key, file) in [
+            ("token_file", &secrets.token),
+            ("appid_file", &secrets.appid),
+            ("aes_key_file", &secrets.aes_key),
+            ("appsecret_file", &secrets.appsecret),
+        ] {
+            if matches!(file, Some(SecretSource::File(f)) if *f == rules) {
+                let at = self.positions.value(&format!("accounts[{i}].rules"));
+                self.problem(
+                    at,
+                    &a.name,
+                    &format!("`rules` is the account's `{key}`: a secret is never read as rules"),
+                );
+            }
+        }
         AccountSpec {
             path,
             sources: Sources {
-                rules: self.resolve(&a.rules),
+                rules,
                 templates: self.resolve(&a.templates),
             },
             secrets,
@@ -281,7 +314,8 @@ impl Reading<'_> {
     fn path_problem(&mut self, path: &str, name: &str) -> Option<String> {
         if !valid_path(path) {
             Some(format!(
-                "path `{path}` must start with `/` and hold only letters, digits and `/-_.~`"
+                "path `{}` must start with `/` and hold only letters, digits and `/-_.~`",
+                excerpt::excerpt(path)
             ))
         } else if RESERVED_PATHS.contains(&path) {
             Some(format!("path `{path}` is the server's own"))
@@ -382,7 +416,7 @@ impl Reading<'_> {
                 Err(message) => {
                     let field = if file.is_some() { "file" } else { "env" };
                     let at = self.positions.key(&format!("accounts[{i}].{key}_{field}"));
-                    self.problem(at, &a.name, message);
+                    self.problem(at, &a.name, &message);
                 }
             }
         }
@@ -391,7 +425,7 @@ impl Reading<'_> {
             self.problem(
                 at,
                 &a.name,
-                "no token_env or token_file: every account needs its Token".into(),
+                "no token_env or token_file: every account needs its Token",
             );
         }
         secrets
@@ -500,6 +534,57 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+    }
+
+    /// `--config` pointed at a secret's file, or at `/etc/passwd`, printed it:
+    /// `invalid type: string "newstoken2"`. A file that is not a mapping is said to be so
+    /// without a word of it, and a value serde quotes is cut to 40 characters.
+    #[test]
+    fn a_file_that_is_not_a_config_is_never_quoted() {
+        for (tag, text) in [
+            ("token", "newstoken2\n".to_owned()),
+            ("passwd", "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n".to_owned()),
+            ("line", "s3cr3t".repeat(2 << 20)),
+        ] {
+            let errors = config(tag, &text).unwrap_err().to_string();
+            assert!(
+                errors.ends_with("wxrules.yaml:1:1: not a config file: a YAML mapping with `accounts:` was expected, and this is a text (its text is not shown)"),
+                "{tag}: {}",
+                excerpt::cut(&errors, 300)
+            );
+        }
+        let long = format!("s3cr3t{}", "A".repeat(10_000));
+        let errors = config("value", &format!("max_age: \"{long}\"\naccounts: []\n")).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.len() < 300, "{text}");
+        assert!(
+            text.contains(&format!("\"s3cr3t{}…\"", "A".repeat(34))),
+            "{text}"
+        );
+        let errors = config(
+            "name",
+            &format!("accounts:\n  - name: \"{long}\"\n    rules: r.yaml\n    templates: t\n    token_env: T\n"),
+        )
+        .unwrap_err();
+        assert!(errors.to_string().len() < 1_000, "{errors}");
+    }
+
+    /// An account whose `rules:` is its token file answered `invalid type: string
+    /// "newstoken2"` in the log, the reload answer, the page and `/healthz`.
+    #[test]
+    fn a_rules_file_that_is_a_secrets_file_is_refused_by_name() {
+        let errors = config(
+            "rules-token",
+            "accounts:\n  - name: news\n    rules: news.token\n    templates: t\n    token_file: news.token\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(
+            errors.0[0]
+                .to_string()
+                .ends_with("wxrules.yaml:3:12: account `news`: `rules` is the account's `token_file`: a secret is never read as rules"),
+            "{errors}"
+        );
     }
 
     #[test]

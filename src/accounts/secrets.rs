@@ -285,6 +285,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A secret's file is never quoted, whatever it holds: a wrong key, a file of the wrong
+    /// kind (the rules file, `/etc/passwd`), one past the size cap, bytes that are not text.
+    #[test]
+    fn a_secret_files_content_never_reaches_an_error() {
+        let dir = std::env::temp_dir().join(format!("wxrules-quoted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "tok\n").unwrap();
+        std::fs::write(dir.join("appid"), "wx-s3cr3t-appid\n").unwrap();
+        std::fs::write(dir.join("key"), "s3cr3t key\n\u{1b}[31m").unwrap();
+        std::fs::write(dir.join("passwd"), "root:x:0:0:s3cr3t:/root:/bin/bash\n").unwrap();
+        std::fs::write(dir.join("big"), "s3cr3t".repeat(20_000)).unwrap();
+        std::fs::write(dir.join("binary"), b"s3cr3t\xff\xfe").unwrap();
+        let file = |name: &str| Some(SecretSource::File(dir.join(name)));
+        for key in ["key", "passwd", "big", "binary"] {
+            let e = SecretSources {
+                token: file("token"),
+                appid: file("appid"),
+                aes_key: file(key),
+                ..SecretSources::default()
+            }
+            .resolve()
+            .err()
+            .unwrap();
+            assert!(!e.contains("s3cr3t") && !e.contains('\u{1b}'), "{key}: {e}");
+            assert!(
+                e.contains(&dir.join(key).display().to_string()),
+                "{key}: {e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// One rule for an empty value, whether a variable or a file holds it: an optional
     /// secret left empty is not used, a required one says it is empty.
     #[test]

@@ -22,6 +22,8 @@ pub(crate) struct UsedPath {
     /// Read where a missing field is no error: the test of `{{#if}}`/`{{#unless}}`, the
     /// value of `default` or `strip_prefix`.
     pub(crate) guarded: bool,
+    /// Looped over by `{{#each}}`: it had better be a list whatever WeChat sends.
+    pub(crate) each: bool,
 }
 
 /// Fields every message carries.
@@ -161,24 +163,46 @@ fn walk(t: &Template, top: bool, found: &mut Vec<UsedPath>) {
                 if h.params.is_empty() && h.hash.is_empty() {
                     // `{{path}}`: the name is the path (unless it is a helper; those take
                     // parameters, and `this`, `@index` are not fields).
-                    param(&h.name, top, false, at, found);
+                    param(&h.name, top, Read::Plain, at, found);
                 } else {
                     let guarded = matches!(h.name.as_name(), Some("default" | "strip_prefix"));
                     for (n, p) in h.params.iter().enumerate() {
-                        param(p, top, guarded && n == 0, at, found);
+                        let read = if guarded && n == 0 {
+                            Read::Guarded
+                        } else {
+                            Read::Plain
+                        };
+                        param(p, top, read, at, found);
                     }
                     for p in h.hash.values() {
-                        param(p, top, false, at, found);
+                        param(p, top, Read::Plain, at, found);
                     }
                 }
             }
             TemplateElement::HelperBlock(h) => {
-                let name = h.name.as_name();
-                let guarded = matches!(name, Some("if" | "unless"));
-                for p in h.params.iter().chain(h.hash.values()) {
-                    param(p, top, guarded, at, found);
+                let read = match h.name.as_name() {
+                    Some("if" | "unless") => Read::Guarded,
+                    Some("each") => Read::Each,
+                    _ => Read::Plain,
+                };
+                for (n, p) in h.params.iter().enumerate() {
+                    // `{{#each LIST}}` loops over its first parameter only.
+                    let read = if n > 0 && read == Read::Each {
+                        Read::Plain
+                    } else {
+                        read
+                    };
+                    param(p, top, read, at, found);
                 }
-                let scoped = matches!(name, Some("each" | "with"));
+                let hash_read = if read == Read::Guarded {
+                    Read::Guarded
+                } else {
+                    Read::Plain
+                };
+                for p in h.hash.values() {
+                    param(p, top, hash_read, at, found);
+                }
+                let scoped = matches!(h.name.as_name(), Some("each" | "with"));
                 for inner in [&h.template, &h.inverse].into_iter().flatten() {
                     walk(inner, top && !scoped, found);
                 }
@@ -201,10 +225,20 @@ fn walk(t: &Template, top: bool, found: &mut Vec<UsedPath>) {
     }
 }
 
+/// How a template reads a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Plain,
+    /// Where a missing field is no error (`UsedPath::guarded`).
+    Guarded,
+    /// Looped over (`UsedPath::each`).
+    Each,
+}
+
 fn param(
     p: &Parameter,
     top: bool,
-    guarded: bool,
+    read: Read,
     at: Option<(usize, usize)>,
     found: &mut Vec<UsedPath>,
 ) {
@@ -212,9 +246,16 @@ fn param(
         Parameter::Path(handlebars::Path::Relative((_, raw))) => raw.as_str(),
         Parameter::Name(name) => name.as_str(),
         Parameter::Subexpression(sub) => {
+            // What a subexpression reads is its helper's: a loop over its value loops
+            // over what the helper answers, not over the paths it reads.
+            let read = if read == Read::Each {
+                Read::Plain
+            } else {
+                read
+            };
             if let TemplateElement::Expression(h) = &*sub.element {
                 for p in h.params.iter().chain(h.hash.values()) {
-                    param(p, top, guarded, at, found);
+                    param(p, top, read, at, found);
                 }
             }
             return;
@@ -241,8 +282,32 @@ fn param(
         .first()
         .is_some_and(|p| !p.is_empty() && !super::tpl::is_helper(p))
     {
-        found.push(UsedPath { parts, at, guarded });
+        found.push(UsedPath {
+            parts,
+            at,
+            guarded: read == Read::Guarded,
+            each: read == Read::Each,
+        });
     }
+}
+
+/// For `{{#each PATH}}` in a rule that can match `kinds` (any kind when `None`): why it
+/// deserves a warning, unless the catalog knows `PATH` as a list for one of them. An
+/// element WeChat may send once or more is a list however many come
+/// (`wire::catalog::REPEATED`); one the catalog does not know as a list is an object or a
+/// text when it comes once, and the loop then fails or walks the wrong thing.
+pub(crate) fn each_problem(parts: &[String], kinds: Option<&[&Kind]>) -> Option<String> {
+    let list = format!("{}[]", join(&shape_of(parts)));
+    let known = match kinds {
+        Some(kinds) => kinds.iter().any(|kind| carries(kind, &list)),
+        None => KINDS.iter().any(|kind| carries(kind, &list)),
+    };
+    (!known).then(|| {
+        format!(
+            "`{}` is not a list in what WeChat sends (wxrules' catalog knows no list there): when one element comes it is not a list, and the loop does not walk it",
+            parts.join(".")
+        )
+    })
 }
 
 /// What is wrong with reading `parts` in a rule that can match `kinds`, with a suggestion;

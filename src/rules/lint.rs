@@ -92,7 +92,7 @@ pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
             }
         }
     }
-    errors
+    errors.into_iter().map(super::excerpt::bounded).collect()
 }
 
 /// The warnings for `rules`, loaded from `path`.
@@ -108,8 +108,9 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     long_news(rules, &mut |r, m| out.push(warn(r, m)));
     unreachable(rules, path, &mut out);
     ended_windows(rules, &mut |r, m| out.push(warn(r, m)));
+    temporary_media(rules, path, &mut out);
     out.sort_by_key(|w| w.location.line);
-    out
+    out.into_iter().map(super::excerpt::bounded).collect()
 }
 
 /// Rules whose `active` window has ended: they can never match again.
@@ -127,6 +128,25 @@ fn ended_windows(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
                 rule,
                 format!("its `active` window ended at {ended}: it will never match again"),
             );
+        }
+    }
+}
+
+/// Media ids their replies mark temporary (`expires:`): each a warning naming the day it
+/// expires, or that it has.
+fn temporary_media(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    for rule in &rules.rules {
+        for media in rule.temporary_media.iter() {
+            out.push(RuleError {
+                location: Location::new(
+                    path,
+                    Some((media.line, media.column)).filter(|(l, _)| *l > 0),
+                ),
+                rule: Some(rule.name.to_string()),
+                message: super::media::warning(media, now),
+            });
         }
     }
 }

@@ -5,12 +5,15 @@
 //! WeChat's deadline is `wire`'s; no HTTP, and no IO but `read`'s.
 
 pub mod active;
+pub mod budget;
 pub(crate) mod compile;
+pub(crate) mod excerpt;
 mod fields;
 pub(crate) mod fold;
 mod lint;
 mod locate;
 mod matcher;
+mod media;
 #[cfg(test)]
 mod proptests;
 mod read;
@@ -30,6 +33,7 @@ pub use compile::{
 pub use lint::{compile_regexes, lint};
 pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
+pub(crate) use media::expiry_day;
 pub(crate) use read::{read_text, walk_templates};
 pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
@@ -95,6 +99,9 @@ pub struct RuleSet {
     pub(crate) digest: String,
     pub(crate) templates_digest: String,
     pub(crate) template_count: usize,
+    /// The share of the process's regex budget its regexes hold (`budget`), given back
+    /// when the set is dropped.
+    pub(crate) regex_budget: budget::Reservation,
 }
 
 impl fmt::Debug for RuleSet {
@@ -103,6 +110,7 @@ impl fmt::Debug for RuleSet {
             .field("rules", &self.rules.len())
             .field("templates", &self.template_count)
             .field("digest", &self.digest)
+            .field("regex_bytes", &self.regex_budget.bytes())
             .finish()
     }
 }
@@ -183,6 +191,8 @@ pub struct Rule {
     pub(crate) active: Option<Box<active::Active>>,
     /// `enabled: false`: kept in `RuleSet::off`, never matched.
     pub(crate) off: bool,
+    /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
+    pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
     /// only while the dashboard is served, and carried over by a reload to the rule of the
     /// same name.

@@ -23,9 +23,14 @@ const WORDS: &[&str] = &[
 const EVENTS: &[&str] = &["subscribe", "SCAN", "CLICK", "unsubscribe"];
 const KEYS: &[&str] = &["qrscene_1", "qrscene_2", "K1", "k1", "1"];
 const TYPES: &[&str] = &["text", "event", "voice", "TEXT"];
-/// Regexes without a required prefix of two bytes or more (`^a`, `b$`, `a.?b`, `\d+`,
-/// `x(1)?`) go to the index's `RegexSet`s; the others are found by their prefixes.
+/// Regexes without a required literal of two bytes or more (`^a`, `b$`, `a.?b`, `\d+`,
+/// `x(1)?`) go to the index's `RegexSet`s; the others are found by their prefixes, or by a
+/// literal further in (`\d+ab`, `.?价格\d*`, `^\w{2}x1`).
 const REGEXES: &[&str] = &[
+    "\\\\d+ab",
+    ".?价格\\\\d*",
+    "^\\\\w{1,2}x1",
+    "(\\\\w+订单|\\\\d价格)",
     "^a",
     "b$",
     "a.?b",

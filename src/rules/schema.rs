@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::excerpt;
+
 /// A wxrules rules file (`rules/rules.yaml`).
 // Rules stay untyped here so that each one can be checked on its own and every broken rule
 // reported, not just the first.
@@ -307,6 +309,10 @@ pub(crate) struct RawTemplateRef {
 #[schemars(rename = "Media")]
 pub(crate) struct RawMedia {
     pub(crate) media_id: RawStr,
+    /// The day a temporary media id expires (`2026-12-10`, in the file's time zone):
+    /// WeChat deletes temporary media 3 days after it was uploaded or fetched. `wxrules
+    /// import` writes it; `check` warns, naming the day.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]
@@ -316,6 +322,8 @@ pub(crate) struct RawVideo {
     pub(crate) media_id: RawStr,
     pub(crate) title: Option<RawStr>,
     pub(crate) description: Option<RawStr>,
+    /// The day the temporary `media_id` expires, as for an image.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]
@@ -327,6 +335,8 @@ pub(crate) struct RawMusic {
     pub(crate) music_url: Option<RawStr>,
     pub(crate) hq_music_url: Option<RawStr>,
     pub(crate) thumb_media_id: RawStr,
+    /// The day the temporary `thumb_media_id` expires, as for an image.
+    pub(crate) expires: Option<Scalar>,
 }
 
 #[derive(Debug, Hash, Deserialize, JsonSchema)]
@@ -551,15 +561,24 @@ pub(crate) fn parse_piece(text: &str) -> Option<Vec<RawRule>> {
     serde_yaml::from_str(text).ok()
 }
 
-/// Parses the outer file structure.
+/// Parses the outer file structure. A file that is not a mapping (a token file, a text,
+/// a list) is said to be so without a word of it; serde's other messages keep an excerpt of
+/// what they quote (`excerpt::serde_message`).
 pub(crate) fn parse_file(source: &str) -> Result<RawFile, YamlError> {
     let de = serde_yaml::Deserializer::from_str(source);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let raw = strip_location(&inner.to_string());
+        let message = match excerpt::root_kind(&raw, "RawFile") {
+            Some(kind) if path == "." => format!(
+                "not a rules file: a YAML mapping with `rules:` was expected, and this is {kind} (its text is not shown)"
+            ),
+            _ => excerpt::serde_message(&raw),
+        };
         YamlError {
             position: inner.location().map(|l| (l.line(), l.column())),
-            message: strip_location(&inner.to_string()),
+            message,
             path,
         }
     })
@@ -569,7 +588,7 @@ pub(crate) fn parse_file(source: &str) -> Result<RawFile, YamlError> {
 pub(crate) fn parse_rule(value: serde_yaml::Value) -> Result<RawRule, YamlError> {
     serde_path_to_error::deserialize(value).map_err(|e| YamlError {
         path: e.path().to_string(),
-        message: strip_location(&e.into_inner().to_string()),
+        message: excerpt::serde_message(&strip_location(&e.into_inner().to_string())),
         position: None,
     })
 }

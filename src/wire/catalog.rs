@@ -48,13 +48,23 @@ const fn opt(path: &'static str, sample: &'static str) -> Field {
 /// The fields every push carries.
 pub const COMMON: &[&str] = &["ToUserName", "FromUserName", "CreateTime", "MsgType"];
 
-/// Elements that are lists whatever their count, as `(parent, child)`: WeChat writes one
-/// `<List>` per template, and with one template a template or a path written for the list
-/// must still see a list.
+/// Elements that are lists whatever their count, as `(parent, child)`: WeChat repeats them
+/// once per item (one `<List>` per template, one `<item>` per article, one `<fail_idx>` per
+/// refused article, one `<AroundBeacon>` per device nearby), and with one item a template
+/// or a path written for the list must still see a list. A container whose children are
+/// all `<item>`s (`PicList`, `ResultList`) is a list already; `article_detail` is not, as
+/// its `<count>` comes first.
+///
+/// Every push of WeChat's documentation for Official Accounts was gone through for these
+/// (the kinds below, and those it lacks: card, store, Wi-Fi and scan-product events carry
+/// no repeated element).
 pub const REPEATED: &[(&str, &str)] = &[
     ("SubscribeMsgPopupEvent", "List"),
     ("SubscribeMsgChangeEvent", "List"),
     ("SubscribeMsgSentEvent", "List"),
+    ("article_detail", "item"),
+    ("PublishEventInfo", "fail_idx"),
+    ("AroundBeacons", "AroundBeacon"),
 ];
 
 const MSG_IDS: [Field; 3] = [
@@ -275,6 +285,46 @@ pub static KINDS: &[Kind] = &[
             opt("ArticleUrlResult.ResultList[].ArticleUrl", ""),
         ],
     },
+    // The result of publishing (发布能力): the articles' links when it succeeded (one
+    // `<item>` per article), the refused articles' numbers (`fail_idx`, once per article)
+    // when originality or review failed.
+    Kind {
+        msg_type: "event",
+        event: Some("PUBLISHJOBFINISH"),
+        fields: fields![
+            f("PublishEventInfo.publish_id", "2247503051"),
+            f("PublishEventInfo.publish_status", "0"),
+            opt(
+                "PublishEventInfo.article_id",
+                "b5O2OUs25HBxRceL7hfReg-U9QGeq9zQjiDvyWP4Hq4"
+            ),
+            opt("PublishEventInfo.article_detail.count", "1"),
+            opt("PublishEventInfo.article_detail.item[]", ""),
+            opt("PublishEventInfo.article_detail.item[].idx", "1"),
+            opt(
+                "PublishEventInfo.article_detail.item[].article_url",
+                "ARTICLE_URL"
+            ),
+            opt("PublishEventInfo.fail_idx[]", "1"),
+        ],
+    },
+    // 摇一摇周边: the device whose page the user sees, and up to five of the account's
+    // devices nearby.
+    Kind {
+        msg_type: "event",
+        event: Some("ShakearoundUserShake"),
+        fields: fields![
+            f("ChosenBeacon.Uuid", "uuid"),
+            f("ChosenBeacon.Major", "major"),
+            f("ChosenBeacon.Minor", "minor"),
+            f("ChosenBeacon.Distance", "0.057"),
+            opt("AroundBeacons.AroundBeacon[]", ""),
+            opt("AroundBeacons.AroundBeacon[].Uuid", "uuid"),
+            opt("AroundBeacons.AroundBeacon[].Major", "major"),
+            opt("AroundBeacons.AroundBeacon[].Minor", "minor"),
+            opt("AroundBeacons.AroundBeacon[].Distance", "166.816"),
+        ],
+    },
     Kind {
         msg_type: "event",
         event: Some("subscribe_msg_popup_event"),
@@ -431,6 +481,7 @@ pub fn sample_fields_for(kind: &Kind, event_key: Option<&str>) -> Vec<(String, S
             let path = match field.path.split_once("[].") {
                 Some((list, rest)) => {
                     let (parent, name) = list.rsplit_once('.').unwrap_or(("", list));
+                    let parent = parent.rsplit('.').next().unwrap_or(parent);
                     if always_list(parent, name) {
                         format!("{list}.{rest}")
                     } else {

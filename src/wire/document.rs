@@ -101,6 +101,9 @@ impl Document {
         // The elements open below the root, by index; and the root's own state.
         let mut open: Vec<usize> = Vec::with_capacity(MAX_DEPTH);
         let (mut root_open, mut root_done) = (false, false);
+        // Where the last CDATA section of the element being read ends in `buf`: its text is
+        // trimmed of the whitespace around it, but never into a CDATA section.
+        let mut cdata_end: Option<usize> = None;
         loop {
             let event = reader.read_event().map_err(malformed)?;
             match event {
@@ -115,6 +118,7 @@ impl Document {
                     let name = element_name(qname.as_ref())?;
                     if root_open {
                         open.push(doc.push(name));
+                        cdata_end = None;
                     } else {
                         root_open = true;
                     }
@@ -125,6 +129,7 @@ impl Document {
                     if root_open {
                         let at = doc.push(name);
                         doc.nodes[at].end = at + 1;
+                        cdata_end = None;
                     } else if !root_done {
                         root_done = true;
                         doc.empty_root = true;
@@ -134,7 +139,7 @@ impl Document {
                 }
                 Event::End(_) => {
                     if let Some(at) = open.pop() {
-                        doc.nodes[at].end = doc.nodes.len();
+                        doc.close(at, cdata_end.take());
                     } else if root_open {
                         root_open = false;
                         root_done = true;
@@ -145,7 +150,7 @@ impl Document {
                 Event::Text(text) => {
                     let text = text.unescape().map_err(malformed)?;
                     if root_open {
-                        doc.push_text(open.last().copied(), &text);
+                        doc.push_text(open.last().copied(), &text, cdata_end.is_some());
                     } else if !text.trim().is_empty() {
                         return Err(malformed("text outside the root element"));
                     }
@@ -155,7 +160,9 @@ impl Document {
                         return Err(malformed("CDATA outside the root element"));
                     }
                     let text = std::str::from_utf8(&data).map_err(malformed)?;
-                    doc.push_text(open.last().copied(), text);
+                    if doc.push_cdata(open.last().copied(), text) {
+                        cdata_end = Some(doc.buf.len());
+                    }
                 }
                 Event::DocType(_) => return Err(WireError::Doctype),
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
@@ -189,14 +196,49 @@ impl Document {
         self.nodes.len() - 1
     }
 
-    /// Adds text to the open element `at`, while it has no children (after that its text
-    /// is not used) and is not the root (whose text is not used either).
-    fn push_text(&mut self, at: Option<usize>, text: &str) {
+    /// Adds text (not CDATA) to the open element `at`, while it has no children (after that
+    /// its text is not used) and is not the root (whose text is not used either). Text that
+    /// starts the element's value, before any CDATA section, is trimmed of its leading
+    /// whitespace: `<MsgType> <![CDATA[event]]> </MsgType>` is `event`, as peers read it.
+    fn push_text(&mut self, at: Option<usize>, text: &str, after_cdata: bool) {
         let Some(at) = at else { return };
         if at + 1 == self.nodes.len() {
+            let node = &self.nodes[at];
+            let text = if after_cdata || node.text.start != node.text.end {
+                text
+            } else {
+                text.trim_start_matches(is_xml_space)
+            };
             self.buf.push_str(text);
             self.nodes[at].text.end = self.buf.len();
         }
+    }
+
+    /// Adds a CDATA section's text, exactly as sent, as `push_text` adds text; whether it
+    /// was added.
+    fn push_cdata(&mut self, at: Option<usize>, text: &str) -> bool {
+        let Some(at) = at else { return false };
+        if at + 1 != self.nodes.len() {
+            return false;
+        }
+        self.buf.push_str(text);
+        self.nodes[at].text.end = self.buf.len();
+        true
+    }
+
+    /// Closes element `at`. A leaf's text, the last thing in the buffer, loses its trailing
+    /// whitespace, down to the end of its last CDATA section (`cdata_end`) at most.
+    fn close(&mut self, at: usize, cdata_end: Option<usize>) {
+        self.nodes[at].end = self.nodes.len();
+        if at + 1 != self.nodes.len() {
+            return;
+        }
+        let text = self.nodes[at].text.clone();
+        let keep = cdata_end.unwrap_or(text.start).max(text.start);
+        let tail = self.buf.get(keep..text.end).unwrap_or_default();
+        let end = keep + tail.trim_end_matches(is_xml_space).len();
+        self.buf.truncate(end);
+        self.nodes[at].text.end = end;
     }
 
     fn name(&self, at: usize) -> &str {
@@ -317,6 +359,12 @@ impl Iterator for Children<'_> {
     }
 }
 
+/// XML's whitespace (`S` in the XML 1.0 grammar): what the layout of a document adds
+/// around values, unlike the full-width space or NBSP, which are text.
+pub(super) fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
 fn element_name(raw: &[u8]) -> Result<&str, WireError> {
     std::str::from_utf8(raw).map_err(malformed)
 }
@@ -357,11 +405,36 @@ fn close(name: &str, children: Vec<(String, Value)>, text: String) -> Value {
 mod reference {
     use super::*;
 
-    /// An element being read: its name, its children so far and its text so far.
+    /// An element being read: its name, its children so far and its text so far, in
+    /// pieces (whether each is a CDATA section's).
     struct Open {
         name: String,
         children: Vec<(String, Value)>,
-        text: String,
+        pieces: Vec<(String, bool)>,
+    }
+
+    /// An element's text from its pieces: the text before the first CDATA section trimmed
+    /// at its start, the text after the last one at its end (all of it both ways when
+    /// there is no CDATA); CDATA sections as they are.
+    fn joined(pieces: &[(String, bool)]) -> String {
+        let first = pieces.iter().position(|(_, cdata)| *cdata);
+        let last = pieces.iter().rposition(|(_, cdata)| *cdata);
+        let concat = |range: &[(String, bool)]| -> String {
+            range.iter().map(|(text, _)| text.as_str()).collect()
+        };
+        match (first, last) {
+            (Some(first), Some(last)) => {
+                let before = concat(&pieces[..first]);
+                let after = concat(&pieces[last + 1..]);
+                format!(
+                    "{}{}{}",
+                    before.trim_start_matches(is_xml_space),
+                    concat(&pieces[first..=last]),
+                    after.trim_end_matches(is_xml_space)
+                )
+            }
+            _ => concat(pieces).trim_matches(is_xml_space).to_owned(),
+        }
     }
 
     pub(super) fn parse_tree(body: &[u8]) -> Result<Map<String, Value>, WireError> {
@@ -385,7 +458,7 @@ mod reference {
                     stack.push(Open {
                         name: element_name(start.name().as_ref())?.to_owned(),
                         children: Vec::new(),
-                        text: String::new(),
+                        pieces: Vec::new(),
                     });
                 }
                 Event::Empty(start) => {
@@ -400,7 +473,7 @@ mod reference {
                     let Some(open) = stack.pop() else {
                         return Err(malformed("unexpected end tag"));
                     };
-                    let value = close(&open.name, open.children, open.text);
+                    let value = close(&open.name, open.children, joined(&open.pieces));
                     match stack.last_mut() {
                         Some(parent) => parent.children.push((open.name, value)),
                         None => root = Some(value),
@@ -409,7 +482,7 @@ mod reference {
                 Event::Text(text) => {
                     let text = text.unescape().map_err(malformed)?;
                     match stack.last_mut() {
-                        Some(open) => open.text.push_str(&text),
+                        Some(open) => open.pieces.push((text.into_owned(), false)),
                         None if text.trim().is_empty() => {}
                         None => return Err(malformed("text outside the root element")),
                     }
@@ -419,7 +492,7 @@ mod reference {
                         return Err(malformed("CDATA outside the root element"));
                     };
                     let text = std::str::from_utf8(&data).map_err(malformed)?;
-                    open.text.push_str(text);
+                    open.pieces.push((text.to_owned(), true));
                 }
                 Event::DocType(_) => return Err(WireError::Doctype),
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
@@ -465,6 +538,8 @@ mod equivalence {
         "a &lt; b &amp; c",
         "价格",
         "\n  ",
+        " x ",
+        "\t价格\n",
     ];
 
     #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-use super::document::{Document, Shape, Slot, WireError};
+use super::document::{is_xml_space, Document, Shape, Slot, WireError};
 
 /// The top-level fields every request reads (the signature of the message, routing,
 /// dedup, the log line), found in one pass at parse time. The accessors below read them
@@ -232,7 +232,21 @@ pub fn find_encrypt(body: &[u8]) -> &str {
     let Some(len) = memchr::memmem::find(&body[start..], CLOSE) else {
         return "";
     };
-    let raw = &body[start..start + len];
+    // Whitespace around the value is the XML's layout (`<Encrypt> <![CDATA[…]]> </Encrypt>`),
+    // trimmed as the parser trims it, so that both find the same text.
+    let mut raw = &body[start..start + len];
+    while let [first, rest @ ..] = raw {
+        if !is_xml_space(char::from(*first)) {
+            break;
+        }
+        raw = rest;
+    }
+    while let [rest @ .., last] = raw {
+        if !is_xml_space(char::from(*last)) {
+            break;
+        }
+        raw = rest;
+    }
     let text = raw
         .strip_prefix(b"<![CDATA[")
         .and_then(|t| t.strip_suffix(b"]]>"))
@@ -362,6 +376,73 @@ mod tests {
         assert_eq!(message.fields()["Other"]["List"], "1");
     }
 
+    /// Before, only the subscribe_msg_* `<List>` were lists whatever their count: one
+    /// published article (`article_detail.item`), one refused one (`fail_idx`) or one device
+    /// nearby (`AroundBeacon`) was an object or a text, and `{{#each}}` over it failed.
+    #[test]
+    fn every_repeatable_element_of_one_is_still_a_list() {
+        let read = |file: &str| {
+            let path = format!("{}/tests/data/messages/{file}", env!("CARGO_MANIFEST_DIR"));
+            Message::parse(&std::fs::read(&path).unwrap()).unwrap()
+        };
+        for (file, path, count) in [
+            (
+                "event_publishjobfinish.xml",
+                "PublishEventInfo.article_detail.item",
+                1,
+            ),
+            (
+                "event_publishjobfinish_fail_one.xml",
+                "PublishEventInfo.fail_idx",
+                1,
+            ),
+            (
+                "event_publishjobfinish_fail.xml",
+                "PublishEventInfo.fail_idx",
+                2,
+            ),
+            (
+                "event_shakearound_user_shake_one.xml",
+                "AroundBeacons.AroundBeacon",
+                1,
+            ),
+            (
+                "event_shakearound_user_shake.xml",
+                "AroundBeacons.AroundBeacon",
+                2,
+            ),
+        ] {
+            let message = read(file);
+            let Some(FieldRef::Json(Value::Array(list))) = message.get(path.split('.')) else {
+                panic!(
+                    "{file}: {path} is not a list: {:?}",
+                    message.get(path.split('.'))
+                );
+            };
+            assert_eq!(list.len(), count, "{file}");
+        }
+        let published = read("event_publishjobfinish.xml");
+        assert_eq!(
+            published.lookup("PublishEventInfo.article_detail.item.0.article_url"),
+            Some("ARTICLE_URL")
+        );
+        assert_eq!(
+            published.lookup("PublishEventInfo.article_detail.count"),
+            Some("1")
+        );
+        assert_eq!(
+            read("event_publishjobfinish_fail_one.xml").lookup("PublishEventInfo.fail_idx.0"),
+            Some("1")
+        );
+        let shake = read("event_shakearound_user_shake_one.xml");
+        assert_eq!(
+            shake.lookup("AroundBeacons.AroundBeacon.0.Distance"),
+            Some("166.816")
+        );
+        // The chosen beacon is one object, as WeChat sends one.
+        assert_eq!(shake.lookup("ChosenBeacon.Distance"), Some("0.057"));
+    }
+
     #[test]
     fn a_single_item_is_still_a_list() {
         let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName>\
@@ -369,6 +450,37 @@ mod tests {
             <PicList><item><PicMd5Sum>x</PicMd5Sum></item></PicList></xml>";
         let m = Message::parse(xml.as_bytes()).unwrap();
         assert!(m.fields()["PicList"].is_array());
+    }
+
+    /// Several SDKs' fixtures and hand-made tools write a space or a line break between a
+    /// tag and its CDATA section. That whitespace was kept: `MsgType` was ` event `, no
+    /// `msg_type: event` rule matched, and the reply went to ` oZI8Fj… `. Peers' parsers
+    /// (xmltodict, under wechatpy and WeRoBot) trim it; CDATA's own text stays as sent.
+    #[test]
+    fn whitespace_around_cdata_is_the_layout_not_the_value() {
+        let xml = "<xml>\n  <ToUserName> <![CDATA[gh_1]]> </ToUserName>\n              <FromUserName>\n    <![CDATA[oZI8Fj040-be6rlDohc6gkoPOQTQ]]>\n  </FromUserName>\n              <CreateTime> 1348831860 </CreateTime>\n  <MsgType>\t<![CDATA[event]]>\r\n</MsgType>\n              <Event> <![CDATA[CLICK]]> </Event>\n  <EventKey>  MENU_1  </EventKey>\n              <Keep> <![CDATA[ spaces inside stay ]]> </Keep>\n              <Mixed> a <![CDATA[ b ]]> c </Mixed>\n  <Wide>\u{3000}全角\u{3000}</Wide>\n</xml>";
+        let m = Message::parse(xml.as_bytes()).unwrap();
+        assert_eq!(m.to_user(), "gh_1");
+        assert_eq!(m.from_user(), "oZI8Fj040-be6rlDohc6gkoPOQTQ");
+        assert_eq!(m.create_time(), 1348831860);
+        assert_eq!(m.msg_type(), "event");
+        assert_eq!(m.event(), Some("CLICK"));
+        assert_eq!(m.text("EventKey"), Some("MENU_1"));
+        assert_eq!(m.text("Keep"), Some(" spaces inside stay "));
+        assert_eq!(m.text("Mixed"), Some("a  b  c"));
+        // Only XML's whitespace is layout: a full-width space is text.
+        assert_eq!(m.text("Wide"), Some("\u{3000}全角\u{3000}"));
+        // The JSON object templates see agrees.
+        assert_eq!(m.fields()["MsgType"], "event");
+        assert_eq!(m.fields()["Keep"], " spaces inside stay ");
+        // The safe-mode envelope, searched and parsed, finds the same payload.
+        let safe =
+            b"<xml><ToUserName>gh</ToUserName>\n<Encrypt>\n  <![CDATA[abc=]]>\n</Encrypt></xml>";
+        assert_eq!(find_encrypt(safe), "abc=");
+        assert_eq!(parse_encrypted(safe).unwrap(), "abc=");
+        let plain = b"<xml><Encrypt> abc= </Encrypt></xml>";
+        assert_eq!(find_encrypt(plain), "abc=");
+        assert_eq!(parse_encrypted(plain).unwrap(), "abc=");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                             parts: parts.to_vec(),
                             at: None,
                             guarded: false,
+                            each: false,
                         })
                         .collect(),
                 ),
@@ -60,8 +61,25 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                         (None, _) => fields::common_typo(&used.parts),
                     },
                 };
-                let Some(problem) = problem else { continue };
-                let message = format!("`{{{{{written}}}}}`: {problem}");
+                // A loop over what the catalog does not know as a list works until WeChat
+                // sends one element: a warning, once the path itself is fine.
+                let (problem, warning) = match problem {
+                    Some(problem) => (problem, false),
+                    None if used.each
+                        && !matches!(used.parts[0].as_str(), "rule" | "call" | "captures") =>
+                    {
+                        match fields::each_problem(&used.parts, kinds.as_deref()) {
+                            Some(problem) => (problem, true),
+                            None => continue,
+                        }
+                    }
+                    None => continue,
+                };
+                let message = if warning {
+                    format!("`{{{{#each {written}}}}}`: {problem}")
+                } else {
+                    format!("`{{{{{written}}}}}`: {problem}")
+                };
                 let file_path = file.as_ref().and_then(|name| c.template_files.get(name));
                 let (location, at) = match file_path {
                     Some(file_path) => (Location::new(file_path, used.at), used.at),
@@ -72,11 +90,16 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                 };
                 let key = format!("{}:{at:?}:{message}", location.path.display());
                 if reported.insert(key) {
-                    c.errors.push(RuleError {
+                    let found = RuleError {
                         location,
                         rule: Some(path.rule_name().to_owned()),
                         message,
-                    });
+                    };
+                    if warning {
+                        c.warnings.push(found);
+                    } else {
+                        c.errors.push(found);
+                    }
                 }
             }
         }
@@ -92,7 +115,7 @@ fn regex_groups(when: &Criteria) -> (Vec<String>, usize) {
         for pattern in &test.matcher.patterns {
             if let Pattern::Regex(regex) = pattern {
                 // Parsed, not compiled: keyword regexes are compiled on first use.
-                if let Ok(hir) = regex_syntax::parse(regex.pattern()) {
+                if let Ok(hir) = regex_syntax::parse(regex.as_str()) {
                     let mut groups = 0;
                     capture_names(&hir, &mut names, &mut groups);
                     count = count.max(groups + 1);
@@ -192,5 +215,32 @@ pub(super) fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool 
         }),
         ReplySpec::TransferCustomerService(account) => account.as_ref().is_some_and(tpl),
         ReplySpec::OneOf(choices) => choices.iter().any(|choice| uses_root(c, choice, root)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::load_str;
+
+    fn warnings(yaml: &str, templates: &[(&str, &str)]) -> Vec<String> {
+        let loaded = load_str(yaml, templates).unwrap_or_else(|e| panic!("{e}"));
+        loaded.warnings.iter().map(ToString::to_string).collect()
+    }
+
+    /// `{{#each}}` over what WeChat sends once per push (an object, a text) works by
+    /// accident or not at all; over a list the catalog knows, whatever the count. Before,
+    /// nothing was said: the rule loaded, and the push with one element got nothing.
+    #[test]
+    fn each_over_a_path_the_catalog_does_not_know_as_a_list_is_a_warning() {
+        let yaml = "rules:\n  - name: beacons\n    when: { event: ShakearoundUserShake }\n    reply: { text: \"{{#each AroundBeacons.AroundBeacon}}{{Distance}} {{/each}}\" }\n  - name: chosen\n    when: { event: ShakearoundUserShake }\n    reply: { text: \"{{#each ChosenBeacon}}{{this}}{{/each}}\" }\n  - name: published\n    when: { event: PUBLISHJOBFINISH }\n    reply: { text: { template: published } }\n  - name: anything\n    when: { fields: { Foo: bar } }\n    reply: { text: \"{{#each Foo.Bar}}{{this}}{{/each}} {{#each SendPicsInfo.PicList}}{{PicMd5Sum}}{{/each}}\" }\n";
+        let published = "{{#each PublishEventInfo.article_detail.item}}{{article_url}}{{/each}}\n{{#each PublishEventInfo.fail_idx}}{{this}}{{/each}}\n{{#each PublishEventInfo.article_detail}}{{this}}{{/each}}";
+        assert_eq!(
+            warnings(yaml, &[("published", published)]),
+            [
+                "rules.yaml:7:14: rule `chosen`: `{{#each ChosenBeacon}}`: `ChosenBeacon` is not a list in what WeChat sends (wxrules' catalog knows no list there): when one element comes it is not a list, and the loop does not walk it",
+                "templates/published.hbs:3:1: rule `published`: `{{#each PublishEventInfo.article_detail}}`: `PublishEventInfo.article_detail` is not a list in what WeChat sends (wxrules' catalog knows no list there): when one element comes it is not a list, and the loop does not walk it",
+                "rules.yaml:13:14: rule `anything`: `{{#each Foo.Bar}}`: `Foo.Bar` is not a list in what WeChat sends (wxrules' catalog knows no list there): when one element comes it is not a list, and the loop does not walk it",
+            ]
+        );
     }
 }

@@ -11,6 +11,7 @@ mod at;
 mod call;
 mod check;
 mod files;
+mod regexes;
 mod reply;
 mod rule;
 mod when;
@@ -22,8 +23,11 @@ use std::time::Duration;
 use handlebars::Handlebars;
 use sha1::{Digest, Sha1};
 
+use super::budget::Reservation;
+use super::excerpt;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::Index;
+use super::media::TemporaryMedia;
 use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
 use super::schema;
@@ -174,6 +178,8 @@ struct Compiler<'a> {
     /// Each template file's path, by name.
     template_files: HashMap<String, std::path::PathBuf>,
     warnings: Vec<RuleError>,
+    /// The media ids of the rule being compiled that its replies mark temporary.
+    temporary: Vec<TemporaryMedia>,
 }
 
 impl<'a> Compiler<'a> {
@@ -199,6 +205,7 @@ impl<'a> Compiler<'a> {
                 .map(|t| (t.name.clone(), t.path.clone()))
                 .collect(),
             warnings: Vec::new(),
+            temporary: Vec::new(),
         }
     }
 
@@ -233,9 +240,27 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// A load, with every error and warning bounded (`excerpt::bounded`): whatever the file
+/// holds, what is said about it is a few lines, never the file.
+fn compile(
+    file: &Path,
+    source: &str,
+    template_files: &[TemplateFile],
+) -> Result<Loaded, LoadError> {
+    match compile_steps(file, source, template_files) {
+        Ok(mut loaded) => {
+            loaded.warnings = loaded.warnings.into_iter().map(excerpt::bounded).collect();
+            Ok(loaded)
+        }
+        Err(LoadError(errors)) => Err(LoadError(
+            errors.into_iter().map(excerpt::bounded).collect(),
+        )),
+    }
+}
+
 /// A load, in its steps: the outline pass, typing the rules, the template files, the file's
 /// time zone, each rule, what the templates include; then the rule set.
-fn compile(
+fn compile_steps(
     file: &Path,
     source: &str,
     template_files: &[TemplateFile],
@@ -292,7 +317,19 @@ fn compile(
     if !c.errors.is_empty() {
         return Err(LoadError(c.errors));
     }
-    Ok(finish(c, source, template_files, files_key, rules, off))
+    // Before the index compiles its regex sets: a file whose regexes the budgets refuse
+    // costs no more than its parse. Rules that are off are never matched, so their
+    // regexes are never compiled.
+    let regex_budget = regexes::reserve(file, &rules).map_err(|e| LoadError(vec![e]))?;
+    Ok(finish(
+        c,
+        source,
+        template_files,
+        files_key,
+        rules,
+        off,
+        regex_budget,
+    ))
 }
 
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
@@ -303,8 +340,10 @@ fn timezone_holds(c: &mut Compiler<'_>) -> bool {
     if jiff::tz::TimeZone::get(tz).is_ok() {
         return true;
     }
-    let message =
-        format!("`timezone`: `{tz}` is not a time zone (an IANA name such as `Asia/Shanghai`)");
+    let message = format!(
+        "`timezone`: `{}` is not a time zone (an IANA name such as `Asia/Shanghai`)",
+        excerpt::excerpt(tz)
+    );
     let at = c.positions.value("timezone");
     c.error(None, at, message);
     false
@@ -319,6 +358,7 @@ fn finish(
     files_key: registry::Key,
     rules: Vec<Rule>,
     off: Vec<Rule>,
+    regex_budget: Reservation,
 ) -> Loaded {
     let mut warnings = std::mem::take(&mut c.warnings);
     files::warn_unused(&c, template_files, &mut warnings);
@@ -337,6 +377,7 @@ fn finish(
             digest,
             templates_digest,
             template_count: template_files.len(),
+            regex_budget,
         },
         warnings,
     }
@@ -433,6 +474,29 @@ mod tests {
             "{}",
             errors[0]
         );
+    }
+
+    /// A file that is not rules (a token file, `/etc/passwd`, a 20 MB line) was quoted in its
+    /// errors, whole: `invalid type: string "newstoken2"`, in the log, the reload answer,
+    /// the page and `/healthz`. Now it is named for what it is, and what an error quotes of
+    /// a value is an excerpt.
+    #[test]
+    fn what_an_error_says_of_a_file_is_an_excerpt_never_the_file() {
+        // 2 MB here (a debug build reads 20 MB in seconds); docs/reliability.md has 20 MB.
+        let line = "s3cr3t".repeat((2 << 20) / 6);
+        for (yaml, expected) in [
+            ("newstoken2\n".to_owned(), "rules.yaml:1:1: not a rules file: a YAML mapping with `rules:` was expected, and this is a text (its text is not shown)".to_owned()),
+            ("root:x:0:0:root:/root:/bin/bash\nbin:x:2:2:bin:/bin:/usr/sbin/nologin\n".to_owned(), "rules.yaml:1:1: not a rules file: a YAML mapping with `rules:` was expected, and this is a text (its text is not shown)".to_owned()),
+            (line.clone(), "rules.yaml:1:1: not a rules file: a YAML mapping with `rules:` was expected, and this is a text (its text is not shown)".to_owned()),
+            (format!("- {line}\n"), "rules.yaml:1:1: not a rules file: a YAML mapping with `rules:` was expected, and this is a list (its text is not shown)".to_owned()),
+            (format!("rules: {line}\n"), format!("rules.yaml:1:8: rules: invalid type: string \"{}…\", expected a sequence", &line[..40])),
+        ] {
+            let Err(LoadError(errors)) = compile_yaml(&yaml) else {
+                panic!("not rules");
+            };
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert_eq!(shown, [expected]);
+        }
     }
 
     /// 64,000 nested flow sequences took serde_yaml 31 s to reject; the outline pass now

@@ -5,7 +5,9 @@
 use super::at::{At, Key};
 use super::files::{fast_form, template_reason, too_deep_message};
 use super::Compiler;
-use crate::rules::schema::{RawArticle, RawReply, RawReplyKind, RawStr, REPLY_KINDS};
+use crate::rules::active::DEFAULT_TIMEZONE;
+use crate::rules::media::{self, TemporaryMedia};
+use crate::rules::schema::{RawArticle, RawReply, RawReplyKind, RawStr, Scalar, REPLY_KINDS};
 use crate::rules::templates;
 use crate::rules::{ArticleSpec, MusicSpec, ReplySpec, Tpl, VideoSpec};
 
@@ -35,23 +37,32 @@ pub(super) fn compile_reply(
     let spec = match reply {
         RawReplyKind::Text(t) => ReplySpec::Text(s(c, at.key("text"), Some(t))),
         RawReplyKind::Image(m) => {
+            temporary(c, at.key("image.expires"), "image", &m.media_id, m.expires);
             ReplySpec::Image(s(c, at.key("image.media_id"), Some(m.media_id)))
         }
         RawReplyKind::Voice(m) => {
+            temporary(c, at.key("voice.expires"), "voice", &m.media_id, m.expires);
             ReplySpec::Voice(s(c, at.key("voice.media_id"), Some(m.media_id)))
         }
-        RawReplyKind::Video(v) => ReplySpec::Video(Box::new(VideoSpec {
-            media_id: s(c, at.key("video.media_id"), Some(v.media_id)),
-            title: s(c, at.key("video.title"), v.title),
-            description: s(c, at.key("video.description"), v.description),
-        })),
-        RawReplyKind::Music(m) => ReplySpec::Music(Box::new(MusicSpec {
-            title: s(c, at.key("music.title"), m.title),
-            description: s(c, at.key("music.description"), m.description),
-            music_url: s(c, at.key("music.music_url"), m.music_url),
-            hq_music_url: s(c, at.key("music.hq_music_url"), m.hq_music_url),
-            thumb_media_id: s(c, at.key("music.thumb_media_id"), Some(m.thumb_media_id)),
-        })),
+        RawReplyKind::Video(v) => {
+            temporary(c, at.key("video.expires"), "video", &v.media_id, v.expires);
+            ReplySpec::Video(Box::new(VideoSpec {
+                media_id: s(c, at.key("video.media_id"), Some(v.media_id)),
+                title: s(c, at.key("video.title"), v.title),
+                description: s(c, at.key("video.description"), v.description),
+            }))
+        }
+        RawReplyKind::Music(m) => {
+            let thumb = &m.thumb_media_id;
+            temporary(c, at.key("music.expires"), "music", thumb, m.expires);
+            ReplySpec::Music(Box::new(MusicSpec {
+                title: s(c, at.key("music.title"), m.title),
+                description: s(c, at.key("music.description"), m.description),
+                music_url: s(c, at.key("music.music_url"), m.music_url),
+                hq_music_url: s(c, at.key("music.hq_music_url"), m.hq_music_url),
+                thumb_media_id: s(c, at.key("music.thumb_media_id"), Some(m.thumb_media_id)),
+            }))
+        }
         RawReplyKind::News(articles) => {
             let news = at.key("news");
             if articles.is_empty() || articles.len() > MAX_ARTICLES {
@@ -98,6 +109,42 @@ pub(super) fn compile_reply(
         }
     };
     (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// Records a media id that `expires` marks temporary, for `check`'s warning; an `expires`
+/// that is not a day is an error at its value.
+fn temporary(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    kind: &'static str,
+    media_id: &RawStr,
+    expires: Option<Scalar>,
+) {
+    let Some(expires) = expires else { return };
+    let day = match media::parse_day(&expires.0) {
+        Ok(day) => day,
+        Err(message) => {
+            c.error_at(at, message);
+            return;
+        }
+    };
+    let zone = c
+        .positions
+        .timezone()
+        .unwrap_or(DEFAULT_TIMEZONE)
+        .to_owned();
+    let (line, column) = c.value_at(at).unwrap_or((0, 0));
+    c.temporary.push(TemporaryMedia {
+        kind,
+        media_id: match media_id {
+            RawStr::Inline(Scalar(text)) => text.clone(),
+            RawStr::File(file) => format!("{{ template: {} }}", file.template),
+        },
+        expires: day,
+        zone: jiff::tz::TimeZone::get(&zone).unwrap_or(jiff::tz::TimeZone::UTC),
+        line,
+        column,
+    });
 }
 
 /// A reply's string at `at`, when it has one; else the empty string.

@@ -28,6 +28,7 @@ pub(super) fn compile_rule(
     names: &mut Names,
 ) -> Option<Rule> {
     let start = c.positions.rule(i);
+    c.temporary.clear();
     let raw_rule = typed(c, i, input)?;
     let fingerprint = {
         // What the rule says, as typed: comments, layout, quoting and its place in the file
@@ -100,6 +101,7 @@ pub(super) fn compile_rule(
         cooldown_secs,
         active,
         off: !raw_rule.enabled,
+        temporary_media: std::mem::take(&mut c.temporary).into_boxed_slice(),
         last_hit: std::sync::atomic::AtomicU64::new(0),
     })
 }

@@ -246,8 +246,9 @@ fn compile_op<'a>(
                     }));
                 }
                 _ => match LazyRegex::new(&value, field.folds_case(), *field == Field::Keyword) {
-                    // Keyword regexes are found through the index's RegexSet and compiled on
-                    // first use; the others are tried on every candidate, so compile now.
+                    // Keyword regexes are found through the index and compiled on first
+                    // use; the others are tried on every candidate of their rule: held to
+                    // the size limit now, as `check` holds them.
                     Ok(re) if *field == Field::Keyword => {
                         patterns.push(Pattern::Regex(Box::new(re)))
                     }

@@ -19,8 +19,9 @@ use crate::rules::Rule;
 /// Which rules can match a message, so that `find` only tries those.
 ///
 /// A rule with a `keyword` criterion is filed under each of its keyword patterns: exact ones
-/// in a hash map, prefixes and substrings in one Aho-Corasick automaton, regexes in small
-/// `RegexSet`. Any other rule is filed under its most selective criterion that has only
+/// in a hash map, prefixes and substrings in one Aho-Corasick automaton, regexes by the
+/// literals every match contains in a second one, and the regexes without such literals in
+/// small `RegexSet`s. Any other rule is filed under its most selective criterion that has only
 /// exact patterns (event key, event, message type), or in `rest`. A rule can only match
 /// a message that finds it through one of these, so the candidates, tried in file order,
 /// give the same first match as trying every rule.
@@ -29,12 +30,14 @@ pub(crate) struct Index {
     keyword: HashMap<String, Vec<u32>>,
     /// Prefix and substring keywords (case-folded), each literal once, with its rules.
     partial: Literals<(u32, PartialKind)>,
-    /// The required prefixes of keyword regexes. A rule found is a candidate: its regex
+    /// The literals one of which every match of a keyword regex contains (its required
+    /// prefixes, or a required part further in). A rule found is a candidate: its regex
     /// decides.
-    prefixes: Literals<u32>,
-    /// The other keyword regexes, in sets of `REGEX_CHUNK`: pattern j of set k belongs to
-    /// rule `regex_rules[k * REGEX_CHUNK + j]`.
-    regexes: Vec<RegexSet>,
+    required: Literals<u32>,
+    /// The other keyword regexes, in sets of at most `REGEX_CHUNK` and `SET_PROGRAM`:
+    /// pattern j of a set whose rules start at `first` belongs to rule
+    /// `regex_rules[first + j]`.
+    regexes: Vec<(RegexSet, usize)>,
     regex_rules: Vec<u32>,
     event_key: HashMap<String, Vec<u32>>,
     event: HashMap<String, Vec<u32>>,
@@ -44,6 +47,15 @@ pub(crate) struct Index {
 
 /// Keyword regexes per `RegexSet`.
 const REGEX_CHUNK: usize = 64;
+
+/// The most program (estimated, as `LazyRegex::program`) one `RegexSet` gathers: a set of
+/// heavy regexes is cut smaller, so that it stays far from the set's own size limit (past
+/// which the set, and every rule in it, would fall back to being tried for every message).
+const SET_PROGRAM: u64 = 4 << 20;
+
+/// What a `RegexSet` takes compiled, for each byte of its patterns' programs: the forward
+/// and the reverse automaton (its lazy DFA's cache is per search, apart).
+pub(crate) const SET_FACTOR: u64 = 2;
 
 /// Literals searched with one Aho-Corasick automaton, each literal once, with what it
 /// belongs to. Rules often share a literal (`contains: 优惠` in many rules, or regexes all
@@ -151,8 +163,8 @@ impl Index {
     pub(crate) fn build(rules: &[Rule]) -> Index {
         let mut index = Index::default();
         let mut partial_patterns: Vec<(&[u8], (u32, PartialKind))> = Vec::new();
-        let mut regex_patterns: Vec<&str> = Vec::new();
-        let mut prefix_patterns: Vec<(&[u8], u32)> = Vec::new();
+        let mut regex_patterns: Vec<(&str, u64)> = Vec::new();
+        let mut required_patterns: Vec<(&[u8], u32)> = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
             if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
@@ -172,14 +184,14 @@ impl Index {
                             Pattern::Contains(s) => {
                                 partial_patterns.push((s.as_bytes(), (id, PartialKind::Contains)));
                             }
-                            Pattern::Regex(re) => match &re.prefixes {
-                                Some(prefixes) => {
-                                    for prefix in prefixes.iter() {
-                                        prefix_patterns.push((prefix, id));
+                            Pattern::Regex(re) => match &re.literals {
+                                Some(literals) => {
+                                    for literal in literals.iter() {
+                                        required_patterns.push((literal, id));
                                     }
                                 }
                                 None => {
-                                    regex_patterns.push(re.as_str());
+                                    regex_patterns.push((re.as_str(), re.program()));
                                     index.regex_rules.push(id);
                                 }
                             },
@@ -211,26 +223,30 @@ impl Index {
             Ok(partial) => index.partial = partial,
             Err(owners) => index.unindex(owners.into_iter().map(|(id, _)| id).collect()),
         }
-        match Literals::build(prefix_patterns) {
-            Ok(prefixes) => index.prefixes = prefixes,
+        match Literals::build(required_patterns) {
+            Ok(required) => index.required = required,
             Err(owners) => index.unindex(owners),
         }
         // Keyword regexes are compiled case-insensitive; the sets must agree. One set of
         // thousands of patterns outgrows its lazy DFA and falls back to the PikeVM (tens of
         // µs per message); small sets stay on the DFA, and `is_match` on each is ~100 ns.
-        let sets: Result<Vec<RegexSet>, _> = regex_patterns
-            .chunks(REGEX_CHUNK)
-            .map(|chunk| {
-                RegexSetBuilder::new(chunk)
-                    .case_insensitive(true)
-                    .size_limit(64 << 20)
-                    .build()
-            })
-            .collect();
-        match sets {
-            Ok(sets) => index.regexes = sets,
-            Err(_) => index.unindex_regexes(),
+        let mut sets = Vec::new();
+        let mut first = 0;
+        for chunk in set_chunks(&regex_patterns) {
+            let built = RegexSetBuilder::new(chunk.iter().map(|(pattern, _)| pattern))
+                .case_insensitive(true)
+                .size_limit(64 << 20)
+                .build();
+            match built {
+                Ok(set) => sets.push((set, first)),
+                Err(_) => {
+                    index.unindex_regexes();
+                    return index;
+                }
+            }
+            first += chunk.len();
         }
+        index.regexes = sets;
         index
     }
 
@@ -253,7 +269,7 @@ impl Index {
         // Prefix, substring and regex keyword rules can cover exact or narrower keywords.
         ids.extend(self.partial.owners.iter().map(|(id, _)| *id));
         ids.extend(self.regex_rules.iter().copied());
-        ids.extend(self.prefixes.owners.iter().copied());
+        ids.extend(self.required.owners.iter().copied());
         for test in &rule.when.tests {
             let map = match test.field {
                 Field::Keyword => &self.keyword,
@@ -293,17 +309,17 @@ impl Index {
             }
         }
         if let Some(raw) = subject.keyword.as_deref() {
-            for (literal, _) in self.prefixes.found_in(raw) {
-                found.extend_from_slice(self.prefixes.owners_of(literal));
+            for (literal, _) in self.required.found_in(raw) {
+                found.extend_from_slice(self.required.owners_of(literal));
             }
         }
         if let Some(raw) = subject.keyword.as_deref() {
-            for (k, set) in self.regexes.iter().enumerate() {
+            for (set, first) in &self.regexes {
                 if set.is_match(raw) {
                     found.extend(
                         set.matches(raw)
                             .into_iter()
-                            .filter_map(|j| self.regex_rules.get(k * REGEX_CHUNK + j).copied()),
+                            .filter_map(|j| self.regex_rules.get(first + j).copied()),
                     );
                 }
             }
@@ -322,6 +338,28 @@ impl Index {
             next_found: 0,
         }
     }
+}
+
+/// The keyword regexes without required literals, `(pattern, program)` in file order, cut
+/// into the patterns of each `RegexSet`: `REGEX_CHUNK` at most, and no more program than
+/// `SET_PROGRAM` (a regex heavier than that alone in its set).
+fn set_chunks<'a>(regexes: &'a [(&'a str, u64)]) -> Vec<&'a [(&'a str, u64)]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut program = 0u64;
+    for (i, (_, size)) in regexes.iter().enumerate() {
+        let full = i - start == REGEX_CHUNK || program.saturating_add(*size) > SET_PROGRAM;
+        if full && i > start {
+            chunks.push(&regexes[start..i]);
+            start = i;
+            program = 0;
+        }
+        program = program.saturating_add(*size);
+    }
+    if start < regexes.len() {
+        chunks.push(&regexes[start..]);
+    }
+    chunks
 }
 
 fn push_unique(ids: &mut Vec<u32>, id: u32) {
@@ -367,6 +405,18 @@ impl Iterator for Candidates<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regex_sets_are_cut_by_count_and_by_program() {
+        let light: Vec<(&str, u64)> = vec![("a", 1_000); 130];
+        let sizes: Vec<usize> = set_chunks(&light).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [64, 64, 2]);
+        let heavy: Vec<(&str, u64)> =
+            vec![("a", 1 << 20), ("b", 3 << 20), ("c", 5 << 20), ("d", 1)];
+        let sizes: Vec<usize> = set_chunks(&heavy).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [2, 1, 1]);
+        assert!(set_chunks(&[]).is_empty());
+    }
 
     #[test]
     fn shared_literals_are_searched_once_and_report_each_owner_once() {

@@ -3,18 +3,23 @@
 //! by exact keyword, event key, event and message type, but the answer is always the one
 //! that trying every rule in order would give.
 //!
-//! `criteria`: what a rule's `when` compiles to and whether it holds; `index`: which rules
-//! can match a message. Here: `Subject` (a message prepared for matching), `Match` and
+//! `criteria`: what a rule's `when` compiles to and whether it holds; `lazy`: a regex,
+//! sized at load and compiled on first use (`size`: its size, estimated); `index`: which
+//! rules can match a message. Here: `Subject` (a message prepared for matching), `Match` and
 //! `RuleSet::find`.
 
 mod criteria;
 mod index;
+mod lazy;
+mod size;
 
 use std::borrow::Cow;
 
-pub(crate) use criteria::{Criteria, Field, LazyRegex, Pattern, StrMatcher, Test};
-pub use criteria::{Words, MAX_REGEX_LEN};
-pub(crate) use index::Index;
+pub use criteria::Words;
+pub(crate) use criteria::{Criteria, Field, Pattern, StrMatcher, Test};
+pub(crate) use index::{Index, SET_FACTOR};
+pub(crate) use lazy::LazyRegex;
+pub use lazy::MAX_REGEX_LEN;
 
 use super::{Rule, RuleSet};
 use crate::wire::Message;
