@@ -32,16 +32,20 @@ mkdir -p "$work/big/templates"
 awk 'BEGIN { print "rules:"; for (i = 0; i < 10000; i++) printf "  - { name: kw%d, when: { keyword: kw%d }, reply: { text: \"reply %d to {{FromUserName}}\" } }\n", i, i, i }' \
     >"$work/big/rules.yaml"
 
-# pushes N WORKLOAD PORT: N pushes over one connection, each with its own MsgId.
+# pushes N WORKLOAD PORT: N pushes over one connection, each with its own MsgId and nonce.
 pushes() {
     python3 - "$@" <<'PY'
 import hashlib, http.client, subprocess, sys
 n, workload, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-token, ts, nonce = "bench-token", "1795737600", "1320562132"
-sig = hashlib.sha1("".join(sorted([token, ts, nonce])).encode()).hexdigest()
-query = f"/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&openid=oBenchUser"
-if workload == "unsigned":
-    query = f"/wechat?signature={'0' * 40}&timestamp={ts}&nonce={nonce}"
+token, ts = "bench-token", "1795737600"
+
+def query(nonce):
+    # Each push its own nonce and signature, as WeChat sends them: a signed query seen
+    # before with another body is a replay, refused.
+    if workload == "unsigned":
+        return f"/wechat?signature={'0' * 40}&timestamp={ts}&nonce={nonce}"
+    sig = hashlib.sha1("".join(sorted([token, ts, nonce])).encode()).hexdigest()
+    return f"/wechat?signature={sig}&timestamp={ts}&nonce={nonce}&openid=oBenchUser"
 content = "kw9990" if workload == "10000" else "price"
 safe = []
 if workload == "safe":
@@ -59,7 +63,7 @@ for i in range(n):
            "</FromUserName><CreateTime>1795737600</CreateTime><MsgType><![CDATA[text]]></MsgType>"
            f"<Content><![CDATA[{content}]]></Content><MsgId>{1000000 + i}</MsgId></xml>")
     headers = {"Content-Type": "text/xml"}
-    path = query
+    path = query(str(1000000 + i))
     if workload == "safe":
         path, xml = safe[i]
     conn.request("POST", path, body=xml.encode(), headers=headers)

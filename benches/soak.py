@@ -49,7 +49,7 @@ def sign(*parts):
 
 def signed_query(rng):
     ts = str(int(time.time()))
-    nonce = str(rng.randrange(10**9))
+    nonce = str(rng.randrange(10**18))  # unique: a signed query seen with another body is refused
     return f"timestamp={ts}&nonce={nonce}&signature={sign(TOKEN, ts, nonce)}"
 
 
@@ -101,7 +101,7 @@ class Traffic:
             return "POST", "/wechat?" + signed_query(rng), body
         if kind == "safe_garbage":
             encrypt = "".join(rng.choice("ABCDEFGHabcdefgh0123456789+/") for _ in range(rng.randrange(4, 400)))
-            ts, nonce = str(int(time.time())), str(rng.randrange(10**9))
+            ts, nonce = str(int(time.time())), str(rng.randrange(10**18))
             query = (f"timestamp={ts}&nonce={nonce}&encrypt_type=aes"
                      f"&msg_signature={sign(TOKEN, ts, nonce, encrypt)}")
             body = f"<xml><ToUserName>gh_soak</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"

@@ -1,12 +1,31 @@
--- wrk script for benches/load.sh: POSTs a signed plaintext text message.
+-- wrk script for benches/load.sh: POSTs signed plaintext text messages.
 --
---   wrk ... -s benches/wrk/plain.lua URL -- PATH_AND_QUERY CONTENT FIRST_MSGID [fixed]
+--   WRK_TOKEN=T WRK_TIMESTAMP=S wrk ... -s benches/wrk/plain.lua URL -- PATH CONTENT FIRST_MSGID [fixed]
 --
--- PATH_AND_QUERY carries a signature over (token, timestamp, nonce) only, so with
--- `--max-age 0` one signed query serves every request. Each request gets a fresh MsgId
--- (FIRST_MSGID, then +1 per request; threads get disjoint ranges): a repeated MsgId is a
--- WeChat retry, answered from the dedup store without matching. With `fixed` every request
--- carries FIRST_MSGID, which is exactly that retry path.
+-- Each request gets a fresh MsgId (FIRST_MSGID, then +1 per request; threads get disjoint
+-- ranges) and its own nonce (the MsgId) with its own signature, sha1 of the sorted token,
+-- timestamp and nonce, as WeChat sends them: the server remembers each signed query with
+-- its body, and the same query with another body is a replay it refuses. SHA-1 comes from
+-- the libcrypto wrk is linked with, through LuaJIT's FFI (wrk's Lua has none of its own).
+-- A repeated MsgId is a WeChat retry, answered from the dedup store without matching; with
+-- `fixed` every request is FIRST_MSGID's, the same query and body, which is exactly that.
+
+local ffi = require("ffi")
+ffi.cdef [[ unsigned char *SHA1(const unsigned char *d, size_t n, unsigned char *md); ]]
+local digest = ffi.new("unsigned char[20]")
+local HEX = {}
+for b = 0, 255 do
+   HEX[b] = string.format("%02x", b)
+end
+local hex = {}
+
+local function sha1_hex(s)
+   ffi.C.SHA1(s, #s, digest)
+   for i = 0, 19 do
+      hex[i + 1] = HEX[digest[i]]
+   end
+   return table.concat(hex)
+end
 
 local threads = 0
 
@@ -15,11 +34,25 @@ function setup(thread)
    threads = threads + 1
 end
 
-local path, head, tail, next_id, fixed_request
+local path, head, tail, next_id, fixed_request, token, timestamp
+
+local function signed(id)
+   local nonce = string.format("%.0f", id)
+   local parts = { token, timestamp, nonce }
+   table.sort(parts)
+   return path .. "?signature=" .. sha1_hex(table.concat(parts)) .. "&timestamp=" .. timestamp
+      .. "&nonce=" .. nonce .. "&openid=oBenchUser"
+end
+
+local function request_for(id)
+   return wrk.format(nil, signed(id), nil, head .. string.format("%.0f", id) .. tail)
+end
 
 function init(args)
    path = args[1]
    local content = args[2]
+   token = os.getenv("WRK_TOKEN") or error("WRK_TOKEN is not set")
+   timestamp = os.getenv("WRK_TIMESTAMP") or error("WRK_TIMESTAMP is not set")
    -- A 10^9 range per thread; LuaJIT numbers are doubles, exact up to 2^53.
    next_id = tonumber(args[3]) + (thread_index or 0) * 1e9
    wrk.method = "POST"
@@ -30,7 +63,7 @@ function init(args)
       .. "<Content><![CDATA[" .. content .. "]]></Content><MsgId>"
    tail = "</MsgId></xml>"
    if args[4] == "fixed" then
-      fixed_request = wrk.format(nil, path, nil, head .. string.format("%.0f", next_id) .. tail)
+      fixed_request = request_for(next_id)
    end
 end
 
@@ -40,5 +73,5 @@ function request()
    end
    local id = next_id
    next_id = id + 1
-   return wrk.format(nil, path, nil, head .. string.format("%.0f", id) .. tail)
+   return request_for(id)
 end
