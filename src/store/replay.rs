@@ -19,7 +19,8 @@ use super::{set_nx_px, Link};
 
 /// Signed queries the process remembers; past it the least recently used are forgotten
 /// early (a replay of one of those with another body would pass). At 200,000 and a
-/// 5-minute window that is 660 pushes a second, every second; some 22 MiB of RSS when full (measured: docs/reliability.md).
+/// 5-minute window that is 660 pushes a second, every second; some 22 MiB of RSS when
+/// full (measured: docs/reliability.md).
 pub const MEMORY_ENTRIES: usize = 200_000;
 /// How long a query is remembered when the timestamp window is off (`--max-age 0`, which
 /// accepts a query for ever): the protection is then as long as this.
