@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Instructions per push, counted by callgrind: the same on a busy machine as on an idle one,
-# so two builds can be compared when a wall-clock load test would be noise.
+# Instructions per push, counted by callgrind: close to the same on a busy machine as on an
+# idle one, so two builds can be compared when a wall-clock load test would be noise. Not
+# exactly: the server's background threads (the log writer, timers) run by the clock, and a
+# run that is slower counts more of their work, a few thousand instructions a push.
 #
 # Runs each binary under `valgrind --tool=callgrind` on the shipped rules (and on a file of
 # 10,000 generated rules), posts FEW and then MANY signed pushes over one keep-alive
