@@ -9,14 +9,32 @@ use serde_json::{json, Value};
 
 use super::{apply, apply_all, readback, Change};
 
-const SHIPPED: &str = include_str!("../../rules/rules.yaml");
+const SHIPPED: &str = include_str!("../../tests/data/shipped/rules.yaml");
 const TEMPLATES: &[(&str, &str)] = &[
-    ("welcome_qr", include_str!("../../templates/welcome_qr.hbs")),
-    ("welcome", include_str!("../../templates/welcome.hbs")),
-    ("price", include_str!("../../templates/price.hbs")),
-    ("help", include_str!("../../templates/help.hbs")),
-    ("scancode", include_str!("../../templates/scancode.hbs")),
-    ("photos", include_str!("../../templates/photos.hbs")),
+    (
+        "welcome_qr",
+        include_str!("../../tests/data/shipped/templates/welcome_qr.hbs"),
+    ),
+    (
+        "welcome",
+        include_str!("../../tests/data/shipped/templates/welcome.hbs"),
+    ),
+    (
+        "price",
+        include_str!("../../tests/data/shipped/templates/price.hbs"),
+    ),
+    (
+        "help",
+        include_str!("../../tests/data/shipped/templates/help.hbs"),
+    ),
+    (
+        "scancode",
+        include_str!("../../tests/data/shipped/templates/scancode.hbs"),
+    ),
+    (
+        "photos",
+        include_str!("../../tests/data/shipped/templates/photos.hbs"),
+    ),
 ];
 
 const BLOCK: &str = "\
