@@ -123,8 +123,14 @@ where
     }
 }
 
-/// Waits until the draft can be applied, then applies it and waits for the answer.
-async fn apply(b: &Browser) {
+/// The page logged no JavaScript error.
+async fn assert_no_page_errors(b: &Browser) {
+    let errors = b.page_errors().await;
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// Waits until the draft's apply button is on.
+async fn applicable(b: &Browser) {
     b.wait_until("the draft may be applied", || async {
         b.find("#draft-apply")
             .await
@@ -134,6 +140,11 @@ async fn apply(b: &Browser) {
             .is_none()
     })
     .await;
+}
+
+/// Waits until the draft can be applied, then applies it and waits for the answer.
+async fn apply(b: &Browser) {
+    applicable(b).await;
     click(b, "#draft-apply").await;
     b.wait_for_text("#draft-result", "已生效").await;
 }
@@ -304,11 +315,7 @@ async fn an_editor_changes_a_reply_adds_a_rule_and_rolls_back_in_a_git_work_tree
         git(&server.scratch.dir, &["rev-list", "--count", "HEAD"]).trim(),
         "4"
     );
-    assert!(
-        b.page_errors().await.is_empty(),
-        "{:?}",
-        b.page_errors().await
-    );
+    assert_no_page_errors(&b).await;
 }
 
 #[tokio::test]
@@ -416,11 +423,7 @@ async fn drafts_that_fail_check_or_a_rule_test_cannot_be_applied() {
         .push(&text_push("价格", 7102))
         .await
         .contains("价格表更新中"));
-    assert!(
-        b.page_errors().await.is_empty(),
-        "{:?}",
-        b.page_errors().await
-    );
+    assert_no_page_errors(&b).await;
 }
 
 #[tokio::test]
@@ -439,15 +442,7 @@ async fn a_hand_edit_after_the_draft_began_is_a_conflict_that_writes_nothing() {
         .unwrap()
         .replace("该功能即将上线，敬请期待。", "该功能下周上线。");
     std::fs::write(&rules_path, &hand).unwrap();
-    b.wait_until("the draft may be applied", || async {
-        b.find("#draft-apply")
-            .await
-            .attr("disabled")
-            .await
-            .unwrap()
-            .is_none()
-    })
-    .await;
+    applicable(&b).await;
     click(&b, "#draft-apply").await;
     b.wait_for_text("#conflict-diff", "该功能下周上线。").await;
     assert_eq!(std::fs::read_to_string(&rules_path).unwrap(), hand);
@@ -569,11 +564,7 @@ async fn viewers_and_anonymous_visitors_cannot_write() {
         std::fs::read_to_string(server.rules_path()).unwrap(),
         rules_before
     );
-    assert!(
-        b.page_errors().await.is_empty(),
-        "{:?}",
-        b.page_errors().await
-    );
+    assert_no_page_errors(&b).await;
     drop(b);
 
     // Without any editor the page is read-only, and writes are refused.

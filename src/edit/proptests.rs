@@ -7,35 +7,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use super::tests::{SHIPPED, TEMPLATES};
 use super::{apply, apply_all, readback, Change};
-
-const SHIPPED: &str = include_str!("../../tests/data/shipped/rules.yaml");
-const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "welcome_qr",
-        include_str!("../../tests/data/shipped/templates/welcome_qr.hbs"),
-    ),
-    (
-        "welcome",
-        include_str!("../../tests/data/shipped/templates/welcome.hbs"),
-    ),
-    (
-        "price",
-        include_str!("../../tests/data/shipped/templates/price.hbs"),
-    ),
-    (
-        "help",
-        include_str!("../../tests/data/shipped/templates/help.hbs"),
-    ),
-    (
-        "scancode",
-        include_str!("../../tests/data/shipped/templates/scancode.hbs"),
-    ),
-    (
-        "photos",
-        include_str!("../../tests/data/shipped/templates/photos.hbs"),
-    ),
-];
 
 const BLOCK: &str = "\
 # A test account.

@@ -12,8 +12,9 @@ use crate::answer::{answer, Outcome};
 use crate::rules::RuleSet;
 use crate::wire::{Message, Reply};
 
-const SHIPPED: &str = include_str!("../../tests/data/shipped/rules.yaml");
-const TEMPLATES: &[(&str, &str)] = &[
+/// The frozen copy of the shipped rules and its templates (the property tests use them too).
+pub(super) const SHIPPED: &str = include_str!("../../tests/data/shipped/rules.yaml");
+pub(super) const TEMPLATES: &[(&str, &str)] = &[
     (
         "welcome_qr",
         include_str!("../../tests/data/shipped/templates/welcome_qr.hbs"),

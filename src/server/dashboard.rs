@@ -348,10 +348,7 @@ async fn pushes(
     let Some(recent) = &state.recent else {
         return ok(&json!({"capacity": 0, "pushes": []}));
     };
-    let mut pushes = serde_json::to_value(recent.pushes(query.account.as_deref()))
-        .unwrap_or(Value::Array(Vec::new()));
-    if let Value::Array(list) = &mut pushes {
-        list.retain(|p| p["account"].as_str().is_none_or(|a| may_see(&req, a)));
-    }
+    let wanted = query.account.as_deref();
+    let pushes = recent.pushes_of(|a| wanted.is_none_or(|w| a == w) && may_see(&req, a));
     ok(&json!({"capacity": crate::telemetry::recent::CAPACITY, "pushes": pushes}))
 }

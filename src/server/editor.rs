@@ -82,6 +82,20 @@ async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     }
 }
 
+/// What a job on a blocking thread gave: its value, or the answer for its error (`failed`,
+/// with the error's text) or for a job that could not run (503: `what`).
+fn finished<T, E: std::fmt::Display>(
+    job: Result<Result<T, E>, actix_web::error::BlockingError>,
+    failed: StatusCode,
+    what: &str,
+) -> Result<T, Box<HttpResponse>> {
+    match job {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Box::new(error(failed, &e.to_string()))),
+        Err(_) => Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, what))),
+    }
+}
+
 /// The account `query` names that the request may see: 404 for one it may not (as for
 /// one that does not exist).
 fn visible(
@@ -117,20 +131,15 @@ async fn source(
     };
     let sources = live.account.sources().clone();
     let read = web::block(move || crate::rules::read_sources(&sources)).await;
-    let files = match read {
-        Ok(Ok(files)) => files,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &e.0.first().map(ToString::to_string).unwrap_or_default(),
-            )
-        }
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the files could not be read",
-            )
-        }
+    let read =
+        read.map(|r| r.map_err(|e| e.0.first().map(ToString::to_string).unwrap_or_default()));
+    let files = match finished(
+        read,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the files could not be read",
+    ) {
+        Ok(files) => files,
+        Err(refused) => return *refused,
     };
     let rules = rules_as_json(&files.rules);
     let fields: serde_json::Map<String, Value> = live
@@ -300,16 +309,13 @@ async fn create_draft(
         )
     })
     .await;
-    match made {
-        Ok(Ok(draft)) => {
-            let draft = admin.editing.keep(draft);
-            answer(StatusCode::OK, &draft_json(&draft))
-        }
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the draft could not be made",
-        ),
+    match finished(
+        made,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the draft could not be made",
+    ) {
+        Ok(draft) => answer(StatusCode::OK, &draft_json(&admin.editing.keep(draft))),
+        Err(refused) => *refused,
     }
 }
 
@@ -464,13 +470,13 @@ async fn history(
     let account = live.name().to_owned();
     let rules = live.account.sources().rules.clone();
     let listed = web::block(move || History::of(&rules).list(&account)).await;
-    match listed {
-        Ok(Ok(changes)) => answer(StatusCode::OK, &json!({ "changes": changes })),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the history could not be read",
-        ),
+    match finished(
+        listed,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the history could not be read",
+    ) {
+        Ok(changes) => answer(StatusCode::OK, &json!({ "changes": changes })),
+        Err(refused) => *refused,
     }
 }
 
@@ -489,8 +495,8 @@ async fn history_entry(
     let rules = live.account.sources().rules.clone();
     let id = id.into_inner();
     let read = web::block(move || History::of(&rules).before(&account, &id)).await;
-    match read {
-        Ok(Ok((entry, files))) => {
+    match finished(read, StatusCode::NOT_FOUND, "the history could not be read") {
+        Ok((entry, files)) => {
             let diff: String = files
                 .iter()
                 .map(|f| {
@@ -503,11 +509,7 @@ async fn history_entry(
                 .collect();
             answer(StatusCode::OK, &json!({"change": entry, "diff": diff}))
         }
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the history could not be read",
-        ),
+        Err(refused) => *refused,
     }
 }
 

@@ -258,6 +258,11 @@ impl Recent {
 
     /// The pushes kept, newest first; only `account`'s when given.
     pub fn pushes(&self, account: Option<&str>) -> Vec<Push> {
+        self.pushes_of(|a| account.is_none_or(|wanted| a == wanted))
+    }
+
+    /// The pushes kept of the accounts `keep` says yes to, newest first.
+    pub fn pushes_of(&self, keep: impl Fn(&str) -> bool) -> Vec<Push> {
         let ring = self.ring.lock();
         // Slots before `next` were written last (the ring has gone round); those from it on,
         // before them.
@@ -266,7 +271,7 @@ impl Recent {
             .iter()
             .chain(newest)
             .rev()
-            .filter(|p| account.is_none_or(|a| &*p.account == a))
+            .filter(|p| keep(&p.account))
             .cloned()
             .collect()
     }
