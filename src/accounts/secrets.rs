@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::crypto::{Cipher, KeyError};
+use crate::store::replay::BodyKey;
 use crate::wechat_api::Credentials;
 
 /// The largest secret file read.
@@ -29,6 +30,8 @@ pub enum SettingsError {
 pub struct Secrets {
     token: String,
     cipher: Option<Cipher>,
+    /// Keys plaintext bodies' hashes (`store::replay`), derived from the token once.
+    body_key: BodyKey,
 }
 
 impl fmt::Debug for Secrets {
@@ -58,11 +61,17 @@ impl Secrets {
         Ok(Secrets {
             token: token.to_owned(),
             cipher,
+            body_key: BodyKey::from_secret(token),
         })
     }
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The key of this account's plaintext body hashes (`store::replay::BodyHash`).
+    pub fn body_key(&self) -> BodyKey {
+        self.body_key
     }
 
     /// The safe-mode cipher, when an EncodingAESKey is configured.
@@ -193,6 +202,7 @@ impl SecretSources {
         };
         Ok(ResolvedSecrets {
             secrets: Secrets {
+                body_key: BodyKey::from_secret(&token),
                 token: token.clone(),
                 cipher,
             },

@@ -116,7 +116,12 @@ impl AppState {
         };
         match self
             .replays
-            .check(query, BodyHash::of(body), now, until)
+            .check(
+                query,
+                BodyHash::of(account.secrets.body_key(), body),
+                now,
+                until,
+            )
             .await
         {
             Seen::New | Seen::Same => Ok(()),

@@ -8,12 +8,13 @@
 //! back to the process's own store (`Link::or_memory`). Safe mode needs none of this: its
 //! `msg_signature` covers the body. Knows nothing of HTTP or WeChat's XML.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, GuardResult};
-use sha1::{Digest, Sha1};
+use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::{set_nx_px, Link};
 
@@ -26,19 +27,48 @@ pub const MEMORY_ENTRIES: usize = 200_000;
 /// accepts a query for ever): the protection is then as long as this.
 pub const WITHOUT_WINDOW: Duration = Duration::from_secs(300);
 
-/// A body's hash: the first 128 bits of its SHA-1. Not chosen by whoever replays: they
-/// would need a second body with the same hash as the one WeChat sent (a second preimage,
-/// out of reach for SHA-1), and SHA-1 runs on the CPU's SHA instructions, about 0.3 µs
-/// for a push of a few hundred bytes.
+/// The key of an account's body hashes: derived from its token, so every instance of the
+/// account hashes a body alike (Redis compares their hashes) and whoever replays, not
+/// knowing the token, cannot predict a hash.
+#[derive(Clone, Copy)]
+pub struct BodyKey(u64, u64);
+
+impl BodyKey {
+    /// Derives the key from `secret` (the account's token) once, when its secrets are
+    /// read; never per push.
+    pub fn from_secret(secret: &str) -> BodyKey {
+        let digest = Sha256::new()
+            .chain_update(b"wxrules replay body key\0")
+            .chain_update(secret.as_bytes())
+            .finalize();
+        let mut halves = [0u8; 8];
+        halves.copy_from_slice(&digest[..8]);
+        let k0 = u64::from_le_bytes(halves);
+        halves.copy_from_slice(&digest[8..16]);
+        BodyKey(k0, u64::from_le_bytes(halves))
+    }
+}
+
+impl std::fmt::Debug for BodyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyKey(<redacted>)")
+    }
+}
+
+/// A body's hash: SipHash-1-3, 128 bits, keyed by the account's `BodyKey`. Whoever
+/// replays would need a second body with the same hash as the one WeChat sent, without
+/// the key and without ever seeing a hash (they stay in this process or in Redis): a keyed
+/// pseudo-random function is made for exactly that. It replaced an unkeyed SHA-1, which
+/// took a push about 5,700 instructions more than SipHash (benches/instructions.sh,
+/// BENCHMARKS.md "Hardening 2").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyHash(u128);
 
 impl BodyHash {
-    pub fn of(body: &[u8]) -> BodyHash {
-        let digest = Sha1::digest(body);
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&digest[..16]);
-        BodyHash(u128::from_be_bytes(first))
+    pub fn of(key: BodyKey, body: &[u8]) -> BodyHash {
+        let mut hasher = SipHasher13::new_with_keys(key.0, key.1);
+        hasher.write(body);
+        BodyHash(hasher.finish128().as_u128())
     }
 
     fn hex(self) -> String {
@@ -160,6 +190,24 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_795_737_600;
+    const KEY: BodyKey = BodyKey(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+
+    #[test]
+    fn instances_of_an_account_hash_alike_and_other_accounts_do_not() {
+        let body = b"<xml><MsgId>1</MsgId></xml>";
+        let (one, again) = (
+            BodyKey::from_secret("token-a"),
+            BodyKey::from_secret("token-a"),
+        );
+        assert_eq!(BodyHash::of(one, body), BodyHash::of(again, body));
+        let other = BodyKey::from_secret("token-b");
+        assert_ne!(BodyHash::of(one, body), BodyHash::of(other, body));
+        assert_ne!(
+            BodyHash::of(one, body),
+            BodyHash::of(one, b"<xml><MsgId>2</MsgId></xml>")
+        );
+        assert_eq!(format!("{one:?}"), "BodyKey(<redacted>)");
+    }
 
     fn query<'a>(scope: &'a str, nonce: &'a str) -> Query<'a> {
         Query {
@@ -170,7 +218,10 @@ mod tests {
     }
 
     async fn each_query_keeps_its_first_body(replays: &Replays) {
-        let (a, b) = (BodyHash::of(b"<xml>a</xml>"), BodyHash::of(b"<xml>b</xml>"));
+        let (a, b) = (
+            BodyHash::of(KEY, b"<xml>a</xml>"),
+            BodyHash::of(KEY, b"<xml>b</xml>"),
+        );
         let until = NOW + 300;
         assert_eq!(
             replays.check(query("", "1"), a, NOW, until).await,
@@ -199,7 +250,7 @@ mod tests {
     async fn in_process_a_query_keeps_its_first_body_until_it_expires() {
         let replays = Replays::new(None);
         each_query_keeps_its_first_body(&replays).await;
-        let (a, b) = (BodyHash::of(b"a"), BodyHash::of(b"b"));
+        let (a, b) = (BodyHash::of(KEY, b"a"), BodyHash::of(KEY, b"b"));
         assert_eq!(
             replays.check(query("", "3"), a, NOW, NOW + 5).await,
             Seen::New
@@ -226,7 +277,10 @@ mod tests {
         each_query_keeps_its_first_body(&one).await;
         // A second instance sees what the first saw.
         let two = Replays::new(Some(link(&redis.url())));
-        let (a, b) = (BodyHash::of(b"<xml>a</xml>"), BodyHash::of(b"<xml>b</xml>"));
+        let (a, b) = (
+            BodyHash::of(KEY, b"<xml>a</xml>"),
+            BodyHash::of(KEY, b"<xml>b</xml>"),
+        );
         assert_eq!(
             two.check(query("", "1"), a, NOW, NOW + 300).await,
             Seen::Same
