@@ -104,6 +104,10 @@ pub fn prepare(spec: &AccountSpec) -> Result<Prepared, Unprepared> {
         .map_err(|e| fail(vec![format!("account `{}`: {e}", spec.name)]))?;
     let loaded = rules::load(&spec.sources)
         .map_err(|e| fail(e.0.iter().map(ToString::to_string).collect()))?;
+    let unfit = rules::account_fit(&loaded.rules, &spec.sources.rules, spec.customer_service);
+    if !unfit.is_empty() {
+        return Err(fail(unfit.iter().map(ToString::to_string).collect()));
+    }
     Ok(Prepared {
         spec: spec.clone(),
         secrets,

@@ -51,6 +51,9 @@ struct RawAccount {
     appsecret_file: Option<PathBuf>,
     /// The account's rule tests: the cases a change made in the page must pass.
     tests: Option<PathBuf>,
+    /// Whether the account has WeChat's customer-service API (default true; unverified
+    /// subscription accounts do not).
+    customer_service: Option<bool>,
 }
 
 /// A config file that cannot be used: where, which account, what.
@@ -132,6 +135,10 @@ pub struct AccountSpec {
     /// Its rule tests (`tests:`; for a fleet of one `--tests`, or `rules/tests.yaml` beside
     /// the rules when it exists): the cases a change made in the page must pass.
     pub tests: Option<PathBuf>,
+    /// Whether the account has WeChat's customer-service API (`customer_service:`,
+    /// `--customer-service`; default true). Without it `send:` is refused and `late`
+    /// answers go through WeChat's retries and the next message.
+    pub customer_service: bool,
 }
 
 impl AccountSpec {
@@ -145,6 +152,7 @@ impl AccountSpec {
             secrets: SecretSources::environment(),
             line: 0,
             tests: None,
+            customer_service: true,
         }
     }
 }
@@ -306,6 +314,7 @@ impl Reading<'_> {
             secrets,
             line,
             tests: a.tests.as_deref().map(|t| self.resolve(t)),
+            customer_service: a.customer_service.unwrap_or(true),
             name: a.name,
         }
     }

@@ -175,6 +175,12 @@ impl Account {
         &self.spec
     }
 
+    /// Whether it can send customer-service messages: it has the API
+    /// (`customer_service`) and an AppSecret to call it with.
+    pub fn customer_service(&self) -> bool {
+        self.spec.customer_service && self.outbox.can_send()
+    }
+
     /// The prefix of the account's dedup and cooldown keys.
     pub fn scope(&self) -> &str {
         &self.scope
@@ -217,6 +223,7 @@ impl Account {
         self.spec.path == spec.path
             && self.spec.sources == spec.sources
             && self.spec.secrets == spec.secrets
+            && self.spec.customer_service == spec.customer_service
             && self.secrets_fingerprint == fingerprint
     }
 }

@@ -11,7 +11,11 @@ use crate::rules::{self, Sources};
 /// reported, all errors of all accounts), or of the one named by --account.
 pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     let Some(config) = args.config() else {
-        return check(&args.sources(), deny_warnings);
+        return check(
+            &args.sources(),
+            deny_warnings,
+            args.customer_service.unwrap_or(true),
+        );
     };
     let config = match config {
         Ok(config) => config,
@@ -19,7 +23,11 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
     };
     if args.account.is_some() {
         return match args.one() {
-            Ok((sources, _)) => check(&sources, deny_warnings),
+            Ok((sources, spec)) => check(
+                &sources,
+                deny_warnings,
+                spec.is_none_or(|spec| spec.customer_service),
+            ),
             Err(code) => Ok(code),
         };
     }
@@ -37,7 +45,7 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
                 spec.name
             );
         }
-        let code = check(&spec.sources, deny_warnings)?;
+        let code = check(&spec.sources, deny_warnings, spec.customer_service)?;
         if code != ExitCode::SUCCESS || (deny_warnings && secrets.is_some()) {
             failed.push(spec.name.as_str());
         }
@@ -61,12 +69,23 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
     }
 }
 
-pub(super) fn check(sources: &Sources, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+/// Checks one account's rules; `customer_service` says whether it has WeChat's
+/// customer-service API (`send:` is an error without it).
+pub(super) fn check(
+    sources: &Sources,
+    deny_warnings: bool,
+    customer_service: bool,
+) -> anyhow::Result<ExitCode> {
     let loaded = match load_or_report(sources) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let errors = rules::compile_regexes(&loaded.rules, &sources.rules);
+    let mut errors = rules::compile_regexes(&loaded.rules, &sources.rules);
+    errors.extend(rules::account_fit(
+        &loaded.rules,
+        &sources.rules,
+        customer_service,
+    ));
     if !errors.is_empty() {
         report(&errors, "error");
         eprintln!("{}: {} error(s)", sources.rules.display(), errors.len());

@@ -97,6 +97,17 @@ struct SourceArgs {
     /// With --config: the account to use (`check` without it checks every account).
     #[arg(long, value_name = "NAME", requires = "config")]
     account: Option<String>,
+    /// Whether the account (without --config) has WeChat's customer-service API; `false`
+    /// for an unverified subscription account: `send:` is then refused, and `late` answers
+    /// go out through WeChat's retries and the user's next message. With --config, each
+    /// account's `customer_service:`.
+    #[arg(
+        long,
+        env = "WXRULES_CUSTOMER_SERVICE",
+        value_name = "BOOL",
+        conflicts_with = "config"
+    )]
+    customer_service: Option<bool>,
 }
 
 impl SourceArgs {

@@ -56,6 +56,7 @@ pub(super) fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         templates: PathBuf::new(),
         config: args.config.clone(),
         account: args.account.clone(),
+        customer_service: None,
     };
     let (_, spec) = match source.one() {
         Ok(one) => one,

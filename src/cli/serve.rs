@@ -171,6 +171,7 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
             Some(config) => Source::Config(config.path),
             None => {
                 let mut spec = AccountSpec::single(args.sources.sources());
+                spec.customer_service = args.sources.customer_service.unwrap_or(true);
                 spec.tests = Some(
                     args.tests
                         .clone()

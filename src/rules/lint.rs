@@ -113,6 +113,32 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     out.into_iter().map(super::excerpt::bounded).collect()
 }
 
+/// What the rules ask of an account that has no customer-service API (`customer_service:
+/// false`): `send:` and `late.via: customer_service` cannot be served there. Errors; none
+/// when the account has the API.
+pub fn account_fit(rules: &RuleSet, path: &Path, customer_service: bool) -> Vec<RuleError> {
+    if customer_service {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for rule in &rules.rules {
+        let late = rule.call().and_then(|call| call.late());
+        let problem = if !rule.send().is_empty() {
+            "`send:` needs WeChat's customer-service API, which this account does not have (`customer_service: false`); a `call` with `late:` answers such an account through WeChat's retries and the user's next message instead"
+        } else if late.is_some_and(|late| late.via == Some(super::Via::CustomerService)) {
+            "`late.via: customer_service` needs WeChat's customer-service API, which this account does not have (`customer_service: false`); leave `via` out (or `via: retries`): the answer then goes out as the passive reply of one of WeChat's retries, or of the user's next message"
+        } else {
+            continue;
+        };
+        out.push(RuleError {
+            location: Location::new(path, Some((rule.line, rule.column)).filter(|(l, _)| *l > 0)),
+            rule: Some(rule.name.to_string()),
+            message: problem.to_owned(),
+        });
+    }
+    out
+}
+
 /// Rules whose `active` window has ended: they can never match again.
 fn ended_windows(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);

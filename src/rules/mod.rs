@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use compile::{
     files_digest, load, load_draft, load_str, read_sources, SourceFiles, MAX_ARTICLES,
 };
-pub use lint::{compile_regexes, lint};
+pub use lint::{account_fit, compile_regexes, lint};
 pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use media::expiry_day;
@@ -406,6 +406,30 @@ pub struct Late {
     pub(crate) after: std::time::Duration,
     /// The holding reply; `None` answers `success`.
     pub(crate) reply: Option<ReplySpec>,
+    /// `late.via`; `None` lets the account decide (`Late::via`).
+    pub(crate) via: Option<Via>,
+    /// How long an answer no attempt could carry waits for the next message; zero: never.
+    pub(crate) keep: std::time::Duration,
+    /// The keywords (folded) that fetch a kept answer; empty: any message.
+    pub(crate) pickup: Vec<Box<str>>,
+}
+
+/// How a late answer reaches the user (`late.via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A message through WeChat's customer-service API.
+    CustomerService,
+    /// The passive reply of a later attempt of WeChat's, then the next message.
+    Retries,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::CustomerService => "customer_service",
+            Via::Retries => "retries",
+        }
+    }
 }
 
 impl Late {
@@ -415,6 +439,27 @@ impl Late {
 
     pub fn reply(&self) -> Option<&ReplySpec> {
         self.reply.as_ref()
+    }
+
+    /// How the answer goes: as written, or by what the account has (`customer_service`
+    /// where it can send customer-service messages, else WeChat's retries).
+    pub fn via(&self, customer_service: bool) -> Via {
+        match self.via {
+            Some(via) => via,
+            None if customer_service => Via::CustomerService,
+            None => Via::Retries,
+        }
+    }
+
+    /// How long an answer too late for the push waits for the next message.
+    pub fn keep(&self) -> std::time::Duration {
+        self.keep
+    }
+
+    /// Whether `text` (a message's keyword subject, folded) fetches a kept answer.
+    pub fn picks_up(&self, folded: Option<&str>) -> bool {
+        self.pickup.is_empty()
+            || folded.is_some_and(|text| self.pickup.iter().any(|word| &**word == text))
     }
 }
 

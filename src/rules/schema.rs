@@ -124,6 +124,18 @@ pub(crate) struct RawLate {
     pub(crate) after: Option<Scalar>,
     /// The passive holding reply (`正在查询，请稍候…`); without it the push gets `success`.
     pub(crate) reply: Option<RawReply>,
+    /// How the late answer reaches the user: `customer_service` (a message through WeChat's
+    /// API) or `retries` (the passive reply of one of WeChat's three attempts, about 15 s;
+    /// then kept for the user's next message). Default: `customer_service` where the
+    /// account has it, else `retries`.
+    pub(crate) via: Option<Scalar>,
+    /// How long an answer that missed every attempt (or the customer-service quota) is kept
+    /// for the user's next message (default `30m`; `0` never keeps one).
+    pub(crate) keep: Option<Scalar>,
+    /// The messages that fetch a kept answer (`[1, 结果]`, matched as keywords); default:
+    /// any message.
+    #[serde(default)]
+    pub(crate) pickup: Vec<Scalar>,
 }
 
 /// The criteria of a rule; all given ones must hold.

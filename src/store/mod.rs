@@ -13,6 +13,8 @@
 //! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped; whether Redis keeps
 //!   them across its restart (`check_durability`); `crate::act::outbox` sends.
 //! - [`replay`]: plaintext pushes' signed queries, each with its body's hash (`Replays`).
+//! - [`joined`]: WeChat's attempts at one push joined to one slow call (`Joined`).
+//! - [`kept`]: answers kept for a user's next message (`Kept`).
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -21,6 +23,8 @@
 
 pub mod cooldown;
 pub mod dedup;
+pub mod joined;
+pub mod kept;
 mod lease;
 pub mod link;
 pub mod outbox;

@@ -12,7 +12,7 @@ use super::reply::compile_reply;
 use super::{duration, Compiler};
 use crate::rules::schema::{self, RawCall, RawLate, RawReply};
 use crate::rules::tpl::{self, Simple};
-use crate::rules::{Call, CallMethod, Late};
+use crate::rules::{Call, CallMethod, Late, Via};
 
 /// The default and the bounds of a call's `timeout`.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,6 +22,10 @@ pub(crate) const PASSIVE_BUDGET: Duration = crate::wire::PASSIVE_DEADLINE;
 /// The default and the longest `late.after`: WeChat gives up on a push after 5 s.
 pub(crate) const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(3);
 pub(crate) const MAX_LATE_AFTER: Duration = Duration::from_millis(4500);
+/// How long an answer no attempt could carry waits for the user's next message, by
+/// default and at most (WeChat's window for the user's messages is 48 h).
+pub(crate) const DEFAULT_LATE_KEEP: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MAX_LATE_KEEP: Duration = Duration::from_secs(48 * 3600);
 /// Calls of one rule at once, by default and at most.
 pub(crate) const DEFAULT_CALL_CONCURRENCY: u32 = 64;
 pub(crate) const MAX_CALL_CONCURRENCY: u32 = 10_000;
@@ -147,7 +151,40 @@ fn compile_late(c: &mut Compiler<'_>, rule: At<'_>, late: RawLate, timeout: Dura
         );
         Some(spec)
     });
-    Late { after, reply }
+    let via = late.via.as_ref().and_then(|via| match via.0.trim() {
+        "retries" => Some(Via::Retries),
+        "customer_service" => Some(Via::CustomerService),
+        _ => {
+            c.error_at(
+                at.key("via"),
+                "`late.via` is `customer_service` or `retries`".into(),
+            );
+            None
+        }
+    });
+    let keep = match &late.keep {
+        None => DEFAULT_LATE_KEEP,
+        Some(k) if k.0.trim() == "0" => Duration::ZERO,
+        Some(k) => duration(c, at.key("keep"), &k.0, MAX_LATE_KEEP).unwrap_or(DEFAULT_LATE_KEEP),
+    };
+    let mut pickup = Vec::with_capacity(late.pickup.len());
+    for (i, word) in late.pickup.iter().enumerate() {
+        let folded = crate::rules::fold::folded(word.0.trim());
+        if folded.is_empty() {
+            c.error_at(
+                at.key("pickup").index(i),
+                "a `late.pickup` keyword is not empty".into(),
+            );
+        }
+        pickup.push(folded.into_owned().into_boxed_str());
+    }
+    Late {
+        after,
+        reply,
+        via,
+        keep,
+        pickup,
+    }
 }
 
 /// A call's URL: text and `{{path}}`s, `http` or `https`, the scheme and host written out.
