@@ -6,6 +6,7 @@ mod document;
 mod inbound;
 mod outbound;
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -41,13 +42,21 @@ pub fn push_cdata(out: &mut String, text: &str) {
 }
 
 fn push_xml_chars(out: &mut String, text: &str) {
-    // The forbidden characters are C0 controls (bytes below 0x20, but for tab, LF and CR)
-    // and U+FFFE/U+FFFF (UTF-8 EF BF BE/BF): byte scans clear text without decoding it.
+    out.push_str(&xml_safe(text));
+}
+
+/// `text` without the characters XML 1.0 cannot carry: C0 controls but tab, LF and CR, and
+/// U+FFFE/U+FFFF (lone surrogates cannot occur in `str`). Borrowed when there are none, as
+/// there almost never are. Text bound for WeChat passes here (a passive reply through
+/// [`push_cdata`]), so that such characters are dropped rather than sent.
+pub fn xml_safe(text: &str) -> Cow<'_, str> {
+    // Byte scans clear text without decoding it: the forbidden characters are bytes below
+    // 0x20 and the UTF-8 sequences EF BF BE/BF.
     let bytes = text.as_bytes();
     if no_controls(bytes) && !has_noncharacter(bytes) {
-        out.push_str(text);
+        Cow::Borrowed(text)
     } else {
-        out.extend(text.chars().filter(|&c| is_xml_char(c)));
+        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
     }
 }
 
@@ -116,6 +125,12 @@ mod tests {
             cdata("]]>]]>"),
             "<![CDATA[]]]]><![CDATA[>]]]]><![CDATA[>]]>"
         );
+    }
+
+    #[test]
+    fn xml_safe_borrows_clean_text_and_drops_forbidden_characters() {
+        assert!(matches!(xml_safe("价格 a\tb\r\n😀"), Cow::Borrowed(_)));
+        assert_eq!(xml_safe("a\u{0}b\u{1b}c\u{FFFF}d\u{FFFE}"), "abcd");
     }
 
     #[test]
