@@ -10,7 +10,7 @@
 //! - [`render`]: a rule's reply evaluated for one message.
 //! - [`answer`](mod@answer): the decision for one message, shared by the server, `explain` (the
 //!   dashboard's try) and `cases` (`wxrules test`); [`import`]: the MP console's export.
-//! - [`parts`]: a long answer cut into parts WeChat takes.
+//! - [`parts`]: a long answer cut into parts WeChat takes; Markdown as chat text.
 //!
 //! What a decision asks for, and where state lives:
 //! - [`act`]: a rule's `call` to the account's service, and the `outbox` of

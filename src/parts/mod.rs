@@ -1,13 +1,17 @@
 //! Long answers made into parts WeChat takes: [`split`] cuts a text into parts of at most a
-//! number of bytes, at the best boundary it can find and never inside a character or a link.
-//! Pure functions over text: no IO, no settings, nothing else of the crate.
+//! number of bytes, at the best boundary it can find and never inside a character or a link;
+//! [`markdown_to_plain`] turns a backend's Markdown into chat text. Pure functions over text:
+//! no IO, no settings, nothing else of the crate.
 
+mod plain;
 #[cfg(test)]
 mod tests;
 
 use std::ops::Range;
 
 use unicode_segmentation::GraphemeCursor;
+
+pub use plain::markdown_to_plain;
 
 /// The most a WeChat text message carries, in UTF-8 bytes: a passive reply's `Content` and a
 /// customer-service message's `text.content` alike.
