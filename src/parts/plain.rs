@@ -156,11 +156,8 @@ impl Writer {
     fn end(&mut self, tag: TagEnd) {
         match tag {
             TagEnd::Heading(level) => {
-                if self.out[self.heading..]
-                    .trim_start_matches('【')
-                    .trim()
-                    .is_empty()
-                {
+                let text = self.out.get(self.heading..).unwrap_or_default();
+                if text.trim_start_matches('【').trim().is_empty() {
                     self.out.truncate(self.heading);
                 } else if framed(level) {
                     self.out.push('】');
@@ -168,8 +165,13 @@ impl Writer {
                 self.line();
                 self.tight = true;
             }
-            TagEnd::CodeBlock | TagEnd::Item => {
+            TagEnd::CodeBlock => {
                 self.indent.pop();
+            }
+            TagEnd::Item => {
+                self.indent.pop();
+                // An empty item's marker does not hold the next item on its line.
+                self.marker = false;
             }
             TagEnd::List(_) => {
                 self.lists.pop();
@@ -184,7 +186,12 @@ impl Writer {
         let Some((start, url)) = self.links.pop() else {
             return;
         };
-        let text = self.out.split_off(start.min(self.out.len()));
+        // Only text is written between a link's start and end, so `start` is still where
+        // its text starts; were it not, the link would be left as its text alone.
+        if !self.out.is_char_boundary(start) {
+            return;
+        }
+        let text = self.out.split_off(start);
         // An image inside a link is that link's text: its alt text alone.
         let shown = if kind == LinkKind::Image && !self.links.is_empty() {
             text
@@ -496,6 +503,11 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_item_is_its_bullet_alone() {
+        check("-\n- 乙\n\n1.\n2. 二", "•\n• 乙\n\n1.\n2. 二");
+    }
+
+    #[test]
     fn links_are_anchors_unless_their_text_is_the_url() {
         check(
             "[官网](https://example.com/a?b=1&c=2)",
@@ -565,5 +577,15 @@ mod tests {
     #[test]
     fn soft_breaks_keep_the_authors_lines() {
         check("第一行\n第二行  \n第三行", "第一行\n第二行\n第三行");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_markdown_gives_tidy_text(md in "[-#*_`>|!\\[\\]()<>a/:. \n1x中😀]{0,200}|.{0,200}") {
+            let plain = markdown_to_plain(&md);
+            proptest::prop_assert!(!plain.contains("\n\n\n"), "{:?}", plain);
+            proptest::prop_assert!(!plain.starts_with('\n'), "{:?}", plain);
+            proptest::prop_assert_eq!(plain.trim_end(), plain.as_str());
+        }
     }
 }
