@@ -1,7 +1,8 @@
 //! Long answers made into parts WeChat takes: [`split`] cuts a text into parts of at most a
 //! number of bytes, at the best boundary it can find and never inside a character or a link;
 //! [`markdown_to_plain`] turns a backend's Markdown into chat text. Pure functions over text:
-//! no IO, no settings, nothing else of the crate.
+//! no IO, no settings, nothing else of the crate. A caller drops what XML cannot carry
+//! (`wire::xml_safe`) before splitting, so that the parts are what is sent.
 
 mod plain;
 #[cfg(test)]
