@@ -204,6 +204,11 @@ fn render_sends(
 
 /// `reply` as the answer to `message`; an empty text says nothing instead (it would show
 /// as a blank bubble or an error).
+/// `reply` written as `rule`'s passive answer to `message`.
+pub fn replied_with(rule: Arc<str>, reply: Reply, message: &Message, now: u64) -> Outcome {
+    replied(rule, reply, message, now, Vec::new())
+}
+
 fn replied(
     rule: Arc<str>,
     reply: Reply,

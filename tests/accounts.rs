@@ -108,13 +108,14 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
     let state = AppState {
         fleet: Arc::clone(&fleet),
         metrics,
-        clock,
+        clock: clock.clone(),
         options: Options::default(),
         dedup: Arc::new(dedup),
         caller: wxrules::act::call::Caller::new().unwrap(),
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(wxrules::store::replay::Replays::new(None)),
+        slow: Arc::new(wxrules::server::slow::SlowAnswers::new(clock.clone(), None)),
         recent: None,
     };
     (state, fleet)

@@ -284,6 +284,7 @@ async fn assemble(
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let replays = crate::store::replay::Replays::new(dedup.redis());
+    let slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
     // The outbox in Redis is only as durable as Redis: say so at start when it is not.
     if let Some(redis) = dedup.redis() {
         if fleet.accounts.table().accounts().iter().any(|a| a.sends()) {
@@ -304,6 +305,7 @@ async fn assemble(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
+        slow: Arc::new(slow),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled
             .admin_listen

@@ -102,6 +102,9 @@ pub struct RuleSet {
     /// The share of the process's regex budget its regexes hold (`budget`), given back
     /// when the set is dropped.
     pub(crate) regex_budget: budget::Reservation,
+    /// Whether a rule has a `late` call, whose answer may be kept for the user's next
+    /// message: only then does a push look for a kept answer.
+    pub(crate) keeps: bool,
 }
 
 impl fmt::Debug for RuleSet {
@@ -116,6 +119,12 @@ impl fmt::Debug for RuleSet {
 }
 
 impl RuleSet {
+    /// Whether a push of this account may find an answer kept for its user (a rule has a
+    /// `late` call).
+    pub fn keeps(&self) -> bool {
+        self.keeps
+    }
+
     /// The rules in file order (those that are on).
     pub fn rules(&self) -> &[Rule] {
         &self.rules

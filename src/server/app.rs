@@ -77,6 +77,9 @@ pub struct AppState {
     /// The signed queries of plaintext pushes, each with its body's hash: a captured query
     /// cannot carry another body (`store::replay`).
     pub replays: Arc<crate::store::replay::Replays>,
+    /// WeChat's attempts joined to slow calls, and answers kept for users' next messages
+    /// (`late.via: retries`, long answers).
+    pub slow: Arc<super::slow::SlowAnswers>,
     /// The last pushes and each rule's last hit, for the dashboard; kept only when the
     /// admin port serves it (`--admin-listen`).
     pub recent: Option<Arc<crate::telemetry::recent::Recent>>,

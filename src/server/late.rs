@@ -11,7 +11,7 @@ use crate::accounts::Live;
 use crate::act::call::{CallFailure, CallResult};
 use crate::answer::{after_call, holding, Outcome};
 use crate::render;
-use crate::rules::Match;
+use crate::rules::{Match, Via};
 use crate::telemetry::recent::{Followup, Late};
 use crate::wechat_api::CustomMessage;
 use crate::wire::{self, Message};
@@ -28,13 +28,15 @@ pub(super) struct Asked<'a> {
 /// the call up to the deadline. With `late` it waits `late.after`; a call still running
 /// then goes on in its own task, the push gets the holding reply, and the reply the call
 /// leads to goes out through the outbox.
+/// `(outcome, joined)`: `joined` when the call answers across WeChat's retries and has not
+/// yet; the outcome is then the holding reply, for the last attempt (`server::slow`).
 pub(super) async fn ask_service(
     state: &AppState,
     live: &Arc<Live>,
     message: &Message,
     found: Match<'_>,
     asked: Asked<'_>,
-) -> Outcome {
+) -> (Outcome, bool) {
     let Asked {
         now,
         started,
@@ -44,7 +46,7 @@ pub(super) async fn ask_service(
     let rules = &live.rules;
     let account = &live.account;
     let Some(call) = found.rule.call() else {
-        return Outcome::Ignored { rule: None };
+        return (Outcome::Ignored { rule: None }, false);
     };
     let rule = found.rule.shared_name();
     let scope = render::Scope {
@@ -64,14 +66,17 @@ pub(super) async fn ask_service(
         Err(failure) => {
             let result = CallResult::Failed(failure);
             log_call(account.log_name(), &rule, message, &result, false, after);
-            return after_call(rules, message, &found, &result, now);
+            return (after_call(rules, message, &found, &result, now), false);
         }
     };
     let Some(late) = late else {
         let result = pending.run().await;
         log_call(account.log_name(), &rule, message, &result, false, after);
-        return after_call(rules, message, &found, &result, now);
+        return (after_call(rules, message, &found, &result, now), false);
     };
+    if late.via(account.customer_service()) == Via::Retries {
+        return super::slow::first_attempt(state, live, message, found, asked, pending, late).await;
+    }
     // The call, and what follows it if it is late, run as one task on the server's main
     // thread (the system arbiter), which outlives the workers: at a stop, the server waits
     // for late calls a little (`LateCalls`) before the outbox drains. The push waits for
@@ -118,7 +123,7 @@ pub(super) async fn ask_service(
             handed.try_recv().ok()
         }
     };
-    match result {
+    let outcome = match result {
         Some(result) => {
             log_call(account.log_name(), &rule, message, &result, false, after);
             after_call(rules, message, &found, &result, now)
@@ -137,7 +142,8 @@ pub(super) async fn ask_service(
             );
             holding(rules, message, &found, now)
         }
-    }
+    };
+    (outcome, false)
 }
 
 /// What a late call's task needs once the push has been answered without it.

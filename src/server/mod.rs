@@ -13,6 +13,7 @@ mod push;
 mod query;
 mod refusal;
 pub mod signin;
+pub mod slow;
 
 pub(crate) use admin::Signed;
 pub use admin::{configure_admin, Admin};

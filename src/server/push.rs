@@ -12,6 +12,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use super::late::{ask_service, queue_sends, Asked};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
+use super::slow;
 use super::{body, AppState, ServiceError};
 use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
@@ -65,12 +66,17 @@ pub(crate) async fn receive(
     let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
         Ok(Claim::First(ticket)) => ticket,
         Ok(Claim::Answered { answer, store }) => {
-            return answered_before(&state, &live, &message, &answer, store, started)
+            if slow::joined_type(&answer).is_some() {
+                let encrypt = matches!(wrapping, Wrapping::Safe);
+                return slow::later_attempt(&state, &live, &message, &answer, started, encrypt)
+                    .await;
+            }
+            return answered_before(&state, &live, &message, &answer, store, started);
         }
         Err(_) => return past_deadline(&state, &live, &message, started),
     };
     let now = state.clock.now();
-    let (mut outcome, found_at, after) =
+    let (mut outcome, found_at, after, joined) =
         decide(&state, &live, &message, now, started, deadline).await;
     let body = match (&mut outcome, wrapping) {
         (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
@@ -84,10 +90,17 @@ pub(crate) async fn receive(
         Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
-    let stored = Arc::new(Answer {
+    let stored = Answer {
         content_type: content_type.into(),
         body: body.into(),
         rule: outcome.shared_rule().cloned(),
+    };
+    // A push joined to a call still running: its retries find the holding reply, for the
+    // last of them, and join the call.
+    let stored = Arc::new(if joined {
+        slow::joined_answer(stored)
+    } else {
+        stored
     });
     // A late call's holding reply comes at `late.after`, which may be past the deadline:
     // its copy for retries still gets the time of one store (Redis included).
@@ -117,6 +130,11 @@ pub(crate) async fn receive(
         keep_recent(recent, &live, &message, &outcome, &kept);
     }
     log_outcome(&live, &message, &outcome, elapsed);
+    if joined {
+        // Left without an answer, so that WeChat tries again.
+        tokio::time::sleep_until(tokio::time::Instant::from_std(started + slow::HOLD)).await;
+        return HttpResponse::Ok().content_type(PLAIN_TEXT).body("success");
+    }
     HttpResponse::Ok()
         .content_type(content_type)
         .body(stored.body.clone())
@@ -249,9 +267,10 @@ fn past_deadline(
 }
 
 /// What the rules say about `message`, the rule's call made and its `send:` queued; which
-/// rule decided; and, with the dashboard on, what follows the answer (for a rule that
-/// calls or sends). A rule with a cooldown claimed it when it was found, and keeps the
-/// claim only if it answers.
+/// rule decided; with the dashboard on, what follows the answer (for a rule that calls or
+/// sends); and whether the push is joined to a call still running (`server::slow`). An
+/// answer kept for the user comes first. A rule with a cooldown claimed it when it was
+/// found, and keeps the claim only if it answers.
 async fn decide(
     state: &AppState,
     live: &Arc<Live>,
@@ -259,7 +278,12 @@ async fn decide(
     now: u64,
     started: Instant,
     deadline: tokio::time::Instant,
-) -> (Outcome, Option<usize>, Option<Arc<Followup>>) {
+) -> (Outcome, Option<usize>, Option<Arc<Followup>>, bool) {
+    if live.rules.keeps() {
+        if let Some(kept) = slow::pickup(state, live, message, now).await {
+            return (kept, None, None, false);
+        }
+    }
     let found = find_unless_cooling(state, live, message).await;
     let found_at = found.as_ref().map(|m| m.index);
     let after = found
@@ -275,8 +299,8 @@ async fn decide(
             let late = m.rule.call().is_some_and(|c| c.late().is_some());
             (m.rule.shared_name(), late)
         });
-    let mut outcome = match decide_found(&live.rules, message, found, now) {
-        Decision::Done(outcome) => outcome,
+    let (mut outcome, joined) = match decide_found(&live.rules, message, found, now) {
+        Decision::Done(outcome) => (outcome, false),
         // Boxed: the call's state (request, task handle) would otherwise be part of every
         // push's future, making it several hundred bytes larger for rules that never call.
         Decision::Call(found) => {
@@ -305,7 +329,7 @@ async fn decide(
                 .await;
         }
     }
-    (outcome, found_at, after)
+    (outcome, found_at, after, joined)
 }
 
 /// What the dashboard's ring keeps of a push besides the message and its outcome.
@@ -445,7 +469,7 @@ fn cooldown_account<'m>(account: &Live, message: &'m Message) -> Cow<'m, str> {
 }
 
 /// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
-fn encrypt_reply(account: &Live, xml: &str, now: u64) -> String {
+pub(super) fn encrypt_reply(account: &Live, xml: &str, now: u64) -> String {
     let Some(cipher) = account.secrets.cipher() else {
         return "success".to_owned();
     };

@@ -113,6 +113,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     rules_loaded: IntGauge,
     dedup_hits: IntCounterVec,
+    kept_answers: IntCounterVec,
     dedup_fallbacks: IntCounter,
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
@@ -213,6 +214,13 @@ impl Metrics {
                 "Retries answered from the dedup store, by store",
                 &["store"],
                 &["memory", "redis"],
+            ),
+            kept_answers: counters(
+                r,
+                "wxrules_kept_answers_total",
+                "Answers kept for a user's next message (too late for every attempt, or the parts of a long one), given, or dropped (the store full)",
+                &["outcome"],
+                &["kept", "given", "dropped"],
             ),
             dedup_fallbacks: register(
                 r,
@@ -403,6 +411,12 @@ impl Metrics {
     /// itself is counted by `observe_request` with `RequestOutcome::Retry`.
     pub fn observe_dedup_hit(&self, store: &str) {
         self.dedup_hits.with_label_values(&[store]).inc();
+    }
+
+    /// Counts an answer kept for a user's next message (`kept`), given (`given`) or lost
+    /// to the store's bounds (`dropped`).
+    pub fn observe_kept(&self, outcome: &str) {
+        self.kept_answers.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a request deduplicated in process because Redis was unavailable.

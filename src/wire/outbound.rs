@@ -5,8 +5,10 @@ use std::fmt::Write as _;
 
 use super::push_cdata;
 
-/// A passive reply, with every template already rendered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A passive reply, with every template already rendered. Serialised (JSON) only to be
+/// kept for a later attempt or message (`server::slow`), never shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Text {
         content: String,
@@ -38,7 +40,7 @@ pub enum Reply {
 }
 
 /// One article of a news reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Article {
     pub title: String,
     pub description: String,

@@ -102,6 +102,7 @@ pub fn state_with_dedup(
         .unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
     let replays = wxrules::store::replay::Replays::new(dedup.redis());
+    let slow = wxrules::server::slow::SlowAnswers::new(clock.clone(), dedup.redis());
     AppState {
         fleet: Arc::new(fleet),
         metrics,
@@ -112,6 +113,7 @@ pub fn state_with_dedup(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
+        slow: Arc::new(slow),
         recent: None,
     }
 }

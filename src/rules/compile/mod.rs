@@ -366,6 +366,9 @@ fn finish(
     let (digest, templates_digest) = digests(source, template_files);
 
     let index = Index::build(&rules);
+    let keeps = rules
+        .iter()
+        .any(|rule| rule.call().is_some_and(|call| call.late().is_some()));
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
     let templates = Registry::new(c.templates, template_files, files_key, &inline);
     Loaded {
@@ -378,6 +381,7 @@ fn finish(
             templates_digest,
             template_count: template_files.len(),
             regex_budget,
+            keeps,
         },
         warnings,
     }

@@ -1,0 +1,402 @@
+//! Slow and long answers for accounts without the customer-service API (`late.via:
+//! retries`): WeChat's three attempts at a push joined to one call, each answered as soon
+//! as the answer is there, the first two otherwise left unanswered so that WeChat tries
+//! again, the last answered with the answer or the holding reply; an answer later than
+//! that, or the rest of a long one, kept for the user's next message (`store::kept`),
+//! which gets it before the rules run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::HttpResponse;
+use serde::{Deserialize, Serialize};
+
+use super::late::{queue_sends, Asked};
+use super::AppState;
+use crate::accounts::Live;
+use crate::act::call::{CallResult, Pending};
+use crate::answer::{after_call, holding, replied_with, Outcome};
+use crate::clock::Clock;
+use crate::rules::{Late, Match};
+use crate::store::dedup::{Answer, Key};
+use crate::store::joined::{Joined, Published};
+use crate::store::kept::{Kept, Swapped};
+use crate::wire::{Message, Reply};
+
+/// How long an attempt waits for the call: WeChat drops a push it has no answer for at 5 s.
+pub(super) const ATTEMPT_WAIT: Duration = Duration::from_millis(4500);
+/// How long an attempt left unanswered is held: past WeChat's 5 s, so that it tries again
+/// (an answer WeChat no longer waits for is not an answer).
+pub(super) const HOLD: Duration = Duration::from_millis(5500);
+/// WeChat's attempts at one push.
+const ATTEMPTS: u32 = 3;
+/// The word that fetches the next part of a long answer, and the line that says so.
+pub const NEXT_WORD: &str = "继续";
+pub const NEXT_MARKER: &str = "\n（回复 继续 查看下一段）";
+/// The content type of a stored answer that stands for a push joined to a running call:
+/// its body is the holding reply, which the last attempt gives if the call has not answered.
+const JOINED: &str = "wxrules/joined;";
+
+/// What slow answers keep: the attempts joined to calls, and the answers kept for users'
+/// next messages.
+#[derive(Debug)]
+pub struct SlowAnswers {
+    pub joined: Joined,
+    pub kept: Kept,
+}
+
+impl SlowAnswers {
+    /// In process, and in Redis through `link` when given.
+    pub fn new(clock: Arc<dyn Clock>, link: Option<Arc<crate::store::Link>>) -> SlowAnswers {
+        SlowAnswers {
+            joined: Joined::new(link.clone()),
+            kept: Kept::new(clock, link),
+        }
+    }
+}
+
+/// The answer a joined call publishes: the rule, and its reply (`None`: `success`).
+#[derive(Serialize, Deserialize)]
+struct JoinedAnswer {
+    rule: String,
+    reply: Option<Reply>,
+}
+
+/// An answer kept for a user: replies in order, given one a message.
+#[derive(Serialize, Deserialize)]
+struct KeptAnswer {
+    rule: String,
+    items: Vec<Reply>,
+    /// The folded keywords that fetch the first item; empty: any message.
+    pickup: Vec<String>,
+    /// How long what is left is kept, in seconds.
+    keep: u64,
+}
+
+/// The stored answer of a first attempt left without one: retries find it and join the call.
+pub(super) fn joined_answer(holding: Answer) -> Answer {
+    Answer {
+        content_type: format!("{JOINED}{}", holding.content_type).into(),
+        ..holding
+    }
+}
+
+/// The holding reply's own content type, if `answer` stands for a joined push.
+pub(super) fn joined_type(answer: &Answer) -> Option<&str> {
+    answer.content_type.strip_prefix(JOINED)
+}
+
+/// A long text split into parts WeChat takes (each ≤ 2048 bytes), each but the last
+/// telling the user how to get the next; other replies as they are.
+fn parts(reply: Reply) -> Vec<Reply> {
+    match reply {
+        Reply::Text { content } if content.len() > crate::parts::WECHAT_TEXT_LIMIT => {
+            crate::parts::split_with_marker(&content, crate::parts::WECHAT_TEXT_LIMIT, NEXT_MARKER)
+                .into_iter()
+                .map(|content| Reply::Text { content })
+                .collect()
+        }
+        reply => vec![reply],
+    }
+}
+
+/// The first attempt at a push whose rule's call answers `via: retries`: the call starts
+/// in a task of its own (joined under the push's dedup key), and the attempt waits for it
+/// until `ATTEMPT_WAIT`. `(outcome, joined)`: the answer; or, `joined`, the holding reply,
+/// which the caller stores for the last attempt and does not send.
+pub(super) async fn first_attempt(
+    state: &AppState,
+    live: &Arc<Live>,
+    message: &Message,
+    found: Match<'_>,
+    asked: Asked<'_>,
+    pending: Pending,
+    late: &Late,
+) -> (Outcome, bool) {
+    let key = Key::for_message_in(live.account.scope(), message);
+    let key: Arc<str> = Arc::from(key.as_str());
+    let slow = Arc::clone(&state.slow);
+    if !slow.joined.begin(&key).await {
+        // As many pushes joined as the process may hold: this one waits as long as it may.
+        let result = pending.run().await;
+        return (
+            after_call(&live.rules, message, &found, &result, asked.now),
+            false,
+        );
+    }
+    let task = {
+        let (live, message, key) = (Arc::clone(live), message.clone(), Arc::clone(&key));
+        let (index, captures, now) = (found.index, found.captures.clone(), asked.now);
+        let keep = late.keep();
+        async move {
+            let result = pending.run().await;
+            let Some(rule) = live.rules.rules().get(index) else {
+                return;
+            };
+            let found = Match {
+                rule,
+                index,
+                captures,
+            };
+            publish(&slow, &live, &message, &found, &result, &key, now, keep).await;
+        }
+    };
+    actix_web::rt::System::current().arbiter().spawn(task);
+    let until = tokio::time::Instant::from_std(asked.started + ATTEMPT_WAIT);
+    match state.slow.joined.wait(&key, until).await {
+        Some(published) => (outcome_of(&published, message, state.clock.now()), false),
+        None => (holding(&live.rules, message, &found, asked.now), true),
+    }
+}
+
+/// The call's answer, to the attempts still open, or else kept for the next message; the
+/// parts of a long text after the first kept for `继续`; the rule's `send:` queued.
+#[expect(clippy::too_many_arguments, reason = "one task's parts, named")]
+async fn publish(
+    slow: &SlowAnswers,
+    live: &Live,
+    message: &Message,
+    found: &Match<'_>,
+    result: &CallResult,
+    key: &str,
+    now: u64,
+    keep: Duration,
+) {
+    let rule = found.rule.name.to_string();
+    let outcome = after_call(&live.rules, message, found, result, now);
+    let (reply, sends) = match outcome {
+        Outcome::Replied { reply, sends, .. } => (Some(reply), sends),
+        Outcome::Ignored { .. } | Outcome::Failed { .. } => (None, Vec::new()),
+    };
+    if !sends.is_empty() {
+        queue_sends(&live.account, &found.rule.name, message, sends, None).await;
+    }
+    let mut items = reply.map(parts).unwrap_or_default();
+    let first = (!items.is_empty()).then(|| items.remove(0));
+    let answer = JoinedAnswer {
+        rule: rule.clone(),
+        reply: first.clone(),
+    };
+    let Ok(json) = serde_json::to_string(&answer) else {
+        return;
+    };
+    let account = live.account.log_name();
+    let user = message.from_user();
+    match slow.joined.publish(key, &json).await {
+        Published::ToAttempts => {
+            // The rest of a long answer waits for `继续`.
+            if !items.is_empty() {
+                let words = vec![NEXT_WORD.to_owned()];
+                keep_for_next(slow, live, user, &rule, items, words, keep).await;
+            }
+        }
+        Published::Closed => {
+            let Some(first) = first else { return };
+            items.insert(0, first);
+            let pickup = found
+                .rule
+                .call()
+                .and_then(|call| call.late())
+                .map(|late| late.pickup.iter().map(|w| w.to_string()).collect())
+                .unwrap_or_default();
+            if keep.is_zero() {
+                tracing::info!(
+                    event = "late_answer_dropped",
+                    account,
+                    rule,
+                    reason = "keep is 0"
+                );
+                return;
+            }
+            keep_for_next(slow, live, user, &rule, items, pickup, keep).await;
+        }
+    }
+}
+
+/// Keeps `items` for `user`'s next message, after what is already kept for them.
+async fn keep_for_next(
+    slow: &SlowAnswers,
+    live: &Live,
+    user: &str,
+    rule: &str,
+    items: Vec<Reply>,
+    pickup: Vec<String>,
+    keep: Duration,
+) {
+    let scope = live.account.scope();
+    let account = live.account.log_name();
+    for _ in 0..3 {
+        let old = slow.kept.get(scope, user).await;
+        let merged = match old
+            .as_deref()
+            .and_then(|o| serde_json::from_str::<KeptAnswer>(o).ok())
+        {
+            // What was kept first is given first.
+            Some(mut before) => {
+                before.items.extend(items.iter().cloned());
+                before
+            }
+            None => KeptAnswer {
+                rule: rule.to_owned(),
+                items: items.clone(),
+                pickup: pickup.clone(),
+                keep: keep.as_secs(),
+            },
+        };
+        let Ok(json) = serde_json::to_string(&merged) else {
+            return;
+        };
+        match slow
+            .kept
+            .swap(scope, user, old.as_deref(), Some(&json), keep)
+            .await
+        {
+            Swapped::Done => {
+                live.metrics().observe_kept("kept");
+                tracing::info!(
+                    event = "answer_kept",
+                    account,
+                    rule,
+                    parts = merged.items.len()
+                );
+                return;
+            }
+            Swapped::Changed => continue,
+            Swapped::Refused => break,
+        }
+    }
+    live.metrics().observe_kept("dropped");
+    tracing::warn!(
+        event = "answer_not_kept",
+        account,
+        rule,
+        "the kept answers are full (or this one is too large): the answer is lost"
+    );
+}
+
+/// The passive answer of a published call answer.
+fn outcome_of(published: &str, message: &Message, now: u64) -> Outcome {
+    match serde_json::from_str::<JoinedAnswer>(published) {
+        Ok(JoinedAnswer {
+            rule,
+            reply: Some(reply),
+        }) => replied_with(Arc::from(rule), reply, message, now),
+        Ok(JoinedAnswer { rule, reply: None }) => Outcome::Ignored {
+            rule: Some(Arc::from(rule)),
+        },
+        Err(_) => Outcome::Ignored { rule: None },
+    }
+}
+
+/// A later attempt at a push joined to a running call (`stored` is the first attempt's
+/// holding reply): the answer when it comes within `ATTEMPT_WAIT`; otherwise nothing
+/// before the last attempt (held past WeChat's wait), and the holding reply at the last.
+pub(super) async fn later_attempt(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    stored: &Answer,
+    started: Instant,
+    encrypt: bool,
+) -> HttpResponse {
+    let key = Key::for_message_in(live.account.scope(), message);
+    let joined = &state.slow.joined;
+    let attempt = joined.attempt(key.as_str()).await;
+    let until = tokio::time::Instant::from_std(started + ATTEMPT_WAIT);
+    let mut answer = joined.wait(key.as_str(), until).await;
+    if answer.is_none() {
+        if attempt != 0 && attempt < ATTEMPTS {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + HOLD)).await;
+            return HttpResponse::Ok()
+                .content_type(super::PLAIN_TEXT)
+                .body("success");
+        }
+        answer = joined.close(key.as_str()).await;
+    }
+    let now = state.clock.now();
+    let outcome = match answer {
+        Some(published) => outcome_of(&published, message, now),
+        None => {
+            let content_type = joined_type(stored).unwrap_or(super::PLAIN_TEXT).to_owned();
+            return HttpResponse::Ok()
+                .content_type(content_type)
+                .body(stored.body.clone());
+        }
+    };
+    respond(live, &outcome, now, encrypt)
+}
+
+fn respond(live: &Live, outcome: &Outcome, now: u64, encrypt: bool) -> HttpResponse {
+    match outcome {
+        Outcome::Replied { xml, .. } => {
+            let body = if encrypt {
+                super::push::encrypt_reply(live, xml, now)
+            } else {
+                xml.clone()
+            };
+            HttpResponse::Ok().content_type(super::XML).body(body)
+        }
+        _ => HttpResponse::Ok()
+            .content_type(super::PLAIN_TEXT)
+            .body("success"),
+    }
+}
+
+/// The answer kept for this message's user, if the message fetches it: taken (the rest,
+/// if any, left for `继续`). Only for accounts whose rules keep answers.
+pub(super) async fn pickup(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    now: u64,
+) -> Option<Outcome> {
+    let kept = &state.slow.kept;
+    if !live.rules.keeps() || !(kept.shared() || kept.any_here()) || message.msg_type() == "event" {
+        return None;
+    }
+    let (scope, user) = (live.account.scope(), message.from_user());
+    let text = message
+        .keyword_text()
+        .map(|t| crate::rules::fold::folded(t.trim()).into_owned());
+    for _ in 0..3 {
+        let value = kept.get(scope, user).await?;
+        let Ok(mut answer) = serde_json::from_str::<KeptAnswer>(&value) else {
+            kept.swap(scope, user, Some(&value), None, Duration::ZERO)
+                .await;
+            return None;
+        };
+        let fetches = answer.pickup.is_empty()
+            || text
+                .as_deref()
+                .is_some_and(|t| answer.pickup.iter().any(|w| w == t));
+        if !fetches || answer.items.is_empty() {
+            return None;
+        }
+        let first = answer.items.remove(0);
+        let keep = Duration::from_secs(answer.keep.max(1));
+        let rest = if answer.items.is_empty() {
+            None
+        } else {
+            answer.pickup = vec![crate::rules::fold::folded(NEXT_WORD).into_owned()];
+            serde_json::to_string(&answer).ok()
+        };
+        match kept
+            .swap(scope, user, Some(&value), rest.as_deref(), keep)
+            .await
+        {
+            Swapped::Done => {
+                live.metrics().observe_kept("given");
+                tracing::info!(
+                    event = "kept_answer_given",
+                    account = live.account.log_name(),
+                    rule = &*answer.rule,
+                    left = answer.items.len()
+                );
+                return Some(replied_with(Arc::from(answer.rule), first, message, now));
+            }
+            Swapped::Changed => continue,
+            Swapped::Refused => return None,
+        }
+    }
+    None
+}

@@ -1,0 +1,229 @@
+//! Slow and long answers for an account without the customer-service API (`late.via:
+//! retries`), through the real App: a WeChat stand-in that tries each push as WeChat does
+//! (the same MsgId three times, 5 s apart, each attempt dropped at 5 s), a backend on
+//! 127.0.0.1 answering after 1, 7, 12 and 25 s. The backend is asked once each time, and
+//! the user gets the answer exactly once: passively, on a retry, or on the next message.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use common::redis_server::RedisServer;
+use common::*;
+use wxrules::accounts::Secrets;
+use wxrules::server::{AppState, Options};
+use wxrules::store::{dedup, Store};
+
+const RULES: &str = r#"rules:
+  - name: assistant
+    when: { keyword: { regex: '^问\s*(?P<ms>\d+)$' } }
+    call: { url: "{BASE}/slow/{{captures.ms}}", timeout: 40s }
+    late:
+      reply: { text: "正在思考，回复 1 查看结果" }
+      pickup: ["1", 结果]
+    reply: { text: "答案：{{call.answer}}" }
+  - name: long
+    when: { keyword: 长 }
+    call: { url: "{BASE}/long", timeout: 40s }
+    late: { via: retries }
+    reply: { text: "{{call.text}}" }
+  - name: fallback
+    when: {}
+    reply: { text: "规则的回答" }
+"#;
+
+/// WeChat's wait for one attempt, and the time between attempts.
+const WECHAT_WAIT: Duration = Duration::from_secs(5);
+
+fn text(user: &str, msg_id: u64, content: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>\
+         <CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+         <Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+fn state(scratch: &Scratch, store: Store) -> AppState {
+    let config = dedup::Config {
+        store,
+        ..dedup::Config::default()
+    };
+    state_with_dedup(
+        scratch.sources(),
+        Secrets::new(TOKEN, None).unwrap(),
+        Options::default(),
+        Some(config),
+    )
+}
+
+fn scratch(tag: &str, backend: &Backend) -> Scratch {
+    let scratch = Scratch::new(tag);
+    scratch.write(
+        "rules.yaml",
+        &RULES.replace("{BASE}", &format!("http://{}", backend.addr)),
+    );
+    scratch
+}
+
+/// Tries `body` as WeChat does, on `apps` in turn (one app: every attempt on it): up to
+/// three attempts 5 s apart, each dropped at 5 s. The answer of the attempt that got one
+/// in time (its number, 1-based), if any.
+async fn wechat_tries<S>(apps: &[&S], body: &str) -> Option<(usize, String)>
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let start = tokio::time::Instant::now();
+    for attempt in 0..3 {
+        let app = apps[attempt % apps.len()];
+        let at = start + WECHAT_WAIT * u32::try_from(attempt).unwrap();
+        tokio::time::sleep_until(at).await;
+        let query = signed_query();
+        match tokio::time::timeout(WECHAT_WAIT, post(app, &query, body.to_owned())).await {
+            Ok((200, answer)) => return Some((attempt + 1, answer)),
+            Ok((status, answer)) => panic!("attempt {attempt}: {status} {answer}"),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn content(xml: &str) -> String {
+    let start = xml.find("<Content><![CDATA[").map(|i| i + 18).unwrap_or(0);
+    let end = xml[start..]
+        .find("]]></Content>")
+        .map_or(xml.len(), |e| start + e);
+    xml[start..end].to_owned()
+}
+
+#[actix_web::test]
+async fn a_slow_answer_reaches_the_user_once_whatever_the_backend_takes() {
+    let backend = Backend::start();
+    let scratch = scratch("slow-retries", &backend);
+    let app = app(state(&scratch, Store::Memory)).await;
+    let started = Instant::now();
+    // Four users, four backends' speeds, at once.
+    let apps = [&app];
+    let bodies = [
+        text("u1", 1, "问 1000"),
+        text("u7", 7, "问 7000"),
+        text("u12", 12, "问 12000"),
+        text("u25", 25, "问 25000"),
+    ];
+    let (one, seven, twelve, late) = tokio::join!(
+        wechat_tries(&apps, &bodies[0]),
+        wechat_tries(&apps, &bodies[1]),
+        wechat_tries(&apps, &bodies[2]),
+        wechat_tries(&apps, &bodies[3]),
+    );
+    let (attempt, answer) = one.unwrap();
+    assert_eq!((attempt, content(&answer).as_str()), (1, "答案：想好了"));
+    let (attempt, answer) = seven.unwrap();
+    assert_eq!(
+        (attempt, content(&answer).as_str()),
+        (2, "答案：想好了"),
+        "the second attempt carries it"
+    );
+    let (attempt, answer) = twelve.unwrap();
+    assert_eq!(
+        (attempt, content(&answer).as_str()),
+        (3, "答案：想好了"),
+        "the third attempt carries it"
+    );
+    let (attempt, answer) = late.unwrap();
+    assert_eq!(
+        (attempt, content(&answer).as_str()),
+        (3, "正在思考，回复 1 查看结果"),
+        "the last attempt gets the holding reply"
+    );
+    // Each call made once, however many attempts joined it.
+    for ms in ["1000", "7000", "12000", "25000"] {
+        let calls = backend
+            .received()
+            .iter()
+            .filter(|r| r.target == format!("/slow/{ms}"))
+            .count();
+        assert_eq!(calls, 1, "the backend is asked once for /slow/{ms}");
+    }
+    // The 25 s answer is kept: a message that is not a pickup word gets the rules' answer,
+    // `1` gets the kept answer, once.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(
+        started + Duration::from_secs(26),
+    ))
+    .await;
+    let (_, other) = post(&app, &signed_query(), text("u25", 100, "你好")).await;
+    assert_eq!(content(&other), "规则的回答");
+    let (_, kept) = post(&app, &signed_query(), text("u25", 101, "1")).await;
+    assert_eq!(content(&kept), "答案：想好了");
+    let (_, again) = post(&app, &signed_query(), text("u25", 102, "1")).await;
+    assert_eq!(content(&again), "规则的回答", "given once");
+    // The users whose answer came in time have nothing kept.
+    let (_, none) = post(&app, &signed_query(), text("u7", 103, "1")).await;
+    assert_eq!(content(&none), "规则的回答");
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(&metrics, "wxrules_kept_answers_total{outcome=\"kept\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "wxrules_kept_answers_total{outcome=\"given\"}"),
+        Some(1.0)
+    );
+}
+
+#[actix_web::test]
+async fn attempts_on_two_instances_join_one_call_through_redis() {
+    let redis = RedisServer::start();
+    let backend = Backend::start();
+    let scratch = scratch("slow-redis", &backend);
+    let store = || redis.url().parse::<Store>().unwrap();
+    let (one, two) = (state(&scratch, store()), state(&scratch, store()));
+    // As `serve` does at start: Redis reached before the first push.
+    assert!(one.dedup.connect().await && two.dedup.connect().await);
+    let (one, two) = (app(one).await, app(two).await);
+    let started = Instant::now();
+    // Attempts alternate: 1 on one, 2 on two, 3 on one.
+    let apps = [&one, &two];
+    let bodies = [text("r7", 207, "问 7000"), text("r25", 225, "问 17000")];
+    let (seven, late) = tokio::join!(
+        wechat_tries(&apps, &bodies[0]),
+        wechat_tries(&apps, &bodies[1]),
+    );
+    let (attempt, answer) = seven.unwrap();
+    assert_eq!(
+        (attempt, content(&answer).as_str()),
+        (2, "答案：想好了"),
+        "the attempt on the other instance gets the answer of the call made on the first"
+    );
+    let (attempt, answer) = late.unwrap();
+    assert_eq!(
+        (attempt, content(&answer).as_str()),
+        (3, "正在思考，回复 1 查看结果")
+    );
+    for ms in ["7000", "17000"] {
+        let calls = backend
+            .received()
+            .iter()
+            .filter(|r| r.target == format!("/slow/{ms}"))
+            .count();
+        assert_eq!(calls, 1, "one call for /slow/{ms} across both instances");
+    }
+    // Kept by the instance that made the call, given by the other.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(
+        started + Duration::from_secs(18),
+    ))
+    .await;
+    let (_, kept) = post(&two, &signed_query(), text("r25", 300, "结果")).await;
+    assert_eq!(content(&kept), "答案：想好了");
+    let (_, again) = post(&one, &signed_query(), text("r25", 301, "结果")).await;
+    assert_eq!(
+        content(&again),
+        "规则的回答",
+        "given once, by either instance"
+    );
+}
