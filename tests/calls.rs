@@ -421,7 +421,7 @@ async fn a_late_holding_reply_past_the_deadline_is_stored_for_retries_on_other_i
     scratch.write(
         "rules.yaml",
         &format!(
-            "rules:\n  - name: agent\n    when: {{ keyword: {{ regex: '^问(?P<ms>\\d+)$' }} }}\n    call: {{ url: \"{}/slow/{{{{captures.ms}}}}\", timeout: 10s }}\n    late: {{ after: 3200ms, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"{{{{call.answer}}}}\" }}\n",
+            "rules:\n  - name: agent\n    when: {{ keyword: {{ regex: '^问(?P<ms>\\d+)$' }} }}\n    call: {{ url: \"{}/slow/{{{{captures.ms}}}}\", timeout: 10s }}\n    late: {{ after: 3200ms, via: customer_service, reply: {{ text: 稍候 }} }}\n    reply: {{ text: \"{{{{call.answer}}}}\" }}\n",
             backend.base()
         ),
     );

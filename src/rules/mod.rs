@@ -102,8 +102,9 @@ pub struct RuleSet {
     /// The share of the process's regex budget its regexes hold (`budget`), given back
     /// when the set is dropped.
     pub(crate) regex_budget: budget::Reservation,
-    /// Whether a rule has a `late` call, whose answer may be kept for the user's next
-    /// message: only then does a push look for a kept answer.
+    /// Whether a rule has a `call` or `send:`, whose answer may be kept for the user's next
+    /// message (too late, long, or past WeChat's quota): only then does any push look for a
+    /// kept answer (otherwise only `继续`, for the rest of a long reply).
     pub(crate) keeps: bool,
 }
 
@@ -120,7 +121,7 @@ impl fmt::Debug for RuleSet {
 
 impl RuleSet {
     /// Whether a push of this account may find an answer kept for its user (a rule has a
-    /// `late` call).
+    /// `call` or `send:`).
     pub fn keeps(&self) -> bool {
         self.keeps
     }

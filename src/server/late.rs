@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::slow::SlowAnswers;
 use super::AppState;
-use crate::accounts::Account;
 use crate::accounts::Live;
 use crate::act::call::{CallFailure, CallResult};
 use crate::answer::{after_call, holding, Outcome};
 use crate::render;
 use crate::rules::{Match, Via};
+use crate::store::quota::Window;
 use crate::telemetry::recent::{Followup, Late};
 use crate::wechat_api::CustomMessage;
 use crate::wire::{self, Message};
@@ -95,6 +96,8 @@ pub(super) async fn ask_service(
         account: account.log_name().map(Arc::from),
         after: after.cloned(),
         _running: (state.late_calls.enter(), account.late_calls.enter()),
+        slow: Arc::clone(&state.slow),
+        clock: Arc::clone(&state.clock),
     };
     let task = async move {
         let started = Instant::now();
@@ -162,6 +165,9 @@ struct LateCall {
     after: Option<Arc<Followup>>,
     /// Counted in `AppState::late_calls` and in its account's while the task lives.
     _running: (crate::act::call::Running, crate::act::call::Running),
+    /// The quota and the kept answers, for what it sends.
+    slow: Arc<SlowAnswers>,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl LateCall {
@@ -187,6 +193,8 @@ impl LateCall {
             rule: name,
             account,
             after,
+            slow,
+            clock,
             ..
         } = self;
         let Some(rule) = live.rules.rules().get(index) else {
@@ -206,8 +214,9 @@ impl LateCall {
         };
         match after_call(&live.rules, &message, &found, &result, now) {
             Outcome::Replied { reply, sends, .. } => {
-                let mut messages = Vec::with_capacity(1 + sends.len());
-                messages.push(Ok(reply));
+                // A long text goes out in parts, in order (`server::slow::parts`).
+                let mut messages: Vec<_> =
+                    super::slow::parts(reply, "").into_iter().map(Ok).collect();
                 messages.extend(sends);
                 tracing::info!(
                     event = "late_reply_queued",
@@ -217,7 +226,8 @@ impl LateCall {
                     messages = messages.len()
                 );
                 late(Late::Queued);
-                queue_sends(&live.account, &name, &message, messages, after.clone()).await;
+                let at = SendAt::of(&message, now, clock.now());
+                queue_sends(&slow, &live, &name, &message, messages, after.clone(), at).await;
             }
             Outcome::Ignored { .. } => {
                 late(Late::Nothing);
@@ -270,23 +280,84 @@ fn log_call(
     }
 }
 
+/// When a push's messages go: the window of WeChat's customer-service quota the push
+/// opened, and the unix second now.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SendAt {
+    pub(super) window: Window,
+    pub(super) now: u64,
+}
+
+impl SendAt {
+    /// The window `message`, received at the unix second `received`, opens.
+    pub(super) fn of(message: &Message, received: u64, now: u64) -> SendAt {
+        SendAt {
+            window: Window::after(received, message.event()),
+            now,
+        }
+    }
+}
+
+/// How long messages past the quota wait for the user's next message.
+const OVER_QUOTA_KEPT: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+
 /// Queues a rule's rendered `send:` messages; what cannot be queued is logged (within a
 /// rate limit: a full outbox refuses every push until it drains) and counted by the
-/// outbox. Never waits: the network is the outbox's business.
+/// outbox. Never waits: the network is the outbox's business. Where the account has the
+/// customer-service API, WeChat's quota is counted first (`store::quota`): messages past
+/// it are kept for the user's next message, never sent.
 pub(super) async fn queue_sends(
-    account: &Account,
+    slow: &SlowAnswers,
+    live: &Live,
     rule: &Arc<str>,
     message: &Message,
     sends: Vec<Result<wire::Reply, crate::render::RenderError>>,
     after: Option<Arc<Followup>>,
+    at: SendAt,
 ) {
+    let account = &live.account;
     let log_name = account.log_name();
-    let mut messages = Vec::with_capacity(sends.len());
+    let mut replies = Vec::with_capacity(sends.len());
     for send in sends {
-        let built = send.map_err(|e| e.to_string()).and_then(|reply| {
-            CustomMessage::new(message.from_user(), reply).map_err(|e| e.to_string())
-        });
-        match built {
+        match send {
+            Ok(reply) => replies.push(reply),
+            Err(error) => tracing::error!(
+                event = "send_render_failed",
+                account = log_name,
+                rule = &**rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                %error
+            ),
+        }
+    }
+    if replies.is_empty() {
+        return;
+    }
+    if account.customer_service() {
+        let n = u32::try_from(replies.len()).unwrap_or(u32::MAX);
+        let user = message.from_user();
+        let allowed = slow
+            .quota
+            .take(account.scope(), user, at.window, n, at.now)
+            .await;
+        let allowed = usize::try_from(allowed).unwrap_or(usize::MAX);
+        if allowed < replies.len() {
+            let over = replies.split_off(allowed);
+            tracing::info!(
+                event = "quota_reached",
+                account = log_name,
+                rule = &**rule,
+                msg_id = message.msg_id().unwrap_or(""),
+                kept = over.len(),
+                "WeChat's customer-service quota for this user is used up: the rest waits for their next message"
+            );
+            super::slow::keep_for_next(slow, live, user, rule, over, Vec::new(), OVER_QUOTA_KEPT)
+                .await;
+        }
+    }
+    let mut messages = Vec::with_capacity(replies.len());
+    for reply in replies {
+        match CustomMessage::new(message.from_user(), reply) {
             Ok(m) => messages.push(m),
             Err(error) => tracing::error!(
                 event = "send_render_failed",
@@ -298,6 +369,9 @@ pub(super) async fn queue_sends(
         }
     }
     let count = messages.len();
+    if count == 0 {
+        return;
+    }
     if let Err(why) = account.outbox.enqueue_followed(rule, messages, after).await {
         super::refusal::log_outbox_refused(log_name, rule, count, message.msg_id(), &why);
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use rand::distributions::{Alphanumeric, DistString};
 
-use super::late::{ask_service, queue_sends, Asked};
+use super::late::{ask_service, queue_sends, Asked, SendAt};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
 use super::slow;
@@ -279,10 +279,8 @@ async fn decide(
     started: Instant,
     deadline: tokio::time::Instant,
 ) -> (Outcome, Option<usize>, Option<Arc<Followup>>, bool) {
-    if live.rules.keeps() {
-        if let Some(kept) = slow::pickup(state, live, message, now).await {
-            return (kept, None, None, false);
-        }
+    if let Some(kept) = slow::pickup(state, live, message, now).await {
+        return (kept, None, None, false);
     }
     let found = find_unless_cooling(state, live, message).await;
     let found_at = found.as_ref().map(|m| m.index);
@@ -313,10 +311,12 @@ async fn decide(
             Box::pin(ask_service(state, live, message, found, asked)).await
         }
     };
+    slow::long_reply(state, live, message, &mut outcome, now).await;
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
             let sends = std::mem::take(sends);
-            queue_sends(&live.account, rule, message, sends, after.clone()).await;
+            let at = SendAt::of(message, now, now);
+            queue_sends(&state.slow, live, rule, message, sends, after.clone(), at).await;
         }
     }
     // A rule that claimed its cooldown and did not answer gives it back; one whose late

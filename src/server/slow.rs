@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 
-use super::late::{queue_sends, Asked};
+use super::late::{queue_sends, Asked, SendAt};
 use super::AppState;
 use crate::accounts::Live;
 use crate::act::call::{CallResult, Pending};
@@ -21,6 +21,7 @@ use crate::rules::{Late, Match};
 use crate::store::dedup::{Answer, Key};
 use crate::store::joined::{Joined, Published};
 use crate::store::kept::{Kept, Swapped};
+use crate::store::quota::Quota;
 use crate::wire::{Message, Reply};
 
 /// How long an attempt waits for the call: WeChat drops a push it has no answer for at 5 s.
@@ -43,6 +44,8 @@ const JOINED: &str = "wxrules/joined;";
 pub struct SlowAnswers {
     pub joined: Joined,
     pub kept: Kept,
+    /// WeChat's customer-service quota per user.
+    pub quota: Quota,
 }
 
 impl SlowAnswers {
@@ -50,6 +53,7 @@ impl SlowAnswers {
     pub fn new(clock: Arc<dyn Clock>, link: Option<Arc<crate::store::Link>>) -> SlowAnswers {
         SlowAnswers {
             joined: Joined::new(link.clone()),
+            quota: Quota::new(link.clone()),
             kept: Kept::new(clock, link),
         }
     }
@@ -88,16 +92,82 @@ pub(super) fn joined_type(answer: &Answer) -> Option<&str> {
 
 /// A long text split into parts WeChat takes (each ≤ 2048 bytes), each but the last
 /// telling the user how to get the next; other replies as they are.
-fn parts(reply: Reply) -> Vec<Reply> {
+pub(super) fn parts(reply: Reply, marker: &str) -> Vec<Reply> {
     match reply {
-        Reply::Text { content } if content.len() > crate::parts::WECHAT_TEXT_LIMIT => {
-            crate::parts::split_with_marker(&content, crate::parts::WECHAT_TEXT_LIMIT, NEXT_MARKER)
+        Reply::Text { content } if content.len() > LIMIT => {
+            let content = crate::wire::xml_safe(&content);
+            crate::parts::split_with_marker(&content, LIMIT, marker)
                 .into_iter()
                 .map(|content| Reply::Text { content })
                 .collect()
         }
         reply => vec![reply],
     }
+}
+
+/// How long the rest of a long passive reply waits for `继续`.
+const PARTS_KEPT: Duration = Duration::from_secs(30 * 60);
+/// WeChat's limit for a text, in bytes.
+const LIMIT: usize = crate::parts::WECHAT_TEXT_LIMIT;
+
+/// A passive text over WeChat's limit: the first part answers; the rest goes out through
+/// the customer-service API (in order, before the rule's `send:`) where the account has
+/// it, or else waits for `继续`, one part a message.
+pub(super) async fn long_reply(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    outcome: &mut Outcome,
+    now: u64,
+) {
+    let Outcome::Replied {
+        rule,
+        reply: Reply::Text { content },
+        sends,
+        ..
+    } = outcome
+    else {
+        return;
+    };
+    if content.len() <= LIMIT {
+        return;
+    }
+    let rule = Arc::clone(rule);
+    let by_service = live.account.customer_service();
+    let marker = if by_service { "" } else { NEXT_MARKER };
+    let mut items = parts(
+        Reply::Text {
+            content: std::mem::take(content),
+        },
+        marker,
+    );
+    let first = items.remove(0);
+    let sends = std::mem::take(sends);
+    if by_service {
+        let mut queued: Vec<_> = items.into_iter().map(Ok).collect();
+        queued.extend(sends);
+        *outcome = replied_with(Arc::clone(&rule), first, message, now);
+        if let Outcome::Replied { sends, .. } = outcome {
+            *sends = queued;
+        }
+        return;
+    }
+    *outcome = replied_with(Arc::clone(&rule), first, message, now);
+    if let Outcome::Replied { sends: left, .. } = outcome {
+        *left = sends;
+    }
+    let keep = PARTS_KEPT;
+    let words = vec![crate::rules::fold::folded(NEXT_WORD).into_owned()];
+    keep_for_next(
+        &state.slow,
+        live,
+        message.from_user(),
+        &rule,
+        items,
+        words,
+        keep,
+    )
+    .await;
 }
 
 /// The first attempt at a push whose rule's call answers `via: retries`: the call starts
@@ -169,9 +239,12 @@ async fn publish(
         Outcome::Ignored { .. } | Outcome::Failed { .. } => (None, Vec::new()),
     };
     if !sends.is_empty() {
-        queue_sends(&live.account, &found.rule.name, message, sends, None).await;
+        let at = SendAt::of(message, now, now);
+        queue_sends(slow, live, &found.rule.name, message, sends, None, at).await;
     }
-    let mut items = reply.map(parts).unwrap_or_default();
+    let mut items = reply
+        .map(|reply| parts(reply, NEXT_MARKER))
+        .unwrap_or_default();
     let first = (!items.is_empty()).then(|| items.remove(0));
     let answer = JoinedAnswer {
         rule: rule.clone(),
@@ -214,7 +287,7 @@ async fn publish(
 }
 
 /// Keeps `items` for `user`'s next message, after what is already kept for them.
-async fn keep_for_next(
+pub(super) async fn keep_for_next(
     slow: &SlowAnswers,
     live: &Live,
     user: &str,
@@ -351,13 +424,16 @@ pub(super) async fn pickup(
     now: u64,
 ) -> Option<Outcome> {
     let kept = &state.slow.kept;
-    if !live.rules.keeps() || !(kept.shared() || kept.any_here()) || message.msg_type() == "event" {
+    if !(kept.shared() || kept.any_here()) || message.msg_type() == "event" {
         return None;
     }
+    let raw = message.keyword_text().map(str::trim);
+    // Without a `call` rule only the rest of a long reply is ever kept, fetched by `继续`.
+    if !live.rules.keeps() && raw != Some(NEXT_WORD) {
+        return None;
+    }
+    let text = raw.map(|t| crate::rules::fold::folded(t).into_owned());
     let (scope, user) = (live.account.scope(), message.from_user());
-    let text = message
-        .keyword_text()
-        .map(|t| crate::rules::fold::folded(t.trim()).into_owned());
     for _ in 0..3 {
         let value = kept.get(scope, user).await?;
         let Ok(mut answer) = serde_json::from_str::<KeptAnswer>(&value) else {

@@ -15,6 +15,7 @@
 //! - [`replay`]: plaintext pushes' signed queries, each with its body's hash (`Replays`).
 //! - [`joined`]: WeChat's attempts at one push joined to one slow call (`Joined`).
 //! - [`kept`]: answers kept for a user's next message (`Kept`).
+//! - [`quota`]: WeChat's customer-service quota per user (`Quota`).
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
@@ -28,6 +29,7 @@ pub mod kept;
 mod lease;
 pub mod link;
 pub mod outbox;
+pub mod quota;
 pub mod replay;
 pub(crate) mod token;
 

@@ -368,7 +368,7 @@ fn finish(
     let index = Index::build(&rules);
     let keeps = rules
         .iter()
-        .any(|rule| rule.call().is_some_and(|call| call.late().is_some()));
+        .any(|rule| rule.call().is_some() || !rule.send().is_empty());
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
     let templates = Registry::new(c.templates, template_files, files_key, &inline);
     Loaded {
