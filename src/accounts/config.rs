@@ -51,6 +51,8 @@ struct RawAccount {
     appsecret_file: Option<PathBuf>,
     /// The account's rule tests: the cases a change made in the page must pass.
     tests: Option<PathBuf>,
+    /// The account's custom menu (`menu.yaml`), for `check` and `wxrules menu`.
+    menu: Option<PathBuf>,
 }
 
 /// A config file that cannot be used: where, which account, what.
@@ -132,6 +134,9 @@ pub struct AccountSpec {
     /// Its rule tests (`tests:`; for a fleet of one `--tests`, or `rules/tests.yaml` beside
     /// the rules when it exists): the cases a change made in the page must pass.
     pub tests: Option<PathBuf>,
+    /// Its custom menu (`menu:`; for a fleet of one, `menu.yaml` beside the rules when it
+    /// exists).
+    pub menu: Option<PathBuf>,
 }
 
 impl AccountSpec {
@@ -145,6 +150,7 @@ impl AccountSpec {
             secrets: SecretSources::environment(),
             line: 0,
             tests: None,
+            menu: None,
         }
     }
 }
@@ -306,6 +312,7 @@ impl Reading<'_> {
             secrets,
             line,
             tests: a.tests.as_deref().map(|t| self.resolve(t)),
+            menu: a.menu.as_deref().map(|m| self.resolve(m)),
             name: a.name,
         }
     }

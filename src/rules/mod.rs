@@ -261,6 +261,26 @@ impl Rule {
             .store(at, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The exact values the rule's `event_key` takes, with the exact `event`s it pins
+    /// (lower-cased; empty when it pins none): `None` when it has no `event_key` or one
+    /// with a prefix or regex. For `menu`'s cross-check.
+    pub fn exact_event_keys(&self) -> Option<(Vec<&str>, Vec<&str>)> {
+        let test = |field: matcher::Field| self.when.tests.iter().find(|t| t.field == field);
+        let keys = test(matcher::Field::EventKey)?.matcher.exact_only()?;
+        let events = test(matcher::Field::Event)
+            .and_then(|t| t.matcher.exact_only())
+            .unwrap_or_default();
+        Some((events, keys))
+    }
+
+    /// Whether the rule looks at `event_key` at all.
+    pub fn reads_event_key(&self) -> bool {
+        self.when
+            .tests
+            .iter()
+            .any(|t| t.field == matcher::Field::EventKey)
+    }
+
     /// Describes each criterion and whether it holds for `subject`, for `explain`.
     pub fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {
         self.when.describe(subject)

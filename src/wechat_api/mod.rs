@@ -1,5 +1,6 @@
-//! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`) and
-//! customer-service messages (`message/custom/send`). It knows nothing of rules: it sends
+//! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`),
+//! customer-service messages (`message/custom/send`), and in `menu` the custom menu and
+//! permanent material. It knows nothing of rules: it sends
 //! the messages it is handed. The AppSecret and access tokens never leave this module, in
 //! errors or logs.
 //!
@@ -10,6 +11,7 @@
 //! access token, which must never reach another origin).
 
 mod custom;
+mod menu;
 mod token;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
+pub use menu::Material;
 use token::usable;
 
 use crate::store::token::{Lock, TokenStore};
@@ -237,56 +240,26 @@ impl Api {
     /// Sends one customer-service message. An answer that says the token is no good
     /// refreshes it and retries the call once.
     pub async fn send_custom(&self, message: &CustomMessage) -> Result<(), ApiError> {
-        let token = self.access_token().await?;
-        match self.post_custom(&token, message).await {
-            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
-                tracing::warn!(
-                    event = "token_rejected",
-                    account = self.metrics.account(),
-                    errcode,
-                    "refreshing the access token"
-                );
-                let fresh = self.refresh_token(Some(&token)).await?;
-                self.post_custom(&fresh, message).await
-            }
-            other => other,
-        }
+        self.authorized(
+            move |token: Arc<str>| async move { self.post_custom(&token, message).await },
+        )
+        .await
     }
 
     /// The MP console's auto-replies (`GET /cgi-bin/get_current_autoreply_info`), as the
     /// JSON text WeChat answered; a token WeChat says is no good is refreshed once.
     pub async fn current_autoreply_info(&self) -> Result<String, ApiError> {
-        let token = self.access_token().await?;
-        match self.get_autoreply(&token).await {
-            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
-                let fresh = self.refresh_token(Some(&token)).await?;
-                self.get_autoreply(&fresh).await
-            }
-            other => other,
-        }
-    }
-
-    async fn get_autoreply(&self, token: &str) -> Result<String, ApiError> {
         let url = format!("{}/cgi-bin/get_current_autoreply_info", self.base);
-        let result = self
-            .call::<serde_json::Value>(self.http.get(url).query(&[("access_token", token)]))
+        let url = url.as_str();
+        self.authorized(move |token: Arc<str>| async move {
+            self.json_call(
+                "get_current_autoreply_info",
+                self.http.get(url).query(&[("access_token", &*token)]),
+            )
             .await
-            .and_then(
-                |value| match value.get("errcode").and_then(serde_json::Value::as_i64) {
-                    Some(errcode) if errcode != 0 => Err(ApiError::Wechat {
-                        errcode,
-                        errmsg: value
-                            .get("errmsg")
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                    }),
-                    _ => Ok(value.to_string()),
-                },
-            );
-        self.metrics
-            .observe_api_call("get_current_autoreply_info", outcome(&result));
-        result
+        })
+        .await
+        .map(|value| value.to_string())
     }
 
     async fn post_custom(&self, token: &str, message: &CustomMessage) -> Result<(), ApiError> {
