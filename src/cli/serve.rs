@@ -171,6 +171,8 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
             Some(config) => Source::Config(config.path),
             None => {
                 let mut spec = AccountSpec::single(args.sources.sources());
+                // The page shows it when it is there.
+                spec.menu = Some(spec.sources.rules.with_file_name("menu.yaml"));
                 spec.tests = Some(
                     args.tests
                         .clone()

@@ -39,6 +39,13 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The rule that answers a tap on a `kind` button with `key` (its time window aside), if
+/// one does.
+pub fn rule_for<'r>(rules: &'r RuleSet, kind: Kind, key: &str) -> Option<&'r crate::rules::Rule> {
+    let push = push_of(kind, key)?;
+    rules.find_any_time(&Subject::at(&push, 0))
+}
+
 /// Holds `menu` against `rules` both ways.
 pub fn cross_check(menu: &LoadedMenu, rules: &RuleSet) -> CrossCheck {
     let mut out = CrossCheck::default();
@@ -46,11 +53,8 @@ pub fn cross_check(menu: &LoadedMenu, rules: &RuleSet) -> CrossCheck {
         if !kind.wants_rule() {
             continue;
         }
-        let Some(push) = push_of(*kind, key) else {
-            continue;
-        };
         let what = format!("{} button key `{}`", kind.as_str(), excerpt::excerpt(key));
-        match rules.find_any_time(&Subject::at(&push, 0)) {
+        match rule_for(rules, *kind, key) {
             None => out.warnings.push(format!(
                 "{location}: no rule answers the {what}: a tap on it answers nothing"
             )),

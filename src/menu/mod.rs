@@ -17,7 +17,7 @@ use crate::rules::schema::Scalar;
 use crate::rules::{Location, Positions};
 use schema::{RawButton, RawMatchRule, RawMenu};
 
-pub use cross::{cross_check, CrossCheck};
+pub use cross::{cross_check, rule_for, CrossCheck};
 pub use wechat::from_wechat;
 
 /// The largest menu file read. A menu is a few KiB; conditional menus a few KiB each.
