@@ -386,8 +386,14 @@ async fn custom_send(
     errcode(0, "ok")
 }
 
-fn record(state: &FakeState, call: &str) {
+/// Records a menu call; WeChat's answer when its token is no good (the call then does
+/// nothing), as `refuse_token`.
+fn menu_call(state: &FakeState, req: &HttpRequest, call: &str) -> Option<HttpResponse> {
+    if let Some(refused) = refuse_token(state, req) {
+        return Some(refused);
+    }
     state.menu_calls.lock().unwrap().push(call.to_owned());
+    None
 }
 
 /// What WeChat says of `buttons` (a default or conditional menu's), with the errcodes
@@ -478,10 +484,9 @@ fn as_answered(buttons: &Value) -> Value {
 
 /// `GET /cgi-bin/menu/get`: 46003 without a menu; else the menu and the conditional ones.
 async fn menu_get(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
-    if let Some(refused) = refuse_token(&state, &req) {
+    if let Some(refused) = menu_call(&state, &req, "menu/get") {
         return refused;
     }
-    record(&state, "menu/get");
     let Some(menu) = state.menu.lock().unwrap().clone() else {
         return errcode(46003, "menu no exist");
     };
@@ -505,10 +510,9 @@ async fn menu_create(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> HttpResponse {
-    if let Some(refused) = refuse_token(&state, &req) {
+    if let Some(refused) = menu_call(&state, &req, "menu/create") {
         return refused;
     }
-    record(&state, "menu/create");
     if let Some(bad) = menu_problem(&body["button"]) {
         return bad;
     }
@@ -523,10 +527,9 @@ async fn menu_addconditional(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> HttpResponse {
-    if let Some(refused) = refuse_token(&state, &req) {
+    if let Some(refused) = menu_call(&state, &req, "menu/addconditional") {
         return refused;
     }
-    record(&state, "menu/addconditional");
     if state.menu.lock().unwrap().is_none() {
         return errcode(65303, "there is no selfmenu, please create selfmenu first");
     }
@@ -557,10 +560,9 @@ async fn menu_addconditional(
 
 /// `GET /cgi-bin/menu/delete`: the menu and every conditional menu.
 async fn menu_delete(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
-    if let Some(refused) = refuse_token(&state, &req) {
+    if let Some(refused) = menu_call(&state, &req, "menu/delete") {
         return refused;
     }
-    record(&state, "menu/delete");
     *state.menu.lock().unwrap() = None;
     state.conditional.lock().unwrap().clear();
     errcode(0, "ok")
