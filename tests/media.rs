@@ -156,6 +156,51 @@ async fn until_the_upload_is_done_the_reply_is_success_and_counted() {
     );
 }
 
+#[tokio::test]
+async fn a_media_id_wechat_refuses_is_uploaded_again_and_the_message_sent_again() {
+    let fake = FakeWechat::start();
+    let scratch = scratch("media-40007", "PNG poster");
+    scratch.write(
+        "rules.yaml",
+        &format!(
+            "{RULES}  - name: poster-later\n    when: {{ keyword: 稍后 }}\n    reply: {{ text: 马上发 }}\n    send: [ {{ image: {{ file: media/poster.png }} }} ]\n"
+        ),
+    );
+    let server = serve(scratch, &fake, "memory");
+    let mut id = 2000;
+    let first = answer_with_media(&server, "海报", &mut id).await;
+    let old = first
+        .split("<MediaId><![CDATA[")
+        .nth(1)
+        .and_then(|rest| rest.split("]]>").next())
+        .unwrap()
+        .to_owned();
+    // Deleted in the console: the customer-service message gets 40007, the file is
+    // uploaded again and the message goes out with the new id.
+    fake.delete_material(&old);
+    assert!(server
+        .push(&text_push("稍后", 3000))
+        .await
+        .contains("马上发"));
+    let delivered = fake.wait_delivered(1).await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let new = delivered[0]["image"]["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, old);
+    let images: Vec<_> = fake
+        .materials()
+        .into_iter()
+        .filter(|m| m.kind == "image")
+        .map(|m| m.media_id)
+        .collect();
+    assert_eq!(images, [old, new.clone()]);
+    // Passive replies use the new id from now on.
+    let after = answer_with_media(&server, "海报", &mut id).await;
+    assert!(after.contains(&new), "{after}");
+}
+
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)

@@ -110,7 +110,7 @@ pub struct Account {
     spec: AccountSpec,
     secrets_fingerprint: u64,
     /// Its replies' media files uploaded as permanent material (with an AppSecret).
-    pub media: Option<crate::act::media::Uploads>,
+    pub media: Option<std::sync::Arc<crate::act::media::Uploads>>,
 }
 
 impl std::fmt::Debug for Account {

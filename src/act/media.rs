@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::rules::{MediaFile, MediaIds, RuleSet};
 use crate::store::media::{MediaStore, UploadLock};
-use crate::wechat_api::{Api, Material};
+use crate::wechat_api::{Api, Material, MediaRefresh};
 
 /// How long an instance waits for another's upload of a file before it uploads it itself.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(40);
@@ -28,20 +28,24 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Uploads through `api`, ids kept in `store`, run on `runtime`.
+    /// Uploads through `api`, ids kept in `store`, run on `runtime`; `api` asks them for a
+    /// new id when WeChat refuses one (40007).
     pub fn new(
         api: Arc<Api>,
         store: MediaStore,
         runtime: tokio::runtime::Handle,
         account: Option<Arc<str>>,
-    ) -> Uploads {
-        Uploads {
+    ) -> Arc<Uploads> {
+        let uploads = Arc::new(Uploads {
             api,
             store: Arc::new(store),
             ids: Arc::default(),
             runtime,
             account,
-        }
+        });
+        let weak: std::sync::Weak<dyn MediaRefresh> = Arc::downgrade(&uploads) as _;
+        uploads.api.set_media_refresh(weak);
+        uploads
     }
 
     /// Gives `rules` the account's media ids and starts uploading the files it names that
@@ -68,6 +72,30 @@ impl Uploads {
                 ensure(&api, &store, &ids, &file, account.as_deref()).await;
             }
         });
+    }
+}
+
+/// On 40007: the file whose id WeChat refused, forgotten (here and in the store, for the
+/// other instances) and uploaded again.
+impl MediaRefresh for Uploads {
+    fn refresh<'a>(
+        &'a self,
+        media_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            let file = self.ids.file_of(media_id)?;
+            self.ids.forget(&file);
+            self.store.forget(file.kind, &file.sha256).await;
+            ensure(
+                &self.api,
+                &self.store,
+                &self.ids,
+                &file,
+                self.account.as_deref(),
+            )
+            .await;
+            self.ids.get(&file)
+        })
     }
 }
 

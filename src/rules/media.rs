@@ -111,7 +111,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// read by renders. Shared by the rule sets an account loads, so a reload keeps them.
 #[derive(Debug, Default)]
 pub struct MediaIds {
-    ids: RwLock<HashMap<String, String>>,
+    /// By kind and content: the id, and the file it is of.
+    ids: RwLock<HashMap<String, (String, MediaFile)>>,
 }
 
 impl MediaIds {
@@ -121,12 +122,26 @@ impl MediaIds {
 
     /// The media id of `file`, once uploaded.
     pub fn get(&self, file: &MediaFile) -> Option<String> {
-        self.ids.read().get(&Self::key(file)).cloned()
+        self.ids
+            .read()
+            .get(&Self::key(file))
+            .map(|(id, _)| id.clone())
     }
 
     /// Keeps `id` as `file`'s media id.
     pub fn put(&self, file: &MediaFile, id: &str) {
-        self.ids.write().insert(Self::key(file), id.to_owned());
+        self.ids
+            .write()
+            .insert(Self::key(file), (id.to_owned(), file.clone()));
+    }
+
+    /// The file whose media id is `id`, if it is one of these.
+    pub fn file_of(&self, id: &str) -> Option<MediaFile> {
+        self.ids
+            .read()
+            .values()
+            .find(|(known, _)| known == id)
+            .map(|(_, file)| file.clone())
     }
 
     /// Forgets `file`'s media id (WeChat said it is no good: 40007).

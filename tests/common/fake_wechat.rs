@@ -6,7 +6,8 @@
 //! misbehave (a redirect, an endless answer), and read what was delivered, in order.
 //! The custom menu (`menu/get`, `menu/create`, `menu/addconditional`, `menu/delete`) is
 //! kept as WeChat keeps it, with its documented limits and errcodes, and every menu call
-//! recorded; `material/add_material` takes WeChat's multipart form and keeps the files.
+//! recorded; `material/add_material` takes WeChat's multipart form and keeps the files, and
+//! a message naming material deleted since (`delete_material`) gets 40007.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
@@ -64,6 +65,8 @@ pub struct FakeState {
     menu_calls: Mutex<Vec<String>>,
     /// Uploaded permanent material, in order.
     materials: Mutex<Vec<Uploaded>>,
+    /// Media ids deleted (in the MP console): a message naming one gets 40007.
+    deleted: Mutex<Vec<String>>,
 }
 
 /// One file uploaded with `material/add_material`.
@@ -227,6 +230,11 @@ impl FakeWechat {
             .collect();
     }
 
+    /// `media_id` is deleted, as in the MP console: a message that names it gets 40007.
+    pub fn delete_material(&self, media_id: &str) {
+        self.state.deleted.lock().unwrap().push(media_id.to_owned());
+    }
+
     /// The files uploaded as permanent material so far.
     pub fn materials(&self) -> Vec<Uploaded> {
         self.state.materials.lock().unwrap().clone()
@@ -379,6 +387,11 @@ async fn custom_send(
     }
     let body = body.into_inner();
     let kind = body["msgtype"].as_str().unwrap_or("");
+    if let Some(media_id) = body[kind]["media_id"].as_str() {
+        if state.deleted.lock().unwrap().iter().any(|d| d == media_id) {
+            return errcode(40007, "invalid media_id");
+        }
+    }
     if body["touser"].as_str().is_none_or(str::is_empty) || body[kind].is_null() {
         return errcode(44002, "empty post data");
     }
