@@ -124,7 +124,7 @@ async fn ensure(
                 } else {
                     upload(api, store, ids, file, account).await;
                 }
-                if lock == UploadLock::Taken {
+                if lock != UploadLock::HeldByOther {
                     store.unlock(file.kind, &file.sha256).await;
                 }
                 return;

@@ -35,6 +35,9 @@ pub enum UploadLock {
 #[derive(Debug)]
 pub struct MediaStore {
     here: Mutex<HashMap<String, String>>,
+    /// The files this instance is uploading now: two loads in a row (a reload soon after
+    /// start) do not upload one file twice.
+    uploading: Mutex<std::collections::HashSet<String>>,
     shared: Option<(Arc<Link>, String)>,
     /// This instance's value of the locks it takes, so that it frees only its own.
     owner: String,
@@ -55,6 +58,7 @@ impl MediaStore {
         use rand::distributions::{Alphanumeric, DistString};
         MediaStore {
             here: Mutex::default(),
+            uploading: Mutex::default(),
             shared,
             owner: Alphanumeric.sample_string(&mut rand::thread_rng(), 16),
         }
@@ -144,22 +148,51 @@ impl MediaStore {
         }
     }
 
-    /// Takes the upload lock of the file.
+    /// Takes the upload lock of the file: this instance's, then with Redis every
+    /// instance's.
     pub async fn lock(&self, kind: &str, sha256: &str) -> UploadLock {
+        if !self.uploading.lock().insert(format!("{kind}:{sha256}")) {
+            return UploadLock::HeldByOther;
+        }
         let Some(lease) = self.lease(kind, sha256) else {
             return UploadLock::Here;
         };
         match lease.take(LOCK_FOR).await {
             Ok(true) => UploadLock::Taken,
-            Ok(false) => UploadLock::HeldByOther,
+            Ok(false) => {
+                self.uploading.lock().remove(&format!("{kind}:{sha256}"));
+                UploadLock::HeldByOther
+            }
             Err(Unavailable) => UploadLock::Here,
         }
     }
 
     /// Lets the upload lock go, if it is still this instance's.
     pub async fn unlock(&self, kind: &str, sha256: &str) {
+        self.uploading.lock().remove(&format!("{kind}:{sha256}"));
         if let Some(lease) = self.lease(kind, sha256) {
             lease.release().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_upload_at_a_time_per_file_and_ids_kept_by_kind_and_content() {
+        let store = MediaStore::memory();
+        assert_eq!(store.lock("image", "abc").await, UploadLock::Here);
+        // A second load's uploads wait for the first's.
+        assert_eq!(store.lock("image", "abc").await, UploadLock::HeldByOther);
+        assert_eq!(store.lock("voice", "abc").await, UploadLock::Here);
+        store.put("image", "abc", "MEDIA_1").await;
+        store.unlock("image", "abc").await;
+        assert_eq!(store.get("image", "abc").await.as_deref(), Some("MEDIA_1"));
+        assert_eq!(store.get("voice", "abc").await, None);
+        assert_eq!(store.lock("image", "abc").await, UploadLock::Here);
+        store.forget("image", "abc").await;
+        assert_eq!(store.get("image", "abc").await, None);
     }
 }
