@@ -58,21 +58,21 @@ pub enum Kind {
     ArticleViewLimited,
 }
 
-/// Every type, for parsing and messages.
-const KINDS: [(Kind, &str); 13] = [
-    (Kind::Click, "click"),
-    (Kind::View, "view"),
-    (Kind::Miniprogram, "miniprogram"),
-    (Kind::ScancodePush, "scancode_push"),
-    (Kind::ScancodeWaitmsg, "scancode_waitmsg"),
-    (Kind::PicSysphoto, "pic_sysphoto"),
-    (Kind::PicPhotoOrAlbum, "pic_photo_or_album"),
-    (Kind::PicWeixin, "pic_weixin"),
-    (Kind::LocationSelect, "location_select"),
-    (Kind::MediaId, "media_id"),
-    (Kind::ViewLimited, "view_limited"),
-    (Kind::ArticleId, "article_id"),
-    (Kind::ArticleViewLimited, "article_view_limited"),
+/// Every type, in WeChat's documentation's order: for parsing and messages.
+const KINDS: [Kind; 13] = [
+    Kind::Click,
+    Kind::View,
+    Kind::Miniprogram,
+    Kind::ScancodePush,
+    Kind::ScancodeWaitmsg,
+    Kind::PicSysphoto,
+    Kind::PicPhotoOrAlbum,
+    Kind::PicWeixin,
+    Kind::LocationSelect,
+    Kind::MediaId,
+    Kind::ViewLimited,
+    Kind::ArticleId,
+    Kind::ArticleViewLimited,
 ];
 
 /// The fields a button may carry besides `name`, `type` and `sub_button`.
@@ -111,15 +111,26 @@ impl Field {
 impl Kind {
     /// The type as WeChat names it.
     pub fn as_str(self) -> &'static str {
-        KINDS
-            .iter()
-            .find(|(k, _)| *k == self)
-            .map_or("click", |(_, name)| name)
+        match self {
+            Kind::Click => "click",
+            Kind::View => "view",
+            Kind::Miniprogram => "miniprogram",
+            Kind::ScancodePush => "scancode_push",
+            Kind::ScancodeWaitmsg => "scancode_waitmsg",
+            Kind::PicSysphoto => "pic_sysphoto",
+            Kind::PicPhotoOrAlbum => "pic_photo_or_album",
+            Kind::PicWeixin => "pic_weixin",
+            Kind::LocationSelect => "location_select",
+            Kind::MediaId => "media_id",
+            Kind::ViewLimited => "view_limited",
+            Kind::ArticleId => "article_id",
+            Kind::ArticleViewLimited => "article_view_limited",
+        }
     }
 
     /// The type named `name`, as WeChat spells it.
     pub fn parse(name: &str) -> Option<Kind> {
-        KINDS.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+        KINDS.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Whether a tap pushes an event whose `EventKey` is the button's `key`.
@@ -532,7 +543,7 @@ impl Checking<'_> {
             }
             (Some(kind), None) => match Kind::parse(kind.0.trim()) {
                 None => {
-                    let known: Vec<&str> = KINDS.iter().map(|(_, n)| *n).collect();
+                    let known: Vec<&str> = KINDS.iter().map(|k| k.as_str()).collect();
                     self.error(
                         &format!("{at}.type"),
                         &format!(
