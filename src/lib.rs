@@ -8,6 +8,7 @@
 //! - [`crypto`]: request signatures and safe-mode AES.
 //! - [`rules`]: load, compile and match `rules.yaml`; `rules::load` is the one loader.
 //! - [`render`]: a rule's reply evaluated for one message.
+//! - [`menu`]: the custom menu as a file (`menu.yaml`), checked and held against the rules.
 //! - [`answer`](mod@answer): the decision for one message, shared by the server, `explain` (the
 //!   dashboard's try) and `cases` (`wxrules test`); [`import`]: the MP console's export.
 //! - [`parts`]: a long answer cut into parts WeChat takes; Markdown as chat text.
@@ -39,6 +40,7 @@ pub mod edit;
 pub mod editor;
 pub mod explain;
 pub mod import;
+pub mod menu;
 pub mod parts;
 pub mod reload;
 pub mod render;

@@ -258,6 +258,11 @@ fn render_str(
     match tpl {
         Tpl::Literal(s) => Ok(s.clone()),
         Tpl::Simple(simple) => simple.render(scope),
+        // Uploaded in the background at load; until then the reply cannot be made.
+        Tpl::Media(file) => rules.media_ids().get(file).ok_or_else(|| RenderError {
+            template: file.name.clone(),
+            reason: MEDIA_PENDING.into(),
+        }),
         Tpl::Template(name) => {
             let mut out = Bounded::new();
             let rendered = rules.templates().render_to_write(
@@ -284,6 +289,10 @@ fn render_str(
         }
     }
 }
+
+/// The reason of a render that needed a media file whose upload has not finished: the
+/// push is answered as a failed render is, and counted apart (`media_pending`).
+pub const MEDIA_PENDING: &str = "its upload as permanent material has not finished";
 
 /// The most one handlebars template may write. WeChat shows a few KiB of a reply; the
 /// loops of a template over a pushed list could otherwise write megabytes.

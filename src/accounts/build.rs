@@ -14,9 +14,11 @@ use parking_lot::Mutex;
 
 use super::secrets::{ResolvedSecrets, Secrets};
 use super::{Account, AccountParts, AccountSpec, Live, Mode};
+use crate::act::media::Uploads;
 use crate::act::outbox::Outbox;
 use crate::clock::Clock;
 use crate::rules::{self, Sources};
+use crate::store::media::MediaStore;
 use crate::telemetry::metrics::Metrics;
 use crate::wechat_api::Credentials;
 
@@ -162,7 +164,7 @@ impl Builder {
         let Prepared {
             spec,
             secrets,
-            loaded,
+            mut loaded,
             stamp: _,
         } = prepared;
         let metrics = match previous {
@@ -174,8 +176,9 @@ impl Builder {
             None => Metrics::for_account(&spec.name),
         };
         metrics.set_rules_loaded(loaded.rules.rules().len());
-        let (outbox, senders) = self.outbox_for(secrets.credentials, &metrics);
-        let account = Account::new(
+        let appid = secrets.credentials.as_ref().map(|c| c.appid.clone());
+        let (outbox, senders, api) = self.outbox_for(secrets.credentials, &metrics);
+        let mut account = Account::new(
             &spec,
             &self.mode,
             AccountParts {
@@ -185,6 +188,20 @@ impl Builder {
                 secrets_fingerprint: secrets.fingerprint,
             },
         );
+        // Replies' media files are uploaded through the API, on the server's runtime.
+        if let (Some(api), Some(appid), Ok(runtime)) =
+            (api, appid, tokio::runtime::Handle::try_current())
+        {
+            let store = match &self.redis {
+                Some(redis) => MediaStore::shared(Arc::clone(redis), &appid),
+                None => MediaStore::memory(),
+            };
+            let name = (self.mode != Mode::Single).then(|| Arc::from(spec.name.as_str()));
+            account.media = Some(Uploads::new(api, store, runtime, name));
+        }
+        if let Some(media) = &account.media {
+            media.start(&mut loaded.rules);
+        }
         Arc::new(Live {
             rules: loaded.rules,
             loaded_at: self.clock.now(),
@@ -196,11 +213,16 @@ impl Builder {
     /// An account's outbox and its senders, through WeChat's API with `credentials`
     /// (shared through Redis when there is one); without an AppSecret, an outbox that
     /// refuses (and counts) what it is given.
+    /// Also the API client, when there is an AppSecret: the media uploads use it too.
     pub fn outbox_for(
         &self,
         credentials: Option<Credentials>,
         metrics: &Metrics,
-    ) -> (Outbox, Option<crate::act::outbox::Senders>) {
+    ) -> (
+        Outbox,
+        Option<crate::act::outbox::Senders>,
+        Option<Arc<crate::wechat_api::Api>>,
+    ) {
         let appid = credentials.as_ref().map(|c| c.appid.clone());
         let mut api = crate::wechat_api::Api::with_http(
             &self.wechat_api,
@@ -213,7 +235,7 @@ impl Builder {
             api = api.share_tokens(Arc::clone(redis));
         }
         if !api.can_send() {
-            return (Outbox::disabled(metrics.clone()), None);
+            return (Outbox::disabled(metrics.clone()), None, None);
         }
         let api = Arc::new(api);
         let (outbox, senders) = match (&self.redis, appid) {
@@ -223,7 +245,7 @@ impl Builder {
             }
             _ => Outbox::start(&api, self.outbox, metrics.clone()),
         };
-        (outbox, Some(senders))
+        (outbox, Some(senders), Some(api))
     }
 }
 

@@ -54,6 +54,8 @@ struct RawAccount {
     /// Whether the account has WeChat's customer-service API (default true; unverified
     /// subscription accounts do not).
     customer_service: Option<bool>,
+    /// The account's custom menu (`menu.yaml`), for `check` and `wxrules menu`.
+    menu: Option<PathBuf>,
 }
 
 /// A config file that cannot be used: where, which account, what.
@@ -139,6 +141,9 @@ pub struct AccountSpec {
     /// `--customer-service`; default true). Without it `send:` is refused and `late`
     /// answers go through WeChat's retries and the next message.
     pub customer_service: bool,
+    /// Its custom menu (`menu:`; for a fleet of one, `menu.yaml` beside the rules when it
+    /// exists).
+    pub menu: Option<PathBuf>,
 }
 
 impl AccountSpec {
@@ -153,6 +158,7 @@ impl AccountSpec {
             line: 0,
             tests: None,
             customer_service: true,
+            menu: None,
         }
     }
 }
@@ -315,6 +321,7 @@ impl Reading<'_> {
             line,
             tests: a.tests.as_deref().map(|t| self.resolve(t)),
             customer_service: a.customer_service.unwrap_or(true),
+            menu: a.menu.as_deref().map(|m| self.resolve(m)),
             name: a.name,
         }
     }

@@ -109,6 +109,8 @@ pub struct Account {
     /// What it was built from, to tell on a reload whether to build it again.
     spec: AccountSpec,
     secrets_fingerprint: u64,
+    /// Its replies' media files uploaded as permanent material (with an AppSecret).
+    pub media: Option<std::sync::Arc<crate::act::media::Uploads>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -150,6 +152,7 @@ impl Account {
             reloads: ReloadRecord::default(),
             spec: spec.clone(),
             secrets_fingerprint: parts.secrets_fingerprint,
+            media: None,
         }
     }
 

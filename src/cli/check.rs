@@ -1,18 +1,22 @@
 //! `wxrules check` (the rules of one account or of every account of a config file) and
 //! `wxrules test` (ops-written cases run against the rules).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{load_or_report, report, SourceArgs, EXIT_CONFIG, NOTES_SHOWN};
+use crate::accounts::AccountSpec;
 use crate::rules::{self, Sources};
 
 /// `check`: the rules of --rules/--templates, or of every account of --config (each
 /// reported, all errors of all accounts), or of the one named by --account.
 pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     let Some(config) = args.config() else {
+        let sources = args.sources();
+        let menu = menu_of(&sources, None);
         return check(
-            &args.sources(),
+            &sources,
+            menu.as_deref(),
             deny_warnings,
             args.customer_service.unwrap_or(true),
         );
@@ -25,8 +29,9 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
         return match args.one() {
             Ok((sources, spec)) => check(
                 &sources,
+                menu_of(&sources, spec.as_ref()).as_deref(),
                 deny_warnings,
-                spec.is_none_or(|spec| spec.customer_service),
+                spec.as_ref().is_none_or(|spec| spec.customer_service),
             ),
             Err(code) => Ok(code),
         };
@@ -45,7 +50,12 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
                 spec.name
             );
         }
-        let code = check(&spec.sources, deny_warnings, spec.customer_service)?;
+        let code = check(
+            &spec.sources,
+            spec.menu.as_deref(),
+            deny_warnings,
+            spec.customer_service,
+        )?;
         if code != ExitCode::SUCCESS || (deny_warnings && secrets.is_some()) {
             failed.push(spec.name.as_str());
         }
@@ -69,16 +79,45 @@ pub(super) fn check_accounts(args: &SourceArgs, deny_warnings: bool) -> anyhow::
     }
 }
 
-/// Checks one account's rules; `customer_service` says whether it has WeChat's
+/// The menu file of an account: its `menu:` in the config file, or for one account
+/// without one `menu.yaml` beside the rules when it exists.
+pub(super) fn menu_of(sources: &Sources, spec: Option<&AccountSpec>) -> Option<PathBuf> {
+    match spec {
+        Some(spec) => spec.menu.clone(),
+        None => {
+            let beside = sources.rules.with_file_name("menu.yaml");
+            beside.is_file().then_some(beside)
+        }
+    }
+}
+
+/// `check` of one account: its rules and templates, and its menu (`menu`) when it has
+/// one, held against the rules; `customer_service` says whether it has WeChat's
 /// customer-service API (`send:` is an error without it).
 pub(super) fn check(
     sources: &Sources,
+    menu: Option<&Path>,
     deny_warnings: bool,
     customer_service: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = match load_or_report(sources) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
+    };
+    let menu = match menu.map(crate::menu::load) {
+        None => None,
+        Some(Ok(menu)) => Some(menu),
+        Some(Err(errors)) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "{}: {} error(s)",
+                menu.unwrap_or(Path::new("menu.yaml")).display(),
+                errors.0.len()
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
     };
     let mut errors = rules::compile_regexes(&loaded.rules, &sources.rules);
     errors.extend(rules::account_fit(
@@ -95,13 +134,23 @@ pub(super) fn check(
     warnings.extend(rules::lint(&loaded.rules, &sources.rules));
     report(&warnings, "warning");
     let rules = &loaded.rules;
-    if deny_warnings && !warnings.is_empty() {
+    let crossed = menu
+        .as_ref()
+        .map(|menu| crate::menu::cross_check(menu, rules))
+        .unwrap_or_default();
+    for w in &crossed.warnings {
+        eprintln!("warning: {w}");
+    }
+    let count = warnings.len() + crossed.warnings.len();
+    if deny_warnings && count > 0 {
         eprintln!(
-            "{}: {} warning(s), denied by --deny-warnings",
+            "{}: {count} warning(s), denied by --deny-warnings",
             sources.rules.display(),
-            warnings.len()
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    for note in &crossed.notes {
+        eprintln!("note: {}: {note}", sources.rules.display());
     }
     // Not a warning: a rule on an event the catalog lacks is fine, only less checked.
     let unchecked = rules::unchecked_rules(rules);
@@ -138,6 +187,13 @@ pub(super) fn check(
         rules.digest(),
         sources.rules.display()
     );
+    if let Some(menu) = &menu {
+        println!(
+            "ok: menu, {} buttons with an action, {} conditional menus",
+            menu.menu.leaves().len(),
+            menu.menu.conditional.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

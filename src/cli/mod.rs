@@ -1,10 +1,11 @@
 //! The command line: `serve` (the default), `check`, `test`, `explain`, `send`, `import`,
-//! `reload` and `schema`, a file per command. Errors get their context here and are printed
+//! `menu`, `reload` and `schema`, a file per command. Errors get their context here and are printed
 //! once, with their causes; exit codes follow sysexits (78 = the rules are invalid).
 
 mod check;
 mod explain;
 mod import;
+mod menu;
 mod remote;
 mod run;
 mod send;
@@ -14,6 +15,7 @@ mod settled;
 use check::{check_accounts, test};
 use explain::{explain, ExplainArgs};
 use import::{import, ImportArgs};
+use menu::{menu, MenuArgs};
 use remote::{reload_remote, DEFAULT_ADMIN_URL};
 use send::{send, SendArgs};
 use serve::{serve, ServeArgs};
@@ -58,8 +60,13 @@ enum Command {
     },
     /// Show which rule answers a message, why, and the reply XML.
     Explain(ExplainArgs),
-    /// Print the JSON Schema of the rules file (shipped as rules/rules.schema.json).
-    Schema,
+    /// Print the JSON Schema of the rules file (shipped as rules/rules.schema.json), or
+    /// with --menu of the menu file (rules/menu.schema.json).
+    Schema {
+        /// The menu file's schema.
+        #[arg(long)]
+        menu: bool,
+    },
     /// Send a signed push to a running server, as WeChat would, and print its answer
     /// (decrypted in safe mode); exit 1 on a status other than 200. Signs with
     /// WXRULES_TOKEN; `--safe` encrypts with WXRULES_AES_KEY and WXRULES_APPID.
@@ -67,6 +74,9 @@ enum Command {
     /// Turn the MP console's auto-replies (the JSON of get_current_autoreply_info) into a
     /// commented rules file and a cases file. Writes nothing when the export is not right.
     Import(ImportArgs),
+    /// The custom menu: `diff` the menu file with the live menu, `apply` it, or `pull`
+    /// the live menu into the file. Needs the account's AppID and AppSecret.
+    Menu(MenuArgs),
     /// Reload a running server's rules through its admin port (`--admin-listen`) and print
     /// the outcome; exit 0 when the new rules are live, 1 when they were refused.
     Reload {
@@ -182,12 +192,17 @@ pub fn run(args: Args) -> ExitCode {
         Some(Command::Reload { admin }) => reload_remote(&admin),
         Some(Command::Send(send_args)) => send(&send_args),
         Some(Command::Import(import_args)) => import(&import_args),
+        Some(Command::Menu(menu_args)) => menu(&menu_args),
         Some(Command::Test { sources, cases }) => match sources.one() {
             Ok((sources, _)) => test(&sources, &cases),
             Err(code) => Ok(code),
         },
-        Some(Command::Schema) => {
-            print!("{}", rules::json_schema());
+        Some(Command::Schema { menu }) => {
+            if menu {
+                print!("{}", crate::menu::json_schema());
+            } else {
+                print!("{}", rules::json_schema());
+            }
             Ok(ExitCode::SUCCESS)
         }
     };

@@ -172,6 +172,8 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
             None => {
                 let mut spec = AccountSpec::single(args.sources.sources());
                 spec.customer_service = args.sources.customer_service.unwrap_or(true);
+                // The page shows it when it is there.
+                spec.menu = Some(spec.sources.rules.with_file_name("menu.yaml"));
                 spec.tests = Some(
                     args.tests
                         .clone()

@@ -499,6 +499,10 @@ impl Fleet {
                 let changes = super::report::Changes::between(&live.rules, &loaded.rules);
                 loaded.rules.carry_last_hits(&live.rules);
                 let rules = loaded.rules.rules().len();
+                let mut loaded = loaded;
+                if let Some(media) = &account.media {
+                    media.start(&mut loaded.rules);
+                }
                 self.accounts.put(Arc::new(Live {
                     rules: loaded.rules,
                     loaded_at: now,

@@ -421,10 +421,20 @@ pub fn warn_unsendable(live: &Live) {
         .filter(|r| r.call().is_some_and(|c| c.late().is_some()))
         .map(|r| r.name())
         .collect();
-    if sends.is_empty() && late.is_empty() {
+    let files = live.rules.media_files();
+    if sends.is_empty() && late.is_empty() && files.is_empty() {
         return;
     }
     let needs = missing_credentials(live);
+    if !files.is_empty() {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        tracing::warn!(
+            event = "media_unconfigured",
+            account,
+            files = ?names,
+            "replies that name a `file` need {needs} to upload it; until then they answer `success`"
+        );
+    }
     if !sends.is_empty() {
         tracing::warn!(
             event = "sends_unconfigured",

@@ -1,3 +1,9 @@
+//! Media of replies. A reply may name a file under the templates directory (`image: {
+//! file: banner.jpg }`): it is read at load, held to WeChat's limits for permanent
+//! material (format by extension, size), and known by its content's SHA-256; an uploader
+//! outside `rules` makes it permanent material and puts its media id in the rule set's
+//! `MediaIds`, where a render finds it. Reading the file is `read`'s.
+//!
 //! Temporary media ids. WeChat deletes temporary media (what `media/upload` makes, and the
 //! images, voices and videos of the MP console's export) 3 days after it was made, and
 //! nothing in an id says which kind it is: WeChat documents no shape for either. A reply
@@ -5,10 +11,144 @@
 //! naming the day. Here: reading `expires` at load, and the warning. No IO, no clock: the
 //! caller gives the time.
 
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
 
 use super::excerpt;
+
+/// A reply's media file, read at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFile {
+    /// `image`, `voice` or `video`: the `type` of `material/add_material`.
+    pub kind: &'static str,
+    /// As the rule names it, under the templates directory.
+    pub name: String,
+    pub path: PathBuf,
+    /// The SHA-256 of its content, in hex: what it is known by, across reloads, restarts
+    /// and instances.
+    pub sha256: String,
+    /// A video's title and description, as permanent material needs them.
+    pub video: Option<(String, String)>,
+}
+
+/// WeChat's formats (by extension) and size for permanent material of `kind`.
+pub fn limits(kind: &str) -> (&'static [&'static str], u64) {
+    match kind {
+        "image" => (&["bmp", "png", "jpeg", "jpg", "gif"], 10 * 1024 * 1024),
+        "voice" => (&["mp3", "wma", "wav", "amr"], 2 * 1024 * 1024),
+        _ => (&["mp4"], 10 * 1024 * 1024),
+    }
+}
+
+/// The media file `name` of a reply of `kind`, under `dir`: read and held to WeChat's
+/// limits; the error says what is wrong.
+pub(crate) fn media_file(
+    kind: &'static str,
+    dir: &Path,
+    name: &str,
+    video: Option<(String, String)>,
+) -> Result<MediaFile, String> {
+    let relative = Path::new(name);
+    let inside = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if name.is_empty() || !inside {
+        return Err(format!(
+            "`file` is a path under the templates directory, without `..`, not `{}`",
+            excerpt::excerpt(name)
+        ));
+    }
+    let (formats, cap) = limits(kind);
+    let extension = relative
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !formats.contains(&extension.as_str()) {
+        return Err(format!(
+            "`{}`: WeChat takes {kind} files as {}",
+            excerpt::excerpt(name),
+            formats.join(", ")
+        ));
+    }
+    let path = dir.join(relative);
+    let bytes = super::read::read_bytes(&path, cap).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::InvalidData {
+            e.to_string()
+        } else {
+            format!("cannot be read ({})", e.kind())
+        };
+        format!(
+            "`{}` {why}: WeChat takes {kind} files of at most {} MB",
+            excerpt::excerpt(name),
+            cap / (1024 * 1024)
+        )
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    Ok(MediaFile {
+        kind,
+        name: name.to_owned(),
+        path,
+        sha256,
+        video,
+    })
+}
+
+/// The SHA-256 of `bytes` in hex: what a media file is known by.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The media ids of an account's files, by kind and content: filled by the uploader,
+/// read by renders. Shared by the rule sets an account loads, so a reload keeps them.
+#[derive(Debug, Default)]
+pub struct MediaIds {
+    /// By kind and content: the id, and the file it is of.
+    ids: RwLock<HashMap<String, (String, MediaFile)>>,
+}
+
+impl MediaIds {
+    fn key(file: &MediaFile) -> String {
+        format!("{}:{}", file.kind, file.sha256)
+    }
+
+    /// The media id of `file`, once uploaded.
+    pub fn get(&self, file: &MediaFile) -> Option<String> {
+        self.ids
+            .read()
+            .get(&Self::key(file))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Keeps `id` as `file`'s media id.
+    pub fn put(&self, file: &MediaFile, id: &str) {
+        self.ids
+            .write()
+            .insert(Self::key(file), (id.to_owned(), file.clone()));
+    }
+
+    /// The file whose media id is `id`, if it is one of these.
+    pub fn file_of(&self, id: &str) -> Option<MediaFile> {
+        self.ids
+            .read()
+            .values()
+            .find(|(known, _)| known == id)
+            .map(|(_, file)| file.clone())
+    }
+
+    /// Forgets `file`'s media id (WeChat said it is no good: 40007).
+    pub fn forget(&self, file: &MediaFile) {
+        self.ids.write().remove(&Self::key(file));
+    }
+}
 
 /// How long WeChat keeps temporary media, in days.
 pub(crate) const TEMPORARY_DAYS: i64 = 3;

@@ -34,7 +34,8 @@ pub use lint::{account_fit, compile_regexes, lint};
 pub(crate) use locate::Positions;
 pub use locate::MAX_YAML_DEPTH;
 pub(crate) use media::expiry_day;
-pub(crate) use read::{read_text, walk_templates};
+pub use media::{limits as media_limits, sha256_hex, MediaFile, MediaIds};
+pub(crate) use read::{read_bytes, read_text, walk_templates};
 pub use read::{
     MAX_RULES_FILE, MAX_TEMPLATES_TOTAL, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_FILE, MAX_TEMPLATE_FILES,
 };
@@ -56,19 +57,12 @@ pub fn unchecked_rules(rules: &RuleSet) -> Vec<&Rule> {
         .iter()
         .filter(|rule| fields::matchable(&rule.when).is_none())
         .filter(|rule| {
-            let mut specs: Vec<&ReplySpec> = rule.send.iter().collect();
-            if let Action::Reply(spec) = &rule.action {
-                specs.push(spec);
-            }
-            if let Some(call) = &rule.call {
-                specs.extend(call.on_error.iter());
-                specs.extend(call.late.as_ref().and_then(|l| l.reply.as_ref()));
-            }
             let mut tpls = Vec::new();
-            for spec in specs {
+            for spec in rule.specs() {
                 compile::collect_tpls(spec, &mut tpls);
             }
-            tpls.iter().any(|t| !matches!(t, Tpl::Literal(_)))
+            tpls.iter()
+                .any(|t| !matches!(t, Tpl::Literal(_) | Tpl::Media(_)))
         })
         .collect()
 }
@@ -106,6 +100,9 @@ pub struct RuleSet {
     /// message (too late, long, or past WeChat's quota): only then does any push look for a
     /// kept answer (otherwise only `继续`, for the rest of a long reply).
     pub(crate) keeps: bool,
+    /// The media ids of its replies' files, as the uploader finds or makes them: the
+    /// account's, shared by the sets it loads (`use_media_ids`).
+    pub(crate) media_ids: Arc<MediaIds>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -149,6 +146,36 @@ impl RuleSet {
     /// How many template files were loaded.
     pub fn template_count(&self) -> usize {
         self.template_count
+    }
+
+    /// The media files its replies name (`file:`), each once, in file order.
+    pub fn media_files(&self) -> Vec<Arc<MediaFile>> {
+        let mut files: Vec<Arc<MediaFile>> = Vec::new();
+        for rule in self.rules.iter().chain(&self.off) {
+            let mut tpls = Vec::new();
+            for spec in rule.specs() {
+                compile::collect_tpls(spec, &mut tpls);
+            }
+            for tpl in tpls {
+                if let Tpl::Media(file) = tpl {
+                    if !files.iter().any(|f| f == file) {
+                        files.push(Arc::clone(file));
+                    }
+                }
+            }
+        }
+        files
+    }
+
+    /// Shares `ids` (the account's) as this set's media ids: a reload's new set knows what
+    /// the old one's uploads found.
+    pub fn use_media_ids(&mut self, ids: Arc<MediaIds>) {
+        self.media_ids = ids;
+    }
+
+    /// The media ids of its replies' files found so far.
+    pub fn media_ids(&self) -> &Arc<MediaIds> {
+        &self.media_ids
     }
 
     /// The compiled templates, for rendering.
@@ -235,6 +262,20 @@ impl Rule {
         self.fingerprint
     }
 
+    /// Every reply of the rule: its passive reply, `send:`, and its call's `on_error` and
+    /// holding reply.
+    pub(crate) fn specs(&self) -> Vec<&ReplySpec> {
+        let mut specs: Vec<&ReplySpec> = self.send.iter().collect();
+        if let Action::Reply(spec) = &self.action {
+            specs.push(spec);
+        }
+        if let Some(call) = &self.call {
+            specs.extend(call.on_error.iter());
+            specs.extend(call.late.as_ref().and_then(|l| l.reply.as_ref()));
+        }
+        specs
+    }
+
     /// What the rule does when it matches.
     pub fn action(&self) -> &Action {
         &self.action
@@ -269,6 +310,26 @@ impl Rule {
     pub fn mark_hit(&self, at: u64) {
         self.last_hit
             .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The exact values the rule's `event_key` takes, with the exact `event`s it pins
+    /// (lower-cased; empty when it pins none): `None` when it has no `event_key` or one
+    /// with a prefix or regex. For `menu`'s cross-check.
+    pub fn exact_event_keys(&self) -> Option<(Vec<&str>, Vec<&str>)> {
+        let test = |field: matcher::Field| self.when.tests.iter().find(|t| t.field == field);
+        let keys = test(matcher::Field::EventKey)?.matcher.exact_only()?;
+        let events = test(matcher::Field::Event)
+            .and_then(|t| t.matcher.exact_only())
+            .unwrap_or_default();
+        Some((events, keys))
+    }
+
+    /// Whether the rule looks at `event_key` at all.
+    pub fn reads_event_key(&self) -> bool {
+        self.when
+            .tests
+            .iter()
+            .any(|t| t.field == matcher::Field::EventKey)
     }
 
     /// Describes each criterion and whether it holds for `subject`, for `explain`.
@@ -530,6 +591,8 @@ pub enum Tpl {
     Literal(String),
     Simple(Simple),
     Template(String),
+    /// A media file's id, once uploaded (`RuleSet::media_ids`).
+    Media(Arc<MediaFile>),
 }
 
 /// A place in a file, 1-based; line and column are 0 when only the file is known.

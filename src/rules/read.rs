@@ -20,26 +20,28 @@ pub const MAX_TEMPLATES_TOTAL: u64 = 64 << 20;
 /// The deepest directory under `templates/` that is read (`templates/a/b/…`).
 pub const MAX_TEMPLATE_DEPTH: usize = 8;
 
-/// Reads `path` as UTF-8 text if it is a regular file (after symlinks) of `cap` bytes
-/// at most.
-pub(crate) fn read_text(path: &Path, cap: u64) -> io::Result<String> {
+/// Reads `path` as bytes if it is a regular file (after symlinks) of `cap` bytes at most:
+/// a reply's media file.
+pub(crate) fn read_bytes(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     let meta = fs::metadata(path)?;
     check_regular(&meta)?;
     check_size(meta.len(), cap)?;
-    // The type is checked before opening: opening a FIFO blocks until a writer comes. And
-    // opened without blocking, in case it was swapped for one in between; a regular file
-    // reads the same either way.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    // Checked again on the open file, which is what is read, in case it was replaced.
     let opened = file.metadata()?;
     check_regular(&opened)?;
     let mut bytes = Vec::with_capacity(usize::try_from(opened.len().min(cap)).unwrap_or(0));
-    // A file that grows while it is read stops at the cap all the same.
     file.take(cap + 1).read_to_end(&mut bytes)?;
     check_size(bytes.len() as u64, cap)?;
+    Ok(bytes)
+}
+
+/// Reads `path` as UTF-8 text if it is a regular file (after symlinks) of `cap` bytes
+/// at most.
+pub(crate) fn read_text(path: &Path, cap: u64) -> io::Result<String> {
+    let bytes = read_bytes(path, cap)?;
     String::from_utf8(bytes).map_err(|_| invalid("is not UTF-8 text".into()))
 }
 

@@ -320,7 +320,11 @@ pub(crate) struct RawTemplateRef {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Media")]
 pub(crate) struct RawMedia {
-    pub(crate) media_id: RawStr,
+    /// A media id of the account's (permanent material). A reply has `media_id` or `file`.
+    pub(crate) media_id: Option<RawStr>,
+    /// A file under the templates directory (`banner.jpg`): wxrules uploads it as permanent
+    /// material, once per account and content, and replies with its media id.
+    pub(crate) file: Option<Scalar>,
     /// The day a temporary media id expires (`2026-12-10`, in the file's time zone):
     /// WeChat deletes temporary media 3 days after it was uploaded or fetched. `wxrules
     /// import` writes it; `check` warns, naming the day.
@@ -331,7 +335,11 @@ pub(crate) struct RawMedia {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Video")]
 pub(crate) struct RawVideo {
-    pub(crate) media_id: RawStr,
+    /// A media id of the account's. A video has `media_id` or `file`.
+    pub(crate) media_id: Option<RawStr>,
+    /// An mp4 file under the templates directory, uploaded as for an image (with `title`
+    /// and `description`, which must then be plain text).
+    pub(crate) file: Option<Scalar>,
     pub(crate) title: Option<RawStr>,
     pub(crate) description: Option<RawStr>,
     /// The day the temporary `media_id` expires, as for an image.

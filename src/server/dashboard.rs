@@ -38,7 +38,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/overview", web::get().to(overview))
         .route("/api/rules", web::get().to(rules))
         .route("/api/try", web::post().to(try_message))
-        .route("/api/pushes", web::get().to(pushes));
+        .route("/api/pushes", web::get().to(pushes))
+        .route("/api/menu", web::get().to(menu));
 }
 
 /// Whether `path` is one of the page's own files, served without the token.
@@ -351,4 +352,72 @@ async fn pushes(
     let wanted = query.account.as_deref();
     let pushes = recent.pushes_of(|a| wanted.is_none_or(|w| a == w) && may_see(&req, a));
     ok(&json!({"capacity": crate::telemetry::recent::CAPACITY, "pushes": pushes}))
+}
+
+/// `GET /api/menu?account=NAME`: the account's menu file as a phone shows it, each button
+/// with the rule a tap on it reaches and that rule's hits; `"menu": null` when the account
+/// has none, `errors` when the file is bad. The file is read (1 MiB at most) on a blocking
+/// thread, when the page asks.
+async fn menu(
+    state: web::Data<AppState>,
+    query: web::Query<AccountQuery>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    let account = match account_of(&state, &query, &req) {
+        Ok(account) => account,
+        Err(answer) => return *answer,
+    };
+    let Some(path) = account.account.spec().menu.clone() else {
+        return ok(&json!({"account": account.name(), "menu": null}));
+    };
+    let file = path.display().to_string();
+    let loaded = match web::block(move || path.is_file().then(|| crate::menu::load(&path))).await {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => return ok(&json!({"account": account.name(), "menu": null, "file": file})),
+        Err(_) => return bad_request("the menu could not be read"),
+    };
+    let menu = match loaded {
+        Ok(loaded) => loaded.menu,
+        Err(errors) => {
+            let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            return ok(
+                &json!({"account": account.name(), "menu": null, "file": file, "errors": errors}),
+            );
+        }
+    };
+    let hits = account.metrics().rule_hits();
+    let button = |b: &crate::menu::Button| -> Value {
+        let rule = match (b.kind, &b.key) {
+            (Some(kind), Some(key)) if kind.pushes_key() => {
+                crate::menu::rule_for(&account.rules, kind, key)
+            }
+            _ => None,
+        };
+        json!({
+            "name": b.name,
+            "type": b.kind.map(crate::menu::Kind::as_str),
+            "key": b.key,
+            "url": b.url,
+            "rule": rule.map(crate::rules::Rule::name),
+            "needs_rule": b.kind.is_some_and(crate::menu::Kind::wants_rule),
+            "hits": rule.map(|r| hits.get(r.name()).copied().unwrap_or(0)),
+        })
+    };
+    let bar = |buttons: &[crate::menu::Button]| -> Vec<Value> {
+        buttons
+            .iter()
+            .map(|b| {
+                let mut top = button(b);
+                top["sub_button"] = b.sub_button.iter().map(button).collect();
+                top
+            })
+            .collect()
+    };
+    let mut menus = vec![json!({"matchrule": null, "button": bar(&menu.button)})];
+    menus.extend(
+        menu.conditional
+            .iter()
+            .map(|c| json!({"matchrule": c.matchrule, "button": bar(&c.button)})),
+    );
+    ok(&json!({"account": account.name(), "file": file, "menu": menus}))
 }

@@ -84,10 +84,15 @@ pub(crate) async fn receive(
         (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
-    let (counted, content_type) = match outcome {
+    let (counted, content_type) = match &outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
-        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
+        Outcome::Failed { error, .. } => {
+            if error.reason == crate::render::MEDIA_PENDING {
+                live.metrics().observe_media_pending();
+            }
+            (RequestOutcome::Error, PLAIN_TEXT)
+        }
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     let stored = Answer {

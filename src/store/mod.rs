@@ -9,6 +9,7 @@
 //! - `lease`: a key one owner holds for a while (the token's fetch lock, a shard's lease).
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
+//! - [`media`]: replies' media ids by content, and the upload lock (`MediaStore`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
 //! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped; whether Redis keeps
 //!   them across its restart (`check_durability`); `crate::act::outbox` sends.
@@ -28,6 +29,7 @@ pub mod joined;
 pub mod kept;
 mod lease;
 pub mod link;
+pub mod media;
 pub mod outbox;
 pub mod quota;
 pub mod replay;

@@ -115,6 +115,7 @@ pub struct Metrics {
     dedup_hits: IntCounterVec,
     kept_answers: IntCounterVec,
     dedup_fallbacks: IntCounter,
+    media_pending: IntCounter,
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
     log_dropped: IntCounter,
@@ -227,6 +228,13 @@ impl Metrics {
                 IntCounter::new(
                     "wxrules_dedup_fallbacks_total",
                     "Requests deduplicated in process because Redis was unavailable",
+                ),
+            ),
+            media_pending: register(
+                r,
+                IntCounter::new(
+                    "wxrules_media_pending_total",
+                    "Replies not made because their media file's upload had not finished",
                 ),
             ),
             dedup_stored: register(
@@ -422,6 +430,11 @@ impl Metrics {
     /// Counts a request deduplicated in process because Redis was unavailable.
     pub fn observe_dedup_fallback(&self) {
         self.dedup_fallbacks.inc();
+    }
+
+    /// Counts a reply not made because its media file's upload had not finished.
+    pub fn observe_media_pending(&self) {
+        self.media_pending.inc();
     }
 
     /// Counts a reload; `rules` is the size of the set now serving.

@@ -71,6 +71,26 @@ pub struct Article {
 pub struct Unsendable(pub &'static str);
 
 impl CustomMessage {
+    /// The media id an image, voice or video message carries.
+    pub fn media_id(&self) -> Option<&str> {
+        match &self.body {
+            Body::Image { image: m } | Body::Voice { voice: m } => Some(&m.media_id),
+            Body::Video { video } => Some(&video.media_id),
+            _ => None,
+        }
+    }
+
+    /// The same message with `media_id` in place of its own.
+    pub fn with_media_id(&self, media_id: &str) -> CustomMessage {
+        let mut message = self.clone();
+        match &mut message.body {
+            Body::Image { image: m } | Body::Voice { voice: m } => m.media_id = media_id.into(),
+            Body::Video { video } => video.media_id = media_id.into(),
+            _ => {}
+        }
+        message
+    }
+
     /// `reply` to `touser` (an OpenID).
     pub fn new(touser: &str, reply: Reply) -> Result<CustomMessage, Unsendable> {
         let body = match reply {

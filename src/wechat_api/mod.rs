@@ -1,5 +1,6 @@
-//! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`) and
-//! customer-service messages (`message/custom/send`). It knows nothing of rules: it sends
+//! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`),
+//! customer-service messages (`message/custom/send`), and in `menu` the custom menu and
+//! permanent material. It knows nothing of rules: it sends
 //! the messages it is handed. The AppSecret and access tokens never leave this module, in
 //! errors or logs.
 //!
@@ -10,6 +11,7 @@
 //! access token, which must never reach another origin).
 
 mod custom;
+mod menu;
 mod token;
 
 use std::fmt;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
+pub use menu::Material;
+
 use token::usable;
 
 use crate::store::token::{Lock, TokenStore};
@@ -146,6 +150,20 @@ impl ApiError {
     }
 }
 
+/// WeChat's "invalid media_id": the material a message names is gone.
+const INVALID_MEDIA: i64 = 40007;
+
+/// What gives a new media id for one WeChat says is no good (40007): the uploads of the
+/// account's reply files (`act::media`), which upload the file again.
+pub trait MediaRefresh: Send + Sync + fmt::Debug {
+    /// A new id in place of `media_id`, if it is one of the account's files' and the file
+    /// could be uploaded again.
+    fn refresh<'a>(
+        &'a self,
+        media_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>>;
+}
+
 /// The errcodes that mean "this access token is no good": refresh it, retry the call once.
 const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
 
@@ -169,6 +187,8 @@ pub struct Api {
     /// Held by the one caller that fetches; the others wait, then use what it got.
     refreshing: tokio::sync::Mutex<()>,
     metrics: Metrics,
+    /// Replaces a media id WeChat refuses (40007); weak, as it holds this client.
+    media: std::sync::OnceLock<std::sync::Weak<dyn MediaRefresh>>,
 }
 
 /// The HTTP client of WeChat's API: its timeouts, pool and user agent. Clone it to share
@@ -212,6 +232,7 @@ impl Api {
             token: TokenStore::default(),
             refreshing: tokio::sync::Mutex::default(),
             metrics,
+            media: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,58 +256,55 @@ impl Api {
     }
 
     /// Sends one customer-service message. An answer that says the token is no good
-    /// refreshes it and retries the call once.
+    /// refreshes it and retries the call once. A media id WeChat refuses (40007) is
+    /// replaced through `set_media_refresh`'s uploads (the file uploaded again) and the
+    /// message sent once more.
     pub async fn send_custom(&self, message: &CustomMessage) -> Result<(), ApiError> {
-        let token = self.access_token().await?;
-        match self.post_custom(&token, message).await {
-            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
-                tracing::warn!(
-                    event = "token_rejected",
-                    account = self.metrics.account(),
-                    errcode,
-                    "refreshing the access token"
-                );
-                let fresh = self.refresh_token(Some(&token)).await?;
-                self.post_custom(&fresh, message).await
-            }
-            other => other,
-        }
+        let sent = self
+            .authorized(
+                move |token: Arc<str>| async move { self.post_custom(&token, message).await },
+            )
+            .await;
+        let (Err(ApiError::Wechat { errcode, .. }), Some(old)) = (&sent, message.media_id()) else {
+            return sent;
+        };
+        let refresh = self.media.get().and_then(std::sync::Weak::upgrade);
+        let (INVALID_MEDIA, Some(refresh)) = (*errcode, refresh) else {
+            return sent;
+        };
+        let Some(fresh) = refresh.refresh(old).await else {
+            return sent;
+        };
+        tracing::warn!(
+            event = "media_replaced",
+            account = self.metrics.account(),
+            "WeChat refused a media id (40007): its file was uploaded again, and the message is sent again"
+        );
+        let again = message.with_media_id(&fresh);
+        let again = &again;
+        self.authorized(move |token: Arc<str>| async move { self.post_custom(&token, again).await })
+            .await
+    }
+
+    /// What replaces a media id WeChat refuses (40007) in `send_custom`; set once.
+    pub fn set_media_refresh(&self, refresh: std::sync::Weak<dyn MediaRefresh>) {
+        let _ = self.media.set(refresh);
     }
 
     /// The MP console's auto-replies (`GET /cgi-bin/get_current_autoreply_info`), as the
     /// JSON text WeChat answered; a token WeChat says is no good is refreshed once.
     pub async fn current_autoreply_info(&self) -> Result<String, ApiError> {
-        let token = self.access_token().await?;
-        match self.get_autoreply(&token).await {
-            Err(ApiError::Wechat { errcode, .. }) if TOKEN_INVALID.contains(&errcode) => {
-                let fresh = self.refresh_token(Some(&token)).await?;
-                self.get_autoreply(&fresh).await
-            }
-            other => other,
-        }
-    }
-
-    async fn get_autoreply(&self, token: &str) -> Result<String, ApiError> {
         let url = format!("{}/cgi-bin/get_current_autoreply_info", self.base);
-        let result = self
-            .call::<serde_json::Value>(self.http.get(url).query(&[("access_token", token)]))
+        let url = url.as_str();
+        self.authorized(move |token: Arc<str>| async move {
+            self.json_call(
+                "get_current_autoreply_info",
+                self.http.get(url).query(&[("access_token", &*token)]),
+            )
             .await
-            .and_then(
-                |value| match value.get("errcode").and_then(serde_json::Value::as_i64) {
-                    Some(errcode) if errcode != 0 => Err(ApiError::Wechat {
-                        errcode,
-                        errmsg: value
-                            .get("errmsg")
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                    }),
-                    _ => Ok(value.to_string()),
-                },
-            );
-        self.metrics
-            .observe_api_call("get_current_autoreply_info", outcome(&result));
-        result
+        })
+        .await
+        .map(|value| value.to_string())
     }
 
     async fn post_custom(&self, token: &str, message: &CustomMessage) -> Result<(), ApiError> {

@@ -4,6 +4,10 @@
 //! "errmsg":"ok"}` for a delivered message). A test can script the next answers of
 //! `custom/send`, fail every send to one user, expire the token, make `stable_token`
 //! misbehave (a redirect, an endless answer), and read what was delivered, in order.
+//! The custom menu (`menu/get`, `menu/create`, `menu/addconditional`, `menu/delete`) is
+//! kept as WeChat keeps it, with its documented limits and errcodes, and every menu call
+//! recorded; `material/add_material` takes WeChat's multipart form and keeps the files, and
+//! a message naming material deleted since (`delete_material`) gets 40007.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
@@ -53,6 +57,27 @@ pub struct FakeState {
     misbehave: Mutex<Option<Misbehave>>,
     /// Bytes of an endless answer handed to the connection so far.
     streamed: Arc<AtomicUsize>,
+    /// The default menu (`menu/create`'s body), if any.
+    menu: Mutex<Option<Value>>,
+    /// The conditional menus, each with its `menuid`.
+    conditional: Mutex<Vec<Value>>,
+    /// Each menu call (`menu/get`, `menu/create`, …), in order.
+    menu_calls: Mutex<Vec<String>>,
+    /// Uploaded permanent material, in order.
+    materials: Mutex<Vec<Uploaded>>,
+    /// Media ids deleted (in the MP console): a message naming one gets 40007.
+    deleted: Mutex<Vec<String>>,
+}
+
+/// One file uploaded with `material/add_material`.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub kind: String,
+    pub filename: String,
+    pub bytes: Vec<u8>,
+    /// A video's `description` form field.
+    pub description: Option<Value>,
+    pub media_id: String,
 }
 
 pub struct FakeWechat {
@@ -85,6 +110,18 @@ impl FakeWechat {
                         .route(
                             "/cgi-bin/get_current_autoreply_info",
                             web::get().to(autoreply_info),
+                        )
+                        .route("/cgi-bin/menu/get", web::get().to(menu_get))
+                        .route("/cgi-bin/menu/create", web::post().to(menu_create))
+                        .route(
+                            "/cgi-bin/menu/addconditional",
+                            web::post().to(menu_addconditional),
+                        )
+                        .route("/cgi-bin/menu/delete", web::get().to(menu_delete))
+                        .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
+                        .route(
+                            "/cgi-bin/material/add_material",
+                            web::post().to(add_material),
                         )
                 })
                 .workers(1)
@@ -172,6 +209,35 @@ impl FakeWechat {
             }
             actix_web::rt::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The menu calls so far (`menu/get`, `menu/create`, …), in order.
+    pub fn menu_calls(&self) -> Vec<String> {
+        self.state.menu_calls.lock().unwrap().clone()
+    }
+
+    /// Sets the live menu as `menu/get` will answer it (`{"button": …}`) and the
+    /// conditional menus (each `{"button", "matchrule"}`), without counting a call.
+    pub fn set_menu(&self, menu: Option<Value>, conditional: Vec<Value>) {
+        *self.state.menu.lock().unwrap() = menu;
+        *self.state.conditional.lock().unwrap() = conditional
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                c["menuid"] = json!(format!("{}", 400 + i));
+                c
+            })
+            .collect();
+    }
+
+    /// `media_id` is deleted, as in the MP console: a message that names it gets 40007.
+    pub fn delete_material(&self, media_id: &str) {
+        self.state.deleted.lock().unwrap().push(media_id.to_owned());
+    }
+
+    /// The files uploaded as permanent material so far.
+    pub fn materials(&self) -> Vec<Uploaded> {
+        self.state.materials.lock().unwrap().clone()
     }
 
     pub fn stop(self) {
@@ -321,9 +387,301 @@ async fn custom_send(
     }
     let body = body.into_inner();
     let kind = body["msgtype"].as_str().unwrap_or("");
+    if let Some(media_id) = body[kind]["media_id"].as_str() {
+        if state.deleted.lock().unwrap().iter().any(|d| d == media_id) {
+            return errcode(40007, "invalid media_id");
+        }
+    }
     if body["touser"].as_str().is_none_or(str::is_empty) || body[kind].is_null() {
         return errcode(44002, "empty post data");
     }
     state.delivered.lock().unwrap().push(body);
     errcode(0, "ok")
+}
+
+/// Records a menu call; WeChat's answer when its token is no good (the call then does
+/// nothing), as `refuse_token`.
+fn menu_call(state: &FakeState, req: &HttpRequest, call: &str) -> Option<HttpResponse> {
+    if let Some(refused) = refuse_token(state, req) {
+        return Some(refused);
+    }
+    state.menu_calls.lock().unwrap().push(call.to_owned());
+    None
+}
+
+/// What WeChat says of `buttons` (a default or conditional menu's), with the errcodes
+/// it documents: 40016 for the number of buttons, 40017 a type, 40018 a name's length,
+/// 40019 a key's, 40020 a URL's, 40023 the number of sub-buttons, 40025 a sub-button's
+/// name; `None` when they are good.
+fn menu_problem(buttons: &Value) -> Option<HttpResponse> {
+    const TYPES: [&str; 13] = [
+        "click",
+        "view",
+        "miniprogram",
+        "scancode_push",
+        "scancode_waitmsg",
+        "pic_sysphoto",
+        "pic_photo_or_album",
+        "pic_weixin",
+        "location_select",
+        "media_id",
+        "view_limited",
+        "article_id",
+        "article_view_limited",
+    ];
+    let list = buttons.as_array()?;
+    if list.is_empty() || list.len() > 3 {
+        return Some(errcode(40016, "invalid button size"));
+    }
+    let leaf = |b: &Value, name_max: usize| -> Option<HttpResponse> {
+        let name = b["name"].as_str().unwrap_or("");
+        if name.is_empty() || name.len() > name_max {
+            return Some(if name_max == 16 {
+                errcode(40018, "invalid button name size")
+            } else {
+                errcode(40025, "invalid sub button name size")
+            });
+        }
+        let kind = b["type"].as_str().unwrap_or("");
+        if !TYPES.contains(&kind) {
+            return Some(errcode(40017, "invalid button type"));
+        }
+        if b["key"].as_str().is_some_and(|k| k.len() > 128) {
+            return Some(errcode(40019, "invalid button key size"));
+        }
+        if b["url"].as_str().is_some_and(|u| u.len() > 1024) {
+            return Some(errcode(40020, "invalid button url size"));
+        }
+        None
+    };
+    for b in list {
+        match b["sub_button"].as_array() {
+            Some(subs) if !subs.is_empty() => {
+                let name = b["name"].as_str().unwrap_or("");
+                if name.is_empty() || name.len() > 16 {
+                    return Some(errcode(40018, "invalid button name size"));
+                }
+                if subs.len() > 5 {
+                    return Some(errcode(40023, "invalid sub button size"));
+                }
+                if let Some(bad) = subs.iter().find_map(|s| leaf(s, 60)) {
+                    return Some(bad);
+                }
+            }
+            _ => {
+                if let Some(bad) = leaf(b, 16) {
+                    return Some(bad);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Buttons as `menu/get` answers them: every action with an empty `sub_button`.
+fn as_answered(buttons: &Value) -> Value {
+    let mut buttons = buttons.clone();
+    if let Some(list) = buttons.as_array_mut() {
+        for b in list {
+            if b.get("sub_button").is_none() {
+                b["sub_button"] = json!([]);
+            } else if let Some(subs) = b["sub_button"].as_array_mut() {
+                for s in subs {
+                    s["sub_button"] = json!([]);
+                }
+            }
+        }
+    }
+    buttons
+}
+
+/// `GET /cgi-bin/menu/get`: 46003 without a menu; else the menu and the conditional ones.
+async fn menu_get(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = menu_call(&state, &req, "menu/get") {
+        return refused;
+    }
+    let Some(menu) = state.menu.lock().unwrap().clone() else {
+        return errcode(46003, "menu no exist");
+    };
+    let mut answer = json!({"menu": {"button": as_answered(&menu["button"]), "menuid": 100}});
+    let conditional = state.conditional.lock().unwrap().clone();
+    if !conditional.is_empty() {
+        answer["conditionalmenu"] = conditional
+            .into_iter()
+            .map(|mut c| {
+                c["button"] = as_answered(&c["button"]);
+                c
+            })
+            .collect();
+    }
+    HttpResponse::Ok().json(answer)
+}
+
+/// `POST /cgi-bin/menu/create`: replaces the default menu (conditional ones stay).
+async fn menu_create(
+    state: web::Data<FakeState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    if let Some(refused) = menu_call(&state, &req, "menu/create") {
+        return refused;
+    }
+    if let Some(bad) = menu_problem(&body["button"]) {
+        return bad;
+    }
+    *state.menu.lock().unwrap() = Some(json!({"button": body["button"]}));
+    errcode(0, "ok")
+}
+
+/// `POST /cgi-bin/menu/addconditional`: 65303 without a default menu, 65304 for an empty
+/// matchrule, 65320 for the private criteria WeChat no longer takes.
+async fn menu_addconditional(
+    state: web::Data<FakeState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    if let Some(refused) = menu_call(&state, &req, "menu/addconditional") {
+        return refused;
+    }
+    if state.menu.lock().unwrap().is_none() {
+        return errcode(65303, "there is no selfmenu, please create selfmenu first");
+    }
+    let rule = &body["matchrule"];
+    if ["sex", "country", "province", "city", "language"]
+        .iter()
+        .any(|k| rule[k].as_str().is_some_and(|v| !v.is_empty()))
+    {
+        return errcode(
+            65320,
+            "invalid matchrule: private information is not supported",
+        );
+    }
+    if ["tag_id", "client_platform_type"]
+        .iter()
+        .all(|k| rule[k].as_str().is_none_or(str::is_empty))
+    {
+        return errcode(65304, "match rule empty");
+    }
+    if let Some(bad) = menu_problem(&body["button"]) {
+        return bad;
+    }
+    let mut conditional = state.conditional.lock().unwrap();
+    let id = format!("{}", 208379533 + conditional.len());
+    conditional.push(json!({"button": body["button"], "matchrule": rule, "menuid": id}));
+    HttpResponse::Ok().json(json!({"menuid": id}))
+}
+
+/// `GET /cgi-bin/menu/delete`: the menu and every conditional menu.
+async fn menu_delete(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = menu_call(&state, &req, "menu/delete") {
+        return refused;
+    }
+    *state.menu.lock().unwrap() = None;
+    state.conditional.lock().unwrap().clear();
+    errcode(0, "ok")
+}
+
+/// The parts of a `multipart/form-data` body: (name, filename, bytes).
+fn form_parts(content_type: &str, body: &[u8]) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let Some(boundary) = content_type.split("boundary=").nth(1) else {
+        return Vec::new();
+    };
+    let delimiter = format!("--{}", boundary.trim_matches('"'));
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut parts = Vec::new();
+    let mut at = match find(body, delimiter.as_bytes(), 0) {
+        Some(at) => at + delimiter.len(),
+        None => return parts,
+    };
+    while body.get(at..at + 2) == Some(b"\r\n") {
+        let Some(head_end) = find(body, b"\r\n\r\n", at) else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&body[at + 2..head_end]).to_string();
+        let Some(next) = find(body, format!("\r\n{delimiter}").as_bytes(), head_end) else {
+            break;
+        };
+        let value = |key: &str| {
+            head.split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned)
+        };
+        if let Some(name) = value(" name") {
+            parts.push((name, value("filename"), body[head_end + 4..next].to_vec()));
+        }
+        at = next + 2 + delimiter.len();
+    }
+    parts
+}
+
+/// `POST /cgi-bin/material/add_material?type=…`: the form's `media` (and a video's
+/// `description`), with WeChat's limits: 40004 for a type it does not take, 40005 for a
+/// format the type does not take, 40006 for a size over the type's limit, 41005 without
+/// `media`. A permanent id and, for an image, its URL.
+async fn add_material(
+    state: web::Data<FakeState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refused) = refuse_token(&state, &req) {
+        return refused;
+    }
+    let kind = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("type="))
+        .unwrap_or("")
+        .to_owned();
+    let (formats, limit): (&[&str], usize) = match kind.as_str() {
+        "image" => (&["bmp", "png", "jpeg", "jpg", "gif"], 10 * 1024 * 1024),
+        "voice" => (&["mp3", "wma", "wav", "amr"], 2 * 1024 * 1024),
+        "video" => (&["mp4"], 10 * 1024 * 1024),
+        "thumb" => (&["jpg"], 64 * 1024),
+        _ => return errcode(40004, "invalid media type"),
+    };
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let parts = form_parts(content_type, &body);
+    let Some((_, Some(filename), bytes)) = parts.iter().find(|(n, _, _)| n == "media").cloned()
+    else {
+        return errcode(41005, "media data missing");
+    };
+    let extension = filename
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !formats.contains(&extension.as_str()) {
+        return errcode(40005, "invalid file type");
+    }
+    if bytes.len() > limit {
+        return errcode(40006, "invalid meida size");
+    }
+    let description = parts
+        .iter()
+        .find(|(n, _, _)| n == "description")
+        .and_then(|(_, _, d)| serde_json::from_slice(d).ok());
+    let mut materials = state.materials.lock().unwrap();
+    let media_id = format!("PERMANENT_{kind}_{}", materials.len());
+    materials.push(Uploaded {
+        kind: kind.clone(),
+        filename,
+        bytes,
+        description,
+        media_id: media_id.clone(),
+    });
+    let mut answer = json!({"media_id": media_id});
+    if kind == "image" {
+        answer["url"] = json!(format!("http://mmbiz.qpic.cn/{media_id}"));
+    }
+    HttpResponse::Ok().json(answer)
 }

@@ -26,7 +26,7 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
         for tpl in tpls {
             // Where an error about this string points: the template file, or the YAML.
             let (file, used): (Option<String>, Vec<fields::UsedPath>) = match tpl {
-                Tpl::Literal(_) => continue,
+                Tpl::Literal(_) | Tpl::Media(_) => continue,
                 Tpl::Simple(simple) => (
                     simple.file().map(str::to_owned),
                     simple
@@ -189,7 +189,7 @@ pub(super) fn no_call_in(c: &mut Compiler<'_>, at: At<'_>, spec: &ReplySpec, why
 /// Whether any string of `spec` references a path starting with `root` (`call`).
 pub(super) fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool {
     let tpl = |t: &Tpl| match t {
-        Tpl::Literal(_) => false,
+        Tpl::Literal(_) | Tpl::Media(_) => false,
         Tpl::Simple(simple) => simple.roots().any(|r| r == root),
         Tpl::Template(name) => c
             .templates

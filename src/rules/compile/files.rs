@@ -151,7 +151,7 @@ mod tests {
             file("fields", "hi {{FromUserName}}"),
             file("blocks", "{{#if Content}}yes{{/if}}"),
         ];
-        let rules = compile(Path::new("rules.yaml"), yaml, &files)
+        let rules = compile(Path::new("rules.yaml"), yaml, &files, None)
             .unwrap()
             .rules;
         let texts: Vec<&Tpl> = rules
@@ -179,7 +179,7 @@ mod tests {
   - { name: file, when: { keyword: a }, reply: { text: { template: greeting } } }
   - { name: inline, when: { keyword: b }, reply: { text: \"hi {{Recognition}}\" } }
 ";
-        let rules = compile(Path::new("rules.yaml"), yaml, &files)
+        let rules = compile(Path::new("rules.yaml"), yaml, &files, None)
             .unwrap()
             .rules;
         let failed = |keyword: &str| {

@@ -18,6 +18,7 @@ mod when;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use handlebars::Handlebars;
@@ -27,7 +28,7 @@ use super::budget::Reservation;
 use super::excerpt;
 use super::locate::{LazyPositions, MAX_YAML_DEPTH};
 use super::matcher::Index;
-use super::media::TemporaryMedia;
+use super::media::{self, MediaFile, TemporaryMedia};
 use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
 use super::schema;
@@ -48,7 +49,7 @@ pub use reply::MAX_ARTICLES;
 /// regex, missing or broken template), each with file, line and column; nothing partial.
 pub fn load(sources: &Sources) -> Result<Loaded, LoadError> {
     let (source, files) = read_files(sources)?;
-    compile(&sources.rules, &source, &files)
+    compile(&sources.rules, &source, &files, Some(&sources.templates))
 }
 
 /// Loads and compiles rules and templates held in memory, as `load` does files: `yaml` as if
@@ -63,7 +64,7 @@ pub fn load_str(yaml: &str, templates: &[(&str, &str)]) -> Result<Loaded, LoadEr
             text: (*text).to_owned(),
         })
         .collect();
-    compile(Path::new("rules.yaml"), yaml, &files)
+    compile(Path::new("rules.yaml"), yaml, &files, None)
 }
 
 /// A draft of `sources`: `rules` in place of the rules file's text, and each of
@@ -77,7 +78,7 @@ pub fn load_draft(
 ) -> Result<Loaded, LoadError> {
     let mut files = read_files(sources)?.1;
     overlay(&mut files, &sources.templates, templates);
-    compile(&sources.rules, rules, &files)
+    compile(&sources.rules, rules, &files, Some(&sources.templates))
 }
 
 /// The digest a load of `sources` would give (`RuleSet::digest`), from the files as they
@@ -180,6 +181,11 @@ struct Compiler<'a> {
     warnings: Vec<RuleError>,
     /// The media ids of the rule being compiled that its replies mark temporary.
     temporary: Vec<TemporaryMedia>,
+    /// Where replies' media files are (the templates directory); `None` when the rules
+    /// come from memory alone (`load_str`).
+    media_dir: Option<std::path::PathBuf>,
+    /// Each media file read, by kind, name and video texts: read once per load.
+    media_files: HashMap<String, Result<Arc<MediaFile>, String>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -206,7 +212,26 @@ impl<'a> Compiler<'a> {
                 .collect(),
             warnings: Vec::new(),
             temporary: Vec::new(),
+            media_dir: None,
+            media_files: HashMap::new(),
         }
+    }
+
+    /// The media file `name` of a reply of `kind`, read once per load.
+    fn media_file(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        video: Option<(String, String)>,
+    ) -> Result<Arc<MediaFile>, String> {
+        let Some(dir) = &self.media_dir else {
+            return Err("a reply's `file` needs a templates directory".into());
+        };
+        let key = format!("{kind}\0{name}\0{video:?}");
+        self.media_files
+            .entry(key)
+            .or_insert_with(|| media::media_file(kind, dir, name, video).map(Arc::new))
+            .clone()
     }
 
     fn error(&mut self, rule: Option<&str>, at: Option<(usize, usize)>, message: String) {
@@ -246,8 +271,9 @@ fn compile(
     file: &Path,
     source: &str,
     template_files: &[TemplateFile],
+    media_dir: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
-    match compile_steps(file, source, template_files) {
+    match compile_steps(file, source, template_files, media_dir) {
         Ok(mut loaded) => {
             loaded.warnings = loaded.warnings.into_iter().map(excerpt::bounded).collect();
             Ok(loaded)
@@ -264,6 +290,7 @@ fn compile_steps(
     file: &Path,
     source: &str,
     template_files: &[TemplateFile],
+    media_dir: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
     // The outline pass finds where each rule starts; in a plain file (the usual case) the
     // rules are then typed in pieces on every core, else the file is typed whole.
@@ -289,6 +316,7 @@ fn compile_steps(
     // directory, or the set this load will replace) are not compiled again.
     let (files_key, compiled) = registry::lookup(template_files);
     let mut c = Compiler::new(file, positions, template_files, compiled.as_deref());
+    c.media_dir = media_dir.map(Path::to_owned);
     files::register(&mut c, template_files, compiled.is_some());
 
     let inputs = match parsed {
@@ -382,6 +410,7 @@ fn finish(
             template_count: template_files.len(),
             regex_budget,
             keeps,
+            media_ids: Arc::default(),
         },
         warnings,
     }
@@ -447,7 +476,7 @@ fn duration(c: &mut Compiler<'_>, at: At<'_>, text: &str, max: Duration) -> Opti
 /// Compiles rules from a string, with no template files; for unit tests.
 #[cfg(test)]
 pub(crate) fn compile_yaml(yaml: &str) -> Result<RuleSet, LoadError> {
-    compile(Path::new("rules.yaml"), yaml, &[]).map(|l| l.rules)
+    compile(Path::new("rules.yaml"), yaml, &[], None).map(|l| l.rules)
 }
 
 /// The errors of a rules file holding one rule `r` with `body` (YAML at 4 spaces); for
@@ -468,7 +497,7 @@ mod tests {
     #[test]
     fn a_file_with_a_byte_order_mark_keeps_its_error_positions() {
         let yaml = "\u{feff}rules:\n  - name: a\n    ignroe: true\n";
-        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), yaml, &[]) else {
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), yaml, &[], None) else {
             panic!("an unknown key");
         };
         assert!(
@@ -554,7 +583,7 @@ mod tests {
                 "  - {{ name: r{i}, when: {{ keyword: k{i} }}, {key}: true }}\n"
             ));
         }
-        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), &yaml, &[]) else {
+        let Err(LoadError(errors)) = compile(Path::new("rules.yaml"), &yaml, &[], None) else {
             panic!("two rules have an unknown key");
         };
         let found: Vec<String> = errors.iter().map(ToString::to_string).collect();

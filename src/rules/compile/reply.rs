@@ -37,19 +37,22 @@ pub(super) fn compile_reply(
     let spec = match reply {
         RawReplyKind::Text(t) => ReplySpec::Text(s(c, at.key("text"), Some(t))),
         RawReplyKind::Image(m) => {
-            temporary(c, at.key("image.expires"), "image", &m.media_id, m.expires);
-            ReplySpec::Image(s(c, at.key("image.media_id"), Some(m.media_id)))
+            ReplySpec::Image(media(c, at, "image", (m.media_id, m.file, m.expires), None))
         }
         RawReplyKind::Voice(m) => {
-            temporary(c, at.key("voice.expires"), "voice", &m.media_id, m.expires);
-            ReplySpec::Voice(s(c, at.key("voice.media_id"), Some(m.media_id)))
+            ReplySpec::Voice(media(c, at, "voice", (m.media_id, m.file, m.expires), None))
         }
         RawReplyKind::Video(v) => {
-            temporary(c, at.key("video.expires"), "video", &v.media_id, v.expires);
+            let title = s(c, at.key("video.title"), v.title);
+            let description = s(c, at.key("video.description"), v.description);
+            let plain = match (&title, &description) {
+                (Tpl::Literal(t), Tpl::Literal(d)) => Some((t.clone(), d.clone())),
+                _ => None,
+            };
             ReplySpec::Video(Box::new(VideoSpec {
-                media_id: s(c, at.key("video.media_id"), Some(v.media_id)),
-                title: s(c, at.key("video.title"), v.title),
-                description: s(c, at.key("video.description"), v.description),
+                media_id: media(c, at, "video", (v.media_id, v.file, v.expires), Some(plain)),
+                title,
+                description,
             }))
         }
         RawReplyKind::Music(m) => {
@@ -109,6 +112,69 @@ pub(super) fn compile_reply(
         }
     };
     (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// A reply's media: its `media_id` (a string, maybe a template), or its `file` read and
+/// held to WeChat's limits (`Tpl::Media`). `video`: for a video, its title and description
+/// when they are plain text (`Some(None)` when they are not, which a file cannot take).
+fn media(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    kind: &'static str,
+    (media_id, file, expires): (Option<RawStr>, Option<Scalar>, Option<Scalar>),
+    video: Option<Option<(String, String)>>,
+) -> Tpl {
+    let [media_key, file_key, expires_key] = match kind {
+        "image" => ["image.media_id", "image.file", "image.expires"],
+        "voice" => ["voice.media_id", "voice.file", "voice.expires"],
+        _ => ["video.media_id", "video.file", "video.expires"],
+    };
+    match (media_id, file) {
+        (Some(media_id), None) => {
+            temporary(c, at.key(expires_key), kind, &media_id, expires);
+            string(c, at.key(media_key), Some(media_id))
+        }
+        (None, Some(file)) => {
+            if expires.is_some() {
+                c.error_at(
+                    at.key(expires_key),
+                    "`expires` marks a temporary media id; a `file` is uploaded as permanent material".into(),
+                );
+            }
+            let video = match video {
+                Some(None) => {
+                    c.error_at(
+                        at.key(file_key),
+                        "a video from a `file` takes a plain `title` and `description` (they are uploaded with it), not templates".into(),
+                    );
+                    return Tpl::Literal(String::new());
+                }
+                Some(Some(texts)) => Some(texts),
+                None => None,
+            };
+            match c.media_file(kind, &file.0, video) {
+                Ok(found) => Tpl::Media(found),
+                Err(message) => {
+                    c.error_at(at.key(file_key), message);
+                    Tpl::Literal(String::new())
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            c.error_at(
+                at.key(file_key),
+                format!("an {kind} takes `media_id` or `file`, not both"),
+            );
+            Tpl::Literal(String::new())
+        }
+        (None, None) => {
+            c.error_at(
+                at.key(kind),
+                format!("an {kind} needs `media_id` or `file`"),
+            );
+            Tpl::Literal(String::new())
+        }
+    }
 }
 
 /// Records a media id that `expires` marks temporary, for `check`'s warning; an `expires`

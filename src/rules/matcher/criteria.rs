@@ -116,7 +116,7 @@ impl StrMatcher {
     }
 
     /// The exact strings, when this matcher has nothing but exact patterns.
-    pub(super) fn exact_only(&self) -> Option<Vec<&str>> {
+    pub(crate) fn exact_only(&self) -> Option<Vec<&str>> {
         self.patterns
             .iter()
             .map(|p| match p {

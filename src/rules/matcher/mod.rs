@@ -136,6 +136,15 @@ impl RuleSet {
         None
     }
 
+    /// The first rule (on) whose criteria hold for `subject`, whatever its time window
+    /// says: whether the rules answer such a message at all (`menu`'s cross-check).
+    pub fn find_any_time(&self, subject: &Subject<'_>) -> Option<&Rule> {
+        let mut captures = Vec::new();
+        self.rules
+            .iter()
+            .find(|rule| rule.when.matches(subject, &mut captures))
+    }
+
     /// The same answer as `find`, by trying every rule in order; the reference the index is
     /// tested against.
     pub fn find_linear(&self, subject: &Subject<'_>) -> Option<Match<'_>> {

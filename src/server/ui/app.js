@@ -8,7 +8,10 @@ const I18N = {
   zh: {
     title: 'wxrules 规则控制台', brandSub: '规则控制台', account: '公众号', version: v => 'v' + v,
     reload: '重新加载规则', reloading: '正在重新加载…', langBtn: 'English', langTitle: 'Switch to English',
-    tabRules: '规则', tabTry: '试一试', tabPushes: '最近消息',
+    tabRules: '规则', tabTry: '试一试', tabPushes: '最近消息', tabMenu: '菜单',
+    menuNone: '这个公众号没有菜单文件（menu.yaml）。', menuDefault: '默认菜单',
+    menuMatch: r => '个性化菜单：' + [r.tag_id ? '标签 ' + r.tag_id : '', r.client_platform_type ? ({ 1: 'iOS', 2: 'Android', 3: '其他系统' })[r.client_platform_type] || r.client_platform_type : ''].filter(Boolean).join('，'),
+    menuNoRule: '没有规则回复', menuHits: n => `${n} 次`, menuOpens: '打开',
     refresh: '刷新', loading: '正在加载…', ok: '确定', dismiss: '关闭', none: '—',
     errNetwork: '无法连接服务器', errHttp: s => `服务器返回 HTTP ${s}`,
     statusBad: s => `状态：${({ degraded: '上次重载被拒绝', unserved: '无法加载，未在服务' })[s] || s}`,
@@ -76,7 +79,10 @@ const I18N = {
   en: {
     title: 'wxrules dashboard', brandSub: 'rules console', account: 'Account', version: v => 'v' + v,
     reload: 'Reload rules', reloading: 'Reloading…', langBtn: '中文', langTitle: '切换到中文',
-    tabRules: 'Rules', tabTry: 'Try a message', tabPushes: 'Recent pushes',
+    tabRules: 'Rules', tabTry: 'Try a message', tabPushes: 'Recent pushes', tabMenu: 'Menu',
+    menuNone: 'This account has no menu file (menu.yaml).', menuDefault: 'Default menu',
+    menuMatch: r => 'Conditional menu: ' + [r.tag_id ? 'tag ' + r.tag_id : '', r.client_platform_type ? ({ 1: 'iOS', 2: 'Android', 3: 'other systems' })[r.client_platform_type] || r.client_platform_type : ''].filter(Boolean).join(', '),
+    menuNoRule: 'no rule answers', menuHits: n => `${n} hits`, menuOpens: 'opens',
     refresh: 'Refresh', loading: 'Loading…', ok: 'OK', dismiss: 'Dismiss', none: '—',
     errNetwork: 'Cannot reach the server', errHttp: s => `The server answered HTTP ${s}`,
     statusBad: s => `status: ${({ degraded: 'last reload refused', unserved: 'cannot be loaded, not served' })[s] || s}`,
@@ -143,7 +149,7 @@ const EVENTS = ['subscribe', 'unsubscribe', 'SCAN', 'CLICK', 'VIEW', 'LOCATION',
   'scancode_waitmsg', 'pic_sysphoto', 'pic_photo_or_album', 'pic_weixin', 'location_select',
   'TEMPLATESENDJOBFINISH', 'MASSSENDJOBFINISH', 'subscribe_msg_popup_event',
   'subscribe_msg_change_event', 'subscribe_msg_sent_event', 'view_miniprogram'];
-const VIEWS = ['rules', 'try', 'pushes', 'history'];
+const VIEWS = ['rules', 'try', 'pushes', 'menu', 'history'];
 // What ui/edit.js (loaded before this file) adds: editing rules, drafts, history.
 const HOOKS = {};
 const LANG_KEY = 'wxrules.lang', TOKEN_KEY = 'wxrules.token', ACCOUNT_KEY = 'wxrules.account';
@@ -423,6 +429,51 @@ function renderRules() {
   });
   clear(tbody, rows);
   applyFilter();
+}
+// ---- Menu ------------------------------------------------------------------------------------
+// The menu file as a phone shows it: the bar at the bottom, each sub-menu open above its
+// button; each button says the rule a tap reaches and its hits.
+let menuSeq = 0;
+async function loadMenu() {
+  const seq = ++menuSeq;
+  try {
+    const d = await getJson('/api/menu?' + acctQuery());
+    if (seq !== menuSeq) return;
+    S.menu = d; S.menuErr = null;
+  } catch (e) {
+    if (seq !== menuSeq) return;
+    S.menuErr = e.message;
+  }
+  renderMenu();
+}
+function menuButton(b, cls) {
+  const what = b.rule
+    ? el('span', { class: 'menu-rule', 'data-menu-rule': str(b.rule) }, str(b.rule) + ' · ' + t('menuHits', b.hits ?? 0))
+    : b.url ? el('span', { class: 'menu-rule muted', text: t('menuOpens') + ' ' + hostOf(b.url) })
+    : b.needs_rule ? el('span', { class: 'menu-rule bad-text', text: t('menuNoRule') })
+    : el('span', { class: 'menu-rule muted', text: str(b.type) });
+  return el('div', { class: cls, 'data-menu-button': str(b.name), title: str(b.key || b.url || b.type) },
+    el('span', { class: 'menu-name', text: str(b.name) }), what);
+}
+function renderMenu() {
+  const root = $('#menu-phones');
+  if (!root) return;
+  $('#menu-file').textContent = S.menu && S.menu.file ? S.menu.file : '';
+  showStatus($('#menu-status'), S.menuErr || (S.menu && Array.isArray(S.menu.errors) ? S.menu.errors.join('\n') : ''));
+  const menus = S.menu && Array.isArray(S.menu.menu) ? S.menu.menu : null;
+  if (!menus) { clear(root, S.menu && !S.menuErr && !S.menu.errors ? el('p', { class: 'muted', text: t('menuNone') }) : null); return; }
+  clear(root, menus.map((m, i) => {
+    const buttons = Array.isArray(m.button) ? m.button : [];
+    const subs = buttons.map(b => el('div', { class: 'menu-subs' },
+      (Array.isArray(b.sub_button) ? b.sub_button : []).map(s => menuButton(s, 'menu-sub'))));
+    const bar = buttons.map(b => menuButton(b, 'menu-top' + (Array.isArray(b.sub_button) && b.sub_button.length ? ' has-subs' : '')));
+    return el('figure', { class: 'menu-phone', 'data-menu': i },
+      el('div', { class: 'phone' },
+        el('div', { class: 'phone-bar' }, el('span', { class: 'phone-back', text: '‹' }), el('span', { text: str(S.account || '') }), el('span')),
+        el('div', { class: 'chat menu-chat' }, el('div', { class: 'menu-row' }, subs)),
+        el('div', { class: 'menu-bar' }, el('span', { class: 'menu-kbd', text: '⌨' }), bar)),
+      el('figcaption', { class: 'phone-caption', text: m.matchrule ? t('menuMatch', m.matchrule) : t('menuDefault') }));
+  }));
 }
 function applyFilter() {
   const q = $('#rules-filter').value.trim().toLowerCase();
@@ -836,6 +887,7 @@ function route() {
 function loadView() {
   if (HOOKS.view) HOOKS.view(S.view);
   if (S.view === 'rules') void loadRules();
+  if (S.view === 'menu') void loadMenu();
   if (S.view === 'pushes') void pollPushes(); else schedulePushes();
 }
 function applyLang() {
@@ -853,7 +905,7 @@ function applyLang() {
   $('#reload').textContent = t($('#reload').disabled ? 'reloading' : 'reload');
   $('#try-submit').textContent = t($('#try-submit').disabled ? 'trySending' : 'trySubmit');
   fillEventSelect();
-  renderTop(); renderRules(); renderPushes(); renderTry(); renderReload();
+  renderTop(); renderRules(); renderPushes(); renderTry(); renderReload(); renderMenu();
   if (HOOKS.lang) HOOKS.lang();
 }
 function start() {
@@ -869,6 +921,7 @@ function start() {
   $('#rules-filter').addEventListener('input', applyFilter);
   $('#rules-refresh').addEventListener('click', () => void loadRules());
   $('#pushes-refresh').addEventListener('click', () => void pollPushes());
+  $('#menu-refresh').addEventListener('click', () => void loadMenu());
   $('#try').addEventListener('submit', e => void onTrySubmit(e));
   $('#token-form').addEventListener('submit', onTokenSubmit);
   for (const v of VIEWS) {
