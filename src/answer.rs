@@ -109,7 +109,8 @@ pub fn after_call(
             Some(Decided::Reply(reply)) => {
                 let scope = scope_of(message, &rule, found, Some(&answered.value));
                 let sends = render_sends(rules, found, &scope);
-                replied(rule, reply.clone(), message, now, sends)
+                let plain = found.rule.plain;
+                replied_as(rule, reply.clone(), message, now, sends, plain)
             }
             None => respond(rules, message, found, Some(&answered.value), now),
         },
@@ -183,7 +184,7 @@ fn respond(
             // Rendered now, with the same context, so that they say what the passive
             // reply saw; sent later by the outbox. A rule without `send:` pays nothing.
             let sends = render_sends(rules, found, &scope);
-            replied(rule, reply, message, now, sends)
+            replied_as(rule, reply, message, now, sends, found.rule.plain)
         }
         Err(error) => Outcome::Failed { rule, error },
     }
@@ -216,6 +217,24 @@ fn replied(
     now: u64,
     sends: Vec<Result<Reply, RenderError>>,
 ) -> Outcome {
+    replied_as(rule, reply, message, now, sends, false)
+}
+
+/// `replied`, with a text's Markdown made WeChat text when the rule says `format: plain`.
+fn replied_as(
+    rule: Arc<str>,
+    reply: Reply,
+    message: &Message,
+    now: u64,
+    sends: Vec<Result<Reply, RenderError>>,
+    plain: bool,
+) -> Outcome {
+    let reply = match reply {
+        Reply::Text { content } if plain => Reply::Text {
+            content: crate::parts::markdown_to_plain(&content),
+        },
+        reply => reply,
+    };
     if let Reply::Text { content } = &reply {
         if content.trim().is_empty() {
             return Outcome::Ignored { rule: Some(rule) };

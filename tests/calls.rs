@@ -5,17 +5,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backend::{closed_port, Backend};
-use common::fake_wechat::{FakeWechat, APPID, SECRET};
+use common::fake_wechat::FakeWechat;
 use common::*;
 use wxrules::accounts::Secrets;
-use wxrules::act::outbox::{self, Outbox, Senders};
+use wxrules::act::outbox::Senders;
 use wxrules::server::{AppState, Options};
 use wxrules::store::dedup;
-use wxrules::wechat_api::{Api, Credentials};
 
 /// The rules of these tests, the service at `base` (`{BASE}`) and a closed port (`{CLOSED}`).
 const RULES: &str = r#"rules:
@@ -91,18 +89,7 @@ fn state(scratch: &Scratch, fake: Option<&FakeWechat>) -> (AppState, Option<Send
         Options::default(),
         Some(dedup::Config::default()),
     );
-    let senders = fake.map(|fake| {
-        let metrics = state.metrics.clone();
-        let api = Api::new(
-            &fake.base(),
-            Some(Credentials::new(APPID, SECRET)),
-            metrics.clone(),
-        )
-        .unwrap();
-        let (outbox, senders) = Outbox::start(&Arc::new(api), outbox::Config::default(), metrics);
-        with_outbox(&mut state, outbox);
-        senders
-    });
+    let senders = fake.map(|fake| sending_through(&mut state, fake));
     (state, senders)
 }
 

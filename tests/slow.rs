@@ -10,9 +10,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
+use common::fake_wechat::FakeWechat;
 use common::redis_server::RedisServer;
 use common::*;
 use wxrules::accounts::Secrets;
+use wxrules::act::outbox::Senders;
 use wxrules::server::{AppState, Options};
 use wxrules::store::{dedup, Store};
 
@@ -29,6 +31,11 @@ const RULES: &str = r#"rules:
     call: { url: "{BASE}/long", timeout: 40s }
     late: { via: retries }
     reply: { text: "{{call.text}}" }
+  - name: markdown
+    when: { keyword: md }
+    call: { url: "{BASE}/markdown" }
+    format: plain
+    reply: { text: "{{call.answer}}" }
   - name: fallback
     when: {}
     reply: { text: "规则的回答" }
@@ -226,4 +233,115 @@ async fn attempts_on_two_instances_join_one_call_through_redis() {
         "规则的回答",
         "given once, by either instance"
     );
+}
+
+/// The parts of a long text, as the user reads them: each within WeChat's 2048 bytes, the
+/// marker removed from all but the last.
+fn joined_parts(parts: &[String], marker: &str) -> String {
+    for part in parts {
+        assert!(part.len() <= 2048, "a part of {} bytes", part.len());
+    }
+    let (last, rest) = parts.split_last().unwrap();
+    let mut text = String::new();
+    for part in rest {
+        text.push_str(
+            part.strip_suffix(marker)
+                .expect("every part but the last says how to go on"),
+        );
+    }
+    text.push_str(last);
+    text
+}
+
+#[actix_web::test]
+async fn a_long_answer_goes_one_part_a_message_without_the_customer_service_api() {
+    let backend = Backend::start();
+    let scratch = scratch("slow-long", &backend);
+    let app = app(state(&scratch, Store::Memory)).await;
+    let (_, first) = post(&app, &signed_query(), text("l1", 400, "长")).await;
+    let mut parts = vec![content(&first)];
+    for i in 0..5 {
+        let (_, next) = post(&app, &signed_query(), text("l1", 401 + i, "继续")).await;
+        let next = content(&next);
+        if next == "规则的回答" {
+            break;
+        }
+        parts.push(next);
+    }
+    assert!(
+        parts.len() >= 3,
+        "5,000 bytes take three parts or more: {}",
+        parts.len()
+    );
+    let marker = wxrules::server::slow::NEXT_MARKER;
+    assert_eq!(joined_parts(&parts, marker), common::backend::long_answer());
+    assert_eq!(backend.count(), 1);
+}
+
+/// The account has the customer-service API (a fake WeChat on 127.0.0.1).
+fn sending_state(scratch: &Scratch, fake: &FakeWechat) -> (AppState, Senders) {
+    let mut state = state(scratch, Store::Memory);
+    let senders = sending_through(&mut state, fake);
+    (state, senders)
+}
+
+async fn delivered(fake: &FakeWechat, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while fake.delivered_count() < n && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.delivered()
+        .iter()
+        .map(|m| m["text"]["content"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[actix_web::test]
+async fn with_the_api_parts_go_in_order_and_the_quota_keeps_the_rest() {
+    let backend = Backend::start();
+    let fake = FakeWechat::start();
+    let scratch = scratch("slow-quota", &backend);
+    let rules = RULES.replace("{BASE}", &format!("http://{}", backend.addr)).replace(
+        "  - name: fallback",
+        "  - name: long-now\n    when: { keyword: 长文 }\n    call: { url: \"http://{BASE}/long\" }\n    reply: { text: \"{{call.text}}\" }\n  - name: six\n    when: { keyword: 六条 }\n    reply: { text: 马上发送 }\n    send: [ { text: m1 }, { text: m2 }, { text: m3 }, { text: m4 }, { text: m5 }, { text: m6 } ]\n  - name: fallback",
+    ).replace("{BASE}", &backend.addr.to_string());
+    scratch.write("rules.yaml", &rules);
+    let (state, _senders) = sending_state(&scratch, &fake);
+    let app = app(state).await;
+    // A long answer: the first part passive, the rest through the API, in order, no marker.
+    let (_, first) = post(&app, &signed_query(), text("q1", 500, "长文")).await;
+    let mut parts = vec![content(&first)];
+    let sent = delivered(&fake, 2).await;
+    assert!(!sent.is_empty());
+    parts.extend(sent);
+    assert_eq!(parts.concat(), common::backend::long_answer());
+    // Six messages for one push: WeChat allows five; the sixth waits for the next message.
+    let (_, now) = post(&app, &signed_query(), text("q2", 501, "六条")).await;
+    assert_eq!(content(&now), "马上发送");
+    let before = fake.delivered_count();
+    let sent = delivered(&fake, before + 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.delivered_count(), before + 5, "never past the quota");
+    assert_eq!(&sent[before..], ["m1", "m2", "m3", "m4", "m5"]);
+    let (_, next) = post(&app, &signed_query(), text("q2", 502, "你好")).await;
+    assert_eq!(
+        content(&next),
+        "m6",
+        "the sixth, kept, is the next message's reply"
+    );
+}
+
+#[actix_web::test]
+async fn format_plain_makes_a_backends_markdown_chat_text() {
+    let backend = Backend::start();
+    let scratch = scratch("slow-markdown", &backend);
+    let app = app(state(&scratch, Store::Memory)).await;
+    let (_, answer) = post(&app, &signed_query(), text("m1", 600, "md")).await;
+    let answer = content(&answer);
+    assert!(answer.starts_with("【标题】"), "{answer}");
+    assert!(
+        !answer.contains("**") && !answer.contains("## "),
+        "{answer}"
+    );
+    assert!(answer.contains("• 第一"), "{answer}");
 }

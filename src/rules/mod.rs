@@ -228,6 +228,8 @@ pub struct Rule {
     pub(crate) active: Option<Box<active::Active>>,
     /// `enabled: false`: kept in `RuleSet::off`, never matched.
     pub(crate) off: bool,
+    /// `format: plain`: its text replies' Markdown made WeChat text.
+    pub(crate) plain: bool,
     /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
     pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked

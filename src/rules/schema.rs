@@ -69,6 +69,9 @@ pub(crate) struct RawRule {
     #[serde(default = "on")]
     #[schemars(default = "on")]
     pub(crate) enabled: bool,
+    /// `plain`: a text reply's Markdown (a backend's, an AI assistant's) made WeChat chat
+    /// text: headings 【】, lists •, links `<a href>`, code indented, no `**`.
+    pub(crate) format: Option<Scalar>,
 }
 
 fn on() -> bool {

@@ -13,6 +13,8 @@
 //! | `/slow/MS` | waits MS ms, then `{"answer": "想好了"}` |
 //! | `/decide` | `{"reply": {"text": "a ]]> b {{FromUserName}}"}}` |
 //! | `/ignore` | `{"ignore": true}` |
+//! | `/markdown` | `{"answer": "## 标题…"}` (Markdown) |
+//! | `/long` | `{"text": long_answer()}` (over 5,000 bytes) |
 //! | anything else | `{"ok": true}` |
 
 use std::net::{SocketAddr, TcpListener};
@@ -166,8 +168,24 @@ async fn answer(
             HttpResponse::Ok().json(json!({"reply": {"text": "a ]]> b {{FromUserName}}"}}))
         }
         ("ignore", _) => HttpResponse::Ok().json(json!({"ignore": true})),
+        ("long", _) => HttpResponse::Ok().json(json!({"text": long_answer()})),
+        ("markdown", _) => HttpResponse::Ok()
+            .json(json!({"answer": "## 标题\n\n**粗体**说明：\n\n- 第一\n- 第二\n"})),
         _ => HttpResponse::Ok().json(json!({"ok": true})),
     }
+}
+
+/// What `/long` answers as `text`: over 5,000 bytes of Chinese, emoji (with a ZWJ
+/// sequence) and links, as an AI assistant writes.
+pub fn long_answer() -> String {
+    let mut text = String::new();
+    for i in 1..=24 {
+        text.push_str(&format!(
+            "第{i}段：您好👋，这是关于订单的详细说明，请查看 https://example.com/orders/{i}?from=wechat&lang=zh 了解更多。\
+             配送预计需要三到五个工作日👨‍👩‍👧，如有问题请随时联系我们。\n\n"
+        ));
+    }
+    text
 }
 
 /// A JSON object of `self.0` KiB written in 1 KiB chunks, its size untold (chunked).

@@ -140,6 +140,23 @@ pub fn with_outbox(state: &mut AppState, outbox: Outbox) {
     }));
 }
 
+/// `state`'s one account made able to send: an outbox through the fake WeChat API at
+/// `fake` (with its AppID and AppSecret). The senders run until dropped.
+pub fn sending_through(
+    state: &mut AppState,
+    fake: &fake_wechat::FakeWechat,
+) -> wxrules::act::outbox::Senders {
+    let metrics = state.metrics.clone();
+    let credentials =
+        wxrules::wechat_api::Credentials::new(fake_wechat::APPID, fake_wechat::SECRET);
+    let api =
+        wxrules::wechat_api::Api::new(&fake.base(), Some(credentials), metrics.clone()).unwrap();
+    let config = wxrules::act::outbox::Config::default();
+    let (outbox, senders) = Outbox::start(&Arc::new(api), config, metrics);
+    with_outbox(state, outbox);
+    senders
+}
+
 pub fn plain_state(sources: Sources) -> AppState {
     state_for(
         sources,

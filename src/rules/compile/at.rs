@@ -20,6 +20,7 @@ pub(super) enum Key {
     LateReply,
     Cooldown,
     Active,
+    Format,
 }
 
 impl Key {
@@ -36,6 +37,7 @@ impl Key {
             Key::LateReply => "late.reply",
             Key::Cooldown => "cooldown",
             Key::Active => "active",
+            Key::Format => "format",
         }
     }
 }

@@ -86,6 +86,17 @@ pub(super) fn compile_rule(
         );
     }
     let active = raw_rule.active.and_then(|raw| compile_active(c, at, &raw));
+    let plain = match raw_rule.format.as_ref().map(|f| f.0.trim()) {
+        None => false,
+        Some("plain") => true,
+        Some(_) => {
+            c.error_at_key(
+                at.field(Key::Format),
+                "`format` is `plain` (Markdown made WeChat text)".into(),
+            );
+            false
+        }
+    };
     let (Some(action), true) = (action, c.errors.len() == errors_before) else {
         return None;
     };
@@ -101,6 +112,7 @@ pub(super) fn compile_rule(
         cooldown_secs,
         active,
         off: !raw_rule.enabled,
+        plain,
         temporary_media: std::mem::take(&mut c.temporary).into_boxed_slice(),
         last_hit: std::sync::atomic::AtomicU64::new(0),
     })
