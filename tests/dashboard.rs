@@ -439,6 +439,38 @@ async fn several_accounts_are_picked_from_a_list() {
         listed.contains("news-hello") && listed.contains(MASKED),
         "{listed}"
     );
+    // A broken file for news, reloaded: with shop selected, the list still shows news,
+    // marked (it used to hide a broken account while another was selected).
+    server
+        .scratch
+        .write("news/rules.yaml", "rules: [ { name: broken\n");
+    let reloaded = reqwest::Client::new()
+        .post(server.url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert!(reloaded.status().is_success() || reloaded.status().as_u16() == 422);
+    b.client.goto(&server.url("/#rules")).await.unwrap();
+    b.wait_for("#account option[value='shop']").await;
+    b.find("#account option[value='shop']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#rules tbody tr[data-rule='shop-hello']").await;
+    let option = |value: &'static str| async move {
+        let script = format!(
+            "return document.querySelector(\"#account option[value='{value}']\").textContent"
+        );
+        let text = b.client.execute(&script, vec![]).await.unwrap();
+        text.as_str().unwrap_or_default().to_owned()
+    };
+    b.wait_until("news marked in the list", || async {
+        option("news").await.starts_with('⚠')
+    })
+    .await;
+    assert_eq!(b.count("#account option").await, 2);
+    assert!(!option("shop").await.starts_with('⚠'));
     assert_only_from(&b.requested().await, &server);
     let errors = b.page_errors().await;
     assert!(errors.is_empty(), "errors in the page: {errors:#?}");

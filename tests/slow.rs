@@ -31,6 +31,11 @@ const RULES: &str = r#"rules:
     call: { url: "{BASE}/long", timeout: 40s }
     late: { via: retries }
     reply: { text: "{{call.text}}" }
+  - name: deferred
+    when: { keyword: 延迟 }
+    call: { url: "{BASE}/deferred", timeout: 30s }
+    late: { reply: { text: 稍候 } }
+    reply: { text: "送达：{{call.answer}}" }
   - name: markdown
     when: { keyword: md }
     call: { url: "{BASE}/markdown" }
@@ -344,4 +349,61 @@ async fn format_plain_makes_a_backends_markdown_chat_text() {
         "{answer}"
     );
     assert!(answer.contains("• 第一"), "{answer}");
+}
+
+/// Posts `body` to `path` of the App (a delivery URL's path).
+async fn deliver<S>(app: &S, path: &str, body: &str) -> u16
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let request = actix_web::test::TestRequest::post()
+        .uri(path)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_owned())
+        .to_request();
+    actix_web::test::call_service(app, request)
+        .await
+        .status()
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn a_service_may_answer_202_and_deliver_its_answer_once_to_a_signed_url() {
+    let backend = Backend::start();
+    let scratch = scratch("slow-deliver", &backend);
+    let mut state = state(&scratch, Store::Memory);
+    let mut slow = wxrules::server::slow::SlowAnswers::new(state.clock.clone(), None);
+    slow.deliver_base = Some("http://wxrules.test".into());
+    state.slow = std::sync::Arc::new(slow);
+    let app = app(state).await;
+    let (body, query) = (text("d1", 700, "延迟"), signed_query());
+    let (push, path) = tokio::join!(post(&app, &query, body), async {
+        // The service got the URL with the call, answered 202, and delivers a second later.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let received = backend.received();
+        let call = received.iter().find(|r| r.target == "/deferred").unwrap();
+        let url = call.header("x-wxrules-deliver").unwrap().to_owned();
+        let path = url.strip_prefix("http://wxrules.test").unwrap().to_owned();
+        assert_eq!(deliver(&app, &path, r#"{"answer": "好了"}"#).await, 200);
+        path
+    });
+    assert_eq!(
+        content(&push.1),
+        "送达：好了",
+        "the push answered from the delivery"
+    );
+    assert_eq!(backend.count(), 1);
+    // Once only; a URL wxrules did not sign; an account that is not there.
+    assert_eq!(deliver(&app, &path, r#"{"answer": "again"}"#).await, 410);
+    let mut forged = path.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(deliver(&app, &forged, r#"{"answer": "x"}"#).await, 403);
+    let elsewhere = path.replacen("/default/", "/nobody/", 1);
+    assert_eq!(deliver(&app, &elsewhere, r#"{"answer": "x"}"#).await, 404);
+    assert_eq!(deliver(&app, &path, "not json").await, 400);
 }

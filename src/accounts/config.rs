@@ -333,7 +333,7 @@ impl Reading<'_> {
                 "path `{}` must start with `/` and hold only letters, digits and `/-_.~`",
                 excerpt::excerpt(path)
             ))
-        } else if RESERVED_PATHS.contains(&path) {
+        } else if RESERVED_PATHS.contains(&path) || path.starts_with("/-/") {
             Some(format!("path `{path}` is the server's own"))
         } else {
             self.by_path

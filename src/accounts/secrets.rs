@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::act::deliver::DeliverKey;
 use crate::crypto::{Cipher, KeyError};
 use crate::store::replay::BodyKey;
 use crate::wechat_api::Credentials;
@@ -32,6 +33,8 @@ pub struct Secrets {
     cipher: Option<Cipher>,
     /// Keys plaintext bodies' hashes (`store::replay`), derived from the token once.
     body_key: BodyKey,
+    /// Signs the account's delivery URLs (`act::deliver`), derived from the token once.
+    deliver_key: DeliverKey,
 }
 
 impl fmt::Debug for Secrets {
@@ -62,11 +65,17 @@ impl Secrets {
             token: token.to_owned(),
             cipher,
             body_key: BodyKey::from_secret(token),
+            deliver_key: DeliverKey::from_secret(token),
         })
     }
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The key of this account's delivery URLs (`act::deliver`).
+    pub fn deliver_key(&self) -> &DeliverKey {
+        &self.deliver_key
     }
 
     /// The key of this account's plaintext body hashes (`store::replay::BodyHash`).
@@ -203,6 +212,7 @@ impl SecretSources {
         Ok(ResolvedSecrets {
             secrets: Secrets {
                 body_key: BodyKey::from_secret(&token),
+                deliver_key: DeliverKey::from_secret(&token),
                 token: token.clone(),
                 cipher,
             },

@@ -211,6 +211,7 @@ impl Caller {
             request,
             budget: budget.min(call.timeout),
             metrics,
+            delivery: None,
             _permit: permit,
         })
     }
@@ -270,6 +271,8 @@ pub struct Pending {
     request: reqwest::Request,
     budget: Duration,
     metrics: Option<(CallMetrics, Arc<str>)>,
+    /// Where a `202 Accepted` call's answer arrives (`deliver`), when it was given a URL.
+    delivery: Option<super::deliver::Waiting>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -278,6 +281,18 @@ impl Pending {
     /// outcome depends on whether the push still waited for it).
     pub fn uncounted(mut self) -> Pending {
         self.metrics = None;
+        self
+    }
+
+    /// Tells the service where it may deliver its answer later (`X-Wxrules-Deliver: url`):
+    /// a `202 Accepted` then waits, within the call's budget, for that delivery.
+    pub fn deliver_to(mut self, url: &str, arrives: super::deliver::Waiting) -> Pending {
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(url) {
+            self.request
+                .headers_mut()
+                .insert(super::deliver::HEADER, value);
+            self.delivery = Some(arrives);
+        }
         self
     }
 
@@ -290,9 +305,24 @@ impl Pending {
             request,
             budget,
             metrics,
+            delivery,
             _permit,
         } = self;
-        let result = match tokio::time::timeout(budget, exchange(&client, request)).await {
+        let answered = async move {
+            match exchange(&client, request, delivery.is_some()).await? {
+                Exchanged::Answered(answered) => Ok(answered),
+                Exchanged::Accepted => match delivery {
+                    Some(delivery) => match delivery.arrived().await {
+                        Some(value) => Answered::from_value(value),
+                        None => Err(CallFailure::Network(
+                            "the call's delivery URL was let go".into(),
+                        )),
+                    },
+                    None => Err(CallFailure::Status(202)),
+                },
+            }
+        };
+        let result = match tokio::time::timeout(budget, answered).await {
             Ok(Ok(answered)) => CallResult::Answered(answered),
             Ok(Err(failure)) => CallResult::Failed(failure),
             Err(_) => CallResult::Failed(CallFailure::Timeout(budget)),
@@ -309,13 +339,24 @@ impl Pending {
     }
 }
 
-/// Sends the request and reads the answer: 2xx, at most `MAX_ANSWER` bytes, a JSON object.
+/// What the service said: its answer, or (given a delivery URL) that it will deliver it.
+enum Exchanged {
+    Answered(Answered),
+    Accepted,
+}
+
+/// Sends the request and reads the answer: 2xx, at most `MAX_ANSWER` bytes, a JSON object;
+/// or `202 Accepted` when the call has a delivery URL.
 async fn exchange(
     client: &reqwest::Client,
     request: reqwest::Request,
-) -> Result<Answered, CallFailure> {
+    deliverable: bool,
+) -> Result<Exchanged, CallFailure> {
     let mut response = client.execute(request).await.map_err(failure_of)?;
     let status = response.status();
+    if status == reqwest::StatusCode::ACCEPTED && deliverable {
+        return Ok(Exchanged::Accepted);
+    }
     if !status.is_success() {
         return Err(CallFailure::Status(status.as_u16()));
     }
@@ -335,7 +376,7 @@ async fn exchange(
     // serde_json's messages name a line and column, never the text.
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| CallFailure::NotJson(e.to_string()))?;
-    Answered::from_value(value)
+    Answered::from_value(value).map(Exchanged::Answered)
 }
 
 /// A reqwest error as a failure, with its causes (reqwest's own text is generic: "error

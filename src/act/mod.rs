@@ -5,6 +5,7 @@
 //! `explain` and `test` stub them.
 
 pub mod call;
+pub mod deliver;
 pub mod media;
 pub mod outbox;
 mod service_reply;

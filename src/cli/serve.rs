@@ -69,6 +69,11 @@ pub(super) struct ServeArgs {
     /// HTTP worker threads (default: one per core), 1 to 256.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS))]
     pub(super) workers: Option<u16>,
+    /// The URL a `late` call's service uses to deliver its answer later (it gets
+    /// `X-Wxrules-Deliver: URL/-/deliver/…` with each call, and may answer 202) [default:
+    /// http:// and the listen address, 127.0.0.1 for an unspecified one; none with port 0].
+    #[arg(long, env = "WXRULES_DELIVER_URL", value_name = "URL")]
+    pub(super) deliver_url: Option<String>,
     /// Serve `/healthz`, `/metrics` and `POST /-/reload` on this address instead of the
     /// public port (e.g. 127.0.0.1:9180). An address other than loopback needs
     /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
@@ -148,11 +153,17 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
             return Err(ExitCode::from(2));
         }
     };
+    let listen = args
+        .listen
+        .or_else(|| file.and_then(|c| c.listen))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     Ok(Settled {
-        listen: args
-            .listen
-            .or_else(|| file.and_then(|c| c.listen))
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        listen,
+        deliver_base: args
+            .deliver_url
+            .clone()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .or_else(|| deliver_base_of(listen)),
         max_age: args
             .max_age
             .or_else(|| file.and_then(|c| c.max_age))
@@ -286,7 +297,8 @@ async fn assemble(
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let replays = crate::store::replay::Replays::new(dedup.redis());
-    let slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
+    let mut slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
+    slow.deliver_base = settled.deliver_base.clone();
     // The outbox in Redis is only as durable as Redis: say so at start when it is not.
     if let Some(redis) = dedup.redis() {
         if fleet.accounts.table().accounts().iter().any(|a| a.sends()) {
@@ -411,6 +423,20 @@ async fn prepare(
 /// WXRULES_ADMIN_TOKEN, required when the admin port is not on loopback: 16 to 512 visible
 /// ASCII characters (a space, a line break or a character a header cannot carry would
 /// never match what a client sends). Errors name the variable, never the token.
+/// The listener as the services on this machine reach it: `http://` and its address (an
+/// unspecified one as loopback); none for port 0, which is known only once bound.
+fn deliver_base_of(listen: SocketAddr) -> Option<String> {
+    if listen.port() == 0 {
+        return None;
+    }
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!("http://{}", SocketAddr::new(ip, listen.port())))
+}
+
 pub(super) fn admin_token(listen: Option<SocketAddr>) -> Result<Option<Arc<str>>, String> {
     let token = std::env::var("WXRULES_ADMIN_TOKEN")
         .ok()

@@ -16,6 +16,8 @@ pub(super) struct Settled {
     pub(super) store: crate::store::Store,
     pub(super) wechat_api: String,
     pub(super) admin_listen: Option<SocketAddr>,
+    /// The base of `late` calls' delivery URLs (`--deliver-url`, or this listener).
+    pub(super) deliver_base: Option<String>,
     /// Where the accounts come from: the config file, or the flags and `WXRULES_*`.
     pub(super) source: Source,
     /// `--strict`: every account of the config file must load, or nothing starts.

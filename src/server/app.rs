@@ -110,6 +110,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     // instructions a push (callgrind, benches/instructions.sh), where a prefix costs none.
     // The push path bounds its body itself (`body::read`), before which the signature is
     // checked; other methods fall through to the scope below.
+    // Deliveries of slow calls' answers: a static prefix, compared before the pushes'
+    // catch-all (no pattern: a push pays one prefix comparison).
+    cfg.service(
+        web::scope(super::deliver::PREFIX)
+            .guard(guard::Post())
+            .default_service(web::to(super::deliver::receive)),
+    );
     cfg.service(
         web::scope("")
             .guard(guard::Post())

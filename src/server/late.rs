@@ -75,6 +75,19 @@ pub(super) async fn ask_service(
         log_call(account.log_name(), &rule, message, &result, false, after);
         return (after_call(rules, message, &found, &result, now), false);
     };
+    // The service may answer 202 and deliver its answer later, within the call's timeout.
+    let issued = state.slow.deliver_base.as_deref().and_then(|base| {
+        let key = live.secrets.deliver_key();
+        let issued = state
+            .slow
+            .deliveries
+            .issue(key, live.name(), call.timeout())?;
+        Some((format!("{base}{}", issued.path), issued.arrives))
+    });
+    let pending = match issued {
+        Some((url, arrives)) => pending.deliver_to(&url, arrives),
+        None => pending,
+    };
     if late.via(account.customer_service()) == Via::Retries {
         return super::slow::first_attempt(state, live, message, found, asked, pending, late).await;
     }

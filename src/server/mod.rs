@@ -5,6 +5,7 @@ mod admin;
 mod app;
 mod body;
 mod dashboard;
+mod deliver;
 mod editor;
 mod error;
 mod health;

@@ -46,6 +46,14 @@ pub(super) fn log_url_check(account: Option<&str>, e: &ServiceError) {
     }
 }
 
+/// Logs a refused delivery of a slow call's answer (`server::deliver`), within the
+/// refusals' rate limit.
+pub(super) fn log_delivery_refused(account: Option<&str>, reason: &str) {
+    if let Some(suppressed) = REFUSALS.admit() {
+        tracing::warn!(event = "delivery_refused", account, reason, suppressed);
+    }
+}
+
 /// Logs (within its own rate limit) the messages of a push the outbox refused; the outbox
 /// counts every one. Before, a full outbox in process logged a line for each push: 379k
 /// lines in 8 s.

@@ -42,6 +42,11 @@ const JOINED: &str = "wxrules/joined;";
 /// next messages.
 #[derive(Debug)]
 pub struct SlowAnswers {
+    /// Calls waiting for their answer's delivery (`act::deliver`).
+    pub deliveries: Arc<crate::act::deliver::Deliveries>,
+    /// Where a `late` call's service delivers its answer later (`--deliver-url`: this
+    /// server's public listener as the service reaches it); `None` sends no URL.
+    pub deliver_base: Option<String>,
     pub joined: Joined,
     pub kept: Kept,
     /// WeChat's customer-service quota per user.
@@ -52,6 +57,8 @@ impl SlowAnswers {
     /// In process, and in Redis through `link` when given.
     pub fn new(clock: Arc<dyn Clock>, link: Option<Arc<crate::store::Link>>) -> SlowAnswers {
         SlowAnswers {
+            deliveries: crate::act::deliver::Deliveries::new(Arc::clone(&clock)),
+            deliver_base: None,
             joined: Joined::new(link.clone()),
             quota: Quota::new(link.clone()),
             kept: Kept::new(clock, link),

@@ -14,6 +14,7 @@
 //! | `/decide` | `{"reply": {"text": "a ]]> b {{FromUserName}}"}}` |
 //! | `/ignore` | `{"ignore": true}` |
 //! | `/markdown` | `{"answer": "## 标题…"}` (Markdown) |
+//! | `/deferred` | 202, no body (the answer is delivered later, by the test) |
 //! | `/long` | `{"text": long_answer()}` (over 5,000 bytes) |
 //! | anything else | `{"ok": true}` |
 
@@ -169,6 +170,7 @@ async fn answer(
         }
         ("ignore", _) => HttpResponse::Ok().json(json!({"ignore": true})),
         ("long", _) => HttpResponse::Ok().json(json!({"text": long_answer()})),
+        ("deferred", _) => HttpResponse::Accepted().finish(),
         ("markdown", _) => HttpResponse::Ok()
             .json(json!({"answer": "## 标题\n\n**粗体**说明：\n\n- 第一\n- 第二\n"})),
         _ => HttpResponse::Ok().json(json!({"ok": true})),
