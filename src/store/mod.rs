@@ -10,8 +10,9 @@
 //! - [`dedup`]: WeChat's retries answered once (`Dedup`).
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
-//! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped; whether Redis keeps
-//!   them across its restart (`check_durability`); `crate::act::outbox` sends.
+//! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped, and their blocking
+//!   `Reader` on a connection of its own (`Link::dedicated`); whether Redis keeps them
+//!   across its restart (`check_durability`); `crate::act::outbox` sends.
 //! - [`replay`]: plaintext pushes' signed queries, each with its body's hash (`Replays`).
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
