@@ -633,23 +633,32 @@ fn the_redis_outbox_delivers_at_once_after_start_and_after_each_push() {
         delivered_after(&fake, before, Duration::from_secs(30));
         latencies.push(pushed.elapsed());
     }
+    // After an idle spell longer than one blocking read (2 s): still at once.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let before = fake.delivered_count();
+    let pushed = std::time::Instant::now();
+    assert_eq!(instance.push(&push("oUserIdle", "one", 99)), 200);
+    delivered_after(&fake, before, Duration::from_secs(30));
+    let after_idle = pushed.elapsed();
     latencies.sort();
     let median = latencies[latencies.len() / 2];
     eprintln!(
         "outbox_latency: started in {} ms; first push delivered {} ms after it, {} ms after launch; \
-         20 pushes: median {:.1} ms, min {:.1} ms, max {:.1} ms",
+         20 pushes: median {:.1} ms, min {:.1} ms, max {:.1} ms; after 2.5 s idle {:.1} ms",
         up.as_millis(),
         first.as_millis(),
         after_launch.as_millis(),
         median.as_secs_f64() * 1e3,
         latencies[0].as_secs_f64() * 1e3,
         latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        after_idle.as_secs_f64() * 1e3,
     );
     // A lease period would be waited out by an instance that did not take its free shards.
     assert!(first < wxrules::act::outbox::LEASE, "{first:?}");
     assert!(median < Duration::from_secs(1), "{latencies:?}");
+    assert!(after_idle < Duration::from_secs(1), "{after_idle:?}");
     let delivered = fake.delivered();
-    assert_eq!(delivered.len(), 21, "{delivered:?}");
+    assert_eq!(delivered.len(), 22, "{delivered:?}");
     assert!(texts(&delivered).iter().all(|t| t == "one more"));
 }
 
