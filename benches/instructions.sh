@@ -9,19 +9,21 @@
 # connection, and reports (Ir(MANY) - Ir(FEW)) / (MANY - FEW): the instructions of one push,
 # start-up and shutdown cancelled out. Workloads: `plain` (a text push answered by a keyword
 # rule and a template), `safe` (the same in safe mode), `10000` (a keyword near the end of
-# 10,000 rules), `unsigned` (a push refused for its signature).
+# 10,000 rules), `unsigned` (a push refused for its signature), `redis` (`plain` with
+# `--store redis://…`, a redis-server of the script's own on a free loopback port, emptied
+# before each run: the server's instructions only, not redis-server's).
 #
 #   benches/instructions.sh                                    # this build
 #   BEFORE=/path/to/older/wxrules benches/instructions.sh       # and an older one, beside it
 #
-# Variables: FEW (200), MANY (2200), WORKLOADS (plain safe 10000 unsigned), WXRULES (a built
+# Variables: FEW (200), MANY (2200), WORKLOADS (plain safe 10000 unsigned redis), WXRULES (a built
 # binary to measure instead of building this one). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FEW=${FEW:-200}
 MANY=${MANY:-2200}
-WORKLOADS=${WORKLOADS:-"plain safe 10000 unsigned"}
+WORKLOADS=${WORKLOADS:-"plain safe 10000 unsigned redis"}
 BEFORE=${BEFORE:-}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 [ -n "${WXRULES:-}" ] || cargo build --release --quiet --bin wxrules
@@ -30,6 +32,16 @@ current=${WXRULES:-target/release/wxrules}
 work=$(mktemp -d "${TMPDIR:-/tmp}/wxrules-instr.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cp -r rules/rules.yaml templates "$work/"
+redis_url=""
+if [[ " $WORKLOADS " == *" redis "* ]]; then
+    command -v redis-server >/dev/null || { echo "the redis workload needs redis-server" >&2; exit 2; }
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+    redis_pid=$!
+    trap 'kill "$redis_pid" 2>/dev/null; rm -rf "$work"' EXIT
+    until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
+    redis_url="redis://127.0.0.1:$redis_port"
+fi
 mkdir -p "$work/big/templates"
 awk 'BEGIN { print "rules:"; for (i = 0; i < 10000; i++) printf "  - { name: kw%d, when: { keyword: kw%d }, reply: { text: \"reply %d to {{FromUserName}}\" } }\n", i, i, i }' \
     >"$work/big/rules.yaml"
@@ -78,12 +90,19 @@ PY
 # instructions BINARY WORKLOAD N: total Ir of one run of N pushes.
 instructions() {
     local binary=$1 workload=$2 n=$3 dir="$work" env=(WXRULES_TOKEN=bench-token WXRULES_LOG=warn,wxrules::cli=info)
+    local store=()
     [ "$workload" != 10000 ] || dir="$work/big"
+    if [ "$workload" = redis ]; then
+        # A run's MsgIds are the next run's too: none may be found answered.
+        redis-cli -u "$redis_url" flushall >/dev/null
+        store=(--store "$redis_url")
+        workload=plain
+    fi
     [ "$workload" != safe ] || env+=(WXRULES_APPID=wx2c2769f8efd9abc2 WXRULES_AES_KEY=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG)
     local out="$work/callgrind.out" log="$work/server.log"
     env "${env[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$binary" serve --rules "$dir/rules.yaml" --templates "$dir/templates" \
-        --listen 127.0.0.1:0 --max-age 0 --workers 1 --log-format json 2>"$log" &
+        --listen 127.0.0.1:0 --max-age 0 --workers 1 --log-format json "${store[@]}" 2>"$log" &
     local pid=$! port=""
     for _ in $(seq 600); do
         port=$(grep -oE '"listen":"127\.0\.0\.1:[0-9]+' "$log" | grep -oE '[0-9]+$' || true)

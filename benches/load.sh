@@ -12,6 +12,10 @@
 #   10000        10,000 generated rules, plaintext, an exact keyword near the end of the file
 #   100000       100,000 generated rules, the same
 #   safe         rules/rules.yaml, safe mode (encrypted request, encrypted reply)
+#   redis        the same as shipped with --store redis://… (a redis-server of the script's
+#                own on a free loopback port, emptied before each run): dedup, the replay
+#                check and cooldowns in Redis, as every multi-instance deployment runs
+#   redis-safe   safe mode with --store redis://…
 #   retry        rules/rules.yaml, the same MsgId every time: answers from the dedup store
 #   service      the account's service alone (baseline's `/service/…`, a fixed JSON answer),
 #                driven directly with the JSON body a `call` sends: the bar for `call`
@@ -49,7 +53,7 @@ DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-1}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
-WORKLOADS=${WORKLOADS:-"shipped nolog dashboard 10000 100000 safe retry service call"}
+WORKLOADS=${WORKLOADS:-"shipped nolog dashboard 10000 100000 safe retry service call redis redis-safe"}
 SERVER_LOG=${WXRULES_LOG:-info}
 SAFE_REQUESTS=${SAFE_REQUESTS:-auto}
 KEEP=${KEEP:-0}
@@ -307,6 +311,57 @@ start_service() {
     pid=$saved_pid port=$saved_port log=$saved_log
 }
 
+# The Redis of the `redis` workloads: a redis-server of the script's own, started once on a
+# free loopback port and kept; emptied before each run (a run's MsgIds must not be found
+# by the next one as answered); $redis_url.
+redis_url=""
+start_redis() {
+    if [ -z "$redis_url" ]; then
+        command -v redis-server >/dev/null || { echo "the redis workloads need redis-server" >&2; exit 1; }
+        local p
+        p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+        pids+=("$!")
+        until redis-cli -p "$p" ping >/dev/null 2>&1; do sleep 0.05; done
+        redis_url="redis://127.0.0.1:$p"
+    fi
+    redis-cli -u "$redis_url" flushall >/dev/null
+    redis-cli -u "$redis_url" config resetstat >/dev/null
+    redis_cpu0=$(redis_cpu)
+}
+
+# The CPU seconds redis-server has used, user + system (`INFO cpu`).
+redis_cpu() {
+    redis-cli -u "$redis_url" info cpu | tr -d '\r' |
+        awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { t += $2 } END { printf "%.6f", t }'
+}
+
+# What the server asked Redis in a run, per request: the calls of each command
+# (`INFO commandstats`; a script's own commands are counted too, under their names).
+redis_stats() {
+    redis-cli -u "$redis_url" info commandstats | tr -d '\r' | awk -F'[:=,]' -v n="$1" '
+        /^cmdstat_/ && $1 !~ /config|info|flushall/ { printf "%s %.3f  ", substr($1, 9), $3 / n }
+        END { printf "; " }' >&2
+    echo "$redis_cpu0 $(redis_cpu)" | awk -v n="$1" '{ printf "redis-server CPU %.2f us per request\n", ($2 - $1) * 1e6 / n }' >&2
+}
+
+# The encrypted requests of a safe-mode run in $work/safe.txt (1.25 x what `shipped` did in
+# DURATION), the first kept for the check; sets $check_path, $check_body, $server_env.
+prepare_safe() {
+    local n=$SAFE_REQUESTS
+    if [ "$n" = auto ]; then
+        n=$(awk -v r="${shipped_rps:-30000}" -v d="$DURATION" 'BEGIN { n = int(r * d * 1.25); print (n < 20000 ? 20000 : n) }')
+    fi
+    echo "safe: preparing $n encrypted requests" >&2
+    python3 benches/wrk/make_safe.py --token "$TOKEN" --aes-key "$AES_KEY" --app-id "$APP_ID" \
+        --count "$((n + 1))" --out "$work/safe.txt"
+    # The first one is for the check; wrk never sends it.
+    check_path=$(head -1 "$work/safe.txt" | cut -f1)
+    check_body=$(head -1 "$work/safe.txt" | cut -f2)
+    sed -i 1d "$work/safe.txt"
+    server_env=(WXRULES_APPID="$APP_ID" WXRULES_AES_KEY="$AES_KEY")
+}
+
 # The shipped rules with a first rule that calls the service.
 call_rules() {
     local dir="$work/call"
@@ -348,23 +403,29 @@ run_workload() {
         check_body=$(plain_body price 2)
         run_wxrules "dashboard$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
         ;;
+    redis)
+        start_redis
+        server_args=(--store "$redis_url")
+        check_body=$(plain_body price 2)
+        run_wxrules "redis$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000
+        echo -n "redis$suffix: Redis commands per request: " >&2
+        redis_stats "$requests"
+        ;;
+    redis-safe)
+        start_redis
+        server_args=(--store "$redis_url")
+        prepare_safe
+        run_wxrules "redis-safe$suffix" "$shipped" "$shipped_count" "<Encrypt>" benches/wrk/safe.lua "$work/safe.txt"
+        rm -f "$work/safe.txt"
+        echo -n "redis-safe$suffix: Redis commands per request: " >&2
+        redis_stats "$requests"
+        ;;
     retry)
         check_body=$(plain_body price 1000000000)
         run_wxrules "retry$suffix" "$shipped" "$shipped_count" "本周价格" benches/wrk/plain.lua "$plain_path" price 1000000000 fixed
         ;;
     safe)
-        n=$SAFE_REQUESTS
-        if [ "$n" = auto ]; then
-            n=$(awk -v r="${shipped_rps:-30000}" -v d="$DURATION" 'BEGIN { n = int(r * d * 1.25); print (n < 20000 ? 20000 : n) }')
-        fi
-        echo "safe: preparing $n encrypted requests" >&2
-        python3 benches/wrk/make_safe.py --token "$TOKEN" --aes-key "$AES_KEY" --app-id "$APP_ID" \
-            --count "$((n + 1))" --out "$work/safe.txt"
-        # The first one is for the check; wrk never sends it.
-        check_path=$(head -1 "$work/safe.txt" | cut -f1)
-        check_body=$(head -1 "$work/safe.txt" | cut -f2)
-        sed -i 1d "$work/safe.txt"
-        server_env=(WXRULES_APPID="$APP_ID" WXRULES_AES_KEY="$AES_KEY")
+        prepare_safe
         run_wxrules "safe$suffix" "$shipped" "$shipped_count" "<Encrypt>" benches/wrk/safe.lua "$work/safe.txt"
         rm -f "$work/safe.txt"
         ;;

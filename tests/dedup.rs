@@ -674,3 +674,203 @@ async fn two_instances_sharing_redis_refuse_a_replayed_query_with_another_body()
     );
     assert_eq!(redis.get(&key).map(|hash| hash.len()), Some(32), "{key}");
 }
+
+/// Every command Redis is sent, as `MONITOR` shows it, without those a script runs
+/// inside (`[0 lua]`): what the server asked, one line per command.
+struct Monitor {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Monitor {
+        let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                if !line.contains(" lua] ") {
+                    kept.lock().unwrap().push(line);
+                }
+            }
+        });
+        Monitor {
+            lines,
+            port: redis.port,
+        }
+    }
+
+    /// The commands seen since the last call, once Redis has shown them all (a marker
+    /// sent after them has come through).
+    fn take(&self) -> Vec<String> {
+        let marker = format!("marker-{}", rand_marker());
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(conn, "ECHO {marker}\r\n").unwrap();
+        let mut reply = [0u8; 64];
+        let _ = conn.read(&mut reply).unwrap();
+        let started = Instant::now();
+        loop {
+            let mut lines = self.lines.lock().unwrap();
+            if let Some(at) = lines.iter().position(|l| l.contains(&marker)) {
+                let mut taken: Vec<String> = lines.drain(..=at).collect();
+                taken.pop();
+                return taken;
+            }
+            drop(lines);
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "MONITOR fell silent"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn rand_marker() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The commands of `seen` that name a key starting with `prefix`.
+fn touching<'a>(seen: &'a [String], prefix: &str) -> Vec<&'a String> {
+    let quoted = format!("\"{prefix}");
+    seen.iter().filter(|l| l.contains(&quoted)).collect()
+}
+
+/// The commands of `seen` other than scripts that name a cooldown's key.
+fn cooldown_commands(seen: &[String]) -> usize {
+    touching(seen, "wxrules:cooldown:")
+        .iter()
+        .filter(|l| !l.contains("\"EVALSHA\""))
+        .count()
+}
+
+#[actix_web::test]
+async fn with_redis_a_push_that_needs_no_call_claims_and_stores_in_one_round_trip() {
+    let redis = RedisServer::start();
+    let scratch = lucky_rules();
+    let (sa, sb) = (state(&scratch, &redis.url()), state(&scratch, &redis.url()));
+    assert!(sa.dedup.connect().await && sb.dedup.connect().await);
+    let (a, b) = (app(sa).await, app(sb).await);
+    // The first push loads the script (`NOSCRIPT`, `SCRIPT LOAD`, `EVALSHA` again).
+    let (status, _) = post(&a, &signed_query(), text(1)).await;
+    assert_eq!(status, 200);
+    let monitor = Monitor::start(&redis);
+    let _ = monitor.take();
+
+    let (status, first) = post(&a, &signed_query(), text(2)).await;
+    assert_eq!(status, 200);
+    let seen = monitor.take();
+    // One command in all: the script claims the MsgId, stores the answer and makes the
+    // plaintext push's replay check (before: `SET` of the replay key, `SET NX` of the
+    // claim, `SET` of the answer, three round trips).
+    let ours = touching(&seen, "wxrules:");
+    assert_eq!(ours.len(), 1, "one command: {seen:#?}");
+    assert!(ours[0].contains("\"EVALSHA\""), "{seen:#?}");
+    assert!(ours[0].contains("\"wxrules:replay:"), "{seen:#?}");
+    let stored: serde_json::Value = serde_json::from_str(
+        &redis
+            .get(&format!("wxrules:dedup:{ACCOUNT}:msg:2"))
+            .expect("the answer is in Redis"),
+    )
+    .unwrap();
+    assert_eq!(stored["body"], first.as_str());
+    let _ = monitor.take();
+
+    // A retry at the other instance: one command finds the answer.
+    let (status, retry) = post(&b, &signed_query(), text(2)).await;
+    assert_eq!((status, retry.as_str()), (200, first.as_str()));
+    let seen = monitor.take();
+    assert_eq!(touching(&seen, "wxrules:").len(), 1, "{seen:#?}");
+    let metrics = scrape(&b).await;
+    assert_eq!(sample(&metrics, REDIS_HITS), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, LUCKY_HITS), 0.0);
+    assert_eq!(sample(&scrape(&a).await, LUCKY_HITS), 2.0);
+}
+
+#[actix_web::test]
+async fn with_redis_a_push_decided_first_still_waits_for_an_attempt_in_flight_elsewhere() {
+    let redis = RedisServer::start();
+    let scratch = lucky_rules();
+    let (sa, sb) = (state(&scratch, &redis.url()), state(&scratch, &redis.url()));
+    let other = Arc::clone(&sb.dedup);
+    let a = app(sa).await;
+    // Another instance is answering this push (its pending mark is in Redis).
+    let key = Key::for_message(&Message::parse(text(5).as_bytes()).unwrap());
+    let Claim::First(in_flight) = other.claim(&key).await else {
+        panic!("the key is free");
+    };
+    let push = actix_web::rt::spawn(async move {
+        let (status, body) = post(&a, &signed_query(), text(5)).await;
+        let metrics = scrape(&a).await;
+        (status, body, metrics)
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !push.is_finished(),
+        "the push must wait for the first attempt"
+    );
+    let theirs = Arc::new(dedup::Answer {
+        content_type: "text/xml".into(),
+        body: "<xml>theirs</xml>".into(),
+        rule: Some("lucky".into()),
+    });
+    in_flight.complete(theirs).await;
+    let (status, body, metrics) = push.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "<xml>theirs</xml>"));
+    assert_eq!(sample(&metrics, RETRIES), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, LUCKY_HITS), 0.0);
+}
+
+/// A rule with a cooldown acts beyond its reply: the push is claimed before the rule
+/// answers, with the cooldown in the same round trip; the answer is stored after.
+#[actix_web::test]
+async fn with_redis_a_cooldown_is_claimed_with_the_push_in_one_round_trip() {
+    let redis = RedisServer::start();
+    let scratch = Scratch::new("dedup-cooldown");
+    scratch.write(
+        "rules.yaml",
+        "rules:\n  - name: greet\n    when: { keyword: hi }\n    cooldown: 60s\n    reply: { text: hello }\n  - name: rest\n    reply: { text: again }\n",
+    );
+    let sa = state(&scratch, &redis.url());
+    assert!(sa.dedup.connect().await);
+    let a = app(sa).await;
+    let hi = |id: u64| text(id).replace("lucky", "hi");
+    let (_, warm) = post(&a, &signed_query(), hi(1)).await;
+    assert!(warm.contains("hello"), "{warm}");
+    let monitor = Monitor::start(&redis);
+    let _ = monitor.take();
+
+    // Cooling down now: the claim says so in its round trip, and the next rule answers
+    // (decided after the claim: stored with one more command).
+    let (_, second) = post(&a, &signed_query(), hi(2)).await;
+    assert!(second.contains("again"), "{second}");
+    let seen = monitor.take();
+    assert_eq!(cooldown_commands(&seen), 0, "{seen:#?}");
+    let dedup = touching(&seen, "wxrules:dedup:");
+    assert_eq!(dedup.len(), 2, "{seen:#?}");
+    assert!(dedup[0].contains("\"EVALSHA\"") && dedup[0].contains("wxrules:cooldown:"));
+    assert!(dedup[1].contains("\"SET\""), "{seen:#?}");
+    // A retry of it gets the same answer, and claims no cooldown.
+    let (_, retry) = post(&a, &signed_query(), hi(2)).await;
+    assert_eq!(retry, second);
+
+    // Another user: the cooldown is free, taken in the claim's round trip.
+    let other = hi(3).replace(USER, "oSomeoneElse");
+    let (_, third) = post(&a, &signed_query(), other).await;
+    assert!(third.contains("hello"), "{third}");
+    let seen = monitor.take();
+    assert_eq!(cooldown_commands(&seen), 0, "{seen:#?}");
+    assert_eq!(
+        redis
+            .get(&format!("wxrules:cooldown:{ACCOUNT}:greet:oSomeoneElse"))
+            .as_deref(),
+        Some("1")
+    );
+}

@@ -592,6 +592,76 @@ fn messages_queued_by_a_killed_instance_are_delivered_by_another() {
     );
 }
 
+/// Waits (up to `within`) until the fake has more than `before` messages; how long that
+/// took, polled every millisecond.
+fn delivered_after(fake: &FakeWechat, before: usize, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while fake.delivered_count() <= before {
+        assert!(
+            started.elapsed() < within,
+            "nothing delivered in {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    started.elapsed()
+}
+
+/// With `--store redis://…` the outbox delivers at once: a lone instance takes its free
+/// shards at start (no lease to wait for), and its senders read their streams with a
+/// blocking read, so a `send:` message reaches the API right after its push rather than
+/// at the next poll. Prints the figures (`benches/outbox-latency.sh` runs this test for
+/// BENCHMARKS.md); asserts only generous bounds, not the performance.
+#[test]
+fn the_redis_outbox_delivers_at_once_after_start_and_after_each_push() {
+    let redis = common::redis_server::RedisServer::start();
+    let fake = FakeWechat::start();
+    let scratch = scratch("latency");
+    let launched = std::time::Instant::now();
+    let instance = Instance::start(&scratch, &redis.url(), &fake.base());
+    let up = launched.elapsed();
+    assert_eq!(instance.push(&push("oUserFirst", "one", 1)), 200);
+    let first = delivered_after(&fake, 0, Duration::from_secs(30));
+    let after_launch = launched.elapsed();
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let before = fake.delivered_count();
+        let pushed = std::time::Instant::now();
+        assert_eq!(
+            instance.push(&push(&format!("oUser{i}"), "one", 100 + i)),
+            200
+        );
+        delivered_after(&fake, before, Duration::from_secs(30));
+        latencies.push(pushed.elapsed());
+    }
+    // After an idle spell longer than one blocking read (2 s): still at once.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let before = fake.delivered_count();
+    let pushed = std::time::Instant::now();
+    assert_eq!(instance.push(&push("oUserIdle", "one", 99)), 200);
+    delivered_after(&fake, before, Duration::from_secs(30));
+    let after_idle = pushed.elapsed();
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    eprintln!(
+        "outbox_latency: started in {} ms; first push delivered {} ms after it, {} ms after launch; \
+         20 pushes: median {:.1} ms, min {:.1} ms, max {:.1} ms; after 2.5 s idle {:.1} ms",
+        up.as_millis(),
+        first.as_millis(),
+        after_launch.as_millis(),
+        median.as_secs_f64() * 1e3,
+        latencies[0].as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        after_idle.as_secs_f64() * 1e3,
+    );
+    // A lease period would be waited out by an instance that did not take its free shards.
+    assert!(first < wxrules::act::outbox::LEASE, "{first:?}");
+    assert!(median < Duration::from_secs(1), "{latencies:?}");
+    assert!(after_idle < Duration::from_secs(1), "{after_idle:?}");
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 22, "{delivered:?}");
+    assert!(texts(&delivered).iter().all(|t| t == "one more"));
+}
+
 /// `wxrules import --from-wechat` fetches the console's auto-replies with the API's token
 /// (from the fake on 127.0.0.1, never WeChat) and imports them as from a file.
 #[test]

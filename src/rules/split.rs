@@ -48,6 +48,7 @@ impl LineIndex {
 /// when a rule does not start its own line after `- `, or when any piece fails to type or
 /// gives another number of rules than it holds: the caller then types the file whole,
 /// which also finds every error.
+#[cfg(test)]
 pub(crate) fn type_rules(
     source: &str,
     lines: &LineIndex,
@@ -56,7 +57,22 @@ pub(crate) fn type_rules(
     type_in_pieces(source, lines, starts, PIECE, MIN_RULES)
 }
 
+/// `type_rules`, each piece handed to `each` in file order, on the calling thread, with the
+/// index of its first rule, as soon as it and the pieces before it are typed: the caller
+/// compiles a piece and drops it while the next ones are typed, so that the raw rules of
+/// the whole file are never all held at once (at 100,000 rules, most of a load's peak).
+/// `None` as for `type_rules`; the pieces already handed over are then to be thrown away.
+pub(crate) fn type_rules_each(
+    source: &str,
+    lines: &LineIndex,
+    starts: &[Position],
+    each: impl FnMut(usize, Vec<RawRule>),
+) -> Option<()> {
+    type_each_in_pieces(source, lines, starts, PIECE, MIN_RULES, each)
+}
+
 /// `type_rules` with the piece size and threshold given (tests cut small files finely).
+#[cfg(test)]
 fn type_in_pieces(
     source: &str,
     lines: &LineIndex,
@@ -64,6 +80,22 @@ fn type_in_pieces(
     piece_rules: usize,
     min_rules: usize,
 ) -> Option<Vec<RawRule>> {
+    let mut rules = Vec::with_capacity(starts.len());
+    type_each_in_pieces(source, lines, starts, piece_rules, min_rules, |_, piece| {
+        rules.extend(piece);
+    })?;
+    Some(rules)
+}
+
+/// `type_rules_each` with the piece size and threshold given.
+fn type_each_in_pieces(
+    source: &str,
+    lines: &LineIndex,
+    starts: &[Position],
+    piece_rules: usize,
+    min_rules: usize,
+    mut each: impl FnMut(usize, Vec<RawRule>),
+) -> Option<()> {
     if starts.len() < min_rules || piece_rules == 0 || odd_line_breaks(source) {
         return None;
     }
@@ -84,52 +116,69 @@ fn type_in_pieces(
         .collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, NonZero::get)
+        .min(pieces.len());
+    // Typed pieces on their way to the calling thread: a few per worker, so that typing
+    // runs ahead of the caller by that much and no more.
+    let (typed, arrived) = std::sync::mpsc::sync_channel::<(usize, Vec<RawRule>)>(2 * workers);
     // Each worker takes the next piece until none is left or one has failed.
-    let work = || {
-        let mut done = Vec::new();
+    let work = |typed: std::sync::mpsc::SyncSender<(usize, Vec<RawRule>)>| {
         while !failed.load(Ordering::Relaxed) {
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some(&(text, count)) = pieces.get(k) else {
                 break;
             };
-            let typed = if k == 0 {
+            let rules = if k == 0 {
                 schema::parse_typed(text)
             } else {
                 schema::parse_piece(text)
             };
-            match typed {
-                Some(rules) if rules.len() == count => done.push((k, rules)),
+            match rules {
+                Some(rules) if rules.len() == count => {
+                    if typed.send((k, rules)).is_err() {
+                        break;
+                    }
+                }
                 _ => failed.store(true, Ordering::Relaxed),
             }
         }
-        done
     };
-    let workers = std::thread::available_parallelism()
-        .map_or(1, NonZero::get)
-        .min(pieces.len());
-    let mut typed: Vec<(usize, Vec<RawRule>)> = std::thread::scope(|scope| {
-        // A helper the system refuses is simply not there: the others take its pieces.
-        let helpers: Vec<_> = (1..workers)
-            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+    let mut handed = 0;
+    std::thread::scope(|scope| {
+        // A helper the system refuses is simply not there: the others take its pieces; with
+        // none at all, this thread types them itself (below).
+        let helpers: Vec<_> = (0..workers)
+            .filter_map(|_| {
+                let typed = typed.clone();
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || work(typed))
+                    .ok()
+            })
             .collect();
-        let mut all = work();
-        for helper in helpers {
-            match helper.join() {
-                Ok(done) => all.extend(done),
-                Err(_) => failed.store(true, Ordering::Relaxed),
+        drop(typed);
+        if helpers.is_empty() {
+            // No thread to type on: nothing arrives, and the caller types the file whole.
+            failed.store(true, Ordering::Relaxed);
+        }
+        // Pieces arrive in any order: each is handed over once those before it have been.
+        let mut early = std::collections::BTreeMap::new();
+        for (k, rules) in arrived.iter() {
+            early.insert(k, rules);
+            while let Some(rules) = early.remove(&handed) {
+                if !failed.load(Ordering::Relaxed) {
+                    each(handed * piece_rules, rules);
+                }
+                handed += 1;
             }
         }
-        all
+        for helper in helpers {
+            if helper.join().is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
     });
-    if failed.load(Ordering::Relaxed) || typed.len() != pieces.len() {
-        return None;
-    }
-    typed.sort_unstable_by_key(|(k, _)| *k);
-    let mut rules = Vec::with_capacity(starts.len());
-    for (_, piece) in typed {
-        rules.extend(piece);
-    }
-    Some(rules)
+    (!failed.load(Ordering::Relaxed) && handed == pieces.len()).then_some(())
 }
 
 /// Line breaks that libyaml counts and yaml-rust2 does not (U+0085, U+2028, U+2029), or a

@@ -304,8 +304,12 @@ pub(super) struct SendAt {
 impl SendAt {
     /// The window `message`, received at the unix second `received`, opens.
     pub(super) fn of(message: &Message, received: u64, now: u64) -> SendAt {
+        use std::hash::BuildHasher;
+        let key = crate::store::dedup::Key::for_message(message);
+        // Fixed seeds: every instance names an action alike.
+        let action = foldhash::fast::FixedState::with_seed(0).hash_one(key.as_str());
         SendAt {
-            window: Window::after(received, message.event()),
+            window: Window::after(received, action, message.event()),
             now,
         }
     }

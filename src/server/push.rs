@@ -18,8 +18,9 @@ use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
 use crate::crypto::{sign, verify_signature};
-use crate::rules::Match;
-use crate::store::dedup::{Answer, Claim, Key, Tier};
+use crate::rules::{Match, Subject};
+use crate::store::dedup::{Answer, Claim, Key, Replay, Replayed, Settled, Ticket, Tier, With};
+use crate::store::replay::{Pending, Seen};
 use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::recent::{Followup, Recent, Shown};
 use crate::wire::{self, Message};
@@ -54,45 +55,86 @@ pub(crate) async fn receive(
         count_unrouted(&state, &req);
         return body::refuse_unread(&ServiceError::NoAccount, &req, payload);
     };
-    let (message, wrapping) = match accept(&state, &live, &req, payload, started).await {
+    let (message, wrapping, replay) = match accept(&state, &live, &req, payload, started).await {
         Ok(accepted) => accepted,
         Err(refused) => return refused,
     };
+    let replay = replay.as_ref().map(|pending| Replay {
+        replays: &state.replays,
+        pending,
+    });
     // A WeChat retry of a push already answered gets that answer again, and one arriving
     // while the first attempt is still being answered waits for it. The wait (and a slow
     // Redis) is bounded by the deadline, so the answer still leaves within WeChat's 5 s.
     let deadline = tokio::time::Instant::from_std(started + state.options.deadline);
     let key = Key::for_message_in(live.account.scope(), &message);
-    let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim(&key)).await {
+    let ticket = match tokio::time::timeout_at(deadline, state.dedup.claim_here(&key)).await {
         Ok(Claim::First(ticket)) => ticket,
         Ok(Claim::Answered { answer, store }) => {
-            if slow::joined_type(&answer).is_some() {
-                let encrypt = matches!(wrapping, Wrapping::Safe);
-                return slow::later_attempt(&state, &live, &message, &answer, started, encrypt)
-                    .await;
+            // A retry answered here: its put-off replay check still comes first.
+            if let Some(replay) = replay {
+                if state.replays.check_pending(replay.pending).await == Seen::Other {
+                    return refused(&state, &live, &ServiceError::Replayed);
+                }
             }
-            return answered_before(&state, &live, &message, &answer, store, started);
+            return answered(&state, &live, &message, &answer, store, started, wrapping).await;
         }
         Err(_) => return past_deadline(&state, &live, &message, started),
     };
     let now = state.clock.now();
-    let (mut outcome, found_at, after, joined) =
-        decide(&state, &live, &message, now, started, deadline).await;
+    let subject = Subject::at(&message, now);
+    let first = live.rules.find_skipping(&subject, &[]);
+    // A rule that calls, sends or cools down acts beyond its reply: the push is claimed
+    // everywhere (Redis too) before it acts, with its cooldown in the same round trip. Any
+    // other is decided first, and its answer claimed and stored in one step (`settle`):
+    // deciding twice on two instances does nothing a user could see, and only one answer
+    // goes out.
+    // Taking an answer kept for the user (`server::slow`) is acting too.
+    let acts = slow::may_pick_up(&live, &message)
+        || first.as_ref().is_some_and(|m| {
+            m.rule.call().is_some() || !m.rule.send().is_empty() || m.rule.cooldown().is_some()
+        });
+    let (ticket, found) = if acts {
+        let cooldown = first.as_ref().and_then(|m| {
+            let seconds = m.rule.cooldown()?.as_secs();
+            let account = cooldown_account(&live, &message);
+            let user = message.from_user();
+            state
+                .cooldowns
+                .redis_claim(&account, m.rule.name(), user, seconds)
+        });
+        let with = With {
+            cooldown: cooldown.as_ref(),
+            replay,
+        };
+        let (ticket, cooled) = match tokio::time::timeout_at(deadline, ticket.claim_redis(with))
+            .await
+        {
+            Ok(Ok((Claim::First(ticket), cooled))) => (ticket, cooled),
+            Ok(Ok((Claim::Answered { answer, store }, _))) => {
+                return answered(&state, &live, &message, &answer, store, started, wrapping).await
+            }
+            Ok(Err(Replayed)) => return refused(&state, &live, &ServiceError::Replayed),
+            Err(_) => return past_deadline(&state, &live, &message, started),
+        };
+        let found = find_unless_cooling(&state, &live, &message, &subject, first, cooled).await;
+        (Held::Claimed(ticket), found)
+    } else {
+        (Held::Unsettled(ticket), first)
+    };
+    let found_at = found.as_ref().map(|m| m.index);
+    let (mut outcome, after, joined) =
+        decide(&state, &live, &message, found, now, started, deadline).await;
     let body = match (&mut outcome, wrapping) {
         (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
         (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
-    let (counted, content_type) = match &outcome {
+    let (counted, content_type) = match outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
-        Outcome::Failed { error, .. } => {
-            if error.reason == crate::render::MEDIA_PENDING {
-                live.metrics().observe_media_pending();
-            }
-            (RequestOutcome::Error, PLAIN_TEXT)
-        }
+        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     let stored = Answer {
@@ -107,20 +149,38 @@ pub(crate) async fn receive(
     } else {
         stored
     });
-    // A late call's holding reply comes at `late.after`, which may be past the deadline:
-    // its copy for retries still gets the time of one store (Redis included).
-    let store_by = deadline.max(tokio::time::Instant::now() + STORE_AT_LEAST);
-    if tokio::time::timeout_at(store_by, ticket.complete(Arc::clone(&stored)))
-        .await
-        .is_err()
-    {
-        // The answer is ready: send it; only its copy for retries is missing.
-        tracing::warn!(
-            event = "deadline_exceeded",
-            account = live.account.log_name(),
-            stage = "dedup_store",
-            msg_id = message.msg_id().unwrap_or("")
-        );
+    match ticket {
+        Held::Claimed(ticket) => {
+            // A late call's holding reply comes at `late.after`, which may be past the
+            // deadline: its copy for retries still gets the time of one store (Redis
+            // included).
+            let store_by = deadline.max(tokio::time::Instant::now() + STORE_AT_LEAST);
+            if tokio::time::timeout_at(store_by, ticket.complete(Arc::clone(&stored)))
+                .await
+                .is_err()
+            {
+                // The answer is ready: send it; only its copy for retries is missing.
+                tracing::warn!(
+                    event = "deadline_exceeded",
+                    account = live.account.log_name(),
+                    stage = "dedup_store",
+                    msg_id = message.msg_id().unwrap_or("")
+                );
+            }
+        }
+        Held::Unsettled(ticket) => {
+            // Another instance may be answering this push: its answer, not this one.
+            let settled = ticket.settle(Arc::clone(&stored), replay);
+            match tokio::time::timeout_at(deadline, settled).await {
+                Ok(Settled::Stored) => {}
+                Ok(Settled::Answered { answer, store }) => {
+                    return answered(&state, &live, &message, &answer, store, started, wrapping)
+                        .await
+                }
+                Ok(Settled::Replayed) => return refused(&state, &live, &ServiceError::Replayed),
+                Err(_) => return past_deadline(&state, &live, &message, started),
+            }
+        }
     }
     let elapsed = started.elapsed();
     live.metrics()
@@ -145,15 +205,34 @@ pub(crate) async fn receive(
         .body(stored.body.clone())
 }
 
+/// A retry's answer found in the store: a push joined to a call still running goes on
+/// waiting for it (`server::slow`); any other gets the stored answer.
+async fn answered(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    answer: &Answer,
+    store: Tier,
+    started: Instant,
+    wrapping: Wrapping,
+) -> HttpResponse {
+    if slow::joined_type(answer).is_some() {
+        let encrypt = matches!(wrapping, Wrapping::Safe);
+        return slow::later_attempt(state, live, message, answer, started, encrypt).await;
+    }
+    answered_before(state, live, message, answer, store, started)
+}
+
 /// Checks the query, reads the body and decodes the message, or answers the refusal
-/// (counted, and logged within the rate limit).
+/// (counted, and logged within the rate limit). With Redis, a plaintext push's replay
+/// check is returned to be made with the dedup claim.
 async fn accept(
     state: &AppState,
     live: &Live,
     req: &HttpRequest,
     payload: web::Payload,
     started: Instant,
-) -> Result<(Message, Wrapping), HttpResponse> {
+) -> Result<(Message, Wrapping, Option<Pending>), HttpResponse> {
     // The query's signature is checked before the body is read whenever the query has one
     // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
     // sign is answered 403 at once, and cannot hold the connection by sending its body
@@ -183,20 +262,25 @@ async fn accept(
             return Err(body::refuse_unread(&e, req, payload));
         }
     };
-    let refuse = |e: ServiceError| {
-        count_refused(state, Some(live), &e);
-        e.error_response()
-    };
+    let refuse = |e: ServiceError| refused(state, live, &e);
     let (message, wrapping) = decode(state, live, &query, checked, &body).map_err(refuse)?;
     // The body of a plaintext push is not signed: its query must not have come with
-    // another one (one hash of the body, one memory insert or Redis command).
-    if let Wrapping::Plain = wrapping {
-        state
+    // another one (one hash of the body, one memory insert; with Redis, made with the
+    // dedup claim).
+    let replay = match wrapping {
+        Wrapping::Plain => state
             .check_replay(live, &query, &body)
             .await
-            .map_err(refuse)?;
-    }
-    Ok((message, wrapping))
+            .map_err(refuse)?,
+        Wrapping::Safe => None,
+    };
+    Ok((message, wrapping, replay))
+}
+
+/// A refusal after the body was read: counted, logged within the rate limit, answered.
+fn refused(state: &AppState, live: &Live, e: &ServiceError) -> HttpResponse {
+    count_refused(state, Some(live), e);
+    e.error_response()
 }
 
 /// A retry of a push an earlier attempt answered: that answer, byte for byte.
@@ -271,24 +355,29 @@ fn past_deadline(
     HttpResponse::Ok().content_type(PLAIN_TEXT).body("success")
 }
 
-/// What the rules say about `message`, the rule's call made and its `send:` queued; which
-/// rule decided; with the dashboard on, what follows the answer (for a rule that calls or
-/// sends); and whether the push is joined to a call still running (`server::slow`). An
-/// answer kept for the user comes first. A rule with a cooldown claimed it when it was
+/// A first attempt's hold on its push: claimed everywhere before acting, or in process
+/// only, until its answer is settled.
+enum Held<'a> {
+    Claimed(Ticket<'a>),
+    Unsettled(Ticket<'a>),
+}
+
+/// What the rules say about `message`, given the rule `found` (not cooling down), the
+/// rule's call made and its `send:` queued; and, with the dashboard on, what follows the
+/// answer (for a rule that calls or sends). A rule with a cooldown claimed it when it was
 /// found, and keeps the claim only if it answers.
 async fn decide(
     state: &AppState,
     live: &Arc<Live>,
     message: &Message,
+    found: Option<Match<'_>>,
     now: u64,
     started: Instant,
     deadline: tokio::time::Instant,
-) -> (Outcome, Option<usize>, Option<Arc<Followup>>, bool) {
+) -> (Outcome, Option<Arc<Followup>>, bool) {
     if let Some(kept) = slow::pickup(state, live, message, now).await {
-        return (kept, None, None, false);
+        return (kept, None, false);
     }
-    let found = find_unless_cooling(state, live, message).await;
-    let found_at = found.as_ref().map(|m| m.index);
     let after = found
         .as_ref()
         .filter(|m| {
@@ -334,7 +423,7 @@ async fn decide(
                 .await;
         }
     }
-    (outcome, found_at, after, joined)
+    (outcome, after, joined)
 }
 
 /// What the dashboard's ring keeps of a push besides the message and its outcome.
@@ -432,35 +521,45 @@ fn decode(
     Ok((message, Wrapping::Safe))
 }
 
-/// The first rule for `message` that is not cooling down for its sender. Rules without a
-/// `cooldown` cost one comparison; a rule with one, a lookup (in process, or one Redis
-/// command).
+/// The first rule for `message` that is not cooling down for its sender, from `first`
+/// (the first match, cooldown or not) on; `cooled` is whether `first`'s cooldown was
+/// already claimed (in the dedup claim's round trip), `None` if not asked yet. Rules
+/// without a `cooldown` cost one comparison; a rule with one, a lookup (in process, or
+/// one Redis command).
 async fn find_unless_cooling<'r>(
     state: &AppState,
     account: &'r Live,
     message: &Message,
+    subject: &Subject<'_>,
+    first: Option<Match<'r>>,
+    cooled: Option<bool>,
 ) -> Option<Match<'r>> {
-    let rules = &account.rules;
-    let subject = crate::rules::Subject::at(message, state.clock.now());
+    let mut found = first?;
+    let mut known = cooled;
     let mut skip = Vec::new();
     loop {
-        let found = rules.find_skipping(&subject, &skip)?;
         let Some(cooldown) = found.rule.cooldown() else {
             return Some(found);
         };
-        if state
-            .cooldowns
-            .try_claim(
-                &cooldown_account(account, message),
-                found.rule.name(),
-                message.from_user(),
-                cooldown.as_secs(),
-            )
-            .await
-        {
+        let claimed = match known.take() {
+            Some(claimed) => claimed,
+            None => {
+                state
+                    .cooldowns
+                    .try_claim(
+                        &cooldown_account(account, message),
+                        found.rule.name(),
+                        message.from_user(),
+                        cooldown.as_secs(),
+                    )
+                    .await
+            }
+        };
+        if claimed {
             return Some(found);
         }
         skip.push(found.index);
+        found = account.rules.find_skipping(subject, &skip)?;
     }
 }
 

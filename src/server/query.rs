@@ -93,13 +93,14 @@ impl AppState {
     /// A plaintext push (its body trusted on the query's signature alone): its signed query
     /// must not have come before with another body. The same body again is a retry, and
     /// goes on to the dedup store. Safe mode does not come here: `msg_signature` covers
-    /// the body.
+    /// the body. With Redis the check is not made here but returned, to be made in the
+    /// round trip of the push's dedup claim (`Ticket::settle`, `claim_redis`).
     pub(super) async fn check_replay(
         &self,
         account: &Live,
         q: &WechatQuery<'_>,
         body: &[u8],
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Option<crate::store::replay::Pending>, ServiceError> {
         use crate::store::replay::{BodyHash, Query, Seen};
         let timestamp = required(&q.timestamp, "timestamp")?;
         let nonce = required(&q.nonce, "nonce")?;
@@ -114,17 +115,18 @@ impl AppState {
             timestamp,
             nonce,
         };
-        match self
-            .replays
-            .check(
-                query,
-                BodyHash::of(account.secrets.body_key(), body),
-                now,
-                until,
-            )
-            .await
-        {
-            Seen::New | Seen::Same => Ok(()),
+        let pending = self.replays.pending(
+            query,
+            BodyHash::of(account.secrets.body_key(), body),
+            now,
+            until,
+        );
+        // With Redis the check goes with the push's dedup claim, in its round trip.
+        if self.replays.deferred() {
+            return Ok(Some(pending));
+        }
+        match self.replays.check_here(&pending) {
+            Seen::New | Seen::Same => Ok(None),
             Seen::Other => Err(ServiceError::Replayed),
         }
     }

@@ -422,6 +422,13 @@ fn respond(live: &Live, outcome: &Outcome, now: u64, encrypt: bool) -> HttpRespo
     }
 }
 
+/// Whether `message` may fetch an answer kept for its user: any message of an account whose
+/// rules keep answers (a `call` or `send:`), else only `继续` (the rest of a long reply).
+pub(super) fn may_pick_up(live: &Live, message: &Message) -> bool {
+    message.msg_type() != "event"
+        && (live.rules.keeps() || message.keyword_text().map(str::trim) == Some(NEXT_WORD))
+}
+
 /// The answer kept for this message's user, if the message fetches it: taken (the rest,
 /// if any, left for `继续`). Only for accounts whose rules keep answers.
 pub(super) async fn pickup(
@@ -431,15 +438,12 @@ pub(super) async fn pickup(
     now: u64,
 ) -> Option<Outcome> {
     let kept = &state.slow.kept;
-    if !(kept.shared() || kept.any_here()) || message.msg_type() == "event" {
+    if !(kept.shared() || kept.any_here()) || !may_pick_up(live, message) {
         return None;
     }
-    let raw = message.keyword_text().map(str::trim);
-    // Without a `call` rule only the rest of a long reply is ever kept, fetched by `继续`.
-    if !live.rules.keeps() && raw != Some(NEXT_WORD) {
-        return None;
-    }
-    let text = raw.map(|t| crate::rules::fold::folded(t).into_owned());
+    let text = message
+        .keyword_text()
+        .map(|t| crate::rules::fold::folded(t.trim()).into_owned());
     let (scope, user) = (live.account.scope(), message.from_user());
     for _ in 0..3 {
         let value = kept.get(scope, user).await?;

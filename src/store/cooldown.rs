@@ -15,6 +15,24 @@ use crate::clock::Clock;
 /// forgotten (their rule may answer them again early).
 pub const MEMORY_ENTRIES: usize = 200_000;
 
+/// A rule's cooldown for one user, to be claimed in Redis together with a push's dedup
+/// key (`dedup::Ticket::claim_redis`): one round trip for both.
+#[derive(Debug, Clone)]
+pub struct CooldownClaim {
+    key: String,
+    ttl: Duration,
+}
+
+impl CooldownClaim {
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
 /// The cooldowns of one server, shared by its workers and accounts (keys carry the account).
 pub struct Cooldowns {
     /// Key → the unix second the cooldown ends.
@@ -66,6 +84,22 @@ impl Cooldowns {
             || self.claim_here(key, seconds),
         )
         .await
+    }
+
+    /// The claim `try_claim` would make, for Redis to make it along with a dedup claim;
+    /// `None` without Redis (the in-process store needs no round trip).
+    pub fn redis_claim(
+        &self,
+        account: &str,
+        rule: &str,
+        user: &str,
+        seconds: u64,
+    ) -> Option<CooldownClaim> {
+        self.link.as_ref()?;
+        Some(CooldownClaim {
+            key: Cooldowns::key(account, rule, user),
+            ttl: Duration::from_secs(seconds),
+        })
     }
 
     /// `try_claim` in process: the check and the claim under one lock.

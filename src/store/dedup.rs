@@ -6,15 +6,18 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{OptionsBuilder, Weighter};
+use redis::Script;
 use tokio::time::Instant;
 
+use super::cooldown::CooldownClaim;
 use super::link::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_RETRY_AFTER};
-use super::{set_nx_px, set_px, CommandError, Conn, Link, Store};
+use super::replay::{Pending, Replays, Seen};
+use super::{millis, set_px, CommandError, Conn, Link, Store};
 
 use crate::telemetry::metrics::Metrics;
 use crate::wire::Message;
@@ -85,13 +88,24 @@ impl Answer {
         u64::try_from(bytes).unwrap_or(u64::MAX) + ENTRY_OVERHEAD
     }
 
+    /// The answer as Redis keeps it: a JSON object of its three fields, written straight
+    /// from them (through a `serde_json::Value`, this was a quarter of what Redis mode adds
+    /// to a push).
     fn encode(&self) -> String {
-        serde_json::json!({
-            "content_type": self.content_type,
-            "body": &*self.body,
-            "rule": self.rule.as_deref(),
-        })
-        .to_string()
+        #[derive(serde::Serialize)]
+        struct Encoded<'a> {
+            body: &'a str,
+            content_type: &'a str,
+            rule: Option<&'a str>,
+        }
+        let encoded = Encoded {
+            body: &self.body,
+            content_type: &self.content_type,
+            rule: self.rule.as_deref(),
+        };
+        // Strings always serialize; an empty value would read back as unreadable, and be
+        // answered afresh.
+        serde_json::to_string(&encoded).unwrap_or_default()
     }
 
     fn decode(bytes: &[u8]) -> Option<Answer> {
@@ -236,42 +250,251 @@ fn store_in(guard: Guard<'_>, answer: Arc<Answer>) {
     });
 }
 
-/// The right, and the duty, to answer a push first. Dropping it without `complete` lets
-/// the next attempt run the rules.
+/// The right, and the duty, to answer a push first. Dropping it without `complete` (or
+/// `settle`) lets the next attempt run the rules.
 #[must_use = "a ticket dropped without `complete` stores nothing for the retries"]
 pub struct Ticket<'a> {
     dedup: &'a Dedup,
     guard: Option<Guard<'a>>,
-    /// The key, when this attempt holds it in Redis too and stores the answer there.
-    in_redis: Option<Key>,
+    redis: InRedis,
 }
 
-impl Ticket<'_> {
+/// Where a ticket stands in Redis.
+enum InRedis {
+    /// Not configured, or down: this attempt answers in process only.
+    No,
+    /// Claimed in process only so far (`Dedup::claim_here`): Redis is asked by
+    /// `Ticket::claim_redis`, or claimed and answered in one step by `Ticket::settle`.
+    Unasked(Key),
+    /// This attempt holds the key in Redis too, and stores the answer there.
+    Held(Key),
+}
+
+/// What `Ticket::settle` did.
+pub enum Settled {
+    /// This attempt's answer is the push's: stored for the retries (or, Redis away, in
+    /// process only).
+    Stored,
+    /// Another attempt (another instance) answered first: its answer goes out instead.
+    Answered { answer: Arc<Answer>, store: Tier },
+    /// The replay check refused the push: nothing was claimed or stored.
+    Replayed,
+}
+
+impl<'a> Ticket<'a> {
     /// Stores the answer: at once in process (waking the waiters here), then in Redis,
     /// bounded by the command timeout. A failed Redis write is logged, not returned: the
-    /// answer goes out either way.
+    /// answer goes out either way. A ticket whose Redis claim was never made
+    /// (`claim_here`) stores in one step, as `settle` does.
     pub async fn complete(mut self, answer: Arc<Answer>) {
+        if let InRedis::Unasked(_) = self.redis {
+            // Whatever Redis says, this answer is given: another's found there only
+            // means two instances answered (a ticket meant for `settle` should use it).
+            let _ = self.settle(answer, None).await;
+            return;
+        }
+        self.store_held(answer).await;
+    }
+
+    /// Stores the answer in process, then in Redis if this attempt holds the key there.
+    async fn store_held(&mut self, answer: Arc<Answer>) {
         if let Some(guard) = self.guard.take() {
             store_in(guard, Arc::clone(&answer));
         }
-        let Some(key) = self.in_redis.take() else {
+        let InRedis::Held(key) = std::mem::replace(&mut self.redis, InRedis::No) else {
             return;
         };
         if let Some(link) = &self.dedup.link {
             store_on(link, &key, &answer, self.dedup.config.ttl).await;
         }
     }
+
+    /// Claims the key in Redis too, before the caller acts (a call, a `send:`, a
+    /// cooldown): the first attempt everywhere, or the answer another instance gave
+    /// (waited for while it is being answered). `with` is made in the same round trip: a
+    /// replay check first (`Replayed`: nothing claimed), and a cooldown only if the key is
+    /// this attempt's; the second value says whether the cooldown was taken (`None`: Redis
+    /// was not asked, the caller claims it the usual way). Unbounded while waiting for
+    /// another attempt: callers wrap it in their deadline.
+    pub async fn claim_redis(self, with: With<'_>) -> Result<(Claim<'a>, Option<bool>), Replayed> {
+        self.claim_in_redis(with)
+            .await
+            .map_err(|(replayed, _ticket)| replayed)
+    }
+
+    /// `claim_redis`, giving the ticket back with `Replayed` (the hold in process is
+    /// dropped with it).
+    async fn claim_in_redis(
+        mut self,
+        with: With<'_>,
+    ) -> Result<(Claim<'a>, Option<bool>), (Replayed, Ticket<'a>)> {
+        let InRedis::Unasked(key) = std::mem::replace(&mut self.redis, InRedis::No) else {
+            return Ok((Claim::First(self), None));
+        };
+        let dedup = self.dedup;
+        let claimed = Link::or_memory(
+            dedup.link.as_deref(),
+            |conn| claim_on(conn, &key, Value::Pending, with),
+            || {
+                dedup.metrics.observe_dedup_fallback();
+                RedisClaim::InProcess
+            },
+        );
+        match claimed.await {
+            RedisClaim::First { cooled } => {
+                self.redis = InRedis::Held(key);
+                Ok((Claim::First(self), cooled))
+            }
+            RedisClaim::Answered(answer) => Ok((self.answered_in_redis(answer), None)),
+            RedisClaim::Replayed => Err((Replayed, self)),
+            RedisClaim::InProcess => match with.replay {
+                Some(replay) if replay.here() => Err((Replayed, self)),
+                _ => Ok((Claim::First(self), None)),
+            },
+        }
+    }
+
+    /// Claims the key and stores `answer` in one step (one Lua script, one round trip),
+    /// for an answer known before the claim: a rule that neither calls, sends nor cools
+    /// down, so that deciding it before claiming does nothing a retry could repeat. When
+    /// another attempt holds the key (another instance), its answer is waited for and
+    /// returned instead. Unbounded while waiting: callers wrap it in their deadline.
+    pub async fn settle(mut self, answer: Arc<Answer>, replay: Option<Replay<'_>>) -> Settled {
+        let key = match std::mem::replace(&mut self.redis, InRedis::No) {
+            InRedis::Unasked(key) => key,
+            held => {
+                self.redis = held;
+                self.store_held(answer).await;
+                return Settled::Stored;
+            }
+        };
+        let dedup = self.dedup;
+        let encoded = answer.encode();
+        let with = With {
+            cooldown: None,
+            replay,
+        };
+        let value = Value::Answer(&encoded, dedup.config.ttl);
+        let claimed = Link::or_memory(
+            dedup.link.as_deref(),
+            |conn| claim_on(conn, &key, value, with),
+            || {
+                dedup.metrics.observe_dedup_fallback();
+                RedisClaim::InProcess
+            },
+        );
+        match claimed.await {
+            RedisClaim::Replayed => Settled::Replayed,
+            RedisClaim::InProcess if replay.is_some_and(Replay::here) => Settled::Replayed,
+            RedisClaim::First { .. } | RedisClaim::InProcess => {
+                if let Some(guard) = self.guard.take() {
+                    store_in(guard, answer);
+                }
+                Settled::Stored
+            }
+            RedisClaim::Answered(answer) => match self.answered_in_redis(answer) {
+                Claim::Answered { answer, store } => Settled::Answered { answer, store },
+                // `answered_in_redis` never gives the key back.
+                Claim::First(_) => Settled::Stored,
+            },
+        }
+    }
+
+    /// Another instance's answer, found in Redis: kept in process for the retries that
+    /// reach this one, and counted.
+    fn answered_in_redis(mut self, answer: Arc<Answer>) -> Claim<'a> {
+        if let Some(guard) = self.guard.take() {
+            store_in(guard, Arc::clone(&answer));
+        }
+        self.dedup.metrics.observe_dedup_hit(Tier::Redis.as_str());
+        Claim::Answered {
+            answer,
+            store: Tier::Redis,
+        }
+    }
 }
 
 /// What Redis said about a key.
 enum RedisClaim {
-    First,
+    /// The key is this attempt's; `cooled` says whether the cooldown asked for with it was
+    /// taken too.
+    First {
+        cooled: Option<bool>,
+    },
     Answered(Arc<Answer>),
+    /// The replay check found the push's signed query with another body.
+    Replayed,
     /// Down, failing or slow: dedup in process for this request.
     InProcess,
 }
 
+/// What a claim in Redis makes in the same round trip.
+#[derive(Clone, Copy, Default)]
+pub struct With<'a> {
+    /// A rule's cooldown, taken only if the push is this attempt's.
+    pub cooldown: Option<&'a CooldownClaim>,
+    /// A plaintext push's replay check, made first.
+    pub replay: Option<Replay<'a>>,
+}
+
+/// A plaintext push's replay check put off to the claim's round trip; made in process by
+/// `replays` when Redis does not answer.
+#[derive(Clone, Copy)]
+pub struct Replay<'a> {
+    pub replays: &'a Replays,
+    pub pending: &'a Pending,
+}
+
+impl Replay<'_> {
+    /// The check in process (Redis away): whether the push is a replay.
+    fn here(self) -> bool {
+        self.replays.check_here(self.pending) == Seen::Other
+    }
+}
+
+/// The push's signed query came before with another body: refused, nothing claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed;
+
+/// What a claim puts in the key.
+#[derive(Clone, Copy)]
+enum Value<'v> {
+    /// The pending mark, for `PENDING_TTL`: the answer comes later.
+    Pending,
+    /// The encoded answer itself, for the TTL.
+    Answer(&'v str, Duration),
+}
+
 // The dedup commands, on the shared Redis link.
+
+/// The claim of a push, in one step. With a plaintext push's replay check (`ARGV[3]`, the
+/// body's hash, not empty): its key (the next of `KEYS`) is taken with the hash for
+/// `ARGV[4]` ms, or compared with the hash it holds; another hash answers `{2, 0, nil}`
+/// and nothing else is done. Then takes `KEYS[1]` with the value `ARGV[1]` for `ARGV[2]` ms
+/// if nobody holds it and, only then, with a cooldown (`ARGV[5]`, not empty), its key (the
+/// last of `KEYS`) with `1` for `ARGV[5]` ms. Answers `{1, taken, nil}` (`taken` 0 when
+/// the cooldown was held), or `{0, 0, value}` with the value found in `KEYS[1]`. Atomic,
+/// and one round trip (`EVALSHA`; the crate loads the script when Redis answers
+/// `NOSCRIPT`, after a restart).
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local next = 2 \
+         if ARGV[3] ~= '' then \
+           local key = KEYS[next] \
+           next = next + 1 \
+           if not redis.call('SET', key, ARGV[3], 'NX', 'PX', ARGV[4]) then \
+             local seen = redis.call('GET', key) \
+             if seen and seen ~= ARGV[3] then return {2, 0, false} end \
+           end \
+         end \
+         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+           if ARGV[5] == '' then return {1, 1, false} end \
+           if redis.call('SET', KEYS[next], '1', 'NX', 'PX', ARGV[5]) then return {1, 1, false} end \
+           return {1, 0, false} \
+         end \
+         return {0, 0, redis.call('GET', KEYS[1])}",
+    )
+});
 
 /// Stores the answer under `key` for the TTL.
 async fn store_on(link: &Link, key: &Key, answer: &Answer, ttl: Duration) {
@@ -285,22 +508,52 @@ async fn store_on(link: &Link, key: &Key, answer: &Answer, ttl: Duration) {
         .await;
 }
 
-/// `claim` in Redis: takes the key (`SET NX PX`), or waits for the answer of whoever has
-/// it, polling until it is there; the caller's deadline bounds the wait.
-async fn claim_on(mut conn: Conn, key: &Key) -> Result<RedisClaim, CommandError> {
-    let claim = set_nx_px(key.as_str(), PENDING, PENDING_TTL);
+/// `claim` in Redis: takes the key with `value` (and `cooldown` with it), or waits for the
+/// answer of whoever has it, polling until it is there; the caller's deadline bounds the
+/// wait.
+async fn claim_on(
+    mut conn: Conn,
+    key: &Key,
+    value: Value<'_>,
+    with: With<'_>,
+) -> Result<RedisClaim, CommandError> {
+    let mut claim = CLAIM.key(key.as_str());
+    match value {
+        Value::Pending => claim.arg(PENDING).arg(millis(PENDING_TTL)),
+        Value::Answer(encoded, ttl) => claim.arg(encoded).arg(millis(ttl)),
+    };
+    match with.replay {
+        Some(replay) => {
+            let (replay_key, hash, ttl) = replay.pending.redis();
+            claim.key(replay_key).arg(hash).arg(millis(ttl))
+        }
+        None => claim.arg("").arg(""),
+    };
+    match with.cooldown {
+        Some(cooldown) => claim.key(cooldown.key()).arg(millis(cooldown.ttl())),
+        None => claim.arg(""),
+    };
+    let cooldown = with.cooldown;
     let get = redis::Cmd::get(key.as_str());
     loop {
-        if conn.query::<Option<String>>(&claim).await?.is_some() {
-            return Ok(RedisClaim::First);
+        let (taken, cooled, mut found): (i64, i64, Option<Vec<u8>>) = conn.script(&claim).await?;
+        if taken == 2 {
+            return Ok(RedisClaim::Replayed);
+        }
+        if taken == 1 {
+            let cooled = cooldown.map(|_| cooled == 1);
+            return Ok(RedisClaim::First { cooled });
         }
         loop {
-            match conn.query::<Option<Vec<u8>>>(&get).await? {
+            match found.take() {
                 // Gone: expired, or its claimer's pending mark lapsed. Claim it again.
                 None => break,
-                Some(value) if value == PENDING => tokio::time::sleep(POLL_EVERY).await,
-                Some(value) => {
-                    if let Some(answer) = Answer::decode(&value) {
+                Some(value) if value == PENDING => {
+                    tokio::time::sleep(POLL_EVERY).await;
+                    found = conn.query::<Option<Vec<u8>>>(&get).await?;
+                }
+                Some(found) => {
+                    if let Some(answer) = Answer::decode(&found) {
                         return Ok(RedisClaim::Answered(Arc::new(answer)));
                     }
                     // Not ours to read (another version wrote it): answer afresh and
@@ -308,7 +561,11 @@ async fn claim_on(mut conn: Conn, key: &Key) -> Result<RedisClaim, CommandError>
                     // The key of an event holds an OpenID: debug level only.
                     tracing::warn!(event = "dedup_value_unreadable");
                     tracing::debug!(event = "dedup_value_unreadable", key = key.as_str());
-                    return Ok(RedisClaim::First);
+                    if let Value::Answer(encoded, ttl) = value {
+                        conn.query::<()>(&set_px(key.as_str(), encoded, ttl))
+                            .await?;
+                    }
+                    return Ok(RedisClaim::First { cooled: None });
                 }
             }
         }
@@ -415,11 +672,25 @@ impl Dedup {
     /// down or slow is counted and stood in for by the in-process store. Unbounded while
     /// waiting for another attempt: callers wrap it in their deadline.
     pub async fn claim(&self, key: &Key) -> Claim<'_> {
+        match self.claim_here(key).await {
+            // Without a replay check nothing is refused.
+            Claim::First(ticket) => match ticket.claim_in_redis(With::default()).await {
+                Ok((claim, _)) => claim,
+                Err((Replayed, ticket)) => Claim::First(ticket),
+            },
+            answered => answered,
+        }
+    }
+
+    /// `claim` in process only, the first tier: an answer given here, or this process's
+    /// hold on the key. With Redis, the hold still has to be claimed there, before acting
+    /// (`Ticket::claim_redis`) or together with the answer (`Ticket::settle`).
+    pub async fn claim_here(&self, key: &Key) -> Claim<'_> {
         let Some(memory) = &self.memory else {
             return Claim::First(Ticket {
                 dedup: self,
                 guard: None,
-                in_redis: None,
+                redis: InRedis::No,
             });
         };
         let guard = match claim_local(memory, key, self.config.ttl).await {
@@ -432,38 +703,14 @@ impl Dedup {
                 };
             }
         };
-        // With Redis the in-process claim is the first tier: Redis may know the answer
-        // another instance gave.
-        let in_redis = match self.link.as_deref() {
-            None => None,
-            link => {
-                let claimed = Link::or_memory(
-                    link,
-                    |conn| claim_on(conn, key),
-                    || {
-                        self.metrics.observe_dedup_fallback();
-                        RedisClaim::InProcess
-                    },
-                );
-                match claimed.await {
-                    RedisClaim::First => Some(key.clone()),
-                    RedisClaim::Answered(answer) => {
-                        // Retries that reach this process from now on are answered here.
-                        store_in(guard, Arc::clone(&answer));
-                        self.metrics.observe_dedup_hit(Tier::Redis.as_str());
-                        return Claim::Answered {
-                            answer,
-                            store: Tier::Redis,
-                        };
-                    }
-                    RedisClaim::InProcess => None,
-                }
-            }
+        let redis = match self.link {
+            None => InRedis::No,
+            Some(_) => InRedis::Unasked(key.clone()),
         };
         Claim::First(Ticket {
             dedup: self,
             guard: Some(guard),
-            in_redis,
+            redis,
         })
     }
 }

@@ -364,5 +364,11 @@ mod tests {
         assert_eq!(one.publish("r2", "from one").await, Published::ToAttempts);
         assert_eq!(waiter.await.unwrap().as_deref(), Some("from one"));
         assert_eq!(other.close("r2").await.as_deref(), Some("from one"));
+        for joined in [&one, &*other] {
+            assert!(
+                !joined.link.as_ref().unwrap().is_down(),
+                "every step ran in Redis"
+            );
+        }
     }
 }

@@ -344,5 +344,13 @@ mod tests {
             Swapped::Done
         );
         assert_eq!(one.get("a=x:", "u").await, None);
+        assert!(
+            !two.link.as_ref().unwrap().is_down(),
+            "every step ran in Redis"
+        );
+        assert!(
+            !one.link.as_ref().unwrap().is_down(),
+            "every step ran in Redis"
+        );
     }
 }

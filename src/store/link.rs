@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, ScriptInvocation};
 use tokio::time::{timeout, Instant};
 
 /// The longest one Redis command (or connect) may take before Redis counts as down.
@@ -87,6 +87,32 @@ impl Conn {
     }
 }
 
+/// A connection of its own, for a blocking command (`XREADGROUP … BLOCK`) that would hold
+/// up every other command on the shared one. Not gated nor retried: its user reconnects.
+pub struct Dedicated {
+    conn: MultiplexedConnection,
+    /// Its `CLIENT ID`, by which `Link::unblock` wakes it.
+    id: i64,
+    timeout: Duration,
+}
+
+impl Dedicated {
+    /// Runs one command that may block for up to `block`: bounded by `block` plus the
+    /// command timeout.
+    pub async fn query<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        block: Duration,
+    ) -> Result<T, CommandError> {
+        bounded(self.timeout + block, cmd.query_async(&mut self.conn)).await
+    }
+
+    /// Its `CLIENT ID`.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
 async fn bounded<T>(
     limit: Duration,
     command: impl Future<Output = redis::RedisResult<T>>,
@@ -106,6 +132,8 @@ pub struct Link {
     retry_after: Duration,
     /// Made by the first caller that reaches Redis, then kept for the link's life.
     manager: OnceLock<ConnectionManager>,
+    /// Held by the caller making the manager: the others wait for it.
+    making: tokio::sync::Mutex<()>,
     gate: Mutex<Gate>,
 }
 
@@ -137,6 +165,7 @@ impl Link {
             command_timeout,
             retry_after,
             manager: OnceLock::new(),
+            making: tokio::sync::Mutex::new(()),
             gate: Mutex::new(Gate {
                 down: false,
                 next_try: Instant::now(),
@@ -201,6 +230,55 @@ impl Link {
         self.admit().await.is_ok() && !self.is_down()
     }
 
+    /// A connection of its own (see `Dedicated`), made now: one attempt, bounded by the
+    /// command timeout. Skipped while the shared link counts Redis as down.
+    pub async fn dedicated(&self) -> Result<Dedicated, Unavailable> {
+        if self.is_down() {
+            return Err(Unavailable);
+        }
+        let config = AsyncConnectionConfig::new().set_connection_timeout(self.command_timeout);
+        #[cfg(target_os = "linux")]
+        let config = config
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_user_timeout(DEAD_PEER));
+        let made = timeout(self.command_timeout * 2, async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let id: i64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((conn, id))
+        })
+        .await;
+        match made {
+            Ok(Ok((conn, id))) => Ok(Dedicated {
+                conn,
+                id,
+                timeout: self.command_timeout,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(event = "store_redis_dedicated_failed", error = %e);
+                Err(Unavailable)
+            }
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    /// Wakes the `Dedicated` connection `id` from its blocking command, which then answers
+    /// as if its wait had ended (`CLIENT UNBLOCK`).
+    pub async fn unblock(&self, id: i64) {
+        let mut unblock = redis::cmd("CLIENT");
+        unblock.arg("UNBLOCK").arg(id);
+        let _ = self
+            .run(|mut conn| {
+                let unblock = &unblock;
+                async move { conn.query::<i64>(unblock).await }
+            })
+            .await;
+    }
+
     /// Whether Redis is counted as down now.
     pub fn is_down(&self) -> bool {
         self.gate.lock().down
@@ -208,9 +286,31 @@ impl Link {
 
     /// Lets the caller through the gate, with the manager made if it was not yet.
     async fn admit(&self) -> Result<Conn, Unavailable> {
+        if self.manager.get().is_none() {
+            // The first connection: one caller makes it and the others wait for it (a
+            // bounded connect), rather than do without Redis meanwhile: at start-up every
+            // need (the outbox's shards, the first pushes) reaches for it at once. Once it
+            // failed, they do without until the gate's next try.
+            let _making = self.making.lock().await;
+            if self.manager.get().is_none() {
+                {
+                    let mut gate = self.gate.lock();
+                    let now = Instant::now();
+                    if now < gate.next_try {
+                        return Err(Unavailable);
+                    }
+                    gate.next_try = now + self.retry_after;
+                }
+                let manager = self.make().await?;
+                return Ok(Conn {
+                    manager,
+                    timeout: self.command_timeout,
+                });
+            }
+        }
         {
             let mut gate = self.gate.lock();
-            if gate.down || self.manager.get().is_none() {
+            if gate.down {
                 let now = Instant::now();
                 if now < gate.next_try {
                     return Err(Unavailable);
@@ -219,12 +319,11 @@ impl Link {
                 gate.next_try = now + self.retry_after;
             }
         }
-        let manager = match self.manager.get() {
-            Some(manager) => manager.clone(),
-            None => self.make().await?,
+        let Some(manager) = self.manager.get() else {
+            return Err(Unavailable);
         };
         Ok(Conn {
-            manager,
+            manager: manager.clone(),
             timeout: self.command_timeout,
         })
     }

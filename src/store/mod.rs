@@ -11,8 +11,9 @@
 //! - [`cooldown`]: rules' per-user cooldowns (`Cooldowns`).
 //! - [`media`]: replies' media ids by content, and the upload lock (`MediaStore`).
 //! - `token`: an account's access token (`TokenStore`); `wechat_api` decides when to fetch.
-//! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped; whether Redis keeps
-//!   them across its restart (`check_durability`); `crate::act::outbox` sends.
+//! - [`outbox`]: the outbox's shard streams (`ShardStream`), capped, and their blocking
+//!   `Reader` on a connection of its own (`Link::dedicated`); whether Redis keeps them
+//!   across its restart (`check_durability`); `crate::act::outbox` sends.
 //! - [`replay`]: plaintext pushes' signed queries, each with its body's hash (`Replays`).
 //! - [`joined`]: WeChat's attempts at one push joined to one slow call (`Joined`).
 //! - [`kept`]: answers kept for a user's next message (`Kept`).

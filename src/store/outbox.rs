@@ -4,7 +4,12 @@
 //! go out in order whichever instance queued them. An entry is acknowledged and deleted
 //! once sent or given up; an instance that dies leaves its entries pending, and the next
 //! owner of the shard claims them (`XAUTOCLAIM`) before reading new ones. Delivery is at
-//! least once: a message sent just before its instance died is sent again.
+//! least once: a message sent just before its instance died is sent again. A free shard is
+//! taken at once (at start, a lone instance owns them all within a round trip).
+//!
+//! New entries are read by one `Reader` per outbox: a blocking `XREADGROUP … BLOCK` over
+//! the streams its shards own, on a connection of its own, so an entry reaches its sender
+//! as soon as Redis has it; a change of the streams to read wakes it (`CLIENT UNBLOCK`).
 //!
 //! Each stream is capped: an entry is added only while the stream holds fewer than the cap
 //! (`XLEN` and `XADD` in one script), and refused past it. Nothing is ever trimmed, since
@@ -15,18 +20,17 @@
 //! retried and backed off, and the in-process queues that stand in while Redis is away are
 //! `crate::act::outbox`'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
-use std::sync::LazyLock;
-
 use redis::{Cmd, FromRedisValue, Script};
+use tokio::sync::Notify;
 
-use super::link::{CommandError, Link, Unavailable};
+use super::link::{CommandError, Dedicated, Link, Unavailable};
 use super::Lease;
 
 /// The consumer group every instance reads through.
@@ -34,8 +38,15 @@ const GROUP: &str = "senders";
 /// How long a shard's lease lasts without renewal: how long a dead instance's messages wait.
 pub const LEASE: Duration = Duration::from_secs(10);
 const RENEW_EVERY: Duration = Duration::from_secs(3);
-/// Entries read at once.
-const BATCH: usize = 16;
+/// Entries read at once, per stream.
+pub(crate) const BATCH: usize = 16;
+/// How long one blocking read waits for a new entry. Not a delay: an entry added meanwhile
+/// is answered at once; a change of the shards read wakes it (`CLIENT UNBLOCK`).
+/// (A change that lands just as a read starts can miss it: `BLOCK` bounds that wait.)
+const BLOCK: Duration = Duration::from_secs(2);
+/// While Redis is away (or the dedicated connection cannot be made), how long the reader
+/// waits before it tries again.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 /// Adds an entry only while the stream holds fewer than `ARGV[2]`: its id, or nil when full.
 static ADD_CAPPED: LazyLock<Script> = LazyLock::new(|| {
@@ -83,6 +94,11 @@ pub(crate) struct ShardStream {
     consumer: String,
     /// The lease is ours now.
     owned: AtomicBool,
+    /// Told when `owned` changes (the shard's sender waits on it).
+    ownership: Notify,
+    /// The shard's sender is ready for new entries (the group is there, what earlier
+    /// owners left is claimed): the reader reads this stream.
+    reading: AtomicBool,
 }
 
 impl ShardStream {
@@ -100,6 +116,26 @@ impl ShardStream {
             key,
             consumer: consumer.to_owned(),
             owned: AtomicBool::new(false),
+            ownership: Notify::new(),
+            reading: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits until the lease may have changed hands (or `wait` has passed).
+    pub(crate) async fn ownership_changed(&self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.ownership.notified()).await;
+    }
+
+    /// Whether the reader reads this stream.
+    pub(crate) fn reading(&self) -> bool {
+        self.reading.load(Ordering::Acquire)
+    }
+
+    /// Starts or stops the reader's reading of this stream; wakes `reader` when that
+    /// changes, so that its blocking read covers the streams to read now.
+    pub(crate) async fn set_reading(&self, reading: bool, reader: &Reader) {
+        if self.reading.swap(reading, Ordering::AcqRel) != reading {
+            reader.changed().await;
         }
     }
 
@@ -130,35 +166,43 @@ impl ShardStream {
         self.owned.load(Ordering::Acquire)
     }
 
-    /// Takes or renews the lease; true if this instance owns the shard now. A lease still
-    /// this instance's in Redis (after Redis was away for a moment) is renewed at once
-    /// rather than waited out.
-    async fn hold(&self) -> bool {
-        let owned = if self.owned() {
+    /// Takes or renews the lease: whether this instance owns the shard now, `Unavailable`
+    /// when Redis did not answer (then it does not). A lease still this instance's in
+    /// Redis (after Redis was away for a moment) is renewed at once rather than waited out.
+    async fn hold(&self) -> Result<bool, Unavailable> {
+        let held = if self.owned() {
             self.lease.renew(LEASE).await
         } else {
             match self.lease.take(LEASE).await {
                 Ok(false) => self.lease.renew(LEASE).await,
                 taken => taken,
             }
-        } == Ok(true);
-        self.owned.store(owned, Ordering::Release);
-        owned
+        };
+        let owned = held == Ok(true);
+        if self.owned.swap(owned, Ordering::AcqRel) != owned {
+            self.ownership.notify_one();
+        }
+        held
     }
 
     /// Keeps the lease while the instance lives: a task of its own, so that a long send
-    /// does not let it lapse.
+    /// does not let it lapse. A free shard is taken at once at start; while Redis does
+    /// not answer, it is tried again every `REREAD_AFTER` rather than every renewal.
     pub(crate) async fn keep_lease(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         while !*stop.borrow() {
-            self.hold().await;
+            let wait = match self.hold().await {
+                Ok(_) => RENEW_EVERY,
+                Err(Unavailable) => REREAD_AFTER,
+            };
             tokio::select! {
-                () = tokio::time::sleep(RENEW_EVERY) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }
         // Stopping: another instance may take the shard at once rather than after `LEASE`
         // (what this one had not acknowledged, it claims).
         if self.owned.swap(false, Ordering::AcqRel) {
+            self.ownership.notify_one();
             self.lease.release().await;
         }
     }
@@ -210,23 +254,6 @@ impl ShardStream {
         claimed
     }
 
-    /// New entries, oldest first (none when there are none or Redis is away).
-    pub(crate) async fn read(&self) -> Vec<Entry> {
-        let options = StreamReadOptions::default()
-            .group(GROUP, &self.consumer)
-            .count(BATCH);
-        let read = Cmd::xread_options(&[&self.key], &[">"], &options);
-        self.query::<Option<StreamReadReply>>(&read)
-            .await
-            .ok()
-            .flatten()
-            .map(|reply| {
-                let ids = reply.keys.into_iter().flat_map(|k| k.ids);
-                ids.map(Entry::of).collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// The entry is done with: acknowledged and deleted.
     pub(crate) async fn done(&self, id: &str) {
         let mut pipe = redis::pipe();
@@ -242,6 +269,119 @@ impl ShardStream {
                 async move { conn.pipe::<()>(pipe).await }
             })
             .await;
+    }
+}
+
+/// Reads new entries of an outbox's streams (those its shards' senders are `reading`)
+/// with one blocking `XREADGROUP … BLOCK` on a connection of its own: an entry added by
+/// any instance reaches its sender as soon as Redis has it, without polling, and the
+/// shared link's commands never wait behind the read. One per outbox (an account), so one
+/// connection per account beside the shared one.
+pub(crate) struct Reader {
+    link: Arc<Link>,
+    /// This instance's name in the group (as its `ShardStream`s').
+    consumer: String,
+    /// The connection's `CLIENT ID` while a read is blocked on it, else 0.
+    blocked: AtomicI64,
+    /// Told when the streams to read change while no read is blocked.
+    changed: Notify,
+    /// They changed since the reader last looked.
+    dirty: AtomicBool,
+}
+
+impl Reader {
+    pub(crate) fn new(link: Arc<Link>, consumer: &str) -> Reader {
+        Reader {
+            link,
+            consumer: consumer.to_owned(),
+            blocked: AtomicI64::new(0),
+            changed: Notify::new(),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The streams to read have changed: a blocked read ends now, and one about to start
+    /// (or a wait for streams to read) is told.
+    pub(crate) async fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+        let id = self.blocked.load(Ordering::Acquire);
+        if id != 0 {
+            self.link.unblock(id).await;
+        }
+    }
+
+    /// Waits until the streams to read may have changed (or `wait` has passed).
+    pub(crate) async fn wait_for_change(&self, wait: Duration) {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, self.changed.notified()).await;
+    }
+
+    /// New entries of `streams` (`BATCH` at most from each, by their place in `streams`),
+    /// waiting up to `BLOCK` for the first: empty when none came, the read was woken by
+    /// `changed`, or Redis is away (after `REREAD_AFTER`). `conn` is the reader's own
+    /// connection, made here when missing and dropped after a failure.
+    pub(crate) async fn read(
+        &self,
+        conn: &mut Option<Dedicated>,
+        streams: &[&ShardStream],
+    ) -> Vec<(usize, Vec<Entry>)> {
+        if streams.is_empty() {
+            return Vec::new();
+        }
+        if conn.is_none() {
+            *conn = self.link.dedicated().await.ok();
+        }
+        let Some(dedicated) = conn.as_mut() else {
+            tokio::time::sleep(REREAD_AFTER).await;
+            return Vec::new();
+        };
+        let keys: Vec<&str> = streams.iter().map(|s| s.key.as_str()).collect();
+        let ids = vec![">"; keys.len()];
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(BATCH)
+            .block(usize::try_from(BLOCK.as_millis()).unwrap_or(usize::MAX));
+        let read = Cmd::xread_options(&keys, &ids, &options);
+        self.blocked.store(dedicated.id(), Ordering::Release);
+        // A change notified before the read was blocked would not wake it: look once more.
+        let answer = if self.dirty.swap(false, Ordering::AcqRel) {
+            Ok(None)
+        } else {
+            dedicated
+                .query::<Option<StreamReadReply>>(&read, BLOCK)
+                .await
+        };
+        self.blocked.store(0, Ordering::Release);
+        match answer {
+            Ok(reply) => reply
+                .map(|reply| {
+                    reply
+                        .keys
+                        .into_iter()
+                        .filter_map(|key| {
+                            let at = keys.iter().position(|k| *k == key.key)?;
+                            Some((at, key.ids.into_iter().map(Entry::of).collect()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    // The stream went with a Redis restart that did not keep it.
+                    for stream in streams {
+                        stream.ensure_group().await;
+                    }
+                } else {
+                    tracing::debug!(event = "outbox_read_failed", error = %e);
+                    *conn = None;
+                    tokio::time::sleep(REREAD_AFTER).await;
+                }
+                Vec::new()
+            }
+        }
     }
 }
 

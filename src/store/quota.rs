@@ -23,6 +23,9 @@ pub const MEMORY_ENTRIES: usize = 200_000;
 pub struct Window {
     /// The unix second of the action that opened it.
     pub since: u64,
+    /// Which action opened it (a hash of the push's dedup key): two actions in the same
+    /// second open two windows, one after the other.
+    pub action: u64,
     /// Messages it allows.
     pub limit: u32,
     /// How long it lasts, in seconds.
@@ -31,18 +34,16 @@ pub struct Window {
 
 impl Window {
     /// The window a user's action opens: `event` is the push's `Event` for an event.
-    pub fn after(since: u64, event: Option<&str>) -> Window {
-        match event {
-            None => Window {
-                since,
-                limit: 5,
-                seconds: 48 * 3600,
-            },
-            Some(_) => Window {
-                since,
-                limit: 3,
-                seconds: 60,
-            },
+    pub fn after(since: u64, action: u64, event: Option<&str>) -> Window {
+        let (limit, seconds) = match event {
+            None => (5, 48 * 3600),
+            Some(_) => (3, 60),
+        };
+        Window {
+            since,
+            action,
+            limit,
+            seconds,
         }
     }
 }
@@ -50,6 +51,7 @@ impl Window {
 #[derive(Debug, Clone, Copy)]
 struct Count {
     since: u64,
+    action: u64,
     until: u64,
     used: u32,
 }
@@ -69,24 +71,24 @@ impl std::fmt::Debug for Quota {
     }
 }
 
-/// ARGV: since, limit, until, n, now, spent (1: the window is used up). Returns how many
-/// of the n may go.
+/// ARGV: since, limit, until, n, now, spent (1: the window is used up), action. Returns
+/// how many of the n may go.
 const TAKE: &str = r"
 local since = tonumber(ARGV[1])
 local known = tonumber(redis.call('HGET', KEYS[1], 'since') or '-1')
-if since > known then
-  redis.call('HSET', KEYS[1], 'since', since, 'until', ARGV[3], 'used', 0)
+if since > known or (since == known and redis.call('HGET', KEYS[1], 'action') ~= ARGV[7]) then
+  redis.call('HSET', KEYS[1], 'since', since, 'until', ARGV[3], 'used', 0, 'action', ARGV[7])
 elseif since < known then
   return 0
 end
-local until = tonumber(redis.call('HGET', KEYS[1], 'until'))
-if tonumber(ARGV[5]) >= until then return 0 end
+local ends = tonumber(redis.call('HGET', KEYS[1], 'until'))
+if tonumber(ARGV[5]) >= ends then return 0 end
 local used = tonumber(redis.call('HGET', KEYS[1], 'used'))
 local left = tonumber(ARGV[2]) - used
 if ARGV[6] == '1' then left = 0; used = tonumber(ARGV[2]) end
 local n = math.max(0, math.min(left, tonumber(ARGV[4])))
 redis.call('HSET', KEYS[1], 'used', used + n)
-redis.call('PEXPIRE', KEYS[1], math.max(1000, (until - tonumber(ARGV[5])) * 1000))
+redis.call('PEXPIRE', KEYS[1], math.max(1000, (ends - tonumber(ARGV[5])) * 1000))
 return n";
 
 fn key(scope: &str, user: &str) -> String {
@@ -137,7 +139,8 @@ impl Quota {
                         .arg(until)
                         .arg(n)
                         .arg(now)
-                        .arg(if spent { "1" } else { "0" });
+                        .arg(if spent { "1" } else { "0" })
+                        .arg(window.action.to_string());
                     conn.script::<u32>(&invocation).await
                 }
             },
@@ -164,12 +167,16 @@ impl Quota {
         }
         let count = memory.entry(key).or_insert(Count {
             since: window.since,
+            action: window.action,
             until,
             used: 0,
         });
-        if window.since > count.since {
+        let newer = window.since > count.since
+            || (window.since == count.since && window.action != count.action);
+        if newer {
             *count = Count {
                 since: window.since,
+                action: window.action,
                 until,
                 used: 0,
             };
@@ -191,7 +198,7 @@ mod tests {
     use std::time::Duration;
 
     async fn windows_count_and_reset(quota: &Quota) {
-        let message = Window::after(1_000, None);
+        let message = Window::after(1_000, 1, None);
         assert_eq!(quota.take("a=x:", "u", message, 3, 1_001).await, 3);
         assert_eq!(
             quota.take("a=x:", "u", message, 3, 1_002).await,
@@ -205,7 +212,7 @@ mod tests {
             "accounts apart"
         );
         // A click opens a new window of 3 in a minute: reset, not added.
-        let click = Window::after(2_000, Some("CLICK"));
+        let click = Window::after(2_000, 2, Some("CLICK"));
         assert_eq!(quota.take("a=x:", "u", click, 5, 2_001).await, 3);
         assert_eq!(
             quota.take("a=x:", "u", click, 1, 2_070).await,
@@ -217,8 +224,11 @@ mod tests {
             0,
             "an older window is spent"
         );
+        // Another action in the same second: a window of its own.
+        let same_second = Window::after(2_000, 9, Some("CLICK"));
+        assert_eq!(quota.take("a=x:", "u", same_second, 5, 2_001).await, 3);
         // 45047: spent whatever was counted.
-        let next = Window::after(3_000, None);
+        let next = Window::after(3_000, 3, None);
         assert_eq!(quota.take("a=x:", "v", next, 1, 3_001).await, 1);
         quota.spent("a=x:", "v", next, 3_002).await;
         assert_eq!(quota.take("a=x:", "v", next, 1, 3_003).await, 0);
@@ -238,6 +248,7 @@ mod tests {
             Duration::from_millis(250),
             Duration::from_millis(50),
         ));
-        windows_count_and_reset(&Quota::new(Some(link))).await;
+        windows_count_and_reset(&Quota::new(Some(Arc::clone(&link)))).await;
+        assert!(!link.is_down(), "every step ran in Redis, none fell back");
     }
 }

@@ -130,21 +130,47 @@ impl Replays {
     /// no longer accepted), and says what the query carried before. `now` is the unix
     /// second. One memory insert, or one Redis command (two when the query was seen).
     pub async fn check(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Seen {
+        self.check_pending(&self.pending(query, body, now, until))
+            .await
+    }
+
+    /// Whether checks are better put off (`pending`) to be made with the push's dedup
+    /// claim, in its round trip: with Redis. In process a check costs no round trip.
+    pub fn deferred(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The check of `query` with `body`, to be made later: by `check_pending`, or in
+    /// Redis within the dedup claim's script (`dedup::Ticket::settle`, `claim_redis`).
+    pub fn pending(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Pending {
+        Pending {
+            key: format!(
+                "wxrules:replay:{}{}:{}",
+                query.scope, query.timestamp, query.nonce
+            ),
+            hex: body.hex(),
+            ttl: Duration::from_secs(until.saturating_sub(now).max(1)),
+            memory_key: self
+                .keys
+                .hash_one((query.scope, query.timestamp, query.nonce)),
+            body,
+            now,
+            until,
+        }
+    }
+
+    /// Makes a put-off check on its own: in Redis when configured, else (or when it does
+    /// not answer) in process.
+    pub async fn check_pending(&self, pending: &Pending) -> Seen {
         let Some(link) = self.link.as_deref() else {
-            return self.check_here(query, body, now, until);
+            return self.check_here(pending);
         };
-        let key = format!(
-            "wxrules:replay:{}{}:{}",
-            query.scope, query.timestamp, query.nonce
-        );
-        let hex = body.hex();
-        let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
-        let claim = set_nx_px(&key, &hex, ttl);
-        let get = redis::Cmd::get(&key);
+        let claim = set_nx_px(&pending.key, &pending.hex, pending.ttl);
+        let get = redis::Cmd::get(&pending.key);
         Link::or_memory(
             Some(link),
             |mut conn| {
-                let (claim, get, hex) = (&claim, &get, &hex);
+                let (claim, get, hex) = (&claim, &get, &pending.hex);
                 async move {
                     if conn.query::<Option<String>>(claim).await?.is_some() {
                         return Ok(Seen::New);
@@ -157,16 +183,21 @@ impl Replays {
                     })
                 }
             },
-            || self.check_here(query, body, now, until),
+            || self.check_here(pending),
         )
         .await
     }
 
-    /// `check` in process: the lookup and the insert are one step per key.
-    fn check_here(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Seen {
-        let key = self
-            .keys
-            .hash_one((query.scope, query.timestamp, query.nonce));
+    /// The check in process: the lookup and the insert are one step per key. For a
+    /// put-off check whose Redis did not answer, too.
+    pub fn check_here(&self, pending: &Pending) -> Seen {
+        let Pending {
+            memory_key: key,
+            body,
+            now,
+            until,
+            ..
+        } = *pending;
         match self.memory.get_value_or_guard(&key, None) {
             GuardResult::Guard(guard) => {
                 let _ = guard.insert((body, until));
@@ -181,6 +212,26 @@ impl Replays {
             // No timeout was given: not returned. As new, rather than refuse a push.
             GuardResult::Timeout => Seen::New,
         }
+    }
+}
+
+/// A check put off (`Replays::pending`), with what it needs: its Redis key and value, and
+/// its in-process key.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    key: String,
+    hex: String,
+    ttl: Duration,
+    memory_key: u64,
+    body: BodyHash,
+    now: u64,
+    until: u64,
+}
+
+impl Pending {
+    /// The Redis key (`wxrules:replay:…`), the body's hash as stored, and how long.
+    pub(super) fn redis(&self) -> (&str, &str, Duration) {
+        (&self.key, &self.hex, self.ttl)
     }
 }
 

@@ -133,11 +133,6 @@ impl<T> Lanes<T> {
         }
     }
 
-    /// Whether some user's turn is due now (before `wake`).
-    pub(super) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
-    }
-
     /// Items held in all lanes.
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {

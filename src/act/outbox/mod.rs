@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::store::outbox::{Added, Entry, ShardStream};
+use crate::store::outbox::{Added, Entry, Reader, ShardStream, BATCH};
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::recent::Followup;
@@ -183,6 +183,8 @@ impl Outbox {
         use rand::distributions::{Alphanumeric, DistString};
         let (mut outbox, mut senders) = Outbox::start(api, config, metrics.clone());
         let consumer = Alphanumeric.sample_string(&mut rand::thread_rng(), 12);
+        let reader = Arc::new(Reader::new(Arc::clone(redis), &consumer));
+        let mut feeds = Vec::new();
         for i in 0..config.shards.max(1) {
             let stream = Arc::new(ShardStream::new(Arc::clone(redis), account, i, &consumer));
             let stopping = senders.stop.subscribe();
@@ -191,13 +193,25 @@ impl Outbox {
             ));
             let shard = Shard::new(api, config, metrics, Arc::new(AtomicUsize::new(0)));
             let followups = Arc::clone(&outbox.followups);
+            // What the reader has read and the shard not yet taken: bounded by the
+            // stream's read-ahead.
+            let (feed, fed) = mpsc::channel(config.stream_cap().max(BATCH));
+            feeds.push(feed);
             senders.tasks.push(tokio::spawn(shard.run_stream(
                 Arc::clone(&stream),
+                Arc::clone(&reader),
+                fed,
                 followups,
                 stopping,
             )));
             outbox.streams.push(stream);
         }
+        senders.tasks.push(tokio::spawn(read_streams(
+            reader,
+            outbox.streams.clone(),
+            feeds,
+            senders.stop.subscribe(),
+        )));
         (outbox, senders)
     }
 
@@ -368,6 +382,57 @@ fn unix_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Reads the owned shards' streams for their senders, one blocking read at a time
+/// (`Reader::read`), of the streams whose sender has room for a batch, until told to stop.
+async fn read_streams(
+    reader: Arc<Reader>,
+    streams: Vec<Arc<ShardStream>>,
+    feeds: Vec<mpsc::Sender<Entry>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn = None;
+    while !*stop.borrow() {
+        let (at, reading): (Vec<usize>, Vec<&ShardStream>) = streams
+            .iter()
+            .zip(&feeds)
+            .enumerate()
+            .filter(|(_, (stream, feed))| stream.reading() && feed.capacity() >= BATCH)
+            .map(|(i, (stream, _))| (i, &**stream))
+            .unzip();
+        let read = async {
+            if reading.is_empty() {
+                // No shard of this instance's to read: until one is.
+                reader.wait_for_change(NOTHING_TO_READ).await;
+                return Vec::new();
+            }
+            reader.read(&mut conn, &reading).await
+        };
+        let got = tokio::select! {
+            got = read => got,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        for (j, entries) in got {
+            let Some(feed) = at.get(j).and_then(|&i| feeds.get(i)) else {
+                continue;
+            };
+            for entry in entries {
+                // Room for a batch was there, and only this task fills the feed: a send
+                // fails only when its shard has stopped, and the entry then stays pending
+                // for the shard's next owner.
+                let _ = feed.try_send(entry);
+            }
+        }
+    }
+}
+
+/// How long the reader waits, with no stream to read, before it looks again unbidden.
+const NOTHING_TO_READ: Duration = Duration::from_secs(1);
 
 /// The shard that serves `openid`: the same one every time, so one user's messages keep
 /// their order.

@@ -14,15 +14,15 @@ use tokio::time::Instant;
 
 use super::lanes::{Lanes, Retry};
 use super::{unix_millis, Config, Job, StoredJob};
-use crate::store::outbox::{Entry, ShardStream};
+use crate::store::outbox::{Entry, Reader, ShardStream, BATCH};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::recent::Followup;
 use crate::wechat_api::{Api, CustomMessage, Disposition};
 use crate::wire::mask_openid;
 
-/// How often an owner of a shard's stream with nothing to send looks again, and how often
-/// it reads new entries while it has messages to send.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often a sender looks at its shard's lease without being told of a change: a lease
+/// lost to Redis' expiry (this instance stalled) is not told.
+const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 /// One message in its user's lane.
 #[derive(Debug)]
@@ -101,12 +101,15 @@ impl Shard {
     }
 
     /// Sends what the shard's stream holds while this instance owns the shard: first what
-    /// earlier owners left pending, then new entries; each entry acknowledged once its
-    /// messages are sent or given up. Entries are read ahead (up to the stream's cap), so a
-    /// user being retried never keeps the entries behind it unread.
+    /// earlier owners left pending, then new entries as the outbox's `Reader` reads them
+    /// (`feed`); each entry acknowledged once its messages are sent or given up. Entries
+    /// are read ahead (up to the stream's cap), so a user being retried never keeps the
+    /// entries behind it unread.
     pub(super) async fn run_stream(
         self,
         stream: Arc<ShardStream>,
+        reader: Arc<Reader>,
+        mut feed: mpsc::Receiver<Entry>,
         followups: Arc<quick_cache::sync::Cache<String, Arc<Followup>>>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -114,18 +117,22 @@ impl Shard {
         // Entries taken and not yet acknowledged.
         let mut open_entries = 0usize;
         let mut owned = false;
-        let mut last_read: Option<Instant> = None;
         let read_ahead = self.config.stream_cap();
         while !*stop.borrow() {
             if !stream.owned() {
                 if owned {
                     // Another instance has the shard now: it claims what was held here.
                     owned = false;
+                    stream.set_reading(false, &reader).await;
                     self.let_go(&mut lanes);
                     open_entries = 0;
                 }
-                if !idle(IDLE_POLL, &mut stop).await {
-                    break;
+                // Read before the reader knew: pending under this instance's name, for the
+                // next owner to claim.
+                while feed.try_recv().is_ok() {}
+                tokio::select! {
+                    () = stream.ownership_changed(OWNERSHIP_CHECK) => {}
+                    changed = stop.changed() => if changed.is_err() { break },
                 }
                 continue;
             }
@@ -136,18 +143,19 @@ impl Shard {
                 open_entries += self
                     .take_entries(&stream, &followups, &mut lanes, entries)
                     .await;
-                last_read = None;
+                stream.set_reading(true, &reader).await;
             }
-            // New entries are read once the turn is empty, and at least every poll while
-            // it is not (so that a long turn does not keep newer users waiting).
-            let now = Instant::now();
-            let read_due = !lanes.has_ready() || last_read.is_none_or(|at| now >= at + IDLE_POLL);
-            if open_entries < read_ahead && read_due {
-                last_read = Some(now);
-                let entries = stream.read().await;
+            // What the reader has read, as far as the read-ahead allows; a feed that was
+            // too full to be read is read again.
+            let was_full = feed.capacity() < BATCH;
+            while open_entries < read_ahead {
+                let Ok(entry) = feed.try_recv() else { break };
                 open_entries += self
-                    .take_entries(&stream, &followups, &mut lanes, entries)
+                    .take_entries(&stream, &followups, &mut lanes, vec![entry])
                     .await;
+            }
+            if was_full && feed.capacity() >= BATCH {
+                reader.changed().await;
             }
             self.wake(&mut lanes);
             if let Some(user) = lanes.next_ready() {
@@ -158,15 +166,24 @@ impl Shard {
                 }
                 continue;
             }
-            // Nothing to send now: wait for the first retry due, or the next poll.
-            let wait = lanes.next_due().map_or(IDLE_POLL, |due| {
-                due.saturating_duration_since(Instant::now()).min(IDLE_POLL)
-            });
-            if !idle(wait, &mut stop).await {
-                break;
+            // Nothing to send now: wait for the reader, the first retry due, a change of
+            // owner, or the stop.
+            let due = lanes.next_due();
+            tokio::select! {
+                entry = feed.recv(), if open_entries < read_ahead => {
+                    if let Some(entry) = entry {
+                        open_entries += self
+                            .take_entries(&stream, &followups, &mut lanes, vec![entry])
+                            .await;
+                    }
+                }
+                () = sleep_until(due) => {}
+                () = stream.ownership_changed(OWNERSHIP_CHECK) => {}
+                changed = stop.changed() => if changed.is_err() { break },
             }
         }
         // Stopping: what is held stays pending in the stream, for the next owner.
+        stream.set_reading(false, &reader).await;
         self.let_go(&mut lanes);
     }
 
@@ -345,13 +362,5 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Waits `wait`, or until told to stop: whether to go on.
-async fn idle(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        changed = stop.changed() => changed.is_ok() && !*stop.borrow(),
     }
 }

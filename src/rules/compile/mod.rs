@@ -305,39 +305,63 @@ fn compile_steps(
         }]));
     }
     let lines = LineIndex::new(source);
-    let parsed = match positions
-        .plain_rule_starts()
-        .and_then(|starts| split::type_rules(source, &lines, starts))
-    {
-        Some(rules) => Ok(rules.into_iter().map(RuleInput::Typed).collect()),
-        None => parse_rules(source),
-    };
     // Template files a living rule set holds compiled (of another account on the same
     // directory, or the set this load will replace) are not compiled again.
     let (files_key, compiled) = registry::lookup(template_files);
+    let starts = positions.plain_rule_starts().map(<[_]>::to_vec);
     let mut c = Compiler::new(file, positions, template_files, compiled.as_deref());
     c.media_dir = media_dir.map(Path::to_owned);
     files::register(&mut c, template_files, compiled.is_some());
 
-    let inputs = match parsed {
-        Ok(inputs) => inputs,
-        Err(e) => {
-            let at = e.position.or_else(|| c.positions.key(&e.path));
-            c.error(None, at, e.message);
-            return Err(LoadError(c.errors));
-        }
-    };
-    if !timezone_holds(&mut c) {
-        return Err(LoadError(c.errors));
-    }
-    let mut rules = Vec::with_capacity(inputs.len());
+    let mut rules = Vec::with_capacity(starts.as_ref().map_or(0, Vec::len));
     let mut off = Vec::new();
     let mut names = Names::default();
-    for (i, input) in inputs.into_iter().enumerate() {
-        match rule::compile_rule(&mut c, i, input, &mut names) {
-            Some(rule) if rule.off => off.push(rule),
-            Some(rule) => rules.push(rule),
-            None => {}
+    // A plain file's rules are typed in pieces on every core and each piece compiled as it
+    // comes, so the raw rules of the whole file are never held at once. (A file whose time
+    // zone is wrong takes the other way, which reports its YAML errors first.)
+    let zone_holds = c
+        .positions
+        .timezone()
+        .is_none_or(|tz| jiff::tz::TimeZone::get(tz).is_ok());
+    let streamed = starts.filter(|_| zone_holds).and_then(|starts| {
+        split::type_rules_each(source, &lines, &starts, |first, piece| {
+            for (j, raw) in piece.into_iter().enumerate() {
+                match rule::compile_rule(&mut c, first + j, RuleInput::Typed(raw), &mut names) {
+                    Some(rule) if rule.off => off.push(rule),
+                    Some(rule) => rules.push(rule),
+                    None => {}
+                }
+            }
+        })
+    });
+    if streamed.is_none() {
+        // Typed whole (which finds every YAML error), by a compiler that has seen nothing
+        // of the pieces compiled before one failed to type.
+        if !rules.is_empty() || !off.is_empty() || !c.errors.is_empty() {
+            c = Compiler::new(file, c.positions, template_files, compiled.as_deref());
+            files::register(&mut c, template_files, compiled.is_some());
+            rules.clear();
+            off.clear();
+            names = Names::default();
+        }
+        let inputs = match parse_rules(source) {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                let at = e.position.or_else(|| c.positions.key(&e.path));
+                c.error(None, at, e.message);
+                return Err(LoadError(c.errors));
+            }
+        };
+        if !timezone_holds(&mut c) {
+            return Err(LoadError(c.errors));
+        }
+        rules.reserve(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match rule::compile_rule(&mut c, i, input, &mut names) {
+                Some(rule) if rule.off => off.push(rule),
+                Some(rule) => rules.push(rule),
+                None => {}
+            }
         }
     }
 
