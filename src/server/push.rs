@@ -131,10 +131,15 @@ pub(crate) async fn receive(
         (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
-    let (counted, content_type) = match outcome {
+    let (counted, content_type) = match &outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
-        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
+        Outcome::Failed { error, .. } => {
+            if error.reason == crate::render::MEDIA_PENDING {
+                live.metrics().observe_media_pending();
+            }
+            (RequestOutcome::Error, PLAIN_TEXT)
+        }
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     let stored = Answer {
@@ -363,9 +368,10 @@ enum Held<'a> {
 }
 
 /// What the rules say about `message`, given the rule `found` (not cooling down), the
-/// rule's call made and its `send:` queued; and, with the dashboard on, what follows the
-/// answer (for a rule that calls or sends). A rule with a cooldown claimed it when it was
-/// found, and keeps the claim only if it answers.
+/// rule's call made and its `send:` queued; with the dashboard on, what follows the answer
+/// (for a rule that calls or sends); and whether the push is joined to a call still
+/// running (`server::slow`). An answer kept for the user comes first. A rule with a
+/// cooldown claimed it when it was found, and keeps the claim only if it answers.
 async fn decide(
     state: &AppState,
     live: &Arc<Live>,
