@@ -407,3 +407,64 @@ async fn a_service_may_answer_202_and_deliver_its_answer_once_to_a_signed_url() 
     assert_eq!(deliver(&app, &elsewhere, r#"{"answer": "x"}"#).await, 404);
     assert_eq!(deliver(&app, &path, "not json").await, 400);
 }
+
+#[actix_web::test]
+async fn with_the_customer_service_api_a_slow_answer_follows_the_holding_reply_once() {
+    let backend = Backend::start();
+    let fake = FakeWechat::start();
+    let scratch = scratch("slow-service", &backend);
+    let (state, _senders) = sending_state(&scratch, &fake);
+    let app = app(state).await;
+    let started = Instant::now();
+    let apps = [&app];
+    let bodies = [
+        text("s1", 801, "问 1000"),
+        text("s7", 807, "问 7000"),
+        text("s12", 812, "问 12000"),
+        text("s25", 825, "问 25000"),
+    ];
+    let (one, seven, twelve, late) = tokio::join!(
+        wechat_tries(&apps, &bodies[0]),
+        wechat_tries(&apps, &bodies[1]),
+        wechat_tries(&apps, &bodies[2]),
+        wechat_tries(&apps, &bodies[3]),
+    );
+    let (attempt, answer) = one.unwrap();
+    assert_eq!((attempt, content(&answer).as_str()), (1, "答案：想好了"));
+    // The others get the holding reply at `late.after` (3 s), on WeChat's first attempt.
+    for (got, user) in [(seven, "s7"), (twelve, "s12"), (late, "s25")] {
+        let (attempt, answer) = got.unwrap();
+        assert_eq!(
+            (attempt, content(&answer).as_str()),
+            (1, "正在思考，回复 1 查看结果"),
+            "{user}"
+        );
+    }
+    // Then the answer through the customer-service API, once each.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(
+        started + Duration::from_secs(25),
+    ))
+    .await;
+    let sent = delivered(&fake, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to = |user: &str| {
+        fake.delivered()
+            .iter()
+            .filter(|m| m["touser"] == user)
+            .count()
+    };
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.iter().all(|s| s == "答案：想好了"), "{sent:?}");
+    for user in ["s7", "s12", "s25"] {
+        assert_eq!(to(user), 1, "{user} gets the answer once");
+    }
+    assert_eq!(to("s1"), 0, "the passive reply was the answer");
+    for ms in ["1000", "7000", "12000", "25000"] {
+        let calls = backend
+            .received()
+            .iter()
+            .filter(|r| r.target == format!("/slow/{ms}"))
+            .count();
+        assert_eq!(calls, 1, "/slow/{ms}");
+    }
+}
