@@ -820,6 +820,7 @@ async fn with_redis_a_push_decided_first_still_waits_for_an_attempt_in_flight_el
         content_type: "text/xml".into(),
         body: "<xml>theirs</xml>".into(),
         rule: Some("lucky".into()),
+        joined: false,
     });
     in_flight.complete(theirs).await;
     let (status, body, metrics) = push.await.unwrap();

@@ -377,7 +377,7 @@ async fn a_service_may_answer_202_and_deliver_its_answer_once_to_a_signed_url() 
     let scratch = scratch("slow-deliver", &backend);
     let mut state = state(&scratch, Store::Memory);
     let mut slow = wxrules::server::slow::SlowAnswers::new(state.clock.clone(), None);
-    slow.deliver_base = Some("http://wxrules.test".into());
+    slow.deliver_base = Some("http://127.0.0.1:9".into());
     state.slow = std::sync::Arc::new(slow);
     let app = app(state).await;
     let (body, query) = (text("d1", 700, "延迟"), signed_query());
@@ -387,7 +387,7 @@ async fn a_service_may_answer_202_and_deliver_its_answer_once_to_a_signed_url() 
         let received = backend.received();
         let call = received.iter().find(|r| r.target == "/deferred").unwrap();
         let url = call.header("x-wxrules-deliver").unwrap().to_owned();
-        let path = url.strip_prefix("http://wxrules.test").unwrap().to_owned();
+        let path = url.strip_prefix("http://127.0.0.1:9").unwrap().to_owned();
         assert_eq!(deliver(&app, &path, r#"{"answer": "好了"}"#).await, 200);
         path
     });

@@ -21,7 +21,7 @@ pub fn sign(parts: &[&str]) -> String {
     for part in sorted {
         hasher.update(part.as_bytes());
     }
-    hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// Checks `given` (hex, any case) against the signature of `parts`, in constant time.
@@ -33,16 +33,6 @@ pub fn verify_signature(given: &str, parts: &[&str]) -> Result<(), SignatureErro
     } else {
         Err(SignatureError::Mismatch)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -496,15 +496,6 @@ pub enum Via {
     Retries,
 }
 
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::CustomerService => "customer_service",
-            Via::Retries => "retries",
-        }
-    }
-}
-
 impl Late {
     pub fn after(&self) -> std::time::Duration {
         self.after
@@ -527,12 +518,6 @@ impl Late {
     /// How long an answer too late for the push waits for the next message.
     pub fn keep(&self) -> std::time::Duration {
         self.keep
-    }
-
-    /// Whether `text` (a message's keyword subject, folded) fetches a kept answer.
-    pub fn picks_up(&self, folded: Option<&str>) -> bool {
-        self.pickup.is_empty()
-            || folded.is_some_and(|text| self.pickup.iter().any(|word| &**word == text))
     }
 }
 

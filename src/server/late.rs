@@ -334,17 +334,20 @@ pub(super) async fn queue_sends(
 ) {
     let account = &live.account;
     let log_name = account.log_name();
+    let failed = |error: &dyn std::fmt::Display| {
+        tracing::error!(
+            event = "send_render_failed",
+            account = log_name,
+            rule = &**rule,
+            msg_id = message.msg_id().unwrap_or(""),
+            %error
+        );
+    };
     let mut replies = Vec::with_capacity(sends.len());
     for send in sends {
         match send {
             Ok(reply) => replies.push(reply),
-            Err(error) => tracing::error!(
-                event = "send_render_failed",
-                account = log_name,
-                rule = &**rule,
-                msg_id = message.msg_id().unwrap_or(""),
-                %error
-            ),
+            Err(error) => failed(&error),
         }
     }
     if replies.is_empty() {
@@ -376,13 +379,7 @@ pub(super) async fn queue_sends(
     for reply in replies {
         match CustomMessage::new(message.from_user(), reply) {
             Ok(m) => messages.push(m),
-            Err(error) => tracing::error!(
-                event = "send_render_failed",
-                account = log_name,
-                rule = &**rule,
-                msg_id = message.msg_id().unwrap_or(""),
-                %error
-            ),
+            Err(error) => failed(&error),
         }
     }
     let count = messages.len();

@@ -142,17 +142,13 @@ pub(crate) async fn receive(
         }
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
-    let stored = Answer {
+    // A push joined to a call still running: its retries find the holding reply, for the
+    // last of them, and join the call.
+    let stored = Arc::new(Answer {
         content_type: content_type.into(),
         body: body.into(),
         rule: outcome.shared_rule().cloned(),
-    };
-    // A push joined to a call still running: its retries find the holding reply, for the
-    // last of them, and join the call.
-    let stored = Arc::new(if joined {
-        slow::joined_answer(stored)
-    } else {
-        stored
+        joined,
     });
     match ticket {
         Held::Claimed(ticket) => {
@@ -221,7 +217,7 @@ async fn answered(
     started: Instant,
     wrapping: Wrapping,
 ) -> HttpResponse {
-    if slow::joined_type(answer).is_some() {
+    if answer.joined {
         let encrypt = matches!(wrapping, Wrapping::Safe);
         return slow::later_attempt(state, live, message, answer, started, encrypt).await;
     }

@@ -34,10 +34,6 @@ const ATTEMPTS: u32 = 3;
 /// The word that fetches the next part of a long answer, and the line that says so.
 pub const NEXT_WORD: &str = "继续";
 pub const NEXT_MARKER: &str = "\n（回复 继续 查看下一段）";
-/// The content type of a stored answer that stands for a push joined to a running call:
-/// its body is the holding reply, which the last attempt gives if the call has not answered.
-const JOINED: &str = "wxrules/joined;";
-
 /// What slow answers keep: the attempts joined to calls, and the answers kept for users'
 /// next messages.
 #[derive(Debug)]
@@ -82,19 +78,6 @@ struct KeptAnswer {
     pickup: Vec<String>,
     /// How long what is left is kept, in seconds.
     keep: u64,
-}
-
-/// The stored answer of a first attempt left without one: retries find it and join the call.
-pub(super) fn joined_answer(holding: Answer) -> Answer {
-    Answer {
-        content_type: format!("{JOINED}{}", holding.content_type).into(),
-        ..holding
-    }
-}
-
-/// The holding reply's own content type, if `answer` stands for a joined push.
-pub(super) fn joined_type(answer: &Answer) -> Option<&str> {
-    answer.content_type.strip_prefix(JOINED)
 }
 
 /// A long text split into parts WeChat takes (each ≤ 2048 bytes), each but the last
@@ -397,9 +380,8 @@ pub(super) async fn later_attempt(
     let outcome = match answer {
         Some(published) => outcome_of(&published, message, now),
         None => {
-            let content_type = joined_type(stored).unwrap_or(super::PLAIN_TEXT).to_owned();
             return HttpResponse::Ok()
-                .content_type(content_type)
+                .content_type(&*stored.content_type)
                 .body(stored.body.clone());
         }
     };

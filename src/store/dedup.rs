@@ -76,6 +76,10 @@ pub struct Answer {
     pub body: bytestring::ByteString,
     /// The rule that decided, for the retry's log line.
     pub rule: Option<Arc<str>>,
+    /// The push is joined to a call still running (`late.via: retries`): the body is the
+    /// holding reply, for WeChat's last attempt, and a retry waits for the call instead of
+    /// sending it at once.
+    pub joined: bool,
 }
 
 impl Answer {
@@ -97,11 +101,14 @@ impl Answer {
             body: &'a str,
             content_type: &'a str,
             rule: Option<&'a str>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            joined: bool,
         }
         let encoded = Encoded {
             body: &self.body,
             content_type: &self.content_type,
             rule: self.rule.as_deref(),
+            joined: self.joined,
         };
         // Strings always serialize; an empty value would read back as unreadable, and be
         // answered afresh.
@@ -114,6 +121,10 @@ impl Answer {
             content_type: value.get("content_type")?.as_str()?.to_owned().into(),
             body: value.get("body")?.as_str()?.into(),
             rule: value.get("rule")?.as_str().map(Arc::from),
+            joined: value
+                .get("joined")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }
@@ -792,6 +803,7 @@ mod tests {
             content_type: "text/xml".into(),
             body: body.into(),
             rule: Some("r".into()),
+            joined: false,
         })
     }
 
@@ -850,8 +862,11 @@ mod tests {
             content_type: "text/plain; charset=utf-8".into(),
             body: "<xml>\"]]>\n😀</xml>".into(),
             rule: None,
+            joined: false,
         };
-        assert_eq!(Answer::decode(a.encode().as_bytes()), Some(a));
+        assert_eq!(Answer::decode(a.encode().as_bytes()), Some(a.clone()));
+        let joined = Answer { joined: true, ..a };
+        assert_eq!(Answer::decode(joined.encode().as_bytes()), Some(joined));
         assert_eq!(Answer::decode(PENDING), None);
     }
 

@@ -339,14 +339,7 @@ mod tests {
     #[tokio::test]
     async fn in_redis_an_attempt_on_another_instance_gets_the_answer() {
         let server = super::super::redis_server::RedisServer::start();
-        let link = || {
-            Some(Arc::new(Link::new(
-                redis::Client::open(server.url()).unwrap(),
-                "test".into(),
-                Duration::from_millis(250),
-                Duration::from_millis(50),
-            )))
-        };
+        let link = || Some(super::super::test_link(&server.url()));
         let (one, other) = (Joined::new(link()), Arc::new(Joined::new(link())));
         each_attempt_joins_and_the_last_closes(&one, "r1").await;
         // The call runs on `one`; the retry lands on `other`, which never began it.

@@ -325,14 +325,7 @@ mod tests {
     #[tokio::test]
     async fn in_redis_instances_share_values() {
         let server = super::super::redis_server::RedisServer::start();
-        let link = || {
-            Some(Arc::new(Link::new(
-                redis::Client::open(server.url()).unwrap(),
-                "test".into(),
-                Duration::from_millis(250),
-                Duration::from_millis(50),
-            )))
-        };
+        let link = || Some(super::super::test_link(&server.url()));
         let clock = Arc::new(ManualClock::new(1_000));
         let one = Kept::new(clock.clone(), link());
         values_swap_only_from_what_was_read(&one).await;

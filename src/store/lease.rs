@@ -84,16 +84,7 @@ mod tests {
     use super::super::redis_server;
     use super::*;
 
-    fn link(url: &str) -> Arc<Link> {
-        let client = redis::Client::open(url).unwrap();
-        let link = Link::new(
-            client,
-            "test".into(),
-            Duration::from_millis(250),
-            Duration::from_millis(50),
-        );
-        Arc::new(link)
-    }
+    use super::super::test_link as link;
 
     #[tokio::test]
     async fn only_the_owner_renews_or_lets_go_and_scripts_load_themselves() {

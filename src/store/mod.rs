@@ -42,6 +42,14 @@ pub(crate) mod token;
 #[allow(dead_code, unreachable_pub)]
 mod redis_server;
 
+/// A link to the tests' own `redis-server` at `url`, with short timeouts.
+#[cfg(test)]
+fn test_link(url: &str) -> std::sync::Arc<Link> {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
+    let (timeout, retry_after) = (Duration::from_millis(250), Duration::from_millis(50));
+    std::sync::Arc::new(Link::new(client, "test".into(), timeout, retry_after))
+}
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;

@@ -195,7 +195,6 @@ impl Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     async fn windows_count_and_reset(quota: &Quota) {
         let message = Window::after(1_000, 1, None);
@@ -242,12 +241,7 @@ mod tests {
     #[tokio::test]
     async fn in_redis() {
         let server = super::super::redis_server::RedisServer::start();
-        let link = Arc::new(Link::new(
-            redis::Client::open(server.url()).unwrap(),
-            "test".into(),
-            Duration::from_millis(250),
-            Duration::from_millis(50),
-        ));
+        let link = super::super::test_link(&server.url());
         windows_count_and_reset(&Quota::new(Some(Arc::clone(&link)))).await;
         assert!(!link.is_down(), "every step ran in Redis, none fell back");
     }

@@ -316,14 +316,7 @@ mod tests {
     #[tokio::test]
     async fn in_redis_instances_share_what_they_saw_and_a_lost_redis_falls_back() {
         let redis = redis_server::RedisServer::start();
-        let link = |url: &str| {
-            Arc::new(Link::new(
-                redis::Client::open(url).unwrap(),
-                "test".into(),
-                Duration::from_millis(250),
-                Duration::from_millis(50),
-            ))
-        };
+        let link = crate::store::test_link;
         let one = Replays::new(Some(link(&redis.url())));
         each_query_keeps_its_first_body(&one).await;
         // A second instance sees what the first saw.
