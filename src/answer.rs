@@ -162,6 +162,7 @@ fn scope_of<'a>(
         rule,
         captures: &found.captures,
         call,
+        state: found.state.as_deref(),
     }
 }
 

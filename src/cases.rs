@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::act::call::CallResult;
 use crate::answer::{after_call, Decision, Outcome};
+use crate::converse;
 use crate::rules::RuleSet;
+use crate::store::conversation::{Record, GRACE};
 use crate::wire::{write_fields, Message};
 
 /// Why the cases file cannot be used (as opposed to a case that fails).
@@ -33,14 +36,72 @@ struct CasesFile {
     cases: Vec<Case>,
 }
 
-/// One case: a message, and what the rules must do with it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One case: a message and what the rules must do with it, or a `conversation` of such
+/// steps from one user, in order.
+#[derive(Debug)]
 pub struct Case {
     pub name: String,
+    step: Step,
+    /// The steps of a conversation; empty for a case of one message (`step`).
+    conversation: Vec<Step>,
+}
+
+impl<'de> Deserialize<'de> for Case {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Case, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_yaml::Mapping::deserialize(d)?;
+        let name = match map.remove("name") {
+            Some(serde_yaml::Value::String(name)) => name,
+            Some(serde_yaml::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(D::Error::custom("a case's `name` is text")),
+            None => return Err(D::Error::missing_field("name")),
+        };
+        let conversation = match map.remove("conversation") {
+            Some(steps) => serde_yaml::from_value::<Vec<Step>>(steps)
+                .map_err(|e| D::Error::custom(format!("case `{name}`: `conversation`: {e}")))?,
+            None => Vec::new(),
+        };
+        if !conversation.is_empty() && !map.is_empty() {
+            return Err(D::Error::custom(format!(
+                "case `{name}`: a `conversation` case has its messages and expectations in its steps"
+            )));
+        }
+        let step = serde_yaml::from_value::<Step>(serde_yaml::Value::Mapping(map))
+            .map_err(|e| D::Error::custom(format!("case `{name}`: {e}")))?;
+        Ok(Case {
+            name,
+            step,
+            conversation,
+        })
+    }
+}
+
+impl Case {
+    /// Whether the case is a conversation of several steps.
+    pub fn is_conversation(&self) -> bool {
+        !self.conversation.is_empty()
+    }
+
+    fn steps(&self) -> &[Step] {
+        if self.conversation.is_empty() {
+            std::slice::from_ref(&self.step)
+        } else {
+            &self.conversation
+        }
+    }
+}
+
+/// One message of a case, and what the rules must do with it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
     /// A text message with this `Content`.
     #[serde(default)]
     text: Option<String>,
+    /// A tap on a reply's choice: a text message carrying `bizmsgmenuid` (with `text`,
+    /// the choice's text).
+    #[serde(default)]
+    choice: Option<String>,
     /// An event with this `Event`.
     #[serde(default)]
     event: Option<String>,
@@ -71,9 +132,17 @@ pub struct Case {
     /// For a rule with a `call`: answer as if the call had failed for this reason.
     #[serde(default)]
     call_error: Option<String>,
-    /// The moment the rules' `active` windows are evaluated at (RFC 3339); default now.
+    /// When the message comes: an RFC 3339 time, or `+DURATION` after the step before
+    /// (`+11m`); default now, or the step before's time. The rules' `active` windows and
+    /// states' `ttl` are held to it.
     #[serde(default)]
     at: Option<String>,
+    /// The user's conversation state after the message: a state's name, or `none`.
+    #[serde(default)]
+    state: Option<String>,
+    /// Vars the state must hold after the message (others may be there too).
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
 }
 
 fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -155,9 +224,17 @@ pub struct Observed {
     pub text: Option<String>,
 }
 
-/// What `rules` do with `case`'s message (its expectations are not looked at).
+/// What `rules` do with `case`'s message (its expectations are not looked at). A
+/// conversation's expectations are its steps', which are not taken whole.
 pub fn observe(rules: &RuleSet, case: &Case, base: &Path) -> Result<Observed, String> {
-    let outcome = outcome_of(rules, case, base)?;
+    if case.is_conversation() {
+        return Err(format!(
+            "case `{}` is a conversation: change its steps' expectations in the tests file",
+            case.name
+        ));
+    }
+    let mut user = User::default();
+    let outcome = user.answer(rules, &case.step, base)?;
     let (msg_type, text) = match &outcome {
         Outcome::Replied { reply, .. } => (
             Some(reply.msg_type().to_owned()),
@@ -176,23 +253,48 @@ pub fn observe(rules: &RuleSet, case: &Case, base: &Path) -> Result<Observed, St
 }
 
 fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
-    if case.rule.is_none()
-        && case.reply_contains.is_none()
-        && case.reply_type.is_none()
-        && case.ignore.is_none()
+    let mut user = User::default();
+    let steps = case.steps();
+    for (i, step) in steps.iter().enumerate() {
+        let checked = check_step(rules, &mut user, step, base);
+        match checked {
+            Ok(()) => {}
+            Err(why) if !case.is_conversation() => return Err(why),
+            Err(why) => {
+                let said = step
+                    .text
+                    .as_deref()
+                    .or(step.event.as_deref())
+                    .map(|t| format!(" ({})", crate::rules::excerpt::excerpt(t)))
+                    .unwrap_or_default();
+                return Err(format!("step {} of {}{said}: {why}", i + 1, steps.len()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_step(rules: &RuleSet, user: &mut User, step: &Step, base: &Path) -> Result<(), String> {
+    if step.rule.is_none()
+        && step.reply_contains.is_none()
+        && step.reply_type.is_none()
+        && step.ignore.is_none()
+        && step.state.is_none()
+        && step.vars.is_empty()
     {
         return Err(
-            "no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`".into(),
+            "no expectation: give `rule`, `reply_contains`, `reply_type`, `ignore` or `state`"
+                .into(),
         );
     }
-    let outcome = outcome_of(rules, case, base)?;
+    let outcome = user.answer(rules, step, base)?;
     let decided = outcome.rule().map(str::to_owned);
     let shown = |r: &Option<String>| {
         r.as_deref()
             .map_or("no rule".to_owned(), |r| format!("rule `{r}`"))
     };
     let mut problems = Vec::new();
-    if let Some(expected) = &case.rule {
+    if let Some(expected) = &step.rule {
         if *expected != decided {
             problems.push(format!(
                 "expected {}, got {}",
@@ -205,7 +307,7 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
         problems.push(format!("the reply failed to render: {error}"));
     }
     let replied = matches!(outcome, Outcome::Replied { .. });
-    match case.ignore {
+    match step.ignore {
         Some(true) if replied => problems.push(format!(
             "expected `success`, got a reply: {}",
             outcome.body()
@@ -213,7 +315,7 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
         Some(false) if !replied => problems.push("expected a reply, got `success`".to_owned()),
         _ => {}
     }
-    if let Some(part) = &case.reply_contains {
+    if let Some(part) = &step.reply_contains {
         if !replied {
             problems.push(format!(
                 "expected a reply containing {part:?}, got `success`"
@@ -225,15 +327,29 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
             ));
         }
     }
-    if let (Some(kind), Outcome::Replied { reply, .. }) = (&case.reply_type, &outcome) {
+    if let (Some(kind), Outcome::Replied { reply, .. }) = (&step.reply_type, &outcome) {
         if reply.msg_type() != kind {
             problems.push(format!(
                 "expected a {kind} reply, got a {} reply",
                 reply.msg_type()
             ));
         }
-    } else if let Some(kind) = &case.reply_type {
+    } else if let Some(kind) = &step.reply_type {
         problems.push(format!("expected a {kind} reply, got `success`"));
+    }
+    let now_in = user.state_name();
+    if let Some(expected) = step.state.as_deref().map(str::trim) {
+        let got = now_in.unwrap_or("none");
+        if expected != got {
+            problems.push(format!("expected state {expected}, got state {got}"));
+        }
+    }
+    for (key, expected) in &step.vars {
+        let got = user.var(key);
+        if got != Some(expected.as_str()) {
+            let got = got.map_or("none".to_owned(), |v| format!("{v:?}"));
+            problems.push(format!("expected var `{key}` = {expected:?}, got {got}"));
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -242,43 +358,153 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
     }
 }
 
-/// The outcome of `case`'s message on `rules`.
-fn outcome_of(rules: &RuleSet, case: &Case, base: &Path) -> Result<Outcome, String> {
-    let xml = build_message(case, base)?;
-    let message =
-        Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
-    if case.call_response.is_some() && case.call_error.is_some() {
-        return Err("give `call_response` or `call_error`, not both".into());
-    }
-    let now = message.create_time();
-    let at = match &case.at {
-        Some(text) => text
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| format!("`at` is an RFC 3339 time (`2026-11-30T20:00:00+08:00`): {e}"))
-            .and_then(|t| {
-                u64::try_from(t.as_second()).map_err(|_| "`at` is before 1970".to_owned())
-            })?,
-        None => crate::clock::Clock::now(&crate::clock::SystemClock),
-    };
-    let stub = crate::act::call::stub(case.call_response.as_ref(), case.call_error.as_deref());
-    let found = rules.find(&crate::rules::Subject::at(&message, at));
-    let outcome = match crate::answer::decide_found(rules, &message, found, now) {
-        Decision::Done(outcome) => outcome,
-        Decision::Call(found) => {
-            let Some(result) = &stub else {
-                return Err(format!(
-                    "rule `{}` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests",
-                    found.rule.name()
-                ));
-            };
-            after_call(rules, &message, &found, result, now)
-        }
-    };
-    Ok(outcome)
+/// The one user of a case: their conversation state, and the time of their last message.
+#[derive(Debug, Default)]
+struct User {
+    record: Option<Record>,
+    at: Option<u64>,
 }
 
-/// The message XML a case describes.
-fn build_message(case: &Case, base: &Path) -> Result<String, String> {
+impl User {
+    fn state_name(&self) -> Option<&str> {
+        let at = self.at.unwrap_or(0);
+        self.record
+            .as_ref()
+            .filter(|r| r.expires > at)
+            .map(|r| r.state.as_str())
+    }
+
+    fn var(&self, key: &str) -> Option<&str> {
+        let at = self.at.unwrap_or(0);
+        self.record
+            .as_ref()
+            .filter(|r| r.expires > at)
+            .and_then(|r| r.vars.get(key))
+            .map(String::as_str)
+    }
+
+    /// When `step`'s message comes (unix seconds).
+    fn time_of(&self, step: &Step) -> Result<u64, String> {
+        let now = || crate::clock::Clock::now(&crate::clock::SystemClock);
+        let Some(text) = step.at.as_deref().map(str::trim) else {
+            return Ok(self.at.unwrap_or_else(now));
+        };
+        if let Some(after) = text.strip_prefix('+') {
+            let d = humantime::parse_duration(after.trim()).map_err(|e| {
+                format!("`at: +…` is a duration after the step before (`+11m`): {e}")
+            })?;
+            return Ok(self.at.unwrap_or_else(now).saturating_add(d.as_secs()));
+        }
+        text.parse::<jiff::Timestamp>()
+            .map_err(|e| {
+                format!(
+                    "`at` is an RFC 3339 time (`2026-11-30T20:00:00+08:00`) or `+DURATION`: {e}"
+                )
+            })
+            .and_then(|t| {
+                u64::try_from(t.as_second()).map_err(|_| "`at` is before 1970".to_owned())
+            })
+    }
+
+    /// The outcome of `step`'s message on `rules`, as the server would answer this user;
+    /// their state moved on as the server would move it.
+    fn answer(&mut self, rules: &RuleSet, step: &Step, base: &Path) -> Result<Outcome, String> {
+        let xml = build_message(step, base)?;
+        let message =
+            Message::parse(xml.as_bytes()).map_err(|e| format!("the message is invalid: {e}"))?;
+        if step.call_response.is_some() && step.call_error.is_some() {
+            return Err("give `call_response` or `call_error`, not both".into());
+        }
+        let now = message.create_time();
+        let at = self.time_of(step)?;
+        self.at = Some(at);
+        let (before, ended) = match self.record.take() {
+            Some(record) if record.expires > at => (
+                Some(std::sync::Arc::new(converse::seen(&record, &message))),
+                None,
+            ),
+            Some(record) if record.expires.saturating_add(GRACE.as_secs()) > at => {
+                (None, Some(record))
+            }
+            _ => (None, None),
+        };
+        if let Some(ended) = &ended {
+            if let Some(outcome) = converse::expired_reply(rules, &message, ended, now) {
+                return Ok(outcome);
+            }
+            // An event leaves the ended state to be told at the next message.
+            if !converse::counts(&message) {
+                self.record = Some(ended.clone());
+            }
+        }
+        let subject = crate::rules::Subject::at(&message, at);
+        let subject = match &before {
+            Some(user) => subject.in_state(Some(&user.name), user.tries),
+            None => subject,
+        };
+        let found = rules.find(&subject).map(|mut m| {
+            m.state.clone_from(&before);
+            m
+        });
+        let stub = crate::act::call::stub(step.call_response.as_ref(), step.call_error.as_deref());
+        let before_state = before.as_deref();
+        let moved = converse::after(
+            rules,
+            &message,
+            found.as_ref(),
+            before_state,
+            None,
+            at,
+            true,
+        );
+        let unmoved = converse::after(rules, &message, None, before_state, None, at, false);
+        let (outcome, after) = match crate::answer::decide_found(rules, &message, found, now) {
+            Decision::Done(outcome) => {
+                let after = match outcome {
+                    Outcome::Failed { .. } => unmoved,
+                    _ => moved,
+                };
+                (outcome, after)
+            }
+            Decision::Call(m) => {
+                let Some(result) = &stub else {
+                    return Err(format!(
+                        "rule `{}` calls a service: give `call_response:` (its JSON answer) or `call_error:` (a reason), as no call is made in tests",
+                        m.rule.name()
+                    ));
+                };
+                let outcome = after_call(rules, &message, &m, result, now);
+                let after = match (m.rule.transition(), result) {
+                    (None, _) => unmoved,
+                    (Some(_), CallResult::Answered(answered)) => converse::after(
+                        rules,
+                        &message,
+                        Some(&m),
+                        before_state,
+                        Some(&answered.value),
+                        at,
+                        true,
+                    ),
+                    (Some(_), CallResult::Failed(_)) => unmoved,
+                };
+                (outcome, after)
+            }
+        };
+        match after {
+            converse::After::Keep => {
+                if self.record.is_none() {
+                    self.record = before.as_deref().map(converse::record_of);
+                }
+            }
+            converse::After::Put(record) => self.record = Some(record),
+            converse::After::Clear => self.record = None,
+        }
+        Ok(outcome)
+    }
+}
+
+/// The message XML a step describes.
+fn build_message(case: &Step, base: &Path) -> Result<String, String> {
     let given = [
         case.text.is_some(),
         case.event.is_some(),
@@ -304,6 +530,11 @@ fn build_message(case: &Case, base: &Path) -> Result<String, String> {
         fields.push(("MsgType".into(), "text".into()));
         fields.push(("Content".into(), text.clone()));
         fields.push(("MsgId".into(), "1".into()));
+        if let Some(choice) = &case.choice {
+            fields.push(("bizmsgmenuid".into(), choice.clone()));
+        }
+    } else if case.choice.is_some() {
+        return Err("a `choice` is tapped on a text: give its `text` too".into());
     } else if let Some(event) = &case.event {
         fields.push(("MsgType".into(), "event".into()));
         fields.push(("Event".into(), event.clone()));

@@ -245,6 +245,7 @@ pub fn describe_request(caller: &Caller, found: &Match<'_>, message: &Message) -
         rule: found.rule.name(),
         captures: &found.captures,
         call: None,
+        state: found.state.as_deref(),
     };
     let request = match caller.request(call, &scope) {
         Ok(request) => request,

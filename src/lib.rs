@@ -12,6 +12,8 @@
 //! - [`answer`](mod@answer): the decision for one message, shared by the server, `explain` (the
 //!   dashboard's try) and `cases` (`wxrules test`); [`import`]: the MP console's export.
 //! - [`parts`]: a long answer cut into parts WeChat takes; Markdown as chat text.
+//! - [`converse`]: a user's conversation state as rules see it, and what it becomes after
+//!   a rule answered (the server and `wxrules test` keep it).
 //!
 //! What a decision asks for, and where state lives:
 //! - [`act`]: a rule's `call` to the account's service, and the `outbox` of
@@ -35,6 +37,7 @@ pub mod answer;
 pub mod cases;
 pub mod cli;
 pub mod clock;
+pub mod converse;
 pub mod crypto;
 pub mod edit;
 pub mod editor;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Map, Value};
 
+use crate::rules::conversation::UserState;
 use crate::rules::tpl::{Segment, Simple};
 use crate::rules::{ArticleSpec, Captures, ReplySpec, RuleSet, Tpl};
 use crate::wire::{Article, FieldRef, Message, Reply};
@@ -30,6 +31,8 @@ pub struct Scope<'a> {
     pub captures: &'a Captures,
     /// The JSON object the rule's service answered (`call:`), if it has one and it did.
     pub call: Option<&'a Value>,
+    /// The user's conversation state (`state.name`, `state.vars.…`, `state.tries`).
+    pub state: Option<&'a UserState>,
 }
 
 impl Scope<'_> {
@@ -46,6 +49,18 @@ impl Scope<'_> {
         fields.insert("rule".into(), Value::String(self.rule.to_owned()));
         if let Some(call) = self.call {
             fields.insert("call".into(), call.clone());
+        }
+        if let Some(state) = self.state {
+            let vars: Map<String, Value> = state
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let mut object = Map::new();
+            object.insert("name".into(), Value::String(state.name.clone()));
+            object.insert("tries".into(), Value::from(state.tries));
+            object.insert("vars".into(), Value::Object(vars));
+            fields.insert("state".into(), Value::Object(object));
         }
         Value::Object(fields)
     }
@@ -73,6 +88,17 @@ impl Scope<'_> {
                 _ => None,
             },
             "rule" => rest.is_empty().then_some(Resolved::Str(self.rule)),
+            "state" => {
+                let state = self.state?;
+                match rest {
+                    [] => Some(Resolved::Object),
+                    [name] if name == "name" => Some(Resolved::Str(&state.name)),
+                    [tries] if tries == "tries" => Some(Resolved::Count(state.tries)),
+                    [vars] if vars == "vars" => Some(Resolved::Object),
+                    [vars, key] if vars == "vars" => state.vars.get(key).map(|v| Resolved::Str(v)),
+                    _ => None,
+                }
+            }
             "call" if self.call.is_some() => {
                 let mut value = self.call?;
                 for part in rest {
@@ -100,6 +126,7 @@ impl Scope<'_> {
 
 enum Resolved<'a> {
     Str(&'a str),
+    Count(u32),
     Json(&'a Value),
     /// A service's object or list, written as JSON.
     Structured(&'a Value),
@@ -143,6 +170,11 @@ impl Simple {
                         write(&text, &mut out);
                     }
                     Some(Resolved::Object) => write("[object]", &mut out),
+                    Some(Resolved::Count(n)) => {
+                        text.clear();
+                        text.push_str(&n.to_string());
+                        write(&text, &mut out);
+                    }
                     None => {
                         return Err(RenderError {
                             template: self.file().unwrap_or(scope.rule).to_owned(),
@@ -195,6 +227,11 @@ pub fn render_reply(
     render_spec(rules, spec, scope, &context)
 }
 
+/// One string (a `set:`'s var) rendered for `scope`.
+pub fn render_text(rules: &RuleSet, tpl: &Tpl, scope: &Scope<'_>) -> Result<String, RenderError> {
+    render_str(rules, tpl, scope, &OnceCell::new())
+}
+
 fn render_spec(
     rules: &RuleSet,
     spec: &ReplySpec,
@@ -204,6 +241,11 @@ fn render_spec(
     let s = |t: &Tpl| render_str(rules, t, scope, context);
     Ok(match spec {
         ReplySpec::Text(t) => Reply::Text { content: s(t)? },
+        ReplySpec::Choices(choices) => {
+            let mut content = s(&choices.text)?;
+            choices.append_links(&mut content);
+            Reply::Text { content }
+        }
         ReplySpec::Image(t) => Reply::Image { media_id: s(t)? },
         ReplySpec::Voice(t) => Reply::Voice { media_id: s(t)? },
         ReplySpec::Video(v) => Reply::Video {
@@ -367,6 +409,7 @@ pub(crate) fn first_reply(rules: &RuleSet, xml: &str) -> Result<Reply, RenderErr
         rule: found.rule.name(),
         captures: &found.captures,
         call: None,
+        state: None,
     };
     render_reply(rules, spec, &scope)
 }
@@ -429,7 +472,7 @@ mod simple_equals_handlebars {
                 ("order".into(), "41".into()),
                 ("order".into(), "42".into()),
             ];
-            let scope = Scope { message: &message, rule: "r", captures: &captures, call: None };
+            let scope = Scope { message: &message, rule: "r", captures: &captures, call: None, state: None };
             let mut hb = registry();
             hb.register_template_string("t", &text).unwrap();
             let expected = hb.render("t", &scope.context()).map_err(|e| e.reason().to_string());
@@ -593,6 +636,7 @@ mod tests {
             rule: "r",
             captures: &captures,
             call: Some(&call),
+            state: None,
         };
         let text = "{{call.status}} {{call.tags}} {{call.n}} {{call.s}}";
         let expected = r#"{"code":2,"text":"已发货"} ["a","b"] 7 x"#;

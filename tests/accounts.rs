@@ -116,6 +116,10 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(wxrules::store::replay::Replays::new(None)),
         slow: Arc::new(wxrules::server::slow::SlowAnswers::new(clock.clone(), None)),
+        conversations: Arc::new(wxrules::store::conversation::Conversations::new(
+            clock.clone(),
+            None,
+        )),
         recent: None,
     };
     (state, fleet)

@@ -74,6 +74,10 @@ pub(super) struct ServeArgs {
     /// http:// and the listen address, 127.0.0.1 for an unspecified one; none with port 0].
     #[arg(long, env = "WXRULES_DELIVER_URL", value_name = "URL")]
     pub(super) deliver_url: Option<String>,
+    /// Users in a conversation state (`set:`) per account at most; past it the one set
+    /// least recently is put out of its state (counted in `wxrules_states_evicted_total`).
+    #[arg(long, env = "WXRULES_MAX_STATES", default_value_t = crate::store::conversation::PER_ACCOUNT, value_parser = clap::value_parser!(usize))]
+    pub(super) max_states: usize,
     /// Serve `/healthz`, `/metrics` and `POST /-/reload` on this address instead of the
     /// public port (e.g. 127.0.0.1:9180). An address other than loopback needs
     /// WXRULES_ADMIN_TOKEN, sent by clients as `Authorization: Bearer …`.
@@ -159,6 +163,7 @@ fn settle(args: &ServeArgs, config: Option<Config>) -> Result<Settled, ExitCode>
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     Ok(Settled {
         listen,
+        max_states: args.max_states.max(1),
         deliver_base: args
             .deliver_url
             .clone()
@@ -299,6 +304,9 @@ async fn assemble(
     let replays = crate::store::replay::Replays::new(dedup.redis());
     let mut slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
     slow.deliver_base = settled.deliver_base.clone();
+    let conversations =
+        crate::store::conversation::Conversations::new(Arc::clone(&clock), dedup.redis())
+            .bounded(settled.max_states);
     // The outbox in Redis is only as durable as Redis: say so at start when it is not.
     if let Some(redis) = dedup.redis() {
         if fleet.accounts.table().accounts().iter().any(|a| a.sends()) {
@@ -320,6 +328,7 @@ async fn assemble(
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
         slow: Arc::new(slow),
+        conversations: Arc::new(conversations),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled
             .admin_listen

@@ -30,6 +30,8 @@ pub(super) struct Settled {
     pub(super) pid_file: Option<PathBuf>,
     /// Host names the admin port answers to besides loopback ones (`--admin-host`).
     pub(super) admin_hosts: Vec<String>,
+    /// Users in a conversation state per account at most (`--max-states`).
+    pub(super) max_states: usize,
 }
 
 /// Signal streams, installed before anything else. A SIGHUP that arrives before its

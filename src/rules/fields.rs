@@ -105,6 +105,7 @@ pub(crate) fn matchable(criteria: &Criteria) -> Option<Vec<&'static Kind>> {
                 pinned = true;
             }
             (Field::Status, _) => kinds.retain(|k| has(k, "Status")),
+            (Field::Choice, _) => kinds.retain(|k| has(k, "bizmsgmenuid")),
             (Field::EventKey, _) => kinds.retain(|k| has(k, "EventKey")),
             (Field::Path(_), _) => {}
         }

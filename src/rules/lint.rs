@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use super::conversation::{StateWhen, Transition};
 use super::matcher::{Field, Pattern, StrMatcher};
 use super::{Action, Location, ReplySpec, Rule, RuleError, RuleSet};
 
@@ -108,9 +109,35 @@ pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     long_news(rules, &mut |r, m| out.push(warn(r, m)));
     unreachable(rules, path, &mut out);
     ended_windows(rules, &mut |r, m| out.push(warn(r, m)));
+    states(rules, &mut |r, m| out.push(warn(r, m)));
     temporary_media(rules, path, &mut out);
     out.sort_by_key(|w| w.location.line);
     out.into_iter().map(super::excerpt::bounded).collect()
+}
+
+/// A state that rules `set:` and no rule's `when: { state: NAME }` matches (only `any`
+/// rules answer in it), and a state a rule matches that no rule sets (it never matches).
+fn states(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
+    let all: Vec<&Rule> = rules.rules.iter().chain(&rules.off).collect();
+    let matched = |name: &str| {
+        all.iter()
+            .any(|r| matches!(r.state_when(), Some(StateWhen::Named(n)) if &**n == name))
+    };
+    for rule in &all {
+        if let Some(Transition::Set(set)) = rule.transition() {
+            if !matched(&set.name) {
+                warn(rule, format!("state `{}` is set here, and no rule's `when: {{ state: {} }}` answers in it (only `state: any` rules, or rules without a state)", set.name, set.name));
+            }
+        }
+        if let Some(StateWhen::Named(name)) = rule.state_when() {
+            if !rules.states.contains(name) {
+                warn(
+                    rule,
+                    format!("no rule sets state `{name}`: this rule never matches"),
+                );
+            }
+        }
+    }
 }
 
 /// What the rules ask of an account that has no customer-service API (`customer_service:
@@ -314,8 +341,30 @@ fn matcher_covers(a: &StrMatcher, b: &StrMatcher) -> bool {
     })
 }
 
+/// Whether every user state `b` matches in, `a` matches in too.
+fn state_covers(a: &Rule, b: &Rule) -> bool {
+    let (Some(sa), Some(sb)) = (a.when.state.as_deref(), b.when.state.as_deref()) else {
+        // A rule without a state criterion matches in any state; one with cannot cover one
+        // without.
+        return a.when.state.is_none();
+    };
+    let states = match (&sa.when, &sb.when) {
+        (StateWhen::Any, StateWhen::Any | StateWhen::Named(_)) => true,
+        (x, y) => x == y,
+    };
+    let tries = match (sa.tries_below, sb.tries_below) {
+        (None, _) => true,
+        (Some(a), Some(b)) => b <= a,
+        (Some(_), None) => false,
+    };
+    states && tries
+}
+
 /// Whether every message `b` matches is answered by `a` first.
 fn covers(a: &Rule, b: &Rule) -> bool {
+    if !state_covers(a, b) {
+        return false;
+    }
     a.when.tests.iter().all(|ta| {
         let same_field = b
             .when

@@ -7,6 +7,7 @@
 pub mod active;
 pub mod budget;
 pub(crate) mod compile;
+pub mod conversation;
 pub(crate) mod excerpt;
 mod fields;
 pub(crate) mod fold;
@@ -61,8 +62,15 @@ pub fn unchecked_rules(rules: &RuleSet) -> Vec<&Rule> {
             for spec in rule.specs() {
                 compile::collect_tpls(spec, &mut tpls);
             }
-            tpls.iter()
-                .any(|t| !matches!(t, Tpl::Literal(_) | Tpl::Media(_)))
+            // Templates that read nothing of the message (`{{state.tries}}`,
+            // `{{captures.x}}`) need no fields checked.
+            tpls.iter().any(|t| match t {
+                Tpl::Literal(_) | Tpl::Media(_) => false,
+                Tpl::Simple(simple) => simple
+                    .roots()
+                    .any(|r| !matches!(r, "rule" | "call" | "captures" | "state")),
+                Tpl::Template(_) => true,
+            })
         })
         .collect()
 }
@@ -100,6 +108,11 @@ pub struct RuleSet {
     /// message (too late, long, or past WeChat's quota): only then does any push look for a
     /// kept answer (otherwise only `继续`, for the rest of a long reply).
     pub(crate) keeps: bool,
+    /// Whether a rule reads (`when: { state }`) or writes (`set:`, `clear:`) a user's
+    /// conversation state: only then does a push look its user's state up.
+    pub(crate) converses: bool,
+    /// The names of the states rules `set:`, in file order, each once.
+    pub(crate) states: Vec<Arc<str>>,
     /// The media ids of its replies' files, as the uploader finds or makes them: the
     /// account's, shared by the sets it loads (`use_media_ids`).
     pub(crate) media_ids: Arc<MediaIds>,
@@ -117,6 +130,29 @@ impl fmt::Debug for RuleSet {
 }
 
 impl RuleSet {
+    /// Whether a rule reads or writes a user's conversation state (`when: { state }`,
+    /// `set:`, `clear:`): only then is a push's user's state looked up.
+    pub fn converses(&self) -> bool {
+        self.converses
+    }
+
+    /// The states rules `set:`, in file order.
+    pub fn states(&self) -> &[Arc<str>] {
+        &self.states
+    }
+
+    /// The `set:` of the rule named `rule` (on or off), for its `on_expire`.
+    pub fn set_by(&self, rule: &str) -> Option<&conversation::SetState> {
+        self.rules
+            .iter()
+            .chain(&self.off)
+            .find(|r| r.name() == rule)
+            .and_then(|r| match r.converse.as_deref() {
+                Some(conversation::Transition::Set(set)) => Some(set),
+                _ => None,
+            })
+    }
+
     /// Whether a push of this account may find an answer kept for its user (a rule has a
     /// `call` or `send:`).
     pub fn keeps(&self) -> bool {
@@ -230,6 +266,9 @@ pub struct Rule {
     pub(crate) off: bool,
     /// `format: plain`: its text replies' Markdown made WeChat text.
     pub(crate) plain: bool,
+    /// `set:` or `clear: true`: what it does to its user's conversation state once it has
+    /// answered. Boxed, as most rules have none.
+    pub(crate) converse: Option<Box<conversation::Transition>>,
     /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
     pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
@@ -301,6 +340,16 @@ impl Rule {
     /// The service it asks before replying (`call:`), with `on_error` and `late`.
     pub fn call(&self) -> Option<&Call> {
         self.call.as_deref()
+    }
+
+    /// What it does to its user's conversation state once it has answered.
+    pub fn transition(&self) -> Option<&conversation::Transition> {
+        self.converse.as_deref()
+    }
+
+    /// The state its `when` asks for, if any.
+    pub fn state_when(&self) -> Option<&conversation::StateWhen> {
+        self.when.state.as_deref().map(|s| &s.when)
     }
 
     /// When the rule last answered, in unix seconds, if it has since the server started.
@@ -385,7 +434,7 @@ impl ReplySpec {
     /// The reply's kind as the rules file names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            ReplySpec::Text(_) => "text",
+            ReplySpec::Text(_) | ReplySpec::Choices(_) => "text",
             ReplySpec::Image(_) => "image",
             ReplySpec::Voice(_) => "voice",
             ReplySpec::Video(_) => "video",
@@ -533,6 +582,8 @@ pub enum Action {
 #[derive(Debug)]
 pub enum ReplySpec {
     Text(Tpl),
+    /// A text with tap-to-answer `choices`; boxed, as few replies have them.
+    Choices(Box<conversation::ChoiceText>),
     Image(Tpl),
     Voice(Tpl),
     // Boxed: rare, and three to five times the size of the others, which every rule would

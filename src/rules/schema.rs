@@ -72,6 +72,31 @@ pub(crate) struct RawRule {
     /// `plain`: a text reply's Markdown (a backend's, an AI assistant's) made WeChat chat
     /// text: headings 【】, lists •, links `<a href>`, code indented, no `**`.
     pub(crate) format: Option<Scalar>,
+    /// Once the rule has answered, the user is in this conversation state (`when: { state:
+    /// NAME }` matches them) until it is cleared, replaced, or its `ttl` ends.
+    pub(crate) set: Option<Box<RawSet>>,
+    /// `true`: once the rule has answered, the user is in no state.
+    #[serde(default)]
+    pub(crate) clear: bool,
+}
+
+/// A rule's `set:`: the state its user is in once it has answered.
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SetState")]
+pub(crate) struct RawSet {
+    /// The state's name: letters, digits, `_` and `-` (`bind_phone`).
+    pub(crate) state: Scalar,
+    /// How long the state lasts (default `10m`, at most `7d`).
+    pub(crate) ttl: Option<Scalar>,
+    /// Values kept with the state, each a template as in a reply (`"{{captures.phone}}"`,
+    /// `"{{call.order}}"`); templates see them as `state.vars.NAME`. A later `set:` keeps
+    /// the vars it does not set.
+    #[serde(default)]
+    pub(crate) vars: BTreeMap<String, Scalar>,
+    /// The reply given on the user's first message after the state expired (instead of
+    /// what the rules would answer).
+    pub(crate) on_expire: Option<RawReply>,
 }
 
 fn on() -> bool {
@@ -159,6 +184,14 @@ pub(crate) struct RawWhen {
     /// Any other field by name; nested fields by dotted path (`ScanCodeInfo.ScanType`).
     #[serde(default)]
     pub(crate) fields: BTreeMap<String, RawMatcher>,
+    /// The user's conversation state: a name a rule `set:`s, `none` (in no state) or
+    /// `any` (in some state).
+    pub(crate) state: Option<Scalar>,
+    /// The tapped choice of a reply's `choices` (its `id`; the message's `bizmsgmenuid`).
+    pub(crate) choice: Option<RawMatcher>,
+    /// With `state`: `state.tries` (the user's messages in the state, this one included)
+    /// is below this number.
+    pub(crate) tries_below: Option<u32>,
 }
 
 /// A string matcher: `"x"` (exact), `[a, b]` (any of), or `{prefix|contains|regex|exact: …}`.
@@ -254,6 +287,21 @@ pub(crate) struct RawReply {
     /// One of these replies, picked at random for each message.
     #[schemars(length(min = 1))]
     one_of: Option<Vec<RawReply>>,
+    /// With `text`: tap-to-answer choices, appended as links; a tap comes back as a text
+    /// message of the choice's text, matched by `when: { choice: ID }` (or by keyword).
+    #[schemars(length(min = 1, max = 10))]
+    pub(crate) choices: Option<Vec<RawChoice>>,
+}
+
+/// One of a text reply's `choices`.
+#[derive(Debug, Hash, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Choice")]
+pub(crate) struct RawChoice {
+    /// What `when: { choice: ID }` matches (1 to 64 letters, digits, `_`, `-`).
+    pub(crate) id: Scalar,
+    /// What the link shows and what the tap sends (at most 128 bytes; no `"&<>`).
+    pub(crate) text: Scalar,
 }
 
 /// `transfer_customer_service:` with no value means the same as `{}`.

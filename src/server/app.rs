@@ -80,6 +80,8 @@ pub struct AppState {
     /// WeChat's attempts joined to slow calls, and answers kept for users' next messages
     /// (`late.via: retries`, long answers).
     pub slow: Arc<super::slow::SlowAnswers>,
+    /// Users' conversation states (`set:`, `when: { state }`).
+    pub conversations: Arc<crate::store::conversation::Conversations>,
     /// The last pushes and each rule's last hit, for the dashboard; kept only when the
     /// admin port serves it (`--admin-listen`).
     pub recent: Option<Arc<crate::telemetry::recent::Recent>>,

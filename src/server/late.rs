@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::converse;
 use super::slow::SlowAnswers;
 use super::AppState;
 use crate::accounts::Live;
@@ -55,6 +56,7 @@ pub(super) async fn ask_service(
         rule: &rule,
         captures: &found.captures,
         call: None,
+        state: found.state.as_deref(),
     };
     let late = call.late();
     let budget = match late {
@@ -67,12 +69,14 @@ pub(super) async fn ask_service(
         Err(failure) => {
             let result = CallResult::Failed(failure);
             log_call(account.log_name(), &rule, message, &result, false, after);
+            converse::after_call(&state.conversations, live, message, &found, &result, now).await;
             return (after_call(rules, message, &found, &result, now), false);
         }
     };
     let Some(late) = late else {
         let result = pending.run().await;
         log_call(account.log_name(), &rule, message, &result, false, after);
+        converse::after_call(&state.conversations, live, message, &found, &result, now).await;
         return (after_call(rules, message, &found, &result, now), false);
     };
     // The service may answer 202 and deliver its answer later, within the call's timeout.
@@ -103,6 +107,7 @@ pub(super) async fn ask_service(
         message: message.clone(),
         index: found.index,
         captures: found.captures.clone(),
+        user_state: found.state.clone(),
         now,
         metrics: live.metrics().call_metrics(),
         rule: Arc::clone(&rule),
@@ -110,6 +115,7 @@ pub(super) async fn ask_service(
         after: after.cloned(),
         _running: (state.late_calls.enter(), account.late_calls.enter()),
         slow: Arc::clone(&state.slow),
+        conversations: Arc::clone(&state.conversations),
         clock: Arc::clone(&state.clock),
     };
     let task = async move {
@@ -142,6 +148,7 @@ pub(super) async fn ask_service(
     let outcome = match result {
         Some(result) => {
             log_call(account.log_name(), &rule, message, &result, false, after);
+            converse::after_call(&state.conversations, live, message, &found, &result, now).await;
             after_call(rules, message, &found, &result, now)
         }
         None => {
@@ -169,6 +176,8 @@ struct LateCall {
     message: Message,
     index: usize,
     captures: crate::rules::Captures,
+    /// The user's conversation state when the push came.
+    user_state: Option<Arc<crate::rules::conversation::UserState>>,
     now: u64,
     metrics: crate::act::call::CallMetrics,
     rule: Arc<str>,
@@ -180,6 +189,8 @@ struct LateCall {
     _running: (crate::act::call::Running, crate::act::call::Running),
     /// The quota and the kept answers, for what it sends.
     slow: Arc<SlowAnswers>,
+    /// Users' conversation states, moved on when the call answers.
+    conversations: Arc<crate::store::conversation::Conversations>,
     clock: Arc<dyn crate::clock::Clock>,
 }
 
@@ -202,11 +213,13 @@ impl LateCall {
             message,
             index,
             captures,
+            user_state,
             now,
             rule: name,
             account,
             after,
             slow,
+            conversations,
             clock,
             ..
         } = self;
@@ -224,7 +237,9 @@ impl LateCall {
             rule,
             index,
             captures,
+            state: user_state,
         };
+        converse::after_call(&conversations, &live, &message, &found, &result, now).await;
         match after_call(&live.rules, &message, &found, &result, now) {
             Outcome::Replied { reply, sends, .. } => {
                 // A long text goes out in parts, in order (`server::slow::parts`).

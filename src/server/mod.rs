@@ -4,6 +4,7 @@
 mod admin;
 mod app;
 mod body;
+mod converse;
 mod dashboard;
 mod deliver;
 mod editor;

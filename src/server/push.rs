@@ -13,7 +13,7 @@ use super::late::{ask_service, queue_sends, Asked, SendAt};
 use super::query::{required, WechatQuery};
 use super::refusal::{count_refused, count_unrouted};
 use super::slow;
-use super::{body, AppState, ServiceError};
+use super::{body, converse, AppState, ServiceError};
 use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
@@ -82,7 +82,14 @@ pub(crate) async fn receive(
         Err(_) => return past_deadline(&state, &live, &message, started),
     };
     let now = state.clock.now();
-    let subject = Subject::at(&message, now);
+    // The user's conversation state, for an account whose rules have one (one comparison
+    // otherwise).
+    let looked = converse::look_up(&state, &live, &message).await;
+    let before = looked.before.as_deref();
+    let subject = match before {
+        None => Subject::at(&message, now),
+        Some(user) => Subject::at(&message, now).in_state(Some(&user.name), user.tries),
+    };
     let first = live.rules.find_skipping(&subject, &[]);
     // A rule that calls, sends or cools down acts beyond its reply: the push is claimed
     // everywhere (Redis too) before it acts, with its cooldown in the same round trip. Any
@@ -90,7 +97,9 @@ pub(crate) async fn receive(
     // deciding twice on two instances does nothing a user could see, and only one answer
     // goes out.
     // Taking an answer kept for the user (`server::slow`) is acting too.
+    // Moving a user's conversation along is acting too: a retry must not move it twice.
     let acts = slow::may_pick_up(&live, &message)
+        || live.rules.converses()
         || first.as_ref().is_some_and(|m| {
             m.rule.call().is_some() || !m.rule.send().is_empty() || m.rule.cooldown().is_some()
         });
@@ -122,9 +131,17 @@ pub(crate) async fn receive(
     } else {
         (Held::Unsettled(ticket), first)
     };
+    let found = found.map(|mut m| {
+        m.state.clone_from(&looked.before);
+        m
+    });
     let found_at = found.as_ref().map(|m| m.index);
-    let (mut outcome, after, joined) =
-        decide(&state, &live, &message, found, now, started, deadline).await;
+    let at = When {
+        now,
+        started,
+        deadline,
+    };
+    let (mut outcome, after, joined) = decide(&state, &live, &message, found, &looked, at).await;
     let body = match (&mut outcome, wrapping) {
         (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
@@ -373,13 +390,40 @@ async fn decide(
     live: &Arc<Live>,
     message: &Message,
     found: Option<Match<'_>>,
-    now: u64,
-    started: Instant,
-    deadline: tokio::time::Instant,
+    looked: &converse::Looked,
+    at: When,
 ) -> (Outcome, Option<Arc<Followup>>, bool) {
+    let When {
+        now,
+        started,
+        deadline,
+    } = at;
     if let Some(kept) = slow::pickup(state, live, message, now).await {
         return (kept, None, false);
     }
+    // A state that ended since the user's last message: its `on_expire` answers.
+    if let Some(ended) = &looked.ended {
+        if let Some(outcome) = crate::converse::expired_reply(&live.rules, message, ended, now) {
+            return (outcome, None, false);
+        }
+    }
+    // What the user's state becomes, written once the answer is known. A rule with a call
+    // and a `set:`/`clear:` moves it when its service answers (`converse::after_call`).
+    let moves = live.rules.converses().then(|| {
+        let before = looked.before.as_deref();
+        let by_call = found
+            .as_ref()
+            .is_some_and(|m| m.rule.call().is_some() && m.rule.transition().is_some());
+        let rules = &live.rules;
+        let unmoved = crate::converse::after(rules, message, None, before, None, now, false);
+        let moved = match &found {
+            Some(m) if m.rule.call().is_none() => {
+                crate::converse::after(rules, message, Some(m), before, None, now, true)
+            }
+            _ => unmoved.clone(),
+        };
+        (by_call, moved, unmoved)
+    });
     let after = found
         .as_ref()
         .filter(|m| {
@@ -407,6 +451,15 @@ async fn decide(
             Box::pin(ask_service(state, live, message, found, asked)).await
         }
     };
+    if let Some((by_call, moved, unmoved)) = moves {
+        if !by_call {
+            let after = match outcome {
+                Outcome::Failed { .. } => unmoved,
+                _ => moved,
+            };
+            converse::write(&state.conversations, live, message, after).await;
+        }
+    }
     slow::long_reply(state, live, message, &mut outcome, now).await;
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
@@ -426,6 +479,14 @@ async fn decide(
         }
     }
     (outcome, after, joined)
+}
+
+/// When the push came (its clock's second and instant) and must be answered by.
+#[derive(Debug, Clone, Copy)]
+struct When {
+    now: u64,
+    started: Instant,
+    deadline: tokio::time::Instant,
 }
 
 /// What the dashboard's ring keeps of a push besides the message and its outcome.

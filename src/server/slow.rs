@@ -179,6 +179,8 @@ pub(super) async fn first_attempt(
     if !slow.joined.begin(&key).await {
         // As many pushes joined as the process may hold: this one waits as long as it may.
         let result = pending.run().await;
+        let conversations = &state.conversations;
+        super::converse::after_call(conversations, live, message, &found, &result, asked.now).await;
         return (
             after_call(&live.rules, message, &found, &result, asked.now),
             false,
@@ -187,6 +189,8 @@ pub(super) async fn first_attempt(
     let task = {
         let (live, message, key) = (Arc::clone(live), message.clone(), Arc::clone(&key));
         let (index, captures, now) = (found.index, found.captures.clone(), asked.now);
+        let user_state = found.state.clone();
+        let conversations = Arc::clone(&state.conversations);
         let keep = late.keep();
         async move {
             let result = pending.run().await;
@@ -197,7 +201,10 @@ pub(super) async fn first_attempt(
                 rule,
                 index,
                 captures,
+                state: user_state,
             };
+            super::converse::after_call(&conversations, &live, &message, &found, &result, now)
+                .await;
             publish(&slow, &live, &message, &found, &result, &key, now, keep).await;
         }
     };

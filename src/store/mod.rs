@@ -18,12 +18,14 @@
 //! - [`joined`]: WeChat's attempts at one push joined to one slow call (`Joined`).
 //! - [`kept`]: answers kept for a user's next message (`Kept`).
 //! - [`quota`]: WeChat's customer-service quota per user (`Quota`).
+//! - [`conversation`]: users' conversation states (`Conversations`), bounded per account.
 //! - Here: the `--store` value (`Store`), `millis`, and the `SET`s that claim and store.
 //!
 //! A need is one file: a type that holds its in-process store and an `Option<Arc<Link>>`,
 //! builds its commands with `redis::Cmd` (durations in PX milliseconds, `millis`), runs them
 //! through `Link::run` or `Link::or_memory`, and its scripts through `redis::Script`.
 
+pub mod conversation;
 pub mod cooldown;
 pub mod dedup;
 pub mod joined;

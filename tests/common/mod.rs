@@ -103,6 +103,8 @@ pub fn state_with_dedup(
     let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
     let replays = wxrules::store::replay::Replays::new(dedup.redis());
     let slow = wxrules::server::slow::SlowAnswers::new(clock.clone(), dedup.redis());
+    let conversations =
+        wxrules::store::conversation::Conversations::new(clock.clone(), dedup.redis());
     AppState {
         fleet: Arc::new(fleet),
         metrics,
@@ -114,6 +116,7 @@ pub fn state_with_dedup(
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
         slow: Arc::new(slow),
+        conversations: Arc::new(conversations),
         recent: None,
     }
 }

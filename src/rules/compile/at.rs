@@ -21,6 +21,8 @@ pub(super) enum Key {
     Cooldown,
     Active,
     Format,
+    Set,
+    Clear,
 }
 
 impl Key {
@@ -38,6 +40,8 @@ impl Key {
             Key::Cooldown => "cooldown",
             Key::Active => "active",
             Key::Format => "format",
+            Key::Set => "set",
+            Key::Clear => "clear",
         }
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                 let written = used.parts.join(".");
                 let problem = match used.parts[0].as_str() {
                     "rule" | "call" => None,
+                    "state" => state_problem(&used.parts),
                     "captures" => {
                         let (names, count) = groups.get_or_insert_with(|| regex_groups(when));
                         capture_problem(&used.parts, names, *count)
@@ -66,7 +67,10 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                 let (problem, warning) = match problem {
                     Some(problem) => (problem, false),
                     None if used.each
-                        && !matches!(used.parts[0].as_str(), "rule" | "call" | "captures") =>
+                        && !matches!(
+                            used.parts[0].as_str(),
+                            "rule" | "call" | "captures" | "state"
+                        ) =>
                     {
                         match fields::each_problem(&used.parts, kinds.as_deref()) {
                             Some(problem) => (problem, true),
@@ -103,6 +107,20 @@ pub(super) fn check_fields(c: &mut Compiler<'_>, when: &Criteria, specs: &[(At<'
                 }
             }
         }
+    }
+}
+
+/// What is wrong with a `state.…` path: templates see `state.name`, `state.tries` and
+/// `state.vars.NAME` (or `state.vars` whole).
+fn state_problem(parts: &[String]) -> Option<String> {
+    match parts {
+        [_] => None,
+        [_, field] if matches!(field.as_str(), "name" | "tries" | "vars") => None,
+        [_, vars, _] if vars == "vars" => None,
+        _ => Some(format!(
+            "templates see `state.name`, `state.tries` and `state.vars.NAME`, not `{}`",
+            parts.join(".")
+        )),
     }
 }
 
@@ -198,6 +216,7 @@ pub(super) fn uses_root(c: &Compiler<'_>, spec: &ReplySpec, root: &str) -> bool 
     };
     match spec {
         ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => tpl(t),
+        ReplySpec::Choices(choices) => tpl(&choices.text),
         ReplySpec::Video(v) => [&v.media_id, &v.title, &v.description].into_iter().any(tpl),
         ReplySpec::Music(m) => [
             &m.title,

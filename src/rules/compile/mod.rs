@@ -421,6 +421,17 @@ fn finish(
     let keeps = rules
         .iter()
         .any(|rule| rule.call().is_some() || !rule.send().is_empty());
+    let converses = rules
+        .iter()
+        .any(|rule| rule.converse.is_some() || rule.when.state.is_some());
+    let mut states: Vec<Arc<str>> = Vec::new();
+    for rule in rules.iter().chain(&off) {
+        if let Some(crate::rules::conversation::Transition::Set(set)) = rule.converse.as_deref() {
+            if !states.contains(&set.name) {
+                states.push(Arc::clone(&set.name));
+            }
+        }
+    }
     let inline: Vec<&str> = c.inline_templates.keys().map(String::as_str).collect();
     let templates = Registry::new(c.templates, template_files, files_key, &inline);
     Loaded {
@@ -434,6 +445,8 @@ fn finish(
             template_count: template_files.len(),
             regex_budget,
             keeps,
+            converses,
+            states,
             media_ids: Arc::default(),
         },
         warnings,

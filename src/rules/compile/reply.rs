@@ -6,8 +6,11 @@ use super::at::{At, Key};
 use super::files::{fast_form, template_reason, too_deep_message};
 use super::Compiler;
 use crate::rules::active::DEFAULT_TIMEZONE;
+use crate::rules::conversation::{Choice, ChoiceText, MAX_CHOICES, MAX_CHOICE_ID, MAX_CHOICE_TEXT};
 use crate::rules::media::{self, TemporaryMedia};
-use crate::rules::schema::{RawArticle, RawReply, RawReplyKind, RawStr, Scalar, REPLY_KINDS};
+use crate::rules::schema::{
+    RawArticle, RawChoice, RawReply, RawReplyKind, RawStr, Scalar, REPLY_KINDS,
+};
 use crate::rules::templates;
 use crate::rules::{ArticleSpec, MusicSpec, ReplySpec, Tpl, VideoSpec};
 
@@ -22,6 +25,8 @@ pub(super) fn compile_reply(
 ) -> Option<ReplySpec> {
     // Every failure below records an error, so the count tells whether this reply is good.
     let errors_before = c.errors.len();
+    let mut reply = reply;
+    let choices = reply.choices.take();
     let reply = match reply.kind() {
         Ok(kind) => kind,
         Err(n) => {
@@ -111,7 +116,69 @@ pub(super) fn compile_reply(
             ReplySpec::OneOf(specs)
         }
     };
+    let spec = match (choices, spec) {
+        (None, spec) => spec,
+        (Some(raw), ReplySpec::Text(text)) => {
+            let choices = compile_choices(c, at.key("choices"), raw);
+            ReplySpec::Choices(Box::new(ChoiceText { text, choices }))
+        }
+        (Some(_), spec) => {
+            c.error_at_key(
+                at.key("choices"),
+                format!(
+                    "`choices` go with a `text` reply, and this one is `{}`",
+                    spec.kind()
+                ),
+            );
+            spec
+        }
+    };
     (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// A text reply's `choices`: 1 to `MAX_CHOICES`, each id unique and short, each text what
+/// a link can carry as it is.
+fn compile_choices(c: &mut Compiler<'_>, at: At<'_>, raw: Vec<RawChoice>) -> Vec<Choice> {
+    if raw.is_empty() || raw.len() > MAX_CHOICES {
+        c.error_at(
+            at,
+            format!(
+                "a reply has 1 to {MAX_CHOICES} choices, this one has {}",
+                raw.len()
+            ),
+        );
+    }
+    let mut choices: Vec<Choice> = Vec::with_capacity(raw.len());
+    for (i, choice) in raw.into_iter().enumerate() {
+        let here = at.index(i);
+        let id = choice.id.0.trim().to_owned();
+        let text = choice.text.0.trim().to_owned();
+        let id_ok = !id.is_empty()
+            && id.len() <= MAX_CHOICE_ID
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !id_ok {
+            c.error_at(
+                here.key("id"),
+                format!("a choice's id is 1 to {MAX_CHOICE_ID} letters, digits, `_` or `-`"),
+            );
+        } else if choices.iter().any(|other| other.id == id) {
+            c.error_at(here.key("id"), format!("choice id `{id}` is given twice"));
+        }
+        let text_ok = !text.is_empty()
+            && text.len() <= MAX_CHOICE_TEXT
+            && !text.contains(['"', '&', '<', '>', '\n', '\r'])
+            && !text.contains("{{");
+        if !text_ok {
+            c.error_at(
+                here.key("text"),
+                format!("a choice's text is 1 to {MAX_CHOICE_TEXT} bytes on one line, without `\"`, `&`, `<`, `>` or `{{{{`"),
+            );
+        }
+        choices.push(Choice { id, text });
+    }
+    choices
 }
 
 /// A reply's media: its `media_id` (a string, maybe a template), or its `file` read and
@@ -214,7 +281,7 @@ fn temporary(
 }
 
 /// A reply's string at `at`, when it has one; else the empty string.
-fn string(c: &mut Compiler<'_>, at: At<'_>, raw: Option<RawStr>) -> Tpl {
+pub(super) fn string(c: &mut Compiler<'_>, at: At<'_>, raw: Option<RawStr>) -> Tpl {
     raw.and_then(|raw| compile_str(c, at, raw))
         .unwrap_or(Tpl::Literal(String::new()))
 }
@@ -325,6 +392,7 @@ fn compile_str(c: &mut Compiler<'_>, at: At<'_>, raw: RawStr) -> Option<Tpl> {
 pub(crate) fn collect_tpls<'a>(spec: &'a ReplySpec, out: &mut Vec<&'a Tpl>) {
     match spec {
         ReplySpec::Text(t) | ReplySpec::Image(t) | ReplySpec::Voice(t) => out.push(t),
+        ReplySpec::Choices(choices) => out.push(&choices.text),
         ReplySpec::Video(v) => out.extend([&v.media_id, &v.title, &v.description]),
         ReplySpec::Music(m) => out.extend([
             &m.title,

@@ -10,10 +10,11 @@ use std::time::Duration;
 use super::at::{At, Key};
 use super::call::compile_call;
 use super::check::{check_fields, uses_root};
-use super::reply::{compile_reply, compile_send, unsendable};
+use super::reply::{compile_reply, compile_send, string, unsendable};
 use super::when::compile_when;
 use super::{duration, Compiler, RuleInput};
-use crate::rules::schema::{self, RawReply, RawRule, Scalar};
+use crate::rules::conversation::{self, SetState, Transition};
+use crate::rules::schema::{self, RawReply, RawRule, RawSet, RawStr, Scalar};
 use crate::rules::{active, Action, Call, Criteria, ReplySpec, Rule};
 
 /// The rules' names seen so far, each with the line where it is first used.
@@ -97,6 +98,12 @@ pub(super) fn compile_rule(
             false
         }
     };
+    let converse = compile_converse(c, at, raw_rule.set, raw_rule.clear);
+    if c.errors.len() == errors_before {
+        if let Some(Transition::Set(set)) = converse.as_deref() {
+            check_set_templates(c, at, &when, set);
+        }
+    }
     let (Some(action), true) = (action, c.errors.len() == errors_before) else {
         return None;
     };
@@ -113,6 +120,7 @@ pub(super) fn compile_rule(
         active,
         off: !raw_rule.enabled,
         plain,
+        converse,
         temporary_media: std::mem::take(&mut c.temporary).into_boxed_slice(),
         last_hit: std::sync::atomic::AtomicU64::new(0),
     })
@@ -318,6 +326,97 @@ fn compile_active(
             );
             None
         }
+    }
+}
+
+/// A rule's `set:` or `clear: true` (not both).
+fn compile_converse(
+    c: &mut Compiler<'_>,
+    at: At<'_>,
+    set: Option<Box<RawSet>>,
+    clear: bool,
+) -> Option<Box<Transition>> {
+    let set_at = at.field(Key::Set);
+    let raw = match (set, clear) {
+        (None, false) => return None,
+        (None, true) => return Some(Box::new(Transition::Clear)),
+        (Some(_), true) => {
+            c.error_at_key(
+                at.field(Key::Clear),
+                "a rule either `set`s a state or `clear`s it, not both".into(),
+            );
+            return None;
+        }
+        (Some(raw), false) => raw,
+    };
+    let RawSet {
+        state,
+        ttl,
+        vars,
+        on_expire,
+    } = *raw;
+    let name = state.0.trim().to_owned();
+    if let Some(problem) = conversation::name_problem(&name) {
+        c.error_at(set_at.key("state"), problem);
+    }
+    let ttl = match ttl {
+        None => conversation::DEFAULT_TTL,
+        Some(text) => duration(c, set_at.key("ttl"), &text.0, conversation::MAX_TTL)
+            .unwrap_or(conversation::DEFAULT_TTL),
+    };
+    let vars_at = set_at.key("vars");
+    if vars.len() > conversation::MAX_VARS {
+        c.error_at_key(
+            vars_at,
+            format!("a state holds at most {} vars", conversation::MAX_VARS),
+        );
+    }
+    let vars = vars
+        .into_iter()
+        .map(|(key, value)| {
+            let here = vars_at.key(&key);
+            let ok = !key.is_empty()
+                && key.len() <= 64
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                c.error_at_key(
+                    here,
+                    format!(
+                        "`{}` is not a var's name: 1 to 64 letters, digits or `_`",
+                        crate::rules::excerpt::excerpt(&key)
+                    ),
+                );
+            }
+            let tpl = string(c, here, Some(RawStr::Inline(value)));
+            (key, tpl)
+        })
+        .collect();
+    let on_expire = on_expire.and_then(|reply| compile_reply(c, set_at.key("on_expire"), reply));
+    Some(Box::new(Transition::Set(SetState {
+        name: name.into(),
+        ttl,
+        vars,
+        on_expire,
+    })))
+}
+
+/// A `set:`'s vars see what the rule's reply sees; its `on_expire` answers whatever the
+/// user sends next, so it is held to the fields every push has.
+fn check_set_templates(c: &mut Compiler<'_>, at: At<'_>, when: &Criteria, set: &SetState) {
+    let set_at = at.field(Key::Set);
+    let vars_at = set_at.key("vars");
+    let vars: Vec<(String, ReplySpec)> = set
+        .vars
+        .iter()
+        .map(|(key, tpl)| (key.clone(), ReplySpec::Text(tpl.clone())))
+        .collect();
+    let specs: Vec<(At<'_>, &ReplySpec)> = vars
+        .iter()
+        .map(|(key, spec)| (vars_at.key(key), spec))
+        .collect();
+    check_fields(c, when, &specs);
+    if let Some(spec) = &set.on_expire {
+        check_fields(c, &Criteria::default(), &[(set_at.key("on_expire"), spec)]);
     }
 }
 

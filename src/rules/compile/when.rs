@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::at::{At, Key};
 use super::Compiler;
+use crate::rules::conversation::{self, StateWhen};
 use crate::rules::fields;
 use crate::rules::fold;
-use crate::rules::matcher::{Criteria, Field, LazyRegex, Pattern, StrMatcher, Test};
-use crate::rules::schema::{OneOrMany, RawAlternative, RawMatcher, RawOp, RawWhen};
+use crate::rules::matcher::{Criteria, Field, LazyRegex, Pattern, StateTest, StrMatcher, Test};
+use crate::rules::schema::{OneOrMany, RawAlternative, RawMatcher, RawOp, RawWhen, Scalar};
 use crate::rules::{Location, RuleError};
 
 /// A rule's `when`: every criterion, each at its key (`when.keyword`, `when.fields.PATH`,
@@ -24,11 +25,13 @@ pub(super) fn compile_when(c: &mut Compiler<'_>, rule: At<'_>, when: RawWhen) ->
         (Field::Status, when.status),
     ];
     let fields: BTreeMap<_, _> = when.fields;
+    let when_at = rule.field(Key::When);
+    let state = compile_state(c, when_at, when.state, when.tries_below);
     let all = named
         .into_iter()
+        .chain([(Field::Choice, when.choice)])
         .filter_map(|(field, m)| m.map(|m| (field, m)))
         .chain(fields.into_iter().map(|(path, m)| (Field::Path(path), m)));
-    let when_at = rule.field(Key::When);
     for (field, raw) in all {
         let matcher = {
             let label = field.label();
@@ -56,7 +59,55 @@ pub(super) fn compile_when(c: &mut Compiler<'_>, rule: At<'_>, when: RawWhen) ->
         test.matcher.patterns.shrink_to_fit();
     }
     tests.shrink_to_fit();
-    Criteria { tests }
+    Criteria { tests, state }
+}
+
+/// `when: { state, tries_below }`: a state's name, `none` or `any`; `tries_below` only
+/// with a state to count the tries in.
+fn compile_state(
+    c: &mut Compiler<'_>,
+    when: At<'_>,
+    state: Option<Scalar>,
+    tries_below: Option<u32>,
+) -> Option<Box<StateTest>> {
+    let state = match state {
+        None => {
+            if tries_below.is_some() {
+                c.error_at_key(
+                    when.key("tries_below"),
+                    "`tries_below` counts the user's messages in a state: give `state` too".into(),
+                );
+            }
+            return None;
+        }
+        Some(name) => match name.0.trim() {
+            "none" => StateWhen::None,
+            "any" => StateWhen::Any,
+            name => match conversation::name_problem(name) {
+                Some(problem) => {
+                    c.error_at(when.key("state"), problem);
+                    return None;
+                }
+                None => StateWhen::Named(name.into()),
+            },
+        },
+    };
+    if tries_below == Some(0) {
+        c.error_at(
+            when.key("tries_below"),
+            "`tries_below: 0` never holds: the first answer in a state is try 1".into(),
+        );
+    }
+    if tries_below.is_some() && state == StateWhen::None {
+        c.error_at_key(
+            when.key("tries_below"),
+            "`tries_below` counts the user's messages in a state, and `state: none` is none".into(),
+        );
+    }
+    Some(Box::new(StateTest {
+        when: state,
+        tries_below,
+    }))
 }
 
 fn compile_matcher(

@@ -8,6 +8,7 @@ use regex_automata::PatternID;
 
 use super::lazy::LazyRegex;
 use super::{Captures, Subject};
+use crate::rules::conversation::StateWhen;
 
 /// Which value of the message a criterion reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub(crate) enum Field {
     /// Text `Content`, else voice `Recognition`; trimmed.
     Keyword,
     Status,
+    /// The tapped choice's id (`bizmsgmenuid`).
+    Choice,
     /// Any field by dotted path.
     Path(String),
 }
@@ -35,6 +38,7 @@ impl Field {
             Field::EventKey => "event_key".into(),
             Field::Keyword => "keyword".into(),
             Field::Status => "status".into(),
+            Field::Choice => "choice".into(),
             Field::Path(p) => format!("fields.{p}").into(),
         }
     }
@@ -83,6 +87,37 @@ pub(crate) struct Test {
 #[derive(Debug, Default)]
 pub(crate) struct Criteria {
     pub(crate) tests: Vec<Test>,
+    /// `state:` (and `tries_below:`); boxed, as most rules have none.
+    pub(crate) state: Option<Box<StateTest>>,
+}
+
+/// A rule's `when: { state, tries_below }`.
+#[derive(Debug)]
+pub(crate) struct StateTest {
+    pub(crate) when: StateWhen,
+    pub(crate) tries_below: Option<u32>,
+}
+
+impl StateTest {
+    fn holds(&self, subject: &Subject<'_>) -> bool {
+        self.when.holds(subject.state) && self.tries_below.is_none_or(|below| subject.tries < below)
+    }
+
+    fn words(&self, lang: Words) -> String {
+        let state = match (&self.when, lang) {
+            (StateWhen::None, Words::En) => "in no state".to_owned(),
+            (StateWhen::None, Words::Zh) => "不在任何对话状态".to_owned(),
+            (StateWhen::Any, Words::En) => "in any state".to_owned(),
+            (StateWhen::Any, Words::Zh) => "在任一对话状态".to_owned(),
+            (StateWhen::Named(name), Words::En) => format!("state is {name}"),
+            (StateWhen::Named(name), Words::Zh) => format!("对话状态是 {name}"),
+        };
+        match (self.tries_below, lang) {
+            (None, _) => state,
+            (Some(n), Words::En) => format!("{state}, answered fewer than {n} times"),
+            (Some(n), Words::Zh) => format!("{state}，回答少于 {n} 次"),
+        }
+    }
 }
 
 impl StrMatcher {
@@ -129,6 +164,9 @@ impl StrMatcher {
 
 impl Criteria {
     pub(super) fn matches(&self, subject: &Subject<'_>, captures: &mut Captures) -> bool {
+        if self.state.as_ref().is_some_and(|s| !s.holds(subject)) {
+            return false;
+        }
         let start = captures.len();
         let all = self.tests.iter().all(|t| {
             subject
@@ -145,6 +183,7 @@ impl Criteria {
     /// `event_key matches /^qrscene_(.+)$/`; in Chinese with `Words::Zh`
     /// (`关键词 是 价格 或 price`).
     pub(crate) fn words(&self, lang: Words) -> Vec<String> {
+        let state = self.state.as_ref().map(|s| s.words(lang));
         self.tests
             .iter()
             .map(|t| {
@@ -174,14 +213,23 @@ impl Criteria {
                     (Words::Zh, Field::EventKey) => "事件 KEY".into(),
                     (Words::Zh, Field::Keyword) => "关键词".into(),
                     (Words::Zh, Field::Status) => "状态".into(),
+                    (Words::Zh, Field::Choice) => "选项".into(),
                     (Words::Zh, Field::Path(p)) => format!("字段 {p}").into(),
                 };
                 format!("{field} {}", alternatives.join(lang.pick(" or ", " 或 ")))
             })
+            .chain(state)
             .collect()
     }
 
     pub(crate) fn describe(&self, subject: &Subject<'_>) -> Vec<(String, bool)> {
+        let state = self.state.as_ref().map(|s| {
+            let shown = match subject.state {
+                Some(name) => format!("state = {name:?}, tries = {}", subject.tries),
+                None => "state = (none)".to_owned(),
+            };
+            (shown, s.holds(subject))
+        });
         self.tests
             .iter()
             .map(|t| {
@@ -191,6 +239,7 @@ impl Criteria {
                 let shown = value.map_or("(absent)".to_owned(), |(raw, _)| format!("{raw:?}"));
                 (format!("{} = {shown}", t.field.label()), held)
             })
+            .chain(state)
             .collect()
     }
 }

@@ -16,7 +16,7 @@ mod size;
 use std::borrow::Cow;
 
 pub use criteria::Words;
-pub(crate) use criteria::{Criteria, Field, Pattern, StrMatcher, Test};
+pub(crate) use criteria::{Criteria, Field, Pattern, StateTest, StrMatcher, Test};
 pub(crate) use index::{Index, SET_FACTOR};
 pub(crate) use lazy::LazyRegex;
 pub use lazy::MAX_REGEX_LEN;
@@ -37,6 +37,9 @@ pub struct Subject<'m> {
     keyword_folded: Option<Cow<'m, str>>,
     /// The moment rules' `active` windows are evaluated at (unix seconds).
     now: u64,
+    /// The user's conversation state, if any, and their messages in it, this one included.
+    state: Option<&'m str>,
+    tries: u32,
 }
 
 fn fold(s: &str) -> Cow<'_, str> {
@@ -76,6 +79,18 @@ impl<'m> Subject<'m> {
             keyword,
             keyword_folded,
             now,
+            state: None,
+            tries: 0,
+        }
+    }
+
+    /// The same subject, of a user in conversation state `state` who has sent `tries`
+    /// messages in it (this one included).
+    pub fn in_state(self, state: Option<&'m str>, tries: u32) -> Subject<'m> {
+        Subject {
+            state,
+            tries,
+            ..self
         }
     }
 
@@ -91,6 +106,7 @@ impl<'m> Subject<'m> {
             Field::Keyword => Some((self.keyword.as_deref()?, self.keyword_folded.as_deref()?)),
             Field::EventKey => self.message.text("EventKey").map(|v| (v, v)),
             Field::Status => self.message.text("Status").map(|v| (v, v)),
+            Field::Choice => self.message.text("bizmsgmenuid").map(|v| (v, v)),
             Field::Path(p) => self.message.lookup(p).map(|v| (v, v)),
         }
     }
@@ -105,6 +121,9 @@ pub struct Match<'r> {
     pub rule: &'r Rule,
     pub index: usize,
     pub captures: Captures,
+    /// The user's conversation state, for the templates (`state.…`); set by the caller
+    /// that looked it up.
+    pub state: Option<std::sync::Arc<crate::rules::conversation::UserState>>,
 }
 
 impl RuleSet {
@@ -130,6 +149,7 @@ impl RuleSet {
                     rule,
                     index,
                     captures,
+                    state: None,
                 });
             }
         }
@@ -155,6 +175,7 @@ impl RuleSet {
                 rule,
                 index,
                 captures: std::mem::take(&mut captures),
+                state: None,
             })
         })
     }

@@ -1,0 +1,100 @@
+//! A push's user's conversation state: looked up before the rules run (only for an
+//! account whose rules converse: others pay one comparison), and written once the push
+//! has its answer (`converse::after`), or once its call has answered.
+
+use std::sync::Arc;
+
+use super::AppState;
+use crate::accounts::Live;
+use crate::act::call::CallResult;
+use crate::converse::{self, After};
+use crate::rules::conversation::UserState;
+use crate::rules::Match;
+use crate::store::conversation::{Conversations, Found, Record};
+use crate::wire::Message;
+
+/// What the push found of its user's state.
+#[derive(Debug, Default)]
+pub(super) struct Looked {
+    /// The state the user is in, as the rules see it during this push.
+    pub(super) before: Option<Arc<UserState>>,
+    /// A state that ended since the user's last message (for its `on_expire`).
+    pub(super) ended: Option<Record>,
+}
+
+/// Whose states these are: the account's scope and its ToUserName.
+fn scope(live: &Live, message: &Message) -> String {
+    format!("{}{}:", live.account.scope(), message.to_user())
+}
+
+/// The user's state, for an account whose rules converse.
+pub(super) async fn look_up(state: &AppState, live: &Live, message: &Message) -> Looked {
+    if !live.rules.converses() {
+        return Looked::default();
+    }
+    let found = state
+        .conversations
+        .get(&scope(live, message), message.from_user())
+        .await;
+    match found {
+        Found::None => Looked::default(),
+        Found::Live(record) => Looked {
+            before: Some(Arc::new(converse::seen(&record, message))),
+            ended: None,
+        },
+        Found::Expired(record) => Looked {
+            before: None,
+            ended: Some(record),
+        },
+    }
+}
+
+/// Writes what the user's state became.
+pub(super) async fn write(
+    conversations: &Conversations,
+    live: &Live,
+    message: &Message,
+    after: After,
+) {
+    let user = message.from_user();
+    match after {
+        After::Keep => {}
+        After::Put(record) => {
+            conversations
+                .put(&scope(live, message), user, &record)
+                .await;
+        }
+        After::Clear => conversations.clear(&scope(live, message), user).await,
+    }
+}
+
+/// For a rule with a `call` and a `set:`/`clear:`: its transition once the call has
+/// ended (applied when the service answered; otherwise the user has one more try). A
+/// rule with a call but no transition has its try counted by the push.
+pub(super) async fn after_call(
+    conversations: &Conversations,
+    live: &Live,
+    message: &Message,
+    found: &Match<'_>,
+    result: &CallResult,
+    now: u64,
+) {
+    if !live.rules.converses() || found.rule.transition().is_none() {
+        return;
+    }
+    let (call, applies) = match result {
+        CallResult::Answered(answered) => (Some(&answered.value), true),
+        CallResult::Failed(_) => (None, false),
+    };
+    let before = found.state.as_deref();
+    let after = converse::after(
+        &live.rules,
+        message,
+        Some(found),
+        before,
+        call,
+        now,
+        applies,
+    );
+    write(conversations, live, message, after).await;
+}
