@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 use crate::act::call::{CallFailure, CallResult, Caller};
 use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
+use crate::converse::{after, After};
+use crate::rules::conversation::UserState;
 use crate::rules::{Match, RuleSet, Subject, Words};
 use crate::wire::{Message, Reply};
 
@@ -43,10 +45,21 @@ pub struct Explanation {
     pub found: Option<Found>,
     pub outcome: Outcome,
     pub call: Option<CallShown>,
+    /// For rules that converse: the user's state before (as given) and after the message.
+    pub state: Option<StateShown>,
+}
+
+/// A user's conversation state around one message.
+#[derive(Debug)]
+pub struct StateShown {
+    pub before: Option<UserState>,
+    /// The state after: `None` when the user is in none.
+    pub after: Option<UserState>,
 }
 
 /// Explains `message` against `rules`, with `active` windows evaluated at `at` and replies
 /// stamped `now`. A rule's call is not made: `stub` stands for its answer, or it fails.
+/// `state`: the user's conversation state to start from (`--state`, the page's try).
 pub fn explain(
     rules: &RuleSet,
     message: &Message,
@@ -54,9 +67,45 @@ pub fn explain(
     now: u64,
     caller: &Caller,
     stub: Option<&CallResult>,
+    state: Option<&UserState>,
 ) -> Explanation {
+    let before = state.map(|s| {
+        std::sync::Arc::new(UserState {
+            tries: s
+                .tries
+                .saturating_add(u32::from(crate::converse::counts(message))),
+            ..s.clone()
+        })
+    });
     let subject = Subject::at(message, at);
-    let found = rules.find(&subject).map(|m| {
+    let subject = match &before {
+        Some(user) => subject.in_state(Some(&user.name), user.tries),
+        None => subject,
+    };
+    let find = |subject: &Subject<'_>| {
+        rules.find(subject).map(|mut m| {
+            m.state.clone_from(&before);
+            m
+        })
+    };
+    let moved = (rules.converses() || before.is_some()).then(|| {
+        let found = find(&subject);
+        let unmoved = after(rules, message, None, before.as_deref(), None, at, false);
+        let moved = match &found {
+            Some(m) if m.rule.call().is_none() => after(
+                rules,
+                message,
+                found.as_ref(),
+                before.as_deref(),
+                None,
+                at,
+                true,
+            ),
+            _ => unmoved.clone(),
+        };
+        (moved, unmoved)
+    });
+    let found = find(&subject).map(|m| {
         let criteria = m.rule.describe(&subject);
         let criteria_words = m
             .rule
@@ -76,13 +125,19 @@ pub fn explain(
                 .collect(),
         }
     });
-    let (outcome, call) = match decide_found(rules, message, rules.find(&subject), now) {
+    let mut by_call = None;
+    let (outcome, call) = match decide_found(rules, message, find(&subject), now) {
         Decision::Done(outcome) => (outcome, None),
         Decision::Call(m) => {
             let not_made =
                 CallResult::Failed(CallFailure::Stubbed("no call is made by explain".into()));
             let result = stub.unwrap_or(&not_made);
             let outcome = after_call(rules, message, &m, result, now);
+            if let (Some(_), CallResult::Answered(answered)) = (m.rule.transition(), result) {
+                let value = Some(&answered.value);
+                let b = before.as_deref();
+                by_call = Some(after(rules, message, Some(&m), b, value, at, true));
+            }
             let holding = m
                 .rule
                 .call()
@@ -99,10 +154,33 @@ pub fn explain(
             )
         }
     };
+    let state = moved.map(|(moved, unmoved)| {
+        let became = match (by_call, &outcome) {
+            (Some(after), _) => after,
+            (None, Outcome::Failed { .. }) => unmoved,
+            (None, _) => moved,
+        };
+        let after = match became {
+            After::Keep => before.as_deref().cloned(),
+            After::Put(record) => Some(UserState {
+                name: record.state,
+                vars: record.vars,
+                tries: record.tries,
+                rule: record.rule,
+                expires: record.expires,
+            }),
+            After::Clear => None,
+        };
+        StateShown {
+            before: state.cloned(),
+            after,
+        }
+    });
     Explanation {
         found,
         outcome,
         call,
+        state,
     }
 }
 
@@ -146,6 +224,10 @@ impl Explanation {
                 "holding_body": c.holding.as_ref().map(Outcome::body),
             })),
             "sends": self.sends_json(),
+            "state": self.state.as_ref().map(|s| json!({
+                "before": s.before.as_ref().map(state_json),
+                "after": s.after.as_ref().map(state_json),
+            })),
         })
     }
 
@@ -166,6 +248,10 @@ impl Explanation {
             _ => Vec::new(),
         }
     }
+}
+
+fn state_json(state: &UserState) -> Value {
+    json!({"name": state.name, "vars": state.vars, "tries": state.tries})
 }
 
 /// Why a pasted push cannot be explained.

@@ -39,6 +39,20 @@ pub(super) struct ExplainArgs {
     /// Evaluate the rules' `active` windows at this moment (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub(super) at: Option<jiff::Timestamp>,
+    /// Start from a user in this conversation state (as if a rule had `set:` it).
+    #[arg(long, value_name = "NAME")]
+    pub(super) state: Option<String>,
+    /// A var of that state (`--var phone=13800138000`; repeat for more).
+    #[arg(
+        long = "var",
+        visible_alias = "vars",
+        value_name = "KEY=VALUE",
+        requires = "state"
+    )]
+    pub(super) vars: Vec<String>,
+    /// With `--state`: the user's answers in it so far.
+    #[arg(long, value_name = "N", requires = "state", default_value_t = 0)]
+    pub(super) tries: u32,
 }
 
 pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -64,7 +78,16 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let stub = crate::act::call::stub(stub_value.as_ref(), args.call_error.as_deref());
     let caller = crate::act::call::Caller::new().context("the HTTP client of calls")?;
-    let explained = crate::explain::explain(rules, &message, at, now, &caller, stub.as_ref());
+    let state = start_state(args, at)?;
+    let explained = crate::explain::explain(
+        rules,
+        &message,
+        at,
+        now,
+        &caller,
+        stub.as_ref(),
+        state.as_ref(),
+    );
     if args.json {
         let value = explained.to_json(&sources.rules);
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -75,7 +98,46 @@ pub(super) fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         print_call(call)?;
     }
     print_outcome(&explained.outcome);
+    if let Some(state) = &explained.state {
+        let shown = |s: Option<&crate::rules::conversation::UserState>| match s {
+            Some(s) if s.vars.is_empty() => s.name.clone(),
+            Some(s) => format!("{} {:?}", s.name, s.vars),
+            None => "none".to_owned(),
+        };
+        println!(
+            "state: {} → {}",
+            shown(state.before.as_ref()),
+            shown(state.after.as_ref())
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--state NAME --var k=v`: the state the user is in, as if set just now.
+fn start_state(
+    args: &ExplainArgs,
+    at: u64,
+) -> anyhow::Result<Option<crate::rules::conversation::UserState>> {
+    let Some(name) = &args.state else {
+        return Ok(None);
+    };
+    if let Some(problem) = crate::rules::conversation::name_problem(name.trim()) {
+        bail!("--state: {problem}");
+    }
+    let mut vars = std::collections::BTreeMap::new();
+    for pair in &args.vars {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--var is KEY=VALUE (`--var phone=13800138000`)");
+        };
+        vars.insert(key.trim().to_owned(), value.to_owned());
+    }
+    Ok(Some(crate::rules::conversation::UserState {
+        name: name.trim().to_owned(),
+        vars,
+        tries: args.tries,
+        rule: String::new(),
+        expires: at.saturating_add(crate::rules::conversation::DEFAULT_TTL.as_secs()),
+    }))
 }
 
 /// The message to explain: the file, or a text or an event made up at `now`.

@@ -300,7 +300,7 @@ async fn try_message(
         },
         None => &account.rules,
     };
-    let explained = crate::explain::explain(rules, &message, now, now, &state.caller, None);
+    let explained = crate::explain::explain(rules, &message, now, now, &state.caller, None, None);
     let mut value = explained.to_json(&account.account.sources().rules);
     value["account"] = account.name().into();
     ok(&value)
