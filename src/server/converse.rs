@@ -22,9 +22,10 @@ pub(super) struct Looked {
     pub(super) ended: Option<Record>,
 }
 
-/// Whose states these are: the account's scope and its ToUserName.
-fn scope(live: &Live, message: &Message) -> String {
-    format!("{}{}:", live.account.scope(), message.to_user())
+/// Whose states these are: the account's scope (OpenIDs are the account's own). The
+/// page counts an account's users per state under the same key.
+pub(super) fn scope<'a>(live: &'a Live, _message: &Message) -> &'a str {
+    live.account.scope()
 }
 
 /// The user's state, for an account whose rules converse.
@@ -34,7 +35,7 @@ pub(super) async fn look_up(state: &AppState, live: &Live, message: &Message) ->
     }
     let found = state
         .conversations
-        .get(&scope(live, message), message.from_user())
+        .get(scope(live, message), message.from_user())
         .await;
     match found {
         Found::None => Looked::default(),
@@ -61,10 +62,10 @@ pub(super) async fn write(
         After::Keep => {}
         After::Put(record) => {
             conversations
-                .put(&scope(live, message), user, &record)
+                .put(scope(live, message), user, &record)
                 .await;
         }
-        After::Clear => conversations.clear(&scope(live, message), user).await,
+        After::Clear => conversations.clear(scope(live, message), user).await,
     }
 }
 
