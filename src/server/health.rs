@@ -11,6 +11,9 @@ use crate::reload::Shown;
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (answers, bytes) = state.dedup.stored();
     state.metrics.set_dedup_stored(answers, bytes);
+    state
+        .metrics
+        .set_states_evicted(state.conversations.evicted());
     let text = if state.accounts().is_many() {
         let table = state.accounts().table();
         crate::telemetry::metrics::Metrics::render_accounts(

@@ -119,6 +119,7 @@ pub struct Metrics {
     dedup_stored: IntGauge,
     dedup_stored_bytes: IntGauge,
     log_dropped: IntCounter,
+    states_evicted: IntCounter,
     log_suppressed: IntCounter,
     api_calls: IntCounterVec,
     outbox: IntGaugeVec,
@@ -256,6 +257,13 @@ impl Metrics {
                 IntCounter::new(
                     "wxrules_log_lines_suppressed_total",
                     "Log lines of other crates (actix's, …) left out: more than 20 a second from one source",
+                ),
+            ),
+            states_evicted: register(
+                r,
+                IntCounter::new(
+                    "wxrules_states_evicted_total",
+                    "Users put out of their conversation state to keep an account within --max-states (by this process)",
                 ),
             ),
             log_dropped: register(
@@ -449,6 +457,14 @@ impl Metrics {
             .set(i64::try_from(rules).unwrap_or(i64::MAX));
     }
 
+    /// The conversation store's count of users put out of their state, caught up at a
+    /// scrape.
+    pub fn set_states_evicted(&self, evicted: u64) {
+        let _one = self.log_catch_up.lock();
+        self.states_evicted
+            .inc_by(evicted.saturating_sub(self.states_evicted.get()));
+    }
+
     /// The size of the in-process dedup store, read when `/metrics` is scraped.
     pub fn set_dedup_stored(&self, answers: usize, bytes: u64) {
         self.dedup_stored
@@ -555,7 +571,8 @@ fn counters(
     counters
 }
 
-const PROCESS_WIDE: [&str; 7] = [
+const PROCESS_WIDE: [&str; 8] = [
+    "wxrules_states_evicted_total",
     "wxrules_requests_unrouted_total",
     "wxrules_dedup_hits_total",
     "wxrules_dedup_fallbacks_total",
