@@ -33,7 +33,20 @@ pub enum CasesError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasesFile {
-    cases: Vec<Case>,
+    cases: Vec<Step>,
+}
+
+/// The cases' names alone: read again, for the position of a case without one.
+#[derive(Debug, Deserialize)]
+struct NamesFile {
+    #[allow(dead_code)]
+    cases: Vec<NameOnly>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NameOnly {
+    #[allow(dead_code)]
+    name: String,
 }
 
 /// One case: a message and what the rules must do with it, or a `conversation` of such
@@ -44,36 +57,6 @@ pub struct Case {
     step: Step,
     /// The steps of a conversation; empty for a case of one message (`step`).
     conversation: Vec<Step>,
-}
-
-impl<'de> Deserialize<'de> for Case {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Case, D::Error> {
-        use serde::de::Error;
-        let mut map = serde_yaml::Mapping::deserialize(d)?;
-        let name = match map.remove("name") {
-            Some(serde_yaml::Value::String(name)) => name,
-            Some(serde_yaml::Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(D::Error::custom("a case's `name` is text")),
-            None => return Err(D::Error::missing_field("name")),
-        };
-        let conversation = match map.remove("conversation") {
-            Some(steps) => serde_yaml::from_value::<Vec<Step>>(steps)
-                .map_err(|e| D::Error::custom(format!("case `{name}`: `conversation`: {e}")))?,
-            None => Vec::new(),
-        };
-        if !conversation.is_empty() && !map.is_empty() {
-            return Err(D::Error::custom(format!(
-                "case `{name}`: a `conversation` case has its messages and expectations in its steps"
-            )));
-        }
-        let step = serde_yaml::from_value::<Step>(serde_yaml::Value::Mapping(map))
-            .map_err(|e| D::Error::custom(format!("case `{name}`: {e}")))?;
-        Ok(Case {
-            name,
-            step,
-            conversation,
-        })
-    }
 }
 
 impl Case {
@@ -95,6 +78,12 @@ impl Case {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// The case's name (a step's, shown when it fails).
+    #[serde(default)]
+    name: Option<String>,
+    /// The steps of a conversation case: messages from one user, in order.
+    #[serde(default)]
+    conversation: Vec<Step>,
     /// A text message with this `Content`.
     #[serde(default)]
     text: Option<String>,
@@ -181,24 +170,62 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Case>, CasesError> {
             ),
         });
     }
-    serde_yaml::from_str::<CasesFile>(text)
+    let steps = serde_yaml::from_str::<CasesFile>(text)
         .map(|f| f.cases)
-        .map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            let message = e.to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message);
-            // A file that is not cases (a secret's, `/etc/passwd`) is never quoted whole.
-            let message = match crate::rules::excerpt::root_kind(message, "CasesFile") {
-                Some(kind) => format!("not a cases file: a YAML mapping with `cases:` was expected, and this is {kind} (its text is not shown)"),
-                None => crate::rules::excerpt::serde_message(message),
-            };
-            CasesError::Parse {
+        .map_err(|e| parse_error(&e, path))?;
+    let mut cases = Vec::with_capacity(steps.len());
+    for (i, mut step) in steps.into_iter().enumerate() {
+        let Some(name) = step.name.take() else {
+            // Read again for the place serde_yaml names.
+            let e = serde_yaml::from_str::<NamesFile>(text).err();
+            return Err(match e {
+                Some(e) => parse_error(&e, path),
+                None => CasesError::Parse {
+                    path: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cases[{i}]: a case needs a `name`"),
+                },
+            });
+        };
+        let conversation = std::mem::take(&mut step.conversation);
+        let nested = conversation.iter().position(|s| !s.conversation.is_empty());
+        let mixed = !conversation.is_empty() && step.says_anything();
+        if nested.is_some() || mixed {
+            return Err(CasesError::Parse {
                 path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        })
+                line: 0,
+                column: 0,
+                message: format!(
+                    "case `{name}`: a `conversation` case has its messages and expectations in its steps (none nested)"
+                ),
+            });
+        }
+        cases.push(Case {
+            name,
+            step,
+            conversation,
+        });
+    }
+    Ok(cases)
+}
+
+/// A cases file's YAML error, at its place.
+fn parse_error(e: &serde_yaml::Error, path: &Path) -> CasesError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let message = e.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    // A file that is not cases (a secret's, `/etc/passwd`) is never quoted whole.
+    let message = match crate::rules::excerpt::root_kind(message, "CasesFile") {
+        Some(kind) => format!("not a cases file: a YAML mapping with `cases:` was expected, and this is {kind} (its text is not shown)"),
+        None => crate::rules::excerpt::serde_message(message),
+    };
+    CasesError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// Runs `cases` (read from a file in `base`) against `rules`. Replies are dated with the
@@ -262,8 +289,9 @@ fn check(rules: &RuleSet, case: &Case, base: &Path) -> Result<(), String> {
             Err(why) if !case.is_conversation() => return Err(why),
             Err(why) => {
                 let said = step
-                    .text
+                    .name
                     .as_deref()
+                    .or(step.text.as_deref())
                     .or(step.event.as_deref())
                     .map(|t| format!(" ({})", crate::rules::excerpt::excerpt(t)))
                     .unwrap_or_default();
@@ -355,6 +383,27 @@ fn check_step(rules: &RuleSet, user: &mut User, step: &Step, base: &Path) -> Res
         Ok(())
     } else {
         Err(problems.join("; "))
+    }
+}
+
+impl Step {
+    /// Whether the step gives a message or an expectation.
+    fn says_anything(&self) -> bool {
+        self.text.is_some()
+            || self.choice.is_some()
+            || self.event.is_some()
+            || self.event_key.is_some()
+            || self.xml.is_some()
+            || !self.fields.is_empty()
+            || self.rule.is_some()
+            || self.reply_contains.is_some()
+            || self.reply_type.is_some()
+            || self.ignore.is_some()
+            || self.call_response.is_some()
+            || self.call_error.is_some()
+            || self.at.is_some()
+            || self.state.is_some()
+            || !self.vars.is_empty()
     }
 }
 

@@ -310,10 +310,38 @@ fn test_names_each_failure_and_ends_with_the_counts() {
          <Content><![CDATA[您可以回复：\n「价格」查看本周价格\n「订单 单号」查询订单\n「优惠」查看优惠活动\n\
          其他问题请直接留言，客服会尽快回复。]]></Content></xml>\n\
          FAIL expected no rule: expected no rule, got rule `scan-qr`\n\
-         FAIL no expectation: no expectation: give `rule`, `reply_contains`, `reply_type` or `ignore`\n\
+         FAIL no expectation: no expectation: give `rule`, `reply_contains`, `reply_type`, `ignore` or `state`\n\
          1 passed, 5 failed\n"
     );
     assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
+fn test_runs_conversation_cases_and_says_which_step_failed() {
+    let rules = ["--rules", "tests/data/conversation/rules.yaml"];
+    let passing = [
+        &["test"][..],
+        &rules,
+        &["tests/data/conversation/cases.yaml"],
+    ]
+    .concat();
+    let out = wxrules(&root(), &passing);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout), "3 passed, 0 failed\n");
+    let failing = [
+        &["test"][..],
+        &rules,
+        &["tests/data/conversation/failing.yaml"],
+    ]
+    .concat();
+    let out = wxrules(&root(), &failing);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "FAIL the wrong state: step 2 of 2 (the number): expected state bind_phone, got state confirm; expected var `phone` = \"139\", got \"13800138000\"\n\
+         FAIL a step that says nothing: step 1 of 1 (绑定手机): no expectation: give `rule`, `reply_contains`, `reply_type`, `ignore` or `state`\n\
+         0 passed, 2 failed\n"
+    );
 }
 
 #[test]

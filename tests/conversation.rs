@@ -18,12 +18,15 @@ use wxrules::server::{AppState, Options};
 use wxrules::store::conversation::Conversations;
 use wxrules::store::dedup;
 
-/// The conversation rules, their calls sent to `backend` (or nowhere).
+/// The conversation rules, their calls sent to `backend` (or to a port nothing serves).
 fn rules(backend: Option<&Backend>) -> Scratch {
     let scratch = Scratch::new("conversation");
     let text = std::fs::read_to_string(root().join("tests/data/conversation/rules.yaml")).unwrap();
-    let base = backend.map_or("http://127.0.0.1:9".to_owned(), Backend::base);
-    scratch.write("rules.yaml", &text.replace("BACKEND", &base));
+    let text = match backend {
+        Some(backend) => text.replace("http://127.0.0.1:9", &backend.base()),
+        None => text,
+    };
+    scratch.write("rules.yaml", &text);
     scratch
 }
 
