@@ -459,6 +459,34 @@ mod tests {
     }
 
     #[test]
+    fn conversation_keys_are_checked_where_they_are_written() {
+        let ok = load_str(
+            "rules:\n  - name: ask\n    when: { keyword: 绑定 }\n    set: { state: bind, ttl: 5m, vars: { at: \"{{CreateTime}}\" }, on_expire: { text: \"{{state.name}} 已超时\" } }\n    reply: { text: 请回复, choices: [{ id: 1, text: 是 }] }\n  - name: in\n    when: { state: bind, tries_below: 3 }\n    reply: { text: \"{{state.tries}} {{state.vars.at}}\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert!(ok.rules.converses());
+        assert_eq!(ok.rules.states().len(), 1);
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+        for (body, says) in [
+            ("    set: { state: none }\n    reply: { text: hi }\n", "rules.yaml:3:19: rule `r`: `none` is not a state's name: `state: none` in `when` means no state"),
+            ("    set: { state: \"a b\" }\n    reply: { text: hi }\n", "rules.yaml:3:19: rule `r`: `a b` is not a state's name: letters, digits, `_` and `-`"),
+            ("    set: { state: s, ttl: 30d }\n    reply: { text: hi }\n", "rules.yaml:3:27: rule `r`: `ttl` is at most 7days"),
+            ("    set: { state: s }\n    clear: true\n    reply: { text: hi }\n", "rules.yaml:4:5: rule `r`: a rule either `set`s a state or `clear`s it, not both"),
+            ("    set: { state: s, vars: { a-b: x } }\n    reply: { text: hi }\n", "rules.yaml:3:30: rule `r`: `a-b` is not a var's name: 1 to 64 letters, digits or `_`"),
+            ("    when: { tries_below: 2 }\n    reply: { text: hi }\n", "rules.yaml:3:13: rule `r`: `tries_below` counts the user's messages in a state: give `state` too"),
+            ("    when: { state: s, tries_below: 0 }\n    reply: { text: hi }\n", "rules.yaml:3:36: rule `r`: `tries_below: 0` never holds: the first answer in a state is try 1"),
+            ("    reply: { image: { media_id: m }, choices: [{ id: 1, text: a }] }\n", "rules.yaml:3:38: rule `r`: `choices` go with a `text` reply, and this one is `image`"),
+            ("    reply: { text: t, choices: [{ id: \"a b\", text: a }] }\n", "rules.yaml:3:39: rule `r`: a choice's id is 1 to 64 letters, digits, `_` or `-`"),
+            ("    reply: { text: t, choices: [{ id: 1, text: \"a&b\" }] }\n", "rules.yaml:3:48: rule `r`: a choice's text is 1 to 128 bytes on one line, without `\"`, `&`, `<`, `>` or `{{`"),
+            ("    reply: { text: t, choices: [{ id: 1, text: a }, { id: 1, text: b }] }\n", "rules.yaml:3:59: rule `r`: choice id `1` is given twice"),
+            ("    reply: { text: \"{{state.tries.x}}\" }\n", "rules.yaml:3:14: rule `r`: `{{state.tries.x}}`: templates see `state.name`, `state.tries` and `state.vars.NAME`, not `state.tries.x`"),
+        ] {
+            assert_eq!(rule_errors(body), [says], "{body}");
+        }
+    }
+
+    #[test]
     fn a_cooldown_is_whole_seconds_on_a_rule_that_answers() {
         let loaded = load_str(
             "rules:\n  - name: r\n    cooldown: 60m\n    reply: { text: hi }\n",
