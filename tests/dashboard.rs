@@ -3,6 +3,7 @@
 //! binary with its admin port: the rules are listed and filtered, a try of a keyword shows
 //! the rule and the reply, real signed pushes appear with their OpenIDs masked, a good and a
 //! broken reload show what changed and where the error is, the token form guards the data,
+//! users in conversation states are counted (never named) and a try can start in a state,
 //! and through it all no JavaScript error and no request to any host but the server.
 //!
 //! `UPDATE_SCREENSHOTS=1 cargo test --test dashboard` writes the README's screenshots
@@ -553,4 +554,178 @@ async fn what_follows_a_push_shows_beside_it() {
     let errors = b.page_errors().await;
     assert!(errors.is_empty(), "errors in the page: {errors:#?}");
     browser.client.close().await.unwrap();
+}
+
+/// `wxrules` serving the phone-binding flow of `tests/data/conversation-page`.
+fn conversation_server(tag: &str) -> Server {
+    let scratch = Scratch::new(tag);
+    let rules = common::root().join("tests/data/conversation-page/rules.yaml");
+    scratch.write("rules.yaml", &std::fs::read_to_string(rules).unwrap());
+    Server::launch(
+        scratch,
+        &["--rules", "rules.yaml", "--templates", "templates"],
+        None,
+    )
+}
+
+/// A text push from `user` rather than the tests' one OpenID.
+fn text_from(user: &str, content: &str, msg_id: u64) -> String {
+    text_push(content, msg_id).replace(OPENID, user)
+}
+
+/// Real signed pushes: users a and b asked to bind (`bind_phone`), c gave a number too
+/// (`confirm`).
+async fn put_users_in_states(server: &Server) {
+    for (user, id) in [
+        ("o_state_user_a", 100),
+        ("o_state_user_b", 101),
+        ("o_state_user_c", 102),
+    ] {
+        let answer = server.push(&text_from(user, "绑定", id)).await;
+        assert!(answer.contains("11 位手机号"), "{answer}");
+    }
+    let answer = server
+        .push(&text_from("o_state_user_c", "13800138000", 103))
+        .await;
+    assert!(answer.contains("确认绑定 13800138000"), "{answer}");
+}
+
+async fn try_json(server: &Server, body: &Value) -> (u16, Value) {
+    let answer = reqwest::Client::new()
+        .post(server.url("/api/try"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// `/api/rules`' `states`, and the whole answer as text.
+async fn states_of(server: &Server) -> (Value, String) {
+    let text = reqwest::get(server.url("/api/rules"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rules: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(rules["converses"], true, "{text}");
+    (rules["states"].clone(), text)
+}
+
+#[tokio::test]
+async fn a_try_starts_in_a_state_and_the_users_in_each_state_are_counted() {
+    let server = conversation_server("dashboard-states-api");
+
+    // From `bind_phone`, a number: the state's rule answers, and the user would be in
+    // `confirm` with the number kept.
+    let (status, tried) = try_json(
+        &server,
+        &json!({"text": "13800138000", "state": {"name": "bind_phone"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tried}");
+    assert_eq!(tried["rule"]["name"], "number");
+    assert_eq!(
+        tried["reply"]["content"],
+        "确认绑定 13800138000？回复「确认」。"
+    );
+    assert_eq!(
+        tried["state"]["before"],
+        json!({"name": "bind_phone", "vars": {}, "tries": 0})
+    );
+    assert_eq!(
+        tried["state"]["after"],
+        json!({"name": "confirm", "vars": {"phone": "13800138000"}, "tries": 0})
+    );
+    // From `confirm` with its var: the reply reads it, and the conversation ends.
+    let (status, tried) = try_json(
+        &server,
+        &json!({"text": "确认", "state": {"name": "confirm", "vars": {"phone": "13900139000"}, "tries": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tried}");
+    assert_eq!(tried["rule"]["name"], "confirmed");
+    assert_eq!(tried["reply"]["content"], "已绑定手机 13900139000。");
+    assert_eq!(tried["state"]["before"]["tries"], 1);
+    assert_eq!(tried["state"]["after"], Value::Null);
+    // In no state, the number is nobody's answer.
+    let (status, tried) = try_json(&server, &json!({"text": "13800138000"})).await;
+    assert_eq!(status, 200, "{tried}");
+    assert_eq!(tried["rule"], Value::Null);
+    assert_eq!(tried["state"], json!({"before": null, "after": null}));
+    // A var's value is cut as a rule's `set:` cuts it (1,024 bytes, at a character's end).
+    let (status, tried) = try_json(
+        &server,
+        &json!({"text": "随便", "state": {"name": "confirm", "vars": {"phone": "号".repeat(400)}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tried}");
+    assert_eq!(tried["rule"]["name"], "confirm-other");
+    let kept = tried["state"]["after"]["vars"]["phone"].as_str().unwrap();
+    assert!(
+        kept.len() <= 1024 && kept.len() > 1000 && kept.chars().all(|c| c == '号'),
+        "{kept}"
+    );
+
+    // A state that cannot be: 400, saying why.
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("v{i}"), json!("x"))).collect();
+    for (state, why) in [
+        (json!({"name": "a b"}), "not a state's name"),
+        (json!({"name": "none"}), "not a state's name"),
+        (json!({"name": " "}), "empty"),
+        (json!({"name": "x".repeat(65)}), "at most 64 bytes"),
+        (
+            json!({"name": "bind_phone", "vars": many}),
+            "at most 32 vars",
+        ),
+        (
+            json!({"name": "bind_phone", "vars": {" ": "x"}}),
+            "a var's name is empty",
+        ),
+        (
+            json!({"name": "bind_phone", "tries": -1}),
+            "not the JSON expected",
+        ),
+        (
+            json!({"name": "bind_phone", "turns": 1}),
+            "not the JSON expected",
+        ),
+        (json!({"vars": {}}), "not the JSON expected"),
+    ] {
+        let (status, answer) = try_json(&server, &json!({"text": "1", "state": state})).await;
+        assert_eq!(status, 400, "{state}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(why), "{state}: {error}");
+    }
+
+    // No try wrote a user's state.
+    let (states, _) = states_of(&server).await;
+    assert_eq!(
+        states,
+        json!([{"name": "bind_phone", "users": 0}, {"name": "confirm", "users": 0}])
+    );
+    // Real pushes put users in states: counted, none of them named.
+    put_users_in_states(&server).await;
+    let (states, text) = states_of(&server).await;
+    assert_eq!(
+        states,
+        json!([{"name": "bind_phone", "users": 2}, {"name": "confirm", "users": 1}])
+    );
+    assert!(!text.contains("o_state_user"), "an OpenID in {text}");
+    // One leaves the conversation, another confirms: the counts follow.
+    assert!(server
+        .push(&text_from("o_state_user_a", "取消", 104))
+        .await
+        .contains("已取消"));
+    assert!(server
+        .push(&text_from("o_state_user_c", "确认", 105))
+        .await
+        .contains("已绑定手机 13800138000"));
+    let (states, _) = states_of(&server).await;
+    assert_eq!(
+        states,
+        json!([{"name": "bind_phone", "users": 1}, {"name": "confirm", "users": 0}])
+    );
 }

@@ -3,7 +3,8 @@
 //! `/api/pushes`), for scripts too. The page is a small script over that JSON rather than
 //! server-rendered HTML: "try a message" and the recent pushes update in place, and the
 //! JSON is what scripts want anyway. `/api/try` runs `explain::explain`, the code of
-//! `wxrules explain`.
+//! `wxrules explain`, from a conversation state when asked; `/api/rules` counts the users
+//! in each state (never naming one).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::accounts::Live;
+use crate::rules::conversation::{self, UserState};
 use crate::rules::Words;
 use crate::wire::Message;
 
@@ -192,7 +194,7 @@ async fn rules(
     if let Some((name, unserved)) = unserved {
         // Nothing of it serves: no rules, and why.
         return ok(
-            &json!({"account": name, "digest": "", "rules": [], "unserved": true, "errors": unserved.errors}),
+            &json!({"account": name, "digest": "", "rules": [], "converses": false, "states": [], "unserved": true, "errors": unserved.errors}),
         );
     }
     let account = match account_of(&state, &query, &req) {
@@ -233,7 +235,32 @@ async fn rules(
             })
         })
         .collect();
-    ok(&json!({"account": account.name(), "digest": account.rules.digest(), "rules": rules}))
+    let states = state_counts(&state, &account).await;
+    ok(&json!({
+        "account": account.name(),
+        "digest": account.rules.digest(),
+        "rules": rules,
+        "converses": account.rules.converses(),
+        "states": states,
+    }))
+}
+
+/// How many users are in each state the account's rules set, in file order: counts only,
+/// never an OpenID.
+async fn state_counts(state: &AppState, account: &Live) -> Vec<Value> {
+    if !account.rules.converses() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = account.rules.states().iter().map(|s| &**s).collect();
+    let counts = state
+        .conversations
+        .counts(account.account.scope(), &names)
+        .await;
+    names
+        .iter()
+        .zip(counts)
+        .map(|(name, users)| json!({"name": name, "users": users}))
+        .collect()
 }
 
 /// What `/api/try` takes: a text, an event (with its key), or a whole push.
@@ -244,10 +271,54 @@ struct TryInput {
     event: Option<String>,
     event_key: Option<String>,
     xml: Option<String>,
+    /// The user's conversation state to start from (`explain --state`).
+    state: Option<TryState>,
+}
+
+/// `"state": {"name": "bind_phone", "vars": {"phone": "138…"}, "tries": 0}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TryState {
+    name: String,
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    tries: u32,
+}
+
+/// The state a try starts from, as `explain --state` builds it: set by no rule, lasting
+/// `DEFAULT_TTL` from `at`; its vars bounded as a rule's `set:` bounds them.
+fn start_state(given: TryState, at: u64) -> Result<UserState, String> {
+    let name = given.name.trim();
+    if let Some(problem) = conversation::name_problem(name) {
+        return Err(format!("state: {problem}"));
+    }
+    if given.vars.len() > conversation::MAX_VARS {
+        return Err(format!(
+            "state: a state holds at most {} vars",
+            conversation::MAX_VARS
+        ));
+    }
+    let mut vars = std::collections::BTreeMap::new();
+    for (key, value) in given.vars {
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("state: a var's name is empty".into());
+        }
+        vars.insert(key.to_owned(), conversation::bounded_var(value));
+    }
+    Ok(UserState {
+        name: name.to_owned(),
+        vars,
+        tries: given.tries,
+        rule: String::new(),
+        expires: at.saturating_add(conversation::DEFAULT_TTL.as_secs()),
+    })
 }
 
 /// `POST /api/try?account=NAME`: what the account's rules do with a message, as `wxrules
-/// explain --json` says it. No call is made and nothing is sent.
+/// explain --json` says it (with `state`: for a user in that state, and the state after).
+/// No call is made, nothing is sent, and no user's state is read or written.
 async fn try_message(
     state: web::Data<AppState>,
     admin: web::Data<super::Admin>,
@@ -277,7 +348,7 @@ async fn try_message(
             &json!({"error": "a message to try is 64 KiB at most"}),
         );
     }
-    let input: TryInput = match serde_json::from_slice(&body) {
+    let mut input: TryInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
         Err(e) => return bad_request(&format!("the body is not the JSON expected: {e}")),
     };
@@ -285,6 +356,11 @@ async fn try_message(
     let message = match message_of(&account, &input, now) {
         Ok(message) => message,
         Err(why) => return bad_request(&why),
+    };
+    let start = match input.state.take().map(|given| start_state(given, now)) {
+        Some(Ok(user)) => Some(user),
+        Some(Err(why)) => return bad_request(&why),
+        None => None,
     };
     let draft = match &query.draft {
         Some(id) => match admin.editing.draft(id) {
@@ -300,7 +376,15 @@ async fn try_message(
         },
         None => &account.rules,
     };
-    let explained = crate::explain::explain(rules, &message, now, now, &state.caller, None, None);
+    let explained = crate::explain::explain(
+        rules,
+        &message,
+        now,
+        now,
+        &state.caller,
+        None,
+        start.as_ref(),
+    );
     let mut value = explained.to_json(&account.account.sources().rules);
     value["account"] = account.name().into();
     ok(&value)
