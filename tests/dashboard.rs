@@ -60,6 +60,9 @@ async fn the_dashboard_lists_tries_shows_pushes_and_reloads() {
     b.client.goto(&server.url("/#rules")).await.unwrap();
     b.wait_for("#rules tbody tr[data-rule]").await;
     assert_eq!(b.count("#rules tbody tr[data-rule]").await, rules);
+    // Rules that do not converse: no states panel, no state to try from.
+    assert!(!b.find("#states").await.is_displayed().await.unwrap());
+    assert!(!b.find("#try-state-row").await.is_displayed().await.unwrap());
     let price = b.text("#rules tbody tr[data-rule='price']").await;
     assert!(price.contains("关键词 是 价格 或 price"), "{price}");
     assert!(price.contains("rules.yaml:"), "{price}");
@@ -728,4 +731,108 @@ async fn a_try_starts_in_a_state_and_the_users_in_each_state_are_counted() {
         states,
         json!([{"name": "bind_phone", "users": 1}, {"name": "confirm", "users": 0}])
     );
+}
+
+#[tokio::test]
+async fn the_page_counts_users_in_states_and_tries_from_one() {
+    let server = conversation_server("dashboard-states-page");
+    put_users_in_states(&server).await;
+    let browser = Browser::start().await;
+    let b = &browser;
+
+    // The states panel: each state with its users, no OpenID anywhere.
+    b.client.goto(&server.url("/#rules")).await.unwrap();
+    b.wait_for("#states li[data-state='confirm']").await;
+    assert!(b.find("#states").await.is_displayed().await.unwrap());
+    assert!(b.text("#states").await.contains("对话状态"));
+    assert_eq!(
+        b.text("#states li[data-state='bind_phone'] .users").await,
+        "2"
+    );
+    assert_eq!(b.text("#states li[data-state='confirm'] .users").await, "1");
+    assert!(!b.client.source().await.unwrap().contains("o_state_user"));
+    // One more user asks while the page is open: a refresh counts them.
+    assert!(server
+        .push(&text_from("o_state_user_d", "绑定", 106))
+        .await
+        .contains("11 位手机号"));
+    b.find("#rules-refresh").await.click().await.unwrap();
+    b.wait_for_text("#states li[data-state='bind_phone'] .users", "3")
+        .await;
+
+    // A try from `bind_phone`: the state's rule, its reply, the state after.
+    b.find("#tab-try").await.click().await.unwrap();
+    let option = "form#try select[name='state'] option[value='bind_phone']";
+    b.wait_for(option).await;
+    b.find(option).await.click().await.unwrap();
+    b.try_text("13800138000").await;
+    b.wait_for_text("#try-result .try-rule", "number").await;
+    assert!(b
+        .text("#try-result .bubble")
+        .await
+        .contains("确认绑定 13800138000"));
+    assert!(b
+        .text("#try-result .try-state .state-before")
+        .await
+        .contains("bind_phone"));
+    let after = b.text("#try-result .try-state .state-after").await;
+    assert!(
+        after.contains("confirm") && after.contains("phone = 13800138000"),
+        "{after}"
+    );
+
+    // From `confirm` with a var given: the reply reads it, and no state after.
+    b.find("form#try select[name='state'] option[value='confirm']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("form#try textarea[name='vars']")
+        .await
+        .send_keys("phone=13900139000")
+        .await
+        .unwrap();
+    let text = b.find("form#try input[name='text']").await;
+    text.clear().await.unwrap();
+    text.send_keys("确认").await.unwrap();
+    b.find("#try-submit").await.click().await.unwrap();
+    b.wait_for_text("#try-result .try-rule", "confirmed").await;
+    assert!(b
+        .text("#try-result .bubble")
+        .await
+        .contains("已绑定手机 13900139000"));
+    assert_eq!(b.text("#try-result .try-state .state-after").await, "无");
+
+    // Vars without a state are not sent: the page says to pick one.
+    b.find("form#try select[name='state'] option[value='']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("#try-submit").await.click().await.unwrap();
+    b.wait_for_text("#try-result .try-error", "请先选择对话状态")
+        .await;
+    // The try itself changed nobody's state.
+    let (states, _) = states_of(&server).await;
+    assert_eq!(
+        states,
+        json!([{"name": "bind_phone", "users": 3}, {"name": "confirm", "users": 1}])
+    );
+
+    // In English.
+    b.client
+        .execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .unwrap();
+    b.find("#lang").await.click().await.unwrap();
+    b.wait_for_text("#try-state-row", "Start in state").await;
+    b.find("#tab-rules").await.click().await.unwrap();
+    b.wait_for_text("#states", "Conversations").await;
+    b.wait_for_text("#states li[data-state='confirm']", "1 user")
+        .await;
+
+    assert_only_from(&b.requested().await, &server);
+    let errors = b.page_errors().await;
+    assert!(errors.is_empty(), "errors in the page: {errors:#?}");
+    browser.client.close().await.unwrap();
 }

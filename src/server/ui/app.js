@@ -58,6 +58,11 @@ const I18N = {
     tryCall: '调用服务', tryCallNote: '试发时仪表盘不会真正发出这个请求。', tryTimeout: ms => `超时 ${ms} ms`,
     tryStubbed: '（已模拟）', tryHolding: '等待时先回复', trySends: '随后通过客服消息发送',
     tryErrorTitle: '出错',
+    tryState: '从对话状态开始', tryNoState: '（不在任何状态）', tryVars: '状态变量（可选，每行一个 名称=值）',
+    tryVarsBad: l => `状态变量应写成 名称=值：${l}`, tryVarsNoState: '请先选择对话状态，再填写状态变量。',
+    tryStateTitle: '对话状态', tryStateBefore: '之前', tryStateAfter: '之后', tryStateNone: '无',
+    statesTitle: '对话状态', statesUsers: '位用户', statesNone: '规则没有设置任何状态。',
+    statesHelp: '此刻处于各个状态的用户数（不显示是哪些用户）；状态过期后不再计入。',
     mediaId: 'media_id', thumb: '缩略图 media_id', hq: '高品质', noPic: '无图片', readMore: '阅读全文',
     pushesInfo: n => `每 3 秒自动刷新 · 最多保留最近 ${n} 条`, pushesUpdated: t => `更新于 ${t}`,
     pushesEmpty: '还没有消息',
@@ -125,6 +130,11 @@ const I18N = {
     tryCall: 'Service call', tryCallNote: 'The dashboard does not make this call.', tryTimeout: ms => `timeout ${ms} ms`,
     tryStubbed: '(stubbed)', tryHolding: 'Holding reply', trySends: 'Then sent through the customer-service API',
     tryErrorTitle: 'Error',
+    tryState: 'Start in state', tryNoState: '(in no state)', tryVars: 'State vars (optional, one name=value a line)',
+    tryVarsBad: l => `A state var is written name=value: ${l}`, tryVarsNoState: 'Pick a conversation state for the vars.',
+    tryStateTitle: 'Conversation state', tryStateBefore: 'before', tryStateAfter: 'after', tryStateNone: 'none',
+    statesTitle: 'Conversations', statesUsers: n => (Number(n) === 1 ? 'user' : 'users'), statesNone: 'The rules set no state.',
+    statesHelp: 'Users in each state now (never which ones); a state stops counting when it expires.',
     mediaId: 'media_id', thumb: 'thumb media_id', hq: 'HQ', noPic: 'no picture', readMore: 'Read more',
     pushesInfo: n => `Auto-refresh every 3 s · keeps the last ${n}`, pushesUpdated: t => `updated ${t}`,
     pushesEmpty: 'No pushes yet',
@@ -169,6 +179,8 @@ const S = {
   view: 'rules', overview: null, overviewErr: null, account: store('local', ACCOUNT_KEY),
   rules: null, rulesErr: null, rulesLoadedAt: null, pushes: null, pushesErr: null, pushesAt: null,
   tryRes: null, reloadRes: null, lrOpen: false,
+  // `/api/rules`' `converses` and `states` (each state's name and users) for the account.
+  convo: null,
 };
 function t(key, ...args) {
   const v = I18N[S.lang][key] ?? I18N.zh[key];
@@ -375,8 +387,8 @@ function toggleLastReload() {
 function onAccountChange(ev) {
   S.account = ev.currentTarget.value;
   store('local', ACCOUNT_KEY, S.account);
-  S.rules = null; S.pushes = null; S.tryRes = null; S.lrOpen = false;
-  renderTop(); renderRules(); renderPushes(); renderTry();
+  S.rules = null; S.convo = null; S.pushes = null; S.tryRes = null; S.lrOpen = false;
+  renderTop(); renderRules(); renderPushes(); renderTry(); renderStates();
   void loadRules();
   if (S.view === 'pushes') void pollPushes();
   if (HOOKS.account) HOOKS.account();
@@ -402,12 +414,35 @@ async function loadRules() {
     const d = await getJson('/api/rules?' + acctQuery());
     if (seq !== rulesSeq) return;
     S.rules = Array.isArray(d.rules) ? d.rules : [];
+    S.convo = { converses: d.converses === true, states: Array.isArray(d.states) ? d.states : [] };
     S.rulesErr = null;
   } catch (e) {
     if (seq !== rulesSeq) return;
     S.rulesErr = e.message;
   }
   renderRules();
+  renderStates();
+}
+// The conversation states the rules set: how many users are in each now (the server counts,
+// it names no user), and the try form's choice of a state to start from. Both only when
+// the account's rules converse.
+function renderStates() {
+  const box = $('#states');
+  const convo = S.convo;
+  const states = convo && convo.converses ? convo.states : [];
+  box.hidden = !(convo && convo.converses);
+  $('#try-state-row').hidden = box.hidden;
+  clear($('#states-list'), states.length
+    ? states.map(s => el('li', { 'data-state': str(s.name) },
+      el('code', { class: 'state-name', text: str(s.name) }), ' ',
+      el('strong', { class: 'users', text: str(Number(s.users) || 0) }), ' ',
+      el('span', { class: 'muted', text: t('statesUsers', Number(s.users) || 0) })))
+    : el('li', { class: 'muted', text: t('statesNone') }));
+  const sel = $('#try').elements.state;
+  const v = sel.value;
+  clear(sel, el('option', { value: '', text: t('tryNoState') }),
+    states.map(s => el('option', { value: str(s.name), text: str(s.name) })));
+  sel.value = states.some(s => str(s.name) === v) ? v : '';
 }
 function renderRules() {
   showStatus($('#rules-status'), S.rulesErr);
@@ -511,6 +546,9 @@ async function onTrySubmit(ev) {
   else if (event) body = key ? { event, event_key: key } : { event };
   else if (text.trim()) body = { text };
   else { S.tryRes = { local: t('tryEmpty') }; renderTry(); return; }
+  const state = tryState(f);
+  if (typeof state === 'string') { S.tryRes = { local: state }; renderTry(); return; }
+  if (state) body.state = state;
   const btn = $('#try-submit');
   btn.disabled = true;
   btn.textContent = t('trySending');
@@ -532,6 +570,21 @@ async function onTrySubmit(ev) {
   if (acct !== S.account) return;
   S.tryRes = res;
   renderTry();
+}
+// The state to start from (`{name, vars}`), none, or why the vars cannot be read.
+function tryState(f) {
+  const row = $('#try-state-row');
+  if (row.hidden) return null;
+  const name = f.state.value;
+  const lines = f.vars.value.split('\n').map(l => l.trim()).filter(Boolean);
+  if (!name) return lines.length ? t('tryVarsNoState') : null;
+  const vars = {};
+  for (const line of lines) {
+    const at = line.indexOf('=');
+    if (at <= 0) return t('tryVarsBad', line);
+    vars[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return { name, vars };
 }
 function renderTry() {
   const box = $('#try-result');
@@ -588,6 +641,11 @@ function renderTryDetails(d) {
         el('pre', { class: 'json', text: typeof d.call.holding_body === 'string' ? d.call.holding_body : json(d.call.holding_body) }));
     }
   }
+  if (d.state && typeof d.state === 'object') {
+    card.append(el('h4', { text: t('tryStateTitle') }), el('p', { class: 'try-state' },
+      el('span', { class: 'muted', text: t('tryStateBefore') + ' ' }), stateShown(d.state.before, 'state-before'),
+      el('span', { class: 'muted', text: ' → ' + t('tryStateAfter') + ' ' }), stateShown(d.state.after, 'state-after')));
+  }
   if (Array.isArray(d.sends) && d.sends.length) {
     card.append(el('h4', { text: t('trySends') }), el('ol', { class: 'sends' }, d.sends.map(s =>
       el('li', null, el('pre', { class: 'json' + (s && s.error ? ' bad-text' : ''), text: json(s) })))));
@@ -595,6 +653,14 @@ function renderTryDetails(d) {
   card.append(el('details', { class: 'raw', open: true },
     el('summary', { text: t('tryRaw') }), el('pre', { class: 'raw-xml', text: str(d.body) })));
   return card;
+}
+// A user's state as the try shows it: its name and vars, or none.
+function stateShown(s, cls) {
+  if (!s || typeof s !== 'object') return el('span', { class: cls + ' muted', text: t('tryStateNone') });
+  const vars = s.vars && typeof s.vars === 'object' ? Object.entries(s.vars) : [];
+  return el('span', { class: cls },
+    el('code', { class: 'state-name', text: str(s.name) }),
+    vars.map(([k, v]) => [' ', el('span', { class: 'mono state-var', text: `${k} = ${str(v)}` })]));
 }
 function userMessage(sent) {
   if (!sent) return null;
@@ -886,7 +952,8 @@ function route() {
 }
 function loadView() {
   if (HOOKS.view) HOOKS.view(S.view);
-  if (S.view === 'rules') void loadRules();
+  // The try form lists the account's states, which come with its rules.
+  if (S.view === 'rules' || S.view === 'try') void loadRules();
   if (S.view === 'menu') void loadMenu();
   if (S.view === 'pushes') void pollPushes(); else schedulePushes();
 }
@@ -905,7 +972,7 @@ function applyLang() {
   $('#reload').textContent = t($('#reload').disabled ? 'reloading' : 'reload');
   $('#try-submit').textContent = t($('#try-submit').disabled ? 'trySending' : 'trySubmit');
   fillEventSelect();
-  renderTop(); renderRules(); renderPushes(); renderTry(); renderReload(); renderMenu();
+  renderTop(); renderRules(); renderPushes(); renderTry(); renderReload(); renderMenu(); renderStates();
   if (HOOKS.lang) HOOKS.lang();
 }
 function start() {
