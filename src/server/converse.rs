@@ -61,9 +61,7 @@ pub(super) async fn write(
     match after {
         After::Keep => {}
         After::Put(record) => {
-            conversations
-                .put(scope(live, message), user, &record)
-                .await;
+            conversations.put(scope(live, message), user, &record).await;
         }
         After::Clear => conversations.clear(scope(live, message), user).await,
     }
