@@ -129,7 +129,14 @@ fn start_state(
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--var is KEY=VALUE (`--var phone=13800138000`)");
         };
-        vars.insert(key.trim().to_owned(), value.to_owned());
+        let value = crate::rules::conversation::bounded_var(value.to_owned());
+        vars.insert(key.trim().to_owned(), value);
+    }
+    if vars.len() > crate::rules::conversation::MAX_VARS {
+        bail!(
+            "--var: a state holds at most {} vars",
+            crate::rules::conversation::MAX_VARS
+        );
     }
     Ok(Some(crate::rules::conversation::UserState {
         name: name.trim().to_owned(),
