@@ -414,3 +414,39 @@ fn unreachable(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn warnings(yaml: &str) -> Vec<String> {
+        let loaded = crate::rules::load_str(yaml, &[]).unwrap_or_else(|e| panic!("{e}"));
+        super::lint(&loaded.rules, Path::new("rules.yaml"))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn states_set_and_never_matched_or_matched_and_never_set_are_warned_of() {
+        let yaml = "rules:\n  - name: ask\n    when: { keyword: a }\n    set: { state: asked }\n    reply: { text: q }\n  - name: lost\n    when: { keyword: b }\n    set: { state: nobody_reads }\n    reply: { text: q }\n  - name: in-asked\n    when: { state: asked }\n    reply: { text: ok }\n  - name: in-ghost\n    when: { state: ghost }\n    reply: { text: never }\n  - name: all\n    reply: { text: all }\n";
+        assert_eq!(
+            warnings(yaml),
+            [
+                "rules.yaml:6:5: rule `lost`: state `nobody_reads` is set here, and no rule's `when: { state: nobody_reads }` answers in it (only `state: any` rules, or rules without a state)",
+                "rules.yaml:13:5: rule `in-ghost`: no rule sets state `ghost`: this rule never matches",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_in_a_state_does_not_make_later_rules_unreachable() {
+        // `in-asked` matches every message, but only of users in `asked`; `retry` only below
+        // its tries; `all` answers the rest. A later rule of the same state is shadowed.
+        let yaml = "rules:\n  - name: ask\n    when: { keyword: a }\n    set: { state: asked }\n    reply: { text: q }\n  - name: retry\n    when: { state: asked, tries_below: 3 }\n    reply: { text: again }\n  - name: in-asked\n    when: { state: asked }\n    reply: { text: ok }\n  - name: all\n    reply: { text: all }\n  - name: after-all\n    when: { state: asked }\n    reply: { text: never }\n";
+        assert_eq!(
+            warnings(yaml),
+            ["rules.yaml:14:5: rule `after-all`: unreachable: every message it matches is answered first by rule `in-asked` (line 9)"]
+        );
+    }
+}
