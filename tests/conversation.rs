@@ -154,6 +154,14 @@ async fn a_state_that_expired_says_so_on_the_next_message_once() {
         "still on at 9 minutes"
     );
     clock.advance(2 * 60);
+    // A location report meanwhile is no message of the user's: it leaves the word for one.
+    let location = format!(
+        "<xml><ToUserName><![CDATA[gh_talk]]></ToUserName><FromUserName><![CDATA[oLate]]></FromUserName>\
+         <CreateTime>{NOW}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[LOCATION]]></Event>\
+         <Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>119.4</Precision></xml>"
+    );
+    let (status, _) = post(&app, &signed_query(), location).await;
+    assert_eq!(status, 200);
     assert_eq!(
         u.says("13800138000").await,
         "绑定已超时（bind_phone），请重新开始"

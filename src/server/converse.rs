@@ -43,6 +43,15 @@ pub(super) async fn look_up(state: &AppState, live: &Live, message: &Message) ->
             before: Some(Arc::new(converse::seen(&record, message))),
             ended: None,
         },
+        Found::Expired(record) if !converse::counts(message) => {
+            // An event (a location report) does not take the `on_expire` meant for the
+            // user's next message: put back as it was.
+            state
+                .conversations
+                .put(scope(live, message), message.from_user(), &record)
+                .await;
+            Looked::default()
+        }
         Found::Expired(record) => Looked {
             before: None,
             ended: Some(record),
