@@ -18,6 +18,9 @@ pub enum Outcome {
         reply: Reply,
         xml: String,
         sends: Vec<Result<Reply, RenderError>>,
+        /// The rule's reply names a media file whose upload has not finished
+        /// (`render::MEDIA_PENDING`): this is its `on_error` in its place.
+        media_pending: bool,
     },
     /// Answer `success`: `rule` says to ignore the message, or no rule matched (`None`).
     Ignored { rule: Option<Arc<str>> },
@@ -36,6 +39,16 @@ impl Outcome {
         match self {
             Outcome::Replied { rule, .. } | Outcome::Failed { rule, .. } => Some(rule),
             Outcome::Ignored { rule } => rule.as_ref(),
+        }
+    }
+
+    /// Whether the rule's reply waited for a media file's upload (`render::MEDIA_PENDING`):
+    /// answered `success`, or by its `on_error` in its place.
+    pub fn media_pending(&self) -> bool {
+        match self {
+            Outcome::Replied { media_pending, .. } => *media_pending,
+            Outcome::Failed { error, .. } => error.reason == render::MEDIA_PENDING,
+            Outcome::Ignored { .. } => false,
         }
     }
 
@@ -94,7 +107,9 @@ pub fn answer(rules: &RuleSet, message: &Message, now: u64) -> Outcome {
 }
 
 /// The outcome once `found`'s call has ended with `result`: the service's own reply or
-/// `ignore`; else the rule's reply rendered with `call`; on failure its `on_error`.
+/// `ignore`; else the rule's reply rendered with `call`; on failure its `on_error`. A reply
+/// that names a media file whose upload has not finished answers as the call's failure
+/// would: its `on_error` (marked `media_pending`), or `success`.
 pub fn after_call(
     rules: &RuleSet,
     message: &Message,
@@ -112,12 +127,48 @@ pub fn after_call(
                 let plain = found.rule.plain;
                 replied_as(rule, reply.clone(), message, now, sends, plain)
             }
-            None => respond(rules, message, found, Some(&answered.value), now),
+            None => {
+                let outcome = respond(rules, message, found, Some(&answered.value), now);
+                if outcome.media_pending() {
+                    on_error_for_pending(rules, message, found, outcome, now)
+                } else {
+                    outcome
+                }
+            }
         },
         CallResult::Failed(_) => {
             let on_error = found.rule.call().and_then(|call| call.on_error());
             render_alone(rules, message, found, on_error, now)
         }
+    }
+}
+
+/// In place of `pending` (a reply that waits for its media file's upload), the rule's
+/// `on_error`, marked `media_pending`; `pending` itself (`success`) without one, or when
+/// it cannot be made either.
+fn on_error_for_pending(
+    rules: &RuleSet,
+    message: &Message,
+    found: &Match<'_>,
+    pending: Outcome,
+    now: u64,
+) -> Outcome {
+    let on_error = found.rule.call().and_then(|call| call.on_error());
+    match render_alone(rules, message, found, on_error, now) {
+        Outcome::Replied {
+            rule,
+            reply,
+            xml,
+            sends,
+            ..
+        } => Outcome::Replied {
+            rule,
+            reply,
+            xml,
+            sends,
+            media_pending: true,
+        },
+        _ => pending,
     }
 }
 
@@ -252,5 +303,6 @@ fn replied_as(
         reply,
         xml,
         sends,
+        media_pending: false,
     }
 }

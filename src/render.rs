@@ -333,7 +333,8 @@ fn render_str(
 }
 
 /// The reason of a render that needed a media file whose upload has not finished: the
-/// push is answered as a failed render is, and counted apart (`media_pending`).
+/// push is answered as a failed render is (`success`), or after a call by the rule's
+/// `on_error` (`answer::after_call`), and counted apart (`media_pending`).
 pub const MEDIA_PENDING: &str = "its upload as permanent material has not finished";
 
 /// The most one handlebars template may write. WeChat shows a few KiB of a reply; the

@@ -1,7 +1,8 @@
 //! Replies' media files (`image: { file: … }`): held to WeChat's limits at load (each
 //! refusal at its file:line:col), uploaded as permanent material in the background once per
 //! account and content, even by two instances sharing one Redis, the id reused after a
-//! restart; until the upload is done a reply answers `success`, counted.
+//! restart; until the upload is done a reply answers `success` (or its rule's `on_error`),
+//! counted.
 #![allow(clippy::unwrap_used)]
 
 #[path = "common/browser.rs"]
@@ -11,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use browser::{text_push, Server};
+use common::backend::Backend;
 use common::fake_wechat::{FakeWechat, APPID, SECRET};
 use common::redis_server::RedisServer;
 use common::Scratch;
@@ -129,10 +131,20 @@ async fn two_instances_upload_each_content_once_and_a_restart_reuses_it() {
 }
 
 #[tokio::test]
-async fn until_the_upload_is_done_the_reply_is_success_and_counted() {
+async fn until_the_upload_is_done_the_reply_is_success_or_on_error_and_counted() {
     // The API is down: nothing is uploaded, and the push gets `success` at once.
     let base = "http://127.0.0.1:9".to_owned();
     let scratch = scratch("media-pending", "PNG");
+    // A rule with a call has an `on_error`: its service answered, but the reply's file is
+    // not uploaded yet, so `on_error` answers in its place.
+    let backend = Backend::start();
+    scratch.write(
+        "rules.yaml",
+        &format!(
+            "{RULES}  - name: poster-order\n    when: {{ keyword: 订单海报 }}\n    call: {{ url: \"{}/orders/7\" }}\n    reply: {{ image: {{ file: media/poster.png }} }}\n    on_error: {{ text: 海报还在准备 }}\n",
+            backend.base()
+        ),
+    );
     let server = Server::launch_with(
         scratch,
         &["--rules", "rules.yaml", "--templates", "templates"],
@@ -143,6 +155,12 @@ async fn until_the_upload_is_done_the_reply_is_success_and_counted() {
         ],
     );
     assert_eq!(server.push(&text_push("海报", 1)).await, "success");
+    let answer = server.push(&text_push("订单海报", 2)).await;
+    assert!(
+        answer.contains("<Content><![CDATA[海报还在准备]]></Content>"),
+        "{answer}"
+    );
+    assert_eq!(backend.received().len(), 1, "the service was asked");
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
@@ -151,7 +169,7 @@ async fn until_the_upload_is_done_the_reply_is_success_and_counted() {
         .unwrap();
     assert_eq!(
         common::sample(&metrics, "wxrules_media_pending_total"),
-        Some(1.0),
+        Some(2.0),
         "{metrics}"
     );
 }

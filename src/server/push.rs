@@ -148,15 +148,15 @@ pub(crate) async fn receive(
         (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
+    // A reply waiting for its media file's upload is counted whether it answered
+    // `success` or the rule's `on_error`.
+    if outcome.media_pending() {
+        live.metrics().observe_media_pending();
+    }
     let (counted, content_type) = match &outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
-        Outcome::Failed { error, .. } => {
-            if error.reason == crate::render::MEDIA_PENDING {
-                live.metrics().observe_media_pending();
-            }
-            (RequestOutcome::Error, PLAIN_TEXT)
-        }
+        Outcome::Failed { .. } => (RequestOutcome::Error, PLAIN_TEXT),
     };
     // The exact bytes are stored, encrypted ones in safe mode: a retry gets this very body.
     // A push joined to a call still running: its retries find the holding reply, for the
@@ -659,6 +659,22 @@ fn log_outcome(live: &Live, message: &Message, outcome: &Outcome, elapsed: Durat
     let rule = outcome.rule().unwrap_or("");
     tracing::debug!(from_user = message.from_user(), msg_id, "message_received");
     match outcome {
+        Outcome::Replied {
+            media_pending: true,
+            ..
+        } => tracing::warn!(
+            event = "message_handled",
+            account,
+            outcome = "replied",
+            rule,
+            msg_type,
+            wx_event = event,
+            msg_id,
+            reply = "on_error",
+            media_pending = true,
+            us = micros,
+            "the rule's media file is not uploaded yet: its on_error answered"
+        ),
         Outcome::Replied { reply, .. } => tracing::info!(
             event = "message_handled",
             account,
