@@ -110,6 +110,7 @@ fn bench_reload(c: &mut Criterion) {
                 http: wxrules::wechat_api::http_client().expect("bench client"),
                 mode: Mode::Single,
                 metrics: wxrules::telemetry::metrics::Metrics::new(),
+                over_quota: None,
             };
             let secrets = Secrets::new("bench-token", None).expect("bench secrets");
             Arc::new(Fleet::of_one(builder, sources.clone(), secrets).expect("bench fleet"))

@@ -91,6 +91,8 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
     let clock = Arc::new(FixedClock(NOW));
     let metrics = Metrics::new();
     let dedup = Dedup::new(dedup::Config::default(), metrics.clone());
+    // As `serve` does: the accounts' outboxes keep what WeChat refuses with 45047 there.
+    let slow = Arc::new(wxrules::server::slow::SlowAnswers::new(clock.clone(), None));
     let builder = Builder {
         clock: clock.clone(),
         wechat_api: wechat_api.into(),
@@ -99,6 +101,7 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         http: wxrules::wechat_api::http_client().unwrap(),
         mode: Mode::Config(config.path.clone()),
         metrics: metrics.clone(),
+        over_quota: Some(slow.clone()),
     };
     let fleet = Arc::new(
         Fleet::load(builder, Source::Config(config.path.clone()))
@@ -115,7 +118,7 @@ fn state_with_api(scratch: &Scratch, wechat_api: &str) -> (AppState, Arc<Fleet>)
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(wxrules::store::replay::Replays::new(None)),
-        slow: Arc::new(wxrules::server::slow::SlowAnswers::new(clock.clone(), None)),
+        slow,
         conversations: Arc::new(wxrules::store::conversation::Conversations::new(
             clock.clone(),
             None,

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::secrets::{ResolvedSecrets, Secrets};
 use super::{Account, AccountParts, AccountSpec, Live, Mode};
 use crate::act::media::Uploads;
-use crate::act::outbox::Outbox;
+use crate::act::outbox::{Outbox, OverQuota};
 use crate::clock::Clock;
 use crate::rules::{self, Sources};
 use crate::store::media::MediaStore;
@@ -37,6 +37,10 @@ pub struct Builder {
     /// The process's own metrics: a fleet of one's account counts into them (its series
     /// carry no `account` label, as in Part 1); each account of a config file has its own.
     pub metrics: Metrics,
+    /// Where each account's outbox hands the messages WeChat refuses because a user's
+    /// quota is spent (45047): the server's slow answers, which keep them for the user's
+    /// next message. `None`: they fail, as any final errcode.
+    pub over_quota: Option<Arc<dyn OverQuota>>,
 }
 
 /// An account read and loaded, not yet serving: what a blocking thread can make.
@@ -188,6 +192,12 @@ impl Builder {
                 secrets_fingerprint: secrets.fingerprint,
             },
         );
+        if let Some(over_quota) = &self.over_quota {
+            let scope = account.scope();
+            account
+                .outbox
+                .keep_over_quota(Arc::clone(over_quota), scope);
+        }
         // Replies' media files are uploaded through the API, on the server's runtime.
         if let (Some(api), Some(appid), Ok(runtime)) =
             (api, appid, tokio::runtime::Handle::try_current())

@@ -267,6 +267,9 @@ async fn assemble(
         },
         metrics.clone(),
     );
+    let mut slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
+    slow.deliver_base = settled.deliver_base.clone();
+    let slow = Arc::new(slow);
     let builder = Builder {
         clock: Arc::clone(&clock),
         wechat_api: settled.wechat_api.clone(),
@@ -275,6 +278,8 @@ async fn assemble(
         http: crate::wechat_api::http_client().context("the WeChat API client")?,
         mode: settled.source.mode(),
         metrics: metrics.clone(),
+        // What WeChat refuses with 45047 is kept for the user's next message.
+        over_quota: Some(Arc::clone(&slow) as Arc<dyn crate::act::outbox::OverQuota>),
     };
     let (prepared, unserved) = match prepare(&settled.source, settled.strict).await? {
         Ok(prepared) => prepared,
@@ -302,8 +307,6 @@ async fn assemble(
     }
     let cooldowns = crate::store::cooldown::Cooldowns::new(Arc::clone(&clock), dedup.redis());
     let replays = crate::store::replay::Replays::new(dedup.redis());
-    let mut slow = crate::server::slow::SlowAnswers::new(Arc::clone(&clock), dedup.redis());
-    slow.deliver_base = settled.deliver_base.clone();
     let conversations =
         crate::store::conversation::Conversations::new(Arc::clone(&clock), dedup.redis())
             .bounded(settled.max_states);
@@ -327,7 +330,7 @@ async fn assemble(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
-        slow: Arc::new(slow),
+        slow,
         conversations: Arc::new(conversations),
         // The dashboard is served with the admin port; without it nothing is kept.
         recent: settled

@@ -312,6 +312,7 @@ mod tests {
             http: crate::wechat_api::http_client().unwrap(),
             mode: Mode::Single,
             metrics: crate::telemetry::metrics::Metrics::new(),
+            over_quota: None,
         };
         let secrets = Secrets::new("t", None).unwrap();
         Arc::new(Fleet::of_one(builder, sources.clone(), secrets).unwrap())

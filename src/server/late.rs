@@ -331,7 +331,7 @@ impl SendAt {
 }
 
 /// How long messages past the quota wait for the user's next message.
-const OVER_QUOTA_KEPT: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+pub(super) const OVER_QUOTA_KEPT: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
 
 /// Queues a rule's rendered `send:` messages; what cannot be queued is logged (within a
 /// rate limit: a full outbox refuses every push until it drains) and counted by the
@@ -380,6 +380,7 @@ pub(super) async fn queue_sends(
             let over = replies.split_off(allowed);
             tracing::info!(
                 event = "quota_reached",
+                source = "wxrules",
                 account = log_name,
                 rule = &**rule,
                 msg_id = message.msg_id().unwrap_or(""),
@@ -401,7 +402,13 @@ pub(super) async fn queue_sends(
     if count == 0 {
         return;
     }
-    if let Err(why) = account.outbox.enqueue_followed(rule, messages, after).await {
+    // Where the account has no customer-service API nothing was counted (and `check`
+    // refuses what would send).
+    let window = account.customer_service().then_some(at.window);
+    let queued = account
+        .outbox
+        .enqueue_followed(rule, messages, after, window);
+    if let Err(why) = queued.await {
         super::refusal::log_outbox_refused(log_name, rule, count, message.msg_id(), &why);
     }
 }

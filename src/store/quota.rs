@@ -18,8 +18,9 @@ use super::Link;
 /// with 45047).
 pub const MEMORY_ENTRIES: usize = 200_000;
 
-/// One window of WeChat's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One window of WeChat's quota. Carried with the messages counted against it (in the
+/// outbox, and in its Redis streams as JSON), so that a 45047 spends the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// The unix second of the action that opened it.
     pub since: u64,

@@ -299,9 +299,9 @@ impl Metrics {
             outbox_results: counters(
                 r,
                 "wxrules_outbox_results_total",
-                "Customer-service messages by how they ended: sent, failed (a final errcode, or retried past the limit), refused (outbox full or closing), unsendable (no AppSecret)",
+                "Customer-service messages by how they ended: sent, failed (a final errcode, or retried past the limit), refused (outbox full or closing), unsendable (no AppSecret), kept (WeChat said the user's quota is spent, 45047: kept for the user's next message)",
                 &["outcome"],
-                &["sent", "failed", "refused", "unsendable"],
+                &["sent", "failed", "refused", "unsendable", "kept"],
             ),
             calls: counters(
                 r,

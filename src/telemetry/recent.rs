@@ -57,11 +57,14 @@ pub struct After {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late: Option<Late>,
     /// Customer-service messages of the push (its `send:` and its late reply): waiting in
-    /// the outbox, sent, failed (given up), refused (never queued).
+    /// the outbox, sent, failed (given up), refused (never queued), kept for the user's
+    /// next message (WeChat said their quota is spent, 45047; shown only when some were).
     pub queued: u32,
     pub sent: u32,
     pub failed: u32,
     pub refused: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kept: u32,
     /// WeChat's errcode of the last message that failed (48001: the API is not
     /// authorised; 45015: the user has been silent for 48 hours; …).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,14 @@ impl Followup {
         after.sent = after.sent.saturating_add(1);
     }
 
+    /// One queued message was kept for the user's next message (WeChat said their quota
+    /// is spent).
+    pub fn kept(&self) {
+        let mut after = self.0.lock();
+        after.queued = after.queued.saturating_sub(1);
+        after.kept = after.kept.saturating_add(1);
+    }
+
     /// One queued message failed for good, with WeChat's errcode when it gave one.
     pub fn failed(&self, errcode: Option<i64>) {
         let mut after = self.0.lock();
@@ -138,6 +149,10 @@ impl Followup {
             after.errcode = errcode;
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Serialize for Followup {

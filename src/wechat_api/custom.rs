@@ -153,6 +153,46 @@ impl CustomMessage {
         })
     }
 
+    /// The reply it was made from (`new`), to be given passively instead: a message
+    /// WeChat would not take now is kept for the user's next one.
+    pub fn into_reply(self) -> Reply {
+        match self.body {
+            Body::Text { text } => Reply::Text {
+                content: text.content,
+            },
+            Body::Image { image } => Reply::Image {
+                media_id: image.media_id,
+            },
+            Body::Voice { voice } => Reply::Voice {
+                media_id: voice.media_id,
+            },
+            Body::Video { video } => Reply::Video {
+                media_id: video.media_id,
+                title: video.title,
+                description: video.description,
+            },
+            Body::Music { music } => Reply::Music {
+                title: music.title,
+                description: music.description,
+                music_url: music.musicurl,
+                hq_music_url: music.hqmusicurl,
+                thumb_media_id: music.thumb_media_id,
+            },
+            Body::News { news } => Reply::News {
+                articles: news
+                    .articles
+                    .into_iter()
+                    .map(|a| crate::wire::Article {
+                        title: a.title,
+                        description: a.description,
+                        pic_url: a.picurl,
+                        url: a.url,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
     /// The message type, for logs.
     pub fn kind(&self) -> &'static str {
         match self.body {
@@ -230,5 +270,45 @@ mod tests {
         assert!(
             CustomMessage::new("o", Reply::TransferCustomerService { kf_account: None }).is_err()
         );
+    }
+
+    /// A message kept after a 45047 is given passively as the reply it was made from.
+    #[test]
+    fn each_message_gives_back_its_reply() {
+        let replies = [
+            Reply::Text {
+                content: "你好".into(),
+            },
+            Reply::Image {
+                media_id: "M".into(),
+            },
+            Reply::Voice {
+                media_id: "V".into(),
+            },
+            Reply::Video {
+                media_id: "MV".into(),
+                title: "t".into(),
+                description: "d".into(),
+            },
+            Reply::Music {
+                title: "t".into(),
+                description: "d".into(),
+                music_url: "u".into(),
+                hq_music_url: "h".into(),
+                thumb_media_id: "th".into(),
+            },
+            Reply::News {
+                articles: vec![WireArticle {
+                    title: "t".into(),
+                    description: "d".into(),
+                    pic_url: "p".into(),
+                    url: "u".into(),
+                }],
+            },
+        ];
+        for reply in replies {
+            let message = CustomMessage::new("oUser", reply.clone()).unwrap();
+            assert_eq!(message.into_reply(), reply);
+        }
     }
 }

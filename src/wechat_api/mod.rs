@@ -102,10 +102,18 @@ pub enum Disposition {
     /// page), errcode -1 (system busy), a token that could not be had (it may come back: an IP added to the whitelist, a secret corrected).
     Retry,
     /// Never try again: the user cannot receive it (45015: silent for 48 h; 43004: not a
-    /// follower), it is refused for good (40003: not this account's user; 45047: too many
-    /// messages to this user), or WeChat says the request itself is wrong.
+    /// follower), it is refused for good (40003: not this account's user), or WeChat says
+    /// the request itself is wrong.
     Final,
+    /// Not now, nor until the user's next action: WeChat's customer-service quota for the
+    /// user is spent (45047, "out of response count limit"). The outbox hands the message,
+    /// and the user's messages behind it, to be kept for that next action
+    /// (`act::outbox::OverQuota`).
+    QuotaSpent,
 }
+
+/// WeChat's "out of response count limit": the user's customer-service quota is spent.
+pub const QUOTA_SPENT: i64 = 45047;
 
 impl ApiError {
     pub fn disposition(&self) -> Disposition {
@@ -119,8 +127,9 @@ impl ApiError {
             ApiError::Redirected(_) => Disposition::Final,
             ApiError::Status(status) if *status >= 500 || *status == 429 => Disposition::Retry,
             ApiError::Status(_) => Disposition::Final,
-            ApiError::Wechat { errcode, .. } => match errcode {
+            ApiError::Wechat { errcode, .. } => match *errcode {
                 -1 | 45009 => Disposition::Retry,
+                QUOTA_SPENT => Disposition::QuotaSpent,
                 // Token errors outlive one refresh only when the credentials or the
                 // whitelist are wrong; an operator can fix those.
                 40001 | 40014 | 42001 | 40125 | 40164 | 40013 | 41002 | 41004 => Disposition::Retry,
@@ -516,5 +525,29 @@ fn describe(e: &reqwest::Error) -> String {
         kind.to_owned()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wechat(errcode: i64) -> Disposition {
+        ApiError::Wechat {
+            errcode,
+            errmsg: String::new(),
+        }
+        .disposition()
+    }
+
+    #[test]
+    fn errcodes_say_what_becomes_of_a_message() {
+        assert_eq!(wechat(-1), Disposition::Retry);
+        assert_eq!(wechat(42001), Disposition::Retry);
+        assert_eq!(wechat(45015), Disposition::Final);
+        assert_eq!(wechat(43004), Disposition::Final);
+        assert_eq!(wechat(QUOTA_SPENT), Disposition::QuotaSpent);
+        assert_eq!(ApiError::Status(502).disposition(), Disposition::Retry);
+        assert_eq!(ApiError::Redirected(307).disposition(), Disposition::Final);
     }
 }

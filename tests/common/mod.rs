@@ -88,6 +88,10 @@ pub fn state_with_dedup(
         Some(config) => Dedup::new(config, metrics.clone()),
         None => Dedup::off(metrics.clone()),
     };
+    let slow = Arc::new(wxrules::server::slow::SlowAnswers::new(
+        clock.clone(),
+        dedup.redis(),
+    ));
     let builder = Builder {
         clock: clock.clone(),
         // Nothing listens on port 9 (discard); without an AppSecret nothing is sent anyway.
@@ -97,12 +101,12 @@ pub fn state_with_dedup(
         http: wxrules::wechat_api::http_client().unwrap(),
         mode: Mode::Single,
         metrics: metrics.clone(),
+        over_quota: Some(slow.clone()),
     };
     let fleet = Fleet::of_one(builder, sources, secrets)
         .unwrap_or_else(|e| panic!("rules do not load:\n{e}"));
     let cooldowns = wxrules::store::cooldown::Cooldowns::new(clock.clone(), dedup.redis());
     let replays = wxrules::store::replay::Replays::new(dedup.redis());
-    let slow = wxrules::server::slow::SlowAnswers::new(clock.clone(), dedup.redis());
     let conversations =
         wxrules::store::conversation::Conversations::new(clock.clone(), dedup.redis());
     AppState {
@@ -115,15 +119,17 @@ pub fn state_with_dedup(
         late_calls: Arc::default(),
         cooldowns: Arc::new(cooldowns),
         replays: Arc::new(replays),
-        slow: Arc::new(slow),
+        slow,
         conversations: Arc::new(conversations),
         recent: None,
     }
 }
 
-/// `state` with its one account's outbox replaced (one that sends, to a fake WeChat).
+/// `state` with its one account's outbox replaced (one that sends, to a fake WeChat); as
+/// the server's, it hands what WeChat refuses with 45047 to `state.slow`.
 pub fn with_outbox(state: &mut AppState, outbox: Outbox) {
     let live = state.account().unwrap();
+    outbox.keep_over_quota(state.slow.clone(), live.account.scope());
     let account = Account::new(
         live.account.spec(),
         &Mode::Single,
@@ -144,7 +150,8 @@ pub fn with_outbox(state: &mut AppState, outbox: Outbox) {
 }
 
 /// `state`'s one account made able to send: an outbox through the fake WeChat API at
-/// `fake` (with its AppID and AppSecret). The senders run until dropped.
+/// `fake` (with its AppID and AppSecret), in Redis' streams when the state's store is
+/// Redis (as `Builder::outbox_for` makes it). The senders run until dropped.
 pub fn sending_through(
     state: &mut AppState,
     fake: &fake_wechat::FakeWechat,
@@ -154,8 +161,12 @@ pub fn sending_through(
         wxrules::wechat_api::Credentials::new(fake_wechat::APPID, fake_wechat::SECRET);
     let api =
         wxrules::wechat_api::Api::new(&fake.base(), Some(credentials), metrics.clone()).unwrap();
+    let api = Arc::new(api);
     let config = wxrules::act::outbox::Config::default();
-    let (outbox, senders) = Outbox::start(&Arc::new(api), config, metrics);
+    let (outbox, senders) = match state.dedup.redis() {
+        Some(redis) => Outbox::start_shared(&api, config, &metrics, &redis, fake_wechat::APPID),
+        None => Outbox::start(&api, config, metrics),
+    };
     with_outbox(state, outbox);
     senders
 }

@@ -123,6 +123,16 @@ impl<T> Lanes<T> {
         Some(item)
     }
 
+    /// Every item of `user`, in order, taken out (WeChat will take none of them for now);
+    /// the user is out of the turn (`next_ready` gave it, so it is not parked).
+    pub(super) fn take(&mut self, user: &str) -> Vec<T> {
+        let Some(lane) = self.lanes.remove(user) else {
+            return Vec::new();
+        };
+        self.held -= lane.items.len();
+        lane.items.into()
+    }
+
     /// `user` waits until `due` for its next try; the others go on meanwhile.
     pub(super) fn park(&mut self, user: &str, due: Instant) {
         if let Some(lane) = self.lanes.get_mut(user) {
@@ -209,6 +219,33 @@ mod tests {
         assert_eq!(
             lanes.head("stuck").map(|(i, r)| (*i, r.attempts)),
             Some((3, 0))
+        );
+    }
+
+    #[test]
+    fn a_users_lane_is_taken_whole_and_the_others_stay() {
+        let mut lanes = Lanes::default();
+        for (user, item) in [("spent", 1), ("other", 2), ("spent", 3), ("spent", 4)] {
+            lanes.push(user, item);
+        }
+        assert_eq!(lanes.next_ready().as_deref(), Some("spent"));
+        assert_eq!(lanes.take("spent"), [1, 3, 4], "in order");
+        assert_eq!(lanes.held(), 1);
+        assert_eq!(lanes.take("spent"), Vec::<u32>::new());
+        assert_eq!(lanes.next_ready().as_deref(), Some("other"));
+        assert_eq!(lanes.finish("other"), Some(2));
+        assert!(lanes.is_empty());
+        assert_eq!(
+            lanes.next_ready(),
+            None,
+            "the taken user is out of the turn"
+        );
+        // A user taken whole starts afresh.
+        lanes.push("spent", 5);
+        assert_eq!(lanes.next_ready().as_deref(), Some("spent"));
+        assert_eq!(
+            lanes.head("spent").map(|(i, r)| (*i, r.attempts)),
+            Some((5, 0))
         );
     }
 

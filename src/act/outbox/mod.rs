@@ -4,6 +4,10 @@
 //! shard. Within a shard each user has a lane (`lanes`): a user whose sends fail with an
 //! error worth retrying is parked with a due time while the shard serves the others, so
 //! one user's retries never hold up another's messages. Final errcodes are not retried.
+//! A message WeChat refuses because the user's customer-service quota is spent (45047)
+//! is handed, with the user's messages behind it, to the account's `OverQuota` (the
+//! server keeps them for the user's next message): the outbox knows nothing of rules or
+//! kept answers.
 //!
 //! In process (the default) it is bounded, and what it holds when the process dies is lost
 //! (on SIGTERM it drains for a few seconds and logs what is left). With Redis it is a
@@ -17,14 +21,17 @@ mod shard;
 
 pub use crate::store::outbox::LEASE;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::store::outbox::{Added, Entry, Reader, ShardStream, BATCH};
+use crate::store::quota::Window;
 use crate::store::Unavailable;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::recent::Followup;
@@ -75,6 +82,8 @@ const FOLLOWUPS: usize = 256;
 struct Job {
     rule: Arc<str>,
     messages: Vec<CustomMessage>,
+    /// The window of WeChat's quota they were counted against, if they were.
+    window: Option<Window>,
     queued_at: Instant,
     followup: Option<Arc<Followup>>,
 }
@@ -84,9 +93,51 @@ struct Job {
 struct StoredJob {
     rule: String,
     messages: Vec<CustomMessage>,
+    /// Absent from the entries of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window: Option<Window>,
     /// Unix milliseconds when it was queued.
     queued_at_ms: u64,
 }
+
+/// Messages to one user that WeChat refused because the user's customer-service quota is
+/// spent (45047): the first one tried, and every message of the user's queued behind it,
+/// in order (WeChat would refuse them too, until the user's next action).
+#[derive(Debug)]
+pub struct Spent<'a> {
+    /// The account's scope (`Account::scope`), which the keys of its stores carry.
+    pub scope: &'a str,
+    /// The account's metrics; `account()` is its name in log lines.
+    pub metrics: &'a Metrics,
+    pub user: &'a str,
+    /// The rule of the first message.
+    pub rule: &'a str,
+    /// The windows of the quota the messages were counted against (`store::quota`), each
+    /// once, in the order they were queued; empty when none was.
+    pub windows: Vec<Window>,
+    pub messages: Vec<CustomMessage>,
+}
+
+/// What becomes of messages refused with 45047 (`Spent`): the server's slow answers count
+/// the user's quota as spent and keep the messages for the user's next message
+/// (`server::slow`). Set per account with `Outbox::keep_over_quota`; without it such a
+/// message fails as any final errcode does.
+pub trait OverQuota: Send + Sync + std::fmt::Debug {
+    /// Counts `spent.user`'s quota as used up and keeps `spent.messages` for their next
+    /// message. Whether they were kept: if not, they are lost (the outbox counts them as
+    /// failed).
+    fn keep<'a>(&'a self, spent: Spent<'a>) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
+
+/// An account's `OverQuota`, with the account's scope. Set once, after the outbox starts
+/// (the account that knows its scope is made after its outbox), and read by every shard.
+#[derive(Debug)]
+struct Keeper {
+    over_quota: Arc<dyn OverQuota>,
+    scope: Box<str>,
+}
+
+type KeeperCell = Arc<OnceLock<Keeper>>;
 
 impl StoredJob {
     /// The job of an entry, if it reads as one.
@@ -126,6 +177,8 @@ pub struct Outbox {
     stream_cap: usize,
     can_send: bool,
     metrics: Metrics,
+    /// Where messages refused with 45047 go; shared with the shards.
+    keeper: KeeperCell,
 }
 
 /// The sending side: the shard tasks, and how to stop them.
@@ -140,13 +193,14 @@ impl Outbox {
     /// Starts the shard tasks on the current tokio runtime, sending through `api`.
     pub fn start(api: &Arc<Api>, config: Config, metrics: Metrics) -> (Outbox, Senders) {
         let queued = Arc::new(AtomicUsize::new(0));
+        let keeper = KeeperCell::default();
         let (stop, stopping) = watch::channel(false);
         let mut shards = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..config.shards.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
             shards.push(tx);
-            let shard = Shard::new(api, config, &metrics, Arc::clone(&queued));
+            let shard = Shard::new(api, config, &metrics, Arc::clone(&queued), &keeper);
             tasks.push(tokio::spawn(shard.run(rx, stopping.clone())));
         }
         let outbox = Outbox {
@@ -159,6 +213,7 @@ impl Outbox {
             stream_cap: config.stream_cap(),
             can_send: api.can_send(),
             metrics,
+            keeper,
         };
         (
             outbox,
@@ -191,7 +246,8 @@ impl Outbox {
             senders.tasks.push(tokio::spawn(
                 Arc::clone(&stream).keep_lease(stopping.clone()),
             ));
-            let shard = Shard::new(api, config, metrics, Arc::new(AtomicUsize::new(0)));
+            let unqueued = Arc::new(AtomicUsize::new(0));
+            let shard = Shard::new(api, config, metrics, unqueued, &outbox.keeper);
             let followups = Arc::clone(&outbox.followups);
             // What the reader has read and the shard not yet taken: bounded by the
             // stream's read-ahead.
@@ -228,7 +284,17 @@ impl Outbox {
             stream_cap: 0,
             can_send: false,
             metrics,
+            keeper: KeeperCell::default(),
         }
+    }
+
+    /// Messages WeChat refuses with 45047 go to `over_quota` from now on, for the account
+    /// whose keys carry `scope`, instead of failing. Set once: later calls do nothing.
+    pub fn keep_over_quota(&self, over_quota: Arc<dyn OverQuota>, scope: &str) {
+        let _ = self.keeper.set(Keeper {
+            over_quota,
+            scope: scope.into(),
+        });
     }
 
     /// Queues `messages` (all to one user) in order, after whatever that user has queued.
@@ -239,16 +305,18 @@ impl Outbox {
         rule: &Arc<str>,
         messages: Vec<CustomMessage>,
     ) -> Result<(), Refused> {
-        self.enqueue_followed(rule, messages, None).await
+        self.enqueue_followed(rule, messages, None, None).await
     }
 
     /// `enqueue`, with the push's `Followup` told what becomes of each message (queued,
-    /// refused, then sent or failed).
+    /// refused, then sent, failed or kept), and the `window` of WeChat's quota the
+    /// messages were counted against (spent if WeChat answers 45047).
     pub async fn enqueue_followed(
         &self,
         rule: &Arc<str>,
         messages: Vec<CustomMessage>,
         followup: Option<Arc<Followup>>,
+        window: Option<Window>,
     ) -> Result<(), Refused> {
         let Some(first) = messages.first() else {
             return Ok(());
@@ -258,6 +326,7 @@ impl Outbox {
             let job = StoredJob {
                 rule: rule.to_string(),
                 messages,
+                window,
                 queued_at_ms: unix_millis(),
             };
             let added = match serde_json::to_string(&job) {
@@ -277,10 +346,10 @@ impl Outbox {
                 // are refused instead, as a full outbox in process refuses them.
                 Ok(Added::Full) => self.refuse(Refused::StreamFull(self.stream_cap), n, followup),
                 // Redis is away: this push's messages wait in process instead.
-                Err(Unavailable) => self.enqueue_here(rule, job.messages, followup),
+                Err(Unavailable) => self.enqueue_here(rule, job.messages, followup, window),
             };
         }
-        self.enqueue_here(rule, messages, followup)
+        self.enqueue_here(rule, messages, followup, window)
     }
 
     fn enqueue_here(
@@ -288,6 +357,7 @@ impl Outbox {
         rule: &Arc<str>,
         messages: Vec<CustomMessage>,
         followup: Option<Arc<Followup>>,
+        window: Option<Window>,
     ) -> Result<(), Refused> {
         let n = messages.len();
         let Some(first) = messages.first() else {
@@ -311,6 +381,7 @@ impl Outbox {
         let job = Job {
             rule: Arc::clone(rule),
             messages,
+            window,
             queued_at: Instant::now(),
             followup,
         };

@@ -1,9 +1,10 @@
 //! One shard's sender: it takes jobs (from its in-process queue, or from its Redis stream
 //! while this instance owns the shard), puts each message in its user's lane, and sends
 //! one message at a time, the users in turn. A send that fails with an error worth
-//! retrying parks its user until the backoff is over; the others go on meanwhile. What is
-//! sent or given up is counted, logged (with the account's name, the user masked) and
-//! told to the push's `Followup`.
+//! retrying parks its user until the backoff is over; the others go on meanwhile. A send
+//! refused because the user's quota is spent (45047) takes the user's whole lane to the
+//! account's `OverQuota`. What is sent, kept or given up is counted, logged (with the
+//! account's name, the user masked) and told to the push's `Followup`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::lanes::{Lanes, Retry};
-use super::{unix_millis, Config, Job, StoredJob};
+use super::{unix_millis, Config, Job, KeeperCell, Spent, StoredJob};
 use crate::store::outbox::{Entry, Reader, ShardStream, BATCH};
+use crate::store::quota::Window;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::recent::Followup;
-use crate::wechat_api::{Api, CustomMessage, Disposition};
+use crate::wechat_api::{Api, ApiError, CustomMessage, Disposition};
 use crate::wire::mask_openid;
 
 /// How often a sender looks at its shard's lease without being told of a change: a lease
@@ -29,6 +31,8 @@ const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 struct Queued {
     rule: Arc<str>,
     message: CustomMessage,
+    /// The window of WeChat's quota it was counted against, if it was.
+    window: Option<Window>,
     queued_at: Instant,
     followup: Option<Arc<Followup>>,
     /// With Redis: the entry it came in, on the entry's last message (all of an entry's
@@ -42,6 +46,18 @@ pub(super) struct Shard {
     metrics: Metrics,
     /// Messages held in process, shared with the outbox (which bounds it).
     queued: Arc<AtomicUsize>,
+    /// Where a user's messages go when WeChat says their quota is spent, once set.
+    keeper: KeeperCell,
+}
+
+/// What one try of a message came to.
+enum Tried {
+    /// Sent, or failed for good: done with.
+    Done,
+    /// To be tried again then.
+    Again(Instant),
+    /// WeChat says the user's quota is spent (45047), and there is an `OverQuota`.
+    QuotaSpent(ApiError),
 }
 
 impl Shard {
@@ -50,12 +66,14 @@ impl Shard {
         config: Config,
         metrics: &Metrics,
         queued: Arc<AtomicUsize>,
+        keeper: &KeeperCell,
     ) -> Shard {
         Shard {
             api: Arc::clone(api),
             config,
             metrics: metrics.clone(),
             queued,
+            keeper: Arc::clone(keeper),
         }
     }
 
@@ -75,9 +93,10 @@ impl Shard {
             }
             self.wake(&mut lanes);
             if let Some(user) = lanes.next_ready() {
-                if self.serve(&mut lanes, &user).await.is_some() {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
-                    self.metrics.outbox_state("queued", -1);
+                let done = self.serve(&mut lanes, &user).await.len();
+                if done > 0 {
+                    self.queued.fetch_sub(done, Ordering::AcqRel);
+                    self.metrics.outbox_state("queued", -(done as i64));
                 }
                 continue;
             }
@@ -159,7 +178,12 @@ impl Shard {
             }
             self.wake(&mut lanes);
             if let Some(user) = lanes.next_ready() {
-                if let Some(id) = self.serve(&mut lanes, &user).await.and_then(|q| q.entry) {
+                for id in self
+                    .serve(&mut lanes, &user)
+                    .await
+                    .into_iter()
+                    .filter_map(|q| q.entry)
+                {
                     stream.done(&id).await;
                     followups.remove(&id);
                     open_entries = open_entries.saturating_sub(1);
@@ -221,6 +245,7 @@ impl Shard {
                 let item = Queued {
                     rule: Arc::clone(&rule),
                     message,
+                    window: job.window,
                     queued_at,
                     followup: followup.clone(),
                     entry: (i == last).then(|| entry.id.clone()),
@@ -247,23 +272,96 @@ impl Shard {
         }
     }
 
-    /// One try of `user`'s first message. Returns the message once it is done with (sent,
-    /// or failed for good); otherwise the user is parked until its retry is due.
-    async fn serve(&self, lanes: &mut Lanes<Queued>, user: &str) -> Option<Queued> {
-        let (item, retry) = lanes.head(user)?;
+    /// One try of `user`'s first message. Returns the messages done with: the one tried
+    /// once it is sent or failed for good; every message of the user's when WeChat says
+    /// their quota is spent (kept, `keep_over_quota`). Otherwise (none) the user is parked
+    /// until its retry is due.
+    async fn serve(&self, lanes: &mut Lanes<Queued>, user: &str) -> Vec<Queued> {
+        let Some((item, retry)) = lanes.head(user) else {
+            return Vec::new();
+        };
         match self.try_once(item, retry).await {
-            None => lanes.finish(user),
-            Some(due) => {
+            Tried::Done => lanes.finish(user).into_iter().collect(),
+            Tried::Again(due) => {
                 self.metrics.outbox_state("retrying", 1);
                 lanes.park(user, due);
-                None
+                Vec::new()
+            }
+            Tried::QuotaSpent(error) => {
+                // WeChat takes none of this user's messages until their next action: the
+                // ones behind are not tried, but kept with it, in order.
+                let items = lanes.take(user);
+                self.keep_over_quota(user, &items, &error).await;
+                items
             }
         }
     }
 
-    /// Sends `item` once: `None` when it is done with (sent, or failed for good), or when
-    /// to try it again (its backoff, while `give_up_after` allows).
-    async fn try_once(&self, item: &Queued, retry: &mut Retry) -> Option<Instant> {
+    /// Hands `items` (all `user`'s, in order; the first refused with 45047) to the
+    /// account's `OverQuota`, which spends the user's quota and keeps them for the user's
+    /// next message. Those it could not keep fail, as before there was one.
+    async fn keep_over_quota(&self, user: &str, items: &[Queued], error: &ApiError) {
+        let Some(first) = items.first() else { return };
+        let account = self.metrics.account();
+        let n = items.len();
+        let kept = match self.keeper.get() {
+            Some(keeper) => {
+                let mut windows: Vec<Window> = Vec::new();
+                for window in items.iter().filter_map(|item| item.window) {
+                    if !windows.contains(&window) {
+                        windows.push(window);
+                    }
+                }
+                let spent = Spent {
+                    scope: &keeper.scope,
+                    metrics: &self.metrics,
+                    user,
+                    rule: &first.rule,
+                    windows,
+                    messages: items.iter().map(|item| item.message.clone()).collect(),
+                };
+                keeper.over_quota.keep(spent).await
+            }
+            None => false,
+        };
+        if kept {
+            self.metrics.outbox_result("kept", n as u64);
+            for followup in items.iter().filter_map(|item| item.followup.as_ref()) {
+                followup.kept();
+            }
+            tracing::info!(
+                event = "quota_reached",
+                source = "wechat",
+                account,
+                rule = &*first.rule,
+                user = %mask_openid(user),
+                errcode = error.errcode(),
+                kept = n,
+                "WeChat says this user's customer-service quota is spent: their messages wait for their next message"
+            );
+            return;
+        }
+        self.metrics.outbox_result("failed", n as u64);
+        for followup in items.iter().filter_map(|item| item.followup.as_ref()) {
+            followup.failed(error.errcode());
+        }
+        tracing::error!(
+            event = "message_failed",
+            account,
+            rule = &*first.rule,
+            kind = first.message.kind(),
+            user = %mask_openid(user),
+            errcode = error.errcode(),
+            error = %error,
+            messages = n,
+            "the user's quota is spent and their messages could not be kept; not retried"
+        );
+    }
+
+    /// Sends `item` once: whether it is done with (sent, or failed for good), to be tried
+    /// again (its backoff, while `give_up_after` allows), or refused until the user's next
+    /// action (45047, when the account keeps such messages).
+    async fn try_once(&self, item: &Queued, retry: &mut Retry) -> Tried {
         let Queued {
             rule,
             message,
@@ -290,10 +388,13 @@ impl Shard {
                     ms = u64::try_from(queued_at.elapsed().as_millis()).unwrap_or(u64::MAX)
                 );
                 tracing::debug!(event = "message_sent", account, to_user = %message.touser);
-                return None;
+                return Tried::Done;
             }
             Err(e) => e,
         };
+        if error.disposition() == Disposition::QuotaSpent && self.keeper.get().is_some() {
+            return Tried::QuotaSpent(error);
+        }
         let delay = if retry.delay.is_zero() {
             self.config.backoff
         } else {
@@ -318,7 +419,7 @@ impl Shard {
                 attempts,
                 "not sent; not retried"
             );
-            return None;
+            return Tried::Done;
         }
         tracing::warn!(
             event = "message_retry",
@@ -331,7 +432,7 @@ impl Shard {
             retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
         );
         retry.delay = (delay * 2).min(self.config.max_backoff);
-        Some(now + delay)
+        Tried::Again(now + delay)
     }
 }
 
@@ -340,6 +441,7 @@ fn take_job(lanes: &mut Lanes<Queued>, job: Job) {
     let Job {
         rule,
         messages,
+        window,
         queued_at,
         followup,
     } = job;
@@ -349,6 +451,7 @@ fn take_job(lanes: &mut Lanes<Queued>, job: Job) {
         let item = Queued {
             rule: Arc::clone(&rule),
             message,
+            window,
             queued_at,
             followup: followup.clone(),
             entry: None,

@@ -30,7 +30,7 @@ const I18N = {
     af_late_nothing: '延迟回复：无', af_late_failed: '延迟回复：渲染失败',
     af_queued: n => `客服消息排队中 ${n}`, af_sent: n => `客服消息已发送 ${n}`,
     af_failed: (n, code) => `客服消息发送失败 ${n}` + (code != null ? `（${code}）` : ''),
-    af_refused: n => `客服消息被拒 ${n}`,
+    af_refused: n => `客服消息被拒 ${n}`, af_kept: n => `客服消息额度已满，留待用户下条消息 ${n}`,
     // reply kinds
     k_text: '文本', k_news: '图文', k_image: '图片', k_voice: '语音', k_video: '视频', k_music: '音乐',
     k_transfer: '转客服', k_transfer_customer_service: '转客服', k_ignore: '不回复', k_one_of: '随机回复',
@@ -102,7 +102,7 @@ const I18N = {
     af_late_nothing: 'late reply: none', af_late_failed: 'late reply: failed to render',
     af_queued: n => `${n} queued`, af_sent: n => `${n} sent`,
     af_failed: (n, code) => `${n} failed` + (code != null ? ` (${code})` : ''),
-    af_refused: n => `${n} refused`,
+    af_refused: n => `${n} refused`, af_kept: n => `${n} kept for the next message (quota spent)`,
     po_deadline: 'deadline', po_refused: 'refused',
     k_text: 'text', k_news: 'news', k_image: 'image', k_voice: 'voice', k_video: 'video', k_music: 'music',
     k_transfer: 'to customer service', k_transfer_customer_service: 'to customer service', k_ignore: 'no reply',
@@ -827,6 +827,7 @@ function afterBadges(a) {
   if (late) out.push(badge(t('af_late_' + a.late), late));
   if (n(a.failed)) out.push(badge(t('af_failed', n(a.failed), a.errcode), 'bad'));
   if (n(a.refused)) out.push(badge(t('af_refused', n(a.refused)), 'bad'));
+  if (n(a.kept)) out.push(badge(t('af_kept', n(a.kept)), 'warn'));
   if (n(a.queued)) out.push(badge(t('af_queued', n(a.queued)), 'info'));
   if (n(a.sent)) out.push(badge(t('af_sent', n(a.sent)), 'ok'));
   return out.map(b => { b.classList.add('after'); return b; });
