@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
-use common::fake_wechat::FakeWechat;
+use common::fake_wechat::{FakeWechat, APPID};
 use common::redis_server::RedisServer;
 use common::*;
 use wxrules::accounts::Secrets;
@@ -334,6 +334,127 @@ async fn with_the_api_parts_go_in_order_and_the_quota_keeps_the_rest() {
         "m6",
         "the sixth, kept, is the next message's reply"
     );
+}
+
+/// Five messages for one push, within our own count of the quota.
+const FIVE: &str = "  - name: five
+    when: { keyword: 五条 }
+    reply: { text: 马上发送 }
+    send: [ { text: m1 }, { text: m2 }, { text: m3 }, { text: m4 }, { text: m5 } ]
+";
+
+/// The value of `series` in `/metrics` once it is `want`, within 10 s (what an outbox
+/// task counts comes a moment after WeChat's answer).
+async fn metric_becomes<S>(app: &S, series: &str, want: f64) -> Option<f64>
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = sample(&scrape(app).await, series);
+        if got == Some(want) || Instant::now() > until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// WeChat's count of a user's customer-service quota is ahead of ours (another system sent
+/// them messages, or a restart forgot our count): it takes two of the five a push queues
+/// and answers the third with 45047. The third and the two behind it, never tried, are
+/// the user's next messages' replies, one a message; nothing is lost or sent twice, and
+/// nothing is tried through the API again until the user's next action opens a window.
+async fn wechats_45047_keeps_the_rest_for_the_next_message(store: Store, tag: &str) {
+    let backend = Backend::start();
+    let fake = FakeWechat::start();
+    let scratch = scratch(tag, &backend);
+    let rules = RULES
+        .replace("{BASE}", &format!("http://{}", backend.addr))
+        .replace("  - name: fallback", &format!("{FIVE}  - name: fallback"));
+    scratch.write("rules.yaml", &rules);
+    let mut state = state(&scratch, store);
+    if state.dedup.redis().is_some() {
+        // As `serve` does at start: Redis reached before the first push.
+        assert!(state.dedup.connect().await);
+    }
+    let _senders = sending_through(&mut state, &fake);
+    let app = app(state).await;
+    let sent_to = |user: &str| -> Vec<String> {
+        fake.delivered()
+            .iter()
+            .filter(|m| m["touser"] == user)
+            .map(|m| m["text"]["content"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    fake.limit_user("k1", 2);
+    let (_, now) = post(&app, &signed_query(), text("k1", 900, "五条")).await;
+    assert_eq!(content(&now), "马上发送");
+    let kept = r#"wxrules_outbox_results_total{outcome="kept"}"#;
+    assert_eq!(metric_becomes(&app, kept, 3.0).await, Some(3.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sent_to("k1"), ["m1", "m2"]);
+    assert_eq!(
+        fake.attempts_to("k1"),
+        3,
+        "the two behind the refused one are not tried"
+    );
+    // The user's next message gets the first kept, `继续` each of the others, once.
+    let mut given = Vec::new();
+    for (msg_id, word) in [(901, "你好"), (902, "继续"), (903, "继续"), (904, "继续")] {
+        let (_, reply) = post(&app, &signed_query(), text("k1", msg_id, word)).await;
+        given.push(content(&reply));
+    }
+    assert_eq!(given, ["m3", "m4", "m5", "规则的回答"]);
+    assert_eq!(fake.attempts_to("k1"), 3, "nothing tried meanwhile");
+    // A new action opens a new window, at WeChat's and in our count: all five go.
+    fake.limit_user("k1", 5);
+    let (_, now) = post(&app, &signed_query(), text("k1", 910, "五条")).await;
+    assert_eq!(content(&now), "马上发送");
+    fake.wait_delivered(7).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sent_to("k1"),
+        ["m1", "m2", "m1", "m2", "m3", "m4", "m5"],
+        "each once, in order"
+    );
+    let metrics = scrape(&app).await;
+    for (series, want) in [
+        (r#"wxrules_outbox_results_total{outcome="sent"}"#, 7.0),
+        (r#"wxrules_outbox_results_total{outcome="kept"}"#, 3.0),
+        (r#"wxrules_outbox_results_total{outcome="failed"}"#, 0.0),
+        (r#"wxrules_kept_answers_total{outcome="kept"}"#, 1.0),
+        (r#"wxrules_kept_answers_total{outcome="given"}"#, 3.0),
+    ] {
+        assert_eq!(sample(&metrics, series), Some(want), "{series}");
+    }
+}
+
+#[actix_web::test]
+async fn wechats_45047_keeps_the_rest_for_the_users_next_messages() {
+    wechats_45047_keeps_the_rest_for_the_next_message(Store::Memory, "slow-45047").await;
+}
+
+#[actix_web::test]
+async fn wechats_45047_keeps_the_rest_through_redis_and_leaves_no_entry() {
+    let redis = RedisServer::start();
+    let store = redis.url().parse::<Store>().unwrap();
+    wechats_45047_keeps_the_rest_for_the_next_message(store, "slow-45047-redis").await;
+    // Every entry of the outbox's streams was acknowledged: the kept ones too.
+    let until = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left: usize = (0..8)
+            .map(|i| redis.xlen(&format!("wxrules:outbox:{APPID}:{i}")))
+            .sum();
+        if left == 0 || Instant::now() > until {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(left, 0);
 }
 
 #[actix_web::test]

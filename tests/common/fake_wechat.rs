@@ -2,8 +2,10 @@
 //! `POST /cgi-bin/message/custom/send`, answering with WeChat's documented JSON and errcodes
 //! (40125 for a wrong secret, 40001/42001 for a token that is no good, `{"errcode":0,
 //! "errmsg":"ok"}` for a delivered message). A test can script the next answers of
-//! `custom/send`, fail every send to one user, expire the token, make `stable_token`
-//! misbehave (a redirect, an endless answer), and read what was delivered, in order.
+//! `custom/send`, fail every send to one user, give a user a customer-service quota past
+//! which WeChat answers 45047 (`{"errcode":45047,"errmsg":"out of response count
+//! limit"}`), expire the token, make `stable_token` misbehave (a redirect, an endless
+//! answer), and read what was delivered, in order.
 //! The custom menu (`menu/get`, `menu/create`, `menu/addconditional`, `menu/delete`) is
 //! kept as WeChat keeps it, with its documented limits and errcodes, and every menu call
 //! recorded; `material/add_material` takes WeChat's multipart form and keeps the files, and
@@ -54,6 +56,11 @@ pub struct FakeState {
     delivered: Mutex<Vec<Value>>,
     /// Users every send to whom fails, with this errcode.
     failing: Mutex<HashMap<String, i64>>,
+    /// Users with a customer-service quota: the messages WeChat still takes for them in
+    /// their window; at 0 it answers 45047.
+    allowance: Mutex<HashMap<String, usize>>,
+    /// `custom/send` calls per user that got past the token check, delivered or not.
+    attempts: Mutex<HashMap<String, usize>>,
     misbehave: Mutex<Option<Misbehave>>,
     /// Bytes of an endless answer handed to the connection so far.
     streamed: Arc<AtomicUsize>,
@@ -169,6 +176,29 @@ impl FakeWechat {
             .insert(user.to_owned(), errcode);
     }
 
+    /// WeChat takes `n` more customer-service messages to `user` in their window, then
+    /// answers each with 45047 (`out of response count limit`), as when another system
+    /// has sent the rest of the user's quota. Called again, a new window (the user's next
+    /// action).
+    pub fn limit_user(&self, user: &str, n: usize) {
+        self.state
+            .allowance
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), n);
+    }
+
+    /// How many sends to `user` reached WeChat (past the token check), delivered or not.
+    pub fn attempts_to(&self, user: &str) -> usize {
+        self.state
+            .attempts
+            .lock()
+            .unwrap()
+            .get(user)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// `stable_token` misbehaves from now on.
     pub fn misbehave(&self, how: Misbehave) {
         *self.state.misbehave.lock().unwrap() = Some(how);
@@ -247,6 +277,16 @@ impl FakeWechat {
 
 fn errcode(code: i64, msg: &str) -> HttpResponse {
     HttpResponse::Ok().json(json!({"errcode": code, "errmsg": msg}))
+}
+
+/// WeChat's errmsg for the errcodes of `custom/send` tests meet; `or` for others.
+fn errmsg(code: i64, or: &str) -> &str {
+    match code {
+        -1 => "system error",
+        45015 => "response out of time limit or subscription is canceled",
+        45047 => "out of response count limit",
+        _ => or,
+    }
 }
 
 async fn stable_token(state: web::Data<FakeState>, body: web::Json<Value>) -> HttpResponse {
@@ -369,17 +409,18 @@ async fn custom_send(
         return refused;
     }
     let to = body["touser"].as_str().unwrap_or("").to_owned();
+    *state
+        .attempts
+        .lock()
+        .unwrap()
+        .entry(to.clone())
+        .or_default() += 1;
     if let Some(&code) = state.failing.lock().unwrap().get(&to) {
-        return errcode(code, "failing user");
+        return errcode(code, errmsg(code, "failing user"));
     }
     if let Some(next) = state.script.lock().unwrap().pop_front() {
         return match next {
-            Scripted::Errcode(-1) => errcode(-1, "system error"),
-            Scripted::Errcode(45015) => errcode(
-                45015,
-                "response out of time limit or subscription is canceled",
-            ),
-            Scripted::Errcode(code) => errcode(code, "scripted"),
+            Scripted::Errcode(code) => errcode(code, errmsg(code, "scripted")),
             Scripted::Status(status) => {
                 HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
             }
@@ -394,6 +435,12 @@ async fn custom_send(
     }
     if body["touser"].as_str().is_none_or(str::is_empty) || body[kind].is_null() {
         return errcode(44002, "empty post data");
+    }
+    if let Some(left) = state.allowance.lock().unwrap().get_mut(&to) {
+        if *left == 0 {
+            return errcode(45047, errmsg(45047, ""));
+        }
+        *left -= 1;
     }
     state.delivered.lock().unwrap().push(body);
     errcode(0, "ok")
