@@ -1,8 +1,8 @@
 //! WeChat's HTTP API, the part wxrules calls: the access token (`stable_token`),
-//! customer-service messages (`message/custom/send`), and in `menu` the custom menu and
-//! permanent material. It knows nothing of rules: it sends
-//! the messages it is handed. The AppSecret and access tokens never leave this module, in
-//! errors or logs.
+//! customer-service messages (`message/custom/send`), in `menu` the custom menu and
+//! permanent material, and in `media` downloads of media and material. It knows nothing
+//! of rules: it sends the messages it is handed. The AppSecret and access tokens never
+//! leave this module, in errors or logs.
 //!
 //! The HTTP client is reqwest (rustls, ring): tokio-based, so its futures run on any of
 //! the server's runtimes and are `Send` (awc's are not, and tie a connection pool to one
@@ -11,6 +11,7 @@
 //! access token, which must never reach another origin).
 
 mod custom;
+mod media;
 mod menu;
 mod token;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use custom::{CustomMessage, Unsendable};
+pub use media::{Media, DOWNLOAD_TIMEOUT};
 pub use menu::Material;
 
 use token::usable;

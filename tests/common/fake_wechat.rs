@@ -10,6 +10,12 @@
 //! kept as WeChat keeps it, with its documented limits and errcodes, and every menu call
 //! recorded; `material/add_material` takes WeChat's multipart form and keeps the files, and
 //! a message naming material deleted since (`delete_material`) gets 40007.
+//! Downloads as WeChat documents them: `GET media/get` gives a temporary media's bytes
+//! (`add_media`) with its `Content-Type` and `Content-Disposition: attachment;
+//! filename="MEDIA_ID.ext"`, for a video `{"video_url": …}`, and 40007 for an id it does
+//! not have; `POST material/get_material` gives permanent material's bytes (as
+//! `application/octet-stream`), for a video `{"title", "description", "down_url"}`, and
+//! 40007 likewise; the video links are served at `/video/MEDIA_ID`.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
@@ -74,6 +80,10 @@ pub struct FakeState {
     materials: Mutex<Vec<Uploaded>>,
     /// Media ids deleted (in the MP console): a message naming one gets 40007.
     deleted: Mutex<Vec<String>>,
+    /// Temporary media by id (what `media/upload` makes): its content type and bytes.
+    temporary: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Each download call (`media/get ID`, `get_material ID`, `video ID`), in order.
+    downloads: Mutex<Vec<String>>,
 }
 
 /// One file uploaded with `material/add_material`.
@@ -130,6 +140,12 @@ impl FakeWechat {
                             "/cgi-bin/material/add_material",
                             web::post().to(add_material),
                         )
+                        .route("/cgi-bin/media/get", web::get().to(media_get))
+                        .route(
+                            "/cgi-bin/material/get_material",
+                            web::post().to(get_material),
+                        )
+                        .route("/video/{media_id}", web::get().to(video_download))
                 })
                 .workers(1)
                 .disable_signals()
@@ -268,6 +284,25 @@ impl FakeWechat {
     /// The files uploaded as permanent material so far.
     pub fn materials(&self) -> Vec<Uploaded> {
         self.state.materials.lock().unwrap().clone()
+    }
+
+    /// Keeps `bytes` as temporary media `media_id` of `content_type`, as `media/upload`
+    /// would (a `video/…` one is given by `media/get` as a link).
+    pub fn add_media(&self, media_id: &str, content_type: &str, bytes: &[u8]) {
+        self.state.temporary.lock().unwrap().insert(
+            media_id.to_owned(),
+            (content_type.to_owned(), bytes.to_vec()),
+        );
+    }
+
+    /// Keeps `material` as permanent material, as if uploaded in the MP console.
+    pub fn add_permanent(&self, material: Uploaded) {
+        self.state.materials.lock().unwrap().push(material);
+    }
+
+    /// The download calls so far (`media/get ID`, `get_material ID`, `video ID`), in order.
+    pub fn downloads(&self) -> Vec<String> {
+        self.state.downloads.lock().unwrap().clone()
     }
 
     pub fn stop(self) {
@@ -731,4 +766,126 @@ async fn add_material(
         answer["url"] = json!(format!("http://mmbiz.qpic.cn/{media_id}"));
     }
     HttpResponse::Ok().json(answer)
+}
+
+/// The extension WeChat gives a file of `content_type` in its `Content-Disposition`.
+fn extension_of(content_type: &str) -> &str {
+    match content_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "audio/amr" => "amr",
+        "audio/mpeg" => "mp3",
+        "audio/speex" => "speex",
+        "video/mp4" => "mp4",
+        _ => "bin",
+    }
+}
+
+/// `GET /cgi-bin/media/get?access_token=…&media_id=…`: a temporary media's bytes, with
+/// `Content-Type` and `Content-Disposition: attachment; filename="MEDIA_ID.ext"`; a video
+/// as `{"video_url": …}` (over http, as WeChat gives it); 40007 for an id it does not have.
+async fn media_get(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = refuse_token(&state, &req) {
+        return refused;
+    }
+    let media_id = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("media_id="))
+        .unwrap_or("")
+        .to_owned();
+    state
+        .downloads
+        .lock()
+        .unwrap()
+        .push(format!("media/get {media_id}"));
+    let found = state.temporary.lock().unwrap().get(&media_id).cloned();
+    let Some((content_type, bytes)) = found else {
+        return errcode(40007, "invalid media_id");
+    };
+    if content_type.starts_with("video/") {
+        let host = req.connection_info().host().to_owned();
+        return HttpResponse::Ok()
+            .json(json!({"video_url": format!("http://{host}/video/{media_id}")}));
+    }
+    HttpResponse::Ok()
+        .content_type(content_type.as_str())
+        .insert_header((
+            "Content-Disposition",
+            format!(
+                "attachment; filename=\"{media_id}.{}\"",
+                extension_of(&content_type)
+            ),
+        ))
+        .body(bytes)
+}
+
+/// `POST /cgi-bin/material/get_material` with `{"media_id"}`: permanent material's bytes
+/// (`application/octet-stream`); a video as `{"title", "description", "down_url"}`; 40007
+/// for an id it does not have, or one deleted.
+async fn get_material(
+    state: web::Data<FakeState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    if let Some(refused) = refuse_token(&state, &req) {
+        return refused;
+    }
+    let media_id = body["media_id"].as_str().unwrap_or("").to_owned();
+    state
+        .downloads
+        .lock()
+        .unwrap()
+        .push(format!("get_material {media_id}"));
+    if state.deleted.lock().unwrap().contains(&media_id) {
+        return errcode(40007, "invalid media_id");
+    }
+    let found = state
+        .materials
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.media_id == media_id)
+        .cloned();
+    let Some(material) = found else {
+        return errcode(40007, "invalid media_id");
+    };
+    if material.kind == "video" {
+        let host = req.connection_info().host().to_owned();
+        let description = material.description.unwrap_or(Value::Null);
+        return HttpResponse::Ok().json(json!({
+            "title": description["title"],
+            "description": description["introduction"],
+            "down_url": format!("http://{host}/video/{media_id}"),
+        }));
+    }
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(material.bytes)
+}
+
+/// `GET /video/MEDIA_ID`: a video's download link, as `media/get` and `get_material` give
+/// it (no token: the link is the credential).
+async fn video_download(state: web::Data<FakeState>, media_id: web::Path<String>) -> HttpResponse {
+    let media_id = media_id.into_inner();
+    state
+        .downloads
+        .lock()
+        .unwrap()
+        .push(format!("video {media_id}"));
+    let temporary = state.temporary.lock().unwrap().get(&media_id).cloned();
+    let bytes = temporary.map(|(_, bytes)| bytes).or_else(|| {
+        state
+            .materials
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.media_id == media_id)
+            .map(|m| m.bytes.clone())
+    });
+    match bytes {
+        Some(bytes) => HttpResponse::Ok().content_type("video/mp4").body(bytes),
+        None => HttpResponse::NotFound().finish(),
+    }
 }
