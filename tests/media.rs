@@ -299,3 +299,29 @@ fn files_are_held_to_wechats_formats_and_sizes_at_their_place() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].sha256, sha256(b"x"));
 }
+
+/// Only the server uploads: `test` and `explain` render a file's reply with the stand-in
+/// media id `file:NAME`, so that a case of such a rule passes before any upload.
+#[test]
+fn test_and_explain_render_a_files_reply_with_a_stand_in_id() {
+    let scratch = scratch("media-stand-in", "PNG");
+    scratch.write(
+        "cases.yaml",
+        "cases:\n  - name: poster\n    text: 海报\n    rule: poster\n    reply_type: image\n",
+    );
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .args(args)
+            .args(["--rules", "rules.yaml", "--templates", "templates"])
+            .current_dir(&scratch.dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(run(&["test", "cases.yaml"]), "1 passed, 0 failed\n");
+    let explained = run(&["explain", "--text", "海报"]);
+    assert!(
+        explained.contains("<Image><MediaId><![CDATA[file:media/poster.png]]></MediaId></Image>"),
+        "{explained}"
+    );
+}

@@ -229,7 +229,19 @@ fn report(errors: &[RuleError], label: &str) {
     }
 }
 
+/// The rules as `check`, `test` and `explain` see them, or every error printed and exit
+/// 78. Only the server uploads media files: here a file's reply carries a stand-in media
+/// id, `file:NAME`, so that it renders as it will once uploaded.
 fn load_or_report(sources: &Sources) -> Result<Loaded, ExitCode> {
+    let loaded = load_reporting(sources)?;
+    for file in loaded.rules.media_files() {
+        let stand_in = format!("file:{}", file.name);
+        loaded.rules.media_ids().put(&file, &stand_in);
+    }
+    Ok(loaded)
+}
+
+fn load_reporting(sources: &Sources) -> Result<Loaded, ExitCode> {
     rules::load(sources).map_err(|e| {
         report(&e.0, "error");
         eprintln!(
