@@ -2,7 +2,9 @@
 //! `GET /cgi-bin/get_current_autoreply_info`) as a commented rules file and a cases file.
 //! Reads the JSON, maps each part as DESIGN.md's "Moving in from the MP console" says, and
 //! writes YAML by hand (every string JSON-quoted, which YAML reads as written). No IO: the
-//! caller reads the input and writes the output, nothing when this fails.
+//! caller reads the input and writes the output, nothing when this fails. With
+//! `--download-media` the caller fetches the media the export names (`Imported::media`) and
+//! imports again with the files (`Downloads`), which replace the temporary media ids.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -17,6 +19,70 @@ pub struct Imported {
     /// Rules written, and of those the ones turned off in the console (commented out).
     pub rule_count: usize,
     pub disabled: usize,
+    /// The images, voices and videos the export names, each once, in the order met.
+    pub media: Vec<ExportMedia>,
+}
+
+/// An image, voice or video of the export: a temporary media id, or for a video maybe the
+/// download link the API gives instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExportMedia {
+    /// `image`, `voice` or `video`, as a reply names it.
+    pub kind: &'static str,
+    /// The export's `content`.
+    pub content: String,
+}
+
+impl ExportMedia {
+    /// Whether the export gives it as a download link rather than a media id (WeChat's
+    /// documented example does so for videos).
+    pub fn is_link(&self) -> bool {
+        self.content.starts_with("http://") || self.content.starts_with("https://")
+    }
+}
+
+/// A media file fetched for the import, under the templates directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Its path under the templates directory, as `file:` names it.
+    pub file: String,
+    /// A permanent video's title and description, as WeChat keeps them.
+    pub video: Option<(String, String)>,
+}
+
+/// What `--download-media` fetched: for each of the export's media, its file, or why
+/// there is none (the reply then keeps the temporary media id, with `expires:`).
+#[derive(Debug, Clone, Default)]
+pub struct Downloads {
+    fetched: HashMap<ExportMedia, Result<Downloaded, String>>,
+}
+
+impl Downloads {
+    pub fn insert(&mut self, media: ExportMedia, result: Result<Downloaded, String>) {
+        self.fetched.insert(media, result);
+    }
+
+    fn get(&self, media: &ExportMedia) -> Option<&Result<Downloaded, String>> {
+        self.fetched.get(media)
+    }
+}
+
+/// What the import knows of the export's media: the day its temporary ids expire, the
+/// files fetched for them, and the media met so far.
+struct MediaPlan<'a> {
+    expires: &'a str,
+    downloads: &'a Downloads,
+    met: Vec<ExportMedia>,
+}
+
+impl MediaPlan<'_> {
+    /// Notes `media` as met, and gives what was fetched for it.
+    fn meet(&mut self, media: &ExportMedia) -> Option<Result<Downloaded, String>> {
+        if !self.met.contains(media) {
+            self.met.push(media.clone());
+        }
+        self.downloads.get(media).cloned()
+    }
 }
 
 /// Why the export cannot be imported: the JSON path and what is wrong there.
@@ -35,10 +101,11 @@ fn fail(path: &str, message: impl Into<String>) -> ImportError {
 }
 
 /// One reply of the console, as rules-file YAML (a flow mapping), with a comment when the
-/// export's value needs a person's attention.
+/// export's value needs a person's attention (`note`) or where a file came from (`origin`).
 struct Reply {
     yaml: String,
     note: Option<String>,
+    origin: Option<String>,
     /// The reply can go through the customer-service API (`send:`).
     sendable: bool,
 }
@@ -62,18 +129,32 @@ struct Rule {
 /// the export: each gets `expires:` with that day (at the latest: an export saved earlier
 /// expires sooner), which `check` warns about.
 pub fn import(json: &str) -> Result<Imported, ImportError> {
-    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-    import_fetched_at(json, i64::try_from(now).unwrap_or(i64::MAX))
+    import_with(json, &Downloads::default())
 }
 
-/// `import`, for an export fetched at `fetched` (unix seconds): its temporary media ids
-/// expire 3 days later, the day counted in `Asia/Shanghai`, the time zone of a rules file
-/// that names none (the import writes none).
-pub fn import_fetched_at(json: &str, fetched: i64) -> Result<Imported, ImportError> {
+/// `import`, with the files fetched for the export's media: each reply whose media has
+/// one names it (`image: { file: … }`) instead of the temporary media id.
+pub fn import_with(json: &str, downloads: &Downloads) -> Result<Imported, ImportError> {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    import_fetched_at(json, i64::try_from(now).unwrap_or(i64::MAX), downloads)
+}
+
+/// `import_with`, for an export fetched at `fetched` (unix seconds): its temporary media
+/// ids expire 3 days later, the day counted in `Asia/Shanghai`, the time zone of a rules
+/// file that names none (the import writes none).
+pub fn import_fetched_at(
+    json: &str,
+    fetched: i64,
+    downloads: &Downloads,
+) -> Result<Imported, ImportError> {
     let zone = jiff::tz::TimeZone::get(crate::rules::active::DEFAULT_TIMEZONE)
         .unwrap_or(jiff::tz::TimeZone::UTC);
     let expires = crate::rules::expiry_day(fetched, &zone).to_string();
-    let expires = expires.as_str();
+    let mut media = MediaPlan {
+        expires: &expires,
+        downloads,
+        met: Vec::new(),
+    };
     let root: Value =
         serde_json::from_str(json).map_err(|e| fail("$", format!("not JSON: {e}")))?;
     let Value::Object(top) = &root else {
@@ -119,17 +200,19 @@ pub fn import_fetched_at(json: &str, fetched: i64) -> Result<Imported, ImportErr
                 autoreply_open,
                 &mut names,
                 &mut keywords,
-                expires,
+                &mut media,
             )?);
         }
     }
     if let Some(info) = top.get("add_friend_autoreply_info") {
-        rules.push(welcome_rule(info, friend_open, &mut names, expires)?);
+        rules.push(welcome_rule(info, friend_open, &mut names, &mut media)?);
     }
     if let Some(info) = top.get("message_default_autoreply_info") {
-        rules.push(default_rule(info, autoreply_open, &mut names, expires)?);
+        rules.push(default_rule(info, autoreply_open, &mut names, &mut media)?);
     }
-    Ok(comment_out_shadowed(rules))
+    let mut imported = comment_out_shadowed(rules);
+    imported.media = media.met;
+    Ok(imported)
 }
 
 /// The console's reply on follow (`add_friend_autoreply_info`), as a rule.
@@ -137,12 +220,14 @@ fn welcome_rule(
     info: &Value,
     open: bool,
     names: &mut HashSet<String>,
-    expires: &str,
+    media: &mut MediaPlan<'_>,
 ) -> Result<Rule, ImportError> {
     let path = "$.add_friend_autoreply_info";
-    let reply = reply(info, path, expires)?;
+    let reply = reply(info, path, media, "被关注回复")?;
+    let mut comment = vec!["被关注回复 (reply on follow)".to_owned()];
+    comment.extend(reply.origin);
     Ok(Rule {
-        comment: vec!["被关注回复 (reply on follow)".into()],
+        comment,
         name: unique("welcome", names),
         when: "{ event: subscribe }".into(),
         cooldown: None,
@@ -159,14 +244,16 @@ fn default_rule(
     info: &Value,
     open: bool,
     names: &mut HashSet<String>,
-    expires: &str,
+    media: &mut MediaPlan<'_>,
 ) -> Result<Rule, ImportError> {
     let path = "$.message_default_autoreply_info";
-    let reply = reply(info, path, expires)?;
+    let reply = reply(info, path, media, "收到消息回复")?;
+    let mut comment = vec![
+        "收到消息回复 (default reply): the console sends it once per user per hour".to_owned(),
+    ];
+    comment.extend(reply.origin);
     Ok(Rule {
-        comment: vec![
-            "收到消息回复 (default reply): the console sends it once per user per hour".into(),
-        ],
+        comment,
         name: unique("default-reply", names),
         when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }".into(),
         cooldown: Some("60m"),
@@ -214,7 +301,7 @@ fn keyword_rule(
     open: bool,
     names: &mut HashSet<String>,
     seen: &mut HashMap<(bool, String), String>,
-    expires: &str,
+    media: &mut MediaPlan<'_>,
 ) -> Result<Rule, ImportError> {
     let name = item
         .get("rule_name")
@@ -233,12 +320,13 @@ fn keyword_rule(
         alternatives.push(format!("{{ contains: [{}] }}", list.join(", ")));
     }
     let when = format!("{{ keyword: [{}] }}", alternatives.join(", "));
-    let replies = replies(item, path, expires)?;
+    let replies = replies(item, path, media, name)?;
     let mode = item
         .get("reply_mode")
         .and_then(Value::as_str)
         .unwrap_or("reply_all");
     let mut notes: Vec<String> = replies.iter().filter_map(|r| r.note.clone()).collect();
+    let origins: Vec<String> = replies.iter().filter_map(|r| r.origin.clone()).collect();
     notes.extend(dropped);
     let no_keywords = exact.is_empty() && contains.is_empty();
     if no_keywords {
@@ -246,15 +334,17 @@ fn keyword_rule(
     }
     let (reply_yaml, send) = by_mode(mode, replies, &mut notes, path)?;
     let case_text = exact.first().or(contains.first()).cloned();
+    let mut comment = vec![format!(
+        "关键词回复「{name}」: {}",
+        if mode == "random_one" {
+            "随机回复一条 (one at random)"
+        } else {
+            "回复全部 (all the replies)"
+        }
+    )];
+    comment.extend(origins);
     Ok(Rule {
-        comment: vec![format!(
-            "关键词回复「{name}」: {}",
-            if mode == "random_one" {
-                "随机回复一条 (one at random)"
-            } else {
-                "回复全部 (all the replies)"
-            }
-        )],
+        comment,
         name: unique_name,
         when,
         cooldown: None,
@@ -338,8 +428,14 @@ fn keep_new(
         .collect()
 }
 
-/// A keyword rule's replies (`reply_list_info`), at least one.
-fn replies(item: &Value, path: &str, expires: &str) -> Result<Vec<Reply>, ImportError> {
+/// A keyword rule's replies (`reply_list_info`), at least one; `title`: the rule's name,
+/// a downloaded video's title when WeChat gives none.
+fn replies(
+    item: &Value,
+    path: &str,
+    media: &mut MediaPlan<'_>,
+    title: &str,
+) -> Result<Vec<Reply>, ImportError> {
     let replies_value = item
         .get("reply_list_info")
         .and_then(Value::as_array)
@@ -349,7 +445,8 @@ fn replies(item: &Value, path: &str, expires: &str) -> Result<Vec<Reply>, Import
         replies.push(reply(
             value,
             &format!("{path}.reply_list_info[{r}]"),
-            expires,
+            media,
+            title,
         )?);
     }
     if replies.is_empty() {
@@ -400,9 +497,15 @@ fn by_mode(
     })
 }
 
-/// One console reply (`{"type": …, "content": …}` or a news with `news_info`). An image or
-/// a voice is a temporary media id, which expires on the day `expires`.
-fn reply(value: &Value, path: &str, expires: &str) -> Result<Reply, ImportError> {
+/// One console reply (`{"type": …, "content": …}` or a news with `news_info`). An image, a
+/// voice or a video is temporary media, which expires on the day `media.expires`, unless a
+/// file was downloaded for it; `title`: a downloaded video's, when WeChat gives none.
+fn reply(
+    value: &Value,
+    path: &str,
+    media: &mut MediaPlan<'_>,
+    title: &str,
+) -> Result<Reply, ImportError> {
     let kind = value
         .get("type")
         .and_then(Value::as_str)
@@ -413,46 +516,24 @@ fn reply(value: &Value, path: &str, expires: &str) -> Result<Reply, ImportError>
             .and_then(Value::as_str)
             .ok_or_else(|| fail(&format!("{path}.content"), "missing, or not a string"))
     };
-    let temporary = |what: &str, id: &str| {
-        format!("{what} media id `{id}` comes from the API: temporary, it expires on {expires} (3 days after the export; `expires:` says so, and `check` warns); replace it with a permanent material's id")
-    };
     Ok(match kind {
         "text" => Reply {
             yaml: format!("{{ text: {} }}", quote(&literal(content()?))),
             note: None,
+            origin: None,
             sendable: true,
         },
-        "img" => {
-            let id = content()?;
-            Reply {
-                yaml: format!(
-                    "{{ image: {{ media_id: {}, expires: {expires} }} }}",
-                    quote(id)
-                ),
-                note: Some(temporary("image", id)),
-                sendable: true,
-            }
-        }
-        "voice" => {
-            let id = content()?;
-            Reply {
-                yaml: format!(
-                    "{{ voice: {{ media_id: {}, expires: {expires} }} }}",
-                    quote(id)
-                ),
-                note: Some(temporary("voice", id)),
-                sendable: true,
-            }
-        }
-        // The API gives a video as a link to download it, not a media id: a passive video
-        // reply needs an uploaded one.
-        "video" => {
-            let link = content()?;
-            Reply {
-                yaml: format!("{{ text: {} }}", quote(&literal(link))),
-                note: Some(format!("a video, given by the API as a link ({link}): sent as that link in a text; upload it and write `video: {{ media_id: … }}` instead")),
-                sendable: true,
-            }
+        "img" | "voice" | "video" => {
+            let found = ExportMedia {
+                kind: match kind {
+                    "img" => "image",
+                    "voice" => "voice",
+                    _ => "video",
+                },
+                content: content()?.to_owned(),
+            };
+            let fetched = media.meet(&found);
+            media_reply(&found, fetched, media.expires, title)
         }
         "news" => news(value, path)?,
         other => {
@@ -462,6 +543,71 @@ fn reply(value: &Value, path: &str, expires: &str) -> Result<Reply, ImportError>
             ))
         }
     })
+}
+
+/// The reply of an image, voice or video of the export: its downloaded file, or else its
+/// temporary media id, which expires on `expires` (a video given as a link: that link, in
+/// a text). `fetched`: what `--download-media` got, if it was asked to.
+fn media_reply(
+    media: &ExportMedia,
+    fetched: Option<Result<Downloaded, String>>,
+    expires: &str,
+    title: &str,
+) -> Reply {
+    let (kind, content) = (media.kind, media.content.as_str());
+    let given = if media.is_link() {
+        format!("a {kind} link ({content})")
+    } else {
+        format!("{kind} media id `{content}`")
+    };
+    let why_not = match fetched {
+        Some(Ok(file)) => {
+            let yaml = match (kind, &file.video) {
+                ("video", Some((title, description))) => format!(
+                    "{{ video: {{ file: {}, title: {}, description: {} }} }}",
+                    quote(&file.file),
+                    quote(title),
+                    quote(description)
+                ),
+                ("video", None) => format!(
+                    "{{ video: {{ file: {}, title: {}, description: \"\" }} }}",
+                    quote(&file.file),
+                    quote(title)
+                ),
+                _ => format!("{{ {kind}: {{ file: {} }} }}", quote(&file.file)),
+            };
+            return Reply {
+                yaml,
+                note: None,
+                origin: Some(format!(
+                    "{given} downloaded from WeChat (--download-media) to `{}` under the templates directory: the server uploads it as permanent material",
+                    file.file
+                )),
+                sendable: true,
+            };
+        }
+        Some(Err(why)) => format!("; --download-media could not fetch it: {why}"),
+        None => ", or import with --download-media".to_owned(),
+    };
+    // The API gives a video as a link to download it, not a media id: a passive video
+    // reply needs an uploaded one.
+    if media.is_link() {
+        return Reply {
+            yaml: format!("{{ text: {} }}", quote(&literal(content))),
+            note: Some(format!("a video, given by the API as a link ({content}): sent as that link in a text; upload it and write `video: {{ media_id: … }}` instead{why_not}")),
+            origin: None,
+            sendable: true,
+        };
+    }
+    Reply {
+        yaml: format!(
+            "{{ {kind}: {{ media_id: {}, expires: {expires} }} }}",
+            quote(content)
+        ),
+        note: Some(format!("{given} comes from the API: temporary, it expires on {expires} (3 days after the export; `expires:` says so, and `check` warns); replace it with a permanent material's id{why_not}")),
+        origin: None,
+        sendable: true,
+    }
 }
 
 /// A console news reply (`news_info.list`): its first article, as WeChat shows one in a
@@ -496,6 +642,7 @@ fn news(value: &Value, path: &str) -> Result<Reply, ImportError> {
             quote(&literal(field("content_url")))
         ),
         note,
+        origin: None,
         sendable: true,
     })
 }
@@ -616,5 +763,188 @@ fn write(rules: &[Rule]) -> Imported {
         cases,
         rule_count: rules.len(),
         disabled,
+        media: Vec::new(),
+    }
+}
+
+/// The extension a file fetched for a reply of `kind` is kept under: the one its content
+/// type names, else its file name's, else the one its first bytes show; `None` when that is
+/// not a format WeChat takes for permanent material of `kind` (`rules::media_limits`), or
+/// none is known.
+pub fn media_extension(
+    kind: &str,
+    content_type: &str,
+    filename: Option<&str>,
+    bytes: &[u8],
+) -> Option<&'static str> {
+    let by_type = match content_type {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => Some("jpg"),
+        "image/png" => Some("png"),
+        "image/gif" => Some("gif"),
+        "image/bmp" | "image/x-ms-bmp" => Some("bmp"),
+        "audio/amr" => Some("amr"),
+        "audio/mpeg" | "audio/mp3" => Some("mp3"),
+        "audio/wav" | "audio/x-wav" | "audio/wave" => Some("wav"),
+        "audio/x-ms-wma" => Some("wma"),
+        "video/mp4" => Some("mp4"),
+        _ => None,
+    };
+    let (formats, _) = crate::rules::media_limits(kind);
+    let by_name = || {
+        let extension = std::path::Path::new(filename?)
+            .extension()?
+            .to_str()?
+            .to_ascii_lowercase();
+        formats.iter().copied().find(|f| *f == extension)
+    };
+    let found = by_type.or_else(by_name).or_else(|| sniff(bytes))?;
+    formats.contains(&found).then_some(found)
+}
+
+/// The format a file's first bytes show, of those WeChat takes as permanent material.
+fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if starts(b"\xff\xd8\xff") {
+        Some("jpg")
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        Some("gif")
+    } else if starts(b"#!AMR") {
+        Some("amr")
+    } else if starts(b"ID3") || (bytes.len() > 1 && bytes[0] == 0xff && bytes[1] & 0xe0 == 0xe0) {
+        Some("mp3")
+    } else if starts(b"RIFF") && bytes.get(8..12) == Some(b"WAVE") {
+        Some("wav")
+    } else if starts(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11") {
+        Some("wma")
+    } else if bytes.get(4..8) == Some(b"ftyp") {
+        Some("mp4")
+    } else if starts(b"BM") {
+        Some("bmp")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPORT: &str = r#"{
+        "add_friend_autoreply_info": { "type": "img", "content": "IMG_ID" },
+        "keyword_autoreply_info": { "list": [
+            { "rule_name": "声音", "reply_mode": "reply_all",
+              "keyword_list_info": [ { "type": "text", "match_mode": "equal", "content": "听" } ],
+              "reply_list_info": [ { "type": "voice", "content": "VOICE_ID" },
+                                   { "type": "video", "content": "http://127.0.0.1/v.mp4" } ] }
+        ] }
+    }"#;
+
+    /// 2026-12-07 12:00 in Shanghai: temporary ids expire on the 10th.
+    const FETCHED: i64 = 1_796_616_000;
+
+    fn media(kind: &'static str, content: &str) -> ExportMedia {
+        ExportMedia {
+            kind,
+            content: content.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_import_lists_the_exports_media_and_names_the_files_fetched_for_them() {
+        let plain = import_fetched_at(EXPORT, FETCHED, &Downloads::default()).unwrap();
+        assert_eq!(
+            plain.media,
+            [
+                media("voice", "VOICE_ID"),
+                media("video", "http://127.0.0.1/v.mp4"),
+                media("image", "IMG_ID"),
+            ]
+        );
+        assert!(
+            plain
+                .rules
+                .contains("reply: { voice: { media_id: \"VOICE_ID\", expires: 2026-12-10 } }"),
+            "{}",
+            plain.rules
+        );
+        let mut downloads = Downloads::default();
+        downloads.insert(
+            media("voice", "VOICE_ID"),
+            Ok(Downloaded {
+                file: "media/0123abcd.amr".into(),
+                video: None,
+            }),
+        );
+        downloads.insert(
+            media("video", "http://127.0.0.1/v.mp4"),
+            Ok(Downloaded {
+                file: "media/4567cdef.mp4".into(),
+                video: None,
+            }),
+        );
+        downloads.insert(
+            media("image", "IMG_ID"),
+            Err("errcode 40007: invalid media_id".into()),
+        );
+        let fetched = import_fetched_at(EXPORT, FETCHED, &downloads).unwrap();
+        let rules = &fetched.rules;
+        assert!(
+            rules.contains("  reply: { voice: { file: \"media/0123abcd.amr\" } }\n"),
+            "{rules}"
+        );
+        // A video without WeChat's title takes its rule's name.
+        assert!(
+            rules.contains("      - { video: { file: \"media/4567cdef.mp4\", title: \"声音\", description: \"\" } }\n"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("  # voice media id `VOICE_ID` downloaded from WeChat (--download-media) to `media/0123abcd.amr`"),
+            "{rules}"
+        );
+        // A media that could not be fetched keeps its id, its day, and says why.
+        assert!(
+            rules.contains("reply: { image: { media_id: \"IMG_ID\", expires: 2026-12-10 } }"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("replace it with a permanent material's id; --download-media could not fetch it: errcode 40007: invalid media_id\n"),
+            "{rules}"
+        );
+        let loaded = crate::rules::load_str(rules, &[]);
+        assert!(loaded.is_err(), "the files are not there: {rules}");
+    }
+
+    #[test]
+    fn a_fetched_files_extension_comes_from_its_type_name_or_bytes_within_wechats_formats() {
+        assert_eq!(
+            media_extension("image", "image/jpeg", None, b""),
+            Some("jpg")
+        );
+        assert_eq!(
+            media_extension("image", "application/octet-stream", Some("ID.png"), b""),
+            Some("png")
+        );
+        assert_eq!(
+            media_extension("image", "", None, b"\x89PNG\r\n\x1a\n...."),
+            Some("png")
+        );
+        assert_eq!(
+            media_extension("voice", "", None, b"#!AMR\n.."),
+            Some("amr")
+        );
+        assert_eq!(
+            media_extension("video", "", None, b"\0\0\0\x18ftypmp42"),
+            Some("mp4")
+        );
+        // WeChat's speex voice, and an image given for a voice: no format permanent
+        // voice material takes.
+        assert_eq!(
+            media_extension("voice", "audio/speex", Some("a.speex"), b""),
+            None
+        );
+        assert_eq!(media_extension("voice", "image/png", None, b""), None);
+        assert_eq!(media_extension("image", "", None, b"plain text"), None);
     }
 }

@@ -325,3 +325,225 @@ fn test_and_explain_render_a_files_reply_with_a_stand_in_id() {
         "{explained}"
     );
 }
+
+/// `wxrules import --download-media` fetches the export's media from the stand-in on
+/// 127.0.0.1 (temporary media by `media/get`, a video through its `video_url`, the
+/// export's own video link, and permanent material by `get_material` after `media/get`'s
+/// 40007) into files named by content, and the rules name those files; a media over
+/// WeChat's size, or one WeChat has no more, keeps its temporary id with `expires:` and
+/// says so on stderr, and the import goes on. The rules pass `check` (warning of those
+/// two), their cases pass, and the server uploads the files as permanent material.
+#[tokio::test]
+async fn import_downloads_the_exports_media_into_files_the_rules_name() {
+    let fake = FakeWechat::start();
+    let jpeg = b"\xff\xd8\xff\xe0 a jpeg of the welcome";
+    let amr = b"#!AMR\n a voice";
+    let mp4 = b"\0\0\0\x18ftypmp42 a video";
+    let png = b"\x89PNG\r\n\x1a\n a permanent image";
+    fake.add_media("IMG_TEMP", "image/jpeg", jpeg);
+    fake.add_media("VOICE_TEMP", "audio/amr", amr);
+    fake.add_media("VIDEO_TEMP", "video/mp4", mp4);
+    fake.add_media("VOICE_BIG", "audio/amr", &vec![b'#'; 2 * 1024 * 1024 + 1]);
+    fake.add_permanent(common::fake_wechat::Uploaded {
+        kind: "image".into(),
+        filename: "logo.png".into(),
+        bytes: png.to_vec(),
+        description: None,
+        media_id: "IMG_KEPT".into(),
+    });
+    let reply =
+        |kind: &str, content: &str| format!(r#"{{ "type": "{kind}", "content": "{content}" }}"#);
+    let rule = |name: &str, keyword: &str, replies: &[String]| {
+        format!(
+            r#"{{ "rule_name": "{name}", "reply_mode": "reply_all",
+                 "keyword_list_info": [ {{ "type": "text", "match_mode": "equal", "content": "{keyword}" }} ],
+                 "reply_list_info": [ {} ] }}"#,
+            replies.join(", ")
+        )
+    };
+    let export = format!(
+        r#"{{ "is_add_friend_reply_open": 1, "is_autoreply_open": 1,
+             "add_friend_autoreply_info": {},
+             "keyword_autoreply_info": {{ "list": [ {}, {}, {}, {}, {} ] }} }}"#,
+        reply("img", "IMG_TEMP"),
+        rule("语音", "听", &[reply("voice", "VOICE_TEMP")]),
+        rule("开业视频", "视频", &[reply("video", "VIDEO_TEMP")]),
+        rule(
+            "链接视频",
+            "短片",
+            &[reply("video", &format!("{}/video/VIDEO_TEMP", fake.base()))]
+        ),
+        rule("标志", "标志", &[reply("img", "IMG_KEPT")]),
+        rule(
+            "过期",
+            "旧",
+            &[reply("voice", "VOICE_BIG"), reply("img", "IMG_GONE")]
+        ),
+    );
+    let scratch = Scratch::new("media-import");
+    scratch.write("export.json", &export);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+            .args(args)
+            .current_dir(&scratch.dir)
+            .env("WXRULES_APPID", APPID)
+            .env("WXRULES_APPSECRET", SECRET)
+            .env("WXRULES_WECHAT_API", fake.base())
+            .output()
+            .unwrap()
+    };
+    // Without the account's credentials nothing is fetched, nor written.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_wxrules"))
+        .args([
+            "import",
+            "export.json",
+            "--download-media",
+            "--rules-out",
+            "rules.yaml",
+        ])
+        .current_dir(&scratch.dir)
+        .env_remove("WXRULES_APPID")
+        .env_remove("WXRULES_APPSECRET")
+        .env("WXRULES_WECHAT_API", fake.base())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "error: --download-media needs WXRULES_APPID and WXRULES_APPSECRET\n"
+    );
+    assert!(!scratch.path("rules.yaml").exists());
+    assert!(fake.downloads().is_empty());
+    let out = run(&[
+        "import",
+        "export.json",
+        "--download-media",
+        "--rules-out",
+        "rules.yaml",
+        "--tests-out",
+        "cases.yaml",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    let name =
+        |bytes: &[u8], extension: &str| format!("media/{}.{extension}", &sha256(bytes)[..16]);
+    let (image, voice, video, logo) = (
+        name(jpeg, "jpg"),
+        name(amr, "amr"),
+        name(mp4, "mp4"),
+        name(png, "png"),
+    );
+    for (what, file) in [
+        ("image media id `IMG_TEMP`", &image),
+        ("voice media id `VOICE_TEMP`", &voice),
+        ("video media id `VIDEO_TEMP`", &video),
+        ("image media id `IMG_KEPT`", &logo),
+    ] {
+        assert!(
+            stderr.contains(&format!("downloaded {what} to templates/{file}\n")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "downloaded video link {}/video/VIDEO_TEMP to templates/{video}\n",
+            fake.base()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: voice media id `VOICE_BIG` not downloaded (over WeChat's 2 MB for voice material): its reply keeps it, temporary (`check` warns)\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: image media id `IMG_GONE` not downloaded (errcode 40007: invalid media_id): its reply keeps it, temporary (`check` warns)\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("downloaded 5 of 7 media into templates/media\nimported 6 rules (0 switched off in the console, commented out)\n"),
+        "{stderr}"
+    );
+    // Named by content: the same video, by id and by link, is one file.
+    for (file, bytes) in [
+        (&image, &jpeg[..]),
+        (&voice, amr),
+        (&video, mp4),
+        (&logo, png),
+    ] {
+        assert_eq!(
+            std::fs::read(scratch.path(&format!("templates/{file}"))).unwrap(),
+            bytes
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(scratch.path("templates/media"))
+            .unwrap()
+            .count(),
+        4
+    );
+    // The temporary media was asked for first; the permanent image after its 40007.
+    let downloads = fake.downloads();
+    assert!(
+        downloads.contains(&"media/get IMG_KEPT".to_owned()),
+        "{downloads:?}"
+    );
+    assert!(
+        downloads.contains(&"get_material IMG_KEPT".to_owned()),
+        "{downloads:?}"
+    );
+    assert!(
+        !downloads.contains(&"get_material IMG_TEMP".to_owned()),
+        "{downloads:?}"
+    );
+
+    let rules = std::fs::read_to_string(scratch.path("rules.yaml")).unwrap();
+    for line in [
+        format!("    reply: {{ image: {{ file: \"{image}\" }} }}\n"),
+        format!("    reply: {{ voice: {{ file: \"{voice}\" }} }}\n"),
+        format!("    reply: {{ video: {{ file: \"{video}\", title: \"开业视频\", description: \"\" }} }}\n"),
+        format!("    reply: {{ video: {{ file: \"{video}\", title: \"链接视频\", description: \"\" }} }}\n"),
+        format!("    reply: {{ image: {{ file: \"{logo}\" }} }}\n"),
+        "    reply: { voice: { media_id: \"VOICE_BIG\", expires: 20".to_owned(),
+        "      - { image: { media_id: \"IMG_GONE\", expires: 20".to_owned(),
+    ] {
+        assert!(rules.contains(&line), "{line}\nnot in\n{rules}");
+    }
+    assert!(rules.contains("permanent material's id; --download-media could not fetch it: errcode 40007: invalid media_id\n"), "{rules}");
+
+    // `check` warns of the two temporary ids only; the cases pass.
+    let sources = ["--rules", "rules.yaml", "--templates", "templates"];
+    let check = run(&[&["check"][..], &sources].concat());
+    let warnings = String::from_utf8_lossy(&check.stderr).to_string();
+    assert_eq!(check.status.code(), Some(0), "{warnings}");
+    assert_eq!(
+        warnings
+            .matches("is temporary: WeChat deletes it on")
+            .count(),
+        2,
+        "{warnings}"
+    );
+    let test = run(&[&["test"][..], &sources, &["cases.yaml"]].concat());
+    assert_eq!(
+        String::from_utf8_lossy(&test.stdout),
+        "6 passed, 0 failed\n",
+        "{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+
+    // The server uploads the files as permanent material, and answers with their ids.
+    let server = serve(scratch, &fake, "memory");
+    let mut id = 5000;
+    let answer = answer_with_media(&server, "标志", &mut id).await;
+    assert!(
+        answer.contains("<MediaId><![CDATA[PERMANENT_image_"),
+        "{answer}"
+    );
+    let uploaded = fake.materials();
+    assert!(
+        uploaded
+            .iter()
+            .any(|m| m.bytes == png && m.filename.ends_with(".png") && m.media_id != "IMG_KEPT"),
+        "{uploaded:?}"
+    );
+}
