@@ -269,10 +269,10 @@ impl Conversations {
         }
     }
 
-    async fn remove_redis(&self, scope: &str, user: &str, expected: &str) -> bool {
-        let Some(link) = self.link.as_deref() else {
-            return false;
-        };
+    /// Removes `user`'s record in Redis if it is `expected` (`""`: whatever it is); `None`
+    /// when Redis did not answer.
+    async fn remove_in_redis(&self, scope: &str, user: &str, expected: &str) -> Option<bool> {
+        let link = self.link.as_deref()?;
         let script = redis::Script::new(REMOVE);
         let key = format!("{}{user}", record_prefix(scope));
         let (order, states) = (order_key(scope), states_prefix(scope));
@@ -285,7 +285,12 @@ impl Conversations {
             }
         })
         .await
-        .is_ok_and(|removed| removed == 1)
+        .ok()
+        .map(|removed| removed == 1)
+    }
+
+    async fn remove_redis(&self, scope: &str, user: &str, expected: &str) -> bool {
+        self.remove_in_redis(scope, user, expected).await == Some(true)
     }
 
     /// Puts `user` in `record`'s state (replacing any), making room when the account is
@@ -368,30 +373,10 @@ impl Conversations {
 
     /// Takes `user` out of any state.
     pub async fn clear(&self, scope: &str, user: &str) {
-        if self.link.is_some() && self.remove_redis_any(scope, user).await {
+        if self.remove_in_redis(scope, user, "").await.is_some() {
             return;
         }
         self.memory.lock().remove(scope, user);
-    }
-
-    /// Whether Redis answered (whatever it removed).
-    async fn remove_redis_any(&self, scope: &str, user: &str) -> bool {
-        let Some(link) = self.link.as_deref() else {
-            return false;
-        };
-        let script = redis::Script::new(REMOVE);
-        let key = format!("{}{user}", record_prefix(scope));
-        let (order, states) = (order_key(scope), states_prefix(scope));
-        link.run(|mut conn| {
-            let (script, key, order, states) = (&script, &key, &order, &states);
-            async move {
-                let mut invocation = script.key(key);
-                invocation.key(order).arg(user).arg("").arg(states);
-                conn.script::<u32>(&invocation).await
-            }
-        })
-        .await
-        .is_ok()
     }
 
     /// How many users of the account are in each of `states` now (no user named).
