@@ -97,11 +97,17 @@ pub(crate) async fn receive(
     // deciding twice on two instances does nothing a user could see, and only one answer
     // goes out.
     // Taking an answer kept for the user (`server::slow`) is acting too.
-    // Moving a user's conversation along is acting too: a retry must not move it twice.
+    // Moving a user's conversation along is acting too, so that a retry cannot move it
+    // twice: a user in a state (or just out of one), or a rule that sets or clears one. A
+    // user in none whose rule leaves it so moves nothing, and takes the one-step path.
+    let moves = looked.before.is_some() || looked.ended.is_some();
     let acts = slow::may_pick_up(&live, &message)
-        || live.rules.converses()
+        || moves
         || first.as_ref().is_some_and(|m| {
-            m.rule.call().is_some() || !m.rule.send().is_empty() || m.rule.cooldown().is_some()
+            m.rule.call().is_some()
+                || !m.rule.send().is_empty()
+                || m.rule.cooldown().is_some()
+                || m.rule.transition().is_some()
         });
     let (ticket, found) = if acts {
         let cooldown = first.as_ref().and_then(|m| {
