@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::act::call::CallResult;
 use crate::answer::{after_call, Decision, Outcome};
 use crate::converse;
 use crate::rules::RuleSet;
@@ -497,20 +496,14 @@ impl User {
         });
         let stub = crate::act::call::stub(step.call_response.as_ref(), step.call_error.as_deref());
         let before_state = before.as_deref();
-        let moved = converse::after(
-            rules,
-            &message,
-            found.as_ref(),
-            before_state,
-            None,
-            at,
-            true,
-        );
-        let unmoved = converse::after(rules, &message, None, before_state, None, at, false);
+        let moved =
+            converse::after_answer(rules, &message, found.as_ref(), before_state, at, false);
         let (outcome, after) = match crate::answer::decide_found(rules, &message, found, now) {
             Decision::Done(outcome) => {
                 let after = match outcome {
-                    Outcome::Failed { .. } => unmoved,
+                    Outcome::Failed { .. } => {
+                        converse::after_answer(rules, &message, None, before_state, at, true)
+                    }
                     _ => moved,
                 };
                 (outcome, after)
@@ -523,18 +516,9 @@ impl User {
                     ));
                 };
                 let outcome = after_call(rules, &message, &m, result, now);
-                let after = match (m.rule.transition(), result) {
-                    (None, _) => unmoved,
-                    (Some(_), CallResult::Answered(answered)) => converse::after(
-                        rules,
-                        &message,
-                        Some(&m),
-                        before_state,
-                        Some(&answered.value),
-                        at,
-                        true,
-                    ),
-                    (Some(_), CallResult::Failed(_)) => unmoved,
+                let after = match m.rule.transition() {
+                    Some(_) => converse::after_call(rules, &message, &m, result, at),
+                    None => moved,
                 };
                 (outcome, after)
             }

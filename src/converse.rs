@@ -1,13 +1,15 @@
 //! A user's conversation state across messages: what the rules and templates see of it
 //! (`seen`), the `on_expire` reply of one that ended (`expired_reply`), and what it
-//! becomes once a rule has answered (`after`). Pure; the server keeps the records in
-//! `store::conversation`, `wxrules test` and `explain` in a variable.
+//! becomes once a rule has answered (`after_answer`) or its call has ended (`after_call`).
+//! Pure; the server keeps the records in `store::conversation`, `wxrules test` and
+//! `explain` in a variable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::act::call::CallResult;
 use crate::answer::{self, Outcome};
 use crate::render;
 use crate::rules::conversation::{bounded_var, Transition, UserState, MAX_VARS};
@@ -76,7 +78,7 @@ pub fn expired_reply(
     })
 }
 
-/// What becomes of the user's state.
+/// What becomes of the user's state (`after_answer`, `after_call`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum After {
     /// Nothing to write.
@@ -92,7 +94,7 @@ pub enum After {
 /// answered; for a rule with a call, its service answered); when it does not, a user in a
 /// state has one more try. A new state keeps the vars of the one it replaces that it does
 /// not set itself.
-pub fn after(
+fn after(
     rules: &RuleSet,
     message: &Message,
     found: Option<&Match<'_>>,
@@ -136,6 +138,44 @@ pub fn after(
             _ => After::Keep,
         },
     }
+}
+
+/// The state after a push answered without a call of its own deciding it: `found` (or no
+/// rule) answered, its reply `failed` to render or not. A rule with a call and a
+/// `set:`/`clear:` leaves it to the call's end (`Keep` here: its `after` comes with the
+/// service's answer); any other rule with a call counts a try.
+pub fn after_answer(
+    rules: &RuleSet,
+    message: &Message,
+    found: Option<&Match<'_>>,
+    before: Option<&UserState>,
+    now: u64,
+    failed: bool,
+) -> After {
+    match found {
+        Some(m) if m.rule.call().is_some() && m.rule.transition().is_some() => After::Keep,
+        Some(m) if m.rule.call().is_none() => {
+            after(rules, message, Some(m), before, None, now, !failed)
+        }
+        _ => after(rules, message, None, before, None, now, false),
+    }
+}
+
+/// The state once `found`'s call has ended, for a rule with a `set:`/`clear:`: moved when
+/// its service answered (its JSON is `call.…` for the vars), else one more try.
+pub fn after_call(
+    rules: &RuleSet,
+    message: &Message,
+    found: &Match<'_>,
+    result: &CallResult,
+    now: u64,
+) -> After {
+    let (call, applies) = match result {
+        CallResult::Answered(answered) => (Some(&answered.value), true),
+        CallResult::Failed(_) => (None, false),
+    };
+    let before = found.state.as_deref();
+    after(rules, message, Some(found), before, call, now, applies)
 }
 
 fn ttl_secs(ttl: Duration) -> u64 {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::act::call::{CallFailure, CallResult, Caller};
 use crate::answer::{after_call, decide_found, holding, Decision, Outcome};
-use crate::converse::{after, After};
+use crate::converse::After;
 use crate::rules::conversation::UserState;
 use crate::rules::{Match, RuleSet, Subject, Words};
 use crate::wire::{Message, Reply};
@@ -82,30 +82,15 @@ pub fn explain(
         Some(user) => subject.in_state(Some(&user.name), user.tries),
         None => subject,
     };
-    let find = |subject: &Subject<'_>| {
-        rules.find(subject).map(|mut m| {
-            m.state.clone_from(&before);
-            m
-        })
-    };
-    let moved = (rules.converses() || before.is_some()).then(|| {
-        let found = find(&subject);
-        let unmoved = after(rules, message, None, before.as_deref(), None, at, false);
-        let moved = match &found {
-            Some(m) if m.rule.call().is_none() => after(
-                rules,
-                message,
-                found.as_ref(),
-                before.as_deref(),
-                None,
-                at,
-                true,
-            ),
-            _ => unmoved.clone(),
-        };
-        (moved, unmoved)
+    let first = rules.find(&subject).map(|mut m| {
+        m.state.clone_from(&before);
+        m
     });
-    let found = find(&subject).map(|m| {
+    let converses = rules.converses() || before.is_some();
+    let moved = converses.then(|| {
+        crate::converse::after_answer(rules, message, first.as_ref(), before.as_deref(), at, false)
+    });
+    let found = first.as_ref().map(|m| {
         let criteria = m.rule.describe(&subject);
         let criteria_words = m
             .rule
@@ -126,17 +111,15 @@ pub fn explain(
         }
     });
     let mut by_call = None;
-    let (outcome, call) = match decide_found(rules, message, find(&subject), now) {
+    let (outcome, call) = match decide_found(rules, message, first, now) {
         Decision::Done(outcome) => (outcome, None),
         Decision::Call(m) => {
             let not_made =
                 CallResult::Failed(CallFailure::Stubbed("no call is made by explain".into()));
             let result = stub.unwrap_or(&not_made);
             let outcome = after_call(rules, message, &m, result, now);
-            if let (Some(_), CallResult::Answered(answered)) = (m.rule.transition(), result) {
-                let value = Some(&answered.value);
-                let b = before.as_deref();
-                by_call = Some(after(rules, message, Some(&m), b, value, at, true));
+            if m.rule.transition().is_some() {
+                by_call = Some(crate::converse::after_call(rules, message, &m, result, at));
             }
             let holding = m
                 .rule
@@ -154,10 +137,12 @@ pub fn explain(
             )
         }
     };
-    let state = moved.map(|(moved, unmoved)| {
+    let state = moved.map(|moved| {
         let became = match (by_call, &outcome) {
             (Some(after), _) => after,
-            (None, Outcome::Failed { .. }) => unmoved,
+            (None, Outcome::Failed { .. }) => {
+                crate::converse::after_answer(rules, message, None, before.as_deref(), at, true)
+            }
             (None, _) => moved,
         };
         let after = match became {

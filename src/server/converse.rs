@@ -90,19 +90,6 @@ pub(super) async fn after_call(
     if !live.rules.converses() || found.rule.transition().is_none() {
         return;
     }
-    let (call, applies) = match result {
-        CallResult::Answered(answered) => (Some(&answered.value), true),
-        CallResult::Failed(_) => (None, false),
-    };
-    let before = found.state.as_deref();
-    let after = converse::after(
-        &live.rules,
-        message,
-        Some(found),
-        before,
-        call,
-        now,
-        applies,
-    );
+    let after = converse::after_call(&live.rules, message, found, result, now);
     write(conversations, live, message, after).await;
 }

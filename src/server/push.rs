@@ -413,22 +413,11 @@ async fn decide(
             return (outcome, None, false);
         }
     }
-    // What the user's state becomes, written once the answer is known. A rule with a call
-    // and a `set:`/`clear:` moves it when its service answers (`converse::after_call`).
-    let moves = live.rules.converses().then(|| {
-        let before = looked.before.as_deref();
-        let by_call = found
-            .as_ref()
-            .is_some_and(|m| m.rule.call().is_some() && m.rule.transition().is_some());
-        let rules = &live.rules;
-        let unmoved = crate::converse::after(rules, message, None, before, None, now, false);
-        let moved = match &found {
-            Some(m) if m.rule.call().is_none() => {
-                crate::converse::after(rules, message, Some(m), before, None, now, true)
-            }
-            _ => unmoved.clone(),
-        };
-        (by_call, moved, unmoved)
+    // What the user's state becomes, written once the answer is known (worked out here, as
+    // the decision takes `found`); a reply that fails to render moves only the tries.
+    let before = looked.before.as_deref();
+    let moved = live.rules.converses().then(|| {
+        crate::converse::after_answer(&live.rules, message, found.as_ref(), before, now, false)
     });
     let after = found
         .as_ref()
@@ -457,14 +446,14 @@ async fn decide(
             Box::pin(ask_service(state, live, message, found, asked)).await
         }
     };
-    if let Some((by_call, moved, unmoved)) = moves {
-        if !by_call {
-            let after = match outcome {
-                Outcome::Failed { .. } => unmoved,
-                _ => moved,
-            };
-            converse::write(&state.conversations, live, message, after).await;
-        }
+    if let Some(moved) = moved {
+        let after = match outcome {
+            Outcome::Failed { .. } if moved != crate::converse::After::Keep => {
+                crate::converse::after_answer(&live.rules, message, None, before, now, true)
+            }
+            _ => moved,
+        };
+        converse::write(&state.conversations, live, message, after).await;
     }
     slow::long_reply(state, live, message, &mut outcome, now).await;
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
