@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::backend::Backend;
-use common::redis_server::RedisServer;
+use common::redis_server::{touching, Monitor, RedisServer};
 use common::*;
 use wxrules::accounts::Secrets;
 use wxrules::clock::ManualClock;
@@ -142,9 +142,24 @@ async fn a_phone_number_is_bound_over_several_messages() {
 
 #[actix_web::test]
 async fn a_state_that_expired_says_so_on_the_next_message_once() {
+    expires_and_says_so(None).await;
+}
+
+#[actix_web::test]
+async fn with_redis_a_state_that_expired_says_so_on_the_next_message_once() {
+    let redis = RedisServer::start();
+    expires_and_says_so(Some(&redis)).await;
+}
+
+/// A user's state expires, a location report leaves its `on_expire` for the next message,
+/// which gets it, once (states in process, or in `redis`: there the state is read in the
+/// claim's round trip, and a user found in one is answered again knowing it).
+async fn expires_and_says_so(redis: Option<&RedisServer>) {
     let scratch = rules(None);
     let clock = Arc::new(ManualClock::new(NOW));
-    let app = app(instance(&scratch, &clock, None)).await;
+    let instance = instance(&scratch, &clock, redis);
+    instance.dedup.connect().await;
+    let app = app(instance).await;
     let mut u = user(&app, "oLate");
     u.says("绑定手机").await;
     clock.advance(9 * 60);
@@ -306,4 +321,52 @@ async fn a_wechat_retry_inside_a_flow_does_not_move_it_twice() {
         u.taps("是", Some("1")).await,
         "点选确认，已绑定 13800138000"
     );
+}
+
+#[actix_web::test]
+async fn with_redis_a_user_in_no_state_costs_one_round_trip_and_one_in_a_state_two() {
+    let redis = RedisServer::start();
+    // Rules that converse and never call: a call's account may have an answer kept for
+    // the user (`server::slow`), which every text of it looks up first.
+    let scratch = Scratch::new("conversation-trips");
+    let text = std::fs::read_to_string(root().join("tests/data/conversation/rules.yaml")).unwrap();
+    let start = text.find("  - name: order\n").unwrap();
+    let end = text.find("  - name: anything\n").unwrap();
+    scratch.write("rules.yaml", &format!("{}{}", &text[..start], &text[end..]));
+    let clock = Arc::new(ManualClock::new(NOW));
+    let instance = instance(&scratch, &clock, Some(&redis));
+    assert!(instance.dedup.connect().await);
+    let app = app(instance).await;
+    let mut u = user(&app, "oTrips");
+    // The first push loads the scripts (`NOSCRIPT`, `SCRIPT LOAD`, `EVALSHA` again).
+    assert_eq!(u.says("你好").await, "默认：你好");
+    let monitor = Monitor::start(&redis);
+    let _ = monitor.take();
+
+    // A user in no state, a rule that only answers: the claim's script reads the state,
+    // claims the MsgId and stores the answer, one command.
+    assert_eq!(u.says("在吗").await, "默认：在吗");
+    let seen = monitor.take();
+    let ours = touching(&seen, "wxrules:");
+    assert_eq!(ours.len(), 1, "one command: {seen:#?}");
+    assert!(ours[0].contains("\"EVALSHA\""), "{seen:#?}");
+    assert!(ours[0].contains("\"wxrules:conv:oTrips\""), "{seen:#?}");
+
+    // A rule that sets a state acts: its user's state is read first, then the push is
+    // claimed, then the state and the answer written.
+    assert_eq!(u.says("绑定手机").await, "请回复手机号");
+    let _ = monitor.take();
+    // In a state: the claim's script finds it (claiming nothing), the push is answered
+    // knowing it: claimed, its try counted, its answer stored.
+    assert_eq!(u.says("x").await, "不是手机号，第 1 次");
+    let seen = monitor.take();
+    let ours = touching(&seen, "wxrules:");
+    assert!(
+        ours.iter().all(|c| !c.contains("\"GET\"")),
+        "no GET of its own: {seen:#?}"
+    );
+    assert_eq!(ours.len(), 4, "{seen:#?}");
+    let kept: serde_json::Value =
+        serde_json::from_str(&redis.get("wxrules:conv:oTrips").unwrap()).unwrap();
+    assert_eq!(kept["tries"], 1);
 }

@@ -28,6 +28,13 @@ pub(super) fn scope<'a>(live: &'a Live, _message: &Message) -> &'a str {
     live.account.scope()
 }
 
+/// Whether the user's state is read in the push's dedup claim (`store::dedup::With`'s
+/// `state`) rather than before the rules run: for an account whose rules converse, with
+/// the states in Redis. A user in no state (most of them) then costs no round trip more.
+pub(super) fn read_with_claim(state: &AppState, live: &Live) -> bool {
+    live.rules.converses() && state.conversations.shared()
+}
+
 /// The user's state, for an account whose rules converse.
 pub(super) async fn look_up(state: &AppState, live: &Live, message: &Message) -> Looked {
     if !live.rules.converses() {
@@ -37,6 +44,26 @@ pub(super) async fn look_up(state: &AppState, live: &Live, message: &Message) ->
         .conversations
         .get(scope(live, message), message.from_user())
         .await;
+    classify(state, live, message, found).await
+}
+
+/// `look_up`, from the user's record as Redis held it, read in the dedup claim's round
+/// trip.
+pub(super) async fn found(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    record: String,
+) -> Looked {
+    let found = state
+        .conversations
+        .found_in_redis(scope(live, message), message.from_user(), Some(record))
+        .await;
+    classify(state, live, message, found).await
+}
+
+/// What a push makes of its user's record.
+async fn classify(state: &AppState, live: &Live, message: &Message, found: Found) -> Looked {
     match found {
         Found::None => Looked::default(),
         Found::Live(record) => Looked {

@@ -81,14 +81,64 @@ pub(crate) async fn receive(
         }
         Err(_) => return past_deadline(&state, &live, &message, started),
     };
-    let now = state.clock.now();
+    let push = Push {
+        state: &state,
+        live: &live,
+        message: &message,
+        wrapping,
+        replay,
+        started,
+        deadline,
+    };
     // The user's conversation state, for an account whose rules have one (one comparison
-    // otherwise).
-    let looked = converse::look_up(&state, &live, &message).await;
+    // otherwise). Kept in Redis, it is read in the claim's own round trip instead, when
+    // the answer made for a user in no state needs nothing more (`respond`).
+    let looked = if converse::read_with_claim(&state, &live) {
+        None
+    } else {
+        Some(converse::look_up(&state, &live, &message).await)
+    };
+    respond(push, ticket, looked).await
+}
+
+/// A push accepted and claimed in process, on its way to its answer.
+#[derive(Clone, Copy)]
+struct Push<'a> {
+    state: &'a AppState,
+    live: &'a Arc<Live>,
+    message: &'a Message,
+    wrapping: Wrapping,
+    replay: Option<Replay<'a>>,
+    started: Instant,
+    deadline: tokio::time::Instant,
+}
+
+/// The rules' answer to a push, stored for its retries and sent. `looked` is the user's
+/// conversation state, `None` when not read yet (`converse::read_with_claim`): the rules
+/// then run for a user in no state, and an answer that needs nothing more is claimed and
+/// stored in one round trip only if the user has no state after all; otherwise (a rule
+/// that acts, or a user found in a state) the push is answered again knowing the state.
+async fn respond(
+    push: Push<'_>,
+    ticket: Ticket<'_>,
+    looked: Option<converse::Looked>,
+) -> HttpResponse {
+    let Push {
+        state,
+        live,
+        message,
+        wrapping,
+        replay,
+        started,
+        deadline,
+    } = push;
+    let unread = looked.is_none();
+    let looked = looked.unwrap_or_default();
+    let now = state.clock.now();
     let before = looked.before.as_deref();
     let subject = match before {
-        None => Subject::at(&message, now),
-        Some(user) => Subject::at(&message, now).in_state(Some(&user.name), user.tries),
+        None => Subject::at(message, now),
+        Some(user) => Subject::at(message, now).in_state(Some(&user.name), user.tries),
     };
     let first = live.rules.find_skipping(&subject, &[]);
     // A rule that calls, sends or cools down acts beyond its reply: the push is claimed
@@ -101,7 +151,7 @@ pub(crate) async fn receive(
     // twice: a user in a state (or just out of one), or a rule that sets or clears one. A
     // user in none whose rule leaves it so moves nothing, and takes the one-step path.
     let moves = looked.before.is_some() || looked.ended.is_some();
-    let acts = slow::may_pick_up(&live, &message)
+    let acts = slow::may_pick_up(live, message)
         || moves
         || first.as_ref().is_some_and(|m| {
             m.rule.call().is_some()
@@ -109,10 +159,15 @@ pub(crate) async fn receive(
                 || m.rule.cooldown().is_some()
                 || m.rule.transition().is_some()
         });
+    if unread && acts {
+        // This push acts: its user's state is read first after all.
+        let looked = converse::look_up(state, live, message).await;
+        return Box::pin(respond(push, ticket, Some(looked))).await;
+    }
     let (ticket, found) = if acts {
         let cooldown = first.as_ref().and_then(|m| {
             let seconds = m.rule.cooldown()?.as_secs();
-            let account = cooldown_account(&live, &message);
+            let account = cooldown_account(live, message);
             let user = message.from_user();
             state
                 .cooldowns
@@ -121,18 +176,18 @@ pub(crate) async fn receive(
         let with = With {
             cooldown: cooldown.as_ref(),
             replay,
+            state: None,
         };
-        let (ticket, cooled) = match tokio::time::timeout_at(deadline, ticket.claim_redis(with))
-            .await
-        {
-            Ok(Ok((Claim::First(ticket), cooled))) => (ticket, cooled),
-            Ok(Ok((Claim::Answered { answer, store }, _))) => {
-                return answered(&state, &live, &message, &answer, store, started, wrapping).await
-            }
-            Ok(Err(Replayed)) => return refused(&state, &live, &ServiceError::Replayed),
-            Err(_) => return past_deadline(&state, &live, &message, started),
-        };
-        let found = find_unless_cooling(&state, &live, &message, &subject, first, cooled).await;
+        let (ticket, cooled) =
+            match tokio::time::timeout_at(deadline, ticket.claim_redis(with)).await {
+                Ok(Ok((Claim::First(ticket), cooled))) => (ticket, cooled),
+                Ok(Ok((Claim::Answered { answer, store }, _))) => {
+                    return answered(state, live, message, &answer, store, started, wrapping).await
+                }
+                Ok(Err(Replayed)) => return refused(state, live, &ServiceError::Replayed),
+                Err(_) => return past_deadline(state, live, message, started),
+            };
+        let found = find_unless_cooling(state, live, message, &subject, first, cooled).await;
         (Held::Claimed(ticket), found)
     } else {
         (Held::Unsettled(ticket), first)
@@ -147,18 +202,19 @@ pub(crate) async fn receive(
         started,
         deadline,
     };
-    let (mut outcome, after, joined) = decide(&state, &live, &message, found, &looked, at).await;
+    let Some((mut outcome, after, joined)) =
+        decide(state, live, message, found, &looked, at, unread).await
+    else {
+        // A long reply, whose parts go out or wait: its user's state is read first.
+        let looked = converse::look_up(state, live, message).await;
+        return Box::pin(respond(push, ticket.into_inner(), Some(looked))).await;
+    };
     let body = match (&mut outcome, wrapping) {
-        (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(&live, xml, now),
+        (Outcome::Replied { xml, .. }, Wrapping::Safe) => encrypt_reply(live, xml, now),
         // The XML is not needed past this point: move it rather than copy it.
         (Outcome::Replied { xml, .. }, Wrapping::Plain) => std::mem::take(xml),
         _ => "success".to_owned(),
     };
-    // A reply waiting for its media file's upload is counted whether it answered
-    // `success` or the rule's `on_error`.
-    if outcome.media_pending() {
-        live.metrics().observe_media_pending();
-    }
     let (counted, content_type) = match &outcome {
         Outcome::Replied { .. } => (RequestOutcome::Replied, XML),
         Outcome::Ignored { .. } => (RequestOutcome::Ignored, PLAIN_TEXT),
@@ -194,17 +250,41 @@ pub(crate) async fn receive(
         }
         Held::Unsettled(ticket) => {
             // Another instance may be answering this push: its answer, not this one.
-            let settled = ticket.settle(Arc::clone(&stored), replay);
+            let record_key = if unread {
+                let scope = converse::scope(live, message);
+                state.conversations.redis_key(scope, message.from_user())
+            } else {
+                None
+            };
+            let with = With {
+                replay,
+                state: record_key.as_deref(),
+                cooldown: None,
+            };
+            let settled = ticket.settle(Arc::clone(&stored), with);
             match tokio::time::timeout_at(deadline, settled).await {
                 Ok(Settled::Stored) => {}
-                Ok(Settled::Answered { answer, store }) => {
-                    return answered(&state, &live, &message, &answer, store, started, wrapping)
-                        .await
+                Ok(Settled::InState { ticket, record }) => {
+                    // The user is in a state after all (or Redis did not say): answered
+                    // again, knowing it.
+                    let looked = match record {
+                        Some(record) => converse::found(state, live, message, record).await,
+                        None => converse::look_up(state, live, message).await,
+                    };
+                    return Box::pin(respond(push, ticket, Some(looked))).await;
                 }
-                Ok(Settled::Replayed) => return refused(&state, &live, &ServiceError::Replayed),
-                Err(_) => return past_deadline(&state, &live, &message, started),
+                Ok(Settled::Answered { answer, store }) => {
+                    return answered(state, live, message, &answer, store, started, wrapping).await
+                }
+                Ok(Settled::Replayed) => return refused(state, live, &ServiceError::Replayed),
+                Err(_) => return past_deadline(state, live, message, started),
             }
         }
+    }
+    // A reply waiting for its media file's upload is counted whether it answered
+    // `success` or the rule's `on_error`.
+    if outcome.media_pending() {
+        live.metrics().observe_media_pending();
     }
     let elapsed = started.elapsed();
     live.metrics()
@@ -216,9 +296,9 @@ pub(crate) async fn receive(
             elapsed,
             after: after.as_ref(),
         };
-        keep_recent(recent, &live, &message, &outcome, &kept);
+        keep_recent(recent, live, message, &outcome, &kept);
     }
-    log_outcome(&live, &message, &outcome, elapsed);
+    log_outcome(live, message, &outcome, elapsed);
     if joined {
         // Left without an answer, so that WeChat tries again.
         tokio::time::sleep_until(tokio::time::Instant::from_std(started + slow::HOLD)).await;
@@ -386,6 +466,14 @@ enum Held<'a> {
     Unsettled(Ticket<'a>),
 }
 
+impl<'a> Held<'a> {
+    fn into_inner(self) -> Ticket<'a> {
+        match self {
+            Held::Claimed(ticket) | Held::Unsettled(ticket) => ticket,
+        }
+    }
+}
+
 /// What the rules say about `message`, given the rule `found` (not cooling down), the
 /// rule's call made and its `send:` queued; with the dashboard on, what follows the answer
 /// (for a rule that calls or sends); and whether the push is joined to a call still
@@ -398,19 +486,20 @@ async fn decide(
     found: Option<Match<'_>>,
     looked: &converse::Looked,
     at: When,
-) -> (Outcome, Option<Arc<Followup>>, bool) {
+    unread: bool,
+) -> Option<(Outcome, Option<Arc<Followup>>, bool)> {
     let When {
         now,
         started,
         deadline,
     } = at;
     if let Some(kept) = slow::pickup(state, live, message, now).await {
-        return (kept, None, false);
+        return Some((kept, None, false));
     }
     // A state that ended since the user's last message: its `on_expire` answers.
     if let Some(ended) = &looked.ended {
         if let Some(outcome) = crate::converse::expired_reply(&live.rules, message, ended, now) {
-            return (outcome, None, false);
+            return Some((outcome, None, false));
         }
     }
     // What the user's state becomes, written once the answer is known (worked out here, as
@@ -455,6 +544,10 @@ async fn decide(
         };
         converse::write(&state.conversations, live, message, after).await;
     }
+    if unread && slow::is_long(&outcome) {
+        // Its parts go out or wait for the user: not before the user's state is known.
+        return None;
+    }
     slow::long_reply(state, live, message, &mut outcome, now).await;
     if let Outcome::Replied { rule, sends, .. } = &mut outcome {
         if !sends.is_empty() {
@@ -473,7 +566,7 @@ async fn decide(
                 .await;
         }
     }
-    (outcome, after, joined)
+    Some((outcome, after, joined))
 }
 
 /// When the push came (its clock's second and instant) and must be answered by.

@@ -162,6 +162,11 @@ const PARTS_KEPT: Duration = Duration::from_secs(30 * 60);
 /// WeChat's limit for a text, in bytes.
 const LIMIT: usize = crate::parts::WECHAT_TEXT_LIMIT;
 
+/// Whether `outcome` is a passive text over WeChat's limit (see `long_reply`).
+pub(super) fn is_long(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Replied { reply: Reply::Text { content }, .. } if content.len() > LIMIT)
+}
+
 /// A passive text over WeChat's limit: the first part answers; the rest goes out through
 /// the customer-service API (in order, before the rule's `send:`) where the account has
 /// it, or else waits for `继续`, one part a message.

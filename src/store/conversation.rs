@@ -181,6 +181,10 @@ fn record_prefix(scope: &str) -> String {
     format!("wxrules:conv:{scope}")
 }
 
+fn record_key(scope: &str, user: &str) -> String {
+    format!("wxrules:conv:{scope}{user}")
+}
+
 fn order_key(scope: &str) -> String {
     format!("wxrules:conv-order:{scope}")
 }
@@ -218,10 +222,13 @@ impl Conversations {
     /// `user`'s state in the account `scope`. An expired one is returned once, then
     /// forgotten.
     pub async fn get(&self, scope: &str, user: &str) -> Found {
-        let key = format!("{}{user}", record_prefix(scope));
-        let get = redis::Cmd::get(&key);
+        let Some(link) = self.link.as_deref() else {
+            // In process only: no command to build.
+            return self.get_here(scope, user, self.clock.now());
+        };
+        let get = redis::Cmd::get(record_key(scope, user));
         let raw: Option<Option<String>> = Link::or_memory(
-            self.link.as_deref(),
+            Some(link),
             |mut conn| {
                 let get = &get;
                 async move { conn.query::<Option<String>>(get).await.map(Some) }
@@ -229,10 +236,27 @@ impl Conversations {
             || None,
         )
         .await;
-        let now = self.clock.now();
-        let Some(raw) = raw else {
-            return self.get_here(scope, user, now);
-        };
+        match raw {
+            Some(raw) => self.found_in_redis(scope, user, raw).await,
+            None => self.get_here(scope, user, self.clock.now()),
+        }
+    }
+
+    /// Whether the states are kept in Redis (`--store redis://…`).
+    pub fn shared(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The key of `user`'s record in Redis, when the states are kept there: read by a
+    /// push's dedup claim in its own round trip (`store::dedup::Ticket::settle`), for
+    /// `found_in_redis`.
+    pub fn redis_key(&self, scope: &str, user: &str) -> Option<String> {
+        self.link.as_ref().map(|_| record_key(scope, user))
+    }
+
+    /// `get`, from the record's value as Redis held it (`None`: no record), read by
+    /// another command (see `redis_key`).
+    pub async fn found_in_redis(&self, scope: &str, user: &str, raw: Option<String>) -> Found {
         let Some(json) = raw else {
             return Found::None;
         };
@@ -241,7 +265,7 @@ impl Conversations {
             self.remove_redis(scope, user, &json).await;
             return Found::None;
         };
-        if record.expires > now {
+        if record.expires > self.clock.now() {
             return Found::Live(record);
         }
         // Removed only if unchanged: another message may have set a new state meanwhile.
@@ -274,7 +298,7 @@ impl Conversations {
     async fn remove_in_redis(&self, scope: &str, user: &str, expected: &str) -> Option<bool> {
         let link = self.link.as_deref()?;
         let script = redis::Script::new(REMOVE);
-        let key = format!("{}{user}", record_prefix(scope));
+        let key = record_key(scope, user);
         let (order, states) = (order_key(scope), states_prefix(scope));
         link.run(|mut conn| {
             let (script, key, order, states) = (&script, &key, &order, &states);

@@ -282,7 +282,7 @@ enum InRedis {
 }
 
 /// What `Ticket::settle` did.
-pub enum Settled {
+pub enum Settled<'a> {
     /// This attempt's answer is the push's: stored for the retries (or, Redis away, in
     /// process only).
     Stored,
@@ -290,6 +290,14 @@ pub enum Settled {
     Answered { answer: Arc<Answer>, store: Tier },
     /// The replay check refused the push: nothing was claimed or stored.
     Replayed,
+    /// An answer made for a user in no state (`settle`'s `state` key), and the user has
+    /// one: its record as Redis holds it, or `None` when Redis did not answer (the state
+    /// is then to be looked up in process). Nothing was claimed or stored: the ticket is
+    /// back, for an answer made knowing the state.
+    InState {
+        ticket: Ticket<'a>,
+        record: Option<String>,
+    },
 }
 
 impl<'a> Ticket<'a> {
@@ -301,7 +309,7 @@ impl<'a> Ticket<'a> {
         if let InRedis::Unasked(_) = self.redis {
             // Whatever Redis says, this answer is given: another's found there only
             // means two instances answered (a ticket meant for `settle` should use it).
-            let _ = self.settle(answer, None).await;
+            let _ = self.settle(answer, With::default()).await;
             return;
         }
         self.store_held(answer).await;
@@ -343,6 +351,11 @@ impl<'a> Ticket<'a> {
             return Ok((Claim::First(self), None));
         };
         let dedup = self.dedup;
+        // A claim before acting knows the user's state already.
+        let with = With {
+            state: None,
+            ..with
+        };
         let claimed = Link::or_memory(
             dedup.link.as_deref(),
             |conn| claim_on(conn, &key, Value::Pending, with),
@@ -358,7 +371,8 @@ impl<'a> Ticket<'a> {
             }
             RedisClaim::Answered(answer) => Ok((self.answered_in_redis(answer), None)),
             RedisClaim::Replayed => Err((Replayed, self)),
-            RedisClaim::InProcess => match with.replay {
+            // Not asked for (no state key above): taken as a claim that failed.
+            RedisClaim::InState(_) | RedisClaim::InProcess => match with.replay {
                 Some(replay) if replay.here() => Err((Replayed, self)),
                 _ => Ok((Claim::First(self), None)),
             },
@@ -369,8 +383,10 @@ impl<'a> Ticket<'a> {
     /// for an answer known before the claim: a rule that neither calls, sends nor cools
     /// down, so that deciding it before claiming does nothing a retry could repeat. When
     /// another attempt holds the key (another instance), its answer is waited for and
-    /// returned instead. Unbounded while waiting: callers wrap it in their deadline.
-    pub async fn settle(mut self, answer: Arc<Answer>, replay: Option<Replay<'_>>) -> Settled {
+    /// returned instead. `with` may carry the replay check, and the user's state key for
+    /// an answer made for a user in no state (see `Settled::InState`); never a cooldown.
+    /// Unbounded while waiting: callers wrap it in their deadline.
+    pub async fn settle(mut self, answer: Arc<Answer>, with: With<'_>) -> Settled<'a> {
         let key = match std::mem::replace(&mut self.redis, InRedis::No) {
             InRedis::Unasked(key) => key,
             held => {
@@ -383,7 +399,7 @@ impl<'a> Ticket<'a> {
         let encoded = answer.encode();
         let with = With {
             cooldown: None,
-            replay,
+            ..with
         };
         let value = Value::Answer(&encoded, dedup.config.ttl);
         let claimed = Link::or_memory(
@@ -396,7 +412,22 @@ impl<'a> Ticket<'a> {
         );
         match claimed.await {
             RedisClaim::Replayed => Settled::Replayed,
-            RedisClaim::InProcess if replay.is_some_and(Replay::here) => Settled::Replayed,
+            RedisClaim::InProcess if with.replay.is_some_and(Replay::here) => Settled::Replayed,
+            RedisClaim::InProcess if with.state.is_some() => {
+                self.redis = InRedis::Unasked(key);
+                Settled::InState {
+                    ticket: self,
+                    record: None,
+                }
+            }
+            RedisClaim::InState(record) => {
+                self.redis = InRedis::Unasked(key);
+                Settled::InState {
+                    ticket: self,
+                    // A record that is not UTF-8 is nobody's: as if none.
+                    record: record.and_then(|r| String::from_utf8(r).ok()),
+                }
+            }
             RedisClaim::First { .. } | RedisClaim::InProcess => {
                 if let Some(guard) = self.guard.take() {
                     store_in(guard, answer);
@@ -435,6 +466,8 @@ enum RedisClaim {
     Answered(Arc<Answer>),
     /// The replay check found the push's signed query with another body.
     Replayed,
+    /// The user has a state (its record as Redis holds it): nothing claimed.
+    InState(Option<Vec<u8>>),
     /// Down, failing or slow: dedup in process for this request.
     InProcess,
 }
@@ -446,6 +479,9 @@ pub struct With<'a> {
     pub cooldown: Option<&'a CooldownClaim>,
     /// A plaintext push's replay check, made first.
     pub replay: Option<Replay<'a>>,
+    /// The key of the user's conversation state, for an answer made for a user in no
+    /// state (`Ticket::settle`): a record there means the answer is not the push's.
+    pub state: Option<&'a str>,
 }
 
 /// A plaintext push's replay check put off to the claim's round trip; made in process by
@@ -481,7 +517,10 @@ enum Value<'v> {
 /// The claim of a push, in one step. With a plaintext push's replay check (`ARGV[3]`, the
 /// body's hash, not empty): its key (the next of `KEYS`) is taken with the hash for
 /// `ARGV[4]` ms, or compared with the hash it holds; another hash answers `{2, 0, nil}`
-/// and nothing else is done. Then takes `KEYS[1]` with the value `ARGV[1]` for `ARGV[2]` ms
+/// and nothing else is done. With a user's state key (`ARGV[6]` = `1`; the next of
+/// `KEYS`), for an answer made for a user in no state: when `KEYS[1]` is free and the
+/// state key holds a record, nothing is taken and the record is answered, `{3, 0,
+/// record}`. Then takes `KEYS[1]` with the value `ARGV[1]` for `ARGV[2]` ms
 /// if nobody holds it and, only then, with a cooldown (`ARGV[5]`, not empty), its key (the
 /// last of `KEYS`) with `1` for `ARGV[5]` ms. Answers `{1, taken, nil}` (`taken` 0 when
 /// the cooldown was held), or `{0, 0, value}` with the value found in `KEYS[1]`. Atomic,
@@ -497,6 +536,13 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
              local seen = redis.call('GET', key) \
              if seen and seen ~= ARGV[3] then return {2, 0, false} end \
            end \
+         end \
+         if ARGV[6] == '1' then \
+           local held = redis.call('GET', KEYS[1]) \
+           if held then return {0, 0, held} end \
+           local record = redis.call('GET', KEYS[next]) \
+           if record then return {3, 0, record} end \
+           next = next + 1 \
          end \
          if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
            if ARGV[5] == '' then return {1, 1, false} end \
@@ -540,16 +586,23 @@ async fn claim_on(
         }
         None => claim.arg("").arg(""),
     };
+    if let Some(state) = with.state {
+        claim.key(state);
+    }
     match with.cooldown {
         Some(cooldown) => claim.key(cooldown.key()).arg(millis(cooldown.ttl())),
         None => claim.arg(""),
     };
+    claim.arg(if with.state.is_some() { "1" } else { "" });
     let cooldown = with.cooldown;
     let get = redis::Cmd::get(key.as_str());
     loop {
         let (taken, cooled, mut found): (i64, i64, Option<Vec<u8>>) = conn.script(&claim).await?;
         if taken == 2 {
             return Ok(RedisClaim::Replayed);
+        }
+        if taken == 3 {
+            return Ok(RedisClaim::InState(found));
         }
         if taken == 1 {
             let cooled = cooldown.map(|_| cooled == 1);

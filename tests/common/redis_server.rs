@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A `redis-server` of this test's own, on a free loopback port, killed on drop (and its
@@ -111,4 +112,72 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Every command Redis is sent, as `MONITOR` shows it, without those a script runs
+/// inside (`[0 lua]`): what the server asked, one line per command.
+pub struct Monitor {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Monitor {
+    pub fn start(redis: &RedisServer) -> Monitor {
+        let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                if !line.contains(" lua] ") {
+                    kept.lock().unwrap().push(line);
+                }
+            }
+        });
+        Monitor {
+            lines,
+            port: redis.port,
+        }
+    }
+
+    /// The commands seen since the last call, once Redis has shown them all (a marker
+    /// sent after them has come through).
+    pub fn take(&self) -> Vec<String> {
+        let marker = format!("marker-{}", rand_marker());
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(conn, "ECHO {marker}\r\n").unwrap();
+        let mut reply = [0u8; 64];
+        let _ = conn.read(&mut reply).unwrap();
+        let started = Instant::now();
+        loop {
+            let mut lines = self.lines.lock().unwrap();
+            if let Some(at) = lines.iter().position(|l| l.contains(&marker)) {
+                let mut taken: Vec<String> = lines.drain(..=at).collect();
+                taken.pop();
+                return taken;
+            }
+            drop(lines);
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "MONITOR fell silent"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn rand_marker() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The commands of `seen` that name a key starting with `prefix`.
+pub fn touching<'a>(seen: &'a [String], prefix: &str) -> Vec<&'a String> {
+    let quoted = format!("\"{prefix}");
+    seen.iter().filter(|l| l.contains(&quoted)).collect()
 }
