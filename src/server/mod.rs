@@ -1,6 +1,7 @@
 //! The HTTP face of wxrules: routes, request handling and the mapping of errors to status
 //! codes. The only module that imports actix_web.
 
+mod accept;
 mod admin;
 mod app;
 mod body;

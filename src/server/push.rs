@@ -1,44 +1,29 @@
-//! `POST /wechat` (or an account's path): verify, decrypt if needed, parse, dedup, answer.
-//! Thin: extract, call the library, map the error. A push takes one rules snapshot and
-//! keeps it to the end.
+//! `POST /wechat` (or an account's path): the push taken in (`server::accept`), deduplicated,
+//! answered by the rules, stored for its retries, sent. Thin: extract, call the library, map
+//! the error. A push takes one rules snapshot and keeps it to the end.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use rand::distributions::{Alphanumeric, DistString};
 
+use super::accept::{accept, refused, Wrapping};
 use super::late::{ask_service, queue_sends, Asked, SendAt};
-use super::query::{required, WechatQuery};
-use super::refusal::{count_refused, count_unrouted};
+use super::refusal::count_unrouted;
 use super::slow;
 use super::{body, converse, AppState, ServiceError};
 use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
-use crate::crypto::{sign, verify_signature};
+use crate::crypto::sign;
 use crate::rules::{Match, Subject};
 use crate::store::dedup::{Answer, Claim, Key, Replay, Replayed, Settled, Ticket, Tier, With};
-use crate::store::replay::{Pending, Seen};
+use crate::store::replay::Seen;
 use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::recent::{Followup, Recent, Shown};
 use crate::wire::{self, Message};
-
-/// Whether the query's `signature` (and timestamp) was checked before the body was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QueryCheck {
-    Done,
-    /// A safe-mode push without `signature`: only `msg_signature`, over the body, can tell.
-    Pending,
-}
-
-/// How the request came, and so how the answer goes back.
-#[derive(Debug, Clone, Copy)]
-enum Wrapping {
-    Plain,
-    Safe,
-}
 
 /// `POST /wechat`: verify, decrypt if needed, parse, dedup, answer.
 pub(crate) async fn receive(
@@ -327,66 +312,6 @@ async fn answered(
     answered_before(state, live, message, answer, store, started)
 }
 
-/// Checks the query, reads the body and decodes the message, or answers the refusal
-/// (counted, and logged within the rate limit). With Redis, a plaintext push's replay
-/// check is returned to be made with the dedup claim.
-async fn accept(
-    state: &AppState,
-    live: &Live,
-    req: &HttpRequest,
-    payload: web::Payload,
-    started: Instant,
-) -> Result<(Message, Wrapping, Option<Pending>), HttpResponse> {
-    // The query's signature is checked before the body is read whenever the query has one
-    // (always in plaintext mode; WeChat adds it in safe mode too): a client that cannot
-    // sign is answered 403 at once, and cannot hold the connection by sending its body
-    // slowly. Safe mode's `msg_signature` covers the body, so is checked after it.
-    let checked = WechatQuery::parse(req.query_string()).and_then(|query| {
-        let checked = if query.signature.is_some() || query.encrypt_type.as_deref() != Some("aes") {
-            state.verify_plain(live, &query)?;
-            QueryCheck::Done
-        } else {
-            QueryCheck::Pending
-        };
-        Ok((query, checked))
-    });
-    let (query, checked) = match checked {
-        Ok(checked) => checked,
-        Err(e) => {
-            count_refused(state, Some(live), &e);
-            return Err(body::refuse_unread(&e, req, payload));
-        }
-    };
-    let mut payload = payload;
-    let body = match body::read(state, req, &mut payload, started).await {
-        Ok(body) => body,
-        Err(e) => {
-            // Over the size limit (413), too slow (408), or a broken upload (400).
-            count_refused(state, Some(live), &e);
-            return Err(body::refuse_unread(&e, req, payload));
-        }
-    };
-    let refuse = |e: ServiceError| refused(state, live, &e);
-    let (message, wrapping) = decode(state, live, &query, checked, &body).map_err(refuse)?;
-    // The body of a plaintext push is not signed: its query must not have come with
-    // another one (one hash of the body, one memory insert; with Redis, made with the
-    // dedup claim).
-    let replay = match wrapping {
-        Wrapping::Plain => state
-            .check_replay(live, &query, &body)
-            .await
-            .map_err(refuse)?,
-        Wrapping::Safe => None,
-    };
-    Ok((message, wrapping, replay))
-}
-
-/// A refusal after the body was read: counted, logged within the rate limit, answered.
-fn refused(state: &AppState, live: &Live, e: &ServiceError) -> HttpResponse {
-    count_refused(state, Some(live), e);
-    e.error_response()
-}
-
 /// A retry of a push an earlier attempt answered: that answer, byte for byte.
 fn answered_before(
     state: &AppState,
@@ -618,59 +543,6 @@ fn keep_recent(recent: &Recent, live: &Live, message: &Message, outcome: &Outcom
 /// The least time an answer's copy for retries gets to be stored, deadline or not: one
 /// Redis command's bound (250 ms) and some.
 const STORE_AT_LEAST: Duration = Duration::from_millis(300);
-
-/// Verifies the request and turns its body into a message.
-fn decode(
-    state: &AppState,
-    account: &Live,
-    q: &WechatQuery,
-    checked: QueryCheck,
-    body: &[u8],
-) -> Result<(Message, Wrapping), ServiceError> {
-    let verify_plain = || match checked {
-        QueryCheck::Done => Ok(()),
-        QueryCheck::Pending => state.verify_plain(account, q),
-    };
-    let safe = q.encrypt_type.as_deref() == Some("aes");
-    let cipher = match (safe, account.secrets.cipher()) {
-        (false, _) => None,
-        (true, Some(cipher)) => Some(cipher),
-        (true, None) => {
-            // Compatible mode also carries the plain fields: answer those plainly rather
-            // than lose the message; a safe-mode-only body cannot be read.
-            verify_plain()?;
-            return match Message::parse(body) {
-                Ok(m) => {
-                    tracing::warn!(event = "encrypted_without_key", "answering the plain fields of a compatible-mode push; set WXRULES_AES_KEY to answer encrypted");
-                    Ok((m, Wrapping::Plain))
-                }
-                Err(_) => Err(ServiceError::NoKey),
-            };
-        }
-    };
-    let Some(cipher) = cipher else {
-        verify_plain()?;
-        return Ok((Message::parse(body)?, Wrapping::Plain));
-    };
-    let timestamp = required(&q.timestamp, "timestamp")?;
-    let nonce = required(&q.nonce, "nonce")?;
-    let msg_signature = required(&q.msg_signature, "msg_signature")?;
-    // The signature first, over the `Encrypt` text found by a plain search: nothing of an
-    // unsigned body is parsed, and so nothing of it reaches an error or the log.
-    let signed = wire::find_encrypt(body);
-    verify_signature(
-        msg_signature,
-        &[account.secrets.token(), timestamp, nonce, signed],
-    )?;
-    state.check_fresh(timestamp)?;
-    let encrypt = wire::parse_encrypted(body)?;
-    if encrypt != signed {
-        return Err(wire::WireError::EncryptMismatch.into());
-    }
-    let inner = cipher.decrypt(&encrypt)?;
-    let message = Message::parse(&inner)?;
-    Ok((message, Wrapping::Safe))
-}
 
 /// The first rule for `message` that is not cooling down for its sender, from `first`
 /// (the first match, cooldown or not) on; `cooled` is whether `first`'s cooldown was
