@@ -11,12 +11,15 @@
 # rule and a template), `safe` (the same in safe mode), `10000` (a keyword near the end of
 # 10,000 rules), `unsigned` (a push refused for its signature), `redis` (`plain` with
 # `--store redis://…`, a redis-server of the script's own on a free loopback port, emptied
-# before each run: the server's instructions only, not redis-server's).
+# before each run: the server's instructions only, not redis-server's), `redis-keeps`
+# (`redis` with a first rule that calls a service, which the pushes do not match: an
+# account whose rules may keep an answer for a user, so that each text asks for one).
 #
 #   benches/instructions.sh                                    # this build
 #   BEFORE=/path/to/older/wxrules benches/instructions.sh       # and an older one, beside it
 #
-# Variables: FEW (200), MANY (2200), WORKLOADS (plain safe 10000 unsigned redis), WXRULES (a built
+# Variables: FEW (200), MANY (2200), WORKLOADS (plain safe 10000 unsigned redis; also
+# redis-keeps), WXRULES (a built
 # binary to measure instead of building this one). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/wxrules-instr.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cp -r rules/rules.yaml templates "$work/"
 redis_url=""
-if [[ " $WORKLOADS " == *" redis "* ]]; then
+if [[ " $WORKLOADS " == *" redis"* ]]; then
     command -v redis-server >/dev/null || { echo "the redis workload needs redis-server" >&2; exit 2; }
     redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
@@ -42,7 +45,17 @@ if [[ " $WORKLOADS " == *" redis "* ]]; then
     until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
     redis_url="redis://127.0.0.1:$redis_port"
 fi
-mkdir -p "$work/big/templates"
+mkdir -p "$work/keeps" "$work/big/templates"
+cp -r templates "$work/keeps/"
+{
+    echo "rules:"
+    echo "  - name: bench-call"
+    echo "    when: { keyword: { regex: '^查单(?P<order>\d+)\$' } }"
+    echo "    call: { url: \"http://127.0.0.1:9/orders/{{captures.order}}\" }"
+    echo "    reply: { text: \"订单 {{captures.order}}：{{call.status}}\" }"
+    echo "    on_error: { text: 查询暂时不可用 }"
+    sed 1,/^rules:/d rules/rules.yaml
+} >"$work/keeps/rules.yaml"
 awk 'BEGIN { print "rules:"; for (i = 0; i < 10000; i++) printf "  - { name: kw%d, when: { keyword: kw%d }, reply: { text: \"reply %d to {{FromUserName}}\" } }\n", i, i, i }' \
     >"$work/big/rules.yaml"
 
@@ -92,7 +105,8 @@ instructions() {
     local binary=$1 workload=$2 n=$3 dir="$work" env=(WXRULES_TOKEN=bench-token WXRULES_LOG=warn,wxrules::cli=info)
     local store=()
     [ "$workload" != 10000 ] || dir="$work/big"
-    if [ "$workload" = redis ]; then
+    [ "$workload" != redis-keeps ] || dir="$work/keeps"
+    if [ "$workload" = redis ] || [ "$workload" = redis-keeps ]; then
         # A run's MsgIds are the next run's too: none may be found answered.
         redis-cli -u "$redis_url" flushall >/dev/null
         store=(--store "$redis_url")

@@ -324,15 +324,11 @@ async fn a_wechat_retry_inside_a_flow_does_not_move_it_twice() {
 }
 
 #[actix_web::test]
-async fn with_redis_a_user_in_no_state_costs_one_round_trip_and_one_in_a_state_two() {
+async fn with_redis_a_user_with_nothing_waiting_costs_one_round_trip() {
     let redis = RedisServer::start();
-    // Rules that converse and never call: a call's account may have an answer kept for
-    // the user (`server::slow`), which every text of it looks up first.
-    let scratch = Scratch::new("conversation-trips");
-    let text = std::fs::read_to_string(root().join("tests/data/conversation/rules.yaml")).unwrap();
-    let start = text.find("  - name: order\n").unwrap();
-    let end = text.find("  - name: anything\n").unwrap();
-    scratch.write("rules.yaml", &format!("{}{}", &text[..start], &text[end..]));
+    // These rules converse, and call a service: an answer may be kept for a user
+    // (`server::slow`), so that every text asks for one too.
+    let scratch = rules(None);
     let clock = Arc::new(ManualClock::new(NOW));
     let instance = instance(&scratch, &clock, Some(&redis));
     assert!(instance.dedup.connect().await);
@@ -343,29 +339,34 @@ async fn with_redis_a_user_in_no_state_costs_one_round_trip_and_one_in_a_state_t
     let monitor = Monitor::start(&redis);
     let _ = monitor.take();
 
-    // A user in no state, a rule that only answers: the claim's script reads the state,
-    // claims the MsgId and stores the answer, one command.
+    // A user in no state and with no answer kept, a rule that only answers: the claim's
+    // script reads the state and looks for a kept answer, claims the MsgId and stores the
+    // answer, one command.
     assert_eq!(u.says("在吗").await, "默认：在吗");
     let seen = monitor.take();
     let ours = touching(&seen, "wxrules:");
     assert_eq!(ours.len(), 1, "one command: {seen:#?}");
     assert!(ours[0].contains("\"EVALSHA\""), "{seen:#?}");
     assert!(ours[0].contains("\"wxrules:conv:oTrips\""), "{seen:#?}");
+    assert!(ours[0].contains("\"wxrules:kept:oTrips\""), "{seen:#?}");
 
     // A rule that sets a state acts: its user's state is read first, then the push is
     // claimed, then the state and the answer written.
     assert_eq!(u.says("绑定手机").await, "请回复手机号");
     let _ = monitor.take();
-    // In a state: the claim's script finds it (claiming nothing), the push is answered
-    // knowing it: claimed, its try counted, its answer stored.
+    // In a state: the claim's script finds it (claiming nothing), and the push is answered
+    // knowing it: claimed, a kept answer looked for, its try counted, its answer stored.
+    // The state is not read again.
     assert_eq!(u.says("x").await, "不是手机号，第 1 次");
     let seen = monitor.take();
     let ours = touching(&seen, "wxrules:");
     assert!(
-        ours.iter().all(|c| !c.contains("\"GET\"")),
-        "no GET of its own: {seen:#?}"
+        !ours
+            .iter()
+            .any(|c| c.contains("\"GET\" \"wxrules:conv:")),
+        "{seen:#?}"
     );
-    assert_eq!(ours.len(), 4, "{seen:#?}");
+    assert_eq!(ours.len(), 5, "{seen:#?}");
     let kept: serde_json::Value =
         serde_json::from_str(&redis.get("wxrules:conv:oTrips").unwrap()).unwrap();
     assert_eq!(kept["tries"], 1);

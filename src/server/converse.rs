@@ -28,11 +28,14 @@ pub(super) fn scope<'a>(live: &'a Live, _message: &Message) -> &'a str {
     live.account.scope()
 }
 
-/// Whether the user's state is read in the push's dedup claim (`store::dedup::With`'s
-/// `state`) rather than before the rules run: for an account whose rules converse, with
-/// the states in Redis. A user in no state (most of them) then costs no round trip more.
+/// Whether what waits for the user (a conversation state, an answer kept by
+/// `server::slow`) is read in the push's dedup claim (`store::dedup::With`'s `state` and
+/// `kept`) rather than before the rules run: for an account whose rules converse or keep
+/// answers, with Redis. A user with nothing waiting (most of them) then costs no round
+/// trip more.
 pub(super) fn read_with_claim(state: &AppState, live: &Live) -> bool {
-    live.rules.converses() && state.conversations.shared()
+    (live.rules.converses() && state.conversations.shared())
+        || (live.rules.keeps() && state.slow.kept.shared())
 }
 
 /// The user's state, for an account whose rules converse.

@@ -19,7 +19,9 @@ use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
 use crate::crypto::sign;
 use crate::rules::{Match, Subject};
-use crate::store::dedup::{Answer, Claim, Key, Replay, Replayed, Settled, Ticket, Tier, With};
+use crate::store::dedup::{
+    Answer, Claim, Key, Replay, Replayed, Settled, Ticket, Tier, Waiting, With,
+};
 use crate::store::replay::Seen;
 use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::recent::{Followup, Recent, Shown};
@@ -99,10 +101,12 @@ struct Push<'a> {
 }
 
 /// The rules' answer to a push, stored for its retries and sent. `looked` is the user's
-/// conversation state, `None` when not read yet (`converse::read_with_claim`): the rules
-/// then run for a user in no state, and an answer that needs nothing more is claimed and
-/// stored in one round trip only if the user has no state after all; otherwise (a rule
-/// that acts, or a user found in a state) the push is answered again knowing the state.
+/// conversation state, `None` when what waits for the user is not read yet
+/// (`converse::read_with_claim`): the rules then run for a user with nothing waiting, and
+/// an answer that needs nothing more is claimed and stored in one round trip only if the
+/// user has no state and no kept answer after all; otherwise (a rule that acts, a long
+/// reply, a user found in a state or with an answer kept) the push is answered again
+/// knowing it.
 async fn respond(
     push: Push<'_>,
     ticket: Ticket<'_>,
@@ -136,7 +140,16 @@ async fn respond(
     // twice: a user in a state (or just out of one), or a rule that sets or clears one. A
     // user in none whose rule leaves it so moves nothing, and takes the one-step path.
     let moves = looked.before.is_some() || looked.ended.is_some();
-    let acts = slow::may_pick_up(live, message)
+    // With Redis, whether an answer is kept for the user is asked by the claim's own
+    // script when nothing else acts (a kept one sends the push the acting way).
+    let picks_up = slow::may_pick_up(live, message);
+    let kept_key = if unread && picks_up {
+        let scope = live.account.scope();
+        state.slow.kept.redis_key(scope, message.from_user())
+    } else {
+        None
+    };
+    let acts = (picks_up && kept_key.is_none())
         || moves
         || first.as_ref().is_some_and(|m| {
             m.rule.call().is_some()
@@ -162,6 +175,7 @@ async fn respond(
             cooldown: cooldown.as_ref(),
             replay,
             state: None,
+            kept: None,
         };
         let (ticket, cooled) =
             match tokio::time::timeout_at(deadline, ticket.claim_redis(with)).await {
@@ -235,7 +249,7 @@ async fn respond(
         }
         Held::Unsettled(ticket) => {
             // Another instance may be answering this push: its answer, not this one.
-            let record_key = if unread {
+            let record_key = if unread && live.rules.converses() {
                 let scope = converse::scope(live, message);
                 state.conversations.redis_key(scope, message.from_user())
             } else {
@@ -244,17 +258,22 @@ async fn respond(
             let with = With {
                 replay,
                 state: record_key.as_deref(),
+                kept: kept_key.as_deref(),
                 cooldown: None,
             };
             let settled = ticket.settle(Arc::clone(&stored), with);
             match tokio::time::timeout_at(deadline, settled).await {
                 Ok(Settled::Stored) => {}
-                Ok(Settled::InState { ticket, record }) => {
-                    // The user is in a state after all (or Redis did not say): answered
-                    // again, knowing it.
-                    let looked = match record {
-                        Some(record) => converse::found(state, live, message, record).await,
-                        None => converse::look_up(state, live, message).await,
+                Ok(Settled::Waiting { ticket, what }) => {
+                    // Something waits for the user after all (or Redis did not say):
+                    // answered again, knowing it.
+                    let looked = match what {
+                        Waiting::State(record) => {
+                            converse::found(state, live, message, record).await
+                        }
+                        // Asked after the state, which the user has not.
+                        Waiting::Kept => converse::Looked::default(),
+                        Waiting::Unknown => converse::look_up(state, live, message).await,
                     };
                     return Box::pin(respond(push, ticket, Some(looked))).await;
                 }
@@ -418,8 +437,11 @@ async fn decide(
         started,
         deadline,
     } = at;
-    if let Some(kept) = slow::pickup(state, live, message, now).await {
-        return Some((kept, None, false));
+    // Unread, an answer kept for the user is asked about by the claim (`respond`).
+    if !unread {
+        if let Some(kept) = slow::pickup(state, live, message, now).await {
+            return Some((kept, None, false));
+        }
     }
     // A state that ended since the user's last message: its `on_expire` answers.
     if let Some(ended) = &looked.ended {

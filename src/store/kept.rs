@@ -123,6 +123,13 @@ impl Kept {
         self.link.is_some()
     }
 
+    /// The key of `user`'s kept answers in Redis, when they are kept there and this
+    /// process holds none of its own (kept while Redis was away): read by a push's dedup
+    /// claim in its own round trip (`store::dedup::With::kept`).
+    pub fn redis_key(&self, scope: &str, user: &str) -> Option<String> {
+        (self.shared() && !self.any_here()).then(|| key(scope, user))
+    }
+
     /// Whether this process holds any value (in process only).
     pub fn any_here(&self) -> bool {
         self.held.load(Ordering::Relaxed) > 0

@@ -290,14 +290,22 @@ pub enum Settled<'a> {
     Answered { answer: Arc<Answer>, store: Tier },
     /// The replay check refused the push: nothing was claimed or stored.
     Replayed,
-    /// An answer made for a user in no state (`settle`'s `state` key), and the user has
-    /// one: its record as Redis holds it, or `None` when Redis did not answer (the state
-    /// is then to be looked up in process). Nothing was claimed or stored: the ticket is
-    /// back, for an answer made knowing the state.
-    InState {
-        ticket: Ticket<'a>,
-        record: Option<String>,
-    },
+    /// An answer made for a user with nothing waiting (`settle`'s `state` and `kept`
+    /// keys), and something is: nothing was claimed or stored, and the ticket is back, for
+    /// an answer made knowing it.
+    Waiting { ticket: Ticket<'a>, what: Waiting },
+}
+
+/// What `Settled::Waiting` found waiting for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// The user's state: its record as Redis holds it.
+    State(String),
+    /// An answer kept for the user (the user has no state, or was not asked about).
+    Kept,
+    /// Redis did not answer: the user's state and kept answers are to be looked up in
+    /// process.
+    Unknown,
 }
 
 impl<'a> Ticket<'a> {
@@ -351,9 +359,10 @@ impl<'a> Ticket<'a> {
             return Ok((Claim::First(self), None));
         };
         let dedup = self.dedup;
-        // A claim before acting knows the user's state already.
+        // A claim before acting knows what is waiting for the user already.
         let with = With {
             state: None,
+            kept: None,
             ..with
         };
         let claimed = Link::or_memory(
@@ -372,10 +381,12 @@ impl<'a> Ticket<'a> {
             RedisClaim::Answered(answer) => Ok((self.answered_in_redis(answer), None)),
             RedisClaim::Replayed => Err((Replayed, self)),
             // Not asked for (no state key above): taken as a claim that failed.
-            RedisClaim::InState(_) | RedisClaim::InProcess => match with.replay {
-                Some(replay) if replay.here() => Err((Replayed, self)),
-                _ => Ok((Claim::First(self), None)),
-            },
+            RedisClaim::InState(_) | RedisClaim::Kept | RedisClaim::InProcess => {
+                match with.replay {
+                    Some(replay) if replay.here() => Err((Replayed, self)),
+                    _ => Ok((Claim::First(self), None)),
+                }
+            }
         }
     }
 
@@ -383,8 +394,9 @@ impl<'a> Ticket<'a> {
     /// for an answer known before the claim: a rule that neither calls, sends nor cools
     /// down, so that deciding it before claiming does nothing a retry could repeat. When
     /// another attempt holds the key (another instance), its answer is waited for and
-    /// returned instead. `with` may carry the replay check, and the user's state key for
-    /// an answer made for a user in no state (see `Settled::InState`); never a cooldown.
+    /// returned instead. `with` may carry the replay check, and the keys of the user's
+    /// state and kept answers for an answer made for a user with nothing waiting (see
+    /// `Settled::Waiting`); never a cooldown.
     /// Unbounded while waiting: callers wrap it in their deadline.
     pub async fn settle(mut self, answer: Arc<Answer>, with: With<'_>) -> Settled<'a> {
         let key = match std::mem::replace(&mut self.redis, InRedis::No) {
@@ -413,21 +425,18 @@ impl<'a> Ticket<'a> {
         match claimed.await {
             RedisClaim::Replayed => Settled::Replayed,
             RedisClaim::InProcess if with.replay.is_some_and(Replay::here) => Settled::Replayed,
-            RedisClaim::InProcess if with.state.is_some() => {
-                self.redis = InRedis::Unasked(key);
-                Settled::InState {
-                    ticket: self,
-                    record: None,
-                }
+            RedisClaim::InProcess if with.state.is_some() || with.kept.is_some() => {
+                self.waiting(key, Waiting::Unknown)
             }
-            RedisClaim::InState(record) => {
-                self.redis = InRedis::Unasked(key);
-                Settled::InState {
-                    ticket: self,
-                    // A record that is not UTF-8 is nobody's: as if none.
-                    record: record.and_then(|r| String::from_utf8(r).ok()),
-                }
-            }
+            // A record that is not UTF-8 is nobody's: taken for an empty one, which the
+            // state's store then removes.
+            RedisClaim::InState(record) => self.waiting(
+                key,
+                Waiting::State(
+                    record.map_or_else(String::new, |r| String::from_utf8(r).unwrap_or_default()),
+                ),
+            ),
+            RedisClaim::Kept => self.waiting(key, Waiting::Kept),
             RedisClaim::First { .. } | RedisClaim::InProcess => {
                 if let Some(guard) = self.guard.take() {
                     store_in(guard, answer);
@@ -440,6 +449,12 @@ impl<'a> Ticket<'a> {
                 Claim::First(_) => Settled::Stored,
             },
         }
+    }
+
+    /// The ticket back, unclaimed in Redis, with what `settle` found waiting.
+    fn waiting(mut self, key: Key, what: Waiting) -> Settled<'a> {
+        self.redis = InRedis::Unasked(key);
+        Settled::Waiting { ticket: self, what }
     }
 
     /// Another instance's answer, found in Redis: kept in process for the retries that
@@ -466,6 +481,9 @@ pub struct With<'a> {
     /// The key of the user's conversation state, for an answer made for a user in no
     /// state (`Ticket::settle`): a record there means the answer is not the push's.
     pub state: Option<&'a str>,
+    /// The key of the answers kept for the user (`store::kept`), for an answer made for a
+    /// user with none (`Ticket::settle`): one there means the answer is not the push's.
+    pub kept: Option<&'a str>,
 }
 
 /// A plaintext push's replay check put off to the claim's round trip; made in process by

@@ -21,6 +21,8 @@ pub(super) enum RedisClaim {
     Replayed,
     /// The user has a state (its record as Redis holds it): nothing claimed.
     InState(Option<Vec<u8>>),
+    /// An answer is kept for the user: nothing claimed.
+    Kept,
     /// Down, failing or slow: dedup in process for this request.
     InProcess,
 }
@@ -39,10 +41,11 @@ pub(super) enum Value<'v> {
 /// The claim of a push, in one step. With a plaintext push's replay check (`ARGV[3]`, the
 /// body's hash, not empty): its key (the next of `KEYS`) is taken with the hash for
 /// `ARGV[4]` ms, or compared with the hash it holds; another hash answers `{2, 0, nil}`
-/// and nothing else is done. With a user's state key (`ARGV[6]` = `1`; the next of
-/// `KEYS`), for an answer made for a user in no state: when `KEYS[1]` is free and the
-/// state key holds a record, nothing is taken and the record is answered, `{3, 0,
-/// record}`. Then takes `KEYS[1]` with the value `ARGV[1]` for `ARGV[2]` ms
+/// and nothing else is done. For an answer made for a user with nothing waiting, with
+/// the user's state key (`ARGV[6]` = `1`; the next of `KEYS`) and the key of an answer
+/// kept for them (`ARGV[7]` = `1`; the next): when `KEYS[1]` is free and the state key
+/// holds a record, nothing is taken and the record is answered, `{3, 0, record}`; when an
+/// answer is kept, nothing is taken, `{4, 0, nil}`. Then takes `KEYS[1]` with the value `ARGV[1]` for `ARGV[2]` ms
 /// if nobody holds it and, only then, with a cooldown (`ARGV[5]`, not empty), its key (the
 /// last of `KEYS`) with `1` for `ARGV[5]` ms. Answers `{1, taken, nil}` (`taken` 0 when
 /// the cooldown was held), or `{0, 0, value}` with the value found in `KEYS[1]`. Atomic,
@@ -59,12 +62,18 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
              if seen and seen ~= ARGV[3] then return {2, 0, false} end \
            end \
          end \
-         if ARGV[6] == '1' then \
+         if ARGV[6] == '1' or ARGV[7] == '1' then \
            local held = redis.call('GET', KEYS[1]) \
            if held then return {0, 0, held} end \
-           local record = redis.call('GET', KEYS[next]) \
-           if record then return {3, 0, record} end \
-           next = next + 1 \
+           if ARGV[6] == '1' then \
+             local record = redis.call('GET', KEYS[next]) \
+             if record then return {3, 0, record} end \
+             next = next + 1 \
+           end \
+           if ARGV[7] == '1' then \
+             if redis.call('EXISTS', KEYS[next]) == 1 then return {4, 0, false} end \
+             next = next + 1 \
+           end \
          end \
          if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
            if ARGV[5] == '' then return {1, 1, false} end \
@@ -111,11 +120,15 @@ pub(super) async fn claim_on(
     if let Some(state) = with.state {
         claim.key(state);
     }
+    if let Some(kept) = with.kept {
+        claim.key(kept);
+    }
     match with.cooldown {
         Some(cooldown) => claim.key(cooldown.key()).arg(millis(cooldown.ttl())),
         None => claim.arg(""),
     };
     claim.arg(if with.state.is_some() { "1" } else { "" });
+    claim.arg(if with.kept.is_some() { "1" } else { "" });
     let cooldown = with.cooldown;
     let get = redis::Cmd::get(key.as_str());
     loop {
@@ -125,6 +138,9 @@ pub(super) async fn claim_on(
         }
         if taken == 3 {
             return Ok(RedisClaim::InState(found));
+        }
+        if taken == 4 {
+            return Ok(RedisClaim::Kept);
         }
         if taken == 1 {
             let cooled = cooldown.map(|_| cooled == 1);
