@@ -19,8 +19,8 @@
 #   BEFORE=/path/to/older/wxrules benches/instructions.sh       # and an older one, beside it
 #
 # Variables: FEW (200), MANY (2200), WORKLOADS (plain safe 10000 unsigned redis; also
-# redis-keeps), WXRULES (a built
-# binary to measure instead of building this one). Loopback only.
+# redis-keeps), WXRULES (a built binary to measure instead of building this one).
+# Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
