@@ -361,9 +361,7 @@ async fn with_redis_a_user_with_nothing_waiting_costs_one_round_trip() {
     let seen = monitor.take();
     let ours = touching(&seen, "wxrules:");
     assert!(
-        !ours
-            .iter()
-            .any(|c| c.contains("\"GET\" \"wxrules:conv:")),
+        !ours.iter().any(|c| c.contains("\"GET\" \"wxrules:conv:")),
         "{seen:#?}"
     );
     assert_eq!(ours.len(), 5, "{seen:#?}");
