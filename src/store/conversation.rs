@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -132,6 +132,9 @@ impl std::fmt::Debug for Conversations {
 /// bound, the prefix of the states' sets, the new state, the prefix of records, the end
 /// (ms) before which a state's set forgets a user (their record is gone). Answers how many
 /// users were put out.
+/// `PUT`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUT));
+
 const PUT: &str = r"
 local old = redis.call('GET', KEYS[1])
 if old then
@@ -165,6 +168,9 @@ return out";
 
 /// Removes a record if it is `ARGV[2]` (or any, when `ARGV[2]` is ''). KEYS: the record,
 /// the account's order. ARGV: user, expected JSON, the prefix of the states' sets.
+/// `REMOVE`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static REMOVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REMOVE));
+
 const REMOVE: &str = r"
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
@@ -177,12 +183,15 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
 return 1";
 
+/// Every user's record key starts with this, then the account's scope and the OpenID.
+const RECORD_PREFIX: &str = "wxrules:conv:";
+
 fn record_prefix(scope: &str) -> String {
-    format!("wxrules:conv:{scope}")
+    format!("{RECORD_PREFIX}{scope}")
 }
 
 fn record_key(scope: &str, user: &str) -> String {
-    format!("wxrules:conv:{scope}{user}")
+    format!("{RECORD_PREFIX}{scope}{user}")
 }
 
 fn order_key(scope: &str) -> String {
@@ -297,7 +306,7 @@ impl Conversations {
     /// when Redis did not answer.
     async fn remove_in_redis(&self, scope: &str, user: &str, expected: &str) -> Option<bool> {
         let link = self.link.as_deref()?;
-        let script = redis::Script::new(REMOVE);
+        let script = &*REMOVE_SCRIPT;
         let key = record_key(scope, user);
         let (order, states) = (order_key(scope), states_prefix(scope));
         link.run(|mut conn| {
@@ -328,7 +337,7 @@ impl Conversations {
             .expires
             .saturating_sub(now)
             .saturating_add(GRACE.as_secs());
-        let script = redis::Script::new(PUT);
+        let script = &*PUT_SCRIPT;
         let prefix = record_prefix(scope);
         let key = format!("{prefix}{user}");
         let (order, states) = (order_key(scope), states_prefix(scope));

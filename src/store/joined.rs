@@ -8,7 +8,7 @@
 //! WeChat's XML: answers are opaque strings.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -65,6 +65,9 @@ fn redis_key(key: &str) -> String {
 }
 
 /// Publishes unless the push is closed: 1 published, 0 closed (or gone).
+/// `PUBLISH`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH));
+
 const PUBLISH: &str = r"
 if redis.call('HEXISTS', KEYS[1], 'attempts') == 0 or redis.call('HGET', KEYS[1], 'closed') then
   return 0
@@ -73,6 +76,9 @@ redis.call('HSET', KEYS[1], 'answer', ARGV[1])
 return 1";
 
 /// Takes the answer, or closes the push: the answer, or nil.
+/// `CLOSE`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static CLOSE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CLOSE));
+
 const CLOSE: &str = r"
 local answer = redis.call('HGET', KEYS[1], 'answer')
 if answer then return answer end
@@ -80,6 +86,9 @@ redis.call('HSET', KEYS[1], 'closed', '1')
 return false";
 
 /// Counts an attempt of a push that is known: its number, or 0.
+/// `ATTEMPT`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static ATTEMPT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ATTEMPT));
+
 const ATTEMPT: &str = r"
 if redis.call('HEXISTS', KEYS[1], 'attempts') == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)";
@@ -148,7 +157,7 @@ impl Joined {
     /// A later attempt at `key`: its number (2, 3, …), or 0 when the push is not (or no
     /// longer) joined.
     pub async fn attempt(&self, key: &str) -> u32 {
-        let script = redis::Script::new(ATTEMPT);
+        let script = &*ATTEMPT_SCRIPT;
         let rkey = redis_key(key);
         Link::or_memory(
             self.link.as_deref(),
@@ -183,7 +192,7 @@ impl Joined {
         let Some(link) = self.link.as_deref() else {
             return here;
         };
-        let script = redis::Script::new(PUBLISH);
+        let script = &*PUBLISH_SCRIPT;
         let rkey = redis_key(key);
         Link::or_memory(
             Some(link),
@@ -263,7 +272,7 @@ impl Joined {
         };
         // Closed here too: a publish by this process sees it without Redis.
         let local = here();
-        let script = redis::Script::new(CLOSE);
+        let script = &*CLOSE_SCRIPT;
         let rkey = redis_key(key);
         Link::or_memory(
             Some(link),

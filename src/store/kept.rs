@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -88,6 +88,9 @@ impl std::fmt::Debug for Kept {
 
 /// Replaces the value when it is the expected one. ARGV: 1 when a value is expected, the
 /// expected value, the new value ('' deletes), the time to live in milliseconds.
+/// `SWAP`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static SWAP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SWAP));
+
 const SWAP: &str = r"
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
@@ -183,7 +186,7 @@ impl Kept {
             return Swapped::Refused;
         }
         let key = key(scope, user);
-        let script = redis::Script::new(SWAP);
+        let script = &*SWAP_SCRIPT;
         Link::or_memory(
             self.link.as_deref(),
             |mut conn| {

@@ -7,7 +7,7 @@
 //! nothing of HTTP or WeChat's XML.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
 
@@ -74,6 +74,9 @@ impl std::fmt::Debug for Quota {
 
 /// ARGV: since, limit, until, n, now, spent (1: the window is used up), action. Returns
 /// how many of the n may go.
+/// `TAKE`, hashed once (`EVALSHA` by its SHA-1; loaded when Redis answers `NOSCRIPT`).
+static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE));
+
 const TAKE: &str = r"
 local since = tonumber(ARGV[1])
 local known = tonumber(redis.call('HGET', KEYS[1], 'since') or '-1')
@@ -127,7 +130,7 @@ impl Quota {
     ) -> u32 {
         let key = key(scope, user);
         let until = window.since.saturating_add(window.seconds);
-        let script = redis::Script::new(TAKE);
+        let script = &*TAKE_SCRIPT;
         Link::or_memory(
             self.link.as_deref(),
             |mut conn| {
