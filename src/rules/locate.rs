@@ -279,12 +279,27 @@ impl<'a> LazyPositions<'a> {
         }
     }
 
+    /// Positions read from the lines (`split::guess`) instead of by the outline pass: where
+    /// the rules start and the time zone, the file plain and not too deep. Where values
+    /// and keys are (for errors) is still indexed from the source when first asked.
+    pub(crate) fn assumed(
+        source: &'a str,
+        rules: Vec<Position>,
+        timezone: Option<String>,
+    ) -> LazyPositions<'a> {
+        LazyPositions {
+            source,
+            rules,
+            plain: true,
+            too_deep: None,
+            full: std::cell::OnceCell::new(),
+            timezone,
+        }
+    }
+
     /// The file's top-level `timezone:`, if it gives one.
     pub(crate) fn timezone(&self) -> Option<&str> {
-        // YAML's null (`~`, `null`, nothing) is no time zone, as serde reads it.
-        self.timezone
-            .as_deref()
-            .filter(|tz| !matches!(tz.trim(), "" | "~" | "null" | "Null" | "NULL"))
+        named_zone(self.timezone.as_deref())
     }
 
     /// Where the document first nests deeper than `MAX_YAML_DEPTH`, if it does. Such a file
@@ -323,6 +338,12 @@ impl<'a> LazyPositions<'a> {
     pub(crate) fn key(&self, path: &str) -> Option<Position> {
         self.full().key(path)
     }
+}
+
+/// A top-level `timezone:` value as a time zone's name: YAML's null (`~`, `null`, nothing)
+/// is no time zone, as serde reads it.
+fn named_zone(timezone: Option<&str>) -> Option<&str> {
+    timezone.filter(|tz| !matches!(tz.trim(), "" | "~" | "null" | "Null" | "NULL"))
 }
 
 impl Positions {

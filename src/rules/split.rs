@@ -5,16 +5,22 @@
 //! first piece starts at the top of the file and the last ends at its end, so serde_yaml
 //! reads every byte, as it would typing the file whole; where the outline pass (yaml-rust2)
 //! and serde_yaml (libyaml) could count lines differently, the file is typed whole.
+//! In a file of the usual shape, `guess` reads where the rules start from the lines alone,
+//! without the outline pass.
 
 use std::num::NonZero;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::locate::Position;
+use super::locate::{Position, MAX_YAML_DEPTH};
 use super::schema::{self, RawRule};
 
 /// Rules per piece: few enough that a piece's event list stays small, enough that
 /// handing out pieces costs nothing.
 const PIECE: usize = 1_000;
+
+/// Levels a guessed rule's bound leaves aside for the root mapping, the list, the rule, a
+/// key's value on its key's line, and a few to spare.
+const DEPTH_MARGIN: usize = 8;
 
 /// Below this many rules the file is typed whole: a second thread would not pay.
 const MIN_RULES: usize = 2 * PIECE;
@@ -181,6 +187,118 @@ fn type_each_in_pieces(
     (!failed.load(Ordering::Relaxed) && handed == pieces.len()).then_some(())
 }
 
+/// Where the rules of a file in the usual shape start, and its `timezone:`, read from its
+/// lines alone, without the outline pass (`LazyPositions::new`, a quarter of a large
+/// load's work). The rules are then typed in pieces cut at these starts; the guess holds
+/// when every piece types to as many rules as it was given (see `guess`).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Guess {
+    pub(crate) starts: Vec<Position>,
+    pub(crate) timezone: Option<String>,
+}
+
+/// The guess for `source`, or `None` for anything but the usual shape:
+/// - at the top level, comments, a `timezone:` with a plain value (`Asia/Shanghai`) and then
+///   `rules:`: nothing else, and nothing after the rules at the top level;
+/// - every rule's first key on its dash's line (`- key` or `- { key`), the key a plain word,
+///   every dash in one column, and no other line at or left of that column but comments;
+/// - no byte-order mark, at least `MIN_RULES` rules;
+/// - no rule that could nest deeper than `MAX_YAML_DEPTH`: its deepest line's leading
+///   spaces and indicators (each block level needs one more) plus its brackets (`[`, `{`;
+///   a `- ` starting a line inside a flow collection is a YAML error, so a rule's brackets
+///   bound its flow nesting) stay within the bound, which the outline pass would check.
+///
+/// Why a wrong guess cannot pass: every line that could start a rule is taken as a start,
+/// so no true start is missed. A taken line that is not a true start lies inside a
+/// multi-line scalar or flow collection (a block scalar cannot hold a line at or left of
+/// the list's column). Inside a piece, that piece then types to fewer rules than it was
+/// given; at a cut, the piece before ends inside an unclosed quote or bracket and does not
+/// type. The property test `pieces_cut_at_the_guess_are_the_outline_s_or_fail` checks it.
+pub(crate) fn guess(source: &str) -> Option<Guess> {
+    guess_with(source, MIN_RULES)
+}
+
+/// `guess`, with the fewest rules worth it given (tests guess small files).
+fn guess_with(source: &str, min_rules: usize) -> Option<Guess> {
+    if source.starts_with('\u{feff}') {
+        return None;
+    }
+    let mut starts = Vec::new();
+    let mut timezone = None;
+    let mut in_rules = false;
+    let mut dash = None;
+    // The current rule's brackets and deepest lead, which bound how deep it can nest.
+    let (mut brackets, mut lead) = (0, 0);
+    let within = |brackets: usize, lead: usize| DEPTH_MARGIN + brackets + lead <= MAX_YAML_DEPTH;
+    for (k, line) in source.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let opens = line.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+        let line_lead = line.len() - line.trim_start_matches([' ', '-', '?', ':']).len();
+        if indent == 0 && !body.starts_with('-') {
+            if in_rules {
+                return None;
+            }
+            if let Some(rest) = top_key(line, "rules") {
+                if !(rest.is_empty() || rest.starts_with('#')) {
+                    return None;
+                }
+                in_rules = true;
+            } else if let Some(rest) = top_key(line, "timezone") {
+                if timezone.is_some() {
+                    return None;
+                }
+                timezone = Some(plain_value(rest)?.to_owned());
+            } else {
+                return None;
+            }
+            continue;
+        }
+        if !in_rules {
+            return None;
+        }
+        if dash.is_some_and(|d| indent > d) {
+            brackets += opens;
+            lead = lead.max(line_lead);
+            continue;
+        }
+        // A rule's first line: its dash in the list's column, its first key after it.
+        if *dash.get_or_insert(indent) != indent || !within(brackets, lead) {
+            return None;
+        }
+        let after = body.strip_prefix("- ")?.trim_start_matches(' ');
+        let after = after
+            .strip_prefix('{')
+            .map_or(after, |a| a.trim_start_matches(' '));
+        if !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        // What comes before the key is ASCII: its byte offset is its column.
+        starts.push((k + 1, line.len() - after.len() + 1));
+        (brackets, lead) = (opens, line_lead);
+    }
+    (in_rules && within(brackets, lead) && starts.len() >= min_rules.max(1))
+        .then_some(Guess { starts, timezone })
+}
+
+/// What follows `key:` on a top-level line, trimmed, when the line is that key.
+fn top_key<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+    (rest.is_empty() || rest.starts_with(' ')).then(|| rest.trim())
+}
+
+/// A plain scalar such as a time zone's name (`Asia/Shanghai`, `UTC`, `Etc/GMT+8`), with an
+/// optional comment after it.
+fn plain_value(rest: &str) -> Option<&str> {
+    let value = rest.split(" #").next()?.trim_end();
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'+' | b'-');
+    (!value.is_empty() && !value.starts_with('-') && value.bytes().all(plain)).then_some(value)
+}
+
 /// Line breaks that libyaml counts and yaml-rust2 does not (U+0085, U+2028, U+2029), or a
 /// CR without an LF, which `LineIndex` does not count: the line numbers of the outline pass
 /// could then be wrong for the cut.
@@ -274,6 +392,86 @@ mod tests {
         let whole = schema::parse_typed(&source).expect("the file types");
         assert_eq!(pieces.len(), 2 * PIECE + 345);
         assert_eq!(format!("{pieces:?}"), format!("{whole:?}"));
+    }
+
+    /// Where the outline pass found each rule, plain file or not.
+    fn outline_starts(outline: &LazyPositions<'_>) -> Vec<Position> {
+        (0..).map_while(|i| outline.rule(i)).collect()
+    }
+
+    #[test]
+    fn the_guess_from_the_lines_is_what_the_outline_finds_in_the_usual_shapes() {
+        for head in [
+            "",
+            "timezone: Asia/Shanghai  # the office\n",
+            "# top\n\ntimezone: UTC\n",
+        ] {
+            let source = format!("{head}{}", file(MIN_RULES + 7));
+            let outline = LazyPositions::new(&source);
+            let guess = guess(&source).expect("the usual shape");
+            // (A file with a time zone is not plain to the outline: it types it whole.)
+            assert!(guess.starts == outline_starts(&outline));
+            assert_eq!(guess.timezone.as_deref(), outline.timezone());
+        }
+        let crlf = file(MIN_RULES).replace('\n', "\r\n");
+        let guessed = guess(&crlf).expect("the usual shape").starts;
+        assert!(guessed == outline_starts(&LazyPositions::new(&crlf)));
+    }
+
+    #[test]
+    fn the_guess_declines_all_but_the_usual_shape() {
+        let usual = file(MIN_RULES);
+        assert!(guess(&usual).is_some());
+        let rule = "  - { name: x, ignore: true }\n";
+        let deep = |levels: usize| {
+            let nested: String = (0..levels)
+                .map(|level| format!("{}k{level}:\n", " ".repeat(4 + level)))
+                .collect();
+            format!("{usual}  - name: y\n    extra:\n{nested}")
+        };
+        assert!(guess(&deep(8)).is_some());
+        for unusual in [
+            file(MIN_RULES - 1),
+            format!("\u{feff}{usual}"),
+            format!("---\n{usual}"),
+            format!("other: 1\n{usual}"),
+            format!("{usual}rules:\n{rule}"),
+            format!("{usual}timezone: UTC\n"),
+            format!("timezone: UTC\ntimezone: UTC\n{usual}"),
+            format!("timezone: 'UTC'\n{usual}"),
+            format!("timezone: ~\n{usual}"),
+            format!("timezone:\n  UTC\n{usual}"),
+            format!("  x: 1\n{usual}"),
+            usual.replacen("rules:\n", "rules: # ok\n", 1) + "...\n",
+            usual.replacen("rules:\n", "rules: []\n", 1),
+            format!("{usual} - {{ name: y, ignore: true }}\n"),
+            format!("{usual}  -\n    name: y\n"),
+            format!("{usual}  - # comment\n    name: y\n"),
+            format!("{usual}  - {{}}\n"),
+            format!("{usual}  - \"name\": y\n"),
+            format!("{usual}  - &a name: y\n"),
+            format!("{usual}  - ? name\n    : y\n"),
+            format!("{usual}  name: y\n"),
+            format!(
+                "{usual}  - {{ name: y, reply: {{ text: \"{}\" }} }}\n",
+                "{".repeat(MAX_YAML_DEPTH)
+            ),
+            deep(MAX_YAML_DEPTH),
+        ] {
+            assert!(
+                guess(&unusual).is_none(),
+                "{}",
+                &unusual[unusual.len() - 80..]
+            );
+        }
+        // Brackets up to the bound, and rules at the left edge, are usual.
+        let edge = usual.replace("\n  - ", "\n- ");
+        assert!(guess(&edge).is_some());
+        let bracketed = format!(
+            "{usual}  - {{ name: y, reply: {{ text: \"{}\" }} }}\n",
+            "{".repeat(MAX_YAML_DEPTH - DEPTH_MARGIN - 6)
+        );
+        assert!(guess(&bracketed).is_some());
     }
 
     #[test]
@@ -424,6 +622,13 @@ mod tests {
             5 => format!("{d}- name: r{i}\n{d}  reply:\n{d}    text: plain\n{d}      continued\n"),
             6 => format!("{d}-   name: \"r{i}\"   # {text}\n{d}    reply: {{ voice: {{ media_id: {single} }} }}\n"),
             28 => format!("{d}- {{name: r{i}}}\n"),
+            // A line that looks like a rule's start inside a quoted string, and inside a
+            // flow collection (what a guess from the lines could take for a start).
+            30 => format!(
+                "{d}- name: r{i}\n{d}  reply: {{ text: \"{}\n{d}- name: fake{i}\n{d}  x\" }}\n",
+                text.replace(['\\', '"'], "")
+            ),
+            31 => format!("{d}- name: r{i}\n{d}  reply: {{ text: [a,\n{d}- name: fake{i} ] }}\n"),
             _ => format!("{d}-\n{d}  name: r{i}\n"),
         }
     }
@@ -436,7 +641,7 @@ mod tests {
         #[test]
         fn pieces_agree_with_the_whole_file(
             rules in prop::collection::vec(
-                (0u8..30, prop::collection::vec(prop::sample::select(BITS), 0..4)),
+                (0u8..32, prop::collection::vec(prop::sample::select(BITS), 0..4)),
                 1..12,
             ),
             indent in prop::sample::select(&["", "  ", "    "][..]),
@@ -453,6 +658,40 @@ mod tests {
             if let Err(e) = agrees(&source, piece) {
                 prop_assert!(false, "{}", e);
             }
+        }
+
+        /// Cut where the lines say rules start: the pieces type to what the whole file types
+        /// to, at the starts the outline pass finds, or do not type.
+        #[test]
+        fn pieces_cut_at_the_guess_are_the_outline_s_or_fail(
+            rules in prop::collection::vec(
+                (0u8..32, prop::collection::vec(prop::sample::select(BITS), 0..4)),
+                1..12,
+            ),
+            indent in prop::sample::select(&["", "  ", "    "][..]),
+            timezone in prop::sample::select(&["", "timezone: UTC\n", "timezone: null\n"][..]),
+            piece in 1usize..4,
+            crlf in any::<bool>(),
+        ) {
+            let mut source = format!("# generated\n{timezone}rules:\n");
+            for (i, (style, bits)) in rules.iter().enumerate() {
+                source.push_str(&styled(i, *style, indent, bits));
+            }
+            if crlf {
+                source = source.replace('\n', "\r\n");
+            }
+            let Some(guess) = guess_with(&source, 1) else { return Ok(()) };
+            let lines = LineIndex::new(&source);
+            let Some(pieces) = type_in_pieces(&source, &lines, &guess.starts, piece, 1) else {
+                return Ok(());
+            };
+            let whole = schema::parse_typed(&source);
+            prop_assert_eq!(format!("{whole:?}"), format!("{:?}", Some(&pieces)), "{}", source);
+            let outline = LazyPositions::new(&source);
+            prop_assert!(outline.too_deep().is_none());
+            prop_assert!(outline_starts(&outline) == guess.starts, "{}", source);
+            let assumed = LazyPositions::assumed(&source, Vec::new(), guess.timezone);
+            prop_assert_eq!(assumed.timezone(), outline.timezone());
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Raw rules → `RuleSet`: read the files, type every rule, build matchers, regexes and
 //! templates, resolve template names, and collect every error with its file:line:col.
 //!
-//! Here: `load`/`load_str` and the steps of a load, in order. The parts of a rule have a
-//! file each: `when` (criteria), `reply` (replies and their strings), `call` (`call`,
+//! Here: `load`/`load_str` and what every step shares (`Compiler`); `steps` runs a load's
+//! steps, in order. The parts of a rule have a file each: `when` (criteria), `reply` (replies and their strings), `call` (`call`,
 //! `on_error`, `late`), `check` (what templates may reference), `rule` (the rest of a
 //! rule), `files` (template files); `at` names where in a rule each error is. No IO but
 //! `load`'s reads, through `rules::read`.
@@ -14,6 +14,7 @@ mod files;
 mod regexes;
 mod reply;
 mod rule;
+mod steps;
 mod when;
 
 use std::collections::{HashMap, HashSet};
@@ -26,18 +27,15 @@ use sha1::{Digest, Sha1};
 
 use super::budget::Reservation;
 use super::excerpt;
-use super::locate::{LazyPositions, MAX_YAML_DEPTH};
+use super::locate::LazyPositions;
 use super::matcher::Index;
 use super::media::{self, MediaFile, TemporaryMedia};
 use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
 use super::schema;
-use super::split::{self, LineIndex};
 use super::tpl;
 use super::{LoadError, Loaded, Location, Rule, RuleError, RuleSet, Sources, Tpl};
 use at::At;
-use files::check_partials;
-use rule::Names;
 
 pub(crate) use call::MAX_CALL_TIMEOUT;
 pub(crate) use reply::collect_tpls;
@@ -273,7 +271,7 @@ fn compile(
     template_files: &[TemplateFile],
     media_dir: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
-    match compile_steps(file, source, template_files, media_dir) {
+    match steps::compile_steps(file, source, template_files, media_dir) {
         Ok(mut loaded) => {
             loaded.warnings = loaded.warnings.into_iter().map(excerpt::bounded).collect();
             Ok(loaded)
@@ -282,106 +280,6 @@ fn compile(
             errors.into_iter().map(excerpt::bounded).collect(),
         )),
     }
-}
-
-/// A load, in its steps: the outline pass, typing the rules, the template files, the file's
-/// time zone, each rule, what the templates include; then the rule set.
-fn compile_steps(
-    file: &Path,
-    source: &str,
-    template_files: &[TemplateFile],
-    media_dir: Option<&Path>,
-) -> Result<Loaded, LoadError> {
-    // The outline pass finds where each rule starts; in a plain file (the usual case) the
-    // rules are then typed in pieces on every core, else the file is typed whole.
-    let positions = LazyPositions::new(source);
-    if let Some(at) = positions.too_deep() {
-        return Err(LoadError(vec![RuleError {
-            location: Location::new(file, Some(at)),
-            rule: None,
-            message: format!(
-                "nested more than {MAX_YAML_DEPTH} levels deep; a rule needs a handful"
-            ),
-        }]));
-    }
-    let lines = LineIndex::new(source);
-    // Template files a living rule set holds compiled (of another account on the same
-    // directory, or the set this load will replace) are not compiled again.
-    let (files_key, compiled) = registry::lookup(template_files);
-    let starts = positions.plain_rule_starts().map(<[_]>::to_vec);
-    let mut c = Compiler::new(file, positions, template_files, compiled.as_deref());
-    c.media_dir = media_dir.map(Path::to_owned);
-    files::register(&mut c, template_files, compiled.is_some());
-
-    let mut rules = Vec::with_capacity(starts.as_ref().map_or(0, Vec::len));
-    let mut off = Vec::new();
-    let mut names = Names::default();
-    // A plain file's rules are typed in pieces on every core and each piece compiled as it
-    // comes, so the raw rules of the whole file are never held at once. (A file whose time
-    // zone is wrong takes the other way, which reports its YAML errors first.)
-    let zone_holds = c
-        .positions
-        .timezone()
-        .is_none_or(|tz| jiff::tz::TimeZone::get(tz).is_ok());
-    let streamed = starts.filter(|_| zone_holds).and_then(|starts| {
-        split::type_rules_each(source, &lines, &starts, |first, piece| {
-            for (j, raw) in piece.into_iter().enumerate() {
-                match rule::compile_rule(&mut c, first + j, RuleInput::Typed(raw), &mut names) {
-                    Some(rule) if rule.off => off.push(rule),
-                    Some(rule) => rules.push(rule),
-                    None => {}
-                }
-            }
-        })
-    });
-    if streamed.is_none() {
-        // Typed whole (which finds every YAML error), by a compiler that has seen nothing
-        // of the pieces compiled before one failed to type.
-        if !rules.is_empty() || !off.is_empty() || !c.errors.is_empty() {
-            c = Compiler::new(file, c.positions, template_files, compiled.as_deref());
-            files::register(&mut c, template_files, compiled.is_some());
-            rules.clear();
-            off.clear();
-            names = Names::default();
-        }
-        let inputs = match parse_rules(source) {
-            Ok(inputs) => inputs,
-            Err(e) => {
-                let at = e.position.or_else(|| c.positions.key(&e.path));
-                c.error(None, at, e.message);
-                return Err(LoadError(c.errors));
-            }
-        };
-        if !timezone_holds(&mut c) {
-            return Err(LoadError(c.errors));
-        }
-        rules.reserve(inputs.len());
-        for (i, input) in inputs.into_iter().enumerate() {
-            match rule::compile_rule(&mut c, i, input, &mut names) {
-                Some(rule) if rule.off => off.push(rule),
-                Some(rule) => rules.push(rule),
-                None => {}
-            }
-        }
-    }
-
-    check_partials(&mut c, template_files);
-    if !c.errors.is_empty() {
-        return Err(LoadError(c.errors));
-    }
-    // Before the index compiles its regex sets: a file whose regexes the budgets refuse
-    // costs no more than its parse. Rules that are off are never matched, so their
-    // regexes are never compiled.
-    let regex_budget = regexes::reserve(file, &rules).map_err(|e| LoadError(vec![e]))?;
-    Ok(finish(
-        c,
-        source,
-        template_files,
-        files_key,
-        rules,
-        off,
-        regex_budget,
-    ))
 }
 
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
@@ -530,6 +428,7 @@ fn rule_errors(body: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::locate::MAX_YAML_DEPTH;
 
     #[test]
     fn a_file_with_a_byte_order_mark_keeps_its_error_positions() {

@@ -4,7 +4,7 @@
 //! replies and `call` are their own files'. Every problem is an error; no IO.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use super::at::{At, Key};
@@ -31,13 +31,10 @@ pub(super) fn compile_rule(
     let start = c.positions.rule(i);
     c.temporary.clear();
     let raw_rule = typed(c, i, input)?;
-    let fingerprint = {
-        // What the rule says, as typed: comments, layout, quoting and its place in the file
-        // do not change what it does, so they do not make it changed.
-        let mut h = std::hash::DefaultHasher::new();
-        raw_rule.hash(&mut h);
-        h.finish()
-    };
+    // What the rule says, as typed: comments, layout, quoting and its place in the file do
+    // not change what it does, so they do not make it changed. Compared within the process
+    // only (a reload's report); foldhash, as SipHash was 4% of a 100,000-rule load's CPU.
+    let fingerprint = foldhash::quality::FixedState::default().hash_one(&raw_rule);
     let name = raw_rule.name.0;
     if name.trim().is_empty() {
         c.error(None, start, "rule name is empty".into());
