@@ -50,10 +50,11 @@ impl LineIndex {
     }
 }
 
-/// Types the rules of a plain file in pieces, side by side. `None` when the file is small,
-/// when a rule does not start its own line after `- `, or when any piece fails to type or
-/// gives another number of rules than it holds: the caller then types the file whole,
-/// which also finds every error.
+/// Types the rules of a plain file in pieces, side by side; a file of fewer than
+/// `MIN_RULES` rules is one piece, typed whole. `None` when a rule does not start its own
+/// line after `- `, or when any piece fails to type or gives another number of rules than
+/// it holds: the caller then types the file whole, rule by rule where it must, which finds
+/// every error.
 #[cfg(test)]
 pub(crate) fn type_rules(
     source: &str,
@@ -102,8 +103,14 @@ fn type_each_in_pieces(
     min_rules: usize,
     mut each: impl FnMut(usize, Vec<RawRule>),
 ) -> Option<()> {
-    if starts.len() < min_rules || piece_rules == 0 || odd_line_breaks(source) {
+    if piece_rules == 0 || odd_line_breaks(source) {
         return None;
+    }
+    if starts.len() < min_rules {
+        // Too few rules for a second thread to pay: one piece, the whole file, typed here.
+        let rules = schema::parse_typed(source).filter(|rules| rules.len() == starts.len())?;
+        each(0, rules);
+        return Some(());
     }
     let cuts = cuts(source, lines, starts)?;
     let pieces: Vec<(&str, usize)> = cuts
@@ -189,8 +196,9 @@ fn type_each_in_pieces(
 
 /// Where the rules of a file in the usual shape start, and its `timezone:`, read from its
 /// lines alone, without the outline pass (`LazyPositions::new`, a quarter of a large
-/// load's work). The rules are then typed in pieces cut at these starts; the guess holds
-/// when every piece types to as many rules as it was given (see `guess`).
+/// load's work and a sixth of a small one's). The rules are then typed in pieces cut at
+/// these starts (a small file whole); the guess holds when every piece types to as many
+/// rules as it was given (see `guess`).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Guess {
     pub(crate) starts: Vec<Position>,
@@ -202,7 +210,7 @@ pub(crate) struct Guess {
 ///   `rules:`: nothing else, and nothing after the rules at the top level;
 /// - every rule's first key on its dash's line (`- key` or `- { key`), the key a plain word,
 ///   every dash in one column, and no other line at or left of that column but comments;
-/// - no byte-order mark, at least `MIN_RULES` rules;
+/// - no byte-order mark, at least one rule;
 /// - no rule that could nest deeper than `MAX_YAML_DEPTH`: its deepest line's leading
 ///   spaces and indicators (each block level needs one more) plus its brackets (`[`, `{`;
 ///   a `- ` starting a line inside a flow collection is a YAML error, so a rule's brackets
@@ -215,11 +223,6 @@ pub(crate) struct Guess {
 /// given; at a cut, the piece before ends inside an unclosed quote or bracket and does not
 /// type. The property test `pieces_cut_at_the_guess_are_the_outline_s_or_fail` checks it.
 pub(crate) fn guess(source: &str) -> Option<Guess> {
-    guess_with(source, MIN_RULES)
-}
-
-/// `guess`, with the fewest rules worth it given (tests guess small files).
-fn guess_with(source: &str, min_rules: usize) -> Option<Guess> {
     if source.starts_with('\u{feff}') {
         return None;
     }
@@ -281,8 +284,7 @@ fn guess_with(source: &str, min_rules: usize) -> Option<Guess> {
         starts.push((k + 1, line.len() - after.len() + 1));
         (brackets, lead) = (opens, line_lead);
     }
-    (in_rules && within(brackets, lead) && starts.len() >= min_rules.max(1))
-        .then_some(Guess { starts, timezone })
+    (in_rules && within(brackets, lead) && !starts.is_empty()).then_some(Guess { starts, timezone })
 }
 
 /// What follows `key:` on a top-level line, trimmed, when the line is that key.
@@ -431,7 +433,8 @@ mod tests {
         };
         assert!(guess(&deep(8)).is_some());
         for unusual in [
-            file(MIN_RULES - 1),
+            "rules:\n".to_owned(),
+            "rules: []\n".to_owned(),
             format!("\u{feff}{usual}"),
             format!("---\n{usual}"),
             format!("other: 1\n{usual}"),
@@ -476,8 +479,9 @@ mod tests {
 
     #[test]
     fn anything_unusual_leaves_the_file_to_be_typed_whole() {
-        // Small.
-        assert!(split(&file(MIN_RULES - 1)).is_none());
+        // Small: one piece, the whole file.
+        let small = split(&file(MIN_RULES - 1)).expect("typed whole");
+        assert_eq!(small.len(), MIN_RULES - 1);
         // A rule that does not type, far into the file.
         let broken =
             file(3 * PIECE).replace("r2499,\n      ignore: true", "r2499,\n      ignore: maybe");
@@ -680,7 +684,7 @@ mod tests {
             if crlf {
                 source = source.replace('\n', "\r\n");
             }
-            let Some(guess) = guess_with(&source, 1) else { return Ok(()) };
+            let Some(guess) = guess(&source) else { return Ok(()) };
             let lines = LineIndex::new(&source);
             let Some(pieces) = type_in_pieces(&source, &lines, &guess.starts, piece, 1) else {
                 return Ok(());

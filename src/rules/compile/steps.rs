@@ -51,10 +51,12 @@ fn steps(
         media_dir,
     };
     // Where each rule starts: in a file of the usual shape, read from its lines (`guess`),
-    // and the rules typed in pieces on every core cut there, each piece compiled as it
-    // comes. Otherwise, or when a piece does not type to the rules it was given, the outline
-    // pass finds the starts; in a plain file the rules are then typed in pieces, else whole.
+    // and the rules typed in pieces on every core cut there (a small file whole), each
+    // piece compiled as it comes. Otherwise, or when a piece does not type to the rules it
+    // was given, the outline pass finds the starts; in a plain file the rules are then
+    // typed in pieces (a small file whole), else whole (rule by rule where it must).
     let guess = split::guess(source).filter(|_| guessing == Guessing::Allowed);
+    let mut tried = None;
     if let Some(guess) = guess.filter(|g| zone_holds(g.timezone.as_deref())) {
         let assumed = LazyPositions::assumed(source, guess.starts, guess.timezone);
         let starts = assumed
@@ -65,6 +67,7 @@ fn steps(
         if let Ok((rules, off)) = compile_in_pieces(&mut c, source, &lines, &starts) {
             return Compiled { c, rules, off }.into_loaded(source, &setup, files_key);
         }
+        tried = Some(starts);
     }
     let positions = LazyPositions::new(source);
     if let Some(at) = positions.too_deep() {
@@ -82,7 +85,9 @@ fn steps(
     // comes, so the raw rules of the whole file are never held at once. (A file whose time
     // zone is wrong takes the other way, which reports its YAML errors first.)
     let mut pieces = Err(false);
-    if let Some(starts) = starts.filter(|_| zone_holds(c.positions.timezone())) {
+    // (Not again when the guess was these starts: the pieces would fail again.)
+    let again = starts.filter(|starts| tried.as_ref() != Some(starts));
+    if let Some(starts) = again.filter(|_| zone_holds(c.positions.timezone())) {
         pieces = compile_in_pieces(&mut c, source, &lines, &starts);
     }
     let (rules, off) = match pieces {
