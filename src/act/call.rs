@@ -15,8 +15,9 @@ use crate::wire::Reply;
 
 use super::service_reply::kind;
 
-/// The largest answer read from a service: a reply is a few KiB.
-pub const MAX_ANSWER: usize = 64 * 1024;
+/// The largest answer read from a service, as the one delivered later (a reply is a few
+/// KiB): the delivery owns the figure, which a call reads.
+pub const MAX_ANSWER: usize = super::deliver::MAX_BODY;
 /// The longest a connection to a service may take to open, within the call's own timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per service host, for reuse (HTTP/1.1 keep-alive).

@@ -23,8 +23,9 @@ pub const HEADER: &str = "x-wxrules-deliver";
 /// Calls waiting for a delivery at once; past it a call's URL is not given (its service
 /// must answer as usual).
 pub const MAX_WAITING: usize = 10_000;
-/// The largest delivery read: what a call's answer may be (`call::MAX_ANSWER`).
-pub const MAX_BODY: usize = super::call::MAX_ANSWER;
+/// The largest delivery read, and what a call's answer may be (`call::MAX_ANSWER`, an
+/// answer read or delivered alike).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// A delivery refused, and how the server answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

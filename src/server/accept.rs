@@ -6,12 +6,13 @@
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use rand::distributions::{Alphanumeric, DistString};
 
 use super::query::{required, WechatQuery};
 use super::refusal::count_refused;
 use super::{body, AppState, ServiceError};
 use crate::accounts::Live;
-use crate::crypto::verify_signature;
+use crate::crypto::{sign, verify_signature};
 use crate::store::replay::Pending;
 use crate::wire::{self, Message};
 
@@ -141,4 +142,15 @@ fn decode(
     let inner = cipher.decrypt(&encrypt)?;
     let message = Message::parse(&inner)?;
     Ok((message, Wrapping::Safe))
+}
+
+/// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
+pub(super) fn encrypt_reply(account: &Live, xml: &str, now: u64) -> String {
+    let Some(cipher) = account.secrets.cipher() else {
+        return "success".to_owned();
+    };
+    let encrypt = cipher.encrypt(xml.as_bytes());
+    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+    let signature = sign(&[account.secrets.token(), &now.to_string(), &nonce, &encrypt]);
+    wire::write_encrypted(&encrypt, &signature, now, &nonce)
 }

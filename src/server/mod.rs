@@ -11,10 +11,12 @@ mod deliver;
 mod editor;
 mod error;
 mod health;
+mod keep;
 mod late;
 mod push;
 mod query;
 mod refusal;
+mod sends;
 pub mod signin;
 pub mod slow;
 

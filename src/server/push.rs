@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use rand::distributions::{Alphanumeric, DistString};
 
-use super::accept::{accept, refused, Wrapping};
-use super::late::{ask_service, queue_sends, Asked, SendAt};
+use super::accept::{accept, encrypt_reply, refused, Wrapping};
+use super::late::ask_service;
 use super::refusal::count_unrouted;
-use super::slow;
+use super::sends::{queue_sends, SendAt};
+use super::slow::{self, Asked};
 use super::{body, converse, AppState, ServiceError};
 use super::{PLAIN_TEXT, XML};
 use crate::accounts::Live;
 use crate::answer::{decide_found, Decision, Outcome};
-use crate::crypto::sign;
 use crate::rules::{Match, Subject};
 use crate::store::dedup::{
     Answer, Claim, Key, Replay, Replayed, Settled, Ticket, Tier, Waiting, With,
@@ -25,7 +24,7 @@ use crate::store::dedup::{
 use crate::store::replay::Seen;
 use crate::telemetry::metrics::RequestOutcome;
 use crate::telemetry::recent::{Followup, Recent, Shown};
-use crate::wire::{self, Message};
+use crate::wire::Message;
 
 /// `POST /wechat`: verify, decrypt if needed, parse, dedup, answer.
 pub(crate) async fn receive(
@@ -615,17 +614,6 @@ fn cooldown_account<'m>(account: &Live, message: &'m Message) -> Cow<'m, str> {
         "" => Cow::Borrowed(message.to_user()),
         scope => Cow::Owned(format!("{scope}{}", message.to_user())),
     }
-}
-
-/// Encrypts a reply for safe mode with fresh random bytes, signed with a fresh nonce.
-pub(super) fn encrypt_reply(account: &Live, xml: &str, now: u64) -> String {
-    let Some(cipher) = account.secrets.cipher() else {
-        return "success".to_owned();
-    };
-    let encrypt = cipher.encrypt(xml.as_bytes());
-    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
-    let signature = sign(&[account.secrets.token(), &now.to_string(), &nonce, &encrypt]);
-    wire::write_encrypted(&encrypt, &signature, now, &nonce)
 }
 
 fn micros(elapsed: Duration) -> u64 {
