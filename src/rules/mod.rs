@@ -347,6 +347,22 @@ impl Rule {
         self.converse.as_deref()
     }
 
+    /// Whether it acts beyond its passive reply: calls a service, sends messages, cools
+    /// down or moves its user's conversation. Such a push is claimed everywhere before it
+    /// acts (`server::push`), so that a retry cannot act twice.
+    pub fn acts(&self) -> bool {
+        self.call.is_some()
+            || !self.send.is_empty()
+            || self.cooldown_secs > 0
+            || self.converse.is_some()
+    }
+
+    /// Whether it may keep an answer for its user's next message: it calls a service or
+    /// sends messages (a late answer, or messages past WeChat's quota, wait for it).
+    pub fn may_keep(&self) -> bool {
+        self.call.is_some() || !self.send.is_empty()
+    }
+
     /// The state its `when` asks for, if any.
     pub fn state_when(&self) -> Option<&conversation::StateWhen> {
         self.when.state.as_deref().map(|s| &s.when)

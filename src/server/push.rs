@@ -148,14 +148,8 @@ async fn respond(
     } else {
         None
     };
-    let acts = (picks_up && kept_key.is_none())
-        || moves
-        || first.as_ref().is_some_and(|m| {
-            m.rule.call().is_some()
-                || !m.rule.send().is_empty()
-                || m.rule.cooldown().is_some()
-                || m.rule.transition().is_some()
-        });
+    let acts =
+        (picks_up && kept_key.is_none()) || moves || first.as_ref().is_some_and(|m| m.rule.acts());
     if unread && acts {
         // This push acts: its user's state is read first after all.
         let looked = converse::look_up(state, live, message).await;

@@ -316,9 +316,7 @@ fn finish(
     let (digest, templates_digest) = digests(source, template_files);
 
     let index = Index::build(&rules);
-    let keeps = rules
-        .iter()
-        .any(|rule| rule.call().is_some() || !rule.send().is_empty());
+    let keeps = rules.iter().any(Rule::may_keep);
     let converses = rules
         .iter()
         .any(|rule| rule.converse.is_some() || rule.when.state.is_some());
