@@ -282,14 +282,17 @@ fn compile(
     }
 }
 
+/// Whether a file's time zone, if it gives one, is one.
+fn zone_holds(timezone: Option<&str>) -> bool {
+    timezone.is_none_or(|tz| jiff::tz::TimeZone::get(tz).is_ok())
+}
+
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
 fn timezone_holds(c: &mut Compiler<'_>) -> bool {
-    let Some(tz) = c.positions.timezone() else {
+    let tz = c.positions.timezone();
+    let Some(tz) = tz.filter(|_| !zone_holds(tz)) else {
         return true;
     };
-    if jiff::tz::TimeZone::get(tz).is_ok() {
-        return true;
-    }
     let message = format!(
         "`timezone`: `{}` is not a time zone (an IANA name such as `Asia/Shanghai`)",
         excerpt::excerpt(tz)

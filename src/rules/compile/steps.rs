@@ -11,7 +11,7 @@ use super::super::read::TemplateFile;
 use super::super::split::{self, LineIndex};
 use super::super::{registry, LoadError, Loaded, Location, Rule, RuleError};
 use super::rule::{self, Names};
-use super::{files, finish, parse_rules, regexes, timezone_holds, Compiler, RuleInput};
+use super::{files, finish, parse_rules, regexes, timezone_holds, zone_holds, Compiler, RuleInput};
 
 /// A load, in its steps: the outline pass, typing the rules, the template files, the file's
 /// time zone, each rule, what the templates include; then the rule set.
@@ -58,14 +58,10 @@ fn steps(
     let guess = split::guess(source).filter(|_| guessing == Guessing::Allowed);
     let mut tried = None;
     if let Some(guess) = guess.filter(|g| zone_holds(g.timezone.as_deref())) {
-        let assumed = LazyPositions::assumed(source, guess.starts, guess.timezone);
-        let starts = assumed
-            .plain_rule_starts()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        let mut c = setup.compiler(assumed);
-        if let Ok((rules, off)) = compile_in_pieces(&mut c, source, &lines, &starts) {
-            return Compiled { c, rules, off }.into_loaded(source, &setup, files_key);
+        let starts = guess.starts.clone();
+        let mut c = setup.compiler(LazyPositions::assumed(source, guess.starts, guess.timezone));
+        if let Ok(rules) = compile_in_pieces(&mut c, source, &lines, &starts) {
+            return Compiled { c, rules }.into_loaded(source, &setup, files_key);
         }
         tried = Some(starts);
     }
@@ -90,7 +86,7 @@ fn steps(
     if let Some(starts) = again.filter(|_| zone_holds(c.positions.timezone())) {
         pieces = compile_in_pieces(&mut c, source, &lines, &starts);
     }
-    let (rules, off) = match pieces {
+    let rules = match pieces {
         Ok(compiled) => compiled,
         Err(touched) => {
             // Typed whole (which finds every YAML error), by a compiler that has seen
@@ -101,7 +97,7 @@ fn steps(
             compile_whole(&mut c, source)?
         }
     };
-    Compiled { c, rules, off }.into_loaded(source, &setup, files_key)
+    Compiled { c, rules }.into_loaded(source, &setup, files_key)
 }
 
 /// What every compiler of one load starts from.
@@ -122,16 +118,36 @@ impl<'a> Setup<'a> {
     }
 }
 
-/// Whether a file's time zone, if it gives one, is one.
-fn zone_holds(timezone: Option<&str>) -> bool {
-    timezone.is_none_or(|tz| jiff::tz::TimeZone::get(tz).is_ok())
-}
-
-/// The rules compiled, each on or off, and the compiler that holds what they need.
+/// The rules compiled, and the compiler that holds what they need.
 struct Compiled<'a> {
     c: Compiler<'a>,
+    rules: Collected,
+}
+
+/// The rules compiled so far, in file order, each on or off, and the names seen.
+#[derive(Default)]
+struct Collected {
     rules: Vec<Rule>,
     off: Vec<Rule>,
+    names: Names,
+}
+
+impl Collected {
+    fn with_capacity(rules: usize) -> Collected {
+        Collected {
+            rules: Vec::with_capacity(rules),
+            ..Collected::default()
+        }
+    }
+
+    /// Compiles rule `i` of the file into `c`, and keeps it when it has no error.
+    fn add(&mut self, c: &mut Compiler<'_>, i: usize, input: RuleInput) {
+        match rule::compile_rule(c, i, input, &mut self.names) {
+            Some(rule) if rule.off => self.off.push(rule),
+            Some(rule) => self.rules.push(rule),
+            None => {}
+        }
+    }
 }
 
 /// Types a plain file's rules in pieces (`split::type_rules_each`) and compiles each piece
@@ -142,27 +158,21 @@ fn compile_in_pieces(
     source: &str,
     lines: &LineIndex,
     starts: &[Position],
-) -> Result<(Vec<Rule>, Vec<Rule>), bool> {
-    let mut rules = Vec::with_capacity(starts.len());
-    let mut off = Vec::new();
-    let mut names = Names::default();
+) -> Result<Collected, bool> {
+    let mut rules = Collected::with_capacity(starts.len());
     let mut touched = false;
     let typed = split::type_rules_each(source, lines, starts, |first, piece| {
         touched = true;
         for (j, raw) in piece.into_iter().enumerate() {
-            match rule::compile_rule(c, first + j, RuleInput::Typed(raw), &mut names) {
-                Some(rule) if rule.off => off.push(rule),
-                Some(rule) => rules.push(rule),
-                None => {}
-            }
+            rules.add(c, first + j, RuleInput::Typed(raw));
         }
     });
-    typed.map(|()| (rules, off)).ok_or(touched)
+    typed.map(|()| rules).ok_or(touched)
 }
 
 /// Types the file whole (each rule on its own when that fails, so that every broken rule
 /// is reported) and compiles every rule.
-fn compile_whole(c: &mut Compiler<'_>, source: &str) -> Result<(Vec<Rule>, Vec<Rule>), LoadError> {
+fn compile_whole(c: &mut Compiler<'_>, source: &str) -> Result<Collected, LoadError> {
     let inputs = match parse_rules(source) {
         Ok(inputs) => inputs,
         Err(e) => {
@@ -174,17 +184,11 @@ fn compile_whole(c: &mut Compiler<'_>, source: &str) -> Result<(Vec<Rule>, Vec<R
     if !timezone_holds(c) {
         return Err(LoadError(std::mem::take(&mut c.errors)));
     }
-    let mut rules = Vec::with_capacity(inputs.len());
-    let mut off = Vec::new();
-    let mut names = Names::default();
+    let mut rules = Collected::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
-        match rule::compile_rule(c, i, input, &mut names) {
-            Some(rule) if rule.off => off.push(rule),
-            Some(rule) => rules.push(rule),
-            None => {}
-        }
+        rules.add(c, i, input);
     }
-    Ok((rules, off))
+    Ok(rules)
 }
 
 impl Compiled<'_> {
@@ -195,7 +199,10 @@ impl Compiled<'_> {
         setup: &Setup<'_>,
         files_key: registry::Key,
     ) -> Result<Loaded, LoadError> {
-        let Compiled { mut c, rules, off } = self;
+        let Compiled {
+            mut c,
+            rules: Collected { rules, off, .. },
+        } = self;
         files::check_partials(&mut c, setup.template_files);
         if !c.errors.is_empty() {
             return Err(LoadError(c.errors));
