@@ -55,7 +55,8 @@ pub(crate) struct RawRule {
     pub(crate) call: Option<Box<RawCall>>,
     /// The reply when the `call` fails (connect error, timeout, non-2xx, not JSON, over
     /// 64 KiB, too many at once); without it the answer is `success`.
-    pub(crate) on_error: Option<RawReply>,
+    // Boxed, as `call`: rare, and a rule is moved whole several times while it is typed.
+    pub(crate) on_error: Option<Box<RawReply>>,
     /// For a slow `call`: answer the push after `after` with a holding reply, and send the
     /// reply through the customer-service API when the call returns.
     pub(crate) late: Option<Box<RawLate>>,

@@ -35,7 +35,7 @@ pub(super) fn compile_call(
     c: &mut Compiler<'_>,
     rule: At<'_>,
     raw: Option<Box<RawCall>>,
-    on_error: Option<RawReply>,
+    on_error: Option<Box<RawReply>>,
     late: Option<Box<RawLate>>,
 ) -> Option<Box<Call>> {
     let Some(raw) = raw else {
@@ -85,7 +85,7 @@ pub(super) fn compile_call(
     }
     let on_error = on_error.and_then(|reply| {
         let at = rule.field(Key::OnError);
-        let spec = compile_reply(c, at, reply)?;
+        let spec = compile_reply(c, at, *reply)?;
         no_call_in(c, at, &spec, "`on_error` answers when the call failed");
         Some(spec)
     });

@@ -28,7 +28,6 @@ use sha1::{Digest, Sha1};
 use super::budget::Reservation;
 use super::excerpt;
 use super::locate::LazyPositions;
-use super::matcher::Index;
 use super::media::{self, MediaFile, TemporaryMedia};
 use super::read::{self, TemplateFile};
 use super::registry::{self, Registry};
@@ -309,16 +308,18 @@ fn finish(
     source: &str,
     template_files: &[TemplateFile],
     files_key: registry::Key,
-    rules: Vec<Rule>,
-    off: Vec<Rule>,
+    collected: steps::Collected,
     regex_budget: Reservation,
 ) -> Loaded {
+    let steps::Collected {
+        rules, off, index, ..
+    } = collected;
     let mut warnings = std::mem::take(&mut c.warnings);
     files::warn_unused(&c, template_files, &mut warnings);
 
     let (digest, templates_digest) = digests(source, template_files);
 
-    let index = Index::build(&rules);
+    let index = index.build(&rules);
     let keeps = rules.iter().any(Rule::may_keep);
     let converses = rules
         .iter()

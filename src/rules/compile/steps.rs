@@ -7,6 +7,7 @@ use std::path::Path;
 use handlebars::Handlebars;
 
 use super::super::locate::{LazyPositions, Position, MAX_YAML_DEPTH};
+use super::super::matcher::IndexBuilder;
 use super::super::read::TemplateFile;
 use super::super::split::{self, LineIndex};
 use super::super::{registry, LoadError, Loaded, Location, Rule, RuleError};
@@ -124,12 +125,14 @@ struct Compiled<'a> {
     rules: Collected,
 }
 
-/// The rules compiled so far, in file order, each on or off, and the names seen.
+/// The rules compiled so far, in file order, each on or off, the names seen, and the index
+/// of those that are on, filled as they come.
 #[derive(Default)]
-struct Collected {
-    rules: Vec<Rule>,
-    off: Vec<Rule>,
+pub(super) struct Collected {
+    pub(super) rules: Vec<Rule>,
+    pub(super) off: Vec<Rule>,
     names: Names,
+    pub(super) index: IndexBuilder,
 }
 
 impl Collected {
@@ -144,7 +147,10 @@ impl Collected {
     fn add(&mut self, c: &mut Compiler<'_>, i: usize, input: RuleInput) {
         match rule::compile_rule(c, i, input, &mut self.names) {
             Some(rule) if rule.off => self.off.push(rule),
-            Some(rule) => self.rules.push(rule),
+            Some(rule) => {
+                self.index.add(self.rules.len(), &rule);
+                self.rules.push(rule);
+            }
             None => {}
         }
     }
@@ -199,10 +205,7 @@ impl Compiled<'_> {
         setup: &Setup<'_>,
         files_key: registry::Key,
     ) -> Result<Loaded, LoadError> {
-        let Compiled {
-            mut c,
-            rules: Collected { rules, off, .. },
-        } = self;
+        let Compiled { mut c, rules } = self;
         files::check_partials(&mut c, setup.template_files);
         if !c.errors.is_empty() {
             return Err(LoadError(c.errors));
@@ -210,14 +213,14 @@ impl Compiled<'_> {
         // Before the index compiles its regex sets: a file whose regexes the budgets refuse
         // costs no more than its parse. Rules that are off are never matched, so their
         // regexes are never compiled.
-        let regex_budget = regexes::reserve(setup.file, &rules).map_err(|e| LoadError(vec![e]))?;
+        let regex_budget =
+            regexes::reserve(setup.file, &rules.rules).map_err(|e| LoadError(vec![e]))?;
         Ok(finish(
             c,
             source,
             setup.template_files,
             files_key,
             rules,
-            off,
             regex_budget,
         ))
     }

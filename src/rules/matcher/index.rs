@@ -159,64 +159,100 @@ pub(crate) struct Candidates<'a> {
     next_found: usize,
 }
 
-impl Index {
-    pub(crate) fn build(rules: &[Rule]) -> Index {
-        let mut index = Index::default();
+/// An `Index` built as the rules are compiled, one at a time in file order: the maps of
+/// exact values fill as each rule comes (at a large load, while the rest of the file is
+/// still being typed on other threads); the automata and the regex sets, which need every
+/// pattern at once, at `build`.
+#[derive(Debug, Default)]
+pub(crate) struct IndexBuilder {
+    index: Index,
+    /// The rules with a prefix, substring or regex keyword pattern, in file order.
+    partial: Vec<u32>,
+}
+
+impl IndexBuilder {
+    /// Files rule `id` (its place among the rules that are on) under its exact values.
+    pub(crate) fn add(&mut self, id: usize, rule: &Rule) {
+        let id = u32::try_from(id).unwrap_or(u32::MAX);
+        let index = &mut self.index;
+        if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
+            // An empty prefix matches everything: such a rule is tried for every message.
+            let empty =
+                test.matcher.patterns.iter().any(
+                    |p| matches!(p, Pattern::Prefix(s) | Pattern::Contains(s) if s.is_empty()),
+                );
+            if !empty {
+                let mut partial = false;
+                for pattern in &test.matcher.patterns {
+                    match pattern {
+                        Pattern::Exact(s) => {
+                            push_unique(index.keyword.entry(s.clone()).or_default(), id);
+                        }
+                        Pattern::Prefix(_) | Pattern::Contains(_) | Pattern::Regex(_) => {
+                            partial = true;
+                        }
+                    }
+                }
+                if partial {
+                    self.partial.push(id);
+                }
+                return;
+            }
+        }
+        let anchor = [Field::EventKey, Field::Event, Field::MsgType]
+            .into_iter()
+            .find_map(|field| {
+                let test = rule.when.tests.iter().find(|t| t.field == field)?;
+                Some((field, test.matcher.exact_only()?))
+            });
+        let Some((field, keys)) = anchor else {
+            index.rest.push(id);
+            return;
+        };
+        let map = match field {
+            Field::EventKey => &mut index.event_key,
+            Field::Event => &mut index.event,
+            _ => &mut index.msg_type,
+        };
+        for key in keys {
+            push_unique(map.entry(key.to_owned()).or_default(), id);
+        }
+    }
+
+    /// The index of `rules`, every one of which was `add`ed, in order.
+    pub(crate) fn build(self, rules: &[Rule]) -> Index {
+        let IndexBuilder { mut index, partial } = self;
         let mut partial_patterns: Vec<(&[u8], (u32, PartialKind))> = Vec::new();
         let mut regex_patterns: Vec<(&str, u64)> = Vec::new();
         let mut required_patterns: Vec<(&[u8], u32)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            let id = u32::try_from(i).unwrap_or(u32::MAX);
-            if let Some(test) = rule.when.tests.iter().find(|t| t.field == Field::Keyword) {
-                // An empty prefix matches everything: such a rule is tried for every message.
-                let empty = test.matcher.patterns.iter().any(
-                    |p| matches!(p, Pattern::Prefix(s) | Pattern::Contains(s) if s.is_empty()),
-                );
-                if !empty {
-                    for pattern in &test.matcher.patterns {
-                        match pattern {
-                            Pattern::Exact(s) => {
-                                push_unique(index.keyword.entry(s.clone()).or_default(), id)
-                            }
-                            Pattern::Prefix(s) => {
-                                partial_patterns.push((s.as_bytes(), (id, PartialKind::Prefix)));
-                            }
-                            Pattern::Contains(s) => {
-                                partial_patterns.push((s.as_bytes(), (id, PartialKind::Contains)));
-                            }
-                            Pattern::Regex(re) => match &re.literals {
-                                Some(literals) => {
-                                    for literal in literals.iter() {
-                                        required_patterns.push((literal, id));
-                                    }
-                                }
-                                None => {
-                                    regex_patterns.push((re.as_str(), re.program()));
-                                    index.regex_rules.push(id);
-                                }
-                            },
-                        }
-                    }
-                    continue;
-                }
-            }
-            let anchor = [Field::EventKey, Field::Event, Field::MsgType]
-                .into_iter()
-                .find_map(|field| {
-                    let test = rule.when.tests.iter().find(|t| t.field == field)?;
-                    Some((field, test.matcher.exact_only()?))
-                });
-            let Some((field, keys)) = anchor else {
-                index.rest.push(id);
+        for id in partial {
+            let Some(test) = rules
+                .get(id as usize)
+                .and_then(|rule| rule.when.tests.iter().find(|t| t.field == Field::Keyword))
+            else {
                 continue;
             };
-            let map = match field {
-                Field::EventKey => &mut index.event_key,
-                Field::Event => &mut index.event,
-                _ => &mut index.msg_type,
-            };
-            for key in keys {
-                push_unique(map.entry(key.to_owned()).or_default(), id);
+            for pattern in &test.matcher.patterns {
+                match pattern {
+                    Pattern::Exact(_) => {}
+                    Pattern::Prefix(s) => {
+                        partial_patterns.push((s.as_bytes(), (id, PartialKind::Prefix)));
+                    }
+                    Pattern::Contains(s) => {
+                        partial_patterns.push((s.as_bytes(), (id, PartialKind::Contains)));
+                    }
+                    Pattern::Regex(re) => match &re.literals {
+                        Some(literals) => {
+                            for literal in literals.iter() {
+                                required_patterns.push((literal, id));
+                            }
+                        }
+                        None => {
+                            regex_patterns.push((re.as_str(), re.program()));
+                            index.regex_rules.push(id);
+                        }
+                    },
+                }
             }
         }
         match Literals::build(partial_patterns) {
@@ -249,7 +285,9 @@ impl Index {
         index.regexes = sets;
         index
     }
+}
 
+impl Index {
     fn unindex_regexes(&mut self) {
         let ids = std::mem::take(&mut self.regex_rules);
         self.unindex(ids);

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 pub use criteria::Words;
 pub(crate) use criteria::{Criteria, Field, Pattern, StateTest, StrMatcher, Test};
-pub(crate) use index::{Index, SET_FACTOR};
+pub(crate) use index::{Index, IndexBuilder, SET_FACTOR};
 pub(crate) use lazy::LazyRegex;
 pub use lazy::MAX_REGEX_LEN;
 
