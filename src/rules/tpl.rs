@@ -147,7 +147,10 @@ fn default(
 /// left to handlebars.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Simple {
-    segments: Vec<Segment>,
+    /// Boxed slices here and in `Segment::Var`, exactly as long as they need: a rule set
+    /// holds one template or more per rule (at 1,000 accounts × 200 rules, vectors' spare
+    /// room was 20 MB).
+    segments: Box<[Segment]>,
     /// The template file it came from; `None` for an inline template, whose errors name
     /// its rule.
     file: Option<String>,
@@ -161,7 +164,7 @@ pub struct Simple {
 pub(crate) enum Segment {
     Text(String),
     /// A path's parts (`captures.[1]` → `captures`, `1`).
-    Var(Vec<String>),
+    Var(Box<[String]>),
 }
 
 /// Names handlebars treats as helpers (built-in and ours): `{{name}}` calls them.
@@ -233,14 +236,14 @@ pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
         })
         .sum();
     Some(Simple {
-        segments,
+        segments: segments.into_boxed_slice(),
         file: None,
         capacity,
     })
 }
 
 /// `a.b`, `captures.[1]`, `PicList.0.PicMd5Sum`: identifiers, numbers or `[literal]`s.
-fn parse_path(path: &str) -> Option<Vec<String>> {
+fn parse_path(path: &str) -> Option<Box<[String]>> {
     let mut parts = Vec::new();
     for part in path.split('.') {
         let name = match part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
@@ -257,7 +260,7 @@ fn parse_path(path: &str) -> Option<Vec<String>> {
         }
         parts.push(name.to_owned());
     }
-    Some(parts)
+    Some(parts.into_boxed_slice())
 }
 
 impl Simple {
@@ -272,7 +275,7 @@ impl Simple {
     /// Each `{{path}}` referenced, as its parts.
     pub(crate) fn paths(&self) -> impl Iterator<Item = &[String]> {
         self.segments.iter().filter_map(|segment| match segment {
-            Segment::Var(parts) => Some(parts.as_slice()),
+            Segment::Var(parts) => Some(&parts[..]),
             Segment::Text(_) => None,
         })
     }
