@@ -351,15 +351,13 @@ impl Rule {
     /// down or moves its user's conversation. Such a push is claimed everywhere before it
     /// acts (`server::push`), so that a retry cannot act twice.
     pub fn acts(&self) -> bool {
-        self.call.is_some()
-            || !self.send.is_empty()
-            || self.cooldown_secs > 0
-            || self.converse.is_some()
+        self.calls_or_sends() || self.cooldown_secs > 0 || self.converse.is_some()
     }
 
-    /// Whether it may keep an answer for its user's next message: it calls a service or
-    /// sends messages (a late answer, or messages past WeChat's quota, wait for it).
-    pub fn may_keep(&self) -> bool {
+    /// Whether it calls a service or sends messages: something may follow its passive
+    /// reply, and an answer may be kept for its user's next message (a late answer, or
+    /// messages past WeChat's quota).
+    pub fn calls_or_sends(&self) -> bool {
         self.call.is_some() || !self.send.is_empty()
     }
 

@@ -450,9 +450,7 @@ async fn decide(
     });
     let after = found
         .as_ref()
-        .filter(|m| {
-            state.recent.is_some() && (m.rule.call().is_some() || !m.rule.send().is_empty())
-        })
+        .filter(|m| state.recent.is_some() && m.rule.calls_or_sends())
         .map(|_| Arc::new(Followup::default()));
     let claimed = found
         .as_ref()

@@ -288,8 +288,7 @@ fn zone_holds(timezone: Option<&str>) -> bool {
 
 /// Whether the file's time zone, if it gives one, is one; checked once, at its own line.
 fn timezone_holds(c: &mut Compiler<'_>) -> bool {
-    let tz = c.positions.timezone();
-    let Some(tz) = tz.filter(|_| !zone_holds(tz)) else {
+    let Some(tz) = c.positions.timezone().filter(|tz| !zone_holds(Some(tz))) else {
         return true;
     };
     let message = format!(
@@ -320,7 +319,7 @@ fn finish(
     let (digest, templates_digest) = digests(source, template_files);
 
     let index = index.build(&rules);
-    let keeps = rules.iter().any(Rule::may_keep);
+    let keeps = rules.iter().any(Rule::calls_or_sends);
     let converses = rules
         .iter()
         .any(|rule| rule.converse.is_some() || rule.when.state.is_some());
