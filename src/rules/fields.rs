@@ -69,7 +69,7 @@ pub(crate) fn matchable(criteria: &Criteria) -> Option<Vec<&'static Kind>> {
             .patterns
             .iter()
             .map(|p| match p {
-                Pattern::Exact(value) => Some(value.as_str()),
+                Pattern::Exact(value) => Some(&**value),
                 _ => None,
             })
             .collect();

@@ -83,7 +83,7 @@ pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
                         errors.push(RuleError {
                             location: Location::new(
                                 path,
-                                Some((rule.line, rule.column)).filter(|(l, _)| *l > 0),
+                                Some((rule.line(), rule.column())).filter(|(l, _)| *l > 0),
                             ),
                             rule: Some(rule.name.to_string()),
                             message: format!("invalid regex `{}`: {reason}", re.as_str()),
@@ -100,7 +100,10 @@ pub fn compile_regexes(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
 pub fn lint(rules: &RuleSet, path: &Path) -> Vec<RuleError> {
     let mut out = Vec::new();
     let warn = |rule: &Rule, message: String| RuleError {
-        location: Location::new(path, Some((rule.line, rule.column)).filter(|(l, _)| *l > 0)),
+        location: Location::new(
+            path,
+            Some((rule.line(), rule.column())).filter(|(l, _)| *l > 0),
+        ),
         rule: Some(rule.name.to_string()),
         message,
     };
@@ -158,7 +161,10 @@ pub fn account_fit(rules: &RuleSet, path: &Path, customer_service: bool) -> Vec<
             continue;
         };
         out.push(RuleError {
-            location: Location::new(path, Some((rule.line, rule.column)).filter(|(l, _)| *l > 0)),
+            location: Location::new(
+                path,
+                Some((rule.line(), rule.column())).filter(|(l, _)| *l > 0),
+            ),
             rule: Some(rule.name.to_string()),
             message: problem.to_owned(),
         });
@@ -171,7 +177,7 @@ fn ended_windows(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     for rule in &rules.rules {
-        let Some(until) = rule.active.as_ref().and_then(|a| a.until()) else {
+        let Some(until) = rule.active().and_then(|a| a.until()) else {
             continue;
         };
         if until <= now {
@@ -191,7 +197,7 @@ fn temporary_media(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     for rule in &rules.rules {
-        for media in rule.temporary_media.iter() {
+        for media in rule.temporary_media().iter() {
             out.push(RuleError {
                 location: Location::new(
                     path,
@@ -206,7 +212,7 @@ fn temporary_media(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
 
 fn exacts(m: &StrMatcher) -> impl Iterator<Item = &str> {
     m.patterns.iter().filter_map(|p| match p {
-        Pattern::Exact(s) => Some(s.as_str()),
+        Pattern::Exact(s) => Some(&**s),
         _ => None,
     })
 }
@@ -248,7 +254,7 @@ fn duplicate_keywords(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
         let mine: BTreeSet<&str> = exacts(&test.matcher).collect();
         // A rule that is only sometimes live (a campaign, a cooldown) may share keywords with
         // the rule that answers the rest of the time.
-        let sometimes = rule.active.is_some() || rule.cooldown_secs > 0;
+        let sometimes = rule.active().is_some() || rule.cooldown_secs > 0;
         for keyword in mine {
             if sometimes {
                 continue;
@@ -258,7 +264,8 @@ fn duplicate_keywords(rules: &RuleSet, warn: &mut dyn FnMut(&Rule, String)) {
                     rule,
                     format!(
                         "keyword `{keyword}` is also an exact keyword of rule `{}` (line {})",
-                        earlier.name, earlier.line
+                        earlier.name,
+                        earlier.line()
                     ),
                 ),
                 None => {
@@ -302,7 +309,7 @@ fn implied_msg_types(rule: &Rule) -> Option<Vec<&str>> {
             .patterns
             .iter()
             .map(|p| match p {
-                Pattern::Exact(s) => Some(s.as_str()),
+                Pattern::Exact(s) => Some(&**s),
                 _ => None,
             })
             .collect();
@@ -327,14 +334,12 @@ fn matcher_covers(a: &StrMatcher, b: &StrMatcher) -> bool {
     b.patterns.iter().all(|pb| {
         a.patterns.iter().any(|pa| match (pa, pb) {
             (Pattern::Exact(x), Pattern::Exact(y)) => x == y,
-            (Pattern::Prefix(p), Pattern::Exact(y) | Pattern::Prefix(y)) => {
-                y.starts_with(p.as_str())
-            }
+            (Pattern::Prefix(p), Pattern::Exact(y) | Pattern::Prefix(y)) => y.starts_with(&**p),
             (
                 Pattern::Contains(c),
                 Pattern::Exact(y) | Pattern::Prefix(y) | Pattern::Contains(y),
-            ) => y.contains(c.as_str()),
-            (Pattern::Regex(r), Pattern::Exact(y)) => r.get().is_some_and(|r| r.is_match(y)),
+            ) => y.contains(&**c),
+            (Pattern::Regex(r), Pattern::Exact(y)) => r.get().is_some_and(|r| r.is_match(&**y)),
             (Pattern::Regex(r), Pattern::Regex(s)) => r.as_str() == s.as_str(),
             _ => false,
         })
@@ -400,15 +405,15 @@ fn unreachable(rules: &RuleSet, path: &Path, out: &mut Vec<RuleError>) {
             .filter_map(|i| list.get(i))
             // A rule that is sometimes not live (`active`) or passes users over
             // (`cooldown`) lets later rules answer.
-            .filter(|a| a.active.is_none() && a.cooldown_secs == 0)
+            .filter(|a| a.active().is_none() && a.cooldown_secs == 0)
             .find(|a| covers(a, b));
         if let Some(a) = found {
             out.push(RuleError {
-                location: Location::new(path, Some((b.line, b.column)).filter(|(l, _)| *l > 0)),
+                location: Location::new(path, Some((b.line(), b.column())).filter(|(l, _)| *l > 0)),
                 rule: Some(b.name.to_string()),
                 message: format!(
                     "unreachable: every message it matches is answered first by rule `{}` (line {})",
-                    a.name, a.line
+                    a.name, a.line()
                 ),
             });
         }

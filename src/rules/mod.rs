@@ -147,7 +147,7 @@ impl RuleSet {
             .iter()
             .chain(&self.off)
             .find(|r| r.name() == rule)
-            .and_then(|r| match r.converse.as_deref() {
+            .and_then(|r| match r.transition() {
                 Some(conversation::Transition::Set(set)) => Some(set),
                 _ => None,
             })
@@ -249,32 +249,52 @@ impl RuleSet {
 pub struct Rule {
     /// Shared with each outcome and stored answer it decides, rather than copied.
     pub(crate) name: Arc<str>,
-    pub(crate) line: usize,
-    pub(crate) column: usize,
     pub(crate) fingerprint: u64,
     pub(crate) when: Criteria,
     pub(crate) action: Action,
-    /// Replies to send through the customer-service API after the passive one, in order.
-    pub(crate) send: Box<[ReplySpec]>,
     /// The service to ask before replying; boxed, as most rules have none.
     pub(crate) call: Option<Box<Call>>,
-    /// `cooldown:` in seconds; 0 for none.
-    pub(crate) cooldown_secs: u32,
-    /// `active:`: outside this window the rule does not match.
-    pub(crate) active: Option<Box<active::Active>>,
-    /// `enabled: false`: kept in `RuleSet::off`, never matched.
-    pub(crate) off: bool,
-    /// `format: plain`: its text replies' Markdown made WeChat text.
-    pub(crate) plain: bool,
-    /// `set:` or `clear: true`: what it does to its user's conversation state once it has
-    /// answered. Boxed, as most rules have none.
-    pub(crate) converse: Option<Box<conversation::Transition>>,
-    /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
-    pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
+    /// What few rules have (`send:`, `active:`, `set:`/`clear:`, temporary media), boxed
+    /// together: a rule with none of it pays one pointer, not 48 bytes (there can be
+    /// 200,000 rules in one process).
+    pub(crate) extras: Option<Box<Extras>>,
     /// When the rule last answered (unix seconds, 0 for never), for the dashboard; marked
     /// only while the dashboard is served, and carried over by a reload to the rule of the
     /// same name.
     pub(crate) last_hit: std::sync::atomic::AtomicU64,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    /// `cooldown:` in seconds; 0 for none.
+    pub(crate) cooldown_secs: u32,
+    /// `enabled: false`: kept in `RuleSet::off`, never matched.
+    pub(crate) off: bool,
+    /// `format: plain`: its text replies' Markdown made WeChat text.
+    pub(crate) plain: bool,
+}
+
+/// The parts of a rule that few rules have (`Rule::extras`).
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Replies to send through the customer-service API after the passive one, in order.
+    pub(crate) send: Box<[ReplySpec]>,
+    /// `active:`: outside this window the rule does not match.
+    pub(crate) active: Option<active::Active>,
+    /// `set:` or `clear: true`: what it does to its user's conversation state once it has
+    /// answered.
+    pub(crate) converse: Option<conversation::Transition>,
+    /// Its replies' media ids marked temporary (`expires:`), for `check`'s warnings.
+    pub(crate) temporary_media: Box<[media::TemporaryMedia]>,
+}
+
+impl Extras {
+    /// `None` when the rule has none of them.
+    pub(crate) fn boxed(self) -> Option<Box<Extras>> {
+        let none = self.send.is_empty()
+            && self.active.is_none()
+            && self.converse.is_none()
+            && self.temporary_media.is_empty();
+        (!none).then(|| Box::new(self))
+    }
 }
 
 impl Rule {
@@ -295,7 +315,12 @@ impl Rule {
 
     /// The line of the rules file where the rule starts.
     pub fn line(&self) -> usize {
-        self.line
+        self.line as usize
+    }
+
+    /// The column of the rules file where the rule starts.
+    pub fn column(&self) -> usize {
+        self.column as usize
     }
 
     /// A hash of the rule as written, to tell which rules a reload changed.
@@ -306,7 +331,7 @@ impl Rule {
     /// Every reply of the rule: its passive reply, `send:`, and its call's `on_error` and
     /// holding reply.
     pub(crate) fn specs(&self) -> Vec<&ReplySpec> {
-        let mut specs: Vec<&ReplySpec> = self.send.iter().collect();
+        let mut specs: Vec<&ReplySpec> = self.send().iter().collect();
         if let Action::Reply(spec) = &self.action {
             specs.push(spec);
         }
@@ -324,12 +349,12 @@ impl Rule {
 
     /// What it sends after its passive reply (`send:`), in order.
     pub fn send(&self) -> &[ReplySpec] {
-        &self.send
+        self.extras.as_ref().map_or(&[], |e| &e.send)
     }
 
     /// When the rule is live (`active:`), if it has a window.
     pub fn active(&self) -> Option<&active::Active> {
-        self.active.as_deref()
+        self.extras.as_ref().and_then(|e| e.active.as_ref())
     }
 
     /// How long the rule skips a user it has answered (`cooldown:`), if it does.
@@ -344,21 +369,26 @@ impl Rule {
 
     /// What it does to its user's conversation state once it has answered.
     pub fn transition(&self) -> Option<&conversation::Transition> {
-        self.converse.as_deref()
+        self.extras.as_ref().and_then(|e| e.converse.as_ref())
+    }
+
+    /// Its replies' media ids marked temporary (`expires:`).
+    pub(crate) fn temporary_media(&self) -> &[media::TemporaryMedia] {
+        self.extras.as_ref().map_or(&[], |e| &e.temporary_media)
     }
 
     /// Whether it acts beyond its passive reply: calls a service, sends messages, cools
     /// down or moves its user's conversation. Such a push is claimed everywhere before it
     /// acts (`server::push`), so that a retry cannot act twice.
     pub fn acts(&self) -> bool {
-        self.calls_or_sends() || self.cooldown_secs > 0 || self.converse.is_some()
+        self.calls_or_sends() || self.cooldown_secs > 0 || self.transition().is_some()
     }
 
     /// Whether it calls a service or sends messages: something may follow its passive
     /// reply, and an answer may be kept for its user's next message (a late answer, or
     /// messages past WeChat's quota).
     pub fn calls_or_sends(&self) -> bool {
-        self.call.is_some() || !self.send.is_empty()
+        self.call.is_some() || !self.send().is_empty()
     }
 
     /// The state its `when` asks for, if any.
@@ -412,7 +442,7 @@ impl Rule {
     /// Chinese.
     pub fn when_words(&self, lang: Words) -> Vec<String> {
         let mut words = self.criteria_words(lang);
-        if let Some(active) = &self.active {
+        if let Some(active) = self.active() {
             words.push(format!(
                 "{} {}",
                 lang.pick("active", "生效时间"),
@@ -713,4 +743,23 @@ impl std::error::Error for LoadError {}
 pub struct Loaded {
     pub rules: RuleSet,
     pub warnings: Vec<RuleError>,
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod sizes {
+    use std::mem::size_of;
+
+    /// A process may hold 200,000 rules (1,000 accounts × 200): each byte of a rule is
+    /// 200 KB, and each allocation past a size class of the allocator is more.
+    #[test]
+    fn a_rule_and_its_criteria_stay_small() {
+        assert!(
+            size_of::<super::Rule>() <= 144,
+            "{}",
+            size_of::<super::Rule>()
+        );
+        // jemalloc's size classes: 32 bytes a test, 24 a pattern (one or two a rule).
+        assert!(size_of::<super::matcher::Test>() <= 32);
+        assert!(size_of::<super::matcher::Pattern>() <= 24);
+    }
 }

@@ -153,10 +153,10 @@ pub struct Simple {
     segments: Box<[Segment]>,
     /// The template file it came from; `None` for an inline template, whose errors name
     /// its rule.
-    file: Option<String>,
+    file: Option<Box<str>>,
     /// The output's likely size, worked out at load: the text, plus a short value per
     /// field. A typical reply is written without growing its buffer.
-    capacity: usize,
+    capacity: u32,
 }
 
 /// A piece of a `Simple` template.
@@ -234,11 +234,12 @@ pub(crate) fn parse_simple(text: &str) -> Option<Simple> {
             Segment::Text(t) => t.len(),
             Segment::Var(_) => 32,
         })
-        .sum();
+        .sum::<usize>();
     Some(Simple {
         segments: segments.into_boxed_slice(),
         file: None,
-        capacity,
+        // A hint only: a template over 4 GiB is refused long before (`rules::read`).
+        capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
     })
 }
 
@@ -267,7 +268,7 @@ impl Simple {
     /// The same template, read from the template file `name`: its errors name the file.
     pub(crate) fn read_from(self, name: &str) -> Simple {
         Simple {
-            file: Some(name.to_owned()),
+            file: Some(name.into()),
             ..self
         }
     }
@@ -319,7 +320,7 @@ impl Simple {
 
     /// The output's likely size, to write a typical reply without growing its buffer.
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 }
 

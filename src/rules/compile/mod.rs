@@ -322,10 +322,10 @@ fn finish(
     let keeps = rules.iter().any(Rule::calls_or_sends);
     let converses = rules
         .iter()
-        .any(|rule| rule.converse.is_some() || rule.when.state.is_some());
+        .any(|rule| rule.transition().is_some() || rule.when.state.is_some());
     let mut states: Vec<Arc<str>> = Vec::new();
     for rule in rules.iter().chain(&off) {
-        if let Some(crate::rules::conversation::Transition::Set(set)) = rule.converse.as_deref() {
+        if let Some(crate::rules::conversation::Transition::Set(set)) = rule.transition() {
             if !states.contains(&set.name) {
                 states.push(Arc::clone(&set.name));
             }

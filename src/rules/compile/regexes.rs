@@ -78,7 +78,7 @@ fn refusal(file: &Path, why: &str, heaviest: &mut [(u64, &Rule, &LazyRegex)]) ->
         location: Location::new(
             file,
             first
-                .map(|rule| (rule.line, rule.column))
+                .map(|rule| (rule.line(), rule.column()))
                 .filter(|(line, _)| *line > 0),
         ),
         rule: None,

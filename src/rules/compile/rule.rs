@@ -15,7 +15,7 @@ use super::when::compile_when;
 use super::{duration, Compiler, RuleInput};
 use crate::rules::conversation::{self, SetState, Transition};
 use crate::rules::schema::{self, RawReply, RawRule, RawSet, RawStr, Scalar};
-use crate::rules::{active, Action, Call, Criteria, ReplySpec, Rule};
+use crate::rules::{active, Action, Call, Criteria, Extras, ReplySpec, Rule};
 
 /// The rules' names seen so far, each with the line where it is first used.
 pub(super) type Names = HashMap<String, usize, foldhash::fast::RandomState>;
@@ -97,30 +97,39 @@ pub(super) fn compile_rule(
     };
     let converse = compile_converse(c, at, raw_rule.set, raw_rule.clear);
     if c.errors.len() == errors_before {
-        if let Some(Transition::Set(set)) = converse.as_deref() {
+        if let Some(Transition::Set(set)) = &converse {
             check_set_templates(c, at, &when, set);
         }
     }
     let (Some(action), true) = (action, c.errors.len() == errors_before) else {
         return None;
     };
+    let extras = Extras {
+        send,
+        active,
+        converse,
+        temporary_media: std::mem::take(&mut c.temporary).into_boxed_slice(),
+    };
     Some(Rule {
         name: name.into(),
-        line,
-        column,
         fingerprint,
         when,
         action,
-        send,
         call,
+        extras: extras.boxed(),
+        last_hit: std::sync::atomic::AtomicU64::new(0),
+        line: position(line),
+        column: position(column),
         cooldown_secs,
-        active,
         off: !raw_rule.enabled,
         plain,
-        converse,
-        temporary_media: std::mem::take(&mut c.temporary).into_boxed_slice(),
-        last_hit: std::sync::atomic::AtomicU64::new(0),
     })
+}
+
+/// A line or column as a rule keeps it: a file of more than 4 billion lines is not read
+/// (`rules::read` bounds its size), so this saturates only in theory.
+fn position(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The rule as typed, or `None` with the error of a rule that does not type, at the key or
@@ -296,7 +305,7 @@ fn compile_active(
     c: &mut Compiler<'_>,
     rule: At<'_>,
     raw: &schema::RawActive,
-) -> Option<Box<active::Active>> {
+) -> Option<active::Active> {
     let file_timezone = c.positions.timezone().map(str::to_owned);
     let timezone = raw
         .timezone
@@ -312,7 +321,7 @@ fn compile_active(
         timezone: &timezone,
     };
     match active::compile(&written) {
-        Ok(active) => Some(Box::new(active)),
+        Ok(active) => Some(active),
         Err((key, why)) => {
             let at = rule.field(Key::Active);
             let position = c.value_at(at.key(key)).or_else(|| c.key_at(at));
@@ -332,11 +341,11 @@ fn compile_converse(
     at: At<'_>,
     set: Option<Box<RawSet>>,
     clear: bool,
-) -> Option<Box<Transition>> {
+) -> Option<Transition> {
     let set_at = at.field(Key::Set);
     let raw = match (set, clear) {
         (None, false) => return None,
-        (None, true) => return Some(Box::new(Transition::Clear)),
+        (None, true) => return Some(Transition::Clear),
         (Some(_), true) => {
             c.error_at_key(
                 at.field(Key::Clear),
@@ -389,12 +398,12 @@ fn compile_converse(
         })
         .collect();
     let on_expire = on_expire.and_then(|reply| compile_reply(c, set_at.key("on_expire"), reply));
-    Some(Box::new(Transition::Set(SetState {
+    Some(Transition::Set(SetState {
         name: name.into(),
         ttl,
         vars,
         on_expire,
-    })))
+    }))
 }
 
 /// A `set:`'s vars see what the rule's reply sees; its `on_expire` answers whatever the

@@ -31,7 +31,11 @@ pub(super) fn compile_when(c: &mut Compiler<'_>, rule: At<'_>, when: RawWhen) ->
         .into_iter()
         .chain([(Field::Choice, when.choice)])
         .filter_map(|(field, m)| m.map(|m| (field, m)))
-        .chain(fields.into_iter().map(|(path, m)| (Field::Path(path), m)));
+        .chain(
+            fields
+                .into_iter()
+                .map(|(path, m)| (Field::Path(Box::new(path.into())), m)),
+        );
     for (field, raw) in all {
         let matcher = {
             let label = field.label();
@@ -52,14 +56,13 @@ pub(super) fn compile_when(c: &mut Compiler<'_>, rule: At<'_>, when: RawWhen) ->
             tests.push(Test { field, matcher });
         }
     }
-    // Pushed one by one, the vectors hold room for four (224 and 128 bytes); exact, they
+    // Pushed one by one, the vectors hold room for four (224 and 128 bytes); boxed slices
     // take half as much for the usual one or two criteria of one pattern each, which is a
     // quarter of a rule's memory (measured: 633 → 380 bytes for a keyword-and-ignore rule).
-    for test in &mut tests {
-        test.matcher.patterns.shrink_to_fit();
+    Criteria {
+        tests: tests.into_boxed_slice(),
+        state,
     }
-    tests.shrink_to_fit();
-    Criteria { tests, state }
 }
 
 /// `when: { state, tries_below }`: a state's name, `none` or `any`; `tries_below` only
@@ -152,7 +155,9 @@ fn compile_matcher(
     if *field == Field::Keyword {
         ok &= check_folded(c, at.rule_name(), &patterns, &literals);
     }
-    ok.then_some(StrMatcher { patterns })
+    ok.then(|| StrMatcher {
+        patterns: patterns.into_boxed_slice(),
+    })
 }
 
 /// Where a literal keyword is written: its alternative of the matcher and, in a map, the
@@ -189,9 +194,9 @@ fn check_folded(
     let mut seen: HashMap<(u8, &str), &str> = HashMap::new();
     for (raw, spot, at) in literals {
         let (kind, folded) = match patterns.get(*at) {
-            Some(Pattern::Exact(s)) => (0, s.as_str()),
-            Some(Pattern::Prefix(s)) => (1, s.as_str()),
-            Some(Pattern::Contains(s)) => (2, s.as_str()),
+            Some(Pattern::Exact(s)) => (0, &**s),
+            Some(Pattern::Prefix(s)) => (1, &**s),
+            Some(Pattern::Contains(s)) => (2, &**s),
             _ => continue,
         };
         // An empty keyword as written keeps its meaning (a `prefix: ''` matches any text);
@@ -228,12 +233,13 @@ fn check_folded(
 
 /// Folds case for the fields that ignore it, and folds keywords as messages' are folded
 /// (`rules::fold`).
-fn normalize(field: &Field, s: &str) -> String {
+fn normalize(field: &Field, s: &str) -> Box<str> {
     match field {
         Field::Keyword => fold::literal(s, fold::Literal::Exact),
         f if f.folds_case() => s.to_ascii_lowercase(),
         _ => s.to_owned(),
     }
+    .into_boxed_str()
 }
 
 /// One alternative of a matcher written as a map (`{ regex: … }`), at `at`: its patterns
@@ -282,7 +288,7 @@ fn compile_op<'a>(
             match kind {
                 "exact" => patterns.push(Pattern::Exact(normalize(field, &value))),
                 "prefix" if *field == Field::Keyword => patterns.push(Pattern::Prefix(
-                    fold::literal(&value, fold::Literal::Prefix),
+                    fold::literal(&value, fold::Literal::Prefix).into(),
                 )),
                 "prefix" => patterns.push(Pattern::Prefix(normalize(field, &value))),
                 "contains" => {
@@ -291,7 +297,7 @@ fn compile_op<'a>(
                         ok = false;
                     }
                     patterns.push(Pattern::Contains(if *field == Field::Keyword {
-                        fold::literal(&value, fold::Literal::Contains)
+                        fold::literal(&value, fold::Literal::Contains).into()
                     } else {
                         normalize(field, &value)
                     }));

@@ -200,7 +200,7 @@ impl IndexBuilder {
                 for pattern in &test.matcher.patterns {
                     match pattern {
                         Pattern::Exact(s) => {
-                            push_unique(index.keyword.entry(s.as_str().into()).or_default(), id);
+                            push_unique(index.keyword.entry(s.clone()).or_default(), id);
                         }
                         Pattern::Prefix(_) | Pattern::Contains(_) | Pattern::Regex(_) => {
                             partial = true;

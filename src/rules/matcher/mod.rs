@@ -141,7 +141,7 @@ impl RuleSet {
                 continue;
             }
             let rule = self.rules.get(index)?;
-            if rule.active.as_ref().is_some_and(|a| !a.holds(subject.now)) {
+            if rule.active().is_some_and(|a| !a.holds(subject.now)) {
                 continue;
             }
             if rule.when.matches(subject, &mut captures) {
@@ -170,7 +170,7 @@ impl RuleSet {
     pub fn find_linear(&self, subject: &Subject<'_>) -> Option<Match<'_>> {
         let mut captures = Vec::new();
         self.rules.iter().enumerate().find_map(|(index, rule)| {
-            let live = rule.active.as_ref().is_none_or(|a| a.holds(subject.now));
+            let live = rule.active().is_none_or(|a| a.holds(subject.now));
             (live && rule.when.matches(subject, &mut captures)).then(|| Match {
                 rule,
                 index,
