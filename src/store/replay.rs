@@ -142,14 +142,19 @@ impl Replays {
 
     /// The check of `query` with `body`, to be made later: by `check_pending`, or in
     /// Redis within the dedup claim's script (`dedup::Ticket::settle`, `claim_redis`).
+    /// Its Redis key and value are written only with Redis, the one place they are read
+    /// (in process they were 1,000 instructions a push).
     pub fn pending(&self, query: Query<'_>, body: BodyHash, now: u64, until: u64) -> Pending {
-        Pending {
+        let redis = self.link.is_some().then(|| RedisCheck {
             key: format!(
                 "wxrules:replay:{}{}:{}",
                 query.scope, query.timestamp, query.nonce
             ),
             hex: body.hex(),
             ttl: Duration::from_secs(until.saturating_sub(now).max(1)),
+        });
+        Pending {
+            redis,
             memory_key: self
                 .keys
                 .hash_one((query.scope, query.timestamp, query.nonce)),
@@ -165,12 +170,16 @@ impl Replays {
         let Some(link) = self.link.as_deref() else {
             return self.check_here(pending);
         };
-        let claim = set_nx_px(&pending.key, &pending.hex, pending.ttl);
-        let get = redis::Cmd::get(&pending.key);
+        let Some(check) = &pending.redis else {
+            // Made by a `Replays` without Redis: not this one's (see `pending`).
+            return self.check_here(pending);
+        };
+        let claim = set_nx_px(&check.key, &check.hex, check.ttl);
+        let get = redis::Cmd::get(&check.key);
         Link::or_memory(
             Some(link),
             |mut conn| {
-                let (claim, get, hex) = (&claim, &get, &pending.hex);
+                let (claim, get, hex) = (&claim, &get, &check.hex);
                 async move {
                     if conn.query::<Option<String>>(claim).await?.is_some() {
                         return Ok(Seen::New);
@@ -215,23 +224,32 @@ impl Replays {
     }
 }
 
-/// A check put off (`Replays::pending`), with what it needs: its Redis key and value, and
-/// its in-process key.
+/// A check put off (`Replays::pending`), with what it needs: its Redis key and value (with
+/// Redis), and its in-process key.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    key: String,
-    hex: String,
-    ttl: Duration,
+    redis: Option<RedisCheck>,
     memory_key: u64,
     body: BodyHash,
     now: u64,
     until: u64,
 }
 
+/// A check's Redis key (`wxrules:replay:…`), the body's hash as stored, and how long.
+#[derive(Debug, Clone)]
+struct RedisCheck {
+    key: String,
+    hex: String,
+    ttl: Duration,
+}
+
 impl Pending {
-    /// The Redis key (`wxrules:replay:…`), the body's hash as stored, and how long.
-    pub(super) fn redis(&self) -> (&str, &str, Duration) {
-        (&self.key, &self.hex, self.ttl)
+    /// The Redis key, the body's hash as stored, and how long; `None` when the check was
+    /// made by a `Replays` without Redis, whose checks are never put off.
+    pub(super) fn redis(&self) -> Option<(&str, &str, Duration)> {
+        self.redis
+            .as_ref()
+            .map(|check| (check.key.as_str(), check.hex.as_str(), check.ttl))
     }
 }
 

@@ -110,11 +110,10 @@ pub(super) async fn claim_on(
         Value::Pending => claim.arg(PENDING).arg(millis(PENDING_TTL)),
         Value::Answer(encoded, ttl) => claim.arg(encoded).arg(millis(ttl)),
     };
-    match with.replay {
-        Some(replay) => {
-            let (replay_key, hash, ttl) = replay.pending.redis();
-            claim.key(replay_key).arg(hash).arg(millis(ttl))
-        }
+    // A put-off replay check always has its Redis parts: only a `Replays` with Redis puts
+    // checks off (`Replays::deferred`), and the same link serves both.
+    match with.replay.and_then(|replay| replay.pending.redis()) {
+        Some((replay_key, hash, ttl)) => claim.key(replay_key).arg(hash).arg(millis(ttl)),
         None => claim.arg("").arg(""),
     };
     if let Some(state) = with.state {
