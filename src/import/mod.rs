@@ -150,64 +150,86 @@ pub fn import_fetched_at(
             )?);
         }
     }
-    if let Some(info) = top.get("add_friend_autoreply_info") {
-        rules.push(welcome_rule(info, friend_open, &mut names, &mut media)?);
+    if let Some(info) = top.get(WELCOME.key) {
+        rules.push(console_rule(
+            &WELCOME,
+            info,
+            friend_open,
+            &mut names,
+            &mut media,
+        )?);
     }
-    if let Some(info) = top.get("message_default_autoreply_info") {
-        rules.push(default_rule(info, autoreply_open, &mut names, &mut media)?);
+    if let Some(info) = top.get(DEFAULT_REPLY.key) {
+        rules.push(console_rule(
+            &DEFAULT_REPLY,
+            info,
+            autoreply_open,
+            &mut names,
+            &mut media,
+        )?);
     }
     let mut imported = comment_out_shadowed(rules);
     imported.media = media.met;
     Ok(imported)
 }
 
-/// The console's reply on follow (`add_friend_autoreply_info`), as a rule.
-fn welcome_rule(
-    info: &Value,
-    open: bool,
-    names: &mut HashSet<String>,
-    media: &mut MediaPlan<'_>,
-) -> Result<Rule, ImportError> {
-    let path = "$.add_friend_autoreply_info";
-    let reply = reply(info, path, media, "被关注回复")?;
-    let mut comment = vec!["被关注回复 (reply on follow)".to_owned()];
-    comment.extend(reply.origin);
-    Ok(Rule {
-        comment,
-        name: unique("welcome", names),
-        when: "{ event: subscribe }".into(),
-        cooldown: None,
-        reply: reply.yaml,
-        send: Vec::new(),
-        notes: reply.note.into_iter().collect(),
-        enabled: open,
-        case: Some("event: subscribe".into()),
-    })
+/// One of the console's two replies that are not keyword rules: where the export has it,
+/// and the rule it becomes.
+struct ConsoleReply {
+    /// The export's key, also its JSON path (`$.key`) in errors.
+    key: &'static str,
+    /// The console's name for it, as media labels and comments give it.
+    label: &'static str,
+    comment: &'static str,
+    name: &'static str,
+    when: &'static str,
+    cooldown: Option<&'static str>,
+    case: &'static str,
 }
 
-/// The console's default reply (`message_default_autoreply_info`), as a rule.
-fn default_rule(
+/// The reply on follow.
+const WELCOME: ConsoleReply = ConsoleReply {
+    key: "add_friend_autoreply_info",
+    label: "被关注回复",
+    comment: "被关注回复 (reply on follow)",
+    name: "welcome",
+    when: "{ event: subscribe }",
+    cooldown: None,
+    case: "event: subscribe",
+};
+
+/// The default reply, which the console sends once per user per hour.
+const DEFAULT_REPLY: ConsoleReply = ConsoleReply {
+    key: "message_default_autoreply_info",
+    label: "收到消息回复",
+    comment: "收到消息回复 (default reply): the console sends it once per user per hour",
+    name: "default-reply",
+    when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }",
+    cooldown: Some("60m"),
+    case: "text: \"wxrules导入测试留言\"",
+};
+
+/// The console's reply `kind` (`info`, the export's value under `kind.key`), as a rule.
+fn console_rule(
+    kind: &ConsoleReply,
     info: &Value,
     open: bool,
     names: &mut HashSet<String>,
     media: &mut MediaPlan<'_>,
 ) -> Result<Rule, ImportError> {
-    let path = "$.message_default_autoreply_info";
-    let reply = reply(info, path, media, "收到消息回复")?;
-    let mut comment = vec![
-        "收到消息回复 (default reply): the console sends it once per user per hour".to_owned(),
-    ];
+    let reply = reply(info, &format!("$.{}", kind.key), media, kind.label)?;
+    let mut comment = vec![kind.comment.to_owned()];
     comment.extend(reply.origin);
     Ok(Rule {
         comment,
-        name: unique("default-reply", names),
-        when: "{ msg_type: [text, voice, image, video, shortvideo, location, link] }".into(),
-        cooldown: Some("60m"),
+        name: unique(kind.name, names),
+        when: kind.when.into(),
+        cooldown: kind.cooldown,
         reply: reply.yaml,
         send: Vec::new(),
         notes: reply.note.into_iter().collect(),
         enabled: open,
-        case: Some("text: \"wxrules导入测试留言\"".into()),
+        case: Some(kind.case.into()),
     })
 }
 
