@@ -333,21 +333,13 @@ fn answered_before(
     store: Tier,
     started: Instant,
 ) -> HttpResponse {
-    let elapsed = started.elapsed();
-    live.metrics()
-        .observe_request(RequestOutcome::Retry, None, elapsed.as_secs_f64());
-    if let Some(recent) = &state.recent {
-        let rule = answer.rule.as_ref();
-        recent.record(
-            live.account.shared_name(),
-            message,
-            rule,
-            Shown::Retry,
-            state.clock.now(),
-            micros(elapsed),
-            None,
-        );
-    }
+    let elapsed = count_before(
+        state,
+        live,
+        message,
+        Before::Retry(answer.rule.as_ref()),
+        started,
+    );
     tracing::info!(
         event = "retry_answered",
         account = live.account.log_name(),
@@ -363,6 +355,45 @@ fn answered_before(
         .body(answer.body.clone())
 }
 
+/// What an earlier attempt at a push left for this one.
+#[derive(Clone, Copy)]
+enum Before<'a> {
+    /// Its stored answer, of this rule (`None`: of no rule).
+    Retry(Option<&'a Arc<str>>),
+    /// Nothing yet, past the deadline.
+    Deadline,
+}
+
+/// Counts a push that an earlier attempt at it settles, in the metrics and the recent
+/// pushes; the time it took.
+fn count_before(
+    state: &AppState,
+    live: &Live,
+    message: &Message,
+    before: Before<'_>,
+    started: Instant,
+) -> Duration {
+    let elapsed = started.elapsed();
+    let (counted, shown, rule) = match before {
+        Before::Retry(rule) => (RequestOutcome::Retry, Shown::Retry, rule),
+        Before::Deadline => (RequestOutcome::Deadline, Shown::Deadline, None),
+    };
+    live.metrics()
+        .observe_request(counted, None, elapsed.as_secs_f64());
+    if let Some(recent) = &state.recent {
+        recent.record(
+            live.account.shared_name(),
+            message,
+            rule,
+            shown,
+            state.clock.now(),
+            micros(elapsed),
+            None,
+        );
+    }
+    elapsed
+}
+
 /// An earlier attempt at this push holds it past the deadline: `success`.
 fn past_deadline(
     state: &AppState,
@@ -370,20 +401,7 @@ fn past_deadline(
     message: &Message,
     started: Instant,
 ) -> HttpResponse {
-    let elapsed = started.elapsed();
-    live.metrics()
-        .observe_request(RequestOutcome::Deadline, None, elapsed.as_secs_f64());
-    if let Some(recent) = &state.recent {
-        recent.record(
-            live.account.shared_name(),
-            message,
-            None,
-            Shown::Deadline,
-            state.clock.now(),
-            micros(elapsed),
-            None,
-        );
-    }
+    let elapsed = count_before(state, live, message, Before::Deadline, started);
     tracing::warn!(
         event = "deadline_exceeded",
         account = live.account.log_name(),
