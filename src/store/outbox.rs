@@ -5,7 +5,10 @@
 //! once sent or given up; an instance that dies leaves its entries pending, and the next
 //! owner of the shard claims them (`XAUTOCLAIM`) before reading new ones. Delivery is at
 //! least once: a message sent just before its instance died is sent again. A free shard is
-//! taken at once (at start, a lone instance owns them all within a round trip).
+//! taken at once (at start, a lone instance owns them all within a round trip). A read
+//! whose connection fails may leave entries pending under this instance's name that it
+//! never received: after the reader's next connection its shards claim their own pending
+//! entries again, skipping those they hold.
 //!
 //! New entries are read by one `Reader` per outbox: a blocking `XREADGROUP … BLOCK` over
 //! the streams its shards own, on a connection of its own, so an entry reaches its sender
@@ -20,7 +23,7 @@
 //! retried and backed off, and the in-process queues that stand in while Redis is away are
 //! `crate::act::outbox`'s.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -226,9 +229,10 @@ impl ShardStream {
             .await;
     }
 
-    /// Claims the entries left pending by earlier owners, oldest first, `limit` at most
-    /// (the stream's cap: all of them).
-    pub(crate) async fn claim(&self, limit: usize) -> Vec<Entry> {
+    /// Claims the entries left pending by earlier owners, or by this instance's own reads
+    /// whose answers were lost, oldest first, `limit` at most (the stream's cap: all of
+    /// them); and whether the whole pending list was read (not when Redis failed midway).
+    pub(crate) async fn claim(&self, limit: usize) -> (Vec<Entry>, bool) {
         let mut claimed = Vec::new();
         let mut cursor = "0-0".to_owned();
         while claimed.len() < limit {
@@ -242,7 +246,7 @@ impl ShardStream {
                 StreamAutoClaimOptions::default().count(count),
             );
             let Ok(reply) = self.query::<StreamAutoClaimReply>(&claim).await else {
-                break;
+                return (claimed, false);
             };
             claimed.extend(reply.claimed.into_iter().map(Entry::of));
             // `0-0`: the whole pending list has been seen.
@@ -251,24 +255,25 @@ impl ShardStream {
             }
             cursor = reply.next_stream_id;
         }
-        claimed
+        (claimed, true)
     }
 
-    /// The entry is done with: acknowledged and deleted.
-    pub(crate) async fn done(&self, id: &str) {
+    /// The entry is done with: acknowledged and deleted; `false` when Redis did not
+    /// answer (the entry is still pending).
+    pub(crate) async fn done(&self, id: &str) -> bool {
         let mut pipe = redis::pipe();
         pipe.add_command(Cmd::xack(&self.key, GROUP, &[id]))
             .ignore()
             .add_command(Cmd::xdel(&self.key, &[id]))
             .ignore();
-        // Redis away: the entry stays pending, and is sent again (at least once).
-        let _ = self
-            .link
+        // Redis away: the entry stays pending; its sender acknowledges it again later.
+        self.link
             .run(|mut conn| {
                 let pipe = &pipe;
                 async move { conn.pipe::<()>(pipe).await }
             })
-            .await;
+            .await
+            .is_ok()
     }
 }
 
@@ -287,6 +292,11 @@ pub(crate) struct Reader {
     changed: Notify,
     /// They changed since the reader last looked.
     dirty: AtomicBool,
+    /// How many connections the reader has made. A read whose connection failed may have
+    /// had entries moved to this instance's pending list by Redis without their reply ever
+    /// coming back: after each new connection the senders claim their own pending entries
+    /// again (`ShardStream::claim`), skipping those they hold.
+    connections: AtomicU64,
 }
 
 impl Reader {
@@ -297,6 +307,7 @@ impl Reader {
             blocked: AtomicI64::new(0),
             changed: Notify::new(),
             dirty: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +320,12 @@ impl Reader {
         if id != 0 {
             self.link.unblock(id).await;
         }
+    }
+
+    /// How many connections the reader has made: when it changes, a read may have been
+    /// lost with the connection before (`connections`).
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
     }
 
     /// Waits until the streams to read may have changed (or `wait` has passed).
@@ -333,6 +350,9 @@ impl Reader {
         }
         if conn.is_none() {
             *conn = self.link.dedicated().await.ok();
+            if conn.is_some() {
+                self.connections.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let Some(dedicated) = conn.as_mut() else {
             tokio::time::sleep(REREAD_AFTER).await;

@@ -6,6 +6,7 @@
 //! account's `OverQuota`. What is sent, kept or given up is counted, logged (with the
 //! account's name, the user masked) and told to the push's `Followup`.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,18 +134,25 @@ impl Shard {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut lanes = Lanes::default();
-        // Entries taken and not yet acknowledged.
-        let mut open_entries = 0usize;
+        // Entries taken and not yet done with, and those done with whose acknowledgement
+        // Redis did not take (acknowledged again after the reader's next connection, and
+        // never taken again meanwhile).
+        let mut held = Held::default();
         let mut owned = false;
+        // The reader's connections when this shard last claimed its pending entries.
+        let mut claimed_at = None;
+        let mut reading = false;
         let read_ahead = self.config.stream_cap();
         while !*stop.borrow() {
             if !stream.owned() {
                 if owned {
                     // Another instance has the shard now: it claims what was held here.
                     owned = false;
+                    reading = false;
                     stream.set_reading(false, &reader).await;
                     self.let_go(&mut lanes);
-                    open_entries = 0;
+                    held = Held::default();
+                    claimed_at = None;
                 }
                 // Read before the reader knew: pending under this instance's name, for the
                 // next owner to claim.
@@ -158,19 +166,29 @@ impl Shard {
             if !owned {
                 owned = true;
                 stream.ensure_group().await;
-                let entries = stream.claim(read_ahead).await;
-                open_entries += self
-                    .take_entries(&stream, &followups, &mut lanes, entries)
+            }
+            // What earlier owners left pending, at first; then, after each new connection
+            // of the reader, what a read lost with the connection before left pending here.
+            let connections = reader.connections();
+            if claimed_at != Some(connections) {
+                held.acknowledge(&stream).await;
+                let (entries, whole) = stream.claim(read_ahead).await;
+                self.take_entries(&stream, &followups, &mut lanes, &mut held, entries)
                     .await;
+                if whole {
+                    claimed_at = Some(connections);
+                }
+            }
+            if !reading {
+                reading = true;
                 stream.set_reading(true, &reader).await;
             }
             // What the reader has read, as far as the read-ahead allows; a feed that was
             // too full to be read is read again.
             let was_full = feed.capacity() < BATCH;
-            while open_entries < read_ahead {
+            while held.open.len() < read_ahead {
                 let Ok(entry) = feed.try_recv() else { break };
-                open_entries += self
-                    .take_entries(&stream, &followups, &mut lanes, vec![entry])
+                self.take_entries(&stream, &followups, &mut lanes, &mut held, vec![entry])
                     .await;
             }
             if was_full && feed.capacity() >= BATCH {
@@ -184,9 +202,11 @@ impl Shard {
                     .into_iter()
                     .filter_map(|q| q.entry)
                 {
-                    stream.done(&id).await;
                     followups.remove(&id);
-                    open_entries = open_entries.saturating_sub(1);
+                    held.open.remove(&id);
+                    if !stream.done(&id).await {
+                        held.unacknowledged.insert(id);
+                    }
                 }
                 continue;
             }
@@ -194,10 +214,9 @@ impl Shard {
             // owner, or the stop.
             let due = lanes.next_due();
             tokio::select! {
-                entry = feed.recv(), if open_entries < read_ahead => {
+                entry = feed.recv(), if held.open.len() < read_ahead => {
                     if let Some(entry) = entry {
-                        open_entries += self
-                            .take_entries(&stream, &followups, &mut lanes, vec![entry])
+                        self.take_entries(&stream, &followups, &mut lanes, &mut held, vec![entry])
                             .await;
                     }
                 }
@@ -211,17 +230,21 @@ impl Shard {
         self.let_go(&mut lanes);
     }
 
-    /// Puts stream entries in their users' lanes; how many entries wait for their messages
-    /// to be done (an entry without any is acknowledged at once).
+    /// Puts stream entries in their users' lanes, each held until its messages are done (an
+    /// entry without any is acknowledged at once). One already held, or done with, is
+    /// skipped: a claim after a lost read finds this shard's own entries too.
     async fn take_entries(
         &self,
         stream: &ShardStream,
         followups: &quick_cache::sync::Cache<String, Arc<Followup>>,
         lanes: &mut Lanes<Queued>,
+        held: &mut Held,
         entries: Vec<Entry>,
-    ) -> usize {
-        let mut open = 0;
+    ) {
         for entry in entries {
+            if held.holds(&entry.id) {
+                continue;
+            }
             let Some(job) = StoredJob::of(&entry) else {
                 tracing::error!(
                     event = "outbox_entry_unreadable",
@@ -252,9 +275,8 @@ impl Shard {
                 };
                 lanes.push(&user, item);
             }
-            open += 1;
+            held.open.insert(entry.id);
         }
-        open
     }
 
     /// Lets every held message go (the shard changed hands, or the instance stops).
@@ -433,6 +455,30 @@ impl Shard {
         );
         retry.delay = (delay * 2).min(self.config.max_backoff);
         Tried::Again(now + delay)
+    }
+}
+
+/// The stream entries a shard's sender holds: taken and not yet done with (`open`), and
+/// done with but not acknowledged, Redis having failed (`unacknowledged`).
+#[derive(Default)]
+struct Held {
+    open: HashSet<String>,
+    unacknowledged: HashSet<String>,
+}
+
+impl Held {
+    fn holds(&self, id: &str) -> bool {
+        self.open.contains(id) || self.unacknowledged.contains(id)
+    }
+
+    /// Acknowledges again what Redis did not take; what it still does not stays.
+    async fn acknowledge(&mut self, stream: &ShardStream) {
+        let ids: Vec<String> = self.unacknowledged.iter().cloned().collect();
+        for id in ids {
+            if stream.done(&id).await {
+                self.unacknowledged.remove(&id);
+            }
+        }
     }
 }
 
