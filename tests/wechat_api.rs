@@ -42,6 +42,20 @@ fn quick() -> outbox::Config {
     }
 }
 
+/// A link to `redis` as the server makes one (250 ms a command), trying a Redis that is
+/// down again after `retry`.
+fn link_to(
+    redis: &common::redis_server::RedisServer,
+    retry: Duration,
+) -> Arc<wxrules::store::Link> {
+    Arc::new(wxrules::store::Link::new(
+        ::redis::Client::open(redis.url()).unwrap(),
+        "test".into(),
+        Duration::from_millis(250),
+        retry,
+    ))
+}
+
 /// The server's state, its outbox sending to `base` with the fake's credentials.
 fn state(scratch: &Scratch, base: &str, config: outbox::Config) -> (AppState, Senders) {
     let mut state = state_with_dedup(
@@ -841,12 +855,7 @@ async fn a_user_being_retried_does_not_hold_up_the_others_in_redis() {
     let redis = common::redis_server::RedisServer::start();
     let fake = FakeWechat::start();
     let metrics = wxrules::telemetry::metrics::Metrics::new();
-    let link = Arc::new(wxrules::store::Link::new(
-        ::redis::Client::open(redis.url()).unwrap(),
-        "test".into(),
-        Duration::from_millis(250),
-        Duration::from_secs(1),
-    ));
+    let link = link_to(&redis, Duration::from_secs(1));
     let (outbox, senders) = Outbox::start_shared(
         &api_of(&fake, &metrics),
         slow_retries(),
@@ -873,12 +882,7 @@ async fn a_full_stream_refuses_and_counts_and_trims_nothing() {
     let fake = FakeWechat::start();
     fake.fail_user("oStuck", -1);
     let metrics = wxrules::telemetry::metrics::Metrics::new();
-    let link = Arc::new(wxrules::store::Link::new(
-        ::redis::Client::open(redis.url()).unwrap(),
-        "test".into(),
-        Duration::from_millis(250),
-        Duration::from_secs(1),
-    ));
+    let link = link_to(&redis, Duration::from_secs(1));
     let config = outbox::Config {
         capacity: 16,
         ..slow_retries()
@@ -921,12 +925,7 @@ async fn with_aof_a_redis_restart_keeps_the_queued_messages() {
     ]);
     let fake = FakeWechat::start();
     let metrics = wxrules::telemetry::metrics::Metrics::new();
-    let link = Arc::new(wxrules::store::Link::new(
-        ::redis::Client::open(redis.url()).unwrap(),
-        "test".into(),
-        Duration::from_millis(250),
-        Duration::from_millis(100),
-    ));
+    let link = link_to(&redis, Duration::from_millis(100));
     // WeChat fails every send for now.
     fake.script(&[Scripted::Status(500); 100_000]);
     let (outbox, senders) =
@@ -955,12 +954,7 @@ async fn entries_a_lost_read_left_pending_are_claimed_once_the_reader_reconnects
     let redis = common::redis_server::RedisServer::start();
     let fake = FakeWechat::start();
     let metrics = wxrules::telemetry::metrics::Metrics::new();
-    let link = Arc::new(wxrules::store::Link::new(
-        ::redis::Client::open(redis.url()).unwrap(),
-        "test".into(),
-        Duration::from_millis(250),
-        Duration::from_millis(100),
-    ));
+    let link = link_to(&redis, Duration::from_millis(100));
     let (outbox, senders) =
         Outbox::start_shared(&api_of(&fake, &metrics), quick(), &metrics, &link, APPID);
     let rule: Arc<str> = "r".into();
