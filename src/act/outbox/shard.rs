@@ -6,7 +6,7 @@
 //! account's `OverQuota`. What is sent, kept or given up is counted, logged (with the
 //! account's name, the user masked) and told to the push's `Followup`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,15 +134,13 @@ impl Shard {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut lanes = Lanes::default();
-        // Entries taken and not yet done with, and those done with whose acknowledgement
-        // Redis did not take (acknowledged again after the reader's next connection, and
-        // never taken again meanwhile).
-        let mut held = Held::default();
+        let read_ahead = self.config.stream_cap();
+        // Entries taken and not yet done with, and those done with lately (not taken again).
+        let mut held = Held::new(read_ahead);
         let mut owned = false;
         // The reader's connections when this shard last claimed its pending entries.
         let mut claimed_at = None;
         let mut reading = false;
-        let read_ahead = self.config.stream_cap();
         while !*stop.borrow() {
             if !stream.owned() {
                 if owned {
@@ -151,7 +149,7 @@ impl Shard {
                     reading = false;
                     stream.set_reading(false, &reader).await;
                     self.let_go(&mut lanes);
-                    held = Held::default();
+                    held = Held::new(read_ahead);
                     claimed_at = None;
                 }
                 // Read before the reader knew: pending under this instance's name, for the
@@ -173,7 +171,9 @@ impl Shard {
             if claimed_at != Some(connections) {
                 held.acknowledge(&stream).await;
                 let (entries, whole) = stream.claim(read_ahead).await;
-                self.take_entries(&stream, &followups, &mut lanes, &mut held, entries)
+                // Only while the reader reads this stream can a claimed entry have a copy
+                // on its way (at the first claim of an ownership it does not yet).
+                self.take_entries(&stream, &followups, &mut lanes, &mut held, entries, reading)
                     .await;
                 if whole {
                     claimed_at = Some(connections);
@@ -188,8 +188,15 @@ impl Shard {
             let was_full = feed.capacity() < BATCH;
             while held.open.len() < read_ahead {
                 let Ok(entry) = feed.try_recv() else { break };
-                self.take_entries(&stream, &followups, &mut lanes, &mut held, vec![entry])
-                    .await;
+                self.take_entries(
+                    &stream,
+                    &followups,
+                    &mut lanes,
+                    &mut held,
+                    vec![entry],
+                    false,
+                )
+                .await;
             }
             if was_full && feed.capacity() >= BATCH {
                 reader.changed().await;
@@ -203,10 +210,8 @@ impl Shard {
                     .filter_map(|q| q.entry)
                 {
                     followups.remove(&id);
-                    held.open.remove(&id);
-                    if !stream.done(&id).await {
-                        held.unacknowledged.insert(id);
-                    }
+                    let acknowledged = stream.done(&id).await;
+                    held.finish(id, acknowledged);
                 }
                 continue;
             }
@@ -216,7 +221,7 @@ impl Shard {
             tokio::select! {
                 entry = feed.recv(), if held.open.len() < read_ahead => {
                     if let Some(entry) = entry {
-                        self.take_entries(&stream, &followups, &mut lanes, &mut held, vec![entry])
+                        self.take_entries(&stream, &followups, &mut lanes, &mut held, vec![entry], false)
                             .await;
                     }
                 }
@@ -231,8 +236,9 @@ impl Shard {
     }
 
     /// Puts stream entries in their users' lanes, each held until its messages are done (an
-    /// entry without any is acknowledged at once). One already held, or done with, is
-    /// skipped: a claim after a lost read finds this shard's own entries too.
+    /// entry without any is acknowledged at once); `claimed` when they come from a claim
+    /// rather than the reader. One already held, or done with, is skipped: a claim after
+    /// a lost read finds this shard's own entries too.
     async fn take_entries(
         &self,
         stream: &ShardStream,
@@ -240,9 +246,10 @@ impl Shard {
         lanes: &mut Lanes<Queued>,
         held: &mut Held,
         entries: Vec<Entry>,
+        claimed: bool,
     ) {
         for entry in entries {
-            if held.holds(&entry.id) {
+            if held.skips(&entry.id) {
                 continue;
             }
             let Some(job) = StoredJob::of(&entry) else {
@@ -275,7 +282,7 @@ impl Shard {
                 };
                 lanes.push(&user, item);
             }
-            held.open.insert(entry.id);
+            held.take(entry.id, claimed);
         }
     }
 
@@ -459,16 +466,69 @@ impl Shard {
 }
 
 /// The stream entries a shard's sender holds: taken and not yet done with (`open`), and
-/// done with but not acknowledged, Redis having failed (`unacknowledged`).
-#[derive(Default)]
+/// done with but not acknowledged, Redis having failed (`unacknowledged`). A claim after a
+/// lost read finds this shard's own entries too, and may take one that the reader has
+/// just read on its new connection: that one's copy may still be on its way through the
+/// feed after it is sent, so claimed entries done with are remembered (`claimed_done`, as
+/// many as the read-ahead) until their copy comes, and none is taken twice. Entries the
+/// reader hands over have no other copy: nothing is remembered for them.
 struct Held {
     open: HashSet<String>,
     unacknowledged: HashSet<String>,
+    /// The open entries that came from a claim.
+    claimed: HashSet<String>,
+    claimed_done: HashSet<String>,
+    /// `claimed_done` in the order done, oldest first (with ids since skipped).
+    claimed_done_order: VecDeque<String>,
+    remember: usize,
 }
 
 impl Held {
-    fn holds(&self, id: &str) -> bool {
-        self.open.contains(id) || self.unacknowledged.contains(id)
+    fn new(remember: usize) -> Held {
+        Held {
+            open: HashSet::new(),
+            unacknowledged: HashSet::new(),
+            claimed: HashSet::new(),
+            claimed_done: HashSet::new(),
+            claimed_done_order: VecDeque::new(),
+            remember,
+        }
+    }
+
+    /// Whether entry `id` is not to be taken: held, or a claimed one done with whose copy
+    /// this is (forgotten then).
+    fn skips(&mut self, id: &str) -> bool {
+        self.claimed_done.remove(id) || self.open.contains(id) || self.unacknowledged.contains(id)
+    }
+
+    fn take(&mut self, id: String, claimed: bool) {
+        if claimed {
+            self.claimed.insert(id.clone());
+        }
+        self.open.insert(id);
+    }
+
+    /// The entry `id` is done with; `acknowledged` when Redis took its acknowledgement.
+    fn finish(&mut self, id: String, acknowledged: bool) {
+        self.open.remove(&id);
+        let claimed = self.claimed.remove(&id);
+        if !acknowledged {
+            self.unacknowledged.insert(id);
+        } else if claimed {
+            self.remember_claimed_done(id);
+        }
+    }
+
+    fn remember_claimed_done(&mut self, id: String) {
+        if !self.claimed_done.insert(id.clone()) {
+            return;
+        }
+        self.claimed_done_order.push_back(id);
+        while self.claimed_done_order.len() > self.remember {
+            if let Some(oldest) = self.claimed_done_order.pop_front() {
+                self.claimed_done.remove(&oldest);
+            }
+        }
     }
 
     /// Acknowledges again what Redis did not take; what it still does not stays.
@@ -511,5 +571,41 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Held;
+
+    #[test]
+    fn a_claimed_entry_done_with_is_not_taken_again_when_its_copy_comes() {
+        let mut held = Held::new(2);
+        held.take("1-0".to_owned(), true);
+        held.take("2-0".to_owned(), false);
+        held.take("3-0".to_owned(), true);
+        assert!(held.skips("1-0") && held.skips("2-0"), "held");
+        held.finish("1-0".to_owned(), true);
+        held.finish("2-0".to_owned(), true);
+        held.finish("3-0".to_owned(), false);
+        assert!(held.open.is_empty());
+        assert!(held.skips("1-0"), "claimed and done: its copy is skipped");
+        assert!(!held.skips("1-0"), "and forgotten once it came");
+        assert!(
+            !held.skips("2-0"),
+            "the reader's entries have no copy to wait for"
+        );
+        assert!(held.skips("3-0"), "not acknowledged: still pending here");
+    }
+
+    #[test]
+    fn claimed_entries_done_with_are_remembered_as_many_as_the_read_ahead() {
+        let mut held = Held::new(2);
+        for id in ["1-0", "2-0", "3-0"] {
+            held.take(id.to_owned(), true);
+            held.finish(id.to_owned(), true);
+        }
+        assert!(!held.skips("1-0"), "forgotten past the last two");
+        assert!(held.skips("2-0") && held.skips("3-0"));
     }
 }
